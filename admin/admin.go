@@ -1,0 +1,362 @@
+// Package admin serves cove's REST API under /api/v2.0, in the shapes of Harbor's v2.0 API so that
+// the tools and habits people have keep working. For now it manages projects.
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"cove/auth"
+)
+
+// Auth is what the API needs of the identity and project service; auth.Service implements it.
+type Auth interface {
+	Authenticate(ctx context.Context, r *http.Request) (auth.Principal, error)
+	CreateProject(ctx context.Context, name string, public bool, owner string) (auth.Project, error)
+	Project(ctx context.Context, name string) (auth.Project, error)
+	ProjectByID(ctx context.Context, id int64) (auth.Project, error)
+	Projects(ctx context.Context, p auth.Principal, keep func(auth.Project) bool) ([]auth.Project, error)
+	DeleteProject(ctx context.Context, name string) error
+}
+
+// Repositories counts repositories with content; cache.Store implements it.
+type Repositories interface {
+	CountRepositories(ctx context.Context, prefix string) (int, error)
+}
+
+// Config configures a Server.
+type Config struct {
+	Auth   Auth
+	Repos  Repositories
+	Logger *slog.Logger
+}
+
+// Server is the REST API handler. It is safe for concurrent use.
+type Server struct {
+	auth  Auth
+	repos Repositories
+	log   *slog.Logger
+	mux   *http.ServeMux
+}
+
+// maxBody caps every JSON request body.
+const maxBody = 64 << 10
+
+// New returns the API server with every route registered.
+func New(cfg Config) (*Server, error) {
+	if cfg.Auth == nil || cfg.Repos == nil {
+		return nil, errors.New("admin: auth and repositories are required")
+	}
+	s := &Server{auth: cfg.Auth, repos: cfg.Repos, log: cfg.Logger, mux: http.NewServeMux()}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	s.log = s.log.With("component", "admin")
+	for pattern, h := range map[string]handler{
+		"POST /api/v2.0/projects":          s.handleCreateProject,
+		"GET /api/v2.0/projects":           s.handleListProjects,
+		"HEAD /api/v2.0/projects":          s.handleHeadProject,
+		"GET /api/v2.0/projects/{name}":    s.handleGetProject,
+		"DELETE /api/v2.0/projects/{name}": s.handleDeleteProject,
+	} {
+		s.mux.Handle(pattern, s.adapt(h))
+	}
+	s.mux.Handle("/api/", s.adapt(func(w http.ResponseWriter, r *http.Request, _ auth.Principal) error {
+		return &apiError{Status: http.StatusNotFound, Code: "NOT_FOUND", Message: "no such API endpoint: " + r.Method + " " + r.URL.Path}
+	}))
+	return s, nil
+}
+
+// ServeHTTP serves the API.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+type handler func(w http.ResponseWriter, r *http.Request, who auth.Principal) error
+
+// apiError is an API failure in Harbor's shape: {"errors":[{"code","message"}]}.
+type apiError struct {
+	Status  int
+	Code    string
+	Message string
+	Err     error // logged, never shown
+}
+
+func (e *apiError) Error() string { return fmt.Sprintf("%s: %s", e.Code, e.Message) }
+
+// toAPIError maps domain errors to Harbor's codes in one place.
+func toAPIError(err error) *apiError {
+	var e *apiError
+	switch {
+	case errors.As(err, &e):
+		return e
+	case errors.Is(err, auth.ErrBadCredentials), errors.Is(err, auth.ErrUnauthenticated):
+		return &apiError{Status: http.StatusUnauthorized, Code: "UNAUTHORIZED", Message: "unauthorized"}
+	case errors.Is(err, auth.ErrDenied):
+		return &apiError{Status: http.StatusForbidden, Code: "FORBIDDEN", Message: "forbidden"}
+	case errors.Is(err, auth.ErrProjectUnknown):
+		return &apiError{Status: http.StatusNotFound, Code: "NOT_FOUND", Message: "project not found"}
+	case errors.Is(err, auth.ErrProjectExists):
+		return &apiError{Status: http.StatusConflict, Code: "CONFLICT", Message: "a project with that name exists already"}
+	case errors.Is(err, auth.ErrInvalid):
+		return &apiError{Status: http.StatusBadRequest, Code: "BAD_REQUEST", Message: err.Error()}
+	}
+	return &apiError{Status: http.StatusInternalServerError, Code: "INTERNAL_SERVER_ERROR", Message: "internal server error", Err: err}
+}
+
+// adapt authenticates the request, runs h, and writes what h returns as Harbor's error envelope.
+func (s *Server) adapt(h handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+		who, err := s.auth.Authenticate(r.Context(), r)
+		if err == nil {
+			err = h(w, r, who)
+		}
+		if err == nil {
+			return
+		}
+		e := toAPIError(err)
+		if e.Status >= 500 {
+			s.log.ErrorContext(r.Context(), "API request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		}
+		if e.Status == http.StatusUnauthorized {
+			w.Header().Set("WWW-Authenticate", `Basic realm="cove"`)
+		}
+		body, _ := json.Marshal(map[string]any{"errors": []map[string]string{{"code": e.Code, "message": e.Message}}})
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(e.Status)
+		if r.Method != http.MethodHead {
+			_, _ = w.Write(body)
+		}
+	})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+	return nil
+}
+
+func decodeJSON(r *http.Request, v any) error {
+	dec := json.NewDecoder(r.Body)
+	if err := dec.Decode(v); err != nil {
+		return &apiError{Status: http.StatusBadRequest, Code: "BAD_REQUEST", Message: "invalid JSON body: " + err.Error()}
+	}
+	return nil
+}
+
+// project is a project in Harbor's JSON shape.
+type project struct {
+	ProjectID    int64             `json:"project_id"`
+	Name         string            `json:"name"`
+	OwnerName    string            `json:"owner_name"`
+	CreationTime time.Time         `json:"creation_time"`
+	UpdateTime   time.Time         `json:"update_time"`
+	RepoCount    int               `json:"repo_count"`
+	Metadata     map[string]string `json:"metadata"`
+}
+
+func (s *Server) toProject(ctx context.Context, p auth.Project) (project, error) {
+	n, err := s.repos.CountRepositories(ctx, p.Name+"/")
+	if err != nil {
+		return project{}, err
+	}
+	return project{
+		ProjectID: p.ID, Name: p.Name, OwnerName: p.Owner,
+		CreationTime: p.Created, UpdateTime: p.Updated, RepoCount: n,
+		Metadata: map[string]string{"public": strconv.FormatBool(p.Public)},
+	}, nil
+}
+
+// flexBool accepts Harbor's "true"/"false" strings as well as JSON booleans.
+type flexBool bool
+
+func (b *flexBool) UnmarshalJSON(data []byte) error {
+	v, err := strconv.ParseBool(strings.Trim(string(data), `"`))
+	if err != nil {
+		return fmt.Errorf("want true or false, got %s", data)
+	}
+	*b = flexBool(v)
+	return nil
+}
+
+func requireAdmin(who auth.Principal) error {
+	switch {
+	case who.Anonymous():
+		return auth.ErrUnauthenticated
+	case !who.Admin:
+		return auth.ErrDenied
+	}
+	return nil
+}
+
+func (s *Server) handleCreateProject(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
+	if err := requireAdmin(who); err != nil {
+		return err
+	}
+	var req struct {
+		ProjectName string `json:"project_name"`
+		Public      *flexBool
+		Metadata    struct {
+			Public *flexBool `json:"public"`
+		} `json:"metadata"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	public := false
+	switch {
+	case req.Metadata.Public != nil:
+		public = bool(*req.Metadata.Public)
+	case req.Public != nil:
+		public = bool(*req.Public)
+	}
+	p, err := s.auth.CreateProject(r.Context(), req.ProjectName, public, who.Name)
+	if err != nil {
+		return err
+	}
+	s.log.InfoContext(r.Context(), "project created", "project", p.Name, "public", p.Public, "by", who.Name)
+	w.Header().Set("Location", fmt.Sprintf("/api/v2.0/projects/%d", p.ID))
+	w.WriteHeader(http.StatusCreated)
+	return nil
+}
+
+// lookup finds a project by name, or by id when the path holds a number that names none.
+func (s *Server) lookup(ctx context.Context, nameOrID string, isName bool) (auth.Project, error) {
+	p, err := s.auth.Project(ctx, nameOrID)
+	if errors.Is(err, auth.ErrProjectUnknown) && !isName {
+		if id, perr := strconv.ParseInt(nameOrID, 10, 64); perr == nil {
+			return s.auth.ProjectByID(ctx, id)
+		}
+	}
+	return p, err
+}
+
+// visible finds a project that who may see; others look missing or ask for a login.
+func (s *Server) visible(ctx context.Context, who auth.Principal, nameOrID string, isName bool) (auth.Project, error) {
+	p, err := s.lookup(ctx, nameOrID, isName)
+	if err != nil {
+		if errors.Is(err, auth.ErrProjectUnknown) && who.Anonymous() {
+			return auth.Project{}, auth.ErrUnauthenticated
+		}
+		return auth.Project{}, err
+	}
+	if !p.Public && !who.Admin {
+		if who.Anonymous() {
+			return auth.Project{}, auth.ErrUnauthenticated
+		}
+		return auth.Project{}, auth.ErrProjectUnknown
+	}
+	return p, nil
+}
+
+func (s *Server) handleGetProject(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
+	p, err := s.visible(r.Context(), who, r.PathValue("name"), r.Header.Get("X-Is-Resource-Name") == "true")
+	if err != nil {
+		return err
+	}
+	out, err := s.toProject(r.Context(), p)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, out)
+}
+
+// handleHeadProject answers Harbor's existence check, HEAD /projects?project_name=…
+func (s *Server) handleHeadProject(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
+	name := r.URL.Query().Get("project_name")
+	if name == "" {
+		return &apiError{Status: http.StatusBadRequest, Code: "BAD_REQUEST", Message: "project_name is required"}
+	}
+	if _, err := s.visible(r.Context(), who, name, true); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusOK)
+	return nil
+}
+
+func (s *Server) handleListProjects(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
+	q := r.URL.Query()
+	page, err := intParam(q.Get("page"), 1, 1, 1<<30)
+	if err != nil {
+		return err
+	}
+	size, err := intParam(q.Get("page_size"), 10, 1, 100)
+	if err != nil {
+		return err
+	}
+	name := q.Get("name")
+	publicFilter := q.Get("public")
+	all, err := s.auth.Projects(r.Context(), who, func(p auth.Project) bool {
+		if name != "" && !strings.Contains(p.Name, name) {
+			return false
+		}
+		if publicFilter != "" && strconv.FormatBool(p.Public) != publicFilter {
+			return false
+		}
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	w.Header().Set("X-Total-Count", strconv.Itoa(len(all)))
+	from := min((page-1)*size, len(all))
+	to := min(from+size, len(all))
+	if to < len(all) {
+		w.Header().Set("Link", fmt.Sprintf(`</api/v2.0/projects?page=%d&page_size=%d>; rel="next"`, page+1, size))
+	}
+	out := []project{}
+	for _, p := range all[from:to] {
+		hp, err := s.toProject(r.Context(), p)
+		if err != nil {
+			return err
+		}
+		out = append(out, hp)
+	}
+	return writeJSON(w, http.StatusOK, out)
+}
+
+func intParam(v string, def, lo, hi int) (int, error) {
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		return 0, &apiError{Status: http.StatusBadRequest, Code: "BAD_REQUEST", Message: fmt.Sprintf("%q is not a number from %d to %d", v, lo, hi)}
+	}
+	return n, nil
+}
+
+func (s *Server) handleDeleteProject(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
+	if err := requireAdmin(who); err != nil {
+		return err
+	}
+	p, err := s.lookup(r.Context(), r.PathValue("name"), r.Header.Get("X-Is-Resource-Name") == "true")
+	if err != nil {
+		return err
+	}
+	n, err := s.repos.CountRepositories(r.Context(), p.Name+"/")
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		return &apiError{Status: http.StatusPreconditionFailed, Code: "PRECONDITION", Message: fmt.Sprintf("project %s still has %d repositories; delete them first", p.Name, n)}
+	}
+	if err := s.auth.DeleteProject(r.Context(), p.Name); err != nil {
+		return err
+	}
+	s.log.InfoContext(r.Context(), "project deleted", "project", p.Name, "by", who.Name)
+	w.WriteHeader(http.StatusOK)
+	return nil
+}

@@ -1,0 +1,74 @@
+// Package auth decides who a request comes from and what it may do: identities, projects and the
+// policy between them. It keeps its records in the shared badger database under the "auth/" prefix.
+//
+// Until the full user and role system exists there is one identity, "admin", whose password is
+// given in the configuration or generated at first start, and kept only as a bcrypt hash.
+// Decisions deny by default: a request may do only what Authorize allows.
+package auth
+
+import (
+	"errors"
+	"strings"
+)
+
+// Action is what a request does to a repository (OCI distribution: GET/HEAD pull, POST/PUT/PATCH
+// push, DELETE delete).
+type Action string
+
+// The repository actions.
+const (
+	ActionPull   Action = "pull"
+	ActionPush   Action = "push"
+	ActionDelete Action = "delete"
+)
+
+// Principal is who a request comes from. The zero Principal is anonymous.
+type Principal struct {
+	Name  string
+	Admin bool
+}
+
+// Anonymous reports whether p carries no identity.
+func (p Principal) Anonymous() bool { return p.Name == "" }
+
+// Errors returned by Service methods; compare with errors.Is.
+var (
+	// ErrBadCredentials means credentials were given and are wrong. They never fall back to anonymous.
+	ErrBadCredentials = errors.New("invalid username or password")
+	// ErrUnauthenticated means the request is anonymous and needs an identity.
+	ErrUnauthenticated = errors.New("authentication required")
+	// ErrDenied means the identity may not do what it asks.
+	ErrDenied = errors.New("requested access to the resource is denied")
+	// ErrProjectUnknown means the repository's project does not exist.
+	ErrProjectUnknown = errors.New("project does not exist")
+	// ErrProjectExists means a project of that name exists already.
+	ErrProjectExists = errors.New("project already exists")
+	// ErrInvalid means a name or value is not acceptable.
+	ErrInvalid = errors.New("invalid value")
+)
+
+// ProjectOf returns the project of a repository name: its first path element.
+func ProjectOf(repo string) string {
+	p, _, _ := strings.Cut(repo, "/")
+	return p
+}
+
+// decide is the policy: may p do action in a project (nil when the project does not exist)?
+// Anonymous callers learn nothing about private or missing projects beyond "log in".
+func decide(p Principal, proj *Project, action Action) error {
+	switch {
+	case proj == nil && p.Anonymous():
+		return ErrUnauthenticated
+	case proj == nil && p.Admin:
+		return ErrProjectUnknown
+	case proj == nil:
+		return ErrDenied
+	case p.Admin:
+		return nil
+	case action == ActionPull && proj.Public:
+		return nil
+	case p.Anonymous():
+		return ErrUnauthenticated
+	}
+	return ErrDenied
+}

@@ -1,0 +1,139 @@
+package auth
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+const (
+	keyProject    = "auth/project/"    // auth/project/<name> → Project
+	keyProjectID  = "auth/project-id/" // auth/project-id/<id> → name
+	keyProjectSeq = "auth/seq/project"
+)
+
+// projectName is Harbor's rule for project names; every such name is also a valid first element
+// of an OCI repository name.
+var projectName = regexp.MustCompile(`^[a-z0-9]+(?:[._-][a-z0-9]+)*$`)
+
+// Project is a namespace of repositories with its own visibility (and, later, members).
+type Project struct {
+	ID      int64     `json:"id"`
+	Name    string    `json:"name"`
+	Public  bool      `json:"public"`
+	Owner   string    `json:"owner"`
+	Created time.Time `json:"created"`
+	Updated time.Time `json:"updated"`
+}
+
+// ValidProjectName reports whether name may name a project.
+func ValidProjectName(name string) bool {
+	return len(name) <= 255 && projectName.MatchString(name)
+}
+
+// CreateProject creates the project name, owned by owner.
+func (s *Service) CreateProject(ctx context.Context, name string, public bool, owner string) (Project, error) {
+	if !ValidProjectName(name) {
+		return Project{}, fmt.Errorf("%w: project name %q must be lower-case letters and digits, separated by single '.', '_' or '-'", ErrInvalid, name)
+	}
+	seq, err := s.db.GetSequence([]byte(keyProjectSeq), 1)
+	if err != nil {
+		return Project{}, err
+	}
+	defer seq.Release()
+	id, err := seq.Next()
+	if err != nil {
+		return Project{}, err
+	}
+	now := s.now().UTC()
+	p := Project{ID: int64(id) + 1, Name: name, Public: public, Owner: owner, Created: now, Updated: now}
+	err = s.db.Update(func(txn *badger.Txn) error {
+		if _, err := txn.Get([]byte(keyProject + name)); err == nil {
+			return ErrProjectExists
+		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+			return err
+		}
+		if err := putJSON(txn, []byte(keyProject+name), p); err != nil {
+			return err
+		}
+		return txn.Set([]byte(keyProjectID+strconv.FormatInt(p.ID, 10)), []byte(name))
+	})
+	if errors.Is(err, badger.ErrConflict) {
+		return Project{}, ErrProjectExists
+	}
+	return p, err
+}
+
+// Project returns the project name, or ErrProjectUnknown.
+func (s *Service) Project(ctx context.Context, name string) (Project, error) {
+	var p Project
+	err := s.db.View(func(txn *badger.Txn) error { return getJSON(txn, []byte(keyProject+name), &p) })
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return Project{}, ErrProjectUnknown
+	}
+	return p, err
+}
+
+// ProjectByID returns the project with that id, or ErrProjectUnknown.
+func (s *Service) ProjectByID(ctx context.Context, id int64) (Project, error) {
+	var name string
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get([]byte(keyProjectID + strconv.FormatInt(id, 10)))
+		if err != nil {
+			return err
+		}
+		v, err := item.ValueCopy(nil)
+		name = string(v)
+		return err
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return Project{}, ErrProjectUnknown
+	}
+	if err != nil {
+		return Project{}, err
+	}
+	return s.Project(ctx, name)
+}
+
+// Projects returns the projects that p may see, in name order, with keep deciding on each.
+func (s *Service) Projects(ctx context.Context, p Principal, keep func(Project) bool) ([]Project, error) {
+	var out []Project
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(keyProject), PrefetchValues: true})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			var proj Project
+			if err := it.Item().Value(func(b []byte) error { return json.Unmarshal(b, &proj) }); err != nil {
+				return err
+			}
+			if decide(p, &proj, ActionPull) == nil && keep(proj) {
+				out = append(out, proj)
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// DeleteProject removes the project name. The caller makes sure it holds no repositories.
+func (s *Service) DeleteProject(ctx context.Context, name string) error {
+	return s.db.Update(func(txn *badger.Txn) error {
+		var p Project
+		if err := getJSON(txn, []byte(keyProject+name), &p); err != nil {
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				return ErrProjectUnknown
+			}
+			return err
+		}
+		if err := txn.Delete([]byte(keyProjectID + strconv.FormatInt(p.ID, 10))); err != nil {
+			return err
+		}
+		return txn.Delete([]byte(keyProject + name))
+	})
+}

@@ -1,0 +1,214 @@
+package auth
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"golang.org/x/crypto/bcrypt"
+)
+
+const (
+	keyUser = "auth/user/"
+	// AdminName is the name of the built-in administrator.
+	AdminName = "admin"
+	// credTTL is how long a verified password is remembered, so a pull storm does not run one
+	// bcrypt comparison per request.
+	credTTL = time.Minute
+)
+
+// Config configures a Service.
+type Config struct {
+	// AdminPassword is the admin's password. When empty, the stored hash is kept, and at first
+	// start a password is generated and returned by New.
+	AdminPassword string
+	// Realm is the Basic realm named in challenges.
+	Realm string
+	// Logger receives lifecycle messages; nil discards them.
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Service authenticates requests and authorizes them against projects. It is safe for concurrent use.
+type Service struct {
+	db    *badger.DB
+	log   *slog.Logger
+	realm string
+	now   func() time.Time
+	key   []byte // HMAC key of the credential cache, random per process
+	dummy []byte // a bcrypt hash compared against for unknown users
+
+	mu sync.Mutex
+	// verified maps a user name to the HMAC of its last verified password; guarded by mu.
+	verified map[string]verifiedCred
+}
+
+type verifiedCred struct {
+	mac     []byte
+	expires time.Time
+}
+
+type userRecord struct {
+	Name    string    `json:"name"`
+	Hash    []byte    `json:"hash"`
+	Admin   bool      `json:"admin"`
+	Created time.Time `json:"created"`
+}
+
+// New returns a Service over db. It makes sure the admin identity exists: with cfg.AdminPassword
+// when given, else with the stored hash, else with a generated password, which it returns once
+// (generated is empty otherwise) so that the caller can print it.
+func New(ctx context.Context, db *badger.DB, cfg Config) (s *Service, generated string, err error) {
+	s = &Service{db: db, log: cfg.Logger, realm: cfg.Realm, now: cfg.Now, verified: map[string]verifiedCred{}}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	s.log = s.log.With("component", "auth")
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.realm == "" {
+		s.realm = "cove"
+	}
+	s.key = make([]byte, 32)
+	if _, err := rand.Read(s.key); err != nil {
+		return nil, "", err
+	}
+	if s.dummy, err = bcrypt.GenerateFromPassword([]byte(rand.Text()), bcrypt.DefaultCost); err != nil {
+		return nil, "", err
+	}
+	generated, err = s.ensureAdmin(cfg.AdminPassword)
+	if err != nil {
+		return nil, "", err
+	}
+	return s, generated, nil
+}
+
+func (s *Service) ensureAdmin(password string) (string, error) {
+	var rec userRecord
+	err := s.db.View(func(txn *badger.Txn) error { return getJSON(txn, []byte(keyUser+AdminName), &rec) })
+	switch {
+	case err == nil && password == "":
+		return "", nil
+	case err == nil && bcrypt.CompareHashAndPassword(rec.Hash, []byte(password)) == nil:
+		return "", nil
+	case err != nil && !errors.Is(err, badger.ErrKeyNotFound):
+		return "", fmt.Errorf("read admin: %w", err)
+	}
+	generated := ""
+	if password == "" {
+		password = rand.Text()
+		generated = password
+	}
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
+	if err != nil {
+		return "", fmt.Errorf("hash admin password: %w", err)
+	}
+	created := rec.Created
+	if created.IsZero() {
+		created = s.now().UTC()
+	}
+	rec = userRecord{Name: AdminName, Hash: hash, Admin: true, Created: created}
+	err = s.db.Update(func(txn *badger.Txn) error { return putJSON(txn, []byte(keyUser+AdminName), rec) })
+	if err != nil {
+		return "", fmt.Errorf("store admin: %w", err)
+	}
+	s.log.Info("admin password set", "source", map[bool]string{true: "generated", false: "configuration"}[generated != ""])
+	return generated, nil
+}
+
+// Authenticate returns who r comes from: the zero Principal when it carries no credentials,
+// ErrBadCredentials when it carries wrong ones.
+func (s *Service) Authenticate(ctx context.Context, r *http.Request) (Principal, error) {
+	if r.Header.Get("Authorization") == "" {
+		return Principal{}, nil
+	}
+	user, pass, ok := r.BasicAuth()
+	if !ok {
+		return Principal{}, ErrBadCredentials
+	}
+	return s.CheckPassword(ctx, user, pass)
+}
+
+// CheckPassword verifies a user's password. An empty password never matches.
+func (s *Service) CheckPassword(ctx context.Context, user, pass string) (Principal, error) {
+	if user == "" || pass == "" {
+		return Principal{}, ErrBadCredentials
+	}
+	mac := s.mac(user, pass)
+	s.mu.Lock()
+	v, ok := s.verified[user]
+	s.mu.Unlock()
+	var rec userRecord
+	err := s.db.View(func(txn *badger.Txn) error { return getJSON(txn, []byte(keyUser+user), &rec) })
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		// Spend the same time as a real comparison, so response times do not tell which users exist.
+		_ = bcrypt.CompareHashAndPassword(s.dummy, []byte(pass))
+		return Principal{}, ErrBadCredentials
+	}
+	if err != nil {
+		return Principal{}, fmt.Errorf("read user: %w", err)
+	}
+	if ok && s.now().Before(v.expires) && subtle.ConstantTimeCompare(v.mac, mac) == 1 {
+		return Principal{Name: rec.Name, Admin: rec.Admin}, nil
+	}
+	if bcrypt.CompareHashAndPassword(rec.Hash, []byte(pass)) != nil {
+		return Principal{}, ErrBadCredentials
+	}
+	s.mu.Lock()
+	s.verified[user] = verifiedCred{mac: mac, expires: s.now().Add(credTTL)}
+	s.mu.Unlock()
+	return Principal{Name: rec.Name, Admin: rec.Admin}, nil
+}
+
+func (s *Service) mac(user, pass string) []byte {
+	m := hmac.New(sha256.New, s.key)
+	m.Write([]byte(user))
+	m.Write([]byte{0})
+	m.Write([]byte(pass))
+	return m.Sum(nil)
+}
+
+// Authorize decides whether p may do action on repo (see decide).
+func (s *Service) Authorize(ctx context.Context, p Principal, repo string, action Action) error {
+	proj, err := s.Project(ctx, ProjectOf(repo))
+	if errors.Is(err, ErrProjectUnknown) {
+		return decide(p, nil, action)
+	}
+	if err != nil {
+		return err
+	}
+	return decide(p, &proj, action)
+}
+
+// Challenge returns the WWW-Authenticate value that asks a client to log in.
+func (s *Service) Challenge(repo string, actions ...Action) string {
+	return fmt.Sprintf("Basic realm=%q", s.realm)
+}
+
+func getJSON(txn *badger.Txn, key []byte, v any) error {
+	item, err := txn.Get(key)
+	if err != nil {
+		return err
+	}
+	return item.Value(func(b []byte) error { return json.Unmarshal(b, v) })
+}
+
+func putJSON(txn *badger.Txn, key []byte, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return txn.Set(key, b)
+}

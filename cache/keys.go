@@ -1,0 +1,46 @@
+package cache
+
+import (
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// Key layout. A repository name never contains NUL, so "\x00" separates it from what follows and a
+// prefix scan of one repository never runs into another whose name merely starts the same way.
+const (
+	prefixBlob     = "blob/"     // blob/<digest> → blobRecord
+	prefixLink     = "link/"     // link/<repo>\x00<digest> → empty: the repository may read the blob
+	prefixRepo     = "repo/"     // repo/<repo> → empty: the repository has content
+	prefixManifest = "manifest/" // manifest/<repo>\x00<digest> → manifestRecord
+	prefixTag      = "tag/"      // tag/<repo>\x00<tag> → digest
+	prefixReferrer = "referrer/" // referrer/<repo>\x00<subject>\x00<digest> → empty
+	sep            = "\x00"
+)
+
+func blobKey(dgst digest.Digest) []byte { return []byte(prefixBlob + dgst.String()) }
+
+func repoKey(repo string) []byte { return []byte(prefixRepo + repo) }
+
+func linkKey(repo string, dgst digest.Digest) []byte {
+	return []byte(prefixLink + repo + sep + dgst.String())
+}
+
+func manifestKey(repo string, dgst digest.Digest) []byte {
+	return []byte(prefixManifest + repo + sep + dgst.String())
+}
+
+func tagKey(repo, tag string) []byte { return []byte(prefixTag + repo + sep + tag) }
+
+func referrerKey(repo string, subject, dgst digest.Digest) []byte {
+	return []byte(prefixReferrer + repo + sep + subject.String() + sep + dgst.String())
+}
+
+// repoPrefix is the scan prefix of one repository's records of one kind.
+func repoPrefix(kind, repo string) []byte { return []byte(kind + repo + sep) }
+
+// lastPart returns what follows the final separator of a key.
+func lastPart(key []byte) string {
+	k := string(key)
+	return k[strings.LastIndex(k, sep)+1:]
+}

@@ -1,0 +1,322 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// MaxManifestSize is the largest manifest the store keeps (and the registry accepts).
+const MaxManifestSize = 4 << 20
+
+// Manifest describes a manifest as the index keeps it. The bytes themselves are a blob file,
+// kept byte-exact.
+type Manifest struct {
+	Digest       digest.Digest     `json:"-"`
+	MediaType    string            `json:"mediaType"`
+	Size         int64             `json:"size"`
+	ArtifactType string            `json:"artifactType,omitempty"`
+	Subject      digest.Digest     `json:"subject,omitempty"`
+	Annotations  map[string]string `json:"annotations,omitempty"`
+	Created      time.Time         `json:"created"`
+
+	// Blobs and Children are what PutManifest requires the repository to hold; they are not kept.
+	Blobs    []digest.Digest `json:"-"`
+	Children []digest.Digest `json:"-"`
+}
+
+// Descriptor returns the OCI descriptor of m, as the referrers API lists it.
+func (m Manifest) Descriptor() ocispec.Descriptor {
+	return ocispec.Descriptor{
+		MediaType:    m.MediaType,
+		Digest:       m.Digest,
+		Size:         m.Size,
+		ArtifactType: m.ArtifactType,
+		Annotations:  m.Annotations,
+	}
+}
+
+// PutManifest stores body as the manifest m.Digest of repo and points each of tags at it. Every blob
+// in m.Blobs must be linked to repo and every manifest in m.Children must be in repo, or a
+// *MissingError names the first one that is not. A manifest with a subject is recorded as a
+// referrer of that subject, whether or not the subject exists.
+func (s *Store) PutManifest(ctx context.Context, repo string, m Manifest, body []byte, tags []string) error {
+	if err := supported(m.Digest); err != nil {
+		return err
+	}
+	if got := m.Digest.Algorithm().FromBytes(body); got != m.Digest {
+		return fmt.Errorf("%w: manifest hashes to %s, not %s", ErrDigestMismatch, got, m.Digest)
+	}
+	m.Size = int64(len(body))
+	m.Created = s.now().UTC()
+	f, err := os.CreateTemp(s.tmpDir(), "manifest-*")
+	if err != nil {
+		return fmt.Errorf("create temp file: %w", err)
+	}
+	defer removeTemp(f)
+	if _, err := f.Write(body); err != nil {
+		return fmt.Errorf("write manifest %s: %w", m.Digest, err)
+	}
+	if err := s.place(f, m.Digest); err != nil {
+		return err
+	}
+	return s.update(func(txn *badger.Txn) error {
+		for _, d := range m.Blobs {
+			if _, err := txn.Get(linkKey(repo, d)); err != nil {
+				return notFound(err, &MissingError{Digest: d})
+			}
+		}
+		for _, d := range m.Children {
+			if _, err := txn.Get(manifestKey(repo, d)); err != nil {
+				return notFound(err, &MissingError{Digest: d, Manifest: true})
+			}
+		}
+		if _, err := s.ensureBlobRecord(txn, m.Digest, m.Size); err != nil {
+			return err
+		}
+		var old Manifest
+		switch err := getJSON(txn, manifestKey(repo, m.Digest), &old); {
+		case err == nil:
+			m.Created = old.Created // a re-push keeps the original time
+		case !errors.Is(err, badger.ErrKeyNotFound):
+			return err
+		}
+		if err := putJSON(txn, manifestKey(repo, m.Digest), m); err != nil {
+			return err
+		}
+		if m.Subject != "" {
+			if err := txn.Set(referrerKey(repo, m.Subject, m.Digest), nil); err != nil {
+				return err
+			}
+		}
+		for _, t := range tags {
+			if err := txn.Set(tagKey(repo, t), []byte(m.Digest.String())); err != nil {
+				return err
+			}
+		}
+		return txn.Set(repoKey(repo), nil)
+	})
+}
+
+// Resolve returns the manifest record that ref (a tag or a digest) names in repo, or
+// ErrManifestUnknown.
+func (s *Store) Resolve(ctx context.Context, repo, ref string) (Manifest, error) {
+	var m Manifest
+	err := s.db.View(func(txn *badger.Txn) error {
+		var err error
+		m, err = resolve(txn, repo, ref)
+		return err
+	})
+	return m, err
+}
+
+func resolve(txn *badger.Txn, repo, ref string) (Manifest, error) {
+	dgst, err := digest.Parse(ref)
+	if err != nil { // a tag
+		item, err := txn.Get(tagKey(repo, ref))
+		if err != nil {
+			return Manifest{}, notFound(err, ErrManifestUnknown)
+		}
+		v, err := item.ValueCopy(nil)
+		if err != nil {
+			return Manifest{}, err
+		}
+		dgst = digest.Digest(v)
+	}
+	var m Manifest
+	if err := getJSON(txn, manifestKey(repo, dgst), &m); err != nil {
+		return Manifest{}, notFound(err, ErrManifestUnknown)
+	}
+	m.Digest = dgst
+	return m, nil
+}
+
+// GetManifest returns the record and the exact bytes of the manifest that ref names in repo.
+func (s *Store) GetManifest(ctx context.Context, repo, ref string) (Manifest, []byte, error) {
+	m, err := s.Resolve(ctx, repo, ref)
+	if err != nil {
+		return Manifest{}, nil, err
+	}
+	f, err := os.Open(s.blobPath(m.Digest))
+	if err != nil {
+		return Manifest{}, nil, fmt.Errorf("open manifest %s: %w", m.Digest, err)
+	}
+	defer f.Close()
+	var buf bytes.Buffer
+	if _, err := io.Copy(&buf, io.LimitReader(f, MaxManifestSize+1)); err != nil {
+		return Manifest{}, nil, fmt.Errorf("read manifest %s: %w", m.Digest, err)
+	}
+	if int64(buf.Len()) != m.Size {
+		return Manifest{}, nil, fmt.Errorf("manifest %s: file holds %d bytes, record says %d", m.Digest, buf.Len(), m.Size)
+	}
+	return m, buf.Bytes(), nil
+}
+
+// DeleteManifest removes the manifest dgst from repo, every tag of repo that points at it, and its
+// entry in the referrers of its subject.
+func (s *Store) DeleteManifest(ctx context.Context, repo string, dgst digest.Digest) error {
+	return s.update(func(txn *badger.Txn) error {
+		var m Manifest
+		if err := getJSON(txn, manifestKey(repo, dgst), &m); err != nil {
+			return notFound(err, ErrManifestUnknown)
+		}
+		if err := txn.Delete(manifestKey(repo, dgst)); err != nil {
+			return err
+		}
+		if m.Subject != "" {
+			if err := txn.Delete(referrerKey(repo, m.Subject, dgst)); err != nil {
+				return err
+			}
+		}
+		var stale [][]byte
+		err := scan(txn, repoPrefix(prefixTag, repo), "", func(key, val []byte) bool {
+			if string(val) == dgst.String() {
+				stale = append(stale, key)
+			}
+			return true
+		})
+		if err != nil {
+			return err
+		}
+		for _, k := range stale {
+			if err := txn.Delete(k); err != nil {
+				return err
+			}
+		}
+		return dropRepoIfEmpty(txn, repo)
+	})
+}
+
+// DeleteTag removes tag from repo, leaving the manifest it pointed at.
+func (s *Store) DeleteTag(ctx context.Context, repo, tag string) error {
+	return s.update(func(txn *badger.Txn) error {
+		if _, err := txn.Get(tagKey(repo, tag)); err != nil {
+			return notFound(err, ErrManifestUnknown)
+		}
+		return txn.Delete(tagKey(repo, tag))
+	})
+}
+
+// Tags lists repo's tags in lexical order, at most n of them (n < 0: all), starting after last.
+// more reports whether tags follow the ones returned. A repository without content is ErrNameUnknown.
+func (s *Store) Tags(ctx context.Context, repo, last string, n int) (tags []string, more bool, err error) {
+	tags = []string{}
+	err = s.db.View(func(txn *badger.Txn) error {
+		if _, err := txn.Get(repoKey(repo)); err != nil {
+			return notFound(err, ErrNameUnknown)
+		}
+		prefix := repoPrefix(prefixTag, repo)
+		return scan(txn, prefix, last, func(key, _ []byte) bool {
+			if n >= 0 && len(tags) == n {
+				more = true
+				return false
+			}
+			tags = append(tags, string(key[len(prefix):]))
+			return true
+		})
+	})
+	return tags, more, err
+}
+
+// Repositories lists repositories with content in lexical order, at most n of them, starting after
+// last, keeping only those for which visible returns true. more reports whether others follow.
+func (s *Store) Repositories(ctx context.Context, last string, n int, visible func(repo string) bool) (repos []string, more bool, err error) {
+	repos = []string{}
+	err = s.db.View(func(txn *badger.Txn) error {
+		return scan(txn, []byte(prefixRepo), last, func(key, _ []byte) bool {
+			repo := string(key[len(prefixRepo):])
+			if !visible(repo) {
+				return true
+			}
+			if len(repos) == n {
+				more = true
+				return false
+			}
+			repos = append(repos, repo)
+			return true
+		})
+	})
+	return repos, more, err
+}
+
+// CountRepositories returns how many repositories with content have names starting with prefix.
+func (s *Store) CountRepositories(ctx context.Context, prefix string) (int, error) {
+	count := 0
+	err := s.db.View(func(txn *badger.Txn) error {
+		return scan(txn, []byte(prefixRepo+prefix), "", func(_, _ []byte) bool {
+			count++
+			return true
+		})
+	})
+	return count, err
+}
+
+// Referrers returns the descriptors of the manifests in repo whose subject is subject, those
+// with artifactType only when it is not empty.
+func (s *Store) Referrers(ctx context.Context, repo string, subject digest.Digest, artifactType string) ([]ocispec.Descriptor, error) {
+	descs := []ocispec.Descriptor{}
+	err := s.db.View(func(txn *badger.Txn) error {
+		var refs []digest.Digest
+		err := scan(txn, []byte(prefixReferrer+repo+sep+subject.String()+sep), "", func(key, _ []byte) bool {
+			refs = append(refs, digest.Digest(lastPart(key)))
+			return true
+		})
+		if err != nil {
+			return err
+		}
+		for _, d := range refs {
+			var m Manifest
+			if err := getJSON(txn, manifestKey(repo, d), &m); err != nil {
+				if errors.Is(err, badger.ErrKeyNotFound) {
+					continue
+				}
+				return err
+			}
+			m.Digest = d
+			if artifactType == "" || m.ArtifactType == artifactType {
+				descs = append(descs, m.Descriptor())
+			}
+		}
+		return nil
+	})
+	return descs, err
+}
+
+// scan calls fn for each key under prefix that sorts after prefix+after, in order, until fn
+// returns false. The key and value passed to fn are valid only during the call.
+func scan(txn *badger.Txn, prefix []byte, after string, fn func(key, val []byte) bool) error {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
+	defer it.Close()
+	start := prefix
+	if after != "" {
+		start = append(append([]byte{}, prefix...), after...)
+	}
+	for it.Seek(start); it.Valid(); it.Next() {
+		item := it.Item()
+		key := item.Key()
+		if after != "" && strings.TrimPrefix(string(key), string(prefix)) == after {
+			continue
+		}
+		var stop bool
+		err := item.Value(func(val []byte) error {
+			stop = !fn(key, val)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if stop {
+			return nil
+		}
+	}
+	return nil
+}

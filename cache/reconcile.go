@@ -1,0 +1,149 @@
+package cache
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/opencontainers/go-digest"
+)
+
+// reconcile makes the index and the blob files agree (invariant 2 of the package): a record whose
+// file is gone is dropped with every link and manifest that needs it; a placed file without a record
+// — a crash between rename and index write — is adopted. Adopting exposes nothing, since no
+// repository is linked to it. It also computes the stored-blob statistics.
+func (s *Store) reconcile(ctx context.Context) error {
+	files := map[digest.Digest]int64{}
+	root := filepath.Join(s.dir, "blobs")
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(root, path)
+		alg, rest, _ := cutPath(rel)
+		_, hex, _ := cutPath(rest)
+		dgst := digest.NewDigestFromEncoded(digest.Algorithm(alg), hex)
+		if supported(dgst) != nil || s.blobPath(dgst) != path {
+			s.log.Warn("foreign file in blob store left alone", "path", path)
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		files[dgst] = info.Size()
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("walk %s: %w", root, err)
+	}
+
+	var missing []digest.Digest
+	err = s.db.View(func(txn *badger.Txn) error {
+		return scan(txn, []byte(prefixBlob), "", func(key, _ []byte) bool {
+			dgst := digest.Digest(key[len(prefixBlob):])
+			if _, ok := files[dgst]; ok {
+				delete(files, dgst) // indexed and present
+			} else {
+				missing = append(missing, dgst)
+			}
+			return true
+		})
+	})
+	if err != nil {
+		return err
+	}
+	if len(missing) > 0 {
+		s.log.Warn("index records without blob files dropped", "count", len(missing))
+		if err := s.dropRecords(missing); err != nil {
+			return err
+		}
+	}
+	if len(files) > 0 {
+		s.log.Info("blob files without index records adopted", "count", len(files))
+	}
+	for dgst, size := range files {
+		err := s.update(func(txn *badger.Txn) error {
+			_, err := s.ensureBlobRecord(txn, dgst, size)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return s.recount()
+}
+
+// dropRecords removes the blob records of missing and every link, manifest, tag and referrer
+// that names one of them.
+func (s *Store) dropRecords(missing []digest.Digest) error {
+	gone := map[string]bool{}
+	for _, d := range missing {
+		gone[d.String()] = true
+	}
+	var keys [][]byte
+	err := s.db.View(func(txn *badger.Txn) error {
+		for _, prefix := range []string{prefixBlob, prefixLink, prefixManifest, prefixReferrer} {
+			err := scan(txn, []byte(prefix), "", func(key, _ []byte) bool {
+				if gone[lastPart(key)] || (prefix == prefixBlob && gone[string(key[len(prefixBlob):])]) {
+					keys = append(keys, append([]byte{}, key...))
+				}
+				return true
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return scan(txn, []byte(prefixTag), "", func(key, val []byte) bool {
+			if gone[string(val)] {
+				keys = append(keys, append([]byte{}, key...))
+			}
+			return true
+		})
+	})
+	if err != nil {
+		return err
+	}
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	for _, k := range keys {
+		if err := wb.Delete(k); err != nil {
+			return err
+		}
+	}
+	return wb.Flush()
+}
+
+// recount recomputes the stored-blob statistics from the records.
+func (s *Store) recount() error {
+	var n, size int64
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixBlob), PrefetchValues: true})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			var rec blobRecord
+			if err := it.Item().Value(func(b []byte) error { return json.Unmarshal(b, &rec) }); err != nil {
+				return err
+			}
+			n++
+			size += rec.Size
+		}
+		return nil
+	})
+	s.blobs.Store(n)
+	s.stored.Store(size)
+	return err
+}
+
+func cutPath(p string) (first, rest string, ok bool) {
+	for i := 0; i < len(p); i++ {
+		if os.IsPathSeparator(p[i]) {
+			return p[:i], p[i+1:], true
+		}
+	}
+	return p, "", false
+}

@@ -1,0 +1,353 @@
+package cache
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/opencontainers/go-digest"
+)
+
+// Config configures a Store.
+type Config struct {
+	// Dir is the data directory; blobs/ and tmp/ are created below it.
+	Dir string
+	// DB is the index, opened by the caller (see OpenDB). The Store does not close it.
+	DB *badger.DB
+	// Logger receives lifecycle and reconcile messages; nil discards them.
+	Logger *slog.Logger
+	// UploadTTL is how long an idle upload session is kept; zero means 24 hours.
+	UploadTTL time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Store is the blob store and index. Create it with Open.
+type Store struct {
+	dir    string
+	db     *badger.DB
+	log    *slog.Logger
+	ttl    time.Duration
+	now    func() time.Time
+	blobs  atomic.Int64 // number of blob files indexed
+	stored atomic.Int64 // bytes in indexed blob files
+
+	mu sync.Mutex
+	// uploads are the open upload sessions by id, guarded by mu.
+	uploads map[string]*upload
+}
+
+// BlobInfo describes a stored blob.
+type BlobInfo struct {
+	Digest  digest.Digest
+	Size    int64
+	Created time.Time
+}
+
+type blobRecord struct {
+	Size    int64     `json:"size"`
+	Created time.Time `json:"created"`
+}
+
+// Open prepares the store under cfg.Dir: it empties tmp/ (uploads and downloads cut short by a
+// stop), then reconciles the index with the blob files (see the package invariants).
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	if cfg.DB == nil {
+		return nil, errors.New("cache: no index database")
+	}
+	s := &Store{
+		dir:     cfg.Dir,
+		db:      cfg.DB,
+		log:     cfg.Logger,
+		ttl:     cfg.UploadTTL,
+		now:     cfg.Now,
+		uploads: map[string]*upload{},
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	s.log = s.log.With("component", "cache")
+	if s.ttl <= 0 {
+		s.ttl = 24 * time.Hour
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if err := os.RemoveAll(s.tmpDir()); err != nil {
+		return nil, fmt.Errorf("clean %s: %w", s.tmpDir(), err)
+	}
+	for _, d := range []string{s.tmpDir(), filepath.Join(s.dir, "blobs")} {
+		if err := os.MkdirAll(d, 0o750); err != nil {
+			return nil, fmt.Errorf("create %s: %w", d, err)
+		}
+	}
+	if err := s.reconcile(ctx); err != nil {
+		return nil, fmt.Errorf("reconcile index with %s: %w", s.dir, err)
+	}
+	return s, nil
+}
+
+// Close ends every open upload session and removes its temporary file.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var errs []error
+	for id, u := range s.uploads {
+		errs = append(errs, u.discard())
+		delete(s.uploads, id)
+	}
+	return errors.Join(errs...)
+}
+
+// Stats reports the number of blob files and their total size.
+func (s *Store) Stats() (blobs, bytes int64) { return s.blobs.Load(), s.stored.Load() }
+
+func (s *Store) tmpDir() string { return filepath.Join(s.dir, "tmp") }
+
+func (s *Store) blobPath(dgst digest.Digest) string {
+	h := dgst.Encoded()
+	return filepath.Join(s.dir, "blobs", string(dgst.Algorithm()), h[:2], h)
+}
+
+// StatBlob returns the blob dgst if repo may read it, or ErrBlobUnknown.
+func (s *Store) StatBlob(ctx context.Context, repo string, dgst digest.Digest) (BlobInfo, error) {
+	var info BlobInfo
+	err := s.db.View(func(txn *badger.Txn) error {
+		if _, err := txn.Get(linkKey(repo, dgst)); err != nil {
+			return notFound(err, ErrBlobUnknown)
+		}
+		rec, err := getBlobRecord(txn, dgst)
+		if err != nil {
+			return err
+		}
+		info = BlobInfo{Digest: dgst, Size: rec.Size, Created: rec.Created}
+		return nil
+	})
+	return info, err
+}
+
+// OpenBlob opens the blob dgst for reading if repo may read it. The caller closes the file.
+func (s *Store) OpenBlob(ctx context.Context, repo string, dgst digest.Digest) (*os.File, BlobInfo, error) {
+	info, err := s.StatBlob(ctx, repo, dgst)
+	if err != nil {
+		return nil, BlobInfo{}, err
+	}
+	f, err := os.Open(s.blobPath(dgst))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, BlobInfo{}, fmt.Errorf("%w: %s has a record but no file", ErrBlobUnknown, dgst)
+	}
+	if err != nil {
+		return nil, BlobInfo{}, fmt.Errorf("open blob %s: %w", dgst, err)
+	}
+	return f, info, nil
+}
+
+// PutBlob stores the content of r under dgst and links it to repo. size is the announced length,
+// or -1 when unknown. The content is hashed as it is written and kept only if it matches dgst.
+func (s *Store) PutBlob(ctx context.Context, repo string, dgst digest.Digest, r io.Reader, size int64) (BlobInfo, error) {
+	if err := supported(dgst); err != nil {
+		return BlobInfo{}, err
+	}
+	f, err := os.CreateTemp(s.tmpDir(), "put-*")
+	if err != nil {
+		return BlobInfo{}, fmt.Errorf("create temp file: %w", err)
+	}
+	defer removeTemp(f)
+	h := dgst.Algorithm().Hash()
+	n, err := io.Copy(io.MultiWriter(f, h), r)
+	if err != nil {
+		return BlobInfo{}, fmt.Errorf("write blob %s: %w", dgst, err)
+	}
+	if size >= 0 && n != size {
+		return BlobInfo{}, fmt.Errorf("%w: got %d bytes, announced %d", ErrSizeInvalid, n, size)
+	}
+	if got := digest.NewDigest(dgst.Algorithm(), h); got != dgst {
+		return BlobInfo{}, fmt.Errorf("%w: got %s, want %s", ErrDigestMismatch, got, dgst)
+	}
+	return s.commitFile(ctx, f, repo, dgst, n)
+}
+
+// commitFile places the verified temporary file f as blob dgst, then indexes it and links it to repo.
+func (s *Store) commitFile(ctx context.Context, f *os.File, repo string, dgst digest.Digest, size int64) (BlobInfo, error) {
+	if err := s.place(f, dgst); err != nil {
+		return BlobInfo{}, err
+	}
+	var info BlobInfo
+	err := s.update(func(txn *badger.Txn) error {
+		rec, err := s.ensureBlobRecord(txn, dgst, size)
+		if err != nil {
+			return err
+		}
+		info = BlobInfo{Digest: dgst, Size: rec.Size, Created: rec.Created}
+		return link(txn, repo, dgst)
+	})
+	return info, err
+}
+
+// LinkBlob lets repo read the blob dgst, which must already be stored (a cross-repository mount:
+// the caller has checked that the requester may read it where it came from).
+func (s *Store) LinkBlob(ctx context.Context, repo string, dgst digest.Digest) (BlobInfo, error) {
+	var info BlobInfo
+	err := s.update(func(txn *badger.Txn) error {
+		rec, err := getBlobRecord(txn, dgst)
+		if err != nil {
+			return err
+		}
+		info = BlobInfo{Digest: dgst, Size: rec.Size, Created: rec.Created}
+		return link(txn, repo, dgst)
+	})
+	return info, err
+}
+
+// UnlinkBlob removes repo's access to the blob dgst, or returns ErrBlobUnknown. The file stays
+// until garbage collection finds no repository using it.
+func (s *Store) UnlinkBlob(ctx context.Context, repo string, dgst digest.Digest) error {
+	return s.update(func(txn *badger.Txn) error {
+		if _, err := txn.Get(linkKey(repo, dgst)); err != nil {
+			return notFound(err, ErrBlobUnknown)
+		}
+		if err := txn.Delete(linkKey(repo, dgst)); err != nil {
+			return err
+		}
+		return dropRepoIfEmpty(txn, repo)
+	})
+}
+
+// place moves the verified temporary file f to its final path: fsync, close, rename, fsync the
+// directory. When the blob is already there the temporary file is simply dropped.
+func (s *Store) place(f *os.File, dgst digest.Digest) error {
+	dst := s.blobPath(dgst)
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("sync blob %s: %w", dgst, err)
+	}
+	if _, err := os.Stat(dst); err == nil {
+		return nil
+	}
+	dir := filepath.Dir(dst)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	if err := os.Rename(f.Name(), dst); err != nil {
+		return fmt.Errorf("place blob %s: %w", dgst, err)
+	}
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open dir %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync dir %s: %w", dir, err)
+	}
+	return nil
+}
+
+// removeTemp closes f and removes it; after a successful place the name is already gone.
+func removeTemp(f *os.File) {
+	_ = f.Close()
+	_ = os.Remove(f.Name())
+}
+
+// update runs fn in a read-write transaction, retrying a few times when badger reports a
+// conflict with a concurrent transaction.
+func (s *Store) update(fn func(txn *badger.Txn) error) error {
+	var err error
+	for range 5 {
+		err = s.db.Update(fn)
+		if !errors.Is(err, badger.ErrConflict) {
+			return err
+		}
+	}
+	return err
+}
+
+// ensureBlobRecord writes the blob record of a placed file unless it exists, and returns it.
+func (s *Store) ensureBlobRecord(txn *badger.Txn, dgst digest.Digest, size int64) (blobRecord, error) {
+	rec, err := getBlobRecord(txn, dgst)
+	if err == nil {
+		return rec, nil
+	}
+	if !errors.Is(err, ErrBlobUnknown) {
+		return rec, err
+	}
+	rec = blobRecord{Size: size, Created: s.now().UTC()}
+	if err := putJSON(txn, blobKey(dgst), rec); err != nil {
+		return rec, err
+	}
+	s.countBlob(size)
+	return rec, nil
+}
+
+// countBlob adjusts the stored-blob statistics; badger may retry a transaction, but a record is
+// created once, so the counters stay close enough for metrics.
+func (s *Store) countBlob(size int64) {
+	s.blobs.Add(1)
+	s.stored.Add(size)
+}
+
+func getBlobRecord(txn *badger.Txn, dgst digest.Digest) (blobRecord, error) {
+	var rec blobRecord
+	err := getJSON(txn, blobKey(dgst), &rec)
+	return rec, notFound(err, ErrBlobUnknown)
+}
+
+func link(txn *badger.Txn, repo string, dgst digest.Digest) error {
+	if err := txn.Set(linkKey(repo, dgst), nil); err != nil {
+		return err
+	}
+	return txn.Set(repoKey(repo), nil)
+}
+
+// dropRepoIfEmpty removes repo from the catalog when it has no manifest and no blob link left.
+func dropRepoIfEmpty(txn *badger.Txn, repo string) error {
+	for _, kind := range []string{prefixManifest, prefixLink} {
+		if hasPrefix(txn, repoPrefix(kind, repo)) {
+			return nil
+		}
+	}
+	return txn.Delete(repoKey(repo))
+}
+
+func hasPrefix(txn *badger.Txn, prefix []byte) bool {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+	defer it.Close()
+	it.Rewind()
+	return it.Valid()
+}
+
+func getJSON(txn *badger.Txn, key []byte, v any) error {
+	item, err := txn.Get(key)
+	if err != nil {
+		return err
+	}
+	return item.Value(func(b []byte) error { return json.Unmarshal(b, v) })
+}
+
+func putJSON(txn *badger.Txn, key []byte, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return txn.Set(key, b)
+}
+
+// notFound translates badger's missing key into the store's own sentinel.
+func notFound(err, sentinel error) error {
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return sentinel
+	}
+	return err
+}

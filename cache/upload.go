@@ -1,0 +1,216 @@
+package cache
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// An upload is one blob upload session: a temporary file that grows chunk by chunk while a
+// sha256 hash follows it. Sessions live in memory; a restart ends them and Open removes their files.
+type upload struct {
+	id   string
+	repo string
+
+	mu sync.Mutex
+	// f, size, h and touched are guarded by mu.
+	f       *os.File
+	size    int64
+	h       hash.Hash
+	touched time.Time
+}
+
+func (u *upload) discard() error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.f == nil {
+		return nil
+	}
+	removeTemp(u.f)
+	u.f = nil
+	return nil
+}
+
+// NewUpload opens an upload session for repo and returns its id, which is random and unguessable.
+func (s *Store) NewUpload(ctx context.Context, repo string) (string, error) {
+	s.expireUploads()
+	f, err := os.CreateTemp(s.tmpDir(), "upload-*")
+	if err != nil {
+		return "", fmt.Errorf("create upload file: %w", err)
+	}
+	id := rand.Text()
+	u := &upload{id: id, repo: repo, f: f, h: sha256.New(), touched: s.now()}
+	s.mu.Lock()
+	s.uploads[id] = u
+	s.mu.Unlock()
+	return id, nil
+}
+
+// expireUploads ends the sessions that have been idle longer than the upload TTL.
+func (s *Store) expireUploads() {
+	cutoff := s.now().Add(-s.ttl)
+	s.mu.Lock()
+	var old []*upload
+	for id, u := range s.uploads {
+		if u.mu.TryLock() {
+			if u.touched.Before(cutoff) {
+				old = append(old, u)
+				delete(s.uploads, id)
+			}
+			u.mu.Unlock()
+		}
+	}
+	s.mu.Unlock()
+	for _, u := range old {
+		_ = u.discard()
+	}
+}
+
+// session finds the upload id of repo, locked; the caller unlocks it.
+func (s *Store) session(repo, id string) (*upload, error) {
+	s.mu.Lock()
+	u, ok := s.uploads[id]
+	s.mu.Unlock()
+	if !ok || u.repo != repo {
+		return nil, ErrUploadUnknown
+	}
+	u.mu.Lock()
+	if u.f == nil { // ended while we waited for the lock
+		u.mu.Unlock()
+		return nil, ErrUploadUnknown
+	}
+	return u, nil
+}
+
+func (s *Store) endSession(u *upload) {
+	s.mu.Lock()
+	delete(s.uploads, u.id)
+	s.mu.Unlock()
+}
+
+// UploadSize returns how many bytes the upload id of repo holds.
+func (s *Store) UploadSize(ctx context.Context, repo, id string) (int64, error) {
+	u, err := s.session(repo, id)
+	if err != nil {
+		return 0, err
+	}
+	defer u.mu.Unlock()
+	return u.size, nil
+}
+
+// AppendUpload adds the content of r to the upload id of repo and returns the new size. start is
+// the offset the chunk claims to begin at, or -1 when the client gave none; a chunk that does not
+// begin where the upload ends is refused with ErrRangeInvalid and changes nothing. When r fails
+// part way the upload is rolled back to where it was, so a retried chunk starts clean.
+func (s *Store) AppendUpload(ctx context.Context, repo, id string, start int64, r io.Reader) (int64, error) {
+	u, err := s.session(repo, id)
+	if err != nil {
+		return 0, err
+	}
+	defer u.mu.Unlock()
+	if err := u.append(start, r); err != nil {
+		return u.size, err
+	}
+	u.touched = s.now()
+	return u.size, nil
+}
+
+func (u *upload) append(start int64, r io.Reader) error {
+	if start >= 0 && start != u.size {
+		return fmt.Errorf("%w: chunk starts at %d, upload holds %d bytes", ErrRangeInvalid, start, u.size)
+	}
+	state, err := u.h.(encoding.BinaryMarshaler).MarshalBinary()
+	if err != nil {
+		return fmt.Errorf("save hash state: %w", err)
+	}
+	n, err := io.Copy(io.MultiWriter(u.f, u.h), r)
+	if err == nil {
+		u.size += n
+		return nil
+	}
+	// Roll back: the file to its old length, the hash to its old state.
+	if terr := u.f.Truncate(u.size); terr != nil {
+		return errors.Join(err, fmt.Errorf("roll back upload: %w", terr))
+	}
+	if _, serr := u.f.Seek(u.size, io.SeekStart); serr != nil {
+		return errors.Join(err, fmt.Errorf("roll back upload: %w", serr))
+	}
+	if uerr := u.h.(encoding.BinaryUnmarshaler).UnmarshalBinary(state); uerr != nil {
+		return errors.Join(err, fmt.Errorf("roll back hash: %w", uerr))
+	}
+	return fmt.Errorf("write upload chunk: %w", err)
+}
+
+// CommitUpload appends r (the final chunk, or nil), checks that the whole upload hashes to dgst
+// and, if it does, stores it as a blob linked to repo. The session ends either way, except when the
+// final chunk is out of order (ErrRangeInvalid), which leaves the session as it was.
+func (s *Store) CommitUpload(ctx context.Context, repo, id string, dgst digest.Digest, start int64, r io.Reader) (BlobInfo, error) {
+	if err := supported(dgst); err != nil {
+		return BlobInfo{}, err
+	}
+	u, err := s.session(repo, id)
+	if err != nil {
+		return BlobInfo{}, err
+	}
+	defer u.mu.Unlock()
+	if r != nil {
+		if err := u.append(start, r); err != nil {
+			if errors.Is(err, ErrRangeInvalid) {
+				return BlobInfo{}, err
+			}
+			s.endSession(u)
+			removeTemp(u.f)
+			u.f = nil
+			return BlobInfo{}, err
+		}
+	}
+	s.endSession(u)
+	f := u.f
+	u.f = nil
+	defer removeTemp(f)
+	got, err := u.digest(dgst.Algorithm(), f)
+	if err != nil {
+		return BlobInfo{}, err
+	}
+	if got != dgst {
+		return BlobInfo{}, fmt.Errorf("%w: upload hashes to %s, not %s", ErrDigestMismatch, got, dgst)
+	}
+	return s.commitFile(ctx, f, repo, dgst, u.size)
+}
+
+// digest returns the upload's digest under alg: the running sha256, or for another algorithm a
+// fresh pass over the file.
+func (u *upload) digest(alg digest.Algorithm, f *os.File) (digest.Digest, error) {
+	if alg == digest.SHA256 {
+		return digest.NewDigestFromBytes(alg, u.h.Sum(nil)), nil
+	}
+	h := alg.Hash()
+	if _, err := io.Copy(h, io.NewSectionReader(f, 0, u.size)); err != nil {
+		return "", fmt.Errorf("hash upload: %w", err)
+	}
+	return digest.NewDigestFromEncoded(alg, hex.EncodeToString(h.Sum(nil))), nil
+}
+
+// CancelUpload ends the upload id of repo and removes its data.
+func (s *Store) CancelUpload(ctx context.Context, repo, id string) error {
+	u, err := s.session(repo, id)
+	if err != nil {
+		return err
+	}
+	defer u.mu.Unlock()
+	s.endSession(u)
+	removeTemp(u.f)
+	u.f = nil
+	return nil
+}

@@ -1,0 +1,378 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"reflect"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is cove's whole configuration: DESIGN.md's contract. Every key is optional; defaults come
+// from DefaultConfig. Load order: defaults → YAML file (strict) → COVE_* environment → flags.
+type Config struct {
+	Listen    string       `yaml:"listen"`     // address to serve on; default ":5000"
+	Data      string       `yaml:"data"`       // data directory; default "./data"
+	PublicURL string       `yaml:"public_url"` // how clients reach cove; used in the token realm
+	Mirror    MirrorConfig `yaml:"mirror"`
+	Auth      AuthConfig   `yaml:"auth"`
+	TLS       TLSConfig    `yaml:"tls"`
+}
+
+// MirrorConfig configures the pull-through mirror.
+type MirrorConfig struct {
+	Default   string                    `yaml:"default"`   // upstream of names that name none; default docker.io
+	MaxSize   ByteSize                  `yaml:"max_size"`  // mirrored bytes kept; default 50GiB
+	TagTTL    Duration                  `yaml:"tag_ttl"`   // how long a mirrored tag is trusted; default 5m
+	Upstreams map[string]UpstreamConfig `yaml:"upstreams"` // by name; docker.io is predefined
+}
+
+// UpstreamConfig is one upstream registry.
+type UpstreamConfig struct {
+	URL         string   `yaml:"url"`
+	Username    string   `yaml:"username"`
+	Password    string   `yaml:"password"`
+	TokenRealms []string `yaml:"token_realms"` // hosts besides url's own that may receive the credentials
+}
+
+// AuthConfig configures identities and access.
+type AuthConfig struct {
+	Mode             string     `yaml:"mode"`              // db | ldap; default db
+	AdminPassword    string     `yaml:"admin_password"`    // generated and printed once when empty
+	AnonymousPull    string     `yaml:"anonymous_pull"`    // mirror | none; default mirror
+	SelfRegistration bool       `yaml:"self_registration"` // default false
+	TokenTTL         Duration   `yaml:"token_ttl"`         // default 5m
+	LDAP             LDAPConfig `yaml:"ldap"`
+}
+
+// LDAPConfig configures the LDAP directory used when auth.mode is ldap.
+type LDAPConfig struct {
+	URL          string `yaml:"url"`
+	BaseDN       string `yaml:"base_dn"`
+	UserFilter   string `yaml:"user_filter"`
+	BindDN       string `yaml:"bind_dn"`
+	BindPassword string `yaml:"bind_password"`
+	GroupBaseDN  string `yaml:"group_base_dn"`
+	AdminGroup   string `yaml:"admin_group"`
+}
+
+// TLSConfig configures the listener's TLS.
+type TLSConfig struct {
+	Mode       string   `yaml:"mode"` // off | files | self-signed | acme; default off
+	CertFile   string   `yaml:"cert_file"`
+	KeyFile    string   `yaml:"key_file"`
+	Domains    []string `yaml:"domains"`
+	Email      string   `yaml:"email"`
+	ACMECA     string   `yaml:"acme_ca"`
+	ACMECARoot string   `yaml:"acme_ca_root"`
+	HTTPListen string   `yaml:"http_listen"` // default ":80"
+}
+
+// DefaultConfig is the embedded default: a Docker Hub mirror on :5000 with data in ./data.
+func DefaultConfig() Config {
+	return Config{
+		Listen: ":5000",
+		Data:   "./data",
+		Mirror: MirrorConfig{
+			Default: "docker.io",
+			MaxSize: 50 << 30,
+			TagTTL:  Duration(5 * time.Minute),
+			Upstreams: map[string]UpstreamConfig{
+				"docker.io": {URL: "https://registry-1.docker.io", TokenRealms: []string{"auth.docker.io"}},
+			},
+		},
+		Auth: AuthConfig{
+			Mode:          "db",
+			AnonymousPull: "mirror",
+			TokenTTL:      Duration(5 * time.Minute),
+			LDAP:          LDAPConfig{URL: "ldap://127.0.0.1:389", BaseDN: "dc=example,dc=org", UserFilter: "(uid=%s)"},
+		},
+		TLS: TLSConfig{Mode: "off", HTTPListen: ":80"},
+	}
+}
+
+// Duration is a time.Duration written as "5m", "30s".
+type Duration time.Duration
+
+// UnmarshalYAML reads a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil || n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("want a duration such as 30s or 5m, got %q", n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// ByteSize is a size in bytes written as "50GiB", "512MB" or a plain number.
+type ByteSize int64
+
+var sizeRE = regexp.MustCompile(`^([0-9]+)\s*([KMGT]i?B?|B)?$`)
+
+// UnmarshalYAML reads a size with an optional unit (K, M, G, T; KiB-style and KB-style both
+// taken as powers of 1024).
+func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
+	m := sizeRE.FindStringSubmatch(strings.TrimSpace(n.Value))
+	if m == nil || n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("want a size such as 512MiB or 50GiB, got %q", n.Value)
+	}
+	v, err := strconv.ParseInt(m[1], 10, 64)
+	if err != nil {
+		return fmt.Errorf("size %q: %v", n.Value, err)
+	}
+	shift := map[byte]uint{'K': 10, 'M': 20, 'G': 30, 'T': 40}
+	if m[2] != "" && m[2] != "B" {
+		v <<= shift[m[2][0]]
+	}
+	*b = ByteSize(v)
+	return nil
+}
+
+// ConfigError lists every problem found in a configuration; each names its key.
+type ConfigError struct{ Problems []string }
+
+func (e *ConfigError) Error() string {
+	return "invalid configuration:\n  " + strings.Join(e.Problems, "\n  ")
+}
+
+// Parse reads a YAML configuration over the defaults. Unknown keys and values of the wrong type
+// are errors that name the key.
+func Parse(r io.Reader) (Config, error) {
+	cfg := DefaultConfig()
+	var doc yaml.Node
+	if err := yaml.NewDecoder(r).Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
+		return cfg, &ConfigError{Problems: []string{"not valid YAML: " + err.Error()}}
+	}
+	var problems []string
+	if len(doc.Content) > 0 {
+		decodeNode(doc.Content[0], reflect.ValueOf(&cfg).Elem(), "", &problems)
+	}
+	if problems != nil {
+		return cfg, &ConfigError{Problems: problems}
+	}
+	return cfg, nil
+}
+
+// decodeNode decodes n into v, checking every mapping key against v's yaml tags.
+func decodeNode(n *yaml.Node, v reflect.Value, path string, problems *[]string) {
+	name := func(key string) string {
+		if path == "" {
+			return key
+		}
+		return path + "." + key
+	}
+	switch {
+	case n.Kind == yaml.ScalarNode && n.Tag == "!!null":
+		return
+	case v.Kind() == reflect.Struct && v.Type() != reflect.TypeOf(time.Time{}):
+		if n.Kind != yaml.MappingNode {
+			*problems = append(*problems, fmt.Sprintf("%s: want a mapping of keys", orRoot(path)))
+			return
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			key := n.Content[i].Value
+			f, ok := fieldByTag(v, key)
+			if !ok {
+				*problems = append(*problems, fmt.Sprintf("%s: unknown key", name(key)))
+				continue
+			}
+			decodeNode(n.Content[i+1], f, name(key), problems)
+		}
+	case v.Kind() == reflect.Map:
+		if n.Kind != yaml.MappingNode {
+			*problems = append(*problems, fmt.Sprintf("%s: want a mapping", path))
+			return
+		}
+		if v.IsNil() {
+			v.Set(reflect.MakeMap(v.Type()))
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			key := n.Content[i].Value
+			elem := reflect.New(v.Type().Elem()).Elem()
+			if old := v.MapIndex(reflect.ValueOf(key)); old.IsValid() {
+				elem.Set(old)
+			}
+			decodeNode(n.Content[i+1], elem, name(key), problems)
+			v.SetMapIndex(reflect.ValueOf(key), elem)
+		}
+	default:
+		if err := n.Decode(v.Addr().Interface()); err != nil {
+			msg := err.Error()
+			var te *yaml.TypeError
+			if errors.As(err, &te) {
+				msg = fmt.Sprintf("want a %s, got %q", v.Type(), n.Value)
+			}
+			*problems = append(*problems, fmt.Sprintf("%s: %s", path, msg))
+		}
+	}
+}
+
+func orRoot(path string) string {
+	if path == "" {
+		return "configuration"
+	}
+	return path
+}
+
+func fieldByTag(v reflect.Value, key string) (reflect.Value, bool) {
+	t := v.Type()
+	for i := range t.NumField() {
+		if tag, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ","); tag == key {
+			return v.Field(i), true
+		}
+	}
+	return reflect.Value{}, false
+}
+
+// envPrefix starts every environment variable cove reads.
+const envPrefix = "COVE_"
+
+// ApplyEnv overrides cfg with COVE_<KEY> variables, where KEY is a key path of the configuration
+// in upper case with "." written "_" (COVE_MIRROR_TAG_TTL). List values are comma-separated.
+// Unknown COVE_ variables are errors, so a typo does not pass silently.
+func ApplyEnv(cfg *Config, environ []string) error {
+	leaves := map[string]reflect.Value{}
+	collectLeaves(reflect.ValueOf(cfg).Elem(), "", leaves)
+	var problems []string
+	for _, kv := range environ {
+		k, val, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(k, envPrefix) || k == envPrefix+"CONFIG" {
+			continue
+		}
+		path := strings.ToLower(strings.TrimPrefix(k, envPrefix))
+		f, ok := leaves[path]
+		if !ok {
+			problems = append(problems, fmt.Sprintf("%s: unknown environment variable", k))
+			continue
+		}
+		n := &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: val}
+		if f.Kind() == reflect.Slice {
+			n = &yaml.Node{Kind: yaml.SequenceNode}
+			for _, item := range strings.Split(val, ",") {
+				if item = strings.TrimSpace(item); item != "" {
+					n.Content = append(n.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: item})
+				}
+			}
+		} else if f.Kind() != reflect.String {
+			n.Tag = "" // let YAML resolve booleans and numbers
+		}
+		var p []string
+		decodeNode(n, f, k, &p)
+		problems = append(problems, p...)
+	}
+	if problems != nil {
+		return &ConfigError{Problems: problems}
+	}
+	return nil
+}
+
+// collectLeaves maps the env-style path (keys joined by "_") of every settable leaf to its field.
+// Maps (the upstreams) are set only in the file.
+func collectLeaves(v reflect.Value, path string, out map[string]reflect.Value) {
+	t := v.Type()
+	for i := range t.NumField() {
+		tag, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
+		p := tag
+		if path != "" {
+			p = path + "_" + tag
+		}
+		switch f := v.Field(i); f.Kind() {
+		case reflect.Struct:
+			collectLeaves(f, p, out)
+		case reflect.Map:
+		default:
+			out[p] = f
+		}
+	}
+}
+
+// Validate checks values that decode but make no sense, reporting every problem at once.
+func (c *Config) Validate() error {
+	var p []string
+	bad := func(key, format string, args ...any) { p = append(p, key+": "+fmt.Sprintf(format, args...)) }
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		bad("listen", "want host:port such as :5000, got %q", c.Listen)
+	}
+	if c.Data == "" {
+		bad("data", "must not be empty")
+	}
+	if c.PublicURL != "" {
+		if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("public_url", "want an absolute http(s) URL, got %q", c.PublicURL)
+		}
+	}
+	if _, ok := c.Mirror.Upstreams[c.Mirror.Default]; !ok {
+		bad("mirror.default", "%q is not one of mirror.upstreams", c.Mirror.Default)
+	}
+	if c.Mirror.MaxSize <= 0 {
+		bad("mirror.max_size", "must be positive")
+	}
+	if c.Mirror.TagTTL < 0 {
+		bad("mirror.tag_ttl", "must not be negative")
+	}
+	for name, u := range c.Mirror.Upstreams {
+		if pu, err := url.Parse(u.URL); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+			bad("mirror.upstreams."+name+".url", "want an absolute http(s) URL, got %q", u.URL)
+		}
+	}
+	oneOf := func(key, v string, allowed ...string) {
+		for _, a := range allowed {
+			if v == a {
+				return
+			}
+		}
+		bad(key, "want one of %s, got %q", strings.Join(allowed, ", "), v)
+	}
+	oneOf("auth.mode", c.Auth.Mode, "db", "ldap")
+	oneOf("auth.anonymous_pull", c.Auth.AnonymousPull, "mirror", "none")
+	oneOf("tls.mode", c.TLS.Mode, "off", "files", "self-signed", "acme")
+	if c.Auth.TokenTTL <= 0 {
+		bad("auth.token_ttl", "must be positive")
+	}
+	// Keys of the contract whose features are not built yet are refused rather than ignored,
+	// so nobody believes they are protected by something that is not there.
+	if c.Auth.Mode == "ldap" {
+		bad("auth.mode", "ldap is not available in this version yet")
+	}
+	if c.TLS.Mode != "off" && c.TLS.Mode != "" {
+		bad("tls.mode", "%q is not available in this version yet; use off", c.TLS.Mode)
+	}
+	if p != nil {
+		return &ConfigError{Problems: p}
+	}
+	return nil
+}
+
+// loadConfig builds the configuration: defaults, the file at path (when not empty), the
+// environment, then the flags that were set.
+func loadConfig(path string, environ []string, flags map[string]string) (Config, error) {
+	cfg := DefaultConfig()
+	if path != "" {
+		f, err := os.Open(path)
+		if err != nil {
+			return cfg, &ConfigError{Problems: []string{"config file: " + err.Error()}}
+		}
+		defer f.Close()
+		if cfg, err = Parse(f); err != nil {
+			return cfg, err
+		}
+	}
+	if err := ApplyEnv(&cfg, environ); err != nil {
+		return cfg, err
+	}
+	if v, ok := flags["listen"]; ok {
+		cfg.Listen = v
+	}
+	if v, ok := flags["data"]; ok {
+		cfg.Data = v
+	}
+	return cfg, cfg.Validate()
+}

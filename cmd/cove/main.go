@@ -1,0 +1,206 @@
+// Command cove is a container registry: a pull-through caching mirror of Docker Hub and other
+// registries, and a private registry for a company's own images, in one binary.
+//
+// Usage:
+//
+//	cove serve [--config FILE] [--listen ADDR] [--data DIR]
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"cove/admin"
+	"cove/auth"
+	"cove/cache"
+	"cove/internal/telemetry"
+	"cove/mirror"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
+}
+
+const usage = `usage: cove <command> [flags]
+
+commands:
+  serve    run the registry (cove serve --help for its flags)
+`
+
+// run is main without the process: it returns the exit status (2 for usage and configuration errors).
+func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "serve":
+		return serve(ctx, args[1:], environ, stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "cove: unknown command %q\n%s", args[0], usage)
+	return 2
+}
+
+func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", envValue(environ, "COVE_CONFIG"), "YAML configuration file (env COVE_CONFIG)")
+	fs.String("listen", "", "address to listen on (default :5000)")
+	fs.String("data", "", "data directory (default ./data)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	set := map[string]string{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = f.Value.String() })
+	cfg, err := loadConfig(*configPath, environ, set)
+	if err != nil {
+		fmt.Fprintf(stderr, "cove: %v\n", err)
+		return 2
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, nil))
+	if err := serveConfig(ctx, cfg, log, stdout); err != nil {
+		log.Error("cove stopped", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func envValue(environ []string, key string) string {
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok && k == key {
+			return v
+		}
+	}
+	return ""
+}
+
+// serveConfig builds every part from cfg, serves until ctx ends, then shuts down gracefully:
+// the listener closes at once, requests in flight finish (up to shutdownGrace), the index closes last.
+func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) error {
+	if err := os.MkdirAll(cfg.Data, 0o750); err != nil {
+		return fmt.Errorf("create data directory: %w", err)
+	}
+	db, err := cache.OpenDB(filepath.Join(cfg.Data, "index"), log)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	store, err := cache.Open(ctx, cache.Config{Dir: cfg.Data, DB: db, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	authSvc, generated, err := auth.New(ctx, db, auth.Config{AdminPassword: cfg.Auth.AdminPassword, Logger: log})
+	if err != nil {
+		return err
+	}
+	if generated != "" {
+		fmt.Fprintf(stdout, "cove: generated the password of user %q: %s\n"+
+			"cove: it is shown only this once and stored as a hash; set auth.admin_password to choose your own.\n",
+			auth.AdminName, generated)
+	}
+	registry, err := mirror.New(mirror.Config{Store: store, Auth: authSvc, Logger: log})
+	if err != nil {
+		return err
+	}
+	api, err := admin.New(admin.Config{Auth: authSvc, Repos: store, Logger: log})
+	if err != nil {
+		return err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cove_blobs_stored", Help: "Blob files in the store."},
+			func() float64 { n, _ := store.Stats(); return float64(n) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cove_bytes_stored", Help: "Bytes of blob files in the store."},
+			func() float64 { _, b := store.Stats(); return float64(b) }),
+	)
+	metrics := telemetry.NewMetrics(reg)
+
+	var ready atomic.Bool
+	mux := http.NewServeMux()
+	mux.Handle("/v2/", registry)
+	mux.Handle("/v2", registry)
+	mux.Handle("/api/", api)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !ready.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	srv := &http.Server{
+		Handler:           telemetry.Middleware(mux, log.With("component", "http"), metrics, routeName),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		// No WriteTimeout: large blobs take as long as they take; idle connections are closed.
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	log.Info("listening", "addr", ln.Addr().String(), "data", cfg.Data)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	ready.Store(true)
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	ready.Store(false)
+	log.Info("shutting down: finishing requests in flight")
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	err = srv.Shutdown(sctx)
+	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) {
+		err = errors.Join(err, serr)
+	}
+	log.Info("stopped")
+	return err
+}
+
+// shutdownGrace bounds how long a SIGTERM waits for requests in flight.
+const shutdownGrace = 60 * time.Second
+
+// routeName labels a request for metrics with a small, fixed set of values.
+func routeName(r *http.Request) string {
+	p := r.URL.Path
+	switch {
+	case p == "/v2" || strings.HasPrefix(p, "/v2/"):
+		return "v2_" + string(mirror.RouteKind(p))
+	case strings.HasPrefix(p, "/api/"):
+		return "api"
+	case p == "/metrics", p == "/healthz", p == "/readyz":
+		return p[1:]
+	}
+	return "other"
+}

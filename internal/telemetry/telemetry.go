@@ -1,0 +1,130 @@
+// Package telemetry is the HTTP boundary every request crosses: a request id, one access-log line,
+// panic recovery, and Prometheus metrics (requests by route and status, latency, bytes served).
+package telemetry
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the HTTP metrics, registered on a registry of the caller's.
+type Metrics struct {
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+	served   *prometheus.CounterVec
+}
+
+// NewMetrics creates the HTTP metrics and registers them on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cove_http_requests_total", Help: "HTTP requests by route, method and status code.",
+		}, []string{"route", "method", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "cove_http_request_duration_seconds", Help: "Time to answer HTTP requests, by route.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}, []string{"route"}),
+		served: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cove_http_response_bytes_total", Help: "Bytes of response bodies served, by route.",
+		}, []string{"route"}),
+	}
+	reg.MustRegister(m.requests, m.latency, m.served)
+	return m
+}
+
+type ctxKey struct{}
+
+// RequestID returns the id that Middleware gave the request of ctx, or "".
+func RequestID(ctx context.Context) string {
+	id, _ := ctx.Value(ctxKey{}).(string)
+	return id
+}
+
+// Middleware wraps next: it gives the request an id (X-Request-Id), recovers a panic into a 500,
+// writes one access-log line and records the metrics. route names the endpoint for labels; it
+// must return a small, fixed set of values.
+func Middleware(next http.Handler, log *slog.Logger, m *Metrics, route func(*http.Request) string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		id := rand.Text()[:16]
+		r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, id))
+		rw := &responseWriter{ResponseWriter: w, status: http.StatusOK}
+		rw.Header().Set("X-Request-Id", id)
+		defer func() {
+			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler {
+					panic(p)
+				}
+				log.ErrorContext(r.Context(), "panic serving request", "request_id", id, "panic", fmt.Sprint(p))
+				if !rw.wrote {
+					http.Error(rw, "internal server error", http.StatusInternalServerError)
+				}
+			}
+			name := route(r)
+			elapsed := time.Since(start)
+			code := strconv.Itoa(rw.status)
+			m.requests.WithLabelValues(name, r.Method, code).Inc()
+			m.latency.WithLabelValues(name).Observe(elapsed.Seconds())
+			m.served.WithLabelValues(name).Add(float64(rw.bytes))
+			log.LogAttrs(r.Context(), slog.LevelInfo, "request",
+				slog.String("request_id", id),
+				slog.String("remote", r.RemoteAddr),
+				slog.String("method", r.Method),
+				slog.String("path", r.URL.Path),
+				slog.String("route", name),
+				slog.Int("status", rw.status),
+				slog.Int64("bytes", rw.bytes),
+				slog.Duration("duration", elapsed),
+				slog.String("user_agent", r.UserAgent()),
+			)
+		}()
+		next.ServeHTTP(rw, r)
+	})
+}
+
+// responseWriter records status and body size. It forwards ReadFrom so that sendfile keeps
+// working for blobs, and Unwrap so http.ResponseController reaches the connection.
+type responseWriter struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+	wrote  bool
+}
+
+func (w *responseWriter) WriteHeader(code int) {
+	if !w.wrote {
+		w.status = code
+		w.wrote = true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *responseWriter) Write(b []byte) (int, error) {
+	w.wrote = true
+	n, err := w.ResponseWriter.Write(b)
+	w.bytes += int64(n)
+	return n, err
+}
+
+func (w *responseWriter) ReadFrom(r io.Reader) (int64, error) {
+	w.wrote = true
+	var n int64
+	var err error
+	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
+		n, err = rf.ReadFrom(r)
+	} else {
+		n, err = io.Copy(w.ResponseWriter, r)
+	}
+	w.bytes += n
+	return n, err
+}
+
+func (w *responseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -1,0 +1,239 @@
+package mirror
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"cove/auth"
+)
+
+// parseDigest reads a digest from a path or query, answering DIGEST_INVALID when it is malformed.
+func parseDigest(s string) (digest.Digest, error) {
+	dgst, err := digest.Parse(s)
+	if err != nil {
+		return "", newError(http.StatusBadRequest, CodeDigestInvalid, "invalid digest %q", s)
+	}
+	return dgst, nil
+}
+
+func (s *Server) handleGetBlob(w http.ResponseWriter, r *http.Request, req request) error {
+	dgst, err := parseDigest(req.ref)
+	if err != nil {
+		return err
+	}
+	f, info, err := s.store.OpenBlob(r.Context(), req.repo, dgst)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	h := w.Header()
+	// Blobs are never active content: a fixed type, and nosniff.
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Docker-Content-Digest", dgst.String())
+	h.Set("Etag", `"`+dgst.String()+`"`)
+	h.Set("Cache-Control", "max-age=31536000, immutable")
+	// ServeContent answers Range and HEAD, and copies with sendfile.
+	http.ServeContent(w, r, "", time.Time{}, io.NewSectionReader(f, 0, info.Size))
+	return nil
+}
+
+func (s *Server) handleDeleteBlob(w http.ResponseWriter, r *http.Request, req request) error {
+	dgst, err := parseDigest(req.ref)
+	if err != nil {
+		return err
+	}
+	if err := s.store.UnlinkBlob(r.Context(), req.repo, dgst); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusAccepted)
+	return nil
+}
+
+func (s *Server) handleStartUpload(w http.ResponseWriter, r *http.Request, req request) error {
+	q := r.URL.Query()
+	if mount := q.Get("mount"); mount != "" {
+		created, err := s.mount(w, r, req, mount, q.Get("from"))
+		if created || err != nil {
+			return err
+		}
+		// Not mountable: fall back to an ordinary upload session, as the spec asks.
+	}
+	if d := q.Get("digest"); d != "" {
+		dgst, err := parseDigest(d)
+		if err != nil {
+			return err
+		}
+		info, err := s.store.PutBlob(r.Context(), req.repo, dgst, r.Body, r.ContentLength)
+		if err != nil {
+			return err
+		}
+		blobCreated(w, req.repo, info.Digest)
+		return nil
+	}
+	id, err := s.store.NewUpload(r.Context(), req.repo)
+	if err != nil {
+		return err
+	}
+	uploadStatus(w, req.repo, id, 0, http.StatusAccepted)
+	return nil
+}
+
+// mount links a blob of another repository into req.repo when the caller may read it there. It
+// reports whether it did; when it did not, nothing is revealed about the source.
+func (s *Server) mount(w http.ResponseWriter, r *http.Request, req request, mount, from string) (bool, error) {
+	dgst, err := parseDigest(mount)
+	if err != nil {
+		return false, err
+	}
+	if from == "" || !validName(from) {
+		return false, nil // a digest alone is not a capability: no anonymous mounts
+	}
+	if s.auth.Authorize(r.Context(), req.who, from, auth.ActionPull) != nil {
+		return false, nil
+	}
+	if _, err := s.store.StatBlob(r.Context(), from, dgst); err != nil {
+		return false, nil
+	}
+	if _, err := s.store.LinkBlob(r.Context(), req.repo, dgst); err != nil {
+		return false, err
+	}
+	blobCreated(w, req.repo, dgst)
+	return true, nil
+}
+
+func blobCreated(w http.ResponseWriter, repo string, dgst digest.Digest) {
+	h := w.Header()
+	h.Set("Location", fmt.Sprintf("/v2/%s/blobs/%s", repo, dgst))
+	h.Set("Docker-Content-Digest", dgst.String())
+	h.Set("Content-Length", "0")
+	w.WriteHeader(http.StatusCreated)
+}
+
+// uploadStatus writes where an upload session is and how much it holds. The Range header is
+// inclusive, "0-0" for an empty upload as Distribution has it.
+func uploadStatus(w http.ResponseWriter, repo, id string, size int64, status int) {
+	end := size - 1
+	if end < 0 {
+		end = 0
+	}
+	h := w.Header()
+	h.Set("Location", fmt.Sprintf("/v2/%s/blobs/uploads/%s", repo, id))
+	h.Set("Range", fmt.Sprintf("0-%d", end))
+	h.Set("Docker-Upload-UUID", id)
+	h.Set("Content-Length", "0")
+	w.WriteHeader(status)
+}
+
+func (s *Server) handleGetUpload(w http.ResponseWriter, r *http.Request, req request) error {
+	size, err := s.store.UploadSize(r.Context(), req.repo, req.ref)
+	if err != nil {
+		return err
+	}
+	uploadStatus(w, req.repo, req.ref, size, http.StatusNoContent)
+	return nil
+}
+
+// contentRangeRE is the chunk range of a PATCH: inclusive start and end, without a unit.
+var contentRangeRE = regexp.MustCompile(`^(?:bytes[ =])?([0-9]{1,18})-([0-9]{1,18})$`)
+
+// chunk returns the body of a PATCH or PUT with the offset it claims (-1 when it claims none),
+// read exactly to the announced length.
+func chunk(r *http.Request) (start int64, body io.Reader, err error) {
+	cr := r.Header.Get("Content-Range")
+	if cr == "" {
+		return -1, r.Body, nil
+	}
+	m := contentRangeRE.FindStringSubmatch(cr)
+	if m == nil {
+		return 0, nil, newError(http.StatusBadRequest, CodeBlobUploadInvalid, "invalid Content-Range %q: want <start>-<end>", cr)
+	}
+	start, _ = strconv.ParseInt(m[1], 10, 64)
+	end, _ := strconv.ParseInt(m[2], 10, 64)
+	if end < start {
+		return 0, nil, newError(http.StatusRequestedRangeNotSatisfiable, CodeBlobUploadInvalid, "invalid Content-Range %q: end before start", cr)
+	}
+	n := end - start + 1
+	if r.ContentLength >= 0 && r.ContentLength != n {
+		return 0, nil, newError(http.StatusBadRequest, CodeBlobUploadInvalid, "Content-Length %d does not match Content-Range %q", r.ContentLength, cr)
+	}
+	return start, &exactReader{r: io.LimitReader(r.Body, n), left: n}, nil
+}
+
+// exactReader fails with io.ErrUnexpectedEOF when its source ends before left bytes.
+type exactReader struct {
+	r    io.Reader
+	left int64
+}
+
+func (e *exactReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	e.left -= int64(n)
+	if err == io.EOF && e.left > 0 {
+		return n, io.ErrUnexpectedEOF
+	}
+	return n, err
+}
+
+func (s *Server) handlePatchUpload(w http.ResponseWriter, r *http.Request, req request) error {
+	start, body, err := chunk(r)
+	if err != nil {
+		return err
+	}
+	size, err := s.store.AppendUpload(r.Context(), req.repo, req.ref, start, body)
+	if err != nil {
+		return s.uploadError(w, req, size, err)
+	}
+	uploadStatus(w, req.repo, req.ref, size, http.StatusAccepted)
+	return nil
+}
+
+// uploadError adds the session's location and range to a refused chunk, so the client can resume.
+func (s *Server) uploadError(w http.ResponseWriter, req request, size int64, err error) error {
+	e := toError(err)
+	if e.Status == http.StatusRequestedRangeNotSatisfiable {
+		end := max(size-1, 0)
+		w.Header().Set("Location", fmt.Sprintf("/v2/%s/blobs/uploads/%s", req.repo, req.ref))
+		w.Header().Set("Range", fmt.Sprintf("0-%d", end))
+	}
+	return e
+}
+
+func (s *Server) handlePutUpload(w http.ResponseWriter, r *http.Request, req request) error {
+	d := r.URL.Query().Get("digest")
+	if d == "" {
+		return newError(http.StatusBadRequest, CodeDigestInvalid, "the digest query parameter is required to finish an upload")
+	}
+	dgst, err := parseDigest(d)
+	if err != nil {
+		return err
+	}
+	start, body, err := chunk(r)
+	if err != nil {
+		return err
+	}
+	if r.ContentLength == 0 {
+		body = nil
+	}
+	info, err := s.store.CommitUpload(r.Context(), req.repo, req.ref, dgst, start, body)
+	if err != nil {
+		size, _ := s.store.UploadSize(r.Context(), req.repo, req.ref)
+		return s.uploadError(w, req, size, err)
+	}
+	blobCreated(w, req.repo, info.Digest)
+	return nil
+}
+
+func (s *Server) handleDeleteUpload(w http.ResponseWriter, r *http.Request, req request) error {
+	if err := s.store.CancelUpload(r.Context(), req.repo, req.ref); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}

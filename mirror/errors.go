@@ -1,0 +1,126 @@
+package mirror
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"cove/auth"
+	"cove/cache"
+)
+
+// Code is an OCI distribution error code ("Error Codes" in the spec).
+type Code string
+
+// The error codes of the OCI distribution spec v1.1, spelled as the spec spells them.
+const (
+	CodeBlobUnknown         Code = "BLOB_UNKNOWN"
+	CodeBlobUploadInvalid   Code = "BLOB_UPLOAD_INVALID"
+	CodeBlobUploadUnknown   Code = "BLOB_UPLOAD_UNKNOWN"
+	CodeDigestInvalid       Code = "DIGEST_INVALID"
+	CodeManifestBlobUnknown Code = "MANIFEST_BLOB_UNKNOWN"
+	CodeManifestInvalid     Code = "MANIFEST_INVALID"
+	CodeManifestUnknown     Code = "MANIFEST_UNKNOWN"
+	CodeNameInvalid         Code = "NAME_INVALID"
+	CodeNameUnknown         Code = "NAME_UNKNOWN"
+	CodeSizeInvalid         Code = "SIZE_INVALID"
+	CodeUnauthorized        Code = "UNAUTHORIZED"
+	CodeDenied              Code = "DENIED"
+	CodeUnsupported         Code = "UNSUPPORTED"
+	CodeTooManyRequests     Code = "TOOMANYREQUESTS"
+	CodeTagInvalid          Code = "TAG_INVALID"
+)
+
+// Error is a failed request as the client sees it: an OCI error code, the HTTP status that goes
+// with it, and a message that says what was wrong. Err, when set, is the cause, logged and never
+// shown to the client.
+type Error struct {
+	Status  int
+	Code    Code
+	Message string
+	Detail  any
+	Err     error
+	// challenge, when set, is sent as WWW-Authenticate.
+	challenge string
+}
+
+func (e *Error) Error() string {
+	if e.Err != nil {
+		return fmt.Sprintf("%s: %s: %v", e.Code, e.Message, e.Err)
+	}
+	return fmt.Sprintf("%s: %s", e.Code, e.Message)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+func newError(status int, code Code, format string, args ...any) *Error {
+	return &Error{Status: status, Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// errInternal hides err from the client: 5xx responses never echo paths or internal detail.
+func errInternal(err error) *Error {
+	return &Error{Status: http.StatusInternalServerError, Code: "UNKNOWN", Message: "internal server error", Err: err}
+}
+
+// toError maps a domain error to what the client sees. It is the one place where cache and auth
+// errors become OCI codes; unknown errors are internal.
+func toError(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	var missing *cache.MissingError
+	switch {
+	case errors.As(err, &missing):
+		return &Error{Status: http.StatusBadRequest, Code: CodeManifestBlobUnknown, Message: missing.Error(), Detail: map[string]string{"digest": missing.Digest.String()}}
+	case errors.Is(err, cache.ErrBlobUnknown):
+		return newError(http.StatusNotFound, CodeBlobUnknown, "blob unknown to repository")
+	case errors.Is(err, cache.ErrManifestUnknown):
+		return newError(http.StatusNotFound, CodeManifestUnknown, "manifest unknown")
+	case errors.Is(err, cache.ErrNameUnknown):
+		return newError(http.StatusNotFound, CodeNameUnknown, "repository name not known to registry")
+	case errors.Is(err, cache.ErrUploadUnknown):
+		return newError(http.StatusNotFound, CodeBlobUploadUnknown, "blob upload unknown to registry")
+	case errors.Is(err, cache.ErrDigestMismatch):
+		return &Error{Status: http.StatusBadRequest, Code: CodeDigestInvalid, Message: "provided digest did not match uploaded content", Err: err}
+	case errors.Is(err, cache.ErrDigestUnsupported):
+		return &Error{Status: http.StatusBadRequest, Code: CodeDigestInvalid, Message: "digest is malformed or its algorithm is not supported (sha256, sha512)", Err: err}
+	case errors.Is(err, cache.ErrRangeInvalid):
+		return &Error{Status: http.StatusRequestedRangeNotSatisfiable, Code: CodeBlobUploadInvalid, Message: "chunk out of order: " + err.Error()}
+	case errors.Is(err, cache.ErrSizeInvalid):
+		return &Error{Status: http.StatusBadRequest, Code: CodeSizeInvalid, Message: err.Error()}
+	case errors.Is(err, auth.ErrBadCredentials), errors.Is(err, auth.ErrUnauthenticated):
+		return newError(http.StatusUnauthorized, CodeUnauthorized, "authentication required")
+	case errors.Is(err, auth.ErrDenied):
+		return newError(http.StatusForbidden, CodeDenied, "requested access to the resource is denied")
+	case errors.Is(err, auth.ErrProjectUnknown):
+		return newError(http.StatusNotFound, CodeNameUnknown, "project does not exist: create it first (POST /api/v2.0/projects)")
+	}
+	return errInternal(err)
+}
+
+type errorBody struct {
+	Errors []errorEntry `json:"errors"`
+}
+
+type errorEntry struct {
+	Code    Code   `json:"code"`
+	Message string `json:"message"`
+	Detail  any    `json:"detail,omitempty"`
+}
+
+// writeError writes e as the spec's {"errors":[…]} envelope; a HEAD response gets the status only.
+func writeError(w http.ResponseWriter, r *http.Request, e *Error) {
+	h := w.Header()
+	if e.challenge != "" {
+		h.Set("WWW-Authenticate", e.challenge)
+	}
+	body, _ := json.Marshal(errorBody{Errors: []errorEntry{{Code: e.Code, Message: e.Message, Detail: e.Detail}}})
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", fmt.Sprint(len(body)))
+	w.WriteHeader(e.Status)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(body)
+	}
+}

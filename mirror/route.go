@@ -1,0 +1,92 @@
+package mirror
+
+import (
+	"regexp"
+	"strings"
+)
+
+// Kind is the kind of /v2 endpoint a path addresses.
+type Kind string
+
+// The /v2 endpoints (OCI distribution spec v1.1, "Endpoints").
+const (
+	KindBase        Kind = "base"         // /v2/
+	KindCatalog     Kind = "catalog"      // /v2/_catalog
+	KindManifest    Kind = "manifest"     // /v2/<name>/manifests/<reference>
+	KindBlob        Kind = "blob"         // /v2/<name>/blobs/<digest>
+	KindUploadStart Kind = "upload_start" // /v2/<name>/blobs/uploads/
+	KindUpload      Kind = "upload"       // /v2/<name>/blobs/uploads/<id>
+	KindTags        Kind = "tags"         // /v2/<name>/tags/list
+	KindReferrers   Kind = "referrers"    // /v2/<name>/referrers/<digest>
+	KindUnknown     Kind = "unknown"
+)
+
+// route is a parsed /v2 path.
+type route struct {
+	kind Kind
+	repo string // repository name; checked with validName by the server, not by parse
+	ref  string // tag or digest (manifest), digest (blob, referrers), session id (upload)
+}
+
+// parse splits a /v2 path into its route. A repository name may itself contain path elements
+// such as "blobs" or "manifests", so the path is read from its end. parse does not validate the
+// name; the server does, so that a bad name gets NAME_INVALID rather than "unknown endpoint".
+func parse(path string) route {
+	rest, ok := strings.CutPrefix(path, "/v2/")
+	if !ok {
+		if path == "/v2" {
+			return route{kind: KindBase}
+		}
+		return route{kind: KindUnknown}
+	}
+	switch rest {
+	case "":
+		return route{kind: KindBase}
+	case "_catalog":
+		return route{kind: KindCatalog}
+	}
+	if name, ok := strings.CutSuffix(rest, "/blobs/uploads/"); ok {
+		return route{kind: KindUploadStart, repo: name}
+	}
+	if name, ok := strings.CutSuffix(rest, "/blobs/uploads"); ok {
+		return route{kind: KindUploadStart, repo: name}
+	}
+	if name, ok := strings.CutSuffix(rest, "/tags/list"); ok {
+		return route{kind: KindTags, repo: name}
+	}
+	parts := strings.Split(rest, "/")
+	n := len(parts)
+	if n < 3 || parts[n-1] == "" {
+		return route{kind: KindUnknown}
+	}
+	name := strings.Join(parts[:n-2], "/")
+	switch parts[n-2] {
+	case "manifests":
+		return route{kind: KindManifest, repo: name, ref: parts[n-1]}
+	case "blobs":
+		return route{kind: KindBlob, repo: name, ref: parts[n-1]}
+	case "referrers":
+		return route{kind: KindReferrers, repo: name, ref: parts[n-1]}
+	case "uploads":
+		if n >= 4 && parts[n-3] == "blobs" {
+			return route{kind: KindUpload, repo: strings.Join(parts[:n-3], "/"), ref: parts[n-1]}
+		}
+	}
+	return route{kind: KindUnknown}
+}
+
+// RouteKind names the endpoint of a request path, for metrics labels.
+func RouteKind(path string) Kind { return parse(path).kind }
+
+// nameComponent and the rest follow the OCI distribution spec's repository name grammar.
+var (
+	nameRE = regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$`)
+	tagRE  = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
+)
+
+// maxNameLength bounds a repository name; with a registry host it stays under Docker's 255.
+const maxNameLength = 255
+
+func validName(name string) bool { return len(name) <= maxNameLength && nameRE.MatchString(name) }
+
+func validTag(tag string) bool { return tagRE.MatchString(tag) }

@@ -1,0 +1,177 @@
+// Package mirror serves the OCI distribution API under /v2/: it routes a repository name to a
+// local project, authorizes the request, and answers from the blob store, with the OCI error
+// envelope on every failure.
+//
+// Local projects follow the OCI distribution spec v1.1 to the letter: pull, push (monolithic,
+// POST+PUT, chunked), cross-repository mount, content discovery (tags, referrers, catalog) and
+// content management (delete). A blob is readable in a repository only when linked to it.
+package mirror
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+
+	"cove/auth"
+	"cove/cache"
+)
+
+// Authorizer says who a request comes from and what it may do. auth.Service implements it.
+type Authorizer interface {
+	// Authenticate returns the request's principal; the zero Principal when it carries no
+	// credentials, auth.ErrBadCredentials when they are wrong.
+	Authenticate(ctx context.Context, r *http.Request) (auth.Principal, error)
+	// Authorize returns nil when p may do action on repo, else auth.ErrUnauthenticated,
+	// auth.ErrDenied or auth.ErrProjectUnknown.
+	Authorize(ctx context.Context, p auth.Principal, repo string, action auth.Action) error
+	// Challenge is the WWW-Authenticate value that asks for credentials for repo and actions.
+	Challenge(repo string, actions ...auth.Action) string
+}
+
+// Config configures a Server.
+type Config struct {
+	Store  *cache.Store
+	Auth   Authorizer
+	Logger *slog.Logger
+}
+
+// Server is the /v2 HTTP handler. It is safe for concurrent use.
+type Server struct {
+	store *cache.Store
+	auth  Authorizer
+	log   *slog.Logger
+}
+
+// New returns a Server over cfg.Store, authorizing with cfg.Auth.
+func New(cfg Config) (*Server, error) {
+	if cfg.Store == nil || cfg.Auth == nil {
+		return nil, errors.New("mirror: a store and an authorizer are required")
+	}
+	s := &Server{store: cfg.Store, auth: cfg.Auth, log: cfg.Logger}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	s.log = s.log.With("component", "mirror")
+	return s, nil
+}
+
+// request is one parsed, authenticated request.
+type request struct {
+	route
+	who auth.Principal
+}
+
+// ServeHTTP answers every /v2 request.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	if err := s.serve(w, r); err != nil {
+		e := toError(err)
+		if e.Status >= 500 {
+			s.log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		} else if e.Err != nil {
+			s.log.DebugContext(r.Context(), "request refused", "method", r.Method, "path", r.URL.Path, "err", e.Err)
+		}
+		writeError(w, r, e)
+	}
+}
+
+// handler serves one endpoint; what it returns is written by ServeHTTP.
+type handler func(w http.ResponseWriter, r *http.Request, req request) error
+
+func (s *Server) serve(w http.ResponseWriter, r *http.Request) error {
+	rt := parse(r.URL.Path)
+	if rt.kind == KindUnknown {
+		return newError(http.StatusNotFound, CodeUnsupported, "unknown endpoint %s", r.URL.Path)
+	}
+	if rt.repo != "" || (rt.kind != KindBase && rt.kind != KindCatalog) {
+		if !validName(rt.repo) {
+			return newError(http.StatusBadRequest, CodeNameInvalid, "invalid repository name %q", rt.repo)
+		}
+	}
+	who, err := s.auth.Authenticate(r.Context(), r)
+	if err != nil {
+		e := toError(err)
+		e.challenge = s.auth.Challenge(rt.repo)
+		return e
+	}
+	req := request{route: rt, who: who}
+
+	h, action := s.endpoint(rt.kind, r.Method)
+	if h == nil {
+		return newError(http.StatusMethodNotAllowed, CodeUnsupported, "%s is not supported on this endpoint", r.Method)
+	}
+	switch rt.kind {
+	case KindBase:
+		if who.Anonymous() {
+			return &Error{Status: http.StatusUnauthorized, Code: CodeUnauthorized, Message: "authentication required", challenge: s.auth.Challenge("")}
+		}
+	case KindCatalog:
+		// Filtered per repository by the handler.
+	default:
+		if err := s.authorize(r.Context(), who, rt.repo, action); err != nil {
+			return err
+		}
+	}
+	return h(w, r, req)
+}
+
+// authorize checks that who may do action on repo; refusals carry a challenge for the anonymous.
+func (s *Server) authorize(ctx context.Context, who auth.Principal, repo string, action auth.Action) error {
+	err := s.auth.Authorize(ctx, who, repo, action)
+	if err == nil {
+		return nil
+	}
+	e := toError(err)
+	if e.Status == http.StatusUnauthorized {
+		e.challenge = s.auth.Challenge(repo, action)
+	}
+	return e
+}
+
+// endpoint returns the handler of a method on an endpoint kind, and the action it needs.
+// Upload sessions belong to a push from start to end, whatever the method.
+func (s *Server) endpoint(kind Kind, method string) (handler, auth.Action) {
+	pull := method == http.MethodGet || method == http.MethodHead
+	switch {
+	case kind == KindBase && pull:
+		return s.handleBase, auth.ActionPull
+	case kind == KindCatalog && method == http.MethodGet:
+		return s.handleCatalog, auth.ActionPull
+	case kind == KindManifest && pull:
+		return s.handleGetManifest, auth.ActionPull
+	case kind == KindManifest && method == http.MethodPut:
+		return s.handlePutManifest, auth.ActionPush
+	case kind == KindManifest && method == http.MethodDelete:
+		return s.handleDeleteManifest, auth.ActionDelete
+	case kind == KindBlob && pull:
+		return s.handleGetBlob, auth.ActionPull
+	case kind == KindBlob && method == http.MethodDelete:
+		return s.handleDeleteBlob, auth.ActionDelete
+	case kind == KindUploadStart && method == http.MethodPost:
+		return s.handleStartUpload, auth.ActionPush
+	case kind == KindUpload && method == http.MethodGet:
+		return s.handleGetUpload, auth.ActionPush
+	case kind == KindUpload && method == http.MethodPatch:
+		return s.handlePatchUpload, auth.ActionPush
+	case kind == KindUpload && method == http.MethodPut:
+		return s.handlePutUpload, auth.ActionPush
+	case kind == KindUpload && method == http.MethodDelete:
+		return s.handleDeleteUpload, auth.ActionPush
+	case kind == KindTags && method == http.MethodGet:
+		return s.handleListTags, auth.ActionPull
+	case kind == KindReferrers && method == http.MethodGet:
+		return s.handleListReferrers, auth.ActionPull
+	}
+	return nil, ""
+}
+
+func (s *Server) handleBase(w http.ResponseWriter, r *http.Request, req request) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", "2")
+	w.WriteHeader(http.StatusOK)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write([]byte("{}"))
+	}
+	return nil
+}
