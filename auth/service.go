@@ -38,6 +38,8 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// BcryptCost is the cost of new password hashes; zero means bcrypt.DefaultCost. Tests lower it.
+	BcryptCost int
 }
 
 // Service authenticates requests and authorizes them against projects. It is safe for concurrent use.
@@ -46,6 +48,7 @@ type Service struct {
 	log   *slog.Logger
 	realm string
 	now   func() time.Time
+	cost  int
 	key   []byte // HMAC key of the credential cache, random per process
 	dummy []byte // a bcrypt hash compared against for unknown users
 
@@ -78,6 +81,10 @@ func New(ctx context.Context, db *badger.DB, cfg Config) (s *Service, generated 
 	if s.now == nil {
 		s.now = time.Now
 	}
+	s.cost = cfg.BcryptCost
+	if s.cost == 0 {
+		s.cost = bcrypt.DefaultCost
+	}
 	if s.realm == "" {
 		s.realm = "cove"
 	}
@@ -85,7 +92,7 @@ func New(ctx context.Context, db *badger.DB, cfg Config) (s *Service, generated 
 	if _, err := rand.Read(s.key); err != nil {
 		return nil, "", err
 	}
-	if s.dummy, err = bcrypt.GenerateFromPassword([]byte(rand.Text()), bcrypt.DefaultCost); err != nil {
+	if s.dummy, err = bcrypt.GenerateFromPassword([]byte(rand.Text()), s.cost); err != nil {
 		return nil, "", err
 	}
 	generated, err = s.ensureAdmin(cfg.AdminPassword)
@@ -111,7 +118,7 @@ func (s *Service) ensureAdmin(password string) (string, error) {
 		password = rand.Text()
 		generated = password
 	}
-	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), s.cost)
 	if err != nil {
 		return "", fmt.Errorf("hash admin password: %w", err)
 	}

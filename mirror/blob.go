@@ -143,6 +143,21 @@ func (s *Server) handleGetUpload(w http.ResponseWriter, r *http.Request, req req
 // contentRangeRE is the chunk range of a PATCH: inclusive start and end, without a unit.
 var contentRangeRE = regexp.MustCompile(`^(?:bytes[ =])?([0-9]{1,18})-([0-9]{1,18})$`)
 
+// parseContentRange reads the Content-Range of a chunk: "<start>-<end>", inclusive, optionally
+// with a "bytes " or "bytes=" unit as some clients send it.
+func parseContentRange(v string) (start, end int64, err error) {
+	m := contentRangeRE.FindStringSubmatch(v)
+	if m == nil {
+		return 0, 0, newError(http.StatusBadRequest, CodeBlobUploadInvalid, "invalid Content-Range %q: want <start>-<end>", v)
+	}
+	start, _ = strconv.ParseInt(m[1], 10, 64)
+	end, _ = strconv.ParseInt(m[2], 10, 64)
+	if end < start {
+		return 0, 0, newError(http.StatusRequestedRangeNotSatisfiable, CodeBlobUploadInvalid, "invalid Content-Range %q: end before start", v)
+	}
+	return start, end, nil
+}
+
 // chunk returns the body of a PATCH or PUT with the offset it claims (-1 when it claims none),
 // read exactly to the announced length.
 func chunk(r *http.Request) (start int64, body io.Reader, err error) {
@@ -150,14 +165,9 @@ func chunk(r *http.Request) (start int64, body io.Reader, err error) {
 	if cr == "" {
 		return -1, r.Body, nil
 	}
-	m := contentRangeRE.FindStringSubmatch(cr)
-	if m == nil {
-		return 0, nil, newError(http.StatusBadRequest, CodeBlobUploadInvalid, "invalid Content-Range %q: want <start>-<end>", cr)
-	}
-	start, _ = strconv.ParseInt(m[1], 10, 64)
-	end, _ := strconv.ParseInt(m[2], 10, 64)
-	if end < start {
-		return 0, nil, newError(http.StatusRequestedRangeNotSatisfiable, CodeBlobUploadInvalid, "invalid Content-Range %q: end before start", cr)
+	start, end, err := parseContentRange(cr)
+	if err != nil {
+		return 0, nil, err
 	}
 	n := end - start + 1
 	if r.ContentLength >= 0 && r.ContentLength != n {

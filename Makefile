@@ -1,0 +1,48 @@
+# cove — make run: cove on its embedded default; make test: install what the tests need, run them all.
+SHELL := /bin/bash
+GO        ?= go
+BIN       := bin/cove
+CONF_BIN  := bin/conformance.test
+APT_PKGS  := skopeo
+export GOFLAGS := -buildvcs=false
+
+.PHONY: build run test test-unit test-e2e deps lint fuzz clean
+
+build:
+	$(GO) build -o $(BIN) ./cmd/cove
+
+run: build
+	./$(BIN) serve
+
+# deps installs the real clients and servers the end-to-end tests start (Debian packages).
+deps:
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+# The official OCI conformance suite, built from its own module at the pinned version.
+$(CONF_BIN): test/conformance/go.mod test/conformance/go.sum
+	cd test/conformance && $(GO) test -c -o ../../$(CONF_BIN) github.com/opencontainers/distribution-spec/conformance
+
+test: deps build $(CONF_BIN) test-unit test-e2e
+
+test-unit:
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /test/e2e)
+
+test-e2e:
+	COVE_BIN=$(CURDIR)/$(BIN) COVE_CONFORMANCE_BIN=$(CURDIR)/$(CONF_BIN) $(GO) test -count=1 -v -timeout 15m ./test/e2e 2>&1 | \
+		grep -v -E '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt: $$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 ./...
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./mirror
+	$(GO) test -run '^$$' -fuzz FuzzContentRange -fuzztime 30s ./mirror
+
+clean:
+	rm -rf bin

@@ -1,0 +1,179 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"net/http/httptest"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"golang.org/x/crypto/bcrypt"
+)
+
+func openDB(t *testing.T) *badger.DB {
+	t.Helper()
+	db, err := badger.Open(badger.DefaultOptions(filepath.Join(t.TempDir(), "index")).WithLogger(nil).WithInMemory(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func TestDecide(t *testing.T) {
+	anon := Principal{}
+	admin := Principal{Name: "admin", Admin: true}
+	user := Principal{Name: "alice"}
+	pub := &Project{Name: "pub", Public: true}
+	priv := &Project{Name: "priv"}
+	tests := []struct {
+		name   string
+		p      Principal
+		proj   *Project
+		action Action
+		want   error
+	}{
+		{"anonymous pulls public", anon, pub, ActionPull, nil},
+		{"anonymous pushes public", anon, pub, ActionPush, ErrUnauthenticated},
+		{"anonymous pulls private", anon, priv, ActionPull, ErrUnauthenticated},
+		{"anonymous, missing project", anon, nil, ActionPull, ErrUnauthenticated},
+		{"admin pushes private", admin, priv, ActionPush, nil},
+		{"admin deletes public", admin, pub, ActionDelete, nil},
+		{"admin, missing project", admin, nil, ActionPush, ErrProjectUnknown},
+		{"user pulls public", user, pub, ActionPull, nil},
+		{"user pushes public", user, pub, ActionPush, ErrDenied},
+		{"user pulls private", user, priv, ActionPull, ErrDenied},
+		{"user, missing project", user, nil, ActionPull, ErrDenied},
+	}
+	for _, tt := range tests {
+		if got := decide(tt.p, tt.proj, tt.action); !errors.Is(got, tt.want) {
+			t.Errorf("%s: decide = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestAdminPassword(t *testing.T) {
+	ctx := context.Background()
+	db := openDB(t)
+	s, generated, err := New(ctx, db, Config{BcryptCost: bcrypt.MinCost})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(generated) < 20 {
+		t.Fatalf("generated password %q is too short", generated)
+	}
+	if p, err := s.CheckPassword(ctx, "admin", generated); err != nil || !p.Admin {
+		t.Errorf("CheckPassword(generated) = %v, %v", p, err)
+	}
+	// The password is shown once: a second start keeps the hash and generates nothing.
+	s2, again, err := New(ctx, db, Config{BcryptCost: bcrypt.MinCost})
+	if err != nil || again != "" {
+		t.Fatalf("second New generated %q, %v", again, err)
+	}
+	if _, err := s2.CheckPassword(ctx, "admin", generated); err != nil {
+		t.Errorf("generated password lost on restart: %v", err)
+	}
+	// A configured password replaces it.
+	s3, _, err := New(ctx, db, Config{AdminPassword: "configured", BcryptCost: bcrypt.MinCost})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s3.CheckPassword(ctx, "admin", generated); !errors.Is(err, ErrBadCredentials) {
+		t.Errorf("old password still works: %v", err)
+	}
+	if _, err := s3.CheckPassword(ctx, "admin", "configured"); err != nil {
+		t.Errorf("configured password: %v", err)
+	}
+	// Only a hash is stored.
+	var rec userRecord
+	_ = db.View(func(txn *badger.Txn) error { return getJSON(txn, []byte(keyUser+"admin"), &rec) })
+	if bcrypt.CompareHashAndPassword(rec.Hash, []byte("configured")) != nil {
+		t.Error("stored record is not a bcrypt hash of the password")
+	}
+}
+
+func TestCheckPasswordNeverLetsWrongOnesIn(t *testing.T) {
+	ctx := context.Background()
+	now := time.Unix(1_800_000_000, 0)
+	s, _, err := New(ctx, openDB(t), Config{AdminPassword: "right", BcryptCost: bcrypt.MinCost, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CheckPassword(ctx, "admin", "right"); err != nil {
+		t.Fatal(err)
+	}
+	// The verified-credential cache is warm now; wrong and empty passwords still fail.
+	for _, tt := range []struct{ user, pass string }{
+		{"admin", "wrong"}, {"admin", ""}, {"admin", "right "}, {"nobody", "right"}, {"", ""},
+	} {
+		if _, err := s.CheckPassword(ctx, tt.user, tt.pass); !errors.Is(err, ErrBadCredentials) {
+			t.Errorf("CheckPassword(%q, %q) = %v, want ErrBadCredentials", tt.user, tt.pass, err)
+		}
+	}
+	now = now.Add(2 * credTTL) // the cache entry expires; bcrypt decides again
+	if _, err := s.CheckPassword(ctx, "admin", "right"); err != nil {
+		t.Errorf("after cache expiry: %v", err)
+	}
+}
+
+func TestAuthenticate(t *testing.T) {
+	ctx := context.Background()
+	s, _, _ := New(ctx, openDB(t), Config{AdminPassword: "pw", BcryptCost: bcrypt.MinCost})
+	r := httptest.NewRequest("GET", "/v2/", nil)
+	if p, err := s.Authenticate(ctx, r); err != nil || !p.Anonymous() {
+		t.Errorf("no credentials = %v, %v; want anonymous", p, err)
+	}
+	r.Header.Set("Authorization", "Bearer something")
+	if _, err := s.Authenticate(ctx, r); !errors.Is(err, ErrBadCredentials) {
+		t.Errorf("unknown scheme = %v, want ErrBadCredentials (never anonymous)", err)
+	}
+	r.SetBasicAuth("admin", "pw")
+	if p, err := s.Authenticate(ctx, r); err != nil || p.Name != "admin" {
+		t.Errorf("basic = %v, %v", p, err)
+	}
+}
+
+func TestProjects(t *testing.T) {
+	ctx := context.Background()
+	s, _, _ := New(ctx, openDB(t), Config{AdminPassword: "pw", BcryptCost: bcrypt.MinCost})
+	for _, bad := range []string{"", "UPPER", "a/b", "-a", "a..b", "a_"} {
+		if _, err := s.CreateProject(ctx, bad, false, "admin"); !errors.Is(err, ErrInvalid) {
+			t.Errorf("CreateProject(%q) = %v, want ErrInvalid", bad, err)
+		}
+	}
+	a, err := s.CreateProject(ctx, "alpha", true, "admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := s.CreateProject(ctx, "beta", false, "admin")
+	if a.ID == b.ID {
+		t.Errorf("projects share id %d", a.ID)
+	}
+	if _, err := s.CreateProject(ctx, "alpha", false, "admin"); !errors.Is(err, ErrProjectExists) {
+		t.Errorf("duplicate CreateProject = %v, want ErrProjectExists", err)
+	}
+	if p, err := s.ProjectByID(ctx, b.ID); err != nil || p.Name != "beta" {
+		t.Errorf("ProjectByID = %v, %v", p, err)
+	}
+	all := func(Project) bool { return true }
+	if ps, _ := s.Projects(ctx, Principal{}, all); len(ps) != 1 || ps[0].Name != "alpha" {
+		t.Errorf("anonymous Projects = %v, want only the public one", ps)
+	}
+	if ps, _ := s.Projects(ctx, Principal{Name: "admin", Admin: true}, all); len(ps) != 2 {
+		t.Errorf("admin Projects = %v, want both", ps)
+	}
+	if err := s.Authorize(ctx, Principal{}, "alpha/app", ActionPull); err != nil {
+		t.Errorf("anonymous pull of public alpha/app = %v", err)
+	}
+	if err := s.DeleteProject(ctx, "beta"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ProjectByID(ctx, b.ID); !errors.Is(err, ErrProjectUnknown) {
+		t.Errorf("deleted project still found by id: %v", err)
+	}
+	if err := s.DeleteProject(ctx, "beta"); !errors.Is(err, ErrProjectUnknown) {
+		t.Errorf("second delete = %v, want ErrProjectUnknown", err)
+	}
+}

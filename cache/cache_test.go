@@ -1,0 +1,397 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"testing/iotest"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/opencontainers/go-digest"
+)
+
+// newStore opens a store on a fresh directory; reopen gives the same directory a new Store.
+func newStore(t *testing.T) (*Store, func() *Store) {
+	t.Helper()
+	dir := t.TempDir()
+	var db *badger.DB
+	var s *Store
+	open := func() *Store {
+		if s != nil {
+			s.Close()
+			db.Close()
+		}
+		var err error
+		db, err = OpenDB(filepath.Join(dir, "index"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err = Open(context.Background(), Config{Dir: dir, DB: db})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	t.Cleanup(func() { s.Close(); db.Close() })
+	return open(), open
+}
+
+func tmpEntries(t *testing.T, s *Store) []string {
+	t.Helper()
+	ents, err := os.ReadDir(s.tmpDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+func TestPutBlobLinksOnlyItsRepository(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newStore(t)
+	content := []byte("hello blob")
+	dgst := digest.FromBytes(content)
+	if _, err := s.PutBlob(ctx, "p/a", dgst, bytes.NewReader(content), int64(len(content))); err != nil {
+		t.Fatalf("PutBlob: %v", err)
+	}
+	f, info, err := s.OpenBlob(ctx, "p/a", dgst)
+	if err != nil {
+		t.Fatalf("OpenBlob(p/a) = %v", err)
+	}
+	got, _ := io.ReadAll(f)
+	f.Close()
+	if !bytes.Equal(got, content) || info.Size != int64(len(content)) {
+		t.Errorf("OpenBlob read %q (size %d), want %q", got, info.Size, content)
+	}
+	// A digest alone is not a capability: another repository cannot read it.
+	if _, err := s.StatBlob(ctx, "p/b", dgst); !errors.Is(err, ErrBlobUnknown) {
+		t.Errorf("StatBlob(p/b) = %v, want ErrBlobUnknown", err)
+	}
+	if _, err := s.LinkBlob(ctx, "p/b", dgst); err != nil {
+		t.Fatalf("LinkBlob: %v", err)
+	}
+	if _, err := s.StatBlob(ctx, "p/b", dgst); err != nil {
+		t.Errorf("StatBlob(p/b) after link = %v", err)
+	}
+	if err := s.UnlinkBlob(ctx, "p/a", dgst); err != nil {
+		t.Fatalf("UnlinkBlob: %v", err)
+	}
+	if _, err := s.StatBlob(ctx, "p/a", dgst); !errors.Is(err, ErrBlobUnknown) {
+		t.Errorf("StatBlob(p/a) after unlink = %v, want ErrBlobUnknown", err)
+	}
+	if n, b := s.Stats(); n != 1 || b != int64(len(content)) {
+		t.Errorf("Stats() = %d, %d; want 1, %d", n, b, len(content))
+	}
+}
+
+func TestPutBlobRefusesWrongContent(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newStore(t)
+	content := []byte("the real bytes")
+	dgst := digest.FromBytes(content)
+	tests := []struct {
+		name string
+		dgst digest.Digest
+		body io.Reader
+		size int64
+		want error
+	}{
+		{"wrong content", dgst, strings.NewReader("other bytes"), -1, ErrDigestMismatch},
+		{"short of announced size", dgst, bytes.NewReader(content), 99, ErrSizeInvalid},
+		{"reader fails", dgst, iotest.ErrReader(io.ErrUnexpectedEOF), -1, io.ErrUnexpectedEOF},
+		{"unsupported algorithm", digest.Digest("md5:d41d8cd98f00b204e9800998ecf8427e"), bytes.NewReader(content), -1, ErrDigestUnsupported},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := s.PutBlob(ctx, "p/a", tt.dgst, tt.body, tt.size); !errors.Is(err, tt.want) {
+				t.Fatalf("PutBlob = %v, want %v", err, tt.want)
+			}
+			if _, err := os.Stat(s.blobPath(dgst)); !os.IsNotExist(err) {
+				t.Errorf("blob file exists after a refused put: %v", err)
+			}
+			if left := tmpEntries(t, s); len(left) > 0 {
+				t.Errorf("tmp/ holds %v after a refused put", left)
+			}
+			if _, err := s.StatBlob(ctx, "p/a", dgst); !errors.Is(err, ErrBlobUnknown) {
+				t.Errorf("StatBlob = %v, want ErrBlobUnknown", err)
+			}
+		})
+	}
+}
+
+func TestChunkedUpload(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newStore(t)
+	content := bytes.Repeat([]byte("0123456789"), 1000)
+	id, err := s.NewUpload(ctx, "p/a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AppendUpload(ctx, "p/a", id, 0, bytes.NewReader(content[:4000])); err != nil {
+		t.Fatalf("AppendUpload(first) = %v", err)
+	}
+	// Out of order: refused, nothing changes.
+	if _, err := s.AppendUpload(ctx, "p/a", id, 5000, bytes.NewReader(content[5000:6000])); !errors.Is(err, ErrRangeInvalid) {
+		t.Fatalf("AppendUpload(out of order) = %v, want ErrRangeInvalid", err)
+	}
+	// A chunk cut short is rolled back, so the retry continues cleanly.
+	cut := io.MultiReader(bytes.NewReader(content[4000:4500]), iotest.ErrReader(io.ErrUnexpectedEOF))
+	if _, err := s.AppendUpload(ctx, "p/a", id, 4000, cut); err == nil {
+		t.Fatal("AppendUpload(cut) succeeded")
+	}
+	if n, _ := s.UploadSize(ctx, "p/a", id); n != 4000 {
+		t.Fatalf("UploadSize after cut chunk = %d, want 4000", n)
+	}
+	// Another repository cannot touch the session.
+	if _, err := s.UploadSize(ctx, "p/b", id); !errors.Is(err, ErrUploadUnknown) {
+		t.Errorf("UploadSize(p/b) = %v, want ErrUploadUnknown", err)
+	}
+	if _, err := s.AppendUpload(ctx, "p/a", id, -1, bytes.NewReader(content[4000:9000])); err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.CommitUpload(ctx, "p/a", id, digest.FromBytes(content), 9000, bytes.NewReader(content[9000:]))
+	if err != nil {
+		t.Fatalf("CommitUpload = %v", err)
+	}
+	if info.Size != int64(len(content)) {
+		t.Errorf("committed size %d, want %d", info.Size, len(content))
+	}
+	if _, err := s.UploadSize(ctx, "p/a", id); !errors.Is(err, ErrUploadUnknown) {
+		t.Errorf("session still open after commit: %v", err)
+	}
+	if left := tmpEntries(t, s); len(left) > 0 {
+		t.Errorf("tmp/ holds %v after commit", left)
+	}
+}
+
+func TestCommitUploadDigests(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newStore(t)
+	content := []byte("some layer")
+	tests := []struct {
+		name string
+		dgst digest.Digest
+		want error
+	}{
+		{"sha256", digest.SHA256.FromBytes(content), nil},
+		{"sha512", digest.SHA512.FromBytes(content), nil},
+		{"mismatch", digest.SHA256.FromString("else"), ErrDigestMismatch},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id, _ := s.NewUpload(ctx, "p/a")
+			_, err := s.CommitUpload(ctx, "p/a", id, tt.dgst, -1, bytes.NewReader(content))
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("CommitUpload = %v, want %v", err, tt.want)
+			}
+			_, err = s.StatBlob(ctx, "p/a", tt.dgst)
+			if (err == nil) != (tt.want == nil) {
+				t.Errorf("StatBlob = %v after commit error %v", err, tt.want)
+			}
+			if left := tmpEntries(t, s); len(left) > 0 {
+				t.Errorf("tmp/ holds %v", left)
+			}
+		})
+	}
+}
+
+func TestCancelUpload(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newStore(t)
+	id, _ := s.NewUpload(ctx, "p/a")
+	if _, err := s.AppendUpload(ctx, "p/a", id, -1, strings.NewReader("partial")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CancelUpload(ctx, "p/a", id); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CancelUpload(ctx, "p/a", id); !errors.Is(err, ErrUploadUnknown) {
+		t.Errorf("second CancelUpload = %v, want ErrUploadUnknown", err)
+	}
+	if left := tmpEntries(t, s); len(left) > 0 {
+		t.Errorf("tmp/ holds %v after cancel", left)
+	}
+}
+
+// putImage stores a config and a layer in repo and returns a manifest record that refers to them.
+func putImage(t *testing.T, s *Store, repo string) (Manifest, []byte) {
+	t.Helper()
+	ctx := context.Background()
+	var refs []digest.Digest
+	for _, c := range []string{"config " + repo, "layer " + repo} {
+		d := digest.FromString(c)
+		if _, err := s.PutBlob(ctx, repo, d, strings.NewReader(c), -1); err != nil {
+			t.Fatal(err)
+		}
+		refs = append(refs, d)
+	}
+	body := []byte(`{"schemaVersion":2,"config":"` + refs[0] + `","layers":["` + refs[1] + `"]}`)
+	return Manifest{Digest: digest.FromBytes(body), MediaType: "application/vnd.oci.image.manifest.v1+json", Blobs: refs}, body
+}
+
+func TestManifestsTagsReferrers(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newStore(t)
+	m, body := putImage(t, s, "p/a")
+
+	missing := m
+	missing.Blobs = append([]digest.Digest{digest.FromString("absent")}, m.Blobs...)
+	var me *MissingError
+	if err := s.PutManifest(ctx, "p/a", missing, body, []string{"orphan"}); !errors.As(err, &me) || me.Digest != digest.FromString("absent") {
+		t.Fatalf("PutManifest(missing blob) = %v, want MissingError for the absent blob", err)
+	}
+	if _, err := s.Resolve(ctx, "p/a", "orphan"); !errors.Is(err, ErrManifestUnknown) {
+		t.Errorf("a refused manifest left tag orphan behind: %v", err)
+	}
+
+	if err := s.PutManifest(ctx, "p/a", m, body, []string{"v1", "latest"}); err != nil {
+		t.Fatalf("PutManifest = %v", err)
+	}
+	got, gotBody, err := s.GetManifest(ctx, "p/a", "v1")
+	if err != nil || got.Digest != m.Digest || !bytes.Equal(gotBody, body) || got.MediaType != m.MediaType {
+		t.Fatalf("GetManifest(v1) = %v, %q, %v", got, gotBody, err)
+	}
+	if _, _, err := s.GetManifest(ctx, "p/b", m.Digest.String()); !errors.Is(err, ErrManifestUnknown) {
+		t.Errorf("GetManifest from another repository = %v, want ErrManifestUnknown", err)
+	}
+
+	// A referrer whose subject is the image, and one with a different artifact type.
+	sig := Manifest{MediaType: "application/vnd.oci.image.manifest.v1+json", Subject: m.Digest, ArtifactType: "application/x.sig", Blobs: m.Blobs}
+	sigBody := []byte(`{"sig":1}`)
+	sig.Digest = digest.FromBytes(sigBody)
+	sbom := sig
+	sbom.ArtifactType = "application/x.sbom"
+	sbomBody := []byte(`{"sbom":1}`)
+	sbom.Digest = digest.FromBytes(sbomBody)
+	for _, r := range []struct {
+		m Manifest
+		b []byte
+	}{{sig, sigBody}, {sbom, sbomBody}} {
+		if err := s.PutManifest(ctx, "p/a", r.m, r.b, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all, _ := s.Referrers(ctx, "p/a", m.Digest, "")
+	sigs, _ := s.Referrers(ctx, "p/a", m.Digest, "application/x.sig")
+	if len(all) != 2 || len(sigs) != 1 || sigs[0].Digest != sig.Digest {
+		t.Errorf("Referrers = %d all, %v filtered; want 2 and the signature", len(all), sigs)
+	}
+
+	tags, more, err := s.Tags(ctx, "p/a", "", 1)
+	if err != nil || len(tags) != 1 || tags[0] != "latest" || !more {
+		t.Errorf("Tags(n=1) = %v, %v, %v; want [latest], more", tags, more, err)
+	}
+	tags, more, _ = s.Tags(ctx, "p/a", "latest", 10)
+	if len(tags) != 1 || tags[0] != "v1" || more {
+		t.Errorf("Tags(last=latest) = %v, %v; want [v1]", tags, more)
+	}
+	if _, _, err := s.Tags(ctx, "p/none", "", 10); !errors.Is(err, ErrNameUnknown) {
+		t.Errorf("Tags(unknown repo) = %v, want ErrNameUnknown", err)
+	}
+
+	if err := s.DeleteTag(ctx, "p/a", "latest"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteManifest(ctx, "p/a", sig.Digest); err != nil {
+		t.Fatal(err)
+	}
+	if refs, _ := s.Referrers(ctx, "p/a", m.Digest, ""); len(refs) != 1 {
+		t.Errorf("after deleting a referrer, Referrers = %v", refs)
+	}
+	if err := s.DeleteManifest(ctx, "p/a", m.Digest); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Resolve(ctx, "p/a", "v1"); !errors.Is(err, ErrManifestUnknown) {
+		t.Errorf("tag v1 survived the deletion of its manifest: %v", err)
+	}
+}
+
+func TestRepositoriesAndEmptyRepositories(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newStore(t)
+	for _, r := range []string{"p/c", "p/a", "q/b"} {
+		putImage(t, s, r)
+	}
+	all := func(string) bool { return true }
+	repos, more, _ := s.Repositories(ctx, "", 2, all)
+	if strings.Join(repos, ",") != "p/a,p/c" || !more {
+		t.Errorf("Repositories(n=2) = %v, %v", repos, more)
+	}
+	repos, more, _ = s.Repositories(ctx, "p/c", 2, all)
+	if strings.Join(repos, ",") != "q/b" || more {
+		t.Errorf("Repositories(last=p/c) = %v, %v", repos, more)
+	}
+	onlyQ := func(r string) bool { return strings.HasPrefix(r, "q/") }
+	if repos, _, _ := s.Repositories(ctx, "", 10, onlyQ); strings.Join(repos, ",") != "q/b" {
+		t.Errorf("Repositories(visible q/) = %v", repos)
+	}
+	if n, _ := s.CountRepositories(ctx, "p/"); n != 2 {
+		t.Errorf("CountRepositories(p/) = %d, want 2", n)
+	}
+	// Unlinking every blob empties a repository: it leaves the catalog.
+	for _, c := range []string{"config q/b", "layer q/b"} {
+		if err := s.UnlinkBlob(ctx, "q/b", digest.FromString(c)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, _ := s.CountRepositories(ctx, "q/"); n != 0 {
+		t.Errorf("CountRepositories(q/) after emptying = %d, want 0", n)
+	}
+}
+
+func TestOpenReconciles(t *testing.T) {
+	ctx := context.Background()
+	s, reopen := newStore(t)
+	kept := []byte("kept")
+	lost := []byte("lost")
+	for _, c := range [][]byte{kept, lost} {
+		if _, err := s.PutBlob(ctx, "p/a", digest.FromBytes(c), bytes.NewReader(c), -1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A crash between rename and index write leaves a placed file without a record...
+	orphan := []byte("orphan")
+	od := digest.FromBytes(orphan)
+	if err := os.MkdirAll(filepath.Dir(s.blobPath(od)), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(s.blobPath(od), orphan, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	// ...a file lost under the index leaves a record without a file, and an upload leaves tmp/.
+	if err := os.Remove(s.blobPath(digest.FromBytes(lost))); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(s.tmpDir(), "upload-123"), []byte("half"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+
+	s = reopen()
+	if _, err := s.StatBlob(ctx, "p/a", digest.FromBytes(kept)); err != nil {
+		t.Errorf("kept blob: %v", err)
+	}
+	if _, err := s.StatBlob(ctx, "p/a", digest.FromBytes(lost)); !errors.Is(err, ErrBlobUnknown) {
+		t.Errorf("blob with no file: StatBlob = %v, want ErrBlobUnknown", err)
+	}
+	// The orphan is adopted (the store knows it) but no repository may read it.
+	if _, err := s.LinkBlob(ctx, "p/z", od); err != nil {
+		t.Errorf("orphan was not adopted: LinkBlob = %v", err)
+	}
+	if _, err := s.StatBlob(ctx, "p/a", od); !errors.Is(err, ErrBlobUnknown) {
+		t.Errorf("adopted orphan readable in p/a: %v", err)
+	}
+	if left := tmpEntries(t, s); len(left) > 0 {
+		t.Errorf("tmp/ holds %v after Open", left)
+	}
+	if n, b := s.Stats(); n != 2 || b != int64(len(kept)+len(orphan)) {
+		t.Errorf("Stats() = %d, %d; want 2, %d", n, b, len(kept)+len(orphan))
+	}
+}
