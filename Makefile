@@ -32,7 +32,7 @@ test-unit:
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /test/e2e)
 
 test-e2e:
-	COVE_BIN=$(CURDIR)/$(BIN) COVE_CONFORMANCE_BIN=$(CURDIR)/$(CONF_BIN) $(GO) test -count=1 -v -timeout 15m ./test/e2e 2>&1 | \
+	E2E_COVE_BIN=$(CURDIR)/$(BIN) E2E_CONFORMANCE_BIN=$(CURDIR)/$(CONF_BIN) $(GO) test -count=1 -v -timeout 15m ./test/e2e 2>&1 | \
 		grep -v -E '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
 
 lint:

@@ -1,0 +1,147 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseDefaults(t *testing.T) {
+	cfg, err := Parse(strings.NewReader(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen != ":5000" || cfg.Data != "./data" || cfg.Mirror.Default != "docker.io" || cfg.Mirror.MaxSize != 50<<30 ||
+		time.Duration(cfg.Mirror.TagTTL) != 5*time.Minute || cfg.Auth.Mode != "db" || cfg.TLS.Mode != "off" {
+		t.Errorf("defaults = %+v", cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("defaults do not validate: %v", err)
+	}
+}
+
+func TestParseFile(t *testing.T) {
+	in := `
+listen: 127.0.0.1:6000
+data: /var/lib/cove
+mirror:
+  max_size: 512MiB
+  tag_ttl: 30s
+  upstreams:
+    ghcr.io:
+      url: https://ghcr.io
+auth:
+  admin_password: hunter2
+  self_registration: true
+tls:
+  domains: [a.example, b.example]
+`
+	cfg, err := Parse(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen != "127.0.0.1:6000" || cfg.Mirror.MaxSize != 512<<20 || time.Duration(cfg.Mirror.TagTTL) != 30*time.Second ||
+		cfg.Auth.AdminPassword != "hunter2" || !cfg.Auth.SelfRegistration || len(cfg.TLS.Domains) != 2 {
+		t.Errorf("parsed = %+v", cfg)
+	}
+	if cfg.Mirror.Upstreams["ghcr.io"].URL != "https://ghcr.io" || cfg.Mirror.Upstreams["docker.io"].URL == "" {
+		t.Errorf("upstreams = %v: want ghcr.io added beside docker.io", cfg.Mirror.Upstreams)
+	}
+}
+
+func TestParseErrorsNameTheKey(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"lisen: :5000", "lisen: unknown key"},
+		{"mirror:\n  tag_tl: 5m", "mirror.tag_tl: unknown key"},
+		{"mirror:\n  upstreams:\n    q.io:\n      uri: x", "mirror.upstreams.q.io.uri: unknown key"},
+		{"mirror:\n  tag_ttl: soon", "mirror.tag_ttl: want a duration"},
+		{"mirror:\n  max_size: lots", "mirror.max_size: want a size"},
+		{"auth:\n  self_registration: perhaps", "auth.self_registration: want a bool"},
+		{"tls:\n  domains: 5\n", "tls.domains"},
+		{"auth: [1, 2]", "auth: want a mapping"},
+		{"listen: [", "not valid YAML"},
+	}
+	for _, tt := range tests {
+		_, err := Parse(strings.NewReader(tt.in))
+		var ce *ConfigError
+		if !errors.As(err, &ce) || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("Parse(%q) = %v, want an error containing %q", tt.in, err, tt.want)
+		}
+	}
+}
+
+func TestValidateReportsEveryProblem(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Listen = "nonsense"
+	cfg.Auth.Mode = "kerberos"
+	cfg.Mirror.Default = "quay.io"
+	cfg.PublicURL = "ftp://x"
+	err := cfg.Validate()
+	for _, key := range []string{"listen:", "auth.mode:", "mirror.default:", "public_url:"} {
+		if err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("Validate() = %v, want a problem naming %s", err, key)
+		}
+	}
+}
+
+func TestApplyEnv(t *testing.T) {
+	cfg := DefaultConfig()
+	err := ApplyEnv(&cfg, []string{"COVE_LISTEN=127.0.0.1:7000", "COVE_MIRROR_TAG_TTL=1m", "COVE_AUTH_SELF_REGISTRATION=true",
+		"COVE_TLS_DOMAINS=a.example, b.example", "COVE_CONFIG=/ignored", "PATH=/bin"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen != "127.0.0.1:7000" || time.Duration(cfg.Mirror.TagTTL) != time.Minute || !cfg.Auth.SelfRegistration ||
+		strings.Join(cfg.TLS.Domains, ",") != "a.example,b.example" {
+		t.Errorf("after env: %+v", cfg)
+	}
+	err = ApplyEnv(&cfg, []string{"COVE_LISTN=x", "COVE_MIRROR_MAX_SIZE=huge"})
+	for _, want := range []string{"COVE_LISTN: unknown environment variable", "COVE_MIRROR_MAX_SIZE: want a size"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("ApplyEnv = %v, want %q", err, want)
+		}
+	}
+}
+
+func TestLoadOrder(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cove.yaml")
+	if err := os.WriteFile(path, []byte("listen: 127.0.0.1:1\ndata: /from/file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := loadConfig(path, []string{"COVE_LISTEN=127.0.0.1:2", "COVE_DATA=/from/env"}, map[string]string{"data": "/from/flag"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen != "127.0.0.1:2" || cfg.Data != "/from/flag" {
+		t.Errorf("listen %q (want env), data %q (want flag)", cfg.Listen, cfg.Data)
+	}
+}
+
+func TestRunExitsTwoOnBadConfiguration(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cove.yaml")
+	if err := os.WriteFile(path, []byte("mirror:\n  tag_ttl: forever\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"serve", "--config", path},
+		{"serve", "--listen", "no-port"},
+		{"serve", "--no-such-flag"},
+		{"frobnicate"},
+		{},
+	} {
+		var stdout, stderr bytes.Buffer
+		if code := run(context.Background(), args, nil, &stdout, &stderr); code != 2 {
+			t.Errorf("run(%q) = %d, want 2; stderr: %s", args, code, stderr.String())
+		}
+	}
+	var stderr bytes.Buffer
+	run(context.Background(), []string{"serve", "--config", path}, nil, &bytes.Buffer{}, &stderr)
+	if !strings.Contains(stderr.String(), "mirror.tag_ttl") {
+		t.Errorf("error does not name the key: %s", stderr.String())
+	}
+}

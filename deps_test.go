@@ -1,0 +1,65 @@
+// Package cove_test holds checks over the whole module.
+package cove_test
+
+import (
+	"encoding/json"
+	"io"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// allowed lists, for each package, the project packages it may import (DESIGN.md "Packages":
+// imports flow downward only, cmd → admin/mirror/bench → auth/cache).
+var allowed = map[string][]string{
+	"cove/cmd/cove":           {"*"},
+	"cove/mirror":             {"cove/auth", "cove/cache"}, // never admin: the two are siblings
+	"cove/admin":              {"cove/auth", "cove/cache"}, // never mirror: it asks cmd for what it needs
+	"cove/auth":               {},                          // the base layer: no project imports
+	"cove/cache":              {},                          // the base layer: no project imports
+	"cove/internal/telemetry": {},                          // used by cmd only
+}
+
+// storageOwners may import badger: no package outside auth and cache touches its keys.
+var storageOwners = []string{"cove/cache", "cove/auth"}
+
+func TestImportDirection(t *testing.T) {
+	out, err := exec.Command("go", "list", "-json", "./...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	seen := 0
+	for {
+		var pkg struct {
+			ImportPath string
+			Imports    []string
+		}
+		if err := dec.Decode(&pkg); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(pkg.ImportPath, "cove/test/") || pkg.ImportPath == "cove" {
+			continue
+		}
+		seen++
+		ok, known := allowed[pkg.ImportPath]
+		if !known {
+			t.Errorf("package %s has no entry in allowed: decide where it sits in the import flow", pkg.ImportPath)
+			continue
+		}
+		for _, imp := range pkg.Imports {
+			if strings.HasPrefix(imp, "cove/") && !slices.Contains(ok, "*") && !slices.Contains(ok, imp) {
+				t.Errorf("%s imports %s, against the flow in DESIGN.md", pkg.ImportPath, imp)
+			}
+			if strings.HasPrefix(imp, "github.com/dgraph-io/badger") && !slices.Contains(storageOwners, pkg.ImportPath) {
+				t.Errorf("%s imports badger: only %v may touch the index", pkg.ImportPath, storageOwners)
+			}
+		}
+	}
+	if seen < len(allowed) {
+		t.Errorf("checked %d packages, want at least %d", seen, len(allowed))
+	}
+}
