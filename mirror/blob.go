@@ -27,7 +27,7 @@ func (s *Server) handleGetBlob(w http.ResponseWriter, r *http.Request, req reque
 	if err != nil {
 		return err
 	}
-	f, info, err := s.store.OpenBlob(r.Context(), req.repo, dgst)
+	f, _, err := s.store.OpenBlob(r.Context(), req.repo, dgst)
 	if err != nil {
 		return err
 	}
@@ -39,8 +39,8 @@ func (s *Server) handleGetBlob(w http.ResponseWriter, r *http.Request, req reque
 	h.Set("Docker-Content-Digest", dgst.String())
 	h.Set("Etag", `"`+dgst.String()+`"`)
 	h.Set("Cache-Control", "max-age=31536000, immutable")
-	// ServeContent answers Range and HEAD, and copies with sendfile.
-	http.ServeContent(w, r, "", time.Time{}, io.NewSectionReader(f, 0, info.Size))
+	// ServeContent answers Range and HEAD; handed the *os.File itself, it copies with sendfile.
+	http.ServeContent(newIdleWriter(w, s.idle), r, "", time.Time{}, f)
 	return nil
 }
 
@@ -70,7 +70,7 @@ func (s *Server) handleStartUpload(w http.ResponseWriter, r *http.Request, req r
 		if err != nil {
 			return err
 		}
-		info, err := s.store.PutBlob(r.Context(), req.repo, dgst, r.Body, r.ContentLength)
+		info, err := s.store.PutBlob(r.Context(), req.repo, dgst, idleBody(w, r, s.idle), r.ContentLength)
 		if err != nil {
 			return err
 		}
@@ -160,10 +160,10 @@ func parseContentRange(v string) (start, end int64, err error) {
 
 // chunk returns the body of a PATCH or PUT with the offset it claims (-1 when it claims none),
 // read exactly to the announced length.
-func chunk(r *http.Request) (start int64, body io.Reader, err error) {
+func chunk(w http.ResponseWriter, r *http.Request, idle time.Duration) (start int64, body io.Reader, err error) {
 	cr := r.Header.Get("Content-Range")
 	if cr == "" {
-		return -1, r.Body, nil
+		return -1, idleBody(w, r, idle), nil
 	}
 	start, end, err := parseContentRange(cr)
 	if err != nil {
@@ -173,7 +173,7 @@ func chunk(r *http.Request) (start int64, body io.Reader, err error) {
 	if r.ContentLength >= 0 && r.ContentLength != n {
 		return 0, nil, newError(http.StatusBadRequest, CodeBlobUploadInvalid, "Content-Length %d does not match Content-Range %q", r.ContentLength, cr)
 	}
-	return start, &exactReader{r: io.LimitReader(r.Body, n), left: n}, nil
+	return start, &exactReader{r: io.LimitReader(idleBody(w, r, idle), n), left: n}, nil
 }
 
 // exactReader fails with io.ErrUnexpectedEOF when its source ends before left bytes.
@@ -192,7 +192,7 @@ func (e *exactReader) Read(p []byte) (int, error) {
 }
 
 func (s *Server) handlePatchUpload(w http.ResponseWriter, r *http.Request, req request) error {
-	start, body, err := chunk(r)
+	start, body, err := chunk(w, r, s.idle)
 	if err != nil {
 		return err
 	}
@@ -224,7 +224,7 @@ func (s *Server) handlePutUpload(w http.ResponseWriter, r *http.Request, req req
 	if err != nil {
 		return err
 	}
-	start, body, err := chunk(r)
+	start, body, err := chunk(w, r, s.idle)
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"cove/auth"
 	"cove/cache"
@@ -34,6 +35,8 @@ type Config struct {
 	Store  *cache.Store
 	Auth   Authorizer
 	Logger *slog.Logger
+	// IdleTimeout cuts a blob transfer that makes no progress for this long; zero means one minute.
+	IdleTimeout time.Duration
 }
 
 // Server is the /v2 HTTP handler. It is safe for concurrent use.
@@ -41,6 +44,7 @@ type Server struct {
 	store *cache.Store
 	auth  Authorizer
 	log   *slog.Logger
+	idle  time.Duration
 }
 
 // New returns a Server over cfg.Store, authorizing with cfg.Auth.
@@ -48,7 +52,10 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Store == nil || cfg.Auth == nil {
 		return nil, errors.New("mirror: a store and an authorizer are required")
 	}
-	s := &Server{store: cfg.Store, auth: cfg.Auth, log: cfg.Logger}
+	s := &Server{store: cfg.Store, auth: cfg.Auth, log: cfg.Logger, idle: cfg.IdleTimeout}
+	if s.idle <= 0 {
+		s.idle = time.Minute
+	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}

@@ -3,16 +3,19 @@ package mirror_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -35,10 +38,12 @@ type env struct {
 	store *cache.Store
 	host  string
 	admin authn.Authenticator
+	// finished receives "METHOD /path" each time a request's handler returns.
+	finished chan string
 }
 
 // newEnv serves a registry with two projects: "priv" (private) and "pub" (public).
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T, opts ...func(*mirror.Config)) *env {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -64,17 +69,29 @@ func newEnv(t *testing.T) *env {
 			t.Fatal(err)
 		}
 	}
-	m, err := mirror.New(mirror.Config{Store: store, Auth: as, Logger: slog.New(slog.DiscardHandler)})
+	cfg := mirror.Config{Store: store, Auth: as, Logger: slog.New(slog.DiscardHandler)}
+	var h http.Handler
+	for _, o := range opts {
+		o(&cfg)
+	}
+	m, err := mirror.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(m)
+	h = m
+	e := &env{dir: dir, store: store, admin: &authn.Basic{Username: "admin", Password: password}, finished: make(chan string, 100)}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			select {
+			case e.finished <- r.Method + " " + r.URL.Path:
+			default: // nobody listens in this test
+			}
+		}()
+		h.ServeHTTP(w, r)
+	}))
 	t.Cleanup(srv.Close)
-	return &env{
-		srv: srv, dir: dir, store: store,
-		host:  strings.TrimPrefix(srv.URL, "http://"),
-		admin: &authn.Basic{Username: "admin", Password: password},
-	}
+	e.srv, e.host = srv, strings.TrimPrefix(srv.URL, "http://")
+	return e
 }
 
 func (e *env) ref(t *testing.T, s string) name.Reference {
@@ -422,5 +439,54 @@ func TestCrossMountNeedsReadAccess(t *testing.T) {
 	}
 	if resp, _ := e.do(t, "HEAD", "/v2/priv/other/blobs/"+d.String(), nil, true); resp.StatusCode != 404 {
 		t.Errorf("blob readable in priv/other without a mount: %d", resp.StatusCode)
+	}
+}
+
+// TestStalledClientsAreCut: an upload whose body stops arriving and a download whose client stops
+// reading are both ended after the idle timeout, and the upload leaves nothing behind.
+func TestStalledClientsAreCut(t *testing.T) {
+	e := newEnv(t, func(c *mirror.Config) { c.IdleTimeout = 300 * time.Millisecond })
+	big := bytes.Repeat([]byte("0123456789abcdef"), 2<<20) // 32 MiB: more than socket buffers hold
+	d := digest.FromBytes(big)
+	if resp, b := e.do(t, "POST", "/v2/pub/app/blobs/uploads/?digest="+d.String(), bytes.NewReader(big), true); resp.StatusCode != 201 {
+		t.Fatalf("upload = %d %s", resp.StatusCode, b)
+	}
+	<-e.finished
+
+	// Upload: send the headers and a little of the body, then nothing.
+	conn, err := net.Dial("tcp", e.host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /v2/pub/app/blobs/uploads/?digest=%s HTTP/1.1\r\nHost: x\r\nAuthorization: Basic %s\r\nContent-Length: 1000000\r\n\r\nsome bytes",
+		digest.FromString("x"), base64.StdEncoding.EncodeToString([]byte("admin:"+password)))
+	select {
+	case got := <-e.finished:
+		if !strings.HasPrefix(got, "POST") {
+			t.Fatalf("finished %s, want the stalled POST", got)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("a stalled upload was not cut")
+	}
+	if ents, _ := os.ReadDir(filepath.Join(e.dir, "tmp")); len(ents) != 0 {
+		t.Errorf("a cut upload left %d files in tmp/", len(ents))
+	}
+
+	// Download: ask for the blob and never read the answer.
+	conn2, err := net.Dial("tcp", e.host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn2.Close()
+	conn2.(*net.TCPConn).SetReadBuffer(4096)
+	fmt.Fprintf(conn2, "GET /v2/pub/app/blobs/%s HTTP/1.1\r\nHost: x\r\n\r\n", d)
+	select {
+	case got := <-e.finished:
+		if !strings.HasPrefix(got, "GET") {
+			t.Fatalf("finished %s, want the stalled GET", got)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("a download whose client stopped reading was not cut")
 	}
 }

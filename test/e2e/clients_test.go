@@ -265,3 +265,7 @@ func TestSkopeo(t *testing.T) {
 	}
 	checkImage(t, s.ref(t, "team/app:v1"), img, adminAuth)
 }
+
+func remoteWrite(s *server, t *testing.T, ref string, img v1.Image) error {
+	return remote.Write(s.ref(t, ref), img, adminAuth)
+}

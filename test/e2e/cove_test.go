@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -228,4 +227,4 @@ func tmpBytes(dir string) (files int, size int64) {
 	return files, size
 }
 
-var _ = bytes.NewReader
+func execCove(args ...string) *exec.Cmd { return exec.Command(coveBin, args...) }
