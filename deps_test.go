@@ -19,6 +19,7 @@ var allowed = map[string][]string{
 	"cove/auth":               {},                          // the base layer: no project imports
 	"cove/cache":              {},                          // the base layer: no project imports
 	"cove/internal/telemetry": {},                          // used by cmd only
+	"cove/tls":                {},                          // listeners; starts no servers
 }
 
 // storageOwners may import badger: no package outside auth and cache touches its keys.

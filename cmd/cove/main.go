@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -32,6 +31,7 @@ import (
 	"cove/cache"
 	"cove/internal/telemetry"
 	"cove/mirror"
+	covetls "cove/tls"
 )
 
 func main() {
@@ -162,9 +162,9 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		// No WriteTimeout: large blobs take as long as they take; idle connections are closed.
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
+	ln, err := covetls.Listen(ctx, covetls.Config{Mode: covetls.Mode(cfg.TLS.Mode), Listen: cfg.Listen})
 	if err != nil {
-		return fmt.Errorf("listen: %w", err)
+		return err
 	}
 	log.Info("listening", "addr", ln.Addr().String(), "data", cfg.Data)
 	errc := make(chan error, 1)

@@ -1,0 +1,82 @@
+package telemetry
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+func TestMiddleware(t *testing.T) {
+	var logs bytes.Buffer
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	file := filepath.Join(t.TempDir(), "blob")
+	if err := os.WriteFile(file, bytes.Repeat([]byte("x"), 100_000), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var readFromUsed bool
+	mux := http.NewServeMux()
+	mux.HandleFunc("/file", func(w http.ResponseWriter, r *http.Request) {
+		_, readFromUsed = w.(io.ReaderFrom)
+		if RequestID(r.Context()) == "" {
+			t.Error("no request id in the context")
+		}
+		http.ServeFile(w, r, file)
+	})
+	mux.HandleFunc("/teapot", func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusTeapot)
+		io.WriteString(w, "short and stout")
+	})
+	mux.HandleFunc("/panic", func(w http.ResponseWriter, r *http.Request) { panic("boom") })
+	route := func(r *http.Request) string { return strings.TrimPrefix(r.URL.Path, "/") }
+	srv := httptest.NewServer(Middleware(mux, slog.New(slog.NewJSONHandler(&logs, nil)), m, route))
+	defer srv.Close()
+
+	for _, p := range []string{"/file", "/teapot", "/panic"} {
+		resp, err := http.Get(srv.URL + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.Header.Get("X-Request-Id") == "" {
+			t.Errorf("%s: no X-Request-Id", p)
+		}
+		if p == "/panic" && resp.StatusCode != 500 {
+			t.Errorf("panic answered %d, want 500", resp.StatusCode)
+		}
+	}
+	if !readFromUsed {
+		t.Error("the response writer hides io.ReaderFrom: sendfile is lost")
+	}
+	if got := testutil.ToFloat64(m.served.WithLabelValues("file")); got != 100_000 {
+		t.Errorf("bytes served for /file = %v, want 100000", got)
+	}
+	if got := testutil.ToFloat64(m.requests.WithLabelValues("teapot", "GET", "418")); got != 1 {
+		t.Errorf("requests{teapot,418} = %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(m.requests.WithLabelValues("panic", "GET", "500")); got != 1 {
+		t.Errorf("requests{panic,500} = %v, want 1", got)
+	}
+	lines := 0
+	for _, l := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		var rec struct{ Msg, Path string }
+		json.Unmarshal([]byte(l), &rec)
+		if rec.Msg == "request" {
+			lines++
+		}
+	}
+	if lines != 3 {
+		t.Errorf("%d access-log lines for 3 requests:\n%s", lines, logs.String())
+	}
+}
