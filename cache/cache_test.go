@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/opencontainers/go-digest"
@@ -393,5 +394,52 @@ func TestOpenReconciles(t *testing.T) {
 	}
 	if n, b := s.Stats(); n != 2 || b != int64(len(kept)+len(orphan)) {
 		t.Errorf("Stats() = %d, %d; want 2, %d", n, b, len(kept)+len(orphan))
+	}
+}
+
+func TestCollect(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newStore(t)
+	m, body := putImage(t, s, "p/a")
+	if err := s.PutManifest(ctx, "p/a", m, body, []string{"v1"}); err != nil {
+		t.Fatal(err)
+	}
+	gone := []byte("deleted layer")
+	gd := digest.FromBytes(gone)
+	if _, err := s.PutBlob(ctx, "p/a", gd, bytes.NewReader(gone), -1); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.UnlinkBlob(ctx, "p/a", gd); err != nil {
+		t.Fatal(err)
+	}
+	// Within the grace window nothing goes.
+	if n, _, err := s.Collect(ctx, time.Hour); err != nil || n != 0 {
+		t.Fatalf("Collect(grace 1h) removed %d, %v; want 0", n, err)
+	}
+	n, freed, err := s.Collect(ctx, 0)
+	if err != nil || n != 1 || freed != int64(len(gone)) {
+		t.Fatalf("Collect = %d, %d, %v; want the one unlinked blob", n, freed, err)
+	}
+	if _, err := os.Stat(s.blobPath(gd)); !os.IsNotExist(err) {
+		t.Errorf("collected file still there: %v", err)
+	}
+	// Linked blobs and manifest bodies stay.
+	for _, d := range append([]digest.Digest{m.Digest}, m.Blobs...) {
+		if _, err := os.Stat(s.blobPath(d)); err != nil {
+			t.Errorf("referenced %s collected: %v", d, err)
+		}
+	}
+	if _, _, err := s.GetManifest(ctx, "p/a", "v1"); err != nil {
+		t.Errorf("manifest after collect: %v", err)
+	}
+	// Deleting the manifest makes its body garbage too.
+	if err := s.DeleteManifest(ctx, "p/a", m.Digest); err != nil {
+		t.Fatal(err)
+	}
+	if n, _, _ := s.Collect(ctx, 0); n != 1 {
+		t.Errorf("Collect after manifest delete removed %d, want 1 (the manifest body)", n)
+	}
+	if blobs, _ := s.Stats(); blobs != 2 {
+		t.Errorf("Stats after collect = %d blobs, want 2 (config and layer)", blobs)
 	}
 }

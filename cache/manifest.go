@@ -58,6 +58,8 @@ func (s *Store) PutManifest(ctx context.Context, repo string, m Manifest, body [
 	}
 	m.Size = int64(len(body))
 	m.Created = s.now().UTC()
+	s.gcMu.RLock()
+	defer s.gcMu.RUnlock()
 	f, err := os.CreateTemp(s.tmpDir(), "manifest-*")
 	if err != nil {
 		return fmt.Errorf("create temp file: %w", err)

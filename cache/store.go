@@ -45,6 +45,10 @@ type Store struct {
 	mu sync.Mutex
 	// uploads are the open upload sessions by id, guarded by mu.
 	uploads map[string]*upload
+
+	// gcMu orders garbage collection against the writes that make a blob referenced: they hold it
+	// shared from placing a file to indexing the reference; Collect holds it exclusively.
+	gcMu sync.RWMutex
 }
 
 // BlobInfo describes a stored blob.
@@ -179,6 +183,8 @@ func (s *Store) PutBlob(ctx context.Context, repo string, dgst digest.Digest, r 
 
 // commitFile places the verified temporary file f as blob dgst, then indexes it and links it to repo.
 func (s *Store) commitFile(ctx context.Context, f *os.File, repo string, dgst digest.Digest, size int64) (BlobInfo, error) {
+	s.gcMu.RLock()
+	defer s.gcMu.RUnlock()
 	if err := s.place(f, dgst); err != nil {
 		return BlobInfo{}, err
 	}
@@ -197,6 +203,8 @@ func (s *Store) commitFile(ctx context.Context, f *os.File, repo string, dgst di
 // LinkBlob lets repo read the blob dgst, which must already be stored (a cross-repository mount:
 // the caller has checked that the requester may read it where it came from).
 func (s *Store) LinkBlob(ctx context.Context, repo string, dgst digest.Digest) (BlobInfo, error) {
+	s.gcMu.RLock()
+	defer s.gcMu.RUnlock()
 	var info BlobInfo
 	err := s.update(func(txn *badger.Txn) error {
 		rec, err := getBlobRecord(txn, dgst)

@@ -18,6 +18,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -140,6 +141,11 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	)
 	metrics := telemetry.NewMetrics(reg)
 
+	gcCtx, stopGC := context.WithCancel(context.Background())
+	var background sync.WaitGroup
+	background.Go(func() { collectGarbage(gcCtx, store, log) })
+	defer func() { stopGC(); background.Wait() }()
+
 	var ready atomic.Bool
 	mux := http.NewServeMux()
 	mux.Handle("/v2/", registry)
@@ -186,6 +192,28 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	}
 	log.Info("stopped")
 	return err
+}
+
+// Garbage collection of local content runs every gcInterval and removes blobs unreferenced for
+// longer than gcGrace, so that a blob deleted while a push is about to mount it again survives.
+const (
+	gcInterval = time.Hour
+	gcGrace    = time.Hour
+)
+
+func collectGarbage(ctx context.Context, store *cache.Store, log *slog.Logger) {
+	t := time.NewTicker(gcInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, _, err := store.Collect(ctx, gcGrace); err != nil && ctx.Err() == nil {
+				log.Error("garbage collection failed", "err", err)
+			}
+		}
+	}
 }
 
 // shutdownGrace bounds how long a SIGTERM waits for requests in flight.

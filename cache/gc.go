@@ -1,0 +1,83 @@
+package cache
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/opencontainers/go-digest"
+)
+
+// Collect removes the blob files that nothing references any more — no repository links them and
+// no repository has them as a manifest — and that are older than grace. It is garbage collection
+// of local content: a blob leaves the store only by delete plus Collect.
+//
+// Open uploads are files in tmp/ with no record, so Collect never sees them. A blob being read
+// stays readable to its reader: the file is unlinked, not truncated. Collect removes the record
+// before the file, so the index never points at a missing file; a crash in between leaves a file
+// that the next Open adopts and the next Collect removes.
+func (s *Store) Collect(ctx context.Context, grace time.Duration) (removed int, freed int64, err error) {
+	s.gcMu.Lock()
+	defer s.gcMu.Unlock()
+	referenced := map[digest.Digest]bool{}
+	type candidate struct {
+		dgst digest.Digest
+		size int64
+	}
+	var garbage []candidate
+	cutoff := s.now().Add(-grace)
+	err = s.db.View(func(txn *badger.Txn) error {
+		for _, prefix := range []string{prefixLink, prefixManifest} {
+			err := scan(txn, []byte(prefix), "", func(key, _ []byte) bool {
+				referenced[digest.Digest(lastPart(key))] = true
+				return true
+			})
+			if err != nil {
+				return err
+			}
+		}
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixBlob), PrefetchValues: true})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			dgst := digest.Digest(it.Item().Key()[len(prefixBlob):])
+			if referenced[dgst] {
+				continue
+			}
+			var rec blobRecord
+			if err := it.Item().Value(func(b []byte) error { return json.Unmarshal(b, &rec) }); err != nil {
+				return err
+			}
+			if rec.Created.Before(cutoff) {
+				garbage = append(garbage, candidate{dgst, rec.Size})
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("collect: %w", err)
+	}
+	for _, g := range garbage {
+		if err := s.db.Update(func(txn *badger.Txn) error { return txn.Delete(blobKey(g.dgst)) }); err != nil {
+			return removed, freed, fmt.Errorf("collect %s: %w", g.dgst, err)
+		}
+		s.blobs.Add(-1)
+		s.stored.Add(-g.size)
+		if err := os.Remove(s.blobPath(g.dgst)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return removed, freed, fmt.Errorf("collect %s: %w", g.dgst, err)
+		}
+		removed++
+		freed += g.size
+	}
+	if removed > 0 {
+		s.log.Info("garbage collected", "blobs", removed, "bytes", freed)
+	}
+	return removed, freed, nil
+}
