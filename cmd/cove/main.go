@@ -194,8 +194,8 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	return err
 }
 
-// Garbage collection of local content runs every gcInterval and removes blobs unreferenced for
-// longer than gcGrace, so that a blob deleted while a push is about to mount it again survives.
+// Garbage collection of local content runs every gcInterval and removes unreferenced blobs stored
+// more than gcGrace ago: a blob that has just arrived is never collected before its manifest does.
 const (
 	gcInterval = time.Hour
 	gcGrace    = time.Hour
