@@ -222,6 +222,15 @@ func (s *Server) handleCreateProject(w http.ResponseWriter, r *http.Request, who
 	case req.Public != nil:
 		public = bool(*req.Public)
 	}
+	// Content left by a project deleted while a push was landing must not reappear in a new
+	// project of the same name, which could be public.
+	if auth.ValidProjectName(req.ProjectName) {
+		if n, err := s.repos.CountRepositories(r.Context(), req.ProjectName+"/"); err != nil {
+			return err
+		} else if n > 0 {
+			return &apiError{Status: http.StatusConflict, Code: "CONFLICT", Message: fmt.Sprintf("repositories of a former project %s remain; they must be removed first", req.ProjectName)}
+		}
+	}
 	p, err := s.auth.CreateProject(r.Context(), req.ProjectName, public, who.Name)
 	if err != nil {
 		return err

@@ -16,10 +16,10 @@ import (
 	"cove/auth"
 )
 
-// fakeRepos counts repositories from a fixed list.
+// fakeRepos counts repositories from a list the test sets.
 type fakeRepos struct{ repos []string }
 
-func (f fakeRepos) CountRepositories(ctx context.Context, prefix string) (int, error) {
+func (f *fakeRepos) CountRepositories(ctx context.Context, prefix string) (int, error) {
 	n := 0
 	for _, r := range f.repos {
 		if strings.HasPrefix(r, prefix) {
@@ -29,7 +29,7 @@ func (f fakeRepos) CountRepositories(ctx context.Context, prefix string) (int, e
 	return n, nil
 }
 
-func newServer(t *testing.T, repos ...string) *httptest.Server {
+func newServer(t *testing.T) (*httptest.Server, *fakeRepos) {
 	t.Helper()
 	db, err := badger.Open(badger.DefaultOptions(filepath.Join(t.TempDir(), "index")).WithLogger(nil))
 	if err != nil {
@@ -40,13 +40,14 @@ func newServer(t *testing.T, repos ...string) *httptest.Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(Config{Auth: as, Repos: fakeRepos{repos}})
+	repos := &fakeRepos{}
+	s, err := New(Config{Auth: as, Repos: repos})
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(s)
 	t.Cleanup(srv.Close)
-	return srv
+	return srv, repos
 }
 
 func call(t *testing.T, srv *httptest.Server, method, path, body, user, pass string) (*http.Response, string) {
@@ -65,7 +66,7 @@ func call(t *testing.T, srv *httptest.Server, method, path, body, user, pass str
 }
 
 func TestProjectsAPI(t *testing.T) {
-	srv := newServer(t, "full/app")
+	srv, repos := newServer(t)
 	admin := func(method, path, body string) (*http.Response, string) {
 		return call(t, srv, method, path, body, "admin", "pw")
 	}
@@ -74,12 +75,14 @@ func TestProjectsAPI(t *testing.T) {
 			t.Fatalf("create %s = %d %s", p, resp.StatusCode, b)
 		}
 	}
+	repos.repos = []string{"full/app", "ghost/app"} // ghost/app: left by a deleted project
 	tests := []struct {
 		name, method, path, body, user, pass string
 		status                               int
 		want                                 string // substring of the body
 	}{
 		{"duplicate", "POST", "/api/v2.0/projects", `{"project_name":"full"}`, "admin", "pw", 409, `"code":"CONFLICT"`},
+		{"leftover repositories", "POST", "/api/v2.0/projects", `{"project_name":"ghost"}`, "admin", "pw", 409, "former project ghost"},
 		{"bad name", "POST", "/api/v2.0/projects", `{"project_name":"Bad Name"}`, "admin", "pw", 400, `"code":"BAD_REQUEST"`},
 		{"bad JSON", "POST", "/api/v2.0/projects", `{"project_name":`, "admin", "pw", 400, `"code":"BAD_REQUEST"`},
 		{"bad public", "POST", "/api/v2.0/projects", `{"project_name":"x","metadata":{"public":"maybe"}}`, "admin", "pw", 400, `"code":"BAD_REQUEST"`},
@@ -110,7 +113,7 @@ func TestProjectsAPI(t *testing.T) {
 }
 
 func TestListProjectsPaging(t *testing.T) {
-	srv := newServer(t)
+	srv, _ := newServer(t)
 	for _, n := range []string{"a1", "a2", "a3", "b1", "b2"} {
 		public := "false"
 		if n != "b2" {

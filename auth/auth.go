@@ -41,6 +41,9 @@ var (
 	ErrDenied = errors.New("requested access to the resource is denied")
 	// ErrProjectUnknown means the repository's project does not exist.
 	ErrProjectUnknown = errors.New("project does not exist")
+	// ErrNoProject means a repository name has no project part: local repositories are
+	// named <project>/<repository>.
+	ErrNoProject = errors.New("repository name has no project")
 	// ErrProjectExists means a project of that name exists already.
 	ErrProjectExists = errors.New("project already exists")
 	// ErrInvalid means a name or value is not acceptable.

@@ -137,8 +137,8 @@ func TestAuthenticate(t *testing.T) {
 
 func TestProjects(t *testing.T) {
 	ctx := context.Background()
-	s, _, _ := New(ctx, openDB(t), Config{AdminPassword: "pw", BcryptCost: bcrypt.MinCost})
-	for _, bad := range []string{"", "UPPER", "a/b", "-a", "a..b", "a_"} {
+	s, _, _ := New(ctx, openDB(t), Config{AdminPassword: "pw", BcryptCost: bcrypt.MinCost, ReservedNames: []string{"docker.io"}})
+	for _, bad := range []string{"", "UPPER", "a/b", "-a", "a..b", "a_", "docker.io"} {
 		if _, err := s.CreateProject(ctx, bad, false, "admin"); !errors.Is(err, ErrInvalid) {
 			t.Errorf("CreateProject(%q) = %v, want ErrInvalid", bad, err)
 		}
@@ -166,6 +166,13 @@ func TestProjects(t *testing.T) {
 	}
 	if err := s.Authorize(ctx, Principal{}, "alpha/app", ActionPull); err != nil {
 		t.Errorf("anonymous pull of public alpha/app = %v", err)
+	}
+	// A one-element name is in no project, even when a project has that name.
+	if err := s.Authorize(ctx, Principal{Name: "admin", Admin: true}, "alpha", ActionPush); !errors.Is(err, ErrNoProject) {
+		t.Errorf("admin push to one-element name alpha = %v, want ErrNoProject", err)
+	}
+	if err := s.Authorize(ctx, Principal{}, "alpha", ActionPull); !errors.Is(err, ErrUnauthenticated) {
+		t.Errorf("anonymous pull of one-element name alpha = %v, want ErrUnauthenticated", err)
 	}
 	if err := s.DeleteProject(ctx, "beta"); err != nil {
 		t.Fatal(err)

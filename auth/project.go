@@ -42,6 +42,9 @@ func (s *Service) CreateProject(ctx context.Context, name string, public bool, o
 	if !ValidProjectName(name) {
 		return Project{}, fmt.Errorf("%w: project name %q must be lower-case letters and digits, separated by single '.', '_' or '-'", ErrInvalid, name)
 	}
+	if s.reserved[name] {
+		return Project{}, fmt.Errorf("%w: %q names an upstream registry and cannot name a project", ErrInvalid, name)
+	}
 	seq, err := s.db.GetSequence([]byte(keyProjectSeq), 1)
 	if err != nil {
 		return Project{}, err

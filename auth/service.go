@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -38,19 +39,23 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// ReservedNames may not name a project: the configured upstreams, whose names select them in
+	// a repository path (DESIGN.md, "How a pull flows").
+	ReservedNames []string
 	// BcryptCost is the cost of new password hashes; zero means bcrypt.DefaultCost. Tests lower it.
 	BcryptCost int
 }
 
 // Service authenticates requests and authorizes them against projects. It is safe for concurrent use.
 type Service struct {
-	db    *badger.DB
-	log   *slog.Logger
-	realm string
-	now   func() time.Time
-	cost  int
-	key   []byte // HMAC key of the credential cache, random per process
-	dummy []byte // a bcrypt hash compared against for unknown users
+	db       *badger.DB
+	log      *slog.Logger
+	realm    string
+	now      func() time.Time
+	cost     int
+	reserved map[string]bool
+	key      []byte // HMAC key of the credential cache, random per process
+	dummy    []byte // a bcrypt hash compared against for unknown users
 
 	mu sync.Mutex
 	// verified maps a user name to the HMAC of its last verified password; guarded by mu.
@@ -80,6 +85,10 @@ func New(ctx context.Context, db *badger.DB, cfg Config) (s *Service, generated 
 	s.log = s.log.With("component", "auth")
 	if s.now == nil {
 		s.now = time.Now
+	}
+	s.reserved = map[string]bool{}
+	for _, n := range cfg.ReservedNames {
+		s.reserved[n] = true
 	}
 	s.cost = cfg.BcryptCost
 	if s.cost == 0 {
@@ -189,6 +198,13 @@ func (s *Service) mac(user, pass string) []byte {
 
 // Authorize decides whether p may do action on repo (see decide).
 func (s *Service) Authorize(ctx context.Context, p Principal, repo string, action Action) error {
+	if !strings.Contains(repo, "/") {
+		// A one-element name is in no project (it is not the project's own repository).
+		if err := decide(p, nil, action); !errors.Is(err, ErrProjectUnknown) {
+			return err
+		}
+		return ErrNoProject
+	}
 	proj, err := s.Project(ctx, ProjectOf(repo))
 	if errors.Is(err, ErrProjectUnknown) {
 		return decide(p, nil, action)

@@ -39,6 +39,10 @@ var (
 	ErrRangeInvalid = errors.New("chunk does not continue the upload")
 	// ErrSizeInvalid means the content length differs from the length announced for it.
 	ErrSizeInvalid = errors.New("content length does not match")
+	// ErrMediaTypeConflict means a manifest is already stored under the digest with another media type.
+	ErrMediaTypeConflict = errors.New("digest already stored with another media type")
+	// ErrTooManyUploads means the store holds as many open upload sessions as it allows.
+	ErrTooManyUploads = errors.New("too many open uploads")
 )
 
 // MissingError is returned by PutManifest when the manifest references content that the

@@ -280,10 +280,21 @@ func TestManifestsTagsReferrers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	all, _ := s.Referrers(ctx, "p/a", m.Digest, "")
-	sigs, _ := s.Referrers(ctx, "p/a", m.Digest, "application/x.sig")
+	all, _, _ := s.Referrers(ctx, "p/a", m.Digest, "", "", 10, 1<<20)
+	sigs, _, _ := s.Referrers(ctx, "p/a", m.Digest, "application/x.sig", "", 10, 1<<20)
 	if len(all) != 2 || len(sigs) != 1 || sigs[0].Digest != sig.Digest {
 		t.Errorf("Referrers = %d all, %v filtered; want 2 and the signature", len(all), sigs)
+	}
+	// Pages: by count, and by size (one descriptor already passes a 10-byte budget).
+	for _, page := range []struct{ n, maxBytes int }{{1, 1 << 20}, {10, 10}} {
+		first, more, _ := s.Referrers(ctx, "p/a", m.Digest, "", "", page.n, page.maxBytes)
+		if len(first) != 1 || !more {
+			t.Fatalf("Referrers(n=%d, maxBytes=%d) = %v, more=%v; want one and more", page.n, page.maxBytes, first, more)
+		}
+		rest, more, _ := s.Referrers(ctx, "p/a", m.Digest, "", first[0].Digest.String(), page.n, page.maxBytes)
+		if len(rest) != 1 || more || rest[0].Digest == first[0].Digest {
+			t.Errorf("second page = %v, more=%v", rest, more)
+		}
 	}
 
 	tags, more, err := s.Tags(ctx, "p/a", "", 1)
@@ -304,7 +315,7 @@ func TestManifestsTagsReferrers(t *testing.T) {
 	if err := s.DeleteManifest(ctx, "p/a", sig.Digest); err != nil {
 		t.Fatal(err)
 	}
-	if refs, _ := s.Referrers(ctx, "p/a", m.Digest, ""); len(refs) != 1 {
+	if refs, _, _ := s.Referrers(ctx, "p/a", m.Digest, "", "", 10, 1<<20); len(refs) != 1 {
 		t.Errorf("after deleting a referrer, Referrers = %v", refs)
 	}
 	if err := s.DeleteManifest(ctx, "p/a", m.Digest); err != nil {
@@ -441,5 +452,70 @@ func TestCollect(t *testing.T) {
 	}
 	if blobs, _ := s.Stats(); blobs != 2 {
 		t.Errorf("Stats after collect = %d blobs, want 2 (config and layer)", blobs)
+	}
+}
+
+func TestUploadSessionsAreCapped(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	db, err := OpenDB(filepath.Join(dir, "index"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	now := time.Unix(1_800_000_000, 0)
+	s, err := Open(ctx, Config{Dir: dir, DB: db, MaxUploads: 2, UploadTTL: time.Hour, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	first, _ := s.NewUpload(ctx, "p/a")
+	if _, err := s.NewUpload(ctx, "p/a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.NewUpload(ctx, "p/a"); !errors.Is(err, ErrTooManyUploads) {
+		t.Fatalf("third NewUpload = %v, want ErrTooManyUploads", err)
+	}
+	now = now.Add(2 * time.Hour) // both sessions idle past the TTL: they expire and make room
+	if _, err := s.NewUpload(ctx, "p/a"); err != nil {
+		t.Fatalf("NewUpload after expiry = %v", err)
+	}
+	if _, err := s.UploadSize(ctx, "p/a", first); !errors.Is(err, ErrUploadUnknown) {
+		t.Errorf("expired session still open: %v", err)
+	}
+	if left := tmpEntries(t, s); len(left) != 1 {
+		t.Errorf("tmp/ holds %v, want only the live session", left)
+	}
+}
+
+func TestRefusedManifestLeavesNoFile(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newStore(t)
+	m, body := putImage(t, s, "p/a")
+	m.Blobs = append(m.Blobs, digest.FromString("absent"))
+	if err := s.PutManifest(ctx, "p/a", m, body, []string{"v1"}); err == nil {
+		t.Fatal("PutManifest with a missing blob succeeded")
+	}
+	if _, err := os.Stat(s.blobPath(m.Digest)); !os.IsNotExist(err) {
+		t.Errorf("a refused manifest left its file: %v", err)
+	}
+	if left := tmpEntries(t, s); len(left) > 0 {
+		t.Errorf("tmp/ holds %v", left)
+	}
+}
+
+func TestDigestNamesOneMediaType(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newStore(t)
+	m, body := putImage(t, s, "p/a")
+	if err := s.PutManifest(ctx, "p/a", m, body, nil); err != nil {
+		t.Fatal(err)
+	}
+	m.MediaType = "application/vnd.docker.distribution.manifest.v2+json"
+	if err := s.PutManifest(ctx, "p/a", m, body, nil); !errors.Is(err, ErrMediaTypeConflict) {
+		t.Errorf("re-push under another media type = %v, want ErrMediaTypeConflict", err)
+	}
+	if got, _ := s.Resolve(ctx, "p/a", m.Digest.String()); got.MediaType != "application/vnd.oci.image.manifest.v1+json" {
+		t.Errorf("media type changed to %s", got.MediaType)
 	}
 }

@@ -3,6 +3,7 @@ package cache
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -60,6 +61,10 @@ func (s *Store) PutManifest(ctx context.Context, repo string, m Manifest, body [
 	m.Created = s.now().UTC()
 	s.gcMu.RLock()
 	defer s.gcMu.RUnlock()
+	// Check the references before placing anything, so that a refused manifest leaves no file.
+	if err := s.db.View(func(txn *badger.Txn) error { return checkRefs(txn, repo, m) }); err != nil {
+		return err
+	}
 	f, err := os.CreateTemp(s.tmpDir(), "manifest-*")
 	if err != nil {
 		return fmt.Errorf("create temp file: %w", err)
@@ -68,21 +73,15 @@ func (s *Store) PutManifest(ctx context.Context, repo string, m Manifest, body [
 	if _, err := f.Write(body); err != nil {
 		return fmt.Errorf("write manifest %s: %w", m.Digest, err)
 	}
-	if err := s.place(f, m.Digest); err != nil {
+	placed, err := s.place(f, m.Digest)
+	if err != nil {
 		return err
 	}
-	return s.update(func(txn *badger.Txn) error {
-		for _, d := range m.Blobs {
-			if _, err := txn.Get(linkKey(repo, d)); err != nil {
-				return notFound(err, &MissingError{Digest: d})
-			}
+	err = s.update(func(txn *badger.Txn) error {
+		if err := checkRefs(txn, repo, m); err != nil {
+			return err
 		}
-		for _, d := range m.Children {
-			if _, err := txn.Get(manifestKey(repo, d)); err != nil {
-				return notFound(err, &MissingError{Digest: d, Manifest: true})
-			}
-		}
-		if _, err := s.ensureBlobRecord(txn, m.Digest, m.Size); err != nil {
+		if _, err := s.ensureBlobRecord(txn, m.Digest, m.Size, m.MediaType); err != nil {
 			return err
 		}
 		var old Manifest
@@ -107,6 +106,26 @@ func (s *Store) PutManifest(ctx context.Context, repo string, m Manifest, body [
 		}
 		return txn.Set(repoKey(repo), nil)
 	})
+	if err != nil {
+		s.unplace(placed, m.Digest)
+	}
+	return err
+}
+
+// checkRefs returns a *MissingError for the first blob of m not linked to repo, or child
+// manifest of m not in repo.
+func checkRefs(txn *badger.Txn, repo string, m Manifest) error {
+	for _, d := range m.Blobs {
+		if _, err := txn.Get(linkKey(repo, d)); err != nil {
+			return notFound(err, &MissingError{Digest: d})
+		}
+	}
+	for _, d := range m.Children {
+		if _, err := txn.Get(manifestKey(repo, d)); err != nil {
+			return notFound(err, &MissingError{Digest: d, Manifest: true})
+		}
+	}
+	return nil
 }
 
 // Resolve returns the manifest record that ref (a tag or a digest) names in repo, or
@@ -262,35 +281,44 @@ func (s *Store) CountRepositories(ctx context.Context, prefix string) (int, erro
 	return count, err
 }
 
-// Referrers returns the descriptors of the manifests in repo whose subject is subject, those
-// with artifactType only when it is not empty.
-func (s *Store) Referrers(ctx context.Context, repo string, subject digest.Digest, artifactType string) ([]ocispec.Descriptor, error) {
-	descs := []ocispec.Descriptor{}
-	err := s.db.View(func(txn *badger.Txn) error {
-		var refs []digest.Digest
-		err := scan(txn, []byte(prefixReferrer+repo+sep+subject.String()+sep), "", func(key, _ []byte) bool {
-			refs = append(refs, digest.Digest(lastPart(key)))
-			return true
-		})
-		if err != nil {
-			return err
-		}
-		for _, d := range refs {
+// Referrers returns the descriptors of the manifests in repo whose subject is subject, in digest
+// order after last, those with artifactType only when it is not empty. It stops after n
+// descriptors or once their JSON passes about maxBytes (always returning at least one), and
+// reports whether more follow.
+func (s *Store) Referrers(ctx context.Context, repo string, subject digest.Digest, artifactType, last string, n, maxBytes int) (descs []ocispec.Descriptor, more bool, err error) {
+	descs = []ocispec.Descriptor{}
+	err = s.db.View(func(txn *badger.Txn) error {
+		size := 0
+		var ferr error
+		err := scan(txn, []byte(prefixReferrer+repo+sep+subject.String()+sep), last, func(key, _ []byte) bool {
+			if len(descs) >= n || (len(descs) > 0 && size >= maxBytes) {
+				more = true
+				return false
+			}
+			d := digest.Digest(lastPart(key))
 			var m Manifest
 			if err := getJSON(txn, manifestKey(repo, d), &m); err != nil {
-				if errors.Is(err, badger.ErrKeyNotFound) {
-					continue
+				if !errors.Is(err, badger.ErrKeyNotFound) {
+					ferr = err
+					return false
 				}
-				return err
+				return true
 			}
 			m.Digest = d
 			if artifactType == "" || m.ArtifactType == artifactType {
-				descs = append(descs, m.Descriptor())
+				desc := m.Descriptor()
+				b, _ := json.Marshal(desc)
+				size += len(b)
+				descs = append(descs, desc)
 			}
+			return true
+		})
+		if ferr != nil {
+			return ferr
 		}
-		return nil
+		return err
 	})
-	return descs, err
+	return descs, more, err
 }
 
 // scan calls fn for each key under prefix that sorts after prefix+after, in order, until fn

@@ -68,7 +68,7 @@ func (s *Store) reconcile(ctx context.Context) error {
 	}
 	for dgst, size := range files {
 		err := s.update(func(txn *badger.Txn) error {
-			_, err := s.ensureBlobRecord(txn, dgst, size)
+			_, err := s.ensureBlobRecord(txn, dgst, size, "")
 			return err
 		})
 		if err != nil {

@@ -26,21 +26,24 @@ type Config struct {
 	DB *badger.DB
 	// Logger receives lifecycle and reconcile messages; nil discards them.
 	Logger *slog.Logger
-	// UploadTTL is how long an idle upload session is kept; zero means 24 hours.
+	// UploadTTL is how long an idle upload session is kept; zero means one hour.
 	UploadTTL time.Duration
+	// MaxUploads caps the open upload sessions; zero means 1000.
+	MaxUploads int
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
 
 // Store is the blob store and index. Create it with Open.
 type Store struct {
-	dir    string
-	db     *badger.DB
-	log    *slog.Logger
-	ttl    time.Duration
-	now    func() time.Time
-	blobs  atomic.Int64 // number of blob files indexed
-	stored atomic.Int64 // bytes in indexed blob files
+	dir        string
+	db         *badger.DB
+	log        *slog.Logger
+	ttl        time.Duration
+	maxUploads int
+	now        func() time.Time
+	blobs      atomic.Int64 // number of blob files indexed
+	stored     atomic.Int64 // bytes in indexed blob files
 
 	mu sync.Mutex
 	// uploads are the open upload sessions by id, guarded by mu.
@@ -59,8 +62,9 @@ type BlobInfo struct {
 }
 
 type blobRecord struct {
-	Size    int64     `json:"size"`
-	Created time.Time `json:"created"`
+	Size      int64     `json:"size"`
+	Created   time.Time `json:"created"`
+	MediaType string    `json:"mediaType,omitempty"` // set when the blob is a manifest
 }
 
 // Open prepares the store under cfg.Dir: it empties tmp/ (uploads and downloads cut short by a
@@ -70,19 +74,23 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, errors.New("cache: no index database")
 	}
 	s := &Store{
-		dir:     cfg.Dir,
-		db:      cfg.DB,
-		log:     cfg.Logger,
-		ttl:     cfg.UploadTTL,
-		now:     cfg.Now,
-		uploads: map[string]*upload{},
+		dir:        cfg.Dir,
+		db:         cfg.DB,
+		log:        cfg.Logger,
+		ttl:        cfg.UploadTTL,
+		maxUploads: cfg.MaxUploads,
+		now:        cfg.Now,
+		uploads:    map[string]*upload{},
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	s.log = s.log.With("component", "cache")
 	if s.ttl <= 0 {
-		s.ttl = 24 * time.Hour
+		s.ttl = time.Hour
+	}
+	if s.maxUploads <= 0 {
+		s.maxUploads = 1000
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -101,16 +109,20 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	return s, nil
 }
 
-// Close ends every open upload session and removes its temporary file.
+// Close ends every open upload session and removes its temporary file. Call it after the last
+// request that uses the store has ended.
 func (s *Store) Close() error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	var errs []error
-	for id, u := range s.uploads {
-		errs = append(errs, u.discard())
-		delete(s.uploads, id)
+	sessions := s.uploads
+	s.uploads = map[string]*upload{}
+	s.mu.Unlock()
+	for _, u := range sessions {
+		if u.mu.TryLock() { // a session still in use is removed with tmp/ at the next start
+			u.discard()
+			u.mu.Unlock()
+		}
 	}
-	return errors.Join(errs...)
+	return nil
 }
 
 // Stats reports the number of blob files and their total size.
@@ -185,19 +197,39 @@ func (s *Store) PutBlob(ctx context.Context, repo string, dgst digest.Digest, r 
 func (s *Store) commitFile(ctx context.Context, f *os.File, repo string, dgst digest.Digest, size int64) (BlobInfo, error) {
 	s.gcMu.RLock()
 	defer s.gcMu.RUnlock()
-	if err := s.place(f, dgst); err != nil {
+	placed, err := s.place(f, dgst)
+	if err != nil {
 		return BlobInfo{}, err
 	}
 	var info BlobInfo
-	err := s.update(func(txn *badger.Txn) error {
-		rec, err := s.ensureBlobRecord(txn, dgst, size)
+	err = s.update(func(txn *badger.Txn) error {
+		rec, err := s.ensureBlobRecord(txn, dgst, size, "")
 		if err != nil {
 			return err
 		}
 		info = BlobInfo{Digest: dgst, Size: rec.Size, Created: rec.Created}
 		return link(txn, repo, dgst)
 	})
+	if err != nil {
+		s.unplace(placed, dgst)
+	}
 	return info, err
+}
+
+// unplace removes a file that place has just put there when indexing it failed, so that a failed
+// write leaves no file behind. The caller holds gcMu, so no other writer has indexed it meanwhile
+// unless its record exists, in which case the file stays.
+func (s *Store) unplace(placed bool, dgst digest.Digest) {
+	if !placed {
+		return
+	}
+	err := s.db.View(func(txn *badger.Txn) error {
+		_, err := txn.Get(blobKey(dgst))
+		return err
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		_ = os.Remove(s.blobPath(dgst))
+	}
 }
 
 // LinkBlob lets repo read the blob dgst, which must already be stored (a cross-repository mount:
@@ -231,24 +263,44 @@ func (s *Store) UnlinkBlob(ctx context.Context, repo string, dgst digest.Digest)
 	})
 }
 
-// place moves the verified temporary file f to its final path: fsync, close, rename, fsync the
-// directory. When the blob is already there the temporary file is simply dropped.
-func (s *Store) place(f *os.File, dgst digest.Digest) error {
+// place moves the verified temporary file f to its final path: fsync, rename, fsync the
+// directory (and every directory it had to create, up to blobs/). When the blob is already there
+// the temporary file is left for the caller to drop. It reports whether it placed the file.
+func (s *Store) place(f *os.File, dgst digest.Digest) (bool, error) {
 	dst := s.blobPath(dgst)
 	if err := f.Sync(); err != nil {
-		return fmt.Errorf("sync blob %s: %w", dgst, err)
+		return false, fmt.Errorf("sync blob %s: %w", dgst, err)
 	}
 	if _, err := os.Stat(dst); err == nil {
-		return nil
+		return false, nil
 	}
 	dir := filepath.Dir(dst)
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return fmt.Errorf("create %s: %w", dir, err)
+	if err := s.mkdirSynced(dir); err != nil {
+		return false, err
 	}
 	if err := os.Rename(f.Name(), dst); err != nil {
-		return fmt.Errorf("place blob %s: %w", dgst, err)
+		return false, fmt.Errorf("place blob %s: %w", dgst, err)
 	}
-	return syncDir(dir)
+	return true, syncDir(dir)
+}
+
+// mkdirSynced creates dir and its missing parents below the data directory, fsyncing the parent
+// of each one it creates, so that a machine crash cannot lose a directory entry that an indexed
+// blob lives under.
+func (s *Store) mkdirSynced(dir string) error {
+	if _, err := os.Stat(dir); err == nil {
+		return nil
+	}
+	parent := filepath.Dir(dir)
+	if parent != dir && parent != s.dir {
+		if err := s.mkdirSynced(parent); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, 0o750); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	return syncDir(parent)
 }
 
 func syncDir(dir string) error {
@@ -283,15 +335,25 @@ func (s *Store) update(fn func(txn *badger.Txn) error) error {
 }
 
 // ensureBlobRecord writes the blob record of a placed file unless it exists, and returns it.
-func (s *Store) ensureBlobRecord(txn *badger.Txn, dgst digest.Digest, size int64) (blobRecord, error) {
+// mediaType, when not empty, is the media type of a manifest stored under dgst: a digest names
+// one media type only, so a manifest already stored under another type is refused.
+func (s *Store) ensureBlobRecord(txn *badger.Txn, dgst digest.Digest, size int64, mediaType string) (blobRecord, error) {
 	rec, err := getBlobRecord(txn, dgst)
 	if err == nil {
+		switch {
+		case mediaType == "" || rec.MediaType == mediaType:
+		case rec.MediaType == "":
+			rec.MediaType = mediaType
+			return rec, putJSON(txn, blobKey(dgst), rec)
+		default:
+			return rec, fmt.Errorf("%w: %s is stored as %s", ErrMediaTypeConflict, dgst, rec.MediaType)
+		}
 		return rec, nil
 	}
 	if !errors.Is(err, ErrBlobUnknown) {
 		return rec, err
 	}
-	rec = blobRecord{Size: size, Created: s.now().UTC()}
+	rec = blobRecord{Size: size, Created: s.now().UTC(), MediaType: mediaType}
 	if err := putJSON(txn, blobKey(dgst), rec); err != nil {
 		return rec, err
 	}

@@ -18,39 +18,48 @@ import (
 )
 
 // An upload is one blob upload session: a temporary file that grows chunk by chunk while a
-// sha256 hash follows it. Sessions live in memory; a restart ends them and Open removes their files.
+// sha256 hash follows it. Sessions live in memory and hold no open file between requests; a
+// restart ends them and Open removes their files.
 type upload struct {
 	id   string
 	repo string
+	path string
 
 	mu sync.Mutex
-	// f, size, h and touched are guarded by mu.
-	f       *os.File
+	// size, h, touched and ended are guarded by mu.
 	size    int64
 	h       hash.Hash
 	touched time.Time
+	ended   bool
 }
 
-func (u *upload) discard() error {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if u.f == nil {
-		return nil
+// discard ends the session and removes its file. The caller holds u.mu.
+func (u *upload) discard() {
+	if !u.ended {
+		u.ended = true
+		_ = os.Remove(u.path)
 	}
-	removeTemp(u.f)
-	u.f = nil
-	return nil
 }
 
 // NewUpload opens an upload session for repo and returns its id, which is random and unguessable.
+// When the store already holds its maximum of sessions it returns ErrTooManyUploads.
 func (s *Store) NewUpload(ctx context.Context, repo string) (string, error) {
 	s.expireUploads()
+	s.mu.Lock()
+	n := len(s.uploads)
+	s.mu.Unlock()
+	if n >= s.maxUploads {
+		return "", fmt.Errorf("%w: %d sessions are open", ErrTooManyUploads, n)
+	}
 	f, err := os.CreateTemp(s.tmpDir(), "upload-*")
 	if err != nil {
 		return "", fmt.Errorf("create upload file: %w", err)
 	}
+	if err := f.Close(); err != nil {
+		return "", fmt.Errorf("create upload file: %w", err)
+	}
 	id := rand.Text()
-	u := &upload{id: id, repo: repo, f: f, h: sha256.New(), touched: s.now()}
+	u := &upload{id: id, repo: repo, path: f.Name(), h: sha256.New(), touched: s.now()}
 	s.mu.Lock()
 	s.uploads[id] = u
 	s.mu.Unlock()
@@ -60,10 +69,10 @@ func (s *Store) NewUpload(ctx context.Context, repo string) (string, error) {
 // expireUploads ends the sessions that have been idle longer than the upload TTL.
 func (s *Store) expireUploads() {
 	cutoff := s.now().Add(-s.ttl)
-	s.mu.Lock()
 	var old []*upload
+	s.mu.Lock()
 	for id, u := range s.uploads {
-		if u.mu.TryLock() {
+		if u.mu.TryLock() { // a session in use is not idle
 			if u.touched.Before(cutoff) {
 				old = append(old, u)
 				delete(s.uploads, id)
@@ -73,7 +82,9 @@ func (s *Store) expireUploads() {
 	}
 	s.mu.Unlock()
 	for _, u := range old {
-		_ = u.discard()
+		u.mu.Lock()
+		u.discard()
+		u.mu.Unlock()
 	}
 }
 
@@ -86,17 +97,19 @@ func (s *Store) session(repo, id string) (*upload, error) {
 		return nil, ErrUploadUnknown
 	}
 	u.mu.Lock()
-	if u.f == nil { // ended while we waited for the lock
+	if u.ended { // ended while we waited for the lock
 		u.mu.Unlock()
 		return nil, ErrUploadUnknown
 	}
 	return u, nil
 }
 
-func (s *Store) endSession(u *upload) {
+// end removes u from the sessions and deletes its file. The caller holds u.mu.
+func (s *Store) end(u *upload) {
 	s.mu.Lock()
 	delete(s.uploads, u.id)
 	s.mu.Unlock()
+	u.discard()
 }
 
 // UploadSize returns how many bytes the upload id of repo holds.
@@ -126,7 +139,8 @@ func (s *Store) AppendUpload(ctx context.Context, repo, id string, start int64, 
 	return u.size, nil
 }
 
-func (u *upload) append(start int64, r io.Reader) error {
+// append writes a chunk at the end of the upload. The caller holds u.mu.
+func (u *upload) append(start int64, r io.Reader) (err error) {
 	if start >= 0 && start != u.size {
 		return fmt.Errorf("%w: chunk starts at %d, upload holds %d bytes", ErrRangeInvalid, start, u.size)
 	}
@@ -134,17 +148,26 @@ func (u *upload) append(start int64, r io.Reader) error {
 	if err != nil {
 		return fmt.Errorf("save hash state: %w", err)
 	}
-	n, err := io.Copy(io.MultiWriter(u.f, u.h), r)
+	f, err := os.OpenFile(u.path, os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("open upload: %w", err)
+	}
+	defer func() {
+		if cerr := f.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("write upload chunk: %w", cerr)
+		}
+	}()
+	if _, err := f.Seek(u.size, io.SeekStart); err != nil {
+		return fmt.Errorf("seek upload: %w", err)
+	}
+	n, err := io.Copy(io.MultiWriter(f, u.h), r)
 	if err == nil {
 		u.size += n
 		return nil
 	}
 	// Roll back: the file to its old length, the hash to its old state.
-	if terr := u.f.Truncate(u.size); terr != nil {
+	if terr := f.Truncate(u.size); terr != nil {
 		return errors.Join(err, fmt.Errorf("roll back upload: %w", terr))
-	}
-	if _, serr := u.f.Seek(u.size, io.SeekStart); serr != nil {
-		return errors.Join(err, fmt.Errorf("roll back upload: %w", serr))
 	}
 	if uerr := u.h.(encoding.BinaryUnmarshaler).UnmarshalBinary(state); uerr != nil {
 		return errors.Join(err, fmt.Errorf("roll back hash: %w", uerr))
@@ -153,8 +176,9 @@ func (u *upload) append(start int64, r io.Reader) error {
 }
 
 // CommitUpload appends r (the final chunk, or nil), checks that the whole upload hashes to dgst
-// and, if it does, stores it as a blob linked to repo. The session ends either way, except when the
-// final chunk is out of order (ErrRangeInvalid), which leaves the session as it was.
+// and, if it does, stores it as a blob linked to repo. A final chunk that fails to arrive leaves
+// the session as it was, so the client may retry it; otherwise the session ends, whether the
+// digest matched or not.
 func (s *Store) CommitUpload(ctx context.Context, repo, id string, dgst digest.Digest, start int64, r io.Reader) (BlobInfo, error) {
 	if err := supported(dgst); err != nil {
 		return BlobInfo{}, err
@@ -166,37 +190,38 @@ func (s *Store) CommitUpload(ctx context.Context, repo, id string, dgst digest.D
 	defer u.mu.Unlock()
 	if r != nil {
 		if err := u.append(start, r); err != nil {
-			if errors.Is(err, ErrRangeInvalid) {
-				return BlobInfo{}, err
-			}
-			s.endSession(u)
-			removeTemp(u.f)
-			u.f = nil
 			return BlobInfo{}, err
 		}
 	}
-	s.endSession(u)
-	f := u.f
-	u.f = nil
-	defer removeTemp(f)
-	got, err := u.digest(dgst.Algorithm(), f)
+	defer s.end(u)
+	got, err := u.digest(dgst.Algorithm())
 	if err != nil {
 		return BlobInfo{}, err
 	}
 	if got != dgst {
 		return BlobInfo{}, fmt.Errorf("%w: upload hashes to %s, not %s", ErrDigestMismatch, got, dgst)
 	}
+	f, err := os.Open(u.path)
+	if err != nil {
+		return BlobInfo{}, fmt.Errorf("open upload: %w", err)
+	}
+	defer f.Close()
 	return s.commitFile(ctx, f, repo, dgst, u.size)
 }
 
 // digest returns the upload's digest under alg: the running sha256, or for another algorithm a
 // fresh pass over the file.
-func (u *upload) digest(alg digest.Algorithm, f *os.File) (digest.Digest, error) {
+func (u *upload) digest(alg digest.Algorithm) (digest.Digest, error) {
 	if alg == digest.SHA256 {
 		return digest.NewDigestFromBytes(alg, u.h.Sum(nil)), nil
 	}
+	f, err := os.Open(u.path)
+	if err != nil {
+		return "", fmt.Errorf("open upload: %w", err)
+	}
+	defer f.Close()
 	h := alg.Hash()
-	if _, err := io.Copy(h, io.NewSectionReader(f, 0, u.size)); err != nil {
+	if _, err := io.Copy(h, io.LimitReader(f, u.size)); err != nil {
 		return "", fmt.Errorf("hash upload: %w", err)
 	}
 	return digest.NewDigestFromEncoded(alg, hex.EncodeToString(h.Sum(nil))), nil
@@ -209,8 +234,6 @@ func (s *Store) CancelUpload(ctx context.Context, repo, id string) error {
 		return err
 	}
 	defer u.mu.Unlock()
-	s.endSession(u)
-	removeTemp(u.f)
-	u.f = nil
+	s.end(u)
 	return nil
 }

@@ -40,7 +40,7 @@ func (s *Server) handleGetBlob(w http.ResponseWriter, r *http.Request, req reque
 	h.Set("Etag", `"`+dgst.String()+`"`)
 	h.Set("Cache-Control", "max-age=31536000, immutable")
 	// ServeContent answers Range and HEAD; handed the *os.File itself, it copies with sendfile.
-	http.ServeContent(newIdleWriter(w, s.idle), r, "", time.Time{}, f)
+	http.ServeContent(w, r, "", time.Time{}, f)
 	return nil
 }
 
@@ -70,7 +70,7 @@ func (s *Server) handleStartUpload(w http.ResponseWriter, r *http.Request, req r
 		if err != nil {
 			return err
 		}
-		info, err := s.store.PutBlob(r.Context(), req.repo, dgst, idleBody(w, r, s.idle), r.ContentLength)
+		info, err := s.store.PutBlob(r.Context(), req.repo, dgst, r.Body, r.ContentLength)
 		if err != nil {
 			return err
 		}
@@ -88,11 +88,8 @@ func (s *Server) handleStartUpload(w http.ResponseWriter, r *http.Request, req r
 // mount links a blob of another repository into req.repo when the caller may read it there. It
 // reports whether it did; when it did not, nothing is revealed about the source.
 func (s *Server) mount(w http.ResponseWriter, r *http.Request, req request, mount, from string) (bool, error) {
-	dgst, err := parseDigest(mount)
-	if err != nil {
-		return false, err
-	}
-	if from == "" || !validName(from) {
+	dgst, err := digest.Parse(mount)
+	if err != nil || from == "" || !validName(from) {
 		return false, nil // a digest alone is not a capability: no anonymous mounts
 	}
 	if s.auth.Authorize(r.Context(), req.who, from, auth.ActionPull) != nil {
@@ -160,10 +157,10 @@ func parseContentRange(v string) (start, end int64, err error) {
 
 // chunk returns the body of a PATCH or PUT with the offset it claims (-1 when it claims none),
 // read exactly to the announced length.
-func chunk(w http.ResponseWriter, r *http.Request, idle time.Duration) (start int64, body io.Reader, err error) {
+func chunk(r *http.Request) (start int64, body io.Reader, err error) {
 	cr := r.Header.Get("Content-Range")
 	if cr == "" {
-		return -1, idleBody(w, r, idle), nil
+		return -1, r.Body, nil
 	}
 	start, end, err := parseContentRange(cr)
 	if err != nil {
@@ -173,7 +170,7 @@ func chunk(w http.ResponseWriter, r *http.Request, idle time.Duration) (start in
 	if r.ContentLength >= 0 && r.ContentLength != n {
 		return 0, nil, newError(http.StatusBadRequest, CodeBlobUploadInvalid, "Content-Length %d does not match Content-Range %q", r.ContentLength, cr)
 	}
-	return start, &exactReader{r: io.LimitReader(idleBody(w, r, idle), n), left: n}, nil
+	return start, &exactReader{r: io.LimitReader(r.Body, n), left: n}, nil
 }
 
 // exactReader fails with io.ErrUnexpectedEOF when its source ends before left bytes.
@@ -186,13 +183,13 @@ func (e *exactReader) Read(p []byte) (int, error) {
 	n, err := e.r.Read(p)
 	e.left -= int64(n)
 	if err == io.EOF && e.left > 0 {
-		return n, io.ErrUnexpectedEOF
+		return n, &BodyError{Err: io.ErrUnexpectedEOF}
 	}
 	return n, err
 }
 
 func (s *Server) handlePatchUpload(w http.ResponseWriter, r *http.Request, req request) error {
-	start, body, err := chunk(w, r, s.idle)
+	start, body, err := chunk(r)
 	if err != nil {
 		return err
 	}
@@ -224,7 +221,7 @@ func (s *Server) handlePutUpload(w http.ResponseWriter, r *http.Request, req req
 	if err != nil {
 		return err
 	}
-	start, body, err := chunk(w, r, s.idle)
+	start, body, err := chunk(r)
 	if err != nil {
 		return err
 	}

@@ -88,6 +88,14 @@ func toError(err error) *Error {
 		return &Error{Status: http.StatusBadRequest, Code: CodeDigestInvalid, Message: "digest is malformed or its algorithm is not supported (sha256, sha512)", Err: err}
 	case errors.Is(err, cache.ErrRangeInvalid):
 		return &Error{Status: http.StatusRequestedRangeNotSatisfiable, Code: CodeBlobUploadInvalid, Message: "chunk out of order: " + err.Error()}
+	case errors.Is(err, cache.ErrMediaTypeConflict):
+		return &Error{Status: http.StatusBadRequest, Code: CodeManifestInvalid, Message: err.Error()}
+	case errors.Is(err, cache.ErrTooManyUploads):
+		return &Error{Status: http.StatusTooManyRequests, Code: CodeTooManyRequests, Message: "too many uploads in progress; finish or cancel some, or retry later", Err: err}
+	case errors.As(err, new(*BodyError)):
+		return &Error{Status: http.StatusBadRequest, Code: CodeBlobUploadInvalid, Message: "the request body was cut short or stalled", Err: err}
+	case errors.Is(err, auth.ErrNoProject):
+		return newError(http.StatusNotFound, CodeNameUnknown, "repositories of local projects are named <project>/<repository>")
 	case errors.Is(err, cache.ErrSizeInvalid):
 		return &Error{Status: http.StatusBadRequest, Code: CodeSizeInvalid, Message: err.Error()}
 	case errors.Is(err, auth.ErrBadCredentials), errors.Is(err, auth.ErrUnauthenticated):

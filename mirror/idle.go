@@ -6,32 +6,41 @@ import (
 	"time"
 )
 
-// Blob transfers have no overall deadline — a large layer over a slow link takes as long as it
-// takes — but a transfer that makes no progress for the idle timeout is cut, so a stalled client
+// Transfers have no overall deadline — a large layer over a slow link takes as long as it
+// takes — but one that makes no progress for the idle timeout is cut, so a stalled client
 // cannot pin a connection, a goroutine and a file (SECURITY.md 12). Each read of a request body and
 // each segment written to a response pushes the deadline forward.
 
 // segment is how much of a file is handed to sendfile between two deadline extensions.
 const segment = 4 << 20
 
-// idleBody returns r's body, with the connection's read deadline renewed before every read.
-func idleBody(w http.ResponseWriter, r *http.Request, idle time.Duration) io.Reader {
-	if idle <= 0 {
-		return r.Body
-	}
-	return &idleReader{r: r.Body, rc: http.NewResponseController(w), idle: idle}
+// idleBody replaces r's body with one that renews the connection's read deadline before every
+// read. A read that fails is a *BodyError: the client's fault, not the server's.
+func idleBody(w http.ResponseWriter, r *http.Request, idle time.Duration) {
+	r.Body = &idleReader{ReadCloser: r.Body, rc: http.NewResponseController(w), idle: idle}
 }
 
 type idleReader struct {
-	r    io.Reader
+	io.ReadCloser
 	rc   *http.ResponseController
 	idle time.Duration
 }
 
 func (i *idleReader) Read(p []byte) (int, error) {
 	_ = i.rc.SetReadDeadline(time.Now().Add(i.idle))
-	return i.r.Read(p)
+	n, err := i.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		err = &BodyError{Err: err}
+	}
+	return n, err
 }
+
+// BodyError is a failure to read the request body: the client hung up, stalled past the idle
+// timeout, or sent less than it announced.
+type BodyError struct{ Err error }
+
+func (e *BodyError) Error() string { return "reading request body: " + e.Err.Error() }
+func (e *BodyError) Unwrap() error { return e.Err }
 
 // idleWriter renews the connection's write deadline before every write. Its ReadFrom hands the
 // source to the underlying writer in segments, keeping the *os.File inside a single
@@ -43,9 +52,6 @@ type idleWriter struct {
 }
 
 func newIdleWriter(w http.ResponseWriter, idle time.Duration) http.ResponseWriter {
-	if idle <= 0 {
-		return w
-	}
 	return &idleWriter{ResponseWriter: w, rc: http.NewResponseController(w), idle: idle}
 }
 

@@ -12,8 +12,12 @@ import (
 	"cove/auth"
 )
 
-// maxPage caps n on the tags and catalog endpoints; a client asking for more gets a Link to the rest.
+// maxPage caps n on the tags and catalog endpoints, and the referrers of one page; a client asking
+// for more gets a Link to the rest.
 const maxPage = 1000
+
+// maxReferrersBytes bounds one page of referrers, whose annotations can be large.
+const maxReferrersBytes = 4 << 20
 
 // pageParams reads n and last. n is maxPage when absent.
 func pageParams(r *http.Request) (n int, last string, err error) {
@@ -67,8 +71,19 @@ func (s *Server) handleCatalog(w http.ResponseWriter, r *http.Request, req reque
 	if err != nil {
 		return err
 	}
+	// One decision per project, not per repository: the policy is per project.
+	decided := map[string]bool{}
 	visible := func(repo string) bool {
-		return s.auth.Authorize(r.Context(), req.who, repo, auth.ActionPull) == nil
+		p := auth.ProjectOf(repo)
+		if p == repo { // a one-element name is in no project: decide on it alone
+			return s.auth.Authorize(r.Context(), req.who, repo, auth.ActionPull) == nil
+		}
+		ok, seen := decided[p]
+		if !seen {
+			ok = s.auth.Authorize(r.Context(), req.who, repo, auth.ActionPull) == nil
+			decided[p] = ok
+		}
+		return ok
 	}
 	repos, more, err := s.store.Repositories(r.Context(), last, n, visible)
 	if err != nil {
@@ -85,13 +100,22 @@ func (s *Server) handleListReferrers(w http.ResponseWriter, r *http.Request, req
 	if err != nil {
 		return err
 	}
-	artifactType := r.URL.Query().Get("artifactType")
-	descs, err := s.store.Referrers(r.Context(), req.repo, subject, artifactType)
+	q := r.URL.Query()
+	artifactType := q.Get("artifactType")
+	descs, more, err := s.store.Referrers(r.Context(), req.repo, subject, artifactType, q.Get("last"), maxPage, maxReferrersBytes)
 	if err != nil {
 		return err
 	}
 	if artifactType != "" {
 		w.Header().Set("OCI-Filters-Applied", "artifactType")
+	}
+	if more {
+		// The spec lets the referrers list be paginated with a Link header; clients follow it as given.
+		next := url.Values{"last": {descs[len(descs)-1].Digest.String()}}
+		if artifactType != "" {
+			next.Set("artifactType", artifactType)
+		}
+		w.Header().Set("Link", fmt.Sprintf(`</v2/%s/referrers/%s?%s>; rel="next"`, req.repo, subject, next.Encode()))
 	}
 	index := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex, Manifests: descs}
 	index.SchemaVersion = 2

@@ -71,6 +71,8 @@ type request struct {
 
 // ServeHTTP answers every /v2 request.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w = newIdleWriter(w, s.idle)
+	idleBody(w, r, s.idle)
 	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 	if err := s.serve(w, r); err != nil {
 		e := toError(err)

@@ -1,6 +1,7 @@
 package mirror_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/base64"
@@ -253,6 +254,10 @@ func TestAccessControl(t *testing.T) {
 		{"admin push to a missing project", "POST", "/v2/nope/app/blobs/uploads/", true, false, 404, "NAME_UNKNOWN"},
 		{"admin pull", "GET", "/v2/priv/app/manifests/v1", true, false, 200, ""},
 		{"unsupported method", "PATCH", "/v2/priv/app/manifests/v1", true, false, 405, "UNSUPPORTED"},
+		// An upload session belongs to a push from start to end, whatever the method.
+		{"anonymous upload status, public project", "GET", "/v2/pub/app/blobs/uploads/SOMEID", false, false, 401, "UNAUTHORIZED"},
+		{"anonymous upload cancel, public project", "DELETE", "/v2/pub/app/blobs/uploads/SOMEID", false, false, 401, "UNAUTHORIZED"},
+		{"admin push to a one-element name", "POST", "/v2/pub/blobs/uploads/", true, false, 404, "NAME_UNKNOWN"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -275,7 +280,7 @@ func TestAccessControl(t *testing.T) {
 			if tt.status == 401 && !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Basic realm=") {
 				t.Errorf("401 without a challenge: %q", resp.Header.Get("WWW-Authenticate"))
 			}
-			if tt.code == "NAME_UNKNOWN" && !strings.Contains(string(b), "project does not exist") {
+			if tt.code == "NAME_UNKNOWN" && !strings.Contains(string(b), "project") {
 				t.Errorf("missing-project error does not say so: %s", b)
 			}
 		})
@@ -430,8 +435,9 @@ func TestCrossMountNeedsReadAccess(t *testing.T) {
 	if resp.StatusCode != 201 || resp.Header.Get("Location") != "/v2/priv/dst/blobs/"+d.String() {
 		t.Errorf("mount = %d, Location %q", resp.StatusCode, resp.Header.Get("Location"))
 	}
-	// Without a source, or from a repository that lacks the blob: an upload session, not a mount.
-	for _, q := range []string{"?mount=" + d.String(), "?mount=" + d.String() + "&from=priv/none"} {
+	// Without a source, from a repository that lacks the blob, or with a malformed digest: an
+	// upload session, not a mount (the spec's "SHOULD return a 202").
+	for _, q := range []string{"?mount=" + d.String(), "?mount=" + d.String() + "&from=priv/none", "?mount=sha256:zz&from=priv/src"} {
 		resp, _ = e.do(t, "POST", "/v2/priv/other/blobs/uploads/"+q, nil, true)
 		if resp.StatusCode != 202 {
 			t.Errorf("mount %s = %d, want 202 (upload session)", q, resp.StatusCode)
@@ -488,5 +494,32 @@ func TestStalledClientsAreCut(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("a download whose client stopped reading was not cut")
+	}
+}
+
+// TestShortChunkIsTheClientsFault: a chunk whose body ends before its Content-Range does is a
+// 400 BLOB_UPLOAD_INVALID (not a server error), and the upload is rolled back to before it.
+func TestShortChunkIsTheClientsFault(t *testing.T) {
+	e := newEnv(t)
+	id := startUpload(t, e)
+	conn, err := net.Dial("tcp", e.host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "PATCH /v2/priv/app/blobs/uploads/%s HTTP/1.1\r\nHost: x\r\nAuthorization: Basic %s\r\nContent-Range: 0-99\r\nContent-Length: 100\r\n\r\nonly ten b",
+		id, base64.StdEncoding.EncodeToString([]byte("admin:"+password)))
+	conn.(*net.TCPConn).CloseWrite()
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 400 || errCode(b) != "BLOB_UPLOAD_INVALID" {
+		t.Errorf("short chunk = %d %s, want 400 BLOB_UPLOAD_INVALID", resp.StatusCode, b)
+	}
+	resp2, _ := e.do(t, "GET", "/v2/priv/app/blobs/uploads/"+id, nil, true)
+	if resp2.StatusCode != 204 || resp2.Header.Get("Range") != "0-0" {
+		t.Errorf("upload after a short chunk = %d, Range %q; want it empty and open", resp2.StatusCode, resp2.Header.Get("Range"))
 	}
 }

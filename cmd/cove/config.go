@@ -304,10 +304,8 @@ func (c *Config) Validate() error {
 	if c.Data == "" {
 		bad("data", "must not be empty")
 	}
-	if c.PublicURL != "" {
-		if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			bad("public_url", "want an absolute http(s) URL, got %q", c.PublicURL)
-		}
+	if c.PublicURL != "" && !httpURL(c.PublicURL) {
+		bad("public_url", "want an absolute http(s) URL, got %q", redact(c.PublicURL))
 	}
 	if _, ok := c.Mirror.Upstreams[c.Mirror.Default]; !ok {
 		bad("mirror.default", "%q is not one of mirror.upstreams", c.Mirror.Default)
@@ -319,8 +317,8 @@ func (c *Config) Validate() error {
 		bad("mirror.tag_ttl", "must not be negative")
 	}
 	for name, u := range c.Mirror.Upstreams {
-		if pu, err := url.Parse(u.URL); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
-			bad("mirror.upstreams."+name+".url", "want an absolute http(s) URL, got %q", u.URL)
+		if !httpURL(u.URL) {
+			bad("mirror.upstreams."+name+".url", "want an absolute http(s) URL, got %q", redact(u.URL))
 		}
 	}
 	oneOf := func(key, v string, allowed ...string) {
@@ -349,6 +347,19 @@ func (c *Config) Validate() error {
 		return &ConfigError{Problems: p}
 	}
 	return nil
+}
+
+func httpURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
+}
+
+// redact hides a password in a URL before it is printed.
+func redact(s string) string {
+	if u, err := url.Parse(s); err == nil {
+		return u.Redacted()
+	}
+	return "(unparseable URL)"
 }
 
 // loadConfig builds the configuration: defaults, the file at path (when not empty), the

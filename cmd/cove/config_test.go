@@ -80,8 +80,11 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 	cfg.Listen = "nonsense"
 	cfg.Auth.Mode = "kerberos"
 	cfg.Mirror.Default = "quay.io"
-	cfg.PublicURL = "ftp://x"
+	cfg.PublicURL = "ftp://user:topsecret@x"
 	err := cfg.Validate()
+	if err != nil && strings.Contains(err.Error(), "topsecret") {
+		t.Errorf("Validate() prints a password: %v", err)
+	}
 	for _, key := range []string{"listen:", "auth.mode:", "mirror.default:", "public_url:"} {
 		if err == nil || !strings.Contains(err.Error(), key) {
 			t.Errorf("Validate() = %v, want a problem naming %s", err, key)

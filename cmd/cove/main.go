@@ -113,7 +113,11 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 		return err
 	}
 	defer store.Close()
-	authSvc, generated, err := auth.New(ctx, db, auth.Config{AdminPassword: cfg.Auth.AdminPassword, Logger: log})
+	var upstreams []string
+	for name := range cfg.Mirror.Upstreams {
+		upstreams = append(upstreams, name)
+	}
+	authSvc, generated, err := auth.New(ctx, db, auth.Config{AdminPassword: cfg.Auth.AdminPassword, ReservedNames: upstreams, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -150,8 +154,8 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	mux := http.NewServeMux()
 	mux.Handle("/v2/", registry)
 	mux.Handle("/v2", registry)
-	mux.Handle("/api/", api)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle("/api/", withDeadline(api, smallRequestTimeout))
+	mux.Handle("GET /metrics", withDeadline(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), smallRequestTimeout))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		if !ready.Load() {
@@ -214,6 +218,20 @@ func collectGarbage(ctx context.Context, store *cache.Store, log *slog.Logger) {
 			}
 		}
 	}
+}
+
+// smallRequestTimeout bounds a whole request to the API and operations endpoints, whose bodies
+// and answers are small; /v2 renews idle deadlines instead, since blobs are large (SECURITY.md 12).
+const smallRequestTimeout = time.Minute
+
+// withDeadline gives every request of h absolute read and write deadlines d from now.
+func withDeadline(h http.Handler, d time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		_ = rc.SetReadDeadline(time.Now().Add(d))
+		_ = rc.SetWriteDeadline(time.Now().Add(d))
+		h.ServeHTTP(w, r)
+	})
 }
 
 // shutdownGrace bounds how long a SIGTERM waits for requests in flight.
