@@ -22,16 +22,56 @@ import (
 // before the file, so the index never points at a missing file; a crash in between leaves a file
 // that the next Open adopts and the next Collect removes.
 func (s *Store) Collect(ctx context.Context, grace time.Duration) (removed int, freed int64, err error) {
+	// Mark without the lock, so pushes go on meanwhile; then, under the lock, keep the marks only
+	// if no reference was added since (refs counts those), else mark again under the lock.
+	gen := s.refs.Load()
+	garbage, err := s.mark(ctx, grace)
+	if err != nil {
+		return 0, 0, err
+	}
 	s.gcMu.Lock()
 	defer s.gcMu.Unlock()
-	referenced := map[digest.Digest]bool{}
-	type candidate struct {
-		dgst digest.Digest
-		size int64
+	if s.refs.Load() != gen {
+		if garbage, err = s.mark(ctx, grace); err != nil {
+			return 0, 0, err
+		}
 	}
-	var garbage []candidate
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	for _, g := range garbage {
+		if err := wb.Delete(blobKey(g.dgst)); err != nil {
+			return 0, 0, fmt.Errorf("collect: %w", err)
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		return 0, 0, fmt.Errorf("collect: %w", err)
+	}
+	for _, g := range garbage {
+		s.blobs.Add(-1)
+		s.stored.Add(-g.size)
+		if err := os.Remove(s.blobPath(g.dgst)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return removed, freed, fmt.Errorf("collect %s: %w", g.dgst, err)
+		}
+		removed++
+		freed += g.size
+	}
+	if removed > 0 {
+		s.log.Info("garbage collected", "blobs", removed, "bytes", freed)
+	}
+	return removed, freed, nil
+}
+
+type garbageBlob struct {
+	dgst digest.Digest
+	size int64
+}
+
+// mark returns the blobs that nothing references and that were stored before grace ago.
+func (s *Store) mark(ctx context.Context, grace time.Duration) ([]garbageBlob, error) {
+	referenced := map[digest.Digest]bool{}
+	var garbage []garbageBlob
 	cutoff := s.now().Add(-grace)
-	err = s.db.View(func(txn *badger.Txn) error {
+	err := s.db.View(func(txn *badger.Txn) error {
 		for _, prefix := range []string{prefixLink, prefixManifest} {
 			err := scan(txn, []byte(prefix), "", func(key, _ []byte) bool {
 				referenced[digest.Digest(lastPart(key))] = true
@@ -56,28 +96,13 @@ func (s *Store) Collect(ctx context.Context, grace time.Duration) (removed int, 
 				return err
 			}
 			if rec.Created.Before(cutoff) {
-				garbage = append(garbage, candidate{dgst, rec.Size})
+				garbage = append(garbage, garbageBlob{dgst, rec.Size})
 			}
 		}
 		return nil
 	})
 	if err != nil {
-		return 0, 0, fmt.Errorf("collect: %w", err)
+		return nil, fmt.Errorf("collect: %w", err)
 	}
-	for _, g := range garbage {
-		if err := s.db.Update(func(txn *badger.Txn) error { return txn.Delete(blobKey(g.dgst)) }); err != nil {
-			return removed, freed, fmt.Errorf("collect %s: %w", g.dgst, err)
-		}
-		s.blobs.Add(-1)
-		s.stored.Add(-g.size)
-		if err := os.Remove(s.blobPath(g.dgst)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return removed, freed, fmt.Errorf("collect %s: %w", g.dgst, err)
-		}
-		removed++
-		freed += g.size
-	}
-	if removed > 0 {
-		s.log.Info("garbage collected", "blobs", removed, "bytes", freed)
-	}
-	return removed, freed, nil
+	return garbage, nil
 }

@@ -61,6 +61,7 @@ func (s *Store) PutManifest(ctx context.Context, repo string, m Manifest, body [
 	m.Created = s.now().UTC()
 	s.gcMu.RLock()
 	defer s.gcMu.RUnlock()
+	defer s.refs.Add(1) // after the index write, before RUnlock: see Collect
 	// Check the references before placing anything, so that a refused manifest leaves no file.
 	if err := s.db.View(func(txn *badger.Txn) error { return checkRefs(txn, repo, m) }); err != nil {
 		return err

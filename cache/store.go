@@ -50,8 +50,10 @@ type Store struct {
 	uploads map[string]*upload
 
 	// gcMu orders garbage collection against the writes that make a blob referenced: they hold it
-	// shared from placing a file to indexing the reference; Collect holds it exclusively.
+	// shared from placing a file to indexing the reference, and count themselves in refs once
+	// their index write is done; Collect holds it exclusively while it deletes.
 	gcMu sync.RWMutex
+	refs atomic.Uint64
 }
 
 // BlobInfo describes a stored blob.
@@ -197,6 +199,7 @@ func (s *Store) PutBlob(ctx context.Context, repo string, dgst digest.Digest, r 
 func (s *Store) commitFile(ctx context.Context, f *os.File, repo string, dgst digest.Digest, size int64) (BlobInfo, error) {
 	s.gcMu.RLock()
 	defer s.gcMu.RUnlock()
+	defer s.refs.Add(1) // after the index write, before RUnlock: see Collect
 	placed, err := s.place(f, dgst)
 	if err != nil {
 		return BlobInfo{}, err
@@ -237,6 +240,7 @@ func (s *Store) unplace(placed bool, dgst digest.Digest) {
 func (s *Store) LinkBlob(ctx context.Context, repo string, dgst digest.Digest) (BlobInfo, error) {
 	s.gcMu.RLock()
 	defer s.gcMu.RUnlock()
+	defer s.refs.Add(1) // after the index write, before RUnlock: see Collect
 	var info BlobInfo
 	err := s.update(func(txn *badger.Txn) error {
 		rec, err := getBlobRecord(txn, dgst)
