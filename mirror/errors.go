@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"syscall"
 
 	"cove/auth"
 	"cove/cache"
@@ -30,6 +31,8 @@ const (
 	CodeUnsupported         Code = "UNSUPPORTED"
 	CodeTooManyRequests     Code = "TOOMANYREQUESTS"
 	CodeTagInvalid          Code = "TAG_INVALID"
+	// CodeUnknown is Distribution's code for a server-side failure the spec has no code for.
+	CodeUnknown Code = "UNKNOWN"
 )
 
 // Error is a failed request as the client sees it: an OCI error code, the HTTP status that goes
@@ -60,7 +63,7 @@ func newError(status int, code Code, format string, args ...any) *Error {
 
 // errInternal hides err from the client: 5xx responses never echo paths or internal detail.
 func errInternal(err error) *Error {
-	return &Error{Status: http.StatusInternalServerError, Code: "UNKNOWN", Message: "internal server error", Err: err}
+	return &Error{Status: http.StatusInternalServerError, Code: CodeUnknown, Message: "internal server error", Err: err}
 }
 
 // toError maps a domain error to what the client sees. It is the one place where cache and auth
@@ -88,6 +91,9 @@ func toError(err error) *Error {
 		return &Error{Status: http.StatusBadRequest, Code: CodeDigestInvalid, Message: "digest is malformed or its algorithm is not supported (sha256, sha512)", Err: err}
 	case errors.Is(err, cache.ErrRangeInvalid):
 		return &Error{Status: http.StatusRequestedRangeNotSatisfiable, Code: CodeBlobUploadInvalid, Message: "chunk out of order: " + err.Error()}
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		// Not the client's fault, and worth saying plainly; the store stays consistent (SECURITY.md 5).
+		return &Error{Status: http.StatusInsufficientStorage, Code: CodeUnknown, Message: "the registry's storage is full", Err: err}
 	case errors.Is(err, cache.ErrMediaTypeConflict):
 		return &Error{Status: http.StatusBadRequest, Code: CodeManifestInvalid, Message: err.Error()}
 	case errors.Is(err, cache.ErrTooManyUploads):

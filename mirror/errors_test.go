@@ -3,8 +3,10 @@ package mirror
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"syscall"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
@@ -34,6 +36,11 @@ func TestToError(t *testing.T) {
 		{auth.ErrProjectUnknown, 404, CodeNameUnknown},
 		{newError(429, CodeTooManyRequests, "slow down"), 429, CodeTooManyRequests},
 		{errors.New("disk on fire at /data/blobs"), 500, "UNKNOWN"},
+		{fmt.Errorf("write /data/tmp/x: %w", syscall.ENOSPC), 507, "UNKNOWN"},
+		{&BodyError{Err: io.ErrUnexpectedEOF}, 400, CodeBlobUploadInvalid},
+		{cache.ErrTooManyUploads, 429, CodeTooManyRequests},
+		{cache.ErrMediaTypeConflict, 400, CodeManifestInvalid},
+		{auth.ErrNoProject, 404, CodeNameUnknown},
 	}
 	for _, tt := range tests {
 		e := toError(tt.err)
