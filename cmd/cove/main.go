@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -172,6 +173,16 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		// No WriteTimeout: large blobs take as long as they take; idle connections are closed.
 	}
+	// Shutdown waits for connections that were opened but never sent a request for up to five
+	// seconds (net/http's rule); cove closes those itself, since they hold nothing in flight.
+	var fresh sync.Map // net.Conn → struct{}: connections in StateNew
+	srv.ConnState = func(c net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			fresh.Store(c, struct{}{})
+		} else {
+			fresh.Delete(c)
+		}
+	}
 	ln, err := covetls.Listen(ctx, covetls.Config{Mode: covetls.Mode(cfg.TLS.Mode), Listen: cfg.Listen})
 	if err != nil {
 		return err
@@ -190,7 +201,13 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	log.Info("shutting down: finishing requests in flight")
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
-	err = srv.Shutdown(sctx)
+	shut := make(chan error, 1)
+	go func() { shut <- srv.Shutdown(sctx) }()
+	fresh.Range(func(c, _ any) bool {
+		c.(net.Conn).Close()
+		return true
+	})
+	err = <-shut
 	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) {
 		err = errors.Join(err, serr)
 	}
