@@ -63,10 +63,11 @@ func TestPutBlobLinksOnlyItsRepository(t *testing.T) {
 	if _, err := s.PutBlob(ctx, "p/a", dgst, bytes.NewReader(content), int64(len(content))); err != nil {
 		t.Fatalf("PutBlob: %v", err)
 	}
-	f, info, err := s.OpenBlob(ctx, "p/a", dgst)
+	f, err := s.OpenBlob(ctx, "p/a", dgst)
 	if err != nil {
 		t.Fatalf("OpenBlob(p/a) = %v", err)
 	}
+	info := f.Info
 	got, _ := io.ReadAll(f)
 	f.Close()
 	if !bytes.Equal(got, content) || info.Size != int64(len(content)) {

@@ -15,6 +15,7 @@ const (
 	prefixManifest = "manifest/" // manifest/<repo>\x00<digest> → manifestRecord
 	prefixTag      = "tag/"      // tag/<repo>\x00<tag> → digest
 	prefixReferrer = "referrer/" // referrer/<repo>\x00<subject>\x00<digest> → empty
+	prefixChecked  = "checked/"  // checked/<repo>\x00<tag> → when the upstream last confirmed the tag
 	sep            = "\x00"
 )
 
@@ -31,6 +32,8 @@ func manifestKey(repo string, dgst digest.Digest) []byte {
 }
 
 func tagKey(repo, tag string) []byte { return []byte(prefixTag + repo + sep + tag) }
+
+func checkedKey(repo, tag string) []byte { return []byte(prefixChecked + repo + sep + tag) }
 
 func referrerKey(repo string, subject, dgst digest.Digest) []byte {
 	return []byte(prefixReferrer + repo + sep + subject.String() + sep + dgst.String())

@@ -51,6 +51,22 @@ func (m Manifest) Descriptor() ocispec.Descriptor {
 // *MissingError names the first one that is not. A manifest with a subject is recorded as a
 // referrer of that subject, whether or not the subject exists.
 func (s *Store) PutManifest(ctx context.Context, repo string, m Manifest, body []byte, tags []string) error {
+	return s.putManifest(ctx, repo, m, body, tags, originLocal)
+}
+
+// PutMirroredManifest stores body, fetched from an upstream, as the manifest m.Digest of repo, a
+// mirrored repository, and points tag at it (when not empty), recording that the tag was checked
+// with the upstream now. The blobs it references need not be stored: they are fetched when asked for.
+func (s *Store) PutMirroredManifest(ctx context.Context, repo string, m Manifest, body []byte, tag string) error {
+	m.Blobs, m.Children = nil, nil
+	var tags []string
+	if tag != "" {
+		tags = []string{tag}
+	}
+	return s.putManifest(ctx, repo, m, body, tags, originMirrored)
+}
+
+func (s *Store) putManifest(ctx context.Context, repo string, m Manifest, body []byte, tags []string, from origin) error {
 	if err := supported(m.Digest); err != nil {
 		return err
 	}
@@ -78,11 +94,12 @@ func (s *Store) PutManifest(ctx context.Context, repo string, m Manifest, body [
 	if err != nil {
 		return err
 	}
-	err = s.update(func(txn *badger.Txn) error {
+	err = s.update(func(ct *commitTxn) error {
+		txn := ct.Txn
 		if err := checkRefs(txn, repo, m); err != nil {
 			return err
 		}
-		if _, err := s.ensureBlobRecord(txn, m.Digest, m.Size, m.MediaType); err != nil {
+		if _, err := s.ensureBlobRecord(ct, m.Digest, m.Size, m.MediaType, from); err != nil {
 			return err
 		}
 		var old Manifest
@@ -103,6 +120,11 @@ func (s *Store) PutManifest(ctx context.Context, repo string, m Manifest, body [
 		for _, t := range tags {
 			if err := txn.Set(tagKey(repo, t), []byte(m.Digest.String())); err != nil {
 				return err
+			}
+			if from == originMirrored {
+				if err := setChecked(txn, repo, t, s.now()); err != nil {
+					return err
+				}
 			}
 		}
 		return txn.Set(repoKey(repo), nil)
@@ -186,7 +208,8 @@ func (s *Store) GetManifest(ctx context.Context, repo, ref string) (Manifest, []
 // DeleteManifest removes the manifest dgst from repo, every tag of repo that points at it, and its
 // entry in the referrers of its subject.
 func (s *Store) DeleteManifest(ctx context.Context, repo string, dgst digest.Digest) error {
-	return s.update(func(txn *badger.Txn) error {
+	return s.update(func(ct *commitTxn) error {
+		txn := ct.Txn
 		var m Manifest
 		if err := getJSON(txn, manifestKey(repo, dgst), &m); err != nil {
 			return notFound(err, ErrManifestUnknown)
@@ -220,7 +243,8 @@ func (s *Store) DeleteManifest(ctx context.Context, repo string, dgst digest.Dig
 
 // DeleteTag removes tag from repo, leaving the manifest it pointed at.
 func (s *Store) DeleteTag(ctx context.Context, repo, tag string) error {
-	return s.update(func(txn *badger.Txn) error {
+	return s.update(func(ct *commitTxn) error {
+		txn := ct.Txn
 		if _, err := txn.Get(tagKey(repo, tag)); err != nil {
 			return notFound(err, ErrManifestUnknown)
 		}
@@ -350,4 +374,39 @@ func scan(txn *badger.Txn, prefix []byte, after string, fn func(key, val []byte)
 		}
 	}
 	return nil
+}
+
+// MirroredTag returns the manifest that a mirrored tag points at and when the tag was last checked
+// with the upstream, or ErrManifestUnknown.
+func (s *Store) MirroredTag(ctx context.Context, repo, tag string) (Manifest, time.Time, error) {
+	var m Manifest
+	var checked time.Time
+	err := s.db.View(func(txn *badger.Txn) error {
+		var err error
+		if m, err = resolve(txn, repo, tag); err != nil {
+			return err
+		}
+		item, err := txn.Get(checkedKey(repo, tag))
+		if err != nil {
+			return notFound(err, nil) // never checked: the zero time
+		}
+		return item.Value(func(b []byte) error { return checked.UnmarshalText(b) })
+	})
+	if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
+		return Manifest{}, time.Time{}, err
+	}
+	return m, checked, nil
+}
+
+// TagChecked records that the upstream confirmed a mirrored tag now.
+func (s *Store) TagChecked(ctx context.Context, repo, tag string) error {
+	return s.update(func(ct *commitTxn) error { return setChecked(ct.Txn, repo, tag, s.now()) })
+}
+
+func setChecked(txn *badger.Txn, repo, tag string, at time.Time) error {
+	b, err := at.UTC().MarshalText()
+	if err != nil {
+		return err
+	}
+	return txn.Set(checkedKey(repo, tag), b)
 }

@@ -67,8 +67,8 @@ func (s *Store) reconcile(ctx context.Context) error {
 		s.log.Info("blob files without index records adopted", "count", len(files))
 	}
 	for dgst, size := range files {
-		err := s.update(func(txn *badger.Txn) error {
-			_, err := s.ensureBlobRecord(txn, dgst, size, "")
+		err := s.update(func(ct *commitTxn) error {
+			_, err := s.ensureBlobRecord(ct, dgst, size, "", originNone)
 			return err
 		})
 		if err != nil {
@@ -120,7 +120,7 @@ func (s *Store) dropRecords(missing []digest.Digest) error {
 
 // recount recomputes the stored-blob statistics from the records.
 func (s *Store) recount() error {
-	var n, size int64
+	var n, size, mirrored int64
 	err := s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixBlob), PrefetchValues: true})
 		defer it.Close()
@@ -131,11 +131,15 @@ func (s *Store) recount() error {
 			}
 			n++
 			size += rec.Size
+			if rec.evictable() {
+				mirrored += rec.Size
+			}
 		}
 		return nil
 	})
 	s.blobs.Store(n)
 	s.stored.Store(size)
+	s.mirrored.Store(mirrored)
 	return err
 }
 

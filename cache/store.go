@@ -30,6 +30,11 @@ type Config struct {
 	UploadTTL time.Duration
 	// MaxUploads caps the open upload sessions; zero means 1000.
 	MaxUploads int
+	// MaxMirrored caps the bytes of mirrored content; above it the least recently used mirrored
+	// blobs are evicted. Zero means no cap. Local content is never evicted.
+	MaxMirrored int64
+	// FillTimeout bounds one upstream download; zero means one hour.
+	FillTimeout time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -44,10 +49,25 @@ type Store struct {
 	now        func() time.Time
 	blobs      atomic.Int64 // number of blob files indexed
 	stored     atomic.Int64 // bytes in indexed blob files
+	mirrored   atomic.Int64 // bytes of evictable (mirrored, not local) blobs
+	evicted    atomic.Int64 // blobs evicted since start
+	maxSize    int64        // cap on mirrored bytes; 0: no cap
+	fillTTL    time.Duration
+
+	// ctx and cancel bound the store's own work (fills, access-time flushes); wg waits for it.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 
 	mu sync.Mutex
 	// uploads are the open upload sessions by id, guarded by mu.
 	uploads map[string]*upload
+	// fills are the downloads in progress by digest, guarded by mu.
+	fills map[digest.Digest]*Fill
+	// inUse counts the open readers of each blob, guarded by mu.
+	inUse map[digest.Digest]int
+	// accessed holds reads not yet written to the index, guarded by mu.
+	accessed map[digest.Digest]time.Time
 
 	// gcMu orders garbage collection against the writes that make a blob referenced: they hold it
 	// shared from placing a file to indexing the reference, and count themselves in refs once
@@ -67,7 +87,26 @@ type blobRecord struct {
 	Size      int64     `json:"size"`
 	Created   time.Time `json:"created"`
 	MediaType string    `json:"mediaType,omitempty"` // set when the blob is a manifest
+	// Local is set once a local project uses the blob; such a blob is never evicted.
+	Local bool `json:"local,omitempty"`
+	// Mirrored is set when the blob came from an upstream; it may be evicted unless Local.
+	Mirrored bool `json:"mirrored,omitempty"`
+	// Accessed is the last read, written in batches; eviction removes the least recent first.
+	Accessed time.Time `json:"accessed,omitzero"`
 }
+
+// evictable reports whether eviction may remove the blob: mirrored content only, never what a
+// local project uses, and never manifests (they are small, and a manifest record needs its file).
+func (r blobRecord) evictable() bool { return r.Mirrored && !r.Local && r.MediaType == "" }
+
+// origin says where a blob comes from when it is indexed.
+type origin int
+
+const (
+	originNone     origin = iota // adopted at start: neither yet
+	originLocal                  // pushed to or mounted into a local project
+	originMirrored               // filled from an upstream
+)
 
 // Open prepares the store under cfg.Dir: it empties tmp/ (uploads and downloads cut short by a
 // stop), then reconciles the index with the blob files (see the package invariants).
@@ -83,6 +122,14 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		maxUploads: cfg.MaxUploads,
 		now:        cfg.Now,
 		uploads:    map[string]*upload{},
+		fills:      map[digest.Digest]*Fill{},
+		inUse:      map[digest.Digest]int{},
+		accessed:   map[digest.Digest]time.Time{},
+		maxSize:    cfg.MaxMirrored,
+		fillTTL:    cfg.FillTimeout,
+	}
+	if s.fillTTL <= 0 {
+		s.fillTTL = time.Hour
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -108,12 +155,16 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err := s.reconcile(ctx); err != nil {
 		return nil, fmt.Errorf("reconcile index with %s: %w", s.dir, err)
 	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.wg.Go(s.flushLoop)
 	return s, nil
 }
 
 // Close ends every open upload session and removes its temporary file. Call it after the last
 // request that uses the store has ended.
 func (s *Store) Close() error {
+	s.cancel()
+	s.wg.Wait() // fills end, access times are written
 	s.mu.Lock()
 	sessions := s.uploads
 	s.uploads = map[string]*upload{}
@@ -129,6 +180,9 @@ func (s *Store) Close() error {
 
 // Stats reports the number of blob files and their total size.
 func (s *Store) Stats() (blobs, bytes int64) { return s.blobs.Load(), s.stored.Load() }
+
+// MirrorStats reports the bytes of evictable mirrored content and how many blobs were evicted.
+func (s *Store) MirrorStats() (bytes, evicted int64) { return s.mirrored.Load(), s.evicted.Load() }
 
 func (s *Store) tmpDir() string { return filepath.Join(s.dir, "tmp") }
 
@@ -154,20 +208,37 @@ func (s *Store) StatBlob(ctx context.Context, repo string, dgst digest.Digest) (
 	return info, err
 }
 
-// OpenBlob opens the blob dgst for reading if repo may read it. The caller closes the file.
-func (s *Store) OpenBlob(ctx context.Context, repo string, dgst digest.Digest) (*os.File, BlobInfo, error) {
+// BlobFile is an open blob. Serve its *os.File (so that sendfile does the copy) and Close the
+// BlobFile: while it is open, eviction leaves the blob alone.
+type BlobFile struct {
+	*os.File
+	Info    BlobInfo
+	release func()
+}
+
+// Close closes the file and lets eviction consider the blob again.
+func (b *BlobFile) Close() error {
+	b.release()
+	return b.File.Close()
+}
+
+// OpenBlob opens the blob dgst for reading if repo may read it, and records the access.
+func (s *Store) OpenBlob(ctx context.Context, repo string, dgst digest.Digest) (*BlobFile, error) {
 	info, err := s.StatBlob(ctx, repo, dgst)
 	if err != nil {
-		return nil, BlobInfo{}, err
+		return nil, err
 	}
+	release := s.hold(dgst)
 	f, err := os.Open(s.blobPath(dgst))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, BlobInfo{}, fmt.Errorf("%w: %s has a record but no file", ErrBlobUnknown, dgst)
-	}
 	if err != nil {
-		return nil, BlobInfo{}, fmt.Errorf("open blob %s: %w", dgst, err)
+		release()
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%w: %s has a record but no file", ErrBlobUnknown, dgst)
+		}
+		return nil, fmt.Errorf("open blob %s: %w", dgst, err)
 	}
-	return f, info, nil
+	s.touch(dgst)
+	return &BlobFile{File: f, Info: info, release: release}, nil
 }
 
 // PutBlob stores the content of r under dgst and links it to repo. size is the announced length,
@@ -205,8 +276,9 @@ func (s *Store) commitFile(ctx context.Context, f *os.File, repo string, dgst di
 		return BlobInfo{}, err
 	}
 	var info BlobInfo
-	err = s.update(func(txn *badger.Txn) error {
-		rec, err := s.ensureBlobRecord(txn, dgst, size, "")
+	err = s.update(func(ct *commitTxn) error {
+		txn := ct.Txn
+		rec, err := s.ensureBlobRecord(ct, dgst, size, "", originLocal)
 		if err != nil {
 			return err
 		}
@@ -235,17 +307,34 @@ func (s *Store) unplace(placed bool, dgst digest.Digest) {
 	}
 }
 
-// LinkBlob lets repo read the blob dgst, which must already be stored (a cross-repository mount:
-// the caller has checked that the requester may read it where it came from).
+// LinkBlob lets repo, a local repository, read the blob dgst, which must already be stored (a
+// cross-repository mount: the caller has checked that the requester may read it where it came
+// from). The blob is local content from then on, never evicted.
 func (s *Store) LinkBlob(ctx context.Context, repo string, dgst digest.Digest) (BlobInfo, error) {
+	return s.linkExisting(repo, dgst, originLocal)
+}
+
+// LinkMirroredBlob lets repo, a mirrored repository, read the stored blob dgst: the caller has
+// checked with the upstream that the repository has it.
+func (s *Store) LinkMirroredBlob(ctx context.Context, repo string, dgst digest.Digest) (BlobInfo, error) {
+	return s.linkExisting(repo, dgst, originNone)
+}
+
+func (s *Store) linkExisting(repo string, dgst digest.Digest, from origin) (BlobInfo, error) {
 	s.gcMu.RLock()
 	defer s.gcMu.RUnlock()
 	defer s.refs.Add(1) // after the index write, before RUnlock: see Collect
 	var info BlobInfo
-	err := s.update(func(txn *badger.Txn) error {
+	err := s.update(func(ct *commitTxn) error {
+		txn := ct.Txn
 		rec, err := getBlobRecord(txn, dgst)
 		if err != nil {
 			return err
+		}
+		if from != originNone {
+			if rec, err = s.ensureBlobRecord(ct, dgst, rec.Size, "", from); err != nil {
+				return err
+			}
 		}
 		info = BlobInfo{Digest: dgst, Size: rec.Size, Created: rec.Created}
 		return link(txn, repo, dgst)
@@ -256,7 +345,8 @@ func (s *Store) LinkBlob(ctx context.Context, repo string, dgst digest.Digest) (
 // UnlinkBlob removes repo's access to the blob dgst, or returns ErrBlobUnknown. The file stays
 // until garbage collection finds no repository using it.
 func (s *Store) UnlinkBlob(ctx context.Context, repo string, dgst digest.Digest) error {
-	return s.update(func(txn *badger.Txn) error {
+	return s.update(func(ct *commitTxn) error {
+		txn := ct.Txn
 		if _, err := txn.Get(linkKey(repo, dgst)); err != nil {
 			return notFound(err, ErrBlobUnknown)
 		}
@@ -326,11 +416,21 @@ func removeTemp(f *os.File) {
 }
 
 // update runs fn in a read-write transaction, retrying a few times when badger reports a
-// conflict with a concurrent transaction.
-func (s *Store) update(fn func(txn *badger.Txn) error) error {
+// conflict with a concurrent transaction. Work registered with pending runs once the transaction
+// has committed, so that a retried transaction does not count twice.
+func (s *Store) update(fn func(ct *commitTxn) error) error {
 	var err error
 	for range 5 {
-		err = s.db.Update(fn)
+		ct := &commitTxn{}
+		err = s.db.Update(func(txn *badger.Txn) error {
+			ct.Txn = txn
+			return fn(ct)
+		})
+		if err == nil {
+			for _, f := range ct.after {
+				f()
+			}
+		}
 		if !errors.Is(err, badger.ErrConflict) {
 			return err
 		}
@@ -338,38 +438,64 @@ func (s *Store) update(fn func(txn *badger.Txn) error) error {
 	return err
 }
 
-// ensureBlobRecord writes the blob record of a placed file unless it exists, and returns it.
-// mediaType, when not empty, is the media type of a manifest stored under dgst: a digest names
-// one media type only, so a manifest already stored under another type is refused.
-func (s *Store) ensureBlobRecord(txn *badger.Txn, dgst digest.Digest, size int64, mediaType string) (blobRecord, error) {
-	rec, err := getBlobRecord(txn, dgst)
-	if err == nil {
-		switch {
-		case mediaType == "" || rec.MediaType == mediaType:
-		case rec.MediaType == "":
-			rec.MediaType = mediaType
-			return rec, putJSON(txn, blobKey(dgst), rec)
-		default:
-			return rec, fmt.Errorf("%w: %s is stored as %s", ErrMediaTypeConflict, dgst, rec.MediaType)
-		}
+// commitTxn is a read-write transaction with work to run once it has committed.
+type commitTxn struct {
+	*badger.Txn
+	after []func()
+}
+
+// onCommit runs f after the transaction commits, and not at all if it does not.
+func (ct *commitTxn) onCommit(f func()) { ct.after = append(ct.after, f) }
+
+// ensureBlobRecord writes the blob record of a placed file unless it exists, marks where it is
+// used from, and returns it. mediaType, when not empty, is the media type of a manifest stored
+// under dgst: a digest names one media type only, so a manifest already stored under another
+// type is refused. The statistics change only after the transaction commits (see counted).
+func (s *Store) ensureBlobRecord(ct *commitTxn, dgst digest.Digest, size int64, mediaType string, from origin) (blobRecord, error) {
+	rec, err := getBlobRecord(ct.Txn, dgst)
+	isNew := errors.Is(err, ErrBlobUnknown)
+	if err != nil && !isNew {
+		return rec, err
+	}
+	if isNew {
+		rec = blobRecord{Size: size, Created: s.now().UTC()}
+	}
+	old := rec
+	switch {
+	case mediaType == "" || rec.MediaType == mediaType:
+	case rec.MediaType == "":
+		rec.MediaType = mediaType
+	default:
+		return rec, fmt.Errorf("%w: %s is stored as %s", ErrMediaTypeConflict, dgst, rec.MediaType)
+	}
+	switch from {
+	case originLocal:
+		rec.Local = true
+	case originMirrored:
+		rec.Mirrored = true
+		rec.Accessed = s.now().UTC()
+	}
+	if !isNew && rec == old {
 		return rec, nil
 	}
-	if !errors.Is(err, ErrBlobUnknown) {
+	if err := putJSON(ct.Txn, blobKey(dgst), rec); err != nil {
 		return rec, err
 	}
-	rec = blobRecord{Size: size, Created: s.now().UTC(), MediaType: mediaType}
-	if err := putJSON(txn, blobKey(dgst), rec); err != nil {
-		return rec, err
-	}
-	s.countBlob(size)
+	ct.onCommit(func() { s.account(old, rec, isNew) })
 	return rec, nil
 }
 
-// countBlob adjusts the stored-blob statistics; badger may retry a transaction, but a record is
-// created once, so the counters stay close enough for metrics.
-func (s *Store) countBlob(size int64) {
-	s.blobs.Add(1)
-	s.stored.Add(size)
+// account moves the statistics from the old record of a blob to the new one.
+func (s *Store) account(old, rec blobRecord, isNew bool) {
+	if isNew {
+		s.blobs.Add(1)
+		s.stored.Add(rec.Size)
+	} else if old.evictable() {
+		s.mirrored.Add(-old.Size)
+	}
+	if rec.evictable() {
+		s.mirrored.Add(rec.Size)
+	}
 }
 
 func getBlobRecord(txn *badger.Txn, dgst digest.Digest) (blobRecord, error) {

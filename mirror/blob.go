@@ -27,7 +27,7 @@ func (s *Server) handleGetBlob(w http.ResponseWriter, r *http.Request, req reque
 	if err != nil {
 		return err
 	}
-	f, _, err := s.store.OpenBlob(r.Context(), req.repo, dgst)
+	f, err := s.store.OpenBlob(r.Context(), req.repo, dgst)
 	if err != nil {
 		return err
 	}
@@ -40,7 +40,7 @@ func (s *Server) handleGetBlob(w http.ResponseWriter, r *http.Request, req reque
 	h.Set("Etag", `"`+dgst.String()+`"`)
 	h.Set("Cache-Control", "max-age=31536000, immutable")
 	// ServeContent answers Range and HEAD; handed the *os.File itself, it copies with sendfile.
-	http.ServeContent(w, r, "", time.Time{}, f)
+	http.ServeContent(w, r, "", time.Time{}, f.File)
 	return nil
 }
 

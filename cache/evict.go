@@ -1,0 +1,168 @@
+package cache
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/opencontainers/go-digest"
+)
+
+// flushInterval is how often the access times of reads are written to the index: in batches,
+// not one write per read.
+const flushInterval = 10 * time.Second
+
+// hold marks dgst as being read until the returned func is called; eviction skips it meanwhile.
+func (s *Store) hold(dgst digest.Digest) (release func()) {
+	s.mu.Lock()
+	s.inUse[dgst]++
+	s.mu.Unlock()
+	return func() {
+		s.mu.Lock()
+		if s.inUse[dgst]--; s.inUse[dgst] <= 0 {
+			delete(s.inUse, dgst)
+		}
+		s.mu.Unlock()
+	}
+}
+
+// touch records a read of dgst; flushAccess writes it later.
+func (s *Store) touch(dgst digest.Digest) {
+	s.mu.Lock()
+	s.accessed[dgst] = s.now().UTC()
+	s.mu.Unlock()
+}
+
+func (s *Store) flushLoop() {
+	t := time.NewTicker(flushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			if err := s.flushAccess(); err != nil {
+				s.log.Warn("writing access times", "err", err)
+			}
+			return
+		case <-t.C:
+			if err := s.flushAccess(); err != nil {
+				s.log.Warn("writing access times", "err", err)
+			}
+		}
+	}
+}
+
+// flushAccess writes the access times recorded since the last flush, in one transaction.
+func (s *Store) flushAccess() error {
+	s.mu.Lock()
+	batch := s.accessed
+	s.accessed = map[digest.Digest]time.Time{}
+	s.mu.Unlock()
+	if len(batch) == 0 {
+		return nil
+	}
+	return s.update(func(ct *commitTxn) error {
+		for dgst, at := range batch {
+			rec, err := getBlobRecord(ct.Txn, dgst)
+			if errors.Is(err, ErrBlobUnknown) {
+				continue // evicted or collected meanwhile
+			}
+			if err != nil {
+				return err
+			}
+			if at.After(rec.Accessed) {
+				rec.Accessed = at
+				if err := putJSON(ct.Txn, blobKey(dgst), rec); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// Evict removes the least recently used mirrored blobs until mirrored content fits the cap
+// (Config.MaxMirrored). It never removes local content, manifests, or a blob being read. An
+// evicted blob is fetched again from upstream when next asked for: the repository links stay, and
+// a link without a blob record reads as "not stored". It returns how many blobs it removed.
+func (s *Store) Evict(ctx context.Context) (int, error) {
+	if s.maxSize <= 0 || s.mirrored.Load() <= s.maxSize {
+		return 0, nil
+	}
+	if err := s.flushAccess(); err != nil {
+		return 0, err
+	}
+	s.gcMu.Lock() // no blob gains a reference while it goes
+	defer s.gcMu.Unlock()
+	type candidate struct {
+		dgst digest.Digest
+		rec  blobRecord
+	}
+	var cands []candidate
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixBlob), PrefetchValues: true})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			var rec blobRecord
+			if err := it.Item().Value(func(b []byte) error { return json.Unmarshal(b, &rec) }); err != nil {
+				return err
+			}
+			if rec.evictable() {
+				cands = append(cands, candidate{digest.Digest(it.Item().Key()[len(prefixBlob):]), rec})
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("evict: %w", err)
+	}
+	slices.SortFunc(cands, func(a, b candidate) int { return a.rec.Accessed.Compare(b.rec.Accessed) })
+	evicted := 0
+	for _, c := range cands {
+		if s.mirrored.Load() <= s.maxSize || ctx.Err() != nil {
+			break
+		}
+		s.mu.Lock()
+		busy := s.inUse[c.dgst] > 0 || s.fills[c.dgst] != nil
+		s.mu.Unlock()
+		if busy {
+			continue
+		}
+		// Record first, then file: the index never points at a missing file.
+		err := s.update(func(ct *commitTxn) error {
+			rec, err := getBlobRecord(ct.Txn, c.dgst)
+			if err != nil || !rec.evictable() {
+				return err // gone, or no longer evictable: leave it
+			}
+			if err := ct.Delete(blobKey(c.dgst)); err != nil {
+				return err
+			}
+			ct.onCommit(func() {
+				s.blobs.Add(-1)
+				s.stored.Add(-rec.Size)
+				s.mirrored.Add(-rec.Size)
+				s.evicted.Add(1)
+				evicted++
+			})
+			return nil
+		})
+		if errors.Is(err, ErrBlobUnknown) {
+			continue
+		}
+		if err != nil {
+			return evicted, fmt.Errorf("evict %s: %w", c.dgst, err)
+		}
+		if err := os.Remove(s.blobPath(c.dgst)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return evicted, fmt.Errorf("evict %s: %w", c.dgst, err)
+		}
+	}
+	if evicted > 0 {
+		s.log.Info("evicted mirrored blobs", "count", evicted, "mirrored_bytes", s.mirrored.Load(), "max", s.maxSize)
+	}
+	return evicted, nil
+}

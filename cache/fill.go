@@ -1,0 +1,282 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"sync"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// holdBack is how many of the last bytes of a filling blob readers may not see until the whole
+// blob has matched its digest: a wrong or cut blob never reaches a client complete (SECURITY.md 1).
+const holdBack = 64 << 10
+
+// fillBuffer is the size of the copy buffer of one fill.
+const fillBuffer = 256 << 10
+
+// Fetcher opens an upstream blob: its body and its length (-1 when the upstream did not say).
+// It is called once per fill, with a context that ends with the fill.
+type Fetcher func(ctx context.Context) (body io.ReadCloser, size int64, err error)
+
+// Fill is one download of a mirrored blob into the store. However many clients ask for the blob at
+// once, there is one Fill and one upstream request (invariant: at most one upstream GET per digest
+// in flight); each client reads it through its own FillReader as the temporary file grows.
+//
+// The download runs under the store's lifetime and Config.FillTimeout, not under any client's
+// request: a client that hangs up does not stop it for the others.
+type Fill struct {
+	dgst    digest.Digest
+	started chan struct{} // closed when size is known or the fill failed
+
+	mu sync.Mutex
+	// file, size, written, done, err, changed and readers are guarded by mu.
+	file    *os.File // the temporary file; renamed into place on success
+	size    int64    // announced by the upstream, -1 when unknown
+	written int64
+	done    bool
+	err     error
+	changed chan struct{} // closed and replaced at every change
+	readers int           // open FillReaders, plus one for the download itself
+}
+
+// FillBlob returns the fill of dgst for repo, a mirrored repository: the one in progress, or a new
+// one that calls fetch. joined reports whether it joined a fill in progress. On success the blob
+// is stored, linked to repo and marked mirrored, and Evict runs.
+func (s *Store) FillBlob(dgst digest.Digest, repo string, fetch Fetcher) (f *Fill, joined bool, err error) {
+	if err := supported(dgst); err != nil {
+		return nil, false, err
+	}
+	s.mu.Lock()
+	if f := s.fills[dgst]; f != nil {
+		s.mu.Unlock()
+		return f, true, nil
+	}
+	file, err := os.CreateTemp(s.tmpDir(), "fill-*")
+	if err != nil {
+		s.mu.Unlock()
+		return nil, false, fmt.Errorf("create fill file: %w", err)
+	}
+	f = &Fill{dgst: dgst, file: file, size: -1, started: make(chan struct{}), changed: make(chan struct{}), readers: 1}
+	s.fills[dgst] = f
+	s.mu.Unlock()
+	s.wg.Go(func() { s.runFill(f, repo, fetch) })
+	return f, false, nil
+}
+
+func (s *Store) runFill(f *Fill, repo string, fetch Fetcher) {
+	ctx, cancel := context.WithTimeout(s.ctx, s.fillTTL)
+	defer cancel()
+	err := s.download(ctx, f, fetch)
+	if err == nil {
+		err = s.commitFill(ctx, f, repo)
+	}
+	s.mu.Lock()
+	delete(s.fills, f.dgst)
+	s.mu.Unlock()
+	f.finish(err)
+	if err != nil {
+		_ = os.Remove(f.file.Name())
+	}
+	f.release()
+	if err == nil {
+		if _, err := s.Evict(ctx); err != nil {
+			s.log.Error("eviction failed", "err", err)
+		}
+	}
+}
+
+// download copies the upstream body into the fill's file while hashing it, and checks size and
+// digest at the end. Nothing is kept unless both match.
+func (s *Store) download(ctx context.Context, f *Fill, fetch Fetcher) error {
+	body, size, err := fetch(ctx)
+	if err != nil {
+		return err
+	}
+	defer body.Close()
+	f.mu.Lock()
+	f.size = size
+	f.mu.Unlock()
+	close(f.started)
+	var h hash.Hash = f.dgst.Algorithm().Hash()
+	buf := make([]byte, fillBuffer)
+	for {
+		n, rerr := body.Read(buf)
+		if n > 0 {
+			if _, err := f.file.Write(buf[:n]); err != nil {
+				return fmt.Errorf("write fill of %s: %w", f.dgst, err)
+			}
+			h.Write(buf[:n])
+			f.advance(int64(n))
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return fmt.Errorf("%w: download of %s cut short: %v", ErrUpstreamCut, f.dgst, rerr)
+		}
+	}
+	f.mu.Lock()
+	written := f.written
+	f.mu.Unlock()
+	if size >= 0 && written != size {
+		return fmt.Errorf("%w: got %d bytes of %s, upstream announced %d", ErrUpstreamCut, written, f.dgst, size)
+	}
+	if got := digest.NewDigest(f.dgst.Algorithm(), h); got != f.dgst {
+		return fmt.Errorf("%w: upstream content of %s hashes to %s", ErrDigestMismatch, f.dgst, got)
+	}
+	return nil
+}
+
+// commitFill places the verified file and indexes it as mirrored content linked to repo.
+func (s *Store) commitFill(ctx context.Context, f *Fill, repo string) error {
+	s.gcMu.RLock()
+	defer s.gcMu.RUnlock()
+	defer s.refs.Add(1) // after the index write, before RUnlock: see Collect
+	placed, err := s.place(f.file, f.dgst)
+	if err != nil {
+		return err
+	}
+	err = s.update(func(ct *commitTxn) error {
+		if _, err := s.ensureBlobRecord(ct, f.dgst, f.writtenBytes(), "", originMirrored); err != nil {
+			return err
+		}
+		return link(ct.Txn, repo, f.dgst)
+	})
+	if err != nil {
+		s.unplace(placed, f.dgst)
+	}
+	return err
+}
+
+func (f *Fill) writtenBytes() int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.written
+}
+
+func (f *Fill) advance(n int64) {
+	f.mu.Lock()
+	f.written += n
+	close(f.changed)
+	f.changed = make(chan struct{})
+	f.mu.Unlock()
+}
+
+func (f *Fill) finish(err error) {
+	f.mu.Lock()
+	f.done, f.err = true, err
+	close(f.changed)
+	f.changed = make(chan struct{})
+	f.mu.Unlock()
+	select {
+	case <-f.started:
+	default:
+		close(f.started)
+	}
+}
+
+// release drops one user of the file; the last one closes it.
+func (f *Fill) release() {
+	f.mu.Lock()
+	f.readers--
+	last := f.readers == 0
+	f.mu.Unlock()
+	if last {
+		_ = f.file.Close()
+	}
+}
+
+// Reader waits until the upstream has answered, then returns a reader of the blob from its first
+// byte. It fails with the fill's error when the upstream refused or could not be reached.
+func (f *Fill) Reader(ctx context.Context) (*FillReader, error) {
+	select {
+	case <-f.started:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.done && f.err != nil {
+		return nil, f.err
+	}
+	if f.readers == 0 { // finished and closed between lookup and now: the caller asks again
+		return nil, fmt.Errorf("%w: fill of %s already ended", errFillEnded, f.dgst)
+	}
+	f.readers++
+	return &FillReader{f: f, ctx: ctx}, nil
+}
+
+// errFillEnded means a fill ended while a reader was joining it; the blob is stored by then.
+var errFillEnded = errors.New("fill ended")
+
+// ErrUpstreamCut means the upstream's answer ended before the blob did.
+var ErrUpstreamCut = errors.New("upstream download cut short")
+
+// IsFillEnded reports whether err means the fill had ended: read the stored blob instead.
+func IsFillEnded(err error) bool { return errors.Is(err, errFillEnded) }
+
+// FillReader reads a blob while it is being downloaded. Read blocks until more verified bytes are
+// there; it returns the fill's error if the download fails, so a client never receives a wrong or
+// cut blob as complete. Close it when done.
+type FillReader struct {
+	f      *Fill
+	ctx    context.Context
+	off    int64
+	closed bool
+}
+
+// Size is the blob's length as the upstream announced it, or -1.
+func (r *FillReader) Size() int64 {
+	r.f.mu.Lock()
+	defer r.f.mu.Unlock()
+	return r.f.size
+}
+
+func (r *FillReader) Read(p []byte) (int, error) {
+	f := r.f
+	for {
+		f.mu.Lock()
+		avail := f.written
+		if !(f.done && f.err == nil) {
+			avail -= holdBack
+			if f.size >= 0 {
+				avail = min(f.written, f.size-holdBack)
+			}
+		}
+		done, err, changed := f.done, f.err, f.changed
+		f.mu.Unlock()
+		if done && err != nil {
+			return 0, err
+		}
+		if r.off < avail {
+			n, rerr := f.file.ReadAt(p[:min(int64(len(p)), avail-r.off)], r.off)
+			r.off += int64(n)
+			if rerr == io.EOF {
+				rerr = nil
+			}
+			return n, rerr
+		}
+		if done {
+			return 0, io.EOF
+		}
+		select {
+		case <-changed:
+		case <-r.ctx.Done():
+			return 0, r.ctx.Err()
+		}
+	}
+}
+
+// Close lets the fill close its file once nobody reads it.
+func (r *FillReader) Close() error {
+	if !r.closed {
+		r.closed = true
+		r.f.release()
+	}
+	return nil
+}

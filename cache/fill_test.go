@@ -1,0 +1,320 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// gate is an upstream body that hands out its bytes only as the test allows.
+type gate struct {
+	data    []byte
+	off     int
+	allow   chan int // how many more bytes may be read
+	budget  int
+	failAt  int // when > 0, fail after this many bytes
+	corrupt bool
+}
+
+func (g *gate) Read(p []byte) (int, error) {
+	if g.off == len(g.data) {
+		return 0, io.EOF
+	}
+	if g.failAt > 0 && g.off >= g.failAt {
+		return 0, io.ErrUnexpectedEOF
+	}
+	for g.budget == 0 {
+		n, ok := <-g.allow
+		if !ok {
+			g.budget = len(g.data)
+		} else {
+			g.budget = n
+		}
+	}
+	n := min(len(p), g.budget, len(g.data)-g.off)
+	if g.failAt > 0 {
+		n = min(n, g.failAt-g.off)
+	}
+	copy(p, g.data[g.off:g.off+n])
+	if g.corrupt {
+		p[0] ^= 0xff
+	}
+	g.off += n
+	g.budget -= n
+	return n, nil
+}
+
+func (g *gate) Close() error { return nil }
+
+func randomBytes(t *testing.T, n int) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestFillStreamsToEveryReaderOnce(t *testing.T) {
+	s, _ := newStore(t)
+	data := randomBytes(t, 1<<20)
+	dgst := digest.FromBytes(data)
+	g := &gate{data: data, allow: make(chan int)}
+	var fetches atomic.Int32
+	fetch := func(ctx context.Context) (io.ReadCloser, int64, error) {
+		fetches.Add(1)
+		return g, int64(len(data)), nil
+	}
+	f, joined, err := s.FillBlob(dgst, "docker.io/library/x", fetch)
+	if err != nil || joined {
+		t.Fatalf("FillBlob = %v, joined %v", err, joined)
+	}
+	ctx := context.Background()
+	first, err := f.Reader(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.Size() != int64(len(data)) {
+		t.Errorf("Size() = %d", first.Size())
+	}
+	// Let half through: the first reader sees it before the download ends, minus the held-back tail.
+	g.allow <- len(data) / 2
+	buf := make([]byte, len(data))
+	n, err := io.ReadAtLeast(first, buf, len(data)/4)
+	if err != nil || !bytes.Equal(buf[:n], data[:n]) {
+		t.Fatalf("first reader got %d bytes (%v) before the end", n, err)
+	}
+	// A second client joins the same fill: no second fetch.
+	f2, joined, _ := s.FillBlob(dgst, "docker.io/library/x", fetch)
+	if !joined || f2 != f {
+		t.Fatal("a concurrent FillBlob started a second download")
+	}
+	second, err := f2.Reader(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	close(g.allow)
+	var wg sync.WaitGroup
+	for _, r := range []*FillReader{first, second} {
+		wg.Go(func() {
+			defer r.Close()
+			got, err := io.ReadAll(r)
+			if r == first {
+				got = append(buf[:n:n], got...)
+			}
+			if err != nil || digest.FromBytes(got) != dgst {
+				t.Errorf("reader got %d bytes, %v", len(got), err)
+			}
+		})
+	}
+	wg.Wait()
+	if fetches.Load() != 1 {
+		t.Errorf("fetched %d times, want 1", fetches.Load())
+	}
+	waitStored(t, s, "docker.io/library/x", dgst)
+	if _, mirrored := s.MirrorStats(); mirrored != 0 {
+		t.Errorf("evictions = %d", mirrored)
+	}
+	if b, _ := s.MirrorStats(); b != int64(len(data)) {
+		t.Errorf("mirrored bytes = %d, want %d", b, len(data))
+	}
+}
+
+// waitStored polls until dgst is readable in repo: the fill commits after its readers finish.
+func waitStored(t *testing.T, s *Store, repo string, dgst digest.Digest) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := s.StatBlob(context.Background(), repo, dgst); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never stored in %s", dgst, repo)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestFillNeverCompletesAWrongBlob(t *testing.T) {
+	data := randomBytes(t, 300<<10)
+	dgst := digest.FromBytes(data)
+	tests := []struct {
+		name string
+		body *gate
+		size int64
+		want error
+	}{
+		{"corrupted", &gate{data: data, corrupt: true}, int64(len(data)), ErrDigestMismatch},
+		{"truncated", &gate{data: data, failAt: len(data) - 100}, int64(len(data)), ErrUpstreamCut},
+		{"shorter than announced", &gate{data: data[:len(data)-10]}, int64(len(data)), ErrUpstreamCut},
+		{"unknown size, corrupted", &gate{data: data, corrupt: true}, -1, ErrDigestMismatch},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, _ := newStore(t)
+			tt.body.allow = make(chan int)
+			close(tt.body.allow)
+			f, _, err := s.FillBlob(dgst, "docker.io/library/x", func(context.Context) (io.ReadCloser, int64, error) {
+				return tt.body, tt.size, nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := f.Reader(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(r)
+			r.Close()
+			if !errors.Is(err, tt.want) {
+				t.Errorf("read error = %v, want %v", err, tt.want)
+			}
+			if len(got) > len(data)-holdBack {
+				t.Errorf("reader got %d of %d bytes: more than all but the held-back tail", len(got), len(data))
+			}
+			if _, err := s.StatBlob(context.Background(), "docker.io/library/x", dgst); !errors.Is(err, ErrBlobUnknown) {
+				t.Errorf("a bad blob was stored: %v", err)
+			}
+		})
+	}
+}
+
+func TestFillFailsFastWhenUpstreamRefuses(t *testing.T) {
+	s, _ := newStore(t)
+	refused := errors.New("upstream said 404")
+	f, _, err := s.FillBlob(digest.FromString("x"), "docker.io/library/x", func(context.Context) (io.ReadCloser, int64, error) {
+		return nil, 0, refused
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Reader(context.Background()); !errors.Is(err, refused) {
+		t.Errorf("Reader = %v, want the fetch error", err)
+	}
+	// The failed fill is gone: the next request starts a new one.
+	waitFor(t, func() bool {
+		_, joined, _ := s.FillBlob(digest.FromString("y"), "r", func(context.Context) (io.ReadCloser, int64, error) { return nil, 0, refused })
+		return !joined
+	})
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestFillGoesOnWhenTheClientLeaves(t *testing.T) {
+	s, _ := newStore(t)
+	data := randomBytes(t, 512<<10)
+	dgst := digest.FromBytes(data)
+	g := &gate{data: data, allow: make(chan int)}
+	f, _, _ := s.FillBlob(dgst, "docker.io/library/x", func(context.Context) (io.ReadCloser, int64, error) {
+		return g, int64(len(data)), nil
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	r, err := f.Reader(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel() // the client hangs up
+	if _, err := r.Read(make([]byte, 10)); !errors.Is(err, context.Canceled) {
+		t.Errorf("Read after hang-up = %v", err)
+	}
+	r.Close()
+	close(g.allow)
+	waitStored(t, s, "docker.io/library/x", dgst)
+	bf, err := s.OpenBlob(context.Background(), "docker.io/library/x", dgst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(bf)
+	bf.Close()
+	if !bytes.Equal(got, data) {
+		t.Error("stored blob differs")
+	}
+}
+
+func TestEvictLeastRecentlyUsedMirroredContent(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	db, err := OpenDB(filepath.Join(dir, "index"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	now := time.Unix(1_800_000_000, 0)
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	tick := func() { mu.Lock(); now = now.Add(time.Minute); mu.Unlock() }
+	s, err := Open(ctx, Config{Dir: dir, DB: db, MaxMirrored: 250 << 10, Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// A local blob larger than the cap: never evicted, never counted.
+	local := randomBytes(t, 300<<10)
+	if _, err := s.PutBlob(ctx, "p/a", digest.FromBytes(local), bytes.NewReader(local), -1); err != nil {
+		t.Fatal(err)
+	}
+	fill := func(data []byte) digest.Digest {
+		d := digest.FromBytes(data)
+		f, _, err := s.FillBlob(d, "docker.io/library/x", func(context.Context) (io.ReadCloser, int64, error) {
+			return io.NopCloser(bytes.NewReader(data)), int64(len(data)), nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := f.Reader(ctx)
+		if err == nil {
+			io.Copy(io.Discard, r)
+			r.Close()
+		}
+		waitStored(t, s, "docker.io/library/x", d)
+		tick()
+		return d
+	}
+	a := fill(randomBytes(t, 100<<10))
+	b := fill(randomBytes(t, 100<<10))
+	// Read a again: now b is the least recently used.
+	bf, err := s.OpenBlob(ctx, "docker.io/library/x", a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bf.Close()
+	tick()
+	c := fill(randomBytes(t, 100<<10)) // 300 KiB > 250 KiB: one must go
+	waitFor(t, func() bool { _, n := s.MirrorStats(); return n == 1 })
+	if _, err := s.StatBlob(ctx, "docker.io/library/x", b); !errors.Is(err, ErrBlobUnknown) {
+		t.Errorf("least recently used blob b still stored: %v", err)
+	}
+	for _, d := range []digest.Digest{a, c} {
+		if _, err := s.StatBlob(ctx, "docker.io/library/x", d); err != nil {
+			t.Errorf("recently used %s evicted: %v", d, err)
+		}
+	}
+	if _, err := s.StatBlob(ctx, "p/a", digest.FromBytes(local)); err != nil {
+		t.Errorf("local blob evicted: %v", err)
+	}
+	if bytes, _ := s.MirrorStats(); bytes > 250<<10 {
+		t.Errorf("mirrored bytes %d over the cap", bytes)
+	}
+	if _, err := os.Stat(s.blobPath(b)); !os.IsNotExist(err) {
+		t.Errorf("evicted file still on disk: %v", err)
+	}
+}
