@@ -42,6 +42,8 @@ type Config struct {
 	// ReservedNames may not name a project: the configured upstreams, whose names select them in
 	// a repository path (DESIGN.md, "How a pull flows").
 	ReservedNames []string
+	// AnonymousMirrorPull lets anonymous callers pull mirrored content (auth.anonymous_pull: mirror).
+	AnonymousMirrorPull bool
 	// BcryptCost is the cost of new password hashes; zero means bcrypt.DefaultCost. Tests lower it.
 	BcryptCost int
 }
@@ -52,8 +54,9 @@ type Service struct {
 	log      *slog.Logger
 	realm    string
 	now      func() time.Time
-	cost     int
-	reserved map[string]bool
+	cost       int
+	reserved   map[string]bool
+	anonMirror bool
 	key      []byte // HMAC key of the credential cache, random per process
 	dummy    []byte // a bcrypt hash compared against for unknown users
 
@@ -86,6 +89,7 @@ func New(ctx context.Context, db *badger.DB, cfg Config) (s *Service, generated 
 	if s.now == nil {
 		s.now = time.Now
 	}
+	s.anonMirror = cfg.AnonymousMirrorPull
 	s.reserved = map[string]bool{}
 	for _, n := range cfg.ReservedNames {
 		s.reserved[n] = true
@@ -213,6 +217,24 @@ func (s *Service) Authorize(ctx context.Context, p Principal, repo string, actio
 		return err
 	}
 	return decide(p, &proj, action)
+}
+
+// AuthorizeMirror decides whether p may do action on mirrored content: pull only, for every
+// identity, and for the anonymous when the configuration allows it. Mirrors are read-only.
+func (s *Service) AuthorizeMirror(ctx context.Context, p Principal, action Action) error {
+	switch {
+	case action != ActionPull:
+		return ErrDenied
+	case p.Anonymous() && !s.anonMirror:
+		return ErrUnauthenticated
+	}
+	return nil
+}
+
+// ProjectExists reports whether the project name exists.
+func (s *Service) ProjectExists(ctx context.Context, name string) bool {
+	_, err := s.Project(ctx, name)
+	return err == nil
 }
 
 // Challenge returns the WWW-Authenticate value that asks a client to log in.

@@ -127,7 +127,7 @@ func (s *Store) download(ctx context.Context, f *Fill, fetch Fetcher) error {
 		return fmt.Errorf("%w: got %d bytes of %s, upstream announced %d", ErrUpstreamCut, written, f.dgst, size)
 	}
 	if got := digest.NewDigest(f.dgst.Algorithm(), h); got != f.dgst {
-		return fmt.Errorf("%w: upstream content of %s hashes to %s", ErrDigestMismatch, f.dgst, got)
+		return fmt.Errorf("%w: content of %s hashes to %s", ErrUpstreamCorrupt, f.dgst, got)
 	}
 	return nil
 }
@@ -216,6 +216,9 @@ var errFillEnded = errors.New("fill ended")
 
 // ErrUpstreamCut means the upstream's answer ended before the blob did.
 var ErrUpstreamCut = errors.New("upstream download cut short")
+
+// ErrUpstreamCorrupt means the upstream sent a blob that does not match its digest.
+var ErrUpstreamCorrupt = errors.New("upstream sent content that does not match its digest")
 
 // IsFillEnded reports whether err means the fill had ended: read the stored blob instead.
 func IsFillEnded(err error) bool { return errors.Is(err, errFillEnded) }

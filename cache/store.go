@@ -208,6 +208,15 @@ func (s *Store) StatBlob(ctx context.Context, repo string, dgst digest.Digest) (
 	return info, err
 }
 
+// HasBlob reports whether the blob dgst is stored, for any repository.
+func (s *Store) HasBlob(ctx context.Context, dgst digest.Digest) bool {
+	err := s.db.View(func(txn *badger.Txn) error {
+		_, err := txn.Get(blobKey(dgst))
+		return err
+	})
+	return err == nil
+}
+
 // BlobFile is an open blob. Serve its *os.File (so that sendfile does the copy) and Close the
 // BlobFile: while it is open, eviction leaves the blob alone.
 type BlobFile struct {

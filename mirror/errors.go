@@ -33,6 +33,8 @@ const (
 	CodeTagInvalid          Code = "TAG_INVALID"
 	// CodeUnknown is Distribution's code for a server-side failure the spec has no code for.
 	CodeUnknown Code = "UNKNOWN"
+	// CodeUnavailable is Distribution's code for a service that cannot answer now (an upstream).
+	CodeUnavailable Code = "UNAVAILABLE"
 )
 
 // Error is a failed request as the client sees it: an OCI error code, the HTTP status that goes
@@ -46,6 +48,8 @@ type Error struct {
 	Err     error
 	// challenge, when set, is sent as WWW-Authenticate.
 	challenge string
+	// retryAfter, when set, is sent as Retry-After.
+	retryAfter string
 }
 
 func (e *Error) Error() string {
@@ -74,7 +78,14 @@ func toError(err error) *Error {
 		return e
 	}
 	var missing *cache.MissingError
+	if ue, ok := errors.AsType[*UpstreamError](err); ok {
+		return upstreamError(ue)
+	}
 	switch {
+	case errors.Is(err, errUpstreamCorrupt), errors.Is(err, cache.ErrUpstreamCut), errors.Is(err, cache.ErrUpstreamCorrupt):
+		return &Error{Status: http.StatusBadGateway, Code: CodeUnavailable, Message: "the upstream sent corrupt or incomplete content; nothing was kept", Err: err}
+	case errors.Is(err, errUpstreamUnusable):
+		return &Error{Status: http.StatusBadGateway, Code: CodeUnsupported, Message: "the upstream's manifest is of a type cove does not serve", Err: err}
 	case errors.As(err, &missing):
 		return &Error{Status: http.StatusBadRequest, Code: CodeManifestBlobUnknown, Message: missing.Error(), Detail: map[string]string{"digest": missing.Digest.String()}}
 	case errors.Is(err, cache.ErrBlobUnknown):
@@ -114,6 +125,24 @@ func toError(err error) *Error {
 	return errInternal(err)
 }
 
+// upstreamError answers an upstream failure: 429 passed through with its Retry-After, a refusal
+// as DENIED, anything else as a gateway error (502 bad answer, 503 unreachable, 504 too slow).
+func upstreamError(ue *UpstreamError) *Error {
+	switch {
+	case ue.NotFound:
+		return &Error{Status: http.StatusNotFound, Code: CodeNameUnknown, Message: "not found at upstream " + ue.Upstream, Err: ue}
+	case ue.Status == http.StatusTooManyRequests:
+		return &Error{Status: http.StatusTooManyRequests, Code: CodeTooManyRequests, Message: "upstream " + ue.Upstream + " is limiting requests", Err: ue, retryAfter: ue.RetryAfter}
+	case ue.Status == http.StatusUnauthorized || ue.Status == http.StatusForbidden:
+		return &Error{Status: http.StatusForbidden, Code: CodeDenied, Message: "upstream " + ue.Upstream + " refused access", Err: ue}
+	case ue.Status != 0:
+		return &Error{Status: http.StatusBadGateway, Code: CodeUnavailable, Message: fmt.Sprintf("upstream %s answered %d", ue.Upstream, ue.Status), Err: ue}
+	case ue.Timeout:
+		return &Error{Status: http.StatusGatewayTimeout, Code: CodeUnavailable, Message: "upstream " + ue.Upstream + " did not answer in time", Err: ue}
+	}
+	return &Error{Status: http.StatusServiceUnavailable, Code: CodeUnavailable, Message: "upstream " + ue.Upstream + " is unreachable", Err: ue}
+}
+
 type errorBody struct {
 	Errors []errorEntry `json:"errors"`
 }
@@ -129,6 +158,9 @@ func writeError(w http.ResponseWriter, r *http.Request, e *Error) {
 	h := w.Header()
 	if e.challenge != "" {
 		h.Set("WWW-Authenticate", e.challenge)
+	}
+	if e.retryAfter != "" {
+		h.Set("Retry-After", e.retryAfter)
 	}
 	body, _ := json.Marshal(errorBody{Errors: []errorEntry{{Code: e.Code, Message: e.Message, Detail: e.Detail}}})
 	h.Set("Content-Type", "application/json")

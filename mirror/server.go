@@ -10,9 +10,12 @@ package mirror
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
+
+	"golang.org/x/sync/singleflight"
 
 	"cove/auth"
 	"cove/cache"
@@ -28,6 +31,10 @@ type Authorizer interface {
 	Authorize(ctx context.Context, p auth.Principal, repo string, action auth.Action) error
 	// Challenge is the WWW-Authenticate value that asks for credentials for repo and actions.
 	Challenge(repo string, actions ...auth.Action) string
+	// AuthorizeMirror returns nil when p may do action on mirrored content.
+	AuthorizeMirror(ctx context.Context, p auth.Principal, action auth.Action) error
+	// ProjectExists reports whether a local project of that name exists.
+	ProjectExists(ctx context.Context, name string) bool
 }
 
 // Config configures a Server.
@@ -37,6 +44,22 @@ type Config struct {
 	Logger *slog.Logger
 	// IdleTimeout cuts a blob transfer that makes no progress for this long; zero means one minute.
 	IdleTimeout time.Duration
+
+	// Upstreams are the registries mirrored; Default names the one for names that select none.
+	Upstreams []Upstream
+	Default   string
+	// TagTTL is how long a mirrored tag is trusted before it is confirmed with the upstream.
+	TagTTL time.Duration
+	// RevalidateTimeout bounds that confirmation; past it the cached tag is served. Zero: 3s.
+	RevalidateTimeout time.Duration
+	// FetchTimeout bounds fetching a manifest that is not cached, and upstream checks; zero: 30s.
+	FetchTimeout time.Duration
+	// Transport carries requests to upstreams; nil means a shared pool with sane timeouts.
+	Transport http.RoundTripper
+	// Metrics receives the mirror's counters; nil means unregistered ones.
+	Metrics *Metrics
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
 }
 
 // Server is the /v2 HTTP handler. It is safe for concurrent use.
@@ -45,6 +68,15 @@ type Server struct {
 	auth  Authorizer
 	log   *slog.Logger
 	idle  time.Duration
+
+	upstreams    map[string]*upstream
+	def          *upstream
+	tagTTL       time.Duration
+	revalidate   time.Duration
+	fetchTimeout time.Duration
+	metrics      *Metrics
+	now          func() time.Time
+	manifests    singleflight.Group // manifest fetches, by repository and reference
 }
 
 // New returns a Server over cfg.Store, authorizing with cfg.Auth.
@@ -52,14 +84,46 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Store == nil || cfg.Auth == nil {
 		return nil, errors.New("mirror: a store and an authorizer are required")
 	}
-	s := &Server{store: cfg.Store, auth: cfg.Auth, log: cfg.Logger, idle: cfg.IdleTimeout}
+	s := &Server{
+		store: cfg.Store, auth: cfg.Auth, log: cfg.Logger, idle: cfg.IdleTimeout,
+		upstreams: map[string]*upstream{}, tagTTL: cfg.TagTTL, revalidate: cfg.RevalidateTimeout,
+		fetchTimeout: cfg.FetchTimeout, metrics: cfg.Metrics, now: cfg.Now,
+	}
 	if s.idle <= 0 {
 		s.idle = time.Minute
+	}
+	if s.revalidate <= 0 {
+		s.revalidate = 3 * time.Second
+	}
+	if s.fetchTimeout <= 0 {
+		s.fetchTimeout = 30 * time.Second
+	}
+	if s.metrics == nil {
+		s.metrics = NewMetrics(nil)
+	}
+	if s.now == nil {
+		s.now = time.Now
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	s.log = s.log.With("component", "mirror")
+	shared := cfg.Transport
+	if shared == nil {
+		shared = newSharedTransport()
+	}
+	for _, u := range cfg.Upstreams {
+		up, err := newUpstream(u, shared, s.log, s.metrics)
+		if err != nil {
+			return nil, err
+		}
+		s.upstreams[u.Name] = up
+	}
+	if cfg.Default != "" {
+		if s.def = s.upstreams[cfg.Default]; s.def == nil {
+			return nil, fmt.Errorf("mirror: default upstream %q is not configured", cfg.Default)
+		}
+	}
 	return s, nil
 }
 
@@ -67,6 +131,10 @@ func New(cfg Config) (*Server, error) {
 type request struct {
 	route
 	who auth.Principal
+	// For a mirrored repository: its upstream and its name there; route.repo is then the name it
+	// is cached under, "<upstream>/<name there>".
+	up     *upstream
+	upRepo string
 }
 
 // ServeHTTP answers every /v2 request.
@@ -105,6 +173,16 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) error {
 		return e
 	}
 	req := request{route: rt, who: who}
+	if rt.repo != "" {
+		up, upRepo, err := s.route(r.Context(), r, rt.repo)
+		if err != nil {
+			return err
+		}
+		if up != nil {
+			req.up, req.upRepo, req.repo = up, upRepo, up.Name+"/"+upRepo
+			return s.serveMirrored(w, r, req)
+		}
+	}
 
 	h, action := s.endpoint(rt.kind, r.Method)
 	if h == nil {

@@ -109,7 +109,7 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 		return err
 	}
 	defer db.Close()
-	store, err := cache.Open(ctx, cache.Config{Dir: cfg.Data, DB: db, Logger: log})
+	store, err := cache.Open(ctx, cache.Config{Dir: cfg.Data, DB: db, Logger: log, MaxMirrored: int64(cfg.Mirror.MaxSize)})
 	if err != nil {
 		return err
 	}
@@ -118,7 +118,12 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	for name := range cfg.Mirror.Upstreams {
 		upstreams = append(upstreams, name)
 	}
-	authSvc, generated, err := auth.New(ctx, db, auth.Config{AdminPassword: cfg.Auth.AdminPassword, ReservedNames: upstreams, Logger: log})
+	authSvc, generated, err := auth.New(ctx, db, auth.Config{
+		AdminPassword:       cfg.Auth.AdminPassword,
+		ReservedNames:       upstreams,
+		AnonymousMirrorPull: cfg.Auth.AnonymousPull == "mirror",
+		Logger:              log,
+	})
 	if err != nil {
 		return err
 	}
@@ -127,7 +132,16 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 			"cove: it is shown only this once and stored as a hash; set auth.admin_password to choose your own.\n",
 			auth.AdminName, generated)
 	}
-	registry, err := mirror.New(mirror.Config{Store: store, Auth: authSvc, Logger: log})
+	var ups []mirror.Upstream
+	for name, u := range cfg.Mirror.Upstreams {
+		ups = append(ups, mirror.Upstream{Name: name, URL: u.URL, Username: u.Username, Password: u.Password, TokenRealms: u.TokenRealms})
+	}
+	reg := prometheus.NewRegistry()
+	registry, err := mirror.New(mirror.Config{
+		Store: store, Auth: authSvc, Logger: log,
+		Upstreams: ups, Default: cfg.Mirror.Default, TagTTL: time.Duration(cfg.Mirror.TagTTL),
+		Metrics: mirror.NewMetrics(reg),
+	})
 	if err != nil {
 		return err
 	}
@@ -136,13 +150,18 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 		return err
 	}
 
-	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cove_blobs_stored", Help: "Blob files in the store."},
 			func() float64 { n, _ := store.Stats(); return float64(n) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cove_bytes_stored", Help: "Bytes of blob files in the store."},
 			func() float64 { _, b := store.Stats(); return float64(b) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cove_mirror_bytes_stored", Help: "Bytes of mirrored blobs in the store (evictable)."},
+			func() float64 { b, _ := store.MirrorStats(); return float64(b) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cove_mirror_bytes_max", Help: "The cap on mirrored bytes (mirror.max_size)."},
+			func() float64 { return float64(cfg.Mirror.MaxSize) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cove_mirror_evictions_total", Help: "Mirrored blobs evicted to stay under mirror.max_size."},
+			func() float64 { _, n := store.MirrorStats(); return float64(n) }),
 	)
 	metrics := telemetry.NewMetrics(reg)
 

@@ -1,0 +1,45 @@
+package mirror
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are the mirror's counters, registered on a registry of the caller's.
+type Metrics struct {
+	hits             *prometheus.CounterVec
+	misses           *prometheus.CounterVec
+	bytes            *prometheus.CounterVec
+	upstreamRequests *prometheus.CounterVec
+	coalesced        prometheus.Counter
+	stale            *prometheus.CounterVec
+	rateRemaining    *prometheus.GaugeVec
+}
+
+// NewMetrics creates the mirror metrics and registers them on reg (nil: not registered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		hits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cove_mirror_hits_total", Help: "Mirrored manifests and blobs served from the cache, by kind.",
+		}, []string{"kind"}),
+		misses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cove_mirror_misses_total", Help: "Mirrored manifests and blobs that had to come from upstream, by kind.",
+		}, []string{"kind"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cove_mirror_bytes_total", Help: "Bytes of mirrored blobs, by source: served from cache, or downloaded from upstream.",
+		}, []string{"source"}),
+		upstreamRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cove_mirror_upstream_requests_total", Help: "HTTP requests sent to upstreams (tokens and redirects included).",
+		}, []string{"upstream", "method"}),
+		coalesced: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cove_mirror_coalesced_total", Help: "Blob requests that joined a download already in progress.",
+		}),
+		stale: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cove_mirror_stale_serves_total", Help: "Cached tags served after a failed revalidation with their upstream.",
+		}, []string{"upstream"}),
+		rateRemaining: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "cove_mirror_upstream_ratelimit_remaining", Help: "The upstream's ratelimit-remaining header as last seen (Docker Hub's pull limit).",
+		}, []string{"upstream"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.hits, m.misses, m.bytes, m.upstreamRequests, m.coalesced, m.stale, m.rateRemaining)
+	}
+	return m
+}

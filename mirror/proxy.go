@@ -1,0 +1,457 @@
+package mirror
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"cove/auth"
+	"cove/cache"
+)
+
+// The pull-through side of the registry (DESIGN.md, "How a pull flows"): a repository name that
+// selects an upstream is served from the cache when it can be, and from the upstream once when it
+// cannot. Mirrored repositories are read-only.
+
+// route decides where a repository name lives: an upstream (with the repository path there), or
+// the local store (up == nil). ?ns= and a first path element that names a configured upstream
+// select it; a local project's name is local and never falls through to an upstream; every other
+// name goes to the default upstream.
+func (s *Server) route(ctx context.Context, r *http.Request, repo string) (up *upstream, upRepo string, err error) {
+	if ns := r.URL.Query().Get("ns"); ns != "" {
+		up := s.upstreams[ns]
+		if up == nil {
+			return nil, "", newError(http.StatusNotFound, CodeNameUnknown, "no upstream named %q is configured", ns)
+		}
+		return up, up.repoName(repo), nil
+	}
+	first, rest, nested := strings.Cut(repo, "/")
+	if up := s.upstreams[first]; up != nil && nested {
+		return up, up.repoName(rest), nil
+	}
+	if nested && s.auth.ProjectExists(ctx, first) {
+		return nil, "", nil
+	}
+	if s.def == nil {
+		return nil, "", nil
+	}
+	return s.def, s.def.repoName(repo), nil
+}
+
+// repoName applies Docker Hub's rule: a one-element name is an official image under library/.
+func (u *upstream) repoName(repo string) string {
+	if u.Name == "docker.io" && !strings.Contains(repo, "/") {
+		return "library/" + repo
+	}
+	return repo
+}
+
+// serveMirrored answers a request for a mirrored repository.
+func (s *Server) serveMirrored(w http.ResponseWriter, r *http.Request, req request) error {
+	pull := r.Method == http.MethodGet || r.Method == http.MethodHead
+	var h handler
+	switch {
+	case req.kind == KindManifest && pull:
+		h = s.handleMirrorManifest
+	case req.kind == KindBlob && pull:
+		h = s.handleMirrorBlob
+	case req.kind == KindTags && r.Method == http.MethodGet:
+		h = s.handleMirrorTags
+	case req.kind == KindReferrers && r.Method == http.MethodGet:
+		h = s.handleMirrorReferrers
+	case pull:
+		return newError(http.StatusMethodNotAllowed, CodeUnsupported, "%s is not supported on this endpoint", r.Method)
+	default:
+		return newError(http.StatusForbidden, CodeDenied,
+			"%s is a read-only mirror of %s: push to a local project (<project>/<repository>) instead", req.repo, req.up.Name)
+	}
+	if err := s.auth.AuthorizeMirror(r.Context(), req.who, auth.ActionPull); err != nil {
+		e := toError(err)
+		if e.Status == http.StatusUnauthorized {
+			e.challenge = s.auth.Challenge(req.repo, auth.ActionPull)
+		}
+		return e
+	}
+	return h(w, r, req)
+}
+
+func writeManifest(w http.ResponseWriter, r *http.Request, mediaType string, dgst digest.Digest, body []byte) {
+	h := w.Header()
+	h.Set("Content-Type", mediaType)
+	h.Set("Docker-Content-Digest", dgst.String())
+	h.Set("Etag", `"`+dgst.String()+`"`)
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(http.StatusOK)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(body)
+	}
+}
+
+func (s *Server) handleMirrorManifest(w http.ResponseWriter, r *http.Request, req request) error {
+	if err := checkRef(req.ref); err != nil {
+		return err
+	}
+	ctx := r.Context()
+	if _, err := digest.Parse(req.ref); err == nil {
+		// By digest: immutable, so a cached copy is always right.
+		m, body, err := s.store.GetManifest(ctx, req.repo, req.ref)
+		if err == nil {
+			s.metrics.hits.WithLabelValues("manifest").Inc()
+			writeManifest(w, r, m.MediaType, m.Digest, body)
+			return nil
+		}
+		if !errors.Is(err, cache.ErrManifestUnknown) {
+			return err
+		}
+		return s.fetchAndServeManifest(w, r, req, "")
+	}
+	// By tag: trusted for tagTTL, then confirmed with a cheap HEAD within a short budget.
+	m, checked, err := s.store.MirroredTag(ctx, req.repo, req.ref)
+	if errors.Is(err, cache.ErrManifestUnknown) {
+		return s.fetchAndServeManifest(w, r, req, req.ref)
+	}
+	if err != nil {
+		return err
+	}
+	serveCached := func() error {
+		m, body, err := s.store.GetManifest(ctx, req.repo, m.Digest.String())
+		if err != nil {
+			return err
+		}
+		s.metrics.hits.WithLabelValues("manifest").Inc()
+		writeManifest(w, r, m.MediaType, m.Digest, body)
+		return nil
+	}
+	if s.now().Sub(checked) < s.tagTTL {
+		return serveCached()
+	}
+	rctx, cancel := context.WithTimeout(ctx, s.revalidate)
+	head, err := req.up.manifest(rctx, http.MethodHead, req.upRepo, req.ref)
+	cancel()
+	switch {
+	case err == nil && head.digest == m.Digest:
+		if err := s.store.TagChecked(ctx, req.repo, req.ref); err != nil {
+			s.log.WarnContext(ctx, "recording a tag check", "err", err)
+		}
+		return serveCached()
+	case err == nil: // moved, or the upstream did not say where: fetch it
+		if ferr := s.fetchAndServeManifest(w, r, req, req.ref); ferr != nil {
+			if _, ok := errors.AsType[*UpstreamError](ferr); !ok {
+				return ferr
+			}
+			return s.serveStale(ctx, req, ferr, serveCached)
+		}
+		return nil
+	case isNotFound(err):
+		// The upstream says the tag is gone: so is the cached one.
+		if derr := s.store.DeleteTag(ctx, req.repo, req.ref); derr != nil && !errors.Is(derr, cache.ErrManifestUnknown) {
+			return derr
+		}
+		return newError(http.StatusNotFound, CodeManifestUnknown, "manifest unknown to %s", req.up.Name)
+	}
+	return s.serveStale(ctx, req, err, serveCached)
+}
+
+// serveStale answers with the cached copy of a tag that could not be revalidated: upstream slow,
+// down or limiting (stale-if-error). It is logged and counted.
+func (s *Server) serveStale(ctx context.Context, req request, cause error, serveCached func() error) error {
+	s.metrics.stale.WithLabelValues(req.up.Name).Inc()
+	s.log.WarnContext(ctx, "serving a cached tag that its upstream could not confirm", "repo", req.repo, "tag", req.ref, "err", cause)
+	return serveCached()
+}
+
+func isNotFound(err error) bool {
+	ue, ok := errors.AsType[*UpstreamError](err)
+	return ok && ue.NotFound
+}
+
+// fetchAndServeManifest fetches the manifest req.ref from the upstream — once, however many
+// clients ask at the same time — verifies and stores it (with tag, when not empty), and serves it.
+// A client's HEAD on a tag not yet cached fetches it too: one counted pull upstream, after which the
+// client's GET by digest comes from the cache.
+func (s *Server) fetchAndServeManifest(w http.ResponseWriter, r *http.Request, req request, tag string) error {
+	s.metrics.misses.WithLabelValues("manifest").Inc()
+	key := req.repo + "@" + req.ref
+	ch := s.manifests.DoChan(key, func() (any, error) {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.fetchTimeout)
+		defer cancel()
+		um, err := req.up.manifest(ctx, http.MethodGet, req.upRepo, req.ref)
+		if err != nil {
+			return nil, err
+		}
+		m, err := parseManifest(knownManifestType(um.mediaType), um.body)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", errUpstreamUnusable, err)
+		}
+		m.Digest = um.digest
+		if err := s.store.PutMirroredManifest(ctx, req.repo, m, um.body, tag); err != nil {
+			return nil, err
+		}
+		return um, nil
+	})
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return res.Err
+		}
+		um := res.Val.(upstreamManifest)
+		mt, _ := parseManifest(knownManifestType(um.mediaType), um.body)
+		writeManifest(w, r, mt.MediaType, um.digest, um.body)
+		return nil
+	case <-r.Context().Done():
+		return r.Context().Err()
+	}
+}
+
+// errUpstreamUnusable means an upstream sent a manifest cove does not store (schema 1, say).
+var errUpstreamUnusable = errors.New("upstream manifest not usable")
+
+// knownManifestType keeps a Content-Type only when it is a manifest type; otherwise the body's
+// own mediaType decides.
+func knownManifestType(contentType string) string {
+	mt, _, _ := mime.ParseMediaType(contentType)
+	switch mt {
+	case ocispec.MediaTypeImageManifest, ocispec.MediaTypeImageIndex, mediaTypeDockerManifest, mediaTypeDockerList:
+		return mt
+	}
+	return ""
+}
+
+func (s *Server) handleMirrorBlob(w http.ResponseWriter, r *http.Request, req request) error {
+	dgst, err := parseDigest(req.ref)
+	if err != nil {
+		return err
+	}
+	ctx := r.Context()
+	for attempt := 0; ; attempt++ {
+		f, err := s.store.OpenBlob(ctx, req.repo, dgst)
+		if err == nil {
+			s.metrics.hits.WithLabelValues("blob").Inc()
+			defer f.Close()
+			setBlobHeaders(w, dgst)
+			cw := &countingWriter{ResponseWriter: w}
+			http.ServeContent(cw, r, "", time.Time{}, f.File)
+			s.metrics.bytes.WithLabelValues("cache").Add(float64(cw.n))
+			return nil
+		}
+		if !errors.Is(err, cache.ErrBlobUnknown) {
+			return err
+		}
+		if attempt > 0 {
+			return err
+		}
+		// Stored for another repository: the upstream must confirm that this one has it, since a
+		// digest alone is not a capability (SECURITY.md 4). Then link it, and serve the file.
+		if s.store.HasBlob(ctx, dgst) {
+			hctx, cancel := context.WithTimeout(ctx, s.fetchTimeout)
+			_, herr := req.up.headBlob(hctx, req.upRepo, dgst)
+			cancel()
+			if herr != nil {
+				return herr
+			}
+			if _, err := s.store.LinkMirroredBlob(ctx, req.repo, dgst); err != nil {
+				return err
+			}
+			continue
+		}
+		if r.Method == http.MethodHead {
+			return s.headUpstreamBlob(w, r, req, dgst)
+		}
+		err = s.streamFill(w, r, req, dgst)
+		if !cache.IsFillEnded(err) {
+			return err
+		}
+		// The fill ended as we joined it: the blob is stored now.
+	}
+}
+
+func setBlobHeaders(w http.ResponseWriter, dgst digest.Digest) {
+	h := w.Header()
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Docker-Content-Digest", dgst.String())
+	h.Set("Etag", `"`+dgst.String()+`"`)
+}
+
+func (s *Server) headUpstreamBlob(w http.ResponseWriter, r *http.Request, req request, dgst digest.Digest) error {
+	ctx, cancel := context.WithTimeout(r.Context(), s.fetchTimeout)
+	defer cancel()
+	size, err := req.up.headBlob(ctx, req.upRepo, dgst)
+	if err != nil {
+		return err
+	}
+	setBlobHeaders(w, dgst)
+	if size >= 0 {
+		w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+	}
+	w.WriteHeader(http.StatusOK)
+	return nil
+}
+
+// streamFill joins or starts the one download of dgst and streams it to this client as it arrives.
+func (s *Server) streamFill(w http.ResponseWriter, r *http.Request, req request, dgst digest.Digest) error {
+	s.metrics.misses.WithLabelValues("blob").Inc()
+	up, upRepo := req.up, req.upRepo
+	fill, joined, err := s.store.FillBlob(dgst, req.repo, func(ctx context.Context) (io.ReadCloser, int64, error) {
+		body, size, err := up.blob(ctx, upRepo, dgst)
+		if err != nil {
+			return nil, 0, err
+		}
+		return &countingReader{ReadCloser: body, add: s.metrics.bytes.WithLabelValues("upstream").Add}, size, nil
+	})
+	if err != nil {
+		return err
+	}
+	if joined {
+		s.metrics.coalesced.Inc()
+	}
+	rd, err := fill.Reader(r.Context())
+	if err != nil {
+		return err
+	}
+	defer rd.Close()
+	setBlobHeaders(w, dgst)
+	if size := rd.Size(); size >= 0 {
+		w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+	}
+	w.WriteHeader(http.StatusOK)
+	buf := make([]byte, 32<<10)
+	if _, err := io.CopyBuffer(writerOnly{w}, rd, buf); err != nil {
+		// The status is sent: all that is left is to cut the connection, so the client cannot
+		// take what it got for the whole blob.
+		s.log.WarnContext(r.Context(), "blob download failed while streaming", "repo", req.repo, "digest", dgst, "err", err)
+		panic(http.ErrAbortHandler)
+	}
+	return nil
+}
+
+// writerOnly hides ReadFrom, so that io.CopyBuffer copies through the buffer as bytes arrive.
+type writerOnly struct{ io.Writer }
+
+type countingWriter struct {
+	http.ResponseWriter
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.ResponseWriter.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+func (c *countingWriter) ReadFrom(r io.Reader) (int64, error) {
+	var n int64
+	var err error
+	if rf, ok := c.ResponseWriter.(io.ReaderFrom); ok {
+		n, err = rf.ReadFrom(r)
+	} else {
+		n, err = io.Copy(writerOnly{c.ResponseWriter}, r)
+	}
+	c.n += n
+	return n, err
+}
+
+func (c *countingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
+
+type countingReader struct {
+	io.ReadCloser
+	add func(float64)
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.ReadCloser.Read(p)
+	c.add(float64(n))
+	return n, err
+}
+
+// handleMirrorTags lists the upstream's tags, under the name the client used. When the upstream
+// cannot answer, the tags cove has cached are listed instead.
+func (s *Server) handleMirrorTags(w http.ResponseWriter, r *http.Request, req request) error {
+	n, last, err := pageParams(r)
+	if err != nil {
+		return err
+	}
+	q := url.Values{"n": {strconv.Itoa(n)}}
+	if last != "" {
+		q.Set("last", last)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.fetchTimeout)
+	defer cancel()
+	name := strings.TrimPrefix(r.URL.Path, "/v2/")
+	name = strings.TrimSuffix(name, "/tags/list")
+	resp, err := req.up.do(ctx, http.MethodGet, req.upRepo, "tags/list?"+q.Encode(), nil)
+	if err != nil {
+		if isNotFound(err) {
+			return newError(http.StatusNotFound, CodeNameUnknown, "repository name not known to %s", req.up.Name)
+		}
+		tags, more, lerr := s.store.Tags(r.Context(), req.repo, last, n)
+		if lerr != nil {
+			return err
+		}
+		if more && len(tags) > 0 {
+			nextLink(w, "/v2/"+name+"/tags/list", n, tags[len(tags)-1])
+		}
+		return writeJSON(w, "application/json", map[string]any{"name": name, "tags": tags})
+	}
+	defer resp.Body.Close()
+	var list struct {
+		Tags []string `json:"tags"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxManifestBytes)).Decode(&list); err != nil {
+		return &UpstreamError{Upstream: req.up.Name, Status: resp.StatusCode, Cause: fmt.Errorf("tags list: %w", err)}
+	}
+	if list.Tags == nil {
+		list.Tags = []string{}
+	}
+	if resp.Header.Get("Link") != "" && len(list.Tags) > 0 {
+		nextLink(w, "/v2/"+name+"/tags/list", n, list.Tags[len(list.Tags)-1])
+	}
+	return writeJSON(w, "application/json", map[string]any{"name": name, "tags": list.Tags})
+}
+
+// handleMirrorReferrers passes the upstream's referrers list through. An upstream without the
+// referrers API has, as far as cove can tell, no referrers: an empty list.
+func (s *Server) handleMirrorReferrers(w http.ResponseWriter, r *http.Request, req request) error {
+	subject, err := parseDigest(req.ref)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.fetchTimeout)
+	defer cancel()
+	path := "referrers/" + subject.String()
+	if at := r.URL.Query().Get("artifactType"); at != "" {
+		path += "?" + url.Values{"artifactType": {at}}.Encode()
+	}
+	empty := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{}}
+	empty.SchemaVersion = 2
+	resp, err := req.up.do(ctx, http.MethodGet, req.upRepo, path, nil)
+	if isNotFound(err) {
+		return writeJSON(w, ocispec.MediaTypeImageIndex, empty)
+	}
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var index ocispec.Index
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxReferrersBytes)).Decode(&index); err != nil {
+		return &UpstreamError{Upstream: req.up.Name, Status: resp.StatusCode, Cause: fmt.Errorf("referrers: %w", err)}
+	}
+	if f := resp.Header.Get("OCI-Filters-Applied"); f != "" {
+		w.Header().Set("OCI-Filters-Applied", f)
+	}
+	if index.Manifests == nil {
+		index.Manifests = []ocispec.Descriptor{}
+	}
+	return writeJSON(w, ocispec.MediaTypeImageIndex, index)
+}

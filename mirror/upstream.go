@@ -1,0 +1,354 @@
+package mirror
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/singleflight"
+
+	"cove/cache"
+)
+
+// Upstream is a registry cove mirrors.
+type Upstream struct {
+	// Name selects the upstream: as the first element of a repository path
+	// (/v2/ghcr.io/owner/img/…) or as containerd's ?ns= parameter. It is a lookup key, never an
+	// address to dial.
+	Name string
+	// URL is where the upstream's /v2 API is, e.g. https://registry-1.docker.io.
+	URL string
+	// Username and Password, when set, are the account cove uses upstream.
+	Username, Password string
+	// TokenRealms are hosts besides URL's own that may receive the credentials (the token service of
+	// a registry that uses one on another host). A realm anywhere else gets none (SECURITY.md 11).
+	TokenRealms []string
+}
+
+// manifestAccept lists the manifest types cove asks upstreams for.
+var manifestAccept = strings.Join([]string{
+	ocispec.MediaTypeImageIndex, ocispec.MediaTypeImageManifest, mediaTypeDockerList, mediaTypeDockerManifest,
+}, ", ")
+
+// upstream is a configured Upstream with its HTTP machinery.
+type upstream struct {
+	Upstream
+	base    string // URL without a trailing slash
+	reg     name.Registry
+	auth    authn.Authenticator
+	inner   http.RoundTripper // the guard, over the shared transport
+	log     *slog.Logger
+	metrics *Metrics
+
+	// remaining is Docker Hub's ratelimit-remaining as last seen, -1 before any.
+	remaining atomic.Int64
+
+	group singleflight.Group // transport set-up per repository
+	mu    sync.Mutex
+	// transports holds an authenticated transport per repository, guarded by mu.
+	transports map[string]http.RoundTripper
+}
+
+// maxTransports bounds the per-repository transports kept; past it the map starts over.
+const maxTransports = 4096
+
+// setupTimeout bounds the ping and token exchange that open a repository upstream.
+const setupTimeout = 30 * time.Second
+
+// maxManifestBytes is the largest manifest cove reads from an upstream.
+const maxManifestBytes = cache.MaxManifestSize
+
+func newUpstream(u Upstream, shared http.RoundTripper, log *slog.Logger, m *Metrics) (*upstream, error) {
+	pu, err := url.Parse(u.URL)
+	if err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+		return nil, fmt.Errorf("upstream %s: want an absolute http(s) URL", u.Name)
+	}
+	var opts []name.Option
+	if pu.Scheme == "http" {
+		opts = append(opts, name.Insecure)
+	}
+	reg, err := name.NewRegistry(pu.Host, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %s: %w", u.Name, err)
+	}
+	up := &upstream{
+		Upstream:   u,
+		base:       strings.TrimSuffix(pu.Scheme+"://"+pu.Host+pu.Path, "/"),
+		reg:        reg,
+		auth:       authn.Anonymous,
+		log:        log.With("upstream", u.Name),
+		metrics:    m,
+		transports: map[string]http.RoundTripper{},
+	}
+	up.remaining.Store(-1)
+	if u.Username != "" || u.Password != "" {
+		up.auth = &authn.Basic{Username: u.Username, Password: u.Password}
+	}
+	up.inner = &guard{inner: shared, up: up, host: canonicalHost(pu.Host, pu.Scheme), realms: u.TokenRealms}
+	return up, nil
+}
+
+// canonicalHost writes host with its port, the scheme's default when it has none.
+func canonicalHost(host, scheme string) string {
+	if _, _, err := net.SplitHostPort(host); err == nil {
+		return host
+	}
+	if scheme == "http" {
+		return host + ":80"
+	}
+	return host + ":443"
+}
+
+// guard is the last RoundTripper before the network for everything sent to an upstream, token
+// requests and redirects included. It strips credentials from any request to a host that is
+// neither the upstream's own nor one of its token realms, whatever the layers above did, and reads
+// Docker Hub's rate-limit header from every answer.
+type guard struct {
+	inner  http.RoundTripper
+	up     *upstream
+	host   string   // the upstream's host:port
+	realms []string // hosts (with or without port) allowed to receive credentials
+}
+
+func (g *guard) allowed(u *url.URL) bool {
+	if canonicalHost(u.Host, u.Scheme) == g.host {
+		return true
+	}
+	for _, r := range g.realms {
+		if strings.EqualFold(r, u.Host) || strings.EqualFold(r, u.Hostname()) {
+			return true
+		}
+	}
+	return false
+}
+
+func (g *guard) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Header.Get("Authorization") != "" && !g.allowed(req.URL) {
+		req = req.Clone(req.Context())
+		req.Header.Del("Authorization")
+		g.up.log.Warn("credentials withheld from a host that is not the upstream's or one of its token realms", "host", req.URL.Host)
+	}
+	g.up.metrics.upstreamRequests.WithLabelValues(g.up.Name, req.Method).Inc()
+	resp, err := g.inner.RoundTrip(req)
+	if err == nil {
+		if v := resp.Header.Get("Ratelimit-Remaining"); v != "" {
+			n, _, _ := strings.Cut(v, ";") // "76;w=21600"
+			if rem, perr := strconv.ParseInt(strings.TrimSpace(n), 10, 64); perr == nil {
+				g.up.remaining.Store(rem)
+				g.up.metrics.rateRemaining.WithLabelValues(g.up.Name).Set(float64(rem))
+			}
+		}
+	}
+	return resp, err
+}
+
+// client returns an HTTP client authenticated for pulls of repo: the upstream's token flow (or
+// Basic) is go-containerregistry's, set up once per repository and reused.
+func (u *upstream) client(ctx context.Context, repo string) (*http.Client, error) {
+	u.mu.Lock()
+	t := u.transports[repo]
+	u.mu.Unlock()
+	if t == nil {
+		// One set-up (ping, token) per repository however many requests wait for it; it runs on
+		// its own time, so one caller giving up does not fail the others.
+		ch := u.group.DoChan(repo, func() (any, error) {
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), setupTimeout)
+			defer cancel()
+			scope := u.reg.Repo(repo).Scope(transport.PullScope)
+			t, err := transport.NewWithContext(sctx, u.reg, u.auth, u.inner, []string{scope})
+			if err != nil {
+				return nil, err
+			}
+			u.mu.Lock()
+			if len(u.transports) >= maxTransports {
+				u.transports = map[string]http.RoundTripper{}
+			}
+			u.transports[repo] = t
+			u.mu.Unlock()
+			return t, nil
+		})
+		select {
+		case res := <-ch:
+			if res.Err != nil {
+				return nil, u.classify(res.Err)
+			}
+			t = res.Val.(http.RoundTripper)
+		case <-ctx.Done():
+			return nil, u.classify(ctx.Err())
+		}
+	}
+	return &http.Client{Transport: t}, nil
+}
+
+// do sends one request for repo to the upstream, path being what follows /v2/<repo>/.
+func (u *upstream) do(ctx context.Context, method, repo, path string, hdr http.Header) (*http.Response, error) {
+	c, err := u.client(ctx, repo)
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u.base+"/v2/"+repo+"/"+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, u.classify(err)
+	}
+	if resp.StatusCode >= 300 {
+		defer resp.Body.Close()
+		return nil, u.statusError(resp)
+	}
+	return resp, nil
+}
+
+// UpstreamError is a failure of an upstream, as cove answers it: the HTTP status to send and
+// whether it may be retried later. Cause is logged, never shown.
+type UpstreamError struct {
+	Upstream   string
+	Status     int    // the upstream's own status, 0 when it did not answer
+	RetryAfter string // from a 429
+	NotFound   bool
+	Timeout    bool
+	Cause      error
+}
+
+func (e *UpstreamError) Error() string {
+	switch {
+	case e.NotFound:
+		return fmt.Sprintf("upstream %s: not found", e.Upstream)
+	case e.Status != 0:
+		return fmt.Sprintf("upstream %s answered %d: %v", e.Upstream, e.Status, e.Cause)
+	}
+	return fmt.Sprintf("upstream %s unreachable: %v", e.Upstream, e.Cause)
+}
+
+func (e *UpstreamError) Unwrap() error { return e.Cause }
+
+// classify turns a transport failure into an UpstreamError.
+func (u *upstream) classify(err error) error {
+	var ue *UpstreamError
+	if errors.As(err, &ue) {
+		return err
+	}
+	var te *transport.Error
+	if errors.As(err, &te) {
+		return &UpstreamError{Upstream: u.Name, Status: te.StatusCode, NotFound: te.StatusCode == http.StatusNotFound, Cause: err}
+	}
+	var ne net.Error
+	timeout := errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+	return &UpstreamError{Upstream: u.Name, Timeout: timeout, Cause: err}
+}
+
+// statusError reads an upstream error answer (bounded) into an UpstreamError.
+func (u *upstream) statusError(resp *http.Response) error {
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	return &UpstreamError{
+		Upstream:   u.Name,
+		Status:     resp.StatusCode,
+		RetryAfter: resp.Header.Get("Retry-After"),
+		NotFound:   resp.StatusCode == http.StatusNotFound,
+		Cause:      fmt.Errorf("%s %s", resp.Request.Method, resp.Status),
+	}
+}
+
+// upstreamManifest is a manifest as an upstream served it.
+type upstreamManifest struct {
+	mediaType string
+	digest    digest.Digest // from Docker-Content-Digest, or computed
+	size      int64
+	body      []byte // nil for HEAD
+}
+
+// manifest fetches (GET) or checks (HEAD) the manifest ref of repo. A GET body is read whole,
+// bounded, and its digest computed here: never taken from the upstream's word alone.
+func (u *upstream) manifest(ctx context.Context, method, repo, ref string) (upstreamManifest, error) {
+	resp, err := u.do(ctx, method, repo, "manifests/"+ref, http.Header{"Accept": {manifestAccept}})
+	if err != nil {
+		return upstreamManifest{}, err
+	}
+	defer resp.Body.Close()
+	m := upstreamManifest{mediaType: resp.Header.Get("Content-Type"), size: resp.ContentLength}
+	claimed, _ := digest.Parse(resp.Header.Get("Docker-Content-Digest"))
+	if method == http.MethodHead {
+		m.digest = claimed
+		return m, nil
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxManifestBytes+1))
+	if err != nil {
+		return upstreamManifest{}, u.classify(err)
+	}
+	if len(body) > maxManifestBytes {
+		return upstreamManifest{}, &UpstreamError{Upstream: u.Name, Status: resp.StatusCode, Cause: errors.New("manifest larger than 4 MiB")}
+	}
+	alg := digest.SHA256
+	if d, err := digest.Parse(ref); err == nil {
+		alg = d.Algorithm()
+		if !alg.Available() {
+			return upstreamManifest{}, fmt.Errorf("%w: %s", errUpstreamCorrupt, ref)
+		}
+	}
+	m.body, m.size, m.digest = body, int64(len(body)), alg.FromBytes(body)
+	if d, err := digest.Parse(ref); err == nil && d != m.digest {
+		return upstreamManifest{}, fmt.Errorf("%w: manifest %s hashes to %s", errUpstreamCorrupt, d, m.digest)
+	}
+	if claimed != "" && claimed.Algorithm() == m.digest.Algorithm() && claimed != m.digest {
+		return upstreamManifest{}, fmt.Errorf("%w: upstream says %s, content hashes to %s", errUpstreamCorrupt, claimed, m.digest)
+	}
+	return m, nil
+}
+
+// errUpstreamCorrupt means an upstream sent content that does not match its digest.
+var errUpstreamCorrupt = errors.New("upstream sent content that does not match its digest")
+
+// blob opens the upstream blob dgst of repo. Redirects (to a CDN) are followed; credentials do not
+// follow them (the bearer transport adds them only for the upstream's host, and the guard strips
+// any that would go elsewhere).
+func (u *upstream) blob(ctx context.Context, repo string, dgst digest.Digest) (io.ReadCloser, int64, error) {
+	resp, err := u.do(ctx, http.MethodGet, repo, "blobs/"+dgst.String(), nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	return resp.Body, resp.ContentLength, nil
+}
+
+// headBlob asks the upstream whether repo has the blob dgst, and its size.
+func (u *upstream) headBlob(ctx context.Context, repo string, dgst digest.Digest) (int64, error) {
+	resp, err := u.do(ctx, http.MethodHead, repo, "blobs/"+dgst.String(), nil)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.ContentLength, nil
+}
+
+// newSharedTransport is the connection pool every upstream uses.
+func newSharedTransport() *http.Transport {
+	return &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: time.Minute,
+		ExpectContinueTimeout: time.Second,
+		MaxIdleConnsPerHost:   32,
+		IdleConnTimeout:       90 * time.Second,
+		ForceAttemptHTTP2:     true,
+	}
+}
