@@ -51,22 +51,23 @@ func (m Manifest) Descriptor() ocispec.Descriptor {
 // *MissingError names the first one that is not. A manifest with a subject is recorded as a
 // referrer of that subject, whether or not the subject exists.
 func (s *Store) PutManifest(ctx context.Context, repo string, m Manifest, body []byte, tags []string) error {
-	return s.putManifest(ctx, repo, m, body, tags, originLocal)
+	return s.putManifest(ctx, repo, m, body, tags, originLocal, time.Time{})
 }
 
 // PutMirroredManifest stores body, fetched from an upstream, as the manifest m.Digest of repo, a
-// mirrored repository, and points tag at it (when not empty), recording that the tag was checked
-// with the upstream now. The blobs it references need not be stored: they are fetched when asked for.
-func (s *Store) PutMirroredManifest(ctx context.Context, repo string, m Manifest, body []byte, tag string) error {
+// mirrored repository, and points tag at it (when not empty), recording that the upstream
+// confirmed the tag at checked. The blobs it references need not be stored: they are fetched when
+// asked for.
+func (s *Store) PutMirroredManifest(ctx context.Context, repo string, m Manifest, body []byte, tag string, checked time.Time) error {
 	m.Blobs, m.Children = nil, nil
 	var tags []string
 	if tag != "" {
 		tags = []string{tag}
 	}
-	return s.putManifest(ctx, repo, m, body, tags, originMirrored)
+	return s.putManifest(ctx, repo, m, body, tags, originMirrored, checked)
 }
 
-func (s *Store) putManifest(ctx context.Context, repo string, m Manifest, body []byte, tags []string, from origin) error {
+func (s *Store) putManifest(ctx context.Context, repo string, m Manifest, body []byte, tags []string, from origin, checked time.Time) error {
 	if err := supported(m.Digest); err != nil {
 		return err
 	}
@@ -122,7 +123,7 @@ func (s *Store) putManifest(ctx context.Context, repo string, m Manifest, body [
 				return err
 			}
 			if from == originMirrored {
-				if err := setChecked(txn, repo, t, s.now()); err != nil {
+				if err := setChecked(txn, repo, t, checked); err != nil {
 					return err
 				}
 			}
@@ -398,9 +399,9 @@ func (s *Store) MirroredTag(ctx context.Context, repo, tag string) (Manifest, ti
 	return m, checked, nil
 }
 
-// TagChecked records that the upstream confirmed a mirrored tag now.
-func (s *Store) TagChecked(ctx context.Context, repo, tag string) error {
-	return s.update(func(ct *commitTxn) error { return setChecked(ct.Txn, repo, tag, s.now()) })
+// TagChecked records that the upstream confirmed a mirrored tag at the time given.
+func (s *Store) TagChecked(ctx context.Context, repo, tag string, at time.Time) error {
+	return s.update(func(ct *commitTxn) error { return setChecked(ct.Txn, repo, tag, at) })
 }
 
 func setChecked(txn *badger.Txn, repo, tag string, at time.Time) error {

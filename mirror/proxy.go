@@ -83,7 +83,16 @@ func (s *Server) serveMirrored(w http.ResponseWriter, r *http.Request, req reque
 		}
 		return e
 	}
-	return h(w, r, req)
+	err := h(w, r, req)
+	if isNotFound(err) {
+		switch req.kind {
+		case KindManifest:
+			return newError(http.StatusNotFound, CodeManifestUnknown, "manifest unknown to %s", req.up.Name)
+		case KindBlob:
+			return newError(http.StatusNotFound, CodeBlobUnknown, "blob unknown to %s", req.up.Name)
+		}
+	}
+	return err
 }
 
 func writeManifest(w http.ResponseWriter, r *http.Request, mediaType string, dgst digest.Digest, body []byte) {
@@ -141,7 +150,7 @@ func (s *Server) handleMirrorManifest(w http.ResponseWriter, r *http.Request, re
 	cancel()
 	switch {
 	case err == nil && head.digest == m.Digest:
-		if err := s.store.TagChecked(ctx, req.repo, req.ref); err != nil {
+		if err := s.store.TagChecked(ctx, req.repo, req.ref, s.now()); err != nil {
 			s.log.WarnContext(ctx, "recording a tag check", "err", err)
 		}
 		return serveCached()
@@ -195,7 +204,7 @@ func (s *Server) fetchAndServeManifest(w http.ResponseWriter, r *http.Request, r
 			return nil, fmt.Errorf("%w: %v", errUpstreamUnusable, err)
 		}
 		m.Digest = um.digest
-		if err := s.store.PutMirroredManifest(ctx, req.repo, m, um.body, tag); err != nil {
+		if err := s.store.PutMirroredManifest(ctx, req.repo, m, um.body, tag, s.now()); err != nil {
 			return nil, err
 		}
 		return um, nil

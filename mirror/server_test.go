@@ -58,7 +58,7 @@ func newEnv(t *testing.T, opts ...func(*mirror.Config)) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	as, _, err := auth.New(ctx, db, auth.Config{AdminPassword: password, BcryptCost: bcrypt.MinCost})
+	as, _, err := auth.New(ctx, db, auth.Config{AdminPassword: password, BcryptCost: bcrypt.MinCost, AnonymousMirrorPull: true})
 	if err != nil {
 		t.Fatal(err)
 	}
