@@ -57,6 +57,9 @@ type upstream struct {
 
 	// remaining is Docker Hub's ratelimit-remaining as last seen, -1 before any.
 	remaining atomic.Int64
+	// retryAfter is the Retry-After of the last 429, for failures that go-containerregistry
+	// reports without the response (the ping and token exchange).
+	retryAfter atomic.Value // string
 
 	group singleflight.Group // transport set-up per repository
 	mu    sync.Mutex
@@ -96,6 +99,7 @@ func newUpstream(u Upstream, shared http.RoundTripper, log *slog.Logger, m *Metr
 		transports: map[string]http.RoundTripper{},
 	}
 	up.remaining.Store(-1)
+	up.retryAfter.Store("")
 	if u.Username != "" || u.Password != "" {
 		up.auth = &authn.Basic{Username: u.Username, Password: u.Password}
 	}
@@ -145,6 +149,9 @@ func (g *guard) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	g.up.metrics.upstreamRequests.WithLabelValues(g.up.Name, req.Method).Inc()
 	resp, err := g.inner.RoundTrip(req)
+	if err == nil && resp.StatusCode == http.StatusTooManyRequests {
+		g.up.retryAfter.Store(resp.Header.Get("Retry-After"))
+	}
 	if err == nil {
 		if v := resp.Header.Get("Ratelimit-Remaining"); v != "" {
 			n, _, _ := strings.Cut(v, ";") // "76;w=21600"
@@ -250,7 +257,11 @@ func (u *upstream) classify(err error) error {
 	}
 	var te *transport.Error
 	if errors.As(err, &te) {
-		return &UpstreamError{Upstream: u.Name, Status: te.StatusCode, NotFound: te.StatusCode == http.StatusNotFound, Cause: err}
+		ue := &UpstreamError{Upstream: u.Name, Status: te.StatusCode, NotFound: te.StatusCode == http.StatusNotFound, Cause: err}
+		if te.StatusCode == http.StatusTooManyRequests {
+			ue.RetryAfter = u.retryAfter.Load().(string)
+		}
+		return ue
 	}
 	var ne net.Error
 	timeout := errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())

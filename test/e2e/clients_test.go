@@ -269,3 +269,12 @@ func TestSkopeo(t *testing.T) {
 func remoteWrite(s *server, t *testing.T, ref string, img v1.Image) error {
 	return remote.Write(s.ref(t, ref), img, adminAuth)
 }
+
+func mutateAppend(img v1.Image, l v1.Layer) (v1.Image, error) { return mutate.AppendLayers(img, l) }
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
