@@ -129,6 +129,14 @@ func TestAuthenticate(t *testing.T) {
 	if _, err := s.Authenticate(ctx, r); !errors.Is(err, ErrBadCredentials) {
 		t.Errorf("unknown scheme = %v, want ErrBadCredentials (never anonymous)", err)
 	}
+	r.SetBasicAuth("", "")
+	if p, err := s.Authenticate(ctx, r); err != nil || !p.Anonymous() {
+		t.Errorf("empty Basic credentials = %v, %v; want anonymous", p, err)
+	}
+	r.SetBasicAuth("admin", "")
+	if _, err := s.Authenticate(ctx, r); !errors.Is(err, ErrBadCredentials) {
+		t.Errorf("user with an empty password = %v, want ErrBadCredentials", err)
+	}
 	r.SetBasicAuth("admin", "pw")
 	if p, err := s.Authenticate(ctx, r); err != nil || p.Name != "admin" {
 		t.Errorf("basic = %v, %v", p, err)

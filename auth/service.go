@@ -158,6 +158,11 @@ func (s *Service) Authenticate(ctx context.Context, r *http.Request) (Principal,
 	if !ok {
 		return Principal{}, ErrBadCredentials
 	}
+	if user == "" && pass == "" {
+		// Clients without credentials answer a Basic challenge with empty ones (containers/image
+		// does): that claims no identity, so it is anonymous, not a failed login.
+		return Principal{}, nil
+	}
 	return s.CheckPassword(ctx, user, pass)
 }
 

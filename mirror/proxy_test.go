@@ -167,6 +167,10 @@ func TestMirrorPullsThroughOnceAndServesFromCache(t *testing.T) {
 		{Name: "ghcr.io", URL: ghcr.srv.URL},
 	})
 
+	// dockerd gives up on a mirror whose version check asks it for Basic credentials.
+	if resp, _ := me.do(t, "GET", "/v2/", nil, false); resp.StatusCode != 200 {
+		t.Errorf("anonymous /v2/ on a mirror open to anonymous pulls = %d, want 200", resp.StatusCode)
+	}
 	want, _ := img.Digest()
 	for _, ref := range []string{"alpine:latest", "library/alpine:latest", "docker.io/library/alpine:latest", "owner/img:v1"} {
 		got, err := me.pull(t, ref)
@@ -561,6 +565,9 @@ func TestAnonymousMirrorPullCanBeTurnedOff(t *testing.T) {
 	resp, _ := me.do(t, "GET", "/v2/app/manifests/latest", nil, false)
 	if resp.StatusCode != 401 || resp.Header.Get("WWW-Authenticate") == "" {
 		t.Errorf("anonymous mirror pull with anonymous_pull: none = %d", resp.StatusCode)
+	}
+	if resp, _ := me.do(t, "GET", "/v2/", nil, false); resp.StatusCode != 401 {
+		t.Errorf("anonymous /v2/ with anonymous_pull: none = %d, want 401", resp.StatusCode)
 	}
 	if resp, _ := me.do(t, "GET", "/v2/app/manifests/latest", nil, true); resp.StatusCode != 200 {
 		t.Errorf("authenticated mirror pull = %d", resp.StatusCode)

@@ -190,7 +190,10 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) error {
 	}
 	switch rt.kind {
 	case KindBase:
-		if who.Anonymous() {
+		// The version check answers 401 to callers who can do nothing without logging in. When
+		// anonymous pulls of mirrored content are allowed it answers 200: dockerd gives up on a
+		// mirror whose /v2/ asks for Basic credentials it does not have.
+		if who.Anonymous() && (s.def == nil || s.auth.AuthorizeMirror(r.Context(), who, auth.ActionPull) != nil) {
 			return &Error{Status: http.StatusUnauthorized, Code: CodeUnauthorized, Message: "authentication required", challenge: s.auth.Challenge("")}
 		}
 	case KindCatalog:

@@ -79,6 +79,7 @@ func Middleware(next http.Handler, log *slog.Logger, m *Metrics, route func(*htt
 				slog.String("remote", r.RemoteAddr),
 				slog.String("method", r.Method),
 				slog.String("path", r.URL.Path),
+				slog.String("query", r.URL.RawQuery), // registry queries carry no secrets: digests, n, last, ns
 				slog.String("route", name),
 				slog.Int("status", rw.status),
 				slog.Int64("bytes", rw.bytes),

@@ -278,3 +278,35 @@ func must[T any](v T, err error) T {
 	}
 	return v
 }
+
+func sha256hex(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// asIndex is the hand-written index as a v1.ImageIndex, for pushing with go-containerregistry.
+func (i ociIndex) asIndex(t *testing.T) v1.ImageIndex {
+	t.Helper()
+	return rawIndex{i}
+}
+
+// rawIndex serves the exact bytes of an ociIndex through go-containerregistry's interface.
+type rawIndex struct{ ociIndex }
+
+func (r rawIndex) MediaType() (types.MediaType, error) { return types.OCIImageIndex, nil }
+func (r rawIndex) Size() (int64, error)                { return int64(len(r.raw)), nil }
+func (r rawIndex) RawManifest() ([]byte, error)        { return r.raw, nil }
+func (r rawIndex) IndexManifest() (*v1.IndexManifest, error) {
+	return v1.ParseIndexManifest(bytes.NewReader(r.raw))
+}
+func (r rawIndex) Image(h v1.Hash) (v1.Image, error) {
+	for _, img := range r.images {
+		if d, _ := img.Digest(); d == h {
+			return img, nil
+		}
+	}
+	return nil, fmt.Errorf("no image %s", h)
+}
+func (r rawIndex) ImageIndex(h v1.Hash) (v1.ImageIndex, error) {
+	return nil, fmt.Errorf("no index %s", h)
+}
