@@ -3,10 +3,10 @@ SHELL := /bin/bash
 GO        ?= go
 BIN       := bin/cove
 CONF_BIN  := bin/conformance.test
-APT_PKGS  := skopeo
+APT_PKGS  := skopeo docker-registry docker.io podman containerd
 export GOFLAGS := -buildvcs=false
 
-.PHONY: build run test test-unit test-e2e deps lint fuzz clean
+.PHONY: build run test test-unit test-e2e deps lint fuzz bench-go clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/cove
@@ -14,12 +14,15 @@ build:
 run: build
 	./$(BIN) serve
 
-# deps installs the real clients and servers the end-to-end tests start (Debian packages).
+# deps installs the real clients and servers the end-to-end tests start (Debian packages). A
+# temporary policy-rc.d keeps the packages from starting their services: the tests start their own.
 deps:
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
+		printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		status=$$?; rm -f /usr/sbin/policy-rc.d; exit $$status; \
 	fi
 
 # The official OCI conformance suite, built from its own module at the pinned version.
@@ -39,6 +42,10 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt: $$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+
+# Go benchmarks of the hot paths: the warm blob path and the cold fan-out.
+bench-go:
+	$(GO) test -run '^$$' -bench . -benchtime 3s ./mirror
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./mirror

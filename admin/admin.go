@@ -115,6 +115,9 @@ func (s *Server) adapt(h handler) http.Handler {
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 		who, err := s.auth.Authenticate(r.Context(), r)
+		if err == nil && who.Token {
+			err = auth.ErrBadCredentials // registry tokens are for /v2; the API takes a login
+		}
 		if err == nil {
 			err = h(w, r, who)
 		}

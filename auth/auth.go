@@ -26,6 +26,10 @@ const (
 type Principal struct {
 	Name  string
 	Admin bool
+	// Token is set when the request carried a valid bearer token (an anonymous one, too): its
+	// grants, and nothing else, decide what the request may do.
+	Token  bool
+	access map[string][]string // the token's grants, by "type:name"
 }
 
 // Anonymous reports whether p carries no identity.

@@ -57,7 +57,8 @@ func TestDecide(t *testing.T) {
 func TestAdminPassword(t *testing.T) {
 	ctx := context.Background()
 	db := openDB(t)
-	s, generated, err := New(ctx, db, Config{BcryptCost: bcrypt.MinCost})
+	keys := t.TempDir()
+	s, generated, err := New(ctx, db, Config{BcryptCost: bcrypt.MinCost, KeyDir: keys})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +69,7 @@ func TestAdminPassword(t *testing.T) {
 		t.Errorf("CheckPassword(generated) = %v, %v", p, err)
 	}
 	// The password is shown once: a second start keeps the hash and generates nothing.
-	s2, again, err := New(ctx, db, Config{BcryptCost: bcrypt.MinCost})
+	s2, again, err := New(ctx, db, Config{BcryptCost: bcrypt.MinCost, KeyDir: keys})
 	if err != nil || again != "" {
 		t.Fatalf("second New generated %q, %v", again, err)
 	}
@@ -76,7 +77,7 @@ func TestAdminPassword(t *testing.T) {
 		t.Errorf("generated password lost on restart: %v", err)
 	}
 	// A configured password replaces it.
-	s3, _, err := New(ctx, db, Config{AdminPassword: "configured", BcryptCost: bcrypt.MinCost})
+	s3, _, err := New(ctx, db, Config{AdminPassword: "configured", BcryptCost: bcrypt.MinCost, KeyDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +98,7 @@ func TestAdminPassword(t *testing.T) {
 func TestCheckPasswordNeverLetsWrongOnesIn(t *testing.T) {
 	ctx := context.Background()
 	now := time.Unix(1_800_000_000, 0)
-	s, _, err := New(ctx, openDB(t), Config{AdminPassword: "right", BcryptCost: bcrypt.MinCost, Now: func() time.Time { return now }})
+	s, _, err := New(ctx, openDB(t), Config{AdminPassword: "right", BcryptCost: bcrypt.MinCost, KeyDir: t.TempDir(), Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +121,7 @@ func TestCheckPasswordNeverLetsWrongOnesIn(t *testing.T) {
 
 func TestAuthenticate(t *testing.T) {
 	ctx := context.Background()
-	s, _, _ := New(ctx, openDB(t), Config{AdminPassword: "pw", BcryptCost: bcrypt.MinCost})
+	s, _, _ := New(ctx, openDB(t), Config{AdminPassword: "pw", BcryptCost: bcrypt.MinCost, KeyDir: t.TempDir()})
 	r := httptest.NewRequest("GET", "/v2/", nil)
 	if p, err := s.Authenticate(ctx, r); err != nil || !p.Anonymous() {
 		t.Errorf("no credentials = %v, %v; want anonymous", p, err)
@@ -145,7 +146,7 @@ func TestAuthenticate(t *testing.T) {
 
 func TestProjects(t *testing.T) {
 	ctx := context.Background()
-	s, _, _ := New(ctx, openDB(t), Config{AdminPassword: "pw", BcryptCost: bcrypt.MinCost, ReservedNames: []string{"docker.io"}})
+	s, _, _ := New(ctx, openDB(t), Config{AdminPassword: "pw", BcryptCost: bcrypt.MinCost, KeyDir: t.TempDir(), ReservedNames: []string{"docker.io"}})
 	for _, bad := range []string{"", "UPPER", "a/b", "-a", "a..b", "a_", "docker.io"} {
 		if _, err := s.CreateProject(ctx, bad, false, "admin"); !errors.Is(err, ErrInvalid) {
 			t.Errorf("CreateProject(%q) = %v, want ErrInvalid", bad, err)

@@ -33,8 +33,15 @@ type Config struct {
 	// AdminPassword is the admin's password. When empty, the stored hash is kept, and at first
 	// start a password is generated and returned by New.
 	AdminPassword string
-	// Realm is the Basic realm named in challenges.
-	Realm string
+	// PublicURL is how clients reach cove (the token realm is <PublicURL>/service/token); when
+	// empty, the realm is derived from each request's Host.
+	PublicURL string
+	// Service names the registry in tokens (the audience) and challenges; default "cove".
+	Service string
+	// TokenTTL is the lifetime of access tokens; default 5 minutes.
+	TokenTTL time.Duration
+	// KeyDir holds the token signing key, generated at first start.
+	KeyDir string
 	// Logger receives lifecycle messages; nil discards them.
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -50,15 +57,19 @@ type Config struct {
 
 // Service authenticates requests and authorizes them against projects. It is safe for concurrent use.
 type Service struct {
-	db       *badger.DB
-	log      *slog.Logger
-	realm    string
-	now      func() time.Time
+	db         *badger.DB
+	log        *slog.Logger
+	publicURL  string
+	service    string
+	issuer     string
+	tokenTTL   time.Duration
+	keys       *keystore
+	now        func() time.Time
 	cost       int
 	reserved   map[string]bool
 	anonMirror bool
-	key      []byte // HMAC key of the credential cache, random per process
-	dummy    []byte // a bcrypt hash compared against for unknown users
+	key        []byte // HMAC key of the credential cache, random per process
+	dummy      []byte // a bcrypt hash compared against for unknown users
 
 	mu sync.Mutex
 	// verified maps a user name to the HMAC of its last verified password; guarded by mu.
@@ -81,7 +92,10 @@ type userRecord struct {
 // when given, else with the stored hash, else with a generated password, which it returns once
 // (generated is empty otherwise) so that the caller can print it.
 func New(ctx context.Context, db *badger.DB, cfg Config) (s *Service, generated string, err error) {
-	s = &Service{db: db, log: cfg.Logger, realm: cfg.Realm, now: cfg.Now, verified: map[string]verifiedCred{}}
+	s = &Service{
+		db: db, log: cfg.Logger, publicURL: strings.TrimSuffix(cfg.PublicURL, "/"), service: cfg.Service,
+		tokenTTL: cfg.TokenTTL, now: cfg.Now, verified: map[string]verifiedCred{},
+	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -98,8 +112,18 @@ func New(ctx context.Context, db *badger.DB, cfg Config) (s *Service, generated 
 	if s.cost == 0 {
 		s.cost = bcrypt.DefaultCost
 	}
-	if s.realm == "" {
-		s.realm = "cove"
+	if s.service == "" {
+		s.service = "cove"
+	}
+	s.issuer = s.service + "-token-service"
+	if s.tokenTTL <= 0 {
+		s.tokenTTL = 5 * time.Minute
+	}
+	if cfg.KeyDir == "" {
+		return nil, "", errors.New("auth: a key directory is required")
+	}
+	if s.keys, err = loadKeystore(cfg.KeyDir); err != nil {
+		return nil, "", err
 	}
 	s.key = make([]byte, 32)
 	if _, err := rand.Read(s.key); err != nil {
@@ -148,11 +172,15 @@ func (s *Service) ensureAdmin(password string) (string, error) {
 	return generated, nil
 }
 
-// Authenticate returns who r comes from: the zero Principal when it carries no credentials,
-// ErrBadCredentials when it carries wrong ones.
+// Authenticate returns who r comes from: a bearer token's principal, a Basic user, the zero
+// Principal when it carries no credentials, ErrBadCredentials when it carries wrong ones.
 func (s *Service) Authenticate(ctx context.Context, r *http.Request) (Principal, error) {
-	if r.Header.Get("Authorization") == "" {
+	h := r.Header.Get("Authorization")
+	if h == "" {
 		return Principal{}, nil
+	}
+	if scheme, raw, ok := strings.Cut(h, " "); ok && strings.EqualFold(scheme, "Bearer") {
+		return s.principalFromToken(ctx, strings.TrimSpace(raw))
 	}
 	user, pass, ok := r.BasicAuth()
 	if !ok {
@@ -176,7 +204,7 @@ func (s *Service) CheckPassword(ctx context.Context, user, pass string) (Princip
 	v, ok := s.verified[user]
 	s.mu.Unlock()
 	var rec userRecord
-	err := s.db.View(func(txn *badger.Txn) error { return getJSON(txn, []byte(keyUser+user), &rec) })
+	err := s.readUser(user, &rec)
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		// Spend the same time as a real comparison, so response times do not tell which users exist.
 		_ = bcrypt.CompareHashAndPassword(s.dummy, []byte(pass))
@@ -205,8 +233,29 @@ func (s *Service) mac(user, pass string) []byte {
 	return m.Sum(nil)
 }
 
-// Authorize decides whether p may do action on repo (see decide).
+func (s *Service) readUser(name string, rec *userRecord) error {
+	return s.db.View(func(txn *badger.Txn) error { return getJSON(txn, []byte(keyUser+name), rec) })
+}
+
+// Authorize decides whether p may do action on repo, a local repository: by the token's grants
+// for a token principal, else by the project's policy (see decide).
 func (s *Service) Authorize(ctx context.Context, p Principal, repo string, action Action) error {
+	if p.Token {
+		return tokenDecision(p, repo, action)
+	}
+	return s.authorizeLocal(ctx, p, repo, action)
+}
+
+// tokenDecision: a token grants what it says and nothing else. Lacking a grant is a 401 — the
+// client asks the token service for the scope, as the token spec has it.
+func tokenDecision(p Principal, name string, action Action) error {
+	if p.Granted("repository", name, string(action)) {
+		return nil
+	}
+	return ErrUnauthenticated
+}
+
+func (s *Service) authorizeLocal(ctx context.Context, p Principal, repo string, action Action) error {
 	if !strings.Contains(repo, "/") {
 		// A one-element name is in no project (it is not the project's own repository).
 		if err := decide(p, nil, action); !errors.Is(err, ErrProjectUnknown) {
@@ -224,9 +273,17 @@ func (s *Service) Authorize(ctx context.Context, p Principal, repo string, actio
 	return decide(p, &proj, action)
 }
 
-// AuthorizeMirror decides whether p may do action on mirrored content: pull only, for every
-// identity, and for the anonymous when the configuration allows it. Mirrors are read-only.
-func (s *Service) AuthorizeMirror(ctx context.Context, p Principal, action Action) error {
+// AuthorizeMirror decides whether p may do action on name, a mirrored repository: by the token's
+// grants for a token principal; else pull only, for every identity, and for the anonymous when the
+// configuration allows it. Mirrors are read-only.
+func (s *Service) AuthorizeMirror(ctx context.Context, p Principal, name string, action Action) error {
+	if p.Token {
+		return tokenDecision(p, name, action)
+	}
+	return s.authorizeMirror(p, action)
+}
+
+func (s *Service) authorizeMirror(p Principal, action Action) error {
 	switch {
 	case action != ActionPull:
 		return ErrDenied
@@ -242,10 +299,35 @@ func (s *Service) ProjectExists(ctx context.Context, name string) bool {
 	return err == nil
 }
 
-// Challenge returns the WWW-Authenticate value that asks a client to log in.
-func (s *Service) Challenge(repo string, actions ...Action) string {
-	return fmt.Sprintf("Basic realm=%q", s.realm)
+// Challenge returns the WWW-Authenticate value that sends a client to the token service for the
+// scope it needs (repo and actions), or for none when repo is empty.
+func (s *Service) Challenge(r *http.Request, repo string, actions ...Action) string {
+	c := fmt.Sprintf("Bearer realm=%q,service=%q", s.Realm(r), s.service)
+	if repo != "" && len(actions) > 0 {
+		names := make([]string, len(actions))
+		for i, a := range actions {
+			names[i] = string(a)
+		}
+		c += fmt.Sprintf(",scope=%q", "repository:"+repo+":"+strings.Join(names, ","))
+	}
+	return c
 }
+
+// Realm is the token endpoint's absolute URL: on cove's own host and port, which clients such as
+// crane require of a loopback or private address.
+func (s *Service) Realm(r *http.Request) string {
+	if s.publicURL != "" {
+		return s.publicURL + TokenPath
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host + TokenPath
+}
+
+// TokenPath is where the token service answers.
+const TokenPath = "/service/token"
 
 func getJSON(txn *badger.Txn, key []byte, v any) error {
 	item, err := txn.Get(key)

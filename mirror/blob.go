@@ -92,7 +92,7 @@ func (s *Server) mount(w http.ResponseWriter, r *http.Request, req request, moun
 	if err != nil || from == "" || !validName(from) {
 		return false, nil // a digest alone is not a capability: no anonymous mounts
 	}
-	if s.auth.Authorize(r.Context(), req.who, from, auth.ActionPull) != nil {
+	if s.auth.Authorize(r.Context(), req.who, from, auth.ActionPull) != nil { // token: needs a pull grant on from
 		return false, nil
 	}
 	if _, err := s.store.StatBlob(r.Context(), from, dgst); err != nil {

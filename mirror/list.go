@@ -71,17 +71,27 @@ func (s *Server) handleCatalog(w http.ResponseWriter, r *http.Request, req reque
 	if err != nil {
 		return err
 	}
-	// One decision per project, not per repository: the policy is per project.
+	if req.who.Token && !req.who.Granted("registry", "catalog", "*") {
+		return &Error{Status: http.StatusUnauthorized, Code: CodeUnauthorized, Message: "authentication required",
+			challenge: s.auth.Challenge(r, "") + `,scope="registry:catalog:*"`}
+	}
+	// Listed is what the caller's identity may pull (a token's repository grants do not matter
+	// here). One decision per project or upstream, not per repository: the policy is per project.
+	who := auth.Principal{Name: req.who.Name, Admin: req.who.Admin}
 	decided := map[string]bool{}
 	visible := func(repo string) bool {
-		p := auth.ProjectOf(repo)
-		if p == repo { // a one-element name is in no project: decide on it alone
-			return s.auth.Authorize(r.Context(), req.who, repo, auth.ActionPull) == nil
+		first := auth.ProjectOf(repo)
+		if first == repo { // a one-element name is in no project: decide on it alone
+			return s.auth.Authorize(r.Context(), who, repo, auth.ActionPull) == nil
 		}
-		ok, seen := decided[p]
+		ok, seen := decided[first]
 		if !seen {
-			ok = s.auth.Authorize(r.Context(), req.who, repo, auth.ActionPull) == nil
-			decided[p] = ok
+			if s.upstreams[first] != nil {
+				ok = s.auth.AuthorizeMirror(r.Context(), who, repo, auth.ActionPull) == nil
+			} else {
+				ok = s.auth.Authorize(r.Context(), who, repo, auth.ActionPull) == nil
+			}
+			decided[first] = ok
 		}
 		return ok
 	}

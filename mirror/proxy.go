@@ -76,10 +76,10 @@ func (s *Server) serveMirrored(w http.ResponseWriter, r *http.Request, req reque
 		return newError(http.StatusForbidden, CodeDenied,
 			"%s is a read-only mirror of %s: push to a local project (<project>/<repository>) instead", req.repo, req.up.Name)
 	}
-	if err := s.auth.AuthorizeMirror(r.Context(), req.who, auth.ActionPull); err != nil {
+	if err := s.auth.AuthorizeMirror(r.Context(), req.who, req.name, auth.ActionPull); err != nil {
 		e := toError(err)
 		if e.Status == http.StatusUnauthorized {
-			e.challenge = s.auth.Challenge(req.repo, auth.ActionPull)
+			e.challenge = s.auth.Challenge(r, req.name, auth.ActionPull)
 		}
 		return e
 	}

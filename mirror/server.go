@@ -30,9 +30,9 @@ type Authorizer interface {
 	// auth.ErrDenied or auth.ErrProjectUnknown.
 	Authorize(ctx context.Context, p auth.Principal, repo string, action auth.Action) error
 	// Challenge is the WWW-Authenticate value that asks for credentials for repo and actions.
-	Challenge(repo string, actions ...auth.Action) string
-	// AuthorizeMirror returns nil when p may do action on mirrored content.
-	AuthorizeMirror(ctx context.Context, p auth.Principal, action auth.Action) error
+	Challenge(r *http.Request, repo string, actions ...auth.Action) string
+	// AuthorizeMirror returns nil when p may do action on name, a mirrored repository.
+	AuthorizeMirror(ctx context.Context, p auth.Principal, name string, action auth.Action) error
 	// ProjectExists reports whether a local project of that name exists.
 	ProjectExists(ctx context.Context, name string) bool
 }
@@ -132,9 +132,10 @@ type request struct {
 	route
 	who auth.Principal
 	// For a mirrored repository: its upstream and its name there; route.repo is then the name it
-	// is cached under, "<upstream>/<name there>".
+	// is cached under, "<upstream>/<name there>", and name the one the client used.
 	up     *upstream
 	upRepo string
+	name   string
 }
 
 // ServeHTTP answers every /v2 request.
@@ -169,10 +170,10 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) error {
 	who, err := s.auth.Authenticate(r.Context(), r)
 	if err != nil {
 		e := toError(err)
-		e.challenge = s.auth.Challenge(rt.repo)
+		e.challenge = s.auth.Challenge(r, "")
 		return e
 	}
-	req := request{route: rt, who: who}
+	req := request{route: rt, who: who, name: rt.repo}
 	if rt.repo != "" {
 		up, upRepo, err := s.route(r.Context(), r, rt.repo)
 		if err != nil {
@@ -193,13 +194,13 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) error {
 		// The version check answers 401 to callers who can do nothing without logging in. When
 		// anonymous pulls of mirrored content are allowed it answers 200: dockerd gives up on a
 		// mirror whose /v2/ asks for Basic credentials it does not have.
-		if who.Anonymous() && (s.def == nil || s.auth.AuthorizeMirror(r.Context(), who, auth.ActionPull) != nil) {
-			return &Error{Status: http.StatusUnauthorized, Code: CodeUnauthorized, Message: "authentication required", challenge: s.auth.Challenge("")}
+		if who.Anonymous() && !who.Token {
+			return &Error{Status: http.StatusUnauthorized, Code: CodeUnauthorized, Message: "authentication required", challenge: s.auth.Challenge(r, "")}
 		}
 	case KindCatalog:
 		// Filtered per repository by the handler.
 	default:
-		if err := s.authorize(r.Context(), who, rt.repo, action); err != nil {
+		if err := s.authorize(r, who, rt.repo, action); err != nil {
 			return err
 		}
 	}
@@ -207,16 +208,25 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) error {
 }
 
 // authorize checks that who may do action on repo; refusals carry a challenge for the anonymous.
-func (s *Server) authorize(ctx context.Context, who auth.Principal, repo string, action auth.Action) error {
-	err := s.auth.Authorize(ctx, who, repo, action)
+func (s *Server) authorize(r *http.Request, who auth.Principal, repo string, action auth.Action) error {
+	err := s.auth.Authorize(r.Context(), who, repo, action)
 	if err == nil {
 		return nil
 	}
 	e := toError(err)
 	if e.Status == http.StatusUnauthorized {
-		e.challenge = s.auth.Challenge(repo, action)
+		e.challenge = s.auth.Challenge(r, repo, challengeActions(action)...)
 	}
 	return e
+}
+
+// challengeActions is what a challenge asks for: a push needs pull as well (clients check what
+// exists before they upload).
+func challengeActions(a auth.Action) []auth.Action {
+	if a == auth.ActionPush {
+		return []auth.Action{auth.ActionPull, auth.ActionPush}
+	}
+	return []auth.Action{a}
 }
 
 // endpoint returns the handler of a method on an endpoint kind, and the action it needs.

@@ -44,7 +44,7 @@ type env struct {
 }
 
 // newEnv serves a registry with two projects: "priv" (private) and "pub" (public).
-func newEnv(t *testing.T, opts ...func(*mirror.Config)) *env {
+func newEnv(t testing.TB, opts ...func(*mirror.Config)) *env {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -58,7 +58,7 @@ func newEnv(t *testing.T, opts ...func(*mirror.Config)) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	as, _, err := auth.New(ctx, db, auth.Config{AdminPassword: password, BcryptCost: bcrypt.MinCost, AnonymousMirrorPull: true})
+	as, _, err := auth.New(ctx, db, auth.Config{AdminPassword: password, BcryptCost: bcrypt.MinCost, KeyDir: t.TempDir(), AnonymousMirrorPull: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,6 +80,14 @@ func newEnv(t *testing.T, opts ...func(*mirror.Config)) *env {
 		t.Fatal(err)
 	}
 	h = m
+	if ts, ok := cfg.Auth.(interface {
+		ServeToken(http.ResponseWriter, *http.Request)
+	}); ok {
+		mux := http.NewServeMux()
+		mux.HandleFunc(auth.TokenPath, ts.ServeToken)
+		mux.Handle("/", m)
+		h = mux
+	}
 	e := &env{dir: dir, store: store, admin: &authn.Basic{Username: "admin", Password: password}, finished: make(chan string, 100)}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		defer func() {
@@ -277,7 +285,7 @@ func TestAccessControl(t *testing.T) {
 			if resp.StatusCode != tt.status || errCode(b) != tt.code {
 				t.Errorf("%s %s = %d %s, want %d %s", tt.method, tt.path, resp.StatusCode, b, tt.status, tt.code)
 			}
-			if tt.status == 401 && !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Basic realm=") {
+			if tt.status == 401 && !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), `Bearer realm="`+e.srv.URL+`/service/token",service="cove"`) {
 				t.Errorf("401 without a challenge: %q", resp.Header.Get("WWW-Authenticate"))
 			}
 			if tt.code == "NAME_UNKNOWN" && !strings.Contains(string(b), "project") {
@@ -321,7 +329,7 @@ func TestBadInputLeavesNothing(t *testing.T) {
 		code               string
 	}{
 		{"upper-case name", "GET", "/v2/priv/App/tags/list", "", nil, 400, "NAME_INVALID"},
-		{"name with ..", "GET", "/v2/priv/../x/tags/list", "", nil, 400, "NAME_INVALID"},
+		{"name with a double dot", "GET", "/v2/priv/a..b/tags/list", "", nil, 400, "NAME_INVALID"},
 		{"malformed blob digest", "GET", "/v2/priv/app/blobs/sha256:xyz", "", nil, 400, "DIGEST_INVALID"},
 		{"unknown blob", "GET", "/v2/priv/app/blobs/" + digest.FromString("x").String(), "", nil, 404, "BLOB_UNKNOWN"},
 		{"monolithic with wrong digest", "POST", "/v2/priv/app/blobs/uploads/?digest=" + digest.FromString("x").String(), "not x", nil, 400, "DIGEST_INVALID"},

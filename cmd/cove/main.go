@@ -120,6 +120,9 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	}
 	authSvc, generated, err := auth.New(ctx, db, auth.Config{
 		AdminPassword:       cfg.Auth.AdminPassword,
+		PublicURL:           cfg.PublicURL,
+		TokenTTL:            time.Duration(cfg.Auth.TokenTTL),
+		KeyDir:              filepath.Join(cfg.Data, "keys"),
 		ReservedNames:       upstreams,
 		AnonymousMirrorPull: cfg.Auth.AnonymousPull == "mirror",
 		Logger:              log,
@@ -175,6 +178,7 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	mux.Handle("/v2/", registry)
 	mux.Handle("/v2", registry)
 	mux.Handle("/api/", withDeadline(api, smallRequestTimeout))
+	mux.Handle(auth.TokenPath, withDeadline(http.HandlerFunc(authSvc.ServeToken), smallRequestTimeout))
 	mux.Handle("GET /metrics", withDeadline(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), smallRequestTimeout))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
@@ -281,6 +285,8 @@ func routeName(r *http.Request) string {
 		return "v2_" + string(mirror.RouteKind(p))
 	case strings.HasPrefix(p, "/api/"):
 		return "api"
+	case p == auth.TokenPath:
+		return "token"
 	case p == "/metrics", p == "/healthz", p == "/readyz":
 		return p[1:]
 	}

@@ -1,0 +1,273 @@
+package auth
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// The Docker registry token flow (https://distribution.github.io/distribution/spec/auth/token/):
+// /v2 answers 401 with a Bearer challenge naming cove's own /service/token; the client asks there,
+// with its credentials or none, for the scopes it needs; cove grants the intersection of what was
+// asked and what the caller may do, in a short-lived JWT signed with a key of its own keystore.
+
+// Access is one grant of a token: actions on a resource ("repository", name) or the catalog
+// ("registry", "catalog").
+type Access struct {
+	Type    string   `json:"type"`
+	Name    string   `json:"name"`
+	Actions []string `json:"actions"`
+}
+
+type tokenClaims struct {
+	jwt.RegisteredClaims
+	Access []Access `json:"access"`
+	// Kind is "refresh" for refresh tokens, which are never accepted as access tokens.
+	Kind string `json:"kind,omitempty"`
+}
+
+// tokenLeeway is the clock skew allowed on exp, nbf and iat (SECURITY.md 7: small).
+const tokenLeeway = 30 * time.Second
+
+// refreshTTL is how long a refresh token (docker login's "identity token") lives.
+const refreshTTL = 30 * 24 * time.Hour
+
+// keystore holds the token signing key: ES256 on P-256, generated at first start and kept in a
+// file of its own under the data directory (SECURITY.md 6: no default secrets).
+type keystore struct {
+	key    *ecdsa.PrivateKey
+	kid    string
+	verify map[string]*ecdsa.PublicKey // by kid: the current key and, later, rotated ones
+}
+
+func loadKeystore(dir string) (*keystore, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create key directory: %w", err)
+	}
+	path := filepath.Join(dir, "token-signing.pem")
+	var key *ecdsa.PrivateKey
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		block, _ := pem.Decode(b)
+		if block == nil {
+			return nil, fmt.Errorf("read %s: no PEM block", path)
+		}
+		if key, err = x509.ParseECPrivateKey(block.Bytes); err != nil {
+			return nil, fmt.Errorf("read %s: %w", path, err)
+		}
+	case errors.Is(err, os.ErrNotExist):
+		if key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
+			return nil, err
+		}
+		der, err := x509.MarshalECPrivateKey(key)
+		if err != nil {
+			return nil, err
+		}
+		tmp := path + ".tmp"
+		if err := os.WriteFile(tmp, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+			return nil, fmt.Errorf("write token key: %w", err)
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			return nil, fmt.Errorf("write token key: %w", err)
+		}
+	default:
+		return nil, fmt.Errorf("read token key: %w", err)
+	}
+	spki, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(spki)
+	kid := hex.EncodeToString(sum[:8])
+	return &keystore{key: key, kid: kid, verify: map[string]*ecdsa.PublicKey{kid: &key.PublicKey}}, nil
+}
+
+// Scope is one scope a client asks for: "repository:team/app:pull,push", "registry:catalog:*".
+type Scope struct {
+	Type, Name string
+	Actions    []string
+}
+
+// ParseScope reads a scope parameter. The name may itself contain ":" (a registry host with a
+// port), so the type is the first field and the actions the last.
+func ParseScope(s string) (Scope, error) {
+	first := strings.Index(s, ":")
+	last := strings.LastIndex(s, ":")
+	if first < 0 || first == last {
+		return Scope{}, fmt.Errorf("%w: scope %q is not type:name:actions", ErrInvalid, s)
+	}
+	sc := Scope{Type: s[:first], Name: s[first+1 : last]}
+	for _, a := range strings.Split(s[last+1:], ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			sc.Actions = append(sc.Actions, a)
+		}
+	}
+	if sc.Name == "" {
+		return Scope{}, fmt.Errorf("%w: scope %q names nothing", ErrInvalid, s)
+	}
+	return sc, nil
+}
+
+// grant computes what p may do of what sc asks: never more than asked, never more than allowed.
+func (s *Service) grant(ctx context.Context, p Principal, sc Scope) []string {
+	var granted []string
+	switch sc.Type {
+	case "repository":
+		for _, a := range sc.Actions {
+			actions := []Action{Action(a)}
+			if a == "*" {
+				actions = []Action{ActionPull, ActionPush, ActionDelete}
+			}
+			for _, act := range actions {
+				if s.allowed(ctx, p, sc.Name, act) && !slices.Contains(granted, string(act)) {
+					granted = append(granted, string(act))
+				}
+			}
+		}
+	case "registry":
+		// The catalog is filtered per caller when listed; asking for it grants the listing.
+		if sc.Name == "catalog" && slices.Contains(sc.Actions, "*") {
+			granted = []string{"*"}
+		}
+	}
+	return granted
+}
+
+// allowed decides one action on a repository name for a principal authenticated by password (or
+// none): the local project's policy when the name is in a project, else the mirror's.
+func (s *Service) allowed(ctx context.Context, p Principal, name string, action Action) bool {
+	first, _, nested := strings.Cut(name, "/")
+	if nested && !s.reserved[first] && s.ProjectExists(ctx, first) {
+		return s.authorizeLocal(ctx, p, name, action) == nil
+	}
+	return s.authorizeMirror(p, action) == nil
+}
+
+// IssueToken signs an access token for p with the grants of scopes, for the given service.
+func (s *Service) IssueToken(ctx context.Context, p Principal, service string, scopes []Scope) (token string, issued time.Time, err error) {
+	if service != s.service {
+		return "", time.Time{}, fmt.Errorf("%w: unknown service %q (this registry is %q)", ErrInvalid, service, s.service)
+	}
+	var access []Access
+	for _, sc := range scopes {
+		if g := s.grant(ctx, p, sc); len(g) > 0 {
+			access = append(access, Access{Type: sc.Type, Name: sc.Name, Actions: g})
+		}
+	}
+	issued = s.now().UTC().Truncate(time.Second)
+	token, err = s.sign(p.Name, s.service, issued, s.tokenTTL, access, "")
+	return token, issued, err
+}
+
+// IssueRefreshToken signs a long-lived token that stands for p's password at the token endpoint
+// only (OAuth2 refresh_token grant, docker login's identity token).
+func (s *Service) IssueRefreshToken(ctx context.Context, p Principal) (string, error) {
+	if p.Anonymous() {
+		return "", fmt.Errorf("%w: no refresh token without an identity", ErrInvalid)
+	}
+	return s.sign(p.Name, s.service+"-refresh", s.now().UTC().Truncate(time.Second), refreshTTL, nil, "refresh")
+}
+
+func (s *Service) sign(sub, aud string, issued time.Time, ttl time.Duration, access []Access, kind string) (string, error) {
+	jti := make([]byte, 16)
+	if _, err := rand.Read(jti); err != nil {
+		return "", err
+	}
+	claims := tokenClaims{
+		RegisteredClaims: jwt.RegisteredClaims{
+			Issuer: s.issuer, Subject: sub, Audience: jwt.ClaimStrings{aud},
+			ExpiresAt: jwt.NewNumericDate(issued.Add(ttl)), NotBefore: jwt.NewNumericDate(issued),
+			IssuedAt: jwt.NewNumericDate(issued), ID: hex.EncodeToString(jti),
+		},
+		Access: access,
+		Kind:   kind,
+	}
+	if access == nil {
+		claims.Access = []Access{}
+	}
+	tok := jwt.NewWithClaims(jwt.SigningMethodES256, claims)
+	tok.Header["kid"] = s.keys.kid
+	return tok.SignedString(s.keys.key)
+}
+
+// verify checks a token: ES256 only, a key from cove's own keystore only (never one named in the
+// token), cove's issuer, the audience given, exp and nbf with a small leeway.
+func (s *Service) verify(raw, audience, kind string) (*tokenClaims, error) {
+	var claims tokenClaims
+	_, err := jwt.ParseWithClaims(raw, &claims, func(t *jwt.Token) (any, error) {
+		kid, _ := t.Header["kid"].(string)
+		key, ok := s.keys.verify[kid]
+		if !ok {
+			return nil, fmt.Errorf("unknown signing key %q", kid)
+		}
+		return key, nil
+	},
+		jwt.WithValidMethods([]string{jwt.SigningMethodES256.Alg()}),
+		jwt.WithIssuer(s.issuer),
+		jwt.WithAudience(audience),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+		jwt.WithLeeway(tokenLeeway),
+		jwt.WithTimeFunc(s.now),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadCredentials, err)
+	}
+	if claims.Kind != kind || claims.NotBefore == nil {
+		return nil, fmt.Errorf("%w: not a %q token", ErrBadCredentials, kind)
+	}
+	return &claims, nil
+}
+
+// principalFromToken verifies an access token and returns who it stands for, with its grants.
+func (s *Service) principalFromToken(ctx context.Context, raw string) (Principal, error) {
+	claims, err := s.verify(raw, s.service, "")
+	if err != nil {
+		return Principal{}, err
+	}
+	p := Principal{Name: claims.Subject, Token: true, access: map[string][]string{}}
+	for _, a := range claims.Access {
+		p.access[a.Type+":"+a.Name] = a.Actions
+	}
+	if p.Name != "" {
+		var rec userRecord
+		if err := s.readUser(p.Name, &rec); err != nil {
+			return Principal{}, fmt.Errorf("%w: token subject %q is gone", ErrBadCredentials, p.Name)
+		}
+		p.Admin = rec.Admin
+	}
+	return p, nil
+}
+
+// PrincipalFromRefreshToken verifies a refresh token and returns its user.
+func (s *Service) PrincipalFromRefreshToken(ctx context.Context, raw string) (Principal, error) {
+	claims, err := s.verify(raw, s.service+"-refresh", "refresh")
+	if err != nil {
+		return Principal{}, err
+	}
+	var rec userRecord
+	if err := s.readUser(claims.Subject, &rec); err != nil {
+		return Principal{}, fmt.Errorf("%w: user %q is gone", ErrBadCredentials, claims.Subject)
+	}
+	return Principal{Name: rec.Name, Admin: rec.Admin}, nil
+}
+
+// Granted reports whether a token principal's grants include action on the resource.
+func (p Principal) Granted(typ, name string, action string) bool {
+	return slices.Contains(p.access[typ+":"+name], action) || slices.Contains(p.access[typ+":"+name], "*")
+}

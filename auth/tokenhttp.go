@@ -1,0 +1,109 @@
+package auth
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// ServeToken is the token endpoint (/service/token). GET takes Basic credentials or none, with
+// service and scope parameters, as Docker sends them; POST takes the OAuth2 form (grant_type
+// password or refresh_token), as containerd and docker login send it. The answer carries token and
+// access_token (the same JWT), expires_in, issued_at, and a refresh_token when asked for one.
+func (s *Service) ServeToken(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	var (
+		who     Principal
+		err     error
+		scopes  []string
+		service string
+		offline bool
+	)
+	switch r.Method {
+	case http.MethodGet:
+		q := r.URL.Query()
+		scopes, service = q["scope"], q.Get("service")
+		offline = q.Get("offline_token") == "true"
+		who, err = s.Authenticate(r.Context(), r)
+		if err == nil && who.Token {
+			err = errors.New("a bearer token cannot be traded for another")
+		}
+	case http.MethodPost:
+		r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+		if err = r.ParseForm(); err != nil {
+			tokenError(w, http.StatusBadRequest, "invalid_request", "the form could not be read")
+			return
+		}
+		scopes, service = strings.Fields(r.PostForm.Get("scope")), r.PostForm.Get("service")
+		offline = r.PostForm.Get("access_type") == "offline"
+		switch r.PostForm.Get("grant_type") {
+		case "password":
+			who, err = s.CheckPassword(r.Context(), r.PostForm.Get("username"), r.PostForm.Get("password"))
+		case "refresh_token":
+			who, err = s.PrincipalFromRefreshToken(r.Context(), r.PostForm.Get("refresh_token"))
+		default:
+			tokenError(w, http.StatusBadRequest, "unsupported_grant_type", "grant_type must be password or refresh_token")
+			return
+		}
+	default:
+		w.Header().Set("Allow", "GET, POST")
+		tokenError(w, http.StatusMethodNotAllowed, "invalid_request", "use GET or POST")
+		return
+	}
+	if err != nil {
+		s.log.InfoContext(r.Context(), "token refused", "remote", r.RemoteAddr, "err", err)
+		tokenError(w, http.StatusUnauthorized, "invalid_grant", "invalid credentials")
+		return
+	}
+	var parsed []Scope
+	for _, raw := range scopes {
+		for _, one := range strings.Fields(raw) {
+			sc, err := ParseScope(one)
+			if err != nil {
+				tokenError(w, http.StatusBadRequest, "invalid_scope", err.Error())
+				return
+			}
+			parsed = append(parsed, sc)
+		}
+	}
+	if service == "" {
+		service = s.service
+	}
+	token, issued, err := s.IssueToken(r.Context(), who, service, parsed)
+	if err != nil {
+		if errors.Is(err, ErrInvalid) {
+			tokenError(w, http.StatusBadRequest, "invalid_request", err.Error())
+			return
+		}
+		s.log.ErrorContext(r.Context(), "issuing a token", "err", err)
+		tokenError(w, http.StatusInternalServerError, "server_error", "internal server error")
+		return
+	}
+	resp := map[string]any{
+		"token":        token,
+		"access_token": token,
+		"expires_in":   int(s.tokenTTL / time.Second),
+		"issued_at":    issued.Format(time.RFC3339),
+	}
+	if offline && !who.Anonymous() {
+		refresh, err := s.IssueRefreshToken(r.Context(), who)
+		if err != nil {
+			tokenError(w, http.StatusInternalServerError, "server_error", "internal server error")
+			return
+		}
+		resp["refresh_token"] = refresh
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(resp)
+}
+
+func tokenError(w http.ResponseWriter, status int, code, message string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{
+		"error": code, "error_description": message,
+		"errors": []map[string]string{{"code": strings.ToUpper(code), "message": message}},
+	})
+}
