@@ -129,8 +129,11 @@ func (s *Service) grant(ctx context.Context, p Principal, sc Scope) []string {
 	switch sc.Type {
 	case "repository":
 		for _, a := range sc.Actions {
-			actions := []Action{Action(a)}
-			if a == "*" {
+			var actions []Action
+			switch Action(a) {
+			case ActionPull, ActionPush, ActionDelete:
+				actions = []Action{Action(a)}
+			case "*":
 				actions = []Action{ActionPull, ActionPush, ActionDelete}
 			}
 			for _, act := range actions {

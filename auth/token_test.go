@@ -1,0 +1,228 @@
+package auth
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"golang.org/x/crypto/bcrypt"
+)
+
+type testClock struct{ now time.Time }
+
+func (c *testClock) Now() time.Time { return c.now }
+
+func tokenService(t *testing.T) (*Service, *testClock) {
+	t.Helper()
+	clock := &testClock{now: time.Unix(1_800_000_000, 0)}
+	s, _, err := New(context.Background(), openDB(t), Config{
+		AdminPassword: "pw", BcryptCost: bcrypt.MinCost, KeyDir: t.TempDir(), Now: clock.Now,
+		AnonymousMirrorPull: true, ReservedNames: []string{"docker.io"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateProject(context.Background(), "team", false, "admin"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateProject(context.Background(), "open", true, "admin"); err != nil {
+		t.Fatal(err)
+	}
+	return s, clock
+}
+
+func scopes(t *testing.T, ss ...string) []Scope {
+	t.Helper()
+	var out []Scope
+	for _, s := range ss {
+		sc, err := ParseScope(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, sc)
+	}
+	return out
+}
+
+func bearer(tok string) *http.Request {
+	r := httptest.NewRequest("GET", "/v2/", nil)
+	r.Header.Set("Authorization", "Bearer "+tok)
+	return r
+}
+
+func TestTokenGrantsTheIntersection(t *testing.T) {
+	ctx := context.Background()
+	s, _ := tokenService(t)
+	admin := Principal{Name: "admin", Admin: true}
+	tests := []struct {
+		name  string
+		who   Principal
+		scope string
+		want  string // granted actions, comma-separated
+	}{
+		{"admin asks push and pull", admin, "repository:team/app:pull,push", "pull,push"},
+		{"admin asks all", admin, "repository:team/app:*", "pull,push,delete"},
+		{"anonymous asks push on public", Principal{}, "repository:open/app:pull,push", "pull"},
+		{"anonymous asks private", Principal{}, "repository:team/app:pull", ""},
+		{"anonymous asks mirror pull", Principal{}, "repository:library/alpine:pull", "pull"},
+		{"admin asks push on a mirror", admin, "repository:docker.io/library/alpine:pull,push", "pull"},
+		{"unknown action", admin, "repository:team/app:frobnicate", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tok, _, err := s.IssueToken(ctx, tt.who, "cove", scopes(t, tt.scope))
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := s.Authenticate(ctx, bearer(tok))
+			if err != nil {
+				t.Fatalf("verify own token: %v", err)
+			}
+			sc, _ := ParseScope(tt.scope)
+			if got := strings.Join(p.access["repository:"+sc.Name], ","); got != tt.want {
+				t.Errorf("granted %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestTokenForOneRepositoryOnly(t *testing.T) {
+	ctx := context.Background()
+	s, _ := tokenService(t)
+	tok, _, _ := s.IssueToken(ctx, Principal{Name: "admin", Admin: true}, "cove", scopes(t, "repository:team/a:pull"))
+	p, err := s.Authenticate(ctx, bearer(tok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Authorize(ctx, p, "team/a", ActionPull); err != nil {
+		t.Errorf("pull on team/a with its token: %v", err)
+	}
+	if err := s.Authorize(ctx, p, "team/b", ActionPull); !errors.Is(err, ErrUnauthenticated) {
+		t.Errorf("a token for team/a used on team/b = %v, want refused", err)
+	}
+	if err := s.Authorize(ctx, p, "team/a", ActionPush); !errors.Is(err, ErrUnauthenticated) {
+		t.Errorf("push with a pull token = %v, want refused", err)
+	}
+}
+
+// TestForgedTokensAreRefused: every classic JWT attack fails verification.
+func TestForgedTokensAreRefused(t *testing.T) {
+	ctx := context.Background()
+	s, clock := tokenService(t)
+	good, _, _ := s.IssueToken(ctx, Principal{Name: "admin", Admin: true}, "cove", scopes(t, "repository:team/app:pull"))
+	parts := strings.Split(good, ".")
+	payload, _ := base64.RawURLEncoding.DecodeString(parts[1])
+	var claims map[string]any
+	json.Unmarshal(payload, &claims)
+	encode := func(v any) string {
+		b, _ := json.Marshal(v)
+		return base64.RawURLEncoding.EncodeToString(b)
+	}
+	// A payload granting push, under the original signature.
+	claims["access"] = []map[string]any{{"type": "repository", "name": "team/app", "actions": []string{"pull", "push"}}}
+	modified := parts[0] + "." + encode(claims) + "." + parts[2]
+	// alg none.
+	none := encode(map[string]string{"alg": "none", "typ": "JWT", "kid": s.keys.kid}) + "." + encode(claims) + "."
+	// HS256 keyed with the public key (the algorithm-confusion attack).
+	pub, _ := x509.MarshalPKIXPublicKey(&s.keys.key.PublicKey)
+	hs := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims(claims))
+	hs.Header["kid"] = s.keys.kid
+	hsToken, _ := hs.SignedString(pub)
+	// A key named in the token header instead of cove's keystore.
+	foreign := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims(claims))
+	foreign.Header["kid"] = "someone-elses"
+	other, _ := tokenService(t)
+	foreignToken, _ := foreign.SignedString(other.keys.key)
+	// Another audience, signed with the right key.
+	aud := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims{
+		"iss": s.issuer, "sub": "admin", "aud": "another-registry", "exp": clock.now.Add(time.Minute).Unix(),
+		"nbf": clock.now.Unix(), "iat": clock.now.Unix(), "access": claims["access"],
+	})
+	aud.Header["kid"] = s.keys.kid
+	audToken, _ := aud.SignedString(s.keys.key)
+	// A refresh token is not an access token.
+	refresh, _ := s.IssueRefreshToken(ctx, Principal{Name: "admin"})
+
+	for name, tok := range map[string]string{
+		"modified payload": modified, "alg none": none, "HS256 with the public key": hsToken,
+		"foreign key": foreignToken, "other audience": audToken, "refresh as access": refresh, "garbage": "abc.def.ghi",
+	} {
+		if _, err := s.Authenticate(ctx, bearer(tok)); !errors.Is(err, ErrBadCredentials) {
+			t.Errorf("%s: Authenticate = %v, want ErrBadCredentials", name, err)
+		}
+	}
+	// Expired: past exp and the leeway.
+	clock.now = clock.now.Add(s.tokenTTL + tokenLeeway + time.Second)
+	if _, err := s.Authenticate(ctx, bearer(good)); !errors.Is(err, ErrBadCredentials) {
+		t.Errorf("expired token: %v, want ErrBadCredentials", err)
+	}
+}
+
+func TestTokenEndpoint(t *testing.T) {
+	s, _ := tokenService(t)
+	srv := httptest.NewServer(http.HandlerFunc(s.ServeToken))
+	defer srv.Close()
+	get := func(query string, user, pass string) (int, map[string]any) {
+		req, _ := http.NewRequest("GET", srv.URL+"?"+query, nil)
+		if user != "" {
+			req.SetBasicAuth(user, pass)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body map[string]any
+		json.NewDecoder(resp.Body).Decode(&body)
+		return resp.StatusCode, body
+	}
+	code, body := get("service=cove&scope=repository:team/app:pull,push&offline_token=true", "admin", "pw")
+	if code != 200 || body["token"] == "" || body["token"] != body["access_token"] || body["expires_in"] != float64(300) || body["refresh_token"] == nil || body["issued_at"] == nil {
+		t.Errorf("GET with credentials = %d %v", code, body)
+	}
+	if code, _ := get("service=cove&scope=repository:team/app:pull", "admin", "wrong"); code != 401 {
+		t.Errorf("wrong password = %d, want 401", code)
+	}
+	if code, _ := get("service=elsewhere&scope=repository:team/app:pull", "", ""); code != 400 {
+		t.Errorf("unknown service = %d, want 400", code)
+	}
+	if code, _ := get("service=cove&scope=nonsense", "", ""); code != 400 {
+		t.Errorf("malformed scope = %d, want 400", code)
+	}
+	code, body = get("service=cove&scope=repository:open/app:pull", "", "")
+	if code != 200 || body["refresh_token"] != nil {
+		t.Errorf("anonymous = %d %v", code, body)
+	}
+	// The OAuth2 form: password grant, then refresh grant.
+	post := func(form url.Values) (int, map[string]any) {
+		resp, err := http.PostForm(srv.URL, form)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body map[string]any
+		json.NewDecoder(resp.Body).Decode(&body)
+		return resp.StatusCode, body
+	}
+	code, body = post(url.Values{"grant_type": {"password"}, "username": {"admin"}, "password": {"pw"}, "service": {"cove"},
+		"scope": {"repository:team/app:pull repository:team/b:push"}, "access_type": {"offline"}, "client_id": {"test"}})
+	refresh, _ := body["refresh_token"].(string)
+	if code != 200 || refresh == "" {
+		t.Fatalf("password grant = %d %v", code, body)
+	}
+	if code, body = post(url.Values{"grant_type": {"refresh_token"}, "refresh_token": {refresh}, "service": {"cove"}, "scope": {"repository:team/app:pull"}}); code != 200 || body["access_token"] == nil {
+		t.Errorf("refresh grant = %d %v", code, body)
+	}
+	if code, _ = post(url.Values{"grant_type": {"password"}, "username": {"admin"}, "password": {""}, "service": {"cove"}}); code != 401 {
+		t.Errorf("empty password = %d, want 401", code)
+	}
+}
