@@ -300,17 +300,29 @@ func (s *Service) ProjectExists(ctx context.Context, name string) bool {
 }
 
 // Challenge returns the WWW-Authenticate value that sends a client to the token service for the
-// scope it needs (repo and actions), or for none when repo is empty.
-func (s *Service) Challenge(r *http.Request, repo string, actions ...Action) string {
+// scopes it needs ("repository:team/app:pull,push"; none for the version check).
+func (s *Service) Challenge(r *http.Request, scopes ...string) string {
 	c := fmt.Sprintf("Bearer realm=%q,service=%q", s.Realm(r), s.service)
-	if repo != "" && len(actions) > 0 {
-		names := make([]string, len(actions))
-		for i, a := range actions {
-			names[i] = string(a)
-		}
-		c += fmt.Sprintf(",scope=%q", "repository:"+repo+":"+strings.Join(names, ","))
+	if len(scopes) > 0 {
+		c += fmt.Sprintf(",scope=%q", strings.Join(scopes, " "))
 	}
 	return c
+}
+
+// RepositoryScope writes a repository scope for a challenge.
+func RepositoryScope(repo string, actions ...Action) string {
+	names := make([]string, len(actions))
+	for i, a := range actions {
+		names[i] = string(a)
+	}
+	return "repository:" + repo + ":" + strings.Join(names, ",")
+}
+
+// Asked reports whether a token principal's token has an entry for the resource, granted or not:
+// the client asked for it.
+func (p Principal) Asked(typ, name string) bool {
+	_, ok := p.access[typ+":"+name]
+	return ok
 }
 
 // Realm is the token endpoint's absolute URL: on cove's own host and port, which clients such as

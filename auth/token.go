@@ -166,11 +166,15 @@ func (s *Service) IssueToken(ctx context.Context, p Principal, service string, s
 	if service != s.service {
 		return "", time.Time{}, fmt.Errorf("%w: unknown service %q (this registry is %q)", ErrInvalid, service, s.service)
 	}
+	// Every scope asked for has its entry, with no actions when none is granted: the registry
+	// then knows the client asked and was refused, as Distribution's tokens have it.
 	var access []Access
 	for _, sc := range scopes {
-		if g := s.grant(ctx, p, sc); len(g) > 0 {
-			access = append(access, Access{Type: sc.Type, Name: sc.Name, Actions: g})
+		g := s.grant(ctx, p, sc)
+		if g == nil {
+			g = []string{}
 		}
+		access = append(access, Access{Type: sc.Type, Name: sc.Name, Actions: g})
 	}
 	issued = s.now().UTC().Truncate(time.Second)
 	token, err = s.sign(p.Name, s.service, issued, s.tokenTTL, access, "")

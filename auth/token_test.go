@@ -91,6 +91,9 @@ func TestTokenGrantsTheIntersection(t *testing.T) {
 			if got := strings.Join(p.access["repository:"+sc.Name], ","); got != tt.want {
 				t.Errorf("granted %q, want %q", got, tt.want)
 			}
+			if !p.Asked("repository", sc.Name) {
+				t.Error("the token does not record the scope asked for")
+			}
 		})
 	}
 }

@@ -287,6 +287,9 @@ func TestEvictLeastRecentlyUsedMirroredContent(t *testing.T) {
 			r.Close()
 		}
 		waitStored(t, s, "docker.io/library/x", d)
+		// The fill counts as in use until it has left the store's list; wait for that, or an
+		// eviction running meanwhile would rightly pass it over.
+		waitFor(t, func() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.fills[d] == nil })
 		tick()
 		return d
 	}

@@ -92,7 +92,13 @@ func (s *Server) mount(w http.ResponseWriter, r *http.Request, req request, moun
 	if err != nil || from == "" || !validName(from) {
 		return false, nil // a digest alone is not a capability: no anonymous mounts
 	}
-	if s.auth.Authorize(r.Context(), req.who, from, auth.ActionPull) != nil { // token: needs a pull grant on from
+	if err := s.auth.Authorize(r.Context(), req.who, from, auth.ActionPull); err != nil {
+		// A token that never asked about the source: send the client for one that does, as
+		// Distribution does; a client refused pull there falls back to an upload below.
+		if req.who.Token && !req.who.Asked("repository", from) {
+			return false, &Error{Status: http.StatusUnauthorized, Code: CodeUnauthorized, Message: "authentication required",
+				challenge: s.auth.Challenge(r, auth.RepositoryScope(req.repo, auth.ActionPull, auth.ActionPush), auth.RepositoryScope(from, auth.ActionPull))}
+		}
 		return false, nil
 	}
 	if _, err := s.store.StatBlob(r.Context(), from, dgst); err != nil {

@@ -73,7 +73,7 @@ func (s *Server) handleCatalog(w http.ResponseWriter, r *http.Request, req reque
 	}
 	if req.who.Token && !req.who.Granted("registry", "catalog", "*") {
 		return &Error{Status: http.StatusUnauthorized, Code: CodeUnauthorized, Message: "authentication required",
-			challenge: s.auth.Challenge(r, "") + `,scope="registry:catalog:*"`}
+			challenge: s.auth.Challenge(r, "registry:catalog:*")}
 	}
 	// Listed is what the caller's identity may pull (a token's repository grants do not matter
 	// here). One decision per project or upstream, not per repository: the policy is per project.

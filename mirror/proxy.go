@@ -79,7 +79,7 @@ func (s *Server) serveMirrored(w http.ResponseWriter, r *http.Request, req reque
 	if err := s.auth.AuthorizeMirror(r.Context(), req.who, req.name, auth.ActionPull); err != nil {
 		e := toError(err)
 		if e.Status == http.StatusUnauthorized {
-			e.challenge = s.auth.Challenge(r, req.name, auth.ActionPull)
+			e.challenge = s.auth.Challenge(r, auth.RepositoryScope(req.name, auth.ActionPull))
 		}
 		return e
 	}

@@ -30,7 +30,7 @@ type Authorizer interface {
 	// auth.ErrDenied or auth.ErrProjectUnknown.
 	Authorize(ctx context.Context, p auth.Principal, repo string, action auth.Action) error
 	// Challenge is the WWW-Authenticate value that asks for credentials for repo and actions.
-	Challenge(r *http.Request, repo string, actions ...auth.Action) string
+	Challenge(r *http.Request, scopes ...string) string
 	// AuthorizeMirror returns nil when p may do action on name, a mirrored repository.
 	AuthorizeMirror(ctx context.Context, p auth.Principal, name string, action auth.Action) error
 	// ProjectExists reports whether a local project of that name exists.
@@ -170,7 +170,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) error {
 	who, err := s.auth.Authenticate(r.Context(), r)
 	if err != nil {
 		e := toError(err)
-		e.challenge = s.auth.Challenge(r, "")
+		e.challenge = s.auth.Challenge(r)
 		return e
 	}
 	req := request{route: rt, who: who, name: rt.repo}
@@ -195,7 +195,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) error {
 		// anonymous pulls of mirrored content are allowed it answers 200: dockerd gives up on a
 		// mirror whose /v2/ asks for Basic credentials it does not have.
 		if who.Anonymous() && !who.Token {
-			return &Error{Status: http.StatusUnauthorized, Code: CodeUnauthorized, Message: "authentication required", challenge: s.auth.Challenge(r, "")}
+			return &Error{Status: http.StatusUnauthorized, Code: CodeUnauthorized, Message: "authentication required", challenge: s.auth.Challenge(r)}
 		}
 	case KindCatalog:
 		// Filtered per repository by the handler.
@@ -215,7 +215,7 @@ func (s *Server) authorize(r *http.Request, who auth.Principal, repo string, act
 	}
 	e := toError(err)
 	if e.Status == http.StatusUnauthorized {
-		e.challenge = s.auth.Challenge(r, repo, challengeActions(action)...)
+		e.challenge = s.auth.Challenge(r, auth.RepositoryScope(repo, challengeActions(action)...))
 	}
 	return e
 }
