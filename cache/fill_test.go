@@ -322,3 +322,51 @@ func TestEvictLeastRecentlyUsedMirroredContent(t *testing.T) {
 		t.Errorf("evicted file still on disk: %v", err)
 	}
 }
+
+func TestEvictPassesOverBlobsInUse(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	db, err := OpenDB(filepath.Join(dir, "index"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	s, err := Open(ctx, Config{Dir: dir, DB: db, MaxMirrored: 150 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	fill := func() digest.Digest {
+		data := randomBytes(t, 100<<10)
+		d := digest.FromBytes(data)
+		f, _, err := s.FillBlob(d, "docker.io/library/x", func(context.Context) (io.ReadCloser, int64, error) {
+			return io.NopCloser(bytes.NewReader(data)), int64(len(data)), nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r, err := f.Reader(ctx); err == nil {
+			io.Copy(io.Discard, r)
+			r.Close()
+		}
+		waitStored(t, s, "docker.io/library/x", d)
+		waitFor(t, func() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.fills[d] == nil })
+		return d
+	}
+	x := fill()
+	release := s.hold(x) // a reader has x open
+	y := fill()          // over the cap: x is the oldest but in use, so y goes
+	waitFor(t, func() bool { _, n := s.MirrorStats(); return n == 1 })
+	if _, err := s.StatBlob(ctx, "docker.io/library/x", x); err != nil {
+		t.Errorf("a blob in use was evicted: %v", err)
+	}
+	if _, err := s.StatBlob(ctx, "docker.io/library/x", y); !errors.Is(err, ErrBlobUnknown) {
+		t.Errorf("y should have made room: %v", err)
+	}
+	release()
+	fill() // over the cap again: x, no longer in use, goes now
+	waitFor(t, func() bool { _, n := s.MirrorStats(); return n == 2 })
+	if _, err := s.StatBlob(ctx, "docker.io/library/x", x); !errors.Is(err, ErrBlobUnknown) {
+		t.Errorf("x after release: %v, want evicted", err)
+	}
+}
