@@ -139,6 +139,37 @@ func TestDockerDaemonMirror(t *testing.T) {
 	if n := proxy.count("GET", "/v2/library/alpine/manifests/"); n == 0 {
 		t.Error("the pulls did not go through cove")
 	}
+
+	// docker login and push to a local project: the token flow with credentials.
+	s.createProject("team", false)
+	login := func(pass string) (string, error) {
+		cmd := exec.Command(docker, "-H", sock, "--config", filepath.Join(d, "client"), "login", "-u", "admin", "--password-stdin", s.addr)
+		cmd.Stdin = strings.NewReader(pass)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := login("wrong-password"); err == nil {
+		t.Errorf("docker login with a wrong password succeeded:\n%s", out)
+	}
+	if out, err := login(adminPassword); err != nil {
+		t.Fatalf("docker login: %v\n%s", err, out)
+	}
+	target := s.addr + "/team/alpine:pushed"
+	if out, err := run(t, time.Minute, nil, docker, "-H", sock, "tag", "alpine", target); err != nil {
+		t.Fatalf("docker tag: %v\n%s", err, out)
+	}
+	out, err := run(t, 3*time.Minute, nil, docker, "-H", sock, "--config", filepath.Join(d, "client"), "push", target)
+	if err != nil {
+		t.Fatalf("docker push: %v\n%s", err, out)
+	}
+	m := digestLine.FindStringSubmatch(strings.ReplaceAll(out, "digest: ", "Digest: "))
+	if m == nil {
+		t.Fatalf("docker push printed no digest:\n%s", out)
+	}
+	resp, _ := s.do("HEAD", "/v2/team/alpine/manifests/pushed", nil, true)
+	if resp.StatusCode != 200 || resp.Header.Get("Docker-Content-Digest") != m[1] {
+		t.Errorf("pushed manifest = %d %s, want %s", resp.StatusCode, resp.Header.Get("Docker-Content-Digest"), m[1])
+	}
 	if !strings.Contains(s.log(), `"path":"/v2/library/alpine/manifests/latest"`) {
 		t.Error("cove never saw dockerd's manifest request")
 	}
