@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"cove/internal/kv"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -89,7 +91,7 @@ func TestAdminPassword(t *testing.T) {
 	}
 	// Only a hash is stored.
 	var rec userRecord
-	_ = db.View(func(txn *badger.Txn) error { return getJSON(txn, []byte(keyUser+"admin"), &rec) })
+	_ = db.View(func(txn *badger.Txn) error { return kv.GetJSON(txn, []byte(keyUser+"admin"), &rec) })
 	if bcrypt.CompareHashAndPassword(rec.Hash, []byte("configured")) != nil {
 		t.Error("stored record is not a bcrypt hash of the password")
 	}

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"cove/internal/kv"
 )
 
 const (
@@ -62,7 +64,7 @@ func (s *Service) CreateProject(ctx context.Context, name string, public bool, o
 		} else if !errors.Is(err, badger.ErrKeyNotFound) {
 			return err
 		}
-		if err := putJSON(txn, []byte(keyProject+name), p); err != nil {
+		if err := kv.PutJSON(txn, []byte(keyProject+name), p); err != nil {
 			return err
 		}
 		return txn.Set([]byte(keyProjectID+strconv.FormatInt(p.ID, 10)), []byte(name))
@@ -76,7 +78,7 @@ func (s *Service) CreateProject(ctx context.Context, name string, public bool, o
 // Project returns the project name, or ErrProjectUnknown.
 func (s *Service) Project(ctx context.Context, name string) (Project, error) {
 	var p Project
-	err := s.db.View(func(txn *badger.Txn) error { return getJSON(txn, []byte(keyProject+name), &p) })
+	err := s.db.View(func(txn *badger.Txn) error { return kv.GetJSON(txn, []byte(keyProject+name), &p) })
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return Project{}, ErrProjectUnknown
 	}
@@ -128,7 +130,7 @@ func (s *Service) Projects(ctx context.Context, p Principal, keep func(Project) 
 func (s *Service) DeleteProject(ctx context.Context, name string) error {
 	return s.db.Update(func(txn *badger.Txn) error {
 		var p Project
-		if err := getJSON(txn, []byte(keyProject+name), &p); err != nil {
+		if err := kv.GetJSON(txn, []byte(keyProject+name), &p); err != nil {
 			if errors.Is(err, badger.ErrKeyNotFound) {
 				return ErrProjectUnknown
 			}

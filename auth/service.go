@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,6 +15,8 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"cove/internal/kv"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -141,7 +142,7 @@ func New(ctx context.Context, db *badger.DB, cfg Config) (s *Service, generated 
 
 func (s *Service) ensureAdmin(password string) (string, error) {
 	var rec userRecord
-	err := s.db.View(func(txn *badger.Txn) error { return getJSON(txn, []byte(keyUser+AdminName), &rec) })
+	err := s.db.View(func(txn *badger.Txn) error { return kv.GetJSON(txn, []byte(keyUser+AdminName), &rec) })
 	switch {
 	case err == nil && password == "":
 		return "", nil
@@ -164,7 +165,7 @@ func (s *Service) ensureAdmin(password string) (string, error) {
 		created = s.now().UTC()
 	}
 	rec = userRecord{Name: AdminName, Hash: hash, Admin: true, Created: created}
-	err = s.db.Update(func(txn *badger.Txn) error { return putJSON(txn, []byte(keyUser+AdminName), rec) })
+	err = s.db.Update(func(txn *badger.Txn) error { return kv.PutJSON(txn, []byte(keyUser+AdminName), rec) })
 	if err != nil {
 		return "", fmt.Errorf("store admin: %w", err)
 	}
@@ -234,7 +235,7 @@ func (s *Service) mac(user, pass string) []byte {
 }
 
 func (s *Service) readUser(name string, rec *userRecord) error {
-	return s.db.View(func(txn *badger.Txn) error { return getJSON(txn, []byte(keyUser+name), rec) })
+	return s.db.View(func(txn *badger.Txn) error { return kv.GetJSON(txn, []byte(keyUser+name), rec) })
 }
 
 // Authorize decides whether p may do action on repo, a local repository: by the token's grants
@@ -340,19 +341,3 @@ func (s *Service) Realm(r *http.Request) string {
 
 // TokenPath is where the token service answers.
 const TokenPath = "/service/token"
-
-func getJSON(txn *badger.Txn, key []byte, v any) error {
-	item, err := txn.Get(key)
-	if err != nil {
-		return err
-	}
-	return item.Value(func(b []byte) error { return json.Unmarshal(b, v) })
-}
-
-func putJSON(txn *badger.Txn, key []byte, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	return txn.Set(key, b)
-}

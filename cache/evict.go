@@ -2,7 +2,6 @@ package cache
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -11,6 +10,8 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"cove/internal/kv"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -77,7 +78,7 @@ func (s *Store) flushAccess() error {
 			}
 			if at.After(rec.Accessed) {
 				rec.Accessed = at
-				if err := putJSON(ct.Txn, blobKey(dgst), rec); err != nil {
+				if err := kv.PutJSON(ct.Txn, blobKey(dgst), rec); err != nil {
 					return err
 				}
 			}
@@ -105,18 +106,12 @@ func (s *Store) Evict(ctx context.Context) (int, error) {
 	}
 	var cands []candidate
 	err := s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixBlob), PrefetchValues: true})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			var rec blobRecord
-			if err := it.Item().Value(func(b []byte) error { return json.Unmarshal(b, &rec) }); err != nil {
-				return err
-			}
+		return eachBlob(txn, func(dgst digest.Digest, rec blobRecord) error {
 			if rec.evictable() {
-				cands = append(cands, candidate{digest.Digest(it.Item().Key()[len(prefixBlob):]), rec})
+				cands = append(cands, candidate{dgst, rec})
 			}
-		}
-		return nil
+			return nil
+		})
 	})
 	if err != nil {
 		return 0, fmt.Errorf("evict: %w", err)

@@ -2,7 +2,6 @@ package cache
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -81,25 +80,15 @@ func (s *Store) mark(ctx context.Context, grace time.Duration) ([]garbageBlob, e
 				return err
 			}
 		}
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixBlob), PrefetchValues: true})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
+		return eachBlob(txn, func(dgst digest.Digest, rec blobRecord) error {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			dgst := digest.Digest(it.Item().Key()[len(prefixBlob):])
-			if referenced[dgst] {
-				continue
-			}
-			var rec blobRecord
-			if err := it.Item().Value(func(b []byte) error { return json.Unmarshal(b, &rec) }); err != nil {
-				return err
-			}
-			if rec.Created.Before(cutoff) {
+			if !referenced[dgst] && rec.Created.Before(cutoff) {
 				garbage = append(garbage, garbageBlob{dgst, rec.Size})
 			}
-		}
-		return nil
+			return nil
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("collect: %w", err)

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"cove/internal/kv"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -104,13 +106,13 @@ func (s *Store) putManifest(ctx context.Context, repo string, m Manifest, body [
 			return err
 		}
 		var old Manifest
-		switch err := getJSON(txn, manifestKey(repo, m.Digest), &old); {
+		switch err := kv.GetJSON(txn, manifestKey(repo, m.Digest), &old); {
 		case err == nil:
 			m.Created = old.Created // a re-push keeps the original time
 		case !errors.Is(err, badger.ErrKeyNotFound):
 			return err
 		}
-		if err := putJSON(txn, manifestKey(repo, m.Digest), m); err != nil {
+		if err := kv.PutJSON(txn, manifestKey(repo, m.Digest), m); err != nil {
 			return err
 		}
 		if m.Subject != "" {
@@ -178,7 +180,7 @@ func resolve(txn *badger.Txn, repo, ref string) (Manifest, error) {
 		dgst = digest.Digest(v)
 	}
 	var m Manifest
-	if err := getJSON(txn, manifestKey(repo, dgst), &m); err != nil {
+	if err := kv.GetJSON(txn, manifestKey(repo, dgst), &m); err != nil {
 		return Manifest{}, notFound(err, ErrManifestUnknown)
 	}
 	m.Digest = dgst
@@ -212,7 +214,7 @@ func (s *Store) DeleteManifest(ctx context.Context, repo string, dgst digest.Dig
 	return s.update(func(ct *commitTxn) error {
 		txn := ct.Txn
 		var m Manifest
-		if err := getJSON(txn, manifestKey(repo, dgst), &m); err != nil {
+		if err := kv.GetJSON(txn, manifestKey(repo, dgst), &m); err != nil {
 			return notFound(err, ErrManifestUnknown)
 		}
 		if err := txn.Delete(manifestKey(repo, dgst)); err != nil {
@@ -323,7 +325,7 @@ func (s *Store) Referrers(ctx context.Context, repo string, subject digest.Diges
 			}
 			d := digest.Digest(lastPart(key))
 			var m Manifest
-			if err := getJSON(txn, manifestKey(repo, d), &m); err != nil {
+			if err := kv.GetJSON(txn, manifestKey(repo, d), &m); err != nil {
 				if !errors.Is(err, badger.ErrKeyNotFound) {
 					ferr = err
 					return false

@@ -2,7 +2,6 @@ package cache
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io/fs"
 	"os"
@@ -122,20 +121,14 @@ func (s *Store) dropRecords(missing []digest.Digest) error {
 func (s *Store) recount() error {
 	var n, size, mirrored int64
 	err := s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixBlob), PrefetchValues: true})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			var rec blobRecord
-			if err := it.Item().Value(func(b []byte) error { return json.Unmarshal(b, &rec) }); err != nil {
-				return err
-			}
+		return eachBlob(txn, func(_ digest.Digest, rec blobRecord) error {
 			n++
 			size += rec.Size
 			if rec.evictable() {
 				mirrored += rec.Size
 			}
-		}
-		return nil
+			return nil
+		})
 	})
 	s.blobs.Store(n)
 	s.stored.Store(size)

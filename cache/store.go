@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"cove/internal/kv"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -487,7 +489,7 @@ func (s *Store) ensureBlobRecord(ct *commitTxn, dgst digest.Digest, size int64, 
 	if !isNew && rec == old {
 		return rec, nil
 	}
-	if err := putJSON(ct.Txn, blobKey(dgst), rec); err != nil {
+	if err := kv.PutJSON(ct.Txn, blobKey(dgst), rec); err != nil {
 		return rec, err
 	}
 	ct.onCommit(func() { s.account(old, rec, isNew) })
@@ -507,9 +509,25 @@ func (s *Store) account(old, rec blobRecord, isNew bool) {
 	}
 }
 
+// eachBlob calls fn with every blob record, in digest order, until fn returns an error.
+func eachBlob(txn *badger.Txn, fn func(dgst digest.Digest, rec blobRecord) error) error {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixBlob), PrefetchValues: true})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		var rec blobRecord
+		if err := it.Item().Value(func(b []byte) error { return json.Unmarshal(b, &rec) }); err != nil {
+			return err
+		}
+		if err := fn(digest.Digest(it.Item().Key()[len(prefixBlob):]), rec); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func getBlobRecord(txn *badger.Txn, dgst digest.Digest) (blobRecord, error) {
 	var rec blobRecord
-	err := getJSON(txn, blobKey(dgst), &rec)
+	err := kv.GetJSON(txn, blobKey(dgst), &rec)
 	return rec, notFound(err, ErrBlobUnknown)
 }
 
@@ -535,22 +553,6 @@ func hasPrefix(txn *badger.Txn, prefix []byte) bool {
 	defer it.Close()
 	it.Rewind()
 	return it.Valid()
-}
-
-func getJSON(txn *badger.Txn, key []byte, v any) error {
-	item, err := txn.Get(key)
-	if err != nil {
-		return err
-	}
-	return item.Value(func(b []byte) error { return json.Unmarshal(b, v) })
-}
-
-func putJSON(txn *badger.Txn, key []byte, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	return txn.Set(key, b)
 }
 
 // notFound translates badger's missing key into the store's own sentinel.
