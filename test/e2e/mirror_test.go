@@ -189,7 +189,13 @@ func TestHerdOfClientsOneDownload(t *testing.T) {
 	if n := proxy.count("GET", "/blobs/"+ld.String()); n != 1 {
 		t.Errorf("upstream served the blob %d times to %d clients, want once", n, clients)
 	}
-	t.Logf("herd: %d clients, one upstream download; coalesced %v", clients, metricValue(t, s, "cove_mirror_coalesced_total"))
+	// Memory does not grow with the blob or the clients: 32 × 200 MiB went through a few buffers.
+	rss := metricValue(t, s, "process_resident_memory_bytes")
+	t.Logf("herd: %d clients, one upstream download; coalesced %v; cove's resident memory %.0f MiB",
+		clients, metricValue(t, s, "cove_mirror_coalesced_total"), rss/(1<<20))
+	if rss > 64<<20 {
+		t.Errorf("cove's resident memory is %.0f MiB after streaming a 200 MiB blob to %d clients", rss/(1<<20), clients)
+	}
 }
 
 // TestMirrorFaults: a cached tag survives its upstream stopping or limiting; corrupt and truncated
