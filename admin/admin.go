@@ -1,5 +1,7 @@
 // Package admin serves cove's REST API under /api/v2.0, in the shapes of Harbor's v2.0 API so that
-// the tools and habits people have keep working. For now it manages projects.
+// the tools and habits people have keep working: projects, members, users, robot accounts and the
+// audit log. Every change is audited; every id in a path is checked against what the caller may
+// act on (SECURITY.md 10).
 package admin
 
 import (
@@ -16,15 +18,8 @@ import (
 	"cove/auth"
 )
 
-// Auth is what the API needs of the identity and project service; auth.Service implements it.
-type Auth interface {
-	Authenticate(ctx context.Context, r *http.Request) (auth.Principal, error)
-	CreateProject(ctx context.Context, name string, public bool, owner string) (auth.Project, error)
-	Project(ctx context.Context, name string) (auth.Project, error)
-	ProjectByID(ctx context.Context, id int64) (auth.Project, error)
-	Projects(ctx context.Context, p auth.Principal, keep func(auth.Project) bool) ([]auth.Project, error)
-	DeleteProject(ctx context.Context, name string) error
-}
+// The API uses auth.Service as a whole: users, projects, members, robots and policy are all its
+// own, and a one-method interface per use would only restate it.
 
 // Repositories counts repositories with content; cache.Store implements it.
 type Repositories interface {
@@ -33,17 +28,22 @@ type Repositories interface {
 
 // Config configures a Server.
 type Config struct {
-	Auth   Auth
+	Auth   *auth.Service
+	Audit  *auth.Audit
 	Repos  Repositories
 	Logger *slog.Logger
+	// SelfRegistration lets anyone create an account (never an admin one).
+	SelfRegistration bool
 }
 
 // Server is the REST API handler. It is safe for concurrent use.
 type Server struct {
-	auth  Auth
-	repos Repositories
-	log   *slog.Logger
-	mux   *http.ServeMux
+	auth         *auth.Service
+	audit        *auth.Audit
+	repos        Repositories
+	log          *slog.Logger
+	mux          *http.ServeMux
+	selfRegister bool
 }
 
 // maxBody caps every JSON request body.
@@ -51,10 +51,10 @@ const maxBody = 64 << 10
 
 // New returns the API server with every route registered.
 func New(cfg Config) (*Server, error) {
-	if cfg.Auth == nil || cfg.Repos == nil {
-		return nil, errors.New("admin: auth and repositories are required")
+	if cfg.Auth == nil || cfg.Repos == nil || cfg.Audit == nil {
+		return nil, errors.New("admin: auth, audit and repositories are required")
 	}
-	s := &Server{auth: cfg.Auth, repos: cfg.Repos, log: cfg.Logger, mux: http.NewServeMux()}
+	s := &Server{auth: cfg.Auth, audit: cfg.Audit, repos: cfg.Repos, log: cfg.Logger, mux: http.NewServeMux(), selfRegister: cfg.SelfRegistration}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -65,6 +65,25 @@ func New(cfg Config) (*Server, error) {
 		"HEAD /api/v2.0/projects":          s.handleHeadProject,
 		"GET /api/v2.0/projects/{name}":    s.handleGetProject,
 		"DELETE /api/v2.0/projects/{name}": s.handleDeleteProject,
+
+		"GET /api/v2.0/projects/{name}/members":         s.handleListMembers,
+		"POST /api/v2.0/projects/{name}/members":        s.handleAddMember,
+		"GET /api/v2.0/projects/{name}/members/{id}":    s.handleGetMember,
+		"PUT /api/v2.0/projects/{name}/members/{id}":    s.handleUpdateMember,
+		"DELETE /api/v2.0/projects/{name}/members/{id}": s.handleRemoveMember,
+		"GET /api/v2.0/projects/{name}/logs":            s.handleProjectLogs,
+		"POST /api/v2.0/users":                          s.handleCreateUser,
+		"GET /api/v2.0/users":                           s.handleListUsers,
+		"GET /api/v2.0/users/current":                   s.handleCurrentUser,
+		"GET /api/v2.0/users/{id}":                      s.handleGetUser,
+		"PUT /api/v2.0/users/{id}/password":             s.handleSetPassword,
+		"PUT /api/v2.0/users/{id}/sysadmin":             s.handleSetSysadmin,
+		"DELETE /api/v2.0/users/{id}":                   s.handleDeleteUser,
+		"POST /api/v2.0/robots":                         s.handleCreateRobot,
+		"GET /api/v2.0/robots":                          s.handleListRobots,
+		"GET /api/v2.0/robots/{id}":                     s.handleGetRobot,
+		"DELETE /api/v2.0/robots/{id}":                  s.handleDeleteRobot,
+		"GET /api/v2.0/audit-logs":                      s.handleAuditLogs,
 	} {
 		s.mux.Handle(pattern, s.adapt(h))
 	}
@@ -105,6 +124,12 @@ func toAPIError(err error) *apiError {
 		return &apiError{Status: http.StatusConflict, Code: "CONFLICT", Message: "a project with that name exists already"}
 	case errors.Is(err, auth.ErrInvalid):
 		return &apiError{Status: http.StatusBadRequest, Code: "BAD_REQUEST", Message: err.Error()}
+	case errors.Is(err, auth.ErrNotFound):
+		return &apiError{Status: http.StatusNotFound, Code: "NOT_FOUND", Message: err.Error()}
+	case errors.Is(err, auth.ErrConflict):
+		return &apiError{Status: http.StatusConflict, Code: "CONFLICT", Message: err.Error()}
+	case errors.Is(err, auth.ErrTooManyAttempts):
+		return &apiError{Status: http.StatusTooManyRequests, Code: "TOO_MANY_REQUESTS", Message: err.Error()}
 	}
 	return &apiError{Status: http.StatusInternalServerError, Code: "INTERNAL_SERVER_ERROR", Message: "internal server error", Err: err}
 }
@@ -204,8 +229,32 @@ func requireAdmin(who auth.Principal) error {
 	return nil
 }
 
+// requireUser refuses the anonymous and robots: people's actions.
+func requireUser(who auth.Principal) error {
+	switch {
+	case who.Anonymous():
+		return auth.ErrUnauthenticated
+	case who.Robot:
+		return auth.ErrDenied
+	}
+	return nil
+}
+
+// record writes an audit event for a change made through the API; a failure to write is logged.
+func (s *Server) record(r *http.Request, who auth.Principal, op, typ, resource, detail string) {
+	if s.audit == nil {
+		return
+	}
+	err := s.audit.Record(r.Context(), auth.Event{
+		Username: who.Name, Address: auth.RemoteHost(r), Operation: op, ResourceType: typ, Resource: resource, Detail: detail,
+	})
+	if err != nil {
+		s.log.ErrorContext(r.Context(), "writing an audit record", "err", err)
+	}
+}
+
 func (s *Server) handleCreateProject(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
-	if err := requireAdmin(who); err != nil {
+	if err := requireUser(who); err != nil {
 		return err
 	}
 	var req struct {
@@ -238,6 +287,13 @@ func (s *Server) handleCreateProject(w http.ResponseWriter, r *http.Request, who
 	if err != nil {
 		return err
 	}
+	// The creator manages the project (Harbor does the same).
+	if !who.Admin {
+		if _, err := s.auth.AddMember(r.Context(), p.Name, auth.MemberUser, who.Name, auth.RoleProjectAdmin); err != nil {
+			return err
+		}
+	}
+	s.record(r, who, "create", "project", p.Name, fmt.Sprintf("public=%t", p.Public))
 	s.log.InfoContext(r.Context(), "project created", "project", p.Name, "public", p.Public, "by", who.Name)
 	w.Header().Set("Location", fmt.Sprintf("/api/v2.0/projects/%d", p.ID))
 	w.WriteHeader(http.StatusCreated)
@@ -264,7 +320,7 @@ func (s *Server) visible(ctx context.Context, who auth.Principal, nameOrID strin
 		}
 		return auth.Project{}, err
 	}
-	if !p.Public && !who.Admin {
+	if err := s.auth.AuthorizeProject(ctx, who, p.Name, auth.ActionPull); err != nil {
 		if who.Anonymous() {
 			return auth.Project{}, auth.ErrUnauthenticated
 		}
@@ -351,11 +407,11 @@ func intParam(v string, def, lo, hi int) (int, error) {
 }
 
 func (s *Server) handleDeleteProject(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
-	if err := requireAdmin(who); err != nil {
+	p, err := s.visible(r.Context(), who, r.PathValue("name"), r.Header.Get("X-Is-Resource-Name") == "true")
+	if err != nil {
 		return err
 	}
-	p, err := s.lookup(r.Context(), r.PathValue("name"), r.Header.Get("X-Is-Resource-Name") == "true")
-	if err != nil {
+	if err := s.auth.AuthorizeProject(r.Context(), who, p.Name, auth.ActionManageMembers); err != nil {
 		return err
 	}
 	n, err := s.repos.CountRepositories(r.Context(), p.Name+"/")
@@ -368,6 +424,7 @@ func (s *Server) handleDeleteProject(w http.ResponseWriter, r *http.Request, who
 	if err := s.auth.DeleteProject(r.Context(), p.Name); err != nil {
 		return err
 	}
+	s.record(r, who, "delete", "project", p.Name, "")
 	s.log.InfoContext(r.Context(), "project deleted", "project", p.Name, "by", who.Name)
 	w.WriteHeader(http.StatusOK)
 	return nil

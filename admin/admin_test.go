@@ -41,7 +41,7 @@ func newServer(t *testing.T) (*httptest.Server, *fakeRepos) {
 		t.Fatal(err)
 	}
 	repos := &fakeRepos{}
-	s, err := New(Config{Auth: as, Repos: repos})
+	s, err := New(Config{Auth: as, Repos: repos, Audit: auth.NewAudit(db, 0, nil)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,6 +26,12 @@ const (
 type Principal struct {
 	Name  string
 	Admin bool
+	// Groups are the directory groups of an LDAP user (DNs and cns), for group memberships.
+	Groups []string
+	// Robot is set for a robot account, which may act only in its own project.
+	Robot        bool
+	robotProject string
+	robotActions []Action
 	// Token is set when the request carried a valid bearer token (an anonymous one, too): its
 	// grants, and nothing else, decide what the request may do.
 	Token  bool
@@ -52,30 +58,16 @@ var (
 	ErrProjectExists = errors.New("project already exists")
 	// ErrInvalid means a name or value is not acceptable.
 	ErrInvalid = errors.New("invalid value")
+	// ErrNotFound means the user, member or robot asked for does not exist (for this caller).
+	ErrNotFound = errors.New("not found")
+	// ErrConflict means the thing to create exists already.
+	ErrConflict = errors.New("already exists")
+	// ErrTooManyAttempts means logins for this user or from this address failed too often lately.
+	ErrTooManyAttempts = errors.New("too many failed logins; try again later")
 )
 
 // ProjectOf returns the project of a repository name: its first path element.
 func ProjectOf(repo string) string {
 	p, _, _ := strings.Cut(repo, "/")
 	return p
-}
-
-// decide is the policy: may p do action in a project (nil when the project does not exist)?
-// Anonymous callers learn nothing about private or missing projects beyond "log in".
-func decide(p Principal, proj *Project, action Action) error {
-	switch {
-	case proj == nil && p.Anonymous():
-		return ErrUnauthenticated
-	case proj == nil && p.Admin:
-		return ErrProjectUnknown
-	case proj == nil:
-		return ErrDenied
-	case p.Admin:
-		return nil
-	case action == ActionPull && proj.Public:
-		return nil
-	case p.Anonymous():
-		return ErrUnauthenticated
-	}
-	return ErrDenied
 }

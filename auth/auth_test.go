@@ -44,15 +44,48 @@ func TestDecide(t *testing.T) {
 		{"admin pushes private", admin, priv, ActionPush, nil},
 		{"admin deletes public", admin, pub, ActionDelete, nil},
 		{"admin, missing project", admin, nil, ActionPush, ErrProjectUnknown},
-		{"user pulls public", user, pub, ActionPull, nil},
-		{"user pushes public", user, pub, ActionPush, ErrDenied},
-		{"user pulls private", user, priv, ActionPull, ErrDenied},
+		{"non-member pulls public", user, pub, ActionPull, nil},
+		{"non-member pushes public", user, pub, ActionPush, ErrDenied},
+		{"non-member pulls private", user, priv, ActionPull, ErrDenied},
 		{"user, missing project", user, nil, ActionPull, ErrDenied},
 	}
 	for _, tt := range tests {
-		if got := decide(tt.p, tt.proj, tt.action); !errors.Is(got, tt.want) {
+		if got := decide(tt.p, tt.proj, RoleNone, tt.action); !errors.Is(got, tt.want) {
 			t.Errorf("%s: decide = %v, want %v", tt.name, got, tt.want)
 		}
+	}
+}
+
+// TestRoleMatrix: each role × pull, push, delete, manage members, in a private project.
+func TestRoleMatrix(t *testing.T) {
+	priv := &Project{Name: "priv"}
+	user := Principal{Name: "alice"}
+	allow := map[Role][4]bool{ // pull, push, delete, manage members
+		RoleProjectAdmin: {true, true, true, true},
+		RoleMaintainer:   {true, true, true, false},
+		RoleDeveloper:    {true, true, false, false},
+		RoleGuest:        {true, false, false, false},
+		RoleLimitedGuest: {true, false, false, false},
+		RoleNone:         {false, false, false, false},
+	}
+	actions := []Action{ActionPull, ActionPush, ActionDelete, ActionManageMembers}
+	for role, want := range allow {
+		for i, a := range actions {
+			err := decide(user, priv, role, a)
+			if (err == nil) != want[i] {
+				t.Errorf("role %q, %s: decide = %v, want allowed=%v", role.Name(), a, err, want[i])
+			}
+		}
+	}
+	// Robots: only what they were given, only in their project.
+	robot := Principal{Name: "robot$priv+ci", Robot: true, robotProject: "priv", robotActions: []Action{ActionPull, ActionPush}}
+	for a, want := range map[Action]bool{ActionPull: true, ActionPush: true, ActionDelete: false, ActionManageMembers: false} {
+		if err := decide(robot, priv, RoleNone, a); (err == nil) != want {
+			t.Errorf("robot %s in its project: %v, want allowed=%v", a, err, want)
+		}
+	}
+	if err := decide(robot, &Project{Name: "other", Public: false}, RoleNone, ActionPull); err == nil {
+		t.Error("a robot pulled from another project")
 	}
 }
 

@@ -117,7 +117,7 @@ func (s *Service) Projects(ctx context.Context, p Principal, keep func(Project) 
 			if err := it.Item().Value(func(b []byte) error { return json.Unmarshal(b, &proj) }); err != nil {
 				return err
 			}
-			if decide(p, &proj, ActionPull) == nil && keep(proj) {
+			if decide(p, &proj, s.RoleOf(ctx, p, proj.Name), ActionPull) == nil && keep(proj) {
 				out = append(out, proj)
 			}
 		}

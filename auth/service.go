@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -52,25 +53,35 @@ type Config struct {
 	ReservedNames []string
 	// AnonymousMirrorPull lets anonymous callers pull mirrored content (auth.anonymous_pull: mirror).
 	AnonymousMirrorPull bool
+	// Audit receives the audit events of logins, tokens and changes; nil records nothing.
+	Audit *Audit
+	// SelfRegistration lets anyone create a (non-admin) account.
+	SelfRegistration bool
+	// LDAP, when set, checks the passwords of every user but the local ones (auth.mode: ldap).
+	LDAP *LDAPConfig
 	// BcryptCost is the cost of new password hashes; zero means bcrypt.DefaultCost. Tests lower it.
 	BcryptCost int
 }
 
 // Service authenticates requests and authorizes them against projects. It is safe for concurrent use.
 type Service struct {
-	db         *badger.DB
-	log        *slog.Logger
-	publicURL  string
-	service    string
-	issuer     string
-	tokenTTL   time.Duration
-	keys       *keystore
-	now        func() time.Time
-	cost       int
-	reserved   map[string]bool
-	anonMirror bool
-	key        []byte // HMAC key of the credential cache, random per process
-	dummy      []byte // a bcrypt hash compared against for unknown users
+	db               *badger.DB
+	log              *slog.Logger
+	publicURL        string
+	service          string
+	issuer           string
+	tokenTTL         time.Duration
+	keys             *keystore
+	now              func() time.Time
+	cost             int
+	reserved         map[string]bool
+	anonMirror       bool
+	selfRegistration bool
+	limiter          *limiter
+	audit            *Audit
+	ldap             *ldapDirectory
+	key              []byte // HMAC key of the credential cache, random per process
+	dummy            []byte // a bcrypt hash compared against for unknown users
 
 	mu sync.Mutex
 	// verified maps a user name to the HMAC of its last verified password; guarded by mu.
@@ -80,13 +91,7 @@ type Service struct {
 type verifiedCred struct {
 	mac     []byte
 	expires time.Time
-}
-
-type userRecord struct {
-	Name    string    `json:"name"`
-	Hash    []byte    `json:"hash"`
-	Admin   bool      `json:"admin"`
-	Created time.Time `json:"created"`
+	who     Principal
 }
 
 // New returns a Service over db. It makes sure the admin identity exists: with cfg.AdminPassword
@@ -104,7 +109,15 @@ func New(ctx context.Context, db *badger.DB, cfg Config) (s *Service, generated 
 	if s.now == nil {
 		s.now = time.Now
 	}
+	s.limiter = newLimiter(s.now)
 	s.anonMirror = cfg.AnonymousMirrorPull
+	s.audit = cfg.Audit
+	s.selfRegistration = cfg.SelfRegistration
+	if cfg.LDAP != nil {
+		if s.ldap, err = newLDAPDirectory(*cfg.LDAP); err != nil {
+			return nil, "", err
+		}
+	}
 	s.reserved = map[string]bool{}
 	for _, n := range cfg.ReservedNames {
 		s.reserved[n] = true
@@ -142,7 +155,7 @@ func New(ctx context.Context, db *badger.DB, cfg Config) (s *Service, generated 
 
 func (s *Service) ensureAdmin(password string) (string, error) {
 	var rec userRecord
-	err := s.db.View(func(txn *badger.Txn) error { return kv.GetJSON(txn, []byte(keyUser+AdminName), &rec) })
+	err := s.readUser(AdminName, &rec)
 	switch {
 	case err == nil && password == "":
 		return "", nil
@@ -160,14 +173,15 @@ func (s *Service) ensureAdmin(password string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("hash admin password: %w", err)
 	}
-	created := rec.Created
-	if created.IsZero() {
-		created = s.now().UTC()
-	}
-	rec = userRecord{Name: AdminName, Hash: hash, Admin: true, Created: created}
-	err = s.db.Update(func(txn *badger.Txn) error { return kv.PutJSON(txn, []byte(keyUser+AdminName), rec) })
-	if err != nil {
-		return "", fmt.Errorf("store admin: %w", err)
+	if errors.Is(err, badger.ErrKeyNotFound) || rec.Name == "" {
+		if _, err := s.insertUser(User{Name: AdminName, Admin: true}, hash); err != nil {
+			return "", fmt.Errorf("store admin: %w", err)
+		}
+	} else {
+		err = s.updateUser(AdminName, func(r *userRecord) error { r.Hash, r.Admin = hash, true; return nil })
+		if err != nil {
+			return "", fmt.Errorf("store admin: %w", err)
+		}
 	}
 	s.log.Info("admin password set", "source", map[bool]string{true: "generated", false: "configuration"}[generated != ""])
 	return generated, nil
@@ -192,38 +206,100 @@ func (s *Service) Authenticate(ctx context.Context, r *http.Request) (Principal,
 		// does): that claims no identity, so it is anonymous, not a failed login.
 		return Principal{}, nil
 	}
-	return s.CheckPassword(ctx, user, pass)
+	return s.Login(ctx, user, pass, RemoteHost(r))
 }
 
-// CheckPassword verifies a user's password. An empty password never matches.
+// RemoteHost is the address a request comes from, without the port.
+func RemoteHost(r *http.Request) string {
+	if h, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return h
+	}
+	return r.RemoteAddr
+}
+
+// Login checks a user's (or robot's) credentials presented from addr. Failed logins are limited
+// per user and per address; every login that reaches a password check is audited, success or not.
+func (s *Service) Login(ctx context.Context, user, pass, addr string) (Principal, error) {
+	keys := []string{"u:" + user, "a:" + addr}
+	if err := s.limiter.allow(keys...); err != nil {
+		s.record(ctx, Event{Username: user, Address: addr, Operation: "login", ResourceType: "user", Resource: user, Result: "failure", Detail: "rate limited"})
+		return Principal{}, err
+	}
+	p, checked, err := s.checkPassword(ctx, user, pass)
+	switch {
+	case errors.Is(err, ErrBadCredentials):
+		s.limiter.fail(keys...)
+		s.record(ctx, Event{Username: user, Address: addr, Operation: "login", ResourceType: "user", Resource: user, Result: "failure"})
+	case err == nil && checked:
+		s.limiter.reset("u:" + user)
+		s.record(ctx, Event{Username: user, Address: addr, Operation: "login", ResourceType: "user", Resource: user})
+	}
+	return p, err
+}
+
+// CheckPassword verifies a user's or robot's password, with no rate limit and no audit record;
+// requests go through Login. An empty password never matches.
 func (s *Service) CheckPassword(ctx context.Context, user, pass string) (Principal, error) {
+	p, _, err := s.checkPassword(ctx, user, pass)
+	return p, err
+}
+
+// checkPassword also reports whether the password was really checked (not found in the cache of
+// recent successes, which spares a pull storm one bcrypt or LDAP bind per request and never lets
+// a wrong password through: it compares an HMAC of the exact password).
+func (s *Service) checkPassword(ctx context.Context, user, pass string) (Principal, bool, error) {
 	if user == "" || pass == "" {
-		return Principal{}, ErrBadCredentials
+		return Principal{}, false, ErrBadCredentials
 	}
 	mac := s.mac(user, pass)
 	s.mu.Lock()
 	v, ok := s.verified[user]
 	s.mu.Unlock()
-	var rec userRecord
-	err := s.readUser(user, &rec)
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		// Spend the same time as a real comparison, so response times do not tell which users exist.
-		_ = bcrypt.CompareHashAndPassword(s.dummy, []byte(pass))
-		return Principal{}, ErrBadCredentials
-	}
-	if err != nil {
-		return Principal{}, fmt.Errorf("read user: %w", err)
-	}
 	if ok && s.now().Before(v.expires) && subtle.ConstantTimeCompare(v.mac, mac) == 1 {
-		return Principal{Name: rec.Name, Admin: rec.Admin}, nil
+		return v.who, false, nil
 	}
-	if bcrypt.CompareHashAndPassword(rec.Hash, []byte(pass)) != nil {
-		return Principal{}, ErrBadCredentials
+	var (
+		who   Principal
+		until = s.now().Add(credTTL)
+	)
+	switch {
+	case isRobot(user):
+		p, hash, err := s.checkRobot(user, pass)
+		if err != nil {
+			return Principal{}, true, err
+		}
+		if bcrypt.CompareHashAndPassword(hash, []byte(pass)) != nil {
+			return Principal{}, true, ErrBadCredentials
+		}
+		who = p
+	default:
+		var rec userRecord
+		err := s.readUser(user, &rec)
+		if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
+			return Principal{}, true, fmt.Errorf("read user: %w", err)
+		}
+		if s.ldap != nil && (err != nil || rec.LDAP) {
+			p, err := s.ldapLogin(ctx, user, pass)
+			if err != nil {
+				return Principal{}, true, err
+			}
+			who = p
+			break
+		}
+		if err != nil {
+			// Spend the same time as a real comparison, so response times do not tell which users exist.
+			_ = bcrypt.CompareHashAndPassword(s.dummy, []byte(pass))
+			return Principal{}, true, ErrBadCredentials
+		}
+		if bcrypt.CompareHashAndPassword(rec.Hash, []byte(pass)) != nil {
+			return Principal{}, true, ErrBadCredentials
+		}
+		who = rec.principal()
 	}
 	s.mu.Lock()
-	s.verified[user] = verifiedCred{mac: mac, expires: s.now().Add(credTTL)}
+	s.verified[user] = verifiedCred{mac: mac, expires: until, who: who}
 	s.mu.Unlock()
-	return Principal{Name: rec.Name, Admin: rec.Admin}, nil
+	return who, true, nil
 }
 
 func (s *Service) mac(user, pass string) []byte {
@@ -259,19 +335,25 @@ func tokenDecision(p Principal, name string, action Action) error {
 func (s *Service) authorizeLocal(ctx context.Context, p Principal, repo string, action Action) error {
 	if !strings.Contains(repo, "/") {
 		// A one-element name is in no project (it is not the project's own repository).
-		if err := decide(p, nil, action); !errors.Is(err, ErrProjectUnknown) {
+		if err := decide(p, nil, RoleNone, action); !errors.Is(err, ErrProjectUnknown) {
 			return err
 		}
 		return ErrNoProject
 	}
-	proj, err := s.Project(ctx, ProjectOf(repo))
+	return s.AuthorizeProject(ctx, p, ProjectOf(repo), action)
+}
+
+// AuthorizeProject decides whether p may do action in project (pull, push, delete, or manage
+// members and robots).
+func (s *Service) AuthorizeProject(ctx context.Context, p Principal, project string, action Action) error {
+	proj, err := s.Project(ctx, project)
 	if errors.Is(err, ErrProjectUnknown) {
-		return decide(p, nil, action)
+		return decide(p, nil, RoleNone, action)
 	}
 	if err != nil {
 		return err
 	}
-	return decide(p, &proj, action)
+	return decide(p, &proj, s.RoleOf(ctx, p, project), action)
 }
 
 // AuthorizeMirror decides whether p may do action on name, a mirrored repository: by the token's
@@ -288,10 +370,24 @@ func (s *Service) authorizeMirror(p Principal, action Action) error {
 	switch {
 	case action != ActionPull:
 		return ErrDenied
-	case p.Anonymous() && !s.anonMirror:
+	case (p.Anonymous() || p.Robot) && !s.anonMirror:
+		// A robot reaches nothing beyond its project: mirrored content only as the anonymous do.
+		if p.Robot {
+			return ErrDenied
+		}
 		return ErrUnauthenticated
 	}
 	return nil
+}
+
+// record writes an audit event, logging (not failing on) a write error.
+func (s *Service) record(ctx context.Context, e Event) {
+	if s.audit == nil {
+		return
+	}
+	if err := s.audit.Record(ctx, e); err != nil {
+		s.log.ErrorContext(ctx, "writing an audit record", "err", err)
+	}
 }
 
 // ProjectExists reports whether the project name exists.

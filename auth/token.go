@@ -17,7 +17,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dgraph-io/badger/v4"
 	"github.com/golang-jwt/jwt/v5"
+
+	"cove/internal/kv"
 )
 
 // The Docker registry token flow (https://distribution.github.io/distribution/spec/auth/token/):
@@ -251,12 +254,21 @@ func (s *Service) principalFromToken(ctx context.Context, raw string) (Principal
 	for _, a := range claims.Access {
 		p.access[a.Type+":"+a.Name] = a.Actions
 	}
-	if p.Name != "" {
+	switch {
+	case isRobot(p.Name):
+		var rec robotRecord
+		if err := s.db.View(func(txn *badger.Txn) error { return kv.GetJSON(txn, []byte(keyRobot+p.Name), &rec) }); err != nil {
+			return Principal{}, fmt.Errorf("%w: token subject %q is gone", ErrBadCredentials, p.Name)
+		}
+		rp := robotPrincipal(rec.Robot)
+		p.Robot, p.robotProject, p.robotActions = true, rp.robotProject, rp.robotActions
+	case p.Name != "":
 		var rec userRecord
 		if err := s.readUser(p.Name, &rec); err != nil {
 			return Principal{}, fmt.Errorf("%w: token subject %q is gone", ErrBadCredentials, p.Name)
 		}
-		p.Admin = rec.Admin
+		who := rec.principal()
+		p.Admin, p.Groups = who.Admin, who.Groups
 	}
 	return p, nil
 }
@@ -267,11 +279,14 @@ func (s *Service) PrincipalFromRefreshToken(ctx context.Context, raw string) (Pr
 	if err != nil {
 		return Principal{}, err
 	}
+	if isRobot(claims.Subject) {
+		return Principal{}, fmt.Errorf("%w: robots log in with their secret", ErrBadCredentials)
+	}
 	var rec userRecord
 	if err := s.readUser(claims.Subject, &rec); err != nil {
 		return Principal{}, fmt.Errorf("%w: user %q is gone", ErrBadCredentials, claims.Subject)
 	}
-	return Principal{Name: rec.Name, Admin: rec.Admin}, nil
+	return rec.principal(), nil
 }
 
 // Granted reports whether a token principal's grants include action on the resource.

@@ -40,7 +40,7 @@ func (s *Service) ServeToken(w http.ResponseWriter, r *http.Request) {
 		offline = r.PostForm.Get("access_type") == "offline"
 		switch r.PostForm.Get("grant_type") {
 		case "password":
-			who, err = s.CheckPassword(r.Context(), r.PostForm.Get("username"), r.PostForm.Get("password"))
+			who, err = s.Login(r.Context(), r.PostForm.Get("username"), r.PostForm.Get("password"), RemoteHost(r))
 		case "refresh_token":
 			who, err = s.PrincipalFromRefreshToken(r.Context(), r.PostForm.Get("refresh_token"))
 		default:
@@ -50,6 +50,11 @@ func (s *Service) ServeToken(w http.ResponseWriter, r *http.Request) {
 	default:
 		w.Header().Set("Allow", "GET, POST")
 		tokenError(w, http.StatusMethodNotAllowed, "invalid_request", "use GET or POST")
+		return
+	}
+	if errors.Is(err, ErrTooManyAttempts) {
+		w.Header().Set("Retry-After", "300")
+		tokenError(w, http.StatusTooManyRequests, "too_many_attempts", err.Error())
 		return
 	}
 	if err != nil {
@@ -72,6 +77,13 @@ func (s *Service) ServeToken(w http.ResponseWriter, r *http.Request) {
 		service = s.service
 	}
 	token, issued, err := s.IssueToken(r.Context(), who, service, parsed)
+	if err == nil {
+		var asked []string
+		for _, sc := range parsed {
+			asked = append(asked, sc.Type+":"+sc.Name+":"+strings.Join(sc.Actions, ","))
+		}
+		s.record(r.Context(), Event{Username: who.Name, Address: RemoteHost(r), Operation: "token", ResourceType: "token", Resource: strings.Join(asked, " ")})
+	}
 	if err != nil {
 		if errors.Is(err, ErrInvalid) {
 			tokenError(w, http.StatusBadRequest, "invalid_request", err.Error())

@@ -52,6 +52,7 @@ func (s *Server) handleDeleteBlob(w http.ResponseWriter, r *http.Request, req re
 	if err := s.store.UnlinkBlob(r.Context(), req.repo, dgst); err != nil {
 		return err
 	}
+	s.record(r, req, "delete", req.repo+"@"+dgst.String())
 	w.WriteHeader(http.StatusAccepted)
 	return nil
 }

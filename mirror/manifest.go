@@ -51,6 +51,7 @@ func (s *Server) handleGetManifest(w http.ResponseWriter, r *http.Request, req r
 	w.WriteHeader(http.StatusOK)
 	if r.Method != http.MethodHead {
 		_, _ = w.Write(body)
+		s.record(r, req, "pull", req.repo+"@"+m.Digest.String())
 	}
 	return nil
 }
@@ -116,6 +117,7 @@ func (s *Server) handlePutManifest(w http.ResponseWriter, r *http.Request, req r
 	for _, t := range tags {
 		h.Add("OCI-Tag", t)
 	}
+	s.record(r, req, "push", req.repo+":"+req.ref)
 	w.WriteHeader(http.StatusCreated)
 	return nil
 }
@@ -223,6 +225,7 @@ func (s *Server) handleDeleteManifest(w http.ResponseWriter, r *http.Request, re
 	if err != nil {
 		return err
 	}
+	s.record(r, req, "delete", req.repo+":"+req.ref)
 	w.WriteHeader(http.StatusAccepted)
 	return nil
 }

@@ -95,6 +95,14 @@ func (s *Server) serveMirrored(w http.ResponseWriter, r *http.Request, req reque
 	return err
 }
 
+// writeMirrored answers a mirrored manifest and records the pull.
+func (s *Server) writeMirrored(w http.ResponseWriter, r *http.Request, req request, mediaType string, dgst digest.Digest, body []byte) {
+	writeManifest(w, r, mediaType, dgst, body)
+	if r.Method != http.MethodHead {
+		s.record(r, req, "pull", req.repo+"@"+dgst.String())
+	}
+}
+
 func writeManifest(w http.ResponseWriter, r *http.Request, mediaType string, dgst digest.Digest, body []byte) {
 	h := w.Header()
 	h.Set("Content-Type", mediaType)
@@ -117,7 +125,7 @@ func (s *Server) handleMirrorManifest(w http.ResponseWriter, r *http.Request, re
 		m, body, err := s.store.GetManifest(ctx, req.repo, req.ref)
 		if err == nil {
 			s.metrics.hits.WithLabelValues("manifest").Inc()
-			writeManifest(w, r, m.MediaType, m.Digest, body)
+			s.writeMirrored(w, r, req, m.MediaType, m.Digest, body)
 			return nil
 		}
 		if !errors.Is(err, cache.ErrManifestUnknown) {
@@ -139,7 +147,7 @@ func (s *Server) handleMirrorManifest(w http.ResponseWriter, r *http.Request, re
 			return err
 		}
 		s.metrics.hits.WithLabelValues("manifest").Inc()
-		writeManifest(w, r, m.MediaType, m.Digest, body)
+		s.writeMirrored(w, r, req, m.MediaType, m.Digest, body)
 		return nil
 	}
 	if s.now().Sub(checked) < s.tagTTL {
@@ -216,7 +224,7 @@ func (s *Server) fetchAndServeManifest(w http.ResponseWriter, r *http.Request, r
 		}
 		um := res.Val.(upstreamManifest)
 		mt, _ := parseManifest(knownManifestType(um.mediaType), um.body)
-		writeManifest(w, r, mt.MediaType, um.digest, um.body)
+		s.writeMirrored(w, r, req, mt.MediaType, um.digest, um.body)
 		return nil
 	case <-r.Context().Done():
 		return r.Context().Err()

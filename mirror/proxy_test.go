@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -437,11 +438,14 @@ func TestCorruptBlobIsNeverServedOrKept(t *testing.T) {
 	up := newFakeUpstream(t)
 	img := must(random.Image(300_000, 1))
 	up.seed(t, "library/app:latest", img)
-	ld, _ := must(img.Layers())[0].Digest()
+	layer := must(img.Layers())[0]
+	ld, _ := layer.Digest()
+	size, _ := layer.Size()
 	up.setFault(func(w http.ResponseWriter, r *http.Request) bool {
 		if r.Method == "GET" && strings.Contains(r.URL.Path, "/blobs/"+ld.String()) {
-			w.Header().Set("Content-Length", "300000")
-			w.Write(make([]byte, 300_000)) // zeros: the wrong content
+			// The right length, the wrong bytes: only the digest check at the end can tell.
+			w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+			w.Write(make([]byte, size))
 			return true
 		}
 		return false

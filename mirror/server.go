@@ -37,8 +37,15 @@ type Authorizer interface {
 	ProjectExists(ctx context.Context, name string) bool
 }
 
+// Auditor records push, pull and delete events; auth.Audit implements it.
+type Auditor interface {
+	Record(ctx context.Context, e auth.Event) error
+}
+
 // Config configures a Server.
 type Config struct {
+	// Audit receives push, pull and delete events; nil records nothing.
+	Audit Auditor
 	Store  *cache.Store
 	Auth   Authorizer
 	Logger *slog.Logger
@@ -66,6 +73,7 @@ type Config struct {
 type Server struct {
 	store *cache.Store
 	auth  Authorizer
+	audit Auditor
 	log   *slog.Logger
 	idle  time.Duration
 
@@ -85,7 +93,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("mirror: a store and an authorizer are required")
 	}
 	s := &Server{
-		store: cfg.Store, auth: cfg.Auth, log: cfg.Logger, idle: cfg.IdleTimeout,
+		store: cfg.Store, auth: cfg.Auth, audit: cfg.Audit, log: cfg.Logger, idle: cfg.IdleTimeout,
 		upstreams: map[string]*upstream{}, tagTTL: cfg.TagTTL, revalidate: cfg.RevalidateTimeout,
 		fetchTimeout: cfg.FetchTimeout, metrics: cfg.Metrics, now: cfg.Now,
 	}
@@ -264,6 +272,19 @@ func (s *Server) endpoint(kind Kind, method string) (handler, auth.Action) {
 		return s.handleListReferrers, auth.ActionPull
 	}
 	return nil, ""
+}
+
+// record writes an audit event for what req did to resource; a failure to write is logged.
+func (s *Server) record(r *http.Request, req request, op, resource string) {
+	if s.audit == nil {
+		return
+	}
+	err := s.audit.Record(r.Context(), auth.Event{
+		Username: req.who.Name, Address: auth.RemoteHost(r), Operation: op, ResourceType: "artifact", Resource: resource,
+	})
+	if err != nil {
+		s.log.ErrorContext(r.Context(), "writing an audit record", "err", err)
+	}
 }
 
 func (s *Server) handleBase(w http.ResponseWriter, r *http.Request, req request) error {

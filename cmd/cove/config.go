@@ -50,18 +50,23 @@ type AuthConfig struct {
 	AnonymousPull    string     `yaml:"anonymous_pull"`    // mirror | none; default mirror
 	SelfRegistration bool       `yaml:"self_registration"` // default false
 	TokenTTL         Duration   `yaml:"token_ttl"`         // default 5m
+	AuditRetention   Duration   `yaml:"audit_retention"`   // how long audit records are kept; default 90 days
 	LDAP             LDAPConfig `yaml:"ldap"`
 }
 
 // LDAPConfig configures the LDAP directory used when auth.mode is ldap.
 type LDAPConfig struct {
-	URL          string `yaml:"url"`
-	BaseDN       string `yaml:"base_dn"`
-	UserFilter   string `yaml:"user_filter"`
-	BindDN       string `yaml:"bind_dn"`
-	BindPassword string `yaml:"bind_password"`
-	GroupBaseDN  string `yaml:"group_base_dn"`
-	AdminGroup   string `yaml:"admin_group"`
+	URL          string   `yaml:"url"`
+	BaseDN       string   `yaml:"base_dn"`
+	UserFilter   string   `yaml:"user_filter"`
+	BindDN       string   `yaml:"bind_dn"`
+	BindPassword string   `yaml:"bind_password"`
+	GroupBaseDN  string   `yaml:"group_base_dn"`
+	GroupFilter  string   `yaml:"group_filter"` // default (member=%s), %s being the user's DN
+	AdminGroup   string   `yaml:"admin_group"`
+	CAFile       string   `yaml:"ca_file"`   // CA bundle for ldaps:// and StartTLS
+	StartTLS     bool     `yaml:"start_tls"` // upgrade ldap:// with StartTLS
+	Timeout      Duration `yaml:"timeout"`   // per LDAP operation; default 10s
 }
 
 // TLSConfig configures the listener's TLS.
@@ -90,10 +95,11 @@ func DefaultConfig() Config {
 			},
 		},
 		Auth: AuthConfig{
-			Mode:          "db",
-			AnonymousPull: "mirror",
-			TokenTTL:      Duration(5 * time.Minute),
-			LDAP:          LDAPConfig{URL: "ldap://127.0.0.1:389", BaseDN: "dc=example,dc=org", UserFilter: "(uid=%s)"},
+			Mode:           "db",
+			AnonymousPull:  "mirror",
+			TokenTTL:       Duration(5 * time.Minute),
+			AuditRetention: Duration(90 * 24 * time.Hour),
+			LDAP:           LDAPConfig{URL: "ldap://127.0.0.1:389", BaseDN: "dc=example,dc=org", UserFilter: "(uid=%s)", GroupFilter: "(member=%s)", Timeout: Duration(10 * time.Second)},
 		},
 		TLS: TLSConfig{Mode: "off", HTTPListen: ":80"},
 	}
@@ -335,11 +341,25 @@ func (c *Config) Validate() error {
 	if c.Auth.TokenTTL <= 0 {
 		bad("auth.token_ttl", "must be positive")
 	}
+	if c.Auth.Mode == "ldap" {
+		if !strings.HasPrefix(c.Auth.LDAP.URL, "ldap://") && !strings.HasPrefix(c.Auth.LDAP.URL, "ldaps://") {
+			bad("auth.ldap.url", "want ldap:// or ldaps://, got %q", redact(c.Auth.LDAP.URL))
+		}
+		if c.Auth.LDAP.BaseDN == "" {
+			bad("auth.ldap.base_dn", "must not be empty with auth.mode ldap")
+		}
+		if strings.Count(c.Auth.LDAP.UserFilter, "%s") != 1 {
+			bad("auth.ldap.user_filter", "want exactly one %%s, got %q", c.Auth.LDAP.UserFilter)
+		}
+		if strings.Count(c.Auth.LDAP.GroupFilter, "%s") != 1 {
+			bad("auth.ldap.group_filter", "want exactly one %%s, got %q", c.Auth.LDAP.GroupFilter)
+		}
+	}
+	if c.Auth.AuditRetention <= 0 {
+		bad("auth.audit_retention", "must be positive")
+	}
 	// Keys of the contract whose features are not built yet are refused rather than ignored,
 	// so nobody believes they are protected by something that is not there.
-	if c.Auth.Mode == "ldap" {
-		bad("auth.mode", "ldap is not available in this version yet")
-	}
 	if c.TLS.Mode != "off" && c.TLS.Mode != "" {
 		bad("tls.mode", "%q is not available in this version yet; use off", c.TLS.Mode)
 	}

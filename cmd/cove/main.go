@@ -118,7 +118,20 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	for name := range cfg.Mirror.Upstreams {
 		upstreams = append(upstreams, name)
 	}
+	audit := auth.NewAudit(db, time.Duration(cfg.Auth.AuditRetention), nil)
+	var ldapCfg *auth.LDAPConfig
+	if cfg.Auth.Mode == "ldap" {
+		l := cfg.Auth.LDAP
+		ldapCfg = &auth.LDAPConfig{
+			URL: l.URL, BaseDN: l.BaseDN, UserFilter: l.UserFilter, BindDN: l.BindDN, BindPassword: l.BindPassword,
+			GroupBaseDN: l.GroupBaseDN, GroupFilter: l.GroupFilter, AdminGroup: l.AdminGroup, CAFile: l.CAFile,
+			StartTLS: l.StartTLS, Timeout: time.Duration(l.Timeout),
+		}
+	}
 	authSvc, generated, err := auth.New(ctx, db, auth.Config{
+		Audit:               audit,
+		LDAP:                ldapCfg,
+		SelfRegistration:    cfg.Auth.SelfRegistration,
 		AdminPassword:       cfg.Auth.AdminPassword,
 		PublicURL:           cfg.PublicURL,
 		TokenTTL:            time.Duration(cfg.Auth.TokenTTL),
@@ -141,14 +154,14 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	}
 	reg := prometheus.NewRegistry()
 	registry, err := mirror.New(mirror.Config{
-		Store: store, Auth: authSvc, Logger: log,
+		Store: store, Auth: authSvc, Audit: audit, Logger: log,
 		Upstreams: ups, Default: cfg.Mirror.Default, TagTTL: time.Duration(cfg.Mirror.TagTTL),
 		Metrics: mirror.NewMetrics(reg),
 	})
 	if err != nil {
 		return err
 	}
-	api, err := admin.New(admin.Config{Auth: authSvc, Repos: store, Logger: log})
+	api, err := admin.New(admin.Config{Auth: authSvc, Audit: audit, Repos: store, Logger: log, SelfRegistration: cfg.Auth.SelfRegistration})
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,161 @@
+package auth
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"golang.org/x/crypto/bcrypt"
+
+	"cove/internal/kv"
+)
+
+// robotPrefix starts every robot account's name: robot$<project>+<name>, as Harbor names them.
+const robotPrefix = "robot$"
+
+const (
+	keyRobot    = "auth/robot/"    // auth/robot/<full name> → robotRecord
+	keyRobotID  = "auth/robot-id/" // auth/robot-id/<id> → full name
+	keyRobotSeq = "auth/seq/robot"
+)
+
+// Robot is a robot account: a secret for automation, able to do only the given actions, only in
+// its project, until it expires.
+type Robot struct {
+	ID          int64     `json:"id"`
+	Name        string    `json:"name"` // robot$<project>+<name>
+	Project     string    `json:"project"`
+	Actions     []Action  `json:"actions"`
+	Description string    `json:"description,omitempty"`
+	ExpiresAt   time.Time `json:"expires_at,omitzero"` // zero: never
+	Disabled    bool      `json:"disabled,omitempty"`
+	Created     time.Time `json:"created"`
+}
+
+type robotRecord struct {
+	Robot
+	Hash []byte `json:"hash"`
+}
+
+var robotShortName = regexp.MustCompile(`^[a-z0-9]+(?:[._-][a-z0-9]+)*$`)
+
+// CreateRobot creates a robot account in project and returns it with its secret, which is shown
+// this once and stored only as a hash.
+func (s *Service) CreateRobot(ctx context.Context, project, name string, actions []Action, ttl time.Duration, description string) (Robot, string, error) {
+	if !robotShortName.MatchString(name) || len(name) > 64 {
+		return Robot{}, "", fmt.Errorf("%w: robot name %q", ErrInvalid, name)
+	}
+	if _, err := s.Project(ctx, project); err != nil {
+		return Robot{}, "", err
+	}
+	if len(actions) == 0 {
+		return Robot{}, "", fmt.Errorf("%w: a robot needs at least one permission", ErrInvalid)
+	}
+	for _, a := range actions {
+		if a != ActionPull && a != ActionPush && a != ActionDelete {
+			return Robot{}, "", fmt.Errorf("%w: robot permission %q (pull, push, delete)", ErrInvalid, a)
+		}
+	}
+	secret := rand.Text() + rand.Text()
+	hash, err := bcrypt.GenerateFromPassword([]byte(secret), s.cost)
+	if err != nil {
+		return Robot{}, "", err
+	}
+	id, err := s.nextID(keyRobotSeq)
+	if err != nil {
+		return Robot{}, "", err
+	}
+	r := Robot{ID: id, Name: robotPrefix + project + "+" + name, Project: project, Actions: actions, Description: description, Created: s.now().UTC()}
+	if ttl > 0 {
+		r.ExpiresAt = r.Created.Add(ttl)
+	}
+	err = s.db.Update(func(txn *badger.Txn) error {
+		if _, err := txn.Get([]byte(keyRobot + r.Name)); err == nil {
+			return fmt.Errorf("%w: robot %s", ErrConflict, r.Name)
+		}
+		if err := kv.PutJSON(txn, []byte(keyRobot+r.Name), robotRecord{Robot: r, Hash: hash}); err != nil {
+			return err
+		}
+		return txn.Set([]byte(keyRobotID+strconv.FormatInt(id, 10)), []byte(r.Name))
+	})
+	if err != nil {
+		return Robot{}, "", err
+	}
+	return r, secret, nil
+}
+
+// Robots lists the robot accounts, of one project or (project empty) all.
+func (s *Service) Robots(ctx context.Context, project string) ([]Robot, error) {
+	prefix := keyRobot
+	if project != "" {
+		prefix += robotPrefix + project + "+"
+	}
+	var out []Robot
+	err := s.db.View(func(txn *badger.Txn) error {
+		return eachJSON(txn, prefix, func(r *robotRecord) { out = append(out, r.Robot) })
+	})
+	return out, err
+}
+
+// RobotByID returns the robot account with that id, or ErrNotFound.
+func (s *Service) RobotByID(ctx context.Context, id int64) (Robot, error) {
+	var rec robotRecord
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get([]byte(keyRobotID + strconv.FormatInt(id, 10)))
+		if err != nil {
+			return err
+		}
+		name, err := item.ValueCopy(nil)
+		if err != nil {
+			return err
+		}
+		return kv.GetJSON(txn, []byte(keyRobot+string(name)), &rec)
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return Robot{}, fmt.Errorf("%w: robot %d", ErrNotFound, id)
+	}
+	return rec.Robot, err
+}
+
+// DeleteRobot removes a robot account.
+func (s *Service) DeleteRobot(ctx context.Context, id int64) (Robot, error) {
+	r, err := s.RobotByID(ctx, id)
+	if err != nil {
+		return Robot{}, err
+	}
+	defer s.forget(r.Name)
+	return r, s.db.Update(func(txn *badger.Txn) error {
+		if err := txn.Delete([]byte(keyRobotID + strconv.FormatInt(id, 10))); err != nil {
+			return err
+		}
+		return txn.Delete([]byte(keyRobot + r.Name))
+	})
+}
+
+// checkRobot verifies a robot's secret; an expired or disabled robot never gets in.
+func (s *Service) checkRobot(name, secret string) (Principal, []byte, error) {
+	var rec robotRecord
+	err := s.db.View(func(txn *badger.Txn) error { return kv.GetJSON(txn, []byte(keyRobot+name), &rec) })
+	if err != nil {
+		_ = bcrypt.CompareHashAndPassword(s.dummy, []byte(secret))
+		return Principal{}, nil, ErrBadCredentials
+	}
+	if rec.Disabled || (!rec.ExpiresAt.IsZero() && !s.now().Before(rec.ExpiresAt)) {
+		return Principal{}, nil, fmt.Errorf("%w: robot %s is disabled or expired", ErrBadCredentials, name)
+	}
+	return robotPrincipal(rec.Robot), rec.Hash, nil
+}
+
+func robotPrincipal(r Robot) Principal {
+	return Principal{Name: r.Name, Robot: true, robotProject: r.Project, robotActions: slices.Clone(r.Actions)}
+}
+
+// isRobot reports whether a login name is a robot account's.
+func isRobot(name string) bool { return strings.HasPrefix(name, robotPrefix) }

@@ -1,0 +1,266 @@
+package auth
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"cove/internal/kv"
+)
+
+// Role is a member's role in a project, numbered as Harbor numbers them.
+type Role int
+
+// The project roles (Harbor's semantics): everyone with a role pulls; developers and up push;
+// maintainers and up delete; project admins manage members.
+const (
+	RoleNone         Role = 0
+	RoleProjectAdmin Role = 1
+	RoleDeveloper    Role = 2
+	RoleGuest        Role = 3
+	RoleMaintainer   Role = 4
+	RoleLimitedGuest Role = 5
+)
+
+// Name is the role's name as Harbor writes it.
+func (r Role) Name() string {
+	switch r {
+	case RoleProjectAdmin:
+		return "projectAdmin"
+	case RoleDeveloper:
+		return "developer"
+	case RoleGuest:
+		return "guest"
+	case RoleMaintainer:
+		return "maintainer"
+	case RoleLimitedGuest:
+		return "limitedGuest"
+	}
+	return ""
+}
+
+// rank orders roles by power, for choosing the strongest of several memberships.
+func (r Role) rank() int {
+	return map[Role]int{RoleLimitedGuest: 1, RoleGuest: 2, RoleDeveloper: 3, RoleMaintainer: 4, RoleProjectAdmin: 5}[r]
+}
+
+// Allows reports whether the role permits action.
+func (r Role) Allows(action Action) bool {
+	switch action {
+	case ActionPull:
+		return r != RoleNone
+	case ActionPush:
+		return r == RoleDeveloper || r == RoleMaintainer || r == RoleProjectAdmin
+	case ActionDelete:
+		return r == RoleMaintainer || r == RoleProjectAdmin
+	case ActionManageMembers:
+		return r == RoleProjectAdmin
+	}
+	return false
+}
+
+// ActionManageMembers is the project action of changing members and robot accounts.
+const ActionManageMembers Action = "manage-members"
+
+// Member kinds: a user, or a group of the directory (LDAP).
+const (
+	MemberUser  = "u"
+	MemberGroup = "g"
+)
+
+// Member is a user's or a group's role in a project.
+type Member struct {
+	ID      int64     `json:"id"`
+	Project string    `json:"project"`
+	Kind    string    `json:"kind"`
+	Name    string    `json:"name"`
+	Role    Role      `json:"role"`
+	Created time.Time `json:"created"`
+}
+
+const (
+	keyMember    = "auth/member/"    // auth/member/<project>\x00<kind>\x00<name> → Member
+	keyMemberID  = "auth/member-id/" // auth/member-id/<id> → the member key
+	keyMemberSeq = "auth/seq/member"
+)
+
+func memberKey(project, kind, name string) []byte {
+	return []byte(keyMember + project + "\x00" + kind + "\x00" + name)
+}
+
+// AddMember gives a user or group a role in project. A user must exist; a group is a name of the
+// directory (its DN or its cn).
+func (s *Service) AddMember(ctx context.Context, project, kind, name string, role Role) (Member, error) {
+	if role.Name() == "" {
+		return Member{}, fmt.Errorf("%w: role %d is not one of 1 (projectAdmin), 2 (developer), 3 (guest), 4 (maintainer), 5 (limitedGuest)", ErrInvalid, role)
+	}
+	if _, err := s.Project(ctx, project); err != nil {
+		return Member{}, err
+	}
+	switch kind {
+	case MemberUser:
+		if _, err := s.User(ctx, name); err != nil {
+			return Member{}, err
+		}
+	case MemberGroup:
+		if name == "" {
+			return Member{}, fmt.Errorf("%w: a group member needs a group name", ErrInvalid)
+		}
+	default:
+		return Member{}, fmt.Errorf("%w: member kind %q", ErrInvalid, kind)
+	}
+	id, err := s.nextID(keyMemberSeq)
+	if err != nil {
+		return Member{}, err
+	}
+	m := Member{ID: id, Project: project, Kind: kind, Name: name, Role: role, Created: s.now().UTC()}
+	err = s.db.Update(func(txn *badger.Txn) error {
+		if _, err := txn.Get(memberKey(project, kind, name)); err == nil {
+			return fmt.Errorf("%w: %s is a member of %s already", ErrConflict, name, project)
+		}
+		if err := kv.PutJSON(txn, memberKey(project, kind, name), m); err != nil {
+			return err
+		}
+		return txn.Set([]byte(keyMemberID+strconv.FormatInt(id, 10)), memberKey(project, kind, name))
+	})
+	return m, err
+}
+
+// Members lists the members of project.
+func (s *Service) Members(ctx context.Context, project string) ([]Member, error) {
+	var out []Member
+	err := s.db.View(func(txn *badger.Txn) error {
+		return eachJSON(txn, keyMember+project+"\x00", func(m *Member) { out = append(out, *m) })
+	})
+	return out, err
+}
+
+// MemberByID returns member id of project, or ErrNotFound — also when the id belongs to
+// another project (SECURITY.md 10: the id is checked against the project in the URL).
+func (s *Service) MemberByID(ctx context.Context, project string, id int64) (Member, error) {
+	var m Member
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get([]byte(keyMemberID + strconv.FormatInt(id, 10)))
+		if err != nil {
+			return err
+		}
+		key, err := item.ValueCopy(nil)
+		if err != nil {
+			return err
+		}
+		return kv.GetJSON(txn, key, &m)
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) || (err == nil && m.Project != project) {
+		return Member{}, fmt.Errorf("%w: member %d of %s", ErrNotFound, id, project)
+	}
+	return m, err
+}
+
+// SetMemberRole changes a member's role.
+func (s *Service) SetMemberRole(ctx context.Context, project string, id int64, role Role) (Member, error) {
+	if role.Name() == "" {
+		return Member{}, fmt.Errorf("%w: role %d", ErrInvalid, role)
+	}
+	m, err := s.MemberByID(ctx, project, id)
+	if err != nil {
+		return Member{}, err
+	}
+	m.Role = role
+	return m, s.db.Update(func(txn *badger.Txn) error { return kv.PutJSON(txn, memberKey(m.Project, m.Kind, m.Name), m) })
+}
+
+// RemoveMember takes a member out of project.
+func (s *Service) RemoveMember(ctx context.Context, project string, id int64) (Member, error) {
+	m, err := s.MemberByID(ctx, project, id)
+	if err != nil {
+		return Member{}, err
+	}
+	return m, s.db.Update(func(txn *badger.Txn) error {
+		if err := txn.Delete([]byte(keyMemberID + strconv.FormatInt(id, 10))); err != nil {
+			return err
+		}
+		return txn.Delete(memberKey(m.Project, m.Kind, m.Name))
+	})
+}
+
+// RoleOf returns p's strongest role in project: as a user member, or through one of its groups.
+func (s *Service) RoleOf(ctx context.Context, p Principal, project string) Role {
+	if p.Anonymous() || p.Robot {
+		return RoleNone
+	}
+	best := RoleNone
+	_ = s.db.View(func(txn *badger.Txn) error {
+		consider := func(kind, name string) {
+			var m Member
+			if kv.GetJSON(txn, memberKey(project, kind, name), &m) == nil && m.Role.rank() > best.rank() {
+				best = m.Role
+			}
+		}
+		consider(MemberUser, p.Name)
+		for _, g := range p.Groups {
+			consider(MemberGroup, g)
+		}
+		return nil
+	})
+	return best
+}
+
+// decide is the policy: may p, with role in the project, do action there (proj nil: the project
+// does not exist)? System admins may do everything; robots only what they were given, in their
+// own project; everyone else what the role allows, and anyone may pull a public project.
+// Anonymous callers learn nothing about private or missing projects beyond "log in".
+func decide(p Principal, proj *Project, role Role, action Action) error {
+	switch {
+	case proj == nil && p.Anonymous():
+		return ErrUnauthenticated
+	case proj == nil && p.Admin:
+		return ErrProjectUnknown
+	case proj == nil:
+		return ErrDenied
+	case p.Admin:
+		return nil
+	case p.Robot:
+		if p.robotProject == proj.Name && slices.Contains(p.robotActions, action) {
+			return nil
+		}
+		return ErrDenied
+	case action == ActionPull && proj.Public:
+		return nil
+	case role.Allows(action):
+		return nil
+	case p.Anonymous():
+		return ErrUnauthenticated
+	}
+	return ErrDenied
+}
+
+// nextID draws the next number of a badger sequence; ids start at 1.
+func (s *Service) nextID(key string) (int64, error) {
+	seq, err := s.db.GetSequence([]byte(key), 1)
+	if err != nil {
+		return 0, err
+	}
+	defer seq.Release()
+	n, err := seq.Next()
+	return int64(n) + 1, err
+}
+
+// eachJSON decodes every value under prefix into a fresh T and hands it to fn.
+func eachJSON[T any](txn *badger.Txn, prefix string, fn func(*T)) error {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefix), PrefetchValues: true})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		v := new(T)
+		if err := it.Item().Value(func(b []byte) error { return json.Unmarshal(b, v) }); err != nil {
+			return err
+		}
+		fn(v)
+	}
+	return nil
+}

@@ -1,0 +1,224 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/dgraph-io/badger/v4"
+	"golang.org/x/crypto/bcrypt"
+
+	"cove/internal/kv"
+)
+
+const (
+	keyUserID  = "auth/user-id/" // auth/user-id/<id> → name
+	keyUserSeq = "auth/seq/user"
+)
+
+// User is a person who logs in: a local account with a password hash, or an LDAP account created
+// in cove at its first login (no hash: the directory checks the password).
+type User struct {
+	ID       int64     `json:"id"`
+	Name     string    `json:"name"`
+	Email    string    `json:"email,omitempty"`
+	Realname string    `json:"realname,omitempty"`
+	Admin    bool      `json:"admin"`
+	LDAP     bool      `json:"ldap,omitempty"`
+	Created  time.Time `json:"created"`
+	Updated  time.Time `json:"updated"`
+}
+
+type userRecord struct {
+	User
+	Hash []byte `json:"hash,omitempty"`
+	// For LDAP users, refreshed at each login: the directory groups, and whether one of them is
+	// the admin group.
+	Groups     []string `json:"groups,omitempty"`
+	GroupAdmin bool     `json:"group_admin,omitempty"`
+}
+
+// principal is who the record stands for.
+func (r userRecord) principal() Principal {
+	return Principal{Name: r.Name, Admin: r.Admin || r.GroupAdmin, Groups: r.Groups}
+}
+
+// userName is what a user may be called: no robot prefix, no characters that break scopes or
+// filters, at most 255 bytes.
+var userName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._@-]{0,254}$`)
+
+// CheckPasswordPolicy is Harbor's rule: at least 8 characters with an upper-case letter, a
+// lower-case letter and a digit, at most 128.
+func CheckPasswordPolicy(p string) error {
+	var upper, lower, digit bool
+	for _, r := range p {
+		upper = upper || unicode.IsUpper(r)
+		lower = lower || unicode.IsLower(r)
+		digit = digit || unicode.IsDigit(r)
+	}
+	if len(p) < 8 || len(p) > 128 || !upper || !lower || !digit {
+		return fmt.Errorf("%w: a password needs 8 to 128 characters with an upper-case letter, a lower-case letter and a digit", ErrInvalid)
+	}
+	return nil
+}
+
+// CreateUser creates a local user with password.
+func (s *Service) CreateUser(ctx context.Context, u User, password string) (User, error) {
+	if !userName.MatchString(u.Name) || strings.HasPrefix(u.Name, robotPrefix) {
+		return User{}, fmt.Errorf("%w: user name %q", ErrInvalid, u.Name)
+	}
+	if err := CheckPasswordPolicy(password); err != nil {
+		return User{}, err
+	}
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), s.cost)
+	if err != nil {
+		return User{}, err
+	}
+	u.LDAP = false
+	return s.insertUser(u, hash)
+}
+
+func (s *Service) insertUser(u User, hash []byte) (User, error) {
+	id, err := s.nextID(keyUserSeq)
+	if err != nil {
+		return User{}, err
+	}
+	now := s.now().UTC()
+	u.ID, u.Created, u.Updated = id, now, now
+	err = s.db.Update(func(txn *badger.Txn) error {
+		if _, err := txn.Get([]byte(keyUser + u.Name)); err == nil {
+			return fmt.Errorf("%w: user %s", ErrConflict, u.Name)
+		}
+		if err := kv.PutJSON(txn, []byte(keyUser+u.Name), userRecord{User: u, Hash: hash}); err != nil {
+			return err
+		}
+		return txn.Set([]byte(keyUserID+strconv.FormatInt(id, 10)), []byte(u.Name))
+	})
+	return u, err
+}
+
+// User returns the user name, or ErrNotFound.
+func (s *Service) User(ctx context.Context, name string) (User, error) {
+	var rec userRecord
+	if err := s.readUser(name, &rec); err != nil {
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return User{}, fmt.Errorf("%w: user %s", ErrNotFound, name)
+		}
+		return User{}, err
+	}
+	return rec.User, nil
+}
+
+// UserByID returns the user with that id, or ErrNotFound.
+func (s *Service) UserByID(ctx context.Context, id int64) (User, error) {
+	var name string
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get([]byte(keyUserID + strconv.FormatInt(id, 10)))
+		if err != nil {
+			return err
+		}
+		v, err := item.ValueCopy(nil)
+		name = string(v)
+		return err
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return User{}, fmt.Errorf("%w: user %d", ErrNotFound, id)
+	}
+	if err != nil {
+		return User{}, err
+	}
+	return s.User(ctx, name)
+}
+
+// Users lists every user, in name order.
+func (s *Service) Users(ctx context.Context) ([]User, error) {
+	var out []User
+	err := s.db.View(func(txn *badger.Txn) error {
+		return eachJSON(txn, keyUser, func(r *userRecord) { out = append(out, r.User) })
+	})
+	return out, err
+}
+
+// SetPassword sets a local user's password. The verified-password cache forgets the old one.
+func (s *Service) SetPassword(ctx context.Context, name, password string) error {
+	if err := CheckPasswordPolicy(password); err != nil {
+		return err
+	}
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), s.cost)
+	if err != nil {
+		return err
+	}
+	return s.updateUser(name, func(rec *userRecord) error {
+		if rec.LDAP {
+			return fmt.Errorf("%w: %s is an LDAP user; the directory holds the password", ErrInvalid, name)
+		}
+		rec.Hash = hash
+		return nil
+	})
+}
+
+// SetAdmin grants or revokes system admin.
+func (s *Service) SetAdmin(ctx context.Context, name string, admin bool) error {
+	return s.updateUser(name, func(rec *userRecord) error { rec.Admin = admin; return nil })
+}
+
+func (s *Service) updateUser(name string, change func(*userRecord) error) error {
+	defer s.forget(name)
+	return s.db.Update(func(txn *badger.Txn) error {
+		var rec userRecord
+		if err := kv.GetJSON(txn, []byte(keyUser+name), &rec); err != nil {
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				return fmt.Errorf("%w: user %s", ErrNotFound, name)
+			}
+			return err
+		}
+		if err := change(&rec); err != nil {
+			return err
+		}
+		rec.Updated = s.now().UTC()
+		return kv.PutJSON(txn, []byte(keyUser+name), rec)
+	})
+}
+
+// DeleteUser removes a user and its memberships.
+func (s *Service) DeleteUser(ctx context.Context, name string) error {
+	defer s.forget(name)
+	u, err := s.User(ctx, name)
+	if err != nil {
+		return err
+	}
+	projects, err := s.Projects(ctx, Principal{Name: AdminName, Admin: true}, func(Project) bool { return true })
+	if err != nil {
+		return err
+	}
+	for _, p := range projects {
+		_ = s.db.Update(func(txn *badger.Txn) error {
+			var m Member
+			if kv.GetJSON(txn, memberKey(p.Name, MemberUser, name), &m) != nil {
+				return nil
+			}
+			if err := txn.Delete([]byte(keyMemberID + strconv.FormatInt(m.ID, 10))); err != nil {
+				return err
+			}
+			return txn.Delete(memberKey(p.Name, MemberUser, name))
+		})
+	}
+	return s.db.Update(func(txn *badger.Txn) error {
+		if err := txn.Delete([]byte(keyUserID + strconv.FormatInt(u.ID, 10))); err != nil {
+			return err
+		}
+		return txn.Delete([]byte(keyUser + name))
+	})
+}
+
+// forget drops a user's cached password check, after any change to the user.
+func (s *Service) forget(name string) {
+	s.mu.Lock()
+	delete(s.verified, name)
+	s.mu.Unlock()
+}
