@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO        ?= go
 BIN       := bin/cove
 CONF_BIN  := bin/conformance.test
-APT_PKGS  := skopeo docker-registry docker.io podman containerd
+APT_PKGS  := skopeo docker-registry docker.io podman containerd slapd ldap-utils
 export GOFLAGS := -buildvcs=false
 
 .PHONY: build run test test-unit test-e2e deps lint fuzz bench-go clean

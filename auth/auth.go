@@ -38,6 +38,13 @@ type Principal struct {
 	access map[string][]string // the token's grants, by "type:name"
 }
 
+// Identity is p without a token's grants: who it is, for decisions by policy rather than by grant
+// (what the catalog lists).
+func (p Principal) Identity() Principal {
+	p.Token, p.access = false, nil
+	return p
+}
+
 // Anonymous reports whether p carries no identity.
 func (p Principal) Anonymous() bool { return p.Name == "" }
 

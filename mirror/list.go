@@ -77,7 +77,7 @@ func (s *Server) handleCatalog(w http.ResponseWriter, r *http.Request, req reque
 	}
 	// Listed is what the caller's identity may pull (a token's repository grants do not matter
 	// here). One decision per project or upstream, not per repository: the policy is per project.
-	who := auth.Principal{Name: req.who.Name, Admin: req.who.Admin}
+	who := req.who.Identity()
 	decided := map[string]bool{}
 	visible := func(repo string) bool {
 		first := auth.ProjectOf(repo)

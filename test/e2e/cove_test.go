@@ -228,3 +228,20 @@ func tmpBytes(dir string) (files int, size int64) {
 }
 
 func execCove(args ...string) *exec.Cmd { return exec.Command(coveBin, args...) }
+
+type httpResponse = http.Response
+
+func newRequest(method, url string, body io.Reader) (*http.Request, error) {
+	return http.NewRequest(method, url, body)
+}
+
+func doRequest(t *testing.T, req *http.Request) (*http.Response, []byte) {
+	t.Helper()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", req.Method, req.URL, err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, b
+}
