@@ -32,18 +32,15 @@ type Config struct {
 	Audit  *auth.Audit
 	Repos  Repositories
 	Logger *slog.Logger
-	// SelfRegistration lets anyone create an account (never an admin one).
-	SelfRegistration bool
 }
 
 // Server is the REST API handler. It is safe for concurrent use.
 type Server struct {
-	auth         *auth.Service
-	audit        *auth.Audit
-	repos        Repositories
-	log          *slog.Logger
-	mux          *http.ServeMux
-	selfRegister bool
+	auth  *auth.Service
+	audit *auth.Audit
+	repos Repositories
+	log   *slog.Logger
+	mux   *http.ServeMux
 }
 
 // maxBody caps every JSON request body.
@@ -54,7 +51,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Auth == nil || cfg.Repos == nil || cfg.Audit == nil {
 		return nil, errors.New("admin: auth, audit and repositories are required")
 	}
-	s := &Server{auth: cfg.Auth, audit: cfg.Audit, repos: cfg.Repos, log: cfg.Logger, mux: http.NewServeMux(), selfRegister: cfg.SelfRegistration}
+	s := &Server{auth: cfg.Auth, audit: cfg.Audit, repos: cfg.Repos, log: cfg.Logger, mux: http.NewServeMux()}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -84,6 +81,8 @@ func New(cfg Config) (*Server, error) {
 		"GET /api/v2.0/robots/{id}":                     s.handleGetRobot,
 		"DELETE /api/v2.0/robots/{id}":                  s.handleDeleteRobot,
 		"GET /api/v2.0/audit-logs":                      s.handleAuditLogs,
+		"GET /api/v2.0/configurations":                  s.handleGetSettings,
+		"PUT /api/v2.0/configurations":                  s.handlePutSettings,
 	} {
 		s.mux.Handle(pattern, s.adapt(h))
 	}
@@ -173,6 +172,16 @@ func writeJSON(w http.ResponseWriter, status int, v any) error {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
+	return nil
+}
+
+// decodeJSONStrict is decodeJSON refusing unknown fields: a misspelt setting must not pass.
+func decodeJSONStrict(r *http.Request, v any) error {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return &apiError{Status: http.StatusBadRequest, Code: "BAD_REQUEST", Message: "invalid JSON body: " + err.Error()}
+	}
 	return nil
 }
 

@@ -29,11 +29,11 @@ func newSecEnv(t *testing.T, selfRegistration bool) *secEnv {
 	}
 	t.Cleanup(func() { db.Close() })
 	audit := auth.NewAudit(db, 0, nil)
-	as, _, err := auth.New(context.Background(), db, auth.Config{AdminPassword: "pw", BcryptCost: bcrypt.MinCost, KeyDir: t.TempDir(), Audit: audit})
+	as, _, err := auth.New(context.Background(), db, auth.Config{AdminPassword: "pw", BcryptCost: bcrypt.MinCost, KeyDir: t.TempDir(), Audit: audit, SelfRegistration: selfRegistration, AnonymousMirrorPull: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(Config{Auth: as, Audit: audit, Repos: &fakeRepos{}, SelfRegistration: selfRegistration})
+	s, err := New(Config{Auth: as, Audit: audit, Repos: &fakeRepos{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,5 +242,41 @@ func TestFailedLoginsAreLimited(t *testing.T) {
 	// Now even the right password is refused for a while.
 	if code, _ := e.call(t, "GET", "/api/v2.0/users/current", "", "admin", "pw"); code != 429 {
 		t.Errorf("right password after 10 failures = %d, want 429", code)
+	}
+}
+
+func TestSettingsAPI(t *testing.T) {
+	e := newSecEnv(t, false)
+	if code, _ := e.call(t, "POST", "/api/v2.0/users", `{"username":"eve","password":"`+strong+`"}`, "", ""); code != 401 {
+		t.Errorf("sign-up with self-registration off = %d, want 401", code)
+	}
+	if code, b := e.call(t, "PUT", "/api/v2.0/configurations", `{"self_registration":true}`, "admin", "pw"); code != 200 {
+		t.Fatalf("turn self-registration on = %d %s", code, b)
+	}
+	if code, _ := e.call(t, "POST", "/api/v2.0/users", `{"username":"eve","password":"`+strong+`"}`, "", ""); code != 201 {
+		t.Errorf("sign-up with self-registration on = %d, want 201", code)
+	}
+	for _, bad := range []string{`{"anonymous_pull":"sometimes"}`, `{"self_registation":true}`} {
+		if code, _ := e.call(t, "PUT", "/api/v2.0/configurations", bad, "admin", "pw"); code != 400 {
+			t.Errorf("PUT %s = %d, want 400", bad, code)
+		}
+	}
+	if code, _ := e.call(t, "PUT", "/api/v2.0/configurations", `{"anonymous_pull":"none"}`, "eve", strong); code != 403 {
+		t.Errorf("a non-admin changes settings = %d, want 403", code)
+	}
+	code, b := e.call(t, "GET", "/api/v2.0/configurations", "", "admin", "pw")
+	if code != 200 || !strings.Contains(b, `"self_registration":{"value":true`) {
+		t.Errorf("settings = %d %s", code, b)
+	}
+	if err := e.auth.AuthorizeMirror(context.Background(), auth.Principal{}, "library/alpine", auth.ActionPull); err != nil {
+		t.Errorf("anonymous mirror pull before turning it off: %v", err)
+	}
+	e.call(t, "PUT", "/api/v2.0/configurations", `{"anonymous_pull":"none"}`, "admin", "pw")
+	if err := e.auth.AuthorizeMirror(context.Background(), auth.Principal{}, "library/alpine", auth.ActionPull); err == nil {
+		t.Error("anonymous mirror pull after anonymous_pull: none")
+	}
+	_, logs := e.call(t, "GET", "/api/v2.0/audit-logs?q=resource_type=settings", "", "admin", "pw")
+	if !strings.Contains(logs, "anonymous_pull=none") {
+		t.Errorf("settings changes not audited: %s", logs)
 	}
 }

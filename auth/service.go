@@ -65,23 +65,22 @@ type Config struct {
 
 // Service authenticates requests and authorizes them against projects. It is safe for concurrent use.
 type Service struct {
-	db               *badger.DB
-	log              *slog.Logger
-	publicURL        string
-	service          string
-	issuer           string
-	tokenTTL         time.Duration
-	keys             *keystore
-	now              func() time.Time
-	cost             int
-	reserved         map[string]bool
-	anonMirror       bool
-	selfRegistration bool
-	limiter          *limiter
-	audit            *Audit
-	ldap             *ldapDirectory
-	key              []byte // HMAC key of the credential cache, random per process
-	dummy            []byte // a bcrypt hash compared against for unknown users
+	db        *badger.DB
+	log       *slog.Logger
+	publicURL string
+	service   string
+	issuer    string
+	tokenTTL  time.Duration
+	keys      *keystore
+	now       func() time.Time
+	cost      int
+	reserved  map[string]bool
+	settings  settingsCache
+	limiter   *limiter
+	audit     *Audit
+	ldap      *ldapDirectory
+	key       []byte // HMAC key of the credential cache, random per process
+	dummy     []byte // a bcrypt hash compared against for unknown users
 
 	mu sync.Mutex
 	// verified maps a user name to the HMAC of its last verified password; guarded by mu.
@@ -110,9 +109,14 @@ func New(ctx context.Context, db *badger.DB, cfg Config) (s *Service, generated 
 		s.now = time.Now
 	}
 	s.limiter = newLimiter(s.now)
-	s.anonMirror = cfg.AnonymousMirrorPull
+	anonymous := "none"
+	if cfg.AnonymousMirrorPull {
+		anonymous = "mirror"
+	}
+	if err := s.loadSettings(Settings{SelfRegistration: cfg.SelfRegistration, AnonymousPull: anonymous}); err != nil {
+		return nil, "", err
+	}
 	s.audit = cfg.Audit
-	s.selfRegistration = cfg.SelfRegistration
 	if cfg.LDAP != nil {
 		if s.ldap, err = newLDAPDirectory(*cfg.LDAP); err != nil {
 			return nil, "", err
@@ -370,7 +374,7 @@ func (s *Service) authorizeMirror(p Principal, action Action) error {
 	switch {
 	case action != ActionPull:
 		return ErrDenied
-	case (p.Anonymous() || p.Robot) && !s.anonMirror:
+	case (p.Anonymous() || p.Robot) && s.settings.get().AnonymousPull != "mirror":
 		// A robot reaches nothing beyond its project: mirrored content only as the anonymous do.
 		if p.Robot {
 			return ErrDenied

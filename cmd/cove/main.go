@@ -161,7 +161,7 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	if err != nil {
 		return err
 	}
-	api, err := admin.New(admin.Config{Auth: authSvc, Audit: audit, Repos: store, Logger: log, SelfRegistration: cfg.Auth.SelfRegistration})
+	api, err := admin.New(admin.Config{Auth: authSvc, Audit: audit, Repos: store, Logger: log})
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,53 @@
+package admin
+
+import (
+	"fmt"
+	"net/http"
+
+	"cove/auth"
+)
+
+// setting is one configuration item in Harbor's shape.
+type setting struct {
+	Value    any  `json:"value"`
+	Editable bool `json:"editable"`
+}
+
+func (s *Server) handleGetSettings(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
+	if err := requireAdmin(who); err != nil {
+		return err
+	}
+	cur := s.auth.Settings(r.Context())
+	return writeJSON(w, http.StatusOK, map[string]setting{
+		"self_registration": {Value: cur.SelfRegistration, Editable: true},
+		"anonymous_pull":    {Value: cur.AnonymousPull, Editable: true},
+	})
+}
+
+// handlePutSettings changes the settings given, leaving the others; unknown keys are refused.
+func (s *Server) handlePutSettings(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
+	if err := requireAdmin(who); err != nil {
+		return err
+	}
+	var req struct {
+		SelfRegistration *bool   `json:"self_registration"`
+		AnonymousPull    *string `json:"anonymous_pull"`
+	}
+	if err := decodeJSONStrict(r, &req); err != nil {
+		return err
+	}
+	next, err := s.auth.UpdateSettings(r.Context(), func(st *auth.Settings) {
+		if req.SelfRegistration != nil {
+			st.SelfRegistration = *req.SelfRegistration
+		}
+		if req.AnonymousPull != nil {
+			st.AnonymousPull = *req.AnonymousPull
+		}
+	})
+	if err != nil {
+		return err
+	}
+	s.record(r, who, "update", "settings", "configurations", fmt.Sprintf("self_registration=%t anonymous_pull=%s", next.SelfRegistration, next.AnonymousPull))
+	w.WriteHeader(http.StatusOK)
+	return nil
+}

@@ -1,0 +1,66 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"cove/internal/kv"
+)
+
+// Settings are what an admin may change while cove runs. The configuration file gives their
+// starting values; a change through the API is kept in the index and wins from then on.
+type Settings struct {
+	SelfRegistration bool   `json:"self_registration"`
+	AnonymousPull    string `json:"anonymous_pull"` // mirror | none
+}
+
+const keySettings = "auth/settings"
+
+// settingsCache holds the effective settings in memory; every decision reads them.
+type settingsCache struct {
+	mu sync.RWMutex
+	// cur is guarded by mu.
+	cur Settings
+}
+
+func (c *settingsCache) get() Settings {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.cur
+}
+
+// loadSettings starts from the configuration and applies what an admin stored.
+func (s *Service) loadSettings(defaults Settings) error {
+	cur := defaults
+	err := s.db.View(func(txn *badger.Txn) error { return kv.GetJSON(txn, []byte(keySettings), &cur) })
+	if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
+		return fmt.Errorf("read settings: %w", err)
+	}
+	s.settings.mu.Lock()
+	s.settings.cur = cur
+	s.settings.mu.Unlock()
+	return nil
+}
+
+// Settings returns the settings in effect.
+func (s *Service) Settings(ctx context.Context) Settings { return s.settings.get() }
+
+// UpdateSettings applies change to the settings, checks them, stores and uses them.
+func (s *Service) UpdateSettings(ctx context.Context, change func(*Settings)) (Settings, error) {
+	s.settings.mu.Lock()
+	defer s.settings.mu.Unlock()
+	next := s.settings.cur
+	change(&next)
+	if next.AnonymousPull != "mirror" && next.AnonymousPull != "none" {
+		return s.settings.cur, fmt.Errorf("%w: anonymous_pull must be mirror or none, not %q", ErrInvalid, next.AnonymousPull)
+	}
+	if err := s.db.Update(func(txn *badger.Txn) error { return kv.PutJSON(txn, []byte(keySettings), next) }); err != nil {
+		return s.settings.cur, err
+	}
+	s.settings.cur = next
+	return next, nil
+}
