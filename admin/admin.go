@@ -83,6 +83,7 @@ func New(cfg Config) (*Server, error) {
 		"GET /api/v2.0/audit-logs":                      s.handleAuditLogs,
 		"GET /api/v2.0/configurations":                  s.handleGetSettings,
 		"PUT /api/v2.0/configurations":                  s.handlePutSettings,
+		"POST /api/v2.0/system/token-key/rotate":        s.handleRotateKey,
 	} {
 		s.mux.Handle(pattern, s.adapt(h))
 	}

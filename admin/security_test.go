@@ -275,6 +275,12 @@ func TestSettingsAPI(t *testing.T) {
 	if err := e.auth.AuthorizeMirror(context.Background(), auth.Principal{}, "library/alpine", auth.ActionPull); err == nil {
 		t.Error("anonymous mirror pull after anonymous_pull: none")
 	}
+	if code, _ := e.call(t, "POST", "/api/v2.0/system/token-key/rotate", "", "eve", strong); code != 403 {
+		t.Errorf("a non-admin rotates the token key = %d, want 403", code)
+	}
+	if code, b := e.call(t, "POST", "/api/v2.0/system/token-key/rotate", "", "admin", "pw"); code != 200 || !strings.Contains(b, `"kid"`) {
+		t.Errorf("rotate the token key = %d %s", code, b)
+	}
 	_, logs := e.call(t, "GET", "/api/v2.0/audit-logs?q=resource_type=settings", "", "admin", "pw")
 	if !strings.Contains(logs, "anonymous_pull=none") {
 		t.Errorf("settings changes not audited: %s", logs)

@@ -51,3 +51,17 @@ func (s *Server) handlePutSettings(w http.ResponseWriter, r *http.Request, who a
 	w.WriteHeader(http.StatusOK)
 	return nil
 }
+
+// handleRotateKey starts signing registry tokens with a new key (cove's own endpoint; Harbor has
+// none). Tokens signed with the old key keep working until they expire.
+func (s *Server) handleRotateKey(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
+	if err := requireAdmin(who); err != nil {
+		return err
+	}
+	kid, err := s.auth.RotateTokenKey(r.Context())
+	if err != nil {
+		return err
+	}
+	s.record(r, who, "update", "settings", "token-key", "new key "+kid)
+	return writeJSON(w, http.StatusOK, map[string]string{"kid": kid})
+}

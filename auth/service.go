@@ -140,7 +140,7 @@ func New(ctx context.Context, db *badger.DB, cfg Config) (s *Service, generated 
 	if cfg.KeyDir == "" {
 		return nil, "", errors.New("auth: a key directory is required")
 	}
-	if s.keys, err = loadKeystore(cfg.KeyDir); err != nil {
+	if s.keys, err = loadKeystore(cfg.KeyDir, s.now); err != nil {
 		return nil, "", err
 	}
 	s.key = make([]byte, 32)

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -50,55 +51,137 @@ const tokenLeeway = 30 * time.Second
 const refreshTTL = 30 * 24 * time.Hour
 
 // keystore holds the token signing key: ES256 on P-256, generated at first start and kept in a
-// file of its own under the data directory (SECURITY.md 6: no default secrets).
+// file of its own under the data directory (SECURITY.md 6: no default secrets). Rotation retires
+// the current key to keys/retired/<kid>.pem; a retired key keeps verifying until every token it can
+// have signed has expired (refreshTTL), then it is deleted. It is safe for concurrent use.
 type keystore struct {
+	dir string
+	now func() time.Time
+
+	mu sync.RWMutex
+	// key, kid and verify are guarded by mu.
 	key    *ecdsa.PrivateKey
 	kid    string
-	verify map[string]*ecdsa.PublicKey // by kid: the current key and, later, rotated ones
+	verify map[string]*ecdsa.PublicKey // by kid: the current key and the retired ones still valid
 }
 
-func loadKeystore(dir string) (*keystore, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+func loadKeystore(dir string, now func() time.Time) (*keystore, error) {
+	if err := os.MkdirAll(filepath.Join(dir, "retired"), 0o700); err != nil {
 		return nil, fmt.Errorf("create key directory: %w", err)
 	}
+	ks := &keystore{dir: dir, now: now, verify: map[string]*ecdsa.PublicKey{}}
 	path := filepath.Join(dir, "token-signing.pem")
-	var key *ecdsa.PrivateKey
-	b, err := os.ReadFile(path)
-	switch {
-	case err == nil:
-		block, _ := pem.Decode(b)
-		if block == nil {
-			return nil, fmt.Errorf("read %s: no PEM block", path)
-		}
-		if key, err = x509.ParseECPrivateKey(block.Bytes); err != nil {
-			return nil, fmt.Errorf("read %s: %w", path, err)
-		}
-	case errors.Is(err, os.ErrNotExist):
-		if key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
-			return nil, err
-		}
-		der, err := x509.MarshalECPrivateKey(key)
-		if err != nil {
-			return nil, err
-		}
-		tmp := path + ".tmp"
-		if err := os.WriteFile(tmp, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-			return nil, fmt.Errorf("write token key: %w", err)
-		}
-		if err := os.Rename(tmp, path); err != nil {
-			return nil, fmt.Errorf("write token key: %w", err)
-		}
-	default:
-		return nil, fmt.Errorf("read token key: %w", err)
+	key, err := readKey(path)
+	if errors.Is(err, os.ErrNotExist) {
+		key, err = newKey(path)
 	}
-	spki, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
 	if err != nil {
 		return nil, err
 	}
-	sum := sha256.Sum256(spki)
-	kid := hex.EncodeToString(sum[:8])
-	return &keystore{key: key, kid: kid, verify: map[string]*ecdsa.PublicKey{kid: &key.PublicKey}}, nil
+	ks.key, ks.kid = key, keyID(key)
+	ks.verify[ks.kid] = &key.PublicKey
+	retired, err := os.ReadDir(filepath.Join(dir, "retired"))
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range retired {
+		p := filepath.Join(dir, "retired", e.Name())
+		info, err := e.Info()
+		if err != nil {
+			return nil, err
+		}
+		if now().Sub(info.ModTime()) > refreshTTL+tokenLeeway {
+			_ = os.Remove(p) // every token it signed has expired
+			continue
+		}
+		old, err := readKey(p)
+		if err != nil {
+			return nil, err
+		}
+		ks.verify[keyID(old)] = &old.PublicKey
+	}
+	return ks, nil
 }
+
+func readKey(path string) (*ecdsa.PrivateKey, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	block, _ := pem.Decode(b)
+	if block == nil {
+		return nil, fmt.Errorf("read %s: no PEM block", path)
+	}
+	key, err := x509.ParseECPrivateKey(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	return key, nil
+}
+
+// newKey generates a key and writes it to path (through a temporary file and a rename).
+func newKey(path string) (*ecdsa.PrivateKey, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	der, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return nil, err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		return nil, fmt.Errorf("write token key: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return nil, fmt.Errorf("write token key: %w", err)
+	}
+	return key, nil
+}
+
+func keyID(key *ecdsa.PrivateKey) string {
+	spki, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	sum := sha256.Sum256(spki)
+	return hex.EncodeToString(sum[:8])
+}
+
+// signer returns the current key and its id.
+func (ks *keystore) signer() (*ecdsa.PrivateKey, string) {
+	ks.mu.RLock()
+	defer ks.mu.RUnlock()
+	return ks.key, ks.kid
+}
+
+// lookup returns the public key of kid, if it is cove's and still valid.
+func (ks *keystore) lookup(kid string) (*ecdsa.PublicKey, bool) {
+	ks.mu.RLock()
+	defer ks.mu.RUnlock()
+	k, ok := ks.verify[kid]
+	return k, ok
+}
+
+// rotate retires the current key and starts signing with a new one.
+func (ks *keystore) rotate() (string, error) {
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	cur := filepath.Join(ks.dir, "token-signing.pem")
+	if err := os.Rename(cur, filepath.Join(ks.dir, "retired", ks.kid+".pem")); err != nil {
+		return "", fmt.Errorf("retire token key: %w", err)
+	}
+	now := ks.now()
+	_ = os.Chtimes(filepath.Join(ks.dir, "retired", ks.kid+".pem"), now, now)
+	key, err := newKey(cur)
+	if err != nil {
+		return "", err
+	}
+	ks.key, ks.kid = key, keyID(key)
+	ks.verify[ks.kid] = &key.PublicKey
+	return ks.kid, nil
+}
+
+// RotateTokenKey starts signing tokens with a new key. Tokens signed with the old one keep
+// verifying until they expire.
+func (s *Service) RotateTokenKey(ctx context.Context) (string, error) { return s.keys.rotate() }
 
 // Scope is one scope a client asks for: "repository:team/app:pull,push", "registry:catalog:*".
 type Scope struct {
@@ -210,9 +293,10 @@ func (s *Service) sign(sub, aud string, issued time.Time, ttl time.Duration, acc
 	if access == nil {
 		claims.Access = []Access{}
 	}
+	key, kid := s.keys.signer()
 	tok := jwt.NewWithClaims(jwt.SigningMethodES256, claims)
-	tok.Header["kid"] = s.keys.kid
-	return tok.SignedString(s.keys.key)
+	tok.Header["kid"] = kid
+	return tok.SignedString(key)
 }
 
 // verify checks a token: ES256 only, a key from cove's own keystore only (never one named in the
@@ -221,7 +305,7 @@ func (s *Service) verify(raw, audience, kind string) (*tokenClaims, error) {
 	var claims tokenClaims
 	_, err := jwt.ParseWithClaims(raw, &claims, func(t *jwt.Token) (any, error) {
 		kid, _ := t.Header["kid"].(string)
-		key, ok := s.keys.verify[kid]
+		key, ok := s.keys.lookup(kid)
 		if !ok {
 			return nil, fmt.Errorf("unknown signing key %q", kid)
 		}

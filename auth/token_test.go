@@ -134,24 +134,27 @@ func TestForgedTokensAreRefused(t *testing.T) {
 	claims["access"] = []map[string]any{{"type": "repository", "name": "team/app", "actions": []string{"pull", "push"}}}
 	modified := parts[0] + "." + encode(claims) + "." + parts[2]
 	// alg none.
-	none := encode(map[string]string{"alg": "none", "typ": "JWT", "kid": s.keys.kid}) + "." + encode(claims) + "."
+	_, curKid := s.keys.signer()
+	none := encode(map[string]string{"alg": "none", "typ": "JWT", "kid": curKid}) + "." + encode(claims) + "."
 	// HS256 keyed with the public key (the algorithm-confusion attack).
-	pub, _ := x509.MarshalPKIXPublicKey(&s.keys.key.PublicKey)
+	key, kid := s.keys.signer()
+	pub, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
 	hs := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims(claims))
-	hs.Header["kid"] = s.keys.kid
+	hs.Header["kid"] = kid
 	hsToken, _ := hs.SignedString(pub)
 	// A key named in the token header instead of cove's keystore.
 	foreign := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims(claims))
 	foreign.Header["kid"] = "someone-elses"
 	other, _ := tokenService(t)
-	foreignToken, _ := foreign.SignedString(other.keys.key)
+	otherKey, _ := other.keys.signer()
+	foreignToken, _ := foreign.SignedString(otherKey)
 	// Another audience, signed with the right key.
 	aud := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims{
 		"iss": s.issuer, "sub": "admin", "aud": "another-registry", "exp": clock.now.Add(time.Minute).Unix(),
 		"nbf": clock.now.Unix(), "iat": clock.now.Unix(), "access": claims["access"],
 	})
-	aud.Header["kid"] = s.keys.kid
-	audToken, _ := aud.SignedString(s.keys.key)
+	aud.Header["kid"] = kid
+	audToken, _ := aud.SignedString(key)
 	// A refresh token is not an access token.
 	refresh, _ := s.IssueRefreshToken(ctx, Principal{Name: "admin"})
 
@@ -227,5 +230,49 @@ func TestTokenEndpoint(t *testing.T) {
 	}
 	if code, _ = post(url.Values{"grant_type": {"password"}, "username": {"admin"}, "password": {""}, "service": {"cove"}}); code != 401 {
 		t.Errorf("empty password = %d, want 401", code)
+	}
+}
+
+func TestRotatedKeyVerifiesUntilItsTokensExpire(t *testing.T) {
+	ctx := context.Background()
+	clock := &testClock{now: time.Unix(1_800_000_000, 0)}
+	db := openDB(t)
+	keys := t.TempDir()
+	cfg := Config{AdminPassword: "pw", BcryptCost: bcrypt.MinCost, KeyDir: keys, Now: clock.Now}
+	s, _, err := New(ctx, db, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := Principal{Name: "admin", Admin: true}
+	old, _, _ := s.IssueToken(ctx, admin, "cove", nil)
+	refresh, _ := s.IssueRefreshToken(ctx, admin)
+	_, oldKid := s.keys.signer()
+	newKid, err := s.RotateTokenKey(ctx)
+	if err != nil || newKid == oldKid {
+		t.Fatalf("RotateTokenKey = %s, %v", newKid, err)
+	}
+	if _, err := s.Authenticate(ctx, bearer(old)); err != nil {
+		t.Errorf("a token of the retired key no longer verifies: %v", err)
+	}
+	fresh, _, _ := s.IssueToken(ctx, admin, "cove", nil)
+	if p, err := s.Authenticate(ctx, bearer(fresh)); err != nil || p.Name != "admin" {
+		t.Errorf("a token of the new key: %v", err)
+	}
+	// A restart keeps the retired key while tokens it signed may live.
+	s2, _, err := New(ctx, db, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s2.PrincipalFromRefreshToken(ctx, refresh); err != nil {
+		t.Errorf("after a restart, a refresh token of the retired key: %v", err)
+	}
+	// Once all its tokens have expired, the retired key is gone at the next start.
+	clock.now = clock.now.Add(refreshTTL + time.Hour)
+	s3, _, err := New(ctx, db, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s3.keys.lookup(oldKid); ok {
+		t.Error("the retired key outlived every token it signed")
 	}
 }
