@@ -3,8 +3,8 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 	"net/url"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -15,7 +15,9 @@ import (
 // slapd is Debian's OpenLDAP server on a temp dir, seeded with users in two groups. Anonymous
 // search is denied by ACL, so cove must use its service account.
 type slapd struct {
-	url string
+	url    string // ldap://
+	ldaps  string // ldaps://, when started with TLS
+	caFile string
 }
 
 const ldapSeed = `dn: dc=example,dc=org
@@ -71,13 +73,23 @@ cn: admins
 member: uid=carol,ou=people,dc=example,dc=org
 `
 
-func startSlapd(t *testing.T) *slapd {
+func startSlapd(t *testing.T) *slapd { return startSlapdTLS(t, false) }
+
+// startSlapdTLS starts slapd; with TLS it also listens for ldaps:// and offers StartTLS, with a
+// server certificate for 127.0.0.1 from a CA of the test's own (caFile).
+func startSlapdTLS(t *testing.T, withTLS bool) *slapd {
 	t.Helper()
 	bin := requireTool(t, "slapd")
 	ldapadd := requireTool(t, "ldapadd")
 	dir := shortDir(t, "ld")
 	if err := os.MkdirAll(filepath.Join(dir, "db"), 0o700); err != nil {
 		t.Fatal(err)
+	}
+	caFile := ""
+	if withTLS {
+		caFile = filepath.Join(dir, "ca.pem")
+		cert, key := filepath.Join(dir, "server.pem"), filepath.Join(dir, "server.key")
+		writeTestCA(t, caFile, cert, key)
 	}
 	conf := fmt.Sprintf(`include /etc/ldap/schema/core.schema
 include /etc/ldap/schema/cosine.schema
@@ -88,6 +100,7 @@ moduleload back_mdb
 moduleload memberof
 pidfile %[1]s/slapd.pid
 argsfile %[1]s/slapd.args
+%[3]s
 database mdb
 suffix "dc=example,dc=org"
 rootdn "cn=root,dc=example,dc=org"
@@ -95,15 +108,22 @@ rootpw RootPw1xyz
 directory %[1]s/db
 maxsize 104857600
 overlay memberof
+%[2]s
 access to attrs=userPassword by self write by anonymous auth by * none
 access to * by dn.exact="cn=reader,dc=example,dc=org" read by self read by anonymous auth by * none
-`, dir)
+`, dir, "", tlsGlobal(withTLS, dir))
 	if err := os.WriteFile(filepath.Join(dir, "slapd.conf"), []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	port := freePort(t)
 	url := fmt.Sprintf("ldap://127.0.0.1:%d", port)
-	startDaemon(t, filepath.Join(dir, "slapd.log"), bin, "-d", "0", "-h", url+"/", "-f", filepath.Join(dir, "slapd.conf"))
+	listen := url + "/"
+	sl := &slapd{url: url, caFile: caFile}
+	if withTLS {
+		sl.ldaps = fmt.Sprintf("ldaps://127.0.0.1:%d", freePort(t))
+		listen += " " + sl.ldaps + "/"
+	}
+	startDaemon(t, filepath.Join(dir, "slapd.log"), bin, "-d", "0", "-h", listen, "-f", filepath.Join(dir, "slapd.conf"))
 	seed := filepath.Join(dir, "seed.ldif")
 	if err := os.WriteFile(seed, []byte(ldapSeed), 0o600); err != nil {
 		t.Fatal(err)
@@ -114,7 +134,46 @@ access to * by dn.exact="cn=reader,dc=example,dc=org" read by self read by anony
 		out, err = run(t, 10*time.Second, nil, ldapadd, "-x", "-H", url, "-D", "cn=root,dc=example,dc=org", "-w", "RootPw1xyz", "-f", seed)
 		return err == nil || strings.Contains(out, "Already exists")
 	})
-	return &slapd{url: url}
+	return sl
+}
+
+func tlsGlobal(withTLS bool, dir string) string {
+	if !withTLS {
+		return ""
+	}
+	return fmt.Sprintf("TLSCACertificateFile %[1]s/ca.pem\nTLSCertificateFile %[1]s/server.pem\nTLSCertificateKeyFile %[1]s/server.key", dir)
+}
+
+// TestLDAPOverTLS: cove reaches the directory over ldaps:// and with StartTLS, trusting the CA
+// given in ca_file, and refuses a directory whose certificate it cannot verify.
+func TestLDAPOverTLS(t *testing.T) {
+	ldap := startSlapdTLS(t, true)
+	conf := func(url, extra string) string {
+		return fmt.Sprintf(`auth:
+  mode: ldap
+  ldap:
+    url: %s
+    base_dn: ou=people,dc=example,dc=org
+    bind_dn: cn=reader,dc=example,dc=org
+    bind_password: ReaderPw1
+%s`, url, extra)
+	}
+	for _, tc := range []struct {
+		name, url, extra string
+		ok               bool
+	}{
+		{"ldaps with ca_file", ldap.ldaps, "    ca_file: " + ldap.caFile + "\n", true},
+		{"StartTLS with ca_file", ldap.url, "    start_tls: true\n    ca_file: " + ldap.caFile + "\n", true},
+		{"ldaps, CA not trusted", ldap.ldaps, "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startMirror(t, t.TempDir(), conf(tc.url, tc.extra))
+			resp, _ := s.doAs("GET", "/service/token?service=cove", nil, "alice", "AlicePw1x")
+			if (resp.StatusCode == 200) != tc.ok {
+				t.Errorf("login over %s = %d, want success=%v", tc.name, resp.StatusCode, tc.ok)
+			}
+		})
+	}
 }
 
 // regClient runs skopeo or podman with their own auth file.
