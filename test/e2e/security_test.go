@@ -337,7 +337,10 @@ func TestSecurityEndToEnd(t *testing.T) {
 			t.Errorf("no audit record for %s (%d %s)", q, code, b)
 		}
 	}
-	// No secret in any log line.
+	// No secret in any log line: no password, no token (a JWT starts "eyJ").
+	if strings.Contains(s.log(), "eyJ") {
+		t.Error("a token appears in cove's log")
+	}
 	for _, secret := range []string{"AlicePw1x", "BobPw1xyz", "CarolPw1x", "DavePw1xyz", "ReaderPw1", robot.Secret, adminPassword} {
 		if strings.Contains(s.log(), secret) {
 			t.Errorf("a secret appears in cove's log")
