@@ -3,7 +3,8 @@ SHELL := /bin/bash
 GO        ?= go
 BIN       := bin/cove
 CONF_BIN  := bin/conformance.test
-APT_PKGS  := skopeo docker-registry docker.io podman containerd slapd ldap-utils
+CRANE_BIN := bin/crane
+APT_PKGS  := skopeo docker-registry docker.io podman containerd slapd ldap-utils pebble
 export GOFLAGS := -buildvcs=false
 
 .PHONY: build run test test-unit test-e2e deps lint fuzz bench-go clean
@@ -25,17 +26,21 @@ deps:
 		status=$$?; rm -f /usr/sbin/policy-rc.d; exit $$status; \
 	fi
 
-# The official OCI conformance suite, built from its own module at the pinned version.
-$(CONF_BIN): test/conformance/go.mod test/conformance/go.sum
-	cd test/conformance && $(GO) test -c -o ../../$(CONF_BIN) github.com/opencontainers/distribution-spec/conformance
+# Test tools built from their own module (test/tools) at pinned versions: the official OCI
+# conformance suite, and crane.
+$(CONF_BIN): test/tools/go.mod test/tools/go.sum
+	cd test/tools && $(GO) test -c -o ../../$(CONF_BIN) github.com/opencontainers/distribution-spec/conformance
 
-test: deps build $(CONF_BIN) test-unit test-e2e
+$(CRANE_BIN): test/tools/go.mod test/tools/go.sum
+	cd test/tools && $(GO) build -o ../../$(CRANE_BIN) github.com/google/go-containerregistry/cmd/crane
+
+test: deps build $(CONF_BIN) $(CRANE_BIN) test-unit test-e2e
 
 test-unit:
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /test/e2e)
 
 test-e2e:
-	E2E_COVE_BIN=$(CURDIR)/$(BIN) E2E_CONFORMANCE_BIN=$(CURDIR)/$(CONF_BIN) $(GO) test -count=1 -v -timeout 15m ./test/e2e 2>&1 | \
+	E2E_COVE_BIN=$(CURDIR)/$(BIN) E2E_CONFORMANCE_BIN=$(CURDIR)/$(CONF_BIN) E2E_CRANE_BIN=$(CURDIR)/$(CRANE_BIN) $(GO) test -count=1 -v -timeout 15m ./test/e2e 2>&1 | \
 		grep -v -E '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
 
 lint:

@@ -27,15 +27,23 @@ type Repositories interface {
 }
 
 // Config configures a Server.
+// Renewer forces a renewal of the TLS certificates; tls.Setup implements it.
+type Renewer interface {
+	Renew(ctx context.Context) error
+}
+
 type Config struct {
-	Auth   *auth.Service
-	Audit  *auth.Audit
-	Repos  Repositories
-	Logger *slog.Logger
+	// Certificates, when set, can be renewed through the API.
+	Certificates Renewer
+	Auth         *auth.Service
+	Audit        *auth.Audit
+	Repos        Repositories
+	Logger       *slog.Logger
 }
 
 // Server is the REST API handler. It is safe for concurrent use.
 type Server struct {
+	certs Renewer
 	auth  *auth.Service
 	audit *auth.Audit
 	repos Repositories
@@ -51,7 +59,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Auth == nil || cfg.Repos == nil || cfg.Audit == nil {
 		return nil, errors.New("admin: auth, audit and repositories are required")
 	}
-	s := &Server{auth: cfg.Auth, audit: cfg.Audit, repos: cfg.Repos, log: cfg.Logger, mux: http.NewServeMux()}
+	s := &Server{certs: cfg.Certificates, auth: cfg.Auth, audit: cfg.Audit, repos: cfg.Repos, log: cfg.Logger, mux: http.NewServeMux()}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -84,6 +92,7 @@ func New(cfg Config) (*Server, error) {
 		"GET /api/v2.0/configurations":                  s.handleGetSettings,
 		"PUT /api/v2.0/configurations":                  s.handlePutSettings,
 		"POST /api/v2.0/system/token-key/rotate":        s.handleRotateKey,
+		"POST /api/v2.0/system/tls/renew":               s.handleRenewTLS,
 	} {
 		s.mux.Handle(pattern, s.adapt(h))
 	}

@@ -65,3 +65,20 @@ func (s *Server) handleRotateKey(w http.ResponseWriter, r *http.Request, who aut
 	s.record(r, who, "update", "settings", "token-key", "new key "+kid)
 	return writeJSON(w, http.StatusOK, map[string]string{"kid": kid})
 }
+
+// handleRenewTLS forces a renewal of the ACME certificates now (cove's own endpoint).
+func (s *Server) handleRenewTLS(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
+	if err := requireAdmin(who); err != nil {
+		return err
+	}
+	if s.certs == nil {
+		return &apiError{Status: http.StatusConflict, Code: "CONFLICT", Message: "TLS is off"}
+	}
+	if err := s.certs.Renew(r.Context()); err != nil {
+		s.record(r, who, "update", "settings", "tls-certificate", "renewal failed")
+		return &apiError{Status: http.StatusConflict, Code: "CONFLICT", Message: "renewal failed: " + err.Error()}
+	}
+	s.record(r, who, "update", "settings", "tls-certificate", "renewed")
+	w.WriteHeader(http.StatusOK)
+	return nil
+}

@@ -1,13 +1,20 @@
-// Package tls provides the listeners cove serves on. For now there is the plain TCP listener; the
-// files, self-signed and ACME modes of DESIGN.md's configuration contract come with certmagic.
-// It starts no servers: the caller serves on what it returns.
+// Package tls gives cove's listeners their certificates: from files (reloaded when they change),
+// self-signed (a CA and a server certificate generated under the data directory), or from an ACME
+// CA through certmagic's lower-level API (not certmagic.HTTPS, whose fixed timeouts would cut
+// large blobs). It starts no servers: the caller serves HTTPS with TLSConfig, and on its plain
+// HTTP listener serves HTTPHandler, which answers ACME HTTP-01 challenges and redirects everything
+// else to HTTPS.
 package tls
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
+	"net/http"
+	"strconv"
 )
 
 // Mode is how the listener is secured.
@@ -21,25 +28,122 @@ const (
 	ModeACME       Mode = "acme"
 )
 
-// ErrModeUnavailable means the mode is part of the configuration contract but not built yet.
-var ErrModeUnavailable = errors.New("TLS mode not available yet")
+// ErrModeUnknown means the mode is not one of the four.
+var ErrModeUnknown = errors.New("unknown TLS mode")
 
-// Config configures the listener.
+// Config configures the certificates.
 type Config struct {
-	Mode   Mode
-	Listen string // host:port
+	Mode Mode
+	// Dir keeps what cove generates or obtains (data/tls): the self-signed CA, ACME account and
+	// certificates.
+	Dir string
+	// CertFile and KeyFile are PEM files for ModeFiles.
+	CertFile, KeyFile string
+	// Domains are the names the certificate is for (ModeACME; ModeSelfSigned adds localhost and the
+	// loopback addresses).
+	Domains []string
+	// Email is the ACME account's contact.
+	Email string
+	// ACMECA is the ACME directory URL (Let's Encrypt when empty); ACMECARoot is a PEM bundle to
+	// trust for reaching it (a private CA such as step-ca or pebble).
+	ACMECA, ACMECARoot string
+	// HTTPSPort and HTTPPort are the ports the caller serves on: challenges are answered there.
+	HTTPSPort, HTTPPort int
+	Logger              *slog.Logger
 }
 
-// Listen opens the listener that cfg describes.
-func Listen(ctx context.Context, cfg Config) (net.Listener, error) {
+// Setup is what the caller serves with.
+type Setup struct {
+	// TLSConfig is for the HTTPS listener: TLS 1.2 or later, HTTP/2 and HTTP/1.1 (and ACME's
+	// TLS-ALPN-01). Nil when TLS is off.
+	TLSConfig *tls.Config
+	// CAFile is the self-signed CA clients must trust (ModeSelfSigned).
+	CAFile string
+	// renew, when set, forces an ACME renewal now.
+	renew func(ctx context.Context) error
+	// start, when set, obtains the certificates (ACME) once the caller serves.
+	start func(ctx context.Context) error
+	// challenge wraps the plain-HTTP handler with the ACME HTTP-01 answers.
+	challenge func(http.Handler) http.Handler
+	stop      func()
+}
+
+// New prepares the certificates of cfg. With ModeACME the caller serves first (so that challenges
+// are answered), then calls Start, which obtains them; renewal then runs in the background until
+// Stop.
+func New(ctx context.Context, cfg Config) (*Setup, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	cfg.Logger = cfg.Logger.With("component", "tls")
+	var (
+		s   *Setup
+		err error
+	)
 	switch cfg.Mode {
 	case ModeOff, "":
-		var lc net.ListenConfig
-		ln, err := lc.Listen(ctx, "tcp", cfg.Listen)
-		if err != nil {
-			return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
-		}
-		return ln, nil
+		return &Setup{}, nil
+	case ModeFiles:
+		s, err = newFiles(cfg)
+	case ModeSelfSigned:
+		s, err = newSelfSigned(cfg)
+	case ModeACME:
+		s, err = newACME(ctx, cfg)
+	default:
+		return nil, fmt.Errorf("%w: %q", ErrModeUnknown, cfg.Mode)
 	}
-	return nil, fmt.Errorf("%w: %s", ErrModeUnavailable, cfg.Mode)
+	if err != nil {
+		return nil, err
+	}
+	s.TLSConfig.MinVersion = tls.VersionTLS12
+	s.TLSConfig.NextProtos = append([]string{"h2", "http/1.1"}, s.TLSConfig.NextProtos...)
+	return s, nil
+}
+
+// Start obtains what must be obtained (ACME certificates); the caller serves before it and is
+// ready after it.
+func (s *Setup) Start(ctx context.Context) error {
+	if s.start == nil {
+		return nil
+	}
+	return s.start(ctx)
+}
+
+// Enabled reports whether the setup serves TLS.
+func (s *Setup) Enabled() bool { return s.TLSConfig != nil }
+
+// Renew forces the renewal of ACME certificates now; other modes have nothing to renew.
+func (s *Setup) Renew(ctx context.Context) error {
+	if s.renew == nil {
+		return errors.New("no ACME certificate to renew")
+	}
+	return s.renew(ctx)
+}
+
+// Stop ends background renewal.
+func (s *Setup) Stop() {
+	if s.stop != nil {
+		s.stop()
+	}
+}
+
+// HTTPHandler is the handler of the plain-HTTP listener: ACME HTTP-01 challenges are answered,
+// every other request is redirected to the same path on HTTPS (at httpsPort, or publicURL's base
+// when given).
+func (s *Setup) HTTPHandler(httpsPort int, publicURL string) http.Handler {
+	redirect := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		target := publicURL
+		if target == "" {
+			host := r.Host
+			if h, _, err := net.SplitHostPort(r.Host); err == nil {
+				host = h
+			}
+			target = "https://" + net.JoinHostPort(host, strconv.Itoa(httpsPort))
+		}
+		http.Redirect(w, r, target+r.URL.RequestURI(), http.StatusPermanentRedirect)
+	})
+	if s.challenge != nil {
+		return s.challenge(redirect)
+	}
+	return redirect
 }

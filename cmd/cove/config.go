@@ -358,10 +358,23 @@ func (c *Config) Validate() error {
 	if c.Auth.AuditRetention <= 0 {
 		bad("auth.audit_retention", "must be positive")
 	}
-	// Keys of the contract whose features are not built yet are refused rather than ignored,
-	// so nobody believes they are protected by something that is not there.
-	if c.TLS.Mode != "off" && c.TLS.Mode != "" {
-		bad("tls.mode", "%q is not available in this version yet; use off", c.TLS.Mode)
+	switch c.TLS.Mode {
+	case "files":
+		if c.TLS.CertFile == "" || c.TLS.KeyFile == "" {
+			bad("tls.cert_file", "tls.mode files needs tls.cert_file and tls.key_file")
+		}
+	case "acme":
+		if len(c.TLS.Domains) == 0 {
+			bad("tls.domains", "tls.mode acme needs at least one domain")
+		}
+		if c.TLS.ACMECA != "" && !httpURL(c.TLS.ACMECA) {
+			bad("tls.acme_ca", "want the https URL of an ACME directory, got %q", redact(c.TLS.ACMECA))
+		}
+	}
+	if c.TLS.Mode != "off" {
+		if _, _, err := net.SplitHostPort(c.TLS.HTTPListen); err != nil {
+			bad("tls.http_listen", "want host:port such as :80, got %q", c.TLS.HTTPListen)
+		}
 	}
 	if p != nil {
 		return &ConfigError{Problems: p}

@@ -148,6 +148,32 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 			"cove: it is shown only this once and stored as a hash; set auth.admin_password to choose your own.\n",
 			auth.AdminName, generated)
 	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	defer ln.Close()
+	var httpLn net.Listener
+	if cfg.TLS.Mode != "off" {
+		if httpLn, err = net.Listen("tcp", cfg.TLS.HTTPListen); err != nil {
+			return fmt.Errorf("listen for plain HTTP (tls.http_listen): %w", err)
+		}
+		defer httpLn.Close()
+	}
+	certs, err := covetls.New(ctx, covetls.Config{
+		Mode: covetls.Mode(cfg.TLS.Mode), Dir: filepath.Join(cfg.Data, "tls"),
+		CertFile: cfg.TLS.CertFile, KeyFile: cfg.TLS.KeyFile, Domains: cfg.TLS.Domains, Email: cfg.TLS.Email,
+		ACMECA: cfg.TLS.ACMECA, ACMECARoot: cfg.TLS.ACMECARoot,
+		HTTPSPort: port(ln), HTTPPort: port(httpLn), Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	defer certs.Stop()
+	if certs.CAFile != "" {
+		fmt.Fprintf(stdout, selfSignedHint, certs.CAFile, ln.Addr().String())
+	}
+
 	var ups []mirror.Upstream
 	for name, u := range cfg.Mirror.Upstreams {
 		ups = append(ups, mirror.Upstream{Name: name, URL: u.URL, Username: u.Username, Password: u.Password, TokenRealms: u.TokenRealms})
@@ -161,7 +187,7 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	if err != nil {
 		return err
 	}
-	api, err := admin.New(admin.Config{Auth: authSvc, Audit: audit, Repos: store, Logger: log})
+	api, err := admin.New(admin.Config{Auth: authSvc, Audit: audit, Repos: store, Logger: log, Certificates: certs})
 	if err != nil {
 		return err
 	}
@@ -219,13 +245,33 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 			fresh.Delete(c)
 		}
 	}
-	ln, err := covetls.Listen(ctx, covetls.Config{Mode: covetls.Mode(cfg.TLS.Mode), Listen: cfg.Listen})
-	if err != nil {
+	errc := make(chan error, 2)
+	var httpSrv *http.Server
+	if certs.Enabled() {
+		// TLS 1.2+, HTTP/2; the plain listener answers ACME HTTP-01 and redirects the rest.
+		srv.TLSConfig = certs.TLSConfig
+		go func() { errc <- srv.ServeTLS(ln, "", "") }()
+		httpSrv = &http.Server{
+			Handler:           withDeadline(certs.HTTPHandler(port(ln), cfg.PublicURL), smallRequestTimeout),
+			ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 64 << 10,
+			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		}
+		go func() { errc <- httpSrv.Serve(httpLn) }()
+	} else {
+		go func() { errc <- srv.Serve(ln) }()
+	}
+	if err := certs.Start(ctx); err != nil {
+		_ = srv.Close()
+		if httpSrv != nil {
+			_ = httpSrv.Close()
+		}
 		return err
 	}
-	log.Info("listening", "addr", ln.Addr().String(), "data", cfg.Data)
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	attrs := []any{"addr", ln.Addr().String(), "data", cfg.Data, "tls", cfg.TLS.Mode}
+	if httpLn != nil {
+		attrs = append(attrs, "http_addr", httpLn.Addr().String())
+	}
+	log.Info("listening", attrs...)
 	ready.Store(true)
 
 	select {
@@ -246,6 +292,12 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	err = <-shut
 	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) {
 		err = errors.Join(err, serr)
+	}
+	if httpSrv != nil {
+		err = errors.Join(err, httpSrv.Shutdown(sctx))
+		if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) {
+			err = errors.Join(err, serr)
+		}
 	}
 	log.Info("stopped")
 	return err
@@ -272,6 +324,24 @@ func collectGarbage(ctx context.Context, store *cache.Store, log *slog.Logger) {
 		}
 	}
 }
+
+// port is a listener's port, 0 for none.
+func port(ln net.Listener) int {
+	if ln == nil {
+		return 0
+	}
+	if a, ok := ln.Addr().(*net.TCPAddr); ok {
+		return a.Port
+	}
+	return 0
+}
+
+const selfSignedHint = `cove: serving HTTPS with a self-signed certificate. Clients must trust its CA, %[1]s:
+cove:   Docker:     /etc/docker/certs.d/<host>:<port>/ca.crt   (cove listens on %[2]s)
+cove:   containerd: ca = "%[1]s" under the [host."https://<host>:<port>"] of hosts.toml
+cove:   podman:     /etc/containers/certs.d/<host>:<port>/ca.crt
+cove:   system:     cp %[1]s /usr/local/share/ca-certificates/cove.crt && update-ca-certificates
+`
 
 // smallRequestTimeout bounds a whole request to the API and operations endpoints, whose bodies
 // and answers are small; /v2 renews idle deadlines instead, since blobs are large (SECURITY.md 12).

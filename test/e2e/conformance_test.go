@@ -11,7 +11,7 @@ import (
 )
 
 // conformanceBin returns the OCI conformance suite binary: $E2E_CONFORMANCE_BIN, or one built
-// from test/conformance (its own module, pinned to the suite's version).
+// from test/tools (its own module, pinned to the suite's version).
 func conformanceBin(t *testing.T) string {
 	t.Helper()
 	if bin := os.Getenv("E2E_CONFORMANCE_BIN"); bin != "" {
@@ -22,7 +22,7 @@ func conformanceBin(t *testing.T) string {
 	}
 	bin := filepath.Join(t.TempDir(), "conformance.test")
 	build := exec.Command("go", "test", "-c", "-o", bin, "github.com/opencontainers/distribution-spec/conformance")
-	build.Dir = filepath.Join("..", "conformance")
+	build.Dir = filepath.Join("..", "tools")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build the conformance suite: %v\n%s", err, out)
 	}

@@ -73,6 +73,9 @@ type server struct {
 	mu    sync.Mutex
 	lines []string // stderr, line by line
 	done  chan struct{}
+	out   *syncBuffer // stdout
+	// httpAddr is the plain-HTTP listener's address when TLS is on.
+	httpAddr string
 }
 
 // startCove starts cove on a free loopback port with data in dir and waits until it listens.
@@ -85,10 +88,11 @@ func startCove(t *testing.T, dir string, env ...string) *server {
 	if err != nil {
 		t.Fatal(err)
 	}
+	s := &server{t: t, cmd: cmd, dir: dir, done: make(chan struct{}), out: &syncBuffer{}}
+	cmd.Stdout = s.out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	s := &server{t: t, cmd: cmd, dir: dir, done: make(chan struct{})}
 	addrc := make(chan string, 1)
 	go func() {
 		defer close(s.done)
@@ -99,8 +103,14 @@ func startCove(t *testing.T, dir string, env ...string) *server {
 			s.mu.Lock()
 			s.lines = append(s.lines, line)
 			s.mu.Unlock()
-			var rec struct{ Msg, Addr string }
+			var rec struct {
+				Msg, Addr string
+				HTTPAddr  string `json:"http_addr"`
+			}
 			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "listening" {
+				s.mu.Lock()
+				s.httpAddr = rec.HTTPAddr
+				s.mu.Unlock()
 				addrc <- rec.Addr
 			}
 		}
@@ -245,3 +255,5 @@ func doRequest(t *testing.T, req *http.Request) (*http.Response, []byte) {
 	resp.Body.Close()
 	return resp, b
 }
+
+func execCommand(name string, args ...string) *exec.Cmd { return exec.Command(name, args...) }
