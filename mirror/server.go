@@ -45,7 +45,7 @@ type Auditor interface {
 // Config configures a Server.
 type Config struct {
 	// Audit receives push, pull and delete events; nil records nothing.
-	Audit Auditor
+	Audit  Auditor
 	Store  *cache.Store
 	Auth   Authorizer
 	Logger *slog.Logger
