@@ -276,6 +276,9 @@ func (s *Server) handleCreateProject(w http.ResponseWriter, r *http.Request, who
 	if err := requireUser(who); err != nil {
 		return err
 	}
+	if !who.Admin && s.auth.Settings(r.Context()).ProjectCreation != "everyone" {
+		return &apiError{Status: http.StatusForbidden, Code: "FORBIDDEN", Message: "only system admins create projects (project_creation_restriction: adminonly)"}
+	}
 	var req struct {
 		ProjectName string `json:"project_name"`
 		Public      *flexBool
@@ -311,6 +314,7 @@ func (s *Server) handleCreateProject(w http.ResponseWriter, r *http.Request, who
 		if _, err := s.auth.AddMember(r.Context(), p.Name, auth.MemberUser, who.Name, auth.RoleProjectAdmin); err != nil {
 			return err
 		}
+		s.record(r, who, "create", "member", p.Name+"/"+who.Name, "role=projectAdmin (creator)")
 	}
 	s.record(r, who, "create", "project", p.Name, fmt.Sprintf("public=%t", p.Public))
 	s.log.InfoContext(r.Context(), "project created", "project", p.Name, "public", p.Public, "by", who.Name)

@@ -29,7 +29,7 @@ func newSecEnv(t *testing.T, selfRegistration bool) *secEnv {
 	}
 	t.Cleanup(func() { db.Close() })
 	audit := auth.NewAudit(db, 0, nil)
-	as, _, err := auth.New(context.Background(), db, auth.Config{AdminPassword: "pw", BcryptCost: bcrypt.MinCost, KeyDir: t.TempDir(), Audit: audit, SelfRegistration: selfRegistration, AnonymousMirrorPull: true})
+	as, _, err := auth.New(context.Background(), db, auth.Config{AdminPassword: "pw", BcryptCost: bcrypt.MinCost, KeyDir: t.TempDir(), Audit: audit, SelfRegistration: selfRegistration, AnonymousMirrorPull: true, ReservedNames: []string{"docker.io"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,8 +65,15 @@ func TestMemberRolesThroughTheAPI(t *testing.T) {
 			t.Fatalf("create user %s = %d %s", name, code, b)
 		}
 	}
+	if code, _ := e.call(t, "POST", "/api/v2.0/projects", `{"project_name":"team"}`, "padmin", strong); code != 403 {
+		t.Errorf("a user creates a project with project_creation_restriction adminonly = %d, want 403", code)
+	}
+	e.call(t, "PUT", "/api/v2.0/configurations", `{"project_creation_restriction":"everyone"}`, "admin", "pw")
 	if code, b := e.call(t, "POST", "/api/v2.0/projects", `{"project_name":"team"}`, "padmin", strong); code != 201 {
 		t.Fatalf("a user creates a project = %d %s", code, b)
+	}
+	if code, _ := e.call(t, "POST", "/api/v2.0/projects", `{"project_name":"library"}`, "admin", "pw"); code != 400 {
+		t.Errorf("a project named library (Docker Hub's official images) = %d, want 400", code)
 	}
 	// The creator is its project admin, and adds the others.
 	for name, role := range roles {

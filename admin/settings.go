@@ -19,8 +19,9 @@ func (s *Server) handleGetSettings(w http.ResponseWriter, r *http.Request, who a
 	}
 	cur := s.auth.Settings(r.Context())
 	return writeJSON(w, http.StatusOK, map[string]setting{
-		"self_registration": {Value: cur.SelfRegistration, Editable: true},
-		"anonymous_pull":    {Value: cur.AnonymousPull, Editable: true},
+		"self_registration":            {Value: cur.SelfRegistration, Editable: true},
+		"anonymous_pull":               {Value: cur.AnonymousPull, Editable: true},
+		"project_creation_restriction": {Value: cur.ProjectCreation, Editable: true},
 	})
 }
 
@@ -32,6 +33,7 @@ func (s *Server) handlePutSettings(w http.ResponseWriter, r *http.Request, who a
 	var req struct {
 		SelfRegistration *bool   `json:"self_registration"`
 		AnonymousPull    *string `json:"anonymous_pull"`
+		ProjectCreation  *string `json:"project_creation_restriction"`
 	}
 	if err := decodeJSONStrict(r, &req); err != nil {
 		return err
@@ -43,11 +45,15 @@ func (s *Server) handlePutSettings(w http.ResponseWriter, r *http.Request, who a
 		if req.AnonymousPull != nil {
 			st.AnonymousPull = *req.AnonymousPull
 		}
+		if req.ProjectCreation != nil {
+			st.ProjectCreation = *req.ProjectCreation
+		}
 	})
 	if err != nil {
 		return err
 	}
-	s.record(r, who, "update", "settings", "configurations", fmt.Sprintf("self_registration=%t anonymous_pull=%s", next.SelfRegistration, next.AnonymousPull))
+	s.record(r, who, "update", "settings", "configurations", fmt.Sprintf("self_registration=%t anonymous_pull=%s project_creation_restriction=%s",
+		next.SelfRegistration, next.AnonymousPull, next.ProjectCreation))
 	w.WriteHeader(http.StatusOK)
 	return nil
 }

@@ -126,9 +126,33 @@ func (s *Service) Projects(ctx context.Context, p Principal, keep func(Project) 
 	return out, err
 }
 
-// DeleteProject removes the project name. The caller makes sure it holds no repositories.
+// DeleteProject removes the project name with its members and robot accounts, so that a project
+// made later under the same name starts with none of them. The caller makes sure it holds no
+// repositories.
 func (s *Service) DeleteProject(ctx context.Context, name string) error {
+	robots, err := s.Robots(ctx, name)
+	if err != nil {
+		return err
+	}
+	for _, r := range robots {
+		defer s.forget(r.Name)
+	}
 	return s.db.Update(func(txn *badger.Txn) error {
+		var doomed [][]byte
+		err := eachJSON(txn, keyMember+name+"\x00", func(m *Member) {
+			doomed = append(doomed, memberKey(m.Project, m.Kind, m.Name), []byte(keyMemberID+strconv.FormatInt(m.ID, 10)))
+		})
+		if err != nil {
+			return err
+		}
+		for _, r := range robots {
+			doomed = append(doomed, []byte(keyRobot+r.Name), []byte(keyRobotID+strconv.FormatInt(r.ID, 10)))
+		}
+		for _, k := range doomed {
+			if err := txn.Delete(k); err != nil {
+				return err
+			}
+		}
 		var p Project
 		if err := kv.GetJSON(txn, []byte(keyProject+name), &p); err != nil {
 			if errors.Is(err, badger.ErrKeyNotFound) {

@@ -55,8 +55,10 @@ type Config struct {
 	AnonymousMirrorPull bool
 	// Audit receives the audit events of logins, tokens and changes; nil records nothing.
 	Audit *Audit
-	// SelfRegistration lets anyone create a (non-admin) account.
+	// SelfRegistration lets anyone create a (non-admin) account; never with LDAP.
 	SelfRegistration bool
+	// ProjectCreation is who may create projects: adminonly (default) or everyone.
+	ProjectCreation string
 	// LDAP, when set, checks the passwords of every user but the local ones (auth.mode: ldap).
 	LDAP *LDAPConfig
 	// BcryptCost is the cost of new password hashes; zero means bcrypt.DefaultCost. Tests lower it.
@@ -113,18 +115,25 @@ func New(ctx context.Context, db *badger.DB, cfg Config) (s *Service, generated 
 	if cfg.AnonymousMirrorPull {
 		anonymous = "mirror"
 	}
-	if err := s.loadSettings(Settings{SelfRegistration: cfg.SelfRegistration, AnonymousPull: anonymous}); err != nil {
-		return nil, "", err
-	}
 	s.audit = cfg.Audit
 	if cfg.LDAP != nil {
 		if s.ldap, err = newLDAPDirectory(*cfg.LDAP); err != nil {
 			return nil, "", err
 		}
+		if strings.HasPrefix(cfg.LDAP.URL, "ldap://") && !cfg.LDAP.StartTLS {
+			s.log.Warn("LDAP without TLS: passwords cross the network in clear; use ldaps:// or start_tls")
+		}
+	}
+	if err := s.loadSettings(Settings{SelfRegistration: cfg.SelfRegistration, AnonymousPull: anonymous, ProjectCreation: cfg.ProjectCreation}); err != nil {
+		return nil, "", err
 	}
 	s.reserved = map[string]bool{}
 	for _, n := range cfg.ReservedNames {
 		s.reserved[n] = true
+		if n == "docker.io" {
+			// Docker Hub's official images: docker pull alpine asks for library/alpine.
+			s.reserved["library"] = true
+		}
 	}
 	s.cost = cfg.BcryptCost
 	if s.cost == 0 {

@@ -16,6 +16,10 @@ import (
 type Settings struct {
 	SelfRegistration bool   `json:"self_registration"`
 	AnonymousPull    string `json:"anonymous_pull"` // mirror | none
+	// ProjectCreation says who may create projects: adminonly (the default) or everyone. A local
+	// project's name wins over the default upstream, so a project named like a Docker Hub
+	// organisation takes over its pulls: that is an admin's decision by default.
+	ProjectCreation string `json:"project_creation_restriction"`
 }
 
 const keySettings = "auth/settings"
@@ -36,9 +40,15 @@ func (c *settingsCache) get() Settings {
 // loadSettings starts from the configuration and applies what an admin stored.
 func (s *Service) loadSettings(defaults Settings) error {
 	cur := defaults
+	if cur.ProjectCreation == "" {
+		cur.ProjectCreation = "adminonly"
+	}
 	err := s.db.View(func(txn *badger.Txn) error { return kv.GetJSON(txn, []byte(keySettings), &cur) })
 	if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
 		return fmt.Errorf("read settings: %w", err)
+	}
+	if s.ldap != nil {
+		cur.SelfRegistration = false // see UpdateSettings
 	}
 	s.settings.mu.Lock()
 	s.settings.cur = cur
@@ -57,6 +67,12 @@ func (s *Service) UpdateSettings(ctx context.Context, change func(*Settings)) (S
 	change(&next)
 	if next.AnonymousPull != "mirror" && next.AnonymousPull != "none" {
 		return s.settings.cur, fmt.Errorf("%w: anonymous_pull must be mirror or none, not %q", ErrInvalid, next.AnonymousPull)
+	}
+	if next.ProjectCreation != "adminonly" && next.ProjectCreation != "everyone" {
+		return s.settings.cur, fmt.Errorf("%w: project_creation_restriction must be adminonly or everyone, not %q", ErrInvalid, next.ProjectCreation)
+	}
+	if next.SelfRegistration && s.ldap != nil {
+		return s.settings.cur, fmt.Errorf("%w: self-registration is off with LDAP: local accounts could take directory users' names", ErrInvalid)
 	}
 	if err := s.db.Update(func(txn *badger.Txn) error { return kv.PutJSON(txn, []byte(keySettings), next) }); err != nil {
 		return s.settings.cur, err

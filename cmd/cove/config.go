@@ -49,6 +49,7 @@ type AuthConfig struct {
 	AdminPassword    string     `yaml:"admin_password"`    // generated and printed once when empty
 	AnonymousPull    string     `yaml:"anonymous_pull"`    // mirror | none; default mirror
 	SelfRegistration bool       `yaml:"self_registration"` // default false
+	ProjectCreation  string     `yaml:"project_creation"`  // adminonly | everyone; default adminonly
 	TokenTTL         Duration   `yaml:"token_ttl"`         // default 5m
 	AuditRetention   Duration   `yaml:"audit_retention"`   // how long audit records are kept; default 90 days
 	LDAP             LDAPConfig `yaml:"ldap"`
@@ -95,11 +96,12 @@ func DefaultConfig() Config {
 			},
 		},
 		Auth: AuthConfig{
-			Mode:           "db",
-			AnonymousPull:  "mirror",
-			TokenTTL:       Duration(5 * time.Minute),
-			AuditRetention: Duration(90 * 24 * time.Hour),
-			LDAP:           LDAPConfig{URL: "ldap://127.0.0.1:389", BaseDN: "dc=example,dc=org", UserFilter: "(uid=%s)", GroupFilter: "(member=%s)", Timeout: Duration(10 * time.Second)},
+			Mode:            "db",
+			AnonymousPull:   "mirror",
+			ProjectCreation: "adminonly",
+			TokenTTL:        Duration(5 * time.Minute),
+			AuditRetention:  Duration(90 * 24 * time.Hour),
+			LDAP:            LDAPConfig{URL: "ldap://127.0.0.1:389", BaseDN: "dc=example,dc=org", UserFilter: "(uid=%s)", GroupFilter: "(member=%s)", Timeout: Duration(10 * time.Second)},
 		},
 		TLS: TLSConfig{Mode: "off", HTTPListen: ":80"},
 	}
@@ -337,6 +339,10 @@ func (c *Config) Validate() error {
 	}
 	oneOf("auth.mode", c.Auth.Mode, "db", "ldap")
 	oneOf("auth.anonymous_pull", c.Auth.AnonymousPull, "mirror", "none")
+	oneOf("auth.project_creation", c.Auth.ProjectCreation, "adminonly", "everyone")
+	if c.Auth.Mode == "ldap" && c.Auth.SelfRegistration {
+		bad("auth.self_registration", "must be false with auth.mode ldap: local accounts could take directory users' names")
+	}
 	oneOf("tls.mode", c.TLS.Mode, "off", "files", "self-signed", "acme")
 	if c.Auth.TokenTTL <= 0 {
 		bad("auth.token_ttl", "must be positive")

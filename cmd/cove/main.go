@@ -132,6 +132,7 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 		Audit:               audit,
 		LDAP:                ldapCfg,
 		SelfRegistration:    cfg.Auth.SelfRegistration,
+		ProjectCreation:     cfg.Auth.ProjectCreation,
 		AdminPassword:       cfg.Auth.AdminPassword,
 		PublicURL:           cfg.PublicURL,
 		TokenTTL:            time.Duration(cfg.Auth.TokenTTL),
