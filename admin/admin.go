@@ -137,6 +137,8 @@ func toAPIError(err error) *apiError {
 		return &apiError{Status: http.StatusNotFound, Code: "NOT_FOUND", Message: err.Error()}
 	case errors.Is(err, auth.ErrConflict):
 		return &apiError{Status: http.StatusConflict, Code: "CONFLICT", Message: err.Error()}
+	case errors.Is(err, auth.ErrDirectoryUnavailable):
+		return &apiError{Status: http.StatusServiceUnavailable, Code: "SERVICE_UNAVAILABLE", Message: "the user directory cannot be reached"}
 	case errors.Is(err, auth.ErrTooManyAttempts):
 		return &apiError{Status: http.StatusTooManyRequests, Code: "TOO_MANY_REQUESTS", Message: err.Error()}
 	}
@@ -159,6 +161,10 @@ func (s *Server) adapt(h handler) http.Handler {
 			return
 		}
 		e := toAPIError(err)
+		if op := mutation(r.Method); op != "" {
+			// Refused and failed changes are audited too, with their result.
+			s.recordResult(r, who, op, "api", r.URL.Path, e.Code, "failure")
+		}
 		if e.Status >= 500 {
 			s.log.ErrorContext(r.Context(), "API request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 		}
@@ -259,13 +265,22 @@ func requireUser(who auth.Principal) error {
 	return nil
 }
 
+// mutation names the audit operation of a changing method, or "" for a reading one.
+func mutation(method string) string {
+	return map[string]string{http.MethodPost: "create", http.MethodPut: "update", http.MethodDelete: "delete"}[method]
+}
+
 // record writes an audit event for a change made through the API; a failure to write is logged.
 func (s *Server) record(r *http.Request, who auth.Principal, op, typ, resource, detail string) {
+	s.recordResult(r, who, op, typ, resource, detail, "success")
+}
+
+func (s *Server) recordResult(r *http.Request, who auth.Principal, op, typ, resource, detail, result string) {
 	if s.audit == nil {
 		return
 	}
 	err := s.audit.Record(r.Context(), auth.Event{
-		Username: who.Name, Address: auth.RemoteHost(r), Operation: op, ResourceType: typ, Resource: resource, Detail: detail,
+		Username: who.Name, Address: auth.RemoteHost(r), Operation: op, ResourceType: typ, Resource: resource, Detail: detail, Result: result,
 	})
 	if err != nil {
 		s.log.ErrorContext(r.Context(), "writing an audit record", "err", err)

@@ -219,6 +219,11 @@ func TestAuditLogAPI(t *testing.T) {
 	if code != 200 || len(events) != 1 || events[0].Resource != "team" || events[0].Username != "admin" || events[0].Address == "" {
 		t.Errorf("audit query = %d %s", code, b)
 	}
+	_, b = e.call(t, "GET", "/api/v2.0/audit-logs?q=operation=create,result=failure,resource=/api/v2.0/projects", "", "admin", "pw")
+	json.Unmarshal([]byte(b), &events)
+	if len(events) != 1 {
+		t.Errorf("the refused project creation (wrong password) is not audited as a failure: %s", b)
+	}
 	code, b = e.call(t, "GET", "/api/v2.0/audit-logs?q=operation=login,result=failure", "", "admin", "pw")
 	json.Unmarshal([]byte(b), &events)
 	if code != 200 || len(events) != 1 || events[0].Username != "admin" {

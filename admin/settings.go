@@ -81,8 +81,8 @@ func (s *Server) handleRenewTLS(w http.ResponseWriter, r *http.Request, who auth
 		return &apiError{Status: http.StatusConflict, Code: "CONFLICT", Message: "TLS is off"}
 	}
 	if err := s.certs.Renew(r.Context()); err != nil {
-		s.record(r, who, "update", "settings", "tls-certificate", "renewal failed")
-		return &apiError{Status: http.StatusConflict, Code: "CONFLICT", Message: "renewal failed: " + err.Error()}
+		s.log.ErrorContext(r.Context(), "certificate renewal failed", "err", err)
+		return &apiError{Status: http.StatusBadGateway, Code: "RENEWAL_FAILED", Message: "the certificate could not be renewed; see cove's log"}
 	}
 	s.record(r, who, "update", "settings", "tls-certificate", "renewed")
 	w.WriteHeader(http.StatusOK)

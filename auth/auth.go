@@ -9,6 +9,7 @@ package auth
 import (
 	"errors"
 	"strings"
+	"time"
 )
 
 // Action is what a request does to a repository (OCI distribution: GET/HEAD pull, POST/PUT/PATCH
@@ -34,8 +35,9 @@ type Principal struct {
 	robotActions []Action
 	// Token is set when the request carried a valid bearer token (an anonymous one, too): its
 	// grants, and nothing else, decide what the request may do.
-	Token  bool
-	access map[string][]string // the token's grants, by "type:name"
+	Token       bool
+	access      map[string][]string // the token's grants, by "type:name"
+	tokenIssued time.Time
 }
 
 // Identity is p without a token's grants: who it is, for decisions by policy rather than by grant
@@ -69,6 +71,8 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrConflict means the thing to create exists already.
 	ErrConflict = errors.New("already exists")
+	// ErrDirectoryUnavailable means the LDAP directory could not be asked; no password was judged.
+	ErrDirectoryUnavailable = errors.New("directory unavailable")
 	// ErrTooManyAttempts means logins for this user or from this address failed too often lately.
 	ErrTooManyAttempts = errors.New("too many failed logins; try again later")
 )

@@ -82,66 +82,121 @@ func (d *ldapDirectory) login(ctx context.Context, user, pass string) (ldapEntry
 	if pass == "" || user == "" {
 		return ldapEntry{}, ErrBadCredentials
 	}
-	conn, err := ldap.DialURL(d.cfg.URL,
-		ldap.DialWithDialer(&net.Dialer{Timeout: d.cfg.Timeout}), ldap.DialWithTLSConfig(d.tls))
+	conn, err := d.connect()
 	if err != nil {
-		return ldapEntry{}, fmt.Errorf("ldap: connect: %w", err)
+		return ldapEntry{}, err
 	}
 	defer conn.Close()
-	conn.SetTimeout(d.cfg.Timeout)
-	if d.cfg.StartTLS {
-		if err := conn.StartTLS(d.tls); err != nil {
-			return ldapEntry{}, fmt.Errorf("ldap: StartTLS: %w", err)
-		}
+	entry, err := d.findUser(conn, user)
+	if err != nil {
+		return ldapEntry{}, err
 	}
-	if d.cfg.BindDN != "" {
-		if err := conn.Bind(d.cfg.BindDN, d.cfg.BindPassword); err != nil {
-			return ldapEntry{}, fmt.Errorf("ldap: service bind: %w", err)
-		}
-	}
-	filter := fmt.Sprintf(d.cfg.UserFilter, ldap.EscapeFilter(user))
-	res, err := conn.Search(ldap.NewSearchRequest(d.cfg.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases,
-		2, int(d.cfg.Timeout/time.Second), false, filter, []string{"dn", "mail", "memberOf"}, nil))
-	if err != nil && !ldap.IsErrorWithCode(err, ldap.LDAPResultSizeLimitExceeded) {
-		return ldapEntry{}, fmt.Errorf("ldap: search: %w", err)
-	}
-	if res == nil || len(res.Entries) != 1 {
-		return ldapEntry{}, fmt.Errorf("%w: not exactly one directory entry for the user", ErrBadCredentials)
-	}
-	entry := res.Entries[0]
 	if err := conn.Bind(entry.DN, pass); err != nil {
 		if ldap.IsErrorWithCode(err, ldap.LDAPResultInvalidCredentials) {
 			return ldapEntry{}, ErrBadCredentials
 		}
-		return ldapEntry{}, fmt.Errorf("ldap: bind as user: %w", err)
+		return ldapEntry{}, fmt.Errorf("%w: bind as user: %v", ErrDirectoryUnavailable, err)
 	}
+	// Search the groups as the service account again: the user may not read them.
+	if err := d.serviceBind(conn); err != nil {
+		return ldapEntry{}, err
+	}
+	return d.groups(conn, entry)
+}
+
+// connect dials the directory (TLS verified against ca_file), upgrades with StartTLS when
+// configured, and binds as the service account.
+func (d *ldapDirectory) connect() (*ldap.Conn, error) {
+	conn, err := ldap.DialURL(d.cfg.URL,
+		ldap.DialWithDialer(&net.Dialer{Timeout: d.cfg.Timeout}), ldap.DialWithTLSConfig(d.tls))
+	if err != nil {
+		return nil, fmt.Errorf("%w: connect: %v", ErrDirectoryUnavailable, err)
+	}
+	conn.SetTimeout(d.cfg.Timeout)
+	if d.cfg.StartTLS {
+		if err := conn.StartTLS(d.tls); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("%w: StartTLS: %v", ErrDirectoryUnavailable, err)
+		}
+	}
+	if err := d.serviceBind(conn); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return conn, nil
+}
+
+func (d *ldapDirectory) serviceBind(conn *ldap.Conn) error {
+	if d.cfg.BindDN == "" {
+		return nil
+	}
+	if err := conn.Bind(d.cfg.BindDN, d.cfg.BindPassword); err != nil {
+		return fmt.Errorf("%w: service bind: %v", ErrDirectoryUnavailable, err)
+	}
+	return nil
+}
+
+// findUser searches for exactly one entry matching the escaped user name. A size limit reached
+// means several matched: refused as well.
+func (d *ldapDirectory) findUser(conn *ldap.Conn, user string) (*ldap.Entry, error) {
+	filter := fmt.Sprintf(d.cfg.UserFilter, ldap.EscapeFilter(user))
+	res, err := conn.Search(ldap.NewSearchRequest(d.cfg.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases,
+		2, int(d.cfg.Timeout/time.Second), false, filter, []string{"dn", "mail", "memberOf"}, nil))
+	if ldap.IsErrorWithCode(err, ldap.LDAPResultSizeLimitExceeded) {
+		return nil, fmt.Errorf("%w: several directory entries match", ErrBadCredentials)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: search: %v", ErrDirectoryUnavailable, err)
+	}
+	if len(res.Entries) != 1 {
+		return nil, fmt.Errorf("%w: not exactly one directory entry for the user", ErrBadCredentials)
+	}
+	return res.Entries[0], nil
+}
+
+// groups returns the entry with its groups: memberOf, and the groups under group_base_dn that name
+// it as member. A group is known by its DN, and also by its cn when it lies under group_base_dn
+// (so that "devs" can name a project member), never by a bare cn from elsewhere.
+func (d *ldapDirectory) groups(conn *ldap.Conn, entry *ldap.Entry) (ldapEntry, error) {
 	out := ldapEntry{DN: entry.DN, Email: entry.GetAttributeValue("mail")}
 	groups := entry.GetAttributeValues("memberOf")
 	if d.cfg.GroupBaseDN != "" {
-		// Search the groups as the service account again: the user may not read them.
-		if d.cfg.BindDN != "" {
-			if err := conn.Bind(d.cfg.BindDN, d.cfg.BindPassword); err != nil {
-				return ldapEntry{}, fmt.Errorf("ldap: service bind: %w", err)
-			}
-		}
 		gres, err := conn.Search(ldap.NewSearchRequest(d.cfg.GroupBaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases,
 			1000, int(d.cfg.Timeout/time.Second), false, fmt.Sprintf(d.cfg.GroupFilter, ldap.EscapeFilter(entry.DN)), []string{"dn"}, nil))
 		if err != nil {
-			return ldapEntry{}, fmt.Errorf("ldap: group search: %w", err)
+			return ldapEntry{}, fmt.Errorf("%w: group search: %v", ErrDirectoryUnavailable, err)
 		}
 		for _, g := range gres.Entries {
 			groups = append(groups, g.DN)
 		}
 	}
+	base, _ := ldap.ParseDN(d.cfg.GroupBaseDN)
 	for _, g := range groups {
 		if !slices.Contains(out.Groups, g) {
 			out.Groups = append(out.Groups, g)
 		}
-		if cn := groupCN(g); cn != "" && !slices.Contains(out.Groups, cn) {
-			out.Groups = append(out.Groups, cn)
+		if dn, err := ldap.ParseDN(g); err == nil && base != nil && len(base.RDNs) > 0 && base.AncestorOf(dn) {
+			if cn := groupCN(g); cn != "" && !slices.Contains(out.Groups, cn) {
+				out.Groups = append(out.Groups, cn)
+			}
 		}
 	}
 	return out, nil
+}
+
+// lookup finds user's entry and groups with the service account, without the user's password:
+// for refresh tokens, so that the directory still decides.
+func (d *ldapDirectory) lookup(ctx context.Context, user string) (ldapEntry, error) {
+	conn, err := d.connect()
+	if err != nil {
+		return ldapEntry{}, err
+	}
+	defer conn.Close()
+	entry, err := d.findUser(conn, user)
+	if err != nil {
+		return ldapEntry{}, err
+	}
+	return d.groups(conn, entry)
 }
 
 // groupCN returns the cn of a group DN ("cn=devs,ou=groups,…" → "devs").
@@ -158,19 +213,44 @@ func groupCN(dn string) string {
 	return ""
 }
 
+// sameDN compares a group (a DN, or a cn listed for a group under group_base_dn) with the admin
+// group as configured (a DN or a cn): DNs as DNs, anything else exactly.
+func sameDN(a, b string) bool {
+	da, errA := ldap.ParseDN(a)
+	db, errB := ldap.ParseDN(b)
+	if errA == nil && errB == nil && len(da.RDNs) > 0 && len(db.RDNs) > 0 {
+		return da.Equal(db)
+	}
+	return a == b
+}
+
 // ldapLogin checks a password against the directory, creates the user in cove at its first
 // login, and returns the principal with its groups; members of the admin group are system admins.
 func (s *Service) ldapLogin(ctx context.Context, user, pass string) (Principal, error) {
 	entry, err := s.ldap.login(ctx, user, pass)
 	if err != nil {
-		if !errors.Is(err, ErrBadCredentials) {
-			s.log.WarnContext(ctx, "LDAP login failed", "user", user, "err", err)
-			return Principal{}, fmt.Errorf("%w: directory unavailable", ErrBadCredentials)
+		if errors.Is(err, ErrDirectoryUnavailable) {
+			s.log.WarnContext(ctx, "LDAP login could not be checked", "user", user, "err", err)
 		}
 		return Principal{}, err
 	}
+	return s.ldapUser(ctx, user, entry)
+}
+
+// ldapRefresh re-reads a directory user for a refresh token: still there, with its groups now.
+func (s *Service) ldapRefresh(ctx context.Context, user string) (Principal, error) {
+	entry, err := s.ldap.lookup(ctx, user)
+	if err != nil {
+		return Principal{}, err
+	}
+	return s.ldapUser(ctx, user, entry)
+}
+
+// ldapUser records what the directory says of user and returns the principal. The admin group
+// is matched by its full DN, or by its cn when the group lies under group_base_dn.
+func (s *Service) ldapUser(ctx context.Context, user string, entry ldapEntry) (Principal, error) {
 	admin := s.ldap.cfg.AdminGroup != "" && slices.ContainsFunc(entry.Groups, func(g string) bool {
-		return strings.EqualFold(g, s.ldap.cfg.AdminGroup)
+		return sameDN(g, s.ldap.cfg.AdminGroup)
 	})
 	if _, err := s.User(ctx, user); errors.Is(err, ErrNotFound) {
 		if _, err := s.insertUser(User{Name: user, Email: entry.Email, LDAP: true}, nil); err != nil && !errors.Is(err, ErrConflict) {
@@ -178,7 +258,7 @@ func (s *Service) ldapLogin(ctx context.Context, user, pass string) (Principal, 
 		}
 	}
 	var who Principal
-	err = s.updateUser(user, func(r *userRecord) error {
+	err := s.writeUser(user, func(r *userRecord) error {
 		if !r.LDAP {
 			return fmt.Errorf("%w: %s is a local user", ErrBadCredentials, user)
 		}

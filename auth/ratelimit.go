@@ -32,8 +32,9 @@ func newLimiter(now func() time.Time) *limiter {
 	return &limiter{now: now, seen: map[string]*failures{}}
 }
 
-// allow reports whether any of keys has too many recent failures.
-func (l *limiter) allow(keys ...string) error {
+// take counts an attempt for each key, unless one of them has reached the limit already, in
+// which case nothing is counted and ErrTooManyAttempts returned.
+func (l *limiter) take(keys ...string) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
@@ -42,14 +43,6 @@ func (l *limiter) allow(keys ...string) error {
 			return ErrTooManyAttempts
 		}
 	}
-	return nil
-}
-
-// fail records a failed login for each key.
-func (l *limiter) fail(keys ...string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.now()
 	if len(l.seen) > maxTracked {
 		for k, f := range l.seen {
 			if now.Sub(f.since) >= failureWindow {
@@ -64,6 +57,19 @@ func (l *limiter) fail(keys ...string) {
 			l.seen[k] = f
 		}
 		f.count++
+	}
+	return nil
+}
+
+// giveBack uncounts an attempt that did not fail (a right password, or a directory that could not
+// be asked).
+func (l *limiter) giveBack(keys ...string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, k := range keys {
+		if f := l.seen[k]; f != nil && f.count > 0 {
+			f.count--
+		}
 	}
 }
 

@@ -140,17 +140,15 @@ func (s *Service) DeleteRobot(ctx context.Context, id int64) (Robot, error) {
 }
 
 // checkRobot verifies a robot's secret; an expired or disabled robot never gets in.
-func (s *Service) checkRobot(name, secret string) (Principal, []byte, error) {
+func (s *Service) checkRobot(name, secret string) (Principal, []byte, time.Time, error) {
 	var rec robotRecord
 	err := s.db.View(func(txn *badger.Txn) error { return kv.GetJSON(txn, []byte(keyRobot+name), &rec) })
-	if err != nil {
+	if err != nil || rec.Disabled || (!rec.ExpiresAt.IsZero() && !s.now().Before(rec.ExpiresAt)) {
+		// The same time as a real comparison: the answer does not tell which robots exist.
 		_ = bcrypt.CompareHashAndPassword(s.dummy, []byte(secret))
-		return Principal{}, nil, ErrBadCredentials
+		return Principal{}, nil, time.Time{}, fmt.Errorf("%w: no such robot, or disabled or expired", ErrBadCredentials)
 	}
-	if rec.Disabled || (!rec.ExpiresAt.IsZero() && !s.now().Before(rec.ExpiresAt)) {
-		return Principal{}, nil, fmt.Errorf("%w: robot %s is disabled or expired", ErrBadCredentials, name)
-	}
-	return robotPrincipal(rec.Robot), rec.Hash, nil
+	return robotPrincipal(rec.Robot), rec.Hash, rec.ExpiresAt, nil
 }
 
 func robotPrincipal(r Robot) Principal {

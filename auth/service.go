@@ -85,8 +85,10 @@ type Service struct {
 	dummy     []byte // a bcrypt hash compared against for unknown users
 
 	mu sync.Mutex
-	// verified maps a user name to the HMAC of its last verified password; guarded by mu.
+	// verified maps a user name to the HMAC of its last verified password; gen counts the
+	// changes to each user (see forget). Both guarded by mu.
 	verified map[string]verifiedCred
+	gen      map[string]uint64
 }
 
 type verifiedCred struct {
@@ -101,7 +103,7 @@ type verifiedCred struct {
 func New(ctx context.Context, db *badger.DB, cfg Config) (s *Service, generated string, err error) {
 	s = &Service{
 		db: db, log: cfg.Logger, publicURL: strings.TrimSuffix(cfg.PublicURL, "/"), service: cfg.Service,
-		tokenTTL: cfg.TokenTTL, now: cfg.Now, verified: map[string]verifiedCred{},
+		tokenTTL: cfg.TokenTTL, now: cfg.Now, verified: map[string]verifiedCred{}, gen: map[string]uint64{},
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -233,20 +235,23 @@ func RemoteHost(r *http.Request) string {
 // Login checks a user's (or robot's) credentials presented from addr. Failed logins are limited
 // per user and per address; every login that reaches a password check is audited, success or not.
 func (s *Service) Login(ctx context.Context, user, pass, addr string) (Principal, error) {
-	keys := []string{"u:" + user, "a:" + addr}
-	if err := s.limiter.allow(keys...); err != nil {
+	// The attempt counts before the check, so parallel guesses cannot outrun the limit; it is
+	// taken back unless the password was wrong.
+	keys := []string{"u:" + strings.ToLower(strings.TrimSpace(user)), "a:" + addr}
+	if err := s.limiter.take(keys...); err != nil {
 		s.record(ctx, Event{Username: user, Address: addr, Operation: "login", ResourceType: "user", Resource: user, Result: "failure", Detail: "rate limited"})
 		return Principal{}, err
 	}
 	p, checked, err := s.checkPassword(ctx, user, pass)
 	switch {
 	case errors.Is(err, ErrBadCredentials):
-		s.limiter.fail(keys...)
 		s.record(ctx, Event{Username: user, Address: addr, Operation: "login", ResourceType: "user", Resource: user, Result: "failure"})
+		return p, err
 	case err == nil && checked:
-		s.limiter.reset("u:" + user)
+		s.limiter.reset(keys[0])
 		s.record(ctx, Event{Username: user, Address: addr, Operation: "login", ResourceType: "user", Resource: user})
 	}
+	s.limiter.giveBack(keys...)
 	return p, err
 }
 
@@ -267,6 +272,7 @@ func (s *Service) checkPassword(ctx context.Context, user, pass string) (Princip
 	mac := s.mac(user, pass)
 	s.mu.Lock()
 	v, ok := s.verified[user]
+	gen := s.gen[user]
 	s.mu.Unlock()
 	if ok && s.now().Before(v.expires) && subtle.ConstantTimeCompare(v.mac, mac) == 1 {
 		return v.who, false, nil
@@ -277,12 +283,15 @@ func (s *Service) checkPassword(ctx context.Context, user, pass string) (Princip
 	)
 	switch {
 	case isRobot(user):
-		p, hash, err := s.checkRobot(user, pass)
+		p, hash, expires, err := s.checkRobot(user, pass)
 		if err != nil {
 			return Principal{}, true, err
 		}
 		if bcrypt.CompareHashAndPassword(hash, []byte(pass)) != nil {
 			return Principal{}, true, ErrBadCredentials
+		}
+		if !expires.IsZero() && expires.Before(until) {
+			until = expires // a cached check never outlives the robot
 		}
 		who = p
 	default:
@@ -292,7 +301,10 @@ func (s *Service) checkPassword(ctx context.Context, user, pass string) (Princip
 			return Principal{}, true, fmt.Errorf("read user: %w", err)
 		}
 		if s.ldap != nil && (err != nil || rec.LDAP) {
-			p, err := s.ldapLogin(ctx, user, pass)
+			if !userName.MatchString(user) {
+				return Principal{}, true, ErrBadCredentials
+			}
+			p, err := s.ldapLogin(ctx, strings.ToLower(user), pass)
 			if err != nil {
 				return Principal{}, true, err
 			}
@@ -310,7 +322,9 @@ func (s *Service) checkPassword(ctx context.Context, user, pass string) (Princip
 		who = rec.principal()
 	}
 	s.mu.Lock()
-	s.verified[user] = verifiedCred{mac: mac, expires: until, who: who}
+	if s.gen[user] == gen { // the user did not change while it was checked
+		s.verified[user] = verifiedCred{mac: mac, expires: until, who: who}
+	}
 	s.mu.Unlock()
 	return who, true, nil
 }
@@ -331,6 +345,11 @@ func (s *Service) readUser(name string, rec *userRecord) error {
 // for a token principal, else by the project's policy (see decide).
 func (s *Service) Authorize(ctx context.Context, p Principal, repo string, action Action) error {
 	if p.Token {
+		// A grant made before the project existed was made under another policy (the mirror's,
+		// say): it does not carry over to the project.
+		if proj, err := s.Project(ctx, ProjectOf(repo)); err == nil && p.tokenIssued.Before(proj.Created.Truncate(time.Second)) {
+			return ErrUnauthenticated
+		}
 		return tokenDecision(p, repo, action)
 	}
 	return s.authorizeLocal(ctx, p, repo, action)

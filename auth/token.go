@@ -42,6 +42,10 @@ type tokenClaims struct {
 	Access []Access `json:"access"`
 	// Kind is "refresh" for refresh tokens, which are never accepted as access tokens.
 	Kind string `json:"kind,omitempty"`
+	// UID and Epoch bind a refresh token to one account as it was: a password or admin change, or
+	// the account's deletion (even if the name comes back), ends it.
+	UID   int64  `json:"uid,omitempty"`
+	Epoch uint64 `json:"epoch,omitempty"`
 }
 
 // tokenLeeway is the clock skew allowed on exp, nbf and iat (SECURITY.md 7: small).
@@ -270,13 +274,22 @@ func (s *Service) IssueToken(ctx context.Context, p Principal, service string, s
 // IssueRefreshToken signs a long-lived token that stands for p's password at the token endpoint
 // only (OAuth2 refresh_token grant, docker login's identity token).
 func (s *Service) IssueRefreshToken(ctx context.Context, p Principal) (string, error) {
-	if p.Anonymous() {
-		return "", fmt.Errorf("%w: no refresh token without an identity", ErrInvalid)
+	if p.Anonymous() || p.Robot {
+		return "", fmt.Errorf("%w: no refresh token without a user", ErrInvalid)
 	}
-	return s.sign(p.Name, s.service+"-refresh", s.now().UTC().Truncate(time.Second), refreshTTL, nil, "refresh")
+	var rec userRecord
+	if err := s.readUser(p.Name, &rec); err != nil {
+		return "", fmt.Errorf("%w: user %s", ErrNotFound, p.Name)
+	}
+	return s.signClaims(p.Name, s.service+"-refresh", s.now().UTC().Truncate(time.Second), refreshTTL, nil,
+		func(c *tokenClaims) { c.Kind, c.UID, c.Epoch = "refresh", rec.ID, rec.Epoch })
 }
 
 func (s *Service) sign(sub, aud string, issued time.Time, ttl time.Duration, access []Access, kind string) (string, error) {
+	return s.signClaims(sub, aud, issued, ttl, access, func(c *tokenClaims) { c.Kind = kind })
+}
+
+func (s *Service) signClaims(sub, aud string, issued time.Time, ttl time.Duration, access []Access, more func(*tokenClaims)) (string, error) {
 	jti := make([]byte, 16)
 	if _, err := rand.Read(jti); err != nil {
 		return "", err
@@ -288,8 +301,8 @@ func (s *Service) sign(sub, aud string, issued time.Time, ttl time.Duration, acc
 			IssuedAt: jwt.NewNumericDate(issued), ID: hex.EncodeToString(jti),
 		},
 		Access: access,
-		Kind:   kind,
 	}
+	more(&claims)
 	if access == nil {
 		claims.Access = []Access{}
 	}
@@ -334,9 +347,17 @@ func (s *Service) principalFromToken(ctx context.Context, raw string) (Principal
 	if err != nil {
 		return Principal{}, err
 	}
-	p := Principal{Name: claims.Subject, Token: true, access: map[string][]string{}}
+	p := Principal{Name: claims.Subject, Token: true, access: map[string][]string{}, tokenIssued: claims.IssuedAt.Time}
 	for _, a := range claims.Access {
-		p.access[a.Type+":"+a.Name] = a.Actions
+		key := a.Type + ":" + a.Name
+		for _, act := range a.Actions { // the same resource twice: the grants add up
+			if !slices.Contains(p.access[key], act) {
+				p.access[key] = append(p.access[key], act)
+			}
+		}
+		if p.access[key] == nil {
+			p.access[key] = []string{}
+		}
 	}
 	switch {
 	case isRobot(p.Name):
@@ -367,8 +388,12 @@ func (s *Service) PrincipalFromRefreshToken(ctx context.Context, raw string) (Pr
 		return Principal{}, fmt.Errorf("%w: robots log in with their secret", ErrBadCredentials)
 	}
 	var rec userRecord
-	if err := s.readUser(claims.Subject, &rec); err != nil {
-		return Principal{}, fmt.Errorf("%w: user %q is gone", ErrBadCredentials, claims.Subject)
+	if err := s.readUser(claims.Subject, &rec); err != nil || rec.ID != claims.UID || rec.Epoch != claims.Epoch {
+		return Principal{}, fmt.Errorf("%w: the account of this refresh token changed or is gone", ErrBadCredentials)
+	}
+	if rec.LDAP && s.ldap != nil {
+		// The directory decides again: a user removed there, or from a group, loses it here.
+		return s.ldapRefresh(ctx, rec.Name)
 	}
 	return rec.principal(), nil
 }

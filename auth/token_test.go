@@ -276,3 +276,100 @@ func TestRotatedKeyVerifiesUntilItsTokensExpire(t *testing.T) {
 		t.Error("the retired key outlived every token it signed")
 	}
 }
+
+func TestRefreshTokensEndWithTheAccount(t *testing.T) {
+	ctx := context.Background()
+	s, _ := tokenService(t)
+	u, err := s.CreateUser(ctx, User{Name: "alice"}, "Passw0rdAlice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refresh, err := s.IssueRefreshToken(ctx, Principal{Name: u.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PrincipalFromRefreshToken(ctx, refresh); err != nil {
+		t.Fatalf("fresh refresh token: %v", err)
+	}
+	if err := s.SetPassword(ctx, "alice", "N3wPassw0rd"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PrincipalFromRefreshToken(ctx, refresh); !errors.Is(err, ErrBadCredentials) {
+		t.Errorf("refresh token after a password change = %v, want refused", err)
+	}
+	// Deleted and made again under the same name: the old token is not the new account's.
+	refresh, _ = s.IssueRefreshToken(ctx, Principal{Name: "alice"})
+	if err := s.DeleteUser(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateUser(ctx, User{Name: "alice"}, "Passw0rdAlice"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PrincipalFromRefreshToken(ctx, refresh); !errors.Is(err, ErrBadCredentials) {
+		t.Errorf("refresh token of a deleted account = %v, want refused", err)
+	}
+	// The refresh grant does not hand out another refresh token.
+	srv := httptest.NewServer(http.HandlerFunc(s.ServeToken))
+	defer srv.Close()
+	refresh, _ = s.IssueRefreshToken(ctx, Principal{Name: "alice"})
+	resp, err := http.PostForm(srv.URL, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {refresh}, "service": {"cove"}, "access_type": {"offline"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body map[string]any
+	json.NewDecoder(resp.Body).Decode(&body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || body["refresh_token"] != nil {
+		t.Errorf("refresh grant = %d %v: no new refresh token expected", resp.StatusCode, body)
+	}
+}
+
+func TestParallelGuessesCannotOutrunTheLimit(t *testing.T) {
+	ctx := context.Background()
+	s, _ := tokenService(t)
+	results := make(chan error, 40)
+	for range 40 {
+		go func() { _, err := s.Login(ctx, "admin", "guess", "192.0.2.1"); results <- err }()
+	}
+	checked := 0
+	for range 40 {
+		if err := <-results; errors.Is(err, ErrBadCredentials) {
+			checked++
+		} else if !errors.Is(err, ErrTooManyAttempts) {
+			t.Errorf("Login = %v", err)
+		}
+	}
+	if checked > maxFailures {
+		t.Errorf("%d guesses were checked, want at most %d", checked, maxFailures)
+	}
+}
+
+func TestDeletedProjectTakesItsMembersAndRobots(t *testing.T) {
+	ctx := context.Background()
+	s, _ := tokenService(t)
+	if _, err := s.CreateUser(ctx, User{Name: "bob"}, "Passw0rdBob"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AddMember(ctx, "team", MemberUser, "bob", RoleMaintainer); err != nil {
+		t.Fatal(err)
+	}
+	rb, secret, err := s.CreateRobot(ctx, "team", "ci", []Action{ActionPush}, 0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CheckPassword(ctx, rb.Name, secret); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteProject(ctx, "team"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateProject(ctx, "team", false, "admin"); err != nil {
+		t.Fatal(err)
+	}
+	if role := s.RoleOf(ctx, Principal{Name: "bob"}, "team"); role != RoleNone {
+		t.Errorf("bob kept role %q in the re-created project", role.Name())
+	}
+	if _, err := s.CheckPassword(ctx, rb.Name, secret); err == nil {
+		t.Error("the old project's robot still logs in")
+	}
+}

@@ -43,6 +43,7 @@ func (s *Service) ServeToken(w http.ResponseWriter, r *http.Request) {
 			who, err = s.Login(r.Context(), r.PostForm.Get("username"), r.PostForm.Get("password"), RemoteHost(r))
 		case "refresh_token":
 			who, err = s.PrincipalFromRefreshToken(r.Context(), r.PostForm.Get("refresh_token"))
+			offline = false // a refresh token never begets another: it lives no longer than it was given
 		default:
 			tokenError(w, http.StatusBadRequest, "unsupported_grant_type", "grant_type must be password or refresh_token")
 			return
@@ -55,6 +56,10 @@ func (s *Service) ServeToken(w http.ResponseWriter, r *http.Request) {
 	if errors.Is(err, ErrTooManyAttempts) {
 		w.Header().Set("Retry-After", "300")
 		tokenError(w, http.StatusTooManyRequests, "too_many_attempts", err.Error())
+		return
+	}
+	if errors.Is(err, ErrDirectoryUnavailable) {
+		tokenError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "the user directory cannot be reached")
 		return
 	}
 	if err != nil {

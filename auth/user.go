@@ -41,6 +41,8 @@ type userRecord struct {
 	// the admin group.
 	Groups     []string `json:"groups,omitempty"`
 	GroupAdmin bool     `json:"group_admin,omitempty"`
+	// Epoch counts changes to what the account may do (password, admin); refresh tokens carry it.
+	Epoch uint64 `json:"epoch,omitempty"`
 }
 
 // principal is who the record stands for.
@@ -158,17 +160,24 @@ func (s *Service) SetPassword(ctx context.Context, name, password string) error 
 			return fmt.Errorf("%w: %s is an LDAP user; the directory holds the password", ErrInvalid, name)
 		}
 		rec.Hash = hash
+		rec.Epoch++
 		return nil
 	})
 }
 
 // SetAdmin grants or revokes system admin.
 func (s *Service) SetAdmin(ctx context.Context, name string, admin bool) error {
-	return s.updateUser(name, func(rec *userRecord) error { rec.Admin = admin; return nil })
+	return s.updateUser(name, func(rec *userRecord) error { rec.Admin, rec.Epoch = admin, rec.Epoch+1; return nil })
 }
 
 func (s *Service) updateUser(name string, change func(*userRecord) error) error {
 	defer s.forget(name)
+	return s.writeUser(name, change)
+}
+
+// writeUser changes a user record without dropping its cached password check (the directory's
+// news at a login, say).
+func (s *Service) writeUser(name string, change func(*userRecord) error) error {
 	return s.db.Update(func(txn *badger.Txn) error {
 		var rec userRecord
 		if err := kv.GetJSON(txn, []byte(keyUser+name), &rec); err != nil {
@@ -197,7 +206,7 @@ func (s *Service) DeleteUser(ctx context.Context, name string) error {
 		return err
 	}
 	for _, p := range projects {
-		_ = s.db.Update(func(txn *badger.Txn) error {
+		err := s.db.Update(func(txn *badger.Txn) error {
 			var m Member
 			if kv.GetJSON(txn, memberKey(p.Name, MemberUser, name), &m) != nil {
 				return nil
@@ -207,6 +216,9 @@ func (s *Service) DeleteUser(ctx context.Context, name string) error {
 			}
 			return txn.Delete(memberKey(p.Name, MemberUser, name))
 		})
+		if err != nil {
+			return fmt.Errorf("remove %s from %s: %w", name, p.Name, err)
+		}
 	}
 	return s.db.Update(func(txn *badger.Txn) error {
 		if err := txn.Delete([]byte(keyUserID + strconv.FormatInt(u.ID, 10))); err != nil {
@@ -216,9 +228,11 @@ func (s *Service) DeleteUser(ctx context.Context, name string) error {
 	})
 }
 
-// forget drops a user's cached password check, after any change to the user.
+// forget drops a user's cached password check after any change to the user, and moves its
+// generation on, so that a check still running with the old record does not store its result.
 func (s *Service) forget(name string) {
 	s.mu.Lock()
 	delete(s.verified, name)
+	s.gen[name]++
 	s.mu.Unlock()
 }

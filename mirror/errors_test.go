@@ -41,6 +41,8 @@ func TestToError(t *testing.T) {
 		{cache.ErrTooManyUploads, 429, CodeTooManyRequests},
 		{cache.ErrMediaTypeConflict, 400, CodeManifestInvalid},
 		{auth.ErrNoProject, 404, CodeNameUnknown},
+		{auth.ErrTooManyAttempts, 429, CodeTooManyRequests},
+		{auth.ErrDirectoryUnavailable, 503, CodeUnavailable},
 	}
 	for _, tt := range tests {
 		e := toError(tt.err)
