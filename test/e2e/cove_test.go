@@ -81,7 +81,13 @@ type server struct {
 // startCove starts cove on a free loopback port with data in dir and waits until it listens.
 func startCove(t *testing.T, dir string, env ...string) *server {
 	t.Helper()
-	cmd := exec.Command(coveBin, "serve", "--listen", "127.0.0.1:0", "--data", dir)
+	return startCoveArgs(t, dir, nil, env...)
+}
+
+// startCoveArgs is startCove with extra flags, which win over the defaults given here.
+func startCoveArgs(t *testing.T, dir string, args []string, env ...string) *server {
+	t.Helper()
+	cmd := exec.Command(coveBin, append([]string{"serve", "--listen", "127.0.0.1:0", "--data", dir}, args...)...)
 	cmd.Env = append(os.Environ(), "COVE_AUTH_ADMIN_PASSWORD="+adminPassword)
 	cmd.Env = append(cmd.Env, env...)
 	stderr, err := cmd.StderrPipe()

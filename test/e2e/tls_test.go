@@ -23,8 +23,16 @@ type pebbleCA struct {
 	rootPEM []byte // the root that signs the certificates it issues
 }
 
-func startPebble(t *testing.T) *pebbleCA {
+func startPebble(t *testing.T) *pebbleCA { return startPebbleValidating(t, 0, 0) }
+
+// startPebbleValidating starts pebble; with ports, it really validates challenges, connecting to
+// httpPort for HTTP-01 and to tlsPort for TLS-ALPN-01.
+func startPebbleValidating(t *testing.T, httpPort, tlsPort int) *pebbleCA {
 	t.Helper()
+	validate := httpPort != 0
+	if !validate {
+		httpPort, tlsPort = freePort(t), freePort(t)
+	}
 	bin := requireTool(t, "pebble")
 	dir := t.TempDir()
 	caFile, cert, key := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "server.pem"), filepath.Join(dir, "server.key")
@@ -32,7 +40,7 @@ func startPebble(t *testing.T) *pebbleCA {
 	port, mgmt := freePort(t), freePort(t)
 	conf := fmt.Sprintf(`{"pebble": {"listenAddress": "127.0.0.1:%d", "managementListenAddress": "127.0.0.1:%d",
   "certificate": %q, "privateKey": %q, "httpPort": %d, "tlsPort": %d, "ocspResponderURL": "",
-  "externalAccountBindingRequired": false}}`, port, mgmt, cert, key, freePort(t), freePort(t))
+  "externalAccountBindingRequired": false}}`, port, mgmt, cert, key, httpPort, tlsPort)
 	cfgFile := filepath.Join(dir, "pebble.json")
 	if err := os.WriteFile(cfgFile, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
@@ -42,7 +50,10 @@ func startPebble(t *testing.T) *pebbleCA {
 		t.Fatal(err)
 	}
 	cmd := execCommand(bin, "-config", cfgFile)
-	cmd.Env = append(os.Environ(), "PEBBLE_VA_ALWAYS_VALID=1", "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0")
+	cmd.Env = append(os.Environ(), "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0")
+	if !validate {
+		cmd.Env = append(cmd.Env, "PEBBLE_VA_ALWAYS_VALID=1")
+	}
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -290,5 +301,24 @@ func TestTLSFilesSwap(t *testing.T) {
 	waitFor(t, 10*time.Second, "the swapped certificate to be served", func() bool { return get(caB) == nil })
 	if err := get(caA); err == nil {
 		t.Error("the old certificate is still served after the swap")
+	}
+}
+
+// TestACMEChallengesValidated: with pebble really validating, cove answers the HTTP-01 challenge
+// on its plain listener or TLS-ALPN-01 on its HTTPS listener, and gets its certificate.
+func TestACMEChallengesValidated(t *testing.T) {
+	httpPort, httpsPort := freePort(t), freePort(t)
+	ca := startPebbleValidating(t, httpPort, httpsPort)
+	s := startCoveArgs(t, t.TempDir(), []string{"--listen", fmt.Sprintf("127.0.0.1:%d", httpsPort)},
+		"COVE_TLS_MODE=acme", "COVE_TLS_DOMAINS=localhost", "COVE_TLS_ACME_CA="+ca.dir, "COVE_TLS_ACME_CA_ROOT="+ca.caFile,
+		fmt.Sprintf("COVE_TLS_HTTP_LISTEN=127.0.0.1:%d", httpPort))
+	client := trustingClient(t, ca.rootPEM)
+	resp, err := client.Get(fmt.Sprintf("https://localhost:%d/healthz", httpsPort))
+	if err != nil {
+		t.Fatalf("HTTPS with a certificate from a validating CA: %v", err)
+	}
+	resp.Body.Close()
+	if !strings.Contains(s.log(), "certificates managed") {
+		t.Error("no certificate was obtained")
 	}
 }
