@@ -36,19 +36,37 @@ type Config struct {
 	// Certificates, when set, can be renewed through the API.
 	Certificates Renewer
 	Auth         *auth.Service
-	Audit        *auth.Audit
-	Repos        Repositories
-	Logger       *slog.Logger
+	// Browse reads repositories and the mirror's cache (cache.Store); Mirror reports the mirror's
+	// counters (from mirror.Server, through cmd); Upstreams names the mirrored registries;
+	// MaxMirrored is mirror.max_size.
+	Browse      Browser
+	Mirror      func() MirrorStatus
+	Upstreams   []string
+	MaxMirrored int64
+	// Now is the clock; nil means time.Now.
+	Now    func() time.Time
+	Audit  *auth.Audit
+	Repos  Repositories
+	Logger *slog.Logger
 }
 
 // Server is the REST API handler. It is safe for concurrent use.
 type Server struct {
-	certs Renewer
-	auth  *auth.Service
-	audit *auth.Audit
-	repos Repositories
-	log   *slog.Logger
-	mux   *http.ServeMux
+	certs       Renewer
+	browse      Browser
+	mirror      func() MirrorStatus
+	upstreams   []string
+	maxMirrored int64
+	history     *history
+	auth        *auth.Service
+	audit       *auth.Audit
+	repos       Repositories
+	log         *slog.Logger
+	mux         *http.ServeMux
+	// web serves the admin page on webMux; csrf refuses cross-origin changes to both.
+	web    *webPages
+	webMux *http.ServeMux
+	csrf   *http.CrossOriginProtection
 }
 
 // maxBody caps every JSON request body.
@@ -56,45 +74,23 @@ const maxBody = 64 << 10
 
 // New returns the API server with every route registered.
 func New(cfg Config) (*Server, error) {
-	if cfg.Auth == nil || cfg.Repos == nil || cfg.Audit == nil {
-		return nil, errors.New("admin: auth, audit and repositories are required")
+	if cfg.Auth == nil || cfg.Repos == nil || cfg.Audit == nil || cfg.Browse == nil {
+		return nil, errors.New("admin: auth, audit, repositories and a browser are required")
 	}
-	s := &Server{certs: cfg.Certificates, auth: cfg.Auth, audit: cfg.Audit, repos: cfg.Repos, log: cfg.Logger, mux: http.NewServeMux()}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &Server{browse: cfg.Browse, mirror: cfg.Mirror, upstreams: cfg.Upstreams, maxMirrored: cfg.MaxMirrored,
+		history: &history{now: cfg.Now}, certs: cfg.Certificates, auth: cfg.Auth, audit: cfg.Audit, repos: cfg.Repos, log: cfg.Logger, mux: http.NewServeMux()}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	s.log = s.log.With("component", "admin")
-	for pattern, h := range map[string]handler{
-		"POST /api/v2.0/projects":          s.handleCreateProject,
-		"GET /api/v2.0/projects":           s.handleListProjects,
-		"HEAD /api/v2.0/projects":          s.handleHeadProject,
-		"GET /api/v2.0/projects/{name}":    s.handleGetProject,
-		"DELETE /api/v2.0/projects/{name}": s.handleDeleteProject,
-
-		"GET /api/v2.0/projects/{name}/members":         s.handleListMembers,
-		"POST /api/v2.0/projects/{name}/members":        s.handleAddMember,
-		"GET /api/v2.0/projects/{name}/members/{id}":    s.handleGetMember,
-		"PUT /api/v2.0/projects/{name}/members/{id}":    s.handleUpdateMember,
-		"DELETE /api/v2.0/projects/{name}/members/{id}": s.handleRemoveMember,
-		"GET /api/v2.0/projects/{name}/logs":            s.handleProjectLogs,
-		"POST /api/v2.0/users":                          s.handleCreateUser,
-		"GET /api/v2.0/users":                           s.handleListUsers,
-		"GET /api/v2.0/users/current":                   s.handleCurrentUser,
-		"GET /api/v2.0/users/{id}":                      s.handleGetUser,
-		"PUT /api/v2.0/users/{id}/password":             s.handleSetPassword,
-		"PUT /api/v2.0/users/{id}/sysadmin":             s.handleSetSysadmin,
-		"DELETE /api/v2.0/users/{id}":                   s.handleDeleteUser,
-		"POST /api/v2.0/robots":                         s.handleCreateRobot,
-		"GET /api/v2.0/robots":                          s.handleListRobots,
-		"GET /api/v2.0/robots/{id}":                     s.handleGetRobot,
-		"DELETE /api/v2.0/robots/{id}":                  s.handleDeleteRobot,
-		"GET /api/v2.0/audit-logs":                      s.handleAuditLogs,
-		"GET /api/v2.0/configurations":                  s.handleGetSettings,
-		"PUT /api/v2.0/configurations":                  s.handlePutSettings,
-		"POST /api/v2.0/system/token-key/rotate":        s.handleRotateKey,
-		"POST /api/v2.0/system/tls/renew":               s.handleRenewTLS,
-	} {
-		s.mux.Handle(pattern, s.adapt(h))
+	for _, rt := range s.routes() {
+		s.mux.Handle(rt.pattern, s.adapt(rt.h))
+	}
+	if err := s.initWeb(); err != nil {
+		return nil, err
 	}
 	s.mux.Handle("/api/", s.adapt(func(w http.ResponseWriter, r *http.Request, _ auth.Principal) error {
 		return &apiError{Status: http.StatusNotFound, Code: "NOT_FOUND", Message: "no such API endpoint: " + r.Method + " " + r.URL.Path}
@@ -102,8 +98,97 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// ServeHTTP serves the API.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+// apiRoute is one endpoint of the API; the OpenAPI document is made from the same table.
+type apiRoute struct {
+	pattern string // "METHOD /path"
+	h       handler
+	summary string
+}
+
+// routes is the whole API, in one visible table.
+func (s *Server) routes() []apiRoute {
+	return []apiRoute{
+		{"POST /api/v2.0/projects", s.handleCreateProject, "Create a project"},
+		{"GET /api/v2.0/projects", s.handleListProjects, "List the projects the caller may see (page, page_size, name, public)"},
+		{"HEAD /api/v2.0/projects", s.handleHeadProject, "Check that a project exists (project_name)"},
+		{"GET /api/v2.0/projects/{name}", s.handleGetProject, "Get a project by name or id"},
+		{"DELETE /api/v2.0/projects/{name}", s.handleDeleteProject, "Delete a project that holds no repositories"},
+		{"GET /api/v2.0/projects/{name}/repositories", s.handleListRepositories, "List a project's repositories"},
+		{"GET /api/v2.0/projects/{name}/repositories/{repo}/artifacts", s.handleListArtifacts, "List a repository's artifacts with tags (repo URL-encoded twice)"},
+		{"GET /api/v2.0/projects/{name}/members", s.handleListMembers, "List a project's members"},
+		{"POST /api/v2.0/projects/{name}/members", s.handleAddMember, "Add a user or group as a member"},
+		{"GET /api/v2.0/projects/{name}/members/{id}", s.handleGetMember, "Get a member"},
+		{"PUT /api/v2.0/projects/{name}/members/{id}", s.handleUpdateMember, "Change a member's role"},
+		{"DELETE /api/v2.0/projects/{name}/members/{id}", s.handleRemoveMember, "Remove a member"},
+		{"GET /api/v2.0/projects/{name}/logs", s.handleProjectLogs, "The audit log of a project's repositories"},
+		{"POST /api/v2.0/users", s.handleCreateUser, "Create a user (admins, or anyone with self-registration)"},
+		{"GET /api/v2.0/users", s.handleListUsers, "List users"},
+		{"GET /api/v2.0/users/current", s.handleCurrentUser, "The caller"},
+		{"GET /api/v2.0/users/{id}", s.handleGetUser, "Get a user"},
+		{"PUT /api/v2.0/users/{id}/password", s.handleSetPassword, "Change a password"},
+		{"PUT /api/v2.0/users/{id}/sysadmin", s.handleSetSysadmin, "Grant or revoke system admin"},
+		{"DELETE /api/v2.0/users/{id}", s.handleDeleteUser, "Delete a user"},
+		{"POST /api/v2.0/robots", s.handleCreateRobot, "Create a project robot account; the secret is shown once"},
+		{"GET /api/v2.0/robots", s.handleListRobots, "List the robot accounts the caller manages"},
+		{"GET /api/v2.0/robots/{id}", s.handleGetRobot, "Get a robot account"},
+		{"DELETE /api/v2.0/robots/{id}", s.handleDeleteRobot, "Delete a robot account"},
+		{"GET /api/v2.0/audit-logs", s.handleAuditLogs, "Query the audit log (q, page, page_size)"},
+		{"GET /api/v2.0/configurations", s.handleGetSettings, "The settings"},
+		{"PUT /api/v2.0/configurations", s.handlePutSettings, "Change the settings"},
+		{"GET /api/v2.0/mirror/status", s.handleMirrorStatus, "The mirror's counters, cache size and upstreams' health"},
+		{"GET /api/v2.0/mirror/repositories", s.handleMirrorRepositories, "List cached upstream repositories"},
+		{"DELETE /api/v2.0/mirror/repositories", s.handleEvictRepository, "Evict one cached upstream repository (name)"},
+		{"POST /api/v2.0/system/token-key/rotate", s.handleRotateKey, "Start signing registry tokens with a new key"},
+		{"POST /api/v2.0/system/tls/renew", s.handleRenewTLS, "Renew the ACME certificates now"},
+		{"GET /api/v2.0/openapi.json", s.handleOpenAPI, "This document"},
+	}
+}
+
+// ServeHTTP serves the API. Changes from a browser must come from cove's own origin
+// (http.CrossOriginProtection): the admin page's session cannot be used by another site.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.csrf.Handler(s.mux).ServeHTTP(w, r)
+}
+
+// Web is the admin page's handler, for / on the registry's host and port.
+func (s *Server) Web() http.Handler { return s.csrf.Handler(s.web) }
+
+func (s *Server) initWeb() error {
+	web, err := newWebPages(s)
+	if err != nil {
+		return err
+	}
+	s.web, s.webMux, s.csrf = web, http.NewServeMux(), http.NewCrossOriginProtection()
+	page := web.page
+	for pattern, h := range map[string]http.Handler{
+		"GET /":                page(web.handleDashboard),
+		"GET /login":           http.HandlerFunc(web.handleLogin),
+		"POST /login":          http.HandlerFunc(web.handleLogin),
+		"POST /logout":         http.HandlerFunc(web.handleLogout),
+		"GET /lang":            http.HandlerFunc(web.handleLang),
+		"GET /projects":        page(web.handleProjects),
+		"GET /projects/{name}": page(web.handleProject),
+		"GET /projects/{name}/repositories/{repo}": page(web.handleRepository),
+		"GET /mirror":   page(web.handleMirror),
+		"GET /users":    page(web.handleUsers),
+		"GET /audit":    page(web.handleAudit),
+		"GET /settings": page(web.handleSettings),
+		"GET /connect":  page(web.handleConnect),
+	} {
+		s.webMux.Handle(pattern, withDeadlineWeb(h))
+	}
+	return nil
+}
+
+// withDeadlineWeb bounds a page request: pages and forms are small.
+func withDeadlineWeb(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		_ = rc.SetReadDeadline(time.Now().Add(time.Minute))
+		_ = rc.SetWriteDeadline(time.Now().Add(time.Minute))
+		h.ServeHTTP(w, r)
+	})
+}
 
 type handler func(w http.ResponseWriter, r *http.Request, who auth.Principal) error
 

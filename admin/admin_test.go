@@ -14,10 +14,20 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"cove/auth"
+	"cove/cache"
 )
 
-// fakeRepos counts repositories from a list the test sets.
+// fakeRepos counts repositories from a list the test sets; it browses nothing.
 type fakeRepos struct{ repos []string }
+
+func (f *fakeRepos) RepositorySummaries(ctx context.Context, prefix string) ([]cache.RepoSummary, error) {
+	return nil, nil
+}
+func (f *fakeRepos) Artifacts(ctx context.Context, repo string) ([]cache.Artifact, error) {
+	return nil, nil
+}
+func (f *fakeRepos) EvictRepository(ctx context.Context, repo string) (int, error) { return 0, nil }
+func (f *fakeRepos) MirrorStats() (int64, int64)                                   { return 0, 0 }
 
 func (f *fakeRepos) CountRepositories(ctx context.Context, prefix string) (int, error) {
 	n := 0
@@ -41,7 +51,7 @@ func newServer(t *testing.T) (*httptest.Server, *fakeRepos) {
 		t.Fatal(err)
 	}
 	repos := &fakeRepos{}
-	s, err := New(Config{Auth: as, Repos: repos, Audit: auth.NewAudit(db, 0, nil)})
+	s, err := New(Config{Auth: as, Repos: repos, Browse: repos, Audit: auth.NewAudit(db, 0, nil)})
 	if err != nil {
 		t.Fatal(err)
 	}

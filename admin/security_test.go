@@ -33,7 +33,7 @@ func newSecEnv(t *testing.T, selfRegistration bool) *secEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(Config{Auth: as, Audit: audit, Repos: &fakeRepos{}})
+	s, err := New(Config{Auth: as, Audit: audit, Repos: &fakeRepos{}, Browse: &fakeRepos{}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -207,6 +207,12 @@ func (s *Service) ensureAdmin(password string) (string, error) {
 func (s *Service) Authenticate(ctx context.Context, r *http.Request) (Principal, error) {
 	h := r.Header.Get("Authorization")
 	if h == "" {
+		// The admin page's session, if any; a stale cookie is simply anonymous.
+		if c, err := r.Cookie(SessionCookie); err == nil {
+			if p, err := s.sessionPrincipal(ctx, c.Value); err == nil {
+				return p, nil
+			}
+		}
 		return Principal{}, nil
 	}
 	if scheme, raw, ok := strings.Cut(h, " "); ok && strings.EqualFold(scheme, "Bearer") {

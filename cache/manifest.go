@@ -31,6 +31,9 @@ type Manifest struct {
 	Subject      digest.Digest     `json:"subject,omitempty"`
 	Annotations  map[string]string `json:"annotations,omitempty"`
 	Created      time.Time         `json:"created"`
+	// ContentSize is the manifest's size plus the sizes of the blobs (or child manifests) it
+	// names, as its descriptors give them: what the artifact weighs.
+	ContentSize int64 `json:"contentSize,omitempty"`
 
 	// Blobs and Children are what PutManifest requires the repository to hold; they are not kept.
 	Blobs    []digest.Digest `json:"-"`
@@ -205,6 +208,7 @@ func (s *Store) GetManifest(ctx context.Context, repo, ref string) (Manifest, []
 	if int64(buf.Len()) != m.Size {
 		return Manifest{}, nil, fmt.Errorf("manifest %s: file holds %d bytes, record says %d", m.Digest, buf.Len(), m.Size)
 	}
+	s.touch(m.Digest) // the last pull time, written in batches
 	return m, buf.Bytes(), nil
 }
 

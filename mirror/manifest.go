@@ -168,6 +168,7 @@ func parseManifest(contentType string, body []byte) (cache.Manifest, error) {
 			if err := checkDescriptor(d); err != nil {
 				return invalid("descriptor %d: %v", i, err)
 			}
+			m.ContentSize += d.Size
 			if !nondistributable(d) {
 				m.Blobs = append(m.Blobs, d.Digest)
 			}
@@ -183,11 +184,13 @@ func parseManifest(contentType string, body []byte) (cache.Manifest, error) {
 			if err := checkDescriptor(d); err != nil {
 				return invalid("manifest descriptor %d: %v", i, err)
 			}
+			m.ContentSize += d.Size
 			m.Children = append(m.Children, d.Digest)
 		}
 	default:
 		return invalid("unsupported manifest media type %q", mt)
 	}
+	m.ContentSize += int64(len(body))
 	return m, nil
 }
 

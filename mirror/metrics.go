@@ -1,9 +1,16 @@
 package mirror
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // Metrics are the mirror's counters, registered on a registry of the caller's.
 type Metrics struct {
+	// The same counts, kept for the admin page's dashboard.
+	nHits, nMisses, nBytesCache, nBytesUpstream atomic.Int64
+
 	hits             *prometheus.CounterVec
 	misses           *prometheus.CounterVec
 	bytes            *prometheus.CounterVec
@@ -42,4 +49,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		reg.MustRegister(m.hits, m.misses, m.bytes, m.upstreamRequests, m.coalesced, m.stale, m.rateRemaining)
 	}
 	return m
+}
+
+func (m *Metrics) hit(kind string)  { m.hits.WithLabelValues(kind).Inc(); m.nHits.Add(1) }
+func (m *Metrics) miss(kind string) { m.misses.WithLabelValues(kind).Inc(); m.nMisses.Add(1) }
+
+func (m *Metrics) servedFromCache(n int64) {
+	m.bytes.WithLabelValues("cache").Add(float64(n))
+	m.nBytesCache.Add(n)
+}
+
+func (m *Metrics) downloaded(n int64) {
+	m.bytes.WithLabelValues("upstream").Add(float64(n))
+	m.nBytesUpstream.Add(n)
 }

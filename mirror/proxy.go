@@ -124,7 +124,7 @@ func (s *Server) handleMirrorManifest(w http.ResponseWriter, r *http.Request, re
 		// By digest: immutable, so a cached copy is always right.
 		m, body, err := s.store.GetManifest(ctx, req.repo, req.ref)
 		if err == nil {
-			s.metrics.hits.WithLabelValues("manifest").Inc()
+			s.metrics.hit("manifest")
 			s.writeMirrored(w, r, req, m.MediaType, m.Digest, body)
 			return nil
 		}
@@ -146,7 +146,7 @@ func (s *Server) handleMirrorManifest(w http.ResponseWriter, r *http.Request, re
 		if err != nil {
 			return err
 		}
-		s.metrics.hits.WithLabelValues("manifest").Inc()
+		s.metrics.hit("manifest")
 		s.writeMirrored(w, r, req, m.MediaType, m.Digest, body)
 		return nil
 	}
@@ -198,7 +198,7 @@ func isNotFound(err error) bool {
 // A client's HEAD on a tag not yet cached fetches it too: one counted pull upstream, after which the
 // client's GET by digest comes from the cache.
 func (s *Server) fetchAndServeManifest(w http.ResponseWriter, r *http.Request, req request, tag string) error {
-	s.metrics.misses.WithLabelValues("manifest").Inc()
+	s.metrics.miss("manifest")
 	key := req.repo + "@" + req.ref
 	ch := s.manifests.DoChan(key, func() (any, error) {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.fetchTimeout)
@@ -254,12 +254,12 @@ func (s *Server) handleMirrorBlob(w http.ResponseWriter, r *http.Request, req re
 	for attempt := 0; ; attempt++ {
 		f, err := s.store.OpenBlob(ctx, req.repo, dgst)
 		if err == nil {
-			s.metrics.hits.WithLabelValues("blob").Inc()
+			s.metrics.hit("blob")
 			defer f.Close()
 			setBlobHeaders(w, dgst)
 			cw := &countingWriter{ResponseWriter: w}
 			http.ServeContent(cw, r, "", time.Time{}, f.File)
-			s.metrics.bytes.WithLabelValues("cache").Add(float64(cw.n))
+			s.metrics.servedFromCache(cw.n)
 			return nil
 		}
 		if !errors.Is(err, cache.ErrBlobUnknown) {
@@ -318,14 +318,14 @@ func (s *Server) headUpstreamBlob(w http.ResponseWriter, r *http.Request, req re
 
 // streamFill joins or starts the one download of dgst and streams it to this client as it arrives.
 func (s *Server) streamFill(w http.ResponseWriter, r *http.Request, req request, dgst digest.Digest) error {
-	s.metrics.misses.WithLabelValues("blob").Inc()
+	s.metrics.miss("blob")
 	up, upRepo := req.up, req.upRepo
 	fill, joined, err := s.store.FillBlob(dgst, req.repo, func(ctx context.Context) (io.ReadCloser, int64, error) {
 		body, size, err := up.blob(ctx, upRepo, dgst)
 		if err != nil {
 			return nil, 0, err
 		}
-		return &countingReader{ReadCloser: body, add: s.metrics.bytes.WithLabelValues("upstream").Add}, size, nil
+		return &countingReader{ReadCloser: body, add: s.metrics.downloaded}, size, nil
 	})
 	if err != nil {
 		return err
@@ -383,12 +383,12 @@ func (c *countingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter 
 
 type countingReader struct {
 	io.ReadCloser
-	add func(float64)
+	add func(int64)
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.ReadCloser.Read(p)
-	c.add(float64(n))
+	c.add(int64(n))
 	return n, err
 }
 

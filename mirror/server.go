@@ -150,6 +150,9 @@ type request struct {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w = newIdleWriter(w, s.idle)
 	idleBody(w, r, s.idle)
+	// Registry clients never use the admin page's session: a browser's cookie must not authorize
+	// a registry request (cross-site or not).
+	r.Header.Del("Cookie")
 	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 	if err := s.serve(w, r); err != nil {
 		e := toError(err)

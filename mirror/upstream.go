@@ -57,6 +57,9 @@ type upstream struct {
 
 	// remaining is Docker Hub's ratelimit-remaining as last seen, -1 before any.
 	remaining atomic.Int64
+	// lastOK and lastErr are when the upstream last answered (any status below 500) and last
+	// failed (no answer, or 5xx, or 429), in Unix nanoseconds.
+	lastOK, lastErr atomic.Int64
 	// retryAfter is the Retry-After of the last 429, for failures that go-containerregistry
 	// reports without the response (the ping and token exchange).
 	retryAfter atomic.Value // string
@@ -151,6 +154,11 @@ func (g *guard) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := g.inner.RoundTrip(req)
 	if err == nil && resp.StatusCode == http.StatusTooManyRequests {
 		g.up.retryAfter.Store(resp.Header.Get("Retry-After"))
+	}
+	if err != nil || resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests {
+		g.up.lastErr.Store(time.Now().UnixNano())
+	} else {
+		g.up.lastOK.Store(time.Now().UnixNano())
 	}
 	if err == nil {
 		if v := resp.Header.Get("Ratelimit-Remaining"); v != "" {

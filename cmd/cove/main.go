@@ -188,7 +188,11 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	if err != nil {
 		return err
 	}
-	api, err := admin.New(admin.Config{Auth: authSvc, Audit: audit, Repos: store, Logger: log, Certificates: certs})
+	api, err := admin.New(admin.Config{
+		Auth: authSvc, Audit: audit, Repos: store, Browse: store, Logger: log, Certificates: certs,
+		Upstreams: registry.UpstreamNames(), MaxMirrored: int64(cfg.Mirror.MaxSize),
+		Mirror: func() admin.MirrorStatus { return adminStatus(registry.Status()) },
+	})
 	if err != nil {
 		return err
 	}
@@ -211,6 +215,7 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	gcCtx, stopGC := context.WithCancel(context.Background())
 	var background sync.WaitGroup
 	background.Go(func() { collectGarbage(gcCtx, store, log) })
+	background.Go(func() { api.Sample(gcCtx) })
 	defer func() { stopGC(); background.Wait() }()
 
 	var ready atomic.Bool
@@ -218,6 +223,7 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	mux.Handle("/v2/", registry)
 	mux.Handle("/v2", registry)
 	mux.Handle("/api/", withDeadline(api, smallRequestTimeout))
+	mux.Handle("/", api.Web())
 	mux.Handle(auth.TokenPath, withDeadline(http.HandlerFunc(authSvc.ServeToken), smallRequestTimeout))
 	mux.Handle("GET /metrics", withDeadline(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), smallRequestTimeout))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
@@ -326,6 +332,18 @@ func collectGarbage(ctx context.Context, store *cache.Store, log *slog.Logger) {
 	}
 }
 
+// adminStatus hands the mirror's status to the admin page (the two packages do not import each
+// other).
+func adminStatus(st mirror.Status) admin.MirrorStatus {
+	out := admin.MirrorStatus{Hits: st.Hits, Misses: st.Misses, BytesCache: st.BytesFromCache, BytesUpstream: st.BytesUpstream}
+	for _, u := range st.Upstreams {
+		out.Upstreams = append(out.Upstreams, admin.UpstreamStatus{
+			Name: u.Name, URL: u.URL, Healthy: u.Healthy, RateLimitRemaining: u.RateLimitRemaining, LastOK: u.LastOK, LastError: u.LastError,
+		})
+	}
+	return out
+}
+
 // port is a listener's port, 0 for none.
 func port(ln net.Listener) int {
 	if ln == nil {
@@ -369,10 +387,12 @@ func routeName(r *http.Request) string {
 		return "v2_" + string(mirror.RouteKind(p))
 	case strings.HasPrefix(p, "/api/"):
 		return "api"
+	case strings.HasPrefix(p, "/static/"):
+		return "static"
 	case p == auth.TokenPath:
 		return "token"
 	case p == "/metrics", p == "/healthz", p == "/readyz":
 		return p[1:]
 	}
-	return "other"
+	return "web"
 }

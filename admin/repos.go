@@ -1,0 +1,216 @@
+package admin
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"cove/auth"
+	"cove/cache"
+)
+
+// Browser is what the API reads of the store to show repositories and the mirror;
+// cache.Store implements it.
+type Browser interface {
+	RepositorySummaries(ctx context.Context, prefix string) ([]cache.RepoSummary, error)
+	Artifacts(ctx context.Context, repo string) ([]cache.Artifact, error)
+	EvictRepository(ctx context.Context, repo string) (int, error)
+	MirrorStats() (bytes, evicted int64)
+}
+
+// MirrorStatus is the mirror's state for the dashboard; cmd fills it from the mirror.
+type MirrorStatus struct {
+	Hits          int64            `json:"hits"`
+	Misses        int64            `json:"misses"`
+	BytesCache    int64            `json:"bytes_from_cache"`
+	BytesUpstream int64            `json:"bytes_from_upstream"`
+	Upstreams     []UpstreamStatus `json:"upstreams"`
+}
+
+// UpstreamStatus is one upstream's health.
+type UpstreamStatus struct {
+	Name               string    `json:"name"`
+	URL                string    `json:"url"`
+	Healthy            bool      `json:"healthy"`
+	RateLimitRemaining int64     `json:"ratelimit_remaining"`
+	LastOK             time.Time `json:"last_ok,omitzero"`
+	LastError          time.Time `json:"last_error,omitzero"`
+}
+
+// repository is a repository in Harbor's JSON shape.
+type repository struct {
+	Name          string    `json:"name"`
+	ArtifactCount int       `json:"artifact_count"`
+	UpdateTime    time.Time `json:"update_time,omitzero"`
+	PullTime      time.Time `json:"pull_time,omitzero"`
+	Size          int64     `json:"size"`
+}
+
+type tag struct {
+	Name     string    `json:"name"`
+	PushTime time.Time `json:"push_time"`
+}
+
+// artifact is an artifact in Harbor's JSON shape.
+type artifact struct {
+	Digest    string    `json:"digest"`
+	MediaType string    `json:"media_type"`
+	Size      int64     `json:"size"`
+	PushTime  time.Time `json:"push_time"`
+	PullTime  time.Time `json:"pull_time,omitzero"`
+	Tags      []tag     `json:"tags"`
+}
+
+func toRepository(r cache.RepoSummary) repository {
+	return repository{Name: r.Name, ArtifactCount: r.Artifacts, UpdateTime: r.Updated, PullTime: r.Pulled, Size: r.Size}
+}
+
+func toArtifact(a cache.Artifact) artifact {
+	out := artifact{Digest: a.Digest.String(), MediaType: a.MediaType, Size: a.ContentSize, PushTime: a.Created, PullTime: a.Pulled, Tags: []tag{}}
+	if out.Size == 0 {
+		out.Size = a.Size
+	}
+	for _, t := range a.Tags {
+		out.Tags = append(out.Tags, tag{Name: t, PushTime: a.Created})
+	}
+	return out
+}
+
+func (s *Server) handleListRepositories(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
+	p, err := s.visible(r.Context(), who, r.PathValue("name"), r.Header.Get("X-Is-Resource-Name") == "true")
+	if err != nil {
+		return err
+	}
+	sums, err := s.browse.RepositorySummaries(r.Context(), p.Name+"/")
+	if err != nil {
+		return err
+	}
+	q := r.URL.Query().Get("q")
+	out := []repository{}
+	for _, sum := range sums {
+		if q == "" || strings.Contains(sum.Name, strings.TrimPrefix(q, "name=~")) {
+			out = append(out, toRepository(sum))
+		}
+	}
+	w.Header().Set("X-Total-Count", strconv.Itoa(len(out)))
+	return writeJSON(w, http.StatusOK, out)
+}
+
+// handleListArtifacts lists a repository's artifacts. The repository name is URL-encoded twice
+// in the path, as Harbor has it ("a%252Fb" for "a/b").
+func (s *Server) handleListArtifacts(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
+	p, err := s.visible(r.Context(), who, r.PathValue("name"), r.Header.Get("X-Is-Resource-Name") == "true")
+	if err != nil {
+		return err
+	}
+	repo, err := url.PathUnescape(r.PathValue("repo"))
+	if err != nil {
+		return &apiError{Status: http.StatusBadRequest, Code: "BAD_REQUEST", Message: "bad repository name"}
+	}
+	arts, err := s.browse.Artifacts(r.Context(), p.Name+"/"+repo)
+	if err != nil {
+		return err
+	}
+	out := []artifact{}
+	for _, a := range arts {
+		out = append(out, toArtifact(a))
+	}
+	w.Header().Set("X-Total-Count", strconv.Itoa(len(out)))
+	return writeJSON(w, http.StatusOK, out)
+}
+
+// mirrorStatus is the dashboard's data: the mirror's counters and the cache's size.
+type mirrorStatus struct {
+	MirrorStatus
+	CacheBytes int64          `json:"cache_bytes"`
+	MaxBytes   int64          `json:"max_bytes"`
+	Evictions  int64          `json:"evictions"`
+	HitRatio   float64        `json:"hit_ratio"`
+	History    []historyPoint `json:"history"`
+}
+
+func (s *Server) status() mirrorStatus {
+	st := mirrorStatus{MaxBytes: s.maxMirrored}
+	if s.mirror != nil {
+		st.MirrorStatus = s.mirror()
+	}
+	st.CacheBytes, st.Evictions = s.browse.MirrorStats()
+	if total := st.Hits + st.Misses; total > 0 {
+		st.HitRatio = float64(st.Hits) / float64(total)
+	}
+	st.History = s.history.points(st.Hits, st.Misses)
+	return st
+}
+
+func (s *Server) handleMirrorStatus(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
+	if err := requireAdmin(who); err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, s.status())
+}
+
+// mirrorRepository is a cached upstream repository.
+type mirrorRepository struct {
+	repository
+	Upstream string   `json:"upstream"`
+	Tags     []string `json:"tags"`
+}
+
+func (s *Server) mirrorRepositories(ctx context.Context) ([]mirrorRepository, error) {
+	out := []mirrorRepository{}
+	for _, up := range s.upstreams {
+		sums, err := s.browse.RepositorySummaries(ctx, up+"/")
+		if err != nil {
+			return nil, err
+		}
+		for _, sum := range sums {
+			mr := mirrorRepository{repository: toRepository(sum), Upstream: up, Tags: []string{}}
+			arts, err := s.browse.Artifacts(ctx, sum.Name)
+			if err != nil {
+				return nil, err
+			}
+			for _, a := range arts {
+				mr.Tags = append(mr.Tags, a.Tags...)
+			}
+			out = append(out, mr)
+		}
+	}
+	return out, nil
+}
+
+func (s *Server) handleMirrorRepositories(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
+	if err := requireAdmin(who); err != nil {
+		return err
+	}
+	out, err := s.mirrorRepositories(r.Context())
+	if err != nil {
+		return err
+	}
+	w.Header().Set("X-Total-Count", strconv.Itoa(len(out)))
+	return writeJSON(w, http.StatusOK, out)
+}
+
+// handleEvictRepository evicts one cached upstream repository: DELETE …?name=docker.io/library/alpine.
+func (s *Server) handleEvictRepository(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
+	if err := requireAdmin(who); err != nil {
+		return err
+	}
+	name := r.URL.Query().Get("name")
+	if !cache.IsMirrored(name, s.upstreams) {
+		return &apiError{Status: http.StatusBadRequest, Code: "BAD_REQUEST", Message: "name must be a cached upstream repository such as docker.io/library/alpine"}
+	}
+	n, err := s.browse.EvictRepository(r.Context(), name)
+	if err != nil {
+		if errors.Is(err, cache.ErrNameUnknown) {
+			return &apiError{Status: http.StatusNotFound, Code: "NOT_FOUND", Message: "no such cached repository"}
+		}
+		return err
+	}
+	s.record(r, who, "delete", "repository", name, "evicted, "+strconv.Itoa(n)+" blobs freed")
+	w.WriteHeader(http.StatusOK)
+	return nil
+}

@@ -1,0 +1,424 @@
+package admin
+
+import (
+	"embed"
+	"encoding/json"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/text/message/catalog"
+
+	"cove/auth"
+)
+
+// The admin page is served by cove itself at /, server-rendered with html/template (every name,
+// tag and label escaped) from embedded templates and static files: nothing to build. It reads
+// through the same /api/v2.0 endpoints that tools use — called in-process with the visitor's own
+// session, so the API's checks are the page's checks — and its forms change things by calling
+// them from the browser.
+
+//go:embed web/templates/*.html
+var templateFS embed.FS
+
+//go:embed web/static
+var staticFS embed.FS
+
+// webPages renders the pages.
+type webPages struct {
+	s       *Server
+	pages   map[string]*template.Template
+	catalog *catalog.Builder
+	static  http.Handler
+}
+
+func newWebPages(s *Server) (*webPages, error) {
+	cat, err := newCatalog()
+	if err != nil {
+		return nil, err
+	}
+	w := &webPages{s: s, pages: map[string]*template.Template{}, catalog: cat}
+	funcs := template.FuncMap{
+		"short": func(d string) string {
+			if len(d) > 19 {
+				return d[:19]
+			}
+			return d
+		},
+		"unix": func(sec int64) time.Time { return time.Unix(sec, 0) },
+	}
+	for _, page := range []string{"error", "login", "dashboard", "projects", "project", "repository", "mirror", "users", "audit", "settings", "connect"} {
+		t, err := template.New(page).Funcs(funcs).ParseFS(templateFS, "web/templates/layout.html", "web/templates/"+page+".html")
+		if err != nil {
+			return nil, fmt.Errorf("template %s: %w", page, err)
+		}
+		w.pages[page] = t
+	}
+	sub, err := fs.Sub(staticFS, "web/static")
+	if err != nil {
+		return nil, err
+	}
+	w.static = http.StripPrefix("/static/", http.FileServerFS(sub))
+	return w, nil
+}
+
+// view is what every template gets.
+type view struct {
+	L     locale
+	Who   auth.Principal
+	Title string
+	Path  string
+	Data  any
+}
+
+func (w *webPages) render(rw http.ResponseWriter, r *http.Request, who auth.Principal, page, titleKey string, data any, titleArgs ...any) {
+	l := w.localeFor(r)
+	v := view{L: l, Who: who, Title: l.T(titleKey, titleArgs...), Path: r.URL.RequestURI(), Data: data}
+	rw.Header().Set("Content-Type", "text/html; charset=utf-8")
+	rw.Header().Set("Cache-Control", "no-store")
+	if err := w.pages[page].ExecuteTemplate(rw, "layout", v); err != nil {
+		w.s.log.ErrorContext(r.Context(), "rendering a page", "page", page, "err", err)
+	}
+}
+
+// api calls an /api/v2.0 endpoint in-process as the visitor, and decodes its answer into out.
+func (w *webPages) api(r *http.Request, path string, out any) error {
+	req := httptest.NewRequestWithContext(r.Context(), http.MethodGet, path, nil)
+	req.RemoteAddr = r.RemoteAddr
+	for _, c := range r.Cookies() {
+		req.AddCookie(c)
+	}
+	rec := httptest.NewRecorder()
+	w.s.mux.ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK {
+		var body struct {
+			Errors []struct{ Code, Message string }
+		}
+		_ = json.Unmarshal(rec.Body.Bytes(), &body)
+		e := &apiError{Status: rec.Code, Code: "ERROR", Message: http.StatusText(rec.Code)}
+		if len(body.Errors) > 0 {
+			e.Code, e.Message = body.Errors[0].Code, body.Errors[0].Message
+		}
+		return e
+	}
+	return json.Unmarshal(rec.Body.Bytes(), out)
+}
+
+// ServeWeb serves the pages, the static files, sign-in, sign-out and the language switch.
+func (w *webPages) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
+	h := rw.Header()
+	h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "same-origin")
+	if strings.HasPrefix(r.URL.Path, "/static/") {
+		w.static.ServeHTTP(rw, r)
+		return
+	}
+	w.s.webMux.ServeHTTP(rw, r)
+}
+
+// page wraps a page handler: it needs a signed-in user, else it sends the visitor to sign in.
+func (w *webPages) page(h func(rw http.ResponseWriter, r *http.Request, who auth.Principal)) http.Handler {
+	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		who, err := w.s.auth.Authenticate(r.Context(), r)
+		if err != nil || who.Anonymous() || r.Header.Get("Authorization") != "" {
+			http.Redirect(rw, r, "/login", http.StatusSeeOther)
+			return
+		}
+		h(rw, r, who)
+	})
+}
+
+// failed renders an API error in place of the page.
+func (w *webPages) failed(rw http.ResponseWriter, r *http.Request, who auth.Principal, err error) {
+	e := toAPIError(err)
+	rw.WriteHeader(e.Status)
+	w.render(rw, r, who, "error", "error.title", e.Message)
+}
+
+func (w *webPages) handleLogin(rw http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodGet {
+		w.render(rw, r, auth.Principal{}, "login", "login.title", struct{ Failed bool }{})
+		return
+	}
+	r.Body = http.MaxBytesReader(rw, r.Body, maxBody)
+	if err := r.ParseForm(); err != nil {
+		http.Error(rw, "bad form", http.StatusBadRequest)
+		return
+	}
+	who, err := w.s.auth.Login(r.Context(), r.PostForm.Get("username"), r.PostForm.Get("password"), auth.RemoteHost(r))
+	if err == nil && who.Robot {
+		err = auth.ErrBadCredentials // robots have no sessions
+	}
+	if err == nil {
+		err = w.s.auth.NewSession(r.Context(), rw, r, who)
+	}
+	if err != nil {
+		rw.WriteHeader(http.StatusUnauthorized)
+		w.render(rw, r, auth.Principal{}, "login", "login.title", struct{ Failed bool }{true})
+		return
+	}
+	http.Redirect(rw, r, "/", http.StatusSeeOther)
+}
+
+func (w *webPages) handleLogout(rw http.ResponseWriter, r *http.Request) {
+	w.s.auth.EndSession(r.Context(), rw, r)
+	http.Redirect(rw, r, "/login", http.StatusSeeOther)
+}
+
+// handleLang sets the language cookie and goes back to the page (a local path only).
+func (w *webPages) handleLang(rw http.ResponseWriter, r *http.Request) {
+	code := r.URL.Query().Get("l")
+	if _, ok := langTags[code]; ok {
+		http.SetCookie(rw, &http.Cookie{Name: langCookie, Value: code, Path: "/", MaxAge: 365 * 24 * 3600, HttpOnly: true, SameSite: http.SameSiteLaxMode, Secure: r.TLS != nil})
+	}
+	back := r.URL.Query().Get("back")
+	if !strings.HasPrefix(back, "/") || strings.HasPrefix(back, "//") || strings.Contains(back, "\\") {
+		back = "/"
+	}
+	http.Redirect(rw, r, back, http.StatusSeeOther)
+}
+
+func (w *webPages) handleDashboard(rw http.ResponseWriter, r *http.Request, who auth.Principal) {
+	if r.URL.Path != "/" {
+		http.NotFound(rw, r)
+		return
+	}
+	if !who.Admin {
+		http.Redirect(rw, r, "/projects", http.StatusSeeOther)
+		return
+	}
+	var st mirrorStatus
+	if err := w.api(r, "/api/v2.0/mirror/status", &st); err != nil {
+		w.failed(rw, r, who, err)
+		return
+	}
+	w.render(rw, r, who, "dashboard", "nav.dashboard", newDashboard(st))
+}
+
+// dashboard is the dashboard's view model, with the chart's polylines drawn here.
+type dashboard struct {
+	mirrorStatus
+	Ratio string
+	Chart chart
+}
+
+type chart struct {
+	W, H         int
+	Hits, Misses string
+	Max          int64
+}
+
+func newDashboard(st mirrorStatus) dashboard {
+	d := dashboard{mirrorStatus: st, Ratio: strconv.FormatFloat(st.HitRatio*100, 'f', 1, 64) + "%"}
+	d.Chart = chart{W: 720, H: 200, Max: 1}
+	for _, p := range st.History {
+		d.Chart.Max = max(d.Chart.Max, p.Hits, p.Misses)
+	}
+	n := len(st.History)
+	step := float64(d.Chart.W)
+	if n > 1 {
+		step = float64(d.Chart.W) / float64(n-1)
+	}
+	var hits, misses []string
+	for i, p := range st.History {
+		x := float64(i) * step
+		y := func(v int64) string {
+			return strconv.FormatFloat(float64(d.Chart.H)-float64(v)*float64(d.Chart.H-20)/float64(d.Chart.Max), 'f', 1, 64)
+		}
+		xs := strconv.FormatFloat(x, 'f', 1, 64)
+		hits = append(hits, xs+","+y(p.Hits))
+		misses = append(misses, xs+","+y(p.Misses))
+	}
+	d.Chart.Hits, d.Chart.Misses = strings.Join(hits, " "), strings.Join(misses, " ")
+	return d
+}
+
+func (w *webPages) handleProjects(rw http.ResponseWriter, r *http.Request, who auth.Principal) {
+	q := r.URL.Query().Get("q")
+	var ps []project
+	if err := w.api(r, "/api/v2.0/projects?page_size=100&name="+url.QueryEscape(q), &ps); err != nil {
+		w.failed(rw, r, who, err)
+		return
+	}
+	w.render(rw, r, who, "projects", "nav.projects", struct {
+		Query    string
+		Projects []project
+	}{q, ps})
+}
+
+// repoView is a repository row with its name inside the project.
+type repoView struct {
+	repository
+	Short string
+}
+
+func (w *webPages) handleProject(rw http.ResponseWriter, r *http.Request, who auth.Principal) {
+	name := r.PathValue("name")
+	var p project
+	if err := w.api(r, "/api/v2.0/projects/"+url.PathEscape(name), &p); err != nil {
+		w.failed(rw, r, who, err)
+		return
+	}
+	data := struct {
+		Name    string
+		Public  bool
+		Manage  bool
+		Repos   []repoView
+		Members []member
+		Robots  []robot
+	}{Name: p.Name, Public: p.Metadata["public"] == "true"}
+	var repos []repository
+	if err := w.api(r, "/api/v2.0/projects/"+url.PathEscape(name)+"/repositories", &repos); err != nil {
+		w.failed(rw, r, who, err)
+		return
+	}
+	for _, rp := range repos {
+		data.Repos = append(data.Repos, repoView{repository: rp, Short: url.PathEscape(url.PathEscape(strings.TrimPrefix(rp.Name, p.Name+"/")))})
+	}
+	_ = w.api(r, "/api/v2.0/projects/"+url.PathEscape(name)+"/members", &data.Members) // members only
+	data.Manage = w.s.auth.AuthorizeProject(r.Context(), who, p.Name, auth.ActionManageMembers) == nil
+	if data.Manage {
+		_ = w.api(r, "/api/v2.0/robots?project="+url.QueryEscape(p.Name), &data.Robots)
+	}
+	w.render(rw, r, who, "project", "project.title", data, p.Name)
+}
+
+func (w *webPages) handleRepository(rw http.ResponseWriter, r *http.Request, who auth.Principal) {
+	name, repo := r.PathValue("name"), r.PathValue("repo")
+	var arts []artifact
+	if err := w.api(r, "/api/v2.0/projects/"+url.PathEscape(name)+"/repositories/"+url.PathEscape(repo)+"/artifacts", &arts); err != nil {
+		w.failed(rw, r, who, err)
+		return
+	}
+	short, _ := url.PathUnescape(repo)
+	w.render(rw, r, who, "repository", "repo.title", struct {
+		Host, Repo string
+		Artifacts  []artifact
+	}{r.Host, name + "/" + short, arts}, name+"/"+short)
+}
+
+func (w *webPages) handleMirror(rw http.ResponseWriter, r *http.Request, who auth.Principal) {
+	var repos []mirrorRepository
+	if err := w.api(r, "/api/v2.0/mirror/repositories", &repos); err != nil {
+		w.failed(rw, r, who, err)
+		return
+	}
+	w.render(rw, r, who, "mirror", "nav.mirror", repos)
+}
+
+func (w *webPages) handleUsers(rw http.ResponseWriter, r *http.Request, who auth.Principal) {
+	var users []user
+	if err := w.api(r, "/api/v2.0/users?page_size=100", &users); err != nil {
+		w.failed(rw, r, who, err)
+		return
+	}
+	w.render(rw, r, who, "users", "nav.users", users)
+}
+
+// auditOperations are the operations the filter offers.
+var auditOperations = []string{"login", "token", "push", "pull", "delete", "create", "update"}
+
+func (w *webPages) handleAudit(rw http.ResponseWriter, r *http.Request, who auth.Principal) {
+	in := r.URL.Query()
+	filter := map[string]string{}
+	var q []string
+	for _, k := range []string{"username", "operation", "resource", "from", "to"} {
+		filter[k] = in.Get(k)
+	}
+	if v := filter["username"]; v != "" {
+		q = append(q, "username="+v)
+	}
+	if v := filter["operation"]; v != "" {
+		q = append(q, "operation="+v)
+	}
+	if v := filter["resource"]; v != "" {
+		q = append(q, "resource=~"+v)
+	}
+	if filter["from"] != "" || filter["to"] != "" {
+		to := filter["to"]
+		if to != "" {
+			to += " 23:59:59"
+		}
+		from := filter["from"]
+		if from != "" {
+			from += " 00:00:00"
+		}
+		q = append(q, "op_time=["+from+"~"+to+"]")
+	}
+	page, _ := strconv.Atoi(in.Get("page"))
+	page = max(page, 1)
+	const size = 20
+	var events []auth.Event
+	path := fmt.Sprintf("/api/v2.0/audit-logs?page=%d&page_size=%d&q=%s", page, size, url.QueryEscape(strings.Join(q, ",")))
+	req := httptest.NewRequestWithContext(r.Context(), http.MethodGet, path, nil)
+	req.RemoteAddr = r.RemoteAddr
+	for _, c := range r.Cookies() {
+		req.AddCookie(c)
+	}
+	rec := httptest.NewRecorder()
+	w.s.mux.ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK {
+		w.failed(rw, r, who, &apiError{Status: rec.Code, Code: "ERROR", Message: rec.Body.String()})
+		return
+	}
+	_ = json.Unmarshal(rec.Body.Bytes(), &events)
+	total, _ := strconv.Atoi(rec.Header().Get("X-Total-Count"))
+	pages := max((total+size-1)/size, 1)
+	link := func(p int) string {
+		v := url.Values{}
+		for k, val := range filter {
+			if val != "" {
+				v.Set(k, val)
+			}
+		}
+		v.Set("page", strconv.Itoa(p))
+		return "/audit?" + v.Encode()
+	}
+	data := struct {
+		Filter     map[string]string
+		Operations []string
+		Events     []auth.Event
+		Page       int
+		Pages      int
+		Total      int
+		Prev, Next string
+	}{Filter: filter, Operations: auditOperations, Events: events, Page: page, Pages: pages, Total: total}
+	if page > 1 {
+		data.Prev = link(page - 1)
+	}
+	if page < pages {
+		data.Next = link(page + 1)
+	}
+	w.render(rw, r, who, "audit", "nav.audit", data)
+}
+
+func (w *webPages) handleSettings(rw http.ResponseWriter, r *http.Request, who auth.Principal) {
+	var cfg map[string]setting
+	if err := w.api(r, "/api/v2.0/configurations", &cfg); err != nil {
+		w.failed(rw, r, who, err)
+		return
+	}
+	str := func(k string) string { v, _ := cfg[k].Value.(string); return v }
+	selfReg, _ := cfg["self_registration"].Value.(bool)
+	w.render(rw, r, who, "settings", "nav.settings", struct {
+		SelfRegistration               bool
+		AnonymousPull, ProjectCreation string
+	}{selfReg, str("anonymous_pull"), str("project_creation_restriction")})
+}
+
+type connectData struct{ Host, Scheme string }
+
+func (w *webPages) handleConnect(rw http.ResponseWriter, r *http.Request, who auth.Principal) {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	w.render(rw, r, who, "connect", "nav.connect", connectData{Host: r.Host, Scheme: scheme})
+}

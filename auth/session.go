@@ -1,0 +1,91 @@
+package auth
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Sessions of the admin page: a random id in an HttpOnly, SameSite cookie (Secure under TLS),
+// standing for a user who signed in with a password. Robots have no sessions. Changes from the
+// browser are protected against cross-site requests by the caller (http.CrossOriginProtection).
+
+const (
+	keySession = "auth/session/"
+	// SessionCookie names the session cookie.
+	SessionCookie = "cove_session"
+	// sessionTTL is how long a session lasts without signing in again.
+	sessionTTL = 8 * time.Hour
+)
+
+type sessionRecord struct {
+	User    string    `json:"user"`
+	Created time.Time `json:"created"`
+}
+
+// NewSession opens a session for p and sets its cookie on w.
+func (s *Service) NewSession(ctx context.Context, w http.ResponseWriter, r *http.Request, p Principal) error {
+	if p.Anonymous() || p.Robot || p.Token {
+		return fmt.Errorf("%w: sessions are for users", ErrInvalid)
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return err
+	}
+	id := hex.EncodeToString(raw)
+	b, err := json.Marshal(sessionRecord{User: p.Name, Created: s.now().UTC()})
+	if err != nil {
+		return err
+	}
+	if err := s.db.Update(func(txn *badger.Txn) error {
+		return txn.SetEntry(badger.NewEntry([]byte(keySession+id), b).WithTTL(sessionTTL))
+	}); err != nil {
+		return err
+	}
+	http.SetCookie(w, &http.Cookie{
+		Name: SessionCookie, Value: id, Path: "/", MaxAge: int(sessionTTL / time.Second),
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil,
+	})
+	return nil
+}
+
+// EndSession closes the request's session and clears its cookie.
+func (s *Service) EndSession(ctx context.Context, w http.ResponseWriter, r *http.Request) {
+	if c, err := r.Cookie(SessionCookie); err == nil {
+		_ = s.db.Update(func(txn *badger.Txn) error { return txn.Delete([]byte(keySession + c.Value)) })
+	}
+	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
+}
+
+// sessionPrincipal returns the user of a session id, or ErrBadCredentials.
+func (s *Service) sessionPrincipal(ctx context.Context, id string) (Principal, error) {
+	if len(id) != 64 {
+		return Principal{}, ErrBadCredentials
+	}
+	var sess sessionRecord
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get([]byte(keySession + id))
+		if err != nil {
+			return err
+		}
+		return item.Value(func(b []byte) error { return json.Unmarshal(b, &sess) })
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return Principal{}, fmt.Errorf("%w: no such session", ErrBadCredentials)
+	}
+	if err != nil {
+		return Principal{}, err
+	}
+	var rec userRecord
+	if err := s.readUser(sess.User, &rec); err != nil {
+		return Principal{}, fmt.Errorf("%w: the session's user is gone", ErrBadCredentials)
+	}
+	return rec.principal(), nil
+}
