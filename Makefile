@@ -4,7 +4,7 @@ GO        ?= go
 BIN       := bin/cove
 CONF_BIN  := bin/conformance.test
 CRANE_BIN := bin/crane
-APT_PKGS  := skopeo docker-registry docker.io podman containerd slapd ldap-utils pebble
+APT_PKGS  := skopeo docker-registry docker.io podman containerd slapd ldap-utils pebble chromium fonts-wqy-microhei
 export GOFLAGS := -buildvcs=false
 
 .PHONY: build run test test-unit test-e2e deps lint fuzz bench-go clean
@@ -23,8 +23,10 @@ deps:
 		echo "installing:$$missing"; \
 		printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-		status=$$?; rm -f /usr/sbin/policy-rc.d; exit $$status; \
+		status=$$?; rm -f /usr/sbin/policy-rc.d; [ $$status -eq 0 ] || exit $$status; \
 	fi
+	@# The browser test's driver: playwright-core only, which downloads no browser (Debian's chromium runs).
+	@cd test/web && { [ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund --loglevel=error; }
 
 # Test tools built from their own module (test/tools) at pinned versions: the official OCI
 # conformance suite, and crane.

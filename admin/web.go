@@ -210,9 +210,16 @@ type dashboard struct {
 }
 
 type chart struct {
-	W, H         int
-	Hits, Misses string
-	Max          int64
+	W, H int
+	Max  int64
+	Bars []bar
+}
+
+// bar is one minute of the chart: a hits bar and a misses bar side by side.
+type bar struct {
+	X, MissX, W              float64
+	HitY, HitH, MissY, MissH float64
+	Hits, Misses             int64
 }
 
 func newDashboard(st mirrorStatus) dashboard {
@@ -221,22 +228,18 @@ func newDashboard(st mirrorStatus) dashboard {
 	for _, p := range st.History {
 		d.Chart.Max = max(d.Chart.Max, p.Hits, p.Misses)
 	}
-	n := len(st.History)
-	step := float64(d.Chart.W)
-	if n > 1 {
-		step = float64(d.Chart.W) / float64(n-1)
-	}
-	var hits, misses []string
+	slot := float64(d.Chart.W) / float64(historyLen+1)
+	top := float64(d.Chart.H - 24) // room for the legend
 	for i, p := range st.History {
-		x := float64(i) * step
-		y := func(v int64) string {
-			return strconv.FormatFloat(float64(d.Chart.H)-float64(v)*float64(d.Chart.H-20)/float64(d.Chart.Max), 'f', 1, 64)
-		}
-		xs := strconv.FormatFloat(x, 'f', 1, 64)
-		hits = append(hits, xs+","+y(p.Hits))
-		misses = append(misses, xs+","+y(p.Misses))
+		x := float64(d.Chart.W) - float64(len(st.History)-i)*slot
+		hh := float64(p.Hits) * top / float64(d.Chart.Max)
+		mh := float64(p.Misses) * top / float64(d.Chart.Max)
+		d.Chart.Bars = append(d.Chart.Bars, bar{
+			X: x, MissX: x + slot*0.45, W: slot * 0.4,
+			HitY: float64(d.Chart.H) - hh, HitH: hh, MissY: float64(d.Chart.H) - mh, MissH: mh,
+			Hits: p.Hits, Misses: p.Misses,
+		})
 	}
-	d.Chart.Hits, d.Chart.Misses = strings.Join(hits, " "), strings.Join(misses, " ")
 	return d
 }
 

@@ -1,0 +1,41 @@
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// TestWebPage runs the browser test of the admin page (test/web, headless Chromium driven by
+// playwright-core) against a cove started here. Screenshots go to test-results/web.
+func TestWebPage(t *testing.T) {
+	node := requireTool(t, "node")
+	requireTool(t, "chromium")
+	requireTool(t, "skopeo")
+	requireTool(t, "docker-registry")
+	if _, err := os.Stat("../web/node_modules/playwright-core"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("playwright-core is not installed: make deps runs npm ci in test/web")
+		}
+		t.Skip("playwright-core is not installed; run make deps")
+	}
+	reg := startRegistry(t, "", nil)
+	reg.seed(t, "library/mirrored:1", ociImage(t, 1, 64<<10, nil))
+	s := startMirror(t, t.TempDir(), mirrorConfig(reg.url, ""))
+	layout := writeLayout(t, ociImage(t, 2, 128<<10, nil), newOCIIndex(t))
+	artifacts, _ := filepath.Abs("../../test-results/web")
+	if err := os.MkdirAll(artifacts, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, err := run(t, 5*time.Minute, []string{
+		"COVE_URL=" + s.url, "COVE_PASSWORD=" + adminPassword, "COVE_LAYOUT=" + layout, "ARTIFACTS=" + artifacts,
+	}, node, "--test", "--test-reporter=spec", "../web/admin.test.mjs")
+	t.Logf("browser test:\n%s", out)
+	if err != nil {
+		t.Fatalf("the browser test failed: %v", err)
+	}
+}
+
+var _ = exec.Command
