@@ -112,6 +112,7 @@ func (s *Server) routes() []apiRoute {
 		{"GET /api/v2.0/projects", s.handleListProjects, "List the projects the caller may see (page, page_size, name, public)"},
 		{"HEAD /api/v2.0/projects", s.handleHeadProject, "Check that a project exists (project_name)"},
 		{"GET /api/v2.0/projects/{name}", s.handleGetProject, "Get a project by name or id"},
+		{"PUT /api/v2.0/projects/{name}", s.handleUpdateProject, "Make a project public or private (metadata.public)"},
 		{"DELETE /api/v2.0/projects/{name}", s.handleDeleteProject, "Delete a project that holds no repositories"},
 		{"GET /api/v2.0/projects/{name}/repositories", s.handleListRepositories, "List a project's repositories"},
 		{"GET /api/v2.0/projects/{name}/repositories/{repo}/artifacts", s.handleListArtifacts, "List a repository's artifacts with tags (repo URL-encoded twice)"},
@@ -527,6 +528,34 @@ func intParam(v string, def, lo, hi int) (int, error) {
 		return 0, &apiError{Status: http.StatusBadRequest, Code: "BAD_REQUEST", Message: fmt.Sprintf("%q is not a number from %d to %d", v, lo, hi)}
 	}
 	return n, nil
+}
+
+func (s *Server) handleUpdateProject(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
+	p, err := s.visible(r.Context(), who, r.PathValue("name"), r.Header.Get("X-Is-Resource-Name") == "true")
+	if err != nil {
+		return err
+	}
+	if err := s.auth.AuthorizeProject(r.Context(), who, p.Name, auth.ActionManageMembers); err != nil {
+		return err
+	}
+	var req struct {
+		Metadata struct {
+			Public *flexBool `json:"public"`
+		} `json:"metadata"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	if req.Metadata.Public == nil {
+		return &apiError{Status: http.StatusBadRequest, Code: "BAD_REQUEST", Message: "metadata.public is required"}
+	}
+	p, err = s.auth.SetProjectPublic(r.Context(), p.Name, bool(*req.Metadata.Public))
+	if err != nil {
+		return err
+	}
+	s.record(r, who, "update", "project", p.Name, fmt.Sprintf("public=%t", p.Public))
+	w.WriteHeader(http.StatusOK)
+	return nil
 }
 
 func (s *Server) handleDeleteProject(w http.ResponseWriter, r *http.Request, who auth.Principal) error {

@@ -126,6 +126,22 @@ func (s *Service) Projects(ctx context.Context, p Principal, keep func(Project) 
 	return out, err
 }
 
+// SetProjectPublic makes a project public (anyone pulls) or private.
+func (s *Service) SetProjectPublic(ctx context.Context, name string, public bool) (Project, error) {
+	var p Project
+	err := s.db.Update(func(txn *badger.Txn) error {
+		if err := kv.GetJSON(txn, []byte(keyProject+name), &p); err != nil {
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				return ErrProjectUnknown
+			}
+			return err
+		}
+		p.Public, p.Updated = public, s.now().UTC()
+		return kv.PutJSON(txn, []byte(keyProject+name), p)
+	})
+	return p, err
+}
+
 // DeleteProject removes the project name with its members and robot accounts, so that a project
 // made later under the same name starts with none of them. The caller makes sure it holds no
 // repositories.

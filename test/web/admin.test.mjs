@@ -68,6 +68,12 @@ test("sign in, manage a project, see pushed tags, switch language, filter the au
   assert.equal(await page.locator("#injected").count(), 0, "HTML in a name was rendered as HTML");
   await shot("03-project-members");
 
+  // Make the project private, then public again.
+  await page.click("#toggle-public");
+  await page.waitForSelector("#visibility >> text=Private");
+  await page.click("#toggle-public");
+  await page.waitForSelector("#visibility >> text=Public");
+
   // Push an image with a real client; its tag shows on the repository page.
   execFileSync("skopeo", ["copy", "--dest-tls-verify=false", "--dest-creds", `admin:${password}`,
     `oci:${process.env.COVE_LAYOUT}:v1`, `docker://${host}/webteam/app:v1`], { stdio: "inherit" });

@@ -67,7 +67,8 @@ document.addEventListener("DOMContentLoaded", () => {
   for (const btn of document.querySelectorAll("button[data-method]")) {
     btn.addEventListener("click", async () => {
       if (btn.dataset.confirm && !confirm(btn.dataset.confirm)) return;
-      try { await call(btn.dataset.method, btn.dataset.path); location.reload(); }
+      const body = btn.dataset.body ? JSON.parse(btn.dataset.body) : undefined;
+      try { await call(btn.dataset.method, btn.dataset.path, body); location.reload(); }
       catch (e) { showError(e.message); }
     });
   }
