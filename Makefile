@@ -7,7 +7,7 @@ CRANE_BIN := bin/crane
 APT_PKGS  := skopeo docker-registry docker.io podman containerd slapd ldap-utils pebble chromium fonts-wqy-microhei
 export GOFLAGS := -buildvcs=false
 
-.PHONY: build run test test-unit test-e2e deps lint fuzz bench-go clean
+.PHONY: build run test test-unit test-e2e deps lint fuzz bench bench-go clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/cove
@@ -49,6 +49,14 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt: $$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+
+# The standard set of cove bench: 1 GiB cold and warm blobs, a herd of 16 on 256 MiB, manifest and
+# token loads at concurrency 16, 50 small layers; three repetitions each; Debian's docker-registry as
+# the peer (installed if absent). Results in bench-results/.
+bench: build
+	@dpkg -s docker-registry >/dev/null 2>&1 || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry >/dev/null; s=$$?; rm -f /usr/sbin/policy-rc.d; exit $$s; }
+	./$(BIN) bench --out bench-results
 
 # Go benchmarks of the hot paths: the warm blob path and the cold fan-out.
 bench-go:

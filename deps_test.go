@@ -21,6 +21,7 @@ var allowed = map[string][]string{
 	"cove/internal/kv":        {},                          // JSON records in badger
 	"cove/internal/telemetry": {},                          // used by cmd only
 	"cove/tls":                {},                          // listeners; starts no servers
+	"cove/bench":              {},                          // black-box: cove is a process it runs
 }
 
 // storageOwners may import badger: no package outside auth and cache touches its keys.

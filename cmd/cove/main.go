@@ -46,6 +46,7 @@ const usage = `usage: cove <command> [flags]
 
 commands:
   serve    run the registry (cove serve --help for its flags)
+  bench    measure cove against an upstream, a peer mirror and the machine's limit (cove bench --help)
 `
 
 // run is main without the process: it returns the exit status (2 for usage and configuration errors).
@@ -57,6 +58,8 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 	switch args[0] {
 	case "serve":
 		return serve(ctx, args[1:], environ, stdout, stderr)
+	case "bench":
+		return benchCmd(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -1,0 +1,160 @@
+package bench
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// upstream is the registry the mirrors pull from: blobs are files served with sendfile, manifests
+// are kept in memory. It counts the blob GETs it serves, by digest.
+type upstream struct {
+	dir string
+	srv *http.Server
+	url string
+
+	mu        sync.Mutex
+	manifests map[string]manifest // "repo:ref" → manifest
+	blobGets  map[string]int
+
+	requests atomic.Int64
+}
+
+type manifest struct {
+	mediaType string
+	body      []byte
+	digest    string
+}
+
+func startUpstream(dir string) (*upstream, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	u := &upstream{dir: dir, manifests: map[string]manifest{}, blobGets: map[string]int{}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	u.url = "http://" + ln.Addr().String()
+	u.srv = &http.Server{Handler: http.HandlerFunc(u.serve), ReadHeaderTimeout: 10 * time.Second}
+	go u.srv.Serve(ln)
+	return u, nil
+}
+
+func (u *upstream) close() { u.srv.Close() }
+
+func (u *upstream) serve(w http.ResponseWriter, r *http.Request) {
+	u.requests.Add(1)
+	path := strings.TrimPrefix(r.URL.Path, "/v2/")
+	if path == "" || r.URL.Path == "/v2" {
+		w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+		w.Write([]byte("{}"))
+		return
+	}
+	if i := strings.LastIndex(path, "/blobs/"); i >= 0 {
+		dgst := path[i+len("/blobs/"):]
+		f, err := os.Open(u.blobPath(dgst))
+		if err != nil {
+			http.Error(w, `{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown"}]}`, http.StatusNotFound)
+			return
+		}
+		defer f.Close()
+		if r.Method == http.MethodGet {
+			u.mu.Lock()
+			u.blobGets[dgst]++
+			u.mu.Unlock()
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Docker-Content-Digest", dgst)
+		http.ServeContent(w, r, "", time.Time{}, f)
+		return
+	}
+	if i := strings.LastIndex(path, "/manifests/"); i >= 0 {
+		key := path[:i] + ":" + path[i+len("/manifests/"):]
+		u.mu.Lock()
+		m, ok := u.manifests[key]
+		u.mu.Unlock()
+		if !ok {
+			http.Error(w, `{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}`, http.StatusNotFound)
+			return
+		}
+		w.Header().Set("Content-Type", m.mediaType)
+		w.Header().Set("Docker-Content-Digest", m.digest)
+		w.Header().Set("Content-Length", fmt.Sprint(len(m.body)))
+		if r.Method == http.MethodGet {
+			w.Write(m.body)
+		}
+		return
+	}
+	http.NotFound(w, r)
+}
+
+func (u *upstream) blobPath(dgst string) string {
+	return filepath.Join(u.dir, strings.ReplaceAll(dgst, ":", "_"))
+}
+
+// blobGetsOf is how many times the upstream served the blob.
+func (u *upstream) blobGetsOf(dgst string) int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.blobGets[dgst]
+}
+
+// addBlob writes size pseudo-random bytes (seeded, so runs are alike) and returns their digest.
+func (u *upstream) addBlob(size int64, seed uint64) (string, error) {
+	f, err := os.CreateTemp(u.dir, "gen-*")
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	rng := rand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8), byte(seed >> 16), byte(seed >> 24), 'c', 'o', 'v', 'e'})
+	if _, err := io.CopyN(io.MultiWriter(f, h), rng, size); err != nil {
+		return "", err
+	}
+	dgst := "sha256:" + hex.EncodeToString(h.Sum(nil))
+	return dgst, os.Rename(f.Name(), u.blobPath(dgst))
+}
+
+// addImage makes an OCI image of layers blobs under repo:tag and returns the manifest's digest and
+// the layers' digests.
+func (u *upstream) addImage(repo, tag string, layerSizes []int64, seed uint64) (string, []string, error) {
+	cfg := []byte(fmt.Sprintf(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]},"seed":%d}`, seed))
+	cfgDigest := "sha256:" + hexSum(cfg)
+	if err := os.WriteFile(u.blobPath(cfgDigest), cfg, 0o644); err != nil {
+		return "", nil, err
+	}
+	var layers []string
+	var descs []string
+	for i, size := range layerSizes {
+		d, err := u.addBlob(size, seed*1000+uint64(i))
+		if err != nil {
+			return "", nil, err
+		}
+		layers = append(layers, d)
+		descs = append(descs, fmt.Sprintf(`{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":%q,"size":%d}`, d, size))
+	}
+	body := []byte(fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":%q,"size":%d},"layers":[%s]}`,
+		cfgDigest, len(cfg), strings.Join(descs, ",")))
+	m := manifest{mediaType: "application/vnd.oci.image.manifest.v1+json", body: body, digest: "sha256:" + hexSum(body)}
+	u.mu.Lock()
+	u.manifests[repo+":"+tag] = m
+	u.manifests[repo+":"+m.digest] = m
+	u.mu.Unlock()
+	return m.digest, layers, nil
+}
+
+func hexSum(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
