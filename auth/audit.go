@@ -5,7 +5,9 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -33,11 +35,37 @@ type Event struct {
 }
 
 // Audit records and queries events. It is safe for concurrent use.
+//
+// Reads — pulls and tokens issued — come by the thousand a second, and the index syncs every
+// commit to disk; so they are queued and written in batches (at most batchDelay or batchMax events
+// later, and always before a query reads the log or the log closes), while every other event is
+// written before Record returns. A crash can lose the last batchDelay of reads, never a change.
 type Audit struct {
 	db        *badger.DB
 	now       func() time.Time
 	retention time.Duration
 	seq       atomic.Uint32
+	log       *slog.Logger
+
+	mu      sync.Mutex // guards pending, started and closing
+	pending []*badger.Entry
+	started bool // the writer runs
+	closing bool // Close was called: every event is written at once
+	wake    chan struct{}
+	drainMu sync.Mutex // held while a batch is taken and written, so a flush sees it committed
+	stop    chan struct{}
+	done    chan struct{}
+	closed  sync.Once
+}
+
+const (
+	batchDelay = 100 * time.Millisecond
+	batchMax   = 1024
+)
+
+// batched says whether an event is a read, written in batches.
+func batched(e Event) bool {
+	return e.Result == "success" && (e.Operation == "pull" || e.Operation == "token")
 }
 
 // NewAudit returns the audit log over db, keeping records for retention (zero: 90 days).
@@ -48,7 +76,69 @@ func NewAudit(db *badger.DB, retention time.Duration, now func() time.Time) *Aud
 	if now == nil {
 		now = time.Now
 	}
-	return &Audit{db: db, now: now, retention: retention}
+	return &Audit{db: db, now: now, retention: retention, log: slog.Default(),
+		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+}
+
+// SetLogger sets where failures to write a batch are logged.
+func (a *Audit) SetLogger(l *slog.Logger) {
+	if l != nil {
+		a.log = l
+	}
+}
+
+// Close writes the queued events and stops the batch writer.
+func (a *Audit) Close() error {
+	a.closed.Do(func() {
+		a.mu.Lock()
+		started := a.started
+		a.closing = true
+		a.mu.Unlock()
+		close(a.stop)
+		if started {
+			<-a.done
+		}
+	})
+	return a.flush()
+}
+
+// writer writes the queue every batchDelay, or at once when it grows past batchMax.
+func (a *Audit) writer() {
+	defer close(a.done)
+	t := time.NewTicker(batchDelay)
+	defer t.Stop()
+	for {
+		select {
+		case <-a.stop:
+			return
+		case <-t.C:
+		case <-a.wake:
+		}
+		if err := a.flush(); err != nil {
+			a.log.Error("writing audit records", "err", err)
+		}
+	}
+}
+
+// flush writes every queued event in one transaction (or as few as badger allows).
+func (a *Audit) flush() error {
+	a.drainMu.Lock()
+	defer a.drainMu.Unlock()
+	a.mu.Lock()
+	batch := a.pending
+	a.pending = nil
+	a.mu.Unlock()
+	if len(batch) == 0 {
+		return nil
+	}
+	wb := a.db.NewWriteBatch()
+	defer wb.Cancel()
+	for _, e := range batch {
+		if err := wb.SetEntry(e); err != nil {
+			return err
+		}
+	}
+	return wb.Flush()
 }
 
 // Record writes e, stamping its time and id. A failure to write is returned; callers log it.
@@ -68,8 +158,32 @@ func (a *Audit) Record(ctx context.Context, e Event) error {
 	if err != nil {
 		return err
 	}
+	entry := badger.NewEntry(key, b).WithTTL(a.retention)
+	if batched(e) {
+		a.mu.Lock()
+		if !a.closing {
+			a.pending = append(a.pending, entry)
+			n := len(a.pending)
+			if !a.started {
+				a.started = true
+				go a.writer()
+			}
+			a.mu.Unlock()
+			switch {
+			case n >= 4*batchMax: // the writer is behind: the caller writes, and so waits
+				return a.flush()
+			case n >= batchMax:
+				select {
+				case a.wake <- struct{}{}:
+				default:
+				}
+			}
+			return nil
+		}
+		a.mu.Unlock()
+	}
 	return a.db.Update(func(txn *badger.Txn) error {
-		return txn.SetEntry(badger.NewEntry(key, b).WithTTL(a.retention))
+		return txn.SetEntry(entry)
 	})
 }
 
@@ -95,6 +209,9 @@ func (f Filter) match(e Event) bool {
 
 // Query returns one page of the events that match f, newest first, and how many match in all.
 func (a *Audit) Query(ctx context.Context, f Filter, page, size int) ([]Event, int, error) {
+	if err := a.flush(); err != nil { // read your writes: the queued reads first
+		return nil, 0, err
+	}
 	events := []Event{}
 	total := 0
 	skip := (page - 1) * size

@@ -43,3 +43,65 @@ func TestAuditRecordsExpireAfterRetention(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// countAudit counts the records in the index itself, past the queue.
+func countAudit(t *testing.T, db *badger.DB) int {
+	t.Helper()
+	n := 0
+	if err := db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(keyAudit)})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			n++
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// Reads are written in batches, but a query sees them at once and Close writes what is queued;
+// changes and failures are in the index before Record returns.
+func TestAuditBatchesReadsNeverChanges(t *testing.T) {
+	db := openDB(t)
+	a := NewAudit(db, 0, nil)
+	ctx := context.Background()
+	for _, e := range []Event{
+		{Username: "alice", Operation: "push", ResourceType: "artifact", Resource: "team/app:v1"},
+		{Username: "alice", Operation: "token", ResourceType: "token", Resource: "team/app", Result: "failure"},
+		{Username: "alice", Operation: "delete", ResourceType: "artifact", Resource: "team/app:v1"},
+	} {
+		if err := a.Record(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+		if n := countAudit(t, db); n == 0 {
+			t.Fatalf("%s (%s) was not written before Record returned", e.Operation, e.Result)
+		}
+	}
+	if err := a.Record(ctx, Event{Username: "bob", Operation: "pull", ResourceType: "artifact", Resource: "team/app@sha256:x"}); err != nil {
+		t.Fatal(err)
+	}
+	events, total, err := a.Query(ctx, Filter{Operation: "pull"}, 1, 10)
+	if err != nil || total != 1 || events[0].Username != "bob" {
+		t.Fatalf("a query right after a pull = %v (%d), %v; want the pull", events, total, err)
+	}
+	for range 10 {
+		if err := a.Record(ctx, Event{Username: "bob", Operation: "token", ResourceType: "token", Resource: "team/app"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := countAudit(t, db); n != 14 {
+		t.Fatalf("%d records after Close, want all 14", n)
+	}
+	// After Close every event is written at once.
+	if err := a.Record(ctx, Event{Username: "bob", Operation: "pull", ResourceType: "artifact", Resource: "team/app@sha256:y"}); err != nil {
+		t.Fatal(err)
+	}
+	if n := countAudit(t, db); n != 15 {
+		t.Fatalf("%d records, want a pull after Close written at once", n)
+	}
+}

@@ -122,6 +122,8 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 		upstreams = append(upstreams, name)
 	}
 	audit := auth.NewAudit(db, time.Duration(cfg.Auth.AuditRetention), nil)
+	audit.SetLogger(log)
+	defer audit.Close() // before the index closes: the queued reads are written
 	var ldapCfg *auth.LDAPConfig
 	if cfg.Auth.Mode == "ldap" {
 		l := cfg.Auth.LDAP
