@@ -32,14 +32,18 @@ type Event struct {
 	Resource     string    `json:"resource"`
 	Result       string    `json:"result"` // success, failure
 	Detail       string    `json:"detail,omitempty"`
+	// Count is how many times the same read (same user, address, resource and result) happened
+	// within one batch, from Time on; absent means once.
+	Count int `json:"count,omitempty"`
 }
 
 // Audit records and queries events. It is safe for concurrent use.
 //
-// Reads — pulls and tokens issued — come by the thousand a second, and the index syncs every
-// commit to disk; so they are queued and written in batches (at most batchDelay or batchMax events
-// later, and always before a query reads the log or the log closes), while every other event is
-// written before Record returns. A crash can lose the last batchDelay of reads, never a change.
+// Reads — successful pulls and tokens issued — come by the thousand a second, and the index syncs
+// every commit to disk; so they are queued and written in batches (at most batchDelay later, and
+// always before a query reads the log or the log closes), and the same read repeated within a
+// batch is one record with a Count. Every other event is written before Record returns. A crash
+// can lose the last batchDelay of reads, never a change.
 type Audit struct {
 	db        *badger.DB
 	now       func() time.Time
@@ -48,9 +52,10 @@ type Audit struct {
 	log       *slog.Logger
 
 	mu      sync.Mutex // guards pending, started and closing
-	pending []*badger.Entry
-	started bool // the writer runs
-	closing bool // Close was called: every event is written at once
+	pending []*pendingRead
+	same    map[string]*pendingRead // the reads queued, by who, where, what and how it went
+	started bool                    // the writer runs
+	closing bool                    // Close was called: every event is written at once
 	wake    chan struct{}
 	drainMu sync.Mutex // held while a batch is taken and written, so a flush sees it committed
 	stop    chan struct{}
@@ -62,6 +67,11 @@ const (
 	batchDelay = 100 * time.Millisecond
 	batchMax   = 1024
 )
+
+type pendingRead struct {
+	key []byte
+	e   Event
+}
 
 // batched says whether an event is a read, written in batches.
 func batched(e Event) bool {
@@ -126,15 +136,22 @@ func (a *Audit) flush() error {
 	defer a.drainMu.Unlock()
 	a.mu.Lock()
 	batch := a.pending
-	a.pending = nil
+	a.pending, a.same = nil, nil
 	a.mu.Unlock()
 	if len(batch) == 0 {
 		return nil
 	}
 	wb := a.db.NewWriteBatch()
 	defer wb.Cancel()
-	for _, e := range batch {
-		if err := wb.SetEntry(e); err != nil {
+	for _, p := range batch {
+		if p.e.Count == 1 {
+			p.e.Count = 0
+		}
+		b, err := json.Marshal(p.e)
+		if err != nil {
+			return err
+		}
+		if err := wb.SetEntry(badger.NewEntry(p.key, b).WithTTL(a.retention)); err != nil {
 			return err
 		}
 	}
@@ -154,15 +171,22 @@ func (a *Audit) Record(ctx context.Context, e Event) error {
 	binary.BigEndian.PutUint64(key[len(keyAudit):], uint64(e.Time.UnixNano()))
 	binary.BigEndian.PutUint32(key[len(keyAudit)+8:], a.seq.Add(1))
 	e.ID = fmt.Sprintf("%x", key[len(keyAudit):])
-	b, err := json.Marshal(e)
-	if err != nil {
-		return err
-	}
-	entry := badger.NewEntry(key, b).WithTTL(a.retention)
 	if batched(e) {
 		a.mu.Lock()
 		if !a.closing {
-			a.pending = append(a.pending, entry)
+			id := strings.Join([]string{e.Username, e.Address, e.Operation, e.ResourceType, e.Resource, e.Result, e.Detail}, "\x00")
+			if p, ok := a.same[id]; ok {
+				p.e.Count++
+				a.mu.Unlock()
+				return nil
+			}
+			e.Count = 1
+			p := &pendingRead{key: key, e: e}
+			if a.same == nil {
+				a.same = map[string]*pendingRead{}
+			}
+			a.same[id] = p
+			a.pending = append(a.pending, p)
 			n := len(a.pending)
 			if !a.started {
 				a.started = true
@@ -182,8 +206,12 @@ func (a *Audit) Record(ctx context.Context, e Event) error {
 		}
 		a.mu.Unlock()
 	}
+	b, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
 	return a.db.Update(func(txn *badger.Txn) error {
-		return txn.SetEntry(entry)
+		return txn.SetEntry(badger.NewEntry(key, b).WithTTL(a.retention))
 	})
 }
 

@@ -32,6 +32,7 @@ type Config struct {
 	LayerSize   int64
 	Peer        bool      // run docker-registry as the peer mirror
 	Out         string    // directory for results.json and chart.svg; empty: none
+	ServerLog   string    // file to copy cove's log to; empty: none
 	Progress    io.Writer // progress lines (stderr)
 }
 
@@ -95,7 +96,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	go limitSrv.Serve(ln)
 	defer limitSrv.Close()
 	e.limit = "http://" + ln.Addr().String()
-	if e.cove, err = startCove(ctx, cfg.CoveBin, dir, e.up.url, e.password); err != nil {
+	if e.cove, err = startCove(ctx, cfg.CoveBin, dir, e.up.url, e.password, cfg.ServerLog); err != nil {
 		return nil, err
 	}
 	defer e.cove.stop()

@@ -37,7 +37,7 @@ func (d *daemon) stop() {
 }
 
 // startCove runs cove as a mirror of the upstream on a temp data directory.
-func startCove(ctx context.Context, bin, dir, upstreamURL, password string) (*daemon, error) {
+func startCove(ctx context.Context, bin, dir, upstreamURL, password, serverLog string) (*daemon, error) {
 	cfg := filepath.Join(dir, "cove.yaml")
 	conf := fmt.Sprintf("mirror:\n  tag_ttl: 1h\n  max_size: 1TiB\n  upstreams:\n    docker.io:\n      url: %s\n", upstreamURL)
 	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
@@ -56,7 +56,15 @@ func startCove(ctx context.Context, bin, dir, upstreamURL, password string) (*da
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		var logf *os.File // where cove's own log goes, to look into a run
+		if serverLog != "" {
+			logf, _ = os.Create(serverLog)
+			defer logf.Close()
+		}
 		for sc.Scan() {
+			if logf != nil {
+				logf.Write(append(sc.Bytes(), '\n'))
+			}
 			var rec struct{ Msg, Addr string }
 			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec.Msg == "listening" {
 				select {

@@ -23,6 +23,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	herdMiB := fs.Int64("herd-mib", 0, "size of the herd's blob in MiB (default 256)")
 	herd := fs.Int("herd", 0, "clients in the herd (default 16)")
 	conc := fs.Int("concurrency", 0, "clients of the manifest and token loads (default 16)")
+	serverLog := fs.String("server-log", "", "file to copy the log of the cove under test to")
 	dur := fs.Duration("duration", 0, "length of each manifest and token load (default 3s)")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -50,6 +51,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		cfg.Duration = *dur
 	}
 	cfg.Peer = !*noPeer
+	cfg.ServerLog = *serverLog
 	cfg.Progress = stderr
 	bin, err := os.Executable()
 	if err != nil {
