@@ -34,11 +34,12 @@ type Fill struct {
 	started chan struct{} // closed when size is known or the fill failed
 
 	mu sync.Mutex
-	// file, size, written, done, err, changed and readers are guarded by mu.
+	// file, size, written, verified, done, err, changed and readers are guarded by mu.
 	file    *os.File // the temporary file; renamed into place on success
 	size    int64    // announced by the upstream, -1 when unknown
-	written int64
-	done    bool
+	written  int64
+	verified bool // every byte is there and matched the digest
+	done     bool
 	err     error
 	changed chan struct{} // closed and replaced at every change
 	readers int           // open FillReaders, plus one for the download itself
@@ -73,6 +74,9 @@ func (s *Store) runFill(f *Fill, repo string, fetch Fetcher) {
 	defer cancel()
 	err := s.download(ctx, f, fetch)
 	if err == nil {
+		// The bytes are right: readers may have the held-back end now, while the file is synced
+		// and indexed (for a large blob, syncing takes seconds no client should wait for).
+		f.verify()
 		err = s.commitFill(ctx, f, repo)
 	}
 	s.mu.Lock()
@@ -167,6 +171,14 @@ func (f *Fill) advance(n int64) {
 	f.mu.Unlock()
 }
 
+func (f *Fill) verify() {
+	f.mu.Lock()
+	f.verified = true
+	close(f.changed)
+	f.changed = make(chan struct{})
+	f.mu.Unlock()
+}
+
 func (f *Fill) finish(err error) {
 	f.mu.Lock()
 	f.done, f.err = true, err
@@ -201,7 +213,7 @@ func (f *Fill) Reader(ctx context.Context) (*FillReader, error) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.done && f.err != nil {
+	if f.done && f.err != nil && !f.verified {
 		return nil, f.err
 	}
 	if f.readers == 0 { // finished and closed between lookup and now: the caller asks again
@@ -245,15 +257,15 @@ func (r *FillReader) Read(p []byte) (int, error) {
 	for {
 		f.mu.Lock()
 		avail := f.written
-		if !(f.done && f.err == nil) {
+		if !f.verified {
 			avail -= holdBack
 			if f.size >= 0 {
 				avail = min(f.written, f.size-holdBack)
 			}
 		}
-		done, err, changed := f.done, f.err, f.changed
+		verified, done, err, changed := f.verified, f.done, f.err, f.changed
 		f.mu.Unlock()
-		if done && err != nil {
+		if !verified && done && err != nil {
 			return 0, err
 		}
 		if r.off < avail {
@@ -264,7 +276,7 @@ func (r *FillReader) Read(p []byte) (int, error) {
 			}
 			return n, rerr
 		}
-		if done {
+		if verified {
 			return 0, io.EOF
 		}
 		select {

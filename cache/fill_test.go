@@ -349,11 +349,12 @@ func TestEvictPassesOverBlobsInUse(t *testing.T) {
 			io.Copy(io.Discard, r)
 			r.Close()
 		}
-		waitStored(t, s, "docker.io/library/x", d)
+		// The reader is done once the bytes are verified; the fill ends after the index write.
 		waitFor(t, func() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.fills[d] == nil })
 		return d
 	}
 	x := fill()
+	waitStored(t, s, "docker.io/library/x", x)
 	release := s.hold(x) // a reader has x open
 	y := fill()          // over the cap: x is the oldest but in use, so y goes
 	waitFor(t, func() bool { _, n := s.MirrorStats(); return n == 1 })
