@@ -35,14 +35,14 @@ type Fill struct {
 
 	mu sync.Mutex
 	// file, size, written, verified, done, err, changed and readers are guarded by mu.
-	file    *os.File // the temporary file; renamed into place on success
-	size    int64    // announced by the upstream, -1 when unknown
+	file     *os.File // the temporary file; renamed into place on success
+	size     int64    // announced by the upstream, -1 when unknown
 	written  int64
 	verified bool // every byte is there and matched the digest
 	done     bool
-	err     error
-	changed chan struct{} // closed and replaced at every change
-	readers int           // open FillReaders, plus one for the download itself
+	err      error
+	changed  chan struct{} // closed and replaced at every change
+	readers  int           // open FillReaders, plus one for the download itself
 }
 
 // FillBlob returns the fill of dgst for repo, a mirrored repository: the one in progress, or a new
