@@ -175,7 +175,7 @@ func (r *Report) chart() string {
 	const rowH, left, width = 28, 230, 420
 	h := 50 + rowH*len(r.Targets)
 	var b strings.Builder
-	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">`+"\n", left+width+190, h)
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">`+"\n", left+width+300, h)
 	fmt.Fprintf(&b, `<text x="10" y="20" font-size="14" font-weight="bold">cove bench — %s, %s CPUs, %s</text>`+"\n",
 		html.EscapeString(r.Machine["host"]), html.EscapeString(r.Machine["cpus"]), r.Started.Format("2006-01-02"))
 	scale := float64(width) / 2 // the threshold sits in the middle; bars are clipped at 2× it
