@@ -182,6 +182,7 @@ func (e *env) coldBlob(s *Scenario) error {
 		}
 		upTTFB, upTput = append(upTTFB, ms(f.TTFB)), append(upTput, mibps(f.Bytes, f.Total))
 		before := e.up.blobGetsOf(d)
+		e.progress("cold blob %d/%d: through cove", r+1, e.cfg.Reps)
 		if f, err = fetch(e.client, blobURL(e.cove.url, d), false); err != nil {
 			return err
 		}
@@ -192,6 +193,7 @@ func (e *env) coldBlob(s *Scenario) error {
 			if err != nil {
 				return err
 			}
+			e.progress("cold blob %d/%d: through the peer", r+1, e.cfg.Reps)
 			if f, err = fetch(e.client, blobURL(e.peer.url, d2), false); err != nil {
 				return err
 			}
