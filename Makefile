@@ -7,7 +7,7 @@ CRANE_BIN := bin/crane
 APT_PKGS  := skopeo docker-registry docker.io podman containerd slapd ldap-utils pebble chromium fonts-wqy-microhei
 export GOFLAGS := -buildvcs=false
 
-.PHONY: build run test test-unit test-e2e deps lint fuzz bench bench-go clean
+.PHONY: build run test test-unit test-e2e deps vet lint fuzz bench bench-go clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/cove
@@ -36,7 +36,12 @@ $(CONF_BIN): test/tools/go.mod test/tools/go.sum
 $(CRANE_BIN): test/tools/go.mod test/tools/go.sum
 	cd test/tools && $(GO) build -o ../../$(CRANE_BIN) github.com/google/go-containerregistry/cmd/crane
 
-test: deps build $(CONF_BIN) $(CRANE_BIN) test-unit test-e2e
+test: deps build $(CONF_BIN) $(CRANE_BIN) vet test-unit test-e2e
+
+# vet is the part of lint every test run does: gofmt and go vet.
+vet:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt: $$out"; exit 1; fi
+	$(GO) vet ./...
 
 test-unit:
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /test/e2e)
@@ -45,9 +50,7 @@ test-e2e:
 	E2E_COVE_BIN=$(CURDIR)/$(BIN) E2E_CONFORMANCE_BIN=$(CURDIR)/$(CONF_BIN) E2E_CRANE_BIN=$(CURDIR)/$(CRANE_BIN) $(GO) test -count=1 -v -timeout 15m ./test/e2e 2>&1 | \
 		grep -v -E '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
 
-lint:
-	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt: $$out"; exit 1; fi
-	$(GO) vet ./...
+lint: vet
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
 # The standard set of cove bench: 1 GiB cold and warm blobs, a herd of 16 on 256 MiB, manifest and

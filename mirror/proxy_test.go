@@ -87,8 +87,6 @@ func (f *fakeUpstream) setFault(fn func(w http.ResponseWriter, r *http.Request) 
 	f.mu.Unlock()
 }
 
-func (f *fakeUpstream) host() string { return strings.TrimPrefix(f.srv.URL, "http://") }
-
 // seed pushes img to repo:tag on the upstream, bypassing the counting and faults.
 func (f *fakeUpstream) seed(t *testing.T, repoTag string, img v1.Image) {
 	t.Helper()
@@ -117,10 +115,8 @@ func (c *clock) Add(d time.Duration) {
 
 type mirrorEnv struct {
 	*env
-	clock   *clock
-	reg     *prometheus.Registry
-	store   *cache.Store
-	authSvc *auth.Service
+	clock *clock
+	reg   *prometheus.Registry
 }
 
 // newMirrorEnv serves cove with the given upstreams; the first is the default.
