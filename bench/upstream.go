@@ -122,6 +122,11 @@ func (u *upstream) addBlob(size int64, seed uint64) (string, error) {
 	if _, err := io.CopyN(io.MultiWriter(f, h), rng, size); err != nil {
 		return "", err
 	}
+	// Written back before anything is measured: the kernel flushing a fresh gigabyte of the
+	// generator's output would slow whatever writes next, cove's fill or the peer's.
+	if err := f.Sync(); err != nil {
+		return "", err
+	}
 	dgst := "sha256:" + hex.EncodeToString(h.Sum(nil))
 	return dgst, os.Rename(f.Name(), u.blobPath(dgst))
 }
