@@ -69,6 +69,7 @@ const (
 )
 
 type pendingRead struct {
+	id  string // who, where, what and how: the reads that coalesce
 	key []byte
 	e   Event
 }
@@ -141,13 +142,34 @@ func (a *Audit) flush() error {
 	if len(batch) == 0 {
 		return nil
 	}
+	err := a.write(batch)
+	if err != nil {
+		// Queued again for the next flush, unless the queue is past its bound: then they are
+		// dropped, and the log says how many.
+		a.mu.Lock()
+		if len(batch)+len(a.pending) <= 4*batchMax {
+			a.pending = append(batch, a.pending...)
+			a.same = map[string]*pendingRead{}
+			for _, p := range a.pending {
+				a.same[p.id] = p
+			}
+		} else {
+			a.log.Error("audit records dropped: the index refuses writes", "records", len(batch), "err", err)
+		}
+		a.mu.Unlock()
+	}
+	return err
+}
+
+func (a *Audit) write(batch []*pendingRead) error {
 	wb := a.db.NewWriteBatch()
 	defer wb.Cancel()
 	for _, p := range batch {
-		if p.e.Count == 1 {
-			p.e.Count = 0
+		e := p.e
+		if e.Count == 1 {
+			e.Count = 0
 		}
-		b, err := json.Marshal(p.e)
+		b, err := json.Marshal(e)
 		if err != nil {
 			return err
 		}
@@ -181,7 +203,7 @@ func (a *Audit) Record(ctx context.Context, e Event) error {
 				return nil
 			}
 			e.Count = 1
-			p := &pendingRead{key: key, e: e}
+			p := &pendingRead{id: id, key: key, e: e}
 			if a.same == nil {
 				a.same = map[string]*pendingRead{}
 			}

@@ -113,7 +113,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 		s := &Scenario{Name: sc.name, Metrics: map[string]stat{}, Ratios: map[string]float64{}}
 		e.progress("%s", sc.name)
-		peakRSS(e.cove.cmd.Process.Pid, true)
+		s.RSSReset = peakRSS(e.cove.cmd.Process.Pid, true) == 0
 		if e.peer != nil {
 			peakRSS(e.peer.cmd.Process.Pid, true)
 		}
@@ -176,25 +176,28 @@ func (e *env) coldBlob(s *Scenario) error {
 		if err != nil {
 			return err
 		}
-		f, err := fetch(e.client, blobURL(e.up.url, d), false)
+		f, err := e.fetchAll(blobURL(e.up.url, d), e.cfg.BlobSize, false, d)
 		if err != nil {
 			return err
 		}
 		upTTFB, upTput = append(upTTFB, ms(f.TTFB)), append(upTput, mibps(f.Bytes, f.Total))
-		before := e.up.blobGetsOf(d)
+		before := e.up.blobBytesOf(d)
 		e.progress("cold blob %d/%d: through cove", r+1, e.cfg.Reps)
-		if f, err = fetch(e.client, blobURL(e.cove.url, d), false); err != nil {
+		if f, err = e.fetchAll(blobURL(e.cove.url, d), e.cfg.BlobSize, false, d); err != nil {
 			return err
 		}
 		coveTTFB, coveTput = append(coveTTFB, ms(f.TTFB)), append(coveTput, mibps(f.Bytes, f.Total))
-		upBytes = append(upBytes, float64(int64(e.up.blobGetsOf(d)-before)*e.cfg.BlobSize)/float64(e.cfg.BlobSize))
+		if err := e.settle(d); err != nil {
+			return err
+		}
+		upBytes = append(upBytes, float64(e.up.blobBytesOf(d)-before)/float64(e.cfg.BlobSize))
 		if e.peer != nil {
 			d2, err := e.up.addBlob(e.cfg.BlobSize, e.next())
 			if err != nil {
 				return err
 			}
 			e.progress("cold blob %d/%d: through the peer", r+1, e.cfg.Reps)
-			if f, err = fetch(e.client, blobURL(e.peer.url, d2), false); err != nil {
+			if f, err = e.fetchAll(blobURL(e.peer.url, d2), e.cfg.BlobSize, false, d2); err != nil {
 				return err
 			}
 			peerTTFB, peerTput = append(peerTTFB, ms(f.TTFB)), append(peerTput, mibps(f.Bytes, f.Total))
@@ -218,20 +221,23 @@ func (e *env) coldBlob(s *Scenario) error {
 
 // warmBlob: the cold blobs again, now cached, against the limit (the plain file server).
 func (e *env) warmBlob(s *Scenario) error {
-	var coveTput, limitTput []float64
+	var coveTput, limitTput, upGets []float64
 	for r := range e.cfg.Reps {
 		d := e.lastCold[r%len(e.lastCold)]
-		f, err := fetch(e.client, blobURL(e.cove.url, d), false)
+		before := e.up.blobGetsAll()
+		f, err := e.fetchAll(blobURL(e.cove.url, d), e.cfg.BlobSize, false, d)
 		if err != nil {
 			return err
 		}
 		coveTput = append(coveTput, mibps(f.Bytes, f.Total))
-		if f, err = fetch(e.client, e.limit+"/"+strings.ReplaceAll(d, ":", "_"), false); err != nil {
+		upGets = append(upGets, float64(e.up.blobGetsAll()-before))
+		if f, err = e.fetchAll(e.limit+"/"+strings.ReplaceAll(d, ":", "_"), e.cfg.BlobSize, false, d); err != nil {
 			return err
 		}
 		limitTput = append(limitTput, mibps(f.Bytes, f.Total))
 	}
 	s.Metrics["cove throughput"] = summarize("MiB/s", coveTput)
+	s.Metrics["cove upstream GETs"] = summarize("", upGets)
 	s.Metrics["limit throughput"] = summarize("MiB/s", limitTput)
 	s.Ratios["cove/limit throughput"] = ratio(coveTput, limitTput)
 	for _, d := range e.lastCold {
@@ -255,7 +261,7 @@ func (e *env) herdOnce(url, want string) (time.Duration, bool, error) {
 			if err != nil && firstErr == nil {
 				firstErr = err
 			}
-			ok = ok && err == nil && f.Digest == want
+			ok = ok && err == nil && f.Digest == want && f.Bytes == e.cfg.HerdSize
 		})
 	}
 	wg.Wait()
@@ -265,7 +271,7 @@ func (e *env) herdOnce(url, want string) (time.Duration, bool, error) {
 // herd: many clients of one uncached blob at once: upstream downloads, wall time, digests; then
 // the same herd on the cached blob.
 func (e *env) herd(s *Scenario) error {
-	var coveWall, coveWarm, coveUp, peerWall, peerUp, allOK []float64
+	var coveWall, coveWarm, coveUp, warmUp, peerWall, peerUp, coveOK, peerOK []float64
 	for r := range e.cfg.Reps {
 		e.progress("herd %d/%d: %d clients of %d MiB", r+1, e.cfg.Reps, e.cfg.Herd, e.cfg.HerdSize>>20)
 		d, err := e.up.addBlob(e.cfg.HerdSize, e.next())
@@ -276,13 +282,18 @@ func (e *env) herd(s *Scenario) error {
 		if err != nil {
 			return err
 		}
-		coveWall, coveUp = append(coveWall, wall.Seconds()), append(coveUp, float64(e.up.blobGetsOf(d)))
-		allOK = append(allOK, boolf(ok))
+		coveWall = append(coveWall, wall.Seconds())
+		coveOK = append(coveOK, boolf(ok))
+		if err := e.settle(d); err != nil {
+			return err
+		}
+		cold := e.up.blobGetsOf(d)
 		if wall, ok, err = e.herdOnce(blobURL(e.cove.url, d), d); err != nil {
 			return err
 		}
 		coveWarm = append(coveWarm, wall.Seconds())
-		allOK = append(allOK, boolf(ok))
+		coveOK = append(coveOK, boolf(ok))
+		coveUp, warmUp = append(coveUp, float64(e.up.blobGetsOf(d))), append(warmUp, float64(e.up.blobGetsOf(d)-cold))
 		if e.peer != nil {
 			d2, err := e.up.addBlob(e.cfg.HerdSize, e.next())
 			if err != nil {
@@ -293,18 +304,20 @@ func (e *env) herd(s *Scenario) error {
 				return err
 			}
 			peerWall, peerUp = append(peerWall, wall.Seconds()), append(peerUp, float64(e.up.blobGetsOf(d2)))
-			allOK = append(allOK, boolf(ok))
+			peerOK = append(peerOK, boolf(ok))
 			_ = os.Remove(e.up.blobPath(d2))
 		}
 		_ = os.Remove(e.up.blobPath(d))
 	}
 	s.Metrics["cove upstream downloads"] = summarize("", coveUp)
+	s.Metrics["cove upstream GETs, warm"] = summarize("", warmUp)
 	s.Metrics["cove wall"] = summarize("s", coveWall)
 	s.Metrics["cove wall, warm"] = summarize("s", coveWarm)
-	s.Metrics["digests checked and right"] = summarize("all=1", allOK)
+	s.Metrics["digests checked and right"] = summarize("all=1", coveOK)
 	s.Ratios["cove cold/warm wall"] = ratio(coveWall, coveWarm)
 	if e.peer != nil {
 		s.Metrics["peer upstream downloads"] = summarize("", peerUp)
+		s.Metrics["peer digests checked and right"] = summarize("all=1", peerOK)
 		s.Metrics["peer wall"] = summarize("s", peerWall)
 		s.Ratios["cove/peer wall"] = ratio(coveWall, peerWall)
 	}
@@ -344,6 +357,7 @@ func (e *env) manifests(s *Scenario) error {
 					res := load(e.cfg.Concurrency, e.cfg.Duration, func() error { return request(e.client, method, url, "Accept", accept) })
 					key := fmt.Sprintf("%s %s by %s", name, method, refName)
 					perSec[key] = append(perSec[key], res.PerSec)
+					perSec[key+" errors"] = append(perSec[key+" errors"], float64(res.Errors))
 					perSec[key+" p50"] = append(perSec[key+" p50"], ms(res.P50))
 					perSec[key+" p99"] = append(perSec[key+" p99"], ms(res.P99))
 				}
@@ -352,8 +366,11 @@ func (e *env) manifests(s *Scenario) error {
 	}
 	for k, v := range perSec {
 		unit := "req/s"
-		if strings.HasSuffix(k, "p50") || strings.HasSuffix(k, "p99") {
+		switch {
+		case strings.HasSuffix(k, "p50") || strings.HasSuffix(k, "p99"):
 			unit = "ms"
+		case strings.HasSuffix(k, "errors"):
+			unit = "failed requests"
 		}
 		s.Metrics[k] = summarize(unit, v)
 	}
@@ -395,7 +412,7 @@ func (e *env) manyLayers(s *Scenario) error {
 	for i := range sizes {
 		sizes[i] = e.cfg.LayerSize
 	}
-	var up, coveCold, coveWarm, peerCold, peerWarm []float64
+	var up, coveCold, coveWarm, warmUp, peerCold, peerWarm []float64
 	for r := range e.cfg.Reps {
 		e.progress("many small layers %d/%d", r+1, e.cfg.Reps)
 		repo := fmt.Sprintf("library/layers%d", r)
@@ -412,10 +429,17 @@ func (e *env) manyLayers(s *Scenario) error {
 			return err
 		}
 		coveCold = append(coveCold, t.Seconds())
+		for _, l := range layers {
+			if err := e.settle(l); err != nil {
+				return err
+			}
+		}
+		before := e.up.blobGetsAll()
 		if t, err = e.pull(e.cove.url, repo, "v1", layers); err != nil {
 			return err
 		}
 		coveWarm = append(coveWarm, t.Seconds())
+		warmUp = append(warmUp, float64(e.up.blobGetsAll()-before))
 		if e.peer != nil {
 			if t, err = e.pull(e.peer.url, repo, "v1", layers); err != nil {
 				return err
@@ -430,6 +454,7 @@ func (e *env) manyLayers(s *Scenario) error {
 	s.Metrics["upstream pull"] = summarize("s", up)
 	s.Metrics["cove cold pull"] = summarize("s", coveCold)
 	s.Metrics["cove warm pull"] = summarize("s", coveWarm)
+	s.Metrics["cove upstream GETs, warm"] = summarize("", warmUp)
 	s.Ratios["cove cold/upstream time"] = ratio(coveCold, up)
 	if e.peer != nil {
 		s.Metrics["peer cold pull"] = summarize("s", peerCold)
@@ -442,7 +467,7 @@ func (e *env) manyLayers(s *Scenario) error {
 // tokens: token issuance at the configured concurrency, with the admin's Basic credentials.
 func (e *env) tokens(s *Scenario) error {
 	url := e.cove.url + "/service/token?service=cove&scope=repository:library/bench:pull"
-	var rates []float64
+	var rates, errs []float64
 	for range e.cfg.Reps {
 		res := load(e.cfg.Concurrency, e.cfg.Duration, func() error {
 			req, _ := http.NewRequest(http.MethodGet, url, nil)
@@ -458,13 +483,48 @@ func (e *env) tokens(s *Scenario) error {
 			}
 			return nil
 		})
-		rates = append(rates, res.PerSec)
+		rates, errs = append(rates, res.PerSec), append(errs, float64(res.Errors))
 	}
 	s.Metrics["cove tokens"] = summarize("tokens/s", rates)
+	s.Metrics["cove tokens errors"] = summarize("failed requests", errs)
 	return nil
 }
 
 func (e *env) next() uint64 { e.seed++; return e.seed }
+
+// settle waits until cove has stored the blob it just served: clients get a blob's last bytes as
+// soon as its digest matched, while cove syncs and indexes it, and the next measurement must not
+// run beside that (nor a "warm" one join the fill still open). A HEAD answered without asking
+// the upstream means stored.
+func (e *env) settle(d string) error {
+	deadline := time.Now().Add(2 * time.Minute)
+	for time.Now().Before(deadline) {
+		before := e.up.requests.Load()
+		if err := request(e.client, http.MethodHead, blobURL(e.cove.url, d)); err != nil {
+			return err
+		}
+		if e.up.requests.Load() == before {
+			return nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return fmt.Errorf("cove did not store %s within 2 minutes", d)
+}
+
+// fetchAll GETs a blob and checks it came whole: the length, and with verify the digest.
+func (e *env) fetchAll(url string, size int64, verify bool, want string) (fetched, error) {
+	f, err := fetch(e.client, url, verify)
+	if err != nil {
+		return f, err
+	}
+	if f.Bytes != size {
+		return f, fmt.Errorf("GET %s: %d bytes, want %d", url, f.Bytes, size)
+	}
+	if verify && f.Digest != want {
+		return f, fmt.Errorf("GET %s: content hashes to %s", url, f.Digest)
+	}
+	return f, nil
+}
 
 // ratio is the ratio of the medians.
 func ratio(a, b []float64) float64 {

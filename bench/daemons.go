@@ -119,10 +119,13 @@ func startPeer(ctx context.Context, dir, upstreamURL string) (*daemon, error) {
 	return nil, fmt.Errorf("docker-registry did not start")
 }
 
-// peakRSS returns a process's peak resident memory (VmHWM) in bytes, and resets it when reset.
+// peakRSS returns a process's peak resident memory (VmHWM) in bytes, and resets it when reset
+// (returning 0, or -1 when the kernel refused).
 func peakRSS(pid int, reset bool) int64 {
 	if reset {
-		_ = os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0o200)
+		if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0o200); err != nil {
+			return -1
+		}
 		return 0
 	}
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))

@@ -33,6 +33,9 @@ type Scenario struct {
 	Ratios         map[string]float64 `json:"ratios"`
 	PeakRSSMiB     float64            `json:"cove_peak_rss_mib"`
 	PeerPeakRSSMiB float64            `json:"peer_peak_rss_mib,omitempty"`
+	// RSSReset is false when the kernel refused to reset the peak: PeakRSSMiB is then the peak
+	// since cove started, not within this scenario.
+	RSSReset bool `json:"rss_reset"`
 }
 
 // Target is one of the issue's targets and where this run stands against it. It is a report line,
@@ -70,12 +73,16 @@ func targets(r *Report) []Target {
 		v, ok := s.Ratios[key]
 		return v, ok && v > 0
 	}
-	metric := func(sc, key string) (float64, bool) {
+	stats := func(sc, key string) (stat, bool) {
 		s := r.scenario(sc)
 		if s == nil {
-			return 0, false
+			return stat{}, false
 		}
 		v, ok := s.Metrics[key]
+		return v, ok
+	}
+	metric := func(sc, key string) (float64, bool) {
+		v, ok := stats(sc, key)
 		return v.Median, ok
 	}
 
@@ -83,14 +90,15 @@ func targets(r *Report) []Target {
 	add("warm blob throughput", "≥ 0.9 × limit", "× limit", "0.56", v, ok, v >= 0.9)
 	v, ok = ratioOf("cold blob", "cove/upstream throughput")
 	add("cold blob throughput", "≥ 0.85 × upstream", "× upstream", "0.31", v, ok, v >= 0.85)
-	v, ok = metric("cold blob", "cove upstream bytes / blob size")
-	add("cold blob upstream bytes", "= blob size", "× blob size", "2", v, ok, v == 1)
-	v, ok = metric("herd", "cove upstream downloads")
-	add("herd upstream downloads", "1", "downloads", "17 for a herd of 16", v, ok, v == 1)
+	// The invariants stand on the worst repetition, not the median.
+	st, ok := stats("cold blob", "cove upstream bytes / blob size")
+	add("cold blob upstream bytes", "= blob size", "× blob size (worst repetition)", "2", st.Max, ok, st.Min == 1 && st.Max == 1)
+	st, ok = stats("herd", "cove upstream downloads")
+	add("herd upstream downloads", "1", "downloads (worst repetition)", "17 for a herd of 16", st.Max, ok, st.Min == 1 && st.Max == 1)
 	v, ok = ratioOf("herd", "cove cold/warm wall")
 	add("herd wall", "≤ 1.3 × the same herd warm", "× warm", "", v, ok, v <= 1.3)
-	v, ok = metric("herd", "digests checked and right")
-	add("herd digests", "all right", "all=1", "", v, ok, v == 1)
+	st, ok = stats("herd", "digests checked and right")
+	add("herd digests", "all right", "all=1 (worst repetition)", "", st.Min, ok, st.Min == 1)
 	v, ok = ratioOf("manifests", "cove/upstream GET by tag")
 	add("manifest GET by tag", "≥ 1.0 × upstream", "× upstream", "0.17", v, ok, v >= 1.0)
 	v, ok = ratioOf("manifests", "cove/peer GET by digest")
@@ -130,6 +138,9 @@ func (r *Report) WriteTable(w io.Writer) {
 			fmt.Fprintf(tw, "  %s\t%s\t\t\t×\n", k, num(s.Ratios[k]))
 		}
 		fmt.Fprintf(tw, "  cove peak RSS\t%s\t\t\tMiB\n", num(s.PeakRSSMiB))
+		if !s.RSSReset {
+			fmt.Fprintf(tw, "  (the kernel refused to reset the peak: it is since cove started)\t\t\t\t\n")
+		}
 		if s.PeerPeakRSSMiB > 0 {
 			fmt.Fprintf(tw, "  peer peak RSS\t%s\t\t\tMiB\n", num(s.PeerPeakRSSMiB))
 		}

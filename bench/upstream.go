@@ -26,6 +26,8 @@ type upstream struct {
 	mu        sync.Mutex
 	manifests map[string]manifest // "repo:ref" → manifest
 	blobGets  map[string]int
+	blobBytes map[string]int64 // bytes of each blob sent in answers to GETs
+	allGets   int              // blob GETs of any blob
 
 	requests atomic.Int64
 }
@@ -40,7 +42,7 @@ func startUpstream(dir string) (*upstream, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	u := &upstream{dir: dir, manifests: map[string]manifest{}, blobGets: map[string]int{}}
+	u := &upstream{dir: dir, manifests: map[string]manifest{}, blobGets: map[string]int{}, blobBytes: map[string]int64{}}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
@@ -72,11 +74,16 @@ func (u *upstream) serve(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodGet {
 			u.mu.Lock()
 			u.blobGets[dgst]++
+			u.allGets++
 			u.mu.Unlock()
 		}
 		w.Header().Set("Content-Type", "application/octet-stream")
 		w.Header().Set("Docker-Content-Digest", dgst)
-		http.ServeContent(w, r, "", time.Time{}, f)
+		cw := &countingWriter{ResponseWriter: w}
+		http.ServeContent(cw, r, "", time.Time{}, f)
+		u.mu.Lock()
+		u.blobBytes[dgst] += cw.n
+		u.mu.Unlock()
 		return
 	}
 	if i := strings.LastIndex(path, "/manifests/"); i >= 0 {
@@ -101,6 +108,38 @@ func (u *upstream) serve(w http.ResponseWriter, r *http.Request) {
 
 func (u *upstream) blobPath(dgst string) string {
 	return filepath.Join(u.dir, strings.ReplaceAll(dgst, ":", "_"))
+}
+
+// countingWriter counts the body bytes written; ReadFrom keeps sendfile.
+type countingWriter struct {
+	http.ResponseWriter
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.ResponseWriter.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+func (c *countingWriter) ReadFrom(r io.Reader) (int64, error) {
+	n, err := c.ResponseWriter.(io.ReaderFrom).ReadFrom(r)
+	c.n += n
+	return n, err
+}
+
+// blobBytesOf is how many bytes of the blob the upstream sent.
+func (u *upstream) blobBytesOf(dgst string) int64 {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.blobBytes[dgst]
+}
+
+// blobGetsAll is how many blob GETs the upstream answered, of any blob.
+func (u *upstream) blobGetsAll() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.allGets
 }
 
 // blobGetsOf is how many times the upstream served the blob.

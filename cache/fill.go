@@ -77,7 +77,11 @@ func (s *Store) runFill(f *Fill, repo string, fetch Fetcher) {
 		// The bytes are right: readers may have the held-back end now, while the file is synced
 		// and indexed (for a large blob, syncing takes seconds no client should wait for).
 		f.verify()
-		err = s.commitFill(ctx, f, repo)
+		if err = s.commitFill(ctx, f, repo); err != nil {
+			// The clients had their right bytes; only the cache lost the blob: the next pull
+			// downloads it again.
+			s.log.Error("storing a mirrored blob failed", "digest", f.dgst, "err", err)
+		}
 	}
 	s.mu.Lock()
 	delete(s.fills, f.dgst)
@@ -213,7 +217,9 @@ func (f *Fill) Reader(ctx context.Context) (*FillReader, error) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.done && f.err != nil && !f.verified {
+	// A failed fill fails the joiner; a verified fill whose storing failed still serves the readers
+	// it has, but one arriving after them has no file to read and the blob is not stored.
+	if f.done && f.err != nil && (!f.verified || f.readers == 0) {
 		return nil, f.err
 	}
 	if f.readers == 0 { // finished and closed between lookup and now: the caller asks again
