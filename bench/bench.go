@@ -181,6 +181,13 @@ func (e *env) coldBlob(s *Scenario) error {
 			return err
 		}
 		upTTFB, upTput = append(upTTFB, ms(f.TTFB)), append(upTput, mibps(f.Bytes, f.Total))
+		// The upstream counts a body's bytes when its handler returns, which can be after the
+		// client read the last of them: wait for the count before taking cove's start.
+		for deadline := time.Now().Add(10 * time.Second); e.up.blobBytesOf(d) < e.cfg.BlobSize; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("the upstream did not count the bytes of %s", d)
+			}
+		}
 		before := e.up.blobBytesOf(d)
 		e.progress("cold blob %d/%d: through cove", r+1, e.cfg.Reps)
 		if f, err = e.fetchAll(blobURL(e.cove.url, d), e.cfg.BlobSize, false, d); err != nil {
@@ -358,6 +365,9 @@ func (e *env) manifests(s *Scenario) error {
 					key := fmt.Sprintf("%s %s by %s", name, method, refName)
 					perSec[key] = append(perSec[key], res.PerSec)
 					perSec[key+" errors"] = append(perSec[key+" errors"], float64(res.Errors))
+					if res.Errors > 0 {
+						e.progress("%s: %d requests failed, the first with: %s", key, res.Errors, res.FirstErr)
+					}
 					perSec[key+" p50"] = append(perSec[key+" p50"], ms(res.P50))
 					perSec[key+" p99"] = append(perSec[key+" p99"], ms(res.P99))
 				}
@@ -484,6 +494,9 @@ func (e *env) tokens(s *Scenario) error {
 			return nil
 		})
 		rates, errs = append(rates, res.PerSec), append(errs, float64(res.Errors))
+		if res.Errors > 0 {
+			e.progress("token issuance: %d requests failed, the first with: %s", res.Errors, res.FirstErr)
+		}
 	}
 	s.Metrics["cove tokens"] = summarize("tokens/s", rates)
 	s.Metrics["cove tokens errors"] = summarize("failed requests", errs)

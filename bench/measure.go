@@ -72,6 +72,7 @@ type loadResult struct {
 	PerSec   float64
 	P50, P99 time.Duration
 	Errors   int
+	FirstErr string
 }
 
 // load runs concurrency workers sending req for d, and reports the rate and latencies.
@@ -79,16 +80,20 @@ func load(concurrency int, d time.Duration, req func() error) loadResult {
 	var mu sync.Mutex
 	var lat []time.Duration
 	errs := 0
+	firstErr := ""
 	deadline := time.Now().Add(d)
 	var wg sync.WaitGroup
 	start := time.Now()
 	for range concurrency {
 		wg.Go(func() {
 			var mine []time.Duration
-			bad := 0
+			bad, first := 0, ""
 			for time.Now().Before(deadline) {
 				t := time.Now()
 				if err := req(); err != nil {
+					if bad == 0 {
+						first = err.Error()
+					}
 					bad++
 					continue
 				}
@@ -97,13 +102,16 @@ func load(concurrency int, d time.Duration, req func() error) loadResult {
 			mu.Lock()
 			lat = append(lat, mine...)
 			errs += bad
+			if firstErr == "" {
+				firstErr = first
+			}
 			mu.Unlock()
 		})
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
 	slices.Sort(lat)
-	r := loadResult{Requests: len(lat), PerSec: float64(len(lat)) / elapsed.Seconds(), Errors: errs}
+	r := loadResult{Requests: len(lat), PerSec: float64(len(lat)) / elapsed.Seconds(), Errors: errs, FirstErr: firstErr}
 	if len(lat) > 0 {
 		r.P50, r.P99 = lat[len(lat)/2], lat[min(len(lat)-1, len(lat)*99/100)]
 	}
