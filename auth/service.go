@@ -243,6 +243,12 @@ func RemoteHost(r *http.Request) string {
 func (s *Service) Login(ctx context.Context, user, pass, addr string) (Principal, error) {
 	// The attempt counts before the check, so parallel guesses cannot outrun the limit; it is
 	// taken back unless the password was wrong.
+	// A password that was checked right within credTTL is no guess: it neither waits for nor
+	// counts against the limit, so a fleet of hosts pulling with one account at once is not
+	// refused (and a lock-out by someone else's guesses does not stop it).
+	if p, ok := s.cachedCheck(user, pass); ok {
+		return p, nil
+	}
 	keys := []string{"u:" + strings.ToLower(strings.TrimSpace(user)), "a:" + addr}
 	if err := s.limiter.take(keys...); err != nil {
 		s.record(ctx, Event{Username: user, Address: addr, Operation: "login", ResourceType: "user", Resource: user, Result: "failure", Detail: "rate limited"})
@@ -268,6 +274,21 @@ func (s *Service) CheckPassword(ctx context.Context, user, pass string) (Princip
 	return p, err
 }
 
+// cachedCheck reports whether user's exact password was checked right within credTTL.
+func (s *Service) cachedCheck(user, pass string) (Principal, bool) {
+	if user == "" || pass == "" {
+		return Principal{}, false
+	}
+	mac := s.mac(user, pass)
+	s.mu.Lock()
+	v, ok := s.verified[user]
+	s.mu.Unlock()
+	if ok && s.now().Before(v.expires) && subtle.ConstantTimeCompare(v.mac, mac) == 1 {
+		return v.who, true
+	}
+	return Principal{}, false
+}
+
 // checkPassword also reports whether the password was really checked (not found in the cache of
 // recent successes, which spares a pull storm one bcrypt or LDAP bind per request and never lets
 // a wrong password through: it compares an HMAC of the exact password).
@@ -275,14 +296,13 @@ func (s *Service) checkPassword(ctx context.Context, user, pass string) (Princip
 	if user == "" || pass == "" {
 		return Principal{}, false, ErrBadCredentials
 	}
+	if p, ok := s.cachedCheck(user, pass); ok {
+		return p, false, nil
+	}
 	mac := s.mac(user, pass)
 	s.mu.Lock()
-	v, ok := s.verified[user]
 	gen := s.gen[user]
 	s.mu.Unlock()
-	if ok && s.now().Before(v.expires) && subtle.ConstantTimeCompare(v.mac, mac) == 1 {
-		return v.who, false, nil
-	}
 	var (
 		who   Principal
 		until = s.now().Add(credTTL)

@@ -344,6 +344,35 @@ func TestParallelGuessesCannotOutrunTheLimit(t *testing.T) {
 	}
 }
 
+// Many hosts logging in at once with one account's right password — a fleet pulling with one
+// robot — are not refused, even while someone else's guesses have locked the name out; a new
+// guess is still refused.
+func TestParallelRightPasswordsAreNotLimited(t *testing.T) {
+	ctx := context.Background()
+	s, _ := tokenService(t)
+	if _, err := s.CreateUser(ctx, User{Name: "fleet"}, "Passw0rdFleet"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Login(ctx, "fleet", "Passw0rdFleet", "192.0.2.7"); err != nil {
+		t.Fatal(err)
+	}
+	for range maxFailures + 1 {
+		s.Login(ctx, "fleet", "guess", "198.51.100.1")
+	}
+	results := make(chan error, 64)
+	for range 64 {
+		go func() { _, err := s.Login(ctx, "fleet", "Passw0rdFleet", "192.0.2.7"); results <- err }()
+	}
+	for range 64 {
+		if err := <-results; err != nil {
+			t.Errorf("a right password, logged in with a minute ago: %v", err)
+		}
+	}
+	if _, err := s.Login(ctx, "fleet", "another-guess", "198.51.100.2"); !errors.Is(err, ErrTooManyAttempts) {
+		t.Errorf("a guess at a locked-out name = %v, want ErrTooManyAttempts", err)
+	}
+}
+
 func TestDeletedProjectTakesItsMembersAndRobots(t *testing.T) {
 	ctx := context.Background()
 	s, _ := tokenService(t)
