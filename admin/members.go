@@ -44,6 +44,16 @@ func (s *Server) memberProject(r *http.Request, who auth.Principal, action auth.
 	return p, nil
 }
 
+// memberOf is the project and member id a /members/{id} request names, once who may act on it.
+func (s *Server) memberOf(r *http.Request, who auth.Principal, action auth.Action) (auth.Project, int64, error) {
+	p, err := s.memberProject(r, who, action)
+	if err != nil {
+		return p, 0, err
+	}
+	id, err := memberID(r)
+	return p, id, err
+}
+
 func memberID(r *http.Request) (int64, error) {
 	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
 	if err != nil {
@@ -113,11 +123,7 @@ func (s *Server) handleAddMember(w http.ResponseWriter, r *http.Request, who aut
 }
 
 func (s *Server) handleGetMember(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
-	p, err := s.memberProject(r, who, auth.ActionPull)
-	if err != nil {
-		return err
-	}
-	id, err := memberID(r)
+	p, id, err := s.memberOf(r, who, auth.ActionPull)
 	if err != nil {
 		return err
 	}
@@ -129,11 +135,7 @@ func (s *Server) handleGetMember(w http.ResponseWriter, r *http.Request, who aut
 }
 
 func (s *Server) handleUpdateMember(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
-	p, err := s.memberProject(r, who, auth.ActionManageMembers)
-	if err != nil {
-		return err
-	}
-	id, err := memberID(r)
+	p, id, err := s.memberOf(r, who, auth.ActionManageMembers)
 	if err != nil {
 		return err
 	}
@@ -153,11 +155,7 @@ func (s *Server) handleUpdateMember(w http.ResponseWriter, r *http.Request, who 
 }
 
 func (s *Server) handleRemoveMember(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
-	p, err := s.memberProject(r, who, auth.ActionManageMembers)
-	if err != nil {
-		return err
-	}
-	id, err := memberID(r)
+	p, id, err := s.memberOf(r, who, auth.ActionManageMembers)
 	if err != nil {
 		return err
 	}
