@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -480,11 +481,7 @@ func (s *Server) handleHeadProject(w http.ResponseWriter, r *http.Request, who a
 
 func (s *Server) handleListProjects(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
 	q := r.URL.Query()
-	page, err := intParam(q.Get("page"), 1, 1, 1<<30)
-	if err != nil {
-		return err
-	}
-	size, err := intParam(q.Get("page_size"), 10, 1, 100)
+	page, size, err := pageParams(q)
 	if err != nil {
 		return err
 	}
@@ -517,6 +514,15 @@ func (s *Server) handleListProjects(w http.ResponseWriter, r *http.Request, who 
 		out = append(out, hp)
 	}
 	return writeJSON(w, http.StatusOK, out)
+}
+
+// pageParams reads Harbor's page (from 1) and page_size (1 to 100, default 10).
+func pageParams(q url.Values) (page, size int, err error) {
+	if page, err = intParam(q.Get("page"), 1, 1, 1<<30); err != nil {
+		return 0, 0, err
+	}
+	size, err = intParam(q.Get("page_size"), 10, 1, 100)
+	return page, size, err
 }
 
 func intParam(v string, def, lo, hi int) (int, error) {

@@ -90,11 +90,7 @@ func parseTime(s string) (time.Time, error) {
 
 func (s *Server) queryAudit(w http.ResponseWriter, r *http.Request, f auth.Filter) error {
 	q := r.URL.Query()
-	page, err := intParam(q.Get("page"), 1, 1, 1<<30)
-	if err != nil {
-		return err
-	}
-	size, err := intParam(q.Get("page_size"), 10, 1, 100)
+	page, size, err := pageParams(q)
 	if err != nil {
 		return err
 	}

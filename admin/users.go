@@ -64,11 +64,7 @@ func (s *Server) handleListUsers(w http.ResponseWriter, r *http.Request, who aut
 		return err
 	}
 	q := r.URL.Query()
-	page, err := intParam(q.Get("page"), 1, 1, 1<<30)
-	if err != nil {
-		return err
-	}
-	size, err := intParam(q.Get("page_size"), 10, 1, 100)
+	page, size, err := pageParams(q)
 	if err != nil {
 		return err
 	}

@@ -89,6 +89,12 @@ func (w *webPages) render(rw http.ResponseWriter, r *http.Request, who auth.Prin
 
 // api calls an /api/v2.0 endpoint in-process as the visitor, and decodes its answer into out.
 func (w *webPages) api(r *http.Request, path string, out any) error {
+	_, err := w.apiHeader(r, path, out)
+	return err
+}
+
+// apiHeader is api that also returns the answer's header (X-Total-Count for paged lists).
+func (w *webPages) apiHeader(r *http.Request, path string, out any) (http.Header, error) {
 	req := httptest.NewRequestWithContext(r.Context(), http.MethodGet, path, nil)
 	req.RemoteAddr = r.RemoteAddr
 	for _, c := range r.Cookies() {
@@ -105,9 +111,9 @@ func (w *webPages) api(r *http.Request, path string, out any) error {
 		if len(body.Errors) > 0 {
 			e.Code, e.Message = body.Errors[0].Code, body.Errors[0].Message
 		}
-		return e
+		return nil, e
 	}
-	return json.Unmarshal(rec.Body.Bytes(), out)
+	return rec.Header(), json.Unmarshal(rec.Body.Bytes(), out)
 }
 
 // ServeWeb serves the pages, the static files, sign-in, sign-out and the language switch.
@@ -360,19 +366,12 @@ func (w *webPages) handleAudit(rw http.ResponseWriter, r *http.Request, who auth
 	const size = 20
 	var events []auth.Event
 	path := fmt.Sprintf("/api/v2.0/audit-logs?page=%d&page_size=%d&q=%s", page, size, url.QueryEscape(strings.Join(q, ",")))
-	req := httptest.NewRequestWithContext(r.Context(), http.MethodGet, path, nil)
-	req.RemoteAddr = r.RemoteAddr
-	for _, c := range r.Cookies() {
-		req.AddCookie(c)
-	}
-	rec := httptest.NewRecorder()
-	w.s.mux.ServeHTTP(rec, req)
-	if rec.Code != http.StatusOK {
-		w.failed(rw, r, who, &apiError{Status: rec.Code, Code: "ERROR", Message: rec.Body.String()})
+	hdr, err := w.apiHeader(r, path, &events)
+	if err != nil {
+		w.failed(rw, r, who, err)
 		return
 	}
-	_ = json.Unmarshal(rec.Body.Bytes(), &events)
-	total, _ := strconv.Atoi(rec.Header().Get("X-Total-Count"))
+	total, _ := strconv.Atoi(hdr.Get("X-Total-Count"))
 	pages := max((total+size-1)/size, 1)
 	link := func(p int) string {
 		v := url.Values{}

@@ -87,16 +87,7 @@ func (s *Service) Project(ctx context.Context, name string) (Project, error) {
 
 // ProjectByID returns the project with that id, or ErrProjectUnknown.
 func (s *Service) ProjectByID(ctx context.Context, id int64) (Project, error) {
-	var name string
-	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get([]byte(keyProjectID + strconv.FormatInt(id, 10)))
-		if err != nil {
-			return err
-		}
-		v, err := item.ValueCopy(nil)
-		name = string(v)
-		return err
-	})
+	name, err := s.nameByID(keyProjectID, id)
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return Project{}, ErrProjectUnknown
 	}

@@ -116,11 +116,11 @@ func (s *Service) User(ctx context.Context, name string) (User, error) {
 	return rec.User, nil
 }
 
-// UserByID returns the user with that id, or ErrNotFound.
-func (s *Service) UserByID(ctx context.Context, id int64) (User, error) {
+// nameByID reads the name an id index (prefix + decimal id → name) holds.
+func (s *Service) nameByID(prefix string, id int64) (string, error) {
 	var name string
 	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get([]byte(keyUserID + strconv.FormatInt(id, 10)))
+		item, err := txn.Get([]byte(prefix + strconv.FormatInt(id, 10)))
 		if err != nil {
 			return err
 		}
@@ -128,6 +128,12 @@ func (s *Service) UserByID(ctx context.Context, id int64) (User, error) {
 		name = string(v)
 		return err
 	})
+	return name, err
+}
+
+// UserByID returns the user with that id, or ErrNotFound.
+func (s *Service) UserByID(ctx context.Context, id int64) (User, error) {
+	name, err := s.nameByID(keyUserID, id)
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return User{}, fmt.Errorf("%w: user %d", ErrNotFound, id)
 	}

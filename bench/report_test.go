@@ -5,17 +5,6 @@ import (
 	"testing"
 )
 
-func TestThreshold(t *testing.T) {
-	for want, th := range map[string]float64{
-		"≥ 0.9 × limit": 0.9, "≥ 2,000/s": 2000, "< 10 ms": 10, "≤ 1.3 × the same herd warm": 1.3,
-		"= blob size": 1, "all right": 1, "< 64 MiB in every scenario": 64, "≥ 2 × peer": 2,
-	} {
-		if got := threshold(want); got != th {
-			t.Errorf("threshold(%q) = %v, want %v", want, got, th)
-		}
-	}
-}
-
 func one(v float64) stat { return stat{Median: v, Min: v, Max: v} }
 
 // report is a run with the given figures, as the scenarios would have left them.
