@@ -14,14 +14,14 @@ import (
 // imports flow downward only, cmd → admin/mirror/bench → auth/cache).
 var allowed = map[string][]string{
 	"cove/cmd/cove":           {"*"},
-	"cove/mirror":             {"cove/auth", "cove/cache"}, // never admin: the two are siblings
-	"cove/admin":              {"cove/auth", "cove/cache"}, // never mirror: it asks cmd for what it needs
-	"cove/auth":               {"cove/internal/kv"},        // the base layer: no project imports but kv
-	"cove/cache":              {"cove/internal/kv"},        // the base layer: no project imports but kv
-	"cove/internal/kv":        {},                          // JSON records in badger
-	"cove/internal/telemetry": {},                          // used by cmd only
-	"cove/tls":                {},                          // listeners; starts no servers
-	"cove/bench":              {},                          // black-box: cove is a process it runs
+	"cove/mirror":             {"cove/auth", "cove/cache", "cove/internal/telemetry"}, // never admin: the two are siblings
+	"cove/admin":              {"cove/auth", "cove/cache", "cove/internal/telemetry"}, // never mirror: it asks cmd for what it needs
+	"cove/auth":               {"cove/internal/kv", "cove/internal/telemetry"},        // the base layer: no project imports but kv and telemetry
+	"cove/cache":              {"cove/internal/kv"},                                   // the base layer: no project imports but kv
+	"cove/internal/kv":        {},                                                     // JSON records in badger
+	"cove/internal/telemetry": {},                                                     // the HTTP boundary: request ids, causes of 5xx, access log
+	"cove/tls":                {},                                                     // listeners; starts no servers
+	"cove/bench":              {},                                                     // black-box: cove is a process it runs
 }
 
 // storageOwners may import badger: no package outside auth and cache touches its keys.

@@ -46,7 +46,7 @@ func newServer(t *testing.T) (*httptest.Server, *fakeRepos) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	as, _, err := auth.New(context.Background(), db, auth.Config{AdminPassword: "pw", BcryptCost: bcrypt.MinCost, KeyDir: t.TempDir()})
+	as, err := auth.New(context.Background(), db, auth.Config{AdminPassword: "pw", BcryptCost: bcrypt.MinCost, KeyDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

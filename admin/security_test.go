@@ -29,7 +29,7 @@ func newSecEnv(t *testing.T, selfRegistration bool) *secEnv {
 	}
 	t.Cleanup(func() { db.Close() })
 	audit := auth.NewAudit(db, 0, nil)
-	as, _, err := auth.New(context.Background(), db, auth.Config{AdminPassword: "pw", BcryptCost: bcrypt.MinCost, KeyDir: t.TempDir(), Audit: audit, SelfRegistration: selfRegistration, AnonymousMirrorPull: true, ReservedNames: []string{"docker.io"}})
+	as, err := auth.New(context.Background(), db, auth.Config{AdminPassword: "pw", BcryptCost: bcrypt.MinCost, KeyDir: t.TempDir(), Audit: audit, SelfRegistration: selfRegistration, AnonymousMirrorPull: true, ReservedNames: []string{"docker.io"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http/httptest"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -93,7 +94,15 @@ func TestAdminPassword(t *testing.T) {
 	ctx := context.Background()
 	db := openDB(t)
 	keys := t.TempDir()
-	s, generated, err := New(ctx, db, Config{BcryptCost: bcrypt.MinCost, KeyDir: keys})
+	s, err := New(ctx, db, Config{BcryptCost: bcrypt.MinCost, KeyDir: keys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Nothing is generated before cove is up (EnsureAdmin): a start that fails loses nothing.
+	if _, err := s.User(ctx, AdminName); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("New created the admin before EnsureAdmin: %v", err)
+	}
+	generated, err := s.EnsureAdmin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,36 +113,99 @@ func TestAdminPassword(t *testing.T) {
 		t.Errorf("CheckPassword(generated) = %v, %v", p, err)
 	}
 	// The password is shown once: a second start keeps the hash and generates nothing.
-	s2, again, err := New(ctx, db, Config{BcryptCost: bcrypt.MinCost, KeyDir: keys})
-	if err != nil || again != "" {
-		t.Fatalf("second New generated %q, %v", again, err)
+	s2, err := New(ctx, db, Config{BcryptCost: bcrypt.MinCost, KeyDir: keys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, err := s2.EnsureAdmin(ctx); err != nil || again != "" {
+		t.Fatalf("second start generated %q, %v", again, err)
 	}
 	if _, err := s2.CheckPassword(ctx, "admin", generated); err != nil {
 		t.Errorf("generated password lost on restart: %v", err)
 	}
-	// A configured password replaces it.
-	s3, _, err := New(ctx, db, Config{AdminPassword: "configured", BcryptCost: bcrypt.MinCost, KeyDir: t.TempDir()})
+	// A configured password applies at first start only: it never overrides the stored one.
+	s3, err := New(ctx, db, Config{AdminPassword: "Configured1", BcryptCost: bcrypt.MinCost, KeyDir: keys})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s3.CheckPassword(ctx, "admin", generated); !errors.Is(err, ErrBadCredentials) {
-		t.Errorf("old password still works: %v", err)
+	if _, err := s3.CheckPassword(ctx, "admin", generated); err != nil {
+		t.Errorf("a configured password overrode the stored one: %v", err)
 	}
-	if _, err := s3.CheckPassword(ctx, "admin", "configured"); err != nil {
-		t.Errorf("configured password: %v", err)
+	if _, err := s3.CheckPassword(ctx, "admin", "Configured1"); !errors.Is(err, ErrBadCredentials) {
+		t.Errorf("the configured password works after the first start: %v", err)
+	}
+	// A password changed through the API survives a restart with a configured password.
+	if err := s3.SetPassword(ctx, "admin", "Changed123"); err != nil {
+		t.Fatal(err)
+	}
+	s4, err := New(ctx, db, Config{AdminPassword: "Configured1", BcryptCost: bcrypt.MinCost, KeyDir: keys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s4.CheckPassword(ctx, "admin", "Changed123"); err != nil {
+		t.Errorf("the changed password was lost at restart: %v", err)
+	}
+
+	// At a first start, the configured password is the admin's and nothing is generated.
+	fresh := openDB(t)
+	s5, err := New(ctx, fresh, Config{AdminPassword: "Configured1", BcryptCost: bcrypt.MinCost, KeyDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g, err := s5.EnsureAdmin(ctx); err != nil || g != "" {
+		t.Errorf("EnsureAdmin with a configured admin = %q, %v", g, err)
+	}
+	if _, err := s5.CheckPassword(ctx, "admin", "Configured1"); err != nil {
+		t.Errorf("configured password at first start: %v", err)
 	}
 	// Only a hash is stored.
 	var rec userRecord
-	_ = db.View(func(txn *badger.Txn) error { return kv.GetJSON(txn, []byte(keyUser+"admin"), &rec) })
-	if bcrypt.CompareHashAndPassword(rec.Hash, []byte("configured")) != nil {
+	_ = fresh.View(func(txn *badger.Txn) error { return kv.GetJSON(txn, []byte(keyUser+"admin"), &rec) })
+	if bcrypt.CompareHashAndPassword(rec.Hash, []byte("Configured1")) != nil {
 		t.Error("stored record is not a bcrypt hash of the password")
+	}
+}
+
+// The policy's maximum fits bcrypt, which refuses passwords over 72 bytes.
+func TestPasswordPolicyFitsBcrypt(t *testing.T) {
+	ctx := context.Background()
+	s, err := New(ctx, openDB(t), Config{AdminPassword: "pw", BcryptCost: bcrypt.MinCost, KeyDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		pw   string
+		ok   bool
+	}{
+		{"72 bytes", "Aa1" + strings.Repeat("x", 69), true},
+		{"73 bytes", "Aa1" + strings.Repeat("x", 70), false},
+		{"128 bytes", "Aa1" + strings.Repeat("x", 125), false},
+		{"72 bytes of multi-byte letters", "Aa1" + strings.Repeat("é", 34) + "x", true},
+		{"short", "Aa1xxxx", false},
+		{"8 characters", "Aa1xxxxx", true},
+		{"no digit", "Aaxxxxxxx", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := CheckPasswordPolicy(tc.pw)
+			if (err == nil) != tc.ok {
+				t.Fatalf("CheckPasswordPolicy(%d bytes) = %v, want ok=%v", len(tc.pw), err, tc.ok)
+			}
+			_, err = s.CreateUser(ctx, User{Name: "u" + strings.ReplaceAll(tc.name, " ", "")}, tc.pw)
+			if tc.ok && err != nil {
+				t.Errorf("CreateUser = %v", err)
+			}
+			if !tc.ok && !errors.Is(err, ErrInvalid) {
+				t.Errorf("CreateUser = %v, want ErrInvalid", err)
+			}
+		})
 	}
 }
 
 func TestCheckPasswordNeverLetsWrongOnesIn(t *testing.T) {
 	ctx := context.Background()
 	now := time.Unix(1_800_000_000, 0)
-	s, _, err := New(ctx, openDB(t), Config{AdminPassword: "right", BcryptCost: bcrypt.MinCost, KeyDir: t.TempDir(), Now: func() time.Time { return now }})
+	s, err := New(ctx, openDB(t), Config{AdminPassword: "right", BcryptCost: bcrypt.MinCost, KeyDir: t.TempDir(), Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +228,7 @@ func TestCheckPasswordNeverLetsWrongOnesIn(t *testing.T) {
 
 func TestAuthenticate(t *testing.T) {
 	ctx := context.Background()
-	s, _, _ := New(ctx, openDB(t), Config{AdminPassword: "pw", BcryptCost: bcrypt.MinCost, KeyDir: t.TempDir()})
+	s, _ := New(ctx, openDB(t), Config{AdminPassword: "pw", BcryptCost: bcrypt.MinCost, KeyDir: t.TempDir()})
 	r := httptest.NewRequest("GET", "/v2/", nil)
 	if p, err := s.Authenticate(ctx, r); err != nil || !p.Anonymous() {
 		t.Errorf("no credentials = %v, %v; want anonymous", p, err)
@@ -181,7 +253,7 @@ func TestAuthenticate(t *testing.T) {
 
 func TestProjects(t *testing.T) {
 	ctx := context.Background()
-	s, _, _ := New(ctx, openDB(t), Config{AdminPassword: "pw", BcryptCost: bcrypt.MinCost, KeyDir: t.TempDir(), ReservedNames: []string{"docker.io"}})
+	s, _ := New(ctx, openDB(t), Config{AdminPassword: "pw", BcryptCost: bcrypt.MinCost, KeyDir: t.TempDir(), ReservedNames: []string{"docker.io"}})
 	for _, bad := range []string{"", "UPPER", "a/b", "-a", "a..b", "a_", "docker.io"} {
 		if _, err := s.CreateProject(ctx, bad, false, "admin"); !errors.Is(err, ErrInvalid) {
 			t.Errorf("CreateProject(%q) = %v, want ErrInvalid", bad, err)

@@ -32,8 +32,8 @@ const (
 
 // Config configures a Service.
 type Config struct {
-	// AdminPassword is the admin's password. When empty, the stored hash is kept, and at first
-	// start a password is generated and returned by New.
+	// AdminPassword is the admin's password at first start (when no admin exists yet); later
+	// starts keep the stored hash. When empty, EnsureAdmin generates one.
 	AdminPassword string
 	// PublicURL is how clients reach cove (the token realm is <PublicURL>/service/token); when
 	// empty, the realm is derived from each request's Host.
@@ -97,10 +97,9 @@ type verifiedCred struct {
 	who     Principal
 }
 
-// New returns a Service over db. It makes sure the admin identity exists: with cfg.AdminPassword
-// when given, else with the stored hash, else with a generated password, which it returns once
-// (generated is empty otherwise) so that the caller can print it.
-func New(ctx context.Context, db *badger.DB, cfg Config) (s *Service, generated string, err error) {
+// New returns a Service over db. At the first start with cfg.AdminPassword it creates the admin
+// with that password; without one, EnsureAdmin generates it later.
+func New(ctx context.Context, db *badger.DB, cfg Config) (s *Service, err error) {
 	s = &Service{
 		db: db, log: cfg.Logger, publicURL: strings.TrimSuffix(cfg.PublicURL, "/"), service: cfg.Service,
 		tokenTTL: cfg.TokenTTL, now: cfg.Now, verified: map[string]verifiedCred{}, gen: map[string]uint64{},
@@ -120,14 +119,14 @@ func New(ctx context.Context, db *badger.DB, cfg Config) (s *Service, generated 
 	s.audit = cfg.Audit
 	if cfg.LDAP != nil {
 		if s.ldap, err = newLDAPDirectory(*cfg.LDAP); err != nil {
-			return nil, "", err
+			return nil, err
 		}
 		if strings.HasPrefix(cfg.LDAP.URL, "ldap://") && !cfg.LDAP.StartTLS {
 			s.log.Warn("LDAP without TLS: passwords cross the network in clear; use ldaps:// or start_tls")
 		}
 	}
 	if err := s.loadSettings(Settings{SelfRegistration: cfg.SelfRegistration, AnonymousPull: anonymous, ProjectCreation: cfg.ProjectCreation}); err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	s.reserved = map[string]bool{}
 	for _, n := range cfg.ReservedNames {
@@ -149,57 +148,95 @@ func New(ctx context.Context, db *badger.DB, cfg Config) (s *Service, generated 
 		s.tokenTTL = 5 * time.Minute
 	}
 	if cfg.KeyDir == "" {
-		return nil, "", errors.New("auth: a key directory is required")
+		return nil, errors.New("auth: a key directory is required")
 	}
 	if s.keys, err = loadKeystore(cfg.KeyDir, s.now); err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	s.key = make([]byte, 32)
 	if _, err := rand.Read(s.key); err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	if s.dummy, err = bcrypt.GenerateFromPassword([]byte(rand.Text()), s.cost); err != nil {
-		return nil, "", err
+		return nil, err
 	}
-	generated, err = s.ensureAdmin(cfg.AdminPassword)
-	if err != nil {
-		return nil, "", err
+	if err := s.ensureAdmin(cfg.AdminPassword); err != nil {
+		return nil, err
 	}
-	return s, generated, nil
+	return s, nil
 }
 
-func (s *Service) ensureAdmin(password string) (string, error) {
+// ensureAdmin creates the admin with password at first start (Harbor's harbor_admin_password
+// works so): once the admin exists, its stored hash is kept, whatever the configuration says,
+// so that a password changed through the API or `cove admin reset-password` survives restarts.
+func (s *Service) ensureAdmin(password string) error {
 	var rec userRecord
 	err := s.readUser(AdminName, &rec)
 	switch {
-	case err == nil && password == "":
+	case err == nil:
+		if password != "" && bcrypt.CompareHashAndPassword(rec.Hash, []byte(password)) != nil {
+			s.log.Info("auth.admin_password applies at first start only: the admin's stored password is kept " +
+				"(change it on the admin page, or offline with cove admin reset-password admin)")
+		}
+		return nil
+	case !errors.Is(err, badger.ErrKeyNotFound):
+		return fmt.Errorf("read admin: %w", err)
+	case password == "":
+		return nil // EnsureAdmin generates one once cove is up
+	}
+	if err := s.createAdmin(password); err != nil {
+		return err
+	}
+	s.log.Info("admin created with the password of auth.admin_password")
+	return nil
+}
+
+// EnsureAdmin makes sure the admin exists. At the first start without auth.admin_password it
+// generates a password, stores its hash and returns it (once: generated is empty whenever the
+// admin exists already). cmd calls it only once cove is listening, so that the password it
+// prints is never lost to a start that fails: until then no admin exists, and the next start
+// generates one again.
+func (s *Service) EnsureAdmin(ctx context.Context) (generated string, err error) {
+	var rec userRecord
+	err = s.readUser(AdminName, &rec)
+	if err == nil {
 		return "", nil
-	case err == nil && bcrypt.CompareHashAndPassword(rec.Hash, []byte(password)) == nil:
-		return "", nil
-	case err != nil && !errors.Is(err, badger.ErrKeyNotFound):
+	}
+	if !errors.Is(err, badger.ErrKeyNotFound) {
 		return "", fmt.Errorf("read admin: %w", err)
 	}
-	generated := ""
-	if password == "" {
-		password = rand.Text()
-		generated = password
+	generated = rand.Text()
+	if err := s.createAdmin(generated); err != nil {
+		return "", err
 	}
+	s.log.Info("admin created with a generated password")
+	return generated, nil
+}
+
+// ResetAdminPassword sets the admin's password, creating the admin when it does not exist yet
+// (cove admin reset-password admin, for a password lost before it was read).
+func (s *Service) ResetAdminPassword(ctx context.Context, password string) error {
+	if err := CheckPasswordPolicy(password); err != nil {
+		return err
+	}
+	if _, err := s.User(ctx, AdminName); errors.Is(err, ErrNotFound) {
+		return s.createAdmin(password)
+	}
+	if err := s.SetPassword(ctx, AdminName, password); err != nil {
+		return err
+	}
+	return s.SetAdmin(ctx, AdminName, true)
+}
+
+func (s *Service) createAdmin(password string) error {
 	hash, err := bcrypt.GenerateFromPassword([]byte(password), s.cost)
 	if err != nil {
-		return "", fmt.Errorf("hash admin password: %w", err)
+		return fmt.Errorf("hash admin password: %w", err)
 	}
-	if errors.Is(err, badger.ErrKeyNotFound) || rec.Name == "" {
-		if _, err := s.insertUser(User{Name: AdminName, Admin: true}, hash); err != nil {
-			return "", fmt.Errorf("store admin: %w", err)
-		}
-	} else {
-		err = s.updateUser(AdminName, func(r *userRecord) error { r.Hash, r.Admin = hash, true; return nil })
-		if err != nil {
-			return "", fmt.Errorf("store admin: %w", err)
-		}
+	if _, err := s.insertUser(User{Name: AdminName, Admin: true}, hash); err != nil {
+		return fmt.Errorf("store admin: %w", err)
 	}
-	s.log.Info("admin password set", "source", map[bool]string{true: "generated", false: "configuration"}[generated != ""])
-	return generated, nil
+	return nil
 }
 
 // Authenticate returns who r comes from: a bearer token's principal, a Basic user, the zero

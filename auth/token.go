@@ -251,14 +251,14 @@ func (s *Service) allowed(ctx context.Context, p Principal, name string, action 
 	return s.authorizeMirror(p, action) == nil
 }
 
-// IssueToken signs an access token for p with the grants of scopes, for the given service.
-func (s *Service) IssueToken(ctx context.Context, p Principal, service string, scopes []Scope) (token string, issued time.Time, err error) {
+// IssueToken signs an access token for p with the grants of scopes, for the given service. It
+// returns what the token grants, one entry per scope asked for (with no actions when none is).
+func (s *Service) IssueToken(ctx context.Context, p Principal, service string, scopes []Scope) (token string, issued time.Time, access []Access, err error) {
 	if service != s.service {
-		return "", time.Time{}, fmt.Errorf("%w: unknown service %q (this registry is %q)", ErrInvalid, service, s.service)
+		return "", time.Time{}, nil, fmt.Errorf("%w: unknown service %q (this registry is %q)", ErrInvalid, service, s.service)
 	}
 	// Every scope asked for has its entry, with no actions when none is granted: the registry
 	// then knows the client asked and was refused, as Distribution's tokens have it.
-	var access []Access
 	for _, sc := range scopes {
 		g := s.grant(ctx, p, sc)
 		if g == nil {
@@ -268,7 +268,35 @@ func (s *Service) IssueToken(ctx context.Context, p Principal, service string, s
 	}
 	issued = s.now().UTC().Truncate(time.Second)
 	token, err = s.sign(p.Name, s.service, issued, s.tokenTTL, access, "")
-	return token, issued, err
+	return token, issued, access, err
+}
+
+// grantSummary writes what a token grants and what it refuses of what was asked, for the audit
+// log: "repository:team/app:pull,push", and "repository:team/app:delete" refused.
+func grantSummary(scopes []Scope, access []Access) (granted, refused string) {
+	var g, r []string
+	for i, sc := range scopes {
+		if i >= len(access) {
+			break
+		}
+		prefix := sc.Type + ":" + sc.Name + ":"
+		if len(access[i].Actions) > 0 {
+			g = append(g, prefix+strings.Join(access[i].Actions, ","))
+		}
+		var no []string
+		for _, a := range sc.Actions {
+			if a == "*" && len(access[i].Actions) > 0 {
+				continue // "*" asked: what is granted is its part that is allowed
+			}
+			if !slices.Contains(access[i].Actions, a) && !slices.Contains(no, a) {
+				no = append(no, a)
+			}
+		}
+		if len(no) > 0 {
+			r = append(r, prefix+strings.Join(no, ","))
+		}
+	}
+	return strings.Join(g, " "), strings.Join(r, " ")
 }
 
 // IssueRefreshToken signs a long-lived token that stands for p's password at the token endpoint

@@ -24,7 +24,7 @@ func (c *testClock) Now() time.Time { return c.now }
 func tokenService(t *testing.T) (*Service, *testClock) {
 	t.Helper()
 	clock := &testClock{now: time.Unix(1_800_000_000, 0)}
-	s, _, err := New(context.Background(), openDB(t), Config{
+	s, err := New(context.Background(), openDB(t), Config{
 		AdminPassword: "pw", BcryptCost: bcrypt.MinCost, KeyDir: t.TempDir(), Now: clock.Now,
 		AnonymousMirrorPull: true, ReservedNames: []string{"docker.io"},
 	})
@@ -79,7 +79,7 @@ func TestTokenGrantsTheIntersection(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tok, _, err := s.IssueToken(ctx, tt.who, "cove", scopes(t, tt.scope))
+			tok, _, _, err := s.IssueToken(ctx, tt.who, "cove", scopes(t, tt.scope))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -101,7 +101,7 @@ func TestTokenGrantsTheIntersection(t *testing.T) {
 func TestTokenForOneRepositoryOnly(t *testing.T) {
 	ctx := context.Background()
 	s, _ := tokenService(t)
-	tok, _, _ := s.IssueToken(ctx, Principal{Name: "admin", Admin: true}, "cove", scopes(t, "repository:team/a:pull"))
+	tok, _, _, _ := s.IssueToken(ctx, Principal{Name: "admin", Admin: true}, "cove", scopes(t, "repository:team/a:pull"))
 	p, err := s.Authenticate(ctx, bearer(tok))
 	if err != nil {
 		t.Fatal(err)
@@ -121,7 +121,7 @@ func TestTokenForOneRepositoryOnly(t *testing.T) {
 func TestForgedTokensAreRefused(t *testing.T) {
 	ctx := context.Background()
 	s, clock := tokenService(t)
-	good, _, _ := s.IssueToken(ctx, Principal{Name: "admin", Admin: true}, "cove", scopes(t, "repository:team/app:pull"))
+	good, _, _, _ := s.IssueToken(ctx, Principal{Name: "admin", Admin: true}, "cove", scopes(t, "repository:team/app:pull"))
 	parts := strings.Split(good, ".")
 	payload, _ := base64.RawURLEncoding.DecodeString(parts[1])
 	var claims map[string]any
@@ -239,12 +239,12 @@ func TestRotatedKeyVerifiesUntilItsTokensExpire(t *testing.T) {
 	db := openDB(t)
 	keys := t.TempDir()
 	cfg := Config{AdminPassword: "pw", BcryptCost: bcrypt.MinCost, KeyDir: keys, Now: clock.Now}
-	s, _, err := New(ctx, db, cfg)
+	s, err := New(ctx, db, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	admin := Principal{Name: "admin", Admin: true}
-	old, _, _ := s.IssueToken(ctx, admin, "cove", nil)
+	old, _, _, _ := s.IssueToken(ctx, admin, "cove", nil)
 	refresh, _ := s.IssueRefreshToken(ctx, admin)
 	_, oldKid := s.keys.signer()
 	newKid, err := s.RotateTokenKey(ctx)
@@ -254,12 +254,12 @@ func TestRotatedKeyVerifiesUntilItsTokensExpire(t *testing.T) {
 	if _, err := s.Authenticate(ctx, bearer(old)); err != nil {
 		t.Errorf("a token of the retired key no longer verifies: %v", err)
 	}
-	fresh, _, _ := s.IssueToken(ctx, admin, "cove", nil)
+	fresh, _, _, _ := s.IssueToken(ctx, admin, "cove", nil)
 	if p, err := s.Authenticate(ctx, bearer(fresh)); err != nil || p.Name != "admin" {
 		t.Errorf("a token of the new key: %v", err)
 	}
 	// A restart keeps the retired key while tokens it signed may live.
-	s2, _, err := New(ctx, db, cfg)
+	s2, err := New(ctx, db, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -268,7 +268,7 @@ func TestRotatedKeyVerifiesUntilItsTokensExpire(t *testing.T) {
 	}
 	// Once all its tokens have expired, the retired key is gone at the next start.
 	clock.now = clock.now.Add(refreshTTL + time.Hour)
-	s3, _, err := New(ctx, db, cfg)
+	s3, err := New(ctx, db, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -400,5 +400,80 @@ func TestDeletedProjectTakesItsMembersAndRobots(t *testing.T) {
 	}
 	if _, err := s.CheckPassword(ctx, rb.Name, secret); err == nil {
 		t.Error("the old project's robot still logs in")
+	}
+}
+
+// docker login asks for a refresh token (offline_token=true); a robot gets none, and the token
+// request still succeeds: 200 with an access token (it was a 500).
+func TestRobotLoginWithOfflineToken(t *testing.T) {
+	ctx := context.Background()
+	s, _ := tokenService(t)
+	robot, secret, err := s.CreateRobot(ctx, "team", "ci", []Action{ActionPull, ActionPush}, 0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(s.ServeToken))
+	defer srv.Close()
+	req, _ := http.NewRequest("GET", srv.URL+"?service=cove&scope=repository:team/app:pull,push&offline_token=true&client_id=docker", nil)
+	req.SetBasicAuth(robot.Name, secret)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body map[string]any
+	json.NewDecoder(resp.Body).Decode(&body)
+	if resp.StatusCode != 200 || body["token"] == nil {
+		t.Fatalf("robot token with offline_token = %d %v, want 200 with a token", resp.StatusCode, body)
+	}
+	if _, ok := body["refresh_token"]; ok {
+		t.Errorf("a robot got a refresh token: %v", body)
+	}
+	p, err := s.principalFromToken(ctx, body["token"].(string))
+	if err != nil || !p.Granted("repository", "team/app", "push") {
+		t.Errorf("the robot's token = %+v, %v; want push on team/app", p, err)
+	}
+	// The OAuth2 form with access_type=offline likewise.
+	resp, err = http.PostForm(srv.URL, url.Values{"grant_type": {"password"}, "username": {robot.Name}, "password": {secret},
+		"service": {"cove"}, "scope": {"repository:team/app:pull"}, "access_type": {"offline"}, "client_id": {"test"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("robot password grant with access_type=offline = %d, want 200", resp.StatusCode)
+	}
+}
+
+// The audit record of a token says what it grants and what it refuses, not what was asked.
+func TestTokenAuditRecordsGrants(t *testing.T) {
+	ctx := context.Background()
+	db := openDB(t)
+	audit := NewAudit(db, 0, nil)
+	defer audit.Close()
+	s, err := New(ctx, db, Config{AdminPassword: "pw", BcryptCost: bcrypt.MinCost, KeyDir: t.TempDir(), Audit: audit, AnonymousMirrorPull: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateProject(ctx, "open", true, "admin"); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(s.ServeToken))
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "?service=cove&scope=repository:open/app:pull,push,delete&scope=repository:open/b:*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	events, _, err := audit.Query(ctx, Filter{Operation: "token"}, 1, 10)
+	if err != nil || len(events) != 1 {
+		t.Fatalf("token records = %v, %v", events, err)
+	}
+	e := events[0]
+	if e.Resource != "repository:open/app:pull repository:open/b:pull" {
+		t.Errorf("token record resource = %q, want what was granted", e.Resource)
+	}
+	if e.Detail != "refused: repository:open/app:push,delete" {
+		t.Errorf("token record detail = %q, want what was refused", e.Detail)
 	}
 }

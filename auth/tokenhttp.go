@@ -3,9 +3,12 @@ package auth
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
+
+	"cove/internal/telemetry"
 )
 
 // ServeToken is the token endpoint (/service/token). GET takes Basic credentials or none, with
@@ -59,6 +62,7 @@ func (s *Service) ServeToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if errors.Is(err, ErrDirectoryUnavailable) {
+		telemetry.SetCause(r.Context(), err)
 		tokenError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "the user directory cannot be reached")
 		return
 	}
@@ -81,20 +85,21 @@ func (s *Service) ServeToken(w http.ResponseWriter, r *http.Request) {
 	if service == "" {
 		service = s.service
 	}
-	token, issued, err := s.IssueToken(r.Context(), who, service, parsed)
+	token, issued, access, err := s.IssueToken(r.Context(), who, service, parsed)
 	if err == nil {
-		var asked []string
-		for _, sc := range parsed {
-			asked = append(asked, sc.Type+":"+sc.Name+":"+strings.Join(sc.Actions, ","))
+		// The record says what the token grants, and what of the asked it refuses.
+		granted, refused := grantSummary(parsed, access)
+		if refused != "" {
+			refused = "refused: " + refused
 		}
-		s.record(r.Context(), Event{Username: who.Name, Address: RemoteHost(r), Operation: "token", ResourceType: "token", Resource: strings.Join(asked, " ")})
+		s.record(r.Context(), Event{Username: who.Name, Address: RemoteHost(r), Operation: "token", ResourceType: "token", Resource: granted, Detail: refused})
 	}
 	if err != nil {
 		if errors.Is(err, ErrInvalid) {
 			tokenError(w, http.StatusBadRequest, "invalid_request", err.Error())
 			return
 		}
-		s.log.ErrorContext(r.Context(), "issuing a token", "err", err)
+		telemetry.SetCause(r.Context(), fmt.Errorf("issue a token: %w", err))
 		tokenError(w, http.StatusInternalServerError, "server_error", "internal server error")
 		return
 	}
@@ -104,10 +109,14 @@ func (s *Service) ServeToken(w http.ResponseWriter, r *http.Request) {
 		"expires_in":   int(s.tokenTTL / time.Second),
 		"issued_at":    issued.Format(time.RFC3339),
 	}
-	if offline && !who.Anonymous() {
+	// A refresh token is issued to users only: a robot logs in with its secret every time (its
+	// secret is what expires or is deleted), so for a robot the refresh token is simply left out,
+	// as the token spec allows; docker login then keeps the robot's secret itself.
+	if offline && !who.Anonymous() && !who.Robot {
 		refresh, err := s.IssueRefreshToken(r.Context(), who)
 		if err != nil {
-			tokenError(w, http.StatusInternalServerError, "server_error", "internal server error")
+			telemetry.SetCause(r.Context(), fmt.Errorf("issue a refresh token for %s: %w", who.Name, err))
+			tokenError(w, http.StatusInternalServerError, "server_error", "internal server error: the refresh token could not be issued; try again, and report it if it persists")
 			return
 		}
 		resp["refresh_token"] = refresh

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/dgraph-io/badger/v4"
 	"golang.org/x/crypto/bcrypt"
@@ -54,8 +55,9 @@ func (r userRecord) principal() Principal {
 // filters, at most 255 bytes.
 var userName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._@-]{0,254}$`)
 
-// CheckPasswordPolicy is Harbor's rule: at least 8 characters with an upper-case letter, a
-// lower-case letter and a digit, at most 128.
+// CheckPasswordPolicy is Harbor's rule, bounded by bcrypt: at least 8 characters with an
+// upper-case letter, a lower-case letter and a digit, and at most 72 bytes (bcrypt reads no
+// further, and refuses longer passwords).
 func CheckPasswordPolicy(p string) error {
 	var upper, lower, digit bool
 	for _, r := range p {
@@ -63,11 +65,14 @@ func CheckPasswordPolicy(p string) error {
 		lower = lower || unicode.IsLower(r)
 		digit = digit || unicode.IsDigit(r)
 	}
-	if len(p) < 8 || len(p) > 128 || !upper || !lower || !digit {
-		return fmt.Errorf("%w: a password needs 8 to 128 characters with an upper-case letter, a lower-case letter and a digit", ErrInvalid)
+	if utf8.RuneCountInString(p) < 8 || len(p) > MaxPasswordBytes || !upper || !lower || !digit {
+		return fmt.Errorf("%w: a password needs at least 8 characters and at most %d bytes, with an upper-case letter, a lower-case letter and a digit", ErrInvalid, MaxPasswordBytes)
 	}
 	return nil
 }
+
+// MaxPasswordBytes is bcrypt's limit on a password's length.
+const MaxPasswordBytes = 72
 
 // CreateUser creates a local user with password.
 func (s *Service) CreateUser(ctx context.Context, u User, password string) (User, error) {

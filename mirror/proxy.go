@@ -28,25 +28,28 @@ import (
 // the local store (up == nil). ?ns= and a first path element that names a configured upstream
 // select it; a local project's name is local and never falls through to an upstream; every other
 // name goes to the default upstream.
-func (s *Server) route(ctx context.Context, r *http.Request, repo string) (up *upstream, upRepo string, err error) {
+//
+// implicit is true when the name fell through to the default upstream: it names neither an
+// upstream (by ?ns= or its first element) nor a local project.
+func (s *Server) route(ctx context.Context, r *http.Request, repo string) (up *upstream, upRepo string, implicit bool, err error) {
 	if ns := r.URL.Query().Get("ns"); ns != "" {
 		up := s.upstreams[ns]
 		if up == nil {
-			return nil, "", newError(http.StatusNotFound, CodeNameUnknown, "no upstream named %q is configured", ns)
+			return nil, "", false, newError(http.StatusNotFound, CodeNameUnknown, "no upstream named %q is configured", ns)
 		}
-		return up, up.repoName(repo), nil
+		return up, up.repoName(repo), false, nil
 	}
 	first, rest, nested := strings.Cut(repo, "/")
 	if up := s.upstreams[first]; up != nil && nested {
-		return up, up.repoName(rest), nil
+		return up, up.repoName(rest), false, nil
 	}
 	if nested && s.auth.ProjectExists(ctx, first) {
-		return nil, "", nil
+		return nil, "", false, nil
 	}
 	if s.def == nil {
-		return nil, "", nil
+		return nil, "", false, nil
 	}
-	return s.def, s.def.repoName(repo), nil
+	return s.def, s.def.repoName(repo), true, nil
 }
 
 // repoName applies Docker Hub's rule: a one-element name is an official image under library/.
@@ -72,6 +75,16 @@ func (s *Server) serveMirrored(w http.ResponseWriter, r *http.Request, req reque
 		h = s.handleMirrorReferrers
 	case pull:
 		return newError(http.StatusMethodNotAllowed, CodeUnsupported, "%s is not supported on this endpoint", r.Method)
+	case req.implicit:
+		// The name selected no upstream and no project, and fell through to the default upstream
+		// for pulls: for a push, the likely story is a project that does not exist (yet).
+		first, _, nested := strings.Cut(req.name, "/")
+		if !nested {
+			return newError(http.StatusNotFound, CodeNameUnknown,
+				"%s names no project: repositories of local projects are named <project>/<repository>", req.name)
+		}
+		return newError(http.StatusNotFound, CodeNameUnknown,
+			"project %s does not exist: create it on the admin page (Projects, New project) or with POST /api/v2.0/projects, then push to %s", first, req.name)
 	default:
 		return newError(http.StatusForbidden, CodeDenied,
 			"%s is a read-only mirror of %s: push to a local project (<project>/<repository>) instead", req.repo, req.up.Name)

@@ -257,13 +257,28 @@ func TestLocalProjectNeverFallsThrough(t *testing.T) {
 		t.Errorf("a local project's name reached the upstream %d times", n)
 	}
 	// Pushing to a mirrored name is refused, clearly.
-	resp, b = me.do(t, "POST", "/v2/alpine/blobs/uploads/", nil, true)
+	resp, b = me.do(t, "POST", "/v2/docker.io/library/alpine/blobs/uploads/", nil, true)
 	if resp.StatusCode != 403 || errCode(b) != "DENIED" || !strings.Contains(string(b), "read-only mirror of docker.io") {
 		t.Errorf("push to a mirrored name = %d %s", resp.StatusCode, b)
 	}
-	resp, _ = me.do(t, "DELETE", "/v2/alpine/manifests/latest", nil, true)
+	resp, _ = me.do(t, "DELETE", "/v2/docker.io/library/alpine/manifests/latest", nil, true)
 	if resp.StatusCode != 403 {
 		t.Errorf("delete on a mirrored name = %d, want 403", resp.StatusCode)
+	}
+	// A push to a name that selects no upstream and no project: the project does not exist.
+	for _, tc := range []struct{ method, path, say string }{
+		{"POST", "/v2/nosuch/app/blobs/uploads/", "project nosuch does not exist: create it"},
+		{"PUT", "/v2/nosuch/app/manifests/v1", "project nosuch does not exist: create it"},
+		{"DELETE", "/v2/nosuch/app/manifests/v1", "project nosuch does not exist: create it"},
+		{"POST", "/v2/alpine/blobs/uploads/", "repositories of local projects are named <project>/<repository>"},
+	} {
+		resp, b := me.do(t, tc.method, tc.path, nil, true)
+		if code, msg := errEntry(b); resp.StatusCode != 404 || code != "NAME_UNKNOWN" || !strings.Contains(msg, tc.say) {
+			t.Errorf("%s %s = %d %s, want 404 NAME_UNKNOWN saying %q", tc.method, tc.path, resp.StatusCode, b, tc.say)
+		}
+	}
+	if n := up.count("GET manifests") + up.count("HEAD manifests"); n != 0 {
+		t.Errorf("pushes reached the upstream %d times", n)
 	}
 }
 
@@ -558,7 +573,7 @@ func TestAnonymousMirrorPullCanBeTurnedOff(t *testing.T) {
 	up := newFakeUpstream(t)
 	up.seed(t, "library/app:latest", must(random.Image(100, 1)))
 	me := newMirrorEnv(t, []mirror.Upstream{{Name: "docker.io", URL: up.srv.URL}}, func(c *mirror.Config) {
-		as, _, err := auth.New(context.Background(), mustDB(t), auth.Config{AdminPassword: password, BcryptCost: bcrypt.MinCost, KeyDir: t.TempDir()})
+		as, err := auth.New(context.Background(), mustDB(t), auth.Config{AdminPassword: password, BcryptCost: bcrypt.MinCost, KeyDir: t.TempDir()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -587,4 +602,57 @@ func mustDB(t *testing.T) *badger.DB {
 	}
 	t.Cleanup(func() { db.Close() })
 	return db
+}
+
+// auditLog is an Auditor that keeps what it is given.
+type auditLog struct {
+	mu     sync.Mutex
+	events []auth.Event
+}
+
+func (a *auditLog) Record(ctx context.Context, e auth.Event) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.events = append(a.events, e)
+	return nil
+}
+
+func (a *auditLog) failures() []auth.Event {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []auth.Event
+	for _, e := range a.events {
+		if e.Result == "failure" {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// A refused push or delete leaves a failure record saying who, what and why; the anonymous
+// first request of a push (answered with a challenge) does not.
+func TestRefusedWritesAreAudited(t *testing.T) {
+	up := newFakeUpstream(t)
+	log := &auditLog{}
+	me := newMirrorEnv(t, []mirror.Upstream{{Name: "docker.io", URL: up.srv.URL}}, func(c *mirror.Config) { c.Audit = log })
+	if resp, _ := me.do(t, "POST", "/v2/priv/app/blobs/uploads/", nil, false); resp.StatusCode != 401 {
+		t.Fatalf("anonymous push = %d, want 401", resp.StatusCode)
+	}
+	if f := log.failures(); len(f) != 0 {
+		t.Errorf("an anonymous challenge was audited as a failure: %+v", f)
+	}
+	me.do(t, "DELETE", "/v2/docker.io/library/alpine/manifests/latest", nil, true)
+	me.do(t, "PUT", "/v2/nosuch/app/manifests/v1", strings.NewReader("{}"), true)
+	f := log.failures()
+	if len(f) != 2 {
+		t.Fatalf("failure records = %+v, want 2", f)
+	}
+	for i, want := range []struct{ op, resource, detail string }{
+		{"delete", "docker.io/library/alpine", "403 DENIED"},
+		{"push", "nosuch/app", "404 NAME_UNKNOWN"},
+	} {
+		if f[i].Username != "admin" || f[i].Operation != want.op || f[i].Resource != want.resource || !strings.HasPrefix(f[i].Detail, want.detail) {
+			t.Errorf("failure record %d = %+v, want admin %s %s %s", i, f[i], want.op, want.resource, want.detail)
+		}
+	}
 }

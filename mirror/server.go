@@ -19,6 +19,7 @@ import (
 
 	"cove/auth"
 	"cove/cache"
+	"cove/internal/telemetry"
 )
 
 // Authorizer says who a request comes from and what it may do. auth.Service implements it.
@@ -144,6 +145,8 @@ type request struct {
 	up     *upstream
 	upRepo string
 	name   string
+	// implicit: the name reached the default upstream by naming nothing else (see route).
+	implicit bool
 }
 
 // ServeHTTP answers every /v2 request.
@@ -157,7 +160,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err := s.serve(w, r); err != nil {
 		e := toError(err)
 		if e.Status >= 500 {
-			s.log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+			// The access-log line of the request carries it, at ERROR (log once, at the boundary).
+			telemetry.SetCause(r.Context(), err)
 		} else if e.Err != nil {
 			s.log.DebugContext(r.Context(), "request refused", "method", r.Method, "path", r.URL.Path, "err", e.Err)
 		}
@@ -168,7 +172,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // handler serves one endpoint; what it returns is written by ServeHTTP.
 type handler func(w http.ResponseWriter, r *http.Request, req request) error
 
-func (s *Server) serve(w http.ResponseWriter, r *http.Request) error {
+func (s *Server) serve(w http.ResponseWriter, r *http.Request) (err error) {
 	rt := parse(r.URL.Path)
 	if rt.kind == KindUnknown {
 		return newError(http.StatusNotFound, CodeUnsupported, "unknown endpoint %s", r.URL.Path)
@@ -184,14 +188,19 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) error {
 		e.challenge = s.auth.Challenge(r)
 		return e
 	}
+	defer func() {
+		if err != nil {
+			s.recordRefused(r, who, rt.repo, err)
+		}
+	}()
 	req := request{route: rt, who: who, name: rt.repo}
 	if rt.repo != "" {
-		up, upRepo, err := s.route(r.Context(), r, rt.repo)
+		up, upRepo, implicit, err := s.route(r.Context(), r, rt.repo)
 		if err != nil {
 			return err
 		}
 		if up != nil {
-			req.up, req.upRepo, req.repo = up, upRepo, up.Name+"/"+upRepo
+			req.up, req.upRepo, req.repo, req.implicit = up, upRepo, up.Name+"/"+upRepo, implicit
 			return s.serveMirrored(w, r, req)
 		}
 	}
@@ -287,6 +296,30 @@ func (s *Server) record(r *http.Request, req request, op, resource string) {
 	})
 	if err != nil {
 		s.log.ErrorContext(r.Context(), "writing an audit record", "err", err)
+	}
+}
+
+// recordRefused leaves a failure record for a push or delete that did not succeed, by someone
+// the request names (a user, robot, or a token's subject). The anonymous first request of a
+// push, which a 401 sends to the token service, is not a refusal worth a record.
+func (s *Server) recordRefused(r *http.Request, who auth.Principal, repo string, err error) {
+	var op string
+	switch r.Method {
+	case http.MethodPut, http.MethodPost, http.MethodPatch:
+		op = "push"
+	case http.MethodDelete:
+		op = "delete"
+	}
+	if op == "" || who.Name == "" || s.audit == nil {
+		return
+	}
+	e := toError(err)
+	rerr := s.audit.Record(r.Context(), auth.Event{
+		Username: who.Name, Address: auth.RemoteHost(r), Operation: op, ResourceType: "artifact", Resource: repo,
+		Result: "failure", Detail: fmt.Sprintf("%d %s: %s", e.Status, e.Code, e.Message),
+	})
+	if rerr != nil {
+		s.log.ErrorContext(r.Context(), "writing an audit record", "err", rerr)
 	}
 }
 

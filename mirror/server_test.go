@@ -58,7 +58,7 @@ func newEnv(t testing.TB, opts ...func(*mirror.Config)) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	as, _, err := auth.New(ctx, db, auth.Config{AdminPassword: password, BcryptCost: bcrypt.MinCost, KeyDir: t.TempDir(), AnonymousMirrorPull: true})
+	as, err := auth.New(ctx, db, auth.Config{AdminPassword: password, BcryptCost: bcrypt.MinCost, KeyDir: t.TempDir(), AnonymousMirrorPull: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,14 +136,20 @@ func (e *env) do(t *testing.T, method, path string, body io.Reader, asAdmin bool
 
 // errCode returns the first OCI error code of a response body.
 func errCode(b []byte) string {
+	code, _ := errEntry(b)
+	return code
+}
+
+// errEntry is the code and message of an OCI error body's first error.
+func errEntry(b []byte) (code, message string) {
 	var body struct {
 		Errors []struct{ Code, Message string }
 	}
 	_ = json.Unmarshal(b, &body)
 	if len(body.Errors) == 0 {
-		return ""
+		return "", ""
 	}
-	return body.Errors[0].Code
+	return body.Errors[0].Code, body.Errors[0].Message
 }
 
 func TestPushPullImageAndIndex(t *testing.T) {

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"cove/auth"
 )
 
 // Config is cove's whole configuration: DESIGN.md's contract. Every key is optional; defaults come
@@ -46,7 +48,7 @@ type UpstreamConfig struct {
 // AuthConfig configures identities and access.
 type AuthConfig struct {
 	Mode             string     `yaml:"mode"`              // db | ldap; default db
-	AdminPassword    string     `yaml:"admin_password"`    // generated and printed once when empty
+	AdminPassword    string     `yaml:"admin_password"`    // the admin's password at first start only; generated and printed once when empty
 	AnonymousPull    string     `yaml:"anonymous_pull"`    // mirror | none; default mirror
 	SelfRegistration bool       `yaml:"self_registration"` // default false
 	ProjectCreation  string     `yaml:"project_creation"`  // adminonly | everyone; default adminonly
@@ -359,6 +361,12 @@ func (c *Config) Validate() error {
 		}
 		if strings.Count(c.Auth.LDAP.GroupFilter, "%s") != 1 {
 			bad("auth.ldap.group_filter", "want exactly one %%s, got %q", c.Auth.LDAP.GroupFilter)
+		}
+	}
+	if c.Auth.AdminPassword != "" {
+		if err := auth.CheckPasswordPolicy(c.Auth.AdminPassword); err != nil {
+			// The password itself is never printed.
+			bad("auth.admin_password", "breaks the password policy: at least 8 characters and at most %d bytes, with an upper-case letter, a lower-case letter and a digit", auth.MaxPasswordBytes)
 		}
 	}
 	if c.Auth.AuditRetention <= 0 {

@@ -138,12 +138,12 @@ func TestRunExitsTwoOnBadConfiguration(t *testing.T) {
 		{},
 	} {
 		var stdout, stderr bytes.Buffer
-		if code := run(context.Background(), args, nil, &stdout, &stderr); code != 2 {
+		if code := run(context.Background(), args, nil, nil, &stdout, &stderr); code != 2 {
 			t.Errorf("run(%q) = %d, want 2; stderr: %s", args, code, stderr.String())
 		}
 	}
 	var stderr bytes.Buffer
-	run(context.Background(), []string{"serve", "--config", path}, nil, &bytes.Buffer{}, &stderr)
+	run(context.Background(), []string{"serve", "--config", path}, nil, nil, &bytes.Buffer{}, &stderr)
 	if !strings.Contains(stderr.String(), "mirror.tag_ttl") {
 		t.Errorf("error does not name the key: %s", stderr.String())
 	}

@@ -4,6 +4,9 @@
 // Usage:
 //
 //	cove serve [--config FILE] [--listen ADDR] [--data DIR]
+//	cove admin reset-password|create-user NAME
+//	cove bench
+//	cove version
 package main
 
 import (
@@ -13,11 +16,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -39,18 +46,52 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	os.Exit(run(ctx, os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
+	os.Exit(run(ctx, os.Args[1:], os.Environ(), os.Stdin, os.Stdout, os.Stderr))
 }
 
 const usage = `usage: cove <command> [flags]
 
 commands:
   serve    run the registry (cove serve --help for its flags)
+  admin    offline account changes: reset-password, create-user (cove admin --help)
   bench    measure cove against an upstream, a peer mirror and the machine's limit (cove bench --help)
+  version  print the version, commit and Go version
 `
 
+const serveUsage = `usage: cove serve [flags]
+
+Runs the registry: a pull-through mirror of Docker Hub (and the other configured upstreams) and a
+private registry, with its admin page on the same address. Every flag and key of the
+configuration file can also be set as a COVE_* environment variable (see the README).
+
+flags:
+`
+
+// version and commit are set at build time (make build: -ldflags -X); a plain go build leaves
+// the version "dev" and takes the commit from the module's build information, if any.
+var (
+	version = "dev"
+	commit  = ""
+)
+
+// versionInfo is the version, commit and Go version of this binary.
+func versionInfo() (ver, rev, goVersion string) {
+	rev = commit
+	if rev == "" {
+		rev = "unknown"
+		if bi, ok := debug.ReadBuildInfo(); ok {
+			for _, st := range bi.Settings {
+				if st.Key == "vcs.revision" {
+					rev = st.Value
+				}
+			}
+		}
+	}
+	return version, rev, runtime.Version()
+}
+
 // run is main without the process: it returns the exit status (2 for usage and configuration errors).
-func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) int {
+func run(ctx context.Context, args, environ []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return 2
@@ -58,8 +99,14 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 	switch args[0] {
 	case "serve":
 		return serve(ctx, args[1:], environ, stdout, stderr)
+	case "admin":
+		return adminCmd(ctx, args[1:], environ, stdin, stdout, stderr)
 	case "bench":
 		return benchCmd(ctx, args[1:], stdout, stderr)
+	case "version", "--version", "-version":
+		v, c, g := versionInfo()
+		fmt.Fprintf(stdout, "cove %s (commit %s, %s)\n", v, c, g)
+		return 0
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -71,10 +118,22 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {} // printed below: --help to stdout, a usage error to stderr
 	configPath := fs.String("config", envValue(environ, "COVE_CONFIG"), "YAML configuration file (env COVE_CONFIG)")
-	fs.String("listen", "", "address to listen on (default :5000)")
-	fs.String("data", "", "data directory (default ./data)")
+	fs.String("listen", "", "address to listen on (default :5000; env COVE_LISTEN)")
+	fs.String("data", "", "data directory (default ./data; env COVE_DATA)")
 	if err := fs.Parse(args); err != nil {
+		out, code := stderr, 2
+		if errors.Is(err, flag.ErrHelp) {
+			out, code = stdout, 0
+		}
+		fmt.Fprint(out, serveUsage)
+		fs.SetOutput(out)
+		fs.PrintDefaults()
+		return code
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "cove serve: unexpected argument %q (see cove serve --help)\n", fs.Arg(0))
 		return 2
 	}
 	set := map[string]string{}
@@ -84,7 +143,7 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 		fmt.Fprintf(stderr, "cove: %v\n", err)
 		return 2
 	}
-	log := slog.New(slog.NewJSONHandler(stderr, nil))
+	log := slog.New(telemetry.LogHandler(slog.NewJSONHandler(stderr, nil)))
 	if err := serveConfig(ctx, cfg, log, stdout); err != nil {
 		log.Error("cove stopped", "err", err)
 		return 1
@@ -104,6 +163,11 @@ func envValue(environ []string, key string) string {
 // serveConfig builds every part from cfg, serves until ctx ends, then shuts down gracefully:
 // the listener closes at once, requests in flight finish (up to shutdownGrace), the index closes last.
 func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) error {
+	ver, rev, goVersion := versionInfo()
+	log.Info("cove starting", "version", ver, "commit", rev, "go", goVersion, "data", cfg.Data, "listen", cfg.Listen)
+	for _, name := range slices.Sorted(maps.Keys(cfg.Mirror.Upstreams)) {
+		log.Info("upstream", "name", name, "url", redact(cfg.Mirror.Upstreams[name].URL), "default", name == cfg.Mirror.Default)
+	}
 	if err := os.MkdirAll(cfg.Data, 0o750); err != nil {
 		return fmt.Errorf("create data directory: %w", err)
 	}
@@ -133,7 +197,7 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 			StartTLS: l.StartTLS, Timeout: time.Duration(l.Timeout),
 		}
 	}
-	authSvc, generated, err := auth.New(ctx, db, auth.Config{
+	authSvc, err := auth.New(ctx, db, auth.Config{
 		Audit:               audit,
 		LDAP:                ldapCfg,
 		SelfRegistration:    cfg.Auth.SelfRegistration,
@@ -148,11 +212,6 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	})
 	if err != nil {
 		return err
-	}
-	if generated != "" {
-		fmt.Fprintf(stdout, "cove: generated the password of user %q: %s\n"+
-			"cove: it is shown only this once and stored as a hash; set auth.admin_password to choose your own.\n",
-			auth.AdminName, generated)
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -234,6 +293,7 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		if !ready.Load() {
+			telemetry.SetCause(r.Context(), errors.New("not ready: cove is starting or shutting down"))
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return
 		}
@@ -279,7 +339,19 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 		}
 		return err
 	}
-	attrs := []any{"addr", ln.Addr().String(), "data", cfg.Data, "tls", cfg.TLS.Mode}
+	// The admin is created (and a generated password printed) only now that cove is up: a start
+	// that fails before this point leaves no admin, and the next start generates the password again.
+	generated, err := authSvc.EnsureAdmin(ctx)
+	if err != nil {
+		_ = srv.Close()
+		return err
+	}
+	if generated != "" {
+		fmt.Fprintf(stdout, "cove: generated the password of user %q: %s\n"+
+			"cove: it is shown only this once and stored as a hash; sign in at %s and change it, or set it offline with: cove admin reset-password %s\n",
+			auth.AdminName, generated, adminURL(cfg, ln, certs.Enabled()), auth.AdminName)
+	}
+	attrs := []any{"addr", ln.Addr().String(), "data", cfg.Data, "tls", cfg.TLS.Mode, "admin_page", adminURL(cfg, ln, certs.Enabled())}
 	if httpLn != nil {
 		attrs = append(attrs, "http_addr", httpLn.Addr().String())
 	}
@@ -347,6 +419,26 @@ func adminStatus(st mirror.Status) admin.MirrorStatus {
 		})
 	}
 	return out
+}
+
+// adminURL is where the admin page is: public_url when set, else the listener's address (a
+// wildcard host shown as localhost).
+func adminURL(cfg Config, ln net.Listener, tls bool) string {
+	if cfg.PublicURL != "" {
+		return strings.TrimSuffix(cfg.PublicURL, "/") + "/"
+	}
+	host, p, err := net.SplitHostPort(ln.Addr().String())
+	if err != nil {
+		return ""
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "localhost"
+	}
+	scheme := "http"
+	if tls {
+		scheme = "https"
+	}
+	return scheme + "://" + net.JoinHostPort(host, p) + "/"
 }
 
 // port is a listener's port, 0 for none.

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -42,20 +43,78 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 
 type ctxKey struct{}
 
+// state is what Middleware keeps of a request while it is served.
+type state struct {
+	id string
+
+	mu sync.Mutex
+	// cause is guarded by mu.
+	cause error
+}
+
 // RequestID returns the id that Middleware gave the request of ctx, or "".
 func RequestID(ctx context.Context) string {
-	id, _ := ctx.Value(ctxKey{}).(string)
-	return id
+	if st, ok := ctx.Value(ctxKey{}).(*state); ok {
+		return st.id
+	}
+	return ""
 }
+
+// SetCause records why the request of ctx failed: the access-log line of a request answered
+// with a 5xx carries it, at level ERROR. The first cause recorded is kept (it is the nearest to
+// the fault). Without a Middleware in ctx it does nothing.
+func SetCause(ctx context.Context, err error) {
+	st, ok := ctx.Value(ctxKey{}).(*state)
+	if !ok || err == nil {
+		return
+	}
+	st.mu.Lock()
+	if st.cause == nil {
+		st.cause = err
+	}
+	st.mu.Unlock()
+}
+
+func (st *state) causeText() string {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.cause == nil {
+		return "no cause recorded by the handler"
+	}
+	return st.cause.Error()
+}
+
+// LogHandler wraps h so that every record logged with a request's context (the *Context
+// methods of slog.Logger) carries that request's request_id.
+func LogHandler(h slog.Handler) slog.Handler { return logHandler{h} }
+
+type logHandler struct{ slog.Handler }
+
+func (h logHandler) Handle(ctx context.Context, rec slog.Record) error {
+	if id := RequestID(ctx); id != "" {
+		rec = rec.Clone()
+		rec.AddAttrs(slog.String("request_id", id))
+	}
+	return h.Handler.Handle(ctx, rec)
+}
+
+func (h logHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return logHandler{h.Handler.WithAttrs(attrs)}
+}
+
+func (h logHandler) WithGroup(name string) slog.Handler { return logHandler{h.Handler.WithGroup(name)} }
 
 // Middleware wraps next: it gives the request an id (X-Request-Id), recovers a panic into a 500,
 // writes one access-log line and records the metrics. route names the endpoint for labels; it
-// must return a small, fixed set of values.
+// must return a small, fixed set of values. The line of a request answered with a 5xx is logged
+// at ERROR with its cause (see SetCause); every other one at INFO.
 func Middleware(next http.Handler, log *slog.Logger, m *Metrics, route func(*http.Request) string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		id := rand.Text()[:16]
-		r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, id))
+		outer := r.Context() // the line below names the request id itself
+		st := &state{id: rand.Text()[:16]}
+		id := st.id
+		r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, st))
 		rw := &responseWriter{ResponseWriter: w, status: http.StatusOK}
 		rw.Header().Set("X-Request-Id", id)
 		defer func() {
@@ -63,7 +122,7 @@ func Middleware(next http.Handler, log *slog.Logger, m *Metrics, route func(*htt
 				if p == http.ErrAbortHandler {
 					panic(p)
 				}
-				log.ErrorContext(r.Context(), "panic serving request", "request_id", id, "panic", fmt.Sprint(p))
+				SetCause(r.Context(), fmt.Errorf("panic: %v", p))
 				if !rw.wrote {
 					http.Error(rw, "internal server error", http.StatusInternalServerError)
 				}
@@ -74,7 +133,8 @@ func Middleware(next http.Handler, log *slog.Logger, m *Metrics, route func(*htt
 			m.requests.WithLabelValues(name, r.Method, code).Inc()
 			m.latency.WithLabelValues(name).Observe(elapsed.Seconds())
 			m.served.WithLabelValues(name).Add(float64(rw.bytes))
-			log.LogAttrs(r.Context(), slog.LevelInfo, "request",
+			level, msg := slog.LevelInfo, "request"
+			attrs := []slog.Attr{
 				slog.String("request_id", id),
 				slog.String("remote", r.RemoteAddr),
 				slog.String("method", r.Method),
@@ -85,7 +145,12 @@ func Middleware(next http.Handler, log *slog.Logger, m *Metrics, route func(*htt
 				slog.Int64("bytes", rw.bytes),
 				slog.Duration("duration", elapsed),
 				slog.String("user_agent", r.UserAgent()),
-			)
+			}
+			if rw.status >= 500 {
+				level, msg = slog.LevelError, "request failed"
+				attrs = append(attrs, slog.String("cause", st.causeText()))
+			}
+			log.LogAttrs(outer, level, msg, attrs...)
 		}()
 		next.ServeHTTP(rw, r)
 	})

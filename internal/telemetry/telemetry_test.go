@@ -3,6 +3,7 @@ package telemetry
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -72,11 +73,71 @@ func TestMiddleware(t *testing.T) {
 	for _, l := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
 		var rec struct{ Msg, Path string }
 		json.Unmarshal([]byte(l), &rec)
-		if rec.Msg == "request" {
+		if rec.Msg == "request" || rec.Msg == "request failed" {
 			lines++
 		}
 	}
 	if lines != 3 {
 		t.Errorf("%d access-log lines for 3 requests:\n%s", lines, logs.String())
+	}
+}
+
+// Every 5xx is logged at ERROR with its cause and request id; other answers at INFO.
+func TestServerErrorsAreLoggedWithCause(t *testing.T) {
+	var logs bytes.Buffer
+	log := slog.New(LogHandler(slog.NewJSONHandler(&logs, nil)))
+	mux := http.NewServeMux()
+	mux.HandleFunc("/fail", func(w http.ResponseWriter, r *http.Request) {
+		SetCause(r.Context(), errors.New("disk on fire"))
+		SetCause(r.Context(), errors.New("a later, farther cause"))
+		log.InfoContext(r.Context(), "inside the handler")
+		w.WriteHeader(http.StatusBadGateway)
+	})
+	mux.HandleFunc("/silent", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) })
+	mux.HandleFunc("/panic", func(w http.ResponseWriter, r *http.Request) { panic("boom") })
+	mux.HandleFunc("/ok", func(w http.ResponseWriter, r *http.Request) { SetCause(r.Context(), errors.New("not a failure")) })
+	srv := httptest.NewServer(Middleware(mux, log, NewMetrics(prometheus.NewRegistry()), func(*http.Request) string { return "r" }))
+	defer srv.Close()
+
+	ids := map[string]string{}
+	for _, p := range []string{"/fail", "/silent", "/panic", "/ok"} {
+		resp, err := http.Get(srv.URL + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		ids[p] = resp.Header.Get("X-Request-Id")
+	}
+	type line struct {
+		Level, Msg, Path, Cause string
+		RequestID               string `json:"request_id"`
+	}
+	byPath := map[string]line{}
+	var inside line
+	for _, l := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		var rec line
+		if err := json.Unmarshal([]byte(l), &rec); err != nil {
+			t.Fatalf("log line %q: %v", l, err)
+		}
+		if rec.Msg == "inside the handler" {
+			inside = rec
+			continue
+		}
+		byPath[rec.Path] = rec
+	}
+	want := map[string]line{
+		"/fail":   {Level: "ERROR", Msg: "request failed", Cause: "disk on fire"},
+		"/silent": {Level: "ERROR", Msg: "request failed", Cause: "no cause recorded by the handler"},
+		"/panic":  {Level: "ERROR", Msg: "request failed", Cause: "panic: boom"},
+		"/ok":     {Level: "INFO", Msg: "request"},
+	}
+	for p, w := range want {
+		got := byPath[p]
+		if got.Level != w.Level || got.Msg != w.Msg || got.Cause != w.Cause || got.RequestID != ids[p] {
+			t.Errorf("%s logged %+v, want %+v with request_id %s", p, got, w, ids[p])
+		}
+	}
+	if inside.RequestID != ids["/fail"] {
+		t.Errorf("a line logged with the request's context has request_id %q, want %q", inside.RequestID, ids["/fail"])
 	}
 }

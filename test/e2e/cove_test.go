@@ -19,7 +19,7 @@ import (
 	"time"
 )
 
-const adminPassword = "e2e-admin-password"
+const adminPassword = "E2e-admin-password1"
 
 // coveBin is the binary under test: $E2E_COVE_BIN, or one built by TestMain.
 var coveBin string
