@@ -190,6 +190,69 @@ func TestFillNeverCompletesAWrongBlob(t *testing.T) {
 	}
 }
 
+// A reader that joined before any byte arrived gets no byte of the held-back tail while the
+// digest is unchecked, even when all but one byte of the blob has been written; once the last
+// byte comes and the digest is wrong, it gets the error, never the blob.
+func TestFillHoldsTheTailBackUntilTheDigestMatched(t *testing.T) {
+	data := randomBytes(t, 300<<10)
+	for _, size := range []int64{int64(len(data)), -1} {
+		for _, corrupt := range []bool{false, true} {
+			s, _ := newStore(t)
+			body := bytes.Clone(data)
+			if corrupt {
+				body[len(body)-1] ^= 0xff // only the last byte is wrong
+			}
+			g := &gate{data: body, allow: make(chan int)}
+			f, _, err := s.FillBlob(digest.FromBytes(data), "docker.io/library/x", func(context.Context) (io.ReadCloser, int64, error) {
+				return g, size, nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			r, err := f.Reader(ctx) // joined before any byte
+			if err != nil {
+				t.Fatal(err)
+			}
+			g.allow <- len(data) - 1
+			waitFor(t, func() bool {
+				f.mu.Lock()
+				defer f.mu.Unlock()
+				return f.written == int64(len(data)-1)
+			})
+			cancel() // Read now returns what is available, then the context's error
+			var got int
+			buf := make([]byte, 32<<10)
+			for {
+				n, err := r.Read(buf)
+				got += n
+				if err != nil {
+					break
+				}
+			}
+			if got > len(data)-holdBack || got < len(data)-1-holdBack {
+				t.Errorf("size %d: a reader got %d of %d bytes before the digest was checked; want all but the %d held back", size, got, len(data), holdBack)
+			}
+			r.Close()
+			r2, err := f.Reader(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			close(g.allow)
+			rest, err := io.ReadAll(r2)
+			r2.Close()
+			switch {
+			case corrupt && !errors.Is(err, ErrUpstreamCorrupt):
+				t.Errorf("size %d: corrupt last byte: read error %v, want ErrUpstreamCorrupt", size, err)
+			case corrupt && len(rest) > len(data)-holdBack:
+				t.Errorf("size %d: corrupt blob: a reader got %d bytes", size, len(rest))
+			case !corrupt && (err != nil || !bytes.Equal(rest, data)):
+				t.Errorf("size %d: good blob: read %d bytes, %v", size, len(rest), err)
+			}
+		}
+	}
+}
+
 func TestFillFailsFastWhenUpstreamRefuses(t *testing.T) {
 	s, _ := newStore(t)
 	refused := errors.New("upstream said 404")
@@ -202,9 +265,9 @@ func TestFillFailsFastWhenUpstreamRefuses(t *testing.T) {
 	if _, err := f.Reader(context.Background()); !errors.Is(err, refused) {
 		t.Errorf("Reader = %v, want the fetch error", err)
 	}
-	// The failed fill is gone: the next request starts a new one.
+	// The failed fill is gone: the next request for the same digest starts a new one.
 	waitFor(t, func() bool {
-		_, joined, _ := s.FillBlob(digest.FromString("y"), "r", func(context.Context) (io.ReadCloser, int64, error) { return nil, 0, refused })
+		_, joined, _ := s.FillBlob(digest.FromString("x"), "r", func(context.Context) (io.ReadCloser, int64, error) { return nil, 0, refused })
 		return !joined
 	})
 }

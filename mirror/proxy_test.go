@@ -25,6 +25,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/crypto/bcrypt"
@@ -654,5 +656,65 @@ func TestRefusedWritesAreAudited(t *testing.T) {
 		if f[i].Username != "admin" || f[i].Operation != want.op || f[i].Resource != want.resource || !strings.HasPrefix(f[i].Detail, want.detail) {
 			t.Errorf("failure record %d = %+v, want admin %s %s %s", i, f[i], want.op, want.resource, want.detail)
 		}
+	}
+}
+
+// lyingWriter replaces the Docker-Content-Digest header of what it writes.
+type lyingWriter struct {
+	http.ResponseWriter
+	lie   string
+	wrote bool
+}
+
+func (w *lyingWriter) WriteHeader(code int) {
+	if !w.wrote {
+		w.wrote = true
+		w.Header().Set("Docker-Content-Digest", w.lie)
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *lyingWriter) Write(b []byte) (int, error) {
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK)
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// An upstream whose Docker-Content-Digest lies about a manifest: the digest comes from the body,
+// the answer is a 502, and nothing is cached under either digest.
+func TestUpstreamDigestHeaderThatLiesIsRefused(t *testing.T) {
+	up := newFakeUpstream(t)
+	img := must(random.Image(1000, 1))
+	up.seed(t, "library/alpine:latest", img)
+	truth := must(img.Digest())
+	lie := digest.FromString("another manifest").String()
+	up.mu.Lock()
+	up.wrap = func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if strings.Contains(r.URL.Path, "/manifests/") {
+				w = &lyingWriter{ResponseWriter: w, lie: lie}
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+	up.mu.Unlock()
+	me := newMirrorEnv(t, []mirror.Upstream{{Name: "docker.io", URL: up.srv.URL}})
+	resp, b := me.do(t, "GET", "/v2/library/alpine/manifests/latest", nil, false, "Accept", string(types.DockerManifestSchema2))
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("manifest with a lying digest header = %d %s, want 502", resp.StatusCode, b)
+	}
+	for _, d := range []string{lie, truth.String()} {
+		if resp, _ := me.do(t, "GET", "/v2/library/alpine/manifests/"+d, nil, false); resp.StatusCode == 200 && d == lie {
+			t.Errorf("the lie %s was cached", d)
+		}
+	}
+	// Once the upstream tells the truth, the manifest is served under the digest of its body.
+	up.mu.Lock()
+	up.wrap = nil
+	up.mu.Unlock()
+	resp, b = me.do(t, "GET", "/v2/library/alpine/manifests/latest", nil, false, "Accept", string(types.DockerManifestSchema2))
+	if resp.StatusCode != 200 || resp.Header.Get("Docker-Content-Digest") != truth.String() || digest.FromBytes(b).String() != truth.String() {
+		t.Errorf("after the upstream mended: %d, digest %q, want 200 and %s", resp.StatusCode, resp.Header.Get("Docker-Content-Digest"), truth)
 	}
 }

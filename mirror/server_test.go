@@ -462,6 +462,44 @@ func TestCrossMountNeedsReadAccess(t *testing.T) {
 	}
 }
 
+// A mount asked by someone who may push to the target but not read the source is an ordinary
+// upload session (202), and the blob stays unreadable in the target, with Basic credentials and
+// with tokens alike.
+func TestCrossMountWithoutReadAccessIsAnUpload(t *testing.T) {
+	var as *auth.Service
+	e := newEnv(t, func(c *mirror.Config) { as = c.Auth.(*auth.Service) })
+	ctx := context.Background()
+	if _, err := as.CreateProject(ctx, "team", false, "admin"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := as.CreateUser(ctx, auth.User{Name: "dev"}, "Dev-password1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := as.AddMember(ctx, "team", auth.MemberUser, "dev", auth.RoleDeveloper); err != nil {
+		t.Fatal(err)
+	}
+	blob := []byte("a private layer")
+	d := digest.FromBytes(blob)
+	if resp, b := e.do(t, "POST", "/v2/priv/src/blobs/uploads/?digest="+d.String(), bytes.NewReader(blob), true); resp.StatusCode != 201 {
+		t.Fatalf("upload = %d %s", resp.StatusCode, b)
+	}
+	basic := "Basic " + base64.StdEncoding.EncodeToString([]byte("dev:Dev-password1"))
+	tok, _, _, err := as.IssueToken(ctx, auth.Principal{Name: "dev"}, "cove",
+		[]auth.Scope{{Type: "repository", Name: "team/app", Actions: []string{"pull", "push"}}, {Type: "repository", Name: "priv/src", Actions: []string{"pull"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, authz := range map[string]string{"basic": basic, "token": "Bearer " + tok} {
+		resp, b := e.do(t, "POST", "/v2/team/app/blobs/uploads/?mount="+d.String()+"&from=priv/src", nil, false, "Authorization", authz)
+		if resp.StatusCode != 202 || resp.Header.Get("Location") == "" {
+			t.Errorf("%s: mount without read access to the source = %d %s, want 202 and an upload session", name, resp.StatusCode, b)
+		}
+		if resp, _ := e.do(t, "HEAD", "/v2/team/app/blobs/"+d.String(), nil, true); resp.StatusCode != 404 {
+			t.Errorf("%s: the blob became readable in team/app: %d", name, resp.StatusCode)
+		}
+	}
+}
+
 // TestStalledClientsAreCut: an upload whose body stops arriving and a download whose client stops
 // reading are both ended after the idle timeout, and the upload leaves nothing behind.
 func TestStalledClientsAreCut(t *testing.T) {
