@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"cove/auth"
+	"cove/internal/telemetry"
 )
 
 // The API uses auth.Service as a whole: users, projects, members, robots and policy are all its
@@ -163,7 +164,8 @@ func (s *Server) initWeb() error {
 	s.web, s.webMux, s.csrf = web, http.NewServeMux(), http.NewCrossOriginProtection()
 	page := web.page
 	for pattern, h := range map[string]http.Handler{
-		"GET /":                page(web.handleDashboard),
+		"GET /{$}":             page(web.handleDashboard),
+		"GET /":                http.HandlerFunc(web.handleNotFound),
 		"GET /login":           http.HandlerFunc(web.handleLogin),
 		"POST /login":          http.HandlerFunc(web.handleLogin),
 		"POST /logout":         http.HandlerFunc(web.handleLogout),
@@ -176,6 +178,8 @@ func (s *Server) initWeb() error {
 		"GET /audit":    page(web.handleAudit),
 		"GET /settings": page(web.handleSettings),
 		"GET /connect":  page(web.handleConnect),
+		"GET /account":  page(web.handleAccount),
+		"POST /message": http.HandlerFunc(web.handleMessage),
 	} {
 		s.webMux.Handle(pattern, withDeadlineWeb(h))
 	}
@@ -253,7 +257,8 @@ func (s *Server) adapt(h handler) http.Handler {
 			s.recordResult(r, who, op, "api", r.URL.Path, e.Code, "failure")
 		}
 		if e.Status >= 500 {
-			s.log.ErrorContext(r.Context(), "API request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+			// The access-log line of the request carries it, at ERROR (log once, at the boundary).
+			telemetry.SetCause(r.Context(), err)
 		}
 		if e.Status == http.StatusUnauthorized {
 			w.Header().Set("WWW-Authenticate", `Basic realm="cove"`)

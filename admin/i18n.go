@@ -3,6 +3,7 @@ package admin
 import (
 	"fmt"
 	"net/http"
+	"regexp"
 	"time"
 
 	"golang.org/x/text/language"
@@ -58,17 +59,18 @@ func (w *webPages) localeFor(r *http.Request) locale {
 // T translates key, formatting args as the language does.
 func (l locale) T(key string, args ...any) string { return l.p.Sprintf(key, args...) }
 
-// Time writes a time the language's way, in UTC.
+// Time writes a time to the second, in UTC, as ISO 8601 has it in both languages: the audit log
+// is read to the second (two failed logins within one minute are two lines), and the same form
+// sorts and compares across pages.
 func (l locale) Time(t time.Time) string {
 	if t.IsZero() {
 		return "—"
 	}
-	t = t.UTC()
-	if l.Code == "zh" {
-		return fmt.Sprintf("%d年%d月%d日 %s UTC", t.Year(), int(t.Month()), t.Day(), t.Format("15:04"))
-	}
-	return t.Format("Jan 2, 2006 15:04 UTC")
+	return t.UTC().Format(timeLayout)
 }
+
+// timeLayout is the page's time format; app.js writes the times it adds the same way.
+const timeLayout = "2006-01-02 15:04:05 UTC"
 
 // Size writes a byte count with a binary unit, the number the language's way.
 func (l locale) Size(n int64) string {
@@ -87,3 +89,104 @@ func (l locale) Size(n int64) string {
 
 // Number writes an integer with the language's grouping.
 func (l locale) Number(n int64) string { return l.p.Sprintf("%d", n) }
+
+// apiMessages are the error messages of the API that the page translates. The API answers in
+// English, as Harbor's does, for tools; the page shows the visitor's language. Each pattern
+// matches the English message, and its groups are the arguments of the key's text (each a %s).
+// The first match wins; a message no pattern knows falls back to its status (apiStatusKey).
+var apiMessages = []struct {
+	re  *regexp.Regexp
+	key string
+}{
+	{regexp.MustCompile(`^unauthorized$`), "apierr.unauthorized"},
+	{regexp.MustCompile(`^forbidden$`), "apierr.forbidden"},
+	{regexp.MustCompile(`^project not found$`), "apierr.project.notfound"},
+	{regexp.MustCompile(`^a project with that name exists already$`), "apierr.project.exists"},
+	{regexp.MustCompile(`^invalid value: project name (".*") must be lower-case letters and digits`), "apierr.project.name"},
+	{regexp.MustCompile(`^invalid value: (".*") names an upstream registry and cannot name a project$`), "apierr.project.reserved"},
+	{regexp.MustCompile(`^only system admins create projects`), "apierr.project.adminonly"},
+	{regexp.MustCompile(`^repositories of a former project (\S+) remain; they must be removed first$`), "apierr.project.leftover"},
+	{regexp.MustCompile(`^project (\S+) still has (\d+) repositories; delete them first$`), "apierr.project.notempty"},
+	{regexp.MustCompile(`^invalid value: a password needs\D*(\d+)\D+(\d+)`), "apierr.password.policy"}, // the least and the most
+	{regexp.MustCompile(`^the old password is wrong$`), "apierr.password.old"},
+	{regexp.MustCompile(`^invalid value: (\S+) is an LDAP user; the directory holds the password$`), "apierr.password.ldap"},
+	{regexp.MustCompile(`^invalid value: user name (".*")$`), "apierr.user.name"},
+	{regexp.MustCompile(`^already exists: user (\S+)$`), "apierr.user.exists"},
+	{regexp.MustCompile(`^not found: user (\S+)$`), "apierr.user.notfound"},
+	{regexp.MustCompile(`^this user cannot be deleted$`), "apierr.user.undeletable"},
+	{regexp.MustCompile(`^the built-in admin stays an admin$`), "apierr.user.builtin"},
+	{regexp.MustCompile(`^already exists: (.+) is a member of (\S+) already$`), "apierr.member.exists"},
+	{regexp.MustCompile(`^invalid value: a group member needs a group name$`), "apierr.member.group"},
+	{regexp.MustCompile(`^invalid value: role (-?\d+) is not one of`), "apierr.member.role"},
+	{regexp.MustCompile(`^not found: member (\d+) of (\S+)$`), "apierr.member.notfound"},
+	{regexp.MustCompile(`^member_user or member_group is required$`), "apierr.member.required"},
+	{regexp.MustCompile(`^already exists: robot (\S+)$`), "apierr.robot.exists"},
+	{regexp.MustCompile(`^invalid value: robot name (".*")$`), "apierr.robot.name"},
+	{regexp.MustCompile(`^invalid value: a robot needs at least one permission$`), "apierr.robot.permission"},
+	{regexp.MustCompile(`^not found: robot (\d+)$`), "apierr.robot.notfound"},
+	{regexp.MustCompile(`^no such cached repository$`), "apierr.mirror.notcached"},
+	{regexp.MustCompile(`^name must be a cached upstream repository`), "apierr.mirror.name"},
+	{regexp.MustCompile(`^invalid value: self-registration is off with LDAP`), "apierr.settings.selfreg"},
+	{regexp.MustCompile(`^invalid value: (anonymous_pull|project_creation_restriction) must be`), "apierr.settings.value"},
+	{regexp.MustCompile(`^too many failed logins`), "apierr.toomany"},
+	{regexp.MustCompile(`^the user directory cannot be reached$`), "apierr.directory"},
+	{regexp.MustCompile(`^invalid JSON body`), "apierr.body"},
+	{regexp.MustCompile(`^internal server error$`), "apierr.internal"},
+}
+
+// apiStatusKey is the key of the sentence that says what a status means, for a message no
+// pattern knows.
+func apiStatusKey(status int) string {
+	switch {
+	case status == http.StatusBadRequest:
+		return "apierr.status.badrequest"
+	case status == http.StatusUnauthorized:
+		return "apierr.unauthorized"
+	case status == http.StatusForbidden:
+		return "apierr.forbidden"
+	case status == http.StatusNotFound:
+		return "apierr.status.notfound"
+	case status == http.StatusConflict:
+		return "apierr.status.conflict"
+	case status == http.StatusPreconditionFailed:
+		return "apierr.status.precondition"
+	case status == http.StatusTooManyRequests:
+		return "apierr.toomany"
+	case status == http.StatusServiceUnavailable:
+		return "apierr.status.unavailable"
+	case status >= 500:
+		return "apierr.internal"
+	}
+	return "apierr.status.other"
+}
+
+// apiMessageKey finds the key and arguments of an API error message; ok is false for a message
+// no pattern knows.
+func apiMessageKey(msg string) (key string, args []any, ok bool) {
+	for _, m := range apiMessages {
+		if g := m.re.FindStringSubmatch(msg); g != nil {
+			for _, a := range g[1:] {
+				args = append(args, a)
+			}
+			return m.key, args, true
+		}
+	}
+	return "", nil, false
+}
+
+// APIMessage writes an error of the API (its HTTP status and English message) in the language.
+// A message no pattern knows is written as what its status means, with the message itself in
+// brackets: what it says is kept, even if untranslated.
+func (l locale) APIMessage(status int, msg string) string {
+	if key, args, ok := apiMessageKey(msg); ok {
+		return l.T(key, args...)
+	}
+	text := l.T(apiStatusKey(status))
+	if apiStatusKey(status) == "apierr.status.other" {
+		text = l.T("apierr.status.other", status)
+	}
+	if msg == "" {
+		return text
+	}
+	return l.T("apierr.detail", text, msg)
+}

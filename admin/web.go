@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"html/template"
+	"io"
 	"io/fs"
 	"net/http"
 	"net/http/httptest"
@@ -52,8 +53,9 @@ func newWebPages(s *Server) (*webPages, error) {
 			return d
 		},
 		"unix": func(sec int64) time.Time { return time.Unix(sec, 0) },
+		"add":  func(a, b int) int { return a + b },
 	}
-	for _, page := range []string{"error", "login", "dashboard", "projects", "project", "repository", "mirror", "users", "audit", "settings", "connect"} {
+	for _, page := range []string{"error", "login", "dashboard", "projects", "project", "repository", "mirror", "users", "account", "audit", "settings", "connect"} {
 		t, err := template.New(page).Funcs(funcs).ParseFS(templateFS, "web/templates/layout.html", "web/templates/"+page+".html")
 		if err != nil {
 			return nil, fmt.Errorf("template %s: %w", page, err)
@@ -107,7 +109,7 @@ func (w *webPages) apiHeader(r *http.Request, path string, out any) (http.Header
 			Errors []struct{ Code, Message string }
 		}
 		_ = json.Unmarshal(rec.Body.Bytes(), &body)
-		e := &apiError{Status: rec.Code, Code: "ERROR", Message: http.StatusText(rec.Code)}
+		e := &apiError{Status: rec.Code, Code: "ERROR"} // the page says what the status means
 		if len(body.Errors) > 0 {
 			e.Code, e.Message = body.Errors[0].Code, body.Errors[0].Message
 		}
@@ -141,11 +143,45 @@ func (w *webPages) page(h func(rw http.ResponseWriter, r *http.Request, who auth
 	})
 }
 
-// failed renders an API error in place of the page.
+// failed renders an API error in place of the page, in the visitor's language, with the API's
+// status: what does not exist (or may not be seen) is the site's 404 page.
 func (w *webPages) failed(rw http.ResponseWriter, r *http.Request, who auth.Principal, err error) {
 	e := toAPIError(err)
+	title := "error.title"
+	if e.Status == http.StatusNotFound {
+		title = "notfound.title"
+	}
 	rw.WriteHeader(e.Status)
-	w.render(rw, r, who, "error", "error.title", e.Message)
+	w.render(rw, r, who, "error", title, w.localeFor(r).APIMessage(e.Status, e.Message))
+}
+
+// handleNotFound answers a path that names no page with the site's 404 page. A signed-in visitor
+// keeps the navigation; anyone else gets the page without it.
+func (w *webPages) handleNotFound(rw http.ResponseWriter, r *http.Request) {
+	who, err := w.s.auth.Authenticate(r.Context(), r)
+	if err != nil || r.Header.Get("Authorization") != "" {
+		who = auth.Principal{}
+	}
+	rw.WriteHeader(http.StatusNotFound)
+	w.render(rw, r, who, "error", "notfound.title", w.localeFor(r).T("notfound.text", r.URL.Path))
+}
+
+// handleMessage translates an error of the API for the page's script (app.js), which shows the
+// answer as text. It is a POST so that no other site can make cove's origin show a text of its
+// choosing (CrossOriginProtection refuses cross-origin POSTs).
+func (w *webPages) handleMessage(rw http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Status  int    `json:"status"`
+		Message string `json:"message"`
+	}
+	r.Body = http.MaxBytesReader(rw, r.Body, 8<<10)
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		http.Error(rw, "bad request", http.StatusBadRequest)
+		return
+	}
+	rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	rw.Header().Set("Cache-Control", "no-store")
+	_, _ = io.WriteString(rw, w.localeFor(r).APIMessage(req.Status, req.Message))
 }
 
 func (w *webPages) handleLogin(rw http.ResponseWriter, r *http.Request) {
@@ -192,10 +228,6 @@ func (w *webPages) handleLang(rw http.ResponseWriter, r *http.Request) {
 }
 
 func (w *webPages) handleDashboard(rw http.ResponseWriter, r *http.Request, who auth.Principal) {
-	if r.URL.Path != "/" {
-		http.NotFound(rw, r)
-		return
-	}
 	if !who.Admin {
 		http.Redirect(rw, r, "/projects", http.StatusSeeOther)
 		return
@@ -215,10 +247,13 @@ type dashboard struct {
 	Chart chart
 }
 
+// chart is the dashboard's SVG: bars above the base line, the time axis below it.
 type chart struct {
-	W, H int
-	Max  int64
-	Bars []bar
+	W, H  int
+	Base  int // y of the time axis
+	Max   int64
+	Bars  []bar
+	Ticks []tick
 }
 
 // bar is one minute of the chart: a hits bar and a misses bar side by side.
@@ -226,27 +261,84 @@ type bar struct {
 	X, MissX, W              float64
 	HitY, HitH, MissY, MissH float64
 	Hits, Misses             int64
+	Minute                   string // its time, as the axis writes it
 }
+
+// tick is a labelled time on the axis.
+type tick struct {
+	X     float64
+	Label string
+}
+
+// tickEvery is the time between two ticks of the axis: six labels across the chart's hour.
+const tickEvery = 10 * time.Minute
 
 func newDashboard(st mirrorStatus) dashboard {
 	d := dashboard{mirrorStatus: st, Ratio: strconv.FormatFloat(st.HitRatio*100, 'f', 1, 64) + "%"}
-	d.Chart = chart{W: 720, H: 200, Max: 1}
+	d.Chart = chart{W: 720, H: 220, Base: 198, Max: 1}
+	if len(st.History) == 0 {
+		return d
+	}
 	for _, p := range st.History {
 		d.Chart.Max = max(d.Chart.Max, p.Hits, p.Misses)
 	}
+	// The chart shows the last historyLen+1 minutes, the current one at the right. A bar stands
+	// at its own minute, so a minute missing from the history leaves a gap, not a shift.
 	slot := float64(d.Chart.W) / float64(historyLen+1)
-	top := float64(d.Chart.H - 24) // room for the legend
-	for i, p := range st.History {
-		x := float64(d.Chart.W) - float64(len(st.History)-i)*slot
+	top := float64(d.Chart.Base - 24) // room for the legend
+	base := float64(d.Chart.Base)
+	last := st.History[len(st.History)-1].Time.UTC().Truncate(time.Minute)
+	xOf := func(t time.Time) float64 {
+		return float64(d.Chart.W) - float64(last.Sub(t.UTC().Truncate(time.Minute))/time.Minute+1)*slot
+	}
+	for _, p := range st.History {
+		x := xOf(p.Time)
+		if x < 0 {
+			continue
+		}
 		hh := float64(p.Hits) * top / float64(d.Chart.Max)
 		mh := float64(p.Misses) * top / float64(d.Chart.Max)
 		d.Chart.Bars = append(d.Chart.Bars, bar{
 			X: x, MissX: x + slot*0.45, W: slot * 0.4,
-			HitY: float64(d.Chart.H) - hh, HitH: hh, MissY: float64(d.Chart.H) - mh, MissH: mh,
-			Hits: p.Hits, Misses: p.Misses,
+			HitY: base - hh, HitH: hh, MissY: base - mh, MissH: mh,
+			Hits: p.Hits, Misses: p.Misses, Minute: p.Time.UTC().Format("15:04"),
 		})
 	}
+	// Ticks at the round ten minutes of the window, under the middle of their minute's bars;
+	// none under the axis's name at the left.
+	first := last.Add(-historyLen * time.Minute)
+	for t := first.Truncate(tickEvery); !t.After(last); t = t.Add(tickEvery) {
+		x := xOf(t) + slot*0.425
+		if t.Before(first) || x < 80 {
+			continue
+		}
+		d.Chart.Ticks = append(d.Chart.Ticks, tick{X: x, Label: t.Format("15:04")})
+	}
 	return d
+}
+
+// projectRow is a row of the projects page: Manage says whether the visitor may delete it.
+type projectRow struct {
+	project
+	Manage bool
+}
+
+// The page offers only what the API would do for the visitor (Harbor's page does the same):
+// buttons follow auth.Service's decisions, which the API's handlers make again on every call.
+
+// canCreateProject mirrors handleCreateProject: system admins, or every user when the setting
+// project_creation_restriction is everyone.
+func (w *webPages) canCreateProject(r *http.Request, who auth.Principal) bool {
+	if who.Anonymous() || who.Robot {
+		return false
+	}
+	return who.Admin || w.s.auth.Settings(r.Context()).ProjectCreation == "everyone"
+}
+
+// canManage mirrors the handlers that delete a project and change its members, robots and
+// visibility: the project's admins and system admins.
+func (w *webPages) canManage(r *http.Request, who auth.Principal, project string) bool {
+	return w.s.auth.AuthorizeProject(r.Context(), who, project, auth.ActionManageMembers) == nil
 }
 
 func (w *webPages) handleProjects(rw http.ResponseWriter, r *http.Request, who auth.Principal) {
@@ -256,10 +348,15 @@ func (w *webPages) handleProjects(rw http.ResponseWriter, r *http.Request, who a
 		w.failed(rw, r, who, err)
 		return
 	}
+	rows := make([]projectRow, 0, len(ps))
+	for _, p := range ps {
+		rows = append(rows, projectRow{project: p, Manage: w.canManage(r, who, p.Name)})
+	}
 	w.render(rw, r, who, "projects", "nav.projects", struct {
-		Query    string
-		Projects []project
-	}{q, ps})
+		Query     string
+		Projects  []projectRow
+		CanCreate bool
+	}{q, rows, w.canCreateProject(r, who)})
 }
 
 // repoView is a repository row with its name inside the project.
@@ -292,7 +389,7 @@ func (w *webPages) handleProject(rw http.ResponseWriter, r *http.Request, who au
 		data.Repos = append(data.Repos, repoView{repository: rp, Short: url.PathEscape(url.PathEscape(strings.TrimPrefix(rp.Name, p.Name+"/")))})
 	}
 	_ = w.api(r, "/api/v2.0/projects/"+url.PathEscape(name)+"/members", &data.Members) // members only
-	data.Manage = w.s.auth.AuthorizeProject(r.Context(), who, p.Name, auth.ActionManageMembers) == nil
+	data.Manage = w.canManage(r, who, p.Name)
 	if data.Manage {
 		_ = w.api(r, "/api/v2.0/robots?project="+url.QueryEscape(p.Name), &data.Robots)
 	}
@@ -329,6 +426,17 @@ func (w *webPages) handleUsers(rw http.ResponseWriter, r *http.Request, who auth
 		return
 	}
 	w.render(rw, r, who, "users", "nav.users", users)
+}
+
+// handleAccount is the visitor's own account: the password change, which the API allows every
+// local user with the current password.
+func (w *webPages) handleAccount(rw http.ResponseWriter, r *http.Request, who auth.Principal) {
+	var u user
+	if err := w.api(r, "/api/v2.0/users/current", &u); err != nil {
+		w.failed(rw, r, who, err)
+		return
+	}
+	w.render(rw, r, who, "account", "nav.account", u)
 }
 
 // auditOperations are the operations the filter offers.

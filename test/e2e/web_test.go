@@ -16,10 +16,7 @@ func TestWebPage(t *testing.T) {
 	requireTool(t, "skopeo")
 	requireTool(t, "docker-registry")
 	if _, err := os.Stat("../web/node_modules/playwright-core"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("playwright-core is not installed: make deps runs npm ci in test/web")
-		}
-		t.Skip("playwright-core is not installed; run make deps")
+		missing(t, "playwright-core is not installed (make deps runs npm ci in test/web)")
 	}
 	reg := startRegistry(t, "", nil)
 	reg.seed(t, "library/mirrored:1", ociImage(t, 1, 64<<10, nil))

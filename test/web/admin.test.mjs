@@ -12,6 +12,7 @@ const artifacts = process.env.ARTIFACTS || "test-results";
 const host = new URL(base).host;
 
 let browser, page;
+const ok = "Dev1Passw0rd", changed = "Dev1N3wPassw0rd";
 
 before(async () => {
   browser = await chromium.launch({
@@ -42,7 +43,7 @@ test("sign in, manage a project, see pushed tags, switch language, filter the au
   await page.goto(base + "/users");
   await page.fill("#new-user input[name=username]", "dev1");
   await page.fill("#new-user input[name=email]", "dev1@example.org");
-  await page.fill("#new-user input[name=password]", "Dev1Passw0rd");
+  await page.fill("#new-user input[name=password]", ok);
   await Promise.all([page.waitForLoadState("load"), page.click("#new-user button[type=submit]")]);
   await page.waitForSelector("#users >> text=dev1");
 
@@ -96,7 +97,10 @@ test("sign in, manage a project, see pushed tags, switch language, filter the au
   await Promise.all([page.waitForURL(/operation=push/), page.click("#audit-submit")]);
   const rows = await page.locator("#audit tr").allTextContents();
   assert.ok(rows.slice(1).length > 0, "no push in the audit log");
-  for (const r of rows.slice(1)) assert.match(r, /推送/);
+  for (const r of rows.slice(1)) {
+    assert.match(r, /推送/);
+    assert.match(r, /\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC/, "an audit time is not to the second");
+  }
   assert.ok(rows.some(r => r.includes("webteam/app")), "the push of webteam/app is not listed");
   await shot("06-audit");
 
@@ -110,5 +114,126 @@ test("sign in, manage a project, see pushed tags, switch language, filter the au
   assert.ok((await chart.boundingBox()).width > 100, "the chart is not visible");
   const heights = await chart.locator("rect.hit, rect.miss").evaluateAll(rs => rs.map(r => Number(r.getAttribute("height"))));
   assert.ok(heights.some(h => h > 0), "the chart draws no hit or miss");
+  const ticks = await chart.locator("text.tick").allTextContents();
+  assert.ok(ticks.filter(t => /^\d\d:\d0$/.test(t)).length >= 4, `the time axis has no labelled ticks: ${ticks}`);
   await shot("07-dashboard-chart");
+});
+
+// signIn opens a new browser context (its own cookies) signed in as user.
+async function signIn(user, pass, locale = "en-US") {
+  const context = await browser.newContext({ locale });
+  const p = await context.newPage();
+  p.on("dialog", d => d.accept());
+  await p.goto(base + "/login");
+  await p.fill("#username", user);
+  await p.fill("#password", pass);
+  await Promise.all([p.waitForURL(u => !u.pathname.startsWith("/login")), p.click("#login-submit")]);
+  return p;
+}
+
+test("a developer sees no New-project or Delete buttons, and changes their own password", async () => {
+  const p = await signIn("dev1", ok);
+  await p.goto(base + "/projects");
+  await p.waitForSelector("#projects >> text=webteam");
+  assert.equal(await p.locator("#new-project, #new-project-submit").count(), 0, "a developer is offered New project");
+  assert.equal(await p.locator("button.delete").count(), 0, "a developer is offered Delete");
+  await p.screenshot({ path: `${artifacts}/08-developer-projects.png`, fullPage: true });
+  await p.goto(base + "/projects/webteam");
+  await p.waitForSelector("#repositories >> text=webteam/app");
+  assert.equal(await p.locator("#new-member, #new-robot, #toggle-public, button.delete").count(), 0, "a developer is offered project admin's changes");
+
+  // The own password: a wrong current password is refused, in the page's language.
+  await p.click("#nav-account");
+  await p.waitForURL(base + "/account");
+  await p.fill("#old-password", "Wrong0Password");
+  await p.fill("#new-password", changed);
+  await p.fill("#confirm-password", changed);
+  await p.click("#password-submit");
+  await p.waitForSelector("#error:visible");
+  assert.equal(await p.textContent("#error"), "The current password is wrong.");
+  await p.click("#lang-zh");
+  await p.waitForSelector("#password-submit >> text=保存");
+  await p.fill("#old-password", "Wrong0Password");
+  await p.fill("#new-password", changed);
+  await p.fill("#confirm-password", changed);
+  await p.click("#password-submit");
+  await p.waitForSelector("#error:visible");
+  assert.equal(await p.textContent("#error"), "当前密码错误。");
+  await p.screenshot({ path: `${artifacts}/09-account-error-zh.png`, fullPage: true });
+  await p.click("#lang-en");
+  await p.waitForSelector("#password-submit >> text=Save");
+  await p.fill("#old-password", ok);
+  await p.fill("#new-password", changed);
+  await p.fill("#confirm-password", changed);
+  await p.click("#password-submit");
+  await p.waitForSelector("#notice:visible");
+  assert.equal(await p.textContent("#notice"), "Your password is changed.");
+  assert.ok(await p.locator("#error").isHidden(), "the earlier error still shows");
+  await p.screenshot({ path: `${artifacts}/10-account-password.png`, fullPage: true });
+  await p.context().close();
+
+  // The new password signs in; the old one does not.
+  const again = await signIn("dev1", changed);
+  assert.match(await again.textContent("h1"), /Projects/);
+  await again.context().close();
+  const context = await browser.newContext({ locale: "en-US" });
+  const old = await context.newPage();
+  await old.goto(base + "/login");
+  await old.fill("#username", "dev1");
+  await old.fill("#password", ok);
+  await old.click("#login-submit");
+  await old.waitForSelector("#login-error");
+  await context.close();
+});
+
+test("an admin creates a robot account and sees its secret once, copies it, and the list shows it", async () => {
+  // The admin's page is in Chinese since the first test; back to English.
+  await page.goto(base + "/projects/webteam");
+  await page.click("#lang-en");
+  await page.waitForSelector("#robot-submit >> text=Create");
+  assert.ok(await page.locator("#robot-secret").isHidden(), "the secret box shows before a robot is made");
+  await page.context().grantPermissions(["clipboard-read", "clipboard-write"], { origin: base });
+  await page.fill("#robot-name", "ci");
+  await page.click("#robot-submit");
+  await page.waitForSelector("#robot-secret:visible");
+  assert.match(await page.textContent("#robot-secret"), /shown only once/);
+  assert.equal(await page.textContent("#robot-secret-name"), "robot$webteam+ci");
+  const secret = await page.textContent("#robot-secret-value");
+  assert.ok(secret.length >= 20, `secret ${secret}`);
+  // The list has the new robot without a reload (a reload would lose the secret).
+  await page.waitForSelector("#robots >> text=robot$webteam+ci");
+  assert.equal(await page.textContent("#robot-secret-value"), secret);
+  await page.click("#robot-secret-copy");
+  await page.waitForSelector("#robot-secret-copy >> text=Copied");
+  assert.equal(await page.evaluate(() => navigator.clipboard.readText()), secret);
+  await shot("11-robot-secret");
+  // The secret is the robot's: it pulls.
+  execFileSync("skopeo", ["inspect", "--tls-verify=false", "--creds", `robot$webteam+ci:${secret}`,
+    `docker://${host}/webteam/app:v1`], { stdio: "inherit" });
+  // After a reload the robot is listed, and its secret is gone for good.
+  await page.reload();
+  await page.waitForSelector("#robots >> text=robot$webteam+ci");
+  assert.ok(!(await page.content()).includes(secret), "the secret shows again after a reload");
+
+  // A system admin resets others' passwords and grants admin from the Users page.
+  await page.goto(base + "/users");
+  const row = page.locator("#user-dev1");
+  await row.locator("input[name=new_password]").fill("Dev1Reset0Password");
+  await row.locator("form.reset button").click();
+  await page.waitForSelector("#notice:visible");
+  await row.locator("button.grant").click();
+  await page.waitForSelector("#user-dev1 button.revoke");
+  assert.equal(await page.locator("#user-admin button, #user-admin form").count(), 0, "the admin may remove itself");
+  await shot("12-users");
+});
+
+test("an unknown page is the site's 404 page", async () => {
+  const resp = await page.goto(base + "/no/such/page");
+  assert.equal(resp.status(), 404);
+  assert.match(await page.textContent("h1"), /Page not found/);
+  assert.equal(await page.locator("#nav-projects").count(), 1, "the 404 page lacks the site's navigation");
+  await shot("13-not-found");
+  const gone = await page.goto(base + "/projects/nosuch");
+  assert.equal(gone.status(), 404);
+  assert.match(await page.textContent("#page-error"), /project does not exist/);
 });

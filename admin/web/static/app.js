@@ -2,11 +2,37 @@
 // Text from the server is only ever set with textContent, never as HTML.
 "use strict";
 
-function showError(msg) {
-  const el = document.getElementById("error");
-  el.textContent = msg;
+// APIError is a refusal of the API: its HTTP status and its (English) message.
+class APIError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+// translate asks cove for an API error in the page's language (POST /message); the English
+// message stands if that fails.
+async function translate(e) {
+  if (!(e instanceof APIError)) return e.message;
+  try {
+    const resp = await fetch("/message", {
+      method: "POST", credentials: "same-origin",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ status: e.status, message: e.message }),
+    });
+    if (resp.ok) return await resp.text();
+  } catch (_) { /* the English message stands */ }
+  return e.message || String(e.status);
+}
+
+function say(id, text) {
+  for (const other of ["error", "notice"]) document.getElementById(other).hidden = true;
+  const el = document.getElementById(id);
+  el.textContent = text;
   el.hidden = false;
 }
+
+async function showError(e) { say("error", await translate(e)); }
 
 async function call(method, path, body) {
   const opts = { method, headers: { "Accept": "application/json" }, credentials: "same-origin" };
@@ -19,13 +45,14 @@ async function call(method, path, body) {
   const text = await resp.text();
   try { data = text ? JSON.parse(text) : null; } catch (e) { data = null; }
   if (!resp.ok) {
-    const m = data && data.errors && data.errors[0] ? data.errors[0].message : resp.status + " " + resp.statusText;
-    throw new Error(m);
+    const m = data && data.errors && data.errors[0] ? data.errors[0].message : "";
+    throw new APIError(resp.status, m);
   }
   return data;
 }
 
-// Shapes turn a form into the JSON body its endpoint takes.
+// Shapes turn a form into the JSON body its endpoint takes. A shape throws a plain Error, whose
+// message the page already has in its language, for what the form itself can tell is wrong.
 const shapes = {
   project: f => ({ project_name: f.project_name.value, metadata: { public: f.public.checked ? "true" : "false" } }),
   member: f => {
@@ -35,6 +62,11 @@ const shapes = {
     return b;
   },
   user: f => ({ username: f.username.value, email: f.email.value, password: f.password.value }),
+  password: f => {
+    if (f.new_password.value !== f.confirm.value) throw new Error(f.dataset.mismatch);
+    return { old_password: f.old_password.value, new_password: f.new_password.value };
+  },
+  reset: f => ({ new_password: f.new_password.value }),
   settings: f => ({
     self_registration: f.self_registration.checked,
     anonymous_pull: f.anonymous_pull.value,
@@ -47,6 +79,57 @@ const shapes = {
   }),
 };
 
+// formatTime writes a time as the server does (locale.Time): to the second, in UTC.
+function formatTime(d) {
+  return d.toISOString().slice(0, 19).replace("T", " ") + " UTC";
+}
+
+// A button with data-method calls the API, then reloads the page.
+function bindAction(btn) {
+  btn.addEventListener("click", async () => {
+    if (btn.dataset.confirm && !confirm(btn.dataset.confirm)) return;
+    const body = btn.dataset.body ? JSON.parse(btn.dataset.body) : undefined;
+    try { await call(btn.dataset.method, btn.dataset.path, body); location.reload(); }
+    catch (e) { await showError(e); }
+  });
+}
+
+// robotCreated shows a new robot's secret, which the API gives only in this answer, and adds the
+// robot to the list without a reload (a reload would lose the secret).
+function robotCreated(out) {
+  document.getElementById("robot-secret-name").textContent = out.name;
+  document.getElementById("robot-secret-value").textContent = out.secret;
+  document.getElementById("robot-secret").hidden = false;
+  const table = document.getElementById("robots");
+  const row = table.insertRow(-1);
+  const actions = (out.permissions || []).flatMap(p => (p.access || []).map(a => a.action));
+  row.insertCell().textContent = out.name;
+  row.insertCell().textContent = actions.join(" ");
+  row.insertCell().textContent = out.expires_at < 0 ? table.dataset.never : formatTime(new Date(out.expires_at * 1000));
+  const del = document.createElement("button");
+  del.className = "delete";
+  del.textContent = table.dataset.delete;
+  Object.assign(del.dataset, { method: "DELETE", path: "/api/v2.0/robots/" + out.id, confirm: table.dataset.confirm });
+  bindAction(del);
+  row.insertCell().appendChild(del);
+}
+
+// copyText puts text on the clipboard; without the Clipboard API (a page over plain HTTP on
+// another host than localhost) it selects the text for the user to copy.
+async function copyText(el) {
+  try {
+    await navigator.clipboard.writeText(el.textContent);
+    return true;
+  } catch (_) {
+    const range = document.createRange();
+    range.selectNodeContents(el);
+    const sel = window.getSelection();
+    sel.removeAllRanges();
+    sel.addRange(range);
+    return document.execCommand && document.execCommand("copy");
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   for (const form of document.querySelectorAll("form[data-api]")) {
     form.addEventListener("submit", async ev => {
@@ -54,28 +137,17 @@ document.addEventListener("DOMContentLoaded", () => {
       const [method, path] = form.dataset.api.split(" ");
       try {
         const out = await call(method, path, shapes[form.dataset.shape](form));
-        if (out && out.secret) { // a robot's secret is shown once
-          const el = document.getElementById("robot-secret");
-          el.textContent = out.name + " : " + out.secret;
-          el.hidden = false;
-          return;
-        }
+        if (out && out.secret) { robotCreated(out); form.reset(); return; }
+        if (form.dataset.done) { say("notice", form.dataset.done); form.reset(); return; }
         location.reload();
-      } catch (e) { showError(e.message); }
+      } catch (e) { await showError(e); }
     });
   }
-  for (const btn of document.querySelectorAll("button[data-method]")) {
-    btn.addEventListener("click", async () => {
-      if (btn.dataset.confirm && !confirm(btn.dataset.confirm)) return;
-      const body = btn.dataset.body ? JSON.parse(btn.dataset.body) : undefined;
-      try { await call(btn.dataset.method, btn.dataset.path, body); location.reload(); }
-      catch (e) { showError(e.message); }
-    });
-  }
+  for (const btn of document.querySelectorAll("button[data-method]")) bindAction(btn);
   for (const btn of document.querySelectorAll("button.copy")) {
-    btn.addEventListener("click", () => {
-      const text = btn.parentElement.querySelector("code.pull").textContent;
-      if (navigator.clipboard) navigator.clipboard.writeText(text).catch(() => {});
+    btn.addEventListener("click", async () => {
+      const el = btn.dataset.copy ? document.getElementById(btn.dataset.copy) : btn.parentElement.querySelector("code.pull");
+      if (await copyText(el) && btn.dataset.copied) btn.textContent = btn.dataset.copied;
     });
   }
 });
