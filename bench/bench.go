@@ -6,10 +6,10 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"runtime"
@@ -31,6 +31,8 @@ type Config struct {
 	Layers      int           // layers of the many-layer image
 	LayerSize   int64
 	Peer        bool      // run docker-registry as the peer mirror
+	Listen      Listen    // where each server listens; empty: a port of Ports
+	Ports       Ports     // ports for the servers with no Listen address; zero: the kernel picks
 	Out         string    // directory for results.json and chart.svg; empty: none
 	ServerLog   string    // file to copy cove's log to; empty: none
 	Progress    io.Writer // progress lines (stderr)
@@ -63,8 +65,14 @@ type env struct {
 	lastCold []string // the cold scenario's blobs, warm now
 }
 
-// Run sets everything up, runs every scenario, and returns the report.
+// Run sets everything up, runs every scenario, and returns the report. A server that cannot
+// listen on its address is a *ListenError, before anything runs.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
+	addrs, err := bind(cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer addrs.close()
 	dir, err := os.MkdirTemp("", "cove-bench-")
 	if err != nil {
 		return nil, err
@@ -76,7 +84,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		run  func(*Scenario) error
 	}{
 		{"cold blob", e.coldBlob}, {"warm blob", e.warmBlob}, {"herd", e.herd}, {"manifests", e.manifests},
-		{"many small layers", e.manyLayers}, {"token issuance", e.tokens},
+		{"many small layers", e.manyLayers}, {scenarioTokens, e.tokens},
 	}
 	done := 0
 	e.progress = func(format string, args ...any) {
@@ -84,29 +92,32 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			fmt.Fprintf(cfg.Progress, "%s %s\n", bar(done, len(scenarios)), fmt.Sprintf(format, args...))
 		}
 	}
-	if e.up, err = startUpstream(dir + "/upstream"); err != nil {
+	if e.up, err = startUpstream(dir+"/upstream", addrs.take(roleUpstream)); err != nil {
 		return nil, err
 	}
 	defer e.up.close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
+	ln := addrs.take(roleLimit)
 	limitSrv := &http.Server{Handler: http.FileServer(http.Dir(e.up.dir)), ReadHeaderTimeout: 10 * time.Second}
 	go limitSrv.Serve(ln)
 	defer limitSrv.Close()
-	e.limit = "http://" + ln.Addr().String()
-	if e.cove, err = startCove(ctx, cfg.CoveBin, dir, e.up.url, e.password, cfg.ServerLog); err != nil {
+	e.limit = baseURL(ln.Addr().String())
+	if e.cove, err = startCove(ctx, cfg.CoveBin, dir, addrs.release(roleCove), e.up.url, e.password, cfg.ServerLog); err != nil {
 		return nil, err
 	}
 	defer e.cove.stop()
 	if cfg.Peer {
-		if e.peer, err = startPeer(ctx, dir, e.up.url); err != nil {
+		if e.peer, err = startPeer(ctx, dir, addrs.release(rolePeer), e.up.url); err != nil {
 			return nil, err
 		}
 		defer e.peer.stop()
 	}
+	urls := map[string]string{roleUpstream: e.up.url, roleCove: e.cove.url, roleLimit: e.limit}
+	if e.peer != nil {
+		urls[rolePeer] = e.peer.url
+	}
+	e.progress("upstream %s, cove %s, peer %s, limit %s", e.up.url, e.cove.url, cmp.Or(urls[rolePeer], "none"), e.limit)
 	rep := &Report{Machine: machine(), Config: describe(cfg), Started: time.Now().UTC()}
+	rep.Config["urls"] = urls
 	for _, sc := range scenarios {
 		if err := ctx.Err(); err != nil {
 			return rep, err
@@ -120,9 +131,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		if err := sc.run(s); err != nil {
 			return rep, fmt.Errorf("%s: %w", sc.name, err)
 		}
-		s.PeakRSSMiB = float64(peakRSS(e.cove.cmd.Process.Pid, false)) / (1 << 20)
+		if b := peakRSS(e.cove.cmd.Process.Pid, false); b > 0 {
+			s.PeakRSSMiB = float64(b) / (1 << 20)
+		}
 		if e.peer != nil {
-			s.PeerPeakRSSMiB = float64(peakRSS(e.peer.cmd.Process.Pid, false)) / (1 << 20)
+			if b := peakRSS(e.peer.cmd.Process.Pid, false); b > 0 {
+				s.PeerPeakRSSMiB = float64(b) / (1 << 20)
+			}
 		}
 		rep.Scenarios = append(rep.Scenarios, s)
 		done++
@@ -217,11 +232,12 @@ func (e *env) coldBlob(s *Scenario) error {
 	s.Metrics["cove TTFB"] = summarize("ms", coveTTFB)
 	s.Metrics["cove throughput"] = summarize("MiB/s", coveTput)
 	s.Metrics["cove upstream bytes / blob size"] = summarize("×", upBytes)
-	s.Ratios["cove/upstream throughput"] = ratio(coveTput, upTput)
+	s.setRatio("cove/upstream throughput", coveTput, upTput)
 	if e.peer != nil {
 		s.Metrics["peer TTFB"] = summarize("ms", peerTTFB)
 		s.Metrics["peer throughput"] = summarize("MiB/s", peerTput)
-		s.Ratios["cove/peer throughput"] = ratio(coveTput, peerTput)
+		s.setRatio("cove/peer throughput", coveTput, peerTput)
+		s.setRatio("peer/upstream throughput", peerTput, upTput)
 	}
 	return nil
 }
@@ -246,7 +262,7 @@ func (e *env) warmBlob(s *Scenario) error {
 	s.Metrics["cove throughput"] = summarize("MiB/s", coveTput)
 	s.Metrics["cove upstream GETs"] = summarize("", upGets)
 	s.Metrics["limit throughput"] = summarize("MiB/s", limitTput)
-	s.Ratios["cove/limit throughput"] = ratio(coveTput, limitTput)
+	s.setRatio("cove/limit throughput", coveTput, limitTput)
 	for _, d := range e.lastCold {
 		_ = os.Remove(e.up.blobPath(d))
 	}
@@ -321,12 +337,12 @@ func (e *env) herd(s *Scenario) error {
 	s.Metrics["cove wall"] = summarize("s", coveWall)
 	s.Metrics["cove wall, warm"] = summarize("s", coveWarm)
 	s.Metrics["digests checked and right"] = summarize("all=1", coveOK)
-	s.Ratios["cove cold/warm wall"] = ratio(coveWall, coveWarm)
+	s.setRatio("cove cold/warm wall", coveWall, coveWarm)
 	if e.peer != nil {
 		s.Metrics["peer upstream downloads"] = summarize("", peerUp)
 		s.Metrics["peer digests checked and right"] = summarize("all=1", peerOK)
 		s.Metrics["peer wall"] = summarize("s", peerWall)
-		s.Ratios["cove/peer wall"] = ratio(coveWall, peerWall)
+		s.setRatio("cove/peer wall", coveWall, peerWall)
 	}
 	return nil
 }
@@ -384,9 +400,10 @@ func (e *env) manifests(s *Scenario) error {
 		}
 		s.Metrics[k] = summarize(unit, v)
 	}
-	s.Ratios["cove/upstream GET by tag"] = ratio(perSec["cove GET by tag"], perSec["upstream GET by tag"])
+	s.setRatio("cove/upstream GET by tag", perSec["cove GET by tag"], perSec["upstream GET by tag"])
 	if e.peer != nil {
-		s.Ratios["cove/peer GET by digest"] = ratio(perSec["cove GET by digest"], perSec["peer GET by digest"])
+		s.setRatio("cove/peer GET by digest", perSec["cove GET by digest"], perSec["peer GET by digest"])
+		s.setRatio("peer/upstream GET by tag", perSec["peer GET by tag"], perSec["upstream GET by tag"])
 	}
 	return nil
 }
@@ -465,43 +482,63 @@ func (e *env) manyLayers(s *Scenario) error {
 	s.Metrics["cove cold pull"] = summarize("s", coveCold)
 	s.Metrics["cove warm pull"] = summarize("s", coveWarm)
 	s.Metrics["cove upstream GETs, warm"] = summarize("", warmUp)
-	s.Ratios["cove cold/upstream time"] = ratio(coveCold, up)
+	s.setRatio("cove cold/upstream time", coveCold, up)
 	if e.peer != nil {
 		s.Metrics["peer cold pull"] = summarize("s", peerCold)
 		s.Metrics["peer warm pull"] = summarize("s", peerWarm)
-		s.Ratios["cove/peer cold time"] = ratio(coveCold, peerCold)
+		s.setRatio("cove/peer cold time", coveCold, peerCold)
+		s.setRatio("peer cold/upstream time", peerCold, up)
 	}
 	return nil
 }
 
-// tokens: token issuance at the configured concurrency, with the admin's Basic credentials.
+// scenarioTokens is the token scenario's name. cove remembers a password it checked right for a
+// minute (auth's credTTL), so that a pull storm does not run one bcrypt comparison per request:
+// a load with one account measures that remembered path, not bcrypt, and says so.
+const scenarioTokens = "tokens (remembered password)"
+
+// tokens: token issuance at the configured concurrency, with the admin's Basic credentials. One
+// request before each load has the password checked (by bcrypt, unless still remembered), so
+// that every request of the load is answered from the remembered check.
 func (e *env) tokens(s *Scenario) error {
 	url := e.cove.url + "/service/token?service=cove&scope=repository:library/bench:pull"
+	get := func() error {
+		req, err := http.NewRequest(http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		req.SetBasicAuth("admin", e.password)
+		resp, err := e.client.Do(req)
+		if err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("token: %s", resp.Status)
+		}
+		return nil
+	}
+	s.Note = "cove remembers a password checked right for a minute: one request before each load " +
+		"has it checked, so the load measures the remembered path, not bcrypt"
 	var rates, errs []float64
 	for range e.cfg.Reps {
-		res := load(e.cfg.Concurrency, e.cfg.Duration, func() error {
-			req, _ := http.NewRequest(http.MethodGet, url, nil)
-			req.SetBasicAuth("admin", e.password)
-			resp, err := e.client.Do(req)
-			if err != nil {
-				return err
-			}
-			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("token: %s", resp.Status)
-			}
-			return nil
-		})
+		if err := get(); err != nil {
+			return fmt.Errorf("the token request before the load: %w", err)
+		}
+		res := load(e.cfg.Concurrency, e.cfg.Duration, get)
 		rates, errs = append(rates, res.PerSec), append(errs, float64(res.Errors))
 		if res.Errors > 0 {
-			e.progress("token issuance: %d requests failed, the first with: %s", res.Errors, res.FirstErr)
+			e.progress("tokens: %d requests failed, the first with: %s", res.Errors, res.FirstErr)
 		}
 	}
-	s.Metrics["cove tokens"] = summarize("tokens/s", rates)
+	s.Metrics[metricTokens] = summarize("tokens/s", rates)
 	s.Metrics["cove tokens errors"] = summarize("failed requests", errs)
 	return nil
 }
+
+// metricTokens is the token scenario's rate.
+const metricTokens = "cove tokens, remembered password"
 
 func (e *env) next() uint64 { e.seed++; return e.seed }
 
@@ -539,11 +576,11 @@ func (e *env) fetchAll(url string, size int64, verify bool, want string) (fetche
 	return f, nil
 }
 
-// ratio is the ratio of the medians.
-func ratio(a, b []float64) float64 {
+// setRatio records the ratio of the medians of a and b, unless one of them is missing or zero:
+// then there is no figure to print.
+func (s *Scenario) setRatio(key string, a, b []float64) {
 	ma, mb := summarize("", a).Median, summarize("", b).Median
-	if mb == 0 {
-		return 0
+	if ma > 0 && mb > 0 {
+		s.Ratios[key] = ma / mb
 	}
-	return ma / mb
 }

@@ -2,121 +2,181 @@ package bench
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
 // daemon is a server process under measurement.
 type daemon struct {
-	name string
-	url  string
-	cmd  *exec.Cmd
+	name   string
+	url    string
+	cmd    *exec.Cmd
+	exited chan struct{} // closed once the process has exited and been waited for
+	out    *tail         // the last lines of its stderr
 }
 
+// stop interrupts the daemon and waits for it, killing it after 30 s.
 func (d *daemon) stop() {
-	if d.cmd != nil && d.cmd.Process != nil {
-		d.cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { d.cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			d.cmd.Process.Kill()
-			<-done
-		}
+	d.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-d.exited:
+	case <-time.After(30 * time.Second):
+		d.cmd.Process.Kill()
+		<-d.exited
 	}
 }
 
-// startCove runs cove as a mirror of the upstream on a temp data directory.
-func startCove(ctx context.Context, bin, dir, upstreamURL, password, serverLog string) (*daemon, error) {
+// died is the error of a daemon that exited while starting, with the end of its log.
+func (d *daemon) died(addr string) error {
+	return fmt.Errorf("%s exited before it listened on %s (%v); the end of its log:\n%s", d.name, addr, d.cmd.ProcessState, d.out)
+}
+
+// tail keeps the last lines written to it.
+type tail struct {
+	mu    sync.Mutex
+	lines []string // guarded by mu
+	part  []byte   // guarded by mu: a line not yet ended
+}
+
+func (t *tail) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.part = append(t.part, p...)
+	for {
+		i := bytes.IndexByte(t.part, '\n')
+		if i < 0 {
+			break
+		}
+		t.lines = append(t.lines, string(t.part[:i]))
+		t.part = t.part[i+1:]
+		if len(t.lines) > 10 {
+			t.lines = t.lines[1:]
+		}
+	}
+	return len(p), nil
+}
+
+func (t *tail) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	lines := slices.Clone(t.lines)
+	if len(t.part) > 0 {
+		lines = append(lines, string(t.part))
+	}
+	return strings.Join(lines, "\n")
+}
+
+// startCove runs cove as a mirror of the upstream on a temp data directory, listening on addr
+// (port 0: cove picks one and logs it).
+func startCove(ctx context.Context, bin, dir, addr, upstreamURL, password, serverLog string) (*daemon, error) {
 	cfg := filepath.Join(dir, "cove.yaml")
 	conf := fmt.Sprintf("mirror:\n  tag_ttl: 1h\n  max_size: 1TiB\n  upstreams:\n    docker.io:\n      url: %s\n", upstreamURL)
 	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
 		return nil, err
 	}
-	cmd := exec.CommandContext(ctx, bin, "serve", "--listen", "127.0.0.1:0", "--data", filepath.Join(dir, "data"), "--config", cfg)
+	cmd := exec.CommandContext(ctx, bin, "serve", "--listen", addr, "--data", filepath.Join(dir, "data"), "--config", cfg)
 	cmd.Env = append(os.Environ(), "COVE_AUTH_ADMIN_PASSWORD="+password)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err
 	}
+	var logf *os.File // where cove's own log goes, to look into a run
+	if serverLog != "" {
+		if logf, err = os.Create(serverLog); err != nil {
+			return nil, fmt.Errorf("server log: %w", err)
+		}
+	}
 	if err := cmd.Start(); err != nil {
+		if logf != nil {
+			logf.Close()
+		}
 		return nil, err
 	}
-	addr := make(chan string, 1)
+	d := &daemon{name: "cove", cmd: cmd, exited: make(chan struct{}), out: &tail{}}
+	listening := make(chan string, 1)
 	go func() {
+		defer close(d.exited)
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		var logf *os.File // where cove's own log goes, to look into a run
-		if serverLog != "" {
-			logf, _ = os.Create(serverLog)
-			defer logf.Close()
-		}
 		for sc.Scan() {
 			if logf != nil {
 				logf.Write(append(sc.Bytes(), '\n'))
 			}
+			d.out.Write(append(sc.Bytes(), '\n'))
 			var rec struct{ Msg, Addr string }
 			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec.Msg == "listening" {
 				select {
-				case addr <- rec.Addr:
+				case listening <- rec.Addr:
 				default:
 				}
 			}
 		}
+		_, _ = io.Copy(io.Discard, stderr) // a line over the scanner's limit: drain to EOF
+		if logf != nil {
+			logf.Close()
+		}
+		cmd.Wait() // after the last read from the pipe, as exec requires
 	}()
 	select {
-	case a := <-addr:
-		return &daemon{name: "cove", url: "http://" + a, cmd: cmd}, nil
+	case a := <-listening:
+		d.url = baseURL(a)
+		return d, nil
+	case <-d.exited:
+		return nil, d.died(addr)
 	case <-time.After(60 * time.Second):
-		cmd.Process.Kill()
-		return nil, fmt.Errorf("cove did not start")
+		d.stop()
+		return nil, fmt.Errorf("cove did not listen on %s within 60 s; the end of its log:\n%s", addr, d.out)
 	}
 }
 
 // startPeer runs Debian's docker-registry (CNCF distribution) as a pull-through cache of the
-// upstream: the peer mirror the numbers are compared with.
-func startPeer(ctx context.Context, dir, upstreamURL string) (*daemon, error) {
+// upstream, listening on addr: the peer mirror the numbers are compared with.
+func startPeer(ctx context.Context, dir, addr, upstreamURL string) (*daemon, error) {
 	bin, err := exec.LookPath("docker-registry")
 	if err != nil {
 		return nil, fmt.Errorf("the peer mirror needs docker-registry (apt-get install docker-registry): %w", err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	conf := fmt.Sprintf("version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%d\n  secret: bench\nproxy:\n  remoteurl: %s\n",
-		filepath.Join(dir, "peer"), port, upstreamURL)
+	conf := fmt.Sprintf("version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n  secret: bench\nproxy:\n  remoteurl: %s\n",
+		filepath.Join(dir, "peer"), addr, upstreamURL)
 	cfg := filepath.Join(dir, "peer.yml")
 	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
 		return nil, err
 	}
 	cmd := exec.CommandContext(ctx, bin, "serve", cfg)
+	d := &daemon{name: "peer", url: baseURL(addr), cmd: cmd, exited: make(chan struct{}), out: &tail{}}
+	cmd.Stdout, cmd.Stderr = d.out, d.out
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	d := &daemon{name: "peer", url: "http://127.0.0.1:" + strconv.Itoa(port), cmd: cmd}
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
+	go func() {
+		defer close(d.exited)
+		cmd.Wait()
+	}()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		select {
+		case <-d.exited:
+			return nil, d.died(addr)
+		default:
+		}
 		if resp, err := http.Get(d.url + "/v2/"); err == nil {
 			resp.Body.Close()
 			return d, nil
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
 	d.stop()
-	return nil, fmt.Errorf("docker-registry did not start")
+	return nil, fmt.Errorf("docker-registry did not answer on %s within 30 s; the end of its log:\n%s", addr, d.out)
 }
 
 // peakRSS returns a process's peak resident memory (VmHWM) in bytes, and resets it when reset

@@ -38,16 +38,14 @@ type manifest struct {
 	digest    string
 }
 
-func startUpstream(dir string) (*upstream, error) {
+// startUpstream serves the upstream on ln, which it closes when closed.
+func startUpstream(dir string, ln net.Listener) (*upstream, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
+		ln.Close()
 		return nil, err
 	}
 	u := &upstream{dir: dir, manifests: map[string]manifest{}, blobGets: map[string]int{}, blobBytes: map[string]int64{}}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	u.url = "http://" + ln.Addr().String()
+	u.url = baseURL(ln.Addr().String())
 	u.srv = &http.Server{Handler: http.HandlerFunc(u.serve), ReadHeaderTimeout: 10 * time.Second}
 	go u.srv.Serve(ln)
 	return u, nil

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -10,11 +11,28 @@ import (
 	"cove/bench"
 )
 
+const benchUsage = `usage: cove bench [flags]
+
+cove bench runs this binary as the mirror under test against an upstream registry of generated
+images, beside Debian's docker-registry as the peer mirror and a plain sendfile file server over
+the upstream's files as the machine's limit, and measures them over HTTP in one run. It prints
+every scenario's figures and how they stand against the targets, the peer's figure only where
+the run measured it; --out writes results.json and chart.svg.
+
+Ports: by default each of the four servers (upstream, cove, peer, limit) listens on 127.0.0.1 on
+a port the kernel picks. --ports FIRST-LAST has them take the first free ports of the range on
+127.0.0.1, in that order; --listen-upstream, --listen-cove, --listen-peer and --listen-limit set
+one server's host:port and take precedence. An address in use is an error before anything runs.
+
+flags:
+`
+
 // benchCmd is cove bench: it runs this binary as the mirror under test against a generated
 // upstream, the peer mirror and the limit, and prints (and with --out writes) the report.
 func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {} // --help prints to stdout below; a bad flag gets a one-line hint
 	quick := fs.Bool("quick", false, "every scenario at small sizes, one repetition: a smoke check")
 	out := fs.String("out", "", "directory to write results.json and chart.svg to")
 	noPeer := fs.Bool("no-peer", false, "do not run docker-registry as the peer mirror")
@@ -25,7 +43,24 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	conc := fs.Int("concurrency", 0, "clients of the manifest and token loads (default 16)")
 	serverLog := fs.String("server-log", "", "file to copy the log of the cove under test to")
 	dur := fs.Duration("duration", 0, "length of each manifest and token load (default 3s)")
+	ports := fs.String("ports", "", "a `FIRST-LAST` range of ports on 127.0.0.1: the upstream, cove, the peer and the limit take\nthe first free ones, in that order (default: ports the kernel picks)")
+	var listen bench.Listen
+	fs.StringVar(&listen.Upstream, "listen-upstream", "", "the `address` (host:port) of the generated upstream registry; overrides --ports")
+	fs.StringVar(&listen.Cove, "listen-cove", "", "the `address` (host:port) of the cove under test; overrides --ports")
+	fs.StringVar(&listen.Peer, "listen-peer", "", "the `address` (host:port) of docker-registry, the peer mirror; overrides --ports")
+	fs.StringVar(&listen.Limit, "listen-limit", "", "the `address` (host:port) of the plain file server, the limit; overrides --ports")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, benchUsage)
+			fs.SetOutput(stdout)
+			fs.PrintDefaults()
+			return 0
+		}
+		fmt.Fprintln(stderr, "cove bench --help lists the flags")
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "cove bench: unexpected argument %q (cove bench --help lists the flags)\n", fs.Arg(0))
 		return 2
 	}
 	cfg := bench.Standard()
@@ -50,6 +85,15 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if *dur > 0 {
 		cfg.Duration = *dur
 	}
+	if *ports != "" {
+		p, err := bench.ParsePorts(*ports)
+		if err != nil {
+			fmt.Fprintf(stderr, "cove bench: --%v\n", err)
+			return 2
+		}
+		cfg.Ports = p
+	}
+	cfg.Listen = listen
 	cfg.Peer = !*noPeer
 	cfg.ServerLog = *serverLog
 	cfg.Progress = stderr
@@ -68,6 +112,11 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 				return 1
 			}
 		}
+	}
+	var lerr *bench.ListenError
+	if errors.As(err, &lerr) {
+		fmt.Fprintf(stderr, "cove bench: %v\n(choose another address with --listen-%s, or other ports with --ports FIRST-LAST)\n", err, lerr.Role)
+		return 2
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "cove bench: %v\n", err)

@@ -4,11 +4,22 @@ import (
 	"bytes"
 	"encoding/json"
 	"encoding/xml"
+	"errors"
+	"fmt"
 	"io"
+	"math"
+	"math/rand/v2"
+	"net"
+	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestBenchQuick runs cove bench --quick, the smoke check of the harness: every scenario runs
@@ -16,17 +27,23 @@ import (
 // the target lines are printed; results.json holds every scenario with its figures and ratios, and
 // chart.svg is an SVG document. The figures themselves are reported, not asserted (issue 7), but
 // the ones that say the harness measured something real must be there: bytes moved, digests
-// checked, the peer compared with.
+// checked, the peer compared with. Every figure printed was measured in the run (issue 10): a
+// target's peer figure is the peer's figure of the run, and no other number is printed. The
+// servers listen on ports of a range given with --ports.
 func TestBenchQuick(t *testing.T) {
 	requireTool(t, "docker-registry")
 	out := t.TempDir()
-	cmd := execCove("bench", "--quick", "--out", out)
+	// Below the kernel's ephemeral ports, so that no client connection takes one meanwhile.
+	first := 20000 + rand.IntN(10000)
+	ports := fmt.Sprintf("%d-%d", first, first+40)
+	cmd := execCove("bench", "--quick", "--out", out, "--ports", ports)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("cove bench --quick: %v\n%s\n%s", err, stdout.String(), stderr.String())
 	}
-	for _, want := range []string{"COLD BLOB", "WARM BLOB", "HERD", "MANIFESTS", "MANY SMALL LAYERS", "TOKEN ISSUANCE", "TARGETS", "peak RSS"} {
+	for _, want := range []string{"COLD BLOB", "WARM BLOB", "HERD", "MANIFESTS", "MANY SMALL LAYERS", "TOKENS (REMEMBERED PASSWORD)", "TARGETS", "peak RSS",
+		"token issuance, remembered password"} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("the table lacks %q:\n%s", want, stdout.String())
 		}
@@ -39,25 +56,25 @@ func TestBenchQuick(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var rep struct {
-		Machine   map[string]string
-		Scenarios []struct {
-			Name    string
-			Metrics map[string]struct{ Median, Min, Max float64 }
-			Ratios  map[string]float64
-			RSS     float64 `json:"cove_peak_rss_mib"`
-			Reset   bool    `json:"rss_reset"`
-		}
-		Targets []struct {
-			Name   string
-			Absent bool
-		}
-	}
+	var rep benchReport
 	if err := json.Unmarshal(b, &rep); err != nil {
 		t.Fatalf("results.json: %v", err)
 	}
 	if rep.Machine["cpus"] == "" {
 		t.Errorf("results.json does not say what machine it ran on: %v", rep.Machine)
+	}
+	for role, u := range rep.Config.URLs {
+		pu, err := url.Parse(u)
+		if err != nil {
+			t.Errorf("results.json: the %s's URL %q: %v", role, u, err)
+			continue
+		}
+		if p, _ := strconv.Atoi(pu.Port()); p < first || p > first+40 {
+			t.Errorf("the %s listened on %s, outside --ports %s", role, u, ports)
+		}
+	}
+	if len(rep.Config.URLs) != 4 {
+		t.Errorf("results.json: URLs of %v, want the upstream's, cove's, the peer's and the limit's", rep.Config.URLs)
 	}
 	byName := map[string]int{}
 	for i, s := range rep.Scenarios {
@@ -81,12 +98,12 @@ func TestBenchQuick(t *testing.T) {
 		}
 	}
 	need := map[string][]string{
-		"cold blob":         {"cove TTFB", "cove throughput", "upstream throughput", "peer throughput", "cove upstream bytes / blob size"},
-		"warm blob":         {"cove throughput", "limit throughput"},
-		"herd":              {"cove upstream downloads", "peer upstream downloads", "cove wall", "cove wall, warm", "digests checked and right"},
-		"manifests":         {},
-		"many small layers": {"upstream pull", "cove cold pull", "cove warm pull", "peer cold pull"},
-		"token issuance":    {"cove tokens"},
+		"cold blob":                    {"cove TTFB", "cove throughput", "upstream throughput", "peer throughput", "cove upstream bytes / blob size"},
+		"warm blob":                    {"cove throughput", "limit throughput"},
+		"herd":                         {"cove upstream downloads", "peer upstream downloads", "cove wall", "cove wall, warm", "digests checked and right"},
+		"manifests":                    {},
+		"many small layers":            {"upstream pull", "cove cold pull", "cove warm pull", "peer cold pull"},
+		"tokens (remembered password)": {"cove tokens, remembered password"},
 	}
 	need["manifests"] = manifestKeys
 	for name, metrics := range need {
@@ -103,7 +120,7 @@ func TestBenchQuick(t *testing.T) {
 				t.Errorf("%s: %q is %v: nothing measured", name, m, s.Metrics[m].Median)
 			}
 		}
-		if len(s.Ratios) == 0 && name != "token issuance" {
+		if len(s.Ratios) == 0 && name != "tokens (remembered password)" {
 			t.Errorf("%s: no ratios", name)
 		}
 	}
@@ -111,12 +128,12 @@ func TestBenchQuick(t *testing.T) {
 	// every repetition, warm steps never reached the upstream, no load request failed, and each
 	// ratio is the quotient of its two medians.
 	exact := map[string]map[string]float64{
-		"cold blob":         {"cove upstream bytes / blob size": 1},
-		"warm blob":         {"cove upstream GETs": 0},
-		"herd":              {"cove upstream downloads": 1, "cove upstream GETs, warm": 0, "digests checked and right": 1, "peer digests checked and right": 1},
-		"many small layers": {"cove upstream GETs, warm": 0},
-		"token issuance":    {"cove tokens errors": 0},
-		"manifests":         {},
+		"cold blob":                    {"cove upstream bytes / blob size": 1},
+		"warm blob":                    {"cove upstream GETs": 0},
+		"herd":                         {"cove upstream downloads": 1, "cove upstream GETs, warm": 0, "digests checked and right": 1, "peer digests checked and right": 1},
+		"many small layers":            {"cove upstream GETs, warm": 0},
+		"tokens (remembered password)": {"cove tokens errors": 0},
+		"manifests":                    {},
 	}
 	for _, m := range []string{"GET", "HEAD"} {
 		for _, by := range []string{"tag", "digest"} {
@@ -143,6 +160,9 @@ func TestBenchQuick(t *testing.T) {
 		"cove/upstream GET by tag": {"manifests", "cove GET by tag", "upstream GET by tag"},
 		"cove/peer GET by digest":  {"manifests", "cove GET by digest", "peer GET by digest"},
 		"cove cold/upstream time":  {"many small layers", "cove cold pull", "upstream pull"},
+		"peer/upstream throughput": {"cold blob", "peer throughput", "upstream throughput"},
+		"peer/upstream GET by tag": {"manifests", "peer GET by tag", "upstream GET by tag"},
+		"peer cold/upstream time":  {"many small layers", "peer cold pull", "upstream pull"},
 	}
 	for ratio, q := range quotients {
 		i, ok := byName[q[0]]
@@ -159,10 +179,12 @@ func TestBenchQuick(t *testing.T) {
 		t.Errorf("%d target lines, want the issue's 12", len(rep.Targets))
 	}
 	for _, tg := range rep.Targets {
-		if tg.Absent {
+		if tg.Absent || tg.Got == nil {
 			t.Errorf("target %q had no figure to stand against", tg.Name)
 		}
 	}
+	checkPeerFigures(t, &rep)
+	checkPrintedFigures(t, &rep, stdout.String())
 
 	f, err := os.Open(filepath.Join(out, "chart.svg"))
 	if err != nil {
@@ -185,5 +207,195 @@ func TestBenchQuick(t *testing.T) {
 	}
 	if root != "svg" {
 		t.Errorf("chart.svg's root is %q, want svg", root)
+	}
+}
+
+// benchReport is results.json as the tests read it.
+type benchReport struct {
+	Machine map[string]string
+	Config  struct {
+		URLs map[string]string `json:"urls"`
+	}
+	Scenarios []struct {
+		Name    string
+		Metrics map[string]struct{ Median, Min, Max float64 }
+		Ratios  map[string]float64
+		RSS     float64 `json:"cove_peak_rss_mib"`
+		PeerRSS float64 `json:"peer_peak_rss_mib"`
+		Reset   bool    `json:"rss_reset"`
+	}
+	Targets []struct {
+		Name, Want, Unit string
+		Got, Peer        *float64
+		Absent           bool
+	}
+}
+
+// checkPeerFigures: each target's peer figure is the peer's corresponding figure of the run,
+// taken from the scenarios here independently of the harness, and targets with no such figure
+// have none.
+func checkPeerFigures(t *testing.T, rep *benchReport) {
+	t.Helper()
+	sc := func(name string) int {
+		for i, s := range rep.Scenarios {
+			if s.Name == name {
+				return i
+			}
+		}
+		t.Fatalf("results.json lacks the %q scenario", name)
+		return -1
+	}
+	metric := func(scenario, key string) struct{ Median, Min, Max float64 } {
+		m, ok := rep.Scenarios[sc(scenario)].Metrics[key]
+		if !ok {
+			t.Errorf("%s: no %q", scenario, key)
+		}
+		return m
+	}
+	quotient := func(scenario, a, b string) float64 {
+		return metric(scenario, a).Median / metric(scenario, b).Median
+	}
+	worstP99, peakRSS := 0.0, 0.0
+	for _, m := range []string{"GET", "HEAD"} {
+		for _, by := range []string{"tag", "digest"} {
+			worstP99 = max(worstP99, metric("manifests", "peer "+m+" by "+by+" p99").Median)
+		}
+	}
+	for _, s := range rep.Scenarios {
+		peakRSS = max(peakRSS, s.PeerRSS)
+	}
+	want := map[string]float64{
+		"cold blob throughput":    quotient("cold blob", "peer throughput", "upstream throughput"),
+		"herd upstream downloads": metric("herd", "peer upstream downloads").Max,
+		"herd digests":            metric("herd", "peer digests checked and right").Min,
+		"manifest GET by tag":     quotient("manifests", "peer GET by tag", "upstream GET by tag"),
+		"manifest p99":            worstP99,
+		"many small layers, cold": quotient("many small layers", "peer cold pull", "upstream pull"),
+		"peak RSS":                peakRSS,
+	}
+	if peakRSS <= 0 {
+		t.Errorf("no peak RSS of the peer in any scenario")
+	}
+	for _, tg := range rep.Targets {
+		w, ok := want[tg.Name]
+		switch {
+		case !ok && tg.Peer != nil:
+			t.Errorf("target %q: peer figure %v, but the run measures none of the peer's", tg.Name, *tg.Peer)
+		case ok && tg.Peer == nil:
+			t.Errorf("target %q: no peer figure, want the measured %v", tg.Name, w)
+		case ok && math.Abs(*tg.Peer-w) > 1e-9*max(1, math.Abs(w)):
+			t.Errorf("target %q: peer figure %v, want the measured %v", tg.Name, *tg.Peer, w)
+		}
+	}
+}
+
+// checkPrintedFigures: in the printed target lines, cove's figure and the peer's are those of
+// results.json, a target with no peer figure prints none, and every other number is a threshold
+// from the target's wording: no number comes from anywhere but the run.
+func checkPrintedFigures(t *testing.T, rep *benchReport, table string) {
+	t.Helper()
+	_, section, ok := strings.Cut(table, "\nTARGETS")
+	if !ok {
+		t.Fatalf("no TARGETS section:\n%s", table)
+	}
+	lines := map[string][]string{}
+	for _, line := range strings.Split(section, "\n")[2:] { // the title and the column heads
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		cells := regexp.MustCompile(`\s{2,}`).Split(strings.TrimSpace(line), -1)
+		for len(cells) < 5 {
+			cells = append(cells, "")
+		}
+		lines[cells[0]] = cells
+	}
+	for _, tg := range rep.Targets {
+		cells, ok := lines[tg.Name]
+		if !ok {
+			t.Errorf("no target line for %q:\n%s", tg.Name, section)
+			continue
+		}
+		if len(cells) != 5 {
+			t.Errorf("target line %q: %d columns, want 5", cells, len(cells))
+			continue
+		}
+		if tg.Got != nil && !printedAs(*tg.Got, firstNumber(cells[2])) {
+			t.Errorf("target %q: cove's figure printed %q, results.json has %v", tg.Name, cells[2], *tg.Got)
+		}
+		switch {
+		case tg.Peer == nil && cells[4] != "":
+			t.Errorf("target %q prints a peer figure %q, but results.json has none", tg.Name, cells[4])
+		case tg.Peer != nil && !printedAs(*tg.Peer, firstNumber(cells[4])):
+			t.Errorf("target %q: the peer's figure printed %q, results.json has %v", tg.Name, cells[4], *tg.Peer)
+		}
+		for _, n := range numbersIn(cells[1]) {
+			if !slices.Contains(numbersIn(tg.Want), n) {
+				t.Errorf("target %q: want column %q has %s, not in the target %q", tg.Name, cells[1], n, tg.Want)
+			}
+		}
+		for i, cell := range cells[2:] {
+			if n := numbersIn(cell); len(n) > 1 || (len(n) == 1 && strings.TrimPrefix(cell, n[0]) == cell) {
+				t.Errorf("target %q: column %d %q prints other numbers than its figure", tg.Name, i+3, cell)
+			}
+		}
+	}
+}
+
+// printedRE is a number as the table prints one; in "p99" and "all=1" the digits are words.
+var printedRE = regexp.MustCompile(`(?:^|[^\w.=])(\d[\d,]*(?:\.\d+)?)`)
+
+func numbersIn(s string) []string {
+	var out []string
+	for _, m := range printedRE.FindAllStringSubmatch(s, -1) {
+		out = append(out, m[1])
+	}
+	return out
+}
+
+func firstNumber(s string) string {
+	if n := numbersIn(s); len(n) > 0 {
+		return n[0]
+	}
+	return ""
+}
+
+// printedAs reports whether v printed with p's number of decimals is p.
+func printedAs(v float64, p string) bool {
+	decimals := 0
+	if _, frac, ok := strings.Cut(p, "."); ok {
+		decimals = len(frac)
+	}
+	return p != "" && strconv.FormatFloat(v, 'f', decimals, 64) == p
+}
+
+// TestBenchPortInUse: an address in use is an error at once that names the server, the address
+// and the flag that chooses another; nothing is generated or started first.
+func TestBenchPortInUse(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	addr := ln.Addr().String()
+	for _, role := range []string{"upstream", "cove", "peer", "limit"} {
+		t.Run(role, func(t *testing.T) {
+			cmd := execCove("bench", "--quick", "--listen-"+role, addr)
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			start := time.Now()
+			err := cmd.Run()
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.ExitCode() != 2 {
+				t.Fatalf("cove bench --listen-%s %s (in use): %v, want exit status 2\n%s", role, addr, err, stderr.String())
+			}
+			for _, want := range []string{"the " + role + " cannot listen on " + addr, "address already in use", "--listen-" + role, "--ports"} {
+				if !strings.Contains(stderr.String(), want) {
+					t.Errorf("stderr lacks %q:\n%s", want, stderr.String())
+				}
+			}
+			if d := time.Since(start); d > 10*time.Second || stdout.Len() > 0 {
+				t.Errorf("it ran %v and printed %q before refusing", d, stdout.String())
+			}
+		})
 	}
 }
