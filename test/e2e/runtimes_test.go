@@ -102,6 +102,28 @@ func runtimeImages(t *testing.T, reg *upstreamRegistry) map[string]v1.Hash {
 
 var digestLine = regexp.MustCompile(`Digest: (sha256:[0-9a-f]{64})`)
 
+// startDockerd starts a private dockerd with cove (mirror) as its registry mirror; it returns
+// its temp dir and the -H value of its socket.
+func startDockerd(t *testing.T, dockerd, docker, mirror string) (dir, sock string) {
+	t.Helper()
+	d := shortDir(t, "dk")
+	cfg := filepath.Join(d, "daemon.json")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`{"deprecated-key-path": %q}`, filepath.Join(d, "key.json"))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sock = "unix://" + filepath.Join(d, "docker.sock")
+	startDaemon(t, filepath.Join(d, "dockerd.log"), dockerd,
+		"--data-root", filepath.Join(d, "data"), "--exec-root", filepath.Join(d, "exec"),
+		"--pidfile", filepath.Join(d, "docker.pid"), "--host", sock, "--config-file", cfg,
+		"--iptables=false", "--ip6tables=false", "--bridge=none", "--storage-driver=vfs",
+		"--registry-mirror", mirror)
+	waitFor(t, 60*time.Second, "dockerd to answer", func() bool {
+		_, err := run(t, 10*time.Second, nil, docker, "-H", sock, "version")
+		return err == nil
+	})
+	return d, sock
+}
+
 func TestDockerDaemonMirror(t *testing.T) {
 	dockerd := requireTool(t, "dockerd")
 	docker := requireTool(t, "docker")
@@ -111,21 +133,7 @@ func TestDockerDaemonMirror(t *testing.T) {
 	proxy := newFaultProxy(t, reg.url)
 	s := startMirror(t, t.TempDir(), mirrorConfig(proxy.srv.URL, ""))
 
-	d := shortDir(t, "dk")
-	cfg := filepath.Join(d, "daemon.json")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`{"deprecated-key-path": %q}`, filepath.Join(d, "key.json"))), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	sock := "unix://" + filepath.Join(d, "docker.sock")
-	startDaemon(t, filepath.Join(d, "dockerd.log"), dockerd,
-		"--data-root", filepath.Join(d, "data"), "--exec-root", filepath.Join(d, "exec"),
-		"--pidfile", filepath.Join(d, "docker.pid"), "--host", sock, "--config-file", cfg,
-		"--iptables=false", "--ip6tables=false", "--bridge=none", "--storage-driver=vfs",
-		"--registry-mirror", s.url)
-	waitFor(t, 60*time.Second, "dockerd to answer", func() bool {
-		_, err := run(t, 10*time.Second, nil, docker, "-H", sock, "version")
-		return err == nil
-	})
+	d, sock := startDockerd(t, dockerd, docker, s.url)
 	for _, image := range []string{"alpine", "multi", "ociimg"} {
 		out, err := run(t, 3*time.Minute, nil, docker, "-H", sock, "pull", image)
 		if err != nil {
