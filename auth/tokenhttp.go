@@ -86,14 +86,6 @@ func (s *Service) ServeToken(w http.ResponseWriter, r *http.Request) {
 		service = s.service
 	}
 	token, issued, access, err := s.IssueToken(r.Context(), who, service, parsed)
-	if err == nil {
-		// The record says what the token grants, and what of the asked it refuses.
-		granted, refused := grantSummary(parsed, access)
-		if refused != "" {
-			refused = "refused: " + refused
-		}
-		s.record(r.Context(), Event{Username: who.Name, Address: RemoteHost(r), Operation: "token", ResourceType: "token", Resource: granted, Detail: refused})
-	}
 	if err != nil {
 		if errors.Is(err, ErrInvalid) {
 			tokenError(w, http.StatusBadRequest, "invalid_request", err.Error())
@@ -121,6 +113,13 @@ func (s *Service) ServeToken(w http.ResponseWriter, r *http.Request) {
 		}
 		resp["refresh_token"] = refresh
 	}
+	// The record, written once the answer is sure to be a success, says what the token grants
+	// and what of the asked it refuses.
+	granted, refused := grantSummary(parsed, access)
+	if refused != "" {
+		refused = "refused: " + refused
+	}
+	s.record(r.Context(), Event{Username: who.Name, Address: RemoteHost(r), Operation: "token", ResourceType: "token", Resource: granted, Detail: refused})
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(resp)
 }
