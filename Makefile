@@ -6,11 +6,15 @@ CONF_BIN  := bin/conformance.test
 CRANE_BIN := bin/crane
 APT_PKGS  := skopeo docker-registry docker.io podman containerd slapd ldap-utils pebble chromium fonts-wqy-microhei
 export GOFLAGS := -buildvcs=false
+# cove version prints these (and the image's labels carry them).
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+LDFLAGS   := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
 .PHONY: build run test test-unit test-e2e deps vet lint fuzz bench bench-go clean
 
 build:
-	$(GO) build -o $(BIN) ./cmd/cove
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/cove
 
 run: build
 	./$(BIN) serve

@@ -4,13 +4,14 @@ package cove_test
 import (
 	"encoding/json"
 	"io"
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
 	"testing"
 )
 
-// allowed lists, for each package, the project packages it may import (DESIGN.md "Packages":
+// allowed lists, for each package, the project packages it may import (docs/DESIGN.md "Packages":
 // imports flow downward only, cmd → admin/mirror/bench → auth/cache).
 var allowed = map[string][]string{
 	"cove/cmd/cove":           {"*"},
@@ -55,7 +56,7 @@ func TestImportDirection(t *testing.T) {
 		}
 		for _, imp := range pkg.Imports {
 			if strings.HasPrefix(imp, "cove/") && !slices.Contains(ok, "*") && !slices.Contains(ok, imp) {
-				t.Errorf("%s imports %s, against the flow in DESIGN.md", pkg.ImportPath, imp)
+				t.Errorf("%s imports %s, against the flow in docs/DESIGN.md", pkg.ImportPath, imp)
 			}
 			if strings.HasPrefix(imp, "github.com/dgraph-io/badger") && !slices.Contains(storageOwners, pkg.ImportPath) {
 				t.Errorf("%s imports badger: only %v may touch the index", pkg.ImportPath, storageOwners)
@@ -64,5 +65,27 @@ func TestImportDirection(t *testing.T) {
 	}
 	if seen < len(allowed) {
 		t.Errorf("checked %d packages, want at least %d", seen, len(allowed))
+	}
+}
+
+// TestDocReferencesExist: comments cite docs/SECURITY.md and docs/DESIGN.md by rule; the pages
+// they cite are the repository's own.
+func TestDocReferencesExist(t *testing.T) {
+	out, err := exec.Command("git", "grep", "-ohE", `docs/[A-Za-z-]+\.md`, "--", "*.go").Output()
+	if err != nil {
+		t.Fatalf("git grep: %v", err)
+	}
+	seen := map[string]bool{}
+	for _, ref := range strings.Fields(string(out)) {
+		if seen[ref] {
+			continue
+		}
+		seen[ref] = true
+		if _, err := os.Stat(ref); err != nil {
+			t.Errorf("a comment cites %s, which the repository does not have", ref)
+		}
+	}
+	if len(seen) == 0 {
+		t.Error("no comment cites docs/: the check checks nothing")
 	}
 }

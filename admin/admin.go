@@ -1,7 +1,7 @@
 // Package admin serves cove's REST API under /api/v2.0, in the shapes of Harbor's v2.0 API so that
 // the tools and habits people have keep working: projects, members, users, robot accounts and the
 // audit log. Every change is audited; every id in a path is checked against what the caller may
-// act on (SECURITY.md 10).
+// act on (docs/SECURITY.md 10).
 package admin
 
 import (

@@ -121,7 +121,7 @@ func (s *Server) handleListRobots(w http.ResponseWriter, r *http.Request, who au
 }
 
 // targetRobot finds the robot of the path if the caller may manage its project; otherwise it
-// does not exist for the caller (SECURITY.md 10).
+// does not exist for the caller (docs/SECURITY.md 10).
 func (s *Server) targetRobot(r *http.Request, who auth.Principal) (auth.Robot, error) {
 	if err := requireUser(who); err != nil {
 		return auth.Robot{}, err

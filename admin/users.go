@@ -28,7 +28,7 @@ func toUser(u auth.User) user {
 }
 
 // handleCreateUser creates a local user: a system admin may; anyone may when self-registration
-// is on. Nobody becomes an admin this way (SECURITY.md 10).
+// is on. Nobody becomes an admin this way (docs/SECURITY.md 10).
 func (s *Server) handleCreateUser(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
 	if !who.Admin && !s.auth.Settings(r.Context()).SelfRegistration {
 		if who.Anonymous() {

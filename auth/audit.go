@@ -17,7 +17,7 @@ import (
 // The audit log: every login, token issued, push, pull and delete, and every change to projects,
 // members, users, robots and settings — who, when, from where, what, and the result. Records are
 // kept in badger under time-ordered keys, each with the retention as its TTL. No secret is ever
-// part of a record (SECURITY.md 13): the callers pass names, never passwords or tokens.
+// part of a record (docs/SECURITY.md 13): the callers pass names, never passwords or tokens.
 
 const keyAudit = "audit/" // audit/<big-endian nanoseconds><sequence> → Event
 

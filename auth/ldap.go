@@ -32,7 +32,7 @@ type LDAPConfig struct {
 }
 
 // ldapDirectory checks passwords against the directory: service bind, an escaped filter search
-// for exactly one entry, then a bind as that entry (SECURITY.md 9; RFC 4513). Every step has a
+// for exactly one entry, then a bind as that entry (docs/SECURITY.md 9; RFC 4513). Every step has a
 // time limit; there is no lock around logins, each has its own connection.
 type ldapDirectory struct {
 	cfg LDAPConfig

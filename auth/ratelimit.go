@@ -5,7 +5,7 @@ import (
 	"time"
 )
 
-// Failed logins are limited per user and per address (SECURITY.md 9): past maxFailures in
+// Failed logins are limited per user and per address (docs/SECURITY.md 9): past maxFailures in
 // failureWindow, further attempts are refused until the window has passed, right password or not.
 const (
 	maxFailures   = 10

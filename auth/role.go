@@ -142,7 +142,7 @@ func (s *Service) Members(ctx context.Context, project string) ([]Member, error)
 }
 
 // MemberByID returns member id of project, or ErrNotFound — also when the id belongs to
-// another project (SECURITY.md 10: the id is checked against the project in the URL).
+// another project (docs/SECURITY.md 10: the id is checked against the project in the URL).
 func (s *Service) MemberByID(ctx context.Context, project string, id int64) (Member, error) {
 	var m Member
 	err := s.db.View(func(txn *badger.Txn) error {

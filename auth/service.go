@@ -49,7 +49,7 @@ type Config struct {
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// ReservedNames may not name a project: the configured upstreams, whose names select them in
-	// a repository path (DESIGN.md, "How a pull flows").
+	// a repository path (docs/DESIGN.md, "How a pull flows").
 	ReservedNames []string
 	// AnonymousMirrorPull lets anonymous callers pull mirrored content (auth.anonymous_pull: mirror).
 	AnonymousMirrorPull bool

@@ -48,14 +48,14 @@ type tokenClaims struct {
 	Epoch uint64 `json:"epoch,omitempty"`
 }
 
-// tokenLeeway is the clock skew allowed on exp, nbf and iat (SECURITY.md 7: small).
+// tokenLeeway is the clock skew allowed on exp, nbf and iat (docs/SECURITY.md 7: small).
 const tokenLeeway = 30 * time.Second
 
 // refreshTTL is how long a refresh token (docker login's "identity token") lives.
 const refreshTTL = 30 * 24 * time.Hour
 
 // keystore holds the token signing key: ES256 on P-256, generated at first start and kept in a
-// file of its own under the data directory (SECURITY.md 6: no default secrets). Rotation retires
+// file of its own under the data directory (docs/SECURITY.md 6: no default secrets). Rotation retires
 // the current key to keys/retired/<kid>.pem; a retired key keeps verifying until every token it can
 // have signed has expired (refreshTTL), then it is deleted. It is safe for concurrent use.
 type keystore struct {

@@ -13,7 +13,7 @@ import (
 )
 
 // holdBack is how many of the last bytes of a filling blob readers may not see until the whole
-// blob has matched its digest: a wrong or cut blob never reaches a client complete (SECURITY.md 1).
+// blob has matched its digest: a wrong or cut blob never reaches a client complete (docs/SECURITY.md 1).
 const holdBack = 64 << 10
 
 // fillBuffer is the size of the copy buffer of one fill.

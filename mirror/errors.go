@@ -103,7 +103,7 @@ func toError(err error) *Error {
 	case errors.Is(err, cache.ErrRangeInvalid):
 		return &Error{Status: http.StatusRequestedRangeNotSatisfiable, Code: CodeBlobUploadInvalid, Message: "chunk out of order: " + err.Error()}
 	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
-		// Not the client's fault, and worth saying plainly; the store stays consistent (SECURITY.md 5).
+		// Not the client's fault, and worth saying plainly; the store stays consistent (docs/SECURITY.md 5).
 		return &Error{Status: http.StatusInsufficientStorage, Code: CodeUnknown, Message: "the registry's storage is full", Err: err}
 	case errors.Is(err, cache.ErrMediaTypeConflict):
 		return &Error{Status: http.StatusBadRequest, Code: CodeManifestInvalid, Message: err.Error()}

@@ -8,7 +8,7 @@ import (
 
 // Transfers have no overall deadline — a large layer over a slow link takes as long as it
 // takes — but one that makes no progress for the idle timeout is cut, so a stalled client
-// cannot pin a connection, a goroutine and a file (SECURITY.md 12). Each read of a request body and
+// cannot pin a connection, a goroutine and a file (docs/SECURITY.md 12). Each read of a request body and
 // each segment written to a response pushes the deadline forward.
 
 // segment is how much of a file is handed to sendfile between two deadline extensions.

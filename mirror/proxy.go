@@ -20,7 +20,7 @@ import (
 	"cove/cache"
 )
 
-// The pull-through side of the registry (DESIGN.md, "How a pull flows"): a repository name that
+// The pull-through side of the registry (docs/DESIGN.md, "How a pull flows"): a repository name that
 // selects an upstream is served from the cache when it can be, and from the upstream once when it
 // cannot. Mirrored repositories are read-only.
 
@@ -282,7 +282,7 @@ func (s *Server) handleMirrorBlob(w http.ResponseWriter, r *http.Request, req re
 			return err
 		}
 		// Stored for another repository: the upstream must confirm that this one has it, since a
-		// digest alone is not a capability (SECURITY.md 4). Then link it, and serve the file.
+		// digest alone is not a capability (docs/SECURITY.md 4). Then link it, and serve the file.
 		if s.store.HasBlob(ctx, dgst) {
 			hctx, cancel := context.WithTimeout(ctx, s.fetchTimeout)
 			_, herr := req.up.headBlob(hctx, req.upRepo, dgst)

@@ -36,7 +36,7 @@ type Upstream struct {
 	// Username and Password, when set, are the account cove uses upstream.
 	Username, Password string
 	// TokenRealms are hosts besides URL's own that may receive the credentials (the token service of
-	// a registry that uses one on another host). A realm anywhere else gets none (SECURITY.md 11).
+	// a registry that uses one on another host). A realm anywhere else gets none (docs/SECURITY.md 11).
 	TokenRealms []string
 }
 

@@ -18,7 +18,7 @@ import (
 	"cove/auth"
 )
 
-// Config is cove's whole configuration: DESIGN.md's contract. Every key is optional; defaults come
+// Config is cove's whole configuration: docs/DESIGN.md's contract. Every key is optional; defaults come
 // from DefaultConfig. Load order: defaults → YAML file (strict) → COVE_* environment → flags.
 type Config struct {
 	Listen    string       `yaml:"listen"`     // address to serve on; default ":5000"

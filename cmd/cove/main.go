@@ -460,7 +460,7 @@ cove:   system:     cp %[1]s /usr/local/share/ca-certificates/cove.crt && update
 `
 
 // smallRequestTimeout bounds a whole request to the API and operations endpoints, whose bodies
-// and answers are small; /v2 renews idle deadlines instead, since blobs are large (SECURITY.md 12).
+// and answers are small; /v2 renews idle deadlines instead, since blobs are large (docs/SECURITY.md 12).
 const smallRequestTimeout = time.Minute
 
 // withDeadline gives every request of h absolute read and write deadlines d from now.

@@ -16,7 +16,7 @@ import (
 
 // TestDiskFull runs cove on a small tmpfs and fills it with an upload: the request fails with a
 // clear error, nothing partial remains, and once the failed upload is gone cove takes pushes and
-// restarts as before (SECURITY.md 5).
+// restarts as before (docs/SECURITY.md 5).
 func TestDiskFull(t *testing.T) {
 	if os.Geteuid() != 0 {
 		missing(t, "TestDiskFull needs root to mount a tmpfs")
