@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -518,5 +520,87 @@ func TestDigestNamesOneMediaType(t *testing.T) {
 	}
 	if got, _ := s.Resolve(ctx, "p/a", m.Digest.String()); got.MediaType != "application/vnd.oci.image.manifest.v1+json" {
 		t.Errorf("media type changed to %s", got.MediaType)
+	}
+}
+
+// Deleting a manifest by digest, or a tag, touches nothing else: with several tags and manifests
+// in a repository, each delete in turn leaves every other tag pointing where it pointed and every
+// other manifest readable. (A delete by digest once kept badger's iteration keys past their step
+// and deleted another image's tag.)
+func TestDeleteTouchesNothingElse(t *testing.T) {
+	ctx := context.Background()
+	const n = 12
+	for _, byTag := range []bool{false, true} {
+		for victim := 0; victim < n; victim++ {
+			s, _ := newStore(t)
+			repo := "team/r2"
+			want := map[string]digest.Digest{} // tag → manifest
+			var digests []digest.Digest
+			for i := 0; i < n; i++ {
+				c := fmt.Sprintf("config %d", i)
+				d := digest.FromString(c)
+				if _, err := s.PutBlob(ctx, repo, d, strings.NewReader(c), -1); err != nil {
+					t.Fatal(err)
+				}
+				body := []byte(fmt.Sprintf(`{"schemaVersion":2,"config":%q,"n":%d}`, d, i))
+				m := Manifest{Digest: digest.FromBytes(body), MediaType: "application/vnd.oci.image.manifest.v1+json", Blobs: []digest.Digest{d}}
+				tag := fmt.Sprintf("t%02d", i)
+				if err := s.PutManifest(ctx, repo, m, body, []string{tag}); err != nil {
+					t.Fatal(err)
+				}
+				want[tag] = m.Digest
+				digests = append(digests, m.Digest)
+			}
+			// A second repository sharing one manifest is never touched either.
+			other := "team/other"
+			if _, err := s.PutBlob(ctx, other, digest.FromString("config 0"), strings.NewReader("config 0"), -1); err != nil {
+				t.Fatal(err)
+			}
+			body0 := []byte(fmt.Sprintf(`{"schemaVersion":2,"config":%q,"n":%d}`, digest.FromString("config 0"), 0))
+			if err := s.PutManifest(ctx, other, Manifest{Digest: digests[0], MediaType: "application/vnd.oci.image.manifest.v1+json", Blobs: []digest.Digest{digest.FromString("config 0")}}, body0, []string{"t00"}); err != nil {
+				t.Fatal(err)
+			}
+			vtag := fmt.Sprintf("t%02d", victim)
+			if byTag {
+				if err := s.DeleteTag(ctx, repo, vtag); err != nil {
+					t.Fatal(err)
+				}
+			} else if err := s.DeleteManifest(ctx, repo, digests[victim]); err != nil {
+				t.Fatal(err)
+			}
+			tags, _, err := s.Tags(ctx, repo, "", -1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var wantTags []string
+			for tag := range want {
+				if tag != vtag {
+					wantTags = append(wantTags, tag)
+				}
+			}
+			slices.Sort(wantTags)
+			if !slices.Equal(tags, wantTags) {
+				t.Errorf("byTag=%v, victim %s: tags %v, want %v", byTag, vtag, tags, wantTags)
+			}
+			for tag, d := range want {
+				m, _, err := s.GetManifest(ctx, repo, tag)
+				switch {
+				case tag == vtag && !errors.Is(err, ErrManifestUnknown):
+					t.Errorf("byTag=%v: deleted tag %s still resolves: %v", byTag, tag, err)
+				case tag != vtag && (err != nil || m.Digest != d):
+					t.Errorf("byTag=%v, victim %s: tag %s = %v, %v; want %s", byTag, vtag, tag, m.Digest, err, d)
+				}
+			}
+			for i, d := range digests {
+				_, _, err := s.GetManifest(ctx, repo, d.String())
+				gone := i == victim && !byTag
+				if gone != errors.Is(err, ErrManifestUnknown) || (!gone && err != nil) {
+					t.Errorf("byTag=%v, victim %s: manifest %d by digest: %v", byTag, vtag, i, err)
+				}
+			}
+			if m, _, err := s.GetManifest(ctx, other, "t00"); err != nil || m.Digest != digests[0] {
+				t.Errorf("byTag=%v, victim %s: the other repository's tag = %v, %v", byTag, vtag, m.Digest, err)
+			}
+		}
 	}
 }

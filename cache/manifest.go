@@ -232,7 +232,8 @@ func (s *Store) DeleteManifest(ctx context.Context, repo string, dgst digest.Dig
 		var stale [][]byte
 		err := scan(txn, repoPrefix(prefixTag, repo), "", func(key, val []byte) bool {
 			if string(val) == dgst.String() {
-				stale = append(stale, key)
+				// key is badger's for this step of the iteration only: keep a copy.
+				stale = append(stale, bytes.Clone(key))
 			}
 			return true
 		})
@@ -354,7 +355,8 @@ func (s *Store) Referrers(ctx context.Context, repo string, subject digest.Diges
 }
 
 // scan calls fn for each key under prefix that sorts after prefix+after, in order, until fn
-// returns false. The key and value passed to fn are valid only during the call.
+// returns false. The key and value passed to fn are valid only during the call: badger reuses
+// them at the next step, so fn copies what it keeps (bytes.Clone, or a string conversion).
 func scan(txn *badger.Txn, prefix []byte, after string, fn func(key, val []byte) bool) error {
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
 	defer it.Close()
