@@ -152,6 +152,15 @@ func (s *Server) handleSetPassword(w http.ResponseWriter, r *http.Request, who a
 		return err
 	}
 	s.record(r, who, "update", "user", u.Name, "password changed")
+	// The change ends every session and token of the account (docs/SECURITY.md 16). A user who
+	// changed their own password on the admin page stays signed in there, with a new session.
+	if _, err := r.Cookie(auth.SessionCookie); err == nil && u.Name == who.Name && r.Header.Get("Authorization") == "" {
+		if p, err := s.auth.CheckPassword(r.Context(), u.Name, req.NewPassword); err == nil {
+			if err := s.auth.NewSession(r.Context(), w, r, p); err != nil {
+				s.log.WarnContext(r.Context(), "renewing the session after a password change", "err", err)
+			}
+		}
+	}
 	w.WriteHeader(http.StatusOK)
 	return nil
 }

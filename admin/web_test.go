@@ -343,6 +343,17 @@ func TestUsersChangePasswordsOnThePage(t *testing.T) {
 	if _, err := e.auth.CheckPassword(t.Context(), "dev", "N3wPassword"); err != nil {
 		t.Errorf("the new password does not work: %v", err)
 	}
+	// The change ends the user's other sessions; the page it was made on stays signed in.
+	other := signIn(t, e, "dev", "N3wPassword")
+	if code, b := dev.api("PUT", path, `{"old_password":"N3wPassword","new_password":"N4wPassword"}`); code != 200 {
+		t.Fatalf("second own password change = %d %s", code, b)
+	}
+	if resp, _ := dev.do("GET", "/account", ""); resp.StatusCode != 200 {
+		t.Errorf("the page where the password was changed is signed out: %d", resp.StatusCode)
+	}
+	if resp, _ := other.do("GET", "/account", ""); resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("another session of the user survived the password change: %d", resp.StatusCode)
+	}
 
 	// The admin's users page: reset and grant for others, nothing that would remove itself.
 	_, body = admin.do("GET", "/users", "")

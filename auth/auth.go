@@ -38,6 +38,11 @@ type Principal struct {
 	Token       bool
 	access      map[string][]string // the token's grants, by "type:name"
 	tokenIssued time.Time
+	// uid and epoch are the account's id and epoch when it was authenticated (robots: id only).
+	// Tokens and sessions carry them, and are refused once the account changed or is gone, even
+	// if an account of the same name came back (docs/SECURITY.md 16).
+	uid   int64
+	epoch uint64
 }
 
 // Identity is p without a token's grants: who it is, for decisions by policy rather than by grant

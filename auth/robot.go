@@ -152,7 +152,7 @@ func (s *Service) checkRobot(name, secret string) (Principal, []byte, time.Time,
 }
 
 func robotPrincipal(r Robot) Principal {
-	return Principal{Name: r.Name, Robot: true, robotProject: r.Project, robotActions: slices.Clone(r.Actions)}
+	return Principal{Name: r.Name, Robot: true, robotProject: r.Project, robotActions: slices.Clone(r.Actions), uid: r.ID}
 }
 
 // isRobot reports whether a login name is a robot account's.

@@ -28,6 +28,10 @@ const (
 type sessionRecord struct {
 	User    string    `json:"user"`
 	Created time.Time `json:"created"`
+	// UID and Epoch bind the session to the account as it was at sign-in: a password or admin
+	// change, or the account's deletion (even if the name comes back), ends it.
+	UID   int64  `json:"uid"`
+	Epoch uint64 `json:"epoch"`
 }
 
 // NewSession opens a session for p and sets its cookie on w.
@@ -40,7 +44,10 @@ func (s *Service) NewSession(ctx context.Context, w http.ResponseWriter, r *http
 		return err
 	}
 	id := hex.EncodeToString(raw)
-	b, err := json.Marshal(sessionRecord{User: p.Name, Created: s.now().UTC()})
+	if p.uid == 0 {
+		return fmt.Errorf("%w: a session needs an authenticated account", ErrInvalid)
+	}
+	b, err := json.Marshal(sessionRecord{User: p.Name, Created: s.now().UTC(), UID: p.uid, Epoch: p.epoch})
 	if err != nil {
 		return err
 	}
@@ -84,8 +91,8 @@ func (s *Service) sessionPrincipal(ctx context.Context, id string) (Principal, e
 		return Principal{}, err
 	}
 	var rec userRecord
-	if err := s.readUser(sess.User, &rec); err != nil {
-		return Principal{}, fmt.Errorf("%w: the session's user is gone", ErrBadCredentials)
+	if err := s.readUser(sess.User, &rec); err != nil || rec.ID != sess.UID || rec.Epoch != sess.Epoch {
+		return Principal{}, fmt.Errorf("%w: the session's account changed or is gone", ErrBadCredentials)
 	}
 	return rec.principal(), nil
 }

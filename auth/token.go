@@ -42,8 +42,8 @@ type tokenClaims struct {
 	Access []Access `json:"access"`
 	// Kind is "refresh" for refresh tokens, which are never accepted as access tokens.
 	Kind string `json:"kind,omitempty"`
-	// UID and Epoch bind a refresh token to one account as it was: a password or admin change, or
-	// the account's deletion (even if the name comes back), ends it.
+	// UID and Epoch bind a token (access or refresh) to one account as it was: a password or
+	// admin change, or the account's deletion (even if the name comes back), ends it.
 	UID   int64  `json:"uid,omitempty"`
 	Epoch uint64 `json:"epoch,omitempty"`
 }
@@ -267,7 +267,7 @@ func (s *Service) IssueToken(ctx context.Context, p Principal, service string, s
 		access = append(access, Access{Type: sc.Type, Name: sc.Name, Actions: g})
 	}
 	issued = s.now().UTC().Truncate(time.Second)
-	token, err = s.sign(p.Name, s.service, issued, s.tokenTTL, access, "")
+	token, err = s.signClaims(p.Name, s.service, issued, s.tokenTTL, access, func(c *tokenClaims) { c.UID, c.Epoch = p.uid, p.epoch })
 	return token, issued, access, err
 }
 
@@ -387,21 +387,23 @@ func (s *Service) principalFromToken(ctx context.Context, raw string) (Principal
 			p.access[key] = []string{}
 		}
 	}
+	// The token stands for the account as it was when it was issued: a password or admin change,
+	// or the account's deletion (even if the name comes back), ends it.
 	switch {
 	case isRobot(p.Name):
 		var rec robotRecord
-		if err := s.db.View(func(txn *badger.Txn) error { return kv.GetJSON(txn, []byte(keyRobot+p.Name), &rec) }); err != nil {
+		if err := s.db.View(func(txn *badger.Txn) error { return kv.GetJSON(txn, []byte(keyRobot+p.Name), &rec) }); err != nil || rec.ID != claims.UID {
 			return Principal{}, fmt.Errorf("%w: token subject %q is gone", ErrBadCredentials, p.Name)
 		}
 		rp := robotPrincipal(rec.Robot)
-		p.Robot, p.robotProject, p.robotActions = true, rp.robotProject, rp.robotActions
+		p.Robot, p.robotProject, p.robotActions, p.uid = true, rp.robotProject, rp.robotActions, rp.uid
 	case p.Name != "":
 		var rec userRecord
-		if err := s.readUser(p.Name, &rec); err != nil {
-			return Principal{}, fmt.Errorf("%w: token subject %q is gone", ErrBadCredentials, p.Name)
+		if err := s.readUser(p.Name, &rec); err != nil || rec.ID != claims.UID || rec.Epoch != claims.Epoch {
+			return Principal{}, fmt.Errorf("%w: the account of token subject %q changed or is gone", ErrBadCredentials, p.Name)
 		}
 		who := rec.principal()
-		p.Admin, p.Groups = who.Admin, who.Groups
+		p.Admin, p.Groups, p.uid, p.epoch = who.Admin, who.Groups, who.uid, who.epoch
 	}
 	return p, nil
 }

@@ -62,7 +62,7 @@ func bearer(tok string) *http.Request {
 func TestTokenGrantsTheIntersection(t *testing.T) {
 	ctx := context.Background()
 	s, _ := tokenService(t)
-	admin := Principal{Name: "admin", Admin: true}
+	admin := accountOf(t, s, "admin")
 	tests := []struct {
 		name  string
 		who   Principal
@@ -101,7 +101,7 @@ func TestTokenGrantsTheIntersection(t *testing.T) {
 func TestTokenForOneRepositoryOnly(t *testing.T) {
 	ctx := context.Background()
 	s, _ := tokenService(t)
-	tok, _, _, _ := s.IssueToken(ctx, Principal{Name: "admin", Admin: true}, "cove", scopes(t, "repository:team/a:pull"))
+	tok, _, _, _ := s.IssueToken(ctx, accountOf(t, s, "admin"), "cove", scopes(t, "repository:team/a:pull"))
 	p, err := s.Authenticate(ctx, bearer(tok))
 	if err != nil {
 		t.Fatal(err)
@@ -121,7 +121,7 @@ func TestTokenForOneRepositoryOnly(t *testing.T) {
 func TestForgedTokensAreRefused(t *testing.T) {
 	ctx := context.Background()
 	s, clock := tokenService(t)
-	good, _, _, _ := s.IssueToken(ctx, Principal{Name: "admin", Admin: true}, "cove", scopes(t, "repository:team/app:pull"))
+	good, _, _, _ := s.IssueToken(ctx, accountOf(t, s, "admin"), "cove", scopes(t, "repository:team/app:pull"))
 	parts := strings.Split(good, ".")
 	payload, _ := base64.RawURLEncoding.DecodeString(parts[1])
 	var claims map[string]any
@@ -243,7 +243,7 @@ func TestRotatedKeyVerifiesUntilItsTokensExpire(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	admin := Principal{Name: "admin", Admin: true}
+	admin := accountOf(t, s, "admin")
 	old, _, _, _ := s.IssueToken(ctx, admin, "cove", nil)
 	refresh, _ := s.IssueRefreshToken(ctx, admin)
 	_, oldKid := s.keys.signer()
@@ -475,5 +475,117 @@ func TestTokenAuditRecordsGrants(t *testing.T) {
 	}
 	if e.Detail != "refused: repository:open/app:push,delete" {
 		t.Errorf("token record detail = %q, want what was refused", e.Detail)
+	}
+}
+
+// accountOf is the principal of a user as a password check makes it: with its id and epoch.
+func accountOf(t *testing.T, s *Service, name string) Principal {
+	t.Helper()
+	var rec userRecord
+	if err := s.readUser(name, &rec); err != nil {
+		t.Fatalf("read user %s: %v", name, err)
+	}
+	return rec.principal()
+}
+
+// Sessions and access tokens stand for the account as it was: a password change, an admin
+// change or a deletion ends them, and a user re-created under the same name inherits nothing.
+func TestCredentialsEndWithTheAccount(t *testing.T) {
+	ctx := context.Background()
+	s, _ := tokenService(t)
+	changes := []struct {
+		name   string
+		change func(t *testing.T)
+	}{
+		{"password change", func(t *testing.T) {
+			if err := s.SetPassword(ctx, "eve", "Another-pw2"); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"admin change", func(t *testing.T) {
+			if err := s.SetAdmin(ctx, "eve", true); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"deleted and re-created", func(t *testing.T) {
+			if err := s.DeleteUser(ctx, "eve"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.CreateUser(ctx, User{Name: "eve"}, "Eve-password1"); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+	for _, c := range changes {
+		t.Run(c.name, func(t *testing.T) {
+			_ = s.DeleteUser(ctx, "eve")
+			if _, err := s.CreateUser(ctx, User{Name: "eve"}, "Eve-password1"); err != nil {
+				t.Fatal(err)
+			}
+			eve, err := s.CheckPassword(ctx, "eve", "Eve-password1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			tok, _, _, err := s.IssueToken(ctx, eve, "cove", scopes(t, "repository:open/app:pull"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec := httptest.NewRecorder()
+			if err := s.NewSession(ctx, rec, httptest.NewRequest("POST", "/login", nil), eve); err != nil {
+				t.Fatal(err)
+			}
+			cookie := rec.Result().Cookies()[0]
+			withCookie := func() *http.Request {
+				r := httptest.NewRequest("GET", "/api/v2.0/users/current", nil)
+				r.AddCookie(cookie)
+				return r
+			}
+			if p, err := s.Authenticate(ctx, withCookie()); err != nil || p.Name != "eve" {
+				t.Fatalf("the session before the change = %+v, %v", p, err)
+			}
+			if p, err := s.Authenticate(ctx, bearer(tok)); err != nil || p.Name != "eve" {
+				t.Fatalf("the token before the change = %+v, %v", p, err)
+			}
+			c.change(t)
+			if p, err := s.Authenticate(ctx, withCookie()); err != nil || !p.Anonymous() {
+				t.Errorf("after a %s the session still stands for %+v (%v)", c.name, p, err)
+			}
+			if p, err := s.Authenticate(ctx, bearer(tok)); !errors.Is(err, ErrBadCredentials) {
+				t.Errorf("after a %s the access token still stands for %+v (%v)", c.name, p, err)
+			}
+		})
+	}
+}
+
+// /service/token takes Basic credentials, a refresh token or nothing: never the admin page's
+// session cookie, which a browser sends to cove by itself.
+func TestTokenEndpointIgnoresTheSessionCookie(t *testing.T) {
+	ctx := context.Background()
+	s, _ := tokenService(t)
+	admin, err := s.CheckPassword(ctx, "admin", "pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	if err := s.NewSession(ctx, rec, httptest.NewRequest("POST", "/login", nil), admin); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(s.ServeToken))
+	defer srv.Close()
+	req, _ := http.NewRequest("GET", srv.URL+"?service=cove&scope=repository:team/app:pull,push", nil)
+	req.AddCookie(rec.Result().Cookies()[0])
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct{ Token string }
+	json.NewDecoder(resp.Body).Decode(&body)
+	p, err := s.Authenticate(ctx, bearer(body.Token))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Name != "" || p.Granted("repository", "team/app", "push") || p.Granted("repository", "team/app", "pull") {
+		t.Errorf("a token minted from the session cookie: subject %q, grants %v", p.Name, p.access)
 	}
 }

@@ -17,6 +17,9 @@ import (
 // access_token (the same JWT), expires_in, issued_at, and a refresh_token when asked for one.
 func (s *Service) ServeToken(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
+	// Only Basic credentials, a refresh token or nothing: never the admin page's session cookie,
+	// which a browser sends along by itself (the same rule as /v2).
+	r.Header.Del("Cookie")
 	var (
 		who     Principal
 		err     error

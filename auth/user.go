@@ -48,7 +48,7 @@ type userRecord struct {
 
 // principal is who the record stands for.
 func (r userRecord) principal() Principal {
-	return Principal{Name: r.Name, Admin: r.Admin || r.GroupAdmin, Groups: r.Groups}
+	return Principal{Name: r.Name, Admin: r.Admin || r.GroupAdmin, Groups: r.Groups, uid: r.ID, epoch: r.Epoch}
 }
 
 // userName is what a user may be called: no robot prefix, no characters that break scopes or

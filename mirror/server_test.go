@@ -484,7 +484,11 @@ func TestCrossMountWithoutReadAccessIsAnUpload(t *testing.T) {
 		t.Fatalf("upload = %d %s", resp.StatusCode, b)
 	}
 	basic := "Basic " + base64.StdEncoding.EncodeToString([]byte("dev:Dev-password1"))
-	tok, _, _, err := as.IssueToken(ctx, auth.Principal{Name: "dev"}, "cove",
+	dev, err := as.CheckPassword(ctx, "dev", "Dev-password1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _, _, err := as.IssueToken(ctx, dev, "cove",
 		[]auth.Scope{{Type: "repository", Name: "team/app", Actions: []string{"pull", "push"}}, {Type: "repository", Name: "priv/src", Actions: []string{"pull"}}})
 	if err != nil {
 		t.Fatal(err)
