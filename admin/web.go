@@ -220,11 +220,28 @@ func (w *webPages) handleLang(rw http.ResponseWriter, r *http.Request) {
 	if _, ok := langTags[code]; ok {
 		http.SetCookie(rw, &http.Cookie{Name: langCookie, Value: code, Path: "/", MaxAge: 365 * 24 * 3600, HttpOnly: true, SameSite: http.SameSiteLaxMode, Secure: r.TLS != nil})
 	}
-	back := r.URL.Query().Get("back")
-	if !strings.HasPrefix(back, "/") || strings.HasPrefix(back, "//") || strings.Contains(back, "\\") {
-		back = "/"
+	http.Redirect(rw, r, localPath(r.URL.Query().Get("back")), http.StatusSeeOther)
+}
+
+// localPath returns back when it is a path on this site, else "/": redirects go to same-origin
+// paths only (docs/SECURITY.md 19). Browsers drop tabs and newlines from a URL and read "\" as
+// "/", so "/\t/evil.example" is "//evil.example" to them, another host: any control character,
+// space or backslash refuses the path, as does anything with a scheme or a host.
+func localPath(back string) string {
+	if !strings.HasPrefix(back, "/") || strings.HasPrefix(back, "//") {
+		return "/"
 	}
-	http.Redirect(rw, r, back, http.StatusSeeOther)
+	for _, c := range []byte(back) {
+		if c <= ' ' || c == 0x7f || c == '\\' {
+			return "/"
+		}
+	}
+	u, err := url.Parse(back)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || !strings.HasPrefix(u.Path, "/") ||
+		strings.Contains(u.Path, "//") || strings.Contains(u.Path+"/", "/./") || strings.Contains(u.Path+"/", "/../") {
+		return "/" // and no empty or dot segments: nothing a browser could fold into "//host"
+	}
+	return back
 }
 
 func (w *webPages) handleDashboard(rw http.ResponseWriter, r *http.Request, who auth.Principal) {

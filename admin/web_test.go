@@ -582,3 +582,37 @@ func TestChartHasATimeAxis(t *testing.T) {
 		}
 	}
 }
+
+// /lang?back= redirects to paths of this site only (an open redirect was /\t/evil.example).
+func TestLangRedirectsOnlyToLocalPaths(t *testing.T) {
+	for back, want := range map[string]string{
+		"/projects":              "/projects",
+		"/projects/team?x=1#top": "/projects/team?x=1#top",
+		"/%2F/evil.example":      "/",
+		"/\t/evil.example":       "/",
+		"/\n/evil.example":       "/",
+		"/\r/evil.example":       "/",
+		"/ /evil.example":        "/",
+		"/\\evil.example":        "/",
+		"\\\\evil.example":       "/",
+		"//evil.example":         "/",
+		"///evil.example":        "/",
+		"https://evil.example/":  "/",
+		"javascript:alert(1)":    "/",
+		"evil.example":           "/",
+		"/\x7f/evil.example":     "/",
+		"/\x00/evil.example":     "/",
+		"":                       "/",
+		"/.//evil.example":       "/",
+		"/a/../../evil.example":  "/",
+	} {
+		if got := localPath(back); got != want {
+			t.Errorf("localPath(%q) = %q, want %q", back, got, want)
+		}
+	}
+	_, b := webEnv(t)
+	resp, _ := b.do("GET", "/lang?l=zh&back=/%09/evil.example", "")
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/" {
+		t.Errorf("/lang with a tab in back = %d, Location %q; want a redirect to /", resp.StatusCode, resp.Header.Get("Location"))
+	}
+}
