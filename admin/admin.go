@@ -546,7 +546,7 @@ func (s *Server) handleUpdateProject(w http.ResponseWriter, r *http.Request, who
 	if err != nil {
 		return err
 	}
-	if err := s.auth.AuthorizeProject(r.Context(), who, p.Name, auth.ActionManageMembers); err != nil {
+	if err := s.auth.AuthorizeProject(r.Context(), who, p.Name, auth.ActionUpdateProject); err != nil {
 		return err
 	}
 	var req struct {
@@ -574,7 +574,7 @@ func (s *Server) handleDeleteProject(w http.ResponseWriter, r *http.Request, who
 	if err != nil {
 		return err
 	}
-	if err := s.auth.AuthorizeProject(r.Context(), who, p.Name, auth.ActionManageMembers); err != nil {
+	if err := s.auth.AuthorizeProject(r.Context(), who, p.Name, auth.ActionDeleteProject); err != nil {
 		return err
 	}
 	n, err := s.repos.CountRepositories(r.Context(), p.Name+"/")

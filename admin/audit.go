@@ -116,7 +116,7 @@ func (s *Server) handleAuditLogs(w http.ResponseWriter, r *http.Request, who aut
 
 // handleProjectLogs is the audit log of one project's repositories, for its members.
 func (s *Server) handleProjectLogs(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
-	p, err := s.memberProject(r, who, auth.ActionPull)
+	p, err := s.memberProject(r, who, auth.ActionReadLogs)
 	if err != nil {
 		return err
 	}

@@ -25,7 +25,7 @@ func toMember(p auth.Project, m auth.Member) member {
 }
 
 // memberProject finds the project of a members request that who may see, and checks that who may
-// do action there (pull to read the members, manage-members to change them).
+// do action there (read-members or read-logs to read, manage-members to change them).
 func (s *Server) memberProject(r *http.Request, who auth.Principal, action auth.Action) (auth.Project, error) {
 	if err := requireUser(who); err != nil {
 		return auth.Project{}, err
@@ -33,10 +33,6 @@ func (s *Server) memberProject(r *http.Request, who auth.Principal, action auth.
 	p, err := s.visible(r.Context(), who, r.PathValue("name"), r.Header.Get("X-Is-Resource-Name") == "true")
 	if err != nil {
 		return auth.Project{}, err
-	}
-	// Reading members takes a role in the project (or admin), not merely a public project.
-	if action == auth.ActionPull && !who.Admin && s.auth.RoleOf(r.Context(), who, p.Name) == auth.RoleNone {
-		return auth.Project{}, auth.ErrDenied
 	}
 	if err := s.auth.AuthorizeProject(r.Context(), who, p.Name, action); err != nil {
 		return auth.Project{}, err
@@ -63,7 +59,7 @@ func memberID(r *http.Request) (int64, error) {
 }
 
 func (s *Server) handleListMembers(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
-	p, err := s.memberProject(r, who, auth.ActionPull)
+	p, err := s.memberProject(r, who, auth.ActionReadMembers)
 	if err != nil {
 		return err
 	}
@@ -123,7 +119,7 @@ func (s *Server) handleAddMember(w http.ResponseWriter, r *http.Request, who aut
 }
 
 func (s *Server) handleGetMember(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
-	p, id, err := s.memberOf(r, who, auth.ActionPull)
+	p, id, err := s.memberOf(r, who, auth.ActionReadMembers)
 	if err != nil {
 		return err
 	}

@@ -99,8 +99,9 @@ func (s *Server) handleCreateRobot(w http.ResponseWriter, r *http.Request, who a
 	return writeJSON(w, http.StatusCreated, out)
 }
 
-// handleListRobots lists the robots the caller may manage: all for a system admin, else those of
-// the projects it administers. ?project=<name> narrows to one project.
+// handleListRobots lists the robots the caller may see: all for a system admin, else those of
+// the projects where its role reads robots (guest and up, as Harbor). ?project=<name> narrows to
+// one project.
 func (s *Server) handleListRobots(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
 	if err := requireUser(who); err != nil {
 		return err
@@ -112,7 +113,7 @@ func (s *Server) handleListRobots(w http.ResponseWriter, r *http.Request, who au
 	}
 	out := []robot{}
 	for _, rb := range robots {
-		if s.auth.AuthorizeProject(r.Context(), who, rb.Project, auth.ActionManageMembers) == nil {
+		if s.auth.AuthorizeProject(r.Context(), who, rb.Project, auth.ActionReadRobots) == nil {
 			out = append(out, toRobot(rb))
 		}
 	}
@@ -120,9 +121,10 @@ func (s *Server) handleListRobots(w http.ResponseWriter, r *http.Request, who au
 	return writeJSON(w, http.StatusOK, out)
 }
 
-// targetRobot finds the robot of the path if the caller may manage its project; otherwise it
-// does not exist for the caller (docs/SECURITY.md 10).
-func (s *Server) targetRobot(r *http.Request, who auth.Principal) (auth.Robot, error) {
+// targetRobot finds the robot of the path if the caller may do action in its project (read-robots
+// to read it, manage-members to change it); otherwise it does not exist for the caller
+// (docs/SECURITY.md 10).
+func (s *Server) targetRobot(r *http.Request, who auth.Principal, action auth.Action) (auth.Robot, error) {
 	if err := requireUser(who); err != nil {
 		return auth.Robot{}, err
 	}
@@ -134,14 +136,17 @@ func (s *Server) targetRobot(r *http.Request, who auth.Principal) (auth.Robot, e
 	if err != nil {
 		return auth.Robot{}, err
 	}
-	if s.auth.AuthorizeProject(r.Context(), who, rb.Project, auth.ActionManageMembers) != nil {
+	if s.auth.AuthorizeProject(r.Context(), who, rb.Project, auth.ActionReadRobots) != nil {
 		return auth.Robot{}, fmt.Errorf("%w: robot %d", auth.ErrNotFound, id)
+	}
+	if err := s.auth.AuthorizeProject(r.Context(), who, rb.Project, action); err != nil {
+		return auth.Robot{}, err
 	}
 	return rb, nil
 }
 
 func (s *Server) handleGetRobot(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
-	rb, err := s.targetRobot(r, who)
+	rb, err := s.targetRobot(r, who, auth.ActionReadRobots)
 	if err != nil {
 		return err
 	}
@@ -149,7 +154,7 @@ func (s *Server) handleGetRobot(w http.ResponseWriter, r *http.Request, who auth
 }
 
 func (s *Server) handleDeleteRobot(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
-	rb, err := s.targetRobot(r, who)
+	rb, err := s.targetRobot(r, who, auth.ActionManageMembers)
 	if err != nil {
 		return err
 	}

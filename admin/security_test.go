@@ -75,6 +75,9 @@ func TestMemberRolesThroughTheAPI(t *testing.T) {
 	if code, _ := e.call(t, "POST", "/api/v2.0/projects", `{"project_name":"library"}`, "admin", "pw"); code != 400 {
 		t.Errorf("a project named library (Docker Hub's official images) = %d, want 400", code)
 	}
+	if code, b := e.call(t, "POST", "/api/v2.0/robots", `{"name":"matrix","duration":-1,"level":"project","permissions":[{"kind":"project","namespace":"team","access":[{"resource":"repository","action":"pull"}]}]}`, "padmin", strong); code != 201 {
+		t.Fatalf("create a robot = %d %s", code, b)
+	}
 	// The creator is its project admin, and adds the others.
 	for name, role := range roles {
 		if role == auth.RoleNone || role == auth.RoleProjectAdmin {
@@ -99,9 +102,21 @@ func TestMemberRolesThroughTheAPI(t *testing.T) {
 		if code != want {
 			t.Errorf("%s adds a member = %d, want %d", name, code, want)
 		}
-		code, body := e.call(t, "GET", "/api/v2.0/projects/team/members", "", name, strong)
-		if (code == 200) != (role != auth.RoleNone) {
-			t.Errorf("%s lists members = %d %s", name, code, body)
+		// Reading the members, the project's log and its robots: every role but limitedGuest, as
+		// Harbor (a limited guest sees neither the others nor their addresses).
+		for _, path := range []string{"/api/v2.0/projects/team/members", "/api/v2.0/projects/team/logs", "/api/v2.0/robots?project=team"} {
+			code, body := e.call(t, "GET", path, "", name, strong)
+			reads := role != auth.RoleNone && role != auth.RoleLimitedGuest
+			if path == "/api/v2.0/robots?project=team" {
+				// The robot list is filtered, never refused: an empty list for who may not read.
+				if code != 200 || (strings.Contains(body, "robot$team+matrix") != reads) {
+					t.Errorf("%s lists robots = %d %s; want them listed: %v", name, code, body, reads)
+				}
+				continue
+			}
+			if (code == 200) != reads {
+				t.Errorf("%s reads %s = %d %s, want it allowed: %v", name, path, code, body, reads)
+			}
 		}
 	}
 	// A member id of another project is not found through this one.

@@ -300,3 +300,48 @@ func TestProjects(t *testing.T) {
 		t.Errorf("second delete = %v, want ErrProjectUnknown", err)
 	}
 }
+
+// TestHarborPermissionMatrix: every role against every project action, as Harbor's project RBAC
+// table has them (src/common/rbac/project/rbac_role.go: repository pull/push/delete, member
+// read/list and create/update/delete, log list, robot read/list and create/delete, metadata
+// update, self delete), written out here independently of rolePermissions.
+func TestHarborPermissionMatrix(t *testing.T) {
+	actions := []Action{ActionPull, ActionPush, ActionDelete, ActionReadMembers, ActionReadLogs, ActionReadRobots, ActionManageMembers, ActionUpdateProject, ActionDeleteProject}
+	// Columns in the order of actions: pull push delete members logs robots manage update drop.
+	matrix := map[Role]string{
+		RoleProjectAdmin: "111111111",
+		RoleMaintainer:   "111111010",
+		RoleDeveloper:    "110111000",
+		RoleGuest:        "100111000",
+		RoleLimitedGuest: "100000000",
+		RoleNone:         "000000000",
+	}
+	priv := &Project{Name: "team"}
+	pub := &Project{Name: "open", Public: true}
+	user := Principal{Name: "someone"}
+	for role, row := range matrix {
+		for i, a := range actions {
+			want := row[i] == '1'
+			if got := role.Allows(a); got != want {
+				t.Errorf("%s.Allows(%s) = %v, want %v", role.Name(), a, got, want)
+			}
+			if got := decide(user, priv, role, a) == nil; got != want {
+				t.Errorf("decide(%s, private, %s) = %v, want %v", role.Name(), a, got, want)
+			}
+			// A public project lets everyone pull, and nothing more.
+			wantPub := want || a == ActionPull
+			if got := decide(user, pub, role, a) == nil; got != wantPub {
+				t.Errorf("decide(%s, public, %s) = %v, want %v", role.Name(), a, got, wantPub)
+			}
+		}
+	}
+	for _, a := range actions {
+		if decide(Principal{Name: "root", Admin: true}, priv, RoleNone, a) != nil {
+			t.Errorf("a system admin may not %s", a)
+		}
+		anon := decide(Principal{}, pub, RoleNone, a) == nil
+		if anon != (a == ActionPull) {
+			t.Errorf("anonymous %s on a public project = %v", a, anon)
+		}
+	}
+}

@@ -50,23 +50,41 @@ func (r Role) rank() int {
 	return map[Role]int{RoleLimitedGuest: 1, RoleGuest: 2, RoleDeveloper: 3, RoleMaintainer: 4, RoleProjectAdmin: 5}[r]
 }
 
-// Allows reports whether the role permits action.
+// Allows reports whether the role permits action, by Harbor's permission table (rolePermissions).
 func (r Role) Allows(action Action) bool {
-	switch action {
-	case ActionPull:
-		return r != RoleNone
-	case ActionPush:
-		return r == RoleDeveloper || r == RoleMaintainer || r == RoleProjectAdmin
-	case ActionDelete:
-		return r == RoleMaintainer || r == RoleProjectAdmin
-	case ActionManageMembers:
-		return r == RoleProjectAdmin
-	}
-	return false
+	return slices.Contains(rolePermissions[r], action)
 }
 
-// ActionManageMembers is the project action of changing members and robot accounts.
-const ActionManageMembers Action = "manage-members"
+// The project actions besides the repository ones (pull, push, delete), named after the
+// resources and actions of Harbor's project RBAC (src/common/rbac/project/rbac_role.go).
+const (
+	// ActionReadMembers reads and lists the project's members (Harbor: member read, list).
+	ActionReadMembers Action = "read-members"
+	// ActionReadLogs lists the audit log of the project (Harbor: log list).
+	ActionReadLogs Action = "read-logs"
+	// ActionReadRobots reads and lists the project's robot accounts (Harbor: robot read, list).
+	ActionReadRobots Action = "read-robots"
+	// ActionManageMembers adds, changes and removes members and robot accounts (Harbor: member
+	// and robot create, update, delete).
+	ActionManageMembers Action = "manage-members"
+	// ActionUpdateProject changes the project's settings, such as public (Harbor: metadata).
+	ActionUpdateProject Action = "update-project"
+	// ActionDeleteProject deletes the project (Harbor: self delete).
+	ActionDeleteProject Action = "delete-project"
+)
+
+// rolePermissions is Harbor's project permission table, for the actions cove has: every role
+// pulls; developers and up push; maintainers and up delete and change the project's settings;
+// only project admins manage members and robots and delete the project; a limited guest pulls
+// and nothing else — it sees neither the members, nor the robots, nor the project's log (the
+// addresses of others are in it).
+var rolePermissions = map[Role][]Action{
+	RoleProjectAdmin: {ActionPull, ActionPush, ActionDelete, ActionReadMembers, ActionReadLogs, ActionReadRobots, ActionManageMembers, ActionUpdateProject, ActionDeleteProject},
+	RoleMaintainer:   {ActionPull, ActionPush, ActionDelete, ActionReadMembers, ActionReadLogs, ActionReadRobots, ActionUpdateProject},
+	RoleDeveloper:    {ActionPull, ActionPush, ActionReadMembers, ActionReadLogs, ActionReadRobots},
+	RoleGuest:        {ActionPull, ActionReadMembers, ActionReadLogs, ActionReadRobots},
+	RoleLimitedGuest: {ActionPull},
+}
 
 // Member kinds: a user, or a group of the directory (LDAP).
 const (
