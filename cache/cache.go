@@ -39,7 +39,8 @@ var (
 	ErrRangeInvalid = errors.New("chunk does not continue the upload")
 	// ErrSizeInvalid means the content length differs from the length announced for it.
 	ErrSizeInvalid = errors.New("content length does not match")
-	// ErrMediaTypeConflict means a manifest is already stored under the digest with another media type.
+	// ErrMediaTypeConflict means the repository already holds a manifest of that digest with
+	// another media type.
 	ErrMediaTypeConflict = errors.New("digest already stored with another media type")
 	// ErrTooManyUploads means the store holds as many open upload sessions as it allows.
 	ErrTooManyUploads = errors.New("too many open uploads")

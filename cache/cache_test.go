@@ -521,6 +521,22 @@ func TestDigestNamesOneMediaType(t *testing.T) {
 	if got, _ := s.Resolve(ctx, "p/a", m.Digest.String()); got.MediaType != "application/vnd.oci.image.manifest.v1+json" {
 		t.Errorf("media type changed to %s", got.MediaType)
 	}
+	// Another repository's push of the same bytes under another type neither fails nor changes
+	// how p/a serves them (the type was registry-wide, taken from the first pusher).
+	for _, c := range []string{"config p/a", "layer p/a"} {
+		if _, err := s.PutBlob(ctx, "q/b", digest.FromString(c), strings.NewReader(c), -1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.PutManifest(ctx, "q/b", m, body, []string{"x"}); err != nil {
+		t.Errorf("another repository's push under its own media type = %v", err)
+	}
+	if got, _ := s.Resolve(ctx, "q/b", "x"); got.MediaType != m.MediaType {
+		t.Errorf("q/b serves %s, want its own %s", got.MediaType, m.MediaType)
+	}
+	if got, _ := s.Resolve(ctx, "p/a", m.Digest.String()); got.MediaType != "application/vnd.oci.image.manifest.v1+json" {
+		t.Errorf("p/a's media type changed to %s by q/b's push", got.MediaType)
+	}
 }
 
 // Deleting a manifest by digest, or a tag, touches nothing else: with several tags and manifests

@@ -110,6 +110,9 @@ func (s *Store) putManifest(ctx context.Context, repo string, m Manifest, body [
 		}
 		var old Manifest
 		switch err := kv.GetJSON(txn, manifestKey(repo, m.Digest), &old); {
+		case err == nil && old.MediaType != m.MediaType && from == originLocal:
+			// Within a repository a digest names one content and one media type (docs/SECURITY.md 2).
+			return fmt.Errorf("%w: this repository holds %s as %s", ErrMediaTypeConflict, m.Digest, old.MediaType)
 		case err == nil:
 			m.Created = old.Created // a re-push keeps the original time
 		case !errors.Is(err, badger.ErrKeyNotFound):

@@ -88,7 +88,7 @@ type BlobInfo struct {
 type blobRecord struct {
 	Size      int64     `json:"size"`
 	Created   time.Time `json:"created"`
-	MediaType string    `json:"mediaType,omitempty"` // set when the blob is a manifest
+	MediaType string    `json:"mediaType,omitempty"` // set when the blob is a manifest: a marker only
 	// Local is set once a local project uses the blob; such a blob is never evicted.
 	Local bool `json:"local,omitempty"`
 	// Mirrored is set when the blob came from an upstream; it may be evicted unless Local.
@@ -472,12 +472,11 @@ func (s *Store) ensureBlobRecord(ct *commitTxn, dgst digest.Digest, size int64, 
 		rec = blobRecord{Size: size, Created: s.now().UTC()}
 	}
 	old := rec
-	switch {
-	case mediaType == "" || rec.MediaType == mediaType:
-	case rec.MediaType == "":
+	// The record's media type only marks the blob as a manifest (the first type it was stored
+	// under): which type a repository serves it as is that repository's manifest record, so one
+	// tenant's push never changes how another's content is served (docs/SECURITY.md 18).
+	if rec.MediaType == "" {
 		rec.MediaType = mediaType
-	default:
-		return rec, fmt.Errorf("%w: %s is stored as %s", ErrMediaTypeConflict, dgst, rec.MediaType)
 	}
 	switch from {
 	case originLocal:
