@@ -31,6 +31,7 @@ type Fetcher func(ctx context.Context) (body io.ReadCloser, size int64, err erro
 // request: a client that hangs up does not stop it for the others.
 type Fill struct {
 	dgst    digest.Digest
+	repo    string        // the repository the fill was started for, and is linked to
 	started chan struct{} // closed when size is known or the fill failed
 
 	mu sync.Mutex
@@ -62,12 +63,17 @@ func (s *Store) FillBlob(dgst digest.Digest, repo string, fetch Fetcher) (f *Fil
 		s.mu.Unlock()
 		return nil, false, fmt.Errorf("create fill file: %w", err)
 	}
-	f = &Fill{dgst: dgst, file: file, size: -1, started: make(chan struct{}), changed: make(chan struct{}), readers: 1}
+	f = &Fill{dgst: dgst, repo: repo, file: file, size: -1, started: make(chan struct{}), changed: make(chan struct{}), readers: 1}
 	s.fills[dgst] = f
 	s.mu.Unlock()
 	s.wg.Go(func() { s.runFill(f, repo, fetch) })
 	return f, false, nil
 }
+
+// Repo is the repository the fill was started for. A client of another repository that joins it
+// must first have the upstream confirm that its repository has the blob (a digest alone is not a
+// capability).
+func (f *Fill) Repo() string { return f.repo }
 
 func (s *Store) runFill(f *Fill, repo string, fetch Fetcher) {
 	ctx, cancel := context.WithTimeout(s.ctx, s.fillTTL)

@@ -346,6 +346,16 @@ func (s *Server) streamFill(w http.ResponseWriter, r *http.Request, req request,
 	if joined {
 		s.metrics.coalesced.Inc()
 	}
+	if joined && fill.Repo() != req.repo {
+		// Filling for another repository: the same confirmation as for a stored blob of another
+		// repository (handleMirrorBlob), before any byte of it reaches this client.
+		hctx, cancel := context.WithTimeout(r.Context(), s.fetchTimeout)
+		_, herr := up.headBlob(hctx, upRepo, dgst)
+		cancel()
+		if herr != nil {
+			return herr
+		}
+	}
 	rd, err := fill.Reader(r.Context())
 	if err != nil {
 		return err

@@ -718,3 +718,81 @@ func TestUpstreamDigestHeaderThatLiesIsRefused(t *testing.T) {
 		t.Errorf("after the upstream mended: %d, digest %q, want 200 and %s", resp.StatusCode, resp.Header.Get("Docker-Content-Digest"), truth)
 	}
 }
+
+// A client of another repository joining a fill in progress is served only once the upstream
+// confirms its repository has the blob, as before and after the fill (the join skipped it).
+func TestJoiningAFillNeedsTheUpstreamsWord(t *testing.T) {
+	up := newFakeUpstream(t)
+	img := must(random.Image(1<<20, 1))
+	up.seed(t, "library/a:latest", img)
+	up.seed(t, "library/c:latest", img) // c has it too; b has not
+	ld, _ := must(img.Layers())[0].Digest()
+	gate := make(chan struct{})
+	up.setFault(func(w http.ResponseWriter, r *http.Request) bool {
+		if strings.HasPrefix(r.URL.Path, "/v2/library/b/blobs/") {
+			// go-containerregistry's registry keeps blobs for all repositories: b's refusal is ours.
+			w.WriteHeader(http.StatusNotFound)
+			return true
+		}
+		if r.Method == "GET" && strings.Contains(r.URL.Path, "/blobs/"+ld.String()) {
+			<-gate // hold the fill open while the others join
+		}
+		return false
+	})
+	me := newMirrorEnv(t, []mirror.Upstream{{Name: "docker.io", URL: up.srv.URL}})
+	var once sync.Once
+	openGate := func() { once.Do(func() { close(gate) }) }
+	t.Cleanup(openGate) // before the servers close, whatever failed
+	first := make(chan int, 1)
+	go func() {
+		resp, err := http.Get(me.srv.URL + "/v2/a/blobs/" + ld.String())
+		if err != nil {
+			first <- 0
+			return
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		first <- resp.StatusCode
+	}()
+	waitUntil(t, func() bool { return up.count("GET blobs") == 1 })
+	// b joins the fill of a's blob: the upstream says b has no such blob. (Were b served, its
+	// body would wait for the rest of the blob, held at the gate: the client's deadline ends it.)
+	bctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	breq, _ := http.NewRequestWithContext(bctx, "GET", me.srv.URL+"/v2/b/blobs/"+ld.String(), nil)
+	if resp, err := http.DefaultClient.Do(breq); err != nil {
+		t.Errorf("b, which the upstream says lacks the blob: %v", err)
+	} else {
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 404 {
+			t.Errorf("b, which the upstream says lacks the blob, joined a's fill: %d, %d bytes, %v", resp.StatusCode, len(body), err)
+		}
+	}
+	cancel()
+	// c joins too, and is served once the upstream confirms.
+	cdone := make(chan []byte, 1)
+	go func() {
+		resp, err := http.Get(me.srv.URL + "/v2/c/blobs/" + ld.String())
+		if err != nil {
+			cdone <- nil
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			b = nil
+		}
+		cdone <- b
+	}()
+	waitUntil(t, func() bool { return up.count("HEAD blobs") >= 2 })
+	openGate()
+	if code := <-first; code != 200 {
+		t.Errorf("a's own pull = %d", code)
+	}
+	if b := <-cdone; digest.FromBytes(b).String() != ld.String() {
+		t.Errorf("c, confirmed by the upstream, did not get the blob (%d bytes)", len(b))
+	}
+	if n := up.count("GET blobs"); n != 1 {
+		t.Errorf("upstream blob GETs = %d, want 1", n)
+	}
+}
