@@ -405,7 +405,7 @@ func (s *Server) handleCreateProject(w http.ResponseWriter, r *http.Request, who
 	}
 	// Content left by a project deleted while a push was landing must not reappear in a new
 	// project of the same name, which could be public.
-	if auth.ValidProjectName(req.ProjectName) {
+	if auth.ValidProjectName(req.ProjectName) && !s.auth.ProjectExists(r.Context(), req.ProjectName) {
 		if n, err := s.repos.CountRepositories(r.Context(), req.ProjectName+"/"); err != nil {
 			return err
 		} else if n > 0 {

@@ -91,7 +91,7 @@ func TestProjectsAPI(t *testing.T) {
 		status                               int
 		want                                 string // substring of the body
 	}{
-		{"duplicate", "POST", "/api/v2.0/projects", `{"project_name":"full"}`, "admin", "pw", 409, `"code":"CONFLICT"`},
+		{"duplicate, with repositories", "POST", "/api/v2.0/projects", `{"project_name":"full"}`, "admin", "pw", 409, "a project with that name exists already"},
 		{"leftover repositories", "POST", "/api/v2.0/projects", `{"project_name":"ghost"}`, "admin", "pw", 409, "former project ghost"},
 		{"bad name", "POST", "/api/v2.0/projects", `{"project_name":"Bad Name"}`, "admin", "pw", 400, `"code":"BAD_REQUEST"`},
 		{"bad JSON", "POST", "/api/v2.0/projects", `{"project_name":`, "admin", "pw", 400, `"code":"BAD_REQUEST"`},

@@ -37,6 +37,7 @@ type Principal struct {
 	// grants, and nothing else, decide what the request may do.
 	Token       bool
 	access      map[string][]string // the token's grants, by "type:name"
+	refused     map[string][]string // what the token was asked and refused, by "type:name"
 	tokenIssued time.Time
 	// uid and epoch are the account's id and epoch when it was authenticated (robots: id only).
 	// Tokens and sessions carry them, and are refused once the account changed or is gone, even

@@ -3,9 +3,11 @@ package auth
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -102,12 +104,19 @@ func TestAdminPassword(t *testing.T) {
 	if _, err := s.User(ctx, AdminName); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("New created the admin before EnsureAdmin: %v", err)
 	}
-	generated, err := s.EnsureAdmin(ctx)
-	if err != nil {
-		t.Fatal(err)
+	// A password that cannot be shown is not stored: the next start generates one again.
+	if _, err := s.EnsureAdmin(ctx, func(string) error { return errors.New("stdout is closed") }); err == nil {
+		t.Fatal("EnsureAdmin stored a password it could not show")
 	}
-	if len(generated) < 20 {
-		t.Fatalf("generated password %q is too short", generated)
+	if _, err := s.User(ctx, AdminName); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("an admin was stored with a password nobody saw: %v", err)
+	}
+	var generated string
+	if ok, err := s.EnsureAdmin(ctx, func(p string) error { generated = p; return nil }); err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	if len(generated) < 20 || CheckPasswordPolicy(generated) != nil {
+		t.Fatalf("generated password %q is too short or breaks the policy", generated)
 	}
 	if p, err := s.CheckPassword(ctx, "admin", generated); err != nil || !p.Admin {
 		t.Errorf("CheckPassword(generated) = %v, %v", p, err)
@@ -117,8 +126,8 @@ func TestAdminPassword(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if again, err := s2.EnsureAdmin(ctx); err != nil || again != "" {
-		t.Fatalf("second start generated %q, %v", again, err)
+	if again, err := s2.EnsureAdmin(ctx, func(p string) error { t.Errorf("second start showed %q", p); return nil }); err != nil || again {
+		t.Fatalf("second start generated: %v, %v", again, err)
 	}
 	if _, err := s2.CheckPassword(ctx, "admin", generated); err != nil {
 		t.Errorf("generated password lost on restart: %v", err)
@@ -152,8 +161,8 @@ func TestAdminPassword(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if g, err := s5.EnsureAdmin(ctx); err != nil || g != "" {
-		t.Errorf("EnsureAdmin with a configured admin = %q, %v", g, err)
+	if g, err := s5.EnsureAdmin(ctx, func(string) error { return nil }); err != nil || g {
+		t.Errorf("EnsureAdmin with a configured admin = %v, %v", g, err)
 	}
 	if _, err := s5.CheckPassword(ctx, "admin", "Configured1"); err != nil {
 		t.Errorf("configured password at first start: %v", err)
@@ -343,5 +352,67 @@ func TestHarborPermissionMatrix(t *testing.T) {
 		if anon != (a == ActionPull) {
 			t.Errorf("anonymous %s on a public project = %v", a, anon)
 		}
+	}
+}
+
+// The name "admin" is the built-in administrator's, reserved even before it exists (it is made
+// once cove is up): nobody creates a user of that name, in any case, and no directory user
+// called admin logs in as it.
+func TestAdminNameIsReserved(t *testing.T) {
+	ctx := context.Background()
+	s, err := New(ctx, openDB(t), Config{BcryptCost: bcrypt.MinCost, KeyDir: t.TempDir(), SelfRegistration: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"admin", "Admin", "ADMIN"} {
+		if _, err := s.CreateUser(ctx, User{Name: name}, "Attacker123"); !errors.Is(err, ErrInvalid) {
+			t.Errorf("CreateUser(%q) before the admin exists = %v, want ErrInvalid", name, err)
+		}
+	}
+	if ok, err := s.EnsureAdmin(ctx, func(string) error { return nil }); err != nil || !ok {
+		t.Fatalf("EnsureAdmin = %v, %v", ok, err)
+	}
+	if u, err := s.User(ctx, AdminName); err != nil || !u.Admin || u.LDAP {
+		t.Errorf("the admin = %+v, %v; want a local system admin", u, err)
+	}
+}
+
+// Creations at the same time all succeed, with distinct ids (a badger sequence per call made
+// them conflict: 500 "Transaction Conflict").
+func TestConcurrentCreationsDoNotConflict(t *testing.T) {
+	ctx := context.Background()
+	s, err := New(ctx, openDB(t), Config{AdminPassword: "pw", BcryptCost: bcrypt.MinCost, KeyDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 24
+	var wg sync.WaitGroup
+	ids := make(chan int64, 2*n)
+	for i := range n {
+		wg.Go(func() {
+			p, err := s.CreateProject(ctx, fmt.Sprintf("p%d", i), false, "admin")
+			if err != nil {
+				t.Errorf("CreateProject %d: %v", i, err)
+				return
+			}
+			ids <- p.ID
+		})
+		wg.Go(func() {
+			u, err := s.CreateUser(ctx, User{Name: fmt.Sprintf("u%d", i)}, "Password123")
+			if err != nil {
+				t.Errorf("CreateUser %d: %v", i, err)
+				return
+			}
+			ids <- -u.ID
+		})
+	}
+	wg.Wait()
+	close(ids)
+	seen := map[int64]bool{}
+	for id := range ids {
+		if seen[id] {
+			t.Errorf("id %d given twice", id)
+		}
+		seen[id] = true
 	}
 }

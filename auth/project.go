@@ -47,17 +47,12 @@ func (s *Service) CreateProject(ctx context.Context, name string, public bool, o
 	if s.reserved[name] {
 		return Project{}, fmt.Errorf("%w: %q names an upstream registry and cannot name a project", ErrInvalid, name)
 	}
-	seq, err := s.db.GetSequence([]byte(keyProjectSeq), 1)
-	if err != nil {
-		return Project{}, err
-	}
-	defer seq.Release()
-	id, err := seq.Next()
+	id, err := s.nextID(keyProjectSeq)
 	if err != nil {
 		return Project{}, err
 	}
 	now := s.now().UTC()
-	p := Project{ID: int64(id) + 1, Name: name, Public: public, Owner: owner, Created: now, Updated: now}
+	p := Project{ID: id, Name: name, Public: public, Owner: owner, Created: now, Updated: now}
 	err = s.db.Update(func(txn *badger.Txn) error {
 		if _, err := txn.Get([]byte(keyProject + name)); err == nil {
 			return ErrProjectExists

@@ -84,6 +84,9 @@ type Service struct {
 	key       []byte // HMAC key of the credential cache, random per process
 	dummy     []byte // a bcrypt hash compared against for unknown users
 
+	seqMu sync.Mutex
+	seqs  map[string]*badger.Sequence // id sequences by key, guarded by seqMu (see nextID)
+
 	mu sync.Mutex
 	// verified maps a user name to the HMAC of its last verified password; gen counts the
 	// changes to each user (see forget). Both guarded by mu.
@@ -103,6 +106,7 @@ func New(ctx context.Context, db *badger.DB, cfg Config) (s *Service, err error)
 	s = &Service{
 		db: db, log: cfg.Logger, publicURL: strings.TrimSuffix(cfg.PublicURL, "/"), service: cfg.Service,
 		tokenTTL: cfg.TokenTTL, now: cfg.Now, verified: map[string]verifiedCred{}, gen: map[string]uint64{},
+		seqs: map[string]*badger.Sequence{},
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -192,25 +196,40 @@ func (s *Service) ensureAdmin(password string) error {
 }
 
 // EnsureAdmin makes sure the admin exists. At the first start without auth.admin_password it
-// generates a password, stores its hash and returns it (once: generated is empty whenever the
-// admin exists already). cmd calls it only once cove is listening, so that the password it
-// prints is never lost to a start that fails: until then no admin exists, and the next start
-// generates one again.
-func (s *Service) EnsureAdmin(ctx context.Context) (generated string, err error) {
+// generates a password, hands it to show, and stores its hash only once show succeeded (so the
+// password is never lost: a start that fails before, or cannot show it, leaves no admin, and the
+// next start generates one again). It reports whether it generated one. cmd calls it once cove
+// is listening. The name "admin" is reserved meanwhile: no user, self-registered or from LDAP,
+// can take it (see CreateUser and checkPassword).
+func (s *Service) EnsureAdmin(ctx context.Context, show func(password string) error) (generated bool, err error) {
 	var rec userRecord
 	err = s.readUser(AdminName, &rec)
 	if err == nil {
-		return "", nil
+		return false, nil
 	}
 	if !errors.Is(err, badger.ErrKeyNotFound) {
-		return "", fmt.Errorf("read admin: %w", err)
+		return false, fmt.Errorf("read admin: %w", err)
 	}
-	generated = rand.Text()
-	if err := s.createAdmin(generated); err != nil {
-		return "", err
+	password := GeneratePassword()
+	if err := show(password); err != nil {
+		return false, fmt.Errorf("show the generated admin password: %w (nothing was stored; the next start generates one again)", err)
+	}
+	if err := s.createAdmin(password); err != nil {
+		return false, err
 	}
 	s.log.Info("admin created with a generated password")
-	return generated, nil
+	return true, nil
+}
+
+// GeneratePassword returns a random password (about 150 bits) that meets the password policy.
+func GeneratePassword() string {
+	for {
+		// rand.Text is upper-case letters and digits; half of it lower-cased gives all three kinds.
+		p := strings.ToLower(rand.Text()[:16]) + rand.Text()[:16]
+		if CheckPasswordPolicy(p) == nil {
+			return p
+		}
+	}
 }
 
 // ResetAdminPassword sets the admin's password, creating the admin when it does not exist yet
@@ -363,7 +382,8 @@ func (s *Service) checkPassword(ctx context.Context, user, pass string) (Princip
 		if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
 			return Principal{}, true, fmt.Errorf("read user: %w", err)
 		}
-		if s.ldap != nil && (err != nil || rec.LDAP) {
+		if s.ldap != nil && (err != nil || rec.LDAP) && !strings.EqualFold(user, AdminName) {
+			// Every name but the built-in admin's, which stays local even before it exists.
 			if !userName.MatchString(user) {
 				return Principal{}, true, ErrBadCredentials
 			}
@@ -419,10 +439,16 @@ func (s *Service) Authorize(ctx context.Context, p Principal, repo string, actio
 }
 
 // tokenDecision: a token grants what it says and nothing else. Lacking a grant is a 401 — the
-// client asks the token service for the scope, as the token spec has it.
+// client asks the token service for the scope, as the token spec has it — unless the token of
+// a named account was asked for that very action and refused it: asking again would change
+// nothing, so it is a 403 (docker retries a 401 for a minute, and stops at a 403 saying
+// "denied").
 func tokenDecision(p Principal, name string, action Action) error {
 	if p.Granted("repository", name, string(action)) {
 		return nil
+	}
+	if !p.Anonymous() && p.AskedFor("repository", name, string(action)) {
+		return ErrDenied
 	}
 	return ErrUnauthenticated
 }

@@ -35,6 +35,10 @@ type Access struct {
 	Type    string   `json:"type"`
 	Name    string   `json:"name"`
 	Actions []string `json:"actions"`
+	// Refused lists what was asked and not granted: cove's own addition to Distribution's
+	// claim, so that the registry answers a refused push with 403 DENIED at once (docker
+	// retries a 401 for a minute) and knows a push is under way.
+	Refused []string `json:"refused,omitempty"`
 }
 
 type tokenClaims struct {
@@ -264,36 +268,42 @@ func (s *Service) IssueToken(ctx context.Context, p Principal, service string, s
 		if g == nil {
 			g = []string{}
 		}
-		access = append(access, Access{Type: sc.Type, Name: sc.Name, Actions: g})
+		access = append(access, Access{Type: sc.Type, Name: sc.Name, Actions: g, Refused: refusedOf(sc, g)})
 	}
 	issued = s.now().UTC().Truncate(time.Second)
 	token, err = s.signClaims(p.Name, s.service, issued, s.tokenTTL, access, func(c *tokenClaims) { c.UID, c.Epoch = p.uid, p.epoch })
 	return token, issued, access, err
 }
 
+// refusedOf is what sc asks that granted lacks; "*" on a repository stands for pull, push and
+// delete.
+func refusedOf(sc Scope, granted []string) []string {
+	var no []string
+	for _, a := range sc.Actions {
+		asked := []string{a}
+		if a == "*" && sc.Type == "repository" {
+			asked = []string{string(ActionPull), string(ActionPush), string(ActionDelete)}
+		}
+		for _, one := range asked {
+			if !slices.Contains(granted, one) && !slices.Contains(granted, "*") && !slices.Contains(no, one) {
+				no = append(no, one)
+			}
+		}
+	}
+	return no
+}
+
 // grantSummary writes what a token grants and what it refuses of what was asked, for the audit
 // log: "repository:team/app:pull,push", and "repository:team/app:delete" refused.
-func grantSummary(scopes []Scope, access []Access) (granted, refused string) {
+func grantSummary(access []Access) (granted, refused string) {
 	var g, r []string
-	for i, sc := range scopes {
-		if i >= len(access) {
-			break
+	for _, a := range access {
+		prefix := a.Type + ":" + a.Name + ":"
+		if len(a.Actions) > 0 {
+			g = append(g, prefix+strings.Join(a.Actions, ","))
 		}
-		prefix := sc.Type + ":" + sc.Name + ":"
-		if len(access[i].Actions) > 0 {
-			g = append(g, prefix+strings.Join(access[i].Actions, ","))
-		}
-		var no []string
-		for _, a := range sc.Actions {
-			if a == "*" && len(access[i].Actions) > 0 {
-				continue // "*" asked: what is granted is its part that is allowed
-			}
-			if !slices.Contains(access[i].Actions, a) && !slices.Contains(no, a) {
-				no = append(no, a)
-			}
-		}
-		if len(no) > 0 {
-			r = append(r, prefix+strings.Join(no, ","))
+		if len(a.Refused) > 0 {
+			r = append(r, prefix+strings.Join(a.Refused, ","))
 		}
 	}
 	return strings.Join(g, " "), strings.Join(r, " ")
@@ -375,7 +385,7 @@ func (s *Service) principalFromToken(ctx context.Context, raw string) (Principal
 	if err != nil {
 		return Principal{}, err
 	}
-	p := Principal{Name: claims.Subject, Token: true, access: map[string][]string{}, tokenIssued: claims.IssuedAt.Time}
+	p := Principal{Name: claims.Subject, Token: true, access: map[string][]string{}, refused: map[string][]string{}, tokenIssued: claims.IssuedAt.Time}
 	for _, a := range claims.Access {
 		key := a.Type + ":" + a.Name
 		for _, act := range a.Actions { // the same resource twice: the grants add up
@@ -386,6 +396,7 @@ func (s *Service) principalFromToken(ctx context.Context, raw string) (Principal
 		if p.access[key] == nil {
 			p.access[key] = []string{}
 		}
+		p.refused[key] = append(p.refused[key], a.Refused...)
 	}
 	// The token stands for the account as it was when it was issued: a password or admin change,
 	// or the account's deletion (even if the name comes back), ends it.
@@ -426,6 +437,12 @@ func (s *Service) PrincipalFromRefreshToken(ctx context.Context, raw string) (Pr
 		return s.ldapRefresh(ctx, rec.Name)
 	}
 	return rec.principal(), nil
+}
+
+// AskedFor reports whether a token principal's token was asked for action on the resource,
+// granted or not.
+func (p Principal) AskedFor(typ, name string, action string) bool {
+	return p.Granted(typ, name, action) || slices.Contains(p.refused[typ+":"+name], action)
 }
 
 // Granted reports whether a token principal's grants include action on the resource.

@@ -473,7 +473,7 @@ func TestTokenAuditRecordsGrants(t *testing.T) {
 	if e.Resource != "repository:open/app:pull repository:open/b:pull" {
 		t.Errorf("token record resource = %q, want what was granted", e.Resource)
 	}
-	if e.Detail != "refused: repository:open/app:push,delete" {
+	if e.Detail != "refused: repository:open/app:push,delete repository:open/b:push,delete" {
 		t.Errorf("token record detail = %q, want what was refused", e.Detail)
 	}
 }
@@ -587,5 +587,46 @@ func TestTokenEndpointIgnoresTheSessionCookie(t *testing.T) {
 	}
 	if p.Name != "" || p.Granted("repository", "team/app", "push") || p.Granted("repository", "team/app", "pull") {
 		t.Errorf("a token minted from the session cookie: subject %q, grants %v", p.Name, p.access)
+	}
+}
+
+// A token asked for an action and refused it: a named account gets 403 (asking again changes
+// nothing, and docker retries a 401 for a minute); the anonymous, and a token never asked for
+// the action, get 401 (log in, or ask for the scope).
+func TestRefusedGrantIsDeniedNotUnauthenticated(t *testing.T) {
+	ctx := context.Background()
+	s, _ := tokenService(t)
+	if _, err := s.CreateUser(ctx, User{Name: "gina"}, "Gina-password1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AddMember(ctx, "team", MemberUser, "gina", RoleGuest); err != nil {
+		t.Fatal(err)
+	}
+	gina, _ := s.CheckPassword(ctx, "gina", "Gina-password1")
+	for _, tc := range []struct {
+		name  string
+		who   Principal
+		scope string
+		want  error
+	}{
+		{"guest asked push", gina, "repository:team/app:pull,push", ErrDenied},
+		{"guest never asked push", gina, "repository:team/app:pull", ErrUnauthenticated},
+		{"anonymous asked push", Principal{}, "repository:open/app:pull,push", ErrUnauthenticated},
+	} {
+		tok, _, _, err := s.IssueToken(ctx, tc.who, "cove", scopes(t, tc.scope))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := s.Authenticate(ctx, bearer(tok))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !p.Granted("repository", strings.Split(tc.scope, ":")[1], "pull") && tc.who.Name != "" {
+			t.Errorf("%s: pull not granted", tc.name)
+		}
+		repo := strings.Split(tc.scope, ":")[1]
+		if err := s.Authorize(ctx, p, repo, ActionPush); !errors.Is(err, tc.want) {
+			t.Errorf("%s: Authorize(push) = %v, want %v", tc.name, err, tc.want)
+		}
 	}
 }

@@ -118,7 +118,7 @@ func (s *Service) ServeToken(w http.ResponseWriter, r *http.Request) {
 	}
 	// The record, written once the answer is sure to be a success, says what the token grants
 	// and what of the asked it refuses.
-	granted, refused := grantSummary(parsed, access)
+	granted, refused := grantSummary(access)
 	if refused != "" {
 		refused = "refused: " + refused
 	}

@@ -74,10 +74,20 @@ func CheckPasswordPolicy(p string) error {
 // MaxPasswordBytes is bcrypt's limit on a password's length.
 const MaxPasswordBytes = 72
 
+// ValidUserName reports whether name may be a local user's: the name rules, not a robot's
+// prefix, not the built-in admin's name.
+func ValidUserName(name string) bool {
+	return userName.MatchString(name) && !strings.HasPrefix(name, robotPrefix) && !strings.EqualFold(name, AdminName)
+}
+
 // CreateUser creates a local user with password.
 func (s *Service) CreateUser(ctx context.Context, u User, password string) (User, error) {
 	if !userName.MatchString(u.Name) || strings.HasPrefix(u.Name, robotPrefix) {
 		return User{}, fmt.Errorf("%w: user name %q", ErrInvalid, u.Name)
+	}
+	if strings.EqualFold(u.Name, AdminName) {
+		// The built-in admin's name, whether it exists yet or not (it is created once cove is up).
+		return User{}, fmt.Errorf("%w: the name %s is reserved for the built-in administrator", ErrInvalid, u.Name)
 	}
 	if err := CheckPasswordPolicy(password); err != nil {
 		return User{}, err

@@ -63,8 +63,26 @@ func (u *upstream) repoName(repo string) string {
 // serveMirrored answers a request for a mirrored repository.
 func (s *Server) serveMirrored(w http.ResponseWriter, r *http.Request, req request) error {
 	pull := r.Method == http.MethodGet || r.Method == http.MethodHead
+	// A push to a project that does not exist checks its blobs with HEADs first: with a token that
+	// was asked to push there, those are part of the push, and never go to the upstream (they
+	// would tell Docker Hub a private image's name and digests).
+	pushing := req.implicit && req.who.Token && req.who.AskedFor("repository", req.name, string(auth.ActionPush))
 	var h handler
 	switch {
+	case pushing || (req.implicit && !pull):
+		// The name selected no upstream and no project, and fell through to the default upstream
+		// for pulls: for a push, the likely story is a project that does not exist (yet).
+		first, _, nested := strings.Cut(req.name, "/")
+		switch {
+		case !nested:
+			return newError(http.StatusNotFound, CodeNameUnknown,
+				"%s names no project: repositories of local projects are named <project>/<repository>", req.name)
+		case req.up.Name == "docker.io" && first == "library":
+			return newError(http.StatusForbidden, CodeDenied,
+				"library/ is Docker Hub's official images, mirrored read-only: push to a project of your own (<project>/<repository>)")
+		}
+		return newError(http.StatusNotFound, CodeNameUnknown,
+			"project %s does not exist: create it on the admin page (Projects, New project) or with POST /api/v2.0/projects, then push to %s", first, req.name)
 	case req.kind == KindManifest && pull:
 		h = s.handleMirrorManifest
 	case req.kind == KindBlob && pull:
@@ -75,16 +93,6 @@ func (s *Server) serveMirrored(w http.ResponseWriter, r *http.Request, req reque
 		h = s.handleMirrorReferrers
 	case pull:
 		return newError(http.StatusMethodNotAllowed, CodeUnsupported, "%s is not supported on this endpoint", r.Method)
-	case req.implicit:
-		// The name selected no upstream and no project, and fell through to the default upstream
-		// for pulls: for a push, the likely story is a project that does not exist (yet).
-		first, _, nested := strings.Cut(req.name, "/")
-		if !nested {
-			return newError(http.StatusNotFound, CodeNameUnknown,
-				"%s names no project: repositories of local projects are named <project>/<repository>", req.name)
-		}
-		return newError(http.StatusNotFound, CodeNameUnknown,
-			"project %s does not exist: create it on the admin page (Projects, New project) or with POST /api/v2.0/projects, then push to %s", first, req.name)
 	default:
 		return newError(http.StatusForbidden, CodeDenied,
 			"%s is a read-only mirror of %s: push to a local project (<project>/<repository>) instead", req.repo, req.up.Name)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log"
@@ -794,5 +795,50 @@ func TestJoiningAFillNeedsTheUpstreamsWord(t *testing.T) {
 	}
 	if n := up.count("GET blobs"); n != 1 {
 		t.Errorf("upstream blob GETs = %d, want 1", n)
+	}
+}
+
+// The HEADs of a push to a project that does not exist are part of the push: they never reach
+// the upstream (they would tell Docker Hub a private image's name and digests), and the push
+// is told the project does not exist. A token that asked push and was refused gets 403 at once.
+func TestPushToAMissingProjectNeverReachesTheUpstream(t *testing.T) {
+	up := newFakeUpstream(t)
+	me := newMirrorEnv(t, []mirror.Upstream{{Name: "docker.io", URL: up.srv.URL}})
+	token := func(scope string) string {
+		req, _ := http.NewRequest("GET", me.srv.URL+auth.TokenPath+"?service=cove&scope="+scope, nil)
+		req.SetBasicAuth("admin", password)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body struct{ Token string }
+		json.NewDecoder(resp.Body).Decode(&body)
+		return "Bearer " + body.Token
+	}
+	push := token("repository:nosuch/app:pull,push")
+	d := digest.FromString("a private layer")
+	for _, tc := range []struct{ method, path string }{
+		{"HEAD", "/v2/nosuch/app/blobs/" + d.String()},
+		{"GET", "/v2/nosuch/app/manifests/v1"},
+		{"POST", "/v2/nosuch/app/blobs/uploads/"},
+	} {
+		resp, b := me.do(t, tc.method, tc.path, nil, false, "Authorization", push)
+		if resp.StatusCode != 404 || (tc.method != "HEAD" && errCode(b) != "NAME_UNKNOWN") {
+			t.Errorf("%s %s in a push = %d %s, want 404 NAME_UNKNOWN", tc.method, tc.path, resp.StatusCode, b)
+		}
+	}
+	if n := up.count("HEAD blobs") + up.count("GET blobs") + up.count("GET manifests") + up.count("HEAD manifests"); n != 0 {
+		t.Errorf("a push to a missing project sent %d requests to the upstream", n)
+	}
+	// The official images' namespace is Docker Hub's: a push there says so.
+	resp, b := me.do(t, "POST", "/v2/library/x/blobs/uploads/", nil, false, "Authorization", token("repository:library/x:pull,push"))
+	if code, msg := errEntry(b); resp.StatusCode != 403 || code != "DENIED" || !strings.Contains(msg, "push to a project of your own") {
+		t.Errorf("push to library/x = %d %s", resp.StatusCode, b)
+	}
+	// A pull, with a token that asked only pull, still goes to the upstream.
+	me.do(t, "HEAD", "/v2/nosuch/app/blobs/"+d.String(), nil, false, "Authorization", token("repository:nosuch/app:pull"))
+	if n := up.count("HEAD blobs"); n != 1 {
+		t.Errorf("a pull's HEAD reached the upstream %d times, want 1", n)
 	}
 }

@@ -3,11 +3,11 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -93,11 +93,14 @@ func adminCmd(ctx context.Context, args, environ []string, stdin io.Reader, stdo
 		}
 		password = strings.TrimRight(line, "\r\n")
 	} else {
-		// rand.Text has no upper-case letter or digit guaranteed; these prefixes satisfy the policy.
-		password, generated = "Cv1-"+rand.Text(), true
+		password, generated = auth.GeneratePassword(), true
 	}
 	if err := auth.CheckPasswordPolicy(password); err != nil {
 		fmt.Fprintf(stderr, "cove admin %s: %v\n", sub, err)
+		return 2
+	}
+	if sub == "create-user" && !auth.ValidUserName(names[0]) {
+		fmt.Fprintf(stderr, "cove admin create-user: %q is not a user name a user may have (letters, digits, . _ @ -; not %q)\n", names[0], auth.AdminName)
 		return 2
 	}
 	if err := offlineAccountChange(ctx, cfg, sub, names[0], password, *makeAdmin, *email); err != nil {
@@ -118,6 +121,10 @@ func adminCmd(ctx context.Context, args, environ []string, stdin io.Reader, stdo
 // offlineAccountChange opens cfg's index (refused while cove runs on it: badger locks it) and
 // makes the change, audited as made by "cove admin".
 func offlineAccountChange(ctx context.Context, cfg Config, sub, name, password string, makeAdmin bool, email string) error {
+	// A data directory cove has run on: never a new index made by a mistyped --data.
+	if _, err := os.Stat(filepath.Join(cfg.Data, "index", "MANIFEST")); err != nil {
+		return fmt.Errorf("%s is not the data directory of a cove that has run (no index/ in it): check --data or --config", cfg.Data)
+	}
 	db, err := cache.OpenDB(filepath.Join(cfg.Data, "index"), nil)
 	if err != nil {
 		if strings.Contains(err.Error(), "directory lock") {

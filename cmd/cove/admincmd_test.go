@@ -40,6 +40,18 @@ func checkLogin(t *testing.T, data, name, password string) (auth.Principal, erro
 
 func TestAdminResetPasswordAndCreateUser(t *testing.T) {
 	data := t.TempDir()
+	// Never a new index made by a mistyped --data: the data dir must be one cove has run on.
+	if code, _, errOut := cli(t, "", "admin", "reset-password", "admin", "--data", data); code != 1 || !strings.Contains(errOut, "no index/") {
+		t.Fatalf("reset-password on a directory cove never ran on = %d, %q", code, errOut)
+	}
+	if _, err := os.Stat(filepath.Join(data, "index")); err == nil {
+		t.Fatal("reset-password on a wrong directory made an index there")
+	}
+	db, err := cache.OpenDB(filepath.Join(data, "index"), nil) // as the first start leaves it
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
 	// A lost admin password before the admin even exists: reset-password creates it.
 	code, out, errOut := cli(t, "", "admin", "reset-password", "admin", "--data", data)
 	if code != 0 {
@@ -86,6 +98,8 @@ func TestAdminResetPasswordAndCreateUser(t *testing.T) {
 		{"", []string{"admin", "reset-password", "--data", data}, 2, "exactly one user name"},
 		{"", []string{"admin", "reset-password", "nobody", "--data", data}, 1, "nobody"},
 		{"", []string{"admin", "reset-password", "admin", "--admin", "--data", data}, 2, "create-user"},
+		{"", []string{"admin", "create-user", "admin", "--data", data}, 2, "not a user name"},
+		{"", []string{"admin", "create-user", "bad name", "--data", data}, 2, "not a user name"},
 		{"", []string{"admin", "frobnicate"}, 2, "unknown command"},
 	} {
 		code, _, errOut := cli(t, tc.stdin, tc.args...)
@@ -95,7 +109,7 @@ func TestAdminResetPasswordAndCreateUser(t *testing.T) {
 	}
 
 	// While cove runs on the data dir (its index open), the command refuses with a clear error.
-	db, err := cache.OpenDB(filepath.Join(data, "index"), nil)
+	db, err = cache.OpenDB(filepath.Join(data, "index"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -341,15 +341,15 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	}
 	// The admin is created (and a generated password printed) only now that cove is up: a start
 	// that fails before this point leaves no admin, and the next start generates the password again.
-	generated, err := authSvc.EnsureAdmin(ctx)
+	_, err = authSvc.EnsureAdmin(ctx, func(password string) error {
+		_, err := fmt.Fprintf(stdout, "cove: generated the password of user %q: %s\n"+
+			"cove: it is shown only this once and stored as a hash; sign in at %s and change it, or set it offline with: cove admin reset-password %s\n",
+			auth.AdminName, password, adminURL(cfg, ln, certs.Enabled()), auth.AdminName)
+		return err
+	})
 	if err != nil {
 		_ = srv.Close()
 		return err
-	}
-	if generated != "" {
-		fmt.Fprintf(stdout, "cove: generated the password of user %q: %s\n"+
-			"cove: it is shown only this once and stored as a hash; sign in at %s and change it, or set it offline with: cove admin reset-password %s\n",
-			auth.AdminName, generated, adminURL(cfg, ln, certs.Enabled()), auth.AdminName)
 	}
 	attrs := []any{"addr", ln.Addr().String(), "data", cfg.Data, "tls", cfg.TLS.Mode, "admin_page", adminURL(cfg, ln, certs.Enabled())}
 	if httpLn != nil {
