@@ -179,6 +179,11 @@ func (s *Server) initWeb() error {
 		"GET /settings": page(web.handleSettings),
 		"GET /connect":  page(web.handleConnect),
 		"GET /account":  page(web.handleAccount),
+		// No icon: an empty answer, so browsers stop asking and nothing logs a 404 per page.
+		"GET /favicon.ico": http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+			rw.Header().Set("Cache-Control", "max-age=86400")
+			rw.WriteHeader(http.StatusNoContent)
+		}),
 		"POST /message": http.HandlerFunc(web.handleMessage),
 	} {
 		s.webMux.Handle(pattern, withDeadlineWeb(h))
@@ -254,7 +259,7 @@ func (s *Server) adapt(h handler) http.Handler {
 		e := toAPIError(err)
 		if op := mutation(r.Method); op != "" {
 			// Refused and failed changes are audited too, with their result.
-			s.recordResult(r, who, op, "api", r.URL.Path, e.Code, "failure")
+			s.recordResult(r, who, op, "api", r.URL.Path, fmt.Sprintf("%d %s: %s", e.Status, e.Code, e.Message), "failure")
 		}
 		if e.Status >= 500 {
 			// The access-log line of the request carries it, at ERROR (log once, at the boundary).
@@ -371,9 +376,15 @@ func (s *Server) recordResult(r *http.Request, who auth.Principal, op, typ, reso
 	if s.audit == nil {
 		return
 	}
-	err := s.audit.Record(r.Context(), auth.Event{
+	e := auth.Event{
 		Username: who.Name, Address: auth.RemoteHost(r), Operation: op, ResourceType: typ, Resource: resource, Detail: detail, Result: result,
-	})
+	}
+	var err error
+	if result == "failure" {
+		err = s.audit.RecordRefusal(r.Context(), e) // bounded per caller: no flood of the log
+	} else {
+		err = s.audit.Record(r.Context(), e)
+	}
 	if err != nil {
 		s.log.ErrorContext(r.Context(), "writing an audit record", "err", err)
 	}

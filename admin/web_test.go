@@ -616,3 +616,14 @@ func TestLangRedirectsOnlyToLocalPaths(t *testing.T) {
 		t.Errorf("/lang with a tab in back = %d, Location %q; want a redirect to /", resp.StatusCode, resp.Header.Get("Location"))
 	}
 }
+
+// TestAuditPageShowsDetail: the audit page shows each record's detail — what a token refused, why
+// a change failed — and a refused API change says its status and reason.
+func TestAuditPageShowsDetail(t *testing.T) {
+	_, admin := webEnv(t)
+	admin.api("POST", "/api/v2.0/projects", `{"project_name":"Bad Name"}`)
+	_, body := admin.do("GET", "/audit", "")
+	if !strings.Contains(body, ">Detail<") || !strings.Contains(body, `<td class="detail">400 BAD_REQUEST: invalid value: project name`) {
+		t.Errorf("the audit page lacks the refused change's detail:\n%s", body)
+	}
+}

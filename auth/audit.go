@@ -58,9 +58,12 @@ type Audit struct {
 	closing bool                    // Close was called: every event is written at once
 	wake    chan struct{}
 	drainMu sync.Mutex // held while a batch is taken and written, so a flush sees it committed
-	stop    chan struct{}
-	done    chan struct{}
-	closed  sync.Once
+
+	refusalMu sync.Mutex
+	refusals  map[string]*refusalWindow // by who, from where, what: guarded by refusalMu
+	stop      chan struct{}
+	done      chan struct{}
+	closed    sync.Once
 }
 
 const (
@@ -72,6 +75,77 @@ type pendingRead struct {
 	id  string // who, where, what and how: the reads that coalesce
 	key []byte
 	e   Event
+}
+
+// A caller's refusals are recorded one by one up to refusalBurst in a refusalPeriod; past that
+// they are counted, and one record with the count is written when the caller's next window
+// opens. One caller cannot flood the log (docs/SECURITY.md 18), and the log still says who was
+// refused what, and how often.
+const (
+	refusalBurst   = 20
+	refusalPeriod  = time.Minute
+	refusalCallers = 10000 // windows kept at most; past that, expired ones are dropped first
+)
+
+type refusalWindow struct {
+	start      time.Time
+	n          int
+	suppressed int
+	last       Event // the last refusal not recorded, for the summary
+}
+
+// RecordRefusal records a refused request (Result "failure"), at most refusalBurst a minute for
+// the same user, address and operation; the rest are summed up in one record.
+func (a *Audit) RecordRefusal(ctx context.Context, e Event) error {
+	e.Result = "failure"
+	key := strings.Join([]string{e.Username, e.Address, e.Operation}, "\x00")
+	now := a.now()
+	a.refusalMu.Lock()
+	if a.refusals == nil {
+		a.refusals = map[string]*refusalWindow{}
+	}
+	w := a.refusals[key]
+	var summary *Event
+	if w == nil || now.Sub(w.start) >= refusalPeriod {
+		if w != nil && w.suppressed > 0 {
+			s := w.last
+			s.Time, s.Count = w.start, w.suppressed
+			s.Detail = fmt.Sprintf("%d more refusals in the minute from %s, not recorded one by one; the last: %s",
+				w.suppressed, w.start.UTC().Format(time.RFC3339), w.last.Detail)
+			summary = &s
+		}
+		if w == nil && len(a.refusals) >= refusalCallers {
+			for k, old := range a.refusals {
+				if now.Sub(old.start) >= refusalPeriod && old.suppressed == 0 {
+					delete(a.refusals, k)
+				}
+			}
+		}
+		if w == nil && len(a.refusals) >= refusalCallers {
+			a.refusalMu.Unlock()
+			a.log.WarnContext(ctx, "audit: too many callers refused at once; a refusal was not recorded", "user", e.Username, "address", e.Address)
+			return nil
+		}
+		w = &refusalWindow{start: now}
+		a.refusals[key] = w
+	}
+	record := w.n < refusalBurst
+	if record {
+		w.n++
+	} else {
+		w.suppressed++
+		w.last = e
+	}
+	a.refusalMu.Unlock()
+	if summary != nil {
+		if err := a.Record(ctx, *summary); err != nil {
+			return err
+		}
+	}
+	if !record {
+		return nil
+	}
+	return a.Record(ctx, e)
 }
 
 // batched says whether an event is a read, written in batches.

@@ -2,6 +2,8 @@ package auth
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -116,5 +118,45 @@ func TestAuditBatchesReadsNeverChanges(t *testing.T) {
 	}
 	if n := countAudit(t, db); n != 7 {
 		t.Fatalf("%d records, want a pull after Close written at once", n)
+	}
+}
+
+// One caller's refusals cannot flood the log: past refusalBurst a minute they are counted and
+// summed up in one record when the caller's next minute starts; other callers are untouched.
+func TestRefusalsAreBoundedPerCaller(t *testing.T) {
+	ctx := context.Background()
+	db := openDB(t)
+	now := time.Unix(1_800_000_000, 0)
+	a := NewAudit(db, 0, func() time.Time { return now })
+	defer a.Close()
+	refuse := func(user string, i int) {
+		if err := a.RecordRefusal(ctx, Event{Username: user, Address: "10.0.0.1", Operation: "push", Resource: fmt.Sprintf("team/r%d", i), Detail: "403 DENIED"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 1000 {
+		refuse("bob", i)
+	}
+	refuse("carol", 0)
+	if n := countAudit(t, db); n != refusalBurst+1 {
+		t.Errorf("%d records after 1000 refusals of one caller and one of another, want %d", n, refusalBurst+1)
+	}
+	now = now.Add(refusalPeriod)
+	refuse("bob", 1000)
+	events, _, err := a.Query(ctx, Filter{Username: "bob"}, 1, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var summed int
+	for _, e := range events {
+		if e.Count > 1 {
+			summed += e.Count
+			if e.Result != "failure" || !strings.Contains(e.Detail, "980 more refusals") {
+				t.Errorf("summary record = %+v", e)
+			}
+		}
+	}
+	if summed != 1000-refusalBurst || len(events) != refusalBurst+2 {
+		t.Errorf("bob's records: %d, summed %d; want %d with %d summed", len(events), summed, refusalBurst+2, 1000-refusalBurst)
 	}
 }

@@ -43,6 +43,11 @@ type Auditor interface {
 	Record(ctx context.Context, e auth.Event) error
 }
 
+// refusalRecorder records refusals at a bounded rate per caller; auth.Audit implements it.
+type refusalRecorder interface {
+	RecordRefusal(ctx context.Context, e auth.Event) error
+}
+
 // Config configures a Server.
 type Config struct {
 	// Audit receives push, pull and delete events; nil records nothing.
@@ -314,10 +319,16 @@ func (s *Server) recordRefused(r *http.Request, who auth.Principal, repo string,
 		return
 	}
 	e := toError(err)
-	rerr := s.audit.Record(r.Context(), auth.Event{
+	ev := auth.Event{
 		Username: who.Name, Address: auth.RemoteHost(r), Operation: op, ResourceType: "artifact", Resource: repo,
 		Result: "failure", Detail: fmt.Sprintf("%d %s: %s", e.Status, e.Code, e.Message),
-	})
+	}
+	var rerr error
+	if rl, ok := s.audit.(refusalRecorder); ok {
+		rerr = rl.RecordRefusal(r.Context(), ev) // bounded per caller: no flood of the log
+	} else {
+		rerr = s.audit.Record(r.Context(), ev)
+	}
 	if rerr != nil {
 		s.log.ErrorContext(r.Context(), "writing an audit record", "err", rerr)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"cove/auth"
 	"cove/cache"
+	"cove/mirror"
 )
 
 // cli runs cove with args and stdin, returning its exit code, stdout and stderr.
@@ -163,5 +164,13 @@ func TestAdminPasswordFromConfigFollowsThePolicy(t *testing.T) {
 		if err != nil && (!strings.Contains(err.Error(), "auth.admin_password") || strings.Contains(err.Error(), tc.pw)) {
 			t.Errorf("error %q should name the key and never the password", err)
 		}
+	}
+}
+
+// An upstream URL with credentials in it never reaches the admin API or page (docs/SECURITY.md 13).
+func TestAdminStatusRedactsUpstreamURLs(t *testing.T) {
+	st := adminStatus(mirror.Status{Upstreams: []mirror.UpstreamStatus{{Name: "x", URL: "http://upuser:UpSecret99@up.example:5000/"}}})
+	if got := st.Upstreams[0].URL; strings.Contains(got, "UpSecret99") || !strings.Contains(got, "up.example:5000") {
+		t.Errorf("mirror status URL = %q", got)
 	}
 }

@@ -415,7 +415,7 @@ func adminStatus(st mirror.Status) admin.MirrorStatus {
 	out := admin.MirrorStatus{Hits: st.Hits, Misses: st.Misses, BytesCache: st.BytesFromCache, BytesUpstream: st.BytesUpstream}
 	for _, u := range st.Upstreams {
 		out.Upstreams = append(out.Upstreams, admin.UpstreamStatus{
-			Name: u.Name, URL: u.URL, Healthy: u.Healthy, RateLimitRemaining: u.RateLimitRemaining, LastOK: u.LastOK, LastError: u.LastError,
+			Name: u.Name, URL: redact(u.URL), Healthy: u.Healthy, RateLimitRemaining: u.RateLimitRemaining, LastOK: u.LastOK, LastError: u.LastError,
 		})
 	}
 	return out
