@@ -70,13 +70,18 @@ func (s *Store) FillBlob(dgst digest.Digest, repo string, fetch Fetcher) (f *Fil
 	return f, false, nil
 }
 
+// CutFills ends every fill in progress, and any started later, with cause: at shutdown, so that
+// clients waiting for a slow or stalled upstream do not hold the process (their requests end
+// with an error; they retry elsewhere, or after the restart).
+func (s *Store) CutFills(cause error) { s.cutFills(cause) }
+
 // Repo is the repository the fill was started for. A client of another repository that joins it
 // must first have the upstream confirm that its repository has the blob (a digest alone is not a
 // capability).
 func (f *Fill) Repo() string { return f.repo }
 
 func (s *Store) runFill(f *Fill, repo string, fetch Fetcher) {
-	ctx, cancel := context.WithTimeout(s.ctx, s.fillTTL)
+	ctx, cancel := context.WithTimeout(s.fillCtx, s.fillTTL)
 	defer cancel()
 	err := s.download(ctx, f, fetch)
 	if err == nil {

@@ -59,7 +59,10 @@ type Store struct {
 	// ctx and cancel bound the store's own work (fills, access-time flushes); wg waits for it.
 	ctx    context.Context
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	// fillCtx is the context of every fill; cutFills ends them (CutFills, at shutdown).
+	fillCtx  context.Context
+	cutFills context.CancelCauseFunc
+	wg       sync.WaitGroup
 
 	mu sync.Mutex
 	// uploads are the open upload sessions by id, guarded by mu.
@@ -158,6 +161,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("reconcile index with %s: %w", s.dir, err)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.fillCtx, s.cutFills = context.WithCancelCause(s.ctx)
 	s.wg.Go(s.flushLoop)
 	return s, nil
 }

@@ -82,6 +82,8 @@ func toError(err error) *Error {
 		return upstreamError(ue)
 	}
 	switch {
+	case errors.Is(err, errUpstreamStalled):
+		return &Error{Status: http.StatusGatewayTimeout, Code: CodeUnavailable, Message: "the upstream sent nothing for its time budget (mirror.upstreams.<name>.timeout); retry", Err: err}
 	case errors.Is(err, errUpstreamCorrupt), errors.Is(err, cache.ErrUpstreamCut), errors.Is(err, cache.ErrUpstreamCorrupt):
 		return &Error{Status: http.StatusBadGateway, Code: CodeUnavailable, Message: "the upstream sent corrupt or incomplete content; nothing was kept", Err: err}
 	case errors.Is(err, errUpstreamUnusable):

@@ -342,11 +342,19 @@ func (s *Server) streamFill(w http.ResponseWriter, r *http.Request, req request,
 	s.metrics.miss("blob")
 	up, upRepo := req.up, req.upRepo
 	fill, joined, err := s.store.FillBlob(dgst, req.repo, func(ctx context.Context) (io.ReadCloser, int64, error) {
+		// The upstream's time budget holds from the request to the last byte: no answer, or no
+		// bytes, for that long cuts the fill (its clients get an error, the next request starts
+		// a new fill) instead of holding every client of the digest for the fill's hour.
+		ctx, watch, cancel := watchStall(ctx, up.Timeout, s.log, dgst)
 		body, size, err := up.blob(ctx, upRepo, dgst)
 		if err != nil {
+			watch.stop(cancel)
+			if watch.stalled.Load() {
+				return nil, 0, &UpstreamError{Upstream: up.Name, Timeout: true, Cause: errUpstreamStalled}
+			}
 			return nil, 0, err
 		}
-		return &countingReader{ReadCloser: body, add: s.metrics.downloaded}, size, nil
+		return &countingReader{ReadCloser: watch.body(body, cancel), add: s.metrics.downloaded}, size, nil
 	})
 	if err != nil {
 		return err

@@ -842,3 +842,70 @@ func TestPushToAMissingProjectNeverReachesTheUpstream(t *testing.T) {
 		t.Errorf("a pull's HEAD reached the upstream %d times, want 1", n)
 	}
 }
+
+// A stalled upstream cannot hold clients: a blob whose upstream stops sending, or never answers,
+// is cut after the upstream's time budget; the client gets an error (a cut body, or 504), and
+// the next request starts a new fill, which succeeds once the upstream is well again.
+func TestStalledUpstreamIsCut(t *testing.T) {
+	up := newFakeUpstream(t)
+	img := must(random.Image(256<<10, 1))
+	up.seed(t, "library/slow:latest", img)
+	ld, _ := must(img.Layers())[0].Digest()
+	size, _ := must(img.Layers())[0].Size()
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	var mode atomic.Int32 // 0: stall mid-body, 1: never answer, 2: well
+	up.setFault(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != "GET" || !strings.Contains(r.URL.Path, "/blobs/"+ld.String()) {
+			return false
+		}
+		switch mode.Load() {
+		case 0:
+			w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+			w.WriteHeader(200)
+			w.Write(make([]byte, 1000))
+			w.(http.Flusher).Flush()
+			<-release
+			return true
+		case 1:
+			<-release
+			return true
+		}
+		return false
+	})
+	me := newMirrorEnv(t, []mirror.Upstream{{Name: "docker.io", URL: up.srv.URL, Timeout: 300 * time.Millisecond}})
+	get := func() (int, []byte, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, "GET", me.srv.URL+"/v2/slow/blobs/"+ld.String(), nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0, nil, err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return resp.StatusCode, b, err
+	}
+	start := time.Now()
+	if code, b, err := get(); err == nil && code == 200 && int64(len(b)) == size {
+		t.Fatal("a stalled upstream's blob was served whole")
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("the stalled fill took %v to be cut, want about its 300ms budget", d)
+	}
+	mode.Store(1)
+	start = time.Now()
+	if code, _, err := get(); err != nil || code != http.StatusGatewayTimeout {
+		t.Errorf("an upstream that never answers = %d, %v; want 504", code, err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("the silent upstream took %v to be given up, want about its budget", d)
+	}
+	mode.Store(2)
+	if code, b, err := get(); err != nil || code != 200 || digest.FromBytes(b).String() != ld.String() {
+		t.Errorf("once the upstream is well: %d, %d bytes, %v", code, len(b), err)
+	}
+	if n := up.count("GET blobs"); n != 3 {
+		t.Errorf("upstream blob GETs = %d, want 3: each request after a cut starts a new fill", n)
+	}
+}

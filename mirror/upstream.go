@@ -38,6 +38,9 @@ type Upstream struct {
 	// TokenRealms are hosts besides URL's own that may receive the credentials (the token service of
 	// a registry that uses one on another host). A realm anywhere else gets none (docs/SECURITY.md 11).
 	TokenRealms []string
+	// Timeout is the upstream's time budget: a blob fill that gets no answer, or no bytes, for
+	// this long is cut (its clients get an error; the next request starts a new fill). Zero: 10s.
+	Timeout time.Duration
 }
 
 // manifestAccept lists the manifest types cove asks upstreams for.
@@ -100,6 +103,9 @@ func newUpstream(u Upstream, shared http.RoundTripper, log *slog.Logger, m *Metr
 		log:        log.With("upstream", u.Name),
 		metrics:    m,
 		transports: map[string]http.RoundTripper{},
+	}
+	if up.Timeout <= 0 {
+		up.Timeout = 10 * time.Second
 	}
 	up.remaining.Store(-1)
 	up.retryAfter.Store("")

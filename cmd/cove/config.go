@@ -34,6 +34,7 @@ type MirrorConfig struct {
 	Default   string                    `yaml:"default"`   // upstream of names that name none; default docker.io
 	MaxSize   ByteSize                  `yaml:"max_size"`  // mirrored bytes kept; default 50GiB
 	TagTTL    Duration                  `yaml:"tag_ttl"`   // how long a mirrored tag is trusted; default 5m
+	Timeout   Duration                  `yaml:"timeout"`   // time budget of an upstream: no answer or no bytes for this long cuts it; default 10s
 	Upstreams map[string]UpstreamConfig `yaml:"upstreams"` // by name; docker.io is predefined
 }
 
@@ -43,6 +44,7 @@ type UpstreamConfig struct {
 	Username    string   `yaml:"username"`
 	Password    string   `yaml:"password"`
 	TokenRealms []string `yaml:"token_realms"` // hosts besides url's own that may receive the credentials
+	Timeout     Duration `yaml:"timeout"`      // this upstream's time budget; default mirror.timeout
 }
 
 // AuthConfig configures identities and access.
@@ -93,6 +95,7 @@ func DefaultConfig() Config {
 			Default: "docker.io",
 			MaxSize: 50 << 30,
 			TagTTL:  Duration(5 * time.Minute),
+			Timeout: Duration(10 * time.Second),
 			Upstreams: map[string]UpstreamConfig{
 				"docker.io": {URL: "https://registry-1.docker.io", TokenRealms: []string{"auth.docker.io"}},
 			},
@@ -178,6 +181,17 @@ func decodeNode(n *yaml.Node, v reflect.Value, path string, problems *[]string) 
 			return key
 		}
 		return path + "." + key
+	}
+	if n.Kind == yaml.MappingNode {
+		// A key given twice is a mistake (YAML forbids it): the second would silently win.
+		seen := map[string]bool{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if key := n.Content[i].Value; seen[key] {
+				*problems = append(*problems, fmt.Sprintf("%s: key given twice (line %d)", name(key), n.Content[i].Line))
+			} else {
+				seen[key] = true
+			}
+		}
 	}
 	switch {
 	case n.Kind == yaml.ScalarNode && n.Tag == "!!null":
@@ -326,9 +340,15 @@ func (c *Config) Validate() error {
 	if c.Mirror.TagTTL < 0 {
 		bad("mirror.tag_ttl", "must not be negative")
 	}
+	if c.Mirror.Timeout <= 0 {
+		bad("mirror.timeout", "must be positive")
+	}
 	for name, u := range c.Mirror.Upstreams {
 		if !httpURL(u.URL) {
 			bad("mirror.upstreams."+name+".url", "want an absolute http(s) URL, got %q", redact(u.URL))
+		}
+		if u.Timeout < 0 {
+			bad("mirror.upstreams."+name+".timeout", "must not be negative")
 		}
 	}
 	oneOf := func(key, v string, allowed ...string) {

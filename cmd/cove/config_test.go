@@ -49,7 +49,7 @@ tls:
 		cfg.Auth.AdminPassword != "hunter2" || !cfg.Auth.SelfRegistration || len(cfg.TLS.Domains) != 2 {
 		t.Errorf("parsed = %+v", cfg)
 	}
-	if cfg.Mirror.Upstreams["ghcr.io"].URL != "https://ghcr.io" || cfg.Mirror.Upstreams["docker.io"].URL == "" {
+	if cfg.Mirror.Upstreams["ghcr.io"].URL != "https://ghcr.io" || cfg.Mirror.Upstreams["docker.io"].URL == "" || time.Duration(cfg.Mirror.Timeout) != 10*time.Second {
 		t.Errorf("upstreams = %v: want ghcr.io added beside docker.io", cfg.Mirror.Upstreams)
 	}
 }
@@ -65,9 +65,15 @@ func TestParseErrorsNameTheKey(t *testing.T) {
 		{"tls:\n  domains: 5\n", "tls.domains"},
 		{"auth: [1, 2]", "auth: want a mapping"},
 		{"listen: [", "not valid YAML"},
+		{"mirror:\n  upstreams:\n    docker.io:\n      url: http://x\n  upstreams:\n    a.io: {url: http://y}", "mirror.upstreams: key given twice (line 5)"},
+		{"mirror:\n  timeout: 0s", "mirror.timeout: must be positive"},
+		{"mirror:\n  upstreams:\n    docker.io:\n      timeout: -1s", "mirror.upstreams.docker.io.timeout: must not be negative"},
 	}
 	for _, tt := range tests {
-		_, err := Parse(strings.NewReader(tt.in))
+		cfg, err := Parse(strings.NewReader(tt.in))
+		if err == nil {
+			err = cfg.Validate()
+		}
 		var ce *ConfigError
 		if !errors.As(err, &ce) || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("Parse(%q) = %v, want an error containing %q", tt.in, err, tt.want)

@@ -241,7 +241,11 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 
 	var ups []mirror.Upstream
 	for name, u := range cfg.Mirror.Upstreams {
-		ups = append(ups, mirror.Upstream{Name: name, URL: u.URL, Username: u.Username, Password: u.Password, TokenRealms: u.TokenRealms})
+		timeout := time.Duration(u.Timeout)
+		if timeout == 0 {
+			timeout = time.Duration(cfg.Mirror.Timeout)
+		}
+		ups = append(ups, mirror.Upstream{Name: name, URL: u.URL, Username: u.Username, Password: u.Password, TokenRealms: u.TokenRealms, Timeout: timeout})
 	}
 	reg := prometheus.NewRegistry()
 	registry, err := mirror.New(mirror.Config{
@@ -373,6 +377,12 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 		c.(net.Conn).Close()
 		return true
 	})
+	// Fills from upstreams get fillShutdownGrace to finish: one stalled upstream must not hold a
+	// SIGTERM for the whole grace (uploads and other requests still get all of it).
+	cutFills := time.AfterFunc(fillShutdownGrace, func() {
+		store.CutFills(errors.New("cove is shutting down"))
+	})
+	defer cutFills.Stop()
 	err = <-shut
 	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) {
 		err = errors.Join(err, serr)
@@ -473,8 +483,12 @@ func withDeadline(h http.Handler, d time.Duration) http.Handler {
 	})
 }
 
-// shutdownGrace bounds how long a SIGTERM waits for requests in flight.
-const shutdownGrace = 60 * time.Second
+// shutdownGrace bounds how long a SIGTERM waits for requests in flight; fills from upstreams get
+// fillShutdownGrace of it.
+const (
+	shutdownGrace     = 60 * time.Second
+	fillShutdownGrace = 3 * time.Second
+)
 
 // routeName labels a request for metrics with a small, fixed set of values.
 func routeName(r *http.Request) string {

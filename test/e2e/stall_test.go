@@ -1,0 +1,100 @@
+package e2e
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/random"
+)
+
+// TestStalledUpstreamDoesNotHoldShutdown: an upstream that stops sending in the middle of a
+// blob holds neither its clients past mirror.upstreams.X.timeout nor a SIGTERM: with fills in
+// progress, cove exits within seconds (it took 62 s).
+func TestStalledUpstreamDoesNotHoldShutdown(t *testing.T) {
+	reg := startRegistry(t, "", nil)
+	img, err := random.Image(1<<20, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg.seed(t, "library/stall:1", img)
+	layer := must(img.Layers())[0]
+	ld := must(layer.Digest()).String()
+	size := must(layer.Size())
+	proxy := newFaultProxy(t, reg.url)
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	proxy.setFault(func(w http.ResponseWriter, r *http.Request, next http.Handler) bool {
+		if r.Method != "GET" || !strings.HasSuffix(r.URL.Path, "/blobs/"+ld) {
+			return false
+		}
+		w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+		w.WriteHeader(200)
+		w.Write(make([]byte, 4096))
+		w.(http.Flusher).Flush()
+		select { // stalls: no more bytes until the test ends
+		case <-release:
+		case <-r.Context().Done():
+		}
+		return true
+	})
+
+	// The time budget cuts a stalled fill: the client's request ends, well before the fill's hour.
+	s := startMirror(t, t.TempDir(), "mirror:\n  timeout: 5m\n  upstreams:\n    docker.io:\n      url: "+proxy.srv.URL+"\n      timeout: 1s\n")
+	start := time.Now()
+	if _, err := getBlob(s, "stall", ld, 30*time.Second); err == nil {
+		t.Error("a stalled upstream's blob was served whole")
+	}
+	if d := time.Since(start); d > 15*time.Second {
+		t.Errorf("the stalled fill ended after %v, want about its 1s budget", d)
+	}
+	s.stop()
+
+	// With a long budget, a SIGTERM still ends the stalled fills within seconds.
+	s = startMirror(t, t.TempDir(), mirrorConfig(proxy.srv.URL, "  timeout: 5m\n"))
+	errc := make(chan error, 2)
+	for range 2 {
+		go func() { _, err := getBlob(s, "stall", ld, 2*time.Minute); errc <- err }()
+	}
+	waitFor(t, 30*time.Second, "the clients to reach the stalled upstream", func() bool { return proxy.count("GET", "/blobs/"+ld) >= 2 })
+	start = time.Now()
+	if code := s.stop(); code != 0 {
+		t.Errorf("cove exited %d after SIGTERM", code)
+	}
+	if d := time.Since(start); d > 15*time.Second {
+		t.Errorf("SIGTERM with a stalled fill took %v, want seconds", d)
+	}
+	for range 2 {
+		if err := <-errc; err == nil {
+			t.Error("a client of the stalled fill got the whole blob")
+		}
+	}
+}
+
+// getBlob GETs a blob of repo through cove and reads it whole; a short or failed read is an error.
+func getBlob(s *server, repo, dgst string, limit time.Duration) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "GET", s.url+"/v2/"+repo+"/blobs/"+dgst, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != 200 {
+		err = &httpStatusError{resp.StatusCode}
+	}
+	return b, err
+}
+
+type httpStatusError struct{ code int }
+
+func (e *httpStatusError) Error() string { return "HTTP " + strconv.Itoa(e.code) }
