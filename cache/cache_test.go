@@ -135,7 +135,7 @@ func TestChunkedUpload(t *testing.T) {
 	ctx := context.Background()
 	s, _ := newStore(t)
 	content := bytes.Repeat([]byte("0123456789"), 1000)
-	id, err := s.NewUpload(ctx, "p/a")
+	id, err := s.NewUpload(ctx, "p/a", "alice")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +191,7 @@ func TestCommitUploadDigests(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			id, _ := s.NewUpload(ctx, "p/a")
+			id, _ := s.NewUpload(ctx, "p/a", "alice")
 			_, err := s.CommitUpload(ctx, "p/a", id, tt.dgst, -1, bytes.NewReader(content))
 			if !errors.Is(err, tt.want) {
 				t.Fatalf("CommitUpload = %v, want %v", err, tt.want)
@@ -210,7 +210,7 @@ func TestCommitUploadDigests(t *testing.T) {
 func TestCancelUpload(t *testing.T) {
 	ctx := context.Background()
 	s, _ := newStore(t)
-	id, _ := s.NewUpload(ctx, "p/a")
+	id, _ := s.NewUpload(ctx, "p/a", "alice")
 	if _, err := s.AppendUpload(ctx, "p/a", id, -1, strings.NewReader("partial")); err != nil {
 		t.Fatal(err)
 	}
@@ -472,15 +472,15 @@ func TestUploadSessionsAreCapped(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	first, _ := s.NewUpload(ctx, "p/a")
-	if _, err := s.NewUpload(ctx, "p/a"); err != nil {
+	first, _ := s.NewUpload(ctx, "p/a", "alice")
+	if _, err := s.NewUpload(ctx, "p/a", "alice"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.NewUpload(ctx, "p/a"); !errors.Is(err, ErrTooManyUploads) {
+	if _, err := s.NewUpload(ctx, "p/a", "alice"); !errors.Is(err, ErrTooManyUploads) {
 		t.Fatalf("third NewUpload = %v, want ErrTooManyUploads", err)
 	}
 	now = now.Add(2 * time.Hour) // both sessions idle past the TTL: they expire and make room
-	if _, err := s.NewUpload(ctx, "p/a"); err != nil {
+	if _, err := s.NewUpload(ctx, "p/a", "alice"); err != nil {
 		t.Fatalf("NewUpload after expiry = %v", err)
 	}
 	if _, err := s.UploadSize(ctx, "p/a", first); !errors.Is(err, ErrUploadUnknown) {
@@ -618,5 +618,49 @@ func TestDeleteTouchesNothingElse(t *testing.T) {
 				t.Errorf("byTag=%v, victim %s: the other repository's tag = %v, %v", byTag, vtag, m.Digest, err)
 			}
 		}
+	}
+}
+
+// One pusher cannot take everyone's uploads: sessions are capped per account and per project,
+// under a global cap far above either.
+func TestUploadCapsPerAccountAndProject(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	db, err := OpenDB(filepath.Join(dir, "index"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	s, err := Open(ctx, Config{Dir: dir, DB: db, MaxUploads: 5, MaxUploadsPerAccount: 2, MaxUploadsPerProject: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	open := func(repo, owner string) error {
+		_, err := s.NewUpload(ctx, repo, owner)
+		return err
+	}
+	for range 2 {
+		if err := open("p/a", "alice"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var le *UploadLimitError
+	if err := open("q/a", "alice"); !errors.As(err, &le) || le.Scope != "account alice" || !errors.Is(err, ErrTooManyUploads) {
+		t.Errorf("alice's third session = %v, want her account's limit", err)
+	}
+	if err := open("p/b", "bob"); err != nil {
+		t.Errorf("bob's first session, beside alice's two = %v", err)
+	}
+	if err := open("p/c", "carol"); !errors.As(err, &le) || le.Scope != "project p" {
+		t.Errorf("a fourth session in project p = %v, want the project's limit", err)
+	}
+	for _, who := range []string{"carol", "dave"} {
+		if err := open("q/x", who); err != nil {
+			t.Errorf("%s in another project = %v", who, err)
+		}
+	}
+	if err := open("r/x", "erin"); !errors.As(err, &le) || le.Scope != "registry" {
+		t.Errorf("a sixth session = %v, want the registry's limit", err)
 	}
 }

@@ -28,10 +28,16 @@ type Config struct {
 	DB *badger.DB
 	// Logger receives lifecycle and reconcile messages; nil discards them.
 	Logger *slog.Logger
-	// UploadTTL is how long an idle upload session is kept; zero means one hour.
+	// UploadTTL is how long an idle upload session is kept; zero means 15 minutes (a session
+	// in use is never idle: each chunk renews it).
 	UploadTTL time.Duration
-	// MaxUploads caps the open upload sessions; zero means 1000.
-	MaxUploads int
+	// MaxUploads caps the open upload sessions of the whole registry; zero means 5000. It is
+	// far above any one tenant's share: MaxUploadsPerAccount (zero: 100) caps one account's
+	// sessions and MaxUploadsPerProject (zero: 500) one project's, so that one pusher cannot
+	// take every other project's uploads (docs/SECURITY.md 18).
+	MaxUploads           int
+	MaxUploadsPerAccount int
+	MaxUploadsPerProject int
 	// MaxMirrored caps the bytes of mirrored content; above it the least recently used mirrored
 	// blobs are evicted. Zero means no cap. Local content is never evicted.
 	MaxMirrored int64
@@ -48,6 +54,8 @@ type Store struct {
 	log        *slog.Logger
 	ttl        time.Duration
 	maxUploads int
+	maxPerAcct int
+	maxPerProj int
 	now        func() time.Time
 	blobs      atomic.Int64 // number of blob files indexed
 	stored     atomic.Int64 // bytes in indexed blob files
@@ -125,6 +133,8 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		log:        cfg.Logger,
 		ttl:        cfg.UploadTTL,
 		maxUploads: cfg.MaxUploads,
+		maxPerAcct: cfg.MaxUploadsPerAccount,
+		maxPerProj: cfg.MaxUploadsPerProject,
 		now:        cfg.Now,
 		uploads:    map[string]*upload{},
 		fills:      map[digest.Digest]*Fill{},
@@ -141,10 +151,16 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	s.log = s.log.With("component", "cache")
 	if s.ttl <= 0 {
-		s.ttl = time.Hour
+		s.ttl = 15 * time.Minute
 	}
 	if s.maxUploads <= 0 {
-		s.maxUploads = 1000
+		s.maxUploads = 5000
+	}
+	if s.maxPerAcct <= 0 {
+		s.maxPerAcct = 100
+	}
+	if s.maxPerProj <= 0 {
+		s.maxPerProj = 500
 	}
 	if s.now == nil {
 		s.now = time.Now

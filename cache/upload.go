@@ -11,6 +11,7 @@ import (
 	"hash"
 	"io"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,9 +22,10 @@ import (
 // sha256 hash follows it. Sessions live in memory and hold no open file between requests; a
 // restart ends them and Open removes their files.
 type upload struct {
-	id   string
-	repo string
-	path string
+	id    string
+	repo  string
+	owner string // the account that opened it, for the per-account cap
+	path  string
 
 	mu sync.Mutex
 	// size, h, touched and ended are guarded by mu.
@@ -41,15 +43,30 @@ func (u *upload) discard() {
 	}
 }
 
-// NewUpload opens an upload session for repo and returns its id, which is random and unguessable.
-// When the store already holds its maximum of sessions it returns ErrTooManyUploads.
-func (s *Store) NewUpload(ctx context.Context, repo string) (string, error) {
+// NewUpload opens an upload session for repo on behalf of owner (the account pushing) and returns
+// its id, which is random and unguessable. When owner, repo's project or the whole store already
+// holds its maximum of sessions it returns an *UploadLimitError (errors.Is ErrTooManyUploads).
+func (s *Store) NewUpload(ctx context.Context, repo, owner string) (string, error) {
 	s.expireUploads()
+	project, _, _ := strings.Cut(repo, "/")
 	s.mu.Lock()
-	n := len(s.uploads)
+	total, mine, theirs := len(s.uploads), 0, 0
+	for _, u := range s.uploads {
+		if u.owner == owner {
+			mine++
+		}
+		if p, _, _ := strings.Cut(u.repo, "/"); p == project {
+			theirs++
+		}
+	}
 	s.mu.Unlock()
-	if n >= s.maxUploads {
-		return "", fmt.Errorf("%w: %d sessions are open", ErrTooManyUploads, n)
+	switch {
+	case mine >= s.maxPerAcct:
+		return "", &UploadLimitError{Scope: "account " + owner, Limit: s.maxPerAcct}
+	case theirs >= s.maxPerProj:
+		return "", &UploadLimitError{Scope: "project " + project, Limit: s.maxPerProj}
+	case total >= s.maxUploads:
+		return "", &UploadLimitError{Scope: "registry", Limit: s.maxUploads}
 	}
 	f, err := os.CreateTemp(s.tmpDir(), "upload-*")
 	if err != nil {
@@ -59,12 +76,25 @@ func (s *Store) NewUpload(ctx context.Context, repo string) (string, error) {
 		return "", fmt.Errorf("create upload file: %w", err)
 	}
 	id := rand.Text()
-	u := &upload{id: id, repo: repo, path: f.Name(), h: sha256.New(), touched: s.now()}
+	u := &upload{id: id, repo: repo, owner: owner, path: f.Name(), h: sha256.New(), touched: s.now()}
 	s.mu.Lock()
 	s.uploads[id] = u
 	s.mu.Unlock()
 	return id, nil
 }
+
+// UploadLimitError is a refused upload session: Scope ("account alice", "project team",
+// "registry") has Limit sessions open already.
+type UploadLimitError struct {
+	Scope string
+	Limit int
+}
+
+func (e *UploadLimitError) Error() string {
+	return fmt.Sprintf("the %s has %d uploads in progress, its limit: finish or cancel some, or retry later", e.Scope, e.Limit)
+}
+
+func (e *UploadLimitError) Is(target error) bool { return target == ErrTooManyUploads }
 
 // expireUploads ends the sessions that have been idle longer than the upload TTL.
 func (s *Store) expireUploads() {

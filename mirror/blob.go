@@ -78,7 +78,7 @@ func (s *Server) handleStartUpload(w http.ResponseWriter, r *http.Request, req r
 		blobCreated(w, req.repo, info.Digest)
 		return nil
 	}
-	id, err := s.store.NewUpload(r.Context(), req.repo)
+	id, err := s.store.NewUpload(r.Context(), req.repo, uploadOwner(r, req.who))
 	if err != nil {
 		return err
 	}
@@ -110,6 +110,15 @@ func (s *Server) mount(w http.ResponseWriter, r *http.Request, req request, moun
 	}
 	blobCreated(w, req.repo, dgst)
 	return true, nil
+}
+
+// uploadOwner is who an upload session counts against: the account, or for a token without one
+// (an anonymous push to... nothing: anonymous callers cannot push) the address.
+func uploadOwner(r *http.Request, who auth.Principal) string {
+	if who.Name != "" {
+		return who.Name
+	}
+	return "address " + auth.RemoteHost(r)
 }
 
 func blobCreated(w http.ResponseWriter, repo string, dgst digest.Digest) {

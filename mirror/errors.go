@@ -110,7 +110,7 @@ func toError(err error) *Error {
 	case errors.Is(err, cache.ErrMediaTypeConflict):
 		return &Error{Status: http.StatusBadRequest, Code: CodeManifestInvalid, Message: err.Error()}
 	case errors.Is(err, cache.ErrTooManyUploads):
-		return &Error{Status: http.StatusTooManyRequests, Code: CodeTooManyRequests, Message: "too many uploads in progress; finish or cancel some, or retry later", Err: err}
+		return &Error{Status: http.StatusTooManyRequests, Code: CodeTooManyRequests, Message: err.Error(), retryAfter: "10"}
 	case errors.As(err, new(*BodyError)):
 		return &Error{Status: http.StatusBadRequest, Code: CodeBlobUploadInvalid, Message: "the request body was cut short or stalled", Err: err}
 	case errors.Is(err, auth.ErrNoProject):
