@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -39,9 +41,39 @@ func (s *Server) handleGetBlob(w http.ResponseWriter, r *http.Request, req reque
 	h.Set("Docker-Content-Digest", dgst.String())
 	h.Set("Etag", `"`+dgst.String()+`"`)
 	h.Set("Cache-Control", "max-age=31536000, immutable")
-	// ServeContent answers Range and HEAD; handed the *os.File itself, it copies with sendfile.
-	http.ServeContent(w, r, "", time.Time{}, f.File)
+	serveFile(w, r, f.File)
 	return nil
+}
+
+// serveFile answers a blob from its file: http.ServeContent answers Range and HEAD and, handed
+// the *os.File itself, copies with sendfile. A suffix range of zero bytes ("bytes=-0") is
+// unsatisfiable (RFC 9110 14.1.1): 416, where ServeContent would answer an empty 206.
+func serveFile(w http.ResponseWriter, r *http.Request, f *os.File) {
+	if rng := r.Header.Get("Range"); rng != "" && zeroSuffixRange(rng) {
+		size := int64(-1)
+		if fi, err := f.Stat(); err == nil {
+			size = fi.Size()
+		}
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", size))
+		w.Header().Del("Content-Type")
+		w.WriteHeader(http.StatusRequestedRangeNotSatisfiable)
+		return
+	}
+	http.ServeContent(w, r, "", time.Time{}, f)
+}
+
+// zeroSuffixRange reports whether a Range header asks for a suffix of zero bytes ("-0").
+func zeroSuffixRange(v string) bool {
+	spec, ok := strings.CutPrefix(strings.TrimSpace(v), "bytes=")
+	if !ok {
+		return false
+	}
+	for _, part := range strings.Split(spec, ",") {
+		if n, ok := strings.CutPrefix(strings.TrimSpace(part), "-"); ok && strings.Trim(n, "0") == "" && n != "" {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Server) handleDeleteBlob(w http.ResponseWriter, r *http.Request, req request) error {

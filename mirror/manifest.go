@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -129,6 +130,10 @@ func parseManifest(contentType string, body []byte) (cache.Manifest, error) {
 		return cache.Manifest{}, newError(http.StatusBadRequest, CodeManifestInvalid, format, args...)
 	}
 	var doc manifestDoc
+	if !utf8.Valid(body) {
+		// JSON is UTF-8 (RFC 8259); Go's decoder would take invalid bytes and store them.
+		return invalid("manifest is not valid UTF-8")
+	}
 	if err := json.Unmarshal(body, &doc); err != nil {
 		return invalid("manifest is not valid JSON: %v", err)
 	}

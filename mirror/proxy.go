@@ -11,7 +11,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -279,7 +278,7 @@ func (s *Server) handleMirrorBlob(w http.ResponseWriter, r *http.Request, req re
 			defer f.Close()
 			setBlobHeaders(w, dgst)
 			cw := &countingWriter{ResponseWriter: w}
-			http.ServeContent(cw, r, "", time.Time{}, f.File)
+			serveFile(cw, r, f.File)
 			s.metrics.servedFromCache(cw.n)
 			return nil
 		}

@@ -416,6 +416,33 @@ func TestBlobRangeAndHead(t *testing.T) {
 	if resp.Header.Get("X-Content-Type-Options") != "nosniff" || resp.Header.Get("Content-Type") != "application/octet-stream" {
 		t.Errorf("blob served as active content: %v", resp.Header)
 	}
+	// A suffix of zero bytes is unsatisfiable (RFC 9110): 416, not an empty 206.
+	for _, rng := range []string{"bytes=-0", "bytes= -00", "bytes=0-1,-0"} {
+		resp, b = e.do(t, "GET", "/v2/pub/app/blobs/"+d.String(), nil, false, "Range", rng)
+		if resp.StatusCode != http.StatusRequestedRangeNotSatisfiable || resp.Header.Get("Content-Range") != "bytes */10" || len(b) != 0 {
+			t.Errorf("Range %q = %d %q, Content-Range %q; want 416 bytes */10", rng, resp.StatusCode, b, resp.Header.Get("Content-Range"))
+		}
+	}
+	resp, b = e.do(t, "GET", "/v2/pub/app/blobs/"+d.String(), nil, false, "Range", "bytes=-3")
+	if resp.StatusCode != 206 || string(b) != "789" {
+		t.Errorf("Range bytes=-3 = %d %q", resp.StatusCode, b)
+	}
+}
+
+// Manifests must be UTF-8 (JSON is): invalid bytes are refused, not stored.
+func TestManifestWithInvalidUTF8IsRefused(t *testing.T) {
+	e := newEnv(t)
+	cfg := []byte("{}")
+	cd := digest.FromBytes(cfg)
+	e.do(t, "POST", "/v2/pub/app/blobs/uploads/?digest="+cd.String(), bytes.NewReader(cfg), true)
+	body := []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"` + cd.String() + `","size":2},"layers":[],"annotations":{"x":"` + "\xff\xfe" + `"}}`)
+	resp, b := e.do(t, "PUT", "/v2/pub/app/manifests/v1", bytes.NewReader(body), true, "Content-Type", "application/vnd.oci.image.manifest.v1+json")
+	if code, msg := errEntry(b); resp.StatusCode != 400 || code != "MANIFEST_INVALID" || !strings.Contains(msg, "UTF-8") {
+		t.Errorf("manifest with invalid UTF-8 = %d %s, want 400 MANIFEST_INVALID", resp.StatusCode, b)
+	}
+	if resp, _ := e.do(t, "GET", "/v2/pub/app/manifests/"+digest.FromBytes(body).String(), nil, true); resp.StatusCode != 404 {
+		t.Errorf("the refused manifest is stored: %d", resp.StatusCode)
+	}
 }
 
 func TestCatalogPaginationAndVisibility(t *testing.T) {
