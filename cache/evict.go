@@ -95,6 +95,21 @@ func (s *Store) Evict(ctx context.Context) (int, error) {
 	if s.maxSize <= 0 || s.mirrored.Load() <= s.maxSize {
 		return 0, nil
 	}
+	return s.evict(ctx, func(int64) bool { return s.mirrored.Load() <= s.maxSize })
+}
+
+// evictBytes removes least recently used mirrored blobs until n bytes are freed, or none is left
+// to remove: room above the free-space floor.
+func (s *Store) evictBytes(ctx context.Context, n int64) (int, error) {
+	return s.evict(ctx, func(freed int64) bool { return freed >= n })
+}
+
+// evict removes evictable blobs, least recently used first, until done says so (given the bytes
+// freed so far).
+func (s *Store) evict(ctx context.Context, done func(freed int64) bool) (int, error) {
+	if s.readOnly {
+		return 0, nil
+	}
 	if err := s.flushAccess(); err != nil {
 		return 0, err
 	}
@@ -118,8 +133,9 @@ func (s *Store) Evict(ctx context.Context) (int, error) {
 	}
 	slices.SortFunc(cands, func(a, b candidate) int { return a.rec.Accessed.Compare(b.rec.Accessed) })
 	evicted := 0
+	var freed int64
 	for _, c := range cands {
-		if s.mirrored.Load() <= s.maxSize || ctx.Err() != nil {
+		if done(freed) || ctx.Err() != nil {
 			break
 		}
 		s.mu.Lock()
@@ -128,13 +144,21 @@ func (s *Store) Evict(ctx context.Context) (int, error) {
 		if busy {
 			continue
 		}
-		// Record first, then file: the index never points at a missing file.
-		err := s.update(func(ct *commitTxn) error {
-			rec, err := getBlobRecord(ct.Txn, c.dgst)
+		// Record first, then file: the index never points at a missing file. (Deleting frees
+		// index space too, so it goes on under the floor: db.Update, not s.update.)
+		ct := &commitTxn{}
+		err := s.db.Update(func(txn *badger.Txn) error {
+			ct.Txn = txn
+			rec, err := getBlobRecord(txn, c.dgst)
 			if err != nil || !rec.evictable() {
 				return err // gone, or no longer evictable: leave it
 			}
-			if err := ct.Delete(blobKey(c.dgst)); err != nil {
+			if err := txn.Delete(blobKey(c.dgst)); err != nil {
+				return err
+			}
+			// The file goes next: should cove stop in between, the next start removes it
+			// (reconcile) instead of adopting it as a blob nobody would ever free.
+			if err := txn.Set([]byte(prefixEvicting+c.dgst.String()), nil); err != nil {
 				return err
 			}
 			ct.onCommit(func() {
@@ -143,10 +167,16 @@ func (s *Store) Evict(ctx context.Context) (int, error) {
 				s.mirrored.Add(-rec.Size)
 				s.evicted.Add(1)
 				evicted++
+				freed += rec.Size
 			})
 			return nil
 		})
-		if errors.Is(err, ErrBlobUnknown) {
+		if err == nil {
+			for _, f := range ct.after {
+				f()
+			}
+		}
+		if errors.Is(err, ErrBlobUnknown) || errors.Is(err, badger.ErrConflict) {
 			continue
 		}
 		if err != nil {
@@ -155,9 +185,11 @@ func (s *Store) Evict(ctx context.Context) (int, error) {
 		if err := os.Remove(s.blobPath(c.dgst)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return evicted, fmt.Errorf("evict %s: %w", c.dgst, err)
 		}
+		// The marker has done its work; one left behind is cleared at the next start.
+		_ = s.db.Update(func(txn *badger.Txn) error { return txn.Delete([]byte(prefixEvicting + c.dgst.String())) })
 	}
 	if evicted > 0 {
-		s.log.Info("evicted mirrored blobs", "count", evicted, "mirrored_bytes", s.mirrored.Load(), "max", s.maxSize)
+		s.log.Info("evicted mirrored blobs", "count", evicted, "freed_bytes", freed, "mirrored_bytes", s.mirrored.Load(), "max", s.maxSize)
 	}
 	return evicted, nil
 }

@@ -117,6 +117,11 @@ func (s *Store) download(ctx context.Context, f *Fill, fetch Fetcher) error {
 		return err
 	}
 	defer body.Close()
+	// Room for the blob above the free-space floor: mirrored content makes way, else 507.
+	guarded, err := s.guardSpace(ctx, body, size)
+	if err != nil {
+		return err
+	}
 	f.mu.Lock()
 	f.size = size
 	f.mu.Unlock()
@@ -124,7 +129,10 @@ func (s *Store) download(ctx context.Context, f *Fill, fetch Fetcher) error {
 	var h hash.Hash = f.dgst.Algorithm().Hash()
 	buf := make([]byte, fillBuffer)
 	for {
-		n, rerr := body.Read(buf)
+		n, rerr := guarded.Read(buf)
+		if size < 0 && s.maxBlob > 0 && f.writtenBytes()+int64(n) > s.maxBlob {
+			return fmt.Errorf("%w: %s sent more than mirror.max_blob_size (%d bytes) without announcing a size", ErrUpstreamCut, f.dgst, s.maxBlob)
+		}
 		if n > 0 {
 			if _, err := f.file.Write(buf[:n]); err != nil {
 				return fmt.Errorf("write fill of %s: %w", f.dgst, err)
@@ -134,6 +142,9 @@ func (s *Store) download(ctx context.Context, f *Fill, fetch Fetcher) error {
 		}
 		if rerr == io.EOF {
 			break
+		}
+		if errors.Is(rerr, ErrStorageFull) || errors.Is(rerr, ErrReadOnly) {
+			return rerr
 		}
 		if rerr != nil {
 			return fmt.Errorf("%w: download of %s cut short: %v", ErrUpstreamCut, f.dgst, rerr)

@@ -16,6 +16,7 @@ const (
 	prefixTag      = "tag/"      // tag/<repo>\x00<tag> → digest
 	prefixReferrer = "referrer/" // referrer/<repo>\x00<subject>\x00<digest> → empty
 	prefixChecked  = "checked/"  // checked/<repo>\x00<tag> → when the upstream last confirmed the tag
+	prefixEvicting = "evicting/" // evicting/<digest> → empty: the record is gone, the file may remain
 	sep            = "\x00"
 )
 

@@ -1,7 +1,9 @@
 package cache
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -39,6 +41,39 @@ func (s *Store) reconcile(ctx context.Context) error {
 	})
 	if err != nil {
 		return fmt.Errorf("walk %s: %w", root, err)
+	}
+
+	// Evictions cut short: their records are gone, their files go now.
+	var evicting [][]byte
+	err = s.db.View(func(txn *badger.Txn) error {
+		return scan(txn, []byte(prefixEvicting), "", func(key, _ []byte) bool {
+			evicting = append(evicting, bytes.Clone(key))
+			return true
+		})
+	})
+	if err != nil {
+		return err
+	}
+	for _, key := range evicting {
+		dgst := digest.Digest(key[len(prefixEvicting):])
+		if _, ok := files[dgst]; ok {
+			has := false
+			_ = s.db.View(func(txn *badger.Txn) error {
+				_, err := txn.Get(blobKey(dgst))
+				has = err == nil
+				return nil
+			})
+			if !has { // not stored again since
+				if err := os.Remove(s.blobPath(dgst)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+					return fmt.Errorf("finish the eviction of %s: %w", dgst, err)
+				}
+				delete(files, dgst)
+				s.log.Info("finished an eviction cut short by a stop", "digest", dgst)
+			}
+		}
+		if err := s.db.Update(func(txn *badger.Txn) error { return txn.Delete(key) }); err != nil {
+			return err
+		}
 	}
 
 	var missing []digest.Digest

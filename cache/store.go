@@ -43,6 +43,18 @@ type Config struct {
 	MaxMirrored int64
 	// FillTimeout bounds one upstream download; zero means one hour.
 	FillTimeout time.Duration
+	// MinFree is the free-space floor of the data directory's disk in bytes (storage.min_free),
+	// or MinFreePercent of its size; both zero: the smaller of 1 GiB and 5 %. See ErrStorageFull.
+	MinFree        int64
+	MinFreePercent float64
+	// MaxBlobSize bounds an upstream blob whose size the upstream did not announce (no
+	// Content-Length); zero: only the free-space floor bounds it.
+	MaxBlobSize int64
+	// ReadOnly opens the store without writing anything: cove started on a full disk and
+	// opened its index read-only (see OpenDBReadOnly). Every write fails with ErrReadOnly.
+	ReadOnly bool
+	// DiskSpace reports the free and total bytes of a directory's file system; nil: statfs.
+	DiskSpace func(dir string) (avail, total int64, err error)
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -63,6 +75,8 @@ type Store struct {
 	evicted    atomic.Int64 // blobs evicted since start
 	maxSize    int64        // cap on mirrored bytes; 0: no cap
 	fillTTL    time.Duration
+	maxBlob    int64 // bound on an upstream blob of unknown size; 0: none but the floor
+	spaceState
 
 	// ctx and cancel bound the store's own work (fills, access-time flushes); wg waits for it.
 	ctx    context.Context
@@ -142,6 +156,11 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		accessed:   map[digest.Digest]time.Time{},
 		maxSize:    cfg.MaxMirrored,
 		fillTTL:    cfg.FillTimeout,
+		maxBlob:    cfg.MaxBlobSize,
+	}
+	s.minFree, s.minFreePct, s.readOnly, s.diskSpace = cfg.MinFree, cfg.MinFreePercent, cfg.ReadOnly, cfg.DiskSpace
+	if s.diskSpace == nil {
+		s.diskSpace = diskSpace
 	}
 	if s.fillTTL <= 0 {
 		s.fillTTL = time.Hour
@@ -173,7 +192,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 			return nil, fmt.Errorf("create %s: %w", d, err)
 		}
 	}
-	if err := s.reconcile(ctx); err != nil {
+	if s.readOnly {
+		s.log.Warn("read-only: the index is not reconciled with the blob files until a start with free space")
+	} else if err := s.reconcile(ctx); err != nil {
 		return nil, fmt.Errorf("reconcile index with %s: %w", s.dir, err)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -284,6 +305,9 @@ func (s *Store) PutBlob(ctx context.Context, repo string, dgst digest.Digest, r 
 	}
 	defer removeTemp(f)
 	h := dgst.Algorithm().Hash()
+	if r, err = s.guardSpace(ctx, r, size); err != nil {
+		return BlobInfo{}, err
+	}
 	n, err := io.Copy(io.MultiWriter(f, h), r)
 	if err != nil {
 		return BlobInfo{}, fmt.Errorf("write blob %s: %w", dgst, err)
@@ -450,6 +474,16 @@ func removeTemp(f *os.File) {
 // conflict with a concurrent transaction. Work registered with pending runs once the transaction
 // has committed, so that a retried transaction does not count twice.
 func (s *Store) update(fn func(ct *commitTxn) error) error {
+	if s.readOnly {
+		return ErrReadOnly
+	}
+	if !s.IndexWritable() {
+		// badger's memory-mapped files must never meet a full disk (a SIGBUS).
+		avail, floor, _ := s.space()
+		s.spaceRefusals.Add(1)
+		s.warnSpace(avail, floor)
+		return &SpaceError{Avail: avail, Floor: floor}
+	}
 	var err error
 	for range 5 {
 		ct := &commitTxn{}

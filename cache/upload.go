@@ -47,6 +47,9 @@ func (u *upload) discard() {
 // its id, which is random and unguessable. When owner, repo's project or the whole store already
 // holds its maximum of sessions it returns an *UploadLimitError (errors.Is ErrTooManyUploads).
 func (s *Store) NewUpload(ctx context.Context, repo, owner string) (string, error) {
+	if s.readOnly {
+		return "", ErrReadOnly
+	}
 	s.expireUploads()
 	project, _, _ := strings.Cut(repo, "/")
 	s.mu.Lock()
@@ -162,6 +165,9 @@ func (s *Store) AppendUpload(ctx context.Context, repo, id string, start int64, 
 		return 0, err
 	}
 	defer u.mu.Unlock()
+	if r, err = s.guardSpace(ctx, r, -1); err != nil {
+		return u.size, err
+	}
 	if err := u.append(start, r); err != nil {
 		return u.size, err
 	}
@@ -219,6 +225,9 @@ func (s *Store) CommitUpload(ctx context.Context, repo, id string, dgst digest.D
 	}
 	defer u.mu.Unlock()
 	if r != nil {
+		if r, err = s.guardSpace(ctx, r, -1); err != nil {
+			return BlobInfo{}, err
+		}
 		if err := u.append(start, r); err != nil {
 			return BlobInfo{}, err
 		}

@@ -1,0 +1,180 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// The free-space floor (docs/SECURITY.md 5): cove never fills its disk. Before it writes a blob
+// (a fill from an upstream, a push) it checks that the data directory's file system keeps at
+// least the floor free after the write; mirrored content is evicted to make room, and what still
+// does not fit is refused with ErrStorageFull (HTTP 507). The index itself is badger's, whose
+// memtables and value logs are memory-mapped files: a write into one on a full disk is a SIGBUS
+// that kills the process. So index writes stop too once free space falls under half the floor
+// (only something outside cove can take it that far), and the audit log drops what it cannot
+// write (counted and logged), instead of crashing.
+
+// ErrStorageFull means the write would take the data directory's disk under its free-space
+// floor (storage.min_free), or the disk is full.
+var ErrStorageFull = errors.New("the registry's storage is full")
+
+// ErrReadOnly means cove runs read-only: its disk was full at start.
+var ErrReadOnly = errors.New("the registry runs read-only: its disk was full when it started; free space and restart it")
+
+// SpaceError is a write refused for space: what it needed, what was free, and the floor.
+type SpaceError struct {
+	Need, Avail, Floor int64
+}
+
+func (e *SpaceError) Error() string {
+	return fmt.Sprintf("the registry's storage is full: %s free, %s needed above its free-space floor of %s (storage.min_free); free space or raise the disk",
+		byteSize(e.Avail), byteSize(e.Need), byteSize(e.Floor))
+}
+
+func (e *SpaceError) Is(target error) bool { return target == ErrStorageFull }
+
+// byteSize writes n in MiB with one decimal.
+func byteSize(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+
+// spaceCheckEvery is how many bytes a streamed write takes between two checks of the floor.
+const spaceCheckEvery = 1 << 20
+
+// diskSpace reports the bytes available to cove and the size of the file system of dir.
+func diskSpace(dir string) (avail, total int64, err error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, 0, fmt.Errorf("statfs %s: %w", dir, err)
+	}
+	return int64(st.Bavail) * int64(st.Bsize), int64(st.Blocks) * int64(st.Bsize), nil
+}
+
+// FreeSpaceFloor is the floor for a file system of total bytes: minFree when set (bytes), or
+// minFreePct of total when set, else the smaller of 1 GiB and 5 % of total.
+func FreeSpaceFloor(total, minFree int64, minFreePct float64) int64 {
+	switch {
+	case minFree > 0:
+		return minFree
+	case minFreePct > 0:
+		return int64(float64(total) * minFreePct / 100)
+	}
+	return min(1<<30, total/20)
+}
+
+// space reports the free bytes of the data directory and its floor.
+func (s *Store) space() (avail, floor int64, err error) {
+	avail, total, err := s.diskSpace(s.dir)
+	if err != nil {
+		return 0, 0, err
+	}
+	return avail, FreeSpaceFloor(total, s.minFree, s.minFreePct), nil
+}
+
+// ensureSpace makes sure that writing need more bytes keeps the floor free, evicting mirrored
+// content (least recently used first) to make room when evict is set. It returns a *SpaceError
+// when the room cannot be made.
+func (s *Store) ensureSpace(ctx context.Context, need int64, evict bool) error {
+	if s.readOnly {
+		return ErrReadOnly
+	}
+	avail, floor, err := s.space()
+	if err != nil {
+		return err
+	}
+	if avail-need >= floor {
+		return nil
+	}
+	if evict {
+		if _, err := s.evictBytes(ctx, floor+need-avail); err != nil {
+			return err
+		}
+		if avail, floor, err = s.space(); err != nil {
+			return err
+		}
+		if avail-need >= floor {
+			return nil
+		}
+	}
+	s.spaceRefusals.Add(1)
+	s.warnSpace(avail, floor)
+	return &SpaceError{Need: need, Avail: avail, Floor: floor}
+}
+
+// IndexWritable reports whether the index may be written: the disk keeps at least half the
+// floor free (badger's mapped files must never meet a full disk), and cove is not read-only.
+func (s *Store) IndexWritable() bool {
+	if s.readOnly {
+		return false
+	}
+	avail, floor, err := s.space()
+	return err == nil && avail >= floor/2
+}
+
+// warnSpace logs that space ran short, at most once a minute.
+func (s *Store) warnSpace(avail, floor int64) {
+	now := time.Now().UnixNano()
+	last := s.spaceWarned.Load()
+	if now-last < int64(time.Minute) || !s.spaceWarned.CompareAndSwap(last, now) {
+		return
+	}
+	s.log.Error("the data directory's disk is under its free-space floor: writes are refused until space is freed",
+		"free", byteSize(avail), "floor", byteSize(floor), "dir", s.dir)
+}
+
+// SpaceRefusals counts the writes refused for space since start.
+func (s *Store) SpaceRefusals() int64 { return s.spaceRefusals.Load() }
+
+// spaceReader checks the floor every spaceCheckEvery bytes of a streamed write whose size is not
+// known in advance.
+type spaceReader struct {
+	io.Reader
+	ctx   context.Context
+	s     *Store
+	evict bool
+	since int64
+}
+
+func (r *spaceReader) Read(p []byte) (int, error) {
+	if r.since >= spaceCheckEvery {
+		if err := r.s.ensureSpace(r.ctx, spaceCheckEvery, r.evict); err != nil {
+			return 0, err
+		}
+		r.since = 0
+	}
+	n, err := r.Reader.Read(p)
+	r.since += int64(n)
+	return n, err
+}
+
+// guardSpace returns body wrapped so that writing it keeps the floor: a first check for size
+// bytes (or spaceCheckEvery when unknown), then one every spaceCheckEvery bytes.
+func (s *Store) guardSpace(ctx context.Context, body io.Reader, size int64) (io.Reader, error) {
+	need := size
+	if need < 0 {
+		need = spaceCheckEvery
+	}
+	if err := s.ensureSpace(ctx, need, true); err != nil {
+		return nil, err
+	}
+	if size >= 0 && size <= spaceCheckEvery {
+		return body, nil
+	}
+	return &spaceReader{Reader: body, ctx: ctx, s: s, evict: true, since: min(need, spaceCheckEvery)}, nil
+}
+
+// spaceState is the Store's part of the floor.
+type spaceState struct {
+	minFree       int64
+	minFreePct    float64
+	readOnly      bool
+	diskSpace     func(dir string) (avail, total int64, err error)
+	spaceRefusals atomic.Int64
+	spaceWarned   atomic.Int64
+}
+
+// Space reports the free bytes of the data directory's disk and its free-space floor.
+func (s *Store) Space() (avail, floor int64, err error) { return s.space() }
