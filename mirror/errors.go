@@ -104,6 +104,9 @@ func toError(err error) *Error {
 		return &Error{Status: http.StatusBadRequest, Code: CodeDigestInvalid, Message: "digest is malformed or its algorithm is not supported (sha256, sha512)", Err: err}
 	case errors.Is(err, cache.ErrRangeInvalid):
 		return &Error{Status: http.StatusRequestedRangeNotSatisfiable, Code: CodeBlobUploadInvalid, Message: "chunk out of order: " + err.Error()}
+	case errors.Is(err, cache.ErrStorageFull), errors.Is(err, cache.ErrReadOnly):
+		// Below the free-space floor, or read-only: the message says which, and what to do.
+		return &Error{Status: http.StatusInsufficientStorage, Code: CodeUnknown, Message: err.Error(), Err: err}
 	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
 		// Not the client's fault, and worth saying plainly; the store stays consistent (docs/SECURITY.md 5).
 		return &Error{Status: http.StatusInsufficientStorage, Code: CodeUnknown, Message: "the registry's storage is full", Err: err}

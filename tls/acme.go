@@ -8,9 +8,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
+	"time"
 
 	"github.com/caddyserver/certmagic"
-	"go.uber.org/zap"
 )
 
 // newACME manages certificates for cfg.Domains from an ACME CA with certmagic's lower-level API:
@@ -21,14 +22,16 @@ func newACME(ctx context.Context, cfg Config) (*Setup, error) {
 	if len(cfg.Domains) == 0 {
 		return nil, fmt.Errorf("tls acme mode needs tls.domains")
 	}
+	// certmagic logs renewals, failed ones included, only through these loggers.
+	log := zapLogger(cfg.Logger.Handler())
 	var magic *certmagic.Config
 	cache := certmagic.NewCache(certmagic.CacheOptions{
 		GetConfigForCert: func(certmagic.Certificate) (*certmagic.Config, error) { return magic, nil },
-		Logger:           zap.NewNop(),
+		Logger:           log,
 	})
 	magic = certmagic.New(cache, certmagic.Config{
 		Storage: &certmagic.FileStorage{Path: filepath.Join(cfg.Dir, "acme")},
-		Logger:  zap.NewNop(),
+		Logger:  log,
 	})
 	issuer := certmagic.ACMEIssuer{
 		CA:             cfg.ACMECA,
@@ -36,7 +39,7 @@ func newACME(ctx context.Context, cfg Config) (*Setup, error) {
 		Agreed:         true,
 		AltHTTPPort:    cfg.HTTPPort,
 		AltTLSALPNPort: cfg.HTTPSPort,
-		Logger:         zap.NewNop(),
+		Logger:         log,
 	}
 	if issuer.CA == "" {
 		issuer.CA = certmagic.LetsEncryptProductionCA
@@ -53,7 +56,10 @@ func newACME(ctx context.Context, cfg Config) (*Setup, error) {
 		issuer.TrustedRoots = pool
 	}
 	acme := certmagic.NewACMEIssuer(magic, issuer)
-	magic.Issuers = []certmagic.Issuer{acme}
+	magic.Issuers = []certmagic.Issuer{issuerOf(acme)}
+	if cfg.Email == "" {
+		cfg.Logger.Warn("tls.email is not set: the ACME account has no contact, so the CA cannot warn of certificate problems", "ca", issuer.CA)
+	}
 	return &Setup{
 		TLSConfig: magic.TLSConfig(),
 		// Obtaining happens once the caller serves: the challenges are answered by its listeners.
@@ -84,7 +90,57 @@ func newACME(ctx context.Context, cfg Config) (*Setup, error) {
 			}
 			return nil
 		},
-		challenge: func(next http.Handler) http.Handler { return acme.HTTPChallengeHandler(next) },
-		stop:      cache.Stop,
+		challenge:    func(next http.Handler) http.Handler { return acme.HTTPChallengeHandler(next) },
+		certificates: func() []Certificate { return cachedCertificates(cache, cfg.Domains) },
+		stop:         cache.Stop,
 	}, nil
 }
+
+// issuerOf is the issuer cove gives certmagic. With no email configured certmagic asks for one
+// on stdin ("Email address:") whenever it obtains or renews in the foreground (ManageSync at
+// start, RenewCertSync from the API), and it has no setting to turn that off: the wrapper makes
+// every pre-check non-interactive, so cove never prompts and the account simply has no contact.
+// With an email nothing can prompt, and the issuer is left as it is: certmagic recognises a bare
+// *ACMEIssuer to send ARI's "replaces" hint on renewal (RFC 9773), which the wrapper would hide.
+func issuerOf(acme *certmagic.ACMEIssuer) certmagic.Issuer {
+	if acme.Email != "" {
+		return acme
+	}
+	return quietIssuer{acme}
+}
+
+// quietIssuer is an ACMEIssuer that never prompts.
+type quietIssuer struct{ *certmagic.ACMEIssuer }
+
+// PreCheck checks names as the ACMEIssuer does, never interactively.
+func (q quietIssuer) PreCheck(ctx context.Context, names []string, _ bool) error {
+	return q.ACMEIssuer.PreCheck(ctx, names, false)
+}
+
+// cachedCertificates lists, for each domain, the certificate the cache serves for it; when more
+// than one could be served (during a renewal), the one that expires first. A domain without a
+// certificate yet is left out.
+func cachedCertificates(cache *certmagic.Cache, domains []string) []Certificate {
+	var out []Certificate
+	for _, d := range domains {
+		var first time.Time
+		// The cache keys names as certmagic normalises them.
+		for _, c := range cache.AllMatchingCertificates(strings.ToLower(strings.TrimSpace(d))) {
+			if c.Leaf != nil && (first.IsZero() || c.Leaf.NotAfter.Before(first)) {
+				first = c.Leaf.NotAfter
+			}
+		}
+		if !first.IsZero() {
+			out = append(out, Certificate{Name: d, NotAfter: first})
+		}
+	}
+	return out
+}
+
+var (
+	_ certmagic.Issuer     = quietIssuer{}
+	_ certmagic.PreChecker = quietIssuer{}
+	_ certmagic.Revoker    = quietIssuer{}
+
+	_ certmagic.RenewalInfoGetter = quietIssuer{}
+)

@@ -23,7 +23,7 @@ import (
 // The server certificate is made again when it nears its end or its names change.
 func newSelfSigned(cfg Config) (*Setup, error) {
 	dir := filepath.Join(cfg.Dir, "self-signed")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := mkdirAll(dir, (*os.File).Sync); err != nil {
 		return nil, err
 	}
 	caFile, caKeyFile := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "ca.key")
@@ -49,7 +49,15 @@ func newSelfSigned(cfg Config) (*Setup, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Setup{TLSConfig: &tls.Config{Certificates: []tls.Certificate{pair}}, CAFile: caFile}, nil
+	info, err := certificateOf(&pair)
+	if err != nil {
+		return nil, fmt.Errorf("self-signed server certificate: %w", err)
+	}
+	return &Setup{
+		TLSConfig:    &tls.Config{Certificates: []tls.Certificate{pair}},
+		CAFile:       caFile,
+		certificates: func() []Certificate { return []Certificate{info} },
+	}, nil
 }
 
 func covers(cert *x509.Certificate, names []string) bool {
@@ -134,11 +142,84 @@ func makeCert(parent *x509.Certificate, parentKey *ecdsa.PrivateKey, subject pki
 	return cert, key, err
 }
 
-// writeFile writes through a temporary file and a rename, so no reader sees half a file.
+// syncFunc flushes a file or a directory to stable storage: (*os.File).Sync, or in tests a fake
+// that records the order of the calls or fails.
+type syncFunc func(*os.File) error
+
+// writeFile writes b to path durably, so that a crash leaves the old file or the new one, whole:
+// a CA that vanished or came back empty after a power cut would be made anew, and every client
+// trusting the old one would refuse cove.
 func writeFile(path string, b []byte, mode os.FileMode) error {
+	return writeDurably(path, b, mode, (*os.File).Sync)
+}
+
+// writeDurably writes b to a temporary file beside path, fsyncs it, renames it over path, then
+// fsyncs the directory so that the rename itself survives a crash. On error the temporary file is
+// removed and path is left as it was (unless the rename was done and only the directory's fsync
+// failed).
+func writeDurably(path string, b []byte, mode os.FileMode, sync syncFunc) (err error) {
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, mode); err != nil {
+	// A temporary file left by a crash goes, so that the new one is created with mode.
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	return os.Rename(tmp, path)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			_ = f.Close()
+			_ = os.Remove(tmp)
+		}
+	}()
+	if _, err := f.Write(b); err != nil {
+		return fmt.Errorf("write %s: %w", tmp, err)
+	}
+	if err := sync(f); err != nil {
+		return fmt.Errorf("sync %s: %w", tmp, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path), sync)
+}
+
+// mkdirAll creates dir and its missing parents, fsyncing the parent of each directory it creates:
+// otherwise a crash could lose the directory, and the files durably written in it with it.
+func mkdirAll(dir string, sync syncFunc) error {
+	if info, err := os.Stat(dir); err == nil {
+		if !info.IsDir() {
+			return fmt.Errorf("%s is not a directory", dir)
+		}
+		return nil
+	}
+	parent := filepath.Dir(dir)
+	if parent != dir {
+		if err := mkdirAll(parent, sync); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return nil
+		}
+		return err
+	}
+	return syncDir(parent, sync)
+}
+
+func syncDir(dir string, sync syncFunc) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := sync(d); err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	return nil
 }

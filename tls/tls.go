@@ -4,17 +4,23 @@
 // large blobs). It starts no servers: the caller serves HTTPS with TLSConfig, and on its plain
 // HTTP listener serves HTTPHandler, which answers ACME HTTP-01 challenges and redirects everything
 // else to HTTPS.
+//
+// Nothing fails silently: certmagic's logs (renewals, failed ones included) and failed reloads of
+// certificate files go to Config.Logger, and Certificates tells how long each served certificate
+// has left, for monitoring. cove never prompts on the terminal, even for an ACME email.
 package tls
 
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
+	"time"
 )
 
 // Mode is how the listener is secured.
@@ -49,7 +55,8 @@ type Config struct {
 	ACMECA, ACMECARoot string
 	// HTTPSPort and HTTPPort are the ports the caller serves on: challenges are answered there.
 	HTTPSPort, HTTPPort int
-	Logger              *slog.Logger
+	// Logger receives the package's lines and certmagic's, with component=tls (nil: discarded).
+	Logger *slog.Logger
 }
 
 // Setup is what the caller serves with.
@@ -65,7 +72,17 @@ type Setup struct {
 	start func(ctx context.Context) error
 	// challenge wraps the plain-HTTP handler with the ACME HTTP-01 answers.
 	challenge func(http.Handler) http.Handler
-	stop      func()
+	// certificates lists the certificates served now.
+	certificates func() []Certificate
+	stop         func()
+}
+
+// Certificate is a certificate in service, for monitoring its expiry.
+type Certificate struct {
+	// Name is the ACME domain, or for files and self-signed the certificate's first DNS name
+	// (its subject's common name when it has none).
+	Name     string
+	NotAfter time.Time
 }
 
 // New prepares the certificates of cfg. With ModeACME the caller serves first (so that challenges
@@ -118,6 +135,35 @@ func (s *Setup) Renew(ctx context.Context) error {
 		return errors.New("no ACME certificate to renew")
 	}
 	return s.renew(ctx)
+}
+
+// Certificates lists the certificates served now, one per name: with files, the certificate last
+// loaded (a reload happens at a handshake after the files change); with ACME, one per domain
+// that has one. It is safe for concurrent use.
+func (s *Setup) Certificates() []Certificate {
+	if s.certificates == nil {
+		return nil
+	}
+	return s.certificates()
+}
+
+// certificateOf describes a loaded certificate.
+func certificateOf(c *tls.Certificate) (Certificate, error) {
+	leaf := c.Leaf
+	if leaf == nil {
+		if len(c.Certificate) == 0 {
+			return Certificate{}, errors.New("no certificate in the chain")
+		}
+		var err error
+		if leaf, err = x509.ParseCertificate(c.Certificate[0]); err != nil {
+			return Certificate{}, err
+		}
+	}
+	name := leaf.Subject.CommonName
+	if len(leaf.DNSNames) > 0 {
+		name = leaf.DNSNames[0]
+	}
+	return Certificate{Name: name, NotAfter: leaf.NotAfter}, nil
 }
 
 // Stop ends background renewal.

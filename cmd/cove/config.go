@@ -21,21 +21,55 @@ import (
 // Config is cove's whole configuration: docs/DESIGN.md's contract. Every key is optional; defaults come
 // from DefaultConfig. Load order: defaults → YAML file (strict) → COVE_* environment → flags.
 type Config struct {
-	Listen    string       `yaml:"listen"`     // address to serve on; default ":5000"
-	Data      string       `yaml:"data"`       // data directory; default "./data"
-	PublicURL string       `yaml:"public_url"` // how clients reach cove; used in the token realm
-	Mirror    MirrorConfig `yaml:"mirror"`
-	Auth      AuthConfig   `yaml:"auth"`
-	TLS       TLSConfig    `yaml:"tls"`
+	Listen    string `yaml:"listen"`     // address to serve on; default ":5000"
+	Data      string `yaml:"data"`       // data directory; default "./data"
+	PublicURL string `yaml:"public_url"` // how clients reach cove; used in the token realm
+	// MetricsListen serves /metrics on this address instead of the registry port (where it is
+	// then not served): e.g. 127.0.0.1:9090 for a Prometheus on the host.
+	MetricsListen string        `yaml:"metrics_listen"`
+	Mirror        MirrorConfig  `yaml:"mirror"`
+	Storage       StorageConfig `yaml:"storage"`
+	Auth          AuthConfig    `yaml:"auth"`
+	TLS           TLSConfig     `yaml:"tls"`
 }
 
 // MirrorConfig configures the pull-through mirror.
 type MirrorConfig struct {
-	Default   string                    `yaml:"default"`   // upstream of names that name none; default docker.io
-	MaxSize   ByteSize                  `yaml:"max_size"`  // mirrored bytes kept; default 50GiB
-	TagTTL    Duration                  `yaml:"tag_ttl"`   // how long a mirrored tag is trusted; default 5m
-	Timeout   Duration                  `yaml:"timeout"`   // time budget of an upstream: no answer or no bytes for this long cuts it; default 10s
-	Upstreams map[string]UpstreamConfig `yaml:"upstreams"` // by name; docker.io is predefined
+	Default string   `yaml:"default"`  // upstream of names that name none; default docker.io
+	MaxSize ByteSize `yaml:"max_size"` // mirrored bytes kept; default 50GiB
+	TagTTL  Duration `yaml:"tag_ttl"`  // how long a mirrored tag is trusted; default 5m
+	Timeout Duration `yaml:"timeout"`  // time budget of an upstream: no answer or no bytes for this long cuts it; default 10s
+	// MaxBlobSize bounds an upstream blob sent without a Content-Length; zero: only storage.min_free.
+	MaxBlobSize ByteSize                  `yaml:"max_blob_size"`
+	Upstreams   map[string]UpstreamConfig `yaml:"upstreams"` // by name; docker.io is predefined
+}
+
+// StorageConfig configures the data directory's use of its disk.
+type StorageConfig struct {
+	// MinFree is the free-space floor: a size ("1GiB") or a share of the disk ("5%"); default
+	// the smaller of 1 GiB and 5 %. Fills evict mirrored content to stay above it; pushes that
+	// cannot fit get 507.
+	MinFree string `yaml:"min_free"`
+}
+
+// minFree reads storage.min_free: bytes, or a percentage of the disk; both zero for the default.
+func (s StorageConfig) minFree() (bytes int64, percent float64, err error) {
+	v := strings.TrimSpace(s.MinFree)
+	switch {
+	case v == "":
+		return 0, 0, nil
+	case strings.HasSuffix(v, "%"):
+		p, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(v, "%")), 64)
+		if err != nil || p <= 0 || p >= 100 {
+			return 0, 0, fmt.Errorf("want a size such as 1GiB or a share such as 5%%, got %q", s.MinFree)
+		}
+		return 0, p, nil
+	}
+	var b ByteSize
+	if err := b.UnmarshalYAML(&yaml.Node{Kind: yaml.ScalarNode, Value: v}); err != nil || b <= 0 {
+		return 0, 0, fmt.Errorf("want a size such as 1GiB or a share such as 5%%, got %q", s.MinFree)
+	}
+	return int64(b), 0, nil
 }
 
 // UpstreamConfig is one upstream registry.
@@ -342,6 +376,17 @@ func (c *Config) Validate() error {
 	}
 	if c.Mirror.Timeout <= 0 {
 		bad("mirror.timeout", "must be positive")
+	}
+	if c.Mirror.MaxBlobSize < 0 {
+		bad("mirror.max_blob_size", "must not be negative")
+	}
+	if _, _, err := c.Storage.minFree(); err != nil {
+		bad("storage.min_free", "%v", err)
+	}
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			bad("metrics_listen", "want host:port such as 127.0.0.1:9090, got %q", c.MetricsListen)
+		}
 	}
 	for name, u := range c.Mirror.Upstreams {
 		if !httpURL(u.URL) {

@@ -171,12 +171,19 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	if err := os.MkdirAll(cfg.Data, 0o750); err != nil {
 		return fmt.Errorf("create data directory: %w", err)
 	}
-	db, err := cache.OpenDB(filepath.Join(cfg.Data, "index"), log)
+	minFree, minFreePct, err := cfg.Storage.minFree()
+	if err != nil {
+		return err
+	}
+	db, readOnly, err := cache.OpenIndex(cfg.Data, minFree, minFreePct, log)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	store, err := cache.Open(ctx, cache.Config{Dir: cfg.Data, DB: db, Logger: log, MaxMirrored: int64(cfg.Mirror.MaxSize)})
+	store, err := cache.Open(ctx, cache.Config{
+		Dir: cfg.Data, DB: db, Logger: log, MaxMirrored: int64(cfg.Mirror.MaxSize),
+		MinFree: minFree, MinFreePercent: minFreePct, MaxBlobSize: int64(cfg.Mirror.MaxBlobSize), ReadOnly: readOnly,
+	})
 	if err != nil {
 		return err
 	}
@@ -218,6 +225,13 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 		return fmt.Errorf("listen: %w", err)
 	}
 	defer ln.Close()
+	var metricsLn net.Listener
+	if cfg.MetricsListen != "" {
+		if metricsLn, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
+			return fmt.Errorf("listen for metrics (metrics_listen): %w", err)
+		}
+		defer metricsLn.Close()
+	}
 	var httpLn net.Listener
 	if cfg.TLS.Mode != "off" {
 		if httpLn, err = net.Listen("tcp", cfg.TLS.HTTPListen); err != nil {
@@ -275,9 +289,24 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 			func() float64 { b, _ := store.MirrorStats(); return float64(b) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cove_mirror_bytes_max", Help: "The cap on mirrored bytes (mirror.max_size)."},
 			func() float64 { return float64(cfg.Mirror.MaxSize) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cove_mirror_evictions_total", Help: "Mirrored blobs evicted to stay under mirror.max_size."},
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cove_mirror_evictions_total", Help: "Mirrored blobs evicted to stay under mirror.max_size or above storage.min_free."},
 			func() float64 { _, n := store.MirrorStats(); return float64(n) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cove_storage_refusals_total", Help: "Writes refused to keep the data directory's free-space floor (storage.min_free)."},
+			func() float64 { return float64(store.SpaceRefusals()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cove_storage_free_bytes", Help: "Free bytes of the data directory's disk."},
+			func() float64 { avail, _, _ := store.Space(); return float64(avail) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cove_storage_floor_bytes", Help: "The free-space floor of the data directory's disk (storage.min_free)."},
+			func() float64 { _, floor, _ := store.Space(); return float64(floor) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cove_read_only", Help: "1 when cove started read-only on a full disk."},
+			func() float64 { return map[bool]float64{true: 1}[readOnly] }),
 	)
+	// One series per certificate served (per domain with ACME); none with TLS off.
+	certExpiry := prometheus.NewDesc("cove_tls_certificate_expiry_seconds", "Seconds until the served TLS certificate expires.", []string{"name"}, nil)
+	reg.MustRegister(prometheus.CollectorFunc(func(ch chan<- prometheus.Metric) {
+		for _, c := range certs.Certificates() {
+			ch <- prometheus.MustNewConstMetric(certExpiry, prometheus.GaugeValue, time.Until(c.NotAfter).Seconds(), c.Name)
+		}
+	}))
 	metrics := telemetry.NewMetrics(reg)
 
 	gcCtx, stopGC := context.WithCancel(context.Background())
@@ -293,7 +322,18 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	mux.Handle("/api/", withDeadline(api, smallRequestTimeout))
 	mux.Handle("/", api.Web())
 	mux.Handle(auth.TokenPath, withDeadline(http.HandlerFunc(authSvc.ServeToken), smallRequestTimeout))
-	mux.Handle("GET /metrics", withDeadline(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), smallRequestTimeout))
+	metricsHandler := withDeadline(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), smallRequestTimeout)
+	if metricsLn == nil {
+		mux.Handle("GET /metrics", metricsHandler)
+	} else {
+		// On its own listener (metrics_listen), and not on the registry's port.
+		mm := http.NewServeMux()
+		mm.Handle("GET /metrics", metricsHandler)
+		msrv := &http.Server{Handler: mm, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10,
+			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+		background.Go(func() { _ = msrv.Serve(metricsLn) })
+		defer msrv.Close()
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		if !ready.Load() {

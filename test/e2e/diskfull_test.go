@@ -3,14 +3,18 @@ package e2e
 import (
 	"bytes"
 	"crypto/rand"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -77,5 +81,165 @@ func TestDiskFull(t *testing.T) {
 	if resp, got := s.do("GET", "/v2/team/after/blobs/"+d.String(), nil, true); resp.StatusCode != 200 || !bytes.Equal(got, small) {
 		t.Errorf("blob pushed after disk full, after restart = %d %q", resp.StatusCode, got)
 	}
+	s.stop()
+}
+
+// smallDisk mounts a tmpfs of size MiB for a test and returns its path.
+func smallDisk(t *testing.T, mib int) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		missing(t, t.Name()+" needs root to mount a tmpfs")
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%dm", mib), "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
+	return dir
+}
+
+// freeBytes is what the file system of dir has free.
+func freeBytes(t *testing.T, dir string) int64 {
+	t.Helper()
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	return int64(st.Bavail) * int64(st.Bsize)
+}
+
+// fillDisk takes all but leave bytes of dir's file system with a file outside cove's data, as
+// another program would; removing the file frees them.
+func fillDisk(t *testing.T, dir string, leave int64) string {
+	t.Helper()
+	path := filepath.Join(dir, "filler")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if n := freeBytes(t, dir) - leave; n > 0 {
+		if err := syscall.Fallocate(int(f.Fd()), 0, 0, n); err != nil {
+			t.Fatalf("fallocate %d: %v", n, err)
+		}
+	}
+	return path
+}
+
+// TestMirrorKeepsTheFreeSpaceFloor: with mirror.max_size far above the disk, anonymous pulls
+// cannot fill it: mirrored content is evicted to keep storage.min_free; a blob that cannot fit
+// is refused with 507, and cove goes on (it crashed with SIGBUS in badger on a full disk).
+func TestMirrorKeepsTheFreeSpaceFloor(t *testing.T) {
+	disk := smallDisk(t, 96)
+	data := filepath.Join(disk, "data")
+	reg := startRegistry(t, "", nil)
+	var images []string
+	for i := range 6 {
+		img, err := random.Image(20<<20, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := fmt.Sprintf("library/big%d:1", i)
+		reg.seed(t, name, img)
+		images = append(images, fmt.Sprintf("big%d:1", i))
+	}
+	huge, err := random.Image(100<<20, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg.seed(t, "library/huge:1", huge)
+	s := startMirror(t, data, mirrorConfig(reg.url, "  max_size: 10GiB\nstorage:\n  min_free: 16MiB\n"))
+	for _, ref := range images { // 120 MiB of layers through a 96 MiB disk
+		if _, err := pullAll(t, s, ref); err != nil {
+			t.Fatalf("pull %s: %v", ref, err)
+		}
+		if free := freeBytes(t, disk); free < 16<<20 {
+			t.Errorf("after %s the disk has %d MiB free, under the 16 MiB floor", ref, free>>20)
+		}
+	}
+	if n := metricValue(t, s, "cove_mirror_evictions_total"); n == 0 {
+		t.Error("nothing was evicted to keep the floor")
+	}
+	_, err = pullAll(t, s, "huge:1")
+	if err == nil || !strings.Contains(err.Error(), "507") && !strings.Contains(err.Error(), "storage") {
+		t.Errorf("a 100 MiB layer on a 96 MiB disk = %v, want a 507", err)
+	}
+	if resp, _ := s.do("GET", "/healthz", nil, false); resp.StatusCode != 200 {
+		t.Fatalf("cove is not healthy after the refusal: %d", resp.StatusCode)
+	}
+	if _, err := pullAll(t, s, images[5]); err != nil {
+		t.Errorf("pull after the refusal: %v", err)
+	}
+	if free := freeBytes(t, disk); free < 16<<20 {
+		t.Errorf("the disk ends with %d MiB free, under the floor", free>>20)
+	}
+}
+
+// TestFullDiskNeitherCrashesNorLocksCoveOut: a disk filled by someone else — a flood of
+// anonymous failed logins (each once wrote an audit record at once) does not crash cove, pushes
+// get 507 saying why; a start on the full disk comes up read-only and serves what it has; once
+// space is freed, a restart writes again.
+func TestFullDiskNeitherCrashesNorLocksCoveOut(t *testing.T) {
+	disk := smallDisk(t, 96)
+	data := filepath.Join(disk, "data")
+	s := startMirror(t, data, "storage:\n  min_free: 16MiB\n")
+	s.createProject("team", false)
+	img := testImage(t)
+	if err := remoteWrite(s, t, "team/kept:v1", img); err != nil {
+		t.Fatal(err)
+	}
+	filler := fillDisk(t, disk, 2<<20) // 2 MiB left: under half the floor
+
+	deadline := time.Now().Add(10 * time.Second)
+	for i := 0; i < 3000 && time.Now().Before(deadline); i++ {
+		req, _ := http.NewRequest("GET", s.url+"/service/token?service=cove&scope=repository:team/kept:pull", nil)
+		req.SetBasicAuth(fmt.Sprintf("nobody%d", i%50), "wrong-Password1")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("failed login %d: %v (cove died?)", i, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 401 && resp.StatusCode != 429 {
+			t.Fatalf("failed login %d = %d, want 401 or 429", i, resp.StatusCode)
+		}
+	}
+	if resp, _ := s.do("GET", "/healthz", nil, false); resp.StatusCode != 200 {
+		t.Fatalf("cove is not healthy after the flood: %d", resp.StatusCode)
+	}
+	small := []byte("a push on a full disk")
+	resp, b := s.do("POST", "/v2/team/new/blobs/uploads/?digest="+digest.FromBytes(small).String(), bytes.NewReader(small), true)
+	if resp.StatusCode != http.StatusInsufficientStorage || !strings.Contains(string(b), "storage.min_free") {
+		t.Errorf("a push on the full disk = %d %s, want 507 naming storage.min_free", resp.StatusCode, b)
+	}
+	checkImage(t, s.ref(t, "team/kept:v1"), img, adminAuth)
+	if code := s.stop(); code != 0 {
+		t.Fatalf("cove exited %d on the full disk", code)
+	}
+
+	// A start on the full disk: read-only, serving what it has.
+	s = startMirror(t, data, "storage:\n  min_free: 16MiB\n")
+	if !strings.Contains(s.log(), "READ-ONLY") {
+		t.Errorf("no read-only line at a start on a full disk:\n%s", s.tail(10))
+	}
+	checkImage(t, s.ref(t, "team/kept:v1"), img, adminAuth)
+	resp, b = s.do("POST", "/v2/team/new/blobs/uploads/", nil, true)
+	if resp.StatusCode != http.StatusInsufficientStorage || !strings.Contains(string(b), "read-only") {
+		t.Errorf("an upload on a read-only cove = %d %s, want 507 saying read-only", resp.StatusCode, b)
+	}
+	if n := metricValue(t, s, "cove_read_only"); n != 1 {
+		t.Errorf("cove_read_only = %v, want 1", n)
+	}
+	s.stop()
+
+	// Space back: a restart writes again.
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	s = startMirror(t, data, "storage:\n  min_free: 16MiB\n")
+	if resp, b := s.do("POST", "/v2/team/new/blobs/uploads/?digest="+digest.FromBytes(small).String(), bytes.NewReader(small), true); resp.StatusCode != 201 {
+		t.Errorf("a push once space is back = %d %s", resp.StatusCode, b)
+	}
+	checkImage(t, s.ref(t, "team/kept:v1"), img, adminAuth)
 	s.stop()
 }

@@ -226,3 +226,22 @@ func TestBadConfigurationExitsTwo(t *testing.T) {
 		t.Errorf("exit %d, output %s; want 2 naming mirror.max_sise", code, out)
 	}
 }
+
+// TestMetricsListen: with metrics_listen, /metrics is served on its own address and not on the
+// registry's port (where anyone who reaches the registry would read it).
+func TestMetricsListen(t *testing.T) {
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	s := startMirror(t, t.TempDir(), "metrics_listen: "+addr+"\n")
+	if resp, _ := s.do("GET", "/metrics", nil, false); resp.StatusCode == 200 {
+		t.Error("/metrics is still served on the registry's port")
+	}
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(b), "cove_storage_free_bytes") || !strings.Contains(string(b), "cove_read_only 0") {
+		t.Errorf("metrics_listen /metrics = %d, lacking the storage series", resp.StatusCode)
+	}
+}
