@@ -1,15 +1,19 @@
 package auth
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"math"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -44,6 +48,14 @@ type Event struct {
 // always before a query reads the log or the log closes), and the same read repeated within a
 // batch is one record with a Count. Every other event is written before Record returns. A crash
 // can lose the last batchDelay of reads, never a change.
+//
+// What a caller can make the log hold is bounded (docs/SECURITY.md 18): every field of a record
+// has a size bound (clip), and RecordRefusal and RecordLimited keep at most refusalBurst records
+// a minute per caller.
+//
+// Queries use the time order of the keys: a time range is read from its end back to its start,
+// not the whole log; the number of records in the log is kept as they are written and expire, so
+// an unfiltered page reads that page only.
 type Audit struct {
 	db        *badger.DB
 	now       func() time.Time
@@ -60,10 +72,22 @@ type Audit struct {
 	drainMu sync.Mutex // held while a batch is taken and written, so a flush sees it committed
 
 	refusalMu sync.Mutex
-	refusals  map[string]*refusalWindow // by who, from where, what: guarded by refusalMu
-	stop      chan struct{}
-	done      chan struct{}
-	closed    sync.Once
+	refusals  map[string]*refusalWindow // by who, from where, what, how: guarded by refusalMu
+	swept     time.Time                 // when the windows were last summed up, guarded by refusalMu
+
+	// countMu is held shared by each write from before its commit until it is counted, and
+	// exclusively by a recount, so that a recount sees every record exactly once.
+	countMu sync.RWMutex
+	liveMu  sync.Mutex
+	// live counts the records in the index by the Unix second they expire at (badger's clock),
+	// and total sums it; both are guarded by liveMu and valid only while counted is set.
+	live    map[int64]int
+	total   int
+	counted bool
+
+	stop   chan struct{}
+	done   chan struct{}
+	closed sync.Once
 }
 
 const (
@@ -78,9 +102,9 @@ type pendingRead struct {
 }
 
 // A caller's refusals are recorded one by one up to refusalBurst in a refusalPeriod; past that
-// they are counted, and one record with the count is written when the caller's next window
-// opens. One caller cannot flood the log (docs/SECURITY.md 18), and the log still says who was
-// refused what, and how often.
+// they are counted, and one record with the count is written when the period has passed (or the
+// log closes). One caller cannot flood the log (docs/SECURITY.md 18), and the log still says who
+// was refused what, and how often.
 const (
 	refusalBurst   = 20
 	refusalPeriod  = time.Minute
@@ -91,40 +115,56 @@ type refusalWindow struct {
 	start      time.Time
 	n          int
 	suppressed int
-	last       Event // the last refusal not recorded, for the summary
+	last       Event // the last event not recorded, for the summary
+}
+
+// summary is the record of the events a window did not record one by one.
+func (w *refusalWindow) summary() Event {
+	s := w.last
+	s.Time, s.Count = w.start, w.suppressed
+	what := "more"
+	if s.Result == "failure" {
+		what = "more refusals"
+	}
+	s.Detail = fmt.Sprintf("%d %s in the minute from %s, not recorded one by one; the last: %s",
+		w.suppressed, what, w.start.UTC().Format(time.RFC3339), w.last.Detail)
+	return s
 }
 
 // RecordRefusal records a refused request (Result "failure"), at most refusalBurst a minute for
 // the same user, address and operation; the rest are summed up in one record.
 func (a *Audit) RecordRefusal(ctx context.Context, e Event) error {
 	e.Result = "failure"
-	key := strings.Join([]string{e.Username, e.Address, e.Operation}, "\x00")
+	return a.RecordLimited(ctx, e)
+}
+
+// RecordLimited records e, at most refusalBurst a minute for the same user, address, operation
+// and result; the rest are summed up in one record, written once the minute has passed. It is
+// for events an anonymous or failing caller can cause by the thousand.
+func (a *Audit) RecordLimited(ctx context.Context, e Event) error {
+	if e.Result == "" {
+		e.Result = "success"
+	}
+	e = bounded(e)
+	key := strings.Join([]string{e.Username, e.Address, e.Operation, e.Result}, "\x00")
 	now := a.now()
+	var summaries []Event
 	a.refusalMu.Lock()
 	if a.refusals == nil {
 		a.refusals = map[string]*refusalWindow{}
 	}
 	w := a.refusals[key]
-	var summary *Event
 	if w == nil || now.Sub(w.start) >= refusalPeriod {
 		if w != nil && w.suppressed > 0 {
-			s := w.last
-			s.Time, s.Count = w.start, w.suppressed
-			s.Detail = fmt.Sprintf("%d more refusals in the minute from %s, not recorded one by one; the last: %s",
-				w.suppressed, w.start.UTC().Format(time.RFC3339), w.last.Detail)
-			summary = &s
+			summaries = append(summaries, w.summary())
 		}
 		if w == nil && len(a.refusals) >= refusalCallers {
-			for k, old := range a.refusals {
-				if now.Sub(old.start) >= refusalPeriod && old.suppressed == 0 {
-					delete(a.refusals, k)
-				}
-			}
+			summaries = append(summaries, a.dropExpiredLocked(now, false)...)
 		}
 		if w == nil && len(a.refusals) >= refusalCallers {
 			a.refusalMu.Unlock()
 			a.log.WarnContext(ctx, "audit: too many callers refused at once; a refusal was not recorded", "user", e.Username, "address", e.Address)
-			return nil
+			return a.recordAll(ctx, summaries)
 		}
 		w = &refusalWindow{start: now}
 		a.refusals[key] = w
@@ -137,10 +177,11 @@ func (a *Audit) RecordRefusal(ctx context.Context, e Event) error {
 		w.last = e
 	}
 	a.refusalMu.Unlock()
-	if summary != nil {
-		if err := a.Record(ctx, *summary); err != nil {
-			return err
-		}
+	if !record {
+		a.startWriter() // which writes the summary once the minute has passed
+	}
+	if err := a.recordAll(ctx, summaries); err != nil {
+		return err
 	}
 	if !record {
 		return nil
@@ -148,9 +189,89 @@ func (a *Audit) RecordRefusal(ctx context.Context, e Event) error {
 	return a.Record(ctx, e)
 }
 
-// batched says whether an event is a read, written in batches.
+// dropExpiredLocked drops the windows whose period has passed (every window, with all), and
+// returns the summaries of those that did not record every event.
+func (a *Audit) dropExpiredLocked(now time.Time, all bool) []Event {
+	var out []Event
+	for k, w := range a.refusals {
+		if !all && now.Sub(w.start) < refusalPeriod {
+			continue
+		}
+		if w.suppressed > 0 {
+			out = append(out, w.summary())
+		}
+		delete(a.refusals, k)
+	}
+	return out
+}
+
+// writeSummaries writes the summaries of the windows that have passed (of every window, with
+// all), at most once a second unless all.
+func (a *Audit) writeSummaries(ctx context.Context, all bool) error {
+	a.refusalMu.Lock()
+	now := a.now()
+	if !all && now.Sub(a.swept) < time.Second && !a.swept.After(now) {
+		a.refusalMu.Unlock()
+		return nil
+	}
+	a.swept = now
+	summaries := a.dropExpiredLocked(now, all)
+	a.refusalMu.Unlock()
+	return a.recordAll(ctx, summaries)
+}
+
+func (a *Audit) recordAll(ctx context.Context, events []Event) error {
+	for _, e := range events {
+		if err := a.Record(ctx, e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// The bounds of a record's fields: whatever a caller sends, a record stays a few kilobytes.
+// A failed login's user name is anyone's choice, so it gets the shortest bound.
+const (
+	maxUserField       = 256 // a valid user or robot name fits
+	maxFailedUserField = 64
+	maxShortField      = 64 // address, operation, resource type, result
+	maxLongField       = 2048
+)
+
+// bounded clips every field of e to its bound.
+func bounded(e Event) Event {
+	user := maxUserField
+	if e.Result == "failure" {
+		user = maxFailedUserField
+	}
+	e.Username = clip(e.Username, user)
+	e.Address = clip(e.Address, maxShortField)
+	e.Operation = clip(e.Operation, maxShortField)
+	e.ResourceType = clip(e.ResourceType, maxShortField)
+	e.Result = clip(e.Result, maxShortField)
+	e.Resource = clip(e.Resource, maxLongField)
+	e.Detail = clip(e.Detail, maxLongField)
+	return e
+}
+
+// clip returns s if it has at most n bytes, else its start (cut between characters) and a
+// marker with its length, "…(40960 bytes)", n bytes in all; clip(clip(s, n), n) is clip(s, n).
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	marker := "…(" + strconv.Itoa(len(s)) + " bytes)"
+	cut := max(n-len(marker), 0)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + marker
+}
+
+// batched says whether an event is a read, written in batches (a summary, which has its count
+// already, is not).
 func batched(e Event) bool {
-	return e.Result == "success" && (e.Operation == "pull" || e.Operation == "token")
+	return e.Result == "success" && (e.Operation == "pull" || e.Operation == "token") && e.Count == 0
 }
 
 // NewAudit returns the audit log over db, keeping records for retention (zero: 90 days).
@@ -172,8 +293,12 @@ func (a *Audit) SetLogger(l *slog.Logger) {
 	}
 }
 
-// Close writes the queued events and stops the batch writer.
+// Close writes the queued events and the summaries of the refusals not recorded one by one, and
+// stops the batch writer.
 func (a *Audit) Close() error {
+	if err := a.writeSummaries(context.Background(), true); err != nil {
+		a.log.Error("writing audit records", "err", err)
+	}
 	a.closed.Do(func() {
 		a.mu.Lock()
 		started := a.started
@@ -205,8 +330,12 @@ func (a *Audit) writer() {
 	}
 }
 
-// flush writes every queued event in one transaction (or as few as badger allows).
+// flush writes every queued event in one transaction (or as few as badger allows), and the
+// summaries of the refusal windows that have passed.
 func (a *Audit) flush() error {
+	if err := a.writeSummaries(context.Background(), false); err != nil {
+		return err
+	}
 	a.drainMu.Lock()
 	defer a.drainMu.Unlock()
 	a.mu.Lock()
@@ -236,6 +365,9 @@ func (a *Audit) flush() error {
 }
 
 func (a *Audit) write(batch []*pendingRead) error {
+	a.countMu.RLock()
+	defer a.countMu.RUnlock()
+	exp := a.expiry()
 	wb := a.db.NewWriteBatch()
 	defer wb.Cancel()
 	for _, p := range batch {
@@ -247,11 +379,84 @@ func (a *Audit) write(batch []*pendingRead) error {
 		if err != nil {
 			return err
 		}
-		if err := wb.SetEntry(badger.NewEntry(p.key, b).WithTTL(a.retention)); err != nil {
+		ent := badger.NewEntry(p.key, b)
+		ent.ExpiresAt = exp
+		if err := wb.SetEntry(ent); err != nil {
 			return err
 		}
 	}
-	return wb.Flush()
+	err := wb.Flush()
+	// A batch that failed may be written in part: then the next query counts the log again.
+	a.addCount(exp, len(batch), err != nil)
+	return err
+}
+
+// expiry is when a record written now expires: after the retention, rounded up to the hour, so
+// that the records of an hour expire at once and the count of the live ones needs an entry an
+// hour. It is badger's clock, not the injected one, that judges expiry.
+func (a *Audit) expiry() uint64 {
+	at := time.Now().Unix() + int64(a.retention/time.Second)
+	return uint64((at/3600 + 1) * 3600)
+}
+
+// addCount adds n records expiring at exp to the count, or, when the write may have made only
+// some of them, drops the count (the next query counts the log again).
+func (a *Audit) addCount(exp uint64, n int, unsure bool) {
+	a.liveMu.Lock()
+	defer a.liveMu.Unlock()
+	switch {
+	case !a.counted:
+	case unsure:
+		a.counted, a.live, a.total = false, nil, 0
+	default:
+		a.live[int64(exp)] += n
+		a.total += n
+	}
+}
+
+// liveTotal is the number of records in the log: counted once (keys only) at the first query,
+// then kept as records are written and expire.
+func (a *Audit) liveTotal() (int, error) {
+	a.liveMu.Lock()
+	ok := a.counted
+	a.liveMu.Unlock()
+	if !ok {
+		if err := a.recount(); err != nil {
+			return 0, err
+		}
+	}
+	a.liveMu.Lock()
+	defer a.liveMu.Unlock()
+	now := time.Now().Unix() // badger's clock: a record is gone once ExpiresAt <= now
+	for exp, n := range a.live {
+		if exp != 0 && exp <= now {
+			a.total -= n
+			delete(a.live, exp)
+		}
+	}
+	return a.total, nil
+}
+
+func (a *Audit) recount() error {
+	a.countMu.Lock() // no write is between its commit and its count meanwhile
+	defer a.countMu.Unlock()
+	live, total := map[int64]int{}, 0
+	err := a.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(keyAudit)}) // keys only
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			live[int64(it.Item().ExpiresAt())]++
+			total++
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("count the audit log: %w", err)
+	}
+	a.liveMu.Lock()
+	a.live, a.total, a.counted = live, total, true
+	a.liveMu.Unlock()
+	return nil
 }
 
 // Record writes e, stamping its time and id. A failure to write is returned; callers log it.
@@ -262,6 +467,7 @@ func (a *Audit) Record(ctx context.Context, e Event) error {
 	if e.Result == "" {
 		e.Result = "success"
 	}
+	e = bounded(e)
 	key := make([]byte, len(keyAudit)+12)
 	copy(key, keyAudit)
 	binary.BigEndian.PutUint64(key[len(keyAudit):], uint64(e.Time.UnixNano()))
@@ -284,10 +490,7 @@ func (a *Audit) Record(ctx context.Context, e Event) error {
 			a.same[id] = p
 			a.pending = append(a.pending, p)
 			n := len(a.pending)
-			if !a.started {
-				a.started = true
-				go a.writer()
-			}
+			a.startWriterLocked()
 			a.mu.Unlock()
 			switch {
 			case n >= 4*batchMax: // the writer is behind: the caller writes, and so waits
@@ -306,9 +509,31 @@ func (a *Audit) Record(ctx context.Context, e Event) error {
 	if err != nil {
 		return err
 	}
-	return a.db.Update(func(txn *badger.Txn) error {
-		return txn.SetEntry(badger.NewEntry(key, b).WithTTL(a.retention))
-	})
+	a.countMu.RLock()
+	defer a.countMu.RUnlock()
+	ent := badger.NewEntry(key, b)
+	ent.ExpiresAt = a.expiry()
+	if err := a.db.Update(func(txn *badger.Txn) error { return txn.SetEntry(ent) }); err != nil {
+		return err
+	}
+	a.addCount(ent.ExpiresAt, 1, false)
+	return nil
+}
+
+// startWriter starts the batch writer, unless it runs or the log is closing.
+func (a *Audit) startWriter() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.closing {
+		a.startWriterLocked()
+	}
+}
+
+func (a *Audit) startWriterLocked() {
+	if !a.started {
+		a.started = true
+		go a.writer()
+	}
 }
 
 // Filter selects events; empty fields match everything. Resource matches by substring, the
@@ -331,35 +556,130 @@ func (f Filter) match(e Event) bool {
 		(f.To.IsZero() || !e.Time.After(f.To))
 }
 
+// fieldsOnly is f without its time bounds: what a record's value must be read for.
+func (f Filter) fieldsOnly() Filter {
+	f.From, f.To = time.Time{}, time.Time{}
+	return f
+}
+
+// needles are byte strings that a record's JSON holds when it can match f: a quick test before
+// the record is decoded. Only plain values get one (their JSON is the value in quotes); a field
+// name in quotes followed by a colon cannot occur inside a JSON string, where quotes are escaped.
+func (f Filter) needles() [][]byte {
+	var out [][]byte
+	add := func(field, v string, prefix bool) {
+		if v == "" || strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 || r > 0x7e || strings.ContainsRune(`"\\<>&`, r) }) {
+			return
+		}
+		n := `"` + field + `":"` + v
+		if !prefix {
+			n += `"`
+		}
+		out = append(out, []byte(n))
+	}
+	add("username", f.Username, false)
+	add("operation", f.Operation, false)
+	add("resource_type", f.ResourceType, false)
+	add("result", f.Result, false)
+	add("resource", f.ResourcePrefix, true)
+	return out
+}
+
+// The time bounds of a query in the keys' nanoseconds.
+func nanoBounds(f Filter) (from, to int64) {
+	from, to = math.MinInt64, math.MaxInt64
+	// UnixNano is defined from 1678 to 2262: past those, the bound bounds nothing.
+	if lo := time.Unix(0, math.MinInt64); !f.From.IsZero() && f.From.After(lo) && f.From.Before(time.Unix(0, math.MaxInt64)) {
+		from = f.From.UnixNano()
+	}
+	if hi := time.Unix(0, math.MaxInt64); !f.To.IsZero() && f.To.Before(hi) && f.To.After(time.Unix(0, math.MinInt64)) {
+		to = f.To.UnixNano()
+	}
+	return from, to
+}
+
 // Query returns one page of the events that match f, newest first, and how many match in all.
+//
+// The keys are in time order, so a query reads from f.To back to f.From only. A page with no
+// filter at all reads that page only: its total is the count kept of the records. A filter on
+// other fields reads the value of every record in the time range (all of them without one),
+// with a quick byte test before each is decoded.
 func (a *Audit) Query(ctx context.Context, f Filter, page, size int) ([]Event, int, error) {
 	if err := a.flush(); err != nil { // read your writes: the queued reads first
 		return nil, 0, err
 	}
-	events := []Event{}
-	total := 0
+	page, size = max(page, 1), max(size, 0)
 	skip := (page - 1) * size
+	everything := f == (Filter{})
+	fields := f.fieldsOnly()
+	byValue := fields != (Filter{})
+	needles := fields.needles()
+	from, to := nanoBounds(f)
+	seek := []byte(keyAudit + "\xff")
+	if to != math.MaxInt64 {
+		seek = binary.BigEndian.AppendUint64([]byte(keyAudit), uint64(to))
+		seek = append(seek, 0xff, 0xff, 0xff, 0xff)
+	}
+	events := []Event{}
+	n := 0 // matches so far
 	err := a.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(keyAudit), Reverse: true, PrefetchValues: true})
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(keyAudit), Reverse: true})
 		defer it.Close()
-		// In reverse, seek past the last possible key of the prefix.
-		for it.Seek([]byte(keyAudit + "\xff")); it.Valid(); it.Next() {
-			if err := ctx.Err(); err != nil {
-				return err
+		read := 0
+		for it.Seek(seek); it.Valid(); it.Next() {
+			if read++; read%1024 == 0 {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
 			}
-			var e Event
-			if err := it.Item().Value(func(b []byte) error { return json.Unmarshal(b, &e) }); err != nil {
-				return err
-			}
-			if !f.match(e) {
+			item := it.Item()
+			k := item.Key()
+			if len(k) != len(keyAudit)+12 {
 				continue
 			}
-			if total >= skip && len(events) < size {
-				events = append(events, e)
+			at := int64(binary.BigEndian.Uint64(k[len(keyAudit):]))
+			if at > to {
+				continue
 			}
-			total++
+			if at < from {
+				break
+			}
+			inPage := n >= skip && len(events) < size
+			if byValue || inPage {
+				var e Event
+				matched := true
+				err := item.Value(func(b []byte) error {
+					for _, nd := range needles {
+						if !bytes.Contains(b, nd) {
+							matched = false
+							return nil
+						}
+					}
+					return json.Unmarshal(b, &e)
+				})
+				if err != nil {
+					return err
+				}
+				if !matched || (byValue && !fields.match(e)) {
+					continue
+				}
+				if inPage {
+					events = append(events, e)
+				}
+			}
+			n++
+			if everything && len(events) == size && n >= skip {
+				return nil // the total is counted apart
+			}
 		}
 		return nil
 	})
-	return events, total, err
+	if err != nil {
+		return nil, 0, err
+	}
+	if !everything {
+		return events, n, nil
+	}
+	total, err := a.liveTotal()
+	return events, max(total, n), err
 }

@@ -295,31 +295,48 @@ func RemoteHost(r *http.Request) string {
 }
 
 // Login checks a user's (or robot's) credentials presented from addr. Failed logins are limited
-// per user and per address; every login that reaches a password check is audited, success or not.
+// per (account, address), per account and per address as ratelimit.go describes: nobody can lock
+// out someone else. Every login that reaches a password check is audited, success or not; the
+// failures and the refusals at most refusalBurst a minute per caller (Audit.RecordRefusal).
 func (s *Service) Login(ctx context.Context, user, pass, addr string) (Principal, error) {
-	// The attempt counts before the check, so parallel guesses cannot outrun the limit; it is
-	// taken back unless the password was wrong.
 	// A password that was checked right within credTTL is no guess: it neither waits for nor
-	// counts against the limit, so a fleet of hosts pulling with one account at once is not
-	// refused (and a lock-out by someone else's guesses does not stop it).
+	// counts against the limits, so a fleet of hosts pulling with one account at once is not
+	// refused.
 	if p, ok := s.cachedCheck(user, pass); ok {
 		return p, nil
 	}
-	keys := []string{"u:" + strings.ToLower(strings.TrimSpace(user)), "a:" + addr}
-	if err := s.limiter.take(keys...); err != nil {
-		s.record(ctx, Event{Username: user, Address: addr, Operation: "login", ResourceType: "user", Resource: user, Result: "failure", Detail: "rate limited"})
+	// A failure's record names the user as sent, clipped: anyone can send any name.
+	failure := Event{Username: clip(user, maxFailedUserField), Address: addr, Operation: "login", ResourceType: "user", Resource: clip(user, maxFailedUserField)}
+	at, err := s.limiter.admit(ctx, user, addr)
+	if err != nil {
+		if errors.Is(err, ErrTooManyAttempts) {
+			e := failure
+			e.Detail = "refused: " + err.Error()
+			if te := (*TooManyAttemptsError)(nil); errors.As(err, &te) && te.spray {
+				// A spray's refusals name the address only, so that a name per attempt does not
+				// make a record per attempt.
+				e.Username = ""
+			}
+			s.recordRefusal(ctx, e)
+		}
 		return Principal{}, err
 	}
+	// Admitted after the pair's previous check: a right password checked meanwhile is in the
+	// cache, and checkPassword finds it there.
 	p, checked, err := s.checkPassword(ctx, user, pass)
 	switch {
 	case errors.Is(err, ErrBadCredentials):
-		s.record(ctx, Event{Username: user, Address: addr, Operation: "login", ResourceType: "user", Resource: user, Result: "failure"})
+		at.done(outcomeWrong)
+		s.recordRefusal(ctx, failure)
 		return p, err
-	case err == nil && checked:
-		s.limiter.reset(keys[0])
-		s.record(ctx, Event{Username: user, Address: addr, Operation: "login", ResourceType: "user", Resource: user})
+	case err == nil:
+		at.done(outcomeRight)
+		if checked {
+			s.record(ctx, Event{Username: user, Address: addr, Operation: "login", ResourceType: "user", Resource: user})
+		}
+		return p, nil
 	}
-	s.limiter.giveBack(keys...)
+	at.done(outcomeNone)
 	return p, err
 }
 
@@ -507,6 +524,22 @@ func (s *Service) record(ctx context.Context, e Event) {
 		return
 	}
 	if err := s.audit.Record(ctx, e); err != nil {
+		s.log.ErrorContext(ctx, "writing an audit record", "err", err)
+	}
+}
+
+// recordRefusal writes the audit event of a refusal, at most refusalBurst a minute per caller.
+func (s *Service) recordRefusal(ctx context.Context, e Event) {
+	e.Result = "failure"
+	s.recordLimited(ctx, e)
+}
+
+// recordLimited writes an audit event at most refusalBurst a minute per caller (Audit.RecordLimited).
+func (s *Service) recordLimited(ctx context.Context, e Event) {
+	if s.audit == nil {
+		return
+	}
+	if err := s.audit.RecordLimited(ctx, e); err != nil {
 		s.log.ErrorContext(ctx, "writing an audit record", "err", err)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -127,7 +128,10 @@ func readKey(path string) (*ecdsa.PrivateKey, error) {
 	return key, nil
 }
 
-// newKey generates a key and writes it to path (through a temporary file and a rename).
+// newKey generates a key and writes it to path durably: a temporary file (made anew, so 0600
+// even over one a crash left), fsynced, renamed over path, then the directory fsynced. A crash
+// leaves the old file or the new one whole; a key lost after tokens were signed with it would
+// end them all.
 func newKey(path string) (*ecdsa.PrivateKey, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -138,10 +142,36 @@ func newKey(path string) (*ecdsa.PrivateKey, error) {
 		return nil, err
 	}
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-		return nil, fmt.Errorf("write token key: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	err = func() error {
+		if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return err
+		}
+		_, err = f.Write(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}))
+		if err == nil {
+			err = f.Sync()
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			return err
+		}
+		d, err := os.Open(filepath.Dir(path))
+		if err != nil {
+			return err
+		}
+		defer d.Close()
+		return d.Sync()
+	}()
+	if err != nil {
+		_ = os.Remove(tmp)
 		return nil, fmt.Errorf("write token key: %w", err)
 	}
 	return key, nil
@@ -178,6 +208,19 @@ func (ks *keystore) rotate() (string, error) {
 	}
 	now := ks.now()
 	_ = os.Chtimes(filepath.Join(ks.dir, "retired", ks.kid+".pem"), now, now)
+	// The retired key, its time (which decides when it is deleted) and its directory entry are
+	// made durable before a new key takes the current name (newKey fsyncs ks.dir).
+	for _, p := range []string{filepath.Join(ks.dir, "retired", ks.kid+".pem"), filepath.Join(ks.dir, "retired")} {
+		f, err := os.Open(p)
+		if err != nil {
+			return "", fmt.Errorf("retire token key: %w", err)
+		}
+		err = f.Sync()
+		_ = f.Close()
+		if err != nil {
+			return "", fmt.Errorf("retire token key: %w", err)
+		}
+	}
 	key, err := newKey(cur)
 	if err != nil {
 		return "", err
@@ -197,24 +240,96 @@ type Scope struct {
 	Actions    []string
 }
 
+// A token request names at most MaxScopes scopes, and a token is at most maxTokenBytes long: one
+// anonymous request could ask for thousands of scopes, and get a token (and make an audit record)
+// of hundreds of kilobytes. A pull or push asks for one or two scopes; docker build with many
+// sources a few more.
+const (
+	MaxScopes = 32
+	// maxTokenBytes holds MaxScopes scopes of the longest names with every action (about 15 KiB;
+	// TestTokenSizeIsBounded).
+	maxTokenBytes = 16 << 10
+)
+
+// ErrTooManyScopes means a token request asks for more than MaxScopes scopes.
+var ErrTooManyScopes = fmt.Errorf("%w: at most %d scopes per token request", ErrInvalid, MaxScopes)
+
+var (
+	// repoName is the OCI distribution spec's repository name grammar (at most maxRepoName bytes).
+	repoName = regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$`)
+	// resourceType is the token spec's resource type grammar: "repository", "repository(plugin)".
+	resourceType = regexp.MustCompile(`^[a-z0-9]{1,32}(?:\([a-z0-9]{1,32}\))?$`)
+)
+
+const maxRepoName = 255
+
+// ValidRepositoryName reports whether name is a repository name by the OCI distribution spec's
+// grammar, at most 255 bytes.
+func ValidRepositoryName(name string) bool {
+	return len(name) <= maxRepoName && repoName.MatchString(name)
+}
+
 // ParseScope reads a scope parameter. The name may itself contain ":" (a registry host with a
-// port), so the type is the first field and the actions the last.
+// port), so the type is the first field and the actions the last. The type follows the token
+// spec's grammar; a registry scope names the catalog, every other a repository by the OCI name
+// grammar. The actions kept are those cove knows (pull, push, delete and "*"), each once; others
+// grant nothing and are left out.
 func ParseScope(s string) (Scope, error) {
 	first := strings.Index(s, ":")
 	last := strings.LastIndex(s, ":")
 	if first < 0 || first == last {
-		return Scope{}, fmt.Errorf("%w: scope %q is not type:name:actions", ErrInvalid, s)
+		return Scope{}, fmt.Errorf("%w: scope %q is not type:name:actions", ErrInvalid, clip(s, 300))
 	}
 	sc := Scope{Type: s[:first], Name: s[first+1 : last]}
+	switch {
+	case sc.Name == "":
+		return Scope{}, fmt.Errorf("%w: scope %q names nothing", ErrInvalid, clip(s, 300))
+	case !resourceType.MatchString(sc.Type):
+		return Scope{}, fmt.Errorf("%w: scope %q: %q is not a resource type", ErrInvalid, clip(s, 300), clip(sc.Type, 40))
+	case sc.Type == "registry" && sc.Name != "catalog":
+		return Scope{}, fmt.Errorf("%w: scope %q: the registry resource is catalog", ErrInvalid, clip(s, 300))
+	case sc.Type != "registry" && !ValidRepositoryName(sc.Name):
+		return Scope{}, fmt.Errorf("%w: scope %q: not a repository name (lower-case letters and digits, separated by '.', '_', '__', '-' or '/'; at most %d bytes)",
+			ErrInvalid, clip(s, 300), maxRepoName)
+	}
+	known := []string{string(ActionPull), string(ActionPush), string(ActionDelete), "*"}
+	if sc.Type == "registry" {
+		known = []string{"*"}
+	}
 	for _, a := range strings.Split(s[last+1:], ",") {
-		if a = strings.TrimSpace(a); a != "" {
+		if a = strings.TrimSpace(a); slices.Contains(known, a) && !slices.Contains(sc.Actions, a) {
 			sc.Actions = append(sc.Actions, a)
 		}
 	}
-	if sc.Name == "" {
-		return Scope{}, fmt.Errorf("%w: scope %q names nothing", ErrInvalid, s)
-	}
 	return sc, nil
+}
+
+// ParseScopes reads the scope parameters of a token request, each a space-separated list: at
+// most MaxScopes in all, the same resource asked twice counted once, its actions merged.
+func ParseScopes(params []string) ([]Scope, error) {
+	var out []Scope
+	for _, raw := range params {
+		for _, one := range strings.Fields(raw) {
+			sc, err := ParseScope(one)
+			if err != nil {
+				return nil, err
+			}
+			i := slices.IndexFunc(out, func(o Scope) bool { return o.Type == sc.Type && o.Name == sc.Name })
+			if i < 0 {
+				if len(out) == MaxScopes {
+					return nil, ErrTooManyScopes
+				}
+				out = append(out, sc)
+				continue
+			}
+			for _, a := range sc.Actions {
+				if !slices.Contains(out[i].Actions, a) {
+					out[i].Actions = append(out[i].Actions, a)
+				}
+			}
+		}
+	}
+	return out, nil
 }
 
 // grant computes what p may do of what sc asks: never more than asked, never more than allowed.
@@ -259,7 +374,10 @@ func (s *Service) allowed(ctx context.Context, p Principal, name string, action 
 // returns what the token grants, one entry per scope asked for (with no actions when none is).
 func (s *Service) IssueToken(ctx context.Context, p Principal, service string, scopes []Scope) (token string, issued time.Time, access []Access, err error) {
 	if service != s.service {
-		return "", time.Time{}, nil, fmt.Errorf("%w: unknown service %q (this registry is %q)", ErrInvalid, service, s.service)
+		return "", time.Time{}, nil, fmt.Errorf("%w: unknown service %q (this registry is %q)", ErrInvalid, clip(service, 100), s.service)
+	}
+	if len(scopes) > MaxScopes {
+		return "", time.Time{}, nil, ErrTooManyScopes
 	}
 	// Every scope asked for has its entry, with no actions when none is granted: the registry
 	// then knows the client asked and was refused, as Distribution's tokens have it.
@@ -272,6 +390,10 @@ func (s *Service) IssueToken(ctx context.Context, p Principal, service string, s
 	}
 	issued = s.now().UTC().Truncate(time.Second)
 	token, err = s.signClaims(p.Name, s.service, issued, s.tokenTTL, access, func(c *tokenClaims) { c.UID, c.Epoch = p.uid, p.epoch })
+	if err == nil && len(token) > maxTokenBytes {
+		// Not with scopes from ParseScope; a caller of its own could make one.
+		return "", time.Time{}, nil, fmt.Errorf("%w: the token would be %d bytes, more than %d: ask for fewer scopes", ErrInvalid, len(token), maxTokenBytes)
+	}
 	return token, issued, access, err
 }
 

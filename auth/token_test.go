@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -339,14 +341,14 @@ func TestParallelGuessesCannotOutrunTheLimit(t *testing.T) {
 			t.Errorf("Login = %v", err)
 		}
 	}
-	if checked > maxFailures {
-		t.Errorf("%d guesses were checked, want at most %d", checked, maxFailures)
+	if checked > pairFailures {
+		t.Errorf("%d guesses were checked, want at most %d", checked, pairFailures)
 	}
 }
 
 // Many hosts logging in at once with one account's right password — a fleet pulling with one
-// robot — are not refused, even while someone else's guesses have locked the name out; a new
-// guess is still refused.
+// robot — are not refused, even while someone else's guesses have locked their address out; a
+// new guess from that address is still refused.
 func TestParallelRightPasswordsAreNotLimited(t *testing.T) {
 	ctx := context.Background()
 	s, _ := tokenService(t)
@@ -356,7 +358,7 @@ func TestParallelRightPasswordsAreNotLimited(t *testing.T) {
 	if _, err := s.Login(ctx, "fleet", "Passw0rdFleet", "192.0.2.7"); err != nil {
 		t.Fatal(err)
 	}
-	for range maxFailures + 1 {
+	for range pairFailures + 1 {
 		s.Login(ctx, "fleet", "guess", "198.51.100.1")
 	}
 	results := make(chan error, 64)
@@ -368,8 +370,8 @@ func TestParallelRightPasswordsAreNotLimited(t *testing.T) {
 			t.Errorf("a right password, logged in with a minute ago: %v", err)
 		}
 	}
-	if _, err := s.Login(ctx, "fleet", "another-guess", "198.51.100.2"); !errors.Is(err, ErrTooManyAttempts) {
-		t.Errorf("a guess at a locked-out name = %v, want ErrTooManyAttempts", err)
+	if _, err := s.Login(ctx, "fleet", "another-guess", "198.51.100.1"); !errors.Is(err, ErrTooManyAttempts) {
+		t.Errorf("another guess from the locked-out address = %v, want ErrTooManyAttempts", err)
 	}
 }
 
@@ -627,6 +629,52 @@ func TestRefusedGrantIsDeniedNotUnauthenticated(t *testing.T) {
 		repo := strings.Split(tc.scope, ":")[1]
 		if err := s.Authorize(ctx, p, repo, ActionPush); !errors.Is(err, tc.want) {
 			t.Errorf("%s: Authorize(push) = %v, want %v", tc.name, err, tc.want)
+		}
+	}
+}
+
+// TestTokenKeysAreWrittenWhole: the signing key and a retired one are whole files of mode 0600 that
+// parse, no temporary file stays, and a temporary file a crash left (here 0644 and torn) is not
+// reused. That the writes are fsynced cannot be seen from here: newKey takes only a path.
+func TestTokenKeysAreWrittenWhole(t *testing.T) {
+	dir := t.TempDir()
+	clock := &testClock{now: time.Unix(1_800_000_000, 0)}
+	ks, err := loadKeystore(dir, clock.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur := filepath.Join(dir, "token-signing.pem")
+	if err := os.WriteFile(cur+".tmp", []byte("-----BEGIN EC PRI"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, oldKid := ks.signer()
+	newKid, err := ks.rotate()
+	if err != nil {
+		t.Fatalf("rotate = %v", err)
+	}
+	retired := filepath.Join(dir, "retired", oldKid+".pem")
+	for path, kid := range map[string]string{cur: newKid, retired: oldKid} {
+		info, err := os.Stat(path)
+		if err != nil {
+			t.Fatalf("Stat(%q) = %v", path, err)
+		}
+		if info.Mode().Perm() != 0o600 {
+			t.Errorf("Stat(%q) mode = %v, want 0600", path, info.Mode().Perm())
+		}
+		key, err := readKey(path)
+		if err != nil {
+			t.Errorf("readKey(%q) = %v", path, err)
+		} else if keyID(key) != kid {
+			t.Errorf("readKey(%q) has kid %s, want %s", path, keyID(key), kid)
+		}
+	}
+	if info, err := os.Stat(retired); err == nil && !info.ModTime().Equal(clock.now) {
+		t.Errorf("retired key time = %v, want %v (its deletion is counted from it)", info.ModTime(), clock.now)
+	}
+	for _, d := range []string{dir, filepath.Join(dir, "retired")} {
+		tmps, _ := filepath.Glob(filepath.Join(d, "*.tmp"))
+		if len(tmps) > 0 {
+			t.Errorf("temporary files left: %v", tmps)
 		}
 	}
 }

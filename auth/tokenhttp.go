@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,28 +23,42 @@ func (s *Service) ServeToken(w http.ResponseWriter, r *http.Request) {
 	r.Header.Del("Cookie")
 	var (
 		who     Principal
-		err     error
 		scopes  []string
 		service string
 		offline bool
 	)
+	// The scopes are read first: a request asking for too many, or for malformed ones, is
+	// refused before any password is checked.
 	switch r.Method {
 	case http.MethodGet:
 		q := r.URL.Query()
 		scopes, service = q["scope"], q.Get("service")
 		offline = q.Get("offline_token") == "true"
+	case http.MethodPost:
+		r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+		if err := r.ParseForm(); err != nil {
+			tokenError(w, http.StatusBadRequest, "invalid_request", "the form could not be read")
+			return
+		}
+		scopes, service = r.PostForm["scope"], r.PostForm.Get("service")
+		offline = r.PostForm.Get("access_type") == "offline"
+	default:
+		w.Header().Set("Allow", "GET, POST")
+		tokenError(w, http.StatusMethodNotAllowed, "invalid_request", "use GET or POST")
+		return
+	}
+	parsed, err := ParseScopes(scopes)
+	if err != nil {
+		tokenError(w, http.StatusBadRequest, "invalid_scope", err.Error())
+		return
+	}
+	switch r.Method {
+	case http.MethodGet:
 		who, err = s.Authenticate(r.Context(), r)
 		if err == nil && who.Token {
 			err = errors.New("a bearer token cannot be traded for another")
 		}
 	case http.MethodPost:
-		r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
-		if err = r.ParseForm(); err != nil {
-			tokenError(w, http.StatusBadRequest, "invalid_request", "the form could not be read")
-			return
-		}
-		scopes, service = strings.Fields(r.PostForm.Get("scope")), r.PostForm.Get("service")
-		offline = r.PostForm.Get("access_type") == "offline"
 		switch r.PostForm.Get("grant_type") {
 		case "password":
 			who, err = s.Login(r.Context(), r.PostForm.Get("username"), r.PostForm.Get("password"), RemoteHost(r))
@@ -54,9 +69,10 @@ func (s *Service) ServeToken(w http.ResponseWriter, r *http.Request) {
 			tokenError(w, http.StatusBadRequest, "unsupported_grant_type", "grant_type must be password or refresh_token")
 			return
 		}
-	default:
-		w.Header().Set("Allow", "GET, POST")
-		tokenError(w, http.StatusMethodNotAllowed, "invalid_request", "use GET or POST")
+	}
+	if te := (*TooManyAttemptsError)(nil); errors.As(err, &te) {
+		w.Header().Set("Retry-After", strconv.Itoa(int(max(time.Second, te.RetryAfter+time.Second-1)/time.Second)))
+		tokenError(w, http.StatusTooManyRequests, "too_many_attempts", err.Error())
 		return
 	}
 	if errors.Is(err, ErrTooManyAttempts) {
@@ -73,17 +89,6 @@ func (s *Service) ServeToken(w http.ResponseWriter, r *http.Request) {
 		s.log.InfoContext(r.Context(), "token refused", "remote", r.RemoteAddr, "err", err)
 		tokenError(w, http.StatusUnauthorized, "invalid_grant", "invalid credentials")
 		return
-	}
-	var parsed []Scope
-	for _, raw := range scopes {
-		for _, one := range strings.Fields(raw) {
-			sc, err := ParseScope(one)
-			if err != nil {
-				tokenError(w, http.StatusBadRequest, "invalid_scope", err.Error())
-				return
-			}
-			parsed = append(parsed, sc)
-		}
 	}
 	if service == "" {
 		service = s.service
@@ -122,7 +127,14 @@ func (s *Service) ServeToken(w http.ResponseWriter, r *http.Request) {
 	if refused != "" {
 		refused = "refused: " + refused
 	}
-	s.record(r.Context(), Event{Username: who.Name, Address: RemoteHost(r), Operation: "token", ResourceType: "token", Resource: granted, Detail: refused})
+	e := Event{Username: who.Name, Address: RemoteHost(r), Operation: "token", ResourceType: "token", Resource: granted, Detail: refused}
+	if who.Anonymous() {
+		// Anyone can ask for tokens by the thousand, each for other scopes: at most
+		// refusalBurst records a minute per address, the rest summed up.
+		s.recordLimited(r.Context(), e)
+	} else {
+		s.record(r.Context(), e)
+	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(resp)
 }
