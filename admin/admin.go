@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"cove/auth"
+	"cove/cache"
 	"cove/internal/telemetry"
 )
 
@@ -237,6 +238,8 @@ func toAPIError(err error) *apiError {
 		return &apiError{Status: http.StatusServiceUnavailable, Code: "SERVICE_UNAVAILABLE", Message: "the user directory cannot be reached"}
 	case errors.Is(err, auth.ErrTooManyAttempts):
 		return &apiError{Status: http.StatusTooManyRequests, Code: "TOO_MANY_REQUESTS", Message: err.Error()}
+	case errors.Is(err, cache.ErrStorageFull), errors.Is(err, cache.ErrReadOnly):
+		return &apiError{Status: http.StatusInsufficientStorage, Code: "INSUFFICIENT_STORAGE", Message: err.Error(), Err: err}
 	}
 	return &apiError{Status: http.StatusInternalServerError, Code: "INTERNAL_SERVER_ERROR", Message: "internal server error", Err: err}
 }

@@ -62,6 +62,11 @@ type Audit struct {
 	retention time.Duration
 	seq       atomic.Uint32
 	log       *slog.Logger
+	// writable, when set, says whether the index may be written (see SetWritable); dropped
+	// counts the records it could not be, droppedLog when that was last logged.
+	writable   func() error
+	dropped    atomic.Int64
+	droppedLog atomic.Int64
 
 	mu      sync.Mutex // guards pending, started and closing
 	pending []*pendingRead
@@ -293,6 +298,32 @@ func (a *Audit) SetLogger(l *slog.Logger) {
 	}
 }
 
+// SetWritable makes the log ask ok before it writes: when ok answers an error (a disk under its
+// free-space floor, a read-only start), records are dropped — counted (Dropped) and logged at
+// most once a minute — instead of written into badger's memory-mapped files on a full disk,
+// which would kill the process. Call it before the log is used.
+func (a *Audit) SetWritable(ok func() error) { a.writable = ok }
+
+// Dropped counts the records not written for want of space since start.
+func (a *Audit) Dropped() int64 { return a.dropped.Load() }
+
+// drop reports whether n records must be dropped now, counting and logging them.
+func (a *Audit) drop(n int) bool {
+	if a.writable == nil {
+		return false
+	}
+	err := a.writable()
+	if err == nil {
+		return false
+	}
+	a.dropped.Add(int64(n))
+	now := time.Now().UnixNano()
+	if last := a.droppedLog.Load(); now-last >= int64(time.Minute) && a.droppedLog.CompareAndSwap(last, now) {
+		a.log.Error("audit records dropped: the index cannot be written", "dropped_total", a.dropped.Load(), "err", err)
+	}
+	return true
+}
+
 // Close writes the queued events and the summaries of the refusals not recorded one by one, and
 // stops the batch writer.
 func (a *Audit) Close() error {
@@ -365,6 +396,9 @@ func (a *Audit) flush() error {
 }
 
 func (a *Audit) write(batch []*pendingRead) error {
+	if a.drop(len(batch)) {
+		return nil
+	}
 	a.countMu.RLock()
 	defer a.countMu.RUnlock()
 	exp := a.expiry()
@@ -508,6 +542,9 @@ func (a *Audit) Record(ctx context.Context, e Event) error {
 	b, err := json.Marshal(e)
 	if err != nil {
 		return err
+	}
+	if a.drop(1) {
+		return nil
 	}
 	a.countMu.RLock()
 	defer a.countMu.RUnlock()

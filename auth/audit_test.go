@@ -2,8 +2,10 @@ package auth
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -158,5 +160,42 @@ func TestRefusalsAreBoundedPerCaller(t *testing.T) {
 	}
 	if summed != 1000-refusalBurst || len(events) != refusalBurst+2 {
 		t.Errorf("bob's records: %d, summed %d; want %d with %d summed", len(events), summed, refusalBurst+2, 1000-refusalBurst)
+	}
+}
+
+// A log that may not write (a full disk) drops records, counts them, and never fails the caller.
+func TestAuditDropsWhatItCannotWrite(t *testing.T) {
+	ctx := context.Background()
+	db := openDB(t)
+	a := NewAudit(db, 0, nil)
+	defer a.Close()
+	full := errors.New("disk full")
+	var denied atomic.Bool
+	a.SetWritable(func() error {
+		if denied.Load() {
+			return full
+		}
+		return nil
+	})
+	denied.Store(true)
+	for i := range 5 {
+		if err := a.Record(ctx, Event{Username: "x", Operation: "login", Result: "failure", Resource: fmt.Sprint(i)}); err != nil {
+			t.Fatalf("Record on a full disk = %v, want the record dropped quietly", err)
+		}
+	}
+	a.Record(ctx, Event{Username: "x", Operation: "pull", Resource: "r"}) // batched
+	if err := a.flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n := countAudit(t, db); n != 0 {
+		t.Errorf("%d records written on a full disk", n)
+	}
+	if a.Dropped() != 6 {
+		t.Errorf("Dropped = %d, want 6", a.Dropped())
+	}
+	denied.Store(false)
+	a.Record(ctx, Event{Username: "x", Operation: "login", Result: "failure"})
+	if n := countAudit(t, db); n != 1 {
+		t.Errorf("%d records once space is back, want 1", n)
 	}
 }

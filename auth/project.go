@@ -53,7 +53,7 @@ func (s *Service) CreateProject(ctx context.Context, name string, public bool, o
 	}
 	now := s.now().UTC()
 	p := Project{ID: id, Name: name, Public: public, Owner: owner, Created: now, Updated: now}
-	err = s.db.Update(func(txn *badger.Txn) error {
+	err = s.update(func(txn *badger.Txn) error {
 		if _, err := txn.Get([]byte(keyProject + name)); err == nil {
 			return ErrProjectExists
 		} else if !errors.Is(err, badger.ErrKeyNotFound) {
@@ -115,7 +115,7 @@ func (s *Service) Projects(ctx context.Context, p Principal, keep func(Project) 
 // SetProjectPublic makes a project public (anyone pulls) or private.
 func (s *Service) SetProjectPublic(ctx context.Context, name string, public bool) (Project, error) {
 	var p Project
-	err := s.db.Update(func(txn *badger.Txn) error {
+	err := s.update(func(txn *badger.Txn) error {
 		if err := kv.GetJSON(txn, []byte(keyProject+name), &p); err != nil {
 			if errors.Is(err, badger.ErrKeyNotFound) {
 				return ErrProjectUnknown
@@ -139,7 +139,7 @@ func (s *Service) DeleteProject(ctx context.Context, name string) error {
 	for _, r := range robots {
 		defer s.forget(r.Name)
 	}
-	return s.db.Update(func(txn *badger.Txn) error {
+	return s.update(func(txn *badger.Txn) error {
 		var doomed [][]byte
 		err := eachJSON(txn, keyMember+name+"\x00", func(m *Member) {
 			doomed = append(doomed, memberKey(m.Project, m.Kind, m.Name), []byte(keyMemberID+strconv.FormatInt(m.ID, 10)))

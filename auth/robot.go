@@ -76,7 +76,7 @@ func (s *Service) CreateRobot(ctx context.Context, project, name string, actions
 	if ttl > 0 {
 		r.ExpiresAt = r.Created.Add(ttl)
 	}
-	err = s.db.Update(func(txn *badger.Txn) error {
+	err = s.update(func(txn *badger.Txn) error {
 		if _, err := txn.Get([]byte(keyRobot + r.Name)); err == nil {
 			return fmt.Errorf("%w: robot %s", ErrConflict, r.Name)
 		}
@@ -131,7 +131,7 @@ func (s *Service) DeleteRobot(ctx context.Context, id int64) (Robot, error) {
 		return Robot{}, err
 	}
 	defer s.forget(r.Name)
-	return r, s.db.Update(func(txn *badger.Txn) error {
+	return r, s.update(func(txn *badger.Txn) error {
 		if err := txn.Delete([]byte(keyRobotID + strconv.FormatInt(id, 10))); err != nil {
 			return err
 		}

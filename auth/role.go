@@ -138,7 +138,7 @@ func (s *Service) AddMember(ctx context.Context, project, kind, name string, rol
 		return Member{}, err
 	}
 	m := Member{ID: id, Project: project, Kind: kind, Name: name, Role: role, Created: s.now().UTC()}
-	err = s.db.Update(func(txn *badger.Txn) error {
+	err = s.update(func(txn *badger.Txn) error {
 		if _, err := txn.Get(memberKey(project, kind, name)); err == nil {
 			return fmt.Errorf("%w: %s is a member of %s already", ErrConflict, name, project)
 		}
@@ -190,7 +190,7 @@ func (s *Service) SetMemberRole(ctx context.Context, project string, id int64, r
 		return Member{}, err
 	}
 	m.Role = role
-	return m, s.db.Update(func(txn *badger.Txn) error { return kv.PutJSON(txn, memberKey(m.Project, m.Kind, m.Name), m) })
+	return m, s.update(func(txn *badger.Txn) error { return kv.PutJSON(txn, memberKey(m.Project, m.Kind, m.Name), m) })
 }
 
 // RemoveMember takes a member out of project.
@@ -199,7 +199,7 @@ func (s *Service) RemoveMember(ctx context.Context, project string, id int64) (M
 	if err != nil {
 		return Member{}, err
 	}
-	return m, s.db.Update(func(txn *badger.Txn) error {
+	return m, s.update(func(txn *badger.Txn) error {
 		if err := txn.Delete([]byte(keyMemberID + strconv.FormatInt(id, 10))); err != nil {
 			return err
 		}

@@ -63,6 +63,10 @@ type Config struct {
 	LDAP *LDAPConfig
 	// BcryptCost is the cost of new password hashes; zero means bcrypt.DefaultCost. Tests lower it.
 	BcryptCost int
+	// Writable, when set, is asked before every write to the index: an error (a full disk, a
+	// read-only start) refuses the write with it, since badger's files must never meet a full
+	// disk. The audit log has its own (Audit.SetWritable).
+	Writable func() error
 }
 
 // Service authenticates requests and authorizes them against projects. It is safe for concurrent use.
@@ -76,6 +80,7 @@ type Service struct {
 	keys      *keystore
 	now       func() time.Time
 	cost      int
+	writable  func() error
 	reserved  map[string]bool
 	settings  settingsCache
 	limiter   *limiter
@@ -140,6 +145,7 @@ func New(ctx context.Context, db *badger.DB, cfg Config) (s *Service, err error)
 			s.reserved["library"] = true
 		}
 	}
+	s.writable = cfg.Writable
 	s.cost = cfg.BcryptCost
 	if s.cost == 0 {
 		s.cost = bcrypt.DefaultCost
@@ -435,6 +441,16 @@ func (s *Service) mac(user, pass string) []byte {
 	m.Write([]byte{0})
 	m.Write([]byte(pass))
 	return m.Sum(nil)
+}
+
+// update is db.Update once the index may be written (Config.Writable).
+func (s *Service) update(fn func(txn *badger.Txn) error) error {
+	if s.writable != nil {
+		if err := s.writable(); err != nil {
+			return err
+		}
+	}
+	return s.db.Update(fn)
 }
 
 func (s *Service) readUser(name string, rec *userRecord) error {

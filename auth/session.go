@@ -51,7 +51,7 @@ func (s *Service) NewSession(ctx context.Context, w http.ResponseWriter, r *http
 	if err != nil {
 		return err
 	}
-	if err := s.db.Update(func(txn *badger.Txn) error {
+	if err := s.update(func(txn *badger.Txn) error {
 		return txn.SetEntry(badger.NewEntry([]byte(keySession+id), b).WithTTL(sessionTTL))
 	}); err != nil {
 		return err
@@ -66,7 +66,7 @@ func (s *Service) NewSession(ctx context.Context, w http.ResponseWriter, r *http
 // EndSession closes the request's session and clears its cookie.
 func (s *Service) EndSession(ctx context.Context, w http.ResponseWriter, r *http.Request) {
 	if c, err := r.Cookie(SessionCookie); err == nil {
-		_ = s.db.Update(func(txn *badger.Txn) error { return txn.Delete([]byte(keySession + c.Value)) })
+		_ = s.update(func(txn *badger.Txn) error { return txn.Delete([]byte(keySession + c.Value)) })
 	}
 	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
 }

@@ -74,7 +74,7 @@ func (s *Service) UpdateSettings(ctx context.Context, change func(*Settings)) (S
 	if next.SelfRegistration && s.ldap != nil {
 		return s.settings.cur, fmt.Errorf("%w: self-registration is off with LDAP: local accounts could take directory users' names", ErrInvalid)
 	}
-	if err := s.db.Update(func(txn *badger.Txn) error { return kv.PutJSON(txn, []byte(keySettings), next) }); err != nil {
+	if err := s.update(func(txn *badger.Txn) error { return kv.PutJSON(txn, []byte(keySettings), next) }); err != nil {
 		return s.settings.cur, err
 	}
 	s.settings.cur = next

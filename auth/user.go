@@ -107,7 +107,7 @@ func (s *Service) insertUser(u User, hash []byte) (User, error) {
 	}
 	now := s.now().UTC()
 	u.ID, u.Created, u.Updated = id, now, now
-	err = s.db.Update(func(txn *badger.Txn) error {
+	err = s.update(func(txn *badger.Txn) error {
 		if _, err := txn.Get([]byte(keyUser + u.Name)); err == nil {
 			return fmt.Errorf("%w: user %s", ErrConflict, u.Name)
 		}
@@ -199,7 +199,7 @@ func (s *Service) updateUser(name string, change func(*userRecord) error) error 
 // writeUser changes a user record without dropping its cached password check (the directory's
 // news at a login, say).
 func (s *Service) writeUser(name string, change func(*userRecord) error) error {
-	return s.db.Update(func(txn *badger.Txn) error {
+	return s.update(func(txn *badger.Txn) error {
 		var rec userRecord
 		if err := kv.GetJSON(txn, []byte(keyUser+name), &rec); err != nil {
 			if errors.Is(err, badger.ErrKeyNotFound) {
@@ -227,7 +227,7 @@ func (s *Service) DeleteUser(ctx context.Context, name string) error {
 		return err
 	}
 	for _, p := range projects {
-		err := s.db.Update(func(txn *badger.Txn) error {
+		err := s.update(func(txn *badger.Txn) error {
 			var m Member
 			if kv.GetJSON(txn, memberKey(p.Name, MemberUser, name), &m) != nil {
 				return nil
@@ -241,7 +241,7 @@ func (s *Service) DeleteUser(ctx context.Context, name string) error {
 			return fmt.Errorf("remove %s from %s: %w", name, p.Name, err)
 		}
 	}
-	return s.db.Update(func(txn *badger.Txn) error {
+	return s.update(func(txn *badger.Txn) error {
 		if err := txn.Delete([]byte(keyUserID + strconv.FormatInt(u.ID, 10))); err != nil {
 			return err
 		}

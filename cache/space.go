@@ -104,6 +104,25 @@ func (s *Store) ensureSpace(ctx context.Context, need int64, evict bool) error {
 	return &SpaceError{Need: need, Avail: avail, Floor: floor}
 }
 
+// WriteCheck is nil when the index may be written, else why not (ErrReadOnly, or a
+// *SpaceError): for the other packages that keep records in the index (auth), whose writes go
+// into the same memory-mapped files.
+func (s *Store) WriteCheck() error {
+	if s.readOnly {
+		return ErrReadOnly
+	}
+	avail, floor, err := s.space()
+	if err != nil {
+		return err
+	}
+	if avail < floor/2 {
+		s.spaceRefusals.Add(1)
+		s.warnSpace(avail, floor)
+		return &SpaceError{Avail: avail, Floor: floor}
+	}
+	return nil
+}
+
 // IndexWritable reports whether the index may be written: the disk keeps at least half the
 // floor free (badger's mapped files must never meet a full disk), and cove is not read-only.
 func (s *Store) IndexWritable() bool {

@@ -194,6 +194,7 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	}
 	audit := auth.NewAudit(db, time.Duration(cfg.Auth.AuditRetention), nil)
 	audit.SetLogger(log)
+	audit.SetWritable(store.WriteCheck) // a full disk drops records instead of crashing in badger
 	defer audit.Close() // before the index closes: the queued reads are written
 	var ldapCfg *auth.LDAPConfig
 	if cfg.Auth.Mode == "ldap" {
@@ -216,6 +217,7 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 		ReservedNames:       upstreams,
 		AnonymousMirrorPull: cfg.Auth.AnonymousPull == "mirror",
 		Logger:              log,
+		Writable:            store.WriteCheck,
 	})
 	if err != nil {
 		return err
@@ -297,6 +299,8 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 			func() float64 { avail, _, _ := store.Space(); return float64(avail) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cove_storage_floor_bytes", Help: "The free-space floor of the data directory's disk (storage.min_free)."},
 			func() float64 { _, floor, _ := store.Space(); return float64(floor) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cove_audit_dropped_total", Help: "Audit records not written because the index could not be (a full disk, a read-only start)."},
+			func() float64 { return float64(audit.Dropped()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cove_read_only", Help: "1 when cove started read-only on a full disk."},
 			func() float64 { return map[bool]float64{true: 1}[readOnly] }),
 	)

@@ -207,6 +207,12 @@ func TestFullDiskNeitherCrashesNorLocksCoveOut(t *testing.T) {
 	if resp, _ := s.do("GET", "/healthz", nil, false); resp.StatusCode != 200 {
 		t.Fatalf("cove is not healthy after the flood: %d", resp.StatusCode)
 	}
+	if n := metricValue(t, s, "cove_audit_dropped_total"); n == 0 {
+		t.Error("no audit record was dropped on the full disk: they were written into the index")
+	}
+	if resp, b := s.doAs("POST", "/api/v2.0/projects", strings.NewReader(`{"project_name":"later"}`), "admin", adminPassword); resp.StatusCode != http.StatusInsufficientStorage {
+		t.Errorf("a change through the API on the full disk = %d %s, want 507", resp.StatusCode, b)
+	}
 	small := []byte("a push on a full disk")
 	resp, b := s.do("POST", "/v2/team/new/blobs/uploads/?digest="+digest.FromBytes(small).String(), bytes.NewReader(small), true)
 	if resp.StatusCode != http.StatusInsufficientStorage || !strings.Contains(string(b), "storage.min_free") {
