@@ -195,7 +195,7 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	audit := auth.NewAudit(db, time.Duration(cfg.Auth.AuditRetention), nil)
 	audit.SetLogger(log)
 	audit.SetWritable(store.WriteCheck) // a full disk drops records instead of crashing in badger
-	defer audit.Close() // before the index closes: the queued reads are written
+	defer audit.Close()                 // before the index closes: the queued reads are written
 	var ldapCfg *auth.LDAPConfig
 	if cfg.Auth.Mode == "ldap" {
 		l := cfg.Auth.LDAP
