@@ -3,8 +3,10 @@ package auth
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -60,6 +62,16 @@ func (e *TooManyAttemptsError) Error() string {
 
 // Is makes errors.Is(err, ErrTooManyAttempts) hold.
 func (e *TooManyAttemptsError) Is(target error) bool { return target == ErrTooManyAttempts }
+
+// RetryAfter is the Retry-After value (whole seconds, at least 1) for a refusal of the failed-login
+// limits: when its limit ends.
+func RetryAfter(err error) string {
+	var e *TooManyAttemptsError
+	if errors.As(err, &e) && e.RetryAfter > 0 {
+		return strconv.Itoa(int((e.RetryAfter + time.Second - 1) / time.Second))
+	}
+	return "300"
+}
 
 // window counts failures from start on, for failureWindow.
 type window struct {

@@ -407,3 +407,20 @@ func TestLimiterMemoryIsBounded(t *testing.T) {
 		t.Errorf("after the window: %d pairs, %d of the %d new ones kept", len(l.pairs), kept, more)
 	}
 }
+
+// Retry-After says when the limit that refused ends, in whole seconds.
+func TestRetryAfterSaysWhenTheLimitEnds(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{&TooManyAttemptsError{RetryAfter: 90 * time.Second}, "90"},
+		{&TooManyAttemptsError{RetryAfter: 1500 * time.Millisecond}, "2"},
+		{fmt.Errorf("wrapped: %w", &TooManyAttemptsError{RetryAfter: 4 * time.Minute}), "240"},
+		{ErrTooManyAttempts, "300"},
+	} {
+		if got := RetryAfter(tc.err); got != tc.want {
+			t.Errorf("RetryAfter(%v) = %q, want %q", tc.err, got, tc.want)
+		}
+	}
+}

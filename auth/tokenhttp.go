@@ -76,7 +76,7 @@ func (s *Service) ServeToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if errors.Is(err, ErrTooManyAttempts) {
-		w.Header().Set("Retry-After", "300")
+		w.Header().Set("Retry-After", RetryAfter(err))
 		tokenError(w, http.StatusTooManyRequests, "too_many_attempts", err.Error())
 		return
 	}
