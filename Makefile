@@ -4,6 +4,9 @@ GO        ?= go
 BIN       := bin/cove
 CONF_BIN  := bin/conformance.test
 CRANE_BIN := bin/crane
+# versitygw, the S3 server the fleet tests run (test/tools/versitygw pins it); cached by version.
+VERSITYGW_VERSION := v1.8.0
+VERSITYGW_BIN     := bin/versitygw-$(VERSITYGW_VERSION)
 APT_PKGS  := skopeo docker-registry docker.io podman containerd slapd ldap-utils pebble chromium fonts-wqy-microhei
 export GOFLAGS := -buildvcs=false
 # cove version prints these (and the image's labels carry them).
@@ -39,6 +42,10 @@ $(CONF_BIN): test/tools/go.mod test/tools/go.sum
 
 $(CRANE_BIN): test/tools/go.mod test/tools/go.sum
 	cd test/tools && $(GO) build -o ../../$(CRANE_BIN) github.com/google/go-containerregistry/cmd/crane
+
+# versitygw takes about two minutes to build here: it is built once per version, under bin/.
+$(VERSITYGW_BIN): test/tools/versitygw/go.mod test/tools/versitygw/go.sum
+	cd test/tools/versitygw && $(GO) build -o ../../../$(VERSITYGW_BIN) github.com/versity/versitygw/cmd/versitygw
 
 test: deps build $(CONF_BIN) $(CRANE_BIN) vet test-unit test-e2e
 
