@@ -7,7 +7,7 @@ CRANE_BIN := bin/crane
 # versitygw, the S3 server the fleet tests run (test/tools/versitygw pins it); cached by version.
 VERSITYGW_VERSION := v1.8.0
 VERSITYGW_BIN     := bin/versitygw-$(VERSITYGW_VERSION)
-APT_PKGS  := skopeo docker-registry docker.io podman containerd slapd ldap-utils pebble chromium fonts-wqy-microhei
+APT_PKGS  := skopeo docker-registry docker.io podman containerd slapd ldap-utils pebble chromium fonts-wqy-microhei postgresql
 export GOFLAGS := -buildvcs=false
 # cove version prints these (and the image's labels carry them).
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)

@@ -19,7 +19,8 @@ var allowed = map[string][]string{
 	"cove/admin":              {"cove/auth", "cove/cache", "cove/internal/telemetry"}, // never mirror: it asks cmd for what it needs
 	"cove/auth":               {"cove/internal/kv", "cove/internal/telemetry"},        // the base layer: no project imports but kv and telemetry
 	"cove/cache":              {"cove/internal/kv"},                                   // the base layer: no project imports but kv
-	"cove/internal/kv":        {},                                                     // JSON records in badger
+	"cove/internal/kv":        {},                                                     // the metadata seam: badger and PostgreSQL
+	"cove/internal/pgtest":    {},                                                     // JSON records in badger
 	"cove/internal/telemetry": {},                                                     // the HTTP boundary: request ids, causes of 5xx, access log
 	"cove/tls":                {},                                                     // listeners; starts no servers
 	"cove/bench":              {},                                                     // black-box: cove is a process it runs

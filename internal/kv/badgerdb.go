@@ -1,0 +1,129 @@
+package kv
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Badger is the DB of a single node: cove's embedded index. It does not own the badger database
+// (the caller opens and closes it).
+type Badger struct {
+	db *badger.DB
+
+	mu sync.Mutex
+	// seqs holds one badger sequence per name for the life of the store, guarded by mu: a
+	// sequence taken per call conflicts under concurrency.
+	seqs map[string]*badger.Sequence
+}
+
+// NewBadger returns the DB over an open badger database.
+func NewBadger(db *badger.DB) *Badger { return &Badger{db: db, seqs: map[string]*badger.Sequence{}} }
+
+// View implements DB.
+func (b *Badger) View(ctx context.Context, fn func(Txn) error) error {
+	return b.db.View(func(txn *badger.Txn) error { return fn(badgerTxn{txn}) })
+}
+
+// Update implements DB.
+func (b *Badger) Update(ctx context.Context, fn func(Txn) error) error {
+	err := b.db.Update(func(txn *badger.Txn) error { return fn(badgerTxn{txn}) })
+	if errors.Is(err, badger.ErrConflict) {
+		return ErrConflict
+	}
+	return err
+}
+
+// idBandwidth is how many numbers a badger sequence leases at once.
+const idBandwidth = 32
+
+// NextID implements DB.
+func (b *Badger) NextID(ctx context.Context, name string) (int64, error) {
+	b.mu.Lock()
+	seq := b.seqs[name]
+	if seq == nil {
+		var err error
+		if seq, err = b.db.GetSequence([]byte("seq/"+name), idBandwidth); err != nil {
+			b.mu.Unlock()
+			return 0, err
+		}
+		b.seqs[name] = seq
+	}
+	b.mu.Unlock()
+	n, err := seq.Next()
+	return int64(n) + 1, err
+}
+
+// Close releases the sequences' unused numbers; the badger database stays open.
+func (b *Badger) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var errs []error
+	for name, seq := range b.seqs {
+		errs = append(errs, seq.Release())
+		delete(b.seqs, name)
+	}
+	return errors.Join(errs...)
+}
+
+type badgerTxn struct{ txn *badger.Txn }
+
+func (t badgerTxn) Get(key []byte) ([]byte, error) {
+	item, err := t.txn.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	return item.ValueCopy(nil)
+}
+
+func (t badgerTxn) Set(key, value []byte) error { return t.txn.Set(key, value) }
+
+func (t badgerTxn) SetExpiring(key, value []byte, expires time.Time) error {
+	e := badger.NewEntry(key, value)
+	if secs := expires.Unix(); secs > 0 {
+		e.ExpiresAt = uint64(secs)
+	}
+	return t.txn.SetEntry(e)
+}
+
+func (t badgerTxn) Delete(key []byte) error { return t.txn.Delete(key) }
+
+func (t badgerTxn) Scan(prefix []byte, opts ScanOptions, fn func(key, value []byte) (bool, error)) error {
+	it := t.txn.NewIterator(badger.IteratorOptions{Prefix: prefix, Reverse: opts.Reverse, PrefetchValues: !opts.KeysOnly, PrefetchSize: 64})
+	defer it.Close()
+	start := opts.From
+	switch {
+	case opts.Reverse && start == nil:
+		// The greatest key with the prefix: seeking to the first key after the prefix would stop
+		// at once should that key exist (it is outside the prefix).
+		start = append(bytes.Clone(prefix), bytes.Repeat([]byte{0xff}, 256)...)
+	case !opts.Reverse && bytes.Compare(start, prefix) < 0:
+		start = prefix
+	}
+	for it.Seek(start); it.Valid(); it.Next() {
+		item := it.Item()
+		key := item.KeyCopy(nil)
+		var val []byte
+		if !opts.KeysOnly {
+			v, err := item.ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			val = v
+		}
+		more, err := fn(key, val)
+		if err != nil || !more {
+			return err
+		}
+	}
+	return nil
+}
+
+var _ DB = (*Badger)(nil)

@@ -1,0 +1,259 @@
+package kv
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Postgres is the DB of a fleet: every node's records in one PostgreSQL database, in the
+// table kv (migrations/). Transactions are SERIALIZABLE, so a transaction that read what
+// another changed fails with ErrConflict, as badger's do; reads see one snapshot.
+type Postgres struct {
+	pool *pgxpool.Pool
+}
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// SchemaVersion is the version of the schema this binary writes: the number of its last
+// migration. A database of a newer version is refused (a newer cove wrote it).
+func SchemaVersion() int {
+	names, _ := fs.Glob(migrations, "migrations/*.sql")
+	return len(names)
+}
+
+// ErrSchemaTooNew means the database was migrated by a newer cove than this one.
+var ErrSchemaTooNew = errors.New("the database's schema is newer than this cove: upgrade cove, or point it at another database")
+
+// OpenPostgres connects to the database of dsn, applies the migrations it lacks (in one
+// transaction each, under an advisory lock, so that nodes starting together migrate once) and
+// returns the DB. It refuses a schema newer than the binary's.
+func OpenPostgres(ctx context.Context, dsn string) (*Postgres, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("storage.metadata.postgres.dsn: %w", err)
+	}
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		cfg.ConnConfig.ConnectTimeout = 10 * time.Second
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("storage.metadata.postgres.dsn: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("storage.metadata.postgres.dsn: cannot reach the database: %w", err)
+	}
+	p := &Postgres{pool: pool}
+	if err := p.migrate(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+// migrateLock is the advisory lock key of migrations.
+const migrateLock = 0x636f7665 // "cove"
+
+func (p *Postgres) migrate(ctx context.Context) error {
+	conn, err := p.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", migrateLock); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	defer conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", migrateLock)
+	if _, err := conn.Exec(ctx, "CREATE TABLE IF NOT EXISTS cove_schema (version integer NOT NULL)"); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	var version int
+	err = conn.QueryRow(ctx, "SELECT version FROM cove_schema").Scan(&version)
+	if errors.Is(err, pgx.ErrNoRows) {
+		if _, err := conn.Exec(ctx, "INSERT INTO cove_schema (version) VALUES (0)"); err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+	} else if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	names, err := fs.Glob(migrations, "migrations/*.sql")
+	if err != nil {
+		return err
+	}
+	sort.Strings(names)
+	if version > len(names) {
+		return fmt.Errorf("%w (database version %d, this cove's %d)", ErrSchemaTooNew, version, len(names))
+	}
+	for i := version; i < len(names); i++ {
+		n, _ := strconv.Atoi(strings.SplitN(strings.TrimPrefix(names[i], "migrations/"), "_", 2)[0])
+		if n != i+1 {
+			return fmt.Errorf("migration %s is out of order", names[i])
+		}
+		sql, err := migrations.ReadFile(names[i])
+		if err != nil {
+			return err
+		}
+		err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, string(sql)); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, "UPDATE cove_schema SET version = $1", i+1)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("migration %s: %w", names[i], err)
+		}
+	}
+	return nil
+}
+
+// Ping reports whether the database answers, for readiness.
+func (p *Postgres) Ping(ctx context.Context) error { return p.pool.Ping(ctx) }
+
+// View implements DB.
+func (p *Postgres) View(ctx context.Context, fn func(Txn) error) error {
+	return pgx.BeginTxFunc(ctx, p.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		return fn(&pgTxn{ctx: ctx, tx: tx})
+	})
+}
+
+// Update implements DB.
+func (p *Postgres) Update(ctx context.Context, fn func(Txn) error) error {
+	err := pgx.BeginTxFunc(ctx, p.pool, pgx.TxOptions{IsoLevel: pgx.Serializable}, func(tx pgx.Tx) error {
+		return fn(&pgTxn{ctx: ctx, tx: tx})
+	})
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01") { // serialization failure, deadlock
+		return ErrConflict
+	}
+	return err
+}
+
+// NextID implements DB: an upsert that increments the row, serialized by its row lock.
+func (p *Postgres) NextID(ctx context.Context, name string) (int64, error) {
+	var n int64
+	err := p.pool.QueryRow(ctx, `INSERT INTO kv_sequence (name, value) VALUES ($1, 1)
+		ON CONFLICT (name) DO UPDATE SET value = kv_sequence.value + 1 RETURNING value`, name).Scan(&n)
+	return n, err
+}
+
+// Close closes the connections.
+func (p *Postgres) Close() error {
+	p.pool.Close()
+	return nil
+}
+
+type pgTxn struct {
+	ctx context.Context
+	tx  pgx.Tx
+}
+
+const live = "(expires_at IS NULL OR expires_at > now())"
+
+func (t *pgTxn) Get(key []byte) ([]byte, error) {
+	var v []byte
+	err := t.tx.QueryRow(t.ctx, "SELECT value FROM kv WHERE key = $1 AND "+live, key).Scan(&v)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	return v, err
+}
+
+func (t *pgTxn) Set(key, value []byte) error {
+	_, err := t.tx.Exec(t.ctx, `INSERT INTO kv (key, value, expires_at) VALUES ($1, $2, NULL)
+		ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, expires_at = NULL`, key, value)
+	return err
+}
+
+func (t *pgTxn) SetExpiring(key, value []byte, expires time.Time) error {
+	_, err := t.tx.Exec(t.ctx, `INSERT INTO kv (key, value, expires_at) VALUES ($1, $2, $3)
+		ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at`, key, value, expires)
+	return err
+}
+
+func (t *pgTxn) Delete(key []byte) error {
+	_, err := t.tx.Exec(t.ctx, "DELETE FROM kv WHERE key = $1", key)
+	return err
+}
+
+// scanPage is how many rows one query of a scan reads; a scan that stops early reads little.
+const scanPage = 256
+
+func (t *pgTxn) Scan(prefix []byte, opts ScanOptions, fn func(key, value []byte) (bool, error)) error {
+	end := prefixEnd(prefix)
+	cols := "key, value"
+	if opts.KeysOnly {
+		cols = "key, NULL::bytea"
+	}
+	var cursor []byte // the last key visited: the next page starts after it
+	first := true
+	for {
+		var (
+			where []string
+			args  []any
+		)
+		arg := func(v any) string { args = append(args, v); return "$" + strconv.Itoa(len(args)) }
+		where = append(where, "key >= "+arg(prefix))
+		if end != nil {
+			where = append(where, "key < "+arg(end))
+		}
+		switch {
+		case first && opts.From != nil && !opts.Reverse:
+			where = append(where, "key >= "+arg(opts.From))
+		case first && opts.From != nil && opts.Reverse:
+			where = append(where, "key <= "+arg(opts.From))
+		case !first && !opts.Reverse:
+			where = append(where, "key > "+arg(cursor))
+		case !first && opts.Reverse:
+			where = append(where, "key < "+arg(cursor))
+		}
+		order := "ASC"
+		if opts.Reverse {
+			order = "DESC"
+		}
+		q := "SELECT " + cols + " FROM kv WHERE " + strings.Join(where, " AND ") + " AND " + live +
+			" ORDER BY key " + order + " LIMIT " + strconv.Itoa(scanPage)
+		rows, err := t.tx.Query(t.ctx, q, args...)
+		if err != nil {
+			return err
+		}
+		type row struct{ k, v []byte }
+		var page []row
+		for rows.Next() {
+			var r row
+			if err := rows.Scan(&r.k, &r.v); err != nil {
+				rows.Close()
+				return err
+			}
+			page = append(page, r)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for _, r := range page {
+			more, err := fn(r.k, r.v)
+			if err != nil || !more {
+				return err
+			}
+		}
+		if len(page) < scanPage {
+			return nil
+		}
+		cursor, first = page[len(page)-1].k, false
+	}
+}
+
+var _ DB = (*Postgres)(nil)

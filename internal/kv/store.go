@@ -1,0 +1,74 @@
+package kv
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// The metadata seam of fleet mode (issue "Fleet mode"): everything cove keeps besides blob files
+// is records under ordered byte keys, read and written in transactions — badger on one node,
+// PostgreSQL for a fleet. DB is that seam: small, so that a feature written once (through
+// cache and auth) works on both, and so that the two implementations can pass one conformance
+// suite (store_test.go). It is the subset of badger's API cove uses: point reads and writes,
+// writes that expire, ordered scans of a prefix, sequences, and optimistic transactions that
+// fail with ErrConflict when another transaction changed what they read.
+
+// DB is a transactional, ordered key-value store. It is safe for concurrent use.
+type DB interface {
+	// View runs fn in a read-only transaction that sees one consistent state.
+	View(ctx context.Context, fn func(Txn) error) error
+	// Update runs fn in a read-write transaction and commits it when fn returns nil. It returns
+	// ErrConflict when a concurrent transaction changed what fn read: the caller may run it
+	// again. Nothing fn wrote is kept unless Update returns nil.
+	Update(ctx context.Context, fn func(Txn) error) error
+	// NextID returns the next number of the named sequence, from 1; numbers are never given
+	// twice, and may be skipped.
+	NextID(ctx context.Context, name string) (int64, error)
+	// Close releases the store.
+	Close() error
+}
+
+// Txn is one transaction. Values handed to callbacks are theirs to keep.
+type Txn interface {
+	// Get returns the value of key, or ErrNotFound (also for an expired key).
+	Get(key []byte) ([]byte, error)
+	// Set writes value under key.
+	Set(key, value []byte) error
+	// SetExpiring writes value under key until expires; after that the key reads as absent.
+	SetExpiring(key, value []byte, expires time.Time) error
+	// Delete removes key; removing an absent key is no error.
+	Delete(key []byte) error
+	// Scan calls fn for each live key under prefix in key order (or reverse), starting at
+	// opts.From when set (inclusive), until fn returns false or an error.
+	Scan(prefix []byte, opts ScanOptions, fn func(key, value []byte) (bool, error)) error
+}
+
+// ScanOptions shape a Scan.
+type ScanOptions struct {
+	// From is the first key to visit (the last, reversed); nil: the start of the prefix.
+	From []byte
+	// Reverse visits keys from the greatest down.
+	Reverse bool
+	// KeysOnly passes nil values, for scans that need the keys only (cheaper on both stores).
+	KeysOnly bool
+}
+
+var (
+	// ErrNotFound means the key has no live value.
+	ErrNotFound = errors.New("kv: key not found")
+	// ErrConflict means a concurrent transaction changed what this one read; run it again.
+	ErrConflict = errors.New("kv: transaction conflict; retry")
+)
+
+// prefixEnd is the first key after every key starting with prefix, nil when there is none.
+func prefixEnd(prefix []byte) []byte {
+	end := append([]byte(nil), prefix...)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil
+}

@@ -1,0 +1,229 @@
+package kv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"cove/internal/pgtest"
+)
+
+// The conformance suite of the metadata seam: both stores must pass it, so that what cove
+// writes through DB behaves the same on one node (badger) and in a fleet (PostgreSQL).
+func TestBadgerConforms(t *testing.T) {
+	db, err := badger.Open(badger.DefaultOptions(filepath.Join(t.TempDir(), "index")).WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	b := NewBadger(db)
+	t.Cleanup(func() { b.Close() })
+	conformance(t, b)
+}
+
+func TestPostgresConforms(t *testing.T) {
+	srv := pgtest.Start(t)
+	p, err := OpenPostgres(context.Background(), srv.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	conformance(t, p)
+}
+
+func conformance(t *testing.T, db DB) {
+	ctx := context.Background()
+	set := func(kvs ...string) {
+		t.Helper()
+		if err := db.Update(ctx, func(tx Txn) error {
+			for i := 0; i+1 < len(kvs); i += 2 {
+				if err := tx.Set([]byte(kvs[i]), []byte(kvs[i+1])); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	scan := func(prefix string, opts ScanOptions, limit int) []string {
+		t.Helper()
+		var got []string
+		if err := db.View(ctx, func(tx Txn) error {
+			return tx.Scan([]byte(prefix), opts, func(k, v []byte) (bool, error) {
+				if opts.KeysOnly && v != nil {
+					return false, fmt.Errorf("KeysOnly scan passed a value for %q", k)
+				}
+				got = append(got, string(k)+"="+string(v))
+				return limit <= 0 || len(got) < limit, nil
+			})
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+
+	t.Run("get set delete", func(t *testing.T) {
+		set("a/1", "one", "a/2", "two")
+		err := db.View(ctx, func(tx Txn) error {
+			if v, err := tx.Get([]byte("a/1")); err != nil || string(v) != "one" {
+				return fmt.Errorf("Get(a/1) = %q, %v", v, err)
+			}
+			if _, err := tx.Get([]byte("a/9")); !errors.Is(err, ErrNotFound) {
+				return fmt.Errorf("Get(absent) = %v, want ErrNotFound", err)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Update(ctx, func(tx Txn) error { return errors.Join(tx.Delete([]byte("a/1")), tx.Delete([]byte("a/none"))) }); err != nil {
+			t.Fatal(err)
+		}
+		if got := scan("a/", ScanOptions{}, 0); !slices.Equal(got, []string{"a/2=two"}) {
+			t.Errorf("after delete: %v", got)
+		}
+	})
+
+	t.Run("a failed update keeps nothing", func(t *testing.T) {
+		boom := errors.New("boom")
+		err := db.Update(ctx, func(tx Txn) error {
+			if err := tx.Set([]byte("b/1"), []byte("x")); err != nil {
+				return err
+			}
+			return boom
+		})
+		if !errors.Is(err, boom) {
+			t.Fatalf("Update = %v", err)
+		}
+		if got := scan("b/", ScanOptions{}, 0); len(got) != 0 {
+			t.Errorf("a failed update left %v", got)
+		}
+	})
+
+	t.Run("scans in order, with bounds", func(t *testing.T) {
+		// 600 keys, more than a page of the PostgreSQL scan, with bytes that sort above ASCII.
+		var want []string
+		err := db.Update(ctx, func(tx Txn) error {
+			for i := range 600 {
+				k := fmt.Sprintf("c/%04d", i)
+				want = append(want, k+"=v")
+				if err := tx.Set([]byte(k), []byte("v")); err != nil {
+					return err
+				}
+			}
+			return errors.Join(tx.Set([]byte("c"), []byte("outside")), tx.Set([]byte("c0"), []byte("outside")),
+				tx.Set([]byte("c/\xff\xff"), []byte("high")), tx.Set([]byte("d/0"), []byte("outside")))
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, "c/\xff\xff=high")
+		if got := scan("c/", ScanOptions{}, 0); !slices.Equal(got, want) {
+			t.Errorf("forward scan: %d keys, first %v, last %v", len(got), got[:min(2, len(got))], got[max(0, len(got)-2):])
+		}
+		rev := slices.Clone(want)
+		slices.Reverse(rev)
+		if got := scan("c/", ScanOptions{Reverse: true}, 0); !slices.Equal(got, rev) {
+			t.Errorf("reverse scan: %d keys, first %v", len(got), got[:min(2, len(got))])
+		}
+		if got := scan("c/", ScanOptions{From: []byte("c/0598")}, 0); !slices.Equal(got, want[598:]) {
+			t.Errorf("scan from c/0598 = %v", got)
+		}
+		if got := scan("c/", ScanOptions{From: []byte("c/0002"), Reverse: true}, 0); !slices.Equal(got, []string{"c/0002=v", "c/0001=v", "c/0000=v"}) {
+			t.Errorf("reverse scan from c/0002 = %v", got)
+		}
+		if got := scan("c/", ScanOptions{KeysOnly: true}, 2); !slices.Equal(got, []string{"c/0000=", "c/0001="}) {
+			t.Errorf("keys-only scan stopped at 2 = %v", got)
+		}
+	})
+
+	t.Run("expiring records", func(t *testing.T) {
+		err := db.Update(ctx, func(tx Txn) error {
+			return errors.Join(
+				tx.SetExpiring([]byte("e/past"), []byte("x"), time.Now().Add(-time.Hour)),
+				tx.SetExpiring([]byte("e/future"), []byte("y"), time.Now().Add(time.Hour)))
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := scan("e/", ScanOptions{}, 0); !slices.Equal(got, []string{"e/future=y"}) {
+			t.Errorf("scan with an expired record = %v", got)
+		}
+		err = db.View(ctx, func(tx Txn) error {
+			_, err := tx.Get([]byte("e/past"))
+			return err
+		})
+		if !errors.Is(err, ErrNotFound) {
+			t.Errorf("Get(expired) = %v, want ErrNotFound", err)
+		}
+	})
+
+	t.Run("conflicting updates", func(t *testing.T) {
+		set("n/counter", "0")
+		// Each update reads the counter and writes it plus one; retried on conflict, none is lost.
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Go(func() {
+				for range 5 {
+					for try := 0; ; try++ {
+						err := db.Update(ctx, func(tx Txn) error {
+							v, err := tx.Get([]byte("n/counter"))
+							if err != nil {
+								return err
+							}
+							var n int
+							fmt.Sscan(string(v), &n)
+							return tx.Set([]byte("n/counter"), []byte(fmt.Sprint(n+1)))
+						})
+						if err == nil {
+							break
+						}
+						if !errors.Is(err, ErrConflict) || try > 200 {
+							t.Errorf("update: %v", err)
+							return
+						}
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if got := scan("n/", ScanOptions{}, 0); !slices.Equal(got, []string{"n/counter=40"}) {
+			t.Errorf("after 40 increments: %v (lost updates)", got)
+		}
+	})
+
+	t.Run("sequences", func(t *testing.T) {
+		var mu sync.Mutex
+		seen := map[int64]bool{}
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Go(func() {
+				for range 10 {
+					n, err := db.NextID(ctx, "users")
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					mu.Lock()
+					if seen[n] || n < 1 {
+						t.Errorf("id %d given twice or below 1", n)
+					}
+					seen[n] = true
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		if n, _ := db.NextID(ctx, "projects"); n != 1 {
+			t.Errorf("first id of another sequence = %d, want 1", n)
+		}
+	})
+}
