@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/opencontainers/go-digest"
 
 	"cove/internal/kv"
@@ -40,7 +39,7 @@ func (s *Store) Artifacts(ctx context.Context, repo string) ([]Artifact, error) 
 		return nil, err
 	}
 	var out []Artifact
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.db.View(s.ctx, func(txn kv.Txn) error {
 		tags := map[digest.Digest][]string{}
 		prefix := repoPrefix(prefixTag, repo)
 		if err := scan(txn, prefix, "", func(key, val []byte) bool {
@@ -57,7 +56,7 @@ func (s *Store) Artifacts(ctx context.Context, repo string) ([]Artifact, error) 
 				a.Tags = []string{}
 			}
 			var rec blobRecord
-			if kv.GetJSON(txn, blobKey(m.Digest), &rec) == nil {
+			if kv.Get(txn, blobKey(m.Digest), &rec) == nil {
 				a.Pulled = rec.Accessed
 			}
 			out = append(out, a)
@@ -71,7 +70,7 @@ func (s *Store) Artifacts(ctx context.Context, repo string) ([]Artifact, error) 
 // RepositorySummaries describes the repositories whose names start with prefix.
 func (s *Store) RepositorySummaries(ctx context.Context, prefix string) ([]RepoSummary, error) {
 	var names []string
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.db.View(s.ctx, func(txn kv.Txn) error {
 		return scan(txn, []byte(prefixRepo+prefix), "", func(key, _ []byte) bool {
 			names = append(names, string(key[len(prefixRepo):]))
 			return true
@@ -108,7 +107,7 @@ func (s *Store) EvictRepository(ctx context.Context, repo string) (int, error) {
 	defer s.gcMu.Unlock()
 	var keys [][]byte
 	candidates := map[digest.Digest]bool{}
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.db.View(s.ctx, func(txn kv.Txn) error {
 		if _, err := txn.Get(repoKey(repo)); err != nil {
 			return notFound(err, ErrNameUnknown)
 		}
@@ -126,7 +125,7 @@ func (s *Store) EvictRepository(ctx context.Context, repo string) (int, error) {
 		}
 		for d := range candidates {
 			var rec blobRecord
-			if kv.GetJSON(txn, blobKey(d), &rec) == nil && rec.Local {
+			if kv.Get(txn, blobKey(d), &rec) == nil && rec.Local {
 				return fmt.Errorf("%w: %s holds local content", ErrNotMirrored, repo)
 			}
 		}
@@ -136,14 +135,7 @@ func (s *Store) EvictRepository(ctx context.Context, repo string) (int, error) {
 		return 0, err
 	}
 	keys = append(keys, repoKey(repo))
-	wb := s.db.NewWriteBatch()
-	for _, k := range keys {
-		if err := wb.Delete(k); err != nil {
-			wb.Cancel()
-			return 0, err
-		}
-	}
-	if err := wb.Flush(); err != nil {
+	if err := s.db.Write(ctx, deletes(keys)); err != nil {
 		return 0, err
 	}
 	// Remove the blobs no other repository uses.
@@ -203,17 +195,12 @@ func IsMirrored(repo string, upstreams []string) bool {
 }
 
 // eachJSON decodes every value under prefix into a fresh T and hands it, with its key, to fn.
-func eachJSON[T any](txn *badger.Txn, prefix string, fn func(key []byte, v *T) error) error {
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefix), PrefetchValues: true})
-	defer it.Close()
-	for it.Rewind(); it.Valid(); it.Next() {
+func eachJSON[T any](txn kv.Txn, prefix string, fn func(key []byte, v *T) error) error {
+	return txn.Scan([]byte(prefix), kv.ScanOptions{}, func(key, val []byte) (bool, error) {
 		v := new(T)
-		if err := it.Item().Value(func(b []byte) error { return json.Unmarshal(b, v) }); err != nil {
-			return err
+		if err := json.Unmarshal(val, v); err != nil {
+			return false, err
 		}
-		if err := fn(it.Item().KeyCopy(nil), v); err != nil {
-			return err
-		}
-	}
-	return nil
+		return true, fn(key, v)
+	})
 }

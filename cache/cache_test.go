@@ -16,6 +16,8 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/opencontainers/go-digest"
+
+	"cove/internal/kv"
 )
 
 // newStore opens a store on a fresh directory; reopen gives the same directory a new Store.
@@ -34,7 +36,7 @@ func newStore(t *testing.T) (*Store, func() *Store) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s, err = Open(context.Background(), Config{Dir: dir, DB: db})
+		s, err = Open(context.Background(), Config{Dir: dir, DB: kv.NewBadger(db)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -467,7 +469,7 @@ func TestUploadSessionsAreCapped(t *testing.T) {
 	}
 	defer db.Close()
 	now := time.Unix(1_800_000_000, 0)
-	s, err := Open(ctx, Config{Dir: dir, DB: db, MaxUploads: 2, UploadTTL: time.Hour, Now: func() time.Time { return now }})
+	s, err := Open(ctx, Config{Dir: dir, DB: kv.NewBadger(db), MaxUploads: 2, UploadTTL: time.Hour, Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -631,7 +633,7 @@ func TestUploadCapsPerAccountAndProject(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	s, err := Open(ctx, Config{Dir: dir, DB: db, MaxUploads: 5, MaxUploadsPerAccount: 2, MaxUploadsPerProject: 3})
+	s, err := Open(ctx, Config{Dir: dir, DB: kv.NewBadger(db), MaxUploads: 5, MaxUploadsPerAccount: 2, MaxUploadsPerProject: 3})
 	if err != nil {
 		t.Fatal(err)
 	}

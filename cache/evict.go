@@ -9,8 +9,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
-
 	"cove/internal/kv"
 	"github.com/opencontainers/go-digest"
 )
@@ -78,7 +76,7 @@ func (s *Store) flushAccess() error {
 			}
 			if at.After(rec.Accessed) {
 				rec.Accessed = at
-				if err := kv.PutJSON(ct.Txn, blobKey(dgst), rec); err != nil {
+				if err := kv.Put(ct.Txn, blobKey(dgst), rec); err != nil {
 					return err
 				}
 			}
@@ -120,7 +118,7 @@ func (s *Store) evict(ctx context.Context, done func(freed int64) bool) (int, er
 		rec  blobRecord
 	}
 	var cands []candidate
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.db.View(s.ctx, func(txn kv.Txn) error {
 		return eachBlob(txn, func(dgst digest.Digest, rec blobRecord) error {
 			if rec.evictable() {
 				cands = append(cands, candidate{dgst, rec})
@@ -147,7 +145,7 @@ func (s *Store) evict(ctx context.Context, done func(freed int64) bool) (int, er
 		// Record first, then file: the index never points at a missing file. (Deleting frees
 		// index space too, so it goes on under the floor: db.Update, not s.update.)
 		ct := &commitTxn{}
-		err := s.db.Update(func(txn *badger.Txn) error {
+		err := s.db.Update(s.ctx, func(txn kv.Txn) error {
 			ct.Txn = txn
 			rec, err := getBlobRecord(txn, c.dgst)
 			if err != nil || !rec.evictable() {
@@ -176,7 +174,7 @@ func (s *Store) evict(ctx context.Context, done func(freed int64) bool) (int, er
 				f()
 			}
 		}
-		if errors.Is(err, ErrBlobUnknown) || errors.Is(err, badger.ErrConflict) {
+		if errors.Is(err, ErrBlobUnknown) || errors.Is(err, kv.ErrConflict) {
 			continue
 		}
 		if err != nil {
@@ -186,7 +184,7 @@ func (s *Store) evict(ctx context.Context, done func(freed int64) bool) (int, er
 			return evicted, fmt.Errorf("evict %s: %w", c.dgst, err)
 		}
 		// The marker has done its work; one left behind is cleared at the next start.
-		_ = s.db.Update(func(txn *badger.Txn) error { return txn.Delete([]byte(prefixEvicting + c.dgst.String())) })
+		_ = s.db.Update(s.ctx, func(txn kv.Txn) error { return txn.Delete([]byte(prefixEvicting + c.dgst.String())) })
 	}
 	if evicted > 0 {
 		s.log.Info("evicted mirrored blobs", "count", evicted, "freed_bytes", freed, "mirrored_bytes", s.mirrored.Load(), "max", s.maxSize)

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"cove/internal/kv"
 )
 
 // gate is an upstream body that hands out its bytes only as the test allows.
@@ -326,7 +328,7 @@ func TestEvictLeastRecentlyUsedMirroredContent(t *testing.T) {
 	var mu sync.Mutex
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	tick := func() { mu.Lock(); now = now.Add(time.Minute); mu.Unlock() }
-	s, err := Open(ctx, Config{Dir: dir, DB: db, MaxMirrored: 250 << 10, Now: clock})
+	s, err := Open(ctx, Config{Dir: dir, DB: kv.NewBadger(db), MaxMirrored: 250 << 10, Now: clock})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -394,7 +396,7 @@ func TestEvictPassesOverBlobsInUse(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	s, err := Open(ctx, Config{Dir: dir, DB: db, MaxMirrored: 150 << 10})
+	s, err := Open(ctx, Config{Dir: dir, DB: kv.NewBadger(db), MaxMirrored: 150 << 10})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,8 +8,9 @@ import (
 	"os"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/opencontainers/go-digest"
+
+	"cove/internal/kv"
 )
 
 // Collect removes the blob files that nothing references any more — no repository links them and
@@ -35,14 +36,11 @@ func (s *Store) Collect(ctx context.Context, grace time.Duration) (removed int, 
 			return 0, 0, err
 		}
 	}
-	wb := s.db.NewWriteBatch()
-	defer wb.Cancel()
-	for _, g := range garbage {
-		if err := wb.Delete(blobKey(g.dgst)); err != nil {
-			return 0, 0, fmt.Errorf("collect: %w", err)
-		}
+	keys := make([][]byte, len(garbage))
+	for i, g := range garbage {
+		keys[i] = blobKey(g.dgst)
 	}
-	if err := wb.Flush(); err != nil {
+	if err := s.db.Write(ctx, deletes(keys)); err != nil {
 		return 0, 0, fmt.Errorf("collect: %w", err)
 	}
 	for _, g := range garbage {
@@ -70,7 +68,7 @@ func (s *Store) mark(ctx context.Context, grace time.Duration) ([]garbageBlob, e
 	referenced := map[digest.Digest]bool{}
 	var garbage []garbageBlob
 	cutoff := s.now().Add(-grace)
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.db.View(s.ctx, func(txn kv.Txn) error {
 		for _, prefix := range []string{prefixLink, prefixManifest} {
 			err := scan(txn, []byte(prefix), "", func(key, _ []byte) bool {
 				referenced[digest.Digest(lastPart(key))] = true

@@ -11,8 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
-
 	"cove/internal/kv"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -85,7 +83,7 @@ func (s *Store) putManifest(ctx context.Context, repo string, m Manifest, body [
 	defer s.gcMu.RUnlock()
 	defer s.refs.Add(1) // after the index write, before RUnlock: see Collect
 	// Check the references before placing anything, so that a refused manifest leaves no file.
-	if err := s.db.View(func(txn *badger.Txn) error { return checkRefs(txn, repo, m) }); err != nil {
+	if err := s.db.View(s.ctx, func(txn kv.Txn) error { return checkRefs(txn, repo, m) }); err != nil {
 		return err
 	}
 	f, err := os.CreateTemp(s.tmpDir(), "manifest-*")
@@ -109,16 +107,16 @@ func (s *Store) putManifest(ctx context.Context, repo string, m Manifest, body [
 			return err
 		}
 		var old Manifest
-		switch err := kv.GetJSON(txn, manifestKey(repo, m.Digest), &old); {
+		switch err := kv.Get(txn, manifestKey(repo, m.Digest), &old); {
 		case err == nil && old.MediaType != m.MediaType && from == originLocal:
 			// Within a repository a digest names one content and one media type (docs/SECURITY.md 2).
 			return fmt.Errorf("%w: this repository holds %s as %s", ErrMediaTypeConflict, m.Digest, old.MediaType)
 		case err == nil:
 			m.Created = old.Created // a re-push keeps the original time
-		case !errors.Is(err, badger.ErrKeyNotFound):
+		case !errors.Is(err, kv.ErrNotFound):
 			return err
 		}
-		if err := kv.PutJSON(txn, manifestKey(repo, m.Digest), m); err != nil {
+		if err := kv.Put(txn, manifestKey(repo, m.Digest), m); err != nil {
 			return err
 		}
 		if m.Subject != "" {
@@ -146,7 +144,7 @@ func (s *Store) putManifest(ctx context.Context, repo string, m Manifest, body [
 
 // checkRefs returns a *MissingError for the first blob of m not linked to repo, or child
 // manifest of m not in repo.
-func checkRefs(txn *badger.Txn, repo string, m Manifest) error {
+func checkRefs(txn kv.Txn, repo string, m Manifest) error {
 	for _, d := range m.Blobs {
 		if _, err := txn.Get(linkKey(repo, d)); err != nil {
 			return notFound(err, &MissingError{Digest: d})
@@ -164,7 +162,7 @@ func checkRefs(txn *badger.Txn, repo string, m Manifest) error {
 // ErrManifestUnknown.
 func (s *Store) Resolve(ctx context.Context, repo, ref string) (Manifest, error) {
 	var m Manifest
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.db.View(s.ctx, func(txn kv.Txn) error {
 		var err error
 		m, err = resolve(txn, repo, ref)
 		return err
@@ -172,21 +170,17 @@ func (s *Store) Resolve(ctx context.Context, repo, ref string) (Manifest, error)
 	return m, err
 }
 
-func resolve(txn *badger.Txn, repo, ref string) (Manifest, error) {
+func resolve(txn kv.Txn, repo, ref string) (Manifest, error) {
 	dgst, err := digest.Parse(ref)
 	if err != nil { // a tag
-		item, err := txn.Get(tagKey(repo, ref))
+		v, err := txn.Get(tagKey(repo, ref))
 		if err != nil {
 			return Manifest{}, notFound(err, ErrManifestUnknown)
-		}
-		v, err := item.ValueCopy(nil)
-		if err != nil {
-			return Manifest{}, err
 		}
 		dgst = digest.Digest(v)
 	}
 	var m Manifest
-	if err := kv.GetJSON(txn, manifestKey(repo, dgst), &m); err != nil {
+	if err := kv.Get(txn, manifestKey(repo, dgst), &m); err != nil {
 		return Manifest{}, notFound(err, ErrManifestUnknown)
 	}
 	m.Digest = dgst
@@ -221,7 +215,7 @@ func (s *Store) DeleteManifest(ctx context.Context, repo string, dgst digest.Dig
 	return s.update(func(ct *commitTxn) error {
 		txn := ct.Txn
 		var m Manifest
-		if err := kv.GetJSON(txn, manifestKey(repo, dgst), &m); err != nil {
+		if err := kv.Get(txn, manifestKey(repo, dgst), &m); err != nil {
 			return notFound(err, ErrManifestUnknown)
 		}
 		if err := txn.Delete(manifestKey(repo, dgst)); err != nil {
@@ -267,7 +261,7 @@ func (s *Store) DeleteTag(ctx context.Context, repo, tag string) error {
 // more reports whether tags follow the ones returned. A repository without content is ErrNameUnknown.
 func (s *Store) Tags(ctx context.Context, repo, last string, n int) (tags []string, more bool, err error) {
 	tags = []string{}
-	err = s.db.View(func(txn *badger.Txn) error {
+	err = s.db.View(s.ctx, func(txn kv.Txn) error {
 		if _, err := txn.Get(repoKey(repo)); err != nil {
 			return notFound(err, ErrNameUnknown)
 		}
@@ -288,7 +282,7 @@ func (s *Store) Tags(ctx context.Context, repo, last string, n int) (tags []stri
 // last, keeping only those for which visible returns true. more reports whether others follow.
 func (s *Store) Repositories(ctx context.Context, last string, n int, visible func(repo string) bool) (repos []string, more bool, err error) {
 	repos = []string{}
-	err = s.db.View(func(txn *badger.Txn) error {
+	err = s.db.View(s.ctx, func(txn kv.Txn) error {
 		return scan(txn, []byte(prefixRepo), last, func(key, _ []byte) bool {
 			repo := string(key[len(prefixRepo):])
 			if !visible(repo) {
@@ -308,7 +302,7 @@ func (s *Store) Repositories(ctx context.Context, last string, n int, visible fu
 // CountRepositories returns how many repositories with content have names starting with prefix.
 func (s *Store) CountRepositories(ctx context.Context, prefix string) (int, error) {
 	count := 0
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.db.View(s.ctx, func(txn kv.Txn) error {
 		return scan(txn, []byte(prefixRepo+prefix), "", func(_, _ []byte) bool {
 			count++
 			return true
@@ -323,7 +317,7 @@ func (s *Store) CountRepositories(ctx context.Context, prefix string) (int, erro
 // reports whether more follow.
 func (s *Store) Referrers(ctx context.Context, repo string, subject digest.Digest, artifactType, last string, n, maxBytes int) (descs []ocispec.Descriptor, more bool, err error) {
 	descs = []ocispec.Descriptor{}
-	err = s.db.View(func(txn *badger.Txn) error {
+	err = s.db.View(s.ctx, func(txn kv.Txn) error {
 		size := 0
 		var ferr error
 		err := scan(txn, []byte(prefixReferrer+repo+sep+subject.String()+sep), last, func(key, _ []byte) bool {
@@ -333,8 +327,8 @@ func (s *Store) Referrers(ctx context.Context, repo string, subject digest.Diges
 			}
 			d := digest.Digest(lastPart(key))
 			var m Manifest
-			if err := kv.GetJSON(txn, manifestKey(repo, d), &m); err != nil {
-				if !errors.Is(err, badger.ErrKeyNotFound) {
+			if err := kv.Get(txn, manifestKey(repo, d), &m); err != nil {
+				if !errors.Is(err, kv.ErrNotFound) {
 					ferr = err
 					return false
 				}
@@ -360,32 +354,17 @@ func (s *Store) Referrers(ctx context.Context, repo string, subject digest.Diges
 // scan calls fn for each key under prefix that sorts after prefix+after, in order, until fn
 // returns false. The key and value passed to fn are valid only during the call: badger reuses
 // them at the next step, so fn copies what it keeps (bytes.Clone, or a string conversion).
-func scan(txn *badger.Txn, prefix []byte, after string, fn func(key, val []byte) bool) error {
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
-	defer it.Close()
-	start := prefix
+func scan(txn kv.Txn, prefix []byte, after string, fn func(key, val []byte) bool) error {
+	var from []byte
 	if after != "" {
-		start = append(append([]byte{}, prefix...), after...)
+		from = append(append([]byte{}, prefix...), after...)
 	}
-	for it.Seek(start); it.Valid(); it.Next() {
-		item := it.Item()
-		key := item.Key()
+	return txn.Scan(prefix, kv.ScanOptions{From: from}, func(key, val []byte) (bool, error) {
 		if after != "" && strings.TrimPrefix(string(key), string(prefix)) == after {
-			continue
+			return true, nil
 		}
-		var stop bool
-		err := item.Value(func(val []byte) error {
-			stop = !fn(key, val)
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		if stop {
-			return nil
-		}
-	}
-	return nil
+		return fn(key, val), nil
+	})
 }
 
 // MirroredTag returns the manifest that a mirrored tag points at and when the tag was last checked
@@ -393,18 +372,18 @@ func scan(txn *badger.Txn, prefix []byte, after string, fn func(key, val []byte)
 func (s *Store) MirroredTag(ctx context.Context, repo, tag string) (Manifest, time.Time, error) {
 	var m Manifest
 	var checked time.Time
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.db.View(s.ctx, func(txn kv.Txn) error {
 		var err error
 		if m, err = resolve(txn, repo, tag); err != nil {
 			return err
 		}
-		item, err := txn.Get(checkedKey(repo, tag))
+		b, err := txn.Get(checkedKey(repo, tag))
 		if err != nil {
 			return notFound(err, nil) // never checked: the zero time
 		}
-		return item.Value(func(b []byte) error { return checked.UnmarshalText(b) })
+		return checked.UnmarshalText(b)
 	})
-	if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
+	if err != nil && !errors.Is(err, kv.ErrNotFound) {
 		return Manifest{}, time.Time{}, err
 	}
 	return m, checked, nil
@@ -415,7 +394,7 @@ func (s *Store) TagChecked(ctx context.Context, repo, tag string, at time.Time) 
 	return s.update(func(ct *commitTxn) error { return setChecked(ct.Txn, repo, tag, at) })
 }
 
-func setChecked(txn *badger.Txn, repo, tag string, at time.Time) error {
+func setChecked(txn kv.Txn, repo, tag string, at time.Time) error {
 	b, err := at.UTC().MarshalText()
 	if err != nil {
 		return err

@@ -9,8 +9,9 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/opencontainers/go-digest"
+
+	"cove/internal/kv"
 )
 
 // reconcile makes the index and the blob files agree (invariant 2 of the package): a record whose
@@ -45,7 +46,7 @@ func (s *Store) reconcile(ctx context.Context) error {
 
 	// Evictions cut short: their records are gone, their files go now.
 	var evicting [][]byte
-	err = s.db.View(func(txn *badger.Txn) error {
+	err = s.db.View(s.ctx, func(txn kv.Txn) error {
 		return scan(txn, []byte(prefixEvicting), "", func(key, _ []byte) bool {
 			evicting = append(evicting, bytes.Clone(key))
 			return true
@@ -58,7 +59,7 @@ func (s *Store) reconcile(ctx context.Context) error {
 		dgst := digest.Digest(key[len(prefixEvicting):])
 		if _, ok := files[dgst]; ok {
 			has := false
-			_ = s.db.View(func(txn *badger.Txn) error {
+			_ = s.db.View(s.ctx, func(txn kv.Txn) error {
 				_, err := txn.Get(blobKey(dgst))
 				has = err == nil
 				return nil
@@ -71,13 +72,13 @@ func (s *Store) reconcile(ctx context.Context) error {
 				s.log.Info("finished an eviction cut short by a stop", "digest", dgst)
 			}
 		}
-		if err := s.db.Update(func(txn *badger.Txn) error { return txn.Delete(key) }); err != nil {
+		if err := s.db.Update(s.ctx, func(txn kv.Txn) error { return txn.Delete(key) }); err != nil {
 			return err
 		}
 	}
 
 	var missing []digest.Digest
-	err = s.db.View(func(txn *badger.Txn) error {
+	err = s.db.View(s.ctx, func(txn kv.Txn) error {
 		return scan(txn, []byte(prefixBlob), "", func(key, _ []byte) bool {
 			dgst := digest.Digest(key[len(prefixBlob):])
 			if _, ok := files[dgst]; ok {
@@ -120,7 +121,7 @@ func (s *Store) dropRecords(missing []digest.Digest) error {
 		gone[d.String()] = true
 	}
 	var keys [][]byte
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.db.View(s.ctx, func(txn kv.Txn) error {
 		for _, prefix := range []string{prefixBlob, prefixLink, prefixManifest, prefixReferrer} {
 			err := scan(txn, []byte(prefix), "", func(key, _ []byte) bool {
 				if gone[lastPart(key)] || (prefix == prefixBlob && gone[string(key[len(prefixBlob):])]) {
@@ -142,20 +143,13 @@ func (s *Store) dropRecords(missing []digest.Digest) error {
 	if err != nil {
 		return err
 	}
-	wb := s.db.NewWriteBatch()
-	defer wb.Cancel()
-	for _, k := range keys {
-		if err := wb.Delete(k); err != nil {
-			return err
-		}
-	}
-	return wb.Flush()
+	return s.db.Write(s.ctx, deletes(keys))
 }
 
 // recount recomputes the stored-blob statistics from the records.
 func (s *Store) recount() error {
 	var n, size, mirrored int64
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.db.View(s.ctx, func(txn kv.Txn) error {
 		return eachBlob(txn, func(_ digest.Digest, rec blobRecord) error {
 			n++
 			size += rec.Size

@@ -11,8 +11,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/opencontainers/go-digest"
+
+	"cove/internal/kv"
 )
 
 // smallDisk is a file system of capacity bytes holding the blob and temporary files of dir (the
@@ -46,7 +47,7 @@ func spaceStore(t *testing.T, capacity, minFree, maxBlob int64) (*Store, *smallD
 	}
 	t.Cleanup(func() { db.Close() })
 	disk := &smallDisk{dir: dir, capacity: capacity}
-	s, err := Open(context.Background(), Config{Dir: dir, DB: db, MinFree: minFree, MaxBlobSize: maxBlob, DiskSpace: disk.space})
+	s, err := Open(context.Background(), Config{Dir: dir, DB: kv.NewBadger(db), MinFree: minFree, MaxBlobSize: maxBlob, DiskSpace: disk.space})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +157,7 @@ func TestIndexWritesStopUnderHalfTheFloor(t *testing.T) {
 	}
 	defer db.Close()
 	avail := int64(100 << 20)
-	s, err := Open(ctx, Config{Dir: dir, DB: db, MinFree: 10 << 20, DiskSpace: func(string) (int64, int64, error) { return avail, 1 << 30, nil }})
+	s, err := Open(ctx, Config{Dir: dir, DB: kv.NewBadger(db), MinFree: 10 << 20, DiskSpace: func(string) (int64, int64, error) { return avail, 1 << 30, nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +173,7 @@ func TestIndexWritesStopUnderHalfTheFloor(t *testing.T) {
 		t.Error("IndexWritable under half the floor")
 	}
 
-	ro, err := Open(ctx, Config{Dir: t.TempDir(), DB: db, ReadOnly: true})
+	ro, err := Open(ctx, Config{Dir: t.TempDir(), DB: kv.NewBadger(db), ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,7 +212,7 @@ func TestEvictionCutShortIsFinishedAtStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	// What evict writes before it removes the file, and then a stop.
-	if err := s.db.Update(func(txn *badger.Txn) error {
+	if err := s.db.Update(context.Background(), func(txn kv.Txn) error {
 		if err := txn.Delete(blobKey(dgst)); err != nil {
 			return err
 		}

@@ -14,8 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
-
 	"cove/internal/kv"
 	"github.com/opencontainers/go-digest"
 )
@@ -24,8 +22,9 @@ import (
 type Config struct {
 	// Dir is the data directory; blobs/ and tmp/ are created below it.
 	Dir string
-	// DB is the index, opened by the caller (see OpenDB). The Store does not close it.
-	DB *badger.DB
+	// DB is the index, opened by the caller: badger on one node (kv.NewBadger over OpenDB),
+	// PostgreSQL in a fleet. The Store does not close it.
+	DB kv.DB
 	// Logger receives lifecycle and reconcile messages; nil discards them.
 	Logger *slog.Logger
 	// UploadTTL is how long an idle upload session is kept; zero means 15 minutes (a session
@@ -62,7 +61,7 @@ type Config struct {
 // Store is the blob store and index. Create it with Open.
 type Store struct {
 	dir        string
-	db         *badger.DB
+	db         kv.DB
 	log        *slog.Logger
 	ttl        time.Duration
 	maxUploads int
@@ -192,13 +191,14 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 			return nil, fmt.Errorf("create %s: %w", d, err)
 		}
 	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.fillCtx, s.cutFills = context.WithCancelCause(s.ctx)
 	if s.readOnly {
 		s.log.Warn("read-only: the index is not reconciled with the blob files until a start with free space")
 	} else if err := s.reconcile(ctx); err != nil {
+		s.cancel()
 		return nil, fmt.Errorf("reconcile index with %s: %w", s.dir, err)
 	}
-	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.fillCtx, s.cutFills = context.WithCancelCause(s.ctx)
 	s.wg.Go(s.flushLoop)
 	return s, nil
 }
@@ -237,7 +237,7 @@ func (s *Store) blobPath(dgst digest.Digest) string {
 // StatBlob returns the blob dgst if repo may read it, or ErrBlobUnknown.
 func (s *Store) StatBlob(ctx context.Context, repo string, dgst digest.Digest) (BlobInfo, error) {
 	var info BlobInfo
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.db.View(s.ctx, func(txn kv.Txn) error {
 		if _, err := txn.Get(linkKey(repo, dgst)); err != nil {
 			return notFound(err, ErrBlobUnknown)
 		}
@@ -253,7 +253,7 @@ func (s *Store) StatBlob(ctx context.Context, repo string, dgst digest.Digest) (
 
 // HasBlob reports whether the blob dgst is stored, for any repository.
 func (s *Store) HasBlob(ctx context.Context, dgst digest.Digest) bool {
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.db.View(s.ctx, func(txn kv.Txn) error {
 		_, err := txn.Get(blobKey(dgst))
 		return err
 	})
@@ -353,11 +353,11 @@ func (s *Store) unplace(placed bool, dgst digest.Digest) {
 	if !placed {
 		return
 	}
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.db.View(s.ctx, func(txn kv.Txn) error {
 		_, err := txn.Get(blobKey(dgst))
 		return err
 	})
-	if errors.Is(err, badger.ErrKeyNotFound) {
+	if errors.Is(err, kv.ErrNotFound) {
 		_ = os.Remove(s.blobPath(dgst))
 	}
 }
@@ -487,7 +487,7 @@ func (s *Store) update(fn func(ct *commitTxn) error) error {
 	var err error
 	for range 5 {
 		ct := &commitTxn{}
-		err = s.db.Update(func(txn *badger.Txn) error {
+		err = s.db.Update(s.ctx, func(txn kv.Txn) error {
 			ct.Txn = txn
 			return fn(ct)
 		})
@@ -496,7 +496,7 @@ func (s *Store) update(fn func(ct *commitTxn) error) error {
 				f()
 			}
 		}
-		if !errors.Is(err, badger.ErrConflict) {
+		if !errors.Is(err, kv.ErrConflict) {
 			return err
 		}
 	}
@@ -505,7 +505,7 @@ func (s *Store) update(fn func(ct *commitTxn) error) error {
 
 // commitTxn is a read-write transaction with work to run once it has committed.
 type commitTxn struct {
-	*badger.Txn
+	kv.Txn
 	after []func()
 }
 
@@ -542,7 +542,7 @@ func (s *Store) ensureBlobRecord(ct *commitTxn, dgst digest.Digest, size int64, 
 	if !isNew && rec == old {
 		return rec, nil
 	}
-	if err := kv.PutJSON(ct.Txn, blobKey(dgst), rec); err != nil {
+	if err := kv.Put(ct.Txn, blobKey(dgst), rec); err != nil {
 		return rec, err
 	}
 	ct.onCommit(func() { s.account(old, rec, isNew) })
@@ -563,28 +563,23 @@ func (s *Store) account(old, rec blobRecord, isNew bool) {
 }
 
 // eachBlob calls fn with every blob record, in digest order, until fn returns an error.
-func eachBlob(txn *badger.Txn, fn func(dgst digest.Digest, rec blobRecord) error) error {
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixBlob), PrefetchValues: true})
-	defer it.Close()
-	for it.Rewind(); it.Valid(); it.Next() {
+func eachBlob(txn kv.Txn, fn func(dgst digest.Digest, rec blobRecord) error) error {
+	return txn.Scan([]byte(prefixBlob), kv.ScanOptions{}, func(key, val []byte) (bool, error) {
 		var rec blobRecord
-		if err := it.Item().Value(func(b []byte) error { return json.Unmarshal(b, &rec) }); err != nil {
-			return err
+		if err := json.Unmarshal(val, &rec); err != nil {
+			return false, err
 		}
-		if err := fn(digest.Digest(it.Item().Key()[len(prefixBlob):]), rec); err != nil {
-			return err
-		}
-	}
-	return nil
+		return true, fn(digest.Digest(key[len(prefixBlob):]), rec)
+	})
 }
 
-func getBlobRecord(txn *badger.Txn, dgst digest.Digest) (blobRecord, error) {
+func getBlobRecord(txn kv.Txn, dgst digest.Digest) (blobRecord, error) {
 	var rec blobRecord
-	err := kv.GetJSON(txn, blobKey(dgst), &rec)
+	err := kv.Get(txn, blobKey(dgst), &rec)
 	return rec, notFound(err, ErrBlobUnknown)
 }
 
-func link(txn *badger.Txn, repo string, dgst digest.Digest) error {
+func link(txn kv.Txn, repo string, dgst digest.Digest) error {
 	if err := txn.Set(linkKey(repo, dgst), nil); err != nil {
 		return err
 	}
@@ -592,7 +587,7 @@ func link(txn *badger.Txn, repo string, dgst digest.Digest) error {
 }
 
 // dropRepoIfEmpty removes repo from the catalog when it has no manifest and no blob link left.
-func dropRepoIfEmpty(txn *badger.Txn, repo string) error {
+func dropRepoIfEmpty(txn kv.Txn, repo string) error {
 	for _, kind := range []string{prefixManifest, prefixLink} {
 		if hasPrefix(txn, repoPrefix(kind, repo)) {
 			return nil
@@ -601,16 +596,27 @@ func dropRepoIfEmpty(txn *badger.Txn, repo string) error {
 	return txn.Delete(repoKey(repo))
 }
 
-func hasPrefix(txn *badger.Txn, prefix []byte) bool {
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
-	defer it.Close()
-	it.Rewind()
-	return it.Valid()
+func hasPrefix(txn kv.Txn, prefix []byte) bool {
+	found := false
+	_ = txn.Scan(prefix, kv.ScanOptions{KeysOnly: true}, func([]byte, []byte) (bool, error) {
+		found = true
+		return false, nil
+	})
+	return found
+}
+
+// deletes is the ops of DB.Write that remove keys.
+func deletes(keys [][]byte) []kv.Op {
+	ops := make([]kv.Op, len(keys))
+	for i, k := range keys {
+		ops[i] = kv.Op{Key: k, Delete: true}
+	}
+	return ops
 }
 
 // notFound translates badger's missing key into the store's own sentinel.
 func notFound(err, sentinel error) error {
-	if errors.Is(err, badger.ErrKeyNotFound) {
+	if errors.Is(err, kv.ErrNotFound) {
 		return sentinel
 	}
 	return err

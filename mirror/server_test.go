@@ -28,6 +28,7 @@ import (
 
 	"cove/auth"
 	"cove/cache"
+	"cove/internal/kv"
 	"cove/mirror"
 )
 
@@ -53,7 +54,7 @@ func newEnv(t testing.TB, opts ...func(*mirror.Config)) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	store, err := cache.Open(ctx, cache.Config{Dir: dir, DB: db})
+	store, err := cache.Open(ctx, cache.Config{Dir: dir, DB: kv.NewBadger(db)})
 	if err != nil {
 		t.Fatal(err)
 	}

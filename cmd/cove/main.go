@@ -38,6 +38,7 @@ import (
 	"cove/admin"
 	"cove/auth"
 	"cove/cache"
+	"cove/internal/kv"
 	"cove/internal/telemetry"
 	"cove/mirror"
 	covetls "cove/tls"
@@ -180,8 +181,10 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 		return err
 	}
 	defer db.Close()
+	meta := kv.NewBadger(db) // the metadata seam: badger on one node
+	defer meta.Close()
 	store, err := cache.Open(ctx, cache.Config{
-		Dir: cfg.Data, DB: db, Logger: log, MaxMirrored: int64(cfg.Mirror.MaxSize),
+		Dir: cfg.Data, DB: meta, Logger: log, MaxMirrored: int64(cfg.Mirror.MaxSize),
 		MinFree: minFree, MinFreePercent: minFreePct, MaxBlobSize: int64(cfg.Mirror.MaxBlobSize), ReadOnly: readOnly,
 	})
 	if err != nil {

@@ -58,6 +58,29 @@ func (b *Badger) NextID(ctx context.Context, name string) (int64, error) {
 	return int64(n) + 1, err
 }
 
+// Write implements DB with a badger write batch.
+func (b *Badger) Write(ctx context.Context, ops []Op) error {
+	wb := b.db.NewWriteBatch()
+	defer wb.Cancel()
+	for _, op := range ops {
+		var err error
+		switch {
+		case op.Delete:
+			err = wb.Delete(op.Key)
+		case !op.Expires.IsZero():
+			e := badger.NewEntry(op.Key, op.Value)
+			e.ExpiresAt = uint64(max(op.Expires.Unix(), 1))
+			err = wb.SetEntry(e)
+		default:
+			err = wb.Set(op.Key, op.Value)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return wb.Flush()
+}
+
 // Close releases the sequences' unused numbers; the badger database stays open.
 func (b *Badger) Close() error {
 	b.mu.Lock()

@@ -149,6 +149,40 @@ func (p *Postgres) NextID(ctx context.Context, name string) (int64, error) {
 	return n, err
 }
 
+// Write implements DB: the ops in transactions of at most writeBatch each.
+func (p *Postgres) Write(ctx context.Context, ops []Op) error {
+	for len(ops) > 0 {
+		n := min(len(ops), writeBatch)
+		batch := ops[:n]
+		ops = ops[n:]
+		err := pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
+			t := &pgTxn{ctx: ctx, tx: tx}
+			for _, op := range batch {
+				var err error
+				switch {
+				case op.Delete:
+					err = t.Delete(op.Key)
+				case !op.Expires.IsZero():
+					err = t.SetExpiring(op.Key, op.Value, op.Expires)
+				default:
+					err = t.Set(op.Key, op.Value)
+				}
+				if err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeBatch is how many ops one transaction of Write applies.
+const writeBatch = 500
+
 // Close closes the connections.
 func (p *Postgres) Close() error {
 	p.pool.Close()

@@ -2,6 +2,7 @@ package kv
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"time"
 )
@@ -25,6 +26,10 @@ type DB interface {
 	// NextID returns the next number of the named sequence, from 1; numbers are never given
 	// twice, and may be skipped.
 	NextID(ctx context.Context, name string) (int64, error)
+	// Write applies ops outside of any transaction, in batches: bulk work whose parts need not
+	// be atomic together (collecting garbage, writing audit batches). Each op is applied at most
+	// once; on an error some may have been.
+	Write(ctx context.Context, ops []Op) error
 	// Close releases the store.
 	Close() error
 }
@@ -71,4 +76,29 @@ func prefixEnd(prefix []byte) []byte {
 		}
 	}
 	return nil
+}
+
+// Op is one write of DB.Write: a value under Key (until Expires, when set), or Key's removal.
+type Op struct {
+	Key, Value []byte
+	Expires    time.Time
+	Delete     bool
+}
+
+// Get decodes the JSON value of key into v; ErrNotFound when there is none.
+func Get(txn Txn, key []byte, v any) error {
+	b, err := txn.Get(key)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, v)
+}
+
+// Put writes v as the JSON value of key.
+func Put(txn Txn, key []byte, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return txn.Set(key, b)
 }

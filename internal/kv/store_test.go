@@ -227,3 +227,46 @@ func conformance(t *testing.T, db DB) {
 		}
 	})
 }
+
+func TestWriteConforms(t *testing.T) {
+	db, err := badger.Open(badger.DefaultOptions(filepath.Join(t.TempDir(), "index")).WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	writeSuite(t, NewBadger(db))
+	srv := pgtest.Start(t)
+	p, err := OpenPostgres(context.Background(), srv.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	writeSuite(t, p)
+}
+
+// writeSuite: Write sets, expires and deletes in bulk, more than one batch.
+func writeSuite(t *testing.T, db DB) {
+	ctx := context.Background()
+	var ops []Op
+	for i := range 1200 {
+		ops = append(ops, Op{Key: []byte(fmt.Sprintf("w/%04d", i)), Value: []byte("v")})
+	}
+	ops = append(ops, Op{Key: []byte("w/x"), Value: []byte("gone"), Expires: time.Now().Add(-time.Minute)})
+	if err := db.Write(ctx, ops); err != nil {
+		t.Fatal(err)
+	}
+	var dels []Op
+	for i := range 1000 {
+		dels = append(dels, Op{Key: []byte(fmt.Sprintf("w/%04d", i)), Delete: true})
+	}
+	if err := db.Write(ctx, dels); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	db.View(ctx, func(tx Txn) error {
+		return tx.Scan([]byte("w/"), ScanOptions{KeysOnly: true}, func(k, _ []byte) (bool, error) { n++; return true, nil })
+	})
+	if n != 200 {
+		t.Errorf("%T: %d keys after 1201 writes (one expired) and 1000 deletes, want 200", db, n)
+	}
+}
