@@ -18,32 +18,86 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"cove/internal/kv"
+	"cove/internal/pgtest"
 )
 
-// newStore opens a store on a fresh directory; reopen gives the same directory a new Store.
+// newStore opens a store on a fresh directory; reopen gives the same directory a new Store. Its
+// index is badger, or PostgreSQL within TestStoreOnPostgres.
 func newStore(t *testing.T) (*Store, func() *Store) {
 	t.Helper()
 	dir := t.TempDir()
 	var db *badger.DB
+	var meta kv.DB
 	var s *Store
+	first := true
 	open := func() *Store {
 		if s != nil {
 			s.Close()
-			db.Close()
+			meta.Close()
+			if db != nil {
+				db.Close()
+			}
 		}
 		var err error
-		db, err = OpenDB(filepath.Join(dir, "index"), nil)
-		if err != nil {
-			t.Fatal(err)
+		if postgresDSN != "" {
+			p, err := kv.OpenPostgres(context.Background(), postgresDSN)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if first {
+				if err := p.Truncate(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			meta = p
+		} else {
+			if db, err = OpenDB(filepath.Join(dir, "index"), nil); err != nil {
+				t.Fatal(err)
+			}
+			meta = kv.NewBadger(db)
 		}
-		s, err = Open(context.Background(), Config{Dir: dir, DB: kv.NewBadger(db)})
+		first = false
+		s, err = Open(context.Background(), Config{Dir: dir, DB: meta})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return s
 	}
-	t.Cleanup(func() { s.Close(); db.Close() })
+	t.Cleanup(func() {
+		s.Close()
+		meta.Close()
+		if db != nil {
+			db.Close()
+		}
+	})
 	return open(), open
+}
+
+// postgresDSN, when set (by TestStoreOnPostgres), makes newStore use PostgreSQL.
+var postgresDSN string
+
+// TestStoreOnPostgres runs the store's tests with its index in PostgreSQL, as in a fleet: what
+// passes on badger passes there.
+func TestStoreOnPostgres(t *testing.T) {
+	srv := pgtest.Start(t)
+	postgresDSN = srv.DSN
+	defer func() { postgresDSN = "" }()
+	for name, test := range map[string]func(*testing.T){
+		"PutBlobLinksOnlyItsRepository":     TestPutBlobLinksOnlyItsRepository,
+		"PutBlobRefusesWrongContent":        TestPutBlobRefusesWrongContent,
+		"ChunkedUpload":                     TestChunkedUpload,
+		"ManifestsTagsReferrers":            TestManifestsTagsReferrers,
+		"RepositoriesAndEmptyRepositories":  TestRepositoriesAndEmptyRepositories,
+		"OpenReconciles":                    TestOpenReconciles,
+		"Collect":                           TestCollect,
+		"DigestNamesOneMediaType":           TestDigestNamesOneMediaType,
+		"DeleteTouchesNothingElse":          TestDeleteTouchesNothingElse,
+		"FillStreamsToEveryReaderOnce":      TestFillStreamsToEveryReaderOnce,
+		"FillNeverCompletesAWrongBlob":      TestFillNeverCompletesAWrongBlob,
+		"EvictionCutShortIsFinishedAtStart": TestEvictionCutShortIsFinishedAtStart,
+	} {
+		t.Run(name, test)
+	}
 }
 
 func tmpEntries(t *testing.T, s *Store) []string {

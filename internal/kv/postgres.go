@@ -206,12 +206,18 @@ func (t *pgTxn) Get(key []byte) ([]byte, error) {
 }
 
 func (t *pgTxn) Set(key, value []byte) error {
+	if value == nil {
+		value = []byte{} // an empty value, not SQL's NULL
+	}
 	_, err := t.tx.Exec(t.ctx, `INSERT INTO kv (key, value, expires_at) VALUES ($1, $2, NULL)
 		ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, expires_at = NULL`, key, value)
 	return err
 }
 
 func (t *pgTxn) SetExpiring(key, value []byte, expires time.Time) error {
+	if value == nil {
+		value = []byte{}
+	}
 	_, err := t.tx.Exec(t.ctx, `INSERT INTO kv (key, value, expires_at) VALUES ($1, $2, $3)
 		ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at`, key, value, expires)
 	return err
@@ -291,3 +297,9 @@ func (t *pgTxn) Scan(prefix []byte, opts ScanOptions, fn func(key, value []byte)
 }
 
 var _ DB = (*Postgres)(nil)
+
+// Truncate removes every record and sequence: for tests that reuse one database.
+func (p *Postgres) Truncate(ctx context.Context) error {
+	_, err := p.pool.Exec(ctx, "TRUNCATE kv, kv_sequence")
+	return err
+}

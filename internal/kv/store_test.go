@@ -72,6 +72,16 @@ func conformance(t *testing.T, db DB) {
 
 	t.Run("get set delete", func(t *testing.T) {
 		set("a/1", "one", "a/2", "two")
+		// A nil value is an empty one (markers: links, repositories).
+		if err := db.Update(ctx, func(tx Txn) error { return tx.Set([]byte("a/0"), nil) }); err != nil {
+			t.Fatalf("Set(nil value) = %v", err)
+		}
+		if got := scan("a/0", ScanOptions{}, 0); !slices.Equal(got, []string{"a/0="}) {
+			t.Errorf("a nil value reads %v", got)
+		}
+		if err := db.Update(ctx, func(tx Txn) error { return tx.Delete([]byte("a/0")) }); err != nil {
+			t.Fatal(err)
+		}
 		err := db.View(ctx, func(tx Txn) error {
 			if v, err := tx.Get([]byte("a/1")); err != nil || string(v) != "one" {
 				return fmt.Errorf("Get(a/1) = %q, %v", v, err)
