@@ -47,7 +47,9 @@ func (b *Badger) NextID(ctx context.Context, name string) (int64, error) {
 	seq := b.seqs[name]
 	if seq == nil {
 		var err error
-		if seq, err = b.db.GetSequence([]byte("seq/"+name), idBandwidth); err != nil {
+		// The sequence's key is its name, as auth's sequences were kept before the seam
+		// ("auth/seq/user"): ids go on from where they were.
+		if seq, err = b.db.GetSequence([]byte(name), idBandwidth); err != nil {
 			b.mu.Unlock()
 			return 0, err
 		}

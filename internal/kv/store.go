@@ -24,7 +24,8 @@ type DB interface {
 	// again. Nothing fn wrote is kept unless Update returns nil.
 	Update(ctx context.Context, fn func(Txn) error) error
 	// NextID returns the next number of the named sequence, from 1; numbers are never given
-	// twice, and may be skipped.
+	// twice, and may be skipped. On badger the name is the sequence's key: it must not be a
+	// key of a record.
 	NextID(ctx context.Context, name string) (int64, error)
 	// Write applies ops outside of any transaction, in batches: bulk work whose parts need not
 	// be atomic together (collecting garbage, writing audit batches). Each op is applied at most
