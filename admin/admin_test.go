@@ -15,6 +15,8 @@ import (
 
 	"cove/auth"
 	"cove/cache"
+
+	"cove/internal/kv"
 )
 
 // fakeRepos counts repositories from a list the test sets; it browses nothing.
@@ -46,12 +48,12 @@ func newServer(t *testing.T) (*httptest.Server, *fakeRepos) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	as, err := auth.New(context.Background(), db, auth.Config{AdminPassword: "pw", BcryptCost: bcrypt.MinCost, KeyDir: t.TempDir()})
+	as, err := auth.New(context.Background(), kv.NewBadger(db), auth.Config{AdminPassword: "pw", BcryptCost: bcrypt.MinCost, KeyDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	repos := &fakeRepos{}
-	s, err := New(Config{Auth: as, Repos: repos, Browse: repos, Audit: auth.NewAudit(db, 0, nil)})
+	s, err := New(Config{Auth: as, Repos: repos, Browse: repos, Audit: auth.NewAudit(kv.NewBadger(db), 0, nil)})
 	if err != nil {
 		t.Fatal(err)
 	}

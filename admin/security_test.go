@@ -13,6 +13,8 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"cove/auth"
+
+	"cove/internal/kv"
 )
 
 type secEnv struct {
@@ -28,8 +30,8 @@ func newSecEnv(t *testing.T, selfRegistration bool) *secEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	audit := auth.NewAudit(db, 0, nil)
-	as, err := auth.New(context.Background(), db, auth.Config{AdminPassword: "pw", BcryptCost: bcrypt.MinCost, KeyDir: t.TempDir(), Audit: audit, SelfRegistration: selfRegistration, AnonymousMirrorPull: true, ReservedNames: []string{"docker.io"}})
+	audit := auth.NewAudit(kv.NewBadger(db), 0, nil)
+	as, err := auth.New(context.Background(), kv.NewBadger(db), auth.Config{AdminPassword: "pw", BcryptCost: bcrypt.MinCost, KeyDir: t.TempDir(), Audit: audit, SelfRegistration: selfRegistration, AnonymousMirrorPull: true, ReservedNames: []string{"docker.io"}})
 	if err != nil {
 		t.Fatal(err)
 	}

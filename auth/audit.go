@@ -15,7 +15,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/dgraph-io/badger/v4"
+	"cove/internal/kv"
 )
 
 // The audit log: every login, token issued, push, pull and delete, and every change to projects,
@@ -57,7 +57,7 @@ type Event struct {
 // not the whole log; the number of records in the log is kept as they are written and expire, so
 // an unfiltered page reads that page only.
 type Audit struct {
-	db        *badger.DB
+	db        kv.DB
 	now       func() time.Time
 	retention time.Duration
 	seq       atomic.Uint32
@@ -280,7 +280,7 @@ func batched(e Event) bool {
 }
 
 // NewAudit returns the audit log over db, keeping records for retention (zero: 90 days).
-func NewAudit(db *badger.DB, retention time.Duration, now func() time.Time) *Audit {
+func NewAudit(db kv.DB, retention time.Duration, now func() time.Time) *Audit {
 	if retention <= 0 {
 		retention = 90 * 24 * time.Hour
 	}
@@ -402,8 +402,7 @@ func (a *Audit) write(batch []*pendingRead) error {
 	a.countMu.RLock()
 	defer a.countMu.RUnlock()
 	exp := a.expiry()
-	wb := a.db.NewWriteBatch()
-	defer wb.Cancel()
+	ops := make([]kv.Op, 0, len(batch))
 	for _, p := range batch {
 		e := p.e
 		if e.Count == 1 {
@@ -413,13 +412,9 @@ func (a *Audit) write(batch []*pendingRead) error {
 		if err != nil {
 			return err
 		}
-		ent := badger.NewEntry(p.key, b)
-		ent.ExpiresAt = exp
-		if err := wb.SetEntry(ent); err != nil {
-			return err
-		}
+		ops = append(ops, kv.Op{Key: p.key, Value: b, Expires: time.Unix(int64(exp), 0)})
 	}
-	err := wb.Flush()
+	err := a.db.Write(context.Background(), ops)
 	// A batch that failed may be written in part: then the next query counts the log again.
 	a.addCount(exp, len(batch), err != nil)
 	return err
@@ -475,14 +470,16 @@ func (a *Audit) recount() error {
 	a.countMu.Lock() // no write is between its commit and its count meanwhile
 	defer a.countMu.Unlock()
 	live, total := map[int64]int{}, 0
-	err := a.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(keyAudit)}) // keys only
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			live[int64(it.Item().ExpiresAt())]++
+	err := a.db.View(context.Background(), func(txn kv.Txn) error {
+		return txn.Expiries([]byte(keyAudit), func(_ []byte, exp time.Time) (bool, error) {
+			if exp.IsZero() {
+				live[0]++
+			} else {
+				live[exp.Unix()]++
+			}
 			total++
-		}
-		return nil
+			return true, nil
+		})
 	})
 	if err != nil {
 		return fmt.Errorf("count the audit log: %w", err)
@@ -548,12 +545,11 @@ func (a *Audit) Record(ctx context.Context, e Event) error {
 	}
 	a.countMu.RLock()
 	defer a.countMu.RUnlock()
-	ent := badger.NewEntry(key, b)
-	ent.ExpiresAt = a.expiry()
-	if err := a.db.Update(func(txn *badger.Txn) error { return txn.SetEntry(ent) }); err != nil {
+	exp := a.expiry()
+	if err := a.db.Update(ctx, func(txn kv.Txn) error { return txn.SetExpiring(key, b, time.Unix(int64(exp), 0)) }); err != nil {
 		return err
 	}
-	a.addCount(ent.ExpiresAt, 1, false)
+	a.addCount(exp, 1, false)
 	return nil
 }
 
@@ -659,55 +655,60 @@ func (a *Audit) Query(ctx context.Context, f Filter, page, size int) ([]Event, i
 	}
 	events := []Event{}
 	n := 0 // matches so far
-	err := a.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(keyAudit), Reverse: true})
-		defer it.Close()
+	err := a.db.View(ctx, func(txn kv.Txn) error {
+		var pageKeys [][]byte // without a filter on values, the page's values are read last
 		read := 0
-		for it.Seek(seek); it.Valid(); it.Next() {
+		err := txn.Scan([]byte(keyAudit), kv.ScanOptions{From: seek, Reverse: true, KeysOnly: !byValue}, func(k, b []byte) (bool, error) {
 			if read++; read%1024 == 0 {
 				if err := ctx.Err(); err != nil {
-					return err
+					return false, err
 				}
 			}
-			item := it.Item()
-			k := item.Key()
 			if len(k) != len(keyAudit)+12 {
-				continue
+				return true, nil
 			}
 			at := int64(binary.BigEndian.Uint64(k[len(keyAudit):]))
 			if at > to {
-				continue
+				return true, nil
 			}
 			if at < from {
-				break
+				return false, nil
 			}
-			inPage := n >= skip && len(events) < size
-			if byValue || inPage {
-				var e Event
-				matched := true
-				err := item.Value(func(b []byte) error {
-					for _, nd := range needles {
-						if !bytes.Contains(b, nd) {
-							matched = false
-							return nil
-						}
+			inPage := n >= skip && len(events)+len(pageKeys) < size
+			if byValue {
+				for _, nd := range needles {
+					if !bytes.Contains(b, nd) {
+						return true, nil
 					}
-					return json.Unmarshal(b, &e)
-				})
-				if err != nil {
-					return err
 				}
-				if !matched || (byValue && !fields.match(e)) {
-					continue
+				var e Event
+				if err := json.Unmarshal(b, &e); err != nil {
+					return false, err
+				}
+				if !fields.match(e) {
+					return true, nil
 				}
 				if inPage {
 					events = append(events, e)
 				}
+			} else if inPage {
+				pageKeys = append(pageKeys, k)
 			}
 			n++
-			if everything && len(events) == size && n >= skip {
-				return nil // the total is counted apart
+			if everything && len(pageKeys) == size && n >= skip {
+				return false, nil // the total is counted apart
 			}
+			return true, nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, k := range pageKeys {
+			var e Event
+			if err := kv.Get(txn, k, &e); err != nil {
+				return err
+			}
+			events = append(events, e)
 		}
 		return nil
 	})

@@ -8,17 +8,20 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"cove/internal/kv"
 )
 
 // BenchmarkAuditQuery reads one page of an audit log of 100,000 records: the newest page, a page
 // further on, an hour of a day's records, a filter that has to read every record, and the newest
 // page by a new Audit (which counts the records once).
 func BenchmarkAuditQuery(b *testing.B) {
-	db, err := badger.Open(badger.DefaultOptions(filepath.Join(b.TempDir(), "index")).WithLogger(nil))
+	bdb, err := badger.Open(badger.DefaultOptions(filepath.Join(b.TempDir(), "index")).WithLogger(nil))
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer db.Close()
+	defer bdb.Close()
+	db := kv.NewBadger(bdb)
 	const records = 100_000
 	end := time.Now().UTC().Truncate(time.Second)
 	a := NewAudit(db, 0, nil)

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
+	"cove/internal/kv"
 )
 
 func TestAuditRecordsExpireAfterRetention(t *testing.T) {
@@ -32,16 +32,13 @@ func TestAuditRecordsExpireAfterRetention(t *testing.T) {
 		t.Errorf("filtered query = %v", events)
 	}
 	// Every record carries the retention as its time to live.
-	err = db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(keyAudit)})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			exp := time.Unix(int64(it.Item().ExpiresAt()), 0)
+	err = db.View(ctx, func(txn kv.Txn) error {
+		return txn.Expiries([]byte(keyAudit), func(_ []byte, exp time.Time) (bool, error) {
 			if left := time.Until(exp); left < 47*time.Hour || left > 49*time.Hour {
 				t.Errorf("record expires in %s, want the 48h retention", left)
 			}
-		}
-		return nil
+			return true, nil
+		})
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -49,16 +46,11 @@ func TestAuditRecordsExpireAfterRetention(t *testing.T) {
 }
 
 // countAudit counts the records in the index itself, past the queue.
-func countAudit(t *testing.T, db *badger.DB) int {
+func countAudit(t *testing.T, db kv.DB) int {
 	t.Helper()
 	n := 0
-	if err := db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(keyAudit)})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			n++
-		}
-		return nil
+	if err := db.View(context.Background(), func(txn kv.Txn) error {
+		return txn.Scan([]byte(keyAudit), kv.ScanOptions{KeysOnly: true}, func(_, _ []byte) (bool, error) { n++; return true, nil })
 	}); err != nil {
 		t.Fatal(err)
 	}

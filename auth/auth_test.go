@@ -14,17 +14,62 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"cove/internal/kv"
+	"cove/internal/pgtest"
 	"golang.org/x/crypto/bcrypt"
 )
 
-func openDB(t *testing.T) *badger.DB {
+func openDB(t *testing.T) kv.DB {
 	t.Helper()
+	if postgresDSN != "" {
+		p, err := kv.OpenPostgres(context.Background(), postgresDSN)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Truncate(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Close() })
+		return p
+	}
 	db, err := badger.Open(badger.DefaultOptions(filepath.Join(t.TempDir(), "index")).WithLogger(nil).WithInMemory(false))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { db.Close() })
-	return db
+	meta := kv.NewBadger(db)
+	t.Cleanup(func() { meta.Close(); db.Close() })
+	return meta
+}
+
+// postgresDSN, when set (by TestServiceOnPostgres), makes openDB a PostgreSQL database.
+var postgresDSN string
+
+// TestServiceOnPostgres runs the identity, token and audit tests with their records in
+// PostgreSQL, as in a fleet: what passes on badger passes there.
+func TestServiceOnPostgres(t *testing.T) {
+	srv := pgtest.Start(t)
+	postgresDSN = srv.DSN
+	defer func() { postgresDSN = "" }()
+	for name, test := range map[string]func(*testing.T){
+		"AdminPassword":                          TestAdminPassword,
+		"Authenticate":                           TestAuthenticate,
+		"Projects":                               TestProjects,
+		"AdminNameIsReserved":                    TestAdminNameIsReserved,
+		"ConcurrentCreationsDoNotConflict":       TestConcurrentCreationsDoNotConflict,
+		"TokenGrantsTheIntersection":             TestTokenGrantsTheIntersection,
+		"TokenEndpoint":                          TestTokenEndpoint,
+		"RefreshTokensEndWithTheAccount":         TestRefreshTokensEndWithTheAccount,
+		"CredentialsEndWithTheAccount":           TestCredentialsEndWithTheAccount,
+		"DeletedProjectTakesItsMembersAndRobots": TestDeletedProjectTakesItsMembersAndRobots,
+		"RobotLoginWithOfflineToken":             TestRobotLoginWithOfflineToken,
+		"AuditRecordsExpireAfterRetention":       TestAuditRecordsExpireAfterRetention,
+		"AuditBatchesReadsNeverChanges":          TestAuditBatchesReadsNeverChanges,
+		"RefusalsAreBoundedPerCaller":            TestRefusalsAreBoundedPerCaller,
+		"AuditQueryReadsItsRangeOnly":            TestAuditQueryReadsItsRangeOnly,
+		"AuditTotalIsCounted":                    TestAuditTotalIsCounted,
+		"TokenAuditRecordsGrants":                TestTokenAuditRecordsGrants,
+	} {
+		t.Run(name, test)
+	}
 }
 
 func TestDecide(t *testing.T) {
@@ -169,7 +214,7 @@ func TestAdminPassword(t *testing.T) {
 	}
 	// Only a hash is stored.
 	var rec userRecord
-	_ = fresh.View(func(txn *badger.Txn) error { return kv.GetJSON(txn, []byte(keyUser+"admin"), &rec) })
+	_ = fresh.View(context.Background(), func(txn kv.Txn) error { return kv.Get(txn, []byte(keyUser+"admin"), &rec) })
 	if bcrypt.CompareHashAndPassword(rec.Hash, []byte("Configured1")) != nil {
 		t.Error("stored record is not a bcrypt hash of the password")
 	}

@@ -12,8 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"golang.org/x/crypto/bcrypt"
+
+	"cove/internal/kv"
 )
 
 // A token request names at most MaxScopes resources, each by a valid name: more, or a name
@@ -134,16 +135,11 @@ func TestClip(t *testing.T) {
 }
 
 // auditBytes sums the sizes of the audit records in the index.
-func auditBytes(t *testing.T, db *badger.DB) int {
+func auditBytes(t *testing.T, db kv.DB) int {
 	t.Helper()
 	n := 0
-	if err := db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(keyAudit)})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			n += int(it.Item().EstimatedSize())
-		}
-		return nil
+	if err := db.View(context.Background(), func(txn kv.Txn) error {
+		return txn.Scan([]byte(keyAudit), kv.ScanOptions{}, func(k, v []byte) (bool, error) { n += len(k) + len(v); return true, nil })
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -283,11 +279,11 @@ func TestAuditFieldsAreBounded(t *testing.T) {
 }
 
 // putRaw writes a record of value b at time at, as Record would key it.
-func putRaw(t *testing.T, db *badger.DB, at time.Time, b []byte, ttl time.Duration) {
+func putRaw(t *testing.T, db kv.DB, at time.Time, b []byte, ttl time.Duration) {
 	t.Helper()
 	key := binary.BigEndian.AppendUint64([]byte(keyAudit), uint64(at.UnixNano()))
 	key = binary.BigEndian.AppendUint32(key, 0xfffffff0)
-	if err := db.Update(func(txn *badger.Txn) error { return txn.SetEntry(badger.NewEntry(key, b).WithTTL(ttl)) }); err != nil {
+	if err := db.Update(context.Background(), func(txn kv.Txn) error { return txn.SetExpiring(key, b, time.Now().Add(ttl)) }); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -373,15 +369,13 @@ func TestAuditTotalIsCounted(t *testing.T) {
 		t.Errorf("a new Audit counts %d, want 30", got)
 	}
 	// Records expire on the hour after their retention: one count an hour.
-	if err := db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(keyAudit)})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			if exp := it.Item().ExpiresAt(); exp%3600 != 0 || time.Until(time.Unix(int64(exp), 0)) < 90*24*time.Hour {
-				t.Errorf("a record expires at %s, want on the hour after 90 days", time.Unix(int64(exp), 0))
+	if err := db.View(context.Background(), func(txn kv.Txn) error {
+		return txn.Expiries([]byte(keyAudit), func(_ []byte, exp time.Time) (bool, error) {
+			if exp.Unix()%3600 != 0 || time.Until(exp) < 90*24*time.Hour {
+				t.Errorf("a record expires at %s, want on the hour after 90 days", exp)
 			}
-		}
-		return nil
+			return true, nil
+		})
 	}); err != nil {
 		t.Fatal(err)
 	}

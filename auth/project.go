@@ -2,14 +2,11 @@ package auth
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
 	"strconv"
 	"time"
-
-	"github.com/dgraph-io/badger/v4"
 
 	"cove/internal/kv"
 )
@@ -53,28 +50,25 @@ func (s *Service) CreateProject(ctx context.Context, name string, public bool, o
 	}
 	now := s.now().UTC()
 	p := Project{ID: id, Name: name, Public: public, Owner: owner, Created: now, Updated: now}
-	err = s.update(func(txn *badger.Txn) error {
+	err = s.update(func(txn kv.Txn) error {
 		if _, err := txn.Get([]byte(keyProject + name)); err == nil {
 			return ErrProjectExists
-		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+		} else if !errors.Is(err, kv.ErrNotFound) {
 			return err
 		}
-		if err := kv.PutJSON(txn, []byte(keyProject+name), p); err != nil {
+		if err := kv.Put(txn, []byte(keyProject+name), p); err != nil {
 			return err
 		}
 		return txn.Set([]byte(keyProjectID+strconv.FormatInt(p.ID, 10)), []byte(name))
 	})
-	if errors.Is(err, badger.ErrConflict) {
-		return Project{}, ErrProjectExists
-	}
 	return p, err
 }
 
 // Project returns the project name, or ErrProjectUnknown.
 func (s *Service) Project(ctx context.Context, name string) (Project, error) {
 	var p Project
-	err := s.db.View(func(txn *badger.Txn) error { return kv.GetJSON(txn, []byte(keyProject+name), &p) })
-	if errors.Is(err, badger.ErrKeyNotFound) {
+	err := s.db.View(context.Background(), func(txn kv.Txn) error { return kv.Get(txn, []byte(keyProject+name), &p) })
+	if errors.Is(err, kv.ErrNotFound) {
 		return Project{}, ErrProjectUnknown
 	}
 	return p, err
@@ -83,7 +77,7 @@ func (s *Service) Project(ctx context.Context, name string) (Project, error) {
 // ProjectByID returns the project with that id, or ErrProjectUnknown.
 func (s *Service) ProjectByID(ctx context.Context, id int64) (Project, error) {
 	name, err := s.nameByID(keyProjectID, id)
-	if errors.Is(err, badger.ErrKeyNotFound) {
+	if errors.Is(err, kv.ErrNotFound) {
 		return Project{}, ErrProjectUnknown
 	}
 	if err != nil {
@@ -95,19 +89,12 @@ func (s *Service) ProjectByID(ctx context.Context, id int64) (Project, error) {
 // Projects returns the projects that p may see, in name order, with keep deciding on each.
 func (s *Service) Projects(ctx context.Context, p Principal, keep func(Project) bool) ([]Project, error) {
 	var out []Project
-	err := s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(keyProject), PrefetchValues: true})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			var proj Project
-			if err := it.Item().Value(func(b []byte) error { return json.Unmarshal(b, &proj) }); err != nil {
-				return err
+	err := s.db.View(context.Background(), func(txn kv.Txn) error {
+		return eachJSON(txn, keyProject, func(proj *Project) {
+			if decide(p, proj, s.RoleOf(ctx, p, proj.Name), ActionPull) == nil && keep(*proj) {
+				out = append(out, *proj)
 			}
-			if decide(p, &proj, s.RoleOf(ctx, p, proj.Name), ActionPull) == nil && keep(proj) {
-				out = append(out, proj)
-			}
-		}
-		return nil
+		})
 	})
 	return out, err
 }
@@ -115,15 +102,15 @@ func (s *Service) Projects(ctx context.Context, p Principal, keep func(Project) 
 // SetProjectPublic makes a project public (anyone pulls) or private.
 func (s *Service) SetProjectPublic(ctx context.Context, name string, public bool) (Project, error) {
 	var p Project
-	err := s.update(func(txn *badger.Txn) error {
-		if err := kv.GetJSON(txn, []byte(keyProject+name), &p); err != nil {
-			if errors.Is(err, badger.ErrKeyNotFound) {
+	err := s.update(func(txn kv.Txn) error {
+		if err := kv.Get(txn, []byte(keyProject+name), &p); err != nil {
+			if errors.Is(err, kv.ErrNotFound) {
 				return ErrProjectUnknown
 			}
 			return err
 		}
 		p.Public, p.Updated = public, s.now().UTC()
-		return kv.PutJSON(txn, []byte(keyProject+name), p)
+		return kv.Put(txn, []byte(keyProject+name), p)
 	})
 	return p, err
 }
@@ -139,7 +126,7 @@ func (s *Service) DeleteProject(ctx context.Context, name string) error {
 	for _, r := range robots {
 		defer s.forget(r.Name)
 	}
-	return s.update(func(txn *badger.Txn) error {
+	return s.update(func(txn kv.Txn) error {
 		var doomed [][]byte
 		err := eachJSON(txn, keyMember+name+"\x00", func(m *Member) {
 			doomed = append(doomed, memberKey(m.Project, m.Kind, m.Name), []byte(keyMemberID+strconv.FormatInt(m.ID, 10)))
@@ -156,8 +143,8 @@ func (s *Service) DeleteProject(ctx context.Context, name string) error {
 			}
 		}
 		var p Project
-		if err := kv.GetJSON(txn, []byte(keyProject+name), &p); err != nil {
-			if errors.Is(err, badger.ErrKeyNotFound) {
+		if err := kv.Get(txn, []byte(keyProject+name), &p); err != nil {
+			if errors.Is(err, kv.ErrNotFound) {
 				return ErrProjectUnknown
 			}
 			return err

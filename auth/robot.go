@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"golang.org/x/crypto/bcrypt"
 
 	"cove/internal/kv"
@@ -76,11 +75,11 @@ func (s *Service) CreateRobot(ctx context.Context, project, name string, actions
 	if ttl > 0 {
 		r.ExpiresAt = r.Created.Add(ttl)
 	}
-	err = s.update(func(txn *badger.Txn) error {
+	err = s.update(func(txn kv.Txn) error {
 		if _, err := txn.Get([]byte(keyRobot + r.Name)); err == nil {
 			return fmt.Errorf("%w: robot %s", ErrConflict, r.Name)
 		}
-		if err := kv.PutJSON(txn, []byte(keyRobot+r.Name), robotRecord{Robot: r, Hash: hash}); err != nil {
+		if err := kv.Put(txn, []byte(keyRobot+r.Name), robotRecord{Robot: r, Hash: hash}); err != nil {
 			return err
 		}
 		return txn.Set([]byte(keyRobotID+strconv.FormatInt(id, 10)), []byte(r.Name))
@@ -98,7 +97,7 @@ func (s *Service) Robots(ctx context.Context, project string) ([]Robot, error) {
 		prefix += robotPrefix + project + "+"
 	}
 	var out []Robot
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.db.View(context.Background(), func(txn kv.Txn) error {
 		return eachJSON(txn, prefix, func(r *robotRecord) { out = append(out, r.Robot) })
 	})
 	return out, err
@@ -107,18 +106,14 @@ func (s *Service) Robots(ctx context.Context, project string) ([]Robot, error) {
 // RobotByID returns the robot account with that id, or ErrNotFound.
 func (s *Service) RobotByID(ctx context.Context, id int64) (Robot, error) {
 	var rec robotRecord
-	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get([]byte(keyRobotID + strconv.FormatInt(id, 10)))
+	err := s.db.View(context.Background(), func(txn kv.Txn) error {
+		name, err := txn.Get([]byte(keyRobotID + strconv.FormatInt(id, 10)))
 		if err != nil {
 			return err
 		}
-		name, err := item.ValueCopy(nil)
-		if err != nil {
-			return err
-		}
-		return kv.GetJSON(txn, []byte(keyRobot+string(name)), &rec)
+		return kv.Get(txn, []byte(keyRobot+string(name)), &rec)
 	})
-	if errors.Is(err, badger.ErrKeyNotFound) {
+	if errors.Is(err, kv.ErrNotFound) {
 		return Robot{}, fmt.Errorf("%w: robot %d", ErrNotFound, id)
 	}
 	return rec.Robot, err
@@ -131,7 +126,7 @@ func (s *Service) DeleteRobot(ctx context.Context, id int64) (Robot, error) {
 		return Robot{}, err
 	}
 	defer s.forget(r.Name)
-	return r, s.update(func(txn *badger.Txn) error {
+	return r, s.update(func(txn kv.Txn) error {
 		if err := txn.Delete([]byte(keyRobotID + strconv.FormatInt(id, 10))); err != nil {
 			return err
 		}
@@ -142,7 +137,7 @@ func (s *Service) DeleteRobot(ctx context.Context, id int64) (Robot, error) {
 // checkRobot verifies a robot's secret; an expired or disabled robot never gets in.
 func (s *Service) checkRobot(name, secret string) (Principal, []byte, time.Time, error) {
 	var rec robotRecord
-	err := s.db.View(func(txn *badger.Txn) error { return kv.GetJSON(txn, []byte(keyRobot+name), &rec) })
+	err := s.db.View(context.Background(), func(txn kv.Txn) error { return kv.Get(txn, []byte(keyRobot+name), &rec) })
 	if err != nil || rec.Disabled || (!rec.ExpiresAt.IsZero() && !s.now().Before(rec.ExpiresAt)) {
 		// The same time as a real comparison: the answer does not tell which robots exist.
 		_ = bcrypt.CompareHashAndPassword(s.dummy, []byte(secret))

@@ -9,8 +9,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
-
 	"cove/internal/kv"
 )
 
@@ -138,11 +136,11 @@ func (s *Service) AddMember(ctx context.Context, project, kind, name string, rol
 		return Member{}, err
 	}
 	m := Member{ID: id, Project: project, Kind: kind, Name: name, Role: role, Created: s.now().UTC()}
-	err = s.update(func(txn *badger.Txn) error {
+	err = s.update(func(txn kv.Txn) error {
 		if _, err := txn.Get(memberKey(project, kind, name)); err == nil {
 			return fmt.Errorf("%w: %s is a member of %s already", ErrConflict, name, project)
 		}
-		if err := kv.PutJSON(txn, memberKey(project, kind, name), m); err != nil {
+		if err := kv.Put(txn, memberKey(project, kind, name), m); err != nil {
 			return err
 		}
 		return txn.Set([]byte(keyMemberID+strconv.FormatInt(id, 10)), memberKey(project, kind, name))
@@ -153,7 +151,7 @@ func (s *Service) AddMember(ctx context.Context, project, kind, name string, rol
 // Members lists the members of project.
 func (s *Service) Members(ctx context.Context, project string) ([]Member, error) {
 	var out []Member
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.db.View(context.Background(), func(txn kv.Txn) error {
 		return eachJSON(txn, keyMember+project+"\x00", func(m *Member) { out = append(out, *m) })
 	})
 	return out, err
@@ -163,18 +161,14 @@ func (s *Service) Members(ctx context.Context, project string) ([]Member, error)
 // another project (docs/SECURITY.md 10: the id is checked against the project in the URL).
 func (s *Service) MemberByID(ctx context.Context, project string, id int64) (Member, error) {
 	var m Member
-	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get([]byte(keyMemberID + strconv.FormatInt(id, 10)))
+	err := s.db.View(context.Background(), func(txn kv.Txn) error {
+		key, err := txn.Get([]byte(keyMemberID + strconv.FormatInt(id, 10)))
 		if err != nil {
 			return err
 		}
-		key, err := item.ValueCopy(nil)
-		if err != nil {
-			return err
-		}
-		return kv.GetJSON(txn, key, &m)
+		return kv.Get(txn, key, &m)
 	})
-	if errors.Is(err, badger.ErrKeyNotFound) || (err == nil && m.Project != project) {
+	if errors.Is(err, kv.ErrNotFound) || (err == nil && m.Project != project) {
 		return Member{}, fmt.Errorf("%w: member %d of %s", ErrNotFound, id, project)
 	}
 	return m, err
@@ -190,7 +184,7 @@ func (s *Service) SetMemberRole(ctx context.Context, project string, id int64, r
 		return Member{}, err
 	}
 	m.Role = role
-	return m, s.update(func(txn *badger.Txn) error { return kv.PutJSON(txn, memberKey(m.Project, m.Kind, m.Name), m) })
+	return m, s.update(func(txn kv.Txn) error { return kv.Put(txn, memberKey(m.Project, m.Kind, m.Name), m) })
 }
 
 // RemoveMember takes a member out of project.
@@ -199,7 +193,7 @@ func (s *Service) RemoveMember(ctx context.Context, project string, id int64) (M
 	if err != nil {
 		return Member{}, err
 	}
-	return m, s.update(func(txn *badger.Txn) error {
+	return m, s.update(func(txn kv.Txn) error {
 		if err := txn.Delete([]byte(keyMemberID + strconv.FormatInt(id, 10))); err != nil {
 			return err
 		}
@@ -213,10 +207,10 @@ func (s *Service) RoleOf(ctx context.Context, p Principal, project string) Role 
 		return RoleNone
 	}
 	best := RoleNone
-	_ = s.db.View(func(txn *badger.Txn) error {
+	_ = s.db.View(context.Background(), func(txn kv.Txn) error {
 		consider := func(kind, name string) {
 			var m Member
-			if kv.GetJSON(txn, memberKey(project, kind, name), &m) == nil && m.Role.rank() > best.rank() {
+			if kv.Get(txn, memberKey(project, kind, name), &m) == nil && m.Role.rank() > best.rank() {
 				best = m.Role
 			}
 		}
@@ -258,39 +252,20 @@ func decide(p Principal, proj *Project, role Role, action Action) error {
 	return ErrDenied
 }
 
-// nextID draws the next number of a badger sequence; ids start at 1. One Sequence per key lives
-// as long as the Service and leases idBandwidth numbers at a time: a Sequence taken per call made
-// concurrent creations conflict in badger (a 500 "Transaction Conflict"). Numbers leased and not
-// used before a restart are skipped, as Harbor's ids skip numbers too.
+// nextID draws the next number of the sequence key (the metadata seam's NextID: numbers are
+// never given twice, and may be skipped); ids start at 1.
 func (s *Service) nextID(key string) (int64, error) {
-	s.seqMu.Lock()
-	seq := s.seqs[key]
-	if seq == nil {
-		var err error
-		if seq, err = s.db.GetSequence([]byte(key), idBandwidth); err != nil {
-			s.seqMu.Unlock()
-			return 0, err
-		}
-		s.seqs[key] = seq
-	}
-	s.seqMu.Unlock()
-	n, err := seq.Next() // safe for concurrent use
-	return int64(n) + 1, err
+	return s.db.NextID(context.Background(), key)
 }
 
-// idBandwidth is how many ids a sequence leases from the index at once.
-const idBandwidth = 32
-
 // eachJSON decodes every value under prefix into a fresh T and hands it to fn.
-func eachJSON[T any](txn *badger.Txn, prefix string, fn func(*T)) error {
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefix), PrefetchValues: true})
-	defer it.Close()
-	for it.Rewind(); it.Valid(); it.Next() {
+func eachJSON[T any](txn kv.Txn, prefix string, fn func(*T)) error {
+	return txn.Scan([]byte(prefix), kv.ScanOptions{}, func(_, val []byte) (bool, error) {
 		v := new(T)
-		if err := it.Item().Value(func(b []byte) error { return json.Unmarshal(b, v) }); err != nil {
-			return err
+		if err := json.Unmarshal(val, v); err != nil {
+			return false, err
 		}
 		fn(v)
-	}
-	return nil
+		return true, nil
+	})
 }

@@ -15,8 +15,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
-
 	"cove/internal/kv"
 	"golang.org/x/crypto/bcrypt"
 )
@@ -71,7 +69,7 @@ type Config struct {
 
 // Service authenticates requests and authorizes them against projects. It is safe for concurrent use.
 type Service struct {
-	db        *badger.DB
+	db        kv.DB
 	log       *slog.Logger
 	publicURL string
 	service   string
@@ -89,9 +87,6 @@ type Service struct {
 	key       []byte // HMAC key of the credential cache, random per process
 	dummy     []byte // a bcrypt hash compared against for unknown users
 
-	seqMu sync.Mutex
-	seqs  map[string]*badger.Sequence // id sequences by key, guarded by seqMu (see nextID)
-
 	mu sync.Mutex
 	// verified maps a user name to the HMAC of its last verified password; gen counts the
 	// changes to each user (see forget). Both guarded by mu.
@@ -107,11 +102,10 @@ type verifiedCred struct {
 
 // New returns a Service over db. At the first start with cfg.AdminPassword it creates the admin
 // with that password; without one, EnsureAdmin generates it later.
-func New(ctx context.Context, db *badger.DB, cfg Config) (s *Service, err error) {
+func New(ctx context.Context, db kv.DB, cfg Config) (s *Service, err error) {
 	s = &Service{
 		db: db, log: cfg.Logger, publicURL: strings.TrimSuffix(cfg.PublicURL, "/"), service: cfg.Service,
 		tokenTTL: cfg.TokenTTL, now: cfg.Now, verified: map[string]verifiedCred{}, gen: map[string]uint64{},
-		seqs: map[string]*badger.Sequence{},
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -189,7 +183,7 @@ func (s *Service) ensureAdmin(password string) error {
 				"(change it on the admin page, or offline with cove admin reset-password admin)")
 		}
 		return nil
-	case !errors.Is(err, badger.ErrKeyNotFound):
+	case !errors.Is(err, kv.ErrNotFound):
 		return fmt.Errorf("read admin: %w", err)
 	case password == "":
 		return nil // EnsureAdmin generates one once cove is up
@@ -213,7 +207,7 @@ func (s *Service) EnsureAdmin(ctx context.Context, show func(password string) er
 	if err == nil {
 		return false, nil
 	}
-	if !errors.Is(err, badger.ErrKeyNotFound) {
+	if !errors.Is(err, kv.ErrNotFound) {
 		return false, fmt.Errorf("read admin: %w", err)
 	}
 	password := GeneratePassword()
@@ -402,7 +396,7 @@ func (s *Service) checkPassword(ctx context.Context, user, pass string) (Princip
 	default:
 		var rec userRecord
 		err := s.readUser(user, &rec)
-		if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
+		if err != nil && !errors.Is(err, kv.ErrNotFound) {
 			return Principal{}, true, fmt.Errorf("read user: %w", err)
 		}
 		if s.ldap != nil && (err != nil || rec.LDAP) && !strings.EqualFold(user, AdminName) {
@@ -444,17 +438,17 @@ func (s *Service) mac(user, pass string) []byte {
 }
 
 // update is db.Update once the index may be written (Config.Writable).
-func (s *Service) update(fn func(txn *badger.Txn) error) error {
+func (s *Service) update(fn func(txn kv.Txn) error) error {
 	if s.writable != nil {
 		if err := s.writable(); err != nil {
 			return err
 		}
 	}
-	return s.db.Update(fn)
+	return kv.Retry(context.Background(), s.db, fn)
 }
 
 func (s *Service) readUser(name string, rec *userRecord) error {
-	return s.db.View(func(txn *badger.Txn) error { return kv.GetJSON(txn, []byte(keyUser+name), rec) })
+	return s.db.View(context.Background(), func(txn kv.Txn) error { return kv.Get(txn, []byte(keyUser+name), rec) })
 }
 
 // Authorize decides whether p may do action on repo, a local repository: by the token's grants

@@ -10,7 +10,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
+	"cove/internal/kv"
 )
 
 // Sessions of the admin page: a random id in an HttpOnly, SameSite cookie (Secure under TLS),
@@ -51,8 +51,8 @@ func (s *Service) NewSession(ctx context.Context, w http.ResponseWriter, r *http
 	if err != nil {
 		return err
 	}
-	if err := s.update(func(txn *badger.Txn) error {
-		return txn.SetEntry(badger.NewEntry([]byte(keySession+id), b).WithTTL(sessionTTL))
+	if err := s.update(func(txn kv.Txn) error {
+		return txn.SetExpiring([]byte(keySession+id), b, s.now().Add(sessionTTL))
 	}); err != nil {
 		return err
 	}
@@ -66,7 +66,7 @@ func (s *Service) NewSession(ctx context.Context, w http.ResponseWriter, r *http
 // EndSession closes the request's session and clears its cookie.
 func (s *Service) EndSession(ctx context.Context, w http.ResponseWriter, r *http.Request) {
 	if c, err := r.Cookie(SessionCookie); err == nil {
-		_ = s.update(func(txn *badger.Txn) error { return txn.Delete([]byte(keySession + c.Value)) })
+		_ = s.update(func(txn kv.Txn) error { return txn.Delete([]byte(keySession + c.Value)) })
 	}
 	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
 }
@@ -77,14 +77,10 @@ func (s *Service) sessionPrincipal(ctx context.Context, id string) (Principal, e
 		return Principal{}, ErrBadCredentials
 	}
 	var sess sessionRecord
-	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get([]byte(keySession + id))
-		if err != nil {
-			return err
-		}
-		return item.Value(func(b []byte) error { return json.Unmarshal(b, &sess) })
+	err := s.db.View(context.Background(), func(txn kv.Txn) error {
+		return kv.Get(txn, []byte(keySession+id), &sess)
 	})
-	if errors.Is(err, badger.ErrKeyNotFound) {
+	if errors.Is(err, kv.ErrNotFound) {
 		return Principal{}, fmt.Errorf("%w: no such session", ErrBadCredentials)
 	}
 	if err != nil {

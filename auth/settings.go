@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/dgraph-io/badger/v4"
-
 	"cove/internal/kv"
 )
 
@@ -43,8 +41,8 @@ func (s *Service) loadSettings(defaults Settings) error {
 	if cur.ProjectCreation == "" {
 		cur.ProjectCreation = "adminonly"
 	}
-	err := s.db.View(func(txn *badger.Txn) error { return kv.GetJSON(txn, []byte(keySettings), &cur) })
-	if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
+	err := s.db.View(context.Background(), func(txn kv.Txn) error { return kv.Get(txn, []byte(keySettings), &cur) })
+	if err != nil && !errors.Is(err, kv.ErrNotFound) {
 		return fmt.Errorf("read settings: %w", err)
 	}
 	if s.ldap != nil {
@@ -74,7 +72,7 @@ func (s *Service) UpdateSettings(ctx context.Context, change func(*Settings)) (S
 	if next.SelfRegistration && s.ldap != nil {
 		return s.settings.cur, fmt.Errorf("%w: self-registration is off with LDAP: local accounts could take directory users' names", ErrInvalid)
 	}
-	if err := s.update(func(txn *badger.Txn) error { return kv.PutJSON(txn, []byte(keySettings), next) }); err != nil {
+	if err := s.update(func(txn kv.Txn) error { return kv.Put(txn, []byte(keySettings), next) }); err != nil {
 		return s.settings.cur, err
 	}
 	s.settings.cur = next

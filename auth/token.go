@@ -19,7 +19,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/golang-jwt/jwt/v5"
 
 	"cove/internal/kv"
@@ -525,7 +524,7 @@ func (s *Service) principalFromToken(ctx context.Context, raw string) (Principal
 	switch {
 	case isRobot(p.Name):
 		var rec robotRecord
-		if err := s.db.View(func(txn *badger.Txn) error { return kv.GetJSON(txn, []byte(keyRobot+p.Name), &rec) }); err != nil || rec.ID != claims.UID {
+		if err := s.db.View(context.Background(), func(txn kv.Txn) error { return kv.Get(txn, []byte(keyRobot+p.Name), &rec) }); err != nil || rec.ID != claims.UID {
 			return Principal{}, fmt.Errorf("%w: token subject %q is gone", ErrBadCredentials, p.Name)
 		}
 		rp := robotPrincipal(rec.Robot)

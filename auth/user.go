@@ -11,7 +11,6 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/dgraph-io/badger/v4"
 	"golang.org/x/crypto/bcrypt"
 
 	"cove/internal/kv"
@@ -107,11 +106,11 @@ func (s *Service) insertUser(u User, hash []byte) (User, error) {
 	}
 	now := s.now().UTC()
 	u.ID, u.Created, u.Updated = id, now, now
-	err = s.update(func(txn *badger.Txn) error {
+	err = s.update(func(txn kv.Txn) error {
 		if _, err := txn.Get([]byte(keyUser + u.Name)); err == nil {
 			return fmt.Errorf("%w: user %s", ErrConflict, u.Name)
 		}
-		if err := kv.PutJSON(txn, []byte(keyUser+u.Name), userRecord{User: u, Hash: hash}); err != nil {
+		if err := kv.Put(txn, []byte(keyUser+u.Name), userRecord{User: u, Hash: hash}); err != nil {
 			return err
 		}
 		return txn.Set([]byte(keyUserID+strconv.FormatInt(id, 10)), []byte(u.Name))
@@ -123,7 +122,7 @@ func (s *Service) insertUser(u User, hash []byte) (User, error) {
 func (s *Service) User(ctx context.Context, name string) (User, error) {
 	var rec userRecord
 	if err := s.readUser(name, &rec); err != nil {
-		if errors.Is(err, badger.ErrKeyNotFound) {
+		if errors.Is(err, kv.ErrNotFound) {
 			return User{}, fmt.Errorf("%w: user %s", ErrNotFound, name)
 		}
 		return User{}, err
@@ -134,12 +133,8 @@ func (s *Service) User(ctx context.Context, name string) (User, error) {
 // nameByID reads the name an id index (prefix + decimal id → name) holds.
 func (s *Service) nameByID(prefix string, id int64) (string, error) {
 	var name string
-	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get([]byte(prefix + strconv.FormatInt(id, 10)))
-		if err != nil {
-			return err
-		}
-		v, err := item.ValueCopy(nil)
+	err := s.db.View(context.Background(), func(txn kv.Txn) error {
+		v, err := txn.Get([]byte(prefix + strconv.FormatInt(id, 10)))
 		name = string(v)
 		return err
 	})
@@ -149,7 +144,7 @@ func (s *Service) nameByID(prefix string, id int64) (string, error) {
 // UserByID returns the user with that id, or ErrNotFound.
 func (s *Service) UserByID(ctx context.Context, id int64) (User, error) {
 	name, err := s.nameByID(keyUserID, id)
-	if errors.Is(err, badger.ErrKeyNotFound) {
+	if errors.Is(err, kv.ErrNotFound) {
 		return User{}, fmt.Errorf("%w: user %d", ErrNotFound, id)
 	}
 	if err != nil {
@@ -161,7 +156,7 @@ func (s *Service) UserByID(ctx context.Context, id int64) (User, error) {
 // Users lists every user, in name order.
 func (s *Service) Users(ctx context.Context) ([]User, error) {
 	var out []User
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.db.View(context.Background(), func(txn kv.Txn) error {
 		return eachJSON(txn, keyUser, func(r *userRecord) { out = append(out, r.User) })
 	})
 	return out, err
@@ -199,10 +194,10 @@ func (s *Service) updateUser(name string, change func(*userRecord) error) error 
 // writeUser changes a user record without dropping its cached password check (the directory's
 // news at a login, say).
 func (s *Service) writeUser(name string, change func(*userRecord) error) error {
-	return s.update(func(txn *badger.Txn) error {
+	return s.update(func(txn kv.Txn) error {
 		var rec userRecord
-		if err := kv.GetJSON(txn, []byte(keyUser+name), &rec); err != nil {
-			if errors.Is(err, badger.ErrKeyNotFound) {
+		if err := kv.Get(txn, []byte(keyUser+name), &rec); err != nil {
+			if errors.Is(err, kv.ErrNotFound) {
 				return fmt.Errorf("%w: user %s", ErrNotFound, name)
 			}
 			return err
@@ -211,7 +206,7 @@ func (s *Service) writeUser(name string, change func(*userRecord) error) error {
 			return err
 		}
 		rec.Updated = s.now().UTC()
-		return kv.PutJSON(txn, []byte(keyUser+name), rec)
+		return kv.Put(txn, []byte(keyUser+name), rec)
 	})
 }
 
@@ -227,9 +222,9 @@ func (s *Service) DeleteUser(ctx context.Context, name string) error {
 		return err
 	}
 	for _, p := range projects {
-		err := s.update(func(txn *badger.Txn) error {
+		err := s.update(func(txn kv.Txn) error {
 			var m Member
-			if kv.GetJSON(txn, memberKey(p.Name, MemberUser, name), &m) != nil {
+			if kv.Get(txn, memberKey(p.Name, MemberUser, name), &m) != nil {
 				return nil
 			}
 			if err := txn.Delete([]byte(keyMemberID + strconv.FormatInt(m.ID, 10))); err != nil {
@@ -241,7 +236,7 @@ func (s *Service) DeleteUser(ctx context.Context, name string) error {
 			return fmt.Errorf("remove %s from %s: %w", name, p.Name, err)
 		}
 	}
-	return s.update(func(txn *badger.Txn) error {
+	return s.update(func(txn kv.Txn) error {
 		if err := txn.Delete([]byte(keyUserID + strconv.FormatInt(u.ID, 10))); err != nil {
 			return err
 		}

@@ -484,20 +484,14 @@ func (s *Store) update(fn func(ct *commitTxn) error) error {
 		s.warnSpace(avail, floor)
 		return &SpaceError{Avail: avail, Floor: floor}
 	}
-	var err error
-	for range 5 {
-		ct := &commitTxn{}
-		err = s.db.Update(s.ctx, func(txn kv.Txn) error {
-			ct.Txn = txn
-			return fn(ct)
-		})
-		if err == nil {
-			for _, f := range ct.after {
-				f()
-			}
-		}
-		if !errors.Is(err, kv.ErrConflict) {
-			return err
+	var ct *commitTxn
+	err := kv.Retry(s.ctx, s.db, func(txn kv.Txn) error {
+		ct = &commitTxn{Txn: txn} // a fresh one for each try: only the committed one's work runs
+		return fn(ct)
+	})
+	if err == nil {
+		for _, f := range ct.after {
+			f()
 		}
 	}
 	return err

@@ -35,6 +35,8 @@ import (
 	"cove/auth"
 	"cove/cache"
 	"cove/mirror"
+
+	"cove/internal/kv"
 )
 
 // fakeUpstream is go-containerregistry's in-memory registry behind a handler that counts requests
@@ -576,7 +578,7 @@ func TestAnonymousMirrorPullCanBeTurnedOff(t *testing.T) {
 	up := newFakeUpstream(t)
 	up.seed(t, "library/app:latest", must(random.Image(100, 1)))
 	me := newMirrorEnv(t, []mirror.Upstream{{Name: "docker.io", URL: up.srv.URL}}, func(c *mirror.Config) {
-		as, err := auth.New(context.Background(), mustDB(t), auth.Config{AdminPassword: password, BcryptCost: bcrypt.MinCost, KeyDir: t.TempDir()})
+		as, err := auth.New(context.Background(), kv.NewBadger(mustDB(t)), auth.Config{AdminPassword: password, BcryptCost: bcrypt.MinCost, KeyDir: t.TempDir()})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -59,7 +59,7 @@ func newEnv(t testing.TB, opts ...func(*mirror.Config)) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	as, err := auth.New(ctx, db, auth.Config{AdminPassword: password, BcryptCost: bcrypt.MinCost, KeyDir: t.TempDir(), AnonymousMirrorPull: true})
+	as, err := auth.New(ctx, kv.NewBadger(db), auth.Config{AdminPassword: password, BcryptCost: bcrypt.MinCost, KeyDir: t.TempDir(), AnonymousMirrorPull: true})
 	if err != nil {
 		t.Fatal(err)
 	}

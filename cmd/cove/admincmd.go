@@ -14,6 +14,7 @@ import (
 
 	"cove/auth"
 	"cove/cache"
+	"cove/internal/kv"
 )
 
 const adminUsage = `usage: cove admin <command> [flags] NAME
@@ -133,9 +134,11 @@ func offlineAccountChange(ctx context.Context, cfg Config, sub, name, password s
 		return err
 	}
 	defer db.Close()
-	audit := auth.NewAudit(db, time.Duration(cfg.Auth.AuditRetention), nil)
+	meta := kv.NewBadger(db)
+	defer meta.Close()
+	audit := auth.NewAudit(meta, time.Duration(cfg.Auth.AuditRetention), nil)
 	defer audit.Close()
-	svc, err := auth.New(ctx, db, auth.Config{KeyDir: filepath.Join(cfg.Data, "keys"), Audit: audit})
+	svc, err := auth.New(ctx, meta, auth.Config{KeyDir: filepath.Join(cfg.Data, "keys"), Audit: audit})
 	if err != nil {
 		return err
 	}

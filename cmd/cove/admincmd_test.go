@@ -14,6 +14,8 @@ import (
 	"cove/auth"
 	"cove/cache"
 	"cove/mirror"
+
+	"cove/internal/kv"
 )
 
 // cli runs cove with args and stdin, returning its exit code, stdout and stderr.
@@ -32,7 +34,7 @@ func checkLogin(t *testing.T, data, name, password string) (auth.Principal, erro
 		t.Fatal(err)
 	}
 	defer db.Close()
-	svc, err := auth.New(context.Background(), db, auth.Config{KeyDir: filepath.Join(data, "keys")})
+	svc, err := auth.New(context.Background(), kv.NewBadger(db), auth.Config{KeyDir: filepath.Join(data, "keys")})
 	if err != nil {
 		t.Fatal(err)
 	}

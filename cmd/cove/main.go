@@ -195,7 +195,7 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	for name := range cfg.Mirror.Upstreams {
 		upstreams = append(upstreams, name)
 	}
-	audit := auth.NewAudit(db, time.Duration(cfg.Auth.AuditRetention), nil)
+	audit := auth.NewAudit(meta, time.Duration(cfg.Auth.AuditRetention), nil)
 	audit.SetLogger(log)
 	audit.SetWritable(store.WriteCheck) // a full disk drops records instead of crashing in badger
 	defer audit.Close()                 // before the index closes: the queued reads are written
@@ -208,7 +208,7 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 			StartTLS: l.StartTLS, Timeout: time.Duration(l.Timeout),
 		}
 	}
-	authSvc, err := auth.New(ctx, db, auth.Config{
+	authSvc, err := auth.New(ctx, meta, auth.Config{
 		Audit:               audit,
 		LDAP:                ldapCfg,
 		SelfRegistration:    cfg.Auth.SelfRegistration,

@@ -151,4 +151,20 @@ func (t badgerTxn) Scan(prefix []byte, opts ScanOptions, fn func(key, value []by
 	return nil
 }
 
+func (t badgerTxn) Expiries(prefix []byte, fn func(key []byte, expires time.Time) (bool, error)) error {
+	it := t.txn.NewIterator(badger.IteratorOptions{Prefix: prefix}) // keys only
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		var exp time.Time
+		if at := it.Item().ExpiresAt(); at > 0 {
+			exp = time.Unix(int64(at), 0)
+		}
+		more, err := fn(it.Item().KeyCopy(nil), exp)
+		if err != nil || !more {
+			return err
+		}
+	}
+	return nil
+}
+
 var _ DB = (*Badger)(nil)

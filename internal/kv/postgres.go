@@ -296,6 +296,36 @@ func (t *pgTxn) Scan(prefix []byte, opts ScanOptions, fn func(key, value []byte)
 	}
 }
 
+func (t *pgTxn) Expiries(prefix []byte, fn func(key []byte, expires time.Time) (bool, error)) error {
+	q := "SELECT key, expires_at FROM kv WHERE key >= $1"
+	args := []any{prefix}
+	if end := prefixEnd(prefix); end != nil {
+		q += " AND key < $2"
+		args = append(args, end)
+	}
+	rows, err := t.tx.Query(t.ctx, q+" AND "+live+" ORDER BY key", args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var key []byte
+		var exp *time.Time
+		if err := rows.Scan(&key, &exp); err != nil {
+			return err
+		}
+		var at time.Time
+		if exp != nil {
+			at = *exp
+		}
+		more, err := fn(key, at)
+		if err != nil || !more {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
 var _ DB = (*Postgres)(nil)
 
 // Truncate removes every record and sequence: for tests that reuse one database.

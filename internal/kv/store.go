@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math/rand/v2"
 	"time"
 )
 
@@ -48,6 +49,10 @@ type Txn interface {
 	// Scan calls fn for each live key under prefix in key order (or reverse), starting at
 	// opts.From when set (inclusive), until fn returns false or an error.
 	Scan(prefix []byte, opts ScanOptions, fn func(key, value []byte) (bool, error)) error
+	// Expiries calls fn for each live key under prefix, in key order, with when it expires
+	// (the zero time: never), until fn returns false or an error. fn must not use the
+	// transaction (on PostgreSQL the rows are still being read).
+	Expiries(prefix []byte, fn func(key []byte, expires time.Time) (bool, error)) error
 }
 
 // ScanOptions shape a Scan.
@@ -78,6 +83,26 @@ func prefixEnd(prefix []byte) []byte {
 	}
 	return nil
 }
+
+// Retry runs fn in db.Update until it commits without a conflict (at most retries times, with a
+// short random pause between tries, so that transactions that collided do not collide again).
+func Retry(ctx context.Context, db DB, fn func(Txn) error) error {
+	var err error
+	for try := range retries {
+		if err = db.Update(ctx, fn); !errors.Is(err, ErrConflict) {
+			return err
+		}
+		select {
+		case <-time.After(time.Duration(rand.Int64N(int64(time.Millisecond) << min(try, 5)))):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return err
+}
+
+// retries bounds Retry.
+const retries = 20
 
 // Op is one write of DB.Write: a value under Key (until Expires, when set), or Key's removal.
 type Op struct {
