@@ -3,6 +3,7 @@ package admin
 import (
 	"embed"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"html/template"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"golang.org/x/text/message/catalog"
 
 	"cove/auth"
+	"cove/internal/telemetry"
 )
 
 // The admin page is served by cove itself at /, server-rendered with html/template (every name,
@@ -199,7 +201,16 @@ func (w *webPages) handleLogin(rw http.ResponseWriter, r *http.Request) {
 		err = auth.ErrBadCredentials // robots have no sessions
 	}
 	if err == nil {
-		err = w.s.auth.NewSession(r.Context(), rw, r, who)
+		if err = w.s.auth.NewSession(r.Context(), rw, r, who); err != nil {
+			// The password was right: say what went wrong instead (a full disk, say).
+			telemetry.SetCause(r.Context(), fmt.Errorf("open a session: %w", err))
+			w.failed(rw, r, auth.Principal{}, err)
+			return
+		}
+	}
+	if err != nil && !errors.Is(err, auth.ErrBadCredentials) && !errors.Is(err, auth.ErrTooManyAttempts) {
+		w.failed(rw, r, auth.Principal{}, err) // the directory is down, say
+		return
 	}
 	if err != nil {
 		rw.WriteHeader(http.StatusUnauthorized)

@@ -57,6 +57,9 @@ type TooManyAttemptsError struct {
 }
 
 func (e *TooManyAttemptsError) Error() string {
+	if e.RetryAfter > 0 {
+		return "too many failed logins (" + e.Reason + "); try again in " + e.RetryAfter.Round(time.Second).String()
+	}
 	return "too many failed logins (" + e.Reason + "); try again later"
 }
 

@@ -255,6 +255,11 @@ func decide(p Principal, proj *Project, role Role, action Action) error {
 // nextID draws the next number of the sequence key (the metadata seam's NextID: numbers are
 // never given twice, and may be skipped); ids start at 1.
 func (s *Service) nextID(key string) (int64, error) {
+	if s.writable != nil {
+		if err := s.writable(); err != nil {
+			return 0, err // a full disk or a read-only start, said as such
+		}
+	}
 	return s.db.NextID(context.Background(), key)
 }
 

@@ -201,28 +201,48 @@ func (ks *keystore) lookup(kid string) (*ecdsa.PublicKey, bool) {
 func (ks *keystore) rotate() (string, error) {
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
+	// The new key is written whole first, under a name of its own: until it replaces the current
+	// one at the end, every failure (a full disk, say) leaves the current key as it was.
 	cur := filepath.Join(ks.dir, "token-signing.pem")
-	if err := os.Rename(cur, filepath.Join(ks.dir, "retired", ks.kid+".pem")); err != nil {
-		return "", fmt.Errorf("retire token key: %w", err)
-	}
-	now := ks.now()
-	_ = os.Chtimes(filepath.Join(ks.dir, "retired", ks.kid+".pem"), now, now)
-	// The retired key, its time (which decides when it is deleted) and its directory entry are
-	// made durable before a new key takes the current name (newKey fsyncs ks.dir).
-	for _, p := range []string{filepath.Join(ks.dir, "retired", ks.kid+".pem"), filepath.Join(ks.dir, "retired")} {
-		f, err := os.Open(p)
-		if err != nil {
-			return "", fmt.Errorf("retire token key: %w", err)
-		}
-		err = f.Sync()
-		_ = f.Close()
-		if err != nil {
-			return "", fmt.Errorf("retire token key: %w", err)
-		}
-	}
-	key, err := newKey(cur)
+	next := cur + ".next"
+	_ = os.Remove(cur + ".tmp") // a torn temporary file a crash left: never reused
+	key, err := newKey(next)
 	if err != nil {
 		return "", err
+	}
+	retired := filepath.Join(ks.dir, "retired", ks.kid+".pem")
+	err = func() error {
+		// A second name for the current key (no data to write), then its time, which decides when
+		// it is deleted, and its directory entry are made durable.
+		if err := os.Link(cur, retired); err != nil && !errors.Is(err, os.ErrExist) {
+			return err
+		}
+		now := ks.now()
+		_ = os.Chtimes(retired, now, now)
+		for _, p := range []string{retired, filepath.Join(ks.dir, "retired")} {
+			f, err := os.Open(p)
+			if err != nil {
+				return err
+			}
+			err = f.Sync()
+			_ = f.Close()
+			if err != nil {
+				return err
+			}
+		}
+		if err := os.Rename(next, cur); err != nil {
+			return err
+		}
+		d, err := os.Open(ks.dir)
+		if err != nil {
+			return err
+		}
+		defer d.Close()
+		return d.Sync()
+	}()
+	if err != nil {
+		_ = os.Remove(next)
+		return "", fmt.Errorf("rotate the token key (the current one stays): %w", err)
 	}
 	ks.key, ks.kid = key, keyID(key)
 	ks.verify[ks.kid] = &key.PublicKey
@@ -231,7 +251,14 @@ func (ks *keystore) rotate() (string, error) {
 
 // RotateTokenKey starts signing tokens with a new key. Tokens signed with the old one keep
 // verifying until they expire.
-func (s *Service) RotateTokenKey(ctx context.Context) (string, error) { return s.keys.rotate() }
+func (s *Service) RotateTokenKey(ctx context.Context) (string, error) {
+	if s.writable != nil {
+		if err := s.writable(); err != nil {
+			return "", err // a full disk or a read-only start: nothing is touched
+		}
+	}
+	return s.keys.rotate()
+}
 
 // Scope is one scope a client asks for: "repository:team/app:pull,push", "registry:catalog:*".
 type Scope struct {

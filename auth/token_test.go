@@ -678,3 +678,41 @@ func TestTokenKeysAreWrittenWhole(t *testing.T) {
 		}
 	}
 }
+
+// A rotation that cannot finish (a full disk, a read-only start) leaves the current key signing:
+// the key was once renamed away first and lost.
+func TestFailedRotationKeepsTheKey(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := New(ctx, openDB(t), Config{AdminPassword: "pw", BcryptCost: bcrypt.MinCost, KeyDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, kid := s.keys.signer()
+	// The retired directory is not one: linking the old key there fails, as a full disk would.
+	if err := os.RemoveAll(filepath.Join(dir, "retired")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "retired"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.RotateTokenKey(ctx); err == nil {
+		t.Fatal("the rotation succeeded without its retired directory")
+	}
+	key, err := readKey(filepath.Join(dir, "token-signing.pem"))
+	if err != nil || keyID(key) != kid {
+		t.Fatalf("after a failed rotation the key file = %v, %v; want the current key %s", key, err, kid)
+	}
+	if _, now := s.keys.signer(); now != kid {
+		t.Errorf("signing with %s after a failed rotation, want %s", now, kid)
+	}
+	// With the index refusing writes, nothing is touched at all.
+	full := errors.New("disk full")
+	s.writable = func() error { return full }
+	if _, err := s.RotateTokenKey(ctx); !errors.Is(err, full) {
+		t.Errorf("RotateTokenKey on a full disk = %v, want its error", err)
+	}
+	if names, _ := filepath.Glob(filepath.Join(dir, "*.next")); len(names) != 0 {
+		t.Errorf("left behind: %v", names)
+	}
+}

@@ -32,8 +32,12 @@ type SpaceError struct {
 }
 
 func (e *SpaceError) Error() string {
-	return fmt.Sprintf("the registry's storage is full: %s free, %s needed above its free-space floor of %s (storage.min_free); free space or raise the disk",
-		byteSize(e.Avail), byteSize(e.Need), byteSize(e.Floor))
+	if e.Avail > e.Floor && e.Need > 0 {
+		return fmt.Sprintf("the registry's storage is full for this: %s does not fit in the %s free above the disk's free-space floor of %s (storage.min_free); free space, or give the data directory a larger disk",
+			byteSize(e.Need), byteSize(e.Avail-e.Floor), byteSize(e.Floor))
+	}
+	return fmt.Sprintf("the registry's storage is full: %s free, under the disk's free-space floor of %s (storage.min_free); free space on the disk",
+		byteSize(e.Avail), byteSize(e.Floor))
 }
 
 func (e *SpaceError) Is(target error) bool { return target == ErrStorageFull }
@@ -88,7 +92,9 @@ func (s *Store) ensureSpace(ctx context.Context, need int64, evict bool) error {
 	if avail-need >= floor {
 		return nil
 	}
-	if evict {
+	// Evict only when that can make the room: a blob larger than the disk could ever hold
+	// above its floor must not empty the cache on its way to a 507.
+	if evict && avail+s.mirrored.Load()-need >= floor {
 		if _, err := s.evictBytes(ctx, floor+need-avail); err != nil {
 			return err
 		}
@@ -100,8 +106,9 @@ func (s *Store) ensureSpace(ctx context.Context, need int64, evict bool) error {
 		}
 	}
 	s.spaceRefusals.Add(1)
-	s.warnSpace(avail, floor)
-	return &SpaceError{Need: need, Avail: avail, Floor: floor}
+	e := &SpaceError{Need: need, Avail: avail, Floor: floor}
+	s.warnSpace(e)
+	return e
 }
 
 // WriteCheck is nil when the index may be written, else why not (ErrReadOnly, or a
@@ -117,8 +124,9 @@ func (s *Store) WriteCheck() error {
 	}
 	if avail < floor/2 {
 		s.spaceRefusals.Add(1)
-		s.warnSpace(avail, floor)
-		return &SpaceError{Avail: avail, Floor: floor}
+		e := &SpaceError{Avail: avail, Floor: floor}
+		s.warnSpace(e)
+		return e
 	}
 	return nil
 }
@@ -133,15 +141,15 @@ func (s *Store) IndexWritable() bool {
 	return err == nil && avail >= floor/2
 }
 
-// warnSpace logs that space ran short, at most once a minute.
-func (s *Store) warnSpace(avail, floor int64) {
+// warnSpace logs a refusal for space, at most once a minute.
+func (s *Store) warnSpace(e *SpaceError) {
 	now := time.Now().UnixNano()
 	last := s.spaceWarned.Load()
 	if now-last < int64(time.Minute) || !s.spaceWarned.CompareAndSwap(last, now) {
 		return
 	}
-	s.log.Error("the data directory's disk is under its free-space floor: writes are refused until space is freed",
-		"free", byteSize(avail), "floor", byteSize(floor), "dir", s.dir)
+	s.log.Error("a write was refused to keep the data directory's free-space floor (storage.min_free)",
+		"cause", e.Error(), "dir", s.dir)
 }
 
 // SpaceRefusals counts the writes refused for space since start.

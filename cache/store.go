@@ -481,8 +481,9 @@ func (s *Store) update(fn func(ct *commitTxn) error) error {
 		// badger's memory-mapped files must never meet a full disk (a SIGBUS).
 		avail, floor, _ := s.space()
 		s.spaceRefusals.Add(1)
-		s.warnSpace(avail, floor)
-		return &SpaceError{Avail: avail, Floor: floor}
+		e := &SpaceError{Avail: avail, Floor: floor}
+		s.warnSpace(e)
+		return e
 	}
 	var ct *commitTxn
 	err := kv.Retry(s.ctx, s.db, func(txn kv.Txn) error {

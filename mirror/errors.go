@@ -121,7 +121,7 @@ func toError(err error) *Error {
 	case errors.Is(err, cache.ErrSizeInvalid):
 		return &Error{Status: http.StatusBadRequest, Code: CodeSizeInvalid, Message: err.Error()}
 	case errors.Is(err, auth.ErrTooManyAttempts):
-		return &Error{Status: http.StatusTooManyRequests, Code: CodeTooManyRequests, Message: "too many failed logins; try again later", retryAfter: auth.RetryAfter(err)}
+		return &Error{Status: http.StatusTooManyRequests, Code: CodeTooManyRequests, Message: err.Error(), retryAfter: auth.RetryAfter(err)}
 	case errors.Is(err, auth.ErrDirectoryUnavailable):
 		return &Error{Status: http.StatusServiceUnavailable, Code: CodeUnavailable, Message: "the user directory cannot be reached", Err: err}
 	case errors.Is(err, auth.ErrBadCredentials), errors.Is(err, auth.ErrUnauthenticated):

@@ -221,7 +221,7 @@ func (s *Server) fetchAndServeManifest(w http.ResponseWriter, r *http.Request, r
 	s.metrics.miss("manifest")
 	key := req.repo + "@" + req.ref
 	ch := s.manifests.DoChan(key, func() (any, error) {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.fetchTimeout)
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.budget(req.up))
 		defer cancel()
 		um, err := req.up.manifest(ctx, http.MethodGet, req.upRepo, req.ref)
 		if err != nil {
@@ -291,7 +291,7 @@ func (s *Server) handleMirrorBlob(w http.ResponseWriter, r *http.Request, req re
 		// Stored for another repository: the upstream must confirm that this one has it, since a
 		// digest alone is not a capability (docs/SECURITY.md 4). Then link it, and serve the file.
 		if s.store.HasBlob(ctx, dgst) {
-			hctx, cancel := context.WithTimeout(ctx, s.fetchTimeout)
+			hctx, cancel := context.WithTimeout(ctx, s.budget(req.up))
 			_, herr := req.up.headBlob(hctx, req.upRepo, dgst)
 			cancel()
 			if herr != nil {
@@ -322,7 +322,7 @@ func setBlobHeaders(w http.ResponseWriter, dgst digest.Digest) {
 }
 
 func (s *Server) headUpstreamBlob(w http.ResponseWriter, r *http.Request, req request, dgst digest.Digest) error {
-	ctx, cancel := context.WithTimeout(r.Context(), s.fetchTimeout)
+	ctx, cancel := context.WithTimeout(r.Context(), s.budget(req.up))
 	defer cancel()
 	size, err := req.up.headBlob(ctx, req.upRepo, dgst)
 	if err != nil {
@@ -364,7 +364,7 @@ func (s *Server) streamFill(w http.ResponseWriter, r *http.Request, req request,
 	if joined && fill.Repo() != req.repo {
 		// Filling for another repository: the same confirmation as for a stored blob of another
 		// repository (handleMirrorBlob), before any byte of it reaches this client.
-		hctx, cancel := context.WithTimeout(r.Context(), s.fetchTimeout)
+		hctx, cancel := context.WithTimeout(r.Context(), s.budget(req.up))
 		_, herr := up.headBlob(hctx, upRepo, dgst)
 		cancel()
 		if herr != nil {
@@ -441,7 +441,7 @@ func (s *Server) handleMirrorTags(w http.ResponseWriter, r *http.Request, req re
 	if last != "" {
 		q.Set("last", last)
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.fetchTimeout)
+	ctx, cancel := context.WithTimeout(r.Context(), s.budget(req.up))
 	defer cancel()
 	name := strings.TrimPrefix(r.URL.Path, "/v2/")
 	name = strings.TrimSuffix(name, "/tags/list")
@@ -482,7 +482,7 @@ func (s *Server) handleMirrorReferrers(w http.ResponseWriter, r *http.Request, r
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.fetchTimeout)
+	ctx, cancel := context.WithTimeout(r.Context(), s.budget(req.up))
 	defer cancel()
 	path := "referrers/" + subject.String()
 	if at := r.URL.Query().Get("artifactType"); at != "" {

@@ -911,3 +911,27 @@ func TestStalledUpstreamIsCut(t *testing.T) {
 		t.Errorf("upstream blob GETs = %d, want 3: each request after a cut starts a new fill", n)
 	}
 }
+
+// An uncached manifest from an upstream that accepts and never answers gets a 504 within the
+// upstream's time budget (mirror.upstreams.X.timeout), not after the server's 30 s.
+func TestHungUpstreamManifestFailsWithinItsBudget(t *testing.T) {
+	up := newFakeUpstream(t)
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	up.setFault(func(w http.ResponseWriter, r *http.Request) bool {
+		if strings.Contains(r.URL.Path, "/manifests/") {
+			<-release
+			return true
+		}
+		return false
+	})
+	me := newMirrorEnv(t, []mirror.Upstream{{Name: "docker.io", URL: up.srv.URL, Timeout: 400 * time.Millisecond}})
+	start := time.Now()
+	resp, b := me.do(t, "GET", "/v2/library/hung/manifests/latest", nil, false)
+	if resp.StatusCode != http.StatusGatewayTimeout {
+		t.Errorf("hung upstream = %d %s, want 504", resp.StatusCode, b)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("the hung upstream took %v, want its 400ms budget", d)
+	}
+}

@@ -343,3 +343,12 @@ func (s *Server) handleBase(w http.ResponseWriter, r *http.Request, req request)
 	}
 	return nil
 }
+
+// budget is how long cove waits for up: its own time budget (mirror.upstreams.X.timeout, or
+// mirror.timeout), bounded by the server's FetchTimeout.
+func (s *Server) budget(up *upstream) time.Duration {
+	if up != nil && up.Timeout > 0 && up.Timeout < s.fetchTimeout {
+		return up.Timeout
+	}
+	return s.fetchTimeout
+}

@@ -66,8 +66,11 @@ func (s StorageConfig) minFree() (bytes int64, percent float64, err error) {
 		return 0, p, nil
 	}
 	var b ByteSize
-	if err := b.UnmarshalYAML(&yaml.Node{Kind: yaml.ScalarNode, Value: v}); err != nil || b <= 0 {
+	if err := b.UnmarshalYAML(&yaml.Node{Kind: yaml.ScalarNode, Value: v}); err != nil {
 		return 0, 0, fmt.Errorf("want a size such as 1GiB or a share such as 5%%, got %q", s.MinFree)
+	}
+	if b <= 0 {
+		return 0, 0, fmt.Errorf("must be above 0: the floor keeps the index's memory-mapped files from a full disk (leave it empty for the default)")
 	}
 	return int64(b), 0, nil
 }
@@ -386,6 +389,8 @@ func (c *Config) Validate() error {
 	if c.MetricsListen != "" {
 		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
 			bad("metrics_listen", "want host:port such as 127.0.0.1:9090, got %q", c.MetricsListen)
+		} else if c.MetricsListen == c.Listen {
+			bad("metrics_listen", "must differ from listen (%s); leave it empty to serve /metrics on the registry's port", c.Listen)
 		}
 	}
 	for name, u := range c.Mirror.Upstreams {

@@ -67,6 +67,9 @@ func TestParseErrorsNameTheKey(t *testing.T) {
 		{"listen: [", "not valid YAML"},
 		{"mirror:\n  upstreams:\n    docker.io:\n      url: http://x\n  upstreams:\n    a.io: {url: http://y}", "mirror.upstreams: key given twice (line 5)"},
 		{"mirror:\n  timeout: 0s", "mirror.timeout: must be positive"},
+		{"storage:\n  min_free: 0", "storage.min_free: must be above 0"},
+		{"storage:\n  min_free: 5 percent", "storage.min_free: want a size"},
+		{"listen: 127.0.0.1:5000\nmetrics_listen: 127.0.0.1:5000", "metrics_listen: must differ from listen"},
 		{"mirror:\n  upstreams:\n    docker.io:\n      timeout: -1s", "mirror.upstreams.docker.io.timeout: must not be negative"},
 	}
 	for _, tt := range tests {

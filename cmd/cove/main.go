@@ -167,7 +167,12 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	ver, rev, goVersion := versionInfo()
 	log.Info("cove starting", "version", ver, "commit", rev, "go", goVersion, "data", cfg.Data, "listen", cfg.Listen)
 	for _, name := range slices.Sorted(maps.Keys(cfg.Mirror.Upstreams)) {
-		log.Info("upstream", "name", name, "url", redact(cfg.Mirror.Upstreams[name].URL), "default", name == cfg.Mirror.Default)
+		u := cfg.Mirror.Upstreams[name]
+		timeout := time.Duration(u.Timeout)
+		if timeout == 0 {
+			timeout = time.Duration(cfg.Mirror.Timeout)
+		}
+		log.Info("upstream", "name", name, "url", redact(u.URL), "default", name == cfg.Mirror.Default, "timeout", timeout.String())
 	}
 	if err := os.MkdirAll(cfg.Data, 0o750); err != nil {
 		return fmt.Errorf("create data directory: %w", err)
@@ -403,6 +408,12 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 		return err
 	}
 	attrs := []any{"addr", ln.Addr().String(), "data", cfg.Data, "tls", cfg.TLS.Mode, "admin_page", adminURL(cfg, ln, certs.Enabled())}
+	if avail, floor, err := store.Space(); err == nil {
+		attrs = append(attrs, "disk_free_mib", avail>>20, "min_free_mib", floor>>20)
+	}
+	if metricsLn != nil {
+		attrs = append(attrs, "metrics", metricsLn.Addr().String())
+	}
 	if httpLn != nil {
 		attrs = append(attrs, "http_addr", httpLn.Addr().String())
 	}

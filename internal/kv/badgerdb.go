@@ -43,21 +43,31 @@ const idBandwidth = 32
 
 // NextID implements DB.
 func (b *Badger) NextID(ctx context.Context, name string) (int64, error) {
-	b.mu.Lock()
-	seq := b.seqs[name]
-	if seq == nil {
-		var err error
-		// The sequence's key is its name, as auth's sequences were kept before the seam
-		// ("auth/seq/user"): ids go on from where they were.
-		if seq, err = b.db.GetSequence([]byte(name), idBandwidth); err != nil {
-			b.mu.Unlock()
-			return 0, err
-		}
-		b.seqs[name] = seq
+	if b.db.Opts().ReadOnly {
+		return 0, ErrReadOnly // badger panics on a sequence in read-only mode
 	}
-	b.mu.Unlock()
+	seq, err := b.sequence(name)
+	if err != nil {
+		return 0, err
+	}
 	n, err := seq.Next()
 	return int64(n) + 1, err
+}
+
+func (b *Badger) sequence(name string) (*badger.Sequence, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if seq := b.seqs[name]; seq != nil {
+		return seq, nil
+	}
+	// The sequence's key is its name, as auth's sequences were kept before the seam
+	// ("auth/seq/user"): ids go on from where they were.
+	seq, err := b.db.GetSequence([]byte(name), idBandwidth)
+	if err != nil {
+		return nil, err
+	}
+	b.seqs[name] = seq
+	return seq, nil
 }
 
 // Write implements DB with a badger write batch.

@@ -70,6 +70,8 @@ var (
 	ErrNotFound = errors.New("kv: key not found")
 	// ErrConflict means a concurrent transaction changed what this one read; run it again.
 	ErrConflict = errors.New("kv: transaction conflict; retry")
+	// ErrReadOnly means the store was opened read-only.
+	ErrReadOnly = errors.New("kv: the store is read-only")
 )
 
 // prefixEnd is the first key after every key starting with prefix, nil when there is none.

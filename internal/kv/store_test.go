@@ -280,3 +280,24 @@ func writeSuite(t *testing.T, db DB) {
 		t.Errorf("%T: %d keys after 1201 writes (one expired) and 1000 deletes, want 200", db, n)
 	}
 }
+
+// A read-only badger refuses a sequence with an error, never a panic (badger panics).
+func TestBadgerReadOnlySequence(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "index")
+	db, err := badger.Open(badger.DefaultOptions(dir).WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	ro, err := badger.Open(badger.DefaultOptions(dir).WithLogger(nil).WithReadOnly(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	b := NewBadger(ro)
+	for range 2 { // twice: a panic once left the lock held, and the second call hung
+		if _, err := b.NextID(context.Background(), "users"); !errors.Is(err, ErrReadOnly) {
+			t.Errorf("NextID read-only = %v, want ErrReadOnly", err)
+		}
+	}
+}
