@@ -236,6 +236,21 @@ func TestFullDiskNeitherCrashesNorLocksCoveOut(t *testing.T) {
 	if n := metricValue(t, s, "cove_read_only"); n != 1 {
 		t.Errorf("cove_read_only = %v, want 1", n)
 	}
+	// Changes through the API answer 507, twice (a panic once left a lock held: the second hung),
+	// and a key rotation touches nothing.
+	for _, c := range []struct{ method, path, body string }{
+		{"POST", "/api/v2.0/projects", `{"project_name":"later"}`},
+		{"POST", "/api/v2.0/projects", `{"project_name":"later"}`},
+		{"POST", "/api/v2.0/users", `{"username":"dave","email":"d@example.org","password":"DavePw1xyz"}`},
+		{"POST", "/api/v2.0/system/token-key/rotate", ""},
+	} {
+		if resp, b := s.doAs(c.method, c.path, strings.NewReader(c.body), "admin", adminPassword); resp.StatusCode != http.StatusInsufficientStorage {
+			t.Errorf("%s %s on a read-only cove = %d %s, want 507", c.method, c.path, resp.StatusCode, b)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(data, "keys", "token-signing.pem")); err != nil {
+		t.Errorf("the signing key after a refused rotation: %v", err)
+	}
 	s.stop()
 
 	// Space back: a restart writes again.
