@@ -92,7 +92,12 @@ func (s *Store) reconcile(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if len(missing) > 0 {
+	switch {
+	case len(missing) > 0 && s.shared:
+		// The index is shared with other nodes, whose files these may be: a node never drops
+		// records for files it lacks (until blobs are in shared storage, it serves what it has).
+		s.log.Warn("index records without blob files on this node left alone (the metadata is shared)", "count", len(missing))
+	case len(missing) > 0:
 		s.log.Warn("index records without blob files dropped", "count", len(missing))
 		if err := s.dropRecords(missing); err != nil {
 			return err

@@ -52,6 +52,9 @@ type Config struct {
 	// ReadOnly opens the store without writing anything: cove started on a full disk and
 	// opened its index read-only (see OpenDBReadOnly). Every write fails with ErrReadOnly.
 	ReadOnly bool
+	// SharedMetadata says that DB is shared with other nodes (PostgreSQL): a record whose file
+	// this node lacks may be another node's, so start-up never drops it.
+	SharedMetadata bool
 	// DiskSpace reports the free and total bytes of a directory's file system; nil: statfs.
 	DiskSpace func(dir string) (avail, total int64, err error)
 	// Now is the clock; nil means time.Now.
@@ -75,6 +78,7 @@ type Store struct {
 	maxSize    int64        // cap on mirrored bytes; 0: no cap
 	fillTTL    time.Duration
 	maxBlob    int64 // bound on an upstream blob of unknown size; 0: none but the floor
+	shared     bool  // the index is shared with other nodes (Config.SharedMetadata)
 	spaceState
 
 	// ctx and cancel bound the store's own work (fills, access-time flushes); wg waits for it.
@@ -156,6 +160,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		maxSize:    cfg.MaxMirrored,
 		fillTTL:    cfg.FillTimeout,
 		maxBlob:    cfg.MaxBlobSize,
+		shared:     cfg.SharedMetadata,
 	}
 	s.minFree, s.minFreePct, s.readOnly, s.diskSpace = cfg.MinFree, cfg.MinFreePercent, cfg.ReadOnly, cfg.DiskSpace
 	if s.diskSpace == nil {

@@ -122,20 +122,32 @@ func adminCmd(ctx context.Context, args, environ []string, stdin io.Reader, stdo
 // offlineAccountChange opens cfg's index (refused while cove runs on it: badger locks it) and
 // makes the change, audited as made by "cove admin".
 func offlineAccountChange(ctx context.Context, cfg Config, sub, name, password string, makeAdmin bool, email string) error {
-	// A data directory cove has run on: never a new index made by a mistyped --data.
-	if _, err := os.Stat(filepath.Join(cfg.Data, "index", "MANIFEST")); err != nil {
-		return fmt.Errorf("%s is not the data directory of a cove that has run (no index/ in it): check --data or --config", cfg.Data)
-	}
-	db, err := cache.OpenDB(filepath.Join(cfg.Data, "index"), nil)
-	if err != nil {
-		if strings.Contains(err.Error(), "directory lock") {
-			return fmt.Errorf("the data directory %s is in use: stop cove first (cove admin works on a stopped registry)", cfg.Data)
+	var meta kv.DB
+	if cfg.Storage.Metadata.Kind == "postgres" {
+		// The fleet's database: cove may run meanwhile, its nodes see the change at once.
+		pg, err := kv.OpenPostgres(ctx, cfg.Storage.Metadata.Postgres.DSN)
+		if err != nil {
+			return err
 		}
-		return err
+		defer pg.Close()
+		meta = pg
+	} else {
+		// A data directory cove has run on: never a new index made by a mistyped --data.
+		if _, err := os.Stat(filepath.Join(cfg.Data, "index", "MANIFEST")); err != nil {
+			return fmt.Errorf("%s is not the data directory of a cove that has run (no index/ in it): check --data or --config", cfg.Data)
+		}
+		db, err := cache.OpenDB(filepath.Join(cfg.Data, "index"), nil)
+		if err != nil {
+			if strings.Contains(err.Error(), "directory lock") {
+				return fmt.Errorf("the data directory %s is in use: stop cove first (cove admin works on a stopped registry)", cfg.Data)
+			}
+			return err
+		}
+		defer db.Close()
+		b := kv.NewBadger(db)
+		defer b.Close()
+		meta = b
 	}
-	defer db.Close()
-	meta := kv.NewBadger(db)
-	defer meta.Close()
 	audit := auth.NewAudit(meta, time.Duration(cfg.Auth.AuditRetention), nil)
 	defer audit.Close()
 	svc, err := auth.New(ctx, meta, auth.Config{KeyDir: filepath.Join(cfg.Data, "keys"), Audit: audit})

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"gopkg.in/yaml.v3"
 
 	"cove/auth"
@@ -50,6 +51,20 @@ type StorageConfig struct {
 	// the smaller of 1 GiB and 5 %. Fills evict mirrored content to stay above it; pushes that
 	// cannot fit get 507.
 	MinFree string `yaml:"min_free"`
+	// Metadata is where cove keeps its records (everything but blob files): the embedded badger
+	// index under data/index (default), or a PostgreSQL database.
+	Metadata MetadataConfig `yaml:"metadata"`
+}
+
+// MetadataConfig chooses the metadata store.
+type MetadataConfig struct {
+	Kind     string         `yaml:"kind"` // badger | postgres; default badger
+	Postgres PostgresConfig `yaml:"postgres"`
+}
+
+// PostgresConfig is the PostgreSQL of storage.metadata.kind postgres.
+type PostgresConfig struct {
+	DSN string `yaml:"dsn"` // e.g. postgres://cove:secret@db.example:5432/cove?sslmode=verify-full
 }
 
 // minFree reads storage.min_free: bytes, or a percentage of the disk; both zero for the default.
@@ -145,7 +160,8 @@ func DefaultConfig() Config {
 			AuditRetention:  Duration(90 * 24 * time.Hour),
 			LDAP:            LDAPConfig{URL: "ldap://127.0.0.1:389", BaseDN: "dc=example,dc=org", UserFilter: "(uid=%s)", GroupFilter: "(member=%s)", Timeout: Duration(10 * time.Second)},
 		},
-		TLS: TLSConfig{Mode: "off", HTTPListen: ":80"},
+		TLS:     TLSConfig{Mode: "off", HTTPListen: ":80"},
+		Storage: StorageConfig{Metadata: MetadataConfig{Kind: "badger"}},
 	}
 }
 
@@ -416,6 +432,14 @@ func (c *Config) Validate() error {
 		bad("auth.self_registration", "must be false with auth.mode ldap: local accounts could take directory users' names")
 	}
 	oneOf("tls.mode", c.TLS.Mode, "off", "files", "self-signed", "acme")
+	oneOf("storage.metadata.kind", c.Storage.Metadata.Kind, "badger", "postgres")
+	if c.Storage.Metadata.Kind == "postgres" {
+		if c.Storage.Metadata.Postgres.DSN == "" {
+			bad("storage.metadata.postgres.dsn", "must be set with storage.metadata.kind postgres")
+		} else if _, err := pgx.ParseConfig(c.Storage.Metadata.Postgres.DSN); err != nil {
+			bad("storage.metadata.postgres.dsn", "not a PostgreSQL connection string or URL (the value is not shown: it may hold a password)")
+		}
+	}
 	if c.Auth.TokenTTL <= 0 {
 		bad("auth.token_ttl", "must be positive")
 	}

@@ -181,16 +181,15 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	if err != nil {
 		return err
 	}
-	db, readOnly, err := cache.OpenIndex(cfg.Data, minFree, minFreePct, log)
+	meta, ping, readOnly, closeMeta, err := openMetadata(ctx, cfg, minFree, minFreePct, log)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
-	meta := kv.NewBadger(db) // the metadata seam: badger on one node
-	defer meta.Close()
+	defer closeMeta()
 	store, err := cache.Open(ctx, cache.Config{
 		Dir: cfg.Data, DB: meta, Logger: log, MaxMirrored: int64(cfg.Mirror.MaxSize),
 		MinFree: minFree, MinFreePercent: minFreePct, MaxBlobSize: int64(cfg.Mirror.MaxBlobSize), ReadOnly: readOnly,
+		SharedMetadata: cfg.Storage.Metadata.Kind == "postgres",
 	})
 	if err != nil {
 		return err
@@ -353,6 +352,11 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return
 		}
+		if err := ping(r.Context()); err != nil {
+			telemetry.SetCause(r.Context(), fmt.Errorf("not ready: the metadata database does not answer: %w", err))
+			http.Error(w, "not ready: the metadata database (storage.metadata) does not answer", http.StatusServiceUnavailable)
+			return
+		}
 		fmt.Fprintln(w, "ready")
 	})
 	srv := &http.Server{
@@ -487,6 +491,32 @@ func adminStatus(st mirror.Status) admin.MirrorStatus {
 		})
 	}
 	return out
+}
+
+// openMetadata opens the metadata store of storage.metadata: the badger index under data/index
+// (read-only on a full disk), or PostgreSQL. ping tells readiness whether it answers; closeMeta
+// closes what was opened.
+func openMetadata(ctx context.Context, cfg Config, minFree int64, minFreePct float64, log *slog.Logger) (meta kv.DB, ping func(context.Context) error, readOnly bool, closeMeta func(), err error) {
+	if cfg.Storage.Metadata.Kind == "postgres" {
+		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		pg, err := kv.OpenPostgres(pctx, cfg.Storage.Metadata.Postgres.DSN)
+		if err != nil {
+			return nil, nil, false, nil, err // the error names storage.metadata.postgres.dsn
+		}
+		log.Info("metadata in PostgreSQL", "schema_version", kv.SchemaVersion())
+		return pg, func(ctx context.Context) error {
+			ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			defer cancel()
+			return pg.Ping(ctx)
+		}, false, func() { pg.Close() }, nil
+	}
+	db, readOnly, err := cache.OpenIndex(cfg.Data, minFree, minFreePct, log)
+	if err != nil {
+		return nil, nil, false, nil, err
+	}
+	b := kv.NewBadger(db) // the metadata seam: badger on one node
+	return b, func(context.Context) error { return nil }, readOnly, func() { b.Close(); db.Close() }, nil
 }
 
 // adminURL is where the admin page is: public_url when set, else the listener's address (a
