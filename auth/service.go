@@ -42,6 +42,9 @@ type Config struct {
 	TokenTTL time.Duration
 	// KeyDir holds the token signing key, generated at first start.
 	KeyDir string
+	// SharedKeys keeps the token signing keys in the metadata store instead of KeyDir, so that a
+	// token signed by one node of a fleet verifies on all (storage.metadata.kind postgres).
+	SharedKeys bool
 	// Logger receives lifecycle messages; nil discards them.
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -151,11 +154,17 @@ func New(ctx context.Context, db kv.DB, cfg Config) (s *Service, err error) {
 	if s.tokenTTL <= 0 {
 		s.tokenTTL = 5 * time.Minute
 	}
-	if cfg.KeyDir == "" {
+	switch {
+	case cfg.SharedKeys:
+		if s.keys, err = loadSharedKeystore(ctx, db, s.now); err != nil {
+			return nil, err
+		}
+	case cfg.KeyDir == "":
 		return nil, errors.New("auth: a key directory is required")
-	}
-	if s.keys, err = loadKeystore(cfg.KeyDir, s.now); err != nil {
-		return nil, err
+	default:
+		if s.keys, err = loadKeystore(cfg.KeyDir, s.now); err != nil {
+			return nil, err
+		}
 	}
 	s.key = make([]byte, 32)
 	if _, err := rand.Read(s.key); err != nil {

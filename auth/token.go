@@ -65,12 +65,17 @@ const refreshTTL = 30 * 24 * time.Hour
 type keystore struct {
 	dir string
 	now func() time.Time
+	// db, when set, holds the keys instead of dir: a fleet's shared store (sharedkeys.go).
+	db kv.DB
 
 	mu sync.RWMutex
 	// key, kid and verify are guarded by mu.
 	key    *ecdsa.PrivateKey
 	kid    string
 	verify map[string]*ecdsa.PublicKey // by kid: the current key and the retired ones still valid
+	// loaded and missed are when the shared keys were last read, and last asked for a kid
+	// unknown here; guarded by mu.
+	loaded, missed time.Time
 }
 
 func loadKeystore(dir string, now func() time.Time) (*keystore, error) {
@@ -184,6 +189,7 @@ func keyID(key *ecdsa.PrivateKey) string {
 
 // signer returns the current key and its id.
 func (ks *keystore) signer() (*ecdsa.PrivateKey, string) {
+	ks.freshen()
 	ks.mu.RLock()
 	defer ks.mu.RUnlock()
 	return ks.key, ks.kid
@@ -192,8 +198,11 @@ func (ks *keystore) signer() (*ecdsa.PrivateKey, string) {
 // lookup returns the public key of kid, if it is cove's and still valid.
 func (ks *keystore) lookup(kid string) (*ecdsa.PublicKey, bool) {
 	ks.mu.RLock()
-	defer ks.mu.RUnlock()
 	k, ok := ks.verify[kid]
+	ks.mu.RUnlock()
+	if !ok && ks.db != nil {
+		return ks.lookupShared(kid)
+	}
 	return k, ok
 }
 
@@ -256,6 +265,9 @@ func (s *Service) RotateTokenKey(ctx context.Context) (string, error) {
 		if err := s.writable(); err != nil {
 			return "", err // a full disk or a read-only start: nothing is touched
 		}
+	}
+	if s.keys.db != nil {
+		return s.keys.rotateShared(ctx)
 	}
 	return s.keys.rotate()
 }

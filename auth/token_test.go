@@ -716,3 +716,51 @@ func TestFailedRotationKeepsTheKey(t *testing.T) {
 		t.Errorf("left behind: %v", names)
 	}
 }
+
+// In a fleet the signing keys are shared: a token signed by one node verifies on another, also
+// after a rotation on the first; the old key's tokens keep verifying, and the other node signs
+// with the new key once it has read it again.
+func TestSharedKeysAcrossNodes(t *testing.T) {
+	ctx := context.Background()
+	db := openDB(t)
+	clock := &testClock{now: time.Unix(1_800_000_000, 0)}
+	node := func() *Service {
+		s, err := New(ctx, db, Config{AdminPassword: "pw", BcryptCost: bcrypt.MinCost, SharedKeys: true, Now: clock.Now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	a, b := node(), node()
+	if _, ka := a.keys.signer(); ka != func() string { _, k := b.keys.signer(); return k }() {
+		t.Fatal("two nodes starting on one store made two keys")
+	}
+	admin := accountOf(t, a, "admin")
+	tokA, _, _, err := a.IssueToken(ctx, admin, "cove", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Authenticate(ctx, bearer(tokA)); err != nil {
+		t.Errorf("node B refuses node A's token: %v", err)
+	}
+	if _, err := a.RotateTokenKey(ctx); err != nil {
+		t.Fatal(err)
+	}
+	clock.now = clock.now.Add(2 * time.Second) // past the once-a-second bound on asking the store
+	tokA2, _, _, _ := a.IssueToken(ctx, admin, "cove", nil)
+	if _, err := b.Authenticate(ctx, bearer(tokA2)); err != nil {
+		t.Errorf("node B refuses a token of A's new key: %v", err)
+	}
+	if _, err := b.Authenticate(ctx, bearer(tokA)); err != nil {
+		t.Errorf("a token of the retired key stopped verifying: %v", err)
+	}
+	clock.now = clock.now.Add(sharedKeysRefresh)
+	_, kidA := a.keys.signer()
+	if _, kidB := b.keys.signer(); kidB != kidA {
+		t.Errorf("node B signs with %s after the refresh, want the new key %s", kidB, kidA)
+	}
+	// A key that is no one's is refused, and asking the store for it is bounded.
+	if _, ok := b.keys.lookup("nosuchkid"); ok {
+		t.Error("an unknown kid verified")
+	}
+}

@@ -150,7 +150,7 @@ func offlineAccountChange(ctx context.Context, cfg Config, sub, name, password s
 	}
 	audit := auth.NewAudit(meta, time.Duration(cfg.Auth.AuditRetention), nil)
 	defer audit.Close()
-	svc, err := auth.New(ctx, meta, auth.Config{KeyDir: filepath.Join(cfg.Data, "keys"), Audit: audit})
+	svc, err := auth.New(ctx, meta, auth.Config{KeyDir: filepath.Join(cfg.Data, "keys"), Audit: audit, SharedKeys: cfg.Storage.Metadata.Kind == "postgres"})
 	if err != nil {
 		return err
 	}

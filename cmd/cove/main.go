@@ -221,6 +221,7 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 		PublicURL:           cfg.PublicURL,
 		TokenTTL:            time.Duration(cfg.Auth.TokenTTL),
 		KeyDir:              filepath.Join(cfg.Data, "keys"),
+		SharedKeys:          cfg.Storage.Metadata.Kind == "postgres",
 		ReservedNames:       upstreams,
 		AnonymousMirrorPull: cfg.Auth.AnonymousPull == "mirror",
 		Logger:              log,
