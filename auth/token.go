@@ -3,7 +3,6 @@ package auth
 import (
 	"context"
 	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
@@ -137,11 +136,11 @@ func readKey(path string) (*ecdsa.PrivateKey, error) {
 // leaves the old file or the new one whole; a key lost after tokens were signed with it would
 // end them all.
 func newKey(path string) (*ecdsa.PrivateKey, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	pemBytes, err := newKeyPEM()
 	if err != nil {
 		return nil, err
 	}
-	der, err := x509.MarshalECPrivateKey(key)
+	key, err := parseKeyPEM(pemBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -154,7 +153,7 @@ func newKey(path string) (*ecdsa.PrivateKey, error) {
 		if err != nil {
 			return err
 		}
-		_, err = f.Write(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}))
+		_, err = f.Write(pemBytes)
 		if err == nil {
 			err = f.Sync()
 		}
