@@ -135,6 +135,10 @@ func (s *Store) EvictRepository(ctx context.Context, repo string) (int, error) {
 		return 0, err
 	}
 	keys = append(keys, repoKey(repo))
+	if !s.deletable() {
+		avail, floor, _ := s.space()
+		return 0, &SpaceError{Avail: avail, Floor: floor}
+	}
 	if err := s.db.Write(ctx, deletes(keys)); err != nil {
 		return 0, err
 	}

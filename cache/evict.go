@@ -105,8 +105,8 @@ func (s *Store) evictBytes(ctx context.Context, n int64) (int, error) {
 // evict removes evictable blobs, least recently used first, until done says so (given the bytes
 // freed so far).
 func (s *Store) evict(ctx context.Context, done func(freed int64) bool) (int, error) {
-	if s.readOnly {
-		return 0, nil
+	if !s.deletable() {
+		return 0, nil // even deletions write into the index: not on a disk this full
 	}
 	if err := s.flushAccess(); err != nil {
 		return 0, err

@@ -36,6 +36,10 @@ func (s *Store) Collect(ctx context.Context, grace time.Duration) (removed int, 
 			return 0, 0, err
 		}
 	}
+	if !s.deletable() {
+		avail, floor, _ := s.space()
+		return 0, 0, &SpaceError{Avail: avail, Floor: floor}
+	}
 	keys := make([][]byte, len(garbage))
 	for i, g := range garbage {
 		keys[i] = blobKey(g.dgst)

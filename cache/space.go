@@ -59,15 +59,27 @@ func diskSpace(dir string) (avail, total int64, err error) {
 
 // FreeSpaceFloor is the floor for a file system of total bytes: minFree when set (bytes), or
 // minFreePct of total when set, else the smaller of 1 GiB and 5 % of total.
+// It is never under MinFloor: badger flushes whole memtables (8 MiB each) into tables, and a
+// flush that meets a full disk is a SIGBUS; half the floor is kept for the index alone.
 func FreeSpaceFloor(total, minFree int64, minFreePct float64) int64 {
+	var f int64
 	switch {
 	case minFree > 0:
-		return minFree
+		f = minFree
 	case minFreePct > 0:
-		return int64(float64(total) * minFreePct / 100)
+		f = int64(float64(total) * minFreePct / 100)
+	default:
+		f = min(1<<30, total/20)
 	}
-	return min(1<<30, total/20)
+	return max(f, MinFloor)
 }
+
+// MinFloor is the least free-space floor: twice indexReserve.
+const MinFloor = 2 * indexReserve
+
+// indexReserve is the free space kept for the index's own writes and flushes (memtables of
+// 8 MiB, two of them, and the tables they become); index writes stop under it.
+const indexReserve = 32 << 20
 
 // space reports the free bytes of the data directory and its floor.
 func (s *Store) space() (avail, floor int64, err error) {
@@ -131,6 +143,16 @@ func (s *Store) WriteCheck() error {
 	return nil
 }
 
+// deletable reports whether the index may take deletions (evictions, garbage collection): they
+// free space, but write tombstones through the same memtables, so they need some room too.
+func (s *Store) deletable() bool {
+	if s.readOnly {
+		return false
+	}
+	avail, _, err := s.space()
+	return err == nil && avail >= indexReserve/2
+}
+
 // IndexWritable reports whether the index may be written: the disk keeps at least half the
 // floor free (badger's mapped files must never meet a full disk), and cove is not read-only.
 func (s *Store) IndexWritable() bool {
@@ -180,8 +202,19 @@ func (r *spaceReader) Read(p []byte) (int, error) {
 // guardSpace returns body wrapped so that writing it keeps the floor: a first check for size
 // bytes (or spaceCheckEvery when unknown), then one every spaceCheckEvery bytes.
 func (s *Store) guardSpace(ctx context.Context, body io.Reader, size int64) (io.Reader, error) {
+	return s.guardSpaceFor(ctx, body, size, true)
+}
+
+// guardPushSpace is guardSpace for a client's body: room is made as the bytes arrive, not for
+// the size the client announced (a push that announces much and sends little must not empty
+// the mirror's cache).
+func (s *Store) guardPushSpace(ctx context.Context, body io.Reader, size int64) (io.Reader, error) {
+	return s.guardSpaceFor(ctx, body, size, false)
+}
+
+func (s *Store) guardSpaceFor(ctx context.Context, body io.Reader, size int64, upfront bool) (io.Reader, error) {
 	need := size
-	if need < 0 {
+	if need < 0 || (!upfront && need > spaceCheckEvery) {
 		need = spaceCheckEvery
 	}
 	if err := s.ensureSpace(ctx, need, true); err != nil {

@@ -79,9 +79,9 @@ func fill(t *testing.T, s *Store, data []byte, size int64) error {
 // make room; a blob that cannot fit even so is refused (507), and nothing of it is kept.
 func TestFillsKeepTheFreeSpaceFloor(t *testing.T) {
 	const mib = 1 << 20
-	s, disk := spaceStore(t, 20*mib, 4*mib, 0)
+	s, disk := spaceStore(t, 80*mib, 64*mib, 0) // the floor is never under MinFloor (64 MiB)
 	var olds [][]byte
-	for range 3 { // 15 MiB of mirrored content: 5 MiB free, above the 4 MiB floor
+	for range 3 { // 15 MiB of mirrored content: 65 MiB free, above the 64 MiB floor
 		b := randomBytes(t, 5*mib)
 		if err := fill(t, s, b, int64(len(b))); err != nil {
 			t.Fatal(err)
@@ -96,8 +96,8 @@ func TestFillsKeepTheFreeSpaceFloor(t *testing.T) {
 	if s.HasBlob(context.Background(), digest.FromBytes(olds[0])) {
 		t.Error("the least recently used blob was not evicted")
 	}
-	if avail, _, _ := disk.space(""); avail < 4*mib {
-		t.Errorf("%d bytes free after the fill, under the 4 MiB floor", avail)
+	if avail, _, _ := disk.space(""); avail < 64*mib {
+		t.Errorf("%d bytes free after the fill, under the 64 MiB floor", avail)
 	}
 	// A blob larger than the disk can hold above the floor: refused, nothing kept.
 	huge := randomBytes(t, 17*mib)
@@ -129,7 +129,7 @@ func TestFillsKeepTheFreeSpaceFloor(t *testing.T) {
 // its floor, and leave nothing behind; the upload session stays usable for a retry.
 func TestPushesKeepTheFreeSpaceFloor(t *testing.T) {
 	const mib = 1 << 20
-	s, _ := spaceStore(t, 12*mib, 4*mib, 0)
+	s, _ := spaceStore(t, 72*mib, 64*mib, 0)
 	ctx := context.Background()
 	ok := randomBytes(t, 3*mib)
 	if _, err := s.PutBlob(ctx, "p/a", digest.FromBytes(ok), bytes.NewReader(ok), int64(len(ok))); err != nil {
@@ -238,5 +238,30 @@ func TestEvictionCutShortIsFinishedAtStart(t *testing.T) {
 	}
 	if !s.HasBlob(context.Background(), digest.FromBytes(keep)) {
 		t.Error("the other blob was lost")
+	}
+}
+
+// A push that announces a large size and sends little does not empty the mirror's cache: room is
+// made as the bytes arrive.
+func TestPushMakesRoomAsBytesArrive(t *testing.T) {
+	const mib = 1 << 20
+	s, _ := spaceStore(t, 80*mib, 64*mib, 0)
+	var cached [][]byte
+	for range 3 {
+		b := randomBytes(t, 5*mib)
+		if err := fill(t, s, b, int64(len(b))); err != nil {
+			t.Fatal(err)
+		}
+		cached = append(cached, b)
+	}
+	little := randomBytes(t, 1000)
+	_, err := s.PutBlob(context.Background(), "p/a", digest.FromString("announced"), bytes.NewReader(little), 14*mib)
+	if err == nil {
+		t.Fatal("a push shorter than announced was accepted")
+	}
+	for i, b := range cached {
+		if !s.HasBlob(context.Background(), digest.FromBytes(b)) {
+			t.Errorf("cached blob %d was evicted for bytes that never came", i)
+		}
 	}
 }

@@ -310,7 +310,7 @@ func (s *Store) PutBlob(ctx context.Context, repo string, dgst digest.Digest, r 
 	}
 	defer removeTemp(f)
 	h := dgst.Algorithm().Hash()
-	if r, err = s.guardSpace(ctx, r, size); err != nil {
+	if r, err = s.guardPushSpace(ctx, r, size); err != nil {
 		return BlobInfo{}, err
 	}
 	n, err := io.Copy(io.MultiWriter(f, h), r)
