@@ -95,6 +95,10 @@ type Service struct {
 	// changes to each user (see forget). Both guarded by mu.
 	verified map[string]verifiedCred
 	gen      map[string]uint64
+	// wrong holds, per user, the HMACs of passwords found wrong within credTTL, with their
+	// expiry; wrongN counts them (bounded by maxWrongRemembered). Guarded by mu.
+	wrong  map[string]map[string]time.Time
+	wrongN int
 }
 
 type verifiedCred struct {
@@ -109,6 +113,7 @@ func New(ctx context.Context, db kv.DB, cfg Config) (s *Service, err error) {
 	s = &Service{
 		db: db, log: cfg.Logger, publicURL: strings.TrimSuffix(cfg.PublicURL, "/"), service: cfg.Service,
 		tokenTTL: cfg.TokenTTL, now: cfg.Now, verified: map[string]verifiedCred{}, gen: map[string]uint64{},
+		wrong: map[string]map[string]time.Time{},
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -316,6 +321,13 @@ func (s *Service) Login(ctx context.Context, user, pass, addr string) (Principal
 	}
 	// A failure's record names the user as sent, clipped: anyone can send any name.
 	failure := Event{Username: clip(user, maxFailedUserField), Address: addr, Operation: "login", ResourceType: "user", Resource: clip(user, maxFailedUserField)}
+	// The same wrong secret again within the minute is no new guess — a pod with a stale pull
+	// secret sends it twice a second — so it is refused as wrong without counting against the
+	// limits, which would otherwise lock the right secret out of that address too.
+	if s.knownWrong(user, pass) {
+		s.recordRefusal(ctx, failure)
+		return Principal{}, ErrBadCredentials
+	}
 	at, err := s.limiter.admit(ctx, user, addr)
 	if err != nil {
 		if errors.Is(err, ErrTooManyAttempts) {
@@ -336,6 +348,9 @@ func (s *Service) Login(ctx context.Context, user, pass, addr string) (Principal
 	switch {
 	case errors.Is(err, ErrBadCredentials):
 		at.done(outcomeWrong)
+		if checked {
+			s.rememberWrong(user, pass)
+		}
 		s.recordRefusal(ctx, failure)
 		return p, err
 	case err == nil:
@@ -355,6 +370,40 @@ func (s *Service) CheckPassword(ctx context.Context, user, pass string) (Princip
 	p, _, err := s.checkPassword(ctx, user, pass)
 	return p, err
 }
+
+// knownWrong reports whether user's exact password was found wrong within credTTL.
+func (s *Service) knownWrong(user, pass string) bool {
+	if user == "" || pass == "" {
+		return false
+	}
+	mac := string(s.mac(user, pass))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	exp, ok := s.wrong[user][mac]
+	return ok && s.now().Before(exp)
+}
+
+// rememberWrong notes that user's exact password was found wrong (as an HMAC, never the
+// password), for credTTL; a change to the user forgets it (forget), so a password that becomes
+// right is never refused for having been wrong.
+func (s *Service) rememberWrong(user, pass string) {
+	mac := string(s.mac(user, pass))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.wrongN >= maxWrongRemembered {
+		s.wrong, s.wrongN = map[string]map[string]time.Time{}, 0 // bounded: start over
+	}
+	if s.wrong[user] == nil {
+		s.wrong[user] = map[string]time.Time{}
+	}
+	if _, ok := s.wrong[user][mac]; !ok {
+		s.wrongN++
+	}
+	s.wrong[user][mac] = s.now().Add(credTTL)
+}
+
+// maxWrongRemembered bounds the wrong secrets remembered.
+const maxWrongRemembered = 65536
 
 // cachedCheck reports whether user's exact password was checked right within credTTL.
 func (s *Service) cachedCheck(user, pass string) (Principal, bool) {

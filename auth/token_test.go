@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -358,8 +359,8 @@ func TestParallelRightPasswordsAreNotLimited(t *testing.T) {
 	if _, err := s.Login(ctx, "fleet", "Passw0rdFleet", "192.0.2.7"); err != nil {
 		t.Fatal(err)
 	}
-	for range pairFailures + 1 {
-		s.Login(ctx, "fleet", "guess", "198.51.100.1")
+	for i := range pairFailures + 1 {
+		s.Login(ctx, "fleet", fmt.Sprintf("guess%d", i), "198.51.100.1")
 	}
 	results := make(chan error, 64)
 	for range 64 {

@@ -249,6 +249,8 @@ func (s *Service) DeleteUser(ctx context.Context, name string) error {
 func (s *Service) forget(name string) {
 	s.mu.Lock()
 	delete(s.verified, name)
+	s.wrongN -= len(s.wrong[name])
+	delete(s.wrong, name)
 	s.gen[name]++
 	s.mu.Unlock()
 }
