@@ -376,10 +376,10 @@ func (s *Service) knownWrong(user, pass string) bool {
 	if user == "" || pass == "" {
 		return false
 	}
-	mac := string(s.mac(user, pass))
+	mac := s.mac(user, pass)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	exp, ok := s.wrong[user][mac]
+	exp, ok := s.wrong[user][string(mac)]
 	return ok && s.now().Before(exp)
 }
 

@@ -482,10 +482,6 @@ func (s *Service) IssueRefreshToken(ctx context.Context, p Principal) (string, e
 		func(c *tokenClaims) { c.Kind, c.UID, c.Epoch = "refresh", rec.ID, rec.Epoch })
 }
 
-func (s *Service) sign(sub, aud string, issued time.Time, ttl time.Duration, access []Access, kind string) (string, error) {
-	return s.signClaims(sub, aud, issued, ttl, access, func(c *tokenClaims) { c.Kind = kind })
-}
-
 func (s *Service) signClaims(sub, aud string, issued time.Time, ttl time.Duration, access []Access, more func(*tokenClaims)) (string, error) {
 	jti := make([]byte, 16)
 	if _, err := rand.Read(jti); err != nil {

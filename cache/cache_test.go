@@ -100,6 +100,27 @@ func TestStoreOnPostgres(t *testing.T) {
 	}
 }
 
+// openStore opens a store with cfg on a badger index in a fresh directory (cfg.Dir when set),
+// closed at the end of the test.
+func openStore(t *testing.T, cfg Config) *Store {
+	t.Helper()
+	if cfg.Dir == "" {
+		cfg.Dir = t.TempDir()
+	}
+	db, err := OpenDB(filepath.Join(cfg.Dir, "index"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	cfg.DB = kv.NewBadger(db)
+	s, err := Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
 func tmpEntries(t *testing.T, s *Store) []string {
 	t.Helper()
 	ents, err := os.ReadDir(s.tmpDir())
@@ -516,18 +537,8 @@ func TestCollect(t *testing.T) {
 
 func TestUploadSessionsAreCapped(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	db, err := OpenDB(filepath.Join(dir, "index"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
 	now := time.Unix(1_800_000_000, 0)
-	s, err := Open(ctx, Config{Dir: dir, DB: kv.NewBadger(db), MaxUploads: 2, UploadTTL: time.Hour, Now: func() time.Time { return now }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openStore(t, Config{MaxUploads: 2, UploadTTL: time.Hour, Now: func() time.Time { return now }})
 	first, _ := s.NewUpload(ctx, "p/a", "alice")
 	if _, err := s.NewUpload(ctx, "p/a", "alice"); err != nil {
 		t.Fatal(err)
@@ -681,17 +692,7 @@ func TestDeleteTouchesNothingElse(t *testing.T) {
 // under a global cap far above either.
 func TestUploadCapsPerAccountAndProject(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	db, err := OpenDB(filepath.Join(dir, "index"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	s, err := Open(ctx, Config{Dir: dir, DB: kv.NewBadger(db), MaxUploads: 5, MaxUploadsPerAccount: 2, MaxUploadsPerProject: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openStore(t, Config{MaxUploads: 5, MaxUploadsPerAccount: 2, MaxUploadsPerProject: 3})
 	open := func(repo, owner string) error {
 		_, err := s.NewUpload(ctx, repo, owner)
 		return err

@@ -7,15 +7,12 @@ import (
 	"errors"
 	"io"
 	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/opencontainers/go-digest"
-
-	"cove/internal/kv"
 )
 
 // gate is an upstream body that hands out its bytes only as the test allows.
@@ -318,21 +315,11 @@ func TestFillGoesOnWhenTheClientLeaves(t *testing.T) {
 
 func TestEvictLeastRecentlyUsedMirroredContent(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	db, err := OpenDB(filepath.Join(dir, "index"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
 	now := time.Unix(1_800_000_000, 0)
 	var mu sync.Mutex
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	tick := func() { mu.Lock(); now = now.Add(time.Minute); mu.Unlock() }
-	s, err := Open(ctx, Config{Dir: dir, DB: kv.NewBadger(db), MaxMirrored: 250 << 10, Now: clock})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openStore(t, Config{MaxMirrored: 250 << 10, Now: clock})
 	// A local blob larger than the cap: never evicted, never counted.
 	local := randomBytes(t, 300<<10)
 	if _, err := s.PutBlob(ctx, "p/a", digest.FromBytes(local), bytes.NewReader(local), -1); err != nil {
@@ -390,17 +377,7 @@ func TestEvictLeastRecentlyUsedMirroredContent(t *testing.T) {
 
 func TestEvictPassesOverBlobsInUse(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	db, err := OpenDB(filepath.Join(dir, "index"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	s, err := Open(ctx, Config{Dir: dir, DB: kv.NewBadger(db), MaxMirrored: 150 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openStore(t, Config{MaxMirrored: 150 << 10})
 	fill := func() digest.Digest {
 		data := randomBytes(t, 100<<10)
 		d := digest.FromBytes(data)

@@ -153,16 +153,6 @@ func (s *Store) deletable() bool {
 	return err == nil && avail >= indexReserve/2
 }
 
-// IndexWritable reports whether the index may be written: the disk keeps at least half the
-// floor free (badger's mapped files must never meet a full disk), and cove is not read-only.
-func (s *Store) IndexWritable() bool {
-	if s.readOnly {
-		return false
-	}
-	avail, floor, err := s.space()
-	return err == nil && avail >= floor/2
-}
-
 // warnSpace logs a refusal for space, at most once a minute.
 func (s *Store) warnSpace(e *SpaceError) {
 	now := time.Now().UnixNano()

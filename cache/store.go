@@ -479,16 +479,10 @@ func removeTemp(f *os.File) {
 // conflict with a concurrent transaction. Work registered with pending runs once the transaction
 // has committed, so that a retried transaction does not count twice.
 func (s *Store) update(fn func(ct *commitTxn) error) error {
-	if s.readOnly {
-		return ErrReadOnly
-	}
-	if !s.IndexWritable() {
-		// badger's memory-mapped files must never meet a full disk (a SIGBUS).
-		avail, floor, _ := s.space()
-		s.spaceRefusals.Add(1)
-		e := &SpaceError{Avail: avail, Floor: floor}
-		s.warnSpace(e)
-		return e
+	// Not on a disk under half its floor: badger's memory-mapped files must never meet a full
+	// disk (a SIGBUS); nor on a read-only start.
+	if err := s.WriteCheck(); err != nil {
+		return err
 	}
 	var ct *commitTxn
 	err := kv.Retry(s.ctx, s.db, func(txn kv.Txn) error {

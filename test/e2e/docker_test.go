@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"encoding/json"
-	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -25,16 +24,7 @@ func TestDockerLoginEveryIdentity(t *testing.T) {
 	ldap := startSlapd(t)
 	reg := startRegistry(t, "", nil)
 	runtimeImages(t, reg)
-	s := startMirror(t, t.TempDir(), mirrorConfig(reg.url, fmt.Sprintf(`auth:
-  mode: ldap
-  ldap:
-    url: %s
-    base_dn: ou=people,dc=example,dc=org
-    user_filter: (uid=%%s)
-    bind_dn: cn=reader,dc=example,dc=org
-    bind_password: ReaderPw1
-    group_base_dn: ou=groups,dc=example,dc=org
-`, ldap.url)))
+	s := startMirror(t, t.TempDir(), mirrorConfig(reg.url, ldap.authConfig()))
 	s.createProject("team", false)
 	api := func(method, path, body string) string {
 		t.Helper()

@@ -75,6 +75,21 @@ member: uid=carol,ou=people,dc=example,dc=org
 
 func startSlapd(t *testing.T) *slapd { return startSlapdTLS(t, false) }
 
+// authConfig is the auth section of a cove configuration that logs in against this directory
+// with its read-only service account; keys of auth.ldap may follow (indented by four spaces).
+func (sl *slapd) authConfig() string {
+	return fmt.Sprintf(`auth:
+  mode: ldap
+  ldap:
+    url: %s
+    base_dn: ou=people,dc=example,dc=org
+    user_filter: (uid=%%s)
+    bind_dn: cn=reader,dc=example,dc=org
+    bind_password: ReaderPw1
+    group_base_dn: ou=groups,dc=example,dc=org
+`, sl.url)
+}
+
 // startSlapdTLS starts slapd; with TLS it also listens for ldaps:// and offers StartTLS, with a
 // server certificate for 127.0.0.1 from a CA of the test's own (caFile).
 func startSlapdTLS(t *testing.T, withTLS bool) *slapd {
@@ -200,17 +215,7 @@ func TestSecurityEndToEnd(t *testing.T) {
 	requireTool(t, "skopeo")
 	requireTool(t, "podman")
 	ldap := startSlapd(t)
-	s := startMirror(t, t.TempDir(), fmt.Sprintf(`auth:
-  mode: ldap
-  ldap:
-    url: %s
-    base_dn: ou=people,dc=example,dc=org
-    user_filter: (uid=%%s)
-    bind_dn: cn=reader,dc=example,dc=org
-    bind_password: ReaderPw1
-    group_base_dn: ou=groups,dc=example,dc=org
-    admin_group: cn=admins,ou=groups,dc=example,dc=org
-`, ldap.url))
+	s := startMirror(t, t.TempDir(), ldap.authConfig()+"    admin_group: cn=admins,ou=groups,dc=example,dc=org\n")
 	s.createProject("team", false)
 	s.createProject("open", true)
 	api := func(method, path, body, user, pass string) (int, string) {
