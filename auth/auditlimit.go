@@ -17,11 +17,36 @@ import (
 // they are counted, and one record with the count is written when the period has passed (or the
 // log closes). One caller cannot flood the log (docs/SECURITY.md 18), and the log still says who
 // was refused what, and how often.
+//
+// Over all callers, at most overallBurst limited records are written one by one in a minute,
+// and windows are made for at most overallBurst callers: past that, a flood from thousands of
+// addresses is counted in one record a minute. The log records at most about 2*overallBurst+1
+// limited records a minute, whoever sends what.
 const (
 	refusalBurst   = 20
 	refusalPeriod  = time.Minute
 	refusalCallers = 10000 // windows kept at most; past that, expired ones are dropped first
+	overallBurst   = 1000
 )
+
+// overallWindow counts every caller's limited records in a refusalPeriod.
+type overallWindow struct {
+	start      time.Time
+	n          int // recorded one by one
+	suppressed int // neither recorded nor counted in a caller's window
+	callers    map[string]struct{}
+	last       Event
+}
+
+// summary is the record of the events counted by the overall window only.
+func (o *overallWindow) summary() Event {
+	s := o.last
+	s.Time, s.Count, s.Username, s.Address, s.Resource = o.start, o.suppressed, "", "", ""
+	s.Detail = fmt.Sprintf("%d more events from %d or more callers in the minute from %s, not recorded one by one: "+
+		"over %d records a minute come from requests anyone can send (a flood); the last: %s",
+		o.suppressed, len(o.callers), o.start.UTC().Format(time.RFC3339), overallBurst, o.last.Detail)
+	return s
+}
 
 type refusalWindow struct {
 	start      time.Time
@@ -65,10 +90,31 @@ func (a *Audit) RecordLimited(ctx context.Context, e Event) error {
 	if a.refusals == nil {
 		a.refusals = map[string]*refusalWindow{}
 	}
+	o := &a.overall
+	if now.Sub(o.start) >= refusalPeriod {
+		if o.suppressed > 0 {
+			summaries = append(summaries, o.summary())
+		}
+		*o = overallWindow{start: now}
+	}
 	w := a.refusals[key]
 	if w == nil || now.Sub(w.start) >= refusalPeriod {
 		if w != nil && w.suppressed > 0 {
 			summaries = append(summaries, w.summary())
+		}
+		if w == nil && o.n >= overallBurst {
+			// A new caller in a flood: counted in the overall window only.
+			o.suppressed++
+			o.last = e
+			if len(o.callers) < refusalCallers {
+				if o.callers == nil {
+					o.callers = map[string]struct{}{}
+				}
+				o.callers[key] = struct{}{}
+			}
+			a.refusalMu.Unlock()
+			a.startWriter()
+			return a.recordAll(ctx, summaries)
 		}
 		if w == nil && len(a.refusals) >= refusalCallers {
 			summaries = append(summaries, a.dropExpiredLocked(now, false)...)
@@ -81,9 +127,10 @@ func (a *Audit) RecordLimited(ctx context.Context, e Event) error {
 		w = &refusalWindow{start: now}
 		a.refusals[key] = w
 	}
-	record := w.n < refusalBurst
+	record := w.n < refusalBurst && o.n < overallBurst
 	if record {
 		w.n++
+		o.n++
 	} else {
 		w.suppressed++
 		w.last = e
@@ -105,6 +152,10 @@ func (a *Audit) RecordLimited(ctx context.Context, e Event) error {
 // returns the summaries of those that did not record every event.
 func (a *Audit) dropExpiredLocked(now time.Time, all bool) []Event {
 	var out []Event
+	if o := &a.overall; o.suppressed > 0 && (all || now.Sub(o.start) >= refusalPeriod) {
+		out = append(out, o.summary())
+		*o = overallWindow{start: o.start}
+	}
 	for k, w := range a.refusals {
 		if !all && now.Sub(w.start) < refusalPeriod {
 			continue

@@ -236,6 +236,75 @@ func TestAnonymousFloodsAreBoundedInTheAuditLog(t *testing.T) {
 			t.Errorf("a minute later: %d records counting %d tokens, want %d counting 200", n, count, refusalBurst+1)
 		}
 	})
+	t.Run("a signed-in client asking tokens for ever other scopes", func(t *testing.T) {
+		for i := range 200 {
+			scopes := make([]string, 0, 32)
+			for j := range 32 {
+				scopes = append(scopes, "scope="+url.QueryEscape(fmt.Sprintf("repository:library/%s%d-%d:pull", strings.Repeat("n", 150), i, j)))
+			}
+			r := httptest.NewRequest(http.MethodGet, TokenPath+"?service=cove&"+strings.Join(scopes, "&"), nil)
+			r.SetBasicAuth("admin", "pw")
+			r.RemoteAddr = "198.51.100.4:5000"
+			w := httptest.NewRecorder()
+			s.ServeToken(w, r)
+			if w.Code != 200 {
+				t.Fatalf("token = %d %s", w.Code, w.Body)
+			}
+		}
+		f := Filter{Operation: "token", Username: "admin"}
+		if n, _, _ := sum(f); n != refusalBurst {
+			t.Errorf("%d records of 200 tokens of a signed-in user, want %d", n, refusalBurst)
+		}
+		clock.Advance(refusalPeriod)
+		if n, count, _ := sum(f); n != refusalBurst+1 || count != 200 {
+			t.Errorf("a minute later: %d records counting %d tokens, want %d counting 200", n, count, refusalBurst+1)
+		}
+	})
+}
+
+// Over all callers the limited records are bounded too: anonymous tokens from 3,000 addresses
+// in one minute make at most 2*overallBurst+1 (2,001) records, and every token is counted.
+func TestAFloodFromManyAddressesIsBoundedInTheAuditLog(t *testing.T) {
+	ctx := context.Background()
+	db := openDB(t)
+	clock := &syncClock{now: time.Unix(1_800_000_000, 0)}
+	audit := NewAudit(db, 0, clock.Now)
+	defer audit.Close()
+	s, err := New(ctx, openDB(t), Config{AdminPassword: "pw", BcryptCost: bcrypt.MinCost, KeyDir: t.TempDir(),
+		Now: clock.Now, Audit: audit, AnonymousMirrorPull: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const addrs, each = 3000, 2
+	for i := range addrs {
+		for range each {
+			r := httptest.NewRequest(http.MethodGet, TokenPath+"?service=cove&scope=repository:library/app:pull", nil)
+			r.RemoteAddr = fmt.Sprintf("10.%d.%d.1:5000", i/250, i%250)
+			w := httptest.NewRecorder()
+			s.ServeToken(w, r)
+			if w.Code != 200 {
+				t.Fatalf("anonymous token = %d %s", w.Code, w.Body)
+			}
+		}
+	}
+	clock.Advance(refusalPeriod)
+	if err := audit.Close(); err != nil {
+		t.Fatal(err)
+	}
+	events, records, err := audit.Query(ctx, Filter{Operation: "token"}, 1, 5000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := 0
+	for _, e := range events {
+		count += max(e.Count, 1)
+	}
+	// The bound is written out: a test of 6,000 tokens that took its bound from overallBurst
+	// would pass with any overallBurst.
+	const most = 2001
+	if records > most || count != addrs*each {
+		t.Errorf("%d records counting %d tokens; want at most %d, counting all %d", records, count, most, addrs*each)
+	}
 }
 
 // What a caller sends never makes a field of a record longer than its bound.

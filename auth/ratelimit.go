@@ -21,9 +21,14 @@ import (
 //     window, every attempt from an address that has not logged in to the account lately waits
 //     a delay that doubles every accountStepFailures failures, up to maxDelay, before its secret
 //     is checked. It is a delay, never a refusal: the account's owner gets in from any address.
-//   - Per address, over accounts (a spray): an address whose secrets failed for sprayAccounts
-//     distinct accounts within the window is refused for every account it has not logged in
-//     to lately, until the window ends.
+//   - Per address, over accounts (a spray): once an address's secrets failed for sprayAccounts
+//     distinct accounts within the window, its attempts at accounts it has not logged in to
+//     lately are slowed, not refused: sprayChecks at a time, each after a delay that starts at
+//     firstDelay and doubles every sprayAccounts failures, up to maxDelay. A spray gets a few
+//     guesses a minute, and a right secret from behind the same NAT still gets in, late. Only
+//     when sprayWaiting such attempts already wait is one more refused: a flood of connections
+//     cannot hold the limiter's memory. Behind a reverse proxy, trusted_proxies makes the
+//     address the client's own.
 //
 // A secret is checked at most once at a time per (account, address), and at most
 // addressChecks at a time per address, so parallel guesses cannot outrun the limits; attempts
@@ -38,6 +43,8 @@ const (
 	maxDelay            = 5 * time.Second
 	sprayAccounts       = 20
 	addressChecks       = 8
+	sprayChecks         = 2
+	sprayWaiting        = 16
 	// knownFor is how long a successful login makes its address known for the account: no
 	// delay, and no spray refusal, from there.
 	knownFor = 24 * time.Hour
@@ -52,7 +59,7 @@ type TooManyAttemptsError struct {
 	Reason string
 	// RetryAfter is when the limit ends.
 	RetryAfter time.Duration
-	// spray is set when the address is refused for every account it has not logged in to.
+	// spray is set when the address sprays accounts: the record names no account.
 	spray bool
 }
 
@@ -99,11 +106,17 @@ type pairState struct {
 	users  int           // attempts holding or waiting for slot: the entry stays while > 0
 }
 
+// knownAt says whether a login succeeded from the pair's address lately.
+func (p *pairState) knownAt(now time.Time) bool { return p != nil && now.Before(p.known) }
+
 // addrState is one address.
 type addrState struct {
 	start    time.Time
 	accounts []string      // distinct accounts failed since start, at most sprayAccounts
+	failures int           // failures since start
 	sem      chan struct{} // addressChecks checks at a time
+	spraySem chan struct{} // sprayChecks checks at a time of a spraying address
+	waiting  int           // attempts of a spraying address waiting for spraySem or a delay
 	users    int
 }
 
@@ -155,6 +168,9 @@ type attempt struct {
 	acct, addr string
 	pair       *pairState
 	ad         *addrState
+	sem        chan struct{} // the address semaphore held: ad.sem, or ad.spraySem
+	// spray is set when the address sprays accounts: its failures are recorded by address.
+	spray bool
 }
 
 type outcome int
@@ -174,7 +190,7 @@ func (l *limiter) admit(ctx context.Context, user, addr string) (*attempt, error
 	now := l.now()
 	// Refused at once, before any entry is made for the attempt: a flood of refused attempts
 	// costs the limiter nothing.
-	if err := refused(l.pairs[at.acct+addr], l.addrs[addr], now); err != nil {
+	if err := refused(l.pairs[at.acct+addr], now); err != nil {
 		l.mu.Unlock()
 		return nil, err
 	}
@@ -190,34 +206,85 @@ func (l *limiter) admit(ctx context.Context, user, addr string) (*attempt, error
 	}
 	l.mu.Lock()
 	now = l.now()
-	err := refused(at.pair, at.ad, now) // the pair's previous check may have locked it
+	err := refused(at.pair, now) // the pair's previous check may have locked it
 	d := l.delayLocked(at, now)
+	at.sem = at.ad.sem
+	spraying := err == nil && at.ad.spraying(now) && !at.pair.knownAt(now)
+	if spraying {
+		if at.ad.waiting >= sprayWaiting {
+			err = &TooManyAttemptsError{
+				Reason:     fmt.Sprintf("failures for %d accounts from this address, and %d attempts waiting", len(at.ad.accounts), at.ad.waiting),
+				RetryAfter: maxDelay,
+				spray:      true,
+			}
+		} else {
+			at.ad.waiting++
+			at.sem, at.spray = at.ad.spraySem, true
+			d = max(d, sprayDelay(at.ad))
+		}
+	}
 	l.mu.Unlock()
 	if err != nil {
 		at.release()
 		return nil, err
 	}
-	if d > 0 {
-		if err := l.sleep(ctx, d); err != nil {
+	// A spraying address's attempt waits its delay holding one of the address's few spray
+	// checks: sprayChecks guesses per delay, whatever the number of connections.
+	if spraying {
+		err = l.waitSpray(ctx, at, d)
+	} else if d > 0 {
+		err = l.sleep(ctx, d)
+	}
+	if err != nil {
+		at.release()
+		return nil, err
+	}
+	if !spraying {
+		select {
+		case at.sem <- struct{}{}:
+		case <-ctx.Done():
 			at.release()
-			return nil, err
+			return nil, ctx.Err()
 		}
 	}
-	select {
-	case at.ad.sem <- struct{}{}:
-	case <-ctx.Done():
-		at.release()
-		return nil, ctx.Err()
-	}
 	l.mu.Lock()
-	err = refused(at.pair, at.ad, l.now())
+	err = refused(at.pair, l.now())
 	l.mu.Unlock()
 	if err != nil {
-		<-at.ad.sem
+		<-at.sem
 		at.release()
 		return nil, err
 	}
 	return at, nil
+}
+
+// waitSpray takes one of a spraying address's checks and waits d holding it.
+func (l *limiter) waitSpray(ctx context.Context, at *attempt, d time.Duration) error {
+	defer func() {
+		l.mu.Lock()
+		at.ad.waiting--
+		l.mu.Unlock()
+	}()
+	select {
+	case at.sem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if err := l.sleep(ctx, d); err != nil {
+		<-at.sem
+		return err
+	}
+	return nil
+}
+
+// sprayDelay is the delay of a spraying address's attempt: firstDelay, doubling every
+// sprayAccounts failures past the first sprayAccounts, up to maxDelay.
+func sprayDelay(ad *addrState) time.Duration {
+	d := firstDelay
+	for i := 2 * sprayAccounts; i <= ad.failures && d < maxDelay; i += sprayAccounts {
+		d *= 2
+	}
+	return min(d, maxDelay)
 }
 
 // done records the outcome of an admitted attempt and lets the next one in.
@@ -237,8 +304,9 @@ func (at *attempt) done(o outcome) {
 		w.add(now)
 		ad := at.ad
 		if len(ad.accounts) == 0 || now.Sub(ad.start) >= failureWindow {
-			ad.start, ad.accounts = now, nil
+			ad.start, ad.accounts, ad.failures = now, nil, 0
 		}
+		ad.failures++
 		if len(ad.accounts) < sprayAccounts && !slices.Contains(ad.accounts, at.acct) {
 			ad.accounts = append(ad.accounts, at.acct)
 		}
@@ -249,7 +317,7 @@ func (at *attempt) done(o outcome) {
 		at.pair.known = now.Add(knownFor)
 	}
 	l.mu.Unlock()
-	<-at.ad.sem
+	<-at.sem
 	at.release()
 }
 
@@ -266,20 +334,13 @@ func (at *attempt) leave() {
 	at.l.mu.Unlock()
 }
 
-// refused says whether a limit refuses an attempt of the pair p from the address ad now (either
-// may be nil: nothing known of it).
-func refused(p *pairState, ad *addrState, now time.Time) error {
+// refused says whether the pair's limit refuses an attempt of the pair p now (nil: nothing
+// known of it).
+func refused(p *pairState, now time.Time) error {
 	if p != nil && p.failed.live(now) && p.failed.n >= pairFailures {
 		return &TooManyAttemptsError{
 			Reason:     fmt.Sprintf("%d failures for this account from this address", p.failed.n),
 			RetryAfter: p.failed.start.Add(failureWindow).Sub(now),
-		}
-	}
-	if ad != nil && ad.spraying(now) && (p == nil || !now.Before(p.known)) {
-		return &TooManyAttemptsError{
-			Reason:     fmt.Sprintf("failures for %d accounts from this address", len(ad.accounts)),
-			RetryAfter: ad.start.Add(failureWindow).Sub(now),
-			spray:      true,
 		}
 	}
 	return nil
@@ -315,7 +376,7 @@ func (l *limiter) addrLocked(addr string, now time.Time) *addrState {
 	a := l.addrs[addr]
 	if a == nil {
 		l.makeRoom(len(l.addrs), func() { l.sweepAddrs(now) })
-		a = &addrState{sem: make(chan struct{}, addressChecks)}
+		a = &addrState{sem: make(chan struct{}, addressChecks), spraySem: make(chan struct{}, sprayChecks)}
 		l.addrs[addr] = a
 	}
 	return a

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -178,11 +180,12 @@ func TestDistributedAttackIsDelayedNotLocked(t *testing.T) {
 	}
 }
 
-// An address whose passwords failed for many accounts is refused for every account it has not
-// logged in to; an account it logged in to before, and other addresses, are untouched.
-func TestSprayingAddressIsRefused(t *testing.T) {
+// An address whose passwords failed for many accounts is slowed, not refused, for every account
+// it has not logged in to: a right password from behind the same NAT still gets in, after the
+// delay; an account it logged in to before, and other addresses, wait nothing.
+func TestSprayingAddressIsSlowed(t *testing.T) {
 	ctx := context.Background()
-	s, clock, _ := limitedService(t, bcrypt.MinCost, nil)
+	s, clock, delays := limitedService(t, bcrypt.MinCost, nil)
 	if _, err := s.CreateUser(ctx, User{Name: "alice"}, "Passw0rdAlice"); err != nil {
 		t.Fatal(err)
 	}
@@ -195,16 +198,19 @@ func TestSprayingAddressIsRefused(t *testing.T) {
 			t.Fatalf("guess for the %dth account = %v, want ErrBadCredentials", i+1, err)
 		}
 	}
-	forgetAll(s)
+	if d := delays.take(); len(d) != 0 {
+		t.Fatalf("the first %d failures waited %v", sprayAccounts, d)
+	}
 	tests := []struct {
 		name             string
 		user, pass, addr string
 		want             error
+		wait             time.Duration
 	}{
-		{"a new account from the sprayer", "user999", "guess", sprayer, ErrTooManyAttempts},
-		{"a right password from the sprayer, never used there", "alice", "Passw0rdAlice", sprayer, ErrTooManyAttempts},
-		{"an account the sprayer logged in to before", "admin", "pw", sprayer, nil},
-		{"an account from another address", "alice", "Passw0rdAlice", "198.51.100.67", nil},
+		{"a new account from the sprayer", "user999", "guess", sprayer, ErrBadCredentials, firstDelay},
+		{"a right password from the sprayer, never used there", "alice", "Passw0rdAlice", sprayer, nil, firstDelay},
+		{"an account the sprayer logged in to before", "admin", "pw", sprayer, nil, 0},
+		{"an account from another address", "alice", "Passw0rdAlice", "198.51.100.67", nil, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -212,38 +218,88 @@ func TestSprayingAddressIsRefused(t *testing.T) {
 			if _, err := s.Login(ctx, tt.user, tt.pass, tt.addr); !errors.Is(err, tt.want) {
 				t.Errorf("Login(%q) from %s = %v, want %v", tt.user, tt.addr, err, tt.want)
 			}
+			var want []time.Duration
+			if tt.wait > 0 {
+				want = []time.Duration{tt.wait}
+			}
+			if got := delays.take(); !slices.Equal(got, want) {
+				t.Errorf("waited %v, want %v", got, want)
+			}
 		})
+	}
+	// The delay rises with the spray, up to maxDelay.
+	for i := range 8 * sprayAccounts {
+		s.Login(ctx, fmt.Sprintf("more%d", i), "guess", sprayer)
+	}
+	if got := delays.take(); got[len(got)-1] != maxDelay || got[sprayAccounts] <= firstDelay {
+		t.Errorf("the delays of a long spray were %v; want rising to %v", got, maxDelay)
 	}
 	clock.Advance(failureWindow)
 	forgetAll(s)
-	if _, err := s.Login(ctx, "alice", "Passw0rdAlice", sprayer); err != nil {
-		t.Errorf("once the window has passed = %v, want in", err)
+	if _, err := s.Login(ctx, "bob", "guess", sprayer); !errors.Is(err, ErrBadCredentials) {
+		t.Errorf("once the window has passed = %v, want a plain failure", err)
+	}
+	if d := delays.take(); len(d) != 0 {
+		t.Errorf("once the window has passed, waited %v", d)
 	}
 }
 
-// Parallel guesses at many accounts from one address cannot outrun the spray limit: at most
-// addressChecks are checked at a time, so few more than sprayAccounts are checked at all.
+// Parallel guesses at many accounts from one spraying address cannot outrun the limit: at most
+// sprayChecks are checked per delay, and past sprayWaiting attempts waiting, more are refused
+// at once, so a flood of connections holds nothing.
 func TestParallelSprayCannotOutrunTheLimit(t *testing.T) {
 	ctx := context.Background()
-	s, _, _ := limitedService(t, 8, nil) // a bcrypt cost at which the checks overlap
-	var checked atomic.Int32
+	s, _, _ := limitedService(t, bcrypt.MinCost, nil)
+	const sprayer = "198.51.100.9"
+	for i := range sprayAccounts {
+		s.Login(ctx, fmt.Sprintf("user%d", i), "guess", sprayer)
+	}
+	// The delays block until released: every attempt admitted past the spray rule waits in it.
+	release := make(chan struct{})
+	var inDelay atomic.Int32
+	s.limiter.sleep = func(ctx context.Context, d time.Duration) error {
+		inDelay.Add(1)
+		select {
+		case <-release:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	var refused, checked atomic.Int32
 	var wg sync.WaitGroup
-	start := make(chan struct{})
 	for i := range 100 {
 		wg.Go(func() {
-			<-start
-			_, err := s.Login(ctx, fmt.Sprintf("user%d", i), "guess", "198.51.100.9")
-			if errors.Is(err, ErrBadCredentials) {
+			_, err := s.Login(ctx, fmt.Sprintf("next%d", i), "guess", sprayer)
+			switch {
+			case errors.Is(err, ErrTooManyAttempts):
+				refused.Add(1)
+			case errors.Is(err, ErrBadCredentials):
 				checked.Add(1)
-			} else if !errors.Is(err, ErrTooManyAttempts) {
+			default:
 				t.Errorf("Login = %v", err)
 			}
 		})
 	}
-	close(start)
+	// 100 - sprayWaiting attempts are refused at once; the others wait, sprayChecks of them in
+	// their delay.
+	deadline := time.Now().Add(10 * time.Second)
+	for refused.Load() < 100-sprayWaiting && time.Now().Before(deadline) {
+		runtime.Gosched()
+	}
+	for inDelay.Load() < sprayChecks && time.Now().Before(deadline) {
+		runtime.Gosched()
+	}
+	if n := refused.Load(); n != 100-sprayWaiting {
+		t.Errorf("%d attempts were refused at once, want %d", n, 100-sprayWaiting)
+	}
+	if n := inDelay.Load(); n != sprayChecks {
+		t.Errorf("%d attempts are in their delay at once, want %d", n, sprayChecks)
+	}
+	close(release)
 	wg.Wait()
-	if n := checked.Load(); n > sprayAccounts+addressChecks {
-		t.Errorf("%d guesses were checked, want at most %d", n, sprayAccounts+addressChecks)
+	if n := checked.Load(); n != sprayWaiting {
+		t.Errorf("%d waiting attempts were checked in the end, want %d", n, sprayWaiting)
 	}
 }
 

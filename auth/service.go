@@ -351,6 +351,11 @@ func (s *Service) Login(ctx context.Context, user, pass, addr string) (Principal
 		if checked {
 			s.rememberWrong(user, pass)
 		}
+		if at.spray {
+			// A spray's failures name the address only, so that a name per attempt does not
+			// make a record per attempt.
+			failure.Username = ""
+		}
 		s.recordRefusal(ctx, failure)
 		return p, err
 	case err == nil:

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cove/internal/telemetry"
 	"errors"
 	"fmt"
 	"io"
@@ -27,11 +28,15 @@ type Config struct {
 	PublicURL string `yaml:"public_url"` // how clients reach cove; used in the token realm
 	// MetricsListen serves /metrics on this address instead of the registry port (where it is
 	// then not served): e.g. 127.0.0.1:9090 for a Prometheus on the host.
-	MetricsListen string        `yaml:"metrics_listen"`
-	Mirror        MirrorConfig  `yaml:"mirror"`
-	Storage       StorageConfig `yaml:"storage"`
-	Auth          AuthConfig    `yaml:"auth"`
-	TLS           TLSConfig     `yaml:"tls"`
+	MetricsListen string `yaml:"metrics_listen"`
+	// TrustedProxies are the reverse proxies (addresses or CIDR networks) whose X-Forwarded-For
+	// is believed: requests through them count as the client's address for failed-login limits,
+	// the audit log and the access log. Default none: every peer is the client.
+	TrustedProxies []string      `yaml:"trusted_proxies"`
+	Mirror         MirrorConfig  `yaml:"mirror"`
+	Storage        StorageConfig `yaml:"storage"`
+	Auth           AuthConfig    `yaml:"auth"`
+	TLS            TLSConfig     `yaml:"tls"`
 }
 
 // MirrorConfig configures the pull-through mirror.
@@ -408,6 +413,9 @@ func (c *Config) Validate() error {
 		} else if c.MetricsListen == c.Listen {
 			bad("metrics_listen", "must differ from listen (%s); leave it empty to serve /metrics on the registry's port", c.Listen)
 		}
+	}
+	if _, err := telemetry.ParseProxies(c.TrustedProxies); err != nil {
+		bad("trusted_proxies", "want addresses or networks such as 10.0.0.0/8: %v", err)
 	}
 	for name, u := range c.Mirror.Upstreams {
 		if !httpURL(u.URL) {

@@ -71,6 +71,7 @@ func TestParseErrorsNameTheKey(t *testing.T) {
 		{"storage:\n  min_free: 5 percent", "storage.min_free: want a size"},
 		{"listen: 127.0.0.1:5000\nmetrics_listen: 127.0.0.1:5000", "metrics_listen: must differ from listen"},
 		{"mirror:\n  upstreams:\n    docker.io:\n      timeout: -1s", "mirror.upstreams.docker.io.timeout: must not be negative"},
+		{"trusted_proxies: [10.0.0.0/8, proxy.example]", "trusted_proxies: want addresses or networks"},
 	}
 	for _, tt := range tests {
 		cfg, err := Parse(strings.NewReader(tt.in))

@@ -360,8 +360,11 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 		}
 		fmt.Fprintln(w, "ready")
 	})
+	proxies, _ := telemetry.ParseProxies(cfg.TrustedProxies) // checked by Validate
+	var dls downloads
 	srv := &http.Server{
-		Handler:           telemetry.Middleware(mux, log.With("component", "http"), metrics, routeName),
+		Handler:           dls.track(telemetry.ForwardedFor(proxies, telemetry.Middleware(mux, log.With("component", "http"), metrics, routeName))),
+		ConnContext:       withConn,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
@@ -446,6 +449,14 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 		store.CutFills(errors.New("cove is shutting down"))
 	})
 	defer cutFills.Stop()
+	// Downloads get downloadShutdownGrace: a client reading a blob at a kilobyte a second must
+	// not hold a SIGTERM for the whole grace; clients resume a cut blob with a Range request.
+	cutDownloads := time.AfterFunc(downloadShutdownGrace, func() {
+		if n := dls.cut(); n > 0 {
+			log.Warn("shutting down: downloads still in flight were cut", "connections", n, "grace", downloadShutdownGrace)
+		}
+	})
+	defer cutDownloads.Stop()
 	err = <-shut
 	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) {
 		err = errors.Join(err, serr)
@@ -572,12 +583,61 @@ func withDeadline(h http.Handler, d time.Duration) http.Handler {
 	})
 }
 
-// shutdownGrace bounds how long a SIGTERM waits for requests in flight; fills from upstreams get
-// fillShutdownGrace of it.
+// shutdownGrace bounds how long a SIGTERM waits for requests in flight (Kubernetes' default
+// grace is 30 s); fills from upstreams get fillShutdownGrace of it, downloads
+// downloadShutdownGrace, uploads all of it.
 const (
-	shutdownGrace     = 60 * time.Second
-	fillShutdownGrace = 3 * time.Second
+	shutdownGrace         = 25 * time.Second
+	fillShutdownGrace     = 3 * time.Second
+	downloadShutdownGrace = 10 * time.Second
 )
+
+type connKey struct{}
+
+// withConn keeps a request's connection in its context, for downloads.track.
+func withConn(ctx context.Context, c net.Conn) context.Context {
+	return context.WithValue(ctx, connKey{}, c)
+}
+
+// downloads knows the connections serving a GET or HEAD, to cut them at shutdown.
+type downloads struct {
+	mu    sync.Mutex
+	conns map[net.Conn]int // requests in flight on each
+}
+
+func (d *downloads) track(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, ok := r.Context().Value(connKey{}).(net.Conn)
+		if !ok || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
+			h.ServeHTTP(w, r)
+			return
+		}
+		d.mu.Lock()
+		if d.conns == nil {
+			d.conns = map[net.Conn]int{}
+		}
+		d.conns[c]++
+		d.mu.Unlock()
+		defer func() {
+			d.mu.Lock()
+			if d.conns[c]--; d.conns[c] == 0 {
+				delete(d.conns, c)
+			}
+			d.mu.Unlock()
+		}()
+		h.ServeHTTP(w, r)
+	})
+}
+
+// cut closes every connection serving a download, and says how many it closed.
+func (d *downloads) cut() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for c := range d.conns {
+		c.Close()
+	}
+	return len(d.conns)
+}
 
 // routeName labels a request for metrics with a small, fixed set of values.
 func routeName(r *http.Request) string {

@@ -381,3 +381,55 @@ func (s *server) doBearer(method, path, token string) (*httpResponse, []byte) {
 }
 
 var _ = exec.Command
+
+// Behind a reverse proxy listed in trusted_proxies, the failed-login limits and the audit log
+// take the client's address from X-Forwarded-For: a client with a stale secret behind the proxy
+// locks out only itself, not every client of the proxy; a peer that is no trusted proxy cannot
+// choose its address by sending the header.
+func TestTrustedProxy(t *testing.T) {
+	s := startCove(t, t.TempDir(), "COVE_TRUSTED_PROXIES=127.0.0.1")
+	token := func(pass, xff string) int {
+		t.Helper()
+		req, err := newRequest("GET", s.url+"/service/token?service=cove&scope=repository:library/x:pull", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.SetBasicAuth("admin", pass)
+		if xff != "" {
+			req.Header.Set("X-Forwarded-For", xff)
+		}
+		resp, _ := doRequest(t, req)
+		return resp.StatusCode
+	}
+	const stale, colleague = "203.0.113.1", "203.0.113.2"
+	for i := range 10 {
+		if code := token(fmt.Sprintf("stale%d", i), stale); code != 401 {
+			t.Fatalf("wrong password %d = %d, want 401", i, code)
+		}
+	}
+	if code := token(adminPassword, stale); code != 429 {
+		t.Errorf("the right password from the client that failed = %d, want 429", code)
+	}
+	if code := token(adminPassword, colleague); code != 200 {
+		t.Errorf("the right password from another client of the proxy = %d, want 200", code)
+	}
+	resp, b := s.doAs("GET", "/api/v2.0/audit-logs?q=operation%3Dlogin&page_size=100", nil, "admin", adminPassword)
+	if resp.StatusCode != 200 || !strings.Contains(string(b), stale) {
+		t.Errorf("the audit log does not name the client behind the proxy: %d %.400s", resp.StatusCode, b)
+	}
+
+	// A peer that is no trusted proxy is its own address, whatever it sends.
+	direct := startCove(t, t.TempDir())
+	for i := range 10 {
+		req, _ := newRequest("GET", direct.url+"/service/token?service=cove", nil)
+		req.SetBasicAuth("admin", fmt.Sprintf("stale%d", i))
+		req.Header.Set("X-Forwarded-For", fmt.Sprintf("203.0.113.%d", 10+i))
+		doRequest(t, req)
+	}
+	req, _ := newRequest("GET", direct.url+"/service/token?service=cove", nil)
+	req.SetBasicAuth("admin", adminPassword)
+	req.Header.Set("X-Forwarded-For", "203.0.113.99")
+	if resp, _ := doRequest(t, req); resp.StatusCode != 429 {
+		t.Errorf("a direct client changing X-Forwarded-For escaped its limit: %d, want 429", resp.StatusCode)
+	}
+}
