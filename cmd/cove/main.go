@@ -181,7 +181,7 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	if err != nil {
 		return err
 	}
-	meta, ping, readOnly, closeMeta, err := openMetadata(ctx, cfg, minFree, minFreePct, log)
+	meta, ping, readOnly, space, closeMeta, err := openMetadata(ctx, cfg, minFree, minFreePct, log)
 	if err != nil {
 		return err
 	}
@@ -189,7 +189,7 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	store, err := cache.Open(ctx, cache.Config{
 		Dir: cfg.Data, DB: meta, Logger: log, MaxMirrored: int64(cfg.Mirror.MaxSize),
 		MinFree: minFree, MinFreePercent: minFreePct, MaxBlobSize: int64(cfg.Mirror.MaxBlobSize), ReadOnly: readOnly,
-		SharedMetadata: cfg.Storage.Metadata.Kind == "postgres",
+		SharedMetadata: cfg.Storage.Metadata.Kind == "postgres", DiskSpace: space,
 	})
 	if err != nil {
 		return err
@@ -508,27 +508,35 @@ func adminStatus(st mirror.Status) admin.MirrorStatus {
 // openMetadata opens the metadata store of storage.metadata: the badger index under data/index
 // (read-only on a full disk), or PostgreSQL. ping tells readiness whether it answers; closeMeta
 // closes what was opened.
-func openMetadata(ctx context.Context, cfg Config, minFree int64, minFreePct float64, log *slog.Logger) (meta kv.DB, ping func(context.Context) error, readOnly bool, closeMeta func(), err error) {
+func openMetadata(ctx context.Context, cfg Config, minFree int64, minFreePct float64, log *slog.Logger) (
+	meta kv.DB, ping func(context.Context) error, readOnly bool, space func(string) (int64, int64, error), closeMeta func(), err error) {
 	if cfg.Storage.Metadata.Kind == "postgres" {
 		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 		pg, err := kv.OpenPostgres(pctx, cfg.Storage.Metadata.Postgres.DSN)
 		if err != nil {
-			return nil, nil, false, nil, err // the error names storage.metadata.postgres.dsn
+			return nil, nil, false, nil, nil, err // the error names storage.metadata.postgres.dsn
 		}
 		log.Info("metadata in PostgreSQL", "schema_version", kv.SchemaVersion())
 		return pg, func(ctx context.Context) error {
 			ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 			defer cancel()
 			return pg.Ping(ctx)
-		}, false, func() { pg.Close() }, nil
+		}, false, nil, func() { pg.Close() }, nil
 	}
-	db, readOnly, err := cache.OpenIndex(cfg.Data, minFree, minFreePct, log)
+	ix, err := cache.OpenIndex(cfg.Data, minFree, minFreePct, log)
 	if err != nil {
-		return nil, nil, false, nil, err
+		return nil, nil, false, nil, nil, err
 	}
-	b := kv.NewBadger(db) // the metadata seam: badger on one node
-	return b, func(context.Context) error { return nil }, readOnly, func() { b.Close(); db.Close() }, nil
+	b := kv.NewBadger(ix.DB) // the metadata seam: badger on one node
+	return b, func(context.Context) error { return nil }, ix.ReadOnly, ix.DiskSpace, func() {
+		if ix.Room() && !ix.ReadOnly {
+			b.Close() // gives back the sequences' unused numbers: a write
+		}
+		if err := ix.Close(); err != nil {
+			log.Error("close the index", "err", err)
+		}
+	}, nil
 }
 
 // adminURL is where the admin page is: public_url when set, else the listener's address (a

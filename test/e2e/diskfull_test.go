@@ -26,7 +26,7 @@ func TestDiskFull(t *testing.T) {
 		missing(t, "TestDiskFull needs root to mount a tmpfs")
 	}
 	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=96m", "tmpfs", dir).CombinedOutput(); err != nil {
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=160m", "tmpfs", dir).CombinedOutput(); err != nil {
 		t.Fatalf("mount tmpfs: %v %s", err, out)
 	}
 	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
@@ -126,11 +126,42 @@ func fillDisk(t *testing.T, dir string, leave int64) string {
 	return path
 }
 
+// fillDiskToTheLastByte takes every byte of dir's file system left, as a runaway program would,
+// even while cove writes: what frees up before the file is complete is taken too.
+func fillDiskToTheLastByte(t *testing.T, dir string) string {
+	t.Helper()
+	path := filepath.Join(dir, "filler")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var off int64
+	for step := freeBytes(t, dir); step >= 4096; {
+		if err := syscall.Fallocate(int(f.Fd()), 0, off, step); err != nil {
+			step /= 2 // cove took some meanwhile
+			continue
+		}
+		off += step
+		step = max(freeBytes(t, dir), step/2)
+	}
+	for i := 0; i < 4096; i++ { // the last blocks, one by one
+		if err := syscall.Fallocate(int(f.Fd()), 0, off, 4096); err != nil {
+			break
+		}
+		off += 4096
+	}
+	if free := freeBytes(t, dir); free != 0 {
+		t.Logf("%d bytes still free after filling the disk", free)
+	}
+	return path
+}
+
 // TestMirrorKeepsTheFreeSpaceFloor: with mirror.max_size far above the disk, anonymous pulls
 // cannot fill it: mirrored content is evicted to keep storage.min_free; a blob that cannot fit
 // is refused with 507, and cove goes on (it crashed with SIGBUS in badger on a full disk).
 func TestMirrorKeepsTheFreeSpaceFloor(t *testing.T) {
-	disk := smallDisk(t, 96)
+	disk := smallDisk(t, 160)
 	data := filepath.Join(disk, "data")
 	reg := startRegistry(t, "", nil)
 	var images []string
@@ -180,7 +211,7 @@ func TestMirrorKeepsTheFreeSpaceFloor(t *testing.T) {
 // get 507 saying why; a start on the full disk comes up read-only and serves what it has; once
 // space is freed, a restart writes again.
 func TestFullDiskNeitherCrashesNorLocksCoveOut(t *testing.T) {
-	disk := smallDisk(t, 96)
+	disk := smallDisk(t, 160)
 	data := filepath.Join(disk, "data")
 	s := startMirror(t, data, "storage:\n  min_free: 16MiB\n")
 	s.createProject("team", false)
@@ -262,5 +293,59 @@ func TestFullDiskNeitherCrashesNorLocksCoveOut(t *testing.T) {
 		t.Errorf("a push once space is back = %d %s", resp.StatusCode, b)
 	}
 	checkImage(t, s.ref(t, "team/kept:v1"), img, adminAuth)
+	s.stop()
+}
+
+// TestDiskFilledToTheLastByte: another program takes the disk's last byte while cove runs —
+// under the floor, with index writes in flight — and later while cove is down after a kill -9
+// with entries to replay. cove neither crashes (a SIGBUS in badger's memory-mapped files at
+// close, or at replay) nor stays locked out: it starts read-only and serves what it has.
+func TestDiskFilledToTheLastByte(t *testing.T) {
+	disk := smallDisk(t, 160)
+	data := filepath.Join(disk, "data")
+	const cfg = "storage:\n  min_free: 16MiB\n"
+	s := startMirror(t, data, cfg)
+	s.createProject("team", false)
+	img := testImage(t)
+	if err := remoteWrite(s, t, "team/kept:v1", img); err != nil {
+		t.Fatal(err)
+	}
+	filler := fillDiskToTheLastByte(t, disk)
+	for i := range 200 { // index writes refused, audit records dropped; none may fault
+		req, _ := http.NewRequest("GET", s.url+"/service/token?service=cove&scope=repository:team/kept:pull", nil)
+		req.SetBasicAuth(fmt.Sprintf("nobody%d", i%50), "wrong-Password1")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("failed login %d: %v (cove died?)\n%s", i, err, s.tail(10))
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	checkImage(t, s.ref(t, "team/kept:v1"), img, adminAuth)
+	if code := s.stop(); code != 0 {
+		t.Fatalf("cove exited %d at a SIGTERM on a disk full to the last byte:\n%s", code, s.tail(20))
+	}
+	os.Remove(filler)
+
+	// Entries to replay: a push, then kill -9; the disk fills up while cove is down.
+	s = startMirror(t, data, cfg)
+	if err := remoteWrite(s, t, "team/kept:v2", img); err != nil {
+		t.Fatal(err)
+	}
+	s.kill()
+	filler = fillDiskToTheLastByte(t, disk)
+	s = startMirror(t, data, cfg)
+	if !strings.Contains(s.log(), "READ-ONLY") {
+		t.Errorf("no read-only line at a start on a full disk:\n%s", s.tail(10))
+	}
+	checkImage(t, s.ref(t, "team/kept:v2"), img, adminAuth)
+	if code := s.stop(); code != 0 {
+		t.Fatalf("cove exited %d at a SIGTERM, read-only on a full disk:\n%s", code, s.tail(20))
+	}
+	os.Remove(filler)
+	s = startMirror(t, data, cfg)
+	if err := remoteWrite(s, t, "team/kept:v3", img); err != nil {
+		t.Errorf("a push once space is back: %v", err)
+	}
 	s.stop()
 }
