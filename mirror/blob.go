@@ -47,33 +47,44 @@ func (s *Server) handleGetBlob(w http.ResponseWriter, r *http.Request, req reque
 
 // serveFile answers a blob from its file: http.ServeContent answers Range and HEAD and, handed
 // the *os.File itself, copies with sendfile. A suffix range of zero bytes ("bytes=-0") is
-// unsatisfiable (RFC 9110 14.1.1): 416, where ServeContent would answer an empty 206.
+// unsatisfiable (RFC 9110 14.1.1), where ServeContent would answer an empty 206: it is dropped
+// from the range set, and a set of nothing else is a 416.
 func serveFile(w http.ResponseWriter, r *http.Request, f *os.File) {
-	if rng := r.Header.Get("Range"); rng != "" && zeroSuffixRange(rng) {
-		size := int64(-1)
-		if fi, err := f.Stat(); err == nil {
-			size = fi.Size()
+	if rng := r.Header.Get("Range"); rng != "" {
+		if rest, dropped := dropZeroSuffixRanges(rng); dropped {
+			if rest == "" {
+				size := int64(-1)
+				if fi, err := f.Stat(); err == nil {
+					size = fi.Size()
+				}
+				w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", size))
+				w.Header().Del("Content-Type")
+				w.WriteHeader(http.StatusRequestedRangeNotSatisfiable)
+				return
+			}
+			r = r.Clone(r.Context())
+			r.Header.Set("Range", "bytes="+rest)
 		}
-		w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", size))
-		w.Header().Del("Content-Type")
-		w.WriteHeader(http.StatusRequestedRangeNotSatisfiable)
-		return
 	}
 	http.ServeContent(w, r, "", time.Time{}, f)
 }
 
-// zeroSuffixRange reports whether a Range header asks for a suffix of zero bytes ("-0").
-func zeroSuffixRange(v string) bool {
+// dropZeroSuffixRanges removes the suffix ranges of zero bytes ("-0") from a Range header's
+// byte-range set: it returns the other ranges, and whether any was removed.
+func dropZeroSuffixRanges(v string) (rest string, dropped bool) {
 	spec, ok := strings.CutPrefix(strings.TrimSpace(v), "bytes=")
 	if !ok {
-		return false
+		return v, false
 	}
+	var keep []string
 	for _, part := range strings.Split(spec, ",") {
 		if n, ok := strings.CutPrefix(strings.TrimSpace(part), "-"); ok && strings.Trim(n, "0") == "" && n != "" {
-			return true
+			dropped = true
+			continue
 		}
+		keep = append(keep, strings.TrimSpace(part))
 	}
-	return false
+	return strings.Join(keep, ","), dropped
 }
 
 func (s *Server) handleDeleteBlob(w http.ResponseWriter, r *http.Request, req request) error {
