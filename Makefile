@@ -47,7 +47,7 @@ $(CRANE_BIN): test/tools/go.mod test/tools/go.sum
 $(VERSITYGW_BIN): test/tools/versitygw/go.mod test/tools/versitygw/go.sum
 	cd test/tools/versitygw && $(GO) build -o ../../../$(VERSITYGW_BIN) github.com/versity/versitygw/cmd/versitygw
 
-test: deps build $(CONF_BIN) $(CRANE_BIN) vet test-unit test-e2e
+test: deps build $(CONF_BIN) $(CRANE_BIN) $(VERSITYGW_BIN) vet test-unit test-e2e
 
 # vet is the part of lint every test run does: gofmt and go vet.
 vet:
@@ -55,10 +55,10 @@ vet:
 	$(GO) vet ./...
 
 test-unit:
-	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /test/e2e)
+	COVE_VERSITYGW=$(CURDIR)/$(VERSITYGW_BIN) $(GO) test -race -count=1 $$($(GO) list ./... | grep -v /test/e2e)
 
 test-e2e:
-	E2E_COVE_BIN=$(CURDIR)/$(BIN) E2E_CONFORMANCE_BIN=$(CURDIR)/$(CONF_BIN) E2E_CRANE_BIN=$(CURDIR)/$(CRANE_BIN) $(GO) test -count=1 -v -timeout 15m ./test/e2e 2>&1 | \
+	COVE_VERSITYGW=$(CURDIR)/$(VERSITYGW_BIN) E2E_COVE_BIN=$(CURDIR)/$(BIN) E2E_CONFORMANCE_BIN=$(CURDIR)/$(CONF_BIN) E2E_CRANE_BIN=$(CURDIR)/$(CRANE_BIN) $(GO) test -count=1 -v -timeout 15m ./test/e2e 2>&1 | \
 		grep -v -E '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
 
 lint: vet

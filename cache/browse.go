@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"sort"
 	"strings"
 	"time"
@@ -178,7 +177,9 @@ func (s *Store) EvictRepository(ctx context.Context, repo string) (int, error) {
 		if err != nil && !errors.Is(err, ErrBlobUnknown) {
 			return removed, err
 		}
-		_ = os.Remove(s.blobPath(g.dgst))
+		if err := s.removeBlob(g.dgst); err != nil {
+			s.log.Warn("remove an evicted repository's blob", "digest", g.dgst, "err", err)
+		}
 		removed++
 	}
 	return removed, nil

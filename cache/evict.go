@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"slices"
 	"time"
 
@@ -180,7 +178,7 @@ func (s *Store) evict(ctx context.Context, done func(freed int64) bool) (int, er
 		if err != nil {
 			return evicted, fmt.Errorf("evict %s: %w", c.dgst, err)
 		}
-		if err := os.Remove(s.blobPath(c.dgst)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := s.removeBlob(c.dgst); err != nil {
 			return evicted, fmt.Errorf("evict %s: %w", c.dgst, err)
 		}
 		// The marker has done its work; one left behind is cleared at the next start.

@@ -2,10 +2,7 @@ package cache
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -50,7 +47,7 @@ func (s *Store) Collect(ctx context.Context, grace time.Duration) (removed int, 
 	for _, g := range garbage {
 		s.blobs.Add(-1)
 		s.stored.Add(-g.size)
-		if err := os.Remove(s.blobPath(g.dgst)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := s.removeBlob(g.dgst); err != nil {
 			return removed, freed, fmt.Errorf("collect %s: %w", g.dgst, err)
 		}
 		removed++

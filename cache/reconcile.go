@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -57,7 +58,7 @@ func (s *Store) reconcile(ctx context.Context) error {
 	}
 	for _, key := range evicting {
 		dgst := digest.Digest(key[len(prefixEvicting):])
-		if _, ok := files[dgst]; ok {
+		if _, ok := files[dgst]; ok || s.remote != nil { // in fleet mode, the shared object may remain
 			has := false
 			_ = s.db.View(s.ctx, func(txn kv.Txn) error {
 				_, err := txn.Get(blobKey(dgst))
@@ -65,7 +66,7 @@ func (s *Store) reconcile(ctx context.Context) error {
 				return nil
 			})
 			if !has { // not stored again since
-				if err := os.Remove(s.blobPath(dgst)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				if err := s.removeBlob(dgst); err != nil {
 					return fmt.Errorf("finish the eviction of %s: %w", dgst, err)
 				}
 				delete(files, dgst)
@@ -81,8 +82,11 @@ func (s *Store) reconcile(ctx context.Context) error {
 	err = s.db.View(s.ctx, func(txn kv.Txn) error {
 		return scan(txn, []byte(prefixBlob), "", func(key, _ []byte) bool {
 			dgst := digest.Digest(key[len(prefixBlob):])
-			if _, ok := files[dgst]; ok {
+			if size, ok := files[dgst]; ok {
 				delete(files, dgst) // indexed and present
+				if s.remote != nil {
+					s.hot.add(dgst, size, time.Now())
+				}
 			} else {
 				missing = append(missing, dgst)
 			}
@@ -93,6 +97,8 @@ func (s *Store) reconcile(ctx context.Context) error {
 		return err
 	}
 	switch {
+	case len(missing) > 0 && s.remote != nil:
+		// Fleet mode: the blobs are in the shared store; the hot tier holds what this node used.
 	case len(missing) > 0 && s.shared:
 		// The index is shared with other nodes, whose files these may be: a node never drops
 		// records for files it lacks (until blobs are in shared storage, it serves what it has).
@@ -102,6 +108,17 @@ func (s *Store) reconcile(ctx context.Context) error {
 		if err := s.dropRecords(missing); err != nil {
 			return err
 		}
+	}
+	if len(files) > 0 && s.remote != nil {
+		// Fleet mode: local copies of blobs whose records are gone (collected or evicted by
+		// another node) are dropped, never adopted: their shared objects may be gone too.
+		s.log.Info("local copies of blobs no longer indexed removed", "count", len(files))
+		for dgst := range files {
+			if err := os.Remove(s.blobPath(dgst)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+		}
+		clear(files)
 	}
 	if len(files) > 0 {
 		s.log.Info("blob files without index records adopted", "count", len(files))

@@ -104,6 +104,18 @@ func (s *Store) ensureSpace(ctx context.Context, need int64, evict bool) error {
 	if avail-need >= floor {
 		return nil
 	}
+	if s.remote != nil {
+		// Fleet mode: the room is made in the hot tier, whose copies are all in the shared
+		// store; one node's small disk never evicts the fleet's content.
+		s.trimHot(floor + need - avail)
+		if avail, floor, err = s.space(); err != nil {
+			return err
+		}
+		if avail-need >= floor {
+			return nil
+		}
+		evict = false
+	}
 	// Evict only when that can make the room: a blob larger than the disk could ever hold
 	// above its floor must not empty the cache on its way to a 507.
 	if evict && avail+s.mirrored.Load()-need >= floor {

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"cove/internal/blobstore"
 	"context"
 	"encoding/json"
 	"errors"
@@ -57,6 +58,12 @@ type Config struct {
 	SharedMetadata bool
 	// DiskSpace reports the free and total bytes of a directory's file system; nil: statfs.
 	DiskSpace func(dir string) (avail, total int64, err error)
+	// Remote is the blob store the fleet shares (storage.blobs.kind: s3); nil on one node. With
+	// it, the files under Dir are the node's hot tier (see remote.go).
+	Remote blobstore.Store
+	// HotTierMaxSize bounds the hot tier's bytes (storage.hot_tier_max_size); 0: only the
+	// free-space floor does.
+	HotTierMaxSize int64
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -104,6 +111,11 @@ type Store struct {
 	// their index write is done; Collect holds it exclusively while it deletes.
 	gcMu sync.RWMutex
 	refs atomic.Uint64
+
+	// remote, hotMax and hot are fleet mode's (remote.go).
+	remote blobstore.Store
+	hotMax int64
+	hot    hotTier
 }
 
 // BlobInfo describes a stored blob.
@@ -163,6 +175,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		shared:     cfg.SharedMetadata,
 	}
 	s.minFree, s.minFreePct, s.readOnly, s.diskSpace = cfg.MinFree, cfg.MinFreePercent, cfg.ReadOnly, cfg.DiskSpace
+	s.remote, s.hotMax = cfg.Remote, cfg.HotTierMaxSize
 	if s.diskSpace == nil {
 		s.diskSpace = diskSpace
 	}
@@ -286,7 +299,7 @@ func (s *Store) OpenBlob(ctx context.Context, repo string, dgst digest.Digest) (
 		return nil, err
 	}
 	release := s.hold(dgst)
-	f, err := os.Open(s.blobPath(dgst))
+	f, err := s.openLocal(ctx, dgst)
 	if err != nil {
 		release()
 		if errors.Is(err, fs.ErrNotExist) {
@@ -417,10 +430,33 @@ func (s *Store) UnlinkBlob(ctx context.Context, repo string, dgst digest.Digest)
 	})
 }
 
-// place moves the verified temporary file f to its final path: fsync, rename, fsync the
+// place moves the verified temporary file f to its final path (placeLocal), and in fleet mode
+// puts it into the shared blob store, before the caller writes its record. It reports whether it
+// placed the file.
+func (s *Store) place(f *os.File, dgst digest.Digest) (bool, error) {
+	placed, err := s.placeLocal(f, dgst)
+	if err != nil {
+		return false, err
+	}
+	if err := s.upload(s.ctx, f, dgst); err != nil {
+		if placed {
+			_ = os.Remove(s.blobPath(dgst))
+		}
+		return false, err
+	}
+	if placed && s.remote != nil {
+		if fi, err := f.Stat(); err == nil {
+			s.hot.add(dgst, fi.Size(), time.Now())
+			defer s.trimHot(0)
+		}
+	}
+	return placed, nil
+}
+
+// placeLocal moves the verified temporary file f to its final path: fsync, rename, fsync the
 // directory (and every directory it had to create, up to blobs/). When the blob is already there
 // the temporary file is left for the caller to drop. It reports whether it placed the file.
-func (s *Store) place(f *os.File, dgst digest.Digest) (bool, error) {
+func (s *Store) placeLocal(f *os.File, dgst digest.Digest) (bool, error) {
 	dst := s.blobPath(dgst)
 	if err := f.Sync(); err != nil {
 		return false, fmt.Errorf("sync blob %s: %w", dgst, err)

@@ -24,9 +24,30 @@ func parseDigest(s string) (digest.Digest, error) {
 	return dgst, nil
 }
 
+// redirectBlob answers a GET of the blob dgst, which repo may read, with a 307 to a presigned URL
+// of the shared blob store, when BlobRedirect is set; it reports whether it answered.
+func (s *Server) redirectBlob(w http.ResponseWriter, r *http.Request, repo string, dgst digest.Digest) (bool, error) {
+	if s.redirect <= 0 || r.Method != http.MethodGet {
+		return false, nil
+	}
+	if _, err := s.store.StatBlob(r.Context(), repo, dgst); err != nil {
+		return false, nil // the caller's OpenBlob says why
+	}
+	u, ok, err := s.store.BlobURL(r.Context(), dgst, s.redirect)
+	if !ok || err != nil {
+		return false, err
+	}
+	w.Header().Set("Docker-Content-Digest", dgst.String())
+	http.Redirect(w, r, u.String(), http.StatusTemporaryRedirect)
+	return true, nil
+}
+
 func (s *Server) handleGetBlob(w http.ResponseWriter, r *http.Request, req request) error {
 	dgst, err := parseDigest(req.ref)
 	if err != nil {
+		return err
+	}
+	if done, err := s.redirectBlob(w, r, req.repo, dgst); done || err != nil {
 		return err
 	}
 	f, err := s.store.OpenBlob(r.Context(), req.repo, dgst)

@@ -82,6 +82,8 @@ func toError(err error) *Error {
 		return upstreamError(ue)
 	}
 	switch {
+	case errors.As(err, new(*cache.RemoteError)):
+		return &Error{Status: http.StatusServiceUnavailable, Code: CodeUnavailable, Message: "the shared blob store (storage.blobs) cannot be used now; retry later", Err: err}
 	case errors.Is(err, errUpstreamStalled):
 		return &Error{Status: http.StatusGatewayTimeout, Code: CodeUnavailable, Message: "the upstream sent nothing for its time budget (mirror.upstreams.<name>.timeout); retry", Err: err}
 	case errors.Is(err, errUpstreamCorrupt), errors.Is(err, cache.ErrUpstreamCut), errors.Is(err, cache.ErrUpstreamCorrupt):

@@ -271,6 +271,9 @@ func (s *Server) handleMirrorBlob(w http.ResponseWriter, r *http.Request, req re
 		return err
 	}
 	ctx := r.Context()
+	if done, err := s.redirectBlob(w, r, req.repo, dgst); done || err != nil {
+		return err
+	}
 	for attempt := 0; ; attempt++ {
 		f, err := s.store.OpenBlob(ctx, req.repo, dgst)
 		if err == nil {

@@ -73,6 +73,10 @@ type Config struct {
 	Metrics *Metrics
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// BlobRedirect answers blob GETs with a 307 to a presigned URL of the shared blob store
+	// (storage.blobs.s3.redirect), valid for RedirectTTL (zero: 20 minutes).
+	BlobRedirect bool
+	RedirectTTL  time.Duration
 }
 
 // Server is the /v2 HTTP handler. It is safe for concurrent use.
@@ -91,6 +95,7 @@ type Server struct {
 	metrics      *Metrics
 	now          func() time.Time
 	manifests    singleflight.Group // manifest fetches, by repository and reference
+	redirect     time.Duration      // > 0: blob GETs are redirected to presigned URLs this long valid
 }
 
 // New returns a Server over cfg.Store, authorizing with cfg.Auth.
@@ -102,6 +107,12 @@ func New(cfg Config) (*Server, error) {
 		store: cfg.Store, auth: cfg.Auth, audit: cfg.Audit, log: cfg.Logger, idle: cfg.IdleTimeout,
 		upstreams: map[string]*upstream{}, tagTTL: cfg.TagTTL, revalidate: cfg.RevalidateTimeout,
 		fetchTimeout: cfg.FetchTimeout, metrics: cfg.Metrics, now: cfg.Now,
+	}
+	if cfg.BlobRedirect {
+		s.redirect = cfg.RedirectTTL
+		if s.redirect <= 0 {
+			s.redirect = 20 * time.Minute
+		}
 	}
 	if s.idle <= 0 {
 		s.idle = time.Minute

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cove/internal/blobstore"
 	"cove/internal/telemetry"
 	"errors"
 	"fmt"
@@ -59,6 +60,32 @@ type StorageConfig struct {
 	// Metadata is where cove keeps its records (everything but blob files): the embedded badger
 	// index under data/index (default), or a PostgreSQL database.
 	Metadata MetadataConfig `yaml:"metadata"`
+	// Blobs is where blobs live: the data directory (default), or an S3-compatible bucket shared
+	// by a fleet, with the data directory as this node's hot tier.
+	Blobs BlobsConfig `yaml:"blobs"`
+	// HotTierMaxSize bounds the local copies of blobs kept with blobs.kind s3, least recently
+	// used dropped first; default 20GiB.
+	HotTierMaxSize ByteSize `yaml:"hot_tier_max_size"`
+}
+
+// BlobsConfig chooses the blob store.
+type BlobsConfig struct {
+	Kind string   `yaml:"kind"` // filesystem | s3; default filesystem
+	S3   S3Config `yaml:"s3"`
+}
+
+// S3Config is the bucket of storage.blobs.kind s3.
+type S3Config struct {
+	Endpoint  string `yaml:"endpoint"` // the S3 API's URL with its scheme: http://127.0.0.1:9000, https://s3.example.com
+	Bucket    string `yaml:"bucket"`
+	Region    string `yaml:"region"` // default us-east-1
+	AccessKey string `yaml:"access_key"`
+	SecretKey string `yaml:"secret_key"`
+	Prefix    string `yaml:"prefix"`     // put before every object name, e.g. cove/
+	PathStyle bool   `yaml:"path_style"` // bucket in the path (most S3-compatible servers); default true
+	// Redirect answers blob GETs with a 307 to a presigned URL of the bucket (for a CDN-backed
+	// bucket), as Distribution does; default false: cove serves the bytes.
+	Redirect bool `yaml:"redirect"`
 }
 
 // MetadataConfig chooses the metadata store.
@@ -70,6 +97,12 @@ type MetadataConfig struct {
 // PostgresConfig is the PostgreSQL of storage.metadata.kind postgres.
 type PostgresConfig struct {
 	DSN string `yaml:"dsn"` // e.g. postgres://cove:secret@db.example:5432/cove?sslmode=verify-full
+}
+
+// blobstore is the S3 configuration for the blob store.
+func (c S3Config) blobstore() blobstore.S3Config {
+	return blobstore.S3Config{Endpoint: c.Endpoint, Bucket: c.Bucket, Region: c.Region, AccessKey: c.AccessKey,
+		SecretKey: c.SecretKey, Prefix: c.Prefix, PathStyle: c.PathStyle}
 }
 
 // minFree reads storage.min_free: bytes, or a percentage of the disk; both zero for the default.
@@ -165,8 +198,10 @@ func DefaultConfig() Config {
 			AuditRetention:  Duration(90 * 24 * time.Hour),
 			LDAP:            LDAPConfig{URL: "ldap://127.0.0.1:389", BaseDN: "dc=example,dc=org", UserFilter: "(uid=%s)", GroupFilter: "(member=%s)", Timeout: Duration(10 * time.Second)},
 		},
-		TLS:     TLSConfig{Mode: "off", HTTPListen: ":80"},
-		Storage: StorageConfig{Metadata: MetadataConfig{Kind: "badger"}},
+		TLS: TLSConfig{Mode: "off", HTTPListen: ":80"},
+		Storage: StorageConfig{Metadata: MetadataConfig{Kind: "badger"},
+			Blobs:          BlobsConfig{Kind: "filesystem", S3: S3Config{Region: "us-east-1", PathStyle: true}},
+			HotTierMaxSize: 20 << 30},
 	}
 }
 
@@ -441,6 +476,15 @@ func (c *Config) Validate() error {
 	}
 	oneOf("tls.mode", c.TLS.Mode, "off", "files", "self-signed", "acme")
 	oneOf("storage.metadata.kind", c.Storage.Metadata.Kind, "badger", "postgres")
+	oneOf("storage.blobs.kind", c.Storage.Blobs.Kind, "filesystem", "s3")
+	if c.Storage.Blobs.Kind == "s3" {
+		if _, err := blobstore.NewS3(c.Storage.Blobs.S3.blobstore()); err != nil {
+			bad("storage.blobs.s3", "%v", err)
+		}
+		if c.Storage.HotTierMaxSize < 0 {
+			bad("storage.hot_tier_max_size", "must not be negative")
+		}
+	}
 	if c.Storage.Metadata.Kind == "postgres" {
 		if c.Storage.Metadata.Postgres.DSN == "" {
 			bad("storage.metadata.postgres.dsn", "must be set with storage.metadata.kind postgres")

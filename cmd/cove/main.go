@@ -11,6 +11,7 @@ package main
 
 import (
 	"context"
+	"cove/internal/blobstore"
 	"errors"
 	"flag"
 	"fmt"
@@ -186,7 +187,12 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 		return err
 	}
 	defer closeMeta()
+	remote, err := openBlobStore(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
 	store, err := cache.Open(ctx, cache.Config{
+		Remote: remote, HotTierMaxSize: int64(cfg.Storage.HotTierMaxSize),
 		Dir: cfg.Data, DB: meta, Logger: log, MaxMirrored: int64(cfg.Mirror.MaxSize),
 		MinFree: minFree, MinFreePercent: minFreePct, MaxBlobSize: int64(cfg.Mirror.MaxBlobSize), ReadOnly: readOnly,
 		SharedMetadata: cfg.Storage.Metadata.Kind == "postgres", DiskSpace: space,
@@ -275,7 +281,8 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	registry, err := mirror.New(mirror.Config{
 		Store: store, Auth: authSvc, Audit: audit, Logger: log,
 		Upstreams: ups, Default: cfg.Mirror.Default, TagTTL: time.Duration(cfg.Mirror.TagTTL),
-		Metrics: mirror.NewMetrics(reg),
+		Metrics:      mirror.NewMetrics(reg),
+		BlobRedirect: remote != nil && cfg.Storage.Blobs.S3.Redirect,
 	})
 	if err != nil {
 		return err
@@ -356,6 +363,11 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 		if err := ping(r.Context()); err != nil {
 			telemetry.SetCause(r.Context(), fmt.Errorf("not ready: the metadata database does not answer: %w", err))
 			http.Error(w, "not ready: the metadata database (storage.metadata) does not answer", http.StatusServiceUnavailable)
+			return
+		}
+		if err := store.PingRemote(r.Context()); err != nil {
+			telemetry.SetCause(r.Context(), fmt.Errorf("not ready: %w", err))
+			http.Error(w, "not ready: the shared blob store (storage.blobs) does not answer", http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ready")
@@ -537,6 +549,27 @@ func openMetadata(ctx context.Context, cfg Config, minFree int64, minFreePct flo
 			log.Error("close the index", "err", err)
 		}
 	}, nil
+}
+
+// openBlobStore connects to the shared blob store of storage.blobs.kind s3 and checks its bucket
+// (nil for filesystem): a bucket that is missing or refuses the credentials fails the start
+// naming the key.
+func openBlobStore(ctx context.Context, cfg Config, log *slog.Logger) (blobstore.Store, error) {
+	if cfg.Storage.Blobs.Kind != "s3" {
+		return nil, nil
+	}
+	s3, err := blobstore.NewS3(cfg.Storage.Blobs.S3.blobstore())
+	if err != nil {
+		return nil, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := s3.Check(cctx); err != nil {
+		return nil, err
+	}
+	log.Info("blobs in S3", "endpoint", redact(cfg.Storage.Blobs.S3.Endpoint), "bucket", cfg.Storage.Blobs.S3.Bucket,
+		"prefix", cfg.Storage.Blobs.S3.Prefix, "hot_tier_max_size", int64(cfg.Storage.HotTierMaxSize))
+	return s3, nil
 }
 
 // adminURL is where the admin page is: public_url when set, else the listener's address (a

@@ -1,0 +1,245 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/url"
+	"os"
+	"sync"
+	"time"
+
+	"cove/internal/blobstore"
+
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sync/singleflight"
+)
+
+// Fleet mode (Config.Remote): every blob is also in a blob store shared by the fleet (an S3
+// bucket), written there before its record is, so that a record another node reads always has
+// its blob; the files under blobs/ are this node's hot tier — copies of the blobs it used
+// lately, read from the shared store on a miss and dropped, least recently used first, past
+// Config.HotTierMaxSize or under the free-space floor. Without a remote store the files are the
+// blobs, as on a single node.
+
+// hotTier tracks the local copies in fleet mode.
+type hotTier struct {
+	mu    sync.Mutex
+	files map[digest.Digest]hotFile // guarded by mu
+	bytes int64                     // guarded by mu
+	fetch singleflight.Group        // one download from the shared store per digest at a time
+}
+
+type hotFile struct {
+	size int64
+	used time.Time
+}
+
+func (h *hotTier) add(dgst digest.Digest, size int64, now time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.files == nil {
+		h.files = map[digest.Digest]hotFile{}
+	}
+	if old, ok := h.files[dgst]; ok {
+		h.bytes -= old.size
+	}
+	h.files[dgst] = hotFile{size: size, used: now}
+	h.bytes += size
+}
+
+func (h *hotTier) use(dgst digest.Digest, now time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if f, ok := h.files[dgst]; ok {
+		f.used = now
+		h.files[dgst] = f
+	}
+}
+
+func (h *hotTier) drop(dgst digest.Digest) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if f, ok := h.files[dgst]; ok {
+		h.bytes -= f.size
+		delete(h.files, dgst)
+	}
+}
+
+// HotStats reports the bytes and the number of blobs in the local hot tier (fleet mode).
+func (s *Store) HotStats() (bytes int64, blobs int) {
+	s.hot.mu.Lock()
+	defer s.hot.mu.Unlock()
+	return s.hot.bytes, len(s.hot.files)
+}
+
+// upload puts the placed blob f into the shared store unless it is there already. Called before
+// the blob's record is written.
+func (s *Store) upload(ctx context.Context, f *os.File, dgst digest.Digest) error {
+	if s.remote == nil {
+		return nil
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("stat blob %s: %w", dgst, err)
+	}
+	if size, err := s.remote.Stat(ctx, dgst); err == nil && size == fi.Size() {
+		return nil
+	} else if err != nil && !errors.Is(err, blobstore.ErrNotFound) {
+		return &RemoteError{Err: err}
+	}
+	if err := s.remote.Put(ctx, dgst, f, fi.Size()); err != nil {
+		return &RemoteError{Err: err}
+	}
+	return nil
+}
+
+// RemoteError is a failure of the shared blob store (fleet mode): the request answers 503.
+type RemoteError struct{ Err error }
+
+func (e *RemoteError) Error() string {
+	return "the shared blob store (storage.blobs) failed: " + e.Err.Error()
+}
+
+func (e *RemoteError) Unwrap() error { return e.Err }
+
+// openLocal opens the file of the blob dgst; in fleet mode a blob not in the hot tier is read
+// from the shared store into it first (one download per digest, whoever asks).
+func (s *Store) openLocal(ctx context.Context, dgst digest.Digest) (*os.File, error) {
+	f, err := os.Open(s.blobPath(dgst))
+	if err == nil || s.remote == nil || !errors.Is(err, fs.ErrNotExist) {
+		if err == nil && s.remote != nil {
+			s.hot.use(dgst, time.Now())
+		}
+		return f, err
+	}
+	ch := s.hot.fetch.DoChan(dgst.String(), func() (any, error) { return nil, s.hydrate(dgst) })
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, r.Err
+		}
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	f, err = os.Open(s.blobPath(dgst))
+	if err == nil {
+		s.hot.use(dgst, time.Now())
+	}
+	return f, err
+}
+
+// hydrate copies the blob dgst from the shared store into the hot tier, verifying its digest.
+func (s *Store) hydrate(dgst digest.Digest) error {
+	ctx, cancel := context.WithTimeout(s.ctx, s.fillTTL)
+	defer cancel()
+	rc, size, err := s.remote.Get(ctx, dgst)
+	if errors.Is(err, blobstore.ErrNotFound) {
+		return fmt.Errorf("%w: %s has a record but is not in the shared blob store", fs.ErrNotExist, dgst)
+	}
+	if err != nil {
+		return &RemoteError{Err: err}
+	}
+	defer rc.Close()
+	if err := s.ensureSpace(ctx, size, true); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(s.tmpDir(), "hot-*")
+	if err != nil {
+		return fmt.Errorf("create temp file: %w", err)
+	}
+	defer removeTemp(f)
+	h := dgst.Algorithm().Hash()
+	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(rc, size+1))
+	if err != nil {
+		return &RemoteError{Err: fmt.Errorf("read blob %s: %w", dgst, err)}
+	}
+	if got := digest.NewDigest(dgst.Algorithm(), h); n != size || got != dgst {
+		return &RemoteError{Err: fmt.Errorf("blob %s in the shared store is corrupt: %d bytes hashing to %s", dgst, n, got)}
+	}
+	if _, err := s.placeLocal(f, dgst); err != nil {
+		return err
+	}
+	s.hot.add(dgst, n, time.Now())
+	s.trimHot(0)
+	return nil
+}
+
+// trimHot drops local copies, least recently used first and never one being read, until the hot
+// tier is under its maximum less room bytes. It returns the bytes it freed. Only in fleet mode:
+// a dropped copy is still in the shared store.
+func (s *Store) trimHot(room int64) int64 {
+	if s.remote == nil {
+		return 0
+	}
+	var freed int64
+	for {
+		s.hot.mu.Lock()
+		if room <= 0 && (s.hotMax <= 0 || s.hot.bytes <= s.hotMax) {
+			s.hot.mu.Unlock()
+			return freed
+		}
+		var victim digest.Digest
+		var oldest time.Time
+		s.mu.Lock()
+		for d, f := range s.hot.files {
+			if s.inUse[d] > 0 || s.fills[d] != nil {
+				continue
+			}
+			if victim == "" || f.used.Before(oldest) {
+				victim, oldest = d, f.used
+			}
+		}
+		s.mu.Unlock()
+		s.hot.mu.Unlock()
+		if victim == "" {
+			return freed
+		}
+		s.hot.mu.Lock()
+		size := s.hot.files[victim].size
+		s.hot.mu.Unlock()
+		if err := os.Remove(s.blobPath(victim)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			s.log.Warn("drop a local copy", "digest", victim, "err", err)
+			return freed
+		}
+		s.hot.drop(victim)
+		freed += size
+		room -= size
+	}
+}
+
+// removeBlob removes the blob's file, and in fleet mode its object in the shared store: called
+// once its record is gone (eviction, garbage collection, a repository's removal).
+func (s *Store) removeBlob(dgst digest.Digest) error {
+	if err := os.Remove(s.blobPath(dgst)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if s.remote == nil {
+		return nil
+	}
+	s.hot.drop(dgst)
+	if err := s.remote.Delete(s.ctx, dgst); err != nil {
+		return &RemoteError{Err: err}
+	}
+	return nil
+}
+
+// BlobURL is a presigned URL of the blob dgst in the shared store, valid for ttl, for a redirect
+// (storage.blobs.s3.redirect); ok is false when there is no shared store.
+func (s *Store) BlobURL(ctx context.Context, dgst digest.Digest, ttl time.Duration) (u *url.URL, ok bool, err error) {
+	if s.remote == nil {
+		return nil, false, nil
+	}
+	u, err = s.remote.PresignGet(ctx, dgst, ttl)
+	return u, true, err
+}
+
+// PingRemote checks the shared blob store (nil without one), for /readyz.
+func (s *Store) PingRemote(ctx context.Context) error {
+	if s.remote == nil {
+		return nil
+	}
+	return s.remote.Ping(ctx)
+}

@@ -1,0 +1,151 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"cove/internal/blobstore"
+	"cove/internal/kv"
+	"cove/internal/s3test"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/opencontainers/go-digest"
+)
+
+// fleetPair is two stores, as two nodes: one index (the shared metadata) and one S3 bucket, a
+// data directory each.
+func fleetPair(t *testing.T, hotMax int64) (a, b *Store, srv *s3test.Server) {
+	t.Helper()
+	srv = s3test.Start(t)
+	remote, err := blobstore.NewS3(blobstore.S3Config{Endpoint: srv.Endpoint, Bucket: srv.Bucket, Region: "us-east-1",
+		AccessKey: srv.AccessKey, SecretKey: srv.SecretKey, PathStyle: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := OpenDB(filepath.Join(t.TempDir(), "index"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	meta := kv.NewBadger(db)
+	open := func(hot int64) *Store {
+		s, err := Open(context.Background(), Config{Dir: t.TempDir(), DB: meta, SharedMetadata: true, Remote: remote, HotTierMaxSize: hot})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	return open(0), open(hotMax), srv
+}
+
+func randomBlob(t *testing.T, n int) ([]byte, digest.Digest) {
+	t.Helper()
+	b := make([]byte, n)
+	rand.Read(b)
+	return b, digest.FromBytes(b)
+}
+
+func readBlob(t *testing.T, s *Store, repo string, d digest.Digest) ([]byte, error) {
+	t.Helper()
+	f, err := s.OpenBlob(context.Background(), repo, d)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(f)
+}
+
+// In fleet mode a blob pushed on one node is in the shared bucket before its record is written,
+// and another node serves it byte-exact, reading it once into its hot tier; the hot tier keeps
+// under its maximum, least recently used first, and what it dropped is read again on demand.
+func TestFleetBlobsAreShared(t *testing.T) {
+	ctx := context.Background()
+	a, b, srv := fleetPair(t, 2500)
+	var blobs [][]byte
+	var dgsts []digest.Digest
+	for range 3 {
+		body, d := randomBlob(t, 1000)
+		if _, err := a.PutBlob(ctx, "team/app", d, bytes.NewReader(body), int64(len(body))); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := srv.Client(t).StatObject(ctx, srv.Bucket, blobstore.Key("", d), minio.StatObjectOptions{}); err != nil {
+			t.Fatalf("the pushed blob is not in the bucket: %v", err)
+		}
+		blobs, dgsts = append(blobs, body), append(dgsts, d)
+	}
+	for i, d := range dgsts {
+		got, err := readBlob(t, b, "team/app", d)
+		if err != nil || !bytes.Equal(got, blobs[i]) {
+			t.Fatalf("node B reads blob %d: %d bytes, %v; want it byte-exact", i, len(got), err)
+		}
+	}
+	if bytes, n := b.HotStats(); bytes > 2500 || n != 2 {
+		t.Errorf("B's hot tier holds %d blobs, %d bytes; want 2, at most 2500", n, bytes)
+	}
+	if _, err := os.Stat(b.blobPath(dgsts[0])); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the least recently used copy is still on B: %v", err)
+	}
+	if got, err := readBlob(t, b, "team/app", dgsts[0]); err != nil || !bytes.Equal(got, blobs[0]) {
+		t.Errorf("a dropped copy read again = %d bytes, %v", len(got), err)
+	}
+
+	// Garbage collection on A removes the shared object too.
+	if err := a.UnlinkBlob(ctx, "team/app", dgsts[2]); err != nil {
+		t.Fatal(err)
+	}
+	if removed, _, err := a.Collect(ctx, 0); err != nil || removed != 1 {
+		t.Fatalf("Collect = %d, %v", removed, err)
+	}
+	if _, err := srv.Client(t).StatObject(ctx, srv.Bucket, blobstore.Key("", dgsts[2]), minio.StatObjectOptions{}); err == nil {
+		t.Error("a collected blob is still in the bucket")
+	}
+}
+
+// A blob the bucket does not take is not stored at all: no record, no file; a corrupt object in
+// the bucket is never served nor kept.
+func TestFleetBlobStoreFailures(t *testing.T) {
+	ctx := context.Background()
+	a, b, srv := fleetPair(t, 0)
+	body, d := randomBlob(t, 1000)
+	if _, err := a.PutBlob(ctx, "team/app", d, bytes.NewReader(body), int64(len(body))); err != nil {
+		t.Fatal(err)
+	}
+	// Corrupt the object behind the stores' back.
+	bad := bytes.Repeat([]byte("x"), len(body))
+	if _, err := srv.Client(t).PutObject(ctx, srv.Bucket, blobstore.Key("", d), bytes.NewReader(bad), int64(len(bad)), minio.PutObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var re *RemoteError
+	if _, err := readBlob(t, b, "team/app", d); !errors.As(err, &re) || !strings.Contains(err.Error(), "corrupt") {
+		t.Errorf("reading a corrupt shared object = %v, want a RemoteError saying corrupt", err)
+	}
+	if _, err := os.Stat(b.blobPath(d)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a corrupt object was kept in the hot tier: %v", err)
+	}
+
+	srv.Stop()
+	body2, d2 := randomBlob(t, 1000)
+	ctx2, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := a.PutBlob(ctx2, "team/app", d2, bytes.NewReader(body2), int64(len(body2))); !errors.As(err, &re) {
+		t.Errorf("PutBlob with the bucket down = %v, want a RemoteError", err)
+	}
+	if a.HasBlob(ctx, d2) {
+		t.Error("a blob the bucket did not take has a record")
+	}
+	if _, err := os.Stat(a.blobPath(d2)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a blob the bucket did not take left a file: %v", err)
+	}
+	if err := a.PingRemote(ctx); err == nil {
+		t.Error("PingRemote with the bucket down passed")
+	}
+}
