@@ -42,8 +42,11 @@ type Config struct {
 	// Browse reads repositories and the mirror's cache (cache.Store); Mirror reports the mirror's
 	// counters (from mirror.Server, through cmd); Upstreams names the mirrored registries;
 	// MaxMirrored is mirror.max_size.
-	Browse      Browser
-	Mirror      func() MirrorStatus
+	Browse Browser
+	Mirror func() MirrorStatus
+	// Nodes lists the fleet's nodes (GET /api/v2.0/cluster/nodes); nil on a single node, whose
+	// list is empty.
+	Nodes       func(ctx context.Context) ([]Node, error)
 	Upstreams   []string
 	MaxMirrored int64
 	// Now is the clock; nil means time.Now.
@@ -58,6 +61,7 @@ type Server struct {
 	certs       Renewer
 	browse      Browser
 	mirror      func() MirrorStatus
+	nodes       func(ctx context.Context) ([]Node, error)
 	upstreams   []string
 	maxMirrored int64
 	history     *history
@@ -83,7 +87,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Server{browse: cfg.Browse, mirror: cfg.Mirror, upstreams: cfg.Upstreams, maxMirrored: cfg.MaxMirrored,
+	s := &Server{browse: cfg.Browse, mirror: cfg.Mirror, nodes: cfg.Nodes, upstreams: cfg.Upstreams, maxMirrored: cfg.MaxMirrored,
 		history: &history{now: cfg.Now}, certs: cfg.Certificates, auth: cfg.Auth, audit: cfg.Audit, repos: cfg.Repos, log: cfg.Logger, mux: http.NewServeMux()}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -142,6 +146,7 @@ func (s *Server) routes() []apiRoute {
 		{"GET /api/v2.0/mirror/status", s.handleMirrorStatus, "The mirror's counters, cache size and upstreams' health"},
 		{"GET /api/v2.0/mirror/repositories", s.handleMirrorRepositories, "List cached upstream repositories"},
 		{"DELETE /api/v2.0/mirror/repositories", s.handleEvictRepository, "Evict one cached upstream repository (name)"},
+		{"GET /api/v2.0/cluster/nodes", s.handleNodes, "List the fleet's nodes: name, advertise URL, version, last heartbeat, live"},
 		{"POST /api/v2.0/system/token-key/rotate", s.handleRotateKey, "Start signing registry tokens with a new key"},
 		{"POST /api/v2.0/system/tls/renew", s.handleRenewTLS, "Renew the ACME certificates now"},
 		{"GET /api/v2.0/openapi.json", s.handleOpenAPI, "This document"},

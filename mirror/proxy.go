@@ -96,7 +96,12 @@ func (s *Server) serveMirrored(w http.ResponseWriter, r *http.Request, req reque
 		return newError(http.StatusForbidden, CodeDenied,
 			"%s is a read-only mirror of %s: push to a local project (<project>/<repository>) instead", req.repo, req.up.Name)
 	}
-	if err := s.auth.AuthorizeMirror(r.Context(), req.who, req.name, auth.ActionPull); err != nil {
+	if req.peer && (req.kind != KindBlob || r.Method != http.MethodGet) {
+		return newError(http.StatusForbidden, CodeDenied, "a node of the fleet may ask another only for mirrored blobs")
+	}
+	if req.peer {
+		// The asking node authorized its client.
+	} else if err := s.auth.AuthorizeMirror(r.Context(), req.who, req.name, auth.ActionPull); err != nil {
 		e := toError(err)
 		if e.Status == http.StatusUnauthorized {
 			e.challenge = s.auth.Challenge(r, auth.RepositoryScope(req.name, auth.ActionPull))
@@ -307,6 +312,9 @@ func (s *Server) handleMirrorBlob(w http.ResponseWriter, r *http.Request, req re
 		}
 		if r.Method == http.MethodHead {
 			return s.headUpstreamBlob(w, r, req, dgst)
+		}
+		if done, err := s.fromOwner(w, r, req, dgst); done {
+			return err
 		}
 		err = s.streamFill(w, r, req, dgst)
 		if !cache.IsFillEnded(err) {

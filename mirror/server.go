@@ -8,10 +8,12 @@
 package mirror
 
 import (
+	"cove/internal/cluster"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"time"
 
@@ -73,6 +75,9 @@ type Config struct {
 	Metrics *Metrics
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Cluster is this node's membership in a fleet; nil on a single node. With it, a cold
+	// mirrored blob is filled by its owner only (fleet.go).
+	Cluster *cluster.Member
 	// BlobRedirect answers blob GETs with a 307 to a presigned URL of the shared blob store
 	// (storage.blobs.s3.redirect), valid for RedirectTTL (zero: 20 minutes).
 	BlobRedirect bool
@@ -96,6 +101,8 @@ type Server struct {
 	now          func() time.Time
 	manifests    singleflight.Group // manifest fetches, by repository and reference
 	redirect     time.Duration      // > 0: blob GETs are redirected to presigned URLs this long valid
+	cluster      *cluster.Member
+	peers        *http.Client // requests to other nodes
 }
 
 // New returns a Server over cfg.Store, authorizing with cfg.Auth.
@@ -106,7 +113,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		store: cfg.Store, auth: cfg.Auth, audit: cfg.Audit, log: cfg.Logger, idle: cfg.IdleTimeout,
 		upstreams: map[string]*upstream{}, tagTTL: cfg.TagTTL, revalidate: cfg.RevalidateTimeout,
-		fetchTimeout: cfg.FetchTimeout, metrics: cfg.Metrics, now: cfg.Now,
+		fetchTimeout: cfg.FetchTimeout, metrics: cfg.Metrics, now: cfg.Now, cluster: cfg.Cluster,
 	}
 	if cfg.BlobRedirect {
 		s.redirect = cfg.RedirectTTL
@@ -137,6 +144,19 @@ func New(cfg Config) (*Server, error) {
 	if shared == nil {
 		shared = newSharedTransport()
 	}
+	if s.cluster != nil {
+		// Straight to the other nodes: no proxy from the environment, no redirects followed.
+		s.peers = &http.Client{
+			Transport: &http.Transport{
+				DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+				MaxIdleConnsPerHost:   64,
+				IdleConnTimeout:       90 * time.Second,
+				TLSHandshakeTimeout:   10 * time.Second,
+				ResponseHeaderTimeout: 0, // bounded by askPeer's timer
+			},
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		}
+	}
 	for _, u := range cfg.Upstreams {
 		up, err := newUpstream(u, shared, s.log, s.metrics)
 		if err != nil {
@@ -163,6 +183,8 @@ type request struct {
 	name   string
 	// implicit: the name reached the default upstream by naming nothing else (see route).
 	implicit bool
+	// peer: another node of the fleet asks, for a client it has authorized (fleet.go).
+	peer bool
 }
 
 // ServeHTTP answers every /v2 request.
@@ -198,18 +220,24 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) (err error) {
 			return newError(http.StatusBadRequest, CodeNameInvalid, "invalid repository name %q", rt.repo)
 		}
 	}
-	who, err := s.auth.Authenticate(r.Context(), r)
+	peer, err := s.fromPeer(r, rt)
 	if err != nil {
-		e := toError(err)
-		e.challenge = s.auth.Challenge(r)
-		return e
+		return err
+	}
+	var who auth.Principal
+	if !peer {
+		if who, err = s.auth.Authenticate(r.Context(), r); err != nil {
+			e := toError(err)
+			e.challenge = s.auth.Challenge(r)
+			return e
+		}
 	}
 	defer func() {
 		if err != nil {
 			s.recordRefused(r, who, rt.repo, err)
 		}
 	}()
-	req := request{route: rt, who: who, name: rt.repo}
+	req := request{route: rt, who: who, name: rt.repo, peer: peer}
 	if rt.repo != "" {
 		up, upRepo, implicit, err := s.route(r.Context(), r, rt.repo)
 		if err != nil {
@@ -219,6 +247,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) (err error) {
 			req.up, req.upRepo, req.repo, req.implicit = up, upRepo, up.Name+"/"+upRepo, implicit
 			return s.serveMirrored(w, r, req)
 		}
+	}
+	if peer {
+		return newError(http.StatusForbidden, CodeDenied, "a node of the fleet may ask another only for mirrored blobs")
 	}
 
 	h, action := s.endpoint(rt.kind, r.Method)

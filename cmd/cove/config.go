@@ -38,6 +38,21 @@ type Config struct {
 	Storage        StorageConfig `yaml:"storage"`
 	Auth           AuthConfig    `yaml:"auth"`
 	TLS            TLSConfig     `yaml:"tls"`
+	// Cluster makes the node one of a fleet (storage.metadata.kind postgres with
+	// storage.blobs.kind s3): see README, "Run a fleet".
+	Cluster ClusterConfig `yaml:"cluster"`
+}
+
+// ClusterConfig is a fleet node's identity among the others.
+type ClusterConfig struct {
+	NodeName  string `yaml:"node_name"` // default: the host name
+	Advertise string `yaml:"advertise"` // the URL the other nodes reach this node at, e.g. http://10.0.0.5:5000
+	Secret    string `yaml:"secret"`    // the same on every node, 32 bytes or more: authenticates node-to-node requests
+}
+
+// fleet says whether the configuration makes a fleet node.
+func (c Config) fleet() bool {
+	return c.Storage.Metadata.Kind == "postgres" && c.Storage.Blobs.Kind == "s3"
 }
 
 // MirrorConfig configures the pull-through mirror.
@@ -477,6 +492,16 @@ func (c *Config) Validate() error {
 	oneOf("tls.mode", c.TLS.Mode, "off", "files", "self-signed", "acme")
 	oneOf("storage.metadata.kind", c.Storage.Metadata.Kind, "badger", "postgres")
 	oneOf("storage.blobs.kind", c.Storage.Blobs.Kind, "filesystem", "s3")
+	if c.fleet() {
+		if !httpURL(c.Cluster.Advertise) {
+			bad("cluster.advertise", "a fleet node (metadata in postgres, blobs in s3) needs the URL the other nodes reach it at, such as http://10.0.0.5:5000; got %q", c.Cluster.Advertise)
+		}
+		if len(c.Cluster.Secret) < 32 {
+			bad("cluster.secret", "a fleet node needs the fleet's shared secret, 32 bytes or more (e.g. from openssl rand -hex 32); got %d bytes", len(c.Cluster.Secret))
+		}
+	} else if c.Cluster.Advertise != "" || c.Cluster.Secret != "" {
+		bad("cluster", "is for fleet nodes only: set storage.metadata.kind postgres and storage.blobs.kind s3, or leave cluster out")
+	}
 	if c.Storage.Blobs.Kind == "s3" {
 		if _, err := blobstore.NewS3(c.Storage.Blobs.S3.blobstore()); err != nil {
 			bad("storage.blobs.s3", "%v", err)

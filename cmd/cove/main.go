@@ -12,6 +12,7 @@ package main
 import (
 	"context"
 	"cove/internal/blobstore"
+	"cove/internal/cluster"
 	"errors"
 	"flag"
 	"fmt"
@@ -191,6 +192,19 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	if err != nil {
 		return err
 	}
+	member, err := joinFleet(ctx, cfg, meta, log)
+	if err != nil {
+		return err
+	}
+	if member != nil {
+		defer func() {
+			lctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := member.Leave(lctx); err != nil {
+				log.Warn("leave the fleet", "err", err)
+			}
+		}()
+	}
 	store, err := cache.Open(ctx, cache.Config{
 		Remote: remote, HotTierMaxSize: int64(cfg.Storage.HotTierMaxSize),
 		Dir: cfg.Data, DB: meta, Logger: log, MaxMirrored: int64(cfg.Mirror.MaxSize),
@@ -283,6 +297,7 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 		Upstreams: ups, Default: cfg.Mirror.Default, TagTTL: time.Duration(cfg.Mirror.TagTTL),
 		Metrics:      mirror.NewMetrics(reg),
 		BlobRedirect: remote != nil && cfg.Storage.Blobs.S3.Redirect,
+		Cluster:      member,
 	})
 	if err != nil {
 		return err
@@ -291,6 +306,7 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 		Auth: authSvc, Audit: audit, Repos: store, Browse: store, Logger: log, Certificates: certs,
 		Upstreams: registry.UpstreamNames(), MaxMirrored: int64(cfg.Mirror.MaxSize),
 		Mirror: func() admin.MirrorStatus { return adminStatus(registry.Status()) },
+		Nodes:  fleetNodes(member),
 	})
 	if err != nil {
 		return err
@@ -549,6 +565,43 @@ func openMetadata(ctx context.Context, cfg Config, minFree int64, minFreePct flo
 			log.Error("close the index", "err", err)
 		}
 	}, nil
+}
+
+// joinFleet makes this node a member of its fleet (nil on a single node).
+func joinFleet(ctx context.Context, cfg Config, meta kv.DB, log *slog.Logger) (*cluster.Member, error) {
+	if !cfg.fleet() {
+		return nil, nil
+	}
+	name := cfg.Cluster.NodeName
+	if name == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return nil, fmt.Errorf("cluster.node_name: not set, and the host name is unknown: %w", err)
+		}
+		name = h
+	}
+	ver, _, _ := versionInfo()
+	m, err := cluster.Join(ctx, meta, cluster.Node{Name: name, Advertise: cfg.Cluster.Advertise, Version: ver}, cfg.Cluster.Secret, log)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("joined the fleet", "node", name, "advertise", cfg.Cluster.Advertise)
+	return m, nil
+}
+
+// fleetNodes lists the fleet's nodes for the admin API (nil on a single node).
+func fleetNodes(m *cluster.Member) func(context.Context) ([]admin.Node, error) {
+	if m == nil {
+		return nil
+	}
+	return func(ctx context.Context) ([]admin.Node, error) {
+		nodes, err := m.Nodes(ctx)
+		out := make([]admin.Node, 0, len(nodes))
+		for _, n := range nodes {
+			out = append(out, admin.Node{Name: n.Name, AdvertiseURL: n.Advertise, Version: n.Version, LastHeartbeat: n.Seen, Live: n.Live})
+		}
+		return out, err
+	}
 }
 
 // openBlobStore connects to the shared blob store of storage.blobs.kind s3 and checks its bucket

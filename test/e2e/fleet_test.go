@@ -1,20 +1,32 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"cove/internal/cluster"
 	"cove/internal/pgtest"
 	"cove/internal/s3test"
+
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/opencontainers/go-digest"
 )
 
-// fleetConfig is the configuration of a fleet node: metadata in pg, blobs in the bucket.
-func fleetConfig(pg *pgtest.Server, s3 *s3test.Server, extra string) string {
+// fleetSecret is the test fleet's cluster.secret.
+const fleetSecret = "0123456789abcdef0123456789abcdef"
+
+// fleetConfig is the configuration of a fleet node: metadata in pg, blobs in the bucket; s3extra
+// goes into storage.blobs.s3, extra at the top level.
+func fleetConfig(pg *pgtest.Server, s3 *s3test.Server, s3extra, extra string) string {
 	return fmt.Sprintf(`storage:
   metadata:
     kind: postgres
@@ -28,7 +40,36 @@ func fleetConfig(pg *pgtest.Server, s3 *s3test.Server, extra string) string {
       access_key: %s
       secret_key: %s
       prefix: fleet/
-%s`, pg.DSN, s3.Endpoint, s3.Bucket, s3.AccessKey, s3.SecretKey, extra)
+%s%s`, pg.DSN, s3.Endpoint, s3.Bucket, s3.AccessKey, s3.SecretKey, s3extra, extra)
+}
+
+// fleetNode is a node of a test fleet: its name and port stay the same across restarts.
+type fleetNode struct {
+	*server
+	name, conf, dir string
+	port            int
+}
+
+// startFleet starts n nodes (a, b, c, ...) with conf, each on a port of its own.
+func startFleet(t *testing.T, n int, conf string) []*fleetNode {
+	t.Helper()
+	var nodes []*fleetNode
+	for i := range n {
+		fn := &fleetNode{name: string(rune('a' + i)), conf: conf, dir: t.TempDir(), port: freePort(t)}
+		fn.start(t)
+		nodes = append(nodes, fn)
+	}
+	return nodes
+}
+
+func (fn *fleetNode) start(t *testing.T) {
+	t.Helper()
+	conf := fn.conf + fmt.Sprintf("cluster:\n  node_name: %s\n  advertise: http://127.0.0.1:%d\n  secret: %s\n", fn.name, fn.port, fleetSecret)
+	path := filepath.Join(t.TempDir(), "cove.yaml")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fn.server = startCoveArgs(t, fn.dir, []string{"--listen", fmt.Sprintf("127.0.0.1:%d", fn.port)}, "COVE_CONFIG="+path)
 }
 
 // blobFiles counts the blob files of a node's data directory (its hot tier).
@@ -52,16 +93,17 @@ func blobFiles(t *testing.T, data string) int {
 func TestFleetOnS3(t *testing.T) {
 	pg := pgtest.Start(t)
 	s3 := s3test.Start(t)
-	conf := fleetConfig(pg, s3, "")
-	a := startMirror(t, t.TempDir(), conf)
+	conf := fleetConfig(pg, s3, "", "")
+	nodes := startFleet(t, 2, conf)
+	a, b := nodes[0], nodes[1]
 	if !strings.Contains(a.log(), `"msg":"blobs in S3"`) {
 		t.Fatalf("node A did not say it keeps its blobs in S3:\n%s", a.tail(10))
 	}
-	b := startMirror(t, t.TempDir(), conf)
-	c := startMirror(t, t.TempDir(), conf+"      redirect: true\n")
+	c := &fleetNode{name: "c", conf: fleetConfig(pg, s3, "      redirect: true\n", ""), dir: t.TempDir(), port: freePort(t)}
+	c.start(t)
 	a.createProject("team", false)
 	img := testImage(t)
-	if err := remoteWrite(a, t, "team/app:v1", img); err != nil {
+	if err := remoteWrite(a.server, t, "team/app:v1", img); err != nil {
 		t.Fatal(err)
 	}
 	objects := 0
@@ -98,7 +140,8 @@ func TestFleetOnS3(t *testing.T) {
 	checkImage(t, c.ref(t, "team/app:v1"), img, adminAuth)
 
 	// The bucket unreachable: not ready, and a blob a node never had answers 503 saying why.
-	d := startMirror(t, t.TempDir(), conf)
+	d := &fleetNode{name: "d", conf: conf, dir: t.TempDir(), port: freePort(t)}
+	d.start(t)
 	s3.Stop()
 	waitFor(t, 20*time.Second, "/readyz to fail without the bucket", func() bool {
 		resp, _ := a.do("GET", "/readyz", nil, false)
@@ -120,10 +163,182 @@ func TestFleetOnS3(t *testing.T) {
 
 	// A bucket that does not exist fails the start, naming the key.
 	path := filepath.Join(t.TempDir(), "cove.yaml")
-	os.WriteFile(path, []byte(strings.Replace(conf, "bucket: "+s3.Bucket, "bucket: absent", 1)), 0o600)
+	os.WriteFile(path, []byte(strings.Replace(conf, "bucket: "+s3.Bucket, "bucket: absent", 1)+
+		"cluster:\n  node_name: e\n  advertise: http://127.0.0.1:1\n  secret: "+fleetSecret+"\n"), 0o600)
 	cmd := execCove("serve", "--config", path, "--listen", "127.0.0.1:0", "--data", t.TempDir())
 	out, _ := cmd.CombinedOutput()
 	if cmd.ProcessState.ExitCode() == 0 || !strings.Contains(string(out), "storage.blobs.s3.bucket") {
 		t.Errorf("a missing bucket: exit %d, want a failed start naming storage.blobs.s3.bucket:\n%s", cmd.ProcessState.ExitCode(), out)
+	}
+}
+
+// blobDigest GETs a blob through s and hashes it as it streams: the digest and size of what came.
+func blobDigest(s *server, repo, dgst string, limit time.Duration) (digest.Digest, int64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "GET", s.url+"/v2/"+repo+"/blobs/"+dgst, nil)
+	if err != nil {
+		return "", 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		return "", 0, fmt.Errorf("HTTP %d: %s", resp.StatusCode, b)
+	}
+	d := digest.Canonical.Digester()
+	n, err := io.Copy(d.Hash(), resp.Body)
+	return d.Digest(), n, err
+}
+
+// ranked is the fleet's nodes in rendezvous order for dgst: the owner first.
+func ranked(nodes []*fleetNode, dgst string) []*fleetNode {
+	var cn []cluster.Node
+	byName := map[string]*fleetNode{}
+	for _, n := range nodes {
+		cn = append(cn, cluster.Node{Name: n.name})
+		byName[n.name] = n
+	}
+	var out []*fleetNode
+	for _, n := range cluster.Rank(cn, dgst) {
+		out = append(out, byName[n.Name])
+	}
+	return out
+}
+
+// TestFleetHerd: three nodes mirror Docker Hub (here docker-registry). 24 clients spread over the
+// three ask at once for an uncached 100 MiB blob: the fleet downloads it once, every client gets
+// the right bytes. Then the owner of another blob is killed (kill -9) during its fill: the
+// clients of the other nodes complete after a retry, with at most two downloads in all, and the
+// killed node restarted rejoins the fleet.
+func TestFleetHerd(t *testing.T) {
+	reg := startRegistry(t, "", nil)
+	var layers []string
+	var sizes []int64
+	for i := range 2 {
+		img, err := random.Image(100<<20, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		reg.seed(t, fmt.Sprintf("library/herd%d:1", i), img)
+		l := must(img.Layers())[0]
+		layers, sizes = append(layers, must(l.Digest()).String()), append(sizes, must(l.Size()))
+	}
+	proxy := newFaultProxy(t, reg.url)
+	pg := pgtest.Start(t)
+	s3 := s3test.Start(t)
+	nodes := startFleet(t, 3, fleetConfig(pg, s3, "", mirrorConfig(proxy.srv.URL, "")))
+	for _, n := range nodes {
+		waitFor(t, 20*time.Second, "node "+n.name+" to count the three live", func() bool {
+			resp, b := n.doAs("GET", "/api/v2.0/cluster/nodes", nil, "admin", adminPassword)
+			return resp.StatusCode == 200 && strings.Count(string(b), `"live":true`) == 3
+		})
+	}
+
+	// The herd: 24 clients over three nodes, one download.
+	var wg sync.WaitGroup
+	errs := make(chan error, 24)
+	for i := range 24 {
+		wg.Go(func() {
+			d, n, err := blobDigest(nodes[i%3].server, "library/herd0", layers[0], 3*time.Minute)
+			if err == nil && (d.String() != layers[0] || n != sizes[0]) {
+				err = fmt.Errorf("got %d bytes hashing to %s", n, d)
+			}
+			if err != nil {
+				errs <- fmt.Errorf("client %d on node %s: %w", i, nodes[i%3].name, err)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if n := proxy.count("GET", "/blobs/"+layers[0]); n != 1 {
+		t.Errorf("the herd of 24 over 3 nodes made %d upstream downloads, want 1", n)
+	}
+
+	// The owner of the second blob dies during its fill.
+	order := ranked(nodes, layers[1])
+	owner, others := order[0], order[1:]
+	started := make(chan struct{}) // closed once the first download has sent 20 MiB: mid-fill
+	var once sync.Once
+	var sent atomic.Int64
+	proxy.setFault(func(w http.ResponseWriter, r *http.Request, next http.Handler) bool {
+		if r.Method != "GET" || !strings.HasSuffix(r.URL.Path, "/blobs/"+layers[1]) {
+			return false
+		}
+		next.ServeHTTP(&throttled{ResponseWriter: w, perWrite: time.Millisecond, sent: func(n int) {
+			if sent.Add(int64(n)) >= 20<<20 {
+				once.Do(func() { close(started) })
+			}
+		}}, r) // about 30 MiB/s
+		return true
+	})
+	errs = make(chan error, 8)
+	for i := range 8 {
+		wg.Go(func() {
+			n := others[i%2]
+			var err error
+			for try := range 3 { // a client retries, as docker and containerd do
+				var d digest.Digest
+				var size int64
+				d, size, err = blobDigest(n.server, "library/herd1", layers[1], 3*time.Minute)
+				if err == nil && (d.String() != layers[1] || size != sizes[1]) {
+					err = fmt.Errorf("got %d bytes hashing to %s", size, d)
+				}
+				if err == nil {
+					return
+				}
+				t.Logf("client %d on node %s, try %d: %v", i, n.name, try+1, err)
+			}
+			errs <- fmt.Errorf("client %d on node %s: %w", i, n.name, err)
+		})
+	}
+	select {
+	case <-started:
+	case <-time.After(time.Minute):
+		t.Fatal("no upstream download of the second blob started")
+	}
+	owner.kill()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if n := proxy.count("GET", "/blobs/"+layers[1]); n < 1 || n > 2 {
+		t.Errorf("the fill whose owner died made %d upstream downloads, want at most 2", n)
+	}
+	owner.start(t)
+	waitFor(t, 20*time.Second, "the restarted node to rejoin", func() bool {
+		resp, b := others[0].doAs("GET", "/api/v2.0/cluster/nodes", nil, "admin", adminPassword)
+		return resp.StatusCode == 200 && strings.Count(string(b), `"live":true`) == 3
+	})
+	if d, n, err := blobDigest(owner.server, "library/herd1", layers[1], time.Minute); err != nil || d.String() != layers[1] || n != sizes[1] {
+		t.Errorf("the restarted owner serves %d bytes hashing to %s, %v", n, d, err)
+	}
+}
+
+// throttled slows a response: each write waits perWrite first (a slow upstream), and says how
+// much it wrote.
+type throttled struct {
+	http.ResponseWriter
+	perWrite time.Duration
+	sent     func(int)
+}
+
+func (t *throttled) Write(p []byte) (int, error) {
+	time.Sleep(t.perWrite) // the pace of a slow upstream, not a synchronisation
+	n, err := t.ResponseWriter.Write(p)
+	t.sent(n)
+	return n, err
+}
+
+func (t *throttled) Flush() {
+	if f, ok := t.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
 	}
 }

@@ -1,0 +1,257 @@
+// Package cluster is fleet mode's membership: each node writes a heartbeat into the shared
+// metadata store; the live nodes are those seen within LiveFor; rendezvous (highest random
+// weight) hashing maps a key — a digest — to its owner among them, and to the next nodes in line
+// should the owner fail. Requests between nodes carry an HMAC of the cluster secret.
+package cluster
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"cove/internal/kv"
+)
+
+const (
+	// HeartbeatEvery is how often a node writes its heartbeat and reads the others'.
+	HeartbeatEvery = time.Second
+	// LiveFor is how long a node counts as live after its last heartbeat.
+	LiveFor = 5 * time.Second
+	// forgetAfter is when a node's record expires once its heartbeats stop.
+	forgetAfter = time.Hour
+	// maxSkew bounds how old (or how far in the future) a signed request may be.
+	maxSkew = time.Minute
+)
+
+const keyNodes = "cluster/node/"
+
+// Node is one member of the fleet.
+type Node struct {
+	Name      string    `json:"name"`
+	Advertise string    `json:"advertise_url"` // the URL the other nodes reach it at
+	Version   string    `json:"version"`
+	Started   time.Time `json:"started"`
+	Seen      time.Time `json:"last_heartbeat"`
+	Live      bool      `json:"live"`
+}
+
+// Member is this node in the fleet. It is safe for concurrent use.
+type Member struct {
+	db     kv.DB
+	self   Node
+	secret []byte
+	log    *slog.Logger
+	now    func() time.Time
+
+	mu   sync.Mutex
+	live []Node // guarded by mu: the live nodes at the last heartbeat, self always among them
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+// Join writes self's first heartbeat and keeps beating until Leave. secret authenticates the
+// requests between nodes; it must be the same on every node.
+func Join(ctx context.Context, db kv.DB, self Node, secret string, log *slog.Logger) (*Member, error) {
+	if self.Name == "" || self.Advertise == "" || len(secret) < 16 {
+		return nil, errors.New("cluster: a node needs a name, an advertise URL and a secret of 16 bytes or more")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	m := &Member{db: db, self: self, secret: []byte(secret), log: log.With("component", "cluster"), now: time.Now,
+		stop: make(chan struct{}), done: make(chan struct{})}
+	m.self.Started = m.now().UTC()
+	nodes, err := m.Nodes(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: read the fleet's nodes: %w", err)
+	}
+	for _, n := range nodes {
+		if n.Name == self.Name && n.Live && n.Advertise != self.Advertise {
+			return nil, fmt.Errorf("cluster.node_name: the node %q is live at %s already; give each node a name of its own", n.Name, n.Advertise)
+		}
+	}
+	if err := m.beat(ctx); err != nil {
+		return nil, fmt.Errorf("cluster: write the first heartbeat: %w", err)
+	}
+	go m.loop()
+	return m, nil
+}
+
+// Self is this node.
+func (m *Member) Self() Node { return m.self }
+
+func (m *Member) loop() {
+	defer close(m.done)
+	t := time.NewTicker(HeartbeatEvery)
+	defer t.Stop()
+	failing := false
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 3*HeartbeatEvery)
+		err := m.beat(ctx)
+		cancel()
+		if err != nil && !failing {
+			m.log.Warn("heartbeat failed: the other nodes will count this one as gone until it succeeds", "err", err)
+		} else if err == nil && failing {
+			m.log.Info("heartbeats written again")
+		}
+		failing = err != nil
+	}
+}
+
+// beat writes self's heartbeat and reads the live nodes.
+func (m *Member) beat(ctx context.Context) error {
+	now := m.now().UTC()
+	self := m.self
+	self.Seen = now
+	b, err := json.Marshal(self)
+	if err != nil {
+		return err
+	}
+	if err := m.db.Update(ctx, func(txn kv.Txn) error {
+		return txn.SetExpiring([]byte(keyNodes+self.Name), b, now.Add(forgetAfter))
+	}); err != nil {
+		return err
+	}
+	nodes, err := m.records(ctx)
+	if err != nil {
+		return err
+	}
+	live := []Node{}
+	for _, n := range nodes {
+		if n.Live {
+			live = append(live, n)
+		}
+	}
+	if !slices.ContainsFunc(live, func(n Node) bool { return n.Name == m.self.Name }) {
+		live = append(live, self)
+	}
+	m.mu.Lock()
+	m.live = live
+	m.mu.Unlock()
+	return nil
+}
+
+// Nodes lists every node with a record (those gone for over an hour have none), by name; Live
+// says whether this node counts it live now — as it does when choosing owners.
+func (m *Member) Nodes(ctx context.Context) ([]Node, error) {
+	nodes, err := m.records(ctx)
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for i := range nodes {
+		nodes[i].Live = slices.ContainsFunc(m.live, func(n Node) bool { return n.Name == nodes[i].Name })
+	}
+	return nodes, nil
+}
+
+// records reads every node's record, Live by its last heartbeat.
+func (m *Member) records(ctx context.Context) ([]Node, error) {
+	var out []Node
+	now := m.now()
+	err := m.db.View(ctx, func(txn kv.Txn) error {
+		return txn.Scan([]byte(keyNodes), kv.ScanOptions{}, func(_, v []byte) (bool, error) {
+			var n Node
+			if err := json.Unmarshal(v, &n); err != nil {
+				return true, nil // a record of another version: skipped
+			}
+			n.Live = now.Sub(n.Seen) < LiveFor && n.Seen.Sub(now) < LiveFor
+			out = append(out, n)
+			return true, nil
+		})
+	})
+	return out, err
+}
+
+// Owners returns the live nodes in rendezvous order for key: the owner first, then who takes
+// over should it fail.
+func (m *Member) Owners(key string) []Node {
+	m.mu.Lock()
+	nodes := slices.Clone(m.live)
+	m.mu.Unlock()
+	return Rank(nodes, key)
+}
+
+// Rank orders nodes by their rendezvous weight for key, highest first (ties by name).
+func Rank(nodes []Node, key string) []Node {
+	weight := func(n Node) uint64 {
+		h := sha256.Sum256([]byte(n.Name + "\x00" + key))
+		return binary.BigEndian.Uint64(h[:8])
+	}
+	slices.SortFunc(nodes, func(a, b Node) int {
+		if c := cmp.Compare(weight(b), weight(a)); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
+	return nodes
+}
+
+// Leave stops the heartbeats and removes self's record: the others stop counting on it at once.
+func (m *Member) Leave(ctx context.Context) error {
+	close(m.stop)
+	<-m.done
+	return m.db.Update(ctx, func(txn kv.Txn) error { return txn.Delete([]byte(keyNodes + m.self.Name)) })
+}
+
+// AuthHeader is the header that carries a node's signature.
+const AuthHeader = "X-Cove-Node"
+
+// Sign signs a request to another node: who sends it, when, and a MAC over both, the method and
+// the URL's path and query.
+func (m *Member) Sign(r *http.Request) {
+	ts := strconv.FormatInt(m.now().Unix(), 10)
+	r.Header.Set(AuthHeader, m.self.Name+" "+ts+" "+hex.EncodeToString(m.mac(m.self.Name, ts, r)))
+}
+
+// Verify checks a request's node signature: nil when another node of the fleet sent it lately.
+func (m *Member) Verify(r *http.Request) error {
+	parts := strings.Fields(r.Header.Get(AuthHeader))
+	if len(parts) != 3 {
+		return errors.New("no node signature")
+	}
+	sec, err := strconv.ParseInt(parts[1], 10, 64)
+	if err != nil {
+		return errors.New("a malformed node signature")
+	}
+	if d := m.now().Sub(time.Unix(sec, 0)); d > maxSkew || d < -maxSkew {
+		return fmt.Errorf("a node signature %s old: clocks apart, or a replay", d.Round(time.Second))
+	}
+	got, err := hex.DecodeString(parts[2])
+	if err != nil || !hmac.Equal(got, m.mac(parts[0], parts[1], r)) {
+		return errors.New("a wrong node signature: is cluster.secret the same on every node?")
+	}
+	return nil
+}
+
+func (m *Member) mac(node, ts string, r *http.Request) []byte {
+	h := hmac.New(sha256.New, m.secret)
+	var b bytes.Buffer
+	for _, s := range []string{node, ts, r.Method, r.URL.EscapedPath(), r.URL.RawQuery} {
+		b.WriteString(s)
+		b.WriteByte(0)
+	}
+	h.Write(b.Bytes())
+	return h.Sum(nil)
+}

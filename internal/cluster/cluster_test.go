@@ -1,0 +1,162 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"cove/internal/kv"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+func openKV(t *testing.T) kv.DB {
+	t.Helper()
+	db, err := badger.Open(badger.DefaultOptions(t.TempDir()).WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return kv.NewBadger(db)
+}
+
+// clock is a settable clock.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// member joins without its heartbeat loop: the test beats by hand, with its own clock.
+func member(t *testing.T, db kv.DB, name string, c *clock) *Member {
+	t.Helper()
+	m := &Member{db: db, self: Node{Name: name, Advertise: "http://" + name + ":5000", Version: "test"},
+		secret: []byte("a-secret-of-the-fleet"), log: nil, now: c.now}
+	if err := m.beat(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// Nodes see each other through their heartbeats, agree on the owner of every key, and a node
+// whose heartbeats stop is no longer live after LiveFor: its keys go to the next in line, and
+// only its keys move.
+func TestMembershipAndOwners(t *testing.T) {
+	db := openKV(t)
+	c := &clock{t: time.Unix(1_800_000_000, 0)}
+	a, b, cc := member(t, db, "a", c), member(t, db, "b", c), member(t, db, "c", c)
+	for _, m := range []*Member{a, b, cc} {
+		m.beat(context.Background())
+	}
+	nodes, err := a.Nodes(context.Background())
+	if err != nil || len(nodes) != 3 {
+		t.Fatalf("Nodes = %v, %v; want 3", nodes, err)
+	}
+	for _, n := range nodes {
+		if !n.Live || n.Advertise == "" || n.Version != "test" {
+			t.Errorf("node %+v", n)
+		}
+	}
+	owned := map[string]int{}
+	before := map[string]string{}
+	for i := range 3000 {
+		key := fmt.Sprintf("sha256:%064d", i)
+		oa, ob, oc := a.Owners(key), b.Owners(key), cc.Owners(key)
+		if len(oa) != 3 || oa[0].Name != ob[0].Name || ob[0].Name != oc[0].Name || oa[1].Name != oc[1].Name {
+			t.Fatalf("the nodes disagree on the owners of %s: %v %v %v", key, oa, ob, oc)
+		}
+		owned[oa[0].Name]++
+		before[key] = oa[0].Name
+	}
+	for name, n := range owned {
+		if n < 700 || n > 1300 {
+			t.Errorf("node %s owns %d of 3000 keys, want about a third", name, n)
+		}
+	}
+	// c stops: after LiveFor, a and b count it gone.
+	c.add(LiveFor)
+	a.beat(context.Background())
+	b.beat(context.Background())
+	a.beat(context.Background()) // sees b's fresh heartbeat
+	moved := 0
+	for key, was := range before {
+		now := a.Owners(key)[0].Name
+		if now == "c" {
+			t.Fatalf("%s still owned by the gone node", key)
+		}
+		if now != was {
+			moved++
+			if was != "c" {
+				t.Fatalf("%s moved from %s, a live node, to %s", key, was, now)
+			}
+		}
+	}
+	if moved != owned["c"] {
+		t.Errorf("%d keys moved, want c's %d", moved, owned["c"])
+	}
+}
+
+// A node that leaves removes its record: the others do not wait LiveFor to stop counting on it.
+func TestLeave(t *testing.T) {
+	db := openKV(t)
+	ctx := context.Background()
+	a, err := Join(ctx, db, Node{Name: "a", Advertise: "http://a:5000"}, "a-secret-of-the-fleet", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Join(ctx, db, Node{Name: "b", Advertise: "http://b:5000"}, "a-secret-of-the-fleet", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Leave(ctx)
+	if err := b.Leave(ctx); err != nil {
+		t.Fatal(err)
+	}
+	nodes, err := a.Nodes(ctx)
+	if err != nil || len(nodes) != 1 || nodes[0].Name != "a" {
+		t.Errorf("after b left, Nodes = %v, %v", nodes, err)
+	}
+	if _, err := Join(ctx, db, Node{Name: "c", Advertise: "http://c:5000"}, "short", nil); err == nil {
+		t.Error("Join with a short secret succeeded")
+	}
+}
+
+// A node's signature is accepted by another node of the fleet, and refused with another
+// secret, on another path, or when old.
+func TestSignatures(t *testing.T) {
+	db := openKV(t)
+	c := &clock{t: time.Unix(1_800_000_000, 0)}
+	a, b := member(t, db, "a", c), member(t, db, "b", c)
+	req := httptest.NewRequest("GET", "http://b/internal/cluster/v1/blob?repo=library/x&digest=sha256:00", nil)
+	a.Sign(req)
+	if err := b.Verify(req); err != nil {
+		t.Fatalf("a's signature refused by b: %v", err)
+	}
+	tampered := httptest.NewRequest("GET", "http://b/internal/cluster/v1/blob?repo=library/y&digest=sha256:00", nil)
+	tampered.Header.Set(AuthHeader, req.Header.Get(AuthHeader))
+	if err := b.Verify(tampered); err == nil {
+		t.Error("a signature for another query was accepted")
+	}
+	other := &Member{self: Node{Name: "x"}, secret: []byte("another-secret-entirely"), now: c.now}
+	forged := httptest.NewRequest("GET", "http://b/internal/cluster/v1/blob?repo=library/x&digest=sha256:00", nil)
+	other.Sign(forged)
+	if err := b.Verify(forged); err == nil {
+		t.Error("a signature with another secret was accepted")
+	}
+	if err := b.Verify(httptest.NewRequest("GET", "http://b/", nil)); err == nil {
+		t.Error("an unsigned request was accepted")
+	}
+	c.add(2 * maxSkew)
+	if err := b.Verify(req); err == nil {
+		t.Error("an old signature was accepted")
+	}
+}

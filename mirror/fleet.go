@@ -1,0 +1,134 @@
+package mirror
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"cove/internal/cluster"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// In a fleet (Config.Cluster), each digest has an owner among the live nodes (rendezvous
+// hashing): a node asked for a mirrored blob that no node has stored yet streams it from the
+// owner, which does the one upstream download it coalesces for all its clients, local or from
+// other nodes. The fleet downloads a digest once. Should the owner not answer, the next node in
+// line is asked, and at last the node fills it itself: a failure costs at most one more
+// download. The owner stores the blob in the shared blob store, from where every node reads it
+// afterwards.
+
+// fromPeer says whether r comes from another node of the fleet: its signature is checked; a
+// request that carries a wrong one is refused.
+func (s *Server) fromPeer(r *http.Request, rt route) (bool, error) {
+	if r.Header.Get(cluster.AuthHeader) == "" {
+		return false, nil
+	}
+	if s.cluster == nil {
+		return false, newError(http.StatusUnauthorized, CodeUnauthorized, "this node is not in a fleet (cluster.advertise)")
+	}
+	if err := s.cluster.Verify(r); err != nil {
+		return false, &Error{Status: http.StatusUnauthorized, Code: CodeUnauthorized, Message: "node signature refused: " + err.Error(), Err: err}
+	}
+	return true, nil
+}
+
+// fromOwner streams the blob dgst from its owner when that is another node, and reports whether
+// it answered the request. It answers nothing (false) when this node owns the blob, when the
+// request comes from a peer already (one hop at most), or when no other node could be asked:
+// the caller then fills the blob itself.
+func (s *Server) fromOwner(w http.ResponseWriter, r *http.Request, req request, dgst digest.Digest) (bool, error) {
+	if s.cluster == nil || req.peer || r.Method != http.MethodGet {
+		return false, nil
+	}
+	self := s.cluster.Self().Name
+	for _, n := range s.cluster.Owners(dgst.String()) {
+		if n.Name == self {
+			return false, nil
+		}
+		resp, err := s.askPeer(r, n, req)
+		if err != nil {
+			s.log.WarnContext(r.Context(), "the owner of a blob did not answer; the next node in line is asked",
+				"owner", n.Name, "digest", dgst, "err", err)
+			continue
+		}
+		defer resp.Body.Close()
+		relayPeer(w, resp)
+		if _, err := io.CopyBuffer(writerOnly{w}, resp.Body, make([]byte, 32<<10)); err != nil {
+			// The status is sent: the client must not take a cut blob for a whole one.
+			s.log.WarnContext(r.Context(), "a blob streamed from its owner was cut", "owner", n.Name, "digest", dgst, "err", err)
+			panic(http.ErrAbortHandler)
+		}
+		return true, nil
+	}
+	return false, nil
+}
+
+// askPeer sends the client's request to node n, signed. A node that cannot be reached, or
+// answers 5xx, is an error: the next one is asked.
+func (s *Server) askPeer(r *http.Request, n cluster.Node, req request) (*http.Response, error) {
+	ctx, cancel := context.WithCancel(r.Context())
+	u := strings.TrimSuffix(n.Advertise, "/") + r.URL.EscapedPath()
+	out, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	if rng := r.Header.Get("Range"); rng != "" {
+		out.Header.Set("Range", rng)
+	}
+	s.cluster.Sign(out)
+	// The answer's headers come once the owner's fill has an answer from the upstream: the
+	// upstream's budget, and some more.
+	timer := time.AfterFunc(s.budget(req.up)+5*time.Second, cancel)
+	resp, err := s.peerClient().Do(out)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	if !timer.Stop() {
+		resp.Body.Close()
+		cancel()
+		return nil, errors.New("no answer within the upstream's time budget")
+	}
+	if resp.StatusCode >= 500 {
+		resp.Body.Close()
+		cancel()
+		return nil, errors.New("answered " + resp.Status)
+	}
+	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
+	return resp, nil
+}
+
+// relayPeer writes the owner's status and headers of a blob answer.
+func relayPeer(w http.ResponseWriter, resp *http.Response) {
+	h := w.Header()
+	for _, k := range []string{"Content-Type", "Content-Length", "Content-Range", "Docker-Content-Digest", "Etag",
+		"X-Content-Type-Options", "Cache-Control", "Www-Authenticate", "Retry-After"} {
+		if v := resp.Header.Get(k); v != "" {
+			h.Set(k, v)
+		}
+	}
+	w.WriteHeader(resp.StatusCode)
+}
+
+func (s *Server) peerClient() *http.Client {
+	if s.peers == nil {
+		return http.DefaultClient
+	}
+	return s.peers
+}
+
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (c *cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel()
+	return err
+}
