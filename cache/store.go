@@ -1,8 +1,8 @@
 package cache
 
 import (
-	"cove/internal/blobstore"
 	"context"
+	"cove/internal/blobstore"
 	"encoding/json"
 	"errors"
 	"fmt"

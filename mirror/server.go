@@ -8,8 +8,8 @@
 package mirror
 
 import (
-	"cove/internal/cluster"
 	"context"
+	"cove/internal/cluster"
 	"errors"
 	"fmt"
 	"log/slog"
