@@ -2,7 +2,6 @@ package cache
 
 import (
 	"context"
-	"cove/internal/blobstore"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"cove/internal/blobstore"
 	"cove/internal/kv"
 	"github.com/opencontainers/go-digest"
 )

@@ -9,7 +9,6 @@ package mirror
 
 import (
 	"context"
-	"cove/internal/cluster"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,6 +20,7 @@ import (
 
 	"cove/auth"
 	"cove/cache"
+	"cove/internal/cluster"
 	"cove/internal/telemetry"
 )
 

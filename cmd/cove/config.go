@@ -1,8 +1,6 @@
 package main
 
 import (
-	"cove/internal/blobstore"
-	"cove/internal/telemetry"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +17,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"cove/auth"
+	"cove/internal/blobstore"
+	"cove/internal/telemetry"
 )
 
 // Config is cove's whole configuration: docs/DESIGN.md's contract. Every key is optional; defaults come

@@ -11,8 +11,6 @@ package main
 
 import (
 	"context"
-	"cove/internal/blobstore"
-	"cove/internal/cluster"
 	"errors"
 	"flag"
 	"fmt"
@@ -40,6 +38,8 @@ import (
 	"cove/admin"
 	"cove/auth"
 	"cove/cache"
+	"cove/internal/blobstore"
+	"cove/internal/cluster"
 	"cove/internal/kv"
 	"cove/internal/telemetry"
 	"cove/mirror"
