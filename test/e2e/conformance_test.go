@@ -33,9 +33,16 @@ func conformanceBin(t *testing.T) string {
 // area on: pull, push, content discovery, content management, and the optional checks
 // (upload cancel, digest headers, tag parameters). It must report no failure.
 func TestConformance(t *testing.T) {
-	bin := conformanceBin(t)
 	s := startCove(t, t.TempDir())
 	s.createProject("conformance", false)
+	runConformance(t, s)
+}
+
+// runConformance runs the suite against s, whose project conformance exists, and fails t on
+// any failure.
+func runConformance(t *testing.T, s *server) {
+	t.Helper()
+	bin := conformanceBin(t)
 	results := t.TempDir()
 	cmd := exec.Command(bin)
 	cmd.Dir = results

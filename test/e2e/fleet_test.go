@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -17,7 +18,9 @@ import (
 	"cove/internal/pgtest"
 	"cove/internal/s3test"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -340,5 +343,62 @@ func (t *throttled) Write(p []byte) (int, error) {
 func (t *throttled) Flush() {
 	if f, ok := t.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
+	}
+}
+
+// TestFleetConformance: the OCI conformance suite passes against node B of a three-node fleet;
+// what is made on one node — a project, a user, a robot, a membership, a token — works on the
+// others.
+func TestFleetConformance(t *testing.T) {
+	pg := pgtest.Start(t)
+	s3 := s3test.Start(t)
+	nodes := startFleet(t, 3, fleetConfig(pg, s3, "", ""))
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	b.createProject("conformance", false)
+	runConformance(t, b.server)
+
+	// Made on B, used on C.
+	api := func(s *fleetNode, method, path, body string) (int, string) {
+		resp, out := s.doAs(method, path, strings.NewReader(body), "admin", adminPassword)
+		return resp.StatusCode, string(out)
+	}
+	b.createProject("team", false)
+	if code, out := api(b, "POST", "/api/v2.0/users", `{"username":"dave","email":"d@example.org","password":"DavePw1xyz"}`); code != 201 {
+		t.Fatalf("create dave on B = %d %s", code, out)
+	}
+	if code, out := api(b, "POST", "/api/v2.0/projects/team/members", `{"role_id":2,"member_user":{"username":"dave"}}`); code != 201 {
+		t.Fatalf("add dave to team on B = %d %s", code, out)
+	}
+	code, out := api(b, "POST", "/api/v2.0/robots", `{"name":"ci","level":"project","duration":-1,"permissions":[{"kind":"project","namespace":"team","access":[{"resource":"repository","action":"push"},{"resource":"repository","action":"pull"}]}]}`)
+	if code != 201 {
+		t.Fatalf("create a robot on B = %d %s", code, out)
+	}
+	var robot struct{ Name, Secret string }
+	json.Unmarshal([]byte(out), &robot)
+	img := testImage(t)
+	daveAuth := remote.WithAuth(&authn.Basic{Username: "dave", Password: "DavePw1xyz"})
+	if err := remote.Write(c.ref(t, "team/app:dave"), img, daveAuth); err != nil {
+		t.Errorf("dave, a developer of team made on B, pushes on C: %v", err)
+	}
+	robotAuth := remote.WithAuth(&authn.Basic{Username: robot.Name, Password: robot.Secret})
+	if err := remote.Write(c.ref(t, "team/app:robot"), img, robotAuth); err != nil {
+		t.Errorf("the robot made on B pushes on C: %v", err)
+	}
+	checkImage(t, a.ref(t, "team/app:robot"), img, robotAuth)
+
+	// A token from A is accepted by C.
+	resp, body := a.doAs("GET", "/service/token?service=cove&scope=repository:team/app:pull", nil, "dave", "DavePw1xyz")
+	var tok struct{ Token string }
+	json.Unmarshal(body, &tok)
+	if resp.StatusCode != 200 || tok.Token == "" {
+		t.Fatalf("token from A = %d %s", resp.StatusCode, body)
+	}
+	if resp, body := c.doBearer("GET", "/v2/team/app/tags/list", tok.Token); resp.StatusCode != 200 || !strings.Contains(string(body), "robot") {
+		t.Errorf("node C with node A's token = %d %s", resp.StatusCode, body)
+	}
+	// The audit log of the fleet is one: C lists the pushes made on C and the robot made on B.
+	resp, body = a.doAs("GET", "/api/v2.0/audit-logs?page_size=100", nil, "admin", adminPassword)
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "robot") || !strings.Contains(string(body), "dave") {
+		t.Errorf("the fleet's audit log on A = %d %.500s", resp.StatusCode, body)
 	}
 }
