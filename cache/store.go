@@ -28,6 +28,9 @@ type Config struct {
 	DB kv.DB
 	// Logger receives lifecycle and reconcile messages; nil discards them.
 	Logger *slog.Logger
+	// UploadPrefix starts every upload session id: in a fleet, the node's name (hex), so that
+	// another node knows where a session lives.
+	UploadPrefix string
 	// UploadTTL is how long an idle upload session is kept; zero means 15 minutes (a session
 	// in use is never idle: each chunk renews it).
 	UploadTTL time.Duration
@@ -112,6 +115,8 @@ type Store struct {
 	gcMu sync.RWMutex
 	refs atomic.Uint64
 
+	upPrefix string
+
 	// remote, hotMax and hot are fleet mode's (remote.go).
 	remote blobstore.Store
 	hotMax int64
@@ -173,6 +178,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		fillTTL:    cfg.FillTimeout,
 		maxBlob:    cfg.MaxBlobSize,
 		shared:     cfg.SharedMetadata,
+		upPrefix:   cfg.UploadPrefix,
 	}
 	s.minFree, s.minFreePct, s.readOnly, s.diskSpace = cfg.MinFree, cfg.MinFreePercent, cfg.ReadOnly, cfg.DiskSpace
 	s.remote, s.hotMax = cfg.Remote, cfg.HotTierMaxSize

@@ -78,7 +78,7 @@ func (s *Store) NewUpload(ctx context.Context, repo, owner string) (string, erro
 	if err := f.Close(); err != nil {
 		return "", fmt.Errorf("create upload file: %w", err)
 	}
-	id := rand.Text()
+	id := s.upPrefix + rand.Text()
 	u := &upload{id: id, repo: repo, owner: owner, path: f.Name(), h: sha256.New(), touched: s.now()}
 	s.mu.Lock()
 	s.uploads[id] = u

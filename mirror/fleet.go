@@ -2,7 +2,9 @@ package mirror
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -131,4 +133,59 @@ func (c *cancelOnClose) Close() error {
 	err := c.ReadCloser.Close()
 	c.cancel()
 	return err
+}
+
+// UploadPrefix is the start of the upload session ids of node name: its name in hex, so that
+// any node finds where a session lives (cache.Config.UploadPrefix).
+func UploadPrefix(name string) string { return hex.EncodeToString([]byte(name)) + "-" }
+
+// toUploadNode sends a request for an upload session that another node holds to that node, and
+// reports whether it answered: an upload started on one node is continued on another. The
+// session's bytes stay on the node that holds it; a session whose node is gone is unknown.
+func (s *Server) toUploadNode(w http.ResponseWriter, r *http.Request, rt route) (bool, error) {
+	if s.cluster == nil {
+		return false, nil
+	}
+	enc, _, ok := strings.Cut(rt.ref, "-")
+	name, err := hex.DecodeString(enc)
+	if !ok || err != nil || string(name) == s.cluster.Self().Name {
+		return false, nil
+	}
+	var node *cluster.Node
+	for _, n := range s.cluster.Owners("") {
+		if n.Name == string(name) {
+			node = &n
+		}
+	}
+	if node == nil {
+		return true, newError(http.StatusNotFound, CodeBlobUploadUnknown,
+			"the upload was started on node %s, which is gone: start the push again", name)
+	}
+	out, err := http.NewRequestWithContext(r.Context(), r.Method, strings.TrimSuffix(node.Advertise, "/")+r.URL.RequestURI(), r.Body)
+	if err != nil {
+		return true, err
+	}
+	out.ContentLength = r.ContentLength
+	for _, k := range []string{"Content-Type", "Content-Range", "Content-Length"} {
+		if v := r.Header.Get(k); v != "" {
+			out.Header.Set(k, v)
+		}
+	}
+	s.cluster.Sign(out)
+	resp, err := s.peerClient().Do(out)
+	if err != nil {
+		return true, &Error{Status: http.StatusServiceUnavailable, Code: CodeUnavailable,
+			Message: fmt.Sprintf("the upload's node %s does not answer: retry, or start the push again", name), Err: err}
+	}
+	defer resp.Body.Close()
+	h := w.Header()
+	for _, k := range []string{"Location", "Range", "Docker-Upload-Uuid", "Docker-Content-Digest", "Content-Type",
+		"Content-Length", "Oci-Chunk-Min-Length", "Retry-After"} {
+		if v := resp.Header.Get(k); v != "" {
+			h.Set(k, v)
+		}
+	}
+	w.WriteHeader(resp.StatusCode)
+	_, _ = io.Copy(w, resp.Body)
+	return true, nil
 }

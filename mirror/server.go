@@ -248,8 +248,8 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) (err error) {
 			return s.serveMirrored(w, r, req)
 		}
 	}
-	if peer {
-		return newError(http.StatusForbidden, CodeDenied, "a node of the fleet may ask another only for mirrored blobs")
+	if peer && rt.kind != KindUpload {
+		return newError(http.StatusForbidden, CodeDenied, "a node of the fleet may ask another only for mirrored blobs and its uploads")
 	}
 
 	h, action := s.endpoint(rt.kind, r.Method)
@@ -267,8 +267,16 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) (err error) {
 	case KindCatalog:
 		// Filtered per repository by the handler.
 	default:
+		if peer {
+			break // the asking node authorized its client's push
+		}
 		if err := s.authorize(r, who, rt.repo, action); err != nil {
 			return err
+		}
+		if rt.kind == KindUpload {
+			if done, err := s.toUploadNode(w, r, rt); done {
+				return err
+			}
 		}
 	}
 	return h(w, r, req)

@@ -205,8 +205,12 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 			}
 		}()
 	}
+	uploadPrefix := ""
+	if member != nil {
+		uploadPrefix = mirror.UploadPrefix(member.Self().Name)
+	}
 	store, err := cache.Open(ctx, cache.Config{
-		Remote: remote, HotTierMaxSize: int64(cfg.Storage.HotTierMaxSize),
+		Remote: remote, UploadPrefix: uploadPrefix, HotTierMaxSize: int64(cfg.Storage.HotTierMaxSize),
 		Dir: cfg.Data, DB: meta, Logger: log, MaxMirrored: int64(cfg.Mirror.MaxSize),
 		MinFree: minFree, MinFreePercent: minFreePct, MaxBlobSize: int64(cfg.Mirror.MaxBlobSize), ReadOnly: readOnly,
 		SharedMetadata: cfg.Storage.Metadata.Kind == "postgres", DiskSpace: space,

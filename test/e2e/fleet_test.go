@@ -402,3 +402,60 @@ func TestFleetConformance(t *testing.T) {
 		t.Errorf("the fleet's audit log on A = %d %.500s", resp.StatusCode, body)
 	}
 }
+
+// TestFleetUploadAcrossNodes: an upload started on node A is continued on B (a chunk) and
+// finished on C, as behind a load balancer that spreads one push's requests.
+func TestFleetUploadAcrossNodes(t *testing.T) {
+	pg := pgtest.Start(t)
+	s3 := s3test.Start(t)
+	nodes := startFleet(t, 3, fleetConfig(pg, s3, "", ""))
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	a.createProject("team", false)
+	for _, n := range nodes {
+		waitFor(t, 20*time.Second, "node "+n.name+" to count the three live", func() bool {
+			resp, body := n.doAs("GET", "/api/v2.0/cluster/nodes", nil, "admin", adminPassword)
+			return resp.StatusCode == 200 && strings.Count(string(body), `"live":true`) == 3
+		})
+	}
+	blob := []byte(strings.Repeat("0123456789abcdef", 4096)) // 64 KiB in two chunks
+	dgst := digest.FromBytes(blob)
+	resp, body := a.do("POST", "/v2/team/app/blobs/uploads/", nil, true)
+	if resp.StatusCode != 202 {
+		t.Fatalf("start the upload on A = %d %s", resp.StatusCode, body)
+	}
+	loc := resp.Header.Get("Location")
+	req, _ := http.NewRequest("PATCH", b.url+loc, strings.NewReader(string(blob[:32<<10])))
+	req.SetBasicAuth("admin", adminPassword)
+	req.Header.Set("Content-Type", "application/octet-stream")
+	req.Header.Set("Content-Range", fmt.Sprintf("0-%d", 32<<10-1))
+	resp, body = doRequest(t, req)
+	if resp.StatusCode != 202 || resp.Header.Get("Range") != fmt.Sprintf("0-%d", 32<<10-1) {
+		t.Fatalf("the first chunk on B = %d Range %q %s", resp.StatusCode, resp.Header.Get("Range"), body)
+	}
+	loc = resp.Header.Get("Location")
+	if resp, _ := c.do("GET", loc, nil, true); resp.StatusCode != 204 || resp.Header.Get("Range") != fmt.Sprintf("0-%d", 32<<10-1) {
+		t.Errorf("the upload's status on C = %d Range %q", resp.StatusCode, resp.Header.Get("Range"))
+	}
+	sep := "?"
+	if strings.Contains(loc, "?") {
+		sep = "&"
+	}
+	req, _ = http.NewRequest("PUT", c.url+loc+sep+"digest="+dgst.String(), strings.NewReader(string(blob[32<<10:])))
+	req.SetBasicAuth("admin", adminPassword)
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, body = doRequest(t, req)
+	if resp.StatusCode != 201 || resp.Header.Get("Docker-Content-Digest") != dgst.String() {
+		t.Fatalf("the last chunk on C = %d %s", resp.StatusCode, body)
+	}
+	for _, n := range nodes {
+		if resp, got := n.do("GET", "/v2/team/app/blobs/"+dgst.String(), nil, true); resp.StatusCode != 200 || string(got) != string(blob) {
+			t.Errorf("the blob on node %s = %d, %d bytes", n.name, resp.StatusCode, len(got))
+		}
+	}
+	// Without the node's signature, a forged request for another node's session is refused.
+	req, _ = http.NewRequest("GET", a.url+loc, nil)
+	req.Header.Set("X-Cove-Node", "b 1 00")
+	if resp, _ := doRequest(t, req); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("a forged node signature = %d, want 401", resp.StatusCode)
+	}
+}
