@@ -94,6 +94,25 @@ func (s *Store) Evict(ctx context.Context) (int, error) {
 	return s.evict(ctx, func(int64) bool { return s.mirrored.Load() <= s.maxSize })
 }
 
+// EvictFleet is Evict for the fleet's shared tier: run on one node at a time (a fleet-wide lock,
+// kv.RunOnce), with the mirrored bytes counted afresh from the shared index, since every node's
+// fills add to them. It returns how many blobs it removed, and 0 when another node is at it.
+func (s *Store) EvictFleet(ctx context.Context) (int, error) {
+	if s.remote == nil {
+		return 0, nil // one node's store evicts after its fills
+	}
+	var n int
+	_, err := kv.RunOnce(ctx, s.db, "evict", func() error {
+		if err := s.recount(); err != nil {
+			return err
+		}
+		var err error
+		n, err = s.Evict(ctx)
+		return err
+	})
+	return n, err
+}
+
 // evictBytes removes least recently used mirrored blobs until n bytes are freed, or none is left
 // to remove: room above the free-space floor.
 func (s *Store) evictBytes(ctx context.Context, n int64) (int, error) {

@@ -102,7 +102,7 @@ func (s *Store) runFill(f *Fill, repo string, fetch Fetcher) {
 		_ = os.Remove(f.file.Name())
 	}
 	f.release()
-	if err == nil {
+	if err == nil && s.remote == nil { // a fleet evicts its shared tier once, on one node (EvictFleet)
 		if _, err := s.Evict(ctx); err != nil {
 			s.log.Error("eviction failed", "err", err)
 		}

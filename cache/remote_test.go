@@ -23,6 +23,10 @@ import (
 // fleetPair is two stores, as two nodes: one index (the shared metadata) and one S3 bucket, a
 // data directory each.
 func fleetPair(t *testing.T, hotMax int64) (a, b *Store, srv *s3test.Server) {
+	return fleetPairMax(t, hotMax, 0)
+}
+
+func fleetPairMax(t *testing.T, hotMax, maxMirrored int64) (a, b *Store, srv *s3test.Server) {
 	t.Helper()
 	srv = s3test.Start(t)
 	remote, err := blobstore.NewS3(blobstore.S3Config{Endpoint: srv.Endpoint, Bucket: srv.Bucket, Region: "us-east-1",
@@ -37,7 +41,7 @@ func fleetPair(t *testing.T, hotMax int64) (a, b *Store, srv *s3test.Server) {
 	t.Cleanup(func() { db.Close() })
 	meta := kv.NewBadger(db)
 	open := func(hot int64) *Store {
-		s, err := Open(context.Background(), Config{Dir: t.TempDir(), DB: meta, SharedMetadata: true, Remote: remote, HotTierMaxSize: hot})
+		s, err := Open(context.Background(), Config{Dir: t.TempDir(), DB: meta, SharedMetadata: true, Remote: remote, HotTierMaxSize: hot, MaxMirrored: maxMirrored})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -147,5 +151,36 @@ func TestFleetBlobStoreFailures(t *testing.T) {
 	}
 	if err := a.PingRemote(ctx); err == nil {
 		t.Error("PingRemote with the bucket down passed")
+	}
+}
+
+// The shared tier is evicted by one node for the fleet, counting every node's fills: fills on B
+// past mirror.max_size evict nothing on B; A's EvictFleet removes the least recently used from
+// the index and the bucket until the fleet fits.
+func TestFleetEviction(t *testing.T) {
+	ctx := context.Background()
+	a, b, srv := fleetPairMax(t, 0, 2500)
+	var dgsts []digest.Digest
+	for range 4 {
+		body, d := randomBlob(t, 1000)
+		if err := fill(t, b, body, int64(len(body))); err != nil {
+			t.Fatal(err)
+		}
+		dgsts = append(dgsts, d)
+	}
+	for _, d := range dgsts {
+		if !b.HasBlob(ctx, d) {
+			t.Fatalf("B evicted %s after its own fill: only EvictFleet evicts in a fleet", d)
+		}
+	}
+	n, err := a.EvictFleet(ctx)
+	if err != nil || n != 2 {
+		t.Fatalf("EvictFleet = %d, %v; want 2 (4000 bytes over a cap of 2500)", n, err)
+	}
+	for i, d := range dgsts {
+		_, serr := srv.Client(t).StatObject(ctx, srv.Bucket, blobstore.Key("", d), minio.StatObjectOptions{})
+		if gone := i < 2; gone != !a.HasBlob(ctx, d) || gone != (serr != nil) {
+			t.Errorf("blob %d: indexed %v, in the bucket %v; want both %v", i, a.HasBlob(ctx, d), serr == nil, !gone)
+		}
 	}
 }

@@ -333,3 +333,36 @@ func (p *Postgres) Truncate(ctx context.Context) error {
 	_, err := p.pool.Exec(ctx, "TRUNCATE kv, kv_sequence")
 	return err
 }
+
+// TryLock takes the fleet-wide lock name if no node holds it (a PostgreSQL advisory lock, held by
+// one connection until release): for the jobs that must run once per fleet — garbage collection,
+// eviction of the shared tier, the sweep of expired records. ok is false when another node holds
+// it.
+func (p *Postgres) TryLock(ctx context.Context, name string) (release func(), ok bool, err error) {
+	conn, err := p.pool.Acquire(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock(hashtextextended($1, 0))", "cove:"+name).Scan(&ok); err != nil || !ok {
+		conn.Release()
+		return nil, false, err
+	}
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := conn.Exec(ctx, "SELECT pg_advisory_unlock(hashtextextended($1, 0))", "cove:"+name); err != nil {
+			conn.Conn().Close(ctx) // closing the session frees its locks
+		}
+		conn.Release()
+	}, true, nil
+}
+
+// Sweep deletes the records whose time has passed (they read as absent already): PostgreSQL has
+// no expiry of its own. Run it under TryLock("sweep"): once per fleet.
+func (p *Postgres) Sweep(ctx context.Context) (int64, error) {
+	tag, err := p.pool.Exec(ctx, "DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= now()")
+	if err != nil {
+		return 0, err
+	}
+	return tag.RowsAffected(), nil
+}

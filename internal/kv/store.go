@@ -130,3 +130,23 @@ func Put(txn Txn, key []byte, v any) error {
 	}
 	return txn.Set(key, b)
 }
+
+// Locker is a DB with fleet-wide locks (PostgreSQL); on one node (badger) every job runs there.
+type Locker interface {
+	TryLock(ctx context.Context, name string) (release func(), ok bool, err error)
+}
+
+// RunOnce runs fn unless another node of the fleet holds the lock name (db a Locker), and says
+// whether it ran. On a DB without locks it always runs fn.
+func RunOnce(ctx context.Context, db DB, name string, fn func() error) (bool, error) {
+	l, ok := db.(Locker)
+	if !ok {
+		return true, fn()
+	}
+	release, got, err := l.TryLock(ctx, name)
+	if err != nil || !got {
+		return false, err
+	}
+	defer release()
+	return true, fn()
+}

@@ -301,3 +301,59 @@ func TestBadgerReadOnlySequence(t *testing.T) {
 		}
 	}
 }
+
+// Fleet-wide locks and the sweep of expired records on PostgreSQL: a lock is held by one caller
+// at a time, whatever the connection; RunOnce skips a job another node runs; Sweep deletes only
+// what has expired.
+func TestPostgresLocksAndSweep(t *testing.T) {
+	ctx := context.Background()
+	srv := pgtest.Start(t)
+	open := func() *Postgres {
+		p, err := OpenPostgres(ctx, srv.DSN)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Close() })
+		return p
+	}
+	a, b := open(), open() // two nodes
+	release, ok, err := a.TryLock(ctx, "gc")
+	if err != nil || !ok {
+		t.Fatalf("TryLock on a free lock = %v, %v", ok, err)
+	}
+	if _, ok, err := b.TryLock(ctx, "gc"); ok || err != nil {
+		t.Errorf("a second node took a held lock: %v, %v", ok, err)
+	}
+	ran, err := RunOnce(ctx, b, "gc", func() error { t.Error("a job ran under another node's lock"); return nil })
+	if ran || err != nil {
+		t.Errorf("RunOnce under another node's lock = %v, %v", ran, err)
+	}
+	if rel, ok, _ := b.TryLock(ctx, "evict"); !ok {
+		t.Error("another lock's name was held too")
+	} else {
+		rel()
+	}
+	release()
+	if ran, err := RunOnce(ctx, b, "gc", func() error { return nil }); !ran || err != nil {
+		t.Errorf("RunOnce once the lock is free = %v, %v", ran, err)
+	}
+
+	if err := a.Update(ctx, func(tx Txn) error {
+		if err := tx.SetExpiring([]byte("sweep/old"), []byte("x"), time.Now().Add(-time.Second)); err != nil {
+			return err
+		}
+		if err := tx.SetExpiring([]byte("sweep/new"), []byte("x"), time.Now().Add(time.Hour)); err != nil {
+			return err
+		}
+		return tx.Set([]byte("sweep/kept"), []byte("x"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := a.Sweep(ctx); err != nil || n != 1 {
+		t.Errorf("Sweep = %d, %v; want the one expired record", n, err)
+	}
+	var rows int
+	if err := a.pool.QueryRow(ctx, "SELECT count(*) FROM kv WHERE key LIKE 'sweep/%'").Scan(&rows); err != nil || rows != 2 {
+		t.Errorf("%d rows left, %v; want 2", rows, err)
+	}
+}
