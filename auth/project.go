@@ -14,7 +14,7 @@ import (
 const (
 	keyProject    = "auth/project/"    // auth/project/<name> → Project
 	keyProjectID  = "auth/project-id/" // auth/project-id/<id> → name
-	keyProjectSeq = "auth/seq/project"
+	keyProjectSeq = SequencePrefix + "project"
 )
 
 // projectName is Harbor's rule for project names; every such name is also a valid first element

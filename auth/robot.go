@@ -22,7 +22,7 @@ const robotPrefix = "robot$"
 const (
 	keyRobot    = "auth/robot/"    // auth/robot/<full name> → robotRecord
 	keyRobotID  = "auth/robot-id/" // auth/robot-id/<id> → full name
-	keyRobotSeq = "auth/seq/robot"
+	keyRobotSeq = SequencePrefix + "robot"
 )
 
 // Robot is a robot account: a secret for automation, able to do only the given actions, only in

@@ -103,7 +103,7 @@ type Member struct {
 const (
 	keyMember    = "auth/member/"    // auth/member/<project>\x00<kind>\x00<name> → Member
 	keyMemberID  = "auth/member-id/" // auth/member-id/<id> → the member key
-	keyMemberSeq = "auth/seq/member"
+	keyMemberSeq = SequencePrefix + "member"
 )
 
 func memberKey(project, kind, name string) []byte {
@@ -251,6 +251,11 @@ func decide(p Principal, proj *Project, role Role, action Action) error {
 	}
 	return ErrDenied
 }
+
+// SequencePrefix starts the keys of auth's sequences (ids of users, projects, members, robots):
+// on badger, sequences are records under these keys; a move into PostgreSQL makes them sequences
+// there (cove migrate).
+const SequencePrefix = "auth/seq/"
 
 // nextID draws the next number of the sequence key (the metadata seam's NextID: numbers are
 // never given twice, and may be skipped); ids start at 1.

@@ -18,7 +18,7 @@ import (
 
 const (
 	keyUserID  = "auth/user-id/" // auth/user-id/<id> → name
-	keyUserSeq = "auth/seq/user"
+	keyUserSeq = SequencePrefix + "user"
 )
 
 // User is a person who logs in: a local account with a password hash, or an LDAP account created

@@ -58,6 +58,7 @@ commands:
   serve    run the registry (cove serve --help for its flags)
   admin    offline account changes: reset-password, create-user (cove admin --help)
   bench    measure cove against an upstream, a peer mirror and the machine's limit (cove bench --help)
+  migrate  move a stopped single node's data into a fleet (cove migrate --help)
   version  print the version, commit and Go version
 `
 
@@ -106,6 +107,8 @@ func run(ctx context.Context, args, environ []string, stdin io.Reader, stdout, s
 		return adminCmd(ctx, args[1:], environ, stdin, stdout, stderr)
 	case "bench":
 		return benchCmd(ctx, args[1:], stdout, stderr)
+	case "migrate":
+		return migrateCmd(ctx, args[1:], environ, stdout, stderr)
 	case "version", "--version", "-version":
 		v, c, g := versionInfo()
 		fmt.Fprintf(stdout, "cove %s (commit %s, %s)\n", v, c, g)

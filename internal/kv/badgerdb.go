@@ -3,7 +3,9 @@ package kv
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -178,3 +180,68 @@ func (t badgerTxn) Expiries(prefix []byte, fn func(key []byte, expires time.Time
 }
 
 var _ DB = (*Badger)(nil)
+
+// CopyTo copies every live record of b into dst, an empty PostgreSQL store, with its expiry: the
+// move of one node's metadata into a fleet (cove migrate). Keys for which sequence says so hold
+// badger sequences (a leased count): they become dst's sequences of the same name, continuing
+// above every number badger may have handed out. It returns how many records it copied.
+func (b *Badger) CopyTo(ctx context.Context, dst *Postgres, sequence func(key []byte) bool) (int, error) {
+	var empty bool
+	if err := dst.pool.QueryRow(ctx, "SELECT NOT EXISTS (SELECT 1 FROM kv) AND NOT EXISTS (SELECT 1 FROM kv_sequence)").Scan(&empty); err != nil {
+		return 0, err
+	}
+	if !empty {
+		return 0, errors.New("the target database holds cove records already: migrate into an empty database")
+	}
+	copied := 0
+	var ops []Op
+	flush := func() error {
+		if len(ops) == 0 {
+			return nil
+		}
+		err := dst.Write(ctx, ops)
+		copied += len(ops)
+		ops = ops[:0]
+		return err
+	}
+	err := b.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.DefaultIteratorOptions)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			item := it.Item()
+			if item.IsDeletedOrExpired() {
+				continue
+			}
+			key := item.KeyCopy(nil)
+			val, err := item.ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			if sequence(key) {
+				if len(val) != 8 {
+					return fmt.Errorf("sequence %s: a value of %d bytes, want 8", key, len(val))
+				}
+				if _, err := dst.pool.Exec(ctx, "INSERT INTO kv_sequence (name, value) VALUES ($1, $2)",
+					string(key), int64(binary.BigEndian.Uint64(val))); err != nil {
+					return fmt.Errorf("sequence %s: %w", key, err)
+				}
+				continue
+			}
+			op := Op{Key: key, Value: val}
+			if exp := item.ExpiresAt(); exp > 0 {
+				op.Expires = time.Unix(int64(exp), 0)
+			}
+			ops = append(ops, op)
+			if len(ops) >= 1000 {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return copied, err
+	}
+	return copied, flush()
+}

@@ -459,3 +459,80 @@ func TestFleetUploadAcrossNodes(t *testing.T) {
 		t.Errorf("a forged node signature = %d, want 401", resp.StatusCode)
 	}
 }
+
+// TestMigrateIntoAFleet: a single node's projects, users, robots, images and mirrored content move
+// into a fleet with cove migrate --to-config; a node of the fleet serves them all, and ids made
+// there continue above the node's (no user or robot takes an id already given).
+func TestMigrateIntoAFleet(t *testing.T) {
+	reg := startRegistry(t, "", nil)
+	mirrored, err := random.Image(1<<20, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg.seed(t, "library/mirrored:1", mirrored)
+	data := t.TempDir()
+	single := startMirror(t, data, mirrorConfig(reg.url, ""))
+	single.createProject("team", false)
+	img := testImage(t)
+	if err := remoteWrite(single, t, "team/app:v1", img); err != nil {
+		t.Fatal(err)
+	}
+	if resp, b := single.doAs("POST", "/api/v2.0/users", strings.NewReader(`{"username":"dave","email":"d@example.org","password":"DavePw1xyz"}`), "admin", adminPassword); resp.StatusCode != 201 {
+		t.Fatalf("create dave = %d %s", resp.StatusCode, b)
+	}
+	resp, b := single.doAs("POST", "/api/v2.0/robots", strings.NewReader(`{"name":"ci","level":"project","duration":-1,"permissions":[{"kind":"project","namespace":"team","access":[{"resource":"repository","action":"pull"}]}]}`), "admin", adminPassword)
+	if resp.StatusCode != 201 {
+		t.Fatalf("create a robot = %d %s", resp.StatusCode, b)
+	}
+	var robot struct{ Name, Secret string }
+	json.Unmarshal(b, &robot)
+	checkImage(t, single.ref(t, "library/mirrored:1"), mirrored) // cached on the node
+	single.stop()
+
+	pg := pgtest.Start(t)
+	s3 := s3test.Start(t)
+	conf := fleetConfig(pg, s3, "", mirrorConfig(reg.url, "")) +
+		"cluster:\n  node_name: a\n  advertise: http://127.0.0.1:1\n  secret: " + fleetSecret + "\n"
+	path := filepath.Join(t.TempDir(), "fleet.yaml")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := execCove("migrate", "--to-config", path, "--data", data)
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "migrated") {
+		t.Fatalf("cove migrate: %v\n%s", err, out)
+	}
+	// A second run refuses: the database is not empty.
+	cmd = execCove("migrate", "--to-config", path, "--data", data)
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "empty") {
+		t.Errorf("a second migrate into the same database: %v\n%s", err, out)
+	}
+
+	reg.stop() // the fleet serves the mirrored image from the bucket, without the upstream
+	node := startFleet(t, 1, fleetConfig(pg, s3, "", mirrorConfig(reg.url, "")))[0]
+	checkImage(t, node.ref(t, "team/app:v1"), img, adminAuth)
+	checkImage(t, node.ref(t, "library/mirrored:1"), mirrored)
+	if resp, _ := node.doAs("GET", "/api/v2.0/users/current", nil, "dave", "DavePw1xyz"); resp.StatusCode != 200 {
+		t.Errorf("dave on the fleet = %d", resp.StatusCode)
+	}
+	checkImage(t, node.ref(t, "team/app:v1"), img, remote.WithAuth(&authn.Basic{Username: robot.Name, Password: robot.Secret}))
+	resp, b = node.doAs("POST", "/api/v2.0/users", strings.NewReader(`{"username":"erin","email":"e@example.org","password":"ErinPw1xyz"}`), "admin", adminPassword)
+	if resp.StatusCode != 201 {
+		t.Fatalf("create erin on the fleet = %d %s", resp.StatusCode, b)
+	}
+	resp, b = node.doAs("GET", "/api/v2.0/users?page_size=100", nil, "admin", adminPassword)
+	var users []struct {
+		UserID   int64  `json:"user_id"`
+		Username string `json:"username"`
+	}
+	json.Unmarshal(b, &users)
+	ids := map[int64]string{}
+	for _, u := range users {
+		if other, ok := ids[u.UserID]; ok {
+			t.Errorf("users %s and %s share the id %d", other, u.Username, u.UserID)
+		}
+		ids[u.UserID] = u.Username
+	}
+	if len(users) < 3 {
+		t.Errorf("the fleet lists %d users: %s", len(users), b)
+	}
+}

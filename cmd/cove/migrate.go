@@ -1,0 +1,152 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"cove/auth"
+	"cove/cache"
+	"cove/internal/blobstore"
+	"cove/internal/kv"
+
+	"github.com/opencontainers/go-digest"
+)
+
+const migrateUsage = `usage: cove migrate --to-config FLEET.yaml [--config CURRENT.yaml] [--data DIR]
+
+Moves the data of a stopped single node (badger and the data directory, as --config and --data
+say) into a fleet (FLEET.yaml: storage.metadata.kind postgres, storage.blobs.kind s3): every blob
+goes into the bucket first, then every record into the database, which must be empty. The node's
+data is left as it was. Then start the fleet's nodes with FLEET.yaml.
+`
+
+// migrateCmd is cove migrate.
+func migrateCmd(ctx context.Context, args, environ []string, stdout, stderr io.Writer) int {
+	fset := flag.NewFlagSet("migrate", flag.ContinueOnError)
+	fset.SetOutput(io.Discard)
+	configPath := fset.String("config", envValue(environ, "COVE_CONFIG"), "")
+	data := fset.String("data", "", "")
+	toPath := fset.String("to-config", "", "")
+	if err := fset.Parse(args); errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(stdout, migrateUsage)
+		return 0
+	} else if err != nil || *toPath == "" || fset.NArg() > 0 {
+		if err == nil {
+			err = errors.New("--to-config is required")
+		}
+		fmt.Fprintf(stderr, "cove migrate: %v\n%s", err, migrateUsage)
+		return 2
+	}
+	set := map[string]string{}
+	if *data != "" {
+		set["data"] = *data
+	}
+	from, err := loadConfig(*configPath, environ, set)
+	if err != nil {
+		fmt.Fprintf(stderr, "cove: %v\n", err)
+		return 2
+	}
+	to, err := loadConfig(*toPath, nil, nil)
+	if err != nil {
+		fmt.Fprintf(stderr, "cove migrate: %s: %v\n", *toPath, err)
+		return 2
+	}
+	if from.Storage.Metadata.Kind != "badger" || from.Storage.Blobs.Kind != "filesystem" {
+		fmt.Fprintf(stderr, "cove migrate: the source must be a single node (metadata badger, blobs filesystem)\n")
+		return 2
+	}
+	if !to.fleet() {
+		fmt.Fprintf(stderr, "cove migrate: %s is no fleet: want storage.metadata.kind postgres and storage.blobs.kind s3\n", *toPath)
+		return 2
+	}
+	blobs, records, err := migrate(ctx, from, to, stdout)
+	if err != nil {
+		fmt.Fprintf(stderr, "cove migrate: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "migrated %d blobs and %d records into the fleet of %s\n", blobs, records, *toPath)
+	return 0
+}
+
+// migrate copies the blobs of from's data directory into to's bucket, then from's records into
+// to's database.
+func migrate(ctx context.Context, from, to Config, progress io.Writer) (blobs, records int, err error) {
+	if _, err := os.Stat(filepath.Join(from.Data, "index", "MANIFEST")); err != nil {
+		return 0, 0, fmt.Errorf("%s is not the data directory of a cove that has run (no index/ in it): check --data or --config", from.Data)
+	}
+	db, err := cache.OpenDB(filepath.Join(from.Data, "index"), nil)
+	if err != nil {
+		if strings.Contains(err.Error(), "directory lock") {
+			return 0, 0, fmt.Errorf("the data directory %s is in use: stop cove first", from.Data)
+		}
+		return 0, 0, err
+	}
+	defer db.Close()
+	src := kv.NewBadger(db)
+	defer src.Close()
+	pg, err := kv.OpenPostgres(ctx, to.Storage.Metadata.Postgres.DSN)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer pg.Close()
+	s3, err := blobstore.NewS3(to.Storage.Blobs.S3.blobstore())
+	if err != nil {
+		return 0, 0, err
+	}
+	if err := s3.Check(ctx); err != nil {
+		return 0, 0, err
+	}
+	// Blobs first: a record in the fleet always has its blob.
+	root := filepath.Join(from.Data, "blobs")
+	err = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(root, path)
+		parts := strings.Split(rel, string(filepath.Separator))
+		if len(parts) != 3 {
+			return nil // not a blob file
+		}
+		dgst := digest.NewDigestFromEncoded(digest.Algorithm(parts[0]), parts[2])
+		if dgst.Validate() != nil {
+			return nil
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		fi, err := f.Stat()
+		if err != nil {
+			return err
+		}
+		if size, err := s3.Stat(ctx, dgst); err == nil && size == fi.Size() {
+			blobs++
+			return nil
+		}
+		if err := s3.Put(ctx, dgst, f, fi.Size()); err != nil {
+			return err
+		}
+		blobs++
+		if blobs%100 == 0 {
+			fmt.Fprintf(progress, "%d blobs copied\n", blobs)
+		}
+		return nil
+	})
+	if err != nil {
+		return blobs, 0, fmt.Errorf("copy the blobs: %w", err)
+	}
+	records, err = src.CopyTo(ctx, pg, func(key []byte) bool { return bytes.HasPrefix(key, []byte(auth.SequencePrefix)) })
+	if err != nil {
+		return blobs, records, fmt.Errorf("copy the records: %w", err)
+	}
+	return blobs, records, nil
+}
