@@ -265,7 +265,12 @@ func (w *webPages) handleDashboard(rw http.ResponseWriter, r *http.Request, who 
 		w.failed(rw, r, who, err)
 		return
 	}
-	w.render(rw, r, who, "dashboard", "nav.dashboard", newDashboard(st))
+	d := newDashboard(st)
+	if err := w.api(r, "/api/v2.0/cluster/nodes", &d.Nodes); err != nil {
+		w.failed(rw, r, who, err)
+		return
+	}
+	w.render(rw, r, who, "dashboard", "nav.dashboard", d)
 }
 
 // dashboard is the dashboard's view model, with the chart's polylines drawn here.
@@ -273,6 +278,7 @@ type dashboard struct {
 	mirrorStatus
 	Ratio string
 	Chart chart
+	Nodes []Node // the fleet's, none on a single node
 }
 
 // chart is the dashboard's SVG: bars above the base line, the time axis below it.

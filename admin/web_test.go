@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -625,5 +626,42 @@ func TestAuditPageShowsDetail(t *testing.T) {
 	_, body := admin.do("GET", "/audit", "")
 	if !strings.Contains(body, ">Detail<") || !strings.Contains(body, `<td class="detail">400 BAD_REQUEST: invalid value: project name`) {
 		t.Errorf("the audit page lacks the refused change's detail:\n%s", body)
+	}
+}
+
+// The dashboard lists the fleet's nodes, in both languages, when there are any; the API lists
+// them to system admins only.
+func TestDashboardListsTheNodes(t *testing.T) {
+	e, srv, admin := webServerEnv(t)
+	seen := time.Date(2026, 11, 30, 16, 37, 5, 0, time.UTC)
+	srv.nodes = func(context.Context) ([]Node, error) {
+		return []Node{
+			{Name: "node-<b>1</b>", AdvertiseURL: "http://10.0.0.1:5000", Version: "v1.2.3", LastHeartbeat: seen, Live: true},
+			{Name: "node2", AdvertiseURL: "http://10.0.0.2:5000", Version: "v1.2.3", LastHeartbeat: seen.Add(-time.Minute)},
+		}, nil
+	}
+	for lang, words := range map[string][]string{"en": {"Nodes of the fleet", ">live<", ">gone<"}, "zh-CN": {"集群节点", ">在线<", ">离线<"}} {
+		_, body := admin.do("GET", "/", "", "Accept-Language", lang)
+		for _, w := range append(words, `id="nodes"`, "node-&lt;b&gt;1&lt;/b&gt;", "http://10.0.0.2:5000", "v1.2.3") {
+			if !strings.Contains(body, w) {
+				t.Errorf("the dashboard in %s lacks %q", lang, w)
+			}
+		}
+	}
+	code, body := e.call(t, "GET", "/api/v2.0/cluster/nodes", "", "admin", "pw")
+	var nodes []Node
+	if code != 200 || json.Unmarshal([]byte(body), &nodes) != nil || len(nodes) != 2 || !nodes[0].Live || nodes[1].Live {
+		t.Errorf("GET /api/v2.0/cluster/nodes as admin = %d %s", code, body)
+	}
+	if _, err := e.auth.CreateUser(context.Background(), auth.User{Name: "dave"}, "DavePw1xyz"); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := e.call(t, "GET", "/api/v2.0/cluster/nodes", "", "dave", "DavePw1xyz"); code != http.StatusForbidden {
+		t.Errorf("GET /api/v2.0/cluster/nodes as a user = %d, want 403", code)
+	}
+	// A single node has no fleet: no table.
+	srv.nodes = nil
+	if _, body := admin.do("GET", "/", ""); strings.Contains(body, `id="nodes"`) {
+		t.Error("a single node's dashboard shows a nodes table")
 	}
 }

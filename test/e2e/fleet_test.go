@@ -164,6 +164,26 @@ func TestFleetOnS3(t *testing.T) {
 	})
 	checkImage(t, d.ref(t, "team/app:v1"), img, adminAuth)
 
+	// PostgreSQL stopped: every node reports not ready; started again: ready, nothing lost.
+	pg.Stop()
+	for _, n := range []*fleetNode{a, b} {
+		waitFor(t, 20*time.Second, "node "+n.name+"'s /readyz to fail without PostgreSQL", func() bool {
+			resp, _ := n.do("GET", "/readyz", nil, false)
+			return resp.StatusCode == http.StatusServiceUnavailable
+		})
+	}
+	pg.Restart(t)
+	for _, n := range []*fleetNode{a, b} {
+		waitFor(t, 30*time.Second, "node "+n.name+"'s /readyz once PostgreSQL is back", func() bool {
+			resp, _ := n.do("GET", "/readyz", nil, false)
+			return resp.StatusCode == 200
+		})
+	}
+	checkImage(t, b.ref(t, "team/app:v1"), img, adminAuth)
+	if err := remoteWrite(b.server, t, "team/app:v2", img); err != nil {
+		t.Errorf("a push once PostgreSQL is back: %v", err)
+	}
+
 	// A bucket that does not exist fails the start, naming the key.
 	path := filepath.Join(t.TempDir(), "cove.yaml")
 	os.WriteFile(path, []byte(strings.Replace(conf, "bucket: "+s3.Bucket, "bucket: absent", 1)+
