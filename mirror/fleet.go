@@ -51,7 +51,7 @@ func (s *Server) fromOwner(w http.ResponseWriter, r *http.Request, req request, 
 		if n.Name == self {
 			return false, nil
 		}
-		resp, err := s.askPeer(r, n, req)
+		resp, err := s.askPeer(r, http.MethodGet, n, req)
 		if err != nil {
 			s.log.WarnContext(r.Context(), "the owner of a blob did not answer; the next node in line is asked",
 				"owner", n.Name, "digest", dgst, "err", err)
@@ -71,10 +71,10 @@ func (s *Server) fromOwner(w http.ResponseWriter, r *http.Request, req request, 
 
 // askPeer sends the client's request to node n, signed. A node that cannot be reached, or
 // answers 5xx, is an error: the next one is asked.
-func (s *Server) askPeer(r *http.Request, n cluster.Node, req request) (*http.Response, error) {
+func (s *Server) askPeer(r *http.Request, method string, n cluster.Node, req request) (*http.Response, error) {
 	ctx, cancel := context.WithCancel(r.Context())
 	u := strings.TrimSuffix(n.Advertise, "/") + r.URL.EscapedPath()
-	out, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	out, err := http.NewRequestWithContext(ctx, method, u, nil)
 	if err != nil {
 		cancel()
 		return nil, err
@@ -103,6 +103,31 @@ func (s *Server) askPeer(r *http.Request, n cluster.Node, req request) (*http.Re
 	}
 	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
 	return resp, nil
+}
+
+// tagFromOwner asks the owner of a mirrored tag to fetch or confirm it with the upstream (a
+// HEAD, which does either and answers no body), so that the fleet asks the upstream once per tag
+// and tag_ttl, not once per node. It returns the owner's status, or 0 when this node must ask
+// the upstream itself: it owns the tag, the request comes from a peer, or no other node answered.
+func (s *Server) tagFromOwner(r *http.Request, req request) int {
+	if s.cluster == nil || req.peer {
+		return 0
+	}
+	self := s.cluster.Self().Name
+	for _, n := range s.cluster.Owners(req.repo + ":" + req.ref) {
+		if n.Name == self {
+			return 0
+		}
+		resp, err := s.askPeer(r, http.MethodHead, n, req)
+		if err != nil {
+			s.log.WarnContext(r.Context(), "the owner of a tag did not answer; the next node in line is asked",
+				"owner", n.Name, "repo", req.repo, "tag", req.ref, "err", err)
+			continue
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	return 0
 }
 
 // relayPeer writes the owner's status and headers of a blob answer.

@@ -96,8 +96,8 @@ func (s *Server) serveMirrored(w http.ResponseWriter, r *http.Request, req reque
 		return newError(http.StatusForbidden, CodeDenied,
 			"%s is a read-only mirror of %s: push to a local project (<project>/<repository>) instead", req.repo, req.up.Name)
 	}
-	if req.peer && (req.kind != KindBlob || r.Method != http.MethodGet) {
-		return newError(http.StatusForbidden, CodeDenied, "a node of the fleet may ask another only for mirrored blobs")
+	if req.peer && !(req.kind == KindBlob && r.Method == http.MethodGet) && !(req.kind == KindManifest && r.Method == http.MethodHead) {
+		return newError(http.StatusForbidden, CodeDenied, "a node of the fleet may ask another only for mirrored blobs, tags and its uploads")
 	}
 	if req.peer {
 		// The asking node authorized its client.
@@ -160,6 +160,19 @@ func (s *Server) handleMirrorManifest(w http.ResponseWriter, r *http.Request, re
 	}
 	// By tag: trusted for tagTTL, then confirmed with a cheap HEAD within a short budget.
 	m, checked, err := s.store.MirroredTag(ctx, req.repo, req.ref)
+	if errors.Is(err, cache.ErrManifestUnknown) || (err == nil && s.now().Sub(checked) >= s.tagTTL) {
+		// In a fleet, the tag's owner asks the upstream for the fleet; its answer is in the
+		// shared store then.
+		switch s.tagFromOwner(r, req) {
+		case http.StatusOK:
+			m, checked, err = s.store.MirroredTag(ctx, req.repo, req.ref)
+			if err == nil {
+				checked = s.now() // confirmed by the owner just now
+			}
+		case http.StatusNotFound:
+			return newError(http.StatusNotFound, CodeManifestUnknown, "manifest unknown to %s", req.up.Name)
+		}
+	}
 	if errors.Is(err, cache.ErrManifestUnknown) {
 		return s.fetchAndServeManifest(w, r, req, req.ref)
 	}
@@ -178,9 +191,14 @@ func (s *Server) handleMirrorManifest(w http.ResponseWriter, r *http.Request, re
 	if s.now().Sub(checked) < s.tagTTL {
 		return serveCached()
 	}
-	rctx, cancel := context.WithTimeout(ctx, s.revalidate)
-	head, err := req.up.manifest(rctx, http.MethodHead, req.upRepo, req.ref)
-	cancel()
+	// One confirmation at a time per tag, whoever asks: the clients of a stale tag wait for the
+	// same HEAD (in a fleet, the owner's clients and the other nodes' alike).
+	v, err, _ := s.manifests.Do("confirm\x00"+req.repo+"\x00"+req.ref, func() (any, error) {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.revalidate)
+		defer cancel()
+		return req.up.manifest(rctx, http.MethodHead, req.upRepo, req.ref)
+	})
+	head, _ := v.(upstreamManifest)
 	switch {
 	case err == nil && head.digest == m.Digest:
 		if err := s.store.TagChecked(ctx, req.repo, req.ref, s.now()); err != nil {

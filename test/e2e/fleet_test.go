@@ -556,3 +556,58 @@ func TestMigrateIntoAFleet(t *testing.T) {
 		t.Errorf("the fleet lists %d users: %s", len(users), b)
 	}
 }
+
+// TestFleetTagsAskedOnce: a tag is asked of the upstream by its owner for the whole fleet: 12
+// clients over three nodes asking at once for an uncached tag make one upstream request, and
+// once its tag_ttl has passed, 12 at once confirm it upstream once, not once per node (the
+// shared metadata alone makes sequential pulls ask once; clients at once need the owner).
+func TestFleetTagsAskedOnce(t *testing.T) {
+	reg := startRegistry(t, "", nil)
+	img, err := random.Image(1024, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg.seed(t, "library/tagged:1", img)
+	proxy := newFaultProxy(t, reg.url)
+	// A slow upstream for the tag: requests from the nodes overlap.
+	proxy.setFault(func(w http.ResponseWriter, r *http.Request, next http.Handler) bool {
+		if strings.HasSuffix(r.URL.Path, "/manifests/1") {
+			time.Sleep(500 * time.Millisecond) // the upstream's latency, not a synchronisation
+		}
+		return false
+	})
+	pg := pgtest.Start(t)
+	s3 := s3test.Start(t)
+	const ttl = 3 * time.Second
+	nodes := startFleet(t, 3, fleetConfig(pg, s3, "", mirrorConfig(proxy.srv.URL, "")+fmt.Sprintf("  tag_ttl: %s\n", ttl)))
+	for _, n := range nodes {
+		waitFor(t, 20*time.Second, "node "+n.name+" to count the three live", func() bool {
+			resp, b := n.doAs("GET", "/api/v2.0/cluster/nodes", nil, "admin", adminPassword)
+			return resp.StatusCode == 200 && strings.Count(string(b), `"live":true`) == 3
+		})
+	}
+	asked := func() int { return proxy.count("GET", "/manifests/1") + proxy.count("HEAD", "/manifests/1") }
+	want := must(img.Digest()).String()
+	herd := func() {
+		t.Helper()
+		var wg sync.WaitGroup
+		for i := range 12 {
+			wg.Go(func() {
+				resp, _ := nodes[i%3].do("GET", "/v2/library/tagged/manifests/1", nil, false, "Accept", "application/vnd.oci.image.manifest.v1+json,application/vnd.docker.distribution.manifest.v2+json")
+				if resp.StatusCode != 200 || resp.Header.Get("Docker-Content-Digest") != want {
+					t.Errorf("client %d on node %s = %d %s", i, nodes[i%3].name, resp.StatusCode, resp.Header.Get("Docker-Content-Digest"))
+				}
+			})
+		}
+		wg.Wait()
+	}
+	herd()
+	if got := asked(); got != 1 {
+		t.Errorf("12 clients over three nodes asked the upstream for an uncached tag %d times, want 1", got)
+	}
+	time.Sleep(ttl) // the tag's time to live passes: a wait for expiry, not for synchronisation
+	herd()
+	if got := asked() - 1; got != 1 {
+		t.Errorf("after tag_ttl, 12 clients over three nodes asked the upstream %d times, want 1", got)
+	}
+}
