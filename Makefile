@@ -55,10 +55,10 @@ vet:
 	$(GO) vet ./...
 
 test-unit:
-	COVE_VERSITYGW=$(CURDIR)/$(VERSITYGW_BIN) $(GO) test -race -count=1 $$($(GO) list ./... | grep -v /test/e2e)
+	E2E_VERSITYGW_BIN=$(CURDIR)/$(VERSITYGW_BIN) $(GO) test -race -count=1 $$($(GO) list ./... | grep -v /test/e2e)
 
 test-e2e:
-	COVE_VERSITYGW=$(CURDIR)/$(VERSITYGW_BIN) E2E_COVE_BIN=$(CURDIR)/$(BIN) E2E_CONFORMANCE_BIN=$(CURDIR)/$(CONF_BIN) E2E_CRANE_BIN=$(CURDIR)/$(CRANE_BIN) $(GO) test -count=1 -v -timeout 15m ./test/e2e 2>&1 | \
+	E2E_VERSITYGW_BIN=$(CURDIR)/$(VERSITYGW_BIN) E2E_COVE_BIN=$(CURDIR)/$(BIN) E2E_CONFORMANCE_BIN=$(CURDIR)/$(CONF_BIN) E2E_CRANE_BIN=$(CURDIR)/$(CRANE_BIN) $(GO) test -count=1 -v -timeout 15m ./test/e2e 2>&1 | \
 		grep -v -E '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
 
 lint: vet

@@ -77,7 +77,7 @@ type Audit struct {
 	refusalMu sync.Mutex
 	refusals  map[string]*refusalWindow // by who, from where, what, how: guarded by refusalMu
 	swept     time.Time                 // when the windows were last summed up, guarded by refusalMu
-	overall   overallWindow             // every caller's limited records in this minute, guarded by refusalMu
+	overall   map[string]*overallWindow // every caller's limited records in this minute by kind, guarded by refusalMu
 
 	// countMu is held shared by each write from before its commit until it is counted, and
 	// exclusively by a recount, so that a recount sees every record exactly once.

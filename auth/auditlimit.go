@@ -18,10 +18,11 @@ import (
 // log closes). One caller cannot flood the log (docs/SECURITY.md 18), and the log still says who
 // was refused what, and how often.
 //
-// Over all callers, at most overallBurst limited records are written one by one in a minute,
-// and windows are made for at most overallBurst callers: past that, a flood from thousands of
-// addresses is counted in one record a minute. The log records at most about 2*overallBurst+1
-// limited records a minute, whoever sends what.
+// Over all callers, at most overallBurst limited records of each kind (operation and result:
+// failed logins, anonymous tokens, ...) are written one by one in a minute, and windows are made
+// for at most overallBurst callers of a kind: past that, a flood from thousands of addresses is
+// counted in one record a minute of its kind. A flood of one kind (anonymous tokens) never takes
+// the budget of another (failed logins): those are still recorded one by one.
 const (
 	refusalBurst   = 20
 	refusalPeriod  = time.Minute
@@ -90,7 +91,15 @@ func (a *Audit) RecordLimited(ctx context.Context, e Event) error {
 	if a.refusals == nil {
 		a.refusals = map[string]*refusalWindow{}
 	}
-	o := &a.overall
+	kind := e.Operation + "\x00" + e.Result
+	if a.overall == nil {
+		a.overall = map[string]*overallWindow{}
+	}
+	o := a.overall[kind]
+	if o == nil {
+		o = &overallWindow{start: now}
+		a.overall[kind] = o
+	}
 	if now.Sub(o.start) >= refusalPeriod {
 		if o.suppressed > 0 {
 			summaries = append(summaries, o.summary())
@@ -152,9 +161,13 @@ func (a *Audit) RecordLimited(ctx context.Context, e Event) error {
 // returns the summaries of those that did not record every event.
 func (a *Audit) dropExpiredLocked(now time.Time, all bool) []Event {
 	var out []Event
-	if o := &a.overall; o.suppressed > 0 && (all || now.Sub(o.start) >= refusalPeriod) {
-		out = append(out, o.summary())
-		*o = overallWindow{start: o.start}
+	for kind, o := range a.overall {
+		if all || now.Sub(o.start) >= refusalPeriod {
+			if o.suppressed > 0 {
+				out = append(out, o.summary())
+			}
+			delete(a.overall, kind)
+		}
 	}
 	for k, w := range a.refusals {
 		if !all && now.Sub(w.start) < refusalPeriod {

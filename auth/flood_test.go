@@ -287,9 +287,17 @@ func TestAFloodFromManyAddressesIsBoundedInTheAuditLog(t *testing.T) {
 			}
 		}
 	}
+	// In the same minute, failed logins of another caller are recorded one by one: the flood of
+	// tokens does not take their budget (they vanished into the tokens' summary).
+	for i := range 9 {
+		s.Login(ctx, "admin", fmt.Sprintf("wrong%d", i), "198.51.100.77")
+	}
 	clock.Advance(refusalPeriod)
 	if err := audit.Close(); err != nil {
 		t.Fatal(err)
+	}
+	if _, n, err := audit.Query(ctx, Filter{Operation: "login", Result: "failure", Username: "admin"}, 1, 100); err != nil || n != 9 {
+		t.Errorf("%d records of 9 failed logins during a flood of tokens, %v", n, err)
 	}
 	events, records, err := audit.Query(ctx, Filter{Operation: "token"}, 1, 5000)
 	if err != nil {

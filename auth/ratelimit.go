@@ -24,8 +24,9 @@ import (
 //   - Per address, over accounts (a spray): once an address's secrets failed for sprayAccounts
 //     distinct accounts within the window, its attempts at accounts it has not logged in to
 //     lately are slowed, not refused: sprayChecks at a time, each after a delay that starts at
-//     firstDelay and doubles every sprayAccounts failures, up to maxDelay. A spray gets a few
-//     guesses a minute, and a right secret from behind the same NAT still gets in, late. Only
+//     firstDelay and doubles every sprayAccounts failures, up to maxDelay: a spray gets about
+//     24 guesses a minute once the delay is at its most, and a spray that goes on across the
+//     window's end stays one. A right secret from behind the same NAT still gets in, late. Only
 //     when sprayWaiting such attempts already wait is one more refused: a flood of connections
 //     cannot hold the limiter's memory. Behind a reverse proxy, trusted_proxies makes the
 //     address the client's own.
@@ -114,14 +115,17 @@ type addrState struct {
 	start    time.Time
 	accounts []string      // distinct accounts failed since start, at most sprayAccounts
 	failures int           // failures since start
+	last     time.Time     // the last failure
 	sem      chan struct{} // addressChecks checks at a time
 	spraySem chan struct{} // sprayChecks checks at a time of a spraying address
 	waiting  int           // attempts of a spraying address waiting for spraySem or a delay
 	users    int
 }
 
+// spraying: failures for sprayAccounts accounts within the window, or a spray that goes on
+// past it (a failure within the last minute).
 func (a *addrState) spraying(now time.Time) bool {
-	return len(a.accounts) >= sprayAccounts && now.Sub(a.start) < failureWindow
+	return len(a.accounts) >= sprayAccounts && (now.Sub(a.start) < failureWindow || now.Sub(a.last) < time.Minute)
 }
 
 // limiter applies the limits above. It is safe for concurrent use; its memory is bounded by
@@ -304,9 +308,16 @@ func (at *attempt) done(o outcome) {
 		w.add(now)
 		ad := at.ad
 		if len(ad.accounts) == 0 || now.Sub(ad.start) >= failureWindow {
-			ad.start, ad.accounts, ad.failures = now, nil, 0
+			if ad.spraying(now) {
+				// A spray that goes on across the window's end stays a spray, at half its
+				// failures: the end of a window is no fresh start of fast guesses.
+				ad.start, ad.failures = now, ad.failures/2
+			} else {
+				ad.start, ad.accounts, ad.failures = now, nil, 0
+			}
 		}
 		ad.failures++
+		ad.last = now
 		if len(ad.accounts) < sprayAccounts && !slices.Contains(ad.accounts, at.acct) {
 			ad.accounts = append(ad.accounts, at.acct)
 		}

@@ -234,7 +234,17 @@ func TestSprayingAddressIsSlowed(t *testing.T) {
 	if got := delays.take(); got[len(got)-1] != maxDelay || got[sprayAccounts] <= firstDelay {
 		t.Errorf("the delays of a long spray were %v; want rising to %v", got, maxDelay)
 	}
-	clock.Advance(failureWindow)
+	// A spray that goes on across the window's end stays one: no fresh burst of fast guesses.
+	clock.Advance(failureWindow - 30*time.Second)
+	s.Login(ctx, "late1", "guess", sprayer)
+	delays.take()
+	clock.Advance(31 * time.Second)
+	s.Login(ctx, "late2", "guess", sprayer)
+	if d := delays.take(); len(d) == 0 || d[0] <= firstDelay {
+		t.Errorf("the first guess of a spray going on past its window waited %v, want a raised delay", d)
+	}
+	// A spray that stopped for a whole window is over.
+	clock.Advance(failureWindow + time.Minute)
 	forgetAll(s)
 	if _, err := s.Login(ctx, "bob", "guess", sprayer); !errors.Is(err, ErrBadCredentials) {
 		t.Errorf("once the window has passed = %v, want a plain failure", err)

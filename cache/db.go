@@ -86,6 +86,13 @@ func OpenIndex(data string, minFree int64, minFreePct float64, logger *slog.Logg
 	if low && ix.release("the disk is under half its free-space floor at start") {
 		avail, _, serr = diskSpace(data)
 	}
+	// badger replays its memtables through shared memory maps; on some file systems (tmpfs)
+	// even reading a hole of such a map takes a page, which on a full disk is a SIGBUS. Refused
+	// with a clear error instead, before badger is opened at all.
+	if holes := holeBytes(dir); serr == nil && holes > 0 && avail < holes+(1<<20) {
+		return nil, fmt.Errorf("the disk of %s is full (%s free): the index needs %s free to be read (its memory-mapped files have holes that reading fills); free space and start cove again",
+			data, byteSize(avail), byteSize(holes+(1<<20)))
+	}
 	if !low || (serr == nil && avail >= indexReserve/2) {
 		db, err := OpenDB(dir, logger)
 		switch {
@@ -113,6 +120,19 @@ func OpenIndex(data string, minFree int64, minFreePct float64, logger *slog.Logg
 	}
 	go ix.watch()
 	return ix, nil
+}
+
+// holeBytes is how many bytes of the index's memtable files are holes (allocated on first touch).
+func holeBytes(dir string) int64 {
+	files, _ := filepath.Glob(filepath.Join(dir, "*.mem"))
+	var n int64
+	for _, f := range files {
+		var st syscall.Stat_t
+		if syscall.Stat(f, &st) == nil {
+			n += max(st.Size-st.Blocks*512, 0)
+		}
+	}
+	return n
 }
 
 // ensureReserve writes the reserve file when it is missing and the disk has room for it above

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -612,5 +613,67 @@ func TestShortChunkIsTheClientsFault(t *testing.T) {
 	resp2, _ := e.do(t, "GET", "/v2/priv/app/blobs/uploads/"+id, nil, true)
 	if resp2.StatusCode != 204 || resp2.Header.Get("Range") != "0-0" {
 		t.Errorf("upload after a short chunk = %d, Range %q; want it empty and open", resp2.StatusCode, resp2.Header.Get("Range"))
+	}
+}
+
+// auditSpy records which way each event was recorded.
+type auditSpy struct {
+	mu               sync.Mutex
+	records, limited []auth.Event
+}
+
+func (a *auditSpy) Record(_ context.Context, e auth.Event) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.records = append(a.records, e)
+	return nil
+}
+
+func (a *auditSpy) RecordLimited(_ context.Context, e auth.Event) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.limited = append(a.limited, e)
+	return nil
+}
+
+// Anonymous pulls are recorded through the audit log's per-caller and overall bounds (a flood of
+// them from thousands of addresses wrote a record each); signed-in pulls are all recorded.
+func TestAnonymousPullsAreRecordedLimited(t *testing.T) {
+	spy := &auditSpy{}
+	e := newEnv(t, func(c *mirror.Config) { c.Audit = spy })
+	cfg := []byte("{}")
+	cd := digest.FromBytes(cfg)
+	e.do(t, "POST", "/v2/pub/app/blobs/uploads/?digest="+cd.String(), bytes.NewReader(cfg), true)
+	body := []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"` + cd.String() + `","size":2},"layers":[]}`)
+	if resp, b := e.do(t, "PUT", "/v2/pub/app/manifests/v1", bytes.NewReader(body), true, "Content-Type", "application/vnd.oci.image.manifest.v1+json"); resp.StatusCode != 201 {
+		t.Fatalf("push = %d %s", resp.StatusCode, b)
+	}
+	for range 5 {
+		if resp, _ := e.do(t, "GET", "/v2/pub/app/manifests/v1", nil, false); resp.StatusCode != 200 {
+			t.Fatalf("anonymous pull = %d", resp.StatusCode)
+		}
+	}
+	for range 2 {
+		e.do(t, "GET", "/v2/pub/app/manifests/v1", nil, true)
+	}
+	spy.mu.Lock()
+	defer spy.mu.Unlock()
+	pulls := func(es []auth.Event) (anon, named int) {
+		for _, ev := range es {
+			if ev.Operation == "pull" {
+				if ev.Username == "" {
+					anon++
+				} else {
+					named++
+				}
+			}
+		}
+		return
+	}
+	if anon, named := pulls(spy.limited); anon != 5 || named != 0 {
+		t.Errorf("limited records: %d anonymous pulls, %d signed-in; want 5 and 0", anon, named)
+	}
+	if anon, named := pulls(spy.records); anon != 0 || named != 2 {
+		t.Errorf("plain records: %d anonymous pulls, %d signed-in; want 0 and 2", anon, named)
 	}
 }

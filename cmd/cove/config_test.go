@@ -72,6 +72,12 @@ func TestParseErrorsNameTheKey(t *testing.T) {
 		{"listen: 127.0.0.1:5000\nmetrics_listen: 127.0.0.1:5000", "metrics_listen: must differ from listen"},
 		{"mirror:\n  upstreams:\n    docker.io:\n      timeout: -1s", "mirror.upstreams.docker.io.timeout: must not be negative"},
 		{"trusted_proxies: [10.0.0.0/8, proxy.example]", "trusted_proxies: want addresses or networks"},
+		{"storage:\n  blobs:\n    kind: s3\n    s3:\n      endpoint: s3.example.com\n      bucket: b", "storage.blobs.s3.endpoint"},
+		{"storage:\n  blobs:\n    kind: s3\n    s3:\n      endpoint: http://s3.example.com", "storage.blobs.s3.bucket"},
+		{"storage:\n  blobs:\n    kind: nfs", "storage.blobs.kind"},
+		{"storage:\n  metadata:\n    kind: postgres\n    postgres:\n      dsn: postgres://x@db/cove\n  blobs:\n    kind: s3\n    s3:\n      endpoint: http://s3.example.com\n      bucket: b", "cluster.advertise"},
+		{"storage:\n  metadata:\n    kind: postgres\n    postgres:\n      dsn: postgres://x@db/cove\n  blobs:\n    kind: s3\n    s3:\n      endpoint: http://s3.example.com\n      bucket: b\ncluster:\n  advertise: http://10.0.0.1:5000\n  secret: short", "cluster.secret"},
+		{"cluster:\n  advertise: http://10.0.0.1:5000", "cluster: is for fleet nodes only"},
 	}
 	for _, tt := range tests {
 		cfg, err := Parse(strings.NewReader(tt.in))
@@ -112,6 +118,16 @@ func TestApplyEnv(t *testing.T) {
 	if cfg.Listen != "127.0.0.1:7000" || time.Duration(cfg.Mirror.TagTTL) != time.Minute || !cfg.Auth.SelfRegistration ||
 		strings.Join(cfg.TLS.Domains, ",") != "a.example,b.example" {
 		t.Errorf("after env: %+v", cfg)
+	}
+	// The fleet's secrets come from the environment as the README says.
+	err = ApplyEnv(&cfg, []string{"COVE_STORAGE_BLOBS_S3_SECRET_KEY=s3-secret", "COVE_CLUSTER_SECRET=fleet-secret",
+		"COVE_STORAGE_METADATA_POSTGRES_DSN=postgres://x@db/cove", "COVE_STORAGE_HOT_TIER_MAX_SIZE=1GiB", "COVE_TRUSTED_PROXIES=10.0.0.0/8,192.0.2.7"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Storage.Blobs.S3.SecretKey != "s3-secret" || cfg.Cluster.Secret != "fleet-secret" || cfg.Storage.Metadata.Postgres.DSN != "postgres://x@db/cove" ||
+		cfg.Storage.HotTierMaxSize != 1<<30 || strings.Join(cfg.TrustedProxies, " ") != "10.0.0.0/8 192.0.2.7" {
+		t.Errorf("after the fleet's env: %+v", cfg)
 	}
 	err = ApplyEnv(&cfg, []string{"COVE_LISTN=x", "COVE_MIRROR_MAX_SIZE=huge"})
 	for _, want := range []string{"COVE_LISTN: unknown environment variable", "COVE_MIRROR_MAX_SIZE: want a size"} {

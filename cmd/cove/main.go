@@ -496,6 +496,13 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	})
 	defer cutDownloads.Stop()
 	err = <-shut
+	if errors.Is(err, context.DeadlineExceeded) {
+		// The grace is over: what is still in flight (a slow upload, a client that sends its
+		// request a byte at a time) is cut, and the stop is still a clean one.
+		log.Warn("shutting down: requests still in flight after the grace were cut", "grace", shutdownGrace)
+		_ = srv.Close()
+		err = nil
+	}
 	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) {
 		err = errors.Join(err, serr)
 	}

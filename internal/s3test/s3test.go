@@ -122,9 +122,9 @@ func (s *Server) Log() string {
 	return string(b)
 }
 
-// binary is bin/versitygw-<Version> at the module's root, or $COVE_VERSITYGW.
+// binary is bin/versitygw-<Version> at the module's root, or $E2E_VERSITYGW_BIN.
 func binary() string {
-	if p := os.Getenv("COVE_VERSITYGW"); p != "" {
+	if p := os.Getenv("E2E_VERSITYGW_BIN"); p != "" {
 		return p
 	}
 	dir, _ := os.Getwd()

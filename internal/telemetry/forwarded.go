@@ -25,14 +25,29 @@ func ParseProxies(list []string) ([]netip.Prefix, error) {
 	return out, nil
 }
 
+// hopAddr reads one hop of X-Forwarded-For: an address, with or without a port (1.2.3.4:5678,
+// [2001:db8::1]:443).
+func hopAddr(h string) (netip.Addr, bool) {
+	h = strings.TrimSpace(h)
+	if a, err := netip.ParseAddr(h); err == nil {
+		return a.Unmap(), true
+	}
+	if ap, err := netip.ParseAddrPort(h); err == nil {
+		return ap.Addr().Unmap(), true
+	}
+	return netip.Addr{}, false
+}
+
 // ForwardedFor makes r.RemoteAddr the client's address when the request comes through a trusted
 // reverse proxy: the right-most address of X-Forwarded-For that is not itself a trusted proxy (a
 // client can write any X-Forwarded-For it likes; only what the trusted proxies appended is
 // believed). Requests from other peers keep their own address, whatever they send. With no
 // trusted proxies, h is returned as it is.
 //
-// Failed-login limits, the audit log and the access log all take the address from r.RemoteAddr,
-// so behind a proxy every client is no longer one address (docs/SECURITY.md 17).
+// List the proxies themselves, never a network that holds clients too: a client inside a trusted
+// network can write the hops it likes. Failed-login limits, the audit log and the access log all
+// take the address from r.RemoteAddr, so behind a proxy every client is no longer one address
+// (docs/SECURITY.md 17).
 func ForwardedFor(trusted []netip.Prefix, h http.Handler) http.Handler {
 	if len(trusted) == 0 {
 		return h
@@ -54,21 +69,26 @@ func ForwardedFor(trusted []netip.Prefix, h http.Handler) http.Handler {
 		}
 		hops := r.Header.Values("X-Forwarded-For")
 		client := netip.Addr{}
-		for i := len(hops) - 1; i >= 0 && !client.IsValid(); i-- {
+		var leftmost netip.Addr // the first hop, when every hop is a trusted proxy
+	walk:
+		for i := len(hops) - 1; i >= 0; i-- {
 			parts := strings.Split(hops[i], ",")
 			for j := len(parts) - 1; j >= 0; j-- {
-				a, err := netip.ParseAddr(strings.TrimSpace(parts[j]))
-				if err != nil {
+				a, ok := hopAddr(parts[j])
+				if !ok {
 					// A hop that is no address ends what can be believed: the hop before it
 					// was written by someone the proxies did not check.
-					i = -1
-					break
+					break walk
 				}
 				if !isTrusted(a) {
-					client = a.Unmap()
-					break
+					client = a
+					break walk
 				}
+				leftmost = a
 			}
+		}
+		if !client.IsValid() {
+			client = leftmost // a client inside a trusted network, as nginx's realip takes it
 		}
 		if client.IsValid() {
 			r2 := *r

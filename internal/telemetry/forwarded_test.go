@@ -27,7 +27,9 @@ func TestForwardedFor(t *testing.T) {
 		{"IPv6 client", "10.1.2.3:4000", []string{"2001:db8::1"}, "[2001:db8::1]:0"},
 		{"garbage after the client", "10.1.2.3:4000", []string{"203.0.113.9, junk"}, "10.1.2.3:4000"},
 		{"the proxy with no header", "10.1.2.3:4000", nil, "10.1.2.3:4000"},
-		{"only trusted hops", "10.1.2.3:4000", []string{"10.0.0.1"}, "10.1.2.3:4000"},
+		{"only trusted hops: the left-most", "10.1.2.3:4000", []string{"10.0.0.1, 10.0.0.2"}, "10.0.0.1:0"},
+		{"a hop with a port", "10.1.2.3:4000", []string{"203.0.113.9:5678"}, "203.0.113.9:0"},
+		{"an IPv6 hop with a port", "10.1.2.3:4000", []string{"[2001:db8::1]:443"}, "[2001:db8::1]:0"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

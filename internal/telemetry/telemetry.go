@@ -118,18 +118,26 @@ func Middleware(next http.Handler, log *slog.Logger, m *Metrics, route func(*htt
 		rw := &responseWriter{ResponseWriter: w, status: http.StatusOK}
 		rw.Header().Set("X-Request-Id", id)
 		defer func() {
+			aborted := false
 			if p := recover(); p != nil {
 				if p == http.ErrAbortHandler {
-					panic(p)
-				}
-				SetCause(r.Context(), fmt.Errorf("panic: %v", p))
-				if !rw.wrote {
-					http.Error(rw, "internal server error", http.StatusInternalServerError)
+					// The response was cut on purpose (a blob that cannot be finished): its
+					// line is still written, then the connection is closed.
+					aborted = true
+					defer panic(p)
+				} else {
+					SetCause(r.Context(), fmt.Errorf("panic: %v", p))
+					if !rw.wrote {
+						http.Error(rw, "internal server error", http.StatusInternalServerError)
+					}
 				}
 			}
 			name := route(r)
 			elapsed := time.Since(start)
 			code := strconv.Itoa(rw.status)
+			if aborted {
+				code = "aborted"
+			}
 			m.requests.WithLabelValues(name, r.Method, code).Inc()
 			m.latency.WithLabelValues(name).Observe(elapsed.Seconds())
 			m.served.WithLabelValues(name).Add(float64(rw.bytes))
@@ -149,6 +157,10 @@ func Middleware(next http.Handler, log *slog.Logger, m *Metrics, route func(*htt
 			if rw.status >= 500 {
 				level, msg = slog.LevelError, "request failed"
 				attrs = append(attrs, slog.String("cause", st.causeText()))
+			}
+			if aborted {
+				level, msg = slog.LevelWarn, "request cut"
+				attrs = append(attrs, slog.Bool("aborted", true))
 			}
 			log.LogAttrs(outer, level, msg, attrs...)
 		}()

@@ -141,3 +141,30 @@ func TestServerErrorsAreLoggedWithCause(t *testing.T) {
 		t.Errorf("a line logged with the request's context has request_id %q, want %q", inside.RequestID, ids["/fail"])
 	}
 }
+
+// A response cut on purpose (http.ErrAbortHandler: a blob that cannot be finished) still gets
+// its access-log line, at WARN, and its count; the panic goes on to close the connection.
+func TestAbortedRequestIsLogged(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(slog.NewJSONHandler(&buf, nil))
+	m := NewMetrics(prometheus.NewRegistry())
+	h := Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(200)
+		w.Write([]byte("part of a blob"))
+		panic(http.ErrAbortHandler)
+	}), log, m, func(*http.Request) string { return "blob" })
+	func() {
+		defer func() {
+			if p := recover(); p != http.ErrAbortHandler {
+				t.Errorf("the panic went on as %v, want http.ErrAbortHandler", p)
+			}
+		}()
+		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/v2/x/blobs/sha256:00", nil))
+	}()
+	if !strings.Contains(buf.String(), `"msg":"request cut"`) || !strings.Contains(buf.String(), `"aborted":true`) {
+		t.Errorf("no access-log line for the cut request:\n%s", buf.String())
+	}
+	if n := testutil.ToFloat64(m.requests.WithLabelValues("blob", "GET", "aborted")); n != 1 {
+		t.Errorf("cove_http_requests_total{code=aborted} = %v, want 1", n)
+	}
+}

@@ -343,6 +343,25 @@ func TestDiskFilledToTheLastByte(t *testing.T) {
 		t.Fatalf("cove exited %d at a SIGTERM, read-only on a full disk:\n%s", code, s.tail(20))
 	}
 	os.Remove(filler)
+
+	// Once more after a kill -9, and this time the filler also takes the reserve's room (a
+	// program that keeps writing): the start refuses with a clear error (exit 1), never a SIGBUS
+	// (reading the index's memory maps faulted on tmpfs); with space back, cove starts.
+	s = startMirror(t, data, cfg)
+	if err := remoteWrite(s, t, "team/kept:v2b", img); err != nil {
+		t.Fatal(err)
+	}
+	s.kill()
+	os.Remove(filepath.Join(data, "index.reserve"))
+	filler = fillDiskToTheLastByte(t, disk)
+	path := filepath.Join(t.TempDir(), "cove.yaml")
+	os.WriteFile(path, []byte(cfg), 0o600)
+	cmd := execCove("serve", "--config", path, "--listen", "127.0.0.1:0", "--data", data)
+	out, _ := cmd.CombinedOutput()
+	if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(string(out), "free space and start cove again") {
+		t.Errorf("a start on a disk full to the last byte: exit %d, want 1 with a clear error:\n%.2000s", code, out)
+	}
+	os.Remove(filler)
 	s = startMirror(t, data, cfg)
 	if err := remoteWrite(s, t, "team/kept:v3", img); err != nil {
 		t.Errorf("a push once space is back: %v", err)
