@@ -146,21 +146,28 @@ func auditBytes(t *testing.T, db kv.DB) int {
 	return n
 }
 
+// auditedService is a Service with an audit log of its own (in db), on an injected clock.
+func auditedService(t *testing.T) (*Service, *Audit, kv.DB, *syncClock) {
+	t.Helper()
+	db := openDB(t)
+	clock := &syncClock{now: time.Unix(1_800_000_000, 0)}
+	audit := NewAudit(db, 0, clock.Now)
+	t.Cleanup(func() { audit.Close() })
+	s, err := New(context.Background(), openDB(t), Config{AdminPassword: "pw", BcryptCost: bcrypt.MinCost, KeyDir: t.TempDir(),
+		Now: clock.Now, Audit: audit, AnonymousMirrorPull: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, audit, db, clock
+}
+
 // What an anonymous caller can make the audit log hold is bounded (docs/SECURITY.md 18):
 // failed logins with 40 KB user names, rate-limited attempts, a spray over hundreds of names
 // and anonymous tokens for ever other scopes make at most refusalBurst records a minute per
 // caller, each of a bounded size, and the rest are summed up once the minute has passed.
 func TestAnonymousFloodsAreBoundedInTheAuditLog(t *testing.T) {
 	ctx := context.Background()
-	db := openDB(t)
-	clock := &syncClock{now: time.Unix(1_800_000_000, 0)}
-	audit := NewAudit(db, 0, clock.Now)
-	defer audit.Close()
-	s, err := New(ctx, openDB(t), Config{AdminPassword: "pw", BcryptCost: bcrypt.MinCost, KeyDir: t.TempDir(),
-		Now: clock.Now, Audit: audit, AnonymousMirrorPull: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, audit, db, clock := auditedService(t)
 	s.limiter.sleep = (&delays{}).sleep
 	sum := func(f Filter) (records, count int, events []Event) {
 		t.Helper()
@@ -217,48 +224,41 @@ func TestAnonymousFloodsAreBoundedInTheAuditLog(t *testing.T) {
 		}
 	})
 
-	t.Run("anonymous tokens", func(t *testing.T) {
+	// tokens asks for 200 tokens from addr, as user when set, each for other scopes, and checks
+	// that refusalBurst records are written at once and one more counts them all a minute later.
+	tokens := func(t *testing.T, user, addr string, query func(i int) string) {
 		for i := range 200 {
-			r := httptest.NewRequest(http.MethodGet, TokenPath+fmt.Sprintf("?service=cove&scope=repository:library/app%d:pull", i), nil)
-			r.RemoteAddr = "198.51.100.3:5000"
-			w := httptest.NewRecorder()
-			s.ServeToken(w, r)
-			if w.Code != 200 {
-				t.Fatalf("anonymous token = %d %s", w.Code, w.Body)
+			r := httptest.NewRequest(http.MethodGet, TokenPath+"?service=cove&"+query(i), nil)
+			if user != "" {
+				r.SetBasicAuth(user, "pw")
 			}
-		}
-		f := Filter{Operation: "token", Username: ""}
-		if n, _, _ := sum(f); n != refusalBurst {
-			t.Errorf("%d records of 200 anonymous tokens, want %d", n, refusalBurst)
-		}
-		clock.Advance(refusalPeriod)
-		if n, count, _ := sum(f); n != refusalBurst+1 || count != 200 {
-			t.Errorf("a minute later: %d records counting %d tokens, want %d counting 200", n, count, refusalBurst+1)
-		}
-	})
-	t.Run("a signed-in client asking tokens for ever other scopes", func(t *testing.T) {
-		for i := range 200 {
-			scopes := make([]string, 0, 32)
-			for j := range 32 {
-				scopes = append(scopes, "scope="+url.QueryEscape(fmt.Sprintf("repository:library/%s%d-%d:pull", strings.Repeat("n", 150), i, j)))
-			}
-			r := httptest.NewRequest(http.MethodGet, TokenPath+"?service=cove&"+strings.Join(scopes, "&"), nil)
-			r.SetBasicAuth("admin", "pw")
-			r.RemoteAddr = "198.51.100.4:5000"
+			r.RemoteAddr = addr + ":5000"
 			w := httptest.NewRecorder()
 			s.ServeToken(w, r)
 			if w.Code != 200 {
 				t.Fatalf("token = %d %s", w.Code, w.Body)
 			}
 		}
-		f := Filter{Operation: "token", Username: "admin"}
+		f := Filter{Operation: "token", Username: user}
 		if n, _, _ := sum(f); n != refusalBurst {
-			t.Errorf("%d records of 200 tokens of a signed-in user, want %d", n, refusalBurst)
+			t.Errorf("%d records of 200 tokens, want %d", n, refusalBurst)
 		}
 		clock.Advance(refusalPeriod)
 		if n, count, _ := sum(f); n != refusalBurst+1 || count != 200 {
 			t.Errorf("a minute later: %d records counting %d tokens, want %d counting 200", n, count, refusalBurst+1)
 		}
+	}
+	t.Run("anonymous tokens", func(t *testing.T) {
+		tokens(t, "", "198.51.100.3", func(i int) string { return fmt.Sprintf("scope=repository:library/app%d:pull", i) })
+	})
+	t.Run("a signed-in client asking tokens for ever other scopes", func(t *testing.T) {
+		tokens(t, "admin", "198.51.100.4", func(i int) string {
+			scopes := make([]string, 0, 32)
+			for j := range 32 {
+				scopes = append(scopes, "scope="+url.QueryEscape(fmt.Sprintf("repository:library/%s%d-%d:pull", strings.Repeat("n", 150), i, j)))
+			}
+			return strings.Join(scopes, "&")
+		})
 	})
 }
 
@@ -266,15 +266,7 @@ func TestAnonymousFloodsAreBoundedInTheAuditLog(t *testing.T) {
 // in one minute make at most 2*overallBurst+1 (2,001) records, and every token is counted.
 func TestAFloodFromManyAddressesIsBoundedInTheAuditLog(t *testing.T) {
 	ctx := context.Background()
-	db := openDB(t)
-	clock := &syncClock{now: time.Unix(1_800_000_000, 0)}
-	audit := NewAudit(db, 0, clock.Now)
-	defer audit.Close()
-	s, err := New(ctx, openDB(t), Config{AdminPassword: "pw", BcryptCost: bcrypt.MinCost, KeyDir: t.TempDir(),
-		Now: clock.Now, Audit: audit, AnonymousMirrorPull: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, audit, _, clock := auditedService(t)
 	const addrs, each = 3000, 2
 	for i := range addrs {
 		for range each {

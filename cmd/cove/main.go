@@ -354,8 +354,8 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	gcCtx, stopGC := context.WithCancel(context.Background())
 	var background sync.WaitGroup
 	background.Go(func() { collectGarbage(gcCtx, store, meta, log) })
-	if _, ok := meta.(*kv.Postgres); ok {
-		background.Go(func() { fleetJobs(gcCtx, store, meta, log) })
+	if pg, ok := meta.(*kv.Postgres); ok {
+		background.Go(func() { fleetJobs(gcCtx, store, pg, log) })
 	}
 	background.Go(func() { api.Sample(gcCtx) })
 	defer func() { stopGC(); background.Wait() }()
@@ -524,53 +524,51 @@ const (
 )
 
 func collectGarbage(ctx context.Context, store *cache.Store, meta kv.DB, log *slog.Logger) {
-	t := time.NewTicker(gcInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			// Once per fleet: the node that takes the lock collects for all.
-			_, err := kv.RunOnce(ctx, meta, "gc", func() error {
-				_, _, err := store.Collect(ctx, gcGrace)
-				return err
-			})
-			if err != nil && ctx.Err() == nil {
-				log.Error("garbage collection failed", "err", err)
-			}
+	every(ctx, gcInterval, func() {
+		// Once per fleet: the node that takes the lock collects for all.
+		_, err := kv.RunOnce(ctx, meta, "gc", func() error {
+			_, _, err := store.Collect(ctx, gcGrace)
+			return err
+		})
+		if err != nil && ctx.Err() == nil {
+			log.Error("garbage collection failed", "err", err)
 		}
-	}
+	})
 }
 
-// fleetJobInterval is how often a fleet node offers to run the jobs that run once per fleet:
-// eviction of the shared tier past mirror.max_size, and the sweep of expired records from
-// PostgreSQL (audit retention, sessions, tokens), each under its fleet-wide lock.
+// fleetJobInterval is how often a node on PostgreSQL offers to run the jobs that run once per
+// fleet: eviction of the shared tier past mirror.max_size, and the sweep of expired records
+// (audit retention, sessions), each under its fleet-wide lock.
 const fleetJobInterval = time.Minute
 
-func fleetJobs(ctx context.Context, store *cache.Store, meta kv.DB, log *slog.Logger) {
-	t := time.NewTicker(fleetJobInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+func fleetJobs(ctx context.Context, store *cache.Store, pg *kv.Postgres, log *slog.Logger) {
+	every(ctx, fleetJobInterval, func() {
 		if _, err := store.EvictFleet(ctx); err != nil && ctx.Err() == nil {
 			log.Error("eviction of the shared tier failed", "err", err)
 		}
-		if pg, ok := meta.(*kv.Postgres); ok {
-			_, err := kv.RunOnce(ctx, meta, "sweep", func() error {
-				n, err := pg.Sweep(ctx)
-				if n > 0 {
-					log.Debug("expired records swept", "count", n)
-				}
-				return err
-			})
-			if err != nil && ctx.Err() == nil {
-				log.Error("sweeping expired records failed", "err", err)
+		_, err := kv.RunOnce(ctx, pg, "sweep", func() error {
+			n, err := pg.Sweep(ctx)
+			if n > 0 {
+				log.Debug("expired records swept", "count", n)
 			}
+			return err
+		})
+		if err != nil && ctx.Err() == nil {
+			log.Error("sweeping expired records failed", "err", err)
+		}
+	})
+}
+
+// every runs fn each d until ctx ends.
+func every(ctx context.Context, d time.Duration, fn func()) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			fn()
 		}
 	}
 }

@@ -253,6 +253,18 @@ func tmpBytes(dir string) (files int, size int64) {
 	return files, size
 }
 
+// token gets a registry token for scope from s's token service as user.
+func (s *server) token(t *testing.T, user, pass, scope string) string {
+	t.Helper()
+	resp, body := s.doAs("GET", "/service/token?service=cove&scope="+scope, nil, user, pass)
+	var tok struct{ Token string }
+	json.Unmarshal(body, &tok)
+	if resp.StatusCode != 200 || tok.Token == "" {
+		t.Fatalf("token for %s from %s = %d %s", user, s.url, resp.StatusCode, body)
+	}
+	return tok.Token
+}
+
 func execCove(args ...string) *exec.Cmd { return exec.Command(coveBin, args...) }
 
 type httpResponse = http.Response

@@ -327,12 +327,17 @@ func TestDiskFilledToTheLastByte(t *testing.T) {
 	}
 	os.Remove(filler)
 
-	// Entries to replay: a push, then kill -9; the disk fills up while cove is down.
-	s = startMirror(t, data, cfg)
-	if err := remoteWrite(s, t, "team/kept:v2", img); err != nil {
-		t.Fatal(err)
+	// pushThenKill leaves entries to replay: a push, then kill -9.
+	pushThenKill := func(ref string) {
+		t.Helper()
+		s := startMirror(t, data, cfg)
+		if err := remoteWrite(s, t, ref, img); err != nil {
+			t.Fatal(err)
+		}
+		s.kill()
 	}
-	s.kill()
+	// The disk fills up while cove is down.
+	pushThenKill("team/kept:v2")
 	filler = fillDiskToTheLastByte(t, disk)
 	s = startMirror(t, data, cfg)
 	if !strings.Contains(s.log(), "READ-ONLY") {
@@ -347,11 +352,7 @@ func TestDiskFilledToTheLastByte(t *testing.T) {
 	// Once more after a kill -9, and this time the filler also takes the reserve's room (a
 	// program that keeps writing): the start refuses with a clear error (exit 1), never a SIGBUS
 	// (reading the index's memory maps faulted on tmpfs); with space back, cove starts.
-	s = startMirror(t, data, cfg)
-	if err := remoteWrite(s, t, "team/kept:v2b", img); err != nil {
-		t.Fatal(err)
-	}
-	s.kill()
+	pushThenKill("team/kept:v2b")
 	os.Remove(filepath.Join(data, "index.reserve"))
 	filler = fillDiskToTheLastByte(t, disk)
 	path := filepath.Join(t.TempDir(), "cove.yaml")

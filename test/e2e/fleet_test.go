@@ -75,6 +75,18 @@ func (fn *fleetNode) start(t *testing.T) {
 	fn.server = startCoveArgs(t, fn.dir, []string{"--listen", fmt.Sprintf("127.0.0.1:%d", fn.port)}, "COVE_CONFIG="+path)
 }
 
+// waitLive waits until each of nodes counts want live nodes in the fleet (its own view, as it
+// chooses owners by).
+func waitLive(t *testing.T, nodes []*fleetNode, want int) {
+	t.Helper()
+	for _, n := range nodes {
+		waitFor(t, 20*time.Second, fmt.Sprintf("node %s to count %d live", n.name, want), func() bool {
+			resp, b := n.doAs("GET", "/api/v2.0/cluster/nodes", nil, "admin", adminPassword)
+			return resp.StatusCode == 200 && strings.Count(string(b), `"live":true`) == want
+		})
+	}
+}
+
 // blobFiles counts the blob files of a node's data directory (its hot tier).
 func blobFiles(t *testing.T, data string) int {
 	t.Helper()
@@ -254,12 +266,7 @@ func TestFleetHerd(t *testing.T) {
 	pg := pgtest.Start(t)
 	s3 := s3test.Start(t)
 	nodes := startFleet(t, 3, fleetConfig(pg, s3, "", mirrorConfig(proxy.srv.URL, "")))
-	for _, n := range nodes {
-		waitFor(t, 20*time.Second, "node "+n.name+" to count the three live", func() bool {
-			resp, b := n.doAs("GET", "/api/v2.0/cluster/nodes", nil, "admin", adminPassword)
-			return resp.StatusCode == 200 && strings.Count(string(b), `"live":true`) == 3
-		})
-	}
+	waitLive(t, nodes, 3)
 
 	// The herd: 24 clients over three nodes, one download.
 	var wg sync.WaitGroup
@@ -336,10 +343,7 @@ func TestFleetHerd(t *testing.T) {
 		t.Errorf("the fill whose owner died made %d upstream downloads, want at most 2", n)
 	}
 	owner.start(t)
-	waitFor(t, 20*time.Second, "the restarted node to rejoin", func() bool {
-		resp, b := others[0].doAs("GET", "/api/v2.0/cluster/nodes", nil, "admin", adminPassword)
-		return resp.StatusCode == 200 && strings.Count(string(b), `"live":true`) == 3
-	})
+	waitLive(t, others[:1], 3)
 	if d, n, err := blobDigest(owner.server, "library/herd1", layers[1], time.Minute); err != nil || d.String() != layers[1] || n != sizes[1] {
 		t.Errorf("the restarted owner serves %d bytes hashing to %s, %v", n, d, err)
 	}
@@ -407,17 +411,12 @@ func TestFleetConformance(t *testing.T) {
 	checkImage(t, a.ref(t, "team/app:robot"), img, robotAuth)
 
 	// A token from A is accepted by C.
-	resp, body := a.doAs("GET", "/service/token?service=cove&scope=repository:team/app:pull", nil, "dave", "DavePw1xyz")
-	var tok struct{ Token string }
-	json.Unmarshal(body, &tok)
-	if resp.StatusCode != 200 || tok.Token == "" {
-		t.Fatalf("token from A = %d %s", resp.StatusCode, body)
-	}
-	if resp, body := c.doBearer("GET", "/v2/team/app/tags/list", tok.Token); resp.StatusCode != 200 || !strings.Contains(string(body), "robot") {
+	tok := a.token(t, "dave", "DavePw1xyz", "repository:team/app:pull")
+	if resp, body := c.doBearer("GET", "/v2/team/app/tags/list", tok); resp.StatusCode != 200 || !strings.Contains(string(body), "robot") {
 		t.Errorf("node C with node A's token = %d %s", resp.StatusCode, body)
 	}
 	// The audit log of the fleet is one: C lists the pushes made on C and the robot made on B.
-	resp, body = a.doAs("GET", "/api/v2.0/audit-logs?page_size=100", nil, "admin", adminPassword)
+	resp, body := a.doAs("GET", "/api/v2.0/audit-logs?page_size=100", nil, "admin", adminPassword)
 	if resp.StatusCode != 200 || !strings.Contains(string(body), "robot") || !strings.Contains(string(body), "dave") {
 		t.Errorf("the fleet's audit log on A = %d %.500s", resp.StatusCode, body)
 	}
@@ -431,12 +430,7 @@ func TestFleetUploadAcrossNodes(t *testing.T) {
 	nodes := startFleet(t, 3, fleetConfig(pg, s3, "", ""))
 	a, b, c := nodes[0], nodes[1], nodes[2]
 	a.createProject("team", false)
-	for _, n := range nodes {
-		waitFor(t, 20*time.Second, "node "+n.name+" to count the three live", func() bool {
-			resp, body := n.doAs("GET", "/api/v2.0/cluster/nodes", nil, "admin", adminPassword)
-			return resp.StatusCode == 200 && strings.Count(string(body), `"live":true`) == 3
-		})
-	}
+	waitLive(t, nodes, 3)
 	blob := []byte(strings.Repeat("0123456789abcdef", 4096)) // 64 KiB in two chunks
 	dgst := digest.FromBytes(blob)
 	resp, body := a.do("POST", "/v2/team/app/blobs/uploads/", nil, true)
@@ -580,12 +574,7 @@ func TestFleetTagsAskedOnce(t *testing.T) {
 	s3 := s3test.Start(t)
 	const ttl = 3 * time.Second
 	nodes := startFleet(t, 3, fleetConfig(pg, s3, "", mirrorConfig(proxy.srv.URL, "")+fmt.Sprintf("  tag_ttl: %s\n", ttl)))
-	for _, n := range nodes {
-		waitFor(t, 20*time.Second, "node "+n.name+" to count the three live", func() bool {
-			resp, b := n.doAs("GET", "/api/v2.0/cluster/nodes", nil, "admin", adminPassword)
-			return resp.StatusCode == 200 && strings.Count(string(b), `"live":true`) == 3
-		})
-	}
+	waitLive(t, nodes, 3)
 	asked := func() int { return proxy.count("GET", "/manifests/1") + proxy.count("HEAD", "/manifests/1") }
 	want := must(img.Digest()).String()
 	herd := func() {

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -57,13 +56,8 @@ func TestMetadataOnPostgres(t *testing.T) {
 		t.Errorf("node B does not see the project made on A: %d %s", resp.StatusCode, body)
 	}
 	// A token signed by A verifies on B: the signing keys are in the database.
-	resp, body := s.doAs("GET", "/service/token?service=cove&scope=repository:team/app:pull", nil, "admin", adminPassword)
-	var tok struct{ Token string }
-	json.Unmarshal(body, &tok)
-	if resp.StatusCode != 200 || tok.Token == "" {
-		t.Fatalf("token from A = %d %s", resp.StatusCode, body)
-	}
-	if resp, body := b.doBearer("GET", "/v2/team/app/tags/list", tok.Token); resp.StatusCode != 200 || !strings.Contains(string(body), "v1") {
+	tok := s.token(t, "admin", adminPassword, "repository:team/app:pull")
+	if resp, body := b.doBearer("GET", "/v2/team/app/tags/list", tok); resp.StatusCode != 200 || !strings.Contains(string(body), "v1") {
 		t.Errorf("node B with node A's token = %d %s", resp.StatusCode, body)
 	}
 	b.stop()

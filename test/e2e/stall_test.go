@@ -19,18 +19,7 @@ import (
 // blob holds neither its clients past mirror.upstreams.X.timeout nor a SIGTERM: with fills in
 // progress, cove exits within seconds (it took 62 s).
 func TestStalledUpstreamDoesNotHoldShutdown(t *testing.T) {
-	reg := startRegistry(t, "", nil)
-	img, err := random.Image(1<<20, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg.seed(t, "library/stall:1", img)
-	layer := must(img.Layers())[0]
-	ld := must(layer.Digest()).String()
-	size := must(layer.Size())
-	proxy := newFaultProxy(t, reg.url)
-	release := make(chan struct{})
-	t.Cleanup(func() { close(release) })
+	proxy, ld, size, release := seededUpstream(t, "library/stall:1", 1<<20)
 	proxy.setFault(func(w http.ResponseWriter, r *http.Request, next http.Handler) bool {
 		if r.Method != "GET" || !strings.HasSuffix(r.URL.Path, "/blobs/"+ld) {
 			return false
@@ -78,6 +67,23 @@ func TestStalledUpstreamDoesNotHoldShutdown(t *testing.T) {
 	}
 }
 
+// seededUpstream starts docker-registry seeded with ref, a random image of one layer of about
+// size bytes, and a fault proxy in front of it: the proxy, the layer's digest and size, and a channel closed when the
+// test ends (for faults that hold a response until then).
+func seededUpstream(t *testing.T, ref string, size int64) (*faultProxy, string, int64, chan struct{}) {
+	t.Helper()
+	reg := startRegistry(t, "", nil)
+	img, err := random.Image(size, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg.seed(t, ref, img)
+	layer := must(img.Layers())[0]
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	return newFaultProxy(t, reg.url), must(layer.Digest()).String(), must(layer.Size()), release
+}
+
 // getBlob GETs a blob of repo through cove and reads it whole; a short or failed read is an error.
 func getBlob(s *server, repo, dgst string, limit time.Duration) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
@@ -107,18 +113,7 @@ func (e *httpStatusError) Error() string { return "HTTP " + strconv.Itoa(e.code)
 // for days), and a client reading a blob at a kilobyte a second does not hold a SIGTERM for the
 // whole grace (it held it 60 s).
 func TestTricklingUpstreamAndSlowClients(t *testing.T) {
-	reg := startRegistry(t, "", nil)
-	img, err := random.Image(16<<20, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg.seed(t, "library/trickle:1", img)
-	layer := must(img.Layers())[0]
-	ld := must(layer.Digest()).String()
-	size := must(layer.Size())
-	proxy := newFaultProxy(t, reg.url)
-	release := make(chan struct{})
-	t.Cleanup(func() { close(release) })
+	proxy, ld, size, release := seededUpstream(t, "library/trickle:1", 16<<20)
 	proxy.setFault(func(w http.ResponseWriter, r *http.Request, next http.Handler) bool {
 		if r.Method != "GET" || !strings.HasSuffix(r.URL.Path, "/blobs/"+ld) {
 			return false
