@@ -133,7 +133,7 @@ func (s *Server) tagFromOwner(r *http.Request, req request) int {
 // relayPeer writes the owner's status and headers of a blob answer.
 func relayPeer(w http.ResponseWriter, resp *http.Response) {
 	h := w.Header()
-	for _, k := range []string{"Content-Type", "Content-Length", "Content-Range", "Docker-Content-Digest", "Etag",
+	for _, k := range []string{"Content-Type", "Content-Length", "Content-Range", "Docker-Content-Digest", "Etag", "Location",
 		"X-Content-Type-Options", "Cache-Control", "Www-Authenticate", "Retry-After"} {
 		if v := resp.Header.Get(k); v != "" {
 			h.Set(k, v)
