@@ -534,6 +534,9 @@ func TestMigrateIntoAFleet(t *testing.T) {
 		t.Fatalf("create erin on the fleet = %d %s", resp.StatusCode, b)
 	}
 	resp, b = node.doAs("GET", "/api/v2.0/users?page_size=100", nil, "admin", adminPassword)
+	if resp.StatusCode != 200 {
+		t.Fatalf("list users on the fleet = %d %s", resp.StatusCode, b)
+	}
 	var users []struct {
 		UserID   int64  `json:"user_id"`
 		Username string `json:"username"`
