@@ -32,6 +32,7 @@ type Fetcher func(ctx context.Context) (body io.ReadCloser, size int64, err erro
 type Fill struct {
 	dgst    digest.Digest
 	repo    string        // the repository the fill was started for, and is linked to
+	from    origin        // originMirrored from an upstream; originNone from the shared store
 	started chan struct{} // closed when size is known or the fill failed
 
 	mu sync.Mutex
@@ -50,6 +51,10 @@ type Fill struct {
 // one that calls fetch. joined reports whether it joined a fill in progress. On success the blob
 // is stored, linked to repo and marked mirrored, and Evict runs.
 func (s *Store) FillBlob(dgst digest.Digest, repo string, fetch Fetcher) (f *Fill, joined bool, err error) {
+	return s.fillBlob(dgst, repo, originMirrored, fetch)
+}
+
+func (s *Store) fillBlob(dgst digest.Digest, repo string, from origin, fetch Fetcher) (f *Fill, joined bool, err error) {
 	if err := supported(dgst); err != nil {
 		return nil, false, err
 	}
@@ -63,7 +68,7 @@ func (s *Store) FillBlob(dgst digest.Digest, repo string, fetch Fetcher) (f *Fil
 		s.mu.Unlock()
 		return nil, false, fmt.Errorf("create fill file: %w", err)
 	}
-	f = &Fill{dgst: dgst, repo: repo, file: file, size: -1, started: make(chan struct{}), changed: make(chan struct{}), readers: 1}
+	f = &Fill{dgst: dgst, repo: repo, from: from, file: file, size: -1, started: make(chan struct{}), changed: make(chan struct{}), readers: 1}
 	s.fills[dgst] = f
 	s.mu.Unlock()
 	s.wg.Go(func() { s.runFill(f, repo, fetch) })
@@ -84,6 +89,9 @@ func (s *Store) runFill(f *Fill, repo string, fetch Fetcher) {
 	ctx, cancel := context.WithTimeout(s.fillCtx, s.fillTTL)
 	defer cancel()
 	err := s.download(ctx, f, fetch)
+	if f.from == originNone && (errors.Is(err, ErrUpstreamCut) || errors.Is(err, ErrUpstreamCorrupt)) {
+		err = &RemoteError{Err: fmt.Errorf("the copy from the shared store: %w", err)}
+	}
 	if err == nil {
 		// The bytes are right: readers may have the held-back end now, while the file is synced
 		// and indexed (for a large blob, syncing takes seconds no client should wait for).
@@ -172,7 +180,7 @@ func (s *Store) commitFill(ctx context.Context, f *Fill, repo string) error {
 		return err
 	}
 	err = s.update(func(ct *commitTxn) error {
-		if _, err := s.ensureBlobRecord(ct, f.dgst, f.writtenBytes(), "", originMirrored); err != nil {
+		if _, err := s.ensureBlobRecord(ct, f.dgst, f.writtenBytes(), "", f.from); err != nil {
 			return err
 		}
 		return link(ct.Txn, repo, f.dgst)

@@ -193,7 +193,7 @@ func (s *Store) GetManifest(ctx context.Context, repo, ref string) (Manifest, []
 	if err != nil {
 		return Manifest{}, nil, err
 	}
-	f, err := s.openLocal(ctx, m.Digest)
+	f, err := s.openLocal(ctx, m.Digest, false)
 	if err != nil {
 		return Manifest{}, nil, fmt.Errorf("open manifest %s: %w", m.Digest, err)
 	}

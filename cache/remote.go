@@ -105,15 +105,42 @@ func (e *RemoteError) Error() string {
 
 func (e *RemoteError) Unwrap() error { return e.Err }
 
-// openLocal opens the file of the blob dgst; in fleet mode a blob not in the hot tier is read
-// from the shared store into it first (one download per digest, whoever asks).
-func (s *Store) openLocal(ctx context.Context, dgst digest.Digest) (*os.File, error) {
+// ErrNotLocal means a blob is stored, in the shared store, but not in this node's hot tier: read
+// it with FillShared, which streams it while it fills the hot tier.
+var ErrNotLocal = errors.New("blob not in this node's hot tier")
+
+// FillShared returns the fill that copies the blob dgst, which repo may read, from the shared
+// store into the hot tier: the one in progress or a new one. Its clients read it as it arrives,
+// as they read a fill from an upstream (FillBlob); the bytes are checked against the digest.
+func (s *Store) FillShared(dgst digest.Digest, repo string) (*Fill, bool, error) {
+	if s.remote == nil {
+		return nil, false, ErrBlobUnknown
+	}
+	return s.fillBlob(dgst, repo, originNone, func(ctx context.Context) (io.ReadCloser, int64, error) {
+		rc, size, err := s.remote.Get(ctx, dgst)
+		if errors.Is(err, blobstore.ErrNotFound) {
+			return nil, 0, &RemoteError{Err: fmt.Errorf("%s has a record but is not in the shared blob store", dgst)}
+		}
+		if err != nil {
+			return nil, 0, &RemoteError{Err: err}
+		}
+		return rc, size, nil
+	})
+}
+
+// openLocal opens the file of the blob dgst. In fleet mode a blob not in the hot tier is
+// ErrNotLocal when stream is set (blobs: see FillShared), else read from the shared store into
+// the hot tier first, whole (manifests: small).
+func (s *Store) openLocal(ctx context.Context, dgst digest.Digest, stream bool) (*os.File, error) {
 	f, err := os.Open(s.blobPath(dgst))
 	if err == nil || s.remote == nil || !errors.Is(err, fs.ErrNotExist) {
 		if err == nil && s.remote != nil {
 			s.hot.use(dgst, time.Now())
 		}
 		return f, err
+	}
+	if stream {
+		return nil, fmt.Errorf("%w: %s", ErrNotLocal, dgst)
 	}
 	ch := s.hot.fetch.DoChan(dgst.String(), func() (any, error) { return nil, s.hydrate(dgst) })
 	select {

@@ -305,7 +305,7 @@ func (s *Store) OpenBlob(ctx context.Context, repo string, dgst digest.Digest) (
 		return nil, err
 	}
 	release := s.hold(dgst)
-	f, err := s.openLocal(ctx, dgst)
+	f, err := s.openLocal(ctx, dgst, true)
 	if err != nil {
 		release()
 		if errors.Is(err, fs.ErrNotExist) {

@@ -1,6 +1,7 @@
 package mirror
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"cove/auth"
+	"cove/cache"
 )
 
 // parseDigest reads a digest from a path or query, answering DIGEST_INVALID when it is malformed.
@@ -51,6 +53,9 @@ func (s *Server) handleGetBlob(w http.ResponseWriter, r *http.Request, req reque
 		return err
 	}
 	f, err := s.store.OpenBlob(r.Context(), req.repo, dgst)
+	if errors.Is(err, cache.ErrNotLocal) {
+		return s.serveShared(w, r, req.repo, dgst)
+	}
 	if err != nil {
 		return err
 	}

@@ -299,6 +299,10 @@ func (s *Server) handleMirrorBlob(w http.ResponseWriter, r *http.Request, req re
 	}
 	for attempt := 0; ; attempt++ {
 		f, err := s.store.OpenBlob(ctx, req.repo, dgst)
+		if errors.Is(err, cache.ErrNotLocal) {
+			s.metrics.hit("blob")
+			return s.serveShared(w, r, req.repo, dgst)
+		}
 		if err == nil {
 			s.metrics.hit("blob")
 			defer f.Close()
@@ -400,6 +404,11 @@ func (s *Server) streamFill(w http.ResponseWriter, r *http.Request, req request,
 			return herr
 		}
 	}
+	return s.serveFill(w, r, req.repo, dgst, fill)
+}
+
+// serveFill streams a fill to the client as its bytes arrive.
+func (s *Server) serveFill(w http.ResponseWriter, r *http.Request, repo string, dgst digest.Digest, fill *cache.Fill) error {
 	rd, err := fill.Reader(r.Context())
 	if err != nil {
 		return err
@@ -414,10 +423,31 @@ func (s *Server) streamFill(w http.ResponseWriter, r *http.Request, req request,
 	if _, err := io.CopyBuffer(writerOnly{w}, rd, buf); err != nil {
 		// The status is sent: all that is left is to cut the connection, so the client cannot
 		// take what it got for the whole blob.
-		s.log.WarnContext(r.Context(), "blob download failed while streaming", "repo", req.repo, "digest", dgst, "err", err)
+		s.log.WarnContext(r.Context(), "blob download failed while streaming", "repo", repo, "digest", dgst, "err", err)
 		panic(http.ErrAbortHandler)
 	}
 	return nil
+}
+
+// serveShared streams a blob that is in the fleet's shared store but not in this node's hot
+// tier, while it fills the hot tier (one copy per digest, whoever asks).
+func (s *Server) serveShared(w http.ResponseWriter, r *http.Request, repo string, dgst digest.Digest) error {
+	if r.Method == http.MethodHead {
+		// A HEAD needs no bytes.
+		info, err := s.store.StatBlob(r.Context(), repo, dgst)
+		if err != nil {
+			return err
+		}
+		setBlobHeaders(w, dgst)
+		w.Header().Set("Content-Length", strconv.FormatInt(info.Size, 10))
+		w.WriteHeader(http.StatusOK)
+		return nil
+	}
+	fill, _, err := s.store.FillShared(dgst, repo)
+	if err != nil {
+		return err
+	}
+	return s.serveFill(w, r, repo, dgst, fill)
 }
 
 // writerOnly hides ReadFrom, so that io.CopyBuffer copies through the buffer as bytes arrive.
