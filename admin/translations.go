@@ -104,7 +104,7 @@ var translations = map[string]map[string]string{
 		"error.title":  "出错了",
 		"dash.cache":   "镜像缓存", "dash.hitratio": "命中率", "dash.fromcache": "由缓存提供",
 		"dash.fromupstream": "从上游获取", "dash.hits": "命中", "dash.misses": "未命中", "dash.evictions": "淘汰",
-		"dash.chart": "每分钟命中与未命中", "dash.max": "峰值 每分钟 %d", "dash.upstreams": "上游仓库",
+		"dash.chart": "每分钟命中与未命中", "dash.max": "峰值：每分钟 %d 次", "dash.upstreams": "上游仓库",
 		"dash.health": "状态", "dash.ratelimit": "剩余拉取配额", "dash.ok": "正常", "dash.failing": "故障",
 		"dash.nodes": "集群节点", "dash.version": "版本", "dash.heartbeat": "最近心跳", "dash.live": "在线", "dash.gone": "离线",
 		"col.name": "名称", "col.access": "访问级别", "col.repos": "仓库", "col.created": "创建时间",

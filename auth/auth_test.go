@@ -461,3 +461,50 @@ func TestConcurrentCreationsDoNotConflict(t *testing.T) {
 		seen[id] = true
 	}
 }
+
+// Nodes of a fleet that start at once on one database: one creates the admin, the others neither
+// fail nor show a password that does not work; with auth.admin_password, none fails.
+func TestAdminCreatedOnceByNodesStartingAtOnce(t *testing.T) {
+	ctx := context.Background()
+	for _, configured := range []string{"", "Passw0rd-of-the-admin"} {
+		db := openDB(t)
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var shown []string
+		errs := make(chan error, 4)
+		for range 4 {
+			wg.Go(func() {
+				s, err := New(ctx, db, Config{BcryptCost: bcrypt.MinCost, KeyDir: t.TempDir(), AdminPassword: configured})
+				if err != nil {
+					errs <- err
+					return
+				}
+				_, err = s.EnsureAdmin(ctx, func(p string) error { mu.Lock(); shown = append(shown, p); mu.Unlock(); return nil })
+				if err != nil {
+					errs <- err
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Errorf("a node starting at the same time as others (admin_password %q): %v", configured, err)
+		}
+		s, err := New(ctx, db, Config{BcryptCost: bcrypt.MinCost, KeyDir: t.TempDir()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := configured
+		if configured == "" {
+			if len(shown) != 1 {
+				t.Fatalf("%d passwords shown by 4 nodes, want 1", len(shown))
+			}
+			want = shown[0]
+		} else if len(shown) != 0 {
+			t.Errorf("passwords shown with auth.admin_password set: %v", shown)
+		}
+		if _, err := s.CheckPassword(ctx, AdminName, want); err != nil {
+			t.Errorf("the admin's password does not work: %v", err)
+		}
+	}
+}

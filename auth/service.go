@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -202,7 +203,9 @@ func (s *Service) ensureAdmin(password string) error {
 	case password == "":
 		return nil // EnsureAdmin generates one once cove is up
 	}
-	if err := s.createAdmin(password); err != nil {
+	if err := s.createAdmin(password); errors.Is(err, ErrConflict) {
+		return nil // another node of the fleet created it at the same moment
+	} else if err != nil {
 		return err
 	}
 	s.log.Info("admin created with the password of auth.admin_password")
@@ -224,15 +227,39 @@ func (s *Service) EnsureAdmin(ctx context.Context, show func(password string) er
 	if !errors.Is(err, kv.ErrNotFound) {
 		return false, fmt.Errorf("read admin: %w", err)
 	}
+	// Stored first, then shown, and taken back when it cannot be shown: of nodes of a fleet
+	// that start at once, only the one that stored the admin shows a password (the others
+	// showed one that did not work, and died of the conflict).
 	password := GeneratePassword()
-	if err := show(password); err != nil {
-		return false, fmt.Errorf("show the generated admin password: %w (nothing was stored; the next start generates one again)", err)
-	}
-	if err := s.createAdmin(password); err != nil {
+	if err := s.createAdmin(password); errors.Is(err, ErrConflict) {
+		s.log.Info("the admin was created by another node at the same moment: its password is in that node's output")
+		return false, nil
+	} else if err != nil {
 		return false, err
+	}
+	if err := show(password); err != nil {
+		if derr := s.removeAdmin(); derr != nil {
+			return false, fmt.Errorf("show the generated admin password: %w; and taking the admin back failed: %v (reset it with cove admin reset-password admin)", err, derr)
+		}
+		return false, fmt.Errorf("show the generated admin password: %w (nothing was kept; the next start generates one again)", err)
 	}
 	s.log.Info("admin created with a generated password")
 	return true, nil
+}
+
+// removeAdmin takes back an admin whose generated password could not be shown.
+func (s *Service) removeAdmin() error {
+	var rec userRecord
+	if err := s.readUser(AdminName, &rec); err != nil {
+		return err
+	}
+	defer s.forget(AdminName)
+	return s.update(func(txn kv.Txn) error {
+		if err := txn.Delete([]byte(keyUserID + strconv.FormatInt(rec.ID, 10))); err != nil {
+			return err
+		}
+		return txn.Delete([]byte(keyUser + AdminName))
+	})
 }
 
 // GeneratePassword returns a random password (about 150 bits) that meets the password policy.

@@ -50,6 +50,8 @@ type Error struct {
 	challenge string
 	// retryAfter, when set, is sent as Retry-After.
 	retryAfter string
+	// header holds more response headers.
+	header http.Header
 }
 
 func (e *Error) Error() string {
@@ -172,6 +174,9 @@ func writeError(w http.ResponseWriter, r *http.Request, e *Error) {
 	}
 	if e.retryAfter != "" {
 		h.Set("Retry-After", e.retryAfter)
+	}
+	for k, v := range e.header {
+		h[k] = v
 	}
 	body, _ := json.Marshal(errorBody{Errors: []errorEntry{{Code: e.Code, Message: e.Message, Detail: e.Detail}}})
 	h.Set("Content-Type", "application/json")

@@ -33,7 +33,10 @@ func (s *Server) fromPeer(r *http.Request, rt route) (bool, error) {
 		return false, newError(http.StatusUnauthorized, CodeUnauthorized, "this node is not in a fleet (cluster.advertise)")
 	}
 	if err := s.cluster.Verify(r); err != nil {
-		return false, &Error{Status: http.StatusUnauthorized, Code: CodeUnauthorized, Message: "node signature refused: " + err.Error(), Err: err}
+		// Said in a header too, so that the asking node tells a refused signature from its
+		// client's refusal, and asks another node instead of passing a 401 to the client.
+		return false, &Error{Status: http.StatusUnauthorized, Code: CodeUnauthorized, Message: "node signature refused: " + err.Error(), Err: err,
+			header: http.Header{"X-Cove-Node-Refused": {"1"}}}
 	}
 	return true, nil
 }
@@ -96,9 +99,13 @@ func (s *Server) askPeer(r *http.Request, method string, n cluster.Node, req req
 		cancel()
 		return nil, errors.New("no answer within the upstream's time budget")
 	}
-	if resp.StatusCode >= 500 {
+	if resp.StatusCode >= 500 || (resp.StatusCode == http.StatusUnauthorized && resp.Header.Get("X-Cove-Node-Refused") != "") {
 		resp.Body.Close()
 		cancel()
+		if resp.StatusCode == http.StatusUnauthorized {
+			s.log.ErrorContext(r.Context(), "a node of the fleet refused this node's signature: is cluster.secret the same on every node?", "node", n.Name)
+			return nil, errors.New("refused this node's signature (cluster.secret)")
+		}
 		return nil, errors.New("answered " + resp.Status)
 	}
 	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
@@ -203,6 +210,11 @@ func (s *Server) toUploadNode(w http.ResponseWriter, r *http.Request, rt route) 
 			Message: fmt.Sprintf("the upload's node %s does not answer: retry, or start the push again", name), Err: err}
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusUnauthorized && resp.Header.Get("X-Cove-Node-Refused") != "" {
+		s.log.ErrorContext(r.Context(), "a node of the fleet refused this node's signature: is cluster.secret the same on every node?", "node", string(name))
+		return true, newError(http.StatusServiceUnavailable, CodeUnavailable,
+			"the upload's node %s cannot be reached from this node now: retry, or start the push again", name)
+	}
 	h := w.Header()
 	for _, k := range []string{"Location", "Range", "Docker-Upload-Uuid", "Docker-Content-Digest", "Content-Type",
 		"Content-Length", "Oci-Chunk-Min-Length", "Retry-After"} {

@@ -25,14 +25,16 @@ const migrateUsage = `usage: cove migrate --to-config FLEET.yaml [--config CURRE
 Moves the data of a stopped single node (badger and the data directory, as --config and --data
 say) into a fleet (FLEET.yaml: storage.metadata.kind postgres, storage.blobs.kind s3): every blob
 goes into the bucket first, then every record into the database, which must be empty. The node's
-data is left as it was. Then start the fleet's nodes with FLEET.yaml.
+data is left as it was. Then start the fleet's nodes with FLEET.yaml. The COVE_* environment
+variables apply to FLEET.yaml (COVE_STORAGE_BLOBS_S3_SECRET_KEY, COVE_CLUSTER_SECRET, ...), not
+to the source, which --config and --data give.
 `
 
 // migrateCmd is cove migrate.
 func migrateCmd(ctx context.Context, args, environ []string, stdout, stderr io.Writer) int {
 	fset := flag.NewFlagSet("migrate", flag.ContinueOnError)
 	fset.SetOutput(io.Discard)
-	configPath := fset.String("config", envValue(environ, "COVE_CONFIG"), "")
+	configPath := fset.String("config", "", "")
 	data := fset.String("data", "", "")
 	toPath := fset.String("to-config", "", "")
 	if err := fset.Parse(args); errors.Is(err, flag.ErrHelp) {
@@ -49,14 +51,14 @@ func migrateCmd(ctx context.Context, args, environ []string, stdout, stderr io.W
 	if *data != "" {
 		set["data"] = *data
 	}
-	from, err := loadConfig(*configPath, environ, set)
+	from, err := loadConfig(*configPath, nil, set)
 	if err != nil {
-		fmt.Fprintf(stderr, "cove: %v\n", err)
+		fmt.Fprintf(stderr, "cove migrate: the source (--config, --data): %v\n", err)
 		return 2
 	}
-	to, err := loadConfig(*toPath, nil, nil)
+	to, err := loadConfig(*toPath, environ, nil)
 	if err != nil {
-		fmt.Fprintf(stderr, "cove migrate: %s: %v\n", *toPath, err)
+		fmt.Fprintf(stderr, "cove migrate: the target %s: %v\n", *toPath, err)
 		return 2
 	}
 	if from.Storage.Metadata.Kind != "badger" || from.Storage.Blobs.Kind != "filesystem" {
@@ -97,6 +99,9 @@ func migrate(ctx context.Context, from, to Config, progress io.Writer) (blobs, r
 		return 0, 0, err
 	}
 	defer pg.Close()
+	if err := pg.CheckEmpty(ctx); err != nil { // before hours of blobs, not after
+		return 0, 0, err
+	}
 	s3, err := blobstore.NewS3(to.Storage.Blobs.S3.blobstore())
 	if err != nil {
 		return 0, 0, err

@@ -81,7 +81,10 @@ func NewS3(cfg S3Config) (*S3, error) {
 // wrong bucket or key must be a clear error.
 func (s *S3) Check(ctx context.Context) error {
 	ok, err := s.c.BucketExists(ctx, s.bucket)
-	if err != nil {
+	switch code := minio.ToErrorResponse(err).Code; {
+	case code == "AccessDenied" || code == "InvalidAccessKeyId" || code == "SignatureDoesNotMatch":
+		return fmt.Errorf("storage.blobs.s3.access_key, secret_key: the bucket %q at %s refuses them (%s): check the keys and their rights on the bucket", s.bucket, s.c.EndpointURL(), code)
+	case err != nil:
 		return fmt.Errorf("storage.blobs.s3: the bucket %q cannot be reached at %s: %w", s.bucket, s.c.EndpointURL(), err)
 	}
 	if !ok {

@@ -136,8 +136,8 @@ func TestS3Errors(t *testing.T) {
 		t.Errorf("Stat in a missing bucket = %v, want an error that is not ErrNotFound", err)
 	}
 	wrong, _ := NewS3(S3Config{Endpoint: srv.Endpoint, Bucket: srv.Bucket, AccessKey: srv.AccessKey, SecretKey: "wrong", PathStyle: true, Region: "us-east-1"})
-	if err := wrong.Check(ctx); err == nil {
-		t.Error("Check with a wrong secret key passed")
+	if err := wrong.Check(ctx); err == nil || !strings.Contains(err.Error(), "secret_key") {
+		t.Errorf("Check with a wrong secret key = %v, want an error naming the keys", err)
 	}
 	s := newS3(t, srv, "")
 	srv.Stop()

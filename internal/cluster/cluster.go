@@ -37,7 +37,32 @@ const (
 	maxSkew = time.Minute
 )
 
-const keyNodes = "cluster/node/"
+const (
+	keyNodes  = "cluster/node/"
+	keySecret = "cluster/secret-check" // an HMAC of a fixed text under the fleet's secret
+)
+
+// checkSecret makes sure this node has the fleet's secret: the first node writes an HMAC of a
+// fixed text under it, and a node whose secret gives another one is refused while other nodes
+// are live (with none live, the fleet is taking a new secret: the record is written anew).
+func (m *Member) checkSecret(ctx context.Context, live int) error {
+	h := hmac.New(sha256.New, m.secret)
+	h.Write([]byte("cove cluster secret check"))
+	mine := h.Sum(nil)
+	return m.db.Update(ctx, func(txn kv.Txn) error {
+		theirs, err := txn.Get([]byte(keySecret))
+		switch {
+		case err == nil && hmac.Equal(theirs, mine):
+			return nil
+		case err == nil && live > 0:
+			return fmt.Errorf("cluster.secret: this node's secret is not the fleet's (%d other nodes are live with another one): "+
+				"give every node the same secret", live)
+		case err != nil && !errors.Is(err, kv.ErrNotFound):
+			return err
+		}
+		return txn.Set([]byte(keySecret), mine)
+	})
+}
 
 // Node is one member of the fleet.
 type Node struct {
@@ -76,14 +101,22 @@ func Join(ctx context.Context, db kv.DB, self Node, secret string, log *slog.Log
 	m := &Member{db: db, self: self, secret: []byte(secret), log: log.With("component", "cluster"), now: time.Now,
 		stop: make(chan struct{}), done: make(chan struct{})}
 	m.self.Started = m.now().UTC()
-	nodes, err := m.Nodes(ctx)
+	nodes, err := m.records(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: read the fleet's nodes: %w", err)
 	}
+	live := 0
 	for _, n := range nodes {
-		if n.Name == self.Name && n.Live && n.Advertise != self.Advertise {
-			return nil, fmt.Errorf("cluster.node_name: the node %q is live at %s already; give each node a name of its own", n.Name, n.Advertise)
+		if n.Live && n.Name != self.Name {
+			live++
 		}
+		if n.Name == self.Name && n.Live && n.Advertise != self.Advertise {
+			return nil, fmt.Errorf("cluster.node_name: the node %q is live at %s already: give each node a name of its own "+
+				"(a node that moved to another address: start it again %s after it stopped)", n.Name, n.Advertise, LiveFor)
+		}
+	}
+	if err := m.checkSecret(ctx, live); err != nil {
+		return nil, err
 	}
 	if err := m.beat(ctx); err != nil {
 		return nil, fmt.Errorf("cluster: write the first heartbeat: %w", err)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http/httptest"
 	"sync"
+	"strings"
 	"testing"
 	"time"
 
@@ -159,4 +160,29 @@ func TestSignatures(t *testing.T) {
 	if err := b.Verify(req); err == nil {
 		t.Error("an old signature was accepted")
 	}
+}
+
+// A node is refused when a live node at another address has its name, or when live nodes have
+// another secret; with no node live, a new secret is taken (a fleet restarted with a new one).
+func TestJoinRefusals(t *testing.T) {
+	db := openKV(t)
+	ctx := context.Background()
+	a, err := Join(ctx, db, Node{Name: "a", Advertise: "http://a:5000"}, "the-secret-of-the-fleet", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Join(ctx, db, Node{Name: "a", Advertise: "http://elsewhere:5000"}, "the-secret-of-the-fleet", nil); err == nil || !strings.Contains(err.Error(), "cluster.node_name") {
+		t.Errorf("a second node named a = %v, want a refusal naming cluster.node_name", err)
+	}
+	if _, err := Join(ctx, db, Node{Name: "b", Advertise: "http://b:5000"}, "another-secret-entirely", nil); err == nil || !strings.Contains(err.Error(), "cluster.secret") {
+		t.Errorf("a node with another secret = %v, want a refusal naming cluster.secret", err)
+	}
+	if err := a.Leave(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b, err := Join(ctx, db, Node{Name: "b", Advertise: "http://b:5000"}, "another-secret-entirely", nil)
+	if err != nil {
+		t.Fatalf("a node with a new secret and no node live = %v", err)
+	}
+	b.Leave(ctx)
 }

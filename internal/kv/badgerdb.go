@@ -186,12 +186,8 @@ var _ DB = (*Badger)(nil)
 // badger sequences (a leased count): they become dst's sequences of the same name, continuing
 // above every number badger may have handed out. It returns how many records it copied.
 func (b *Badger) CopyTo(ctx context.Context, dst *Postgres, sequence func(key []byte) bool) (int, error) {
-	var empty bool
-	if err := dst.pool.QueryRow(ctx, "SELECT NOT EXISTS (SELECT 1 FROM kv) AND NOT EXISTS (SELECT 1 FROM kv_sequence)").Scan(&empty); err != nil {
+	if err := dst.CheckEmpty(ctx); err != nil {
 		return 0, err
-	}
-	if !empty {
-		return 0, errors.New("the target database holds cove records already: migrate into an empty database")
 	}
 	copied := 0
 	var ops []Op

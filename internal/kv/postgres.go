@@ -366,3 +366,16 @@ func (p *Postgres) Sweep(ctx context.Context) (int64, error) {
 	}
 	return tag.RowsAffected(), nil
 }
+
+// CheckEmpty is nil when the database holds no cove record and no sequence (a target of cove
+// migrate), else an error saying so.
+func (p *Postgres) CheckEmpty(ctx context.Context) error {
+	var empty bool
+	if err := p.pool.QueryRow(ctx, "SELECT NOT EXISTS (SELECT 1 FROM kv) AND NOT EXISTS (SELECT 1 FROM kv_sequence)").Scan(&empty); err != nil {
+		return err
+	}
+	if !empty {
+		return errors.New("the target database holds cove records already: migrate into an empty database")
+	}
+	return nil
+}

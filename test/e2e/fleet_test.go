@@ -507,16 +507,20 @@ func TestMigrateIntoAFleet(t *testing.T) {
 	s3 := s3test.Start(t)
 	conf := fleetConfig(pg, s3, "", mirrorConfig(reg.url, "")) +
 		"cluster:\n  node_name: a\n  advertise: http://127.0.0.1:1\n  secret: " + fleetSecret + "\n"
+	// The bucket's secret key from the environment, as the README suggests: it applies to the
+	// target (it applied to the source, and the bucket refused the copy).
 	path := filepath.Join(t.TempDir(), "fleet.yaml")
-	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte(strings.Replace(conf, "secret_key: "+s3.SecretKey, `secret_key: ""`, 1)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cmd := execCove("migrate", "--to-config", path, "--data", data)
+	cmd.Env = append(os.Environ(), "COVE_STORAGE_BLOBS_S3_SECRET_KEY="+s3.SecretKey)
 	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "migrated") {
 		t.Fatalf("cove migrate: %v\n%s", err, out)
 	}
 	// A second run refuses: the database is not empty.
 	cmd = execCove("migrate", "--to-config", path, "--data", data)
+	cmd.Env = append(os.Environ(), "COVE_STORAGE_BLOBS_S3_SECRET_KEY="+s3.SecretKey)
 	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "empty") {
 		t.Errorf("a second migrate into the same database: %v\n%s", err, out)
 	}
