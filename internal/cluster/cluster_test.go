@@ -4,8 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/http/httptest"
-	"sync"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
