@@ -175,7 +175,7 @@ func (s *Store) commitFill(ctx context.Context, f *Fill, repo string) error {
 	s.gcMu.RLock()
 	defer s.gcMu.RUnlock()
 	defer s.refs.Add(1) // after the index write, before RUnlock: see Collect
-	placed, err := s.place(f.file, f.dgst)
+	placed, err := s.place(f.file, f.dgst, f.from == originNone)
 	if err != nil {
 		return err
 	}

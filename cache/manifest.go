@@ -94,7 +94,7 @@ func (s *Store) putManifest(ctx context.Context, repo string, m Manifest, body [
 	if _, err := f.Write(body); err != nil {
 		return fmt.Errorf("write manifest %s: %w", m.Digest, err)
 	}
-	placed, err := s.place(f, m.Digest)
+	placed, err := s.place(f, m.Digest, false)
 	if err != nil {
 		return err
 	}

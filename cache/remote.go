@@ -75,8 +75,9 @@ func (s *Store) HotStats() (bytes int64, blobs int) {
 	return s.hot.bytes, len(s.hot.files)
 }
 
-// upload puts the placed blob f into the shared store unless it is there already. Called before
-// the blob's record is written.
+// upload puts the placed, verified blob f into the shared store, before the blob's record is
+// written. It is put even when an object of its name is there: that one may be corrupt (a
+// same-size object was never repaired) or on its way out (garbage collection on another node).
 func (s *Store) upload(ctx context.Context, f *os.File, dgst digest.Digest) error {
 	if s.remote == nil {
 		return nil
@@ -84,11 +85,6 @@ func (s *Store) upload(ctx context.Context, f *os.File, dgst digest.Digest) erro
 	fi, err := f.Stat()
 	if err != nil {
 		return fmt.Errorf("stat blob %s: %w", dgst, err)
-	}
-	if size, err := s.remote.Stat(ctx, dgst); err == nil && size == fi.Size() {
-		return nil
-	} else if err != nil && !errors.Is(err, blobstore.ErrNotFound) {
-		return &RemoteError{Err: err}
 	}
 	if err := s.remote.Put(ctx, dgst, f, fi.Size()); err != nil {
 		return &RemoteError{Err: err}

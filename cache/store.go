@@ -350,7 +350,7 @@ func (s *Store) commitFile(ctx context.Context, f *os.File, repo string, dgst di
 	s.gcMu.RLock()
 	defer s.gcMu.RUnlock()
 	defer s.refs.Add(1) // after the index write, before RUnlock: see Collect
-	placed, err := s.place(f, dgst)
+	placed, err := s.place(f, dgst, false)
 	if err != nil {
 		return BlobInfo{}, err
 	}
@@ -439,12 +439,14 @@ func (s *Store) UnlinkBlob(ctx context.Context, repo string, dgst digest.Digest)
 // place moves the verified temporary file f to its final path (placeLocal), and in fleet mode
 // puts it into the shared blob store, before the caller writes its record. It reports whether it
 // placed the file.
-func (s *Store) place(f *os.File, dgst digest.Digest) (bool, error) {
+func (s *Store) place(f *os.File, dgst digest.Digest, fromShared bool) (bool, error) {
 	placed, err := s.placeLocal(f, dgst)
 	if err != nil {
 		return false, err
 	}
-	if err := s.upload(s.ctx, f, dgst); err != nil {
+	if fromShared {
+		// Read from the shared store just now: it has the blob.
+	} else if err := s.upload(s.ctx, f, dgst); err != nil {
 		if placed {
 			_ = os.Remove(s.blobPath(dgst))
 		}

@@ -75,8 +75,16 @@ func (s *Server) fromOwner(w http.ResponseWriter, r *http.Request, req request, 
 // askPeer sends the client's request to node n, signed. A node that cannot be reached, or
 // answers 5xx, is an error: the next one is asked.
 func (s *Server) askPeer(r *http.Request, method string, n cluster.Node, req request) (*http.Response, error) {
+	if s.peerDown(n.Name) {
+		return nil, errors.New("it failed a moment ago")
+	}
 	ctx, cancel := context.WithCancel(r.Context())
+	// The query goes too: containerd names the upstream in ?ns=, and the owner must route the
+	// request as this node did.
 	u := strings.TrimSuffix(n.Advertise, "/") + r.URL.EscapedPath()
+	if r.URL.RawQuery != "" {
+		u += "?" + r.URL.RawQuery
+	}
 	out, err := http.NewRequestWithContext(ctx, method, u, nil)
 	if err != nil {
 		cancel()
@@ -92,11 +100,13 @@ func (s *Server) askPeer(r *http.Request, method string, n cluster.Node, req req
 	resp, err := s.peerClient().Do(out)
 	if err != nil {
 		cancel()
+		s.markPeerDown(n.Name)
 		return nil, err
 	}
 	if !timer.Stop() {
 		resp.Body.Close()
 		cancel()
+		s.markPeerDown(n.Name)
 		return nil, errors.New("no answer within the upstream's time budget")
 	}
 	if resp.StatusCode >= 500 || (resp.StatusCode == http.StatusUnauthorized && resp.Header.Get("X-Cove-Node-Refused") != "") {
@@ -135,6 +145,28 @@ func (s *Server) tagFromOwner(r *http.Request, req request) int {
 		return resp.StatusCode
 	}
 	return 0
+}
+
+// peerDownFor is how long a node that could not be reached is passed over: as long as its
+// heartbeats may still say it is live.
+const peerDownFor = cluster.LiveFor
+
+// peerDown says whether node failed lately (a connection refused or that timed out): its
+// requests go to the next node in line at once, not after another timeout each.
+func (s *Server) peerDown(node string) bool {
+	s.peerMu.Lock()
+	defer s.peerMu.Unlock()
+	until, ok := s.peerFailed[node]
+	return ok && time.Now().Before(until)
+}
+
+func (s *Server) markPeerDown(node string) {
+	s.peerMu.Lock()
+	defer s.peerMu.Unlock()
+	if s.peerFailed == nil {
+		s.peerFailed = map[string]time.Time{}
+	}
+	s.peerFailed[node] = time.Now().Add(peerDownFor)
 }
 
 // relayPeer writes the owner's status and headers of a blob answer.
@@ -193,7 +225,13 @@ func (s *Server) toUploadNode(w http.ResponseWriter, r *http.Request, rt route) 
 		return true, newError(http.StatusNotFound, CodeBlobUploadUnknown,
 			"the upload was started on node %s, which is gone: start the push again", name)
 	}
-	out, err := http.NewRequestWithContext(r.Context(), r.Method, strings.TrimSuffix(node.Advertise, "/")+r.URL.RequestURI(), r.Body)
+	if s.peerDown(node.Name) {
+		return true, newError(http.StatusServiceUnavailable, CodeUnavailable,
+			"the upload's node %s cannot be reached now: retry, or start the push again", name)
+	}
+	ctx, cancelUpload := context.WithCancel(r.Context())
+	defer cancelUpload()
+	out, err := http.NewRequestWithContext(ctx, r.Method, strings.TrimSuffix(node.Advertise, "/")+r.URL.RequestURI(), r.Body)
 	if err != nil {
 		return true, err
 	}
@@ -204,8 +242,11 @@ func (s *Server) toUploadNode(w http.ResponseWriter, r *http.Request, rt route) 
 		}
 	}
 	s.cluster.Sign(out)
+	// A node that takes the body but never answers is cut by the peers' transport
+	// (ResponseHeaderTimeout, counted once the body is sent); a stalled body by its idle timeout.
 	resp, err := s.peerClient().Do(out)
 	if err != nil {
+		s.markPeerDown(string(name))
 		return true, &Error{Status: http.StatusServiceUnavailable, Code: CodeUnavailable,
 			Message: fmt.Sprintf("the upload's node %s does not answer: retry, or start the push again", name), Err: err}
 	}

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -109,6 +110,8 @@ type Server struct {
 	redirect     time.Duration      // > 0: blob GETs are redirected to presigned URLs this long valid
 	cluster      *cluster.Member
 	peers        *http.Client // requests to other nodes
+	peerMu       sync.Mutex
+	peerFailed   map[string]time.Time // nodes that failed lately, until when: guarded by peerMu
 }
 
 // New returns a Server over cfg.Store, authorizing with cfg.Auth.
@@ -154,11 +157,11 @@ func New(cfg Config) (*Server, error) {
 		// Straight to the other nodes: no proxy from the environment, no redirects followed.
 		s.peers = &http.Client{
 			Transport: &http.Transport{
-				DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+				DialContext:           (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 				MaxIdleConnsPerHost:   64,
 				IdleConnTimeout:       90 * time.Second,
 				TLSHandshakeTimeout:   10 * time.Second,
-				ResponseHeaderTimeout: 0, // bounded by askPeer's timer
+				ResponseHeaderTimeout: 30 * time.Second, // after the request is sent; askPeer's timer is shorter
 			},
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}

@@ -525,8 +525,8 @@ const (
 
 func collectGarbage(ctx context.Context, store *cache.Store, meta kv.DB, log *slog.Logger) {
 	every(ctx, gcInterval, func() {
-		// Once per fleet: the node that takes the lock collects for all.
-		_, err := kv.RunOnce(ctx, meta, "gc", func() error {
+		// Once per fleet and interval: the node that takes the lock first collects for all.
+		_, err := kv.RunOnceEvery(ctx, meta, "gc", gcInterval, func() error {
 			_, _, err := store.Collect(ctx, gcGrace)
 			return err
 		})

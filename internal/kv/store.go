@@ -150,3 +150,27 @@ func RunOnce(ctx context.Context, db DB, name string, fn func() error) (bool, er
 	defer release()
 	return true, fn()
 }
+
+// RunOnceEvery is RunOnce for a job the fleet runs once per interval: under the lock, fn runs only
+// when the last run, kept under "kv/jobs/<name>", began interval (less a tenth) ago or more.
+// Without it every node's ticker ran the job in turn: N runs an interval.
+func RunOnceEvery(ctx context.Context, db DB, name string, interval time.Duration, fn func() error) (bool, error) {
+	ran := false
+	_, err := RunOnce(ctx, db, name, func() error {
+		key := []byte("kv/jobs/" + name)
+		now := time.Now().UTC()
+		var last time.Time
+		if err := db.View(ctx, func(txn Txn) error { return Get(txn, key, &last) }); err != nil && !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		if now.Sub(last) < interval-interval/10 {
+			return nil // another node ran it this interval
+		}
+		if err := db.Update(ctx, func(txn Txn) error { return Put(txn, key, now) }); err != nil {
+			return err
+		}
+		ran = true
+		return fn()
+	})
+	return ran, err
+}

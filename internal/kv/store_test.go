@@ -357,3 +357,27 @@ func TestPostgresLocksAndSweep(t *testing.T) {
 		t.Errorf("%d rows left, %v; want 2", rows, err)
 	}
 }
+
+// A job of RunOnceEvery runs once per interval whichever node offers: the next offers within the
+// interval skip it.
+func TestRunOnceEvery(t *testing.T) {
+	db, err := badger.Open(badger.DefaultOptions(filepath.Join(t.TempDir(), "index")).WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	b := NewBadger(db)
+	ctx := context.Background()
+	runs := 0
+	for range 3 { // three nodes' tickers in the same interval
+		if _, err := RunOnceEvery(ctx, b, "gc", time.Hour, func() error { runs++; return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if runs != 1 {
+		t.Errorf("the job ran %d times in one interval, want 1", runs)
+	}
+	if ran, _ := RunOnceEvery(ctx, b, "gc", time.Nanosecond, func() error { runs++; return nil }); !ran || runs != 2 {
+		t.Errorf("once the interval has passed the job did not run again (%v, %d runs)", ran, runs)
+	}
+}
