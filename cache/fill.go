@@ -187,8 +187,12 @@ func (s *Store) commitFill(ctx context.Context, f *Fill, repo string) error {
 	})
 	if err != nil {
 		s.unplace(placed, f.dgst)
+		return err
 	}
-	return err
+	if f.from == originNone {
+		return nil // read from the shared store: it has the blob
+	}
+	return s.ensureShared(f.file, f.dgst)
 }
 
 func (f *Fill) writtenBytes() int64 {

@@ -2,7 +2,10 @@ package cache
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -26,6 +29,9 @@ func (s *Store) Collect(ctx context.Context, grace time.Duration) (removed int, 
 	if err != nil {
 		return 0, 0, err
 	}
+	if s.afterMark != nil {
+		s.afterMark()
+	}
 	s.gcMu.Lock()
 	defer s.gcMu.Unlock()
 	if s.refs.Load() != gen {
@@ -36,6 +42,9 @@ func (s *Store) Collect(ctx context.Context, grace time.Duration) (removed int, 
 	if !s.deletable() {
 		avail, floor, _ := s.space()
 		return 0, 0, &SpaceError{Avail: avail, Floor: floor}
+	}
+	if s.remote != nil {
+		return s.collectShared(ctx, garbage)
 	}
 	keys := make([][]byte, len(garbage))
 	for i, g := range garbage {
@@ -62,6 +71,57 @@ func (s *Store) Collect(ctx context.Context, grace time.Duration) (removed int, 
 type garbageBlob struct {
 	dgst digest.Digest
 	size int64
+	gen  int64 // the record's Gen when it was found unreferenced
+}
+
+// collectShared deletes garbage in a fleet, where gcMu orders nothing across nodes: each blob
+// under the fleet-wide lock of its digest (which every new reference takes too), and only if no
+// reference came since it was found unreferenced (its Gen); the shared object goes before the
+// record, while the lock is held. A push that put the object just before is told by the object's
+// absence after its commit, and puts it again (ensureShared).
+func (s *Store) collectShared(ctx context.Context, garbage []garbageBlob) (removed int, freed int64, err error) {
+	for _, g := range garbage {
+		gone := false
+		err := kv.Retry(ctx, s.db, func(txn kv.Txn) error {
+			gone = false
+			if err := kv.LockTxn(txn, "blob:"+g.dgst.String()); err != nil {
+				return err
+			}
+			rec, err := getBlobRecord(txn, g.dgst)
+			if errors.Is(err, ErrBlobUnknown) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			if rec.Gen != g.gen {
+				return nil // referenced since
+			}
+			if err := s.remote.Delete(ctx, g.dgst); err != nil {
+				return &RemoteError{Err: err}
+			}
+			gone = true
+			return txn.Delete(blobKey(g.dgst))
+		})
+		if err != nil {
+			return removed, freed, fmt.Errorf("collect %s: %w", g.dgst, err)
+		}
+		if !gone {
+			continue
+		}
+		s.blobs.Add(-1)
+		s.stored.Add(-g.size)
+		if err := os.Remove(s.blobPath(g.dgst)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return removed, freed, fmt.Errorf("collect %s: %w", g.dgst, err)
+		}
+		s.hot.drop(g.dgst)
+		removed++
+		freed += g.size
+	}
+	if removed > 0 {
+		s.log.Info("garbage collected", "blobs", removed, "bytes", freed)
+	}
+	return removed, freed, nil
 }
 
 // mark returns the blobs that nothing references and that were stored before grace ago.
@@ -84,7 +144,7 @@ func (s *Store) mark(ctx context.Context, grace time.Duration) ([]garbageBlob, e
 				return err
 			}
 			if !referenced[dgst] && rec.Created.Before(cutoff) {
-				garbage = append(garbage, garbageBlob{dgst, rec.Size})
+				garbage = append(garbage, garbageBlob{dgst, rec.Size, rec.Gen})
 			}
 			return nil
 		})

@@ -106,6 +106,9 @@ func (s *Store) putManifest(ctx context.Context, repo string, m Manifest, body [
 		if _, err := s.ensureBlobRecord(ct, m.Digest, m.Size, m.MediaType, from); err != nil {
 			return err
 		}
+		if err := referenced(txn, m.Digest); err != nil {
+			return err
+		}
 		var old Manifest
 		switch err := kv.Get(txn, manifestKey(repo, m.Digest), &old); {
 		case err == nil && old.MediaType != m.MediaType && from == originLocal:
@@ -138,8 +141,9 @@ func (s *Store) putManifest(ctx context.Context, repo string, m Manifest, body [
 	})
 	if err != nil {
 		s.unplace(placed, m.Digest)
+		return err
 	}
-	return err
+	return s.ensureShared(f, m.Digest)
 }
 
 // checkRefs returns a *MissingError for the first blob of m not linked to repo, or child

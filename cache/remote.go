@@ -92,6 +92,30 @@ func (s *Store) upload(ctx context.Context, f *os.File, dgst digest.Digest) erro
 	return nil
 }
 
+// ensureShared makes sure the shared store has the blob dgst once its record is written: garbage
+// collection on another node may have deleted the object between this node's put and its commit
+// (it holds the digest's lock while it deletes; the commit waited for it). The object is put again
+// from f, or from the hot tier's copy when f is nil.
+func (s *Store) ensureShared(f *os.File, dgst digest.Digest) error {
+	if s.remote == nil {
+		return nil
+	}
+	if _, err := s.remote.Stat(s.ctx, dgst); !errors.Is(err, blobstore.ErrNotFound) {
+		return nil // there, or the store fails: the next read says so
+	}
+	if f == nil {
+		hot, err := os.Open(s.blobPath(dgst))
+		if err != nil {
+			s.log.Error("a blob linked just now is in neither the shared store nor this node's hot tier", "digest", dgst)
+			return nil
+		}
+		defer hot.Close()
+		f = hot
+	}
+	s.log.Warn("the shared store lost a blob to garbage collection on another node while it was linked here: put again", "digest", dgst)
+	return s.upload(s.ctx, f, dgst)
+}
+
 // RemoteError is a failure of the shared blob store (fleet mode): the request answers 503.
 type RemoteError struct{ Err error }
 

@@ -201,3 +201,43 @@ func TestFleetEviction(t *testing.T) {
 		}
 	}
 }
+
+// Garbage collection on one node never deletes a blob another node linked after it was found
+// unreferenced (the attack lost pushed blobs this way: node 1 marked, node 2 linked, node 1
+// deleted the record and the object).
+func TestFleetCollectionSparesABlobLinkedMeanwhile(t *testing.T) {
+	ctx := context.Background()
+	a, b, srv := fleetPair(t, 0)
+	body, d := randomBlob(t, 1000)
+	if _, err := a.PutBlob(ctx, "team/app", d, bytes.NewReader(body), int64(len(body))); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.UnlinkBlob(ctx, "team/app", d); err != nil {
+		t.Fatal(err)
+	}
+	a.afterMark = func() {
+		if _, err := b.LinkBlob(ctx, "team/other", d); err != nil {
+			t.Errorf("link on node B: %v", err)
+		}
+	}
+	if removed, _, err := a.Collect(ctx, 0); err != nil || removed != 0 {
+		t.Errorf("Collect = %d, %v; want nothing removed", removed, err)
+	}
+	if !a.HasBlob(ctx, d) {
+		t.Error("the record of a blob linked meanwhile was deleted")
+	}
+	if _, err := srv.Client(t).StatObject(ctx, srv.Bucket, blobstore.Key("", d), minio.StatObjectOptions{}); err != nil {
+		t.Errorf("the object of a blob linked meanwhile was deleted: %v", err)
+	}
+	if got, err := readBlob(t, b, "team/other", d); err != nil || !bytes.Equal(got, body) {
+		t.Errorf("node B reads the blob it linked: %d bytes, %v", len(got), err)
+	}
+	// Unreferenced for good, it goes.
+	a.afterMark = nil
+	if err := b.UnlinkBlob(ctx, "team/other", d); err != nil {
+		t.Fatal(err)
+	}
+	if removed, _, err := a.Collect(ctx, 0); err != nil || removed != 1 {
+		t.Errorf("Collect of the unreferenced blob = %d, %v; want 1", removed, err)
+	}
+}

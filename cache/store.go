@@ -116,6 +116,8 @@ type Store struct {
 	refs atomic.Uint64
 
 	upPrefix string
+	// afterMark, in tests, runs between garbage collection's mark and its deletes.
+	afterMark func()
 
 	// remote, hotMax and hot are fleet mode's (remote.go).
 	remote blobstore.Store
@@ -140,6 +142,10 @@ type blobRecord struct {
 	Mirrored bool `json:"mirrored,omitempty"`
 	// Accessed is the last read, written in batches; eviction removes the least recent first.
 	Accessed time.Time `json:"accessed,omitzero"`
+	// Gen counts the references made to the blob (links, manifests): garbage collection deletes
+	// a blob only if no reference came since it found the blob unreferenced (in a fleet, a push
+	// on another node may link it meanwhile).
+	Gen int64 `json:"gen,omitempty"`
 }
 
 // evictable reports whether eviction may remove the blob: mirrored content only, never what a
@@ -366,8 +372,9 @@ func (s *Store) commitFile(ctx context.Context, f *os.File, repo string, dgst di
 	})
 	if err != nil {
 		s.unplace(placed, dgst)
+		return info, err
 	}
-	return info, err
+	return info, s.ensureShared(f, dgst)
 }
 
 // unplace removes a file that place has just put there when indexing it failed, so that a failed
@@ -418,7 +425,10 @@ func (s *Store) linkExisting(repo string, dgst digest.Digest, from origin) (Blob
 		info = BlobInfo{Digest: dgst, Size: rec.Size, Created: rec.Created}
 		return link(txn, repo, dgst)
 	})
-	return info, err
+	if err != nil {
+		return info, err
+	}
+	return info, s.ensureShared(nil, dgst)
 }
 
 // UnlinkBlob removes repo's access to the blob dgst, or returns ErrBlobUnknown. The file stays
@@ -618,10 +628,30 @@ func getBlobRecord(txn kv.Txn, dgst digest.Digest) (blobRecord, error) {
 }
 
 func link(txn kv.Txn, repo string, dgst digest.Digest) error {
+	if err := referenced(txn, dgst); err != nil {
+		return err
+	}
 	if err := txn.Set(linkKey(repo, dgst), nil); err != nil {
 		return err
 	}
 	return txn.Set(repoKey(repo), nil)
+}
+
+// referenced notes a new reference to the blob dgst in txn: under the fleet-wide lock of the
+// digest (garbage collection takes it too), its record's Gen goes up.
+func referenced(txn kv.Txn, dgst digest.Digest) error {
+	if err := kv.LockTxn(txn, "blob:"+dgst.String()); err != nil {
+		return err
+	}
+	rec, err := getBlobRecord(txn, dgst)
+	if errors.Is(err, ErrBlobUnknown) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	rec.Gen++
+	return kv.Put(txn, blobKey(dgst), rec)
 }
 
 // dropRepoIfEmpty removes repo from the catalog when it has no manifest and no blob link left.

@@ -379,3 +379,10 @@ func (p *Postgres) CheckEmpty(ctx context.Context) error {
 	}
 	return nil
 }
+
+// Lock takes the fleet-wide lock name until the transaction ends (a PostgreSQL transaction-level
+// advisory lock): writers of one name wait for each other across nodes.
+func (t *pgTxn) Lock(name string) error {
+	_, err := t.tx.Exec(t.ctx, "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", "cove:"+name)
+	return err
+}

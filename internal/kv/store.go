@@ -174,3 +174,12 @@ func RunOnceEvery(ctx context.Context, db DB, name string, interval time.Duratio
 	})
 	return ran, err
 }
+
+// LockTxn takes the fleet-wide lock name for the rest of txn, when the store has such locks
+// (PostgreSQL); on one node (badger) it does nothing: its writers are ordered in the process.
+func LockTxn(txn Txn, name string) error {
+	if l, ok := txn.(interface{ Lock(string) error }); ok {
+		return l.Lock(name)
+	}
+	return nil
+}
