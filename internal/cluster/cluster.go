@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"cove/internal/kv"
@@ -84,6 +85,8 @@ type Member struct {
 
 	mu   sync.Mutex
 	live []Node // guarded by mu: the live nodes at the last heartbeat, self always among them
+
+	skewed atomic.Bool // the clock's skew was logged
 
 	stop chan struct{}
 	done chan struct{}
@@ -151,9 +154,34 @@ func (m *Member) loop() {
 	}
 }
 
+// clock is the time heartbeats are written and judged by: the database server's when it has one
+// (PostgreSQL), so that nodes whose clocks differ still agree on who is live; else this node's.
+func (m *Member) clock(ctx context.Context) time.Time {
+	c, ok := m.db.(interface {
+		Now(context.Context) (time.Time, error)
+	})
+	if !ok {
+		return m.now().UTC()
+	}
+	t, err := c.Now(ctx)
+	if err != nil {
+		return m.now().UTC()
+	}
+	if skew := m.now().Sub(t); (skew > maxLocalSkew || skew < -maxLocalSkew) && !m.skewed.Swap(true) {
+		m.log.Error("this node's clock is off the database's: node signatures allow a minute; run NTP",
+			"skew", skew.Round(time.Millisecond).String())
+	} else if skew <= maxLocalSkew && skew >= -maxLocalSkew {
+		m.skewed.Store(false)
+	}
+	return t
+}
+
+// maxLocalSkew is how far this node's clock may be from the database's before it is logged.
+const maxLocalSkew = 2 * time.Second
+
 // beat writes self's heartbeat and reads the live nodes.
 func (m *Member) beat(ctx context.Context) error {
-	now := m.now().UTC()
+	now := m.clock(ctx)
 	self := m.self
 	self.Seen = now
 	b, err := json.Marshal(self)
@@ -202,7 +230,7 @@ func (m *Member) Nodes(ctx context.Context) ([]Node, error) {
 // records reads every node's record, Live by its last heartbeat.
 func (m *Member) records(ctx context.Context) ([]Node, error) {
 	var out []Node
-	now := m.now()
+	now := m.clock(ctx)
 	err := m.db.View(ctx, func(txn kv.Txn) error {
 		return txn.Scan([]byte(keyNodes), kv.ScanOptions{}, func(_, v []byte) (bool, error) {
 			var n Node

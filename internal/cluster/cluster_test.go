@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"cove/internal/kv"
+	"cove/internal/pgtest"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -41,7 +43,7 @@ func (c *clock) add(d time.Duration) {
 func member(t *testing.T, db kv.DB, name string, c *clock) *Member {
 	t.Helper()
 	m := &Member{db: db, self: Node{Name: name, Advertise: "http://" + name + ":5000", Version: "test"},
-		secret: []byte("a-secret-of-the-fleet"), log: nil, now: c.now}
+		secret: []byte("a-secret-of-the-fleet"), log: slog.New(slog.DiscardHandler), now: c.now}
 	if err := m.beat(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -185,4 +187,35 @@ func TestJoinRefusals(t *testing.T) {
 		t.Fatalf("a node with a new secret and no node live = %v", err)
 	}
 	b.Leave(ctx)
+}
+
+// On PostgreSQL, heartbeats are written and judged by the database's clock: a node whose own
+// clock is 30 s off still counts the others live, and they count it (a 30 s skew split the fleet).
+func TestLivenessIgnoresLocalClocks(t *testing.T) {
+	srv := pgtest.Start(t)
+	ctx := context.Background()
+	open := func() kv.DB {
+		p, err := kv.OpenPostgres(ctx, srv.DSN)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Close() })
+		return p
+	}
+	mk := func(db kv.DB, name string, skew time.Duration) *Member {
+		m := &Member{db: db, self: Node{Name: name, Advertise: "http://" + name + ":5000"}, secret: []byte("a-secret-of-the-fleet"),
+			log: slog.New(slog.DiscardHandler), now: func() time.Time { return time.Now().Add(skew) }}
+		if err := m.beat(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	a, b := mk(open(), "a", 0), mk(open(), "b", 30*time.Second)
+	a.beat(ctx)
+	b.beat(ctx)
+	for _, m := range []*Member{a, b} {
+		if owners := m.Owners("sha256:00"); len(owners) != 2 {
+			t.Errorf("node %s counts %d live nodes, want 2", m.self.Name, len(owners))
+		}
+	}
 }

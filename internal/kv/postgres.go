@@ -386,3 +386,10 @@ func (t *pgTxn) Lock(name string) error {
 	_, err := t.tx.Exec(t.ctx, "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", "cove:"+name)
 	return err
 }
+
+// Now is the database server's clock: the one time every node of a fleet reads alike.
+func (p *Postgres) Now(ctx context.Context) (time.Time, error) {
+	var t time.Time
+	err := p.pool.QueryRow(ctx, "SELECT clock_timestamp()").Scan(&t)
+	return t.UTC(), err
+}
