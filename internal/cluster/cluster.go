@@ -9,6 +9,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -73,6 +74,9 @@ type Node struct {
 	Started   time.Time `json:"started"`
 	Seen      time.Time `json:"last_heartbeat"`
 	Live      bool      `json:"live"`
+	// Instance tells apart two processes that use one name: a heartbeat never takes the name
+	// from another live instance.
+	Instance string `json:"instance,omitempty"`
 }
 
 // Member is this node in the fleet. It is safe for concurrent use.
@@ -104,6 +108,7 @@ func Join(ctx context.Context, db kv.DB, self Node, secret string, log *slog.Log
 	m := &Member{db: db, self: self, secret: []byte(secret), log: log.With("component", "cluster"), now: time.Now,
 		stop: make(chan struct{}), done: make(chan struct{})}
 	m.self.Started = m.now().UTC()
+	m.self.Instance = rand.Text()
 	nodes, err := m.records(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: read the fleet's nodes: %w", err)
@@ -189,6 +194,16 @@ func (m *Member) beat(ctx context.Context) error {
 		return err
 	}
 	if err := m.db.Update(ctx, func(txn kv.Txn) error {
+		// Read first: two processes with one name, started in the same second, both passed
+		// Join's check; the second to write finds the first's live heartbeat here (on
+		// PostgreSQL, concurrent writers of one name conflict) and never takes the name over.
+		if v, err := txn.Get([]byte(keyNodes + self.Name)); err == nil {
+			var other Node
+			if json.Unmarshal(v, &other) == nil && other.Instance != "" && other.Instance != self.Instance &&
+				now.Sub(other.Seen) < LiveFor && other.Seen.Sub(now) < LiveFor {
+				return fmt.Errorf("cluster.node_name: another process named %q is live at %s: give each node a name of its own", self.Name, other.Advertise)
+			}
+		}
 		return txn.SetExpiring([]byte(keyNodes+self.Name), b, now.Add(forgetAfter))
 	}); err != nil {
 		return err

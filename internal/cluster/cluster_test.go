@@ -219,3 +219,30 @@ func TestLivenessIgnoresLocalClocks(t *testing.T) {
 		}
 	}
 }
+
+// Two processes with one name that both passed Join's check (started in the same second): the
+// second heartbeat never takes the name from the first while it is live.
+func TestOneNameOneLiveInstance(t *testing.T) {
+	db := openKV(t)
+	c := &clock{t: time.Unix(1_800_000_000, 0)}
+	mk := func(addr, instance string) *Member {
+		return &Member{db: db, self: Node{Name: "a", Advertise: addr, Instance: instance}, secret: []byte("a-secret-of-the-fleet"),
+			log: slog.New(slog.DiscardHandler), now: c.now}
+	}
+	first, second := mk("http://one:5000", "I1"), mk("http://two:5000", "I2")
+	if err := first.beat(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := second.beat(context.Background()); err == nil || !strings.Contains(err.Error(), "cluster.node_name") {
+		t.Errorf("the second instance's heartbeat = %v, want a refusal naming cluster.node_name", err)
+	}
+	nodes, _ := first.records(context.Background())
+	if len(nodes) != 1 || nodes[0].Advertise != "http://one:5000" {
+		t.Errorf("the name's record = %+v, want the first instance's", nodes)
+	}
+	// Once the first is gone, the name is free.
+	c.add(LiveFor)
+	if err := second.beat(context.Background()); err != nil {
+		t.Errorf("the second instance once the first is gone = %v", err)
+	}
+}
