@@ -245,6 +245,8 @@ func toAPIError(err error) *apiError {
 		return &apiError{Status: http.StatusTooManyRequests, Code: "TOO_MANY_REQUESTS", Message: err.Error()}
 	case errors.Is(err, cache.ErrStorageFull), errors.Is(err, cache.ErrReadOnly):
 		return &apiError{Status: http.StatusInsufficientStorage, Code: "INSUFFICIENT_STORAGE", Message: err.Error(), Err: err}
+	case errors.Is(err, cache.ErrMetadataUnavailable):
+		return &apiError{Status: http.StatusServiceUnavailable, Code: "SERVICE_UNAVAILABLE", Message: "the metadata database (storage.metadata) cannot be reached now; retry later", Err: err}
 	}
 	return &apiError{Status: http.StatusInternalServerError, Code: "INTERNAL_SERVER_ERROR", Message: "internal server error", Err: err}
 }
@@ -424,7 +426,7 @@ func (s *Server) handleCreateProject(w http.ResponseWriter, r *http.Request, who
 	}
 	// Content left by a project deleted while a push was landing must not reappear in a new
 	// project of the same name, which could be public.
-	if auth.ValidProjectName(req.ProjectName) && !s.auth.ProjectExists(r.Context(), req.ProjectName) {
+	if exists, _ := s.auth.ProjectExists(r.Context(), req.ProjectName); auth.ValidProjectName(req.ProjectName) && !exists {
 		if n, err := s.repos.CountRepositories(r.Context(), req.ProjectName+"/"); err != nil {
 			return err
 		} else if n > 0 {

@@ -645,9 +645,12 @@ func (s *Service) recordLimited(ctx context.Context, e Event) {
 }
 
 // ProjectExists reports whether the project name exists.
-func (s *Service) ProjectExists(ctx context.Context, name string) bool {
+func (s *Service) ProjectExists(ctx context.Context, name string) (bool, error) {
 	_, err := s.Project(ctx, name)
-	return err == nil
+	if errors.Is(err, ErrProjectUnknown) {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // Challenge returns the WWW-Authenticate value that sends a client to the token service for the

@@ -401,8 +401,16 @@ func (s *Service) grant(ctx context.Context, p Principal, sc Scope) []string {
 // none): the local project's policy when the name is in a project, else the mirror's.
 func (s *Service) allowed(ctx context.Context, p Principal, name string, action Action) bool {
 	first, _, nested := strings.Cut(name, "/")
-	if nested && !s.reserved[first] && s.ProjectExists(ctx, first) {
-		return s.authorizeLocal(ctx, p, name, action) == nil
+	if nested && !s.reserved[first] {
+		exists, err := s.ProjectExists(ctx, first)
+		if err != nil {
+			// Unknown whether the name is a private project's: nothing is granted, rather
+			// than a mirror's pull on what may be a private name.
+			return false
+		}
+		if exists {
+			return s.authorizeLocal(ctx, p, name, action) == nil
+		}
 	}
 	return s.authorizeMirror(p, action) == nil
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"cove/internal/kv"
 	"cove/internal/telemetry"
 )
 
@@ -85,6 +86,12 @@ func (s *Service) ServeToken(w http.ResponseWriter, r *http.Request) {
 		tokenError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "the user directory cannot be reached")
 		return
 	}
+	if errors.Is(err, kv.ErrUnavailable) {
+		// Not a wrong password: said as what it is, so that docker login does not say so.
+		telemetry.SetCause(r.Context(), err)
+		tokenError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "the metadata database (storage.metadata) cannot be reached; retry later")
+		return
+	}
 	if err != nil {
 		s.log.InfoContext(r.Context(), "token refused", "remote", r.RemoteAddr, "err", err)
 		tokenError(w, http.StatusUnauthorized, "invalid_grant", "invalid credentials")
@@ -100,6 +107,10 @@ func (s *Service) ServeToken(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		telemetry.SetCause(r.Context(), fmt.Errorf("issue a token: %w", err))
+		if errors.Is(err, kv.ErrUnavailable) {
+			tokenError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "the metadata database (storage.metadata) cannot be reached; retry later")
+			return
+		}
 		tokenError(w, http.StatusInternalServerError, "server_error", "internal server error")
 		return
 	}

@@ -19,6 +19,8 @@ import (
 	"fmt"
 
 	"github.com/opencontainers/go-digest"
+
+	"cove/internal/kv"
 )
 
 // Errors returned by Store methods; callers compare them with errors.Is.
@@ -72,3 +74,7 @@ func supported(dgst digest.Digest) error {
 	}
 	return fmt.Errorf("%w: %s", ErrDigestUnsupported, dgst.Algorithm())
 }
+
+// ErrMetadataUnavailable means the metadata database (storage.metadata: PostgreSQL) cannot be
+// reached: requests answer 503 saying so, and succeed once it is back.
+var ErrMetadataUnavailable = kv.ErrUnavailable

@@ -84,6 +84,8 @@ func toError(err error) *Error {
 		return upstreamError(ue)
 	}
 	switch {
+	case errors.Is(err, cache.ErrMetadataUnavailable):
+		return &Error{Status: http.StatusServiceUnavailable, Code: CodeUnavailable, Message: "the metadata database (storage.metadata) cannot be reached now; retry later", Err: err}
 	case errors.As(err, new(*cache.RemoteError)):
 		return &Error{Status: http.StatusServiceUnavailable, Code: CodeUnavailable, Message: "the shared blob store (storage.blobs) cannot be used now; retry later", Err: err}
 	case errors.Is(err, errUpstreamStalled):

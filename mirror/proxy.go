@@ -42,8 +42,16 @@ func (s *Server) route(ctx context.Context, r *http.Request, repo string) (up *u
 	if up := s.upstreams[first]; up != nil && nested {
 		return up, up.repoName(rest), false, nil
 	}
-	if nested && s.auth.ProjectExists(ctx, first) {
-		return nil, "", false, nil
+	if nested {
+		// A project name that cannot be looked up is an error, never a name for the upstream:
+		// a private name must not go to Docker Hub because the database is down.
+		exists, err := s.auth.ProjectExists(ctx, first)
+		if err != nil {
+			return nil, "", false, err
+		}
+		if exists {
+			return nil, "", false, nil
+		}
 	}
 	if s.def == nil {
 		return nil, "", false, nil

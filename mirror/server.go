@@ -38,7 +38,7 @@ type Authorizer interface {
 	// AuthorizeMirror returns nil when p may do action on name, a mirrored repository.
 	AuthorizeMirror(ctx context.Context, p auth.Principal, name string, action auth.Action) error
 	// ProjectExists reports whether a local project of that name exists.
-	ProjectExists(ctx context.Context, name string) bool
+	ProjectExists(ctx context.Context, name string) (bool, error)
 }
 
 // Auditor records push, pull and delete events; auth.Audit implements it.

@@ -5,7 +5,9 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"net"
 	"sort"
 	"strconv"
 	"strings"
@@ -122,11 +124,27 @@ func (p *Postgres) migrate(ctx context.Context) error {
 // Ping reports whether the database answers, for readiness.
 func (p *Postgres) Ping(ctx context.Context) error { return p.pool.Ping(ctx) }
 
+// unavailable marks an error of a database that cannot be reached ErrUnavailable (a 503 for the
+// caller, not a 500); other errors are returned as they are.
+func unavailable(err error) error {
+	var ce *pgconn.ConnectError
+	var ne *net.OpError
+	var pe *pgconn.PgError
+	down := errors.As(err, &ce) || errors.As(err, &ne) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
+		errors.Is(err, net.ErrClosed) || pgconn.Timeout(err) || pgconn.SafeToRetry(err) ||
+		// 08: connection exception; 57P0x: the server shuts down, crashed, or is starting.
+		(errors.As(err, &pe) && (strings.HasPrefix(pe.Code, "08") || strings.HasPrefix(pe.Code, "57P")))
+	if err != nil && down && !errors.Is(err, ErrUnavailable) {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	return err
+}
+
 // View implements DB.
 func (p *Postgres) View(ctx context.Context, fn func(Txn) error) error {
-	return pgx.BeginTxFunc(ctx, p.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+	return unavailable(pgx.BeginTxFunc(ctx, p.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
 		return fn(&pgTxn{ctx: ctx, tx: tx})
-	})
+	}))
 }
 
 // Update implements DB.
@@ -138,7 +156,7 @@ func (p *Postgres) Update(ctx context.Context, fn func(Txn) error) error {
 	if errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01") { // serialization failure, deadlock
 		return ErrConflict
 	}
-	return err
+	return unavailable(err)
 }
 
 // NextID implements DB: an upsert that increments the row, serialized by its row lock.
@@ -146,7 +164,7 @@ func (p *Postgres) NextID(ctx context.Context, name string) (int64, error) {
 	var n int64
 	err := p.pool.QueryRow(ctx, `INSERT INTO kv_sequence (name, value) VALUES ($1, 1)
 		ON CONFLICT (name) DO UPDATE SET value = kv_sequence.value + 1 RETURNING value`, name).Scan(&n)
-	return n, err
+	return n, unavailable(err)
 }
 
 // Write implements DB: the ops in transactions of at most writeBatch each.
@@ -174,7 +192,7 @@ func (p *Postgres) Write(ctx context.Context, ops []Op) error {
 			return nil
 		})
 		if err != nil {
-			return err
+			return unavailable(err)
 		}
 	}
 	return nil

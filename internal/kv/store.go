@@ -72,6 +72,9 @@ var (
 	ErrConflict = errors.New("kv: transaction conflict; retry")
 	// ErrReadOnly means the store was opened read-only.
 	ErrReadOnly = errors.New("kv: the store is read-only")
+	// ErrUnavailable means the store cannot be reached (PostgreSQL down or unreachable): the
+	// request may succeed later.
+	ErrUnavailable = errors.New("the metadata database (storage.metadata) cannot be reached")
 )
 
 // prefixEnd is the first key after every key starting with prefix, nil when there is none.

@@ -183,6 +183,14 @@ func TestFleetOnS3(t *testing.T) {
 			return resp.StatusCode == http.StatusServiceUnavailable
 		})
 	}
+	// Meanwhile a request that needs the metadata answers 503 naming it, never 500, and a right
+	// password is never called wrong.
+	for _, path := range []string{"/v2/team/app/tags/list", "/api/v2.0/projects"} {
+		resp, body := b.doAs("GET", path, nil, "admin", adminPassword)
+		if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "storage.metadata") {
+			t.Errorf("GET %s without PostgreSQL = %d %.300s, want 503 naming storage.metadata", path, resp.StatusCode, body)
+		}
+	}
 	pg.Restart(t)
 	for _, n := range []*fleetNode{a, b} {
 		waitFor(t, 30*time.Second, "node "+n.name+"'s /readyz once PostgreSQL is back", func() bool {
