@@ -94,15 +94,18 @@ func (s *Store) Evict(ctx context.Context) (int, error) {
 	return s.evict(ctx, func(int64) bool { return s.mirrored.Load() <= s.maxSize })
 }
 
-// EvictFleet is Evict for the fleet's shared tier: run on one node at a time (a fleet-wide lock,
-// kv.RunOnce), with the mirrored bytes counted afresh from the shared index, since every node's
+// evictFleetEvery is how often the fleet's shared tier is evicted, by whichever node offers first.
+const evictFleetEvery = time.Minute
+
+// EvictFleet is Evict for the fleet's shared tier: run once per evictFleetEvery across the fleet
+// (kv.RunOnceEvery: the count below is a scan of every blob record), with the mirrored bytes counted afresh from the shared index, since every node's
 // fills add to them. It returns how many blobs it removed, and 0 when another node is at it.
 func (s *Store) EvictFleet(ctx context.Context) (int, error) {
 	if s.remote == nil {
 		return 0, nil // one node's store evicts after its fills
 	}
 	var n int
-	_, err := kv.RunOnce(ctx, s.db, "evict", func() error {
+	_, err := kv.RunOnceEvery(ctx, s.db, "evict", evictFleetEvery, func() error {
 		if err := s.recount(); err != nil {
 			return err
 		}

@@ -38,8 +38,6 @@ import (
 	"cove/admin"
 	"cove/auth"
 	"cove/cache"
-	"cove/internal/blobstore"
-	"cove/internal/cluster"
 	"cove/internal/kv"
 	"cove/internal/telemetry"
 	"cove/mirror"
@@ -516,63 +514,6 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	return err
 }
 
-// Garbage collection of local content runs every gcInterval and removes unreferenced blobs stored
-// more than gcGrace ago: a blob that has just arrived is never collected before its manifest does.
-const (
-	gcInterval = time.Hour
-	gcGrace    = time.Hour
-)
-
-func collectGarbage(ctx context.Context, store *cache.Store, meta kv.DB, log *slog.Logger) {
-	every(ctx, gcInterval, func() {
-		// Once per fleet and interval: the node that takes the lock first collects for all.
-		_, err := kv.RunOnceEvery(ctx, meta, "gc", gcInterval, func() error {
-			_, _, err := store.Collect(ctx, gcGrace)
-			return err
-		})
-		if err != nil && ctx.Err() == nil {
-			log.Error("garbage collection failed", "err", err)
-		}
-	})
-}
-
-// fleetJobInterval is how often a node on PostgreSQL offers to run the jobs that run once per
-// fleet: eviction of the shared tier past mirror.max_size, and the sweep of expired records
-// (audit retention, sessions), each under its fleet-wide lock.
-const fleetJobInterval = time.Minute
-
-func fleetJobs(ctx context.Context, store *cache.Store, pg *kv.Postgres, log *slog.Logger) {
-	every(ctx, fleetJobInterval, func() {
-		if _, err := store.EvictFleet(ctx); err != nil && ctx.Err() == nil {
-			log.Error("eviction of the shared tier failed", "err", err)
-		}
-		_, err := kv.RunOnce(ctx, pg, "sweep", func() error {
-			n, err := pg.Sweep(ctx)
-			if n > 0 {
-				log.Debug("expired records swept", "count", n)
-			}
-			return err
-		})
-		if err != nil && ctx.Err() == nil {
-			log.Error("sweeping expired records failed", "err", err)
-		}
-	})
-}
-
-// every runs fn each d until ctx ends.
-func every(ctx context.Context, d time.Duration, fn func()) {
-	t := time.NewTicker(d)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			fn()
-		}
-	}
-}
-
 // adminStatus hands the mirror's status to the admin page (the two packages do not import each
 // other).
 func adminStatus(st mirror.Status) admin.MirrorStatus {
@@ -583,98 +524,6 @@ func adminStatus(st mirror.Status) admin.MirrorStatus {
 		})
 	}
 	return out
-}
-
-// openMetadata opens the metadata store of storage.metadata: the badger index under data/index
-// (read-only on a full disk), or PostgreSQL. ping tells readiness whether it answers; closeMeta
-// closes what was opened.
-func openMetadata(ctx context.Context, cfg Config, minFree int64, minFreePct float64, log *slog.Logger) (
-	meta kv.DB, ping func(context.Context) error, readOnly bool, space func(string) (int64, int64, error), closeMeta func(), err error) {
-	if cfg.Storage.Metadata.Kind == "postgres" {
-		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		pg, err := kv.OpenPostgres(pctx, cfg.Storage.Metadata.Postgres.DSN)
-		if err != nil {
-			return nil, nil, false, nil, nil, err // the error names storage.metadata.postgres.dsn
-		}
-		log.Info("metadata in PostgreSQL", "schema_version", kv.SchemaVersion())
-		return pg, func(ctx context.Context) error {
-			ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-			defer cancel()
-			return pg.Ping(ctx)
-		}, false, nil, func() { pg.Close() }, nil
-	}
-	ix, err := cache.OpenIndex(cfg.Data, minFree, minFreePct, log)
-	if err != nil {
-		return nil, nil, false, nil, nil, err
-	}
-	b := kv.NewBadger(ix.DB) // the metadata seam: badger on one node
-	return b, func(context.Context) error { return nil }, ix.ReadOnly, ix.DiskSpace, func() {
-		if ix.Room() && !ix.ReadOnly {
-			b.Close() // gives back the sequences' unused numbers: a write
-		}
-		if err := ix.Close(); err != nil {
-			log.Error("close the index", "err", err)
-		}
-	}, nil
-}
-
-// joinFleet makes this node a member of its fleet (nil on a single node).
-func joinFleet(ctx context.Context, cfg Config, meta kv.DB, log *slog.Logger) (*cluster.Member, error) {
-	if !cfg.fleet() {
-		return nil, nil
-	}
-	name := cfg.Cluster.NodeName
-	if name == "" {
-		h, err := os.Hostname()
-		if err != nil {
-			return nil, fmt.Errorf("cluster.node_name: not set, and the host name is unknown: %w", err)
-		}
-		name = h
-	}
-	ver, _, _ := versionInfo()
-	m, err := cluster.Join(ctx, meta, cluster.Node{Name: name, Advertise: cfg.Cluster.Advertise, Version: ver}, cfg.Cluster.Secret, log)
-	if err != nil {
-		return nil, err
-	}
-	log.Info("joined the fleet", "node", name, "advertise", cfg.Cluster.Advertise)
-	return m, nil
-}
-
-// fleetNodes lists the fleet's nodes for the admin API (nil on a single node).
-func fleetNodes(m *cluster.Member) func(context.Context) ([]admin.Node, error) {
-	if m == nil {
-		return nil
-	}
-	return func(ctx context.Context) ([]admin.Node, error) {
-		nodes, err := m.Nodes(ctx)
-		out := make([]admin.Node, 0, len(nodes))
-		for _, n := range nodes {
-			out = append(out, admin.Node{Name: n.Name, AdvertiseURL: n.Advertise, Version: n.Version, LastHeartbeat: n.Seen, Live: n.Live})
-		}
-		return out, err
-	}
-}
-
-// openBlobStore connects to the shared blob store of storage.blobs.kind s3 and checks its bucket
-// (nil for filesystem): a bucket that is missing or refuses the credentials fails the start
-// naming the key.
-func openBlobStore(ctx context.Context, cfg Config, log *slog.Logger) (blobstore.Store, error) {
-	if cfg.Storage.Blobs.Kind != "s3" {
-		return nil, nil
-	}
-	s3, err := blobstore.NewS3(cfg.Storage.Blobs.S3.blobstore())
-	if err != nil {
-		return nil, err
-	}
-	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if err := s3.Check(cctx); err != nil {
-		return nil, err
-	}
-	log.Info("blobs in S3", "endpoint", redact(cfg.Storage.Blobs.S3.Endpoint), "bucket", cfg.Storage.Blobs.S3.Bucket,
-		"prefix", cfg.Storage.Blobs.S3.Prefix, "hot_tier_max_size", int64(cfg.Storage.HotTierMaxSize))
-	return s3, nil
 }
 
 // adminURL is where the admin page is: public_url when set, else the listener's address (a
@@ -727,62 +576,6 @@ func withDeadline(h http.Handler, d time.Duration) http.Handler {
 		_ = rc.SetWriteDeadline(time.Now().Add(d))
 		h.ServeHTTP(w, r)
 	})
-}
-
-// shutdownGrace bounds how long a SIGTERM waits for requests in flight (Kubernetes' default
-// grace is 30 s); fills from upstreams get fillShutdownGrace of it, downloads
-// downloadShutdownGrace, uploads all of it.
-const (
-	shutdownGrace         = 25 * time.Second
-	fillShutdownGrace     = 3 * time.Second
-	downloadShutdownGrace = 10 * time.Second
-)
-
-type connKey struct{}
-
-// withConn keeps a request's connection in its context, for downloads.track.
-func withConn(ctx context.Context, c net.Conn) context.Context {
-	return context.WithValue(ctx, connKey{}, c)
-}
-
-// downloads knows the connections serving a GET or HEAD, to cut them at shutdown.
-type downloads struct {
-	mu    sync.Mutex
-	conns map[net.Conn]int // requests in flight on each
-}
-
-func (d *downloads) track(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, ok := r.Context().Value(connKey{}).(net.Conn)
-		if !ok || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
-			h.ServeHTTP(w, r)
-			return
-		}
-		d.mu.Lock()
-		if d.conns == nil {
-			d.conns = map[net.Conn]int{}
-		}
-		d.conns[c]++
-		d.mu.Unlock()
-		defer func() {
-			d.mu.Lock()
-			if d.conns[c]--; d.conns[c] == 0 {
-				delete(d.conns, c)
-			}
-			d.mu.Unlock()
-		}()
-		h.ServeHTTP(w, r)
-	})
-}
-
-// cut closes every connection serving a download, and says how many it closed.
-func (d *downloads) cut() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for c := range d.conns {
-		c.Close()
-	}
-	return len(d.conns)
 }
 
 // routeName labels a request for metrics with a small, fixed set of values.

@@ -1,0 +1,70 @@
+package main
+
+// The background jobs of a running cove: garbage collection, and in a fleet the jobs that run
+// once per fleet.
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"cove/cache"
+	"cove/internal/kv"
+)
+
+// Garbage collection of local content runs every gcInterval and removes unreferenced blobs stored
+// more than gcGrace ago: a blob that has just arrived is never collected before its manifest does.
+const (
+	gcInterval = time.Hour
+	gcGrace    = time.Hour
+)
+
+func collectGarbage(ctx context.Context, store *cache.Store, meta kv.DB, log *slog.Logger) {
+	every(ctx, gcInterval, func() {
+		// Once per fleet and interval: the node that takes the lock first collects for all.
+		_, err := kv.RunOnceEvery(ctx, meta, "gc", gcInterval, func() error {
+			_, _, err := store.Collect(ctx, gcGrace)
+			return err
+		})
+		if err != nil && ctx.Err() == nil {
+			log.Error("garbage collection failed", "err", err)
+		}
+	})
+}
+
+// fleetJobInterval is how often a node on PostgreSQL offers to run the jobs that run once per
+// fleet: eviction of the shared tier past mirror.max_size, and the sweep of expired records
+// (audit retention, sessions), each under its fleet-wide lock.
+const fleetJobInterval = time.Minute
+
+func fleetJobs(ctx context.Context, store *cache.Store, pg *kv.Postgres, log *slog.Logger) {
+	every(ctx, fleetJobInterval, func() {
+		if _, err := store.EvictFleet(ctx); err != nil && ctx.Err() == nil {
+			log.Error("eviction of the shared tier failed", "err", err)
+		}
+		_, err := kv.RunOnceEvery(ctx, pg, "sweep", fleetJobInterval, func() error {
+			n, err := pg.Sweep(ctx)
+			if n > 0 {
+				log.Debug("expired records swept", "count", n)
+			}
+			return err
+		})
+		if err != nil && ctx.Err() == nil {
+			log.Error("sweeping expired records failed", "err", err)
+		}
+	})
+}
+
+// every runs fn each d until ctx ends.
+func every(ctx context.Context, d time.Duration, fn func()) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			fn()
+		}
+	}
+}
