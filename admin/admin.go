@@ -24,7 +24,7 @@ import (
 // The API uses auth.Service as a whole: users, projects, members, robots and policy are all its
 // own, and a one-method interface per use would only restate it.
 
-// Repositories counts repositories with content; cache.Store implements it.
+// Repositories counts repositories with content; cache.Manifests implements it.
 type Repositories interface {
 	CountRepositories(ctx context.Context, prefix string) (int, error)
 }
@@ -39,10 +39,11 @@ type Config struct {
 	// Certificates, when set, can be renewed through the API.
 	Certificates Renewer
 	Auth         *auth.Service
-	// Browse reads repositories and the mirror's cache (cache.Store); Mirror reports the mirror's
-	// counters (from mirror.Server, through cmd); Upstreams names the mirrored registries;
-	// MaxMirrored is mirror.max_size.
+	// Browse reads repositories (cache.Manifests); Evict empties the mirror's cache and counts it
+	// (cache.Evictor); Mirror reports the mirror's counters (from mirror.Server, through cmd);
+	// Upstreams names the mirrored registries; MaxMirrored is mirror.max_size.
 	Browse Browser
+	Evict  Evictor
 	Mirror func() MirrorStatus
 	// Nodes lists the fleet's nodes (GET /api/v2.0/cluster/nodes); nil on a single node, whose
 	// list is empty.
@@ -60,6 +61,7 @@ type Config struct {
 type Server struct {
 	certs       Renewer
 	browse      Browser
+	evict       Evictor
 	mirror      func() MirrorStatus
 	nodes       func(ctx context.Context) ([]Node, error)
 	upstreams   []string
@@ -87,7 +89,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Server{browse: cfg.Browse, mirror: cfg.Mirror, nodes: cfg.Nodes, upstreams: cfg.Upstreams, maxMirrored: cfg.MaxMirrored,
+	s := &Server{browse: cfg.Browse, evict: cfg.Evict, mirror: cfg.Mirror, nodes: cfg.Nodes, upstreams: cfg.Upstreams, maxMirrored: cfg.MaxMirrored,
 		history: &history{now: cfg.Now}, certs: cfg.Certificates, auth: cfg.Auth, audit: cfg.Audit, repos: cfg.Repos, log: cfg.Logger, mux: http.NewServeMux()}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)

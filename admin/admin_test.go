@@ -29,7 +29,7 @@ func (f *fakeRepos) Artifacts(ctx context.Context, repo string) ([]cache.Artifac
 	return nil, nil
 }
 func (f *fakeRepos) EvictRepository(ctx context.Context, repo string) (int, error) { return 0, nil }
-func (f *fakeRepos) MirrorStats() (int64, int64)                                   { return 0, 0 }
+func (f *fakeRepos) Stats() (int64, int64)                                         { return 0, 0 }
 
 func (f *fakeRepos) CountRepositories(ctx context.Context, prefix string) (int, error) {
 	n := 0
@@ -53,7 +53,7 @@ func newServer(t *testing.T) (*httptest.Server, *fakeRepos) {
 		t.Fatal(err)
 	}
 	repos := &fakeRepos{}
-	s, err := New(Config{Auth: as, Repos: repos, Browse: repos, Audit: auth.NewAudit(kv.NewBadger(db), 0, nil)})
+	s, err := New(Config{Auth: as, Repos: repos, Browse: repos, Evict: repos, Audit: auth.NewAudit(kv.NewBadger(db), 0, nil)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,13 +13,16 @@ import (
 	"cove/cache"
 )
 
-// Browser is what the API reads of the store to show repositories and the mirror;
-// cache.Store implements it.
+// Browser is what the API reads of the store to show repositories; cache.Manifests implements it.
 type Browser interface {
 	RepositorySummaries(ctx context.Context, prefix string) ([]cache.RepoSummary, error)
 	Artifacts(ctx context.Context, repo string) ([]cache.Artifact, error)
+}
+
+// Evictor empties the mirror's cache and counts it; cache.Evictor implements it.
+type Evictor interface {
 	EvictRepository(ctx context.Context, repo string) (int, error)
-	MirrorStats() (bytes, evicted int64)
+	Stats() (bytes, evicted int64)
 }
 
 // MirrorStatus is the mirror's state for the dashboard; cmd fills it from the mirror.
@@ -138,7 +141,7 @@ func (s *Server) status() mirrorStatus {
 	if s.mirror != nil {
 		st.MirrorStatus = s.mirror()
 	}
-	st.CacheBytes, st.Evictions = s.browse.MirrorStats()
+	st.CacheBytes, st.Evictions = s.evict.Stats()
 	if total := st.Hits + st.Misses; total > 0 {
 		st.HitRatio = float64(st.Hits) / float64(total)
 	}
@@ -203,7 +206,7 @@ func (s *Server) handleEvictRepository(w http.ResponseWriter, r *http.Request, w
 	if !cache.IsMirrored(name, s.upstreams) {
 		return &apiError{Status: http.StatusBadRequest, Code: "BAD_REQUEST", Message: "name must be a cached upstream repository such as docker.io/library/alpine"}
 	}
-	n, err := s.browse.EvictRepository(r.Context(), name)
+	n, err := s.evict.EvictRepository(r.Context(), name)
 	if err != nil {
 		if errors.Is(err, cache.ErrNameUnknown) {
 			return &apiError{Status: http.StatusNotFound, Code: "NOT_FOUND", Message: "no such cached repository"}

@@ -35,7 +35,7 @@ func newSecEnv(t *testing.T, selfRegistration bool) *secEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(Config{Auth: as, Audit: audit, Repos: &fakeRepos{}, Browse: &fakeRepos{}})
+	s, err := New(Config{Auth: as, Audit: audit, Repos: &fakeRepos{}, Browse: &fakeRepos{}, Evict: &fakeRepos{}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"sort"
 	"strings"
 	"time"
@@ -33,12 +32,12 @@ type Artifact struct {
 }
 
 // Artifacts lists repo's manifests, newest push first, each with its tags.
-func (s *Store) Artifacts(ctx context.Context, repo string) ([]Artifact, error) {
-	if err := s.flushAccess(); err != nil {
+func (ms *Manifests) Artifacts(ctx context.Context, repo string) ([]Artifact, error) {
+	if err := ms.ev.flushAccess(); err != nil {
 		return nil, err
 	}
 	var out []Artifact
-	err := s.db.View(s.ctx, func(txn kv.Txn) error {
+	err := ms.db.View(ms.st.ctx, func(txn kv.Txn) error {
 		tags := map[digest.Digest][]string{}
 		prefix := repoPrefix(prefixTag, repo)
 		if err := scan(txn, prefix, "", func(key, val []byte) bool {
@@ -67,9 +66,9 @@ func (s *Store) Artifacts(ctx context.Context, repo string) ([]Artifact, error) 
 }
 
 // RepositorySummaries describes the repositories whose names start with prefix.
-func (s *Store) RepositorySummaries(ctx context.Context, prefix string) ([]RepoSummary, error) {
+func (ms *Manifests) RepositorySummaries(ctx context.Context, prefix string) ([]RepoSummary, error) {
 	var names []string
-	err := s.db.View(s.ctx, func(txn kv.Txn) error {
+	err := ms.db.View(ms.st.ctx, func(txn kv.Txn) error {
 		return scan(txn, []byte(prefixRepo+prefix), "", func(key, _ []byte) bool {
 			names = append(names, string(key[len(prefixRepo):]))
 			return true
@@ -80,7 +79,7 @@ func (s *Store) RepositorySummaries(ctx context.Context, prefix string) ([]RepoS
 	}
 	out := []RepoSummary{}
 	for _, n := range names {
-		arts, err := s.Artifacts(ctx, n)
+		arts, err := ms.Artifacts(ctx, n)
 		if err != nil {
 			return nil, err
 		}
@@ -97,92 +96,6 @@ func (s *Store) RepositorySummaries(ctx context.Context, prefix string) ([]RepoS
 		out = append(out, sum)
 	}
 	return out, nil
-}
-
-// EvictRepository forgets a mirrored repository: its manifests, tags and links go, and its blobs
-// that nothing else uses leave the disk now. It refuses a repository that holds local content.
-func (s *Store) EvictRepository(ctx context.Context, repo string) (int, error) {
-	s.gcMu.Lock()
-	defer s.gcMu.Unlock()
-	var keys [][]byte
-	candidates := map[digest.Digest]bool{}
-	err := s.db.View(s.ctx, func(txn kv.Txn) error {
-		if _, err := txn.Get(repoKey(repo)); err != nil {
-			return notFound(err, ErrNameUnknown)
-		}
-		for _, kind := range []string{prefixLink, prefixManifest, prefixTag, prefixChecked, prefixReferrer} {
-			err := scan(txn, repoPrefix(kind, repo), "", func(key, _ []byte) bool {
-				keys = append(keys, append([]byte{}, key...))
-				if kind == prefixLink || kind == prefixManifest {
-					candidates[digest.Digest(lastPart(key))] = true
-				}
-				return true
-			})
-			if err != nil {
-				return err
-			}
-		}
-		for d := range candidates {
-			var rec blobRecord
-			if kv.Get(txn, blobKey(d), &rec) == nil && rec.Local {
-				return fmt.Errorf("%w: %s holds local content", ErrNotMirrored, repo)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return 0, err
-	}
-	keys = append(keys, repoKey(repo))
-	if !s.deletable() {
-		avail, floor, _ := s.space()
-		return 0, &SpaceError{Avail: avail, Floor: floor}
-	}
-	if err := s.db.Write(ctx, deletes(keys)); err != nil {
-		return 0, err
-	}
-	// Remove the blobs no other repository uses.
-	garbage, err := s.mark(ctx, -time.Hour*24*365*100)
-	if err != nil {
-		return 0, err
-	}
-	removed := 0
-	for _, g := range garbage {
-		if !candidates[g.dgst] {
-			continue
-		}
-		s.mu.Lock()
-		busy := s.inUse[g.dgst] > 0
-		s.mu.Unlock()
-		if busy {
-			continue
-		}
-		err := s.update(func(ct *commitTxn) error {
-			rec, err := getBlobRecord(ct.Txn, g.dgst)
-			if err != nil {
-				return err
-			}
-			if err := ct.Delete(blobKey(g.dgst)); err != nil {
-				return err
-			}
-			ct.onCommit(func() {
-				s.blobs.Add(-1)
-				s.stored.Add(-rec.Size)
-				if rec.evictable() {
-					s.mirrored.Add(-rec.Size)
-				}
-			})
-			return nil
-		})
-		if err != nil && !errors.Is(err, ErrBlobUnknown) {
-			return removed, err
-		}
-		if err := s.removeBlob(g.dgst); err != nil {
-			s.log.Warn("remove an evicted repository's blob", "digest", g.dgst, "err", err)
-		}
-		removed++
-	}
-	return removed, nil
 }
 
 // ErrNotMirrored means an operation for mirrored content met local content.

@@ -48,7 +48,7 @@ var (
 	ErrTooManyUploads = errors.New("too many open uploads")
 )
 
-// MissingError is returned by PutManifest when the manifest references content that the
+// MissingError is returned by Manifests.Put when the manifest references content that the
 // repository does not have: a blob (config or layer) or a child manifest of an index.
 type MissingError struct {
 	Digest   digest.Digest

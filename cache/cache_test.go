@@ -212,40 +212,40 @@ func TestChunkedUpload(t *testing.T) {
 	ctx := context.Background()
 	s, _ := newStore(t)
 	content := bytes.Repeat([]byte("0123456789"), 1000)
-	id, err := s.NewUpload(ctx, "p/a", "alice")
+	id, err := s.Uploads.New(ctx, "p/a", "alice")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.AppendUpload(ctx, "p/a", id, 0, bytes.NewReader(content[:4000])); err != nil {
-		t.Fatalf("AppendUpload(first) = %v", err)
+	if _, err := s.Uploads.Append(ctx, "p/a", id, 0, bytes.NewReader(content[:4000])); err != nil {
+		t.Fatalf("Uploads.Append(first) = %v", err)
 	}
 	// Out of order: refused, nothing changes.
-	if _, err := s.AppendUpload(ctx, "p/a", id, 5000, bytes.NewReader(content[5000:6000])); !errors.Is(err, ErrRangeInvalid) {
-		t.Fatalf("AppendUpload(out of order) = %v, want ErrRangeInvalid", err)
+	if _, err := s.Uploads.Append(ctx, "p/a", id, 5000, bytes.NewReader(content[5000:6000])); !errors.Is(err, ErrRangeInvalid) {
+		t.Fatalf("Uploads.Append(out of order) = %v, want ErrRangeInvalid", err)
 	}
 	// A chunk cut short is rolled back, so the retry continues cleanly.
 	cut := io.MultiReader(bytes.NewReader(content[4000:4500]), iotest.ErrReader(io.ErrUnexpectedEOF))
-	if _, err := s.AppendUpload(ctx, "p/a", id, 4000, cut); err == nil {
-		t.Fatal("AppendUpload(cut) succeeded")
+	if _, err := s.Uploads.Append(ctx, "p/a", id, 4000, cut); err == nil {
+		t.Fatal("Uploads.Append(cut) succeeded")
 	}
-	if n, _ := s.UploadSize(ctx, "p/a", id); n != 4000 {
-		t.Fatalf("UploadSize after cut chunk = %d, want 4000", n)
+	if n, _ := s.Uploads.Size(ctx, "p/a", id); n != 4000 {
+		t.Fatalf("Uploads.Size after cut chunk = %d, want 4000", n)
 	}
 	// Another repository cannot touch the session.
-	if _, err := s.UploadSize(ctx, "p/b", id); !errors.Is(err, ErrUploadUnknown) {
-		t.Errorf("UploadSize(p/b) = %v, want ErrUploadUnknown", err)
+	if _, err := s.Uploads.Size(ctx, "p/b", id); !errors.Is(err, ErrUploadUnknown) {
+		t.Errorf("Uploads.Size(p/b) = %v, want ErrUploadUnknown", err)
 	}
-	if _, err := s.AppendUpload(ctx, "p/a", id, -1, bytes.NewReader(content[4000:9000])); err != nil {
+	if _, err := s.Uploads.Append(ctx, "p/a", id, -1, bytes.NewReader(content[4000:9000])); err != nil {
 		t.Fatal(err)
 	}
-	info, err := s.CommitUpload(ctx, "p/a", id, digest.FromBytes(content), 9000, bytes.NewReader(content[9000:]))
+	info, err := s.Uploads.Commit(ctx, "p/a", id, digest.FromBytes(content), 9000, bytes.NewReader(content[9000:]))
 	if err != nil {
-		t.Fatalf("CommitUpload = %v", err)
+		t.Fatalf("Uploads.Commit = %v", err)
 	}
 	if info.Size != int64(len(content)) {
 		t.Errorf("committed size %d, want %d", info.Size, len(content))
 	}
-	if _, err := s.UploadSize(ctx, "p/a", id); !errors.Is(err, ErrUploadUnknown) {
+	if _, err := s.Uploads.Size(ctx, "p/a", id); !errors.Is(err, ErrUploadUnknown) {
 		t.Errorf("session still open after commit: %v", err)
 	}
 	if left := tmpEntries(t, s); len(left) > 0 {
@@ -268,10 +268,10 @@ func TestCommitUploadDigests(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			id, _ := s.NewUpload(ctx, "p/a", "alice")
-			_, err := s.CommitUpload(ctx, "p/a", id, tt.dgst, -1, bytes.NewReader(content))
+			id, _ := s.Uploads.New(ctx, "p/a", "alice")
+			_, err := s.Uploads.Commit(ctx, "p/a", id, tt.dgst, -1, bytes.NewReader(content))
 			if !errors.Is(err, tt.want) {
-				t.Fatalf("CommitUpload = %v, want %v", err, tt.want)
+				t.Fatalf("Uploads.Commit = %v, want %v", err, tt.want)
 			}
 			_, err = s.StatBlob(ctx, "p/a", tt.dgst)
 			if (err == nil) != (tt.want == nil) {
@@ -287,15 +287,15 @@ func TestCommitUploadDigests(t *testing.T) {
 func TestCancelUpload(t *testing.T) {
 	ctx := context.Background()
 	s, _ := newStore(t)
-	id, _ := s.NewUpload(ctx, "p/a", "alice")
-	if _, err := s.AppendUpload(ctx, "p/a", id, -1, strings.NewReader("partial")); err != nil {
+	id, _ := s.Uploads.New(ctx, "p/a", "alice")
+	if _, err := s.Uploads.Append(ctx, "p/a", id, -1, strings.NewReader("partial")); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.CancelUpload(ctx, "p/a", id); err != nil {
+	if err := s.Uploads.Cancel(ctx, "p/a", id); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.CancelUpload(ctx, "p/a", id); !errors.Is(err, ErrUploadUnknown) {
-		t.Errorf("second CancelUpload = %v, want ErrUploadUnknown", err)
+	if err := s.Uploads.Cancel(ctx, "p/a", id); !errors.Is(err, ErrUploadUnknown) {
+		t.Errorf("second Uploads.Cancel = %v, want ErrUploadUnknown", err)
 	}
 	if left := tmpEntries(t, s); len(left) > 0 {
 		t.Errorf("tmp/ holds %v after cancel", left)
@@ -326,21 +326,21 @@ func TestManifestsTagsReferrers(t *testing.T) {
 	missing := m
 	missing.Blobs = append([]digest.Digest{digest.FromString("absent")}, m.Blobs...)
 	var me *MissingError
-	if err := s.PutManifest(ctx, "p/a", missing, body, []string{"orphan"}); !errors.As(err, &me) || me.Digest != digest.FromString("absent") {
-		t.Fatalf("PutManifest(missing blob) = %v, want MissingError for the absent blob", err)
+	if err := s.Manifests.Put(ctx, "p/a", missing, body, []string{"orphan"}); !errors.As(err, &me) || me.Digest != digest.FromString("absent") {
+		t.Fatalf("Manifests.Put(missing blob) = %v, want MissingError for the absent blob", err)
 	}
-	if _, err := s.Resolve(ctx, "p/a", "orphan"); !errors.Is(err, ErrManifestUnknown) {
+	if _, err := s.Manifests.Resolve(ctx, "p/a", "orphan"); !errors.Is(err, ErrManifestUnknown) {
 		t.Errorf("a refused manifest left tag orphan behind: %v", err)
 	}
 
-	if err := s.PutManifest(ctx, "p/a", m, body, []string{"v1", "latest"}); err != nil {
-		t.Fatalf("PutManifest = %v", err)
+	if err := s.Manifests.Put(ctx, "p/a", m, body, []string{"v1", "latest"}); err != nil {
+		t.Fatalf("Manifests.Put = %v", err)
 	}
-	got, gotBody, err := s.GetManifest(ctx, "p/a", "v1")
+	got, gotBody, err := s.Manifests.Get(ctx, "p/a", "v1")
 	if err != nil || got.Digest != m.Digest || !bytes.Equal(gotBody, body) || got.MediaType != m.MediaType {
-		t.Fatalf("GetManifest(v1) = %v, %q, %v", got, gotBody, err)
+		t.Fatalf("Manifests.Get(v1) = %v, %q, %v", got, gotBody, err)
 	}
-	if _, _, err := s.GetManifest(ctx, "p/b", m.Digest.String()); !errors.Is(err, ErrManifestUnknown) {
+	if _, _, err := s.Manifests.Get(ctx, "p/b", m.Digest.String()); !errors.Is(err, ErrManifestUnknown) {
 		t.Errorf("GetManifest from another repository = %v, want ErrManifestUnknown", err)
 	}
 
@@ -356,52 +356,52 @@ func TestManifestsTagsReferrers(t *testing.T) {
 		m Manifest
 		b []byte
 	}{{sig, sigBody}, {sbom, sbomBody}} {
-		if err := s.PutManifest(ctx, "p/a", r.m, r.b, nil); err != nil {
+		if err := s.Manifests.Put(ctx, "p/a", r.m, r.b, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
-	all, _, _ := s.Referrers(ctx, "p/a", m.Digest, "", "", 10, 1<<20)
-	sigs, _, _ := s.Referrers(ctx, "p/a", m.Digest, "application/x.sig", "", 10, 1<<20)
+	all, _, _ := s.Manifests.Referrers(ctx, "p/a", m.Digest, "", "", 10, 1<<20)
+	sigs, _, _ := s.Manifests.Referrers(ctx, "p/a", m.Digest, "application/x.sig", "", 10, 1<<20)
 	if len(all) != 2 || len(sigs) != 1 || sigs[0].Digest != sig.Digest {
 		t.Errorf("Referrers = %d all, %v filtered; want 2 and the signature", len(all), sigs)
 	}
 	// Pages: by count, and by size (one descriptor already passes a 10-byte budget).
 	for _, page := range []struct{ n, maxBytes int }{{1, 1 << 20}, {10, 10}} {
-		first, more, _ := s.Referrers(ctx, "p/a", m.Digest, "", "", page.n, page.maxBytes)
+		first, more, _ := s.Manifests.Referrers(ctx, "p/a", m.Digest, "", "", page.n, page.maxBytes)
 		if len(first) != 1 || !more {
 			t.Fatalf("Referrers(n=%d, maxBytes=%d) = %v, more=%v; want one and more", page.n, page.maxBytes, first, more)
 		}
-		rest, more, _ := s.Referrers(ctx, "p/a", m.Digest, "", first[0].Digest.String(), page.n, page.maxBytes)
+		rest, more, _ := s.Manifests.Referrers(ctx, "p/a", m.Digest, "", first[0].Digest.String(), page.n, page.maxBytes)
 		if len(rest) != 1 || more || rest[0].Digest == first[0].Digest {
 			t.Errorf("second page = %v, more=%v", rest, more)
 		}
 	}
 
-	tags, more, err := s.Tags(ctx, "p/a", "", 1)
+	tags, more, err := s.Manifests.Tags(ctx, "p/a", "", 1)
 	if err != nil || len(tags) != 1 || tags[0] != "latest" || !more {
 		t.Errorf("Tags(n=1) = %v, %v, %v; want [latest], more", tags, more, err)
 	}
-	tags, more, _ = s.Tags(ctx, "p/a", "latest", 10)
+	tags, more, _ = s.Manifests.Tags(ctx, "p/a", "latest", 10)
 	if len(tags) != 1 || tags[0] != "v1" || more {
 		t.Errorf("Tags(last=latest) = %v, %v; want [v1]", tags, more)
 	}
-	if _, _, err := s.Tags(ctx, "p/none", "", 10); !errors.Is(err, ErrNameUnknown) {
+	if _, _, err := s.Manifests.Tags(ctx, "p/none", "", 10); !errors.Is(err, ErrNameUnknown) {
 		t.Errorf("Tags(unknown repo) = %v, want ErrNameUnknown", err)
 	}
 
-	if err := s.DeleteTag(ctx, "p/a", "latest"); err != nil {
+	if err := s.Manifests.DeleteTag(ctx, "p/a", "latest"); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.DeleteManifest(ctx, "p/a", sig.Digest); err != nil {
+	if err := s.Manifests.Delete(ctx, "p/a", sig.Digest); err != nil {
 		t.Fatal(err)
 	}
-	if refs, _, _ := s.Referrers(ctx, "p/a", m.Digest, "", "", 10, 1<<20); len(refs) != 1 {
+	if refs, _, _ := s.Manifests.Referrers(ctx, "p/a", m.Digest, "", "", 10, 1<<20); len(refs) != 1 {
 		t.Errorf("after deleting a referrer, Referrers = %v", refs)
 	}
-	if err := s.DeleteManifest(ctx, "p/a", m.Digest); err != nil {
+	if err := s.Manifests.Delete(ctx, "p/a", m.Digest); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Resolve(ctx, "p/a", "v1"); !errors.Is(err, ErrManifestUnknown) {
+	if _, err := s.Manifests.Resolve(ctx, "p/a", "v1"); !errors.Is(err, ErrManifestUnknown) {
 		t.Errorf("tag v1 survived the deletion of its manifest: %v", err)
 	}
 }
@@ -413,19 +413,19 @@ func TestRepositoriesAndEmptyRepositories(t *testing.T) {
 		putImage(t, s, r)
 	}
 	all := func(string) bool { return true }
-	repos, more, _ := s.Repositories(ctx, "", 2, all)
+	repos, more, _ := s.Manifests.Repositories(ctx, "", 2, all)
 	if strings.Join(repos, ",") != "p/a,p/c" || !more {
 		t.Errorf("Repositories(n=2) = %v, %v", repos, more)
 	}
-	repos, more, _ = s.Repositories(ctx, "p/c", 2, all)
+	repos, more, _ = s.Manifests.Repositories(ctx, "p/c", 2, all)
 	if strings.Join(repos, ",") != "q/b" || more {
 		t.Errorf("Repositories(last=p/c) = %v, %v", repos, more)
 	}
 	onlyQ := func(r string) bool { return strings.HasPrefix(r, "q/") }
-	if repos, _, _ := s.Repositories(ctx, "", 10, onlyQ); strings.Join(repos, ",") != "q/b" {
+	if repos, _, _ := s.Manifests.Repositories(ctx, "", 10, onlyQ); strings.Join(repos, ",") != "q/b" {
 		t.Errorf("Repositories(visible q/) = %v", repos)
 	}
-	if n, _ := s.CountRepositories(ctx, "p/"); n != 2 {
+	if n, _ := s.Manifests.CountRepositories(ctx, "p/"); n != 2 {
 		t.Errorf("CountRepositories(p/) = %d, want 2", n)
 	}
 	// Unlinking every blob empties a repository: it leaves the catalog.
@@ -434,7 +434,7 @@ func TestRepositoriesAndEmptyRepositories(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n, _ := s.CountRepositories(ctx, "q/"); n != 0 {
+	if n, _ := s.Manifests.CountRepositories(ctx, "q/"); n != 0 {
 		t.Errorf("CountRepositories(q/) after emptying = %d, want 0", n)
 	}
 }
@@ -492,7 +492,7 @@ func TestCollect(t *testing.T) {
 	ctx := context.Background()
 	s, _ := newStore(t)
 	m, body := putImage(t, s, "p/a")
-	if err := s.PutManifest(ctx, "p/a", m, body, []string{"v1"}); err != nil {
+	if err := s.Manifests.Put(ctx, "p/a", m, body, []string{"v1"}); err != nil {
 		t.Fatal(err)
 	}
 	gone := []byte("deleted layer")
@@ -504,10 +504,10 @@ func TestCollect(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Within the grace window nothing goes.
-	if n, _, err := s.Collect(ctx, time.Hour); err != nil || n != 0 {
+	if n, _, err := s.Evictor.Collect(ctx, time.Hour); err != nil || n != 0 {
 		t.Fatalf("Collect(grace 1h) removed %d, %v; want 0", n, err)
 	}
-	n, freed, err := s.Collect(ctx, 0)
+	n, freed, err := s.Evictor.Collect(ctx, 0)
 	if err != nil || n != 1 || freed != int64(len(gone)) {
 		t.Fatalf("Collect = %d, %d, %v; want the one unlinked blob", n, freed, err)
 	}
@@ -520,14 +520,14 @@ func TestCollect(t *testing.T) {
 			t.Errorf("referenced %s collected: %v", d, err)
 		}
 	}
-	if _, _, err := s.GetManifest(ctx, "p/a", "v1"); err != nil {
+	if _, _, err := s.Manifests.Get(ctx, "p/a", "v1"); err != nil {
 		t.Errorf("manifest after collect: %v", err)
 	}
 	// Deleting the manifest makes its body garbage too.
-	if err := s.DeleteManifest(ctx, "p/a", m.Digest); err != nil {
+	if err := s.Manifests.Delete(ctx, "p/a", m.Digest); err != nil {
 		t.Fatal(err)
 	}
-	if n, _, _ := s.Collect(ctx, 0); n != 1 {
+	if n, _, _ := s.Evictor.Collect(ctx, 0); n != 1 {
 		t.Errorf("Collect after manifest delete removed %d, want 1 (the manifest body)", n)
 	}
 	if blobs, _ := s.Stats(); blobs != 2 {
@@ -539,18 +539,18 @@ func TestUploadSessionsAreCapped(t *testing.T) {
 	ctx := context.Background()
 	now := time.Unix(1_800_000_000, 0)
 	s := openStore(t, Config{MaxUploads: 2, UploadTTL: time.Hour, Now: func() time.Time { return now }})
-	first, _ := s.NewUpload(ctx, "p/a", "alice")
-	if _, err := s.NewUpload(ctx, "p/a", "alice"); err != nil {
+	first, _ := s.Uploads.New(ctx, "p/a", "alice")
+	if _, err := s.Uploads.New(ctx, "p/a", "alice"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.NewUpload(ctx, "p/a", "alice"); !errors.Is(err, ErrTooManyUploads) {
-		t.Fatalf("third NewUpload = %v, want ErrTooManyUploads", err)
+	if _, err := s.Uploads.New(ctx, "p/a", "alice"); !errors.Is(err, ErrTooManyUploads) {
+		t.Fatalf("third Uploads.New = %v, want ErrTooManyUploads", err)
 	}
 	now = now.Add(2 * time.Hour) // both sessions idle past the TTL: they expire and make room
-	if _, err := s.NewUpload(ctx, "p/a", "alice"); err != nil {
-		t.Fatalf("NewUpload after expiry = %v", err)
+	if _, err := s.Uploads.New(ctx, "p/a", "alice"); err != nil {
+		t.Fatalf("Uploads.New after expiry = %v", err)
 	}
-	if _, err := s.UploadSize(ctx, "p/a", first); !errors.Is(err, ErrUploadUnknown) {
+	if _, err := s.Uploads.Size(ctx, "p/a", first); !errors.Is(err, ErrUploadUnknown) {
 		t.Errorf("expired session still open: %v", err)
 	}
 	if left := tmpEntries(t, s); len(left) != 1 {
@@ -563,8 +563,8 @@ func TestRefusedManifestLeavesNoFile(t *testing.T) {
 	s, _ := newStore(t)
 	m, body := putImage(t, s, "p/a")
 	m.Blobs = append(m.Blobs, digest.FromString("absent"))
-	if err := s.PutManifest(ctx, "p/a", m, body, []string{"v1"}); err == nil {
-		t.Fatal("PutManifest with a missing blob succeeded")
+	if err := s.Manifests.Put(ctx, "p/a", m, body, []string{"v1"}); err == nil {
+		t.Fatal("Manifests.Put with a missing blob succeeded")
 	}
 	if _, err := os.Stat(s.blobPath(m.Digest)); !os.IsNotExist(err) {
 		t.Errorf("a refused manifest left its file: %v", err)
@@ -578,14 +578,14 @@ func TestDigestNamesOneMediaType(t *testing.T) {
 	ctx := context.Background()
 	s, _ := newStore(t)
 	m, body := putImage(t, s, "p/a")
-	if err := s.PutManifest(ctx, "p/a", m, body, nil); err != nil {
+	if err := s.Manifests.Put(ctx, "p/a", m, body, nil); err != nil {
 		t.Fatal(err)
 	}
 	m.MediaType = "application/vnd.docker.distribution.manifest.v2+json"
-	if err := s.PutManifest(ctx, "p/a", m, body, nil); !errors.Is(err, ErrMediaTypeConflict) {
+	if err := s.Manifests.Put(ctx, "p/a", m, body, nil); !errors.Is(err, ErrMediaTypeConflict) {
 		t.Errorf("re-push under another media type = %v, want ErrMediaTypeConflict", err)
 	}
-	if got, _ := s.Resolve(ctx, "p/a", m.Digest.String()); got.MediaType != "application/vnd.oci.image.manifest.v1+json" {
+	if got, _ := s.Manifests.Resolve(ctx, "p/a", m.Digest.String()); got.MediaType != "application/vnd.oci.image.manifest.v1+json" {
 		t.Errorf("media type changed to %s", got.MediaType)
 	}
 	// Another repository's push of the same bytes under another type neither fails nor changes
@@ -595,13 +595,13 @@ func TestDigestNamesOneMediaType(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := s.PutManifest(ctx, "q/b", m, body, []string{"x"}); err != nil {
+	if err := s.Manifests.Put(ctx, "q/b", m, body, []string{"x"}); err != nil {
 		t.Errorf("another repository's push under its own media type = %v", err)
 	}
-	if got, _ := s.Resolve(ctx, "q/b", "x"); got.MediaType != m.MediaType {
+	if got, _ := s.Manifests.Resolve(ctx, "q/b", "x"); got.MediaType != m.MediaType {
 		t.Errorf("q/b serves %s, want its own %s", got.MediaType, m.MediaType)
 	}
-	if got, _ := s.Resolve(ctx, "p/a", m.Digest.String()); got.MediaType != "application/vnd.oci.image.manifest.v1+json" {
+	if got, _ := s.Manifests.Resolve(ctx, "p/a", m.Digest.String()); got.MediaType != "application/vnd.oci.image.manifest.v1+json" {
 		t.Errorf("p/a's media type changed to %s by q/b's push", got.MediaType)
 	}
 }
@@ -628,7 +628,7 @@ func TestDeleteTouchesNothingElse(t *testing.T) {
 				body := []byte(fmt.Sprintf(`{"schemaVersion":2,"config":%q,"n":%d}`, d, i))
 				m := Manifest{Digest: digest.FromBytes(body), MediaType: "application/vnd.oci.image.manifest.v1+json", Blobs: []digest.Digest{d}}
 				tag := fmt.Sprintf("t%02d", i)
-				if err := s.PutManifest(ctx, repo, m, body, []string{tag}); err != nil {
+				if err := s.Manifests.Put(ctx, repo, m, body, []string{tag}); err != nil {
 					t.Fatal(err)
 				}
 				want[tag] = m.Digest
@@ -640,18 +640,18 @@ func TestDeleteTouchesNothingElse(t *testing.T) {
 				t.Fatal(err)
 			}
 			body0 := []byte(fmt.Sprintf(`{"schemaVersion":2,"config":%q,"n":%d}`, digest.FromString("config 0"), 0))
-			if err := s.PutManifest(ctx, other, Manifest{Digest: digests[0], MediaType: "application/vnd.oci.image.manifest.v1+json", Blobs: []digest.Digest{digest.FromString("config 0")}}, body0, []string{"t00"}); err != nil {
+			if err := s.Manifests.Put(ctx, other, Manifest{Digest: digests[0], MediaType: "application/vnd.oci.image.manifest.v1+json", Blobs: []digest.Digest{digest.FromString("config 0")}}, body0, []string{"t00"}); err != nil {
 				t.Fatal(err)
 			}
 			vtag := fmt.Sprintf("t%02d", victim)
 			if byTag {
-				if err := s.DeleteTag(ctx, repo, vtag); err != nil {
+				if err := s.Manifests.DeleteTag(ctx, repo, vtag); err != nil {
 					t.Fatal(err)
 				}
-			} else if err := s.DeleteManifest(ctx, repo, digests[victim]); err != nil {
+			} else if err := s.Manifests.Delete(ctx, repo, digests[victim]); err != nil {
 				t.Fatal(err)
 			}
-			tags, _, err := s.Tags(ctx, repo, "", -1)
+			tags, _, err := s.Manifests.Tags(ctx, repo, "", -1)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -666,7 +666,7 @@ func TestDeleteTouchesNothingElse(t *testing.T) {
 				t.Errorf("byTag=%v, victim %s: tags %v, want %v", byTag, vtag, tags, wantTags)
 			}
 			for tag, d := range want {
-				m, _, err := s.GetManifest(ctx, repo, tag)
+				m, _, err := s.Manifests.Get(ctx, repo, tag)
 				switch {
 				case tag == vtag && !errors.Is(err, ErrManifestUnknown):
 					t.Errorf("byTag=%v: deleted tag %s still resolves: %v", byTag, tag, err)
@@ -675,13 +675,13 @@ func TestDeleteTouchesNothingElse(t *testing.T) {
 				}
 			}
 			for i, d := range digests {
-				_, _, err := s.GetManifest(ctx, repo, d.String())
+				_, _, err := s.Manifests.Get(ctx, repo, d.String())
 				gone := i == victim && !byTag
 				if gone != errors.Is(err, ErrManifestUnknown) || (!gone && err != nil) {
 					t.Errorf("byTag=%v, victim %s: manifest %d by digest: %v", byTag, vtag, i, err)
 				}
 			}
-			if m, _, err := s.GetManifest(ctx, other, "t00"); err != nil || m.Digest != digests[0] {
+			if m, _, err := s.Manifests.Get(ctx, other, "t00"); err != nil || m.Digest != digests[0] {
 				t.Errorf("byTag=%v, victim %s: the other repository's tag = %v, %v", byTag, vtag, m.Digest, err)
 			}
 		}
@@ -694,7 +694,7 @@ func TestUploadCapsPerAccountAndProject(t *testing.T) {
 	ctx := context.Background()
 	s := openStore(t, Config{MaxUploads: 5, MaxUploadsPerAccount: 2, MaxUploadsPerProject: 3})
 	open := func(repo, owner string) error {
-		_, err := s.NewUpload(ctx, repo, owner)
+		_, err := s.Uploads.New(ctx, repo, owner)
 		return err
 	}
 	for range 2 {

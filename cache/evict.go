@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"cove/internal/kv"
@@ -15,55 +18,65 @@ import (
 // not one write per read.
 const flushInterval = 10 * time.Second
 
-// hold marks dgst as being read until the returned func is called; eviction skips it meanwhile.
-func (s *Store) hold(dgst digest.Digest) (release func()) {
-	s.mu.Lock()
-	s.inUse[dgst]++
-	s.mu.Unlock()
-	return func() {
-		s.mu.Lock()
-		if s.inUse[dgst]--; s.inUse[dgst] <= 0 {
-			delete(s.inUse, dgst)
-		}
-		s.mu.Unlock()
-	}
+// Evictor removes what the store may lose: mirrored blobs beyond the cap, least recently used
+// first (Evict), a mirrored repository on request (EvictRepository), and unreferenced blobs
+// (Collect, garbage collection). It keeps the access times that order eviction. It is safe for
+// concurrent use.
+type Evictor struct {
+	st      *Store
+	fills   *Fills
+	disk    *Disk
+	db      kv.DB
+	log     *slog.Logger
+	maxSize int64        // cap on mirrored bytes; 0: no cap
+	evicted atomic.Int64 // blobs evicted since start
+
+	mu sync.Mutex
+	// accessed holds reads not yet written to the index, guarded by mu.
+	accessed map[digest.Digest]time.Time
+
+	// afterMark, in tests, runs between garbage collection's mark and its deletes.
+	afterMark func()
 }
+
+// Stats reports the bytes of evictable mirrored content and how many blobs were evicted.
+func (e *Evictor) Stats() (bytes, evicted int64) { return e.st.mirrored.Load(), e.evicted.Load() }
 
 // touch records a read of dgst; flushAccess writes it later.
-func (s *Store) touch(dgst digest.Digest) {
-	s.mu.Lock()
-	s.accessed[dgst] = s.now().UTC()
-	s.mu.Unlock()
+func (e *Evictor) touch(dgst digest.Digest) {
+	e.mu.Lock()
+	e.accessed[dgst] = e.st.now().UTC()
+	e.mu.Unlock()
 }
 
-func (s *Store) flushLoop() {
+func (e *Evictor) flushLoop() {
 	t := time.NewTicker(flushInterval)
 	defer t.Stop()
 	for {
 		select {
-		case <-s.ctx.Done():
-			if err := s.flushAccess(); err != nil {
-				s.log.Warn("writing access times", "err", err)
+		case <-e.st.ctx.Done():
+			if err := e.flushAccess(); err != nil {
+				e.log.Warn("writing access times", "err", err)
 			}
 			return
 		case <-t.C:
-			if err := s.flushAccess(); err != nil {
-				s.log.Warn("writing access times", "err", err)
+			if err := e.flushAccess(); err != nil {
+				e.log.Warn("writing access times", "err", err)
 			}
 		}
 	}
 }
 
 // flushAccess writes the access times recorded since the last flush, in one transaction.
-func (s *Store) flushAccess() error {
-	s.mu.Lock()
-	batch := s.accessed
-	s.accessed = map[digest.Digest]time.Time{}
-	s.mu.Unlock()
+func (e *Evictor) flushAccess() error {
+	e.mu.Lock()
+	batch := e.accessed
+	e.accessed = map[digest.Digest]time.Time{}
+	e.mu.Unlock()
 	if len(batch) == 0 {
 		return nil
 	}
-	return s.update(func(ct *commitTxn) error {
+	return e.st.update(func(ct *commitTxn) error {
 		for dgst, at := range batch {
 			rec, err := getBlobRecord(ct.Txn, dgst)
 			if errors.Is(err, ErrBlobUnknown) {
@@ -87,11 +100,11 @@ func (s *Store) flushAccess() error {
 // (Config.MaxMirrored). It never removes local content, manifests, or a blob being read. An
 // evicted blob is fetched again from upstream when next asked for: the repository links stay, and
 // a link without a blob record reads as "not stored". It returns how many blobs it removed.
-func (s *Store) Evict(ctx context.Context) (int, error) {
-	if s.maxSize <= 0 || s.mirrored.Load() <= s.maxSize {
+func (e *Evictor) Evict(ctx context.Context) (int, error) {
+	if e.maxSize <= 0 || e.st.mirrored.Load() <= e.maxSize {
 		return 0, nil
 	}
-	return s.evict(ctx, func(int64) bool { return s.mirrored.Load() <= s.maxSize })
+	return e.evict(ctx, func(int64) bool { return e.st.mirrored.Load() <= e.maxSize })
 }
 
 // evictFleetEvery is how often the fleet's shared tier is evicted, by whichever node offers first.
@@ -100,17 +113,17 @@ const evictFleetEvery = time.Minute
 // EvictFleet is Evict for the fleet's shared tier: run once per evictFleetEvery across the fleet
 // (kv.RunOnceEvery: the count below is a scan of every blob record), with the mirrored bytes counted afresh from the shared index, since every node's
 // fills add to them. It returns how many blobs it removed, and 0 when another node is at it.
-func (s *Store) EvictFleet(ctx context.Context) (int, error) {
-	if s.remote == nil {
+func (e *Evictor) EvictFleet(ctx context.Context) (int, error) {
+	if e.st.remote == nil {
 		return 0, nil // one node's store evicts after its fills
 	}
 	var n int
-	_, err := kv.RunOnceEvery(ctx, s.db, "evict", evictFleetEvery, func() error {
-		if err := s.recount(); err != nil {
+	_, err := kv.RunOnceEvery(ctx, e.db, "evict", evictFleetEvery, func() error {
+		if err := e.st.recount(); err != nil {
 			return err
 		}
 		var err error
-		n, err = s.Evict(ctx)
+		n, err = e.Evict(ctx)
 		return err
 	})
 	return n, err
@@ -118,27 +131,27 @@ func (s *Store) EvictFleet(ctx context.Context) (int, error) {
 
 // evictBytes removes least recently used mirrored blobs until n bytes are freed, or none is left
 // to remove: room above the free-space floor.
-func (s *Store) evictBytes(ctx context.Context, n int64) (int, error) {
-	return s.evict(ctx, func(freed int64) bool { return freed >= n })
+func (e *Evictor) evictBytes(ctx context.Context, n int64) (int, error) {
+	return e.evict(ctx, func(freed int64) bool { return freed >= n })
 }
 
 // evict removes evictable blobs, least recently used first, until done says so (given the bytes
 // freed so far).
-func (s *Store) evict(ctx context.Context, done func(freed int64) bool) (int, error) {
-	if !s.deletable() {
+func (e *Evictor) evict(ctx context.Context, done func(freed int64) bool) (int, error) {
+	if !e.disk.deletable() {
 		return 0, nil // even deletions write into the index: not on a disk this full
 	}
-	if err := s.flushAccess(); err != nil {
+	if err := e.flushAccess(); err != nil {
 		return 0, err
 	}
-	s.gcMu.Lock() // no blob gains a reference while it goes
-	defer s.gcMu.Unlock()
+	e.st.gcMu.Lock() // no blob gains a reference while it goes
+	defer e.st.gcMu.Unlock()
 	type candidate struct {
 		dgst digest.Digest
 		rec  blobRecord
 	}
 	var cands []candidate
-	err := s.db.View(s.ctx, func(txn kv.Txn) error {
+	err := e.db.View(e.st.ctx, func(txn kv.Txn) error {
 		return eachBlob(txn, func(dgst digest.Digest, rec blobRecord) error {
 			if rec.evictable() {
 				cands = append(cands, candidate{dgst, rec})
@@ -156,16 +169,14 @@ func (s *Store) evict(ctx context.Context, done func(freed int64) bool) (int, er
 		if done(freed) || ctx.Err() != nil {
 			break
 		}
-		s.mu.Lock()
-		busy := s.inUse[c.dgst] > 0 || s.fills[c.dgst] != nil
-		s.mu.Unlock()
+		busy := e.st.reading(c.dgst) || e.fills.busy(c.dgst)
 		if busy {
 			continue
 		}
 		// Record first, then file: the index never points at a missing file. (Deleting frees
-		// index space too, so it goes on under the floor: db.Update, not s.update.)
+		// index space too, so it goes on under the floor: db.Update, not st.update.)
 		ct := &commitTxn{}
-		err := s.db.Update(s.ctx, func(txn kv.Txn) error {
+		err := e.db.Update(e.st.ctx, func(txn kv.Txn) error {
 			ct.Txn = txn
 			rec, err := getBlobRecord(txn, c.dgst)
 			if err != nil || !rec.evictable() {
@@ -180,10 +191,10 @@ func (s *Store) evict(ctx context.Context, done func(freed int64) bool) (int, er
 				return err
 			}
 			ct.onCommit(func() {
-				s.blobs.Add(-1)
-				s.stored.Add(-rec.Size)
-				s.mirrored.Add(-rec.Size)
-				s.evicted.Add(1)
+				e.st.blobs.Add(-1)
+				e.st.stored.Add(-rec.Size)
+				e.st.mirrored.Add(-rec.Size)
+				e.evicted.Add(1)
 				evicted++
 				freed += rec.Size
 			})
@@ -200,14 +211,97 @@ func (s *Store) evict(ctx context.Context, done func(freed int64) bool) (int, er
 		if err != nil {
 			return evicted, fmt.Errorf("evict %s: %w", c.dgst, err)
 		}
-		if err := s.removeBlob(c.dgst); err != nil {
+		if err := e.st.removeBlob(c.dgst); err != nil {
 			return evicted, fmt.Errorf("evict %s: %w", c.dgst, err)
 		}
 		// The marker has done its work; one left behind is cleared at the next start.
-		_ = s.db.Update(s.ctx, func(txn kv.Txn) error { return txn.Delete([]byte(prefixEvicting + c.dgst.String())) })
+		_ = e.db.Update(e.st.ctx, func(txn kv.Txn) error { return txn.Delete([]byte(prefixEvicting + c.dgst.String())) })
 	}
 	if evicted > 0 {
-		s.log.Info("evicted mirrored blobs", "count", evicted, "freed_bytes", freed, "mirrored_bytes", s.mirrored.Load(), "max", s.maxSize)
+		e.log.Info("evicted mirrored blobs", "count", evicted, "freed_bytes", freed, "mirrored_bytes", e.st.mirrored.Load(), "max", e.maxSize)
 	}
 	return evicted, nil
+}
+
+// EvictRepository forgets a mirrored repository: its manifests, tags and links go, and its blobs
+// that nothing else uses leave the disk now. It refuses a repository that holds local content.
+func (e *Evictor) EvictRepository(ctx context.Context, repo string) (int, error) {
+	e.st.gcMu.Lock()
+	defer e.st.gcMu.Unlock()
+	var keys [][]byte
+	candidates := map[digest.Digest]bool{}
+	err := e.db.View(e.st.ctx, func(txn kv.Txn) error {
+		if _, err := txn.Get(repoKey(repo)); err != nil {
+			return notFound(err, ErrNameUnknown)
+		}
+		for _, kind := range []string{prefixLink, prefixManifest, prefixTag, prefixChecked, prefixReferrer} {
+			err := scan(txn, repoPrefix(kind, repo), "", func(key, _ []byte) bool {
+				keys = append(keys, append([]byte{}, key...))
+				if kind == prefixLink || kind == prefixManifest {
+					candidates[digest.Digest(lastPart(key))] = true
+				}
+				return true
+			})
+			if err != nil {
+				return err
+			}
+		}
+		for d := range candidates {
+			var rec blobRecord
+			if kv.Get(txn, blobKey(d), &rec) == nil && rec.Local {
+				return fmt.Errorf("%w: %s holds local content", ErrNotMirrored, repo)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	keys = append(keys, repoKey(repo))
+	if !e.disk.deletable() {
+		avail, floor, _ := e.disk.Space()
+		return 0, &SpaceError{Avail: avail, Floor: floor}
+	}
+	if err := e.db.Write(ctx, deletes(keys)); err != nil {
+		return 0, err
+	}
+	// Remove the blobs no other repository uses.
+	garbage, err := e.mark(ctx, -time.Hour*24*365*100)
+	if err != nil {
+		return 0, err
+	}
+	removed := 0
+	for _, g := range garbage {
+		if !candidates[g.dgst] {
+			continue
+		}
+		if e.st.reading(g.dgst) {
+			continue
+		}
+		err := e.st.update(func(ct *commitTxn) error {
+			rec, err := getBlobRecord(ct.Txn, g.dgst)
+			if err != nil {
+				return err
+			}
+			if err := ct.Delete(blobKey(g.dgst)); err != nil {
+				return err
+			}
+			ct.onCommit(func() {
+				e.st.blobs.Add(-1)
+				e.st.stored.Add(-rec.Size)
+				if rec.evictable() {
+					e.st.mirrored.Add(-rec.Size)
+				}
+			})
+			return nil
+		})
+		if err != nil && !errors.Is(err, ErrBlobUnknown) {
+			return removed, err
+		}
+		if err := e.st.removeBlob(g.dgst); err != nil {
+			e.log.Warn("remove an evicted repository's blob", "digest", g.dgst, "err", err)
+		}
+		removed++
+	}
+	return removed, nil
 }

@@ -6,8 +6,12 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"log/slog"
 	"os"
 	"sync"
+	"time"
+
+	"cove/internal/blobstore"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -47,48 +51,74 @@ type Fill struct {
 	readers  int           // open FillReaders, plus one for the download itself
 }
 
-// FillBlob returns the fill of dgst for repo, a mirrored repository: the one in progress, or a new
-// one that calls fetch. joined reports whether it joined a fill in progress. On success the blob
-// is stored, linked to repo and marked mirrored, and Evict runs.
-func (s *Store) FillBlob(dgst digest.Digest, repo string, fetch Fetcher) (f *Fill, joined bool, err error) {
-	return s.fillBlob(dgst, repo, originMirrored, fetch)
+// Fills are the downloads in progress into the store: from upstreams (FromUpstream) and, in a
+// fleet, from the shared blob store into the hot tier (FromShared); one per digest at a time. It is
+// safe for concurrent use.
+type Fills struct {
+	st      *Store
+	ev      *Evictor
+	disk    *Disk
+	log     *slog.Logger
+	ttl     time.Duration // bounds one download (Config.FillTimeout)
+	maxBlob int64         // bound on an upstream blob of unknown size; 0: none but the floor
+	// ctx is the context of every fill; cut ends them (Cut, at shutdown).
+	ctx context.Context
+	cut context.CancelCauseFunc
+
+	mu sync.Mutex
+	// fills are the downloads in progress by digest, guarded by mu.
+	fills map[digest.Digest]*Fill
 }
 
-func (s *Store) fillBlob(dgst digest.Digest, repo string, from origin, fetch Fetcher) (f *Fill, joined bool, err error) {
+// busy reports whether dgst is being filled: eviction and the hot tier leave it alone.
+func (fl *Fills) busy(dgst digest.Digest) bool {
+	fl.mu.Lock()
+	defer fl.mu.Unlock()
+	return fl.fills[dgst] != nil
+}
+
+// FromUpstream returns the fill of dgst for repo, a mirrored repository: the one in progress, or a
+// new one that calls fetch. joined reports whether it joined a fill in progress. On success the
+// blob is stored, linked to repo and marked mirrored, and Evict runs.
+func (fl *Fills) FromUpstream(dgst digest.Digest, repo string, fetch Fetcher) (f *Fill, joined bool, err error) {
+	return fl.fill(dgst, repo, originMirrored, fetch)
+}
+
+func (fl *Fills) fill(dgst digest.Digest, repo string, from origin, fetch Fetcher) (f *Fill, joined bool, err error) {
 	if err := supported(dgst); err != nil {
 		return nil, false, err
 	}
-	s.mu.Lock()
-	if f := s.fills[dgst]; f != nil {
-		s.mu.Unlock()
+	fl.mu.Lock()
+	if f := fl.fills[dgst]; f != nil {
+		fl.mu.Unlock()
 		return f, true, nil
 	}
-	file, err := os.CreateTemp(s.tmpDir(), "fill-*")
+	file, err := os.CreateTemp(fl.st.tmpDir(), "fill-*")
 	if err != nil {
-		s.mu.Unlock()
+		fl.mu.Unlock()
 		return nil, false, fmt.Errorf("create fill file: %w", err)
 	}
 	f = &Fill{dgst: dgst, repo: repo, from: from, file: file, size: -1, started: make(chan struct{}), changed: make(chan struct{}), readers: 1}
-	s.fills[dgst] = f
-	s.mu.Unlock()
-	s.wg.Go(func() { s.runFill(f, repo, fetch) })
+	fl.fills[dgst] = f
+	fl.mu.Unlock()
+	fl.st.wg.Go(func() { fl.run(f, repo, fetch) })
 	return f, false, nil
 }
 
-// CutFills ends every fill in progress, and any started later, with cause: at shutdown, so that
+// Cut ends every fill in progress, and any started later, with cause: at shutdown, so that
 // clients waiting for a slow or stalled upstream do not hold the process (their requests end
 // with an error; they retry elsewhere, or after the restart).
-func (s *Store) CutFills(cause error) { s.cutFills(cause) }
+func (fl *Fills) Cut(cause error) { fl.cut(cause) }
 
 // Repo is the repository the fill was started for. A client of another repository that joins it
 // must first have the upstream confirm that its repository has the blob (a digest alone is not a
 // capability).
 func (f *Fill) Repo() string { return f.repo }
 
-func (s *Store) runFill(f *Fill, repo string, fetch Fetcher) {
-	ctx, cancel := context.WithTimeout(s.fillCtx, s.fillTTL)
+func (fl *Fills) run(f *Fill, repo string, fetch Fetcher) {
+	ctx, cancel := context.WithTimeout(fl.ctx, fl.ttl)
 	defer cancel()
-	err := s.download(ctx, f, fetch)
+	err := fl.download(ctx, f, fetch)
 	if f.from == originNone && (errors.Is(err, ErrUpstreamCut) || errors.Is(err, ErrUpstreamCorrupt)) {
 		err = &RemoteError{Err: fmt.Errorf("the copy from the shared store: %w", err)}
 	}
@@ -96,37 +126,37 @@ func (s *Store) runFill(f *Fill, repo string, fetch Fetcher) {
 		// The bytes are right: readers may have the held-back end now, while the file is synced
 		// and indexed (for a large blob, syncing takes seconds no client should wait for).
 		f.verify()
-		if err = s.commitFill(ctx, f, repo); err != nil {
+		if err = fl.commit(ctx, f, repo); err != nil {
 			// The clients had their right bytes; only the cache lost the blob: the next pull
 			// downloads it again.
-			s.log.Error("storing a mirrored blob failed", "digest", f.dgst, "err", err)
+			fl.log.Error("storing a mirrored blob failed", "digest", f.dgst, "err", err)
 		}
 	}
-	s.mu.Lock()
-	delete(s.fills, f.dgst)
-	s.mu.Unlock()
+	fl.mu.Lock()
+	delete(fl.fills, f.dgst)
+	fl.mu.Unlock()
 	f.finish(err)
 	if err != nil {
 		_ = os.Remove(f.file.Name())
 	}
 	f.release()
-	if err == nil && s.remote == nil { // a fleet evicts its shared tier once, on one node (EvictFleet)
-		if _, err := s.Evict(ctx); err != nil {
-			s.log.Error("eviction failed", "err", err)
+	if err == nil && fl.st.remote == nil { // a fleet evicts its shared tier once, on one node (EvictFleet)
+		if _, err := fl.ev.Evict(ctx); err != nil {
+			fl.log.Error("eviction failed", "err", err)
 		}
 	}
 }
 
 // download copies the upstream body into the fill's file while hashing it, and checks size and
 // digest at the end. Nothing is kept unless both match.
-func (s *Store) download(ctx context.Context, f *Fill, fetch Fetcher) error {
+func (fl *Fills) download(ctx context.Context, f *Fill, fetch Fetcher) error {
 	body, size, err := fetch(ctx)
 	if err != nil {
 		return err
 	}
 	defer body.Close()
 	// Room for the blob above the free-space floor: mirrored content makes way, else 507.
-	guarded, err := s.guardSpace(ctx, body, size)
+	guarded, err := fl.disk.guardSpace(ctx, body, size)
 	if err != nil {
 		return err
 	}
@@ -138,8 +168,8 @@ func (s *Store) download(ctx context.Context, f *Fill, fetch Fetcher) error {
 	buf := make([]byte, fillBuffer)
 	for {
 		n, rerr := guarded.Read(buf)
-		if size < 0 && s.maxBlob > 0 && f.writtenBytes()+int64(n) > s.maxBlob {
-			return fmt.Errorf("%w: %s sent more than mirror.max_blob_size (%d bytes) without announcing a size", ErrUpstreamCut, f.dgst, s.maxBlob)
+		if size < 0 && fl.maxBlob > 0 && f.writtenBytes()+int64(n) > fl.maxBlob {
+			return fmt.Errorf("%w: %s sent more than mirror.max_blob_size (%d bytes) without announcing a size", ErrUpstreamCut, f.dgst, fl.maxBlob)
 		}
 		if n > 0 {
 			if _, err := f.file.Write(buf[:n]); err != nil {
@@ -170,29 +200,29 @@ func (s *Store) download(ctx context.Context, f *Fill, fetch Fetcher) error {
 	return nil
 }
 
-// commitFill places the verified file and indexes it as mirrored content linked to repo.
-func (s *Store) commitFill(ctx context.Context, f *Fill, repo string) error {
-	s.gcMu.RLock()
-	defer s.gcMu.RUnlock()
-	defer s.refs.Add(1) // after the index write, before RUnlock: see Collect
-	placed, err := s.place(f.file, f.dgst, f.from == originNone)
+// commit places the verified file and indexes it as mirrored content linked to repo.
+func (fl *Fills) commit(ctx context.Context, f *Fill, repo string) error {
+	fl.st.gcMu.RLock()
+	defer fl.st.gcMu.RUnlock()
+	defer fl.st.refs.Add(1) // after the index write, before RUnlock: see Collect
+	placed, err := fl.st.place(f.file, f.dgst, f.from == originNone)
 	if err != nil {
 		return err
 	}
-	err = s.update(func(ct *commitTxn) error {
-		if _, err := s.ensureBlobRecord(ct, f.dgst, f.writtenBytes(), "", f.from); err != nil {
+	err = fl.st.update(func(ct *commitTxn) error {
+		if _, err := fl.st.ensureBlobRecord(ct, f.dgst, f.writtenBytes(), "", f.from); err != nil {
 			return err
 		}
 		return link(ct.Txn, repo, f.dgst)
 	})
 	if err != nil {
-		s.unplace(placed, f.dgst)
+		fl.st.unplace(placed, f.dgst)
 		return err
 	}
 	if f.from == originNone {
 		return nil // read from the shared store: it has the blob
 	}
-	return s.ensureShared(f.file, f.dgst)
+	return fl.st.ensureShared(f.file, f.dgst)
 }
 
 func (f *Fill) writtenBytes() int64 {
@@ -334,4 +364,23 @@ func (r *FillReader) Close() error {
 		r.f.release()
 	}
 	return nil
+}
+
+// FromShared returns the fill that copies the blob dgst, which repo may read, from the shared
+// store into the hot tier: the one in progress or a new one. Its clients read it as it arrives,
+// as they read a fill from an upstream (FromUpstream); the bytes are checked against the digest.
+func (fl *Fills) FromShared(dgst digest.Digest, repo string) (*Fill, bool, error) {
+	if fl.st.remote == nil {
+		return nil, false, ErrBlobUnknown
+	}
+	return fl.fill(dgst, repo, originNone, func(ctx context.Context) (io.ReadCloser, int64, error) {
+		rc, size, err := fl.st.remote.Get(ctx, dgst)
+		if errors.Is(err, blobstore.ErrNotFound) {
+			return nil, 0, &RemoteError{Err: fmt.Errorf("%s has a record but is not in the shared blob store", dgst)}
+		}
+		if err != nil {
+			return nil, 0, &RemoteError{Err: err}
+		}
+		return rc, size, nil
+	})
 }

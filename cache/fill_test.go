@@ -74,9 +74,9 @@ func TestFillStreamsToEveryReaderOnce(t *testing.T) {
 		fetches.Add(1)
 		return g, int64(len(data)), nil
 	}
-	f, joined, err := s.FillBlob(dgst, "docker.io/library/x", fetch)
+	f, joined, err := s.Fills.FromUpstream(dgst, "docker.io/library/x", fetch)
 	if err != nil || joined {
-		t.Fatalf("FillBlob = %v, joined %v", err, joined)
+		t.Fatalf("Fills.FromUpstream = %v, joined %v", err, joined)
 	}
 	ctx := context.Background()
 	first, err := f.Reader(ctx)
@@ -94,9 +94,9 @@ func TestFillStreamsToEveryReaderOnce(t *testing.T) {
 		t.Fatalf("first reader got %d bytes (%v) before the end", n, err)
 	}
 	// A second client joins the same fill: no second fetch.
-	f2, joined, _ := s.FillBlob(dgst, "docker.io/library/x", fetch)
+	f2, joined, _ := s.Fills.FromUpstream(dgst, "docker.io/library/x", fetch)
 	if !joined || f2 != f {
-		t.Fatal("a concurrent FillBlob started a second download")
+		t.Fatal("a concurrent Fills.FromUpstream started a second download")
 	}
 	second, err := f2.Reader(ctx)
 	if err != nil {
@@ -121,10 +121,10 @@ func TestFillStreamsToEveryReaderOnce(t *testing.T) {
 		t.Errorf("fetched %d times, want 1", fetches.Load())
 	}
 	waitStored(t, s, "docker.io/library/x", dgst)
-	if _, mirrored := s.MirrorStats(); mirrored != 0 {
+	if _, mirrored := s.Evictor.Stats(); mirrored != 0 {
 		t.Errorf("evictions = %d", mirrored)
 	}
-	if b, _ := s.MirrorStats(); b != int64(len(data)) {
+	if b, _ := s.Evictor.Stats(); b != int64(len(data)) {
 		t.Errorf("mirrored bytes = %d, want %d", b, len(data))
 	}
 }
@@ -163,7 +163,7 @@ func TestFillNeverCompletesAWrongBlob(t *testing.T) {
 			s, _ := newStore(t)
 			tt.body.allow = make(chan int)
 			close(tt.body.allow)
-			f, _, err := s.FillBlob(dgst, "docker.io/library/x", func(context.Context) (io.ReadCloser, int64, error) {
+			f, _, err := s.Fills.FromUpstream(dgst, "docker.io/library/x", func(context.Context) (io.ReadCloser, int64, error) {
 				return tt.body, tt.size, nil
 			})
 			if err != nil {
@@ -202,7 +202,7 @@ func TestFillHoldsTheTailBackUntilTheDigestMatched(t *testing.T) {
 				body[len(body)-1] ^= 0xff // only the last byte is wrong
 			}
 			g := &gate{data: body, allow: make(chan int)}
-			f, _, err := s.FillBlob(digest.FromBytes(data), "docker.io/library/x", func(context.Context) (io.ReadCloser, int64, error) {
+			f, _, err := s.Fills.FromUpstream(digest.FromBytes(data), "docker.io/library/x", func(context.Context) (io.ReadCloser, int64, error) {
 				return g, size, nil
 			})
 			if err != nil {
@@ -255,7 +255,7 @@ func TestFillHoldsTheTailBackUntilTheDigestMatched(t *testing.T) {
 func TestFillFailsFastWhenUpstreamRefuses(t *testing.T) {
 	s, _ := newStore(t)
 	refused := errors.New("upstream said 404")
-	f, _, err := s.FillBlob(digest.FromString("x"), "docker.io/library/x", func(context.Context) (io.ReadCloser, int64, error) {
+	f, _, err := s.Fills.FromUpstream(digest.FromString("x"), "docker.io/library/x", func(context.Context) (io.ReadCloser, int64, error) {
 		return nil, 0, refused
 	})
 	if err != nil {
@@ -266,7 +266,7 @@ func TestFillFailsFastWhenUpstreamRefuses(t *testing.T) {
 	}
 	// The failed fill is gone: the next request for the same digest starts a new one.
 	waitFor(t, func() bool {
-		_, joined, _ := s.FillBlob(digest.FromString("x"), "r", func(context.Context) (io.ReadCloser, int64, error) { return nil, 0, refused })
+		_, joined, _ := s.Fills.FromUpstream(digest.FromString("x"), "r", func(context.Context) (io.ReadCloser, int64, error) { return nil, 0, refused })
 		return !joined
 	})
 }
@@ -287,7 +287,7 @@ func TestFillGoesOnWhenTheClientLeaves(t *testing.T) {
 	data := randomBytes(t, 512<<10)
 	dgst := digest.FromBytes(data)
 	g := &gate{data: data, allow: make(chan int)}
-	f, _, _ := s.FillBlob(dgst, "docker.io/library/x", func(context.Context) (io.ReadCloser, int64, error) {
+	f, _, _ := s.Fills.FromUpstream(dgst, "docker.io/library/x", func(context.Context) (io.ReadCloser, int64, error) {
 		return g, int64(len(data)), nil
 	})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -327,7 +327,7 @@ func TestEvictLeastRecentlyUsedMirroredContent(t *testing.T) {
 	}
 	fill := func(data []byte) digest.Digest {
 		d := digest.FromBytes(data)
-		f, _, err := s.FillBlob(d, "docker.io/library/x", func(context.Context) (io.ReadCloser, int64, error) {
+		f, _, err := s.Fills.FromUpstream(d, "docker.io/library/x", func(context.Context) (io.ReadCloser, int64, error) {
 			return io.NopCloser(bytes.NewReader(data)), int64(len(data)), nil
 		})
 		if err != nil {
@@ -341,7 +341,7 @@ func TestEvictLeastRecentlyUsedMirroredContent(t *testing.T) {
 		waitStored(t, s, "docker.io/library/x", d)
 		// The fill counts as in use until it has left the store's list; wait for that, or an
 		// eviction running meanwhile would rightly pass it over.
-		waitFor(t, func() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.fills[d] == nil })
+		waitFor(t, func() bool { return !s.Fills.busy(d) })
 		tick()
 		return d
 	}
@@ -355,7 +355,7 @@ func TestEvictLeastRecentlyUsedMirroredContent(t *testing.T) {
 	bf.Close()
 	tick()
 	c := fill(randomBytes(t, 100<<10)) // 300 KiB > 250 KiB: one must go
-	waitFor(t, func() bool { _, n := s.MirrorStats(); return n == 1 })
+	waitFor(t, func() bool { _, n := s.Evictor.Stats(); return n == 1 })
 	if _, err := s.StatBlob(ctx, "docker.io/library/x", b); !errors.Is(err, ErrBlobUnknown) {
 		t.Errorf("least recently used blob b still stored: %v", err)
 	}
@@ -367,7 +367,7 @@ func TestEvictLeastRecentlyUsedMirroredContent(t *testing.T) {
 	if _, err := s.StatBlob(ctx, "p/a", digest.FromBytes(local)); err != nil {
 		t.Errorf("local blob evicted: %v", err)
 	}
-	if bytes, _ := s.MirrorStats(); bytes > 250<<10 {
+	if bytes, _ := s.Evictor.Stats(); bytes > 250<<10 {
 		t.Errorf("mirrored bytes %d over the cap", bytes)
 	}
 	if _, err := os.Stat(s.blobPath(b)); !os.IsNotExist(err) {
@@ -381,7 +381,7 @@ func TestEvictPassesOverBlobsInUse(t *testing.T) {
 	fill := func() digest.Digest {
 		data := randomBytes(t, 100<<10)
 		d := digest.FromBytes(data)
-		f, _, err := s.FillBlob(d, "docker.io/library/x", func(context.Context) (io.ReadCloser, int64, error) {
+		f, _, err := s.Fills.FromUpstream(d, "docker.io/library/x", func(context.Context) (io.ReadCloser, int64, error) {
 			return io.NopCloser(bytes.NewReader(data)), int64(len(data)), nil
 		})
 		if err != nil {
@@ -392,14 +392,14 @@ func TestEvictPassesOverBlobsInUse(t *testing.T) {
 			r.Close()
 		}
 		// The reader is done once the bytes are verified; the fill ends after the index write.
-		waitFor(t, func() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.fills[d] == nil })
+		waitFor(t, func() bool { return !s.Fills.busy(d) })
 		return d
 	}
 	x := fill()
 	waitStored(t, s, "docker.io/library/x", x)
 	release := s.hold(x) // a reader has x open
 	y := fill()          // over the cap: x is the oldest but in use, so y goes
-	waitFor(t, func() bool { _, n := s.MirrorStats(); return n == 1 })
+	waitFor(t, func() bool { _, n := s.Evictor.Stats(); return n == 1 })
 	if _, err := s.StatBlob(ctx, "docker.io/library/x", x); err != nil {
 		t.Errorf("a blob in use was evicted: %v", err)
 	}
@@ -408,7 +408,7 @@ func TestEvictPassesOverBlobsInUse(t *testing.T) {
 	}
 	release()
 	fill() // over the cap again: x, no longer in use, goes now
-	waitFor(t, func() bool { _, n := s.MirrorStats(); return n == 2 })
+	waitFor(t, func() bool { _, n := s.Evictor.Stats(); return n == 2 })
 	if _, err := s.StatBlob(ctx, "docker.io/library/x", x); !errors.Is(err, ErrBlobUnknown) {
 		t.Errorf("x after release: %v, want evicted", err)
 	}

@@ -21,49 +21,49 @@ import (
 // stays readable to its reader: the file is unlinked, not truncated. Collect removes the record
 // before the file, so the index never points at a missing file; a crash in between leaves a file
 // that the next Open adopts and the next Collect removes.
-func (s *Store) Collect(ctx context.Context, grace time.Duration) (removed int, freed int64, err error) {
+func (e *Evictor) Collect(ctx context.Context, grace time.Duration) (removed int, freed int64, err error) {
 	// Mark without the lock, so pushes go on meanwhile; then, under the lock, keep the marks only
 	// if no reference was added since (refs counts those), else mark again under the lock.
-	gen := s.refs.Load()
-	garbage, err := s.mark(ctx, grace)
+	gen := e.st.refs.Load()
+	garbage, err := e.mark(ctx, grace)
 	if err != nil {
 		return 0, 0, err
 	}
-	if s.afterMark != nil {
-		s.afterMark()
+	if e.afterMark != nil {
+		e.afterMark()
 	}
-	s.gcMu.Lock()
-	defer s.gcMu.Unlock()
-	if s.refs.Load() != gen {
-		if garbage, err = s.mark(ctx, grace); err != nil {
+	e.st.gcMu.Lock()
+	defer e.st.gcMu.Unlock()
+	if e.st.refs.Load() != gen {
+		if garbage, err = e.mark(ctx, grace); err != nil {
 			return 0, 0, err
 		}
 	}
-	if !s.deletable() {
-		avail, floor, _ := s.space()
+	if !e.disk.deletable() {
+		avail, floor, _ := e.disk.Space()
 		return 0, 0, &SpaceError{Avail: avail, Floor: floor}
 	}
-	if s.remote != nil {
-		return s.collectShared(ctx, garbage)
+	if e.st.remote != nil {
+		return e.collectShared(ctx, garbage)
 	}
 	keys := make([][]byte, len(garbage))
 	for i, g := range garbage {
 		keys[i] = blobKey(g.dgst)
 	}
-	if err := s.db.Write(ctx, deletes(keys)); err != nil {
+	if err := e.db.Write(ctx, deletes(keys)); err != nil {
 		return 0, 0, fmt.Errorf("collect: %w", err)
 	}
 	for _, g := range garbage {
-		s.blobs.Add(-1)
-		s.stored.Add(-g.size)
-		if err := s.removeBlob(g.dgst); err != nil {
+		e.st.blobs.Add(-1)
+		e.st.stored.Add(-g.size)
+		if err := e.st.removeBlob(g.dgst); err != nil {
 			return removed, freed, fmt.Errorf("collect %s: %w", g.dgst, err)
 		}
 		removed++
 		freed += g.size
 	}
 	if removed > 0 {
-		s.log.Info("garbage collected", "blobs", removed, "bytes", freed)
+		e.log.Info("garbage collected", "blobs", removed, "bytes", freed)
 	}
 	return removed, freed, nil
 }
@@ -79,10 +79,10 @@ type garbageBlob struct {
 // reference came since it was found unreferenced (its Gen); the shared object goes before the
 // record, while the lock is held. A push that put the object just before is told by the object's
 // absence after its commit, and puts it again (ensureShared).
-func (s *Store) collectShared(ctx context.Context, garbage []garbageBlob) (removed int, freed int64, err error) {
+func (e *Evictor) collectShared(ctx context.Context, garbage []garbageBlob) (removed int, freed int64, err error) {
 	for _, g := range garbage {
 		gone := false
-		err := kv.Retry(ctx, s.db, func(txn kv.Txn) error {
+		err := kv.Retry(ctx, e.db, func(txn kv.Txn) error {
 			gone = false
 			if err := kv.LockTxn(txn, "blob:"+g.dgst.String()); err != nil {
 				return err
@@ -97,7 +97,7 @@ func (s *Store) collectShared(ctx context.Context, garbage []garbageBlob) (remov
 			if rec.Gen != g.gen {
 				return nil // referenced since
 			}
-			if err := s.remote.Delete(ctx, g.dgst); err != nil {
+			if err := e.st.remote.Delete(ctx, g.dgst); err != nil {
 				return &RemoteError{Err: err}
 			}
 			gone = true
@@ -109,27 +109,27 @@ func (s *Store) collectShared(ctx context.Context, garbage []garbageBlob) (remov
 		if !gone {
 			continue
 		}
-		s.blobs.Add(-1)
-		s.stored.Add(-g.size)
-		if err := os.Remove(s.blobPath(g.dgst)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		e.st.blobs.Add(-1)
+		e.st.stored.Add(-g.size)
+		if err := os.Remove(e.st.blobPath(g.dgst)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return removed, freed, fmt.Errorf("collect %s: %w", g.dgst, err)
 		}
-		s.hot.drop(g.dgst)
+		e.st.hot.drop(g.dgst)
 		removed++
 		freed += g.size
 	}
 	if removed > 0 {
-		s.log.Info("garbage collected", "blobs", removed, "bytes", freed)
+		e.log.Info("garbage collected", "blobs", removed, "bytes", freed)
 	}
 	return removed, freed, nil
 }
 
 // mark returns the blobs that nothing references and that were stored before grace ago.
-func (s *Store) mark(ctx context.Context, grace time.Duration) ([]garbageBlob, error) {
+func (e *Evictor) mark(ctx context.Context, grace time.Duration) ([]garbageBlob, error) {
 	referenced := map[digest.Digest]bool{}
 	var garbage []garbageBlob
-	cutoff := s.now().Add(-grace)
-	err := s.db.View(s.ctx, func(txn kv.Txn) error {
+	cutoff := e.st.now().Add(-grace)
+	err := e.db.View(e.st.ctx, func(txn kv.Txn) error {
 		for _, prefix := range []string{prefixLink, prefixManifest} {
 			err := scan(txn, []byte(prefix), "", func(key, _ []byte) bool {
 				referenced[digest.Digest(lastPart(key))] = true

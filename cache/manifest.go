@@ -33,7 +33,7 @@ type Manifest struct {
 	// names, as its descriptors give them: what the artifact weighs.
 	ContentSize int64 `json:"contentSize,omitempty"`
 
-	// Blobs and Children are what PutManifest requires the repository to hold; they are not kept.
+	// Blobs and Children are what Manifests.Put requires the repository to hold; they are not kept.
 	Blobs    []digest.Digest `json:"-"`
 	Children []digest.Digest `json:"-"`
 }
@@ -49,28 +49,37 @@ func (m Manifest) Descriptor() ocispec.Descriptor {
 	}
 }
 
-// PutManifest stores body as the manifest m.Digest of repo and points each of tags at it. Every blob
+// Manifests is the store's metadata: manifests, tags, repositories and referrers. A manifest's
+// bytes are a blob of the Store; its records say which repositories hold it, under which tags.
+// It is safe for concurrent use.
+type Manifests struct {
+	st *Store
+	ev *Evictor // records pulls, for the last pull time and eviction's order
+	db kv.DB
+}
+
+// Put stores body as the manifest m.Digest of repo and points each of tags at it. Every blob
 // in m.Blobs must be linked to repo and every manifest in m.Children must be in repo, or a
 // *MissingError names the first one that is not. A manifest with a subject is recorded as a
 // referrer of that subject, whether or not the subject exists.
-func (s *Store) PutManifest(ctx context.Context, repo string, m Manifest, body []byte, tags []string) error {
-	return s.putManifest(ctx, repo, m, body, tags, originLocal, time.Time{})
+func (ms *Manifests) Put(ctx context.Context, repo string, m Manifest, body []byte, tags []string) error {
+	return ms.put(ctx, repo, m, body, tags, originLocal, time.Time{})
 }
 
-// PutMirroredManifest stores body, fetched from an upstream, as the manifest m.Digest of repo, a
+// PutMirrored stores body, fetched from an upstream, as the manifest m.Digest of repo, a
 // mirrored repository, and points tag at it (when not empty), recording that the upstream
 // confirmed the tag at checked. The blobs it references need not be stored: they are fetched when
 // asked for.
-func (s *Store) PutMirroredManifest(ctx context.Context, repo string, m Manifest, body []byte, tag string, checked time.Time) error {
+func (ms *Manifests) PutMirrored(ctx context.Context, repo string, m Manifest, body []byte, tag string, checked time.Time) error {
 	m.Blobs, m.Children = nil, nil
 	var tags []string
 	if tag != "" {
 		tags = []string{tag}
 	}
-	return s.putManifest(ctx, repo, m, body, tags, originMirrored, checked)
+	return ms.put(ctx, repo, m, body, tags, originMirrored, checked)
 }
 
-func (s *Store) putManifest(ctx context.Context, repo string, m Manifest, body []byte, tags []string, from origin, checked time.Time) error {
+func (ms *Manifests) put(ctx context.Context, repo string, m Manifest, body []byte, tags []string, from origin, checked time.Time) error {
 	if err := supported(m.Digest); err != nil {
 		return err
 	}
@@ -78,15 +87,15 @@ func (s *Store) putManifest(ctx context.Context, repo string, m Manifest, body [
 		return fmt.Errorf("%w: manifest hashes to %s, not %s", ErrDigestMismatch, got, m.Digest)
 	}
 	m.Size = int64(len(body))
-	m.Created = s.now().UTC()
-	s.gcMu.RLock()
-	defer s.gcMu.RUnlock()
-	defer s.refs.Add(1) // after the index write, before RUnlock: see Collect
+	m.Created = ms.st.now().UTC()
+	ms.st.gcMu.RLock()
+	defer ms.st.gcMu.RUnlock()
+	defer ms.st.refs.Add(1) // after the index write, before RUnlock: see Collect
 	// Check the references before placing anything, so that a refused manifest leaves no file.
-	if err := s.db.View(s.ctx, func(txn kv.Txn) error { return checkRefs(txn, repo, m) }); err != nil {
+	if err := ms.db.View(ms.st.ctx, func(txn kv.Txn) error { return checkRefs(txn, repo, m) }); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(s.tmpDir(), "manifest-*")
+	f, err := os.CreateTemp(ms.st.tmpDir(), "manifest-*")
 	if err != nil {
 		return fmt.Errorf("create temp file: %w", err)
 	}
@@ -94,16 +103,16 @@ func (s *Store) putManifest(ctx context.Context, repo string, m Manifest, body [
 	if _, err := f.Write(body); err != nil {
 		return fmt.Errorf("write manifest %s: %w", m.Digest, err)
 	}
-	placed, err := s.place(f, m.Digest, false)
+	placed, err := ms.st.place(f, m.Digest, false)
 	if err != nil {
 		return err
 	}
-	err = s.update(func(ct *commitTxn) error {
+	err = ms.st.update(func(ct *commitTxn) error {
 		txn := ct.Txn
 		if err := checkRefs(txn, repo, m); err != nil {
 			return err
 		}
-		if _, err := s.ensureBlobRecord(ct, m.Digest, m.Size, m.MediaType, from); err != nil {
+		if _, err := ms.st.ensureBlobRecord(ct, m.Digest, m.Size, m.MediaType, from); err != nil {
 			return err
 		}
 		if err := referenced(txn, m.Digest); err != nil {
@@ -140,10 +149,10 @@ func (s *Store) putManifest(ctx context.Context, repo string, m Manifest, body [
 		return txn.Set(repoKey(repo), nil)
 	})
 	if err != nil {
-		s.unplace(placed, m.Digest)
+		ms.st.unplace(placed, m.Digest)
 		return err
 	}
-	return s.ensureShared(f, m.Digest)
+	return ms.st.ensureShared(f, m.Digest)
 }
 
 // checkRefs returns a *MissingError for the first blob of m not linked to repo, or child
@@ -164,9 +173,9 @@ func checkRefs(txn kv.Txn, repo string, m Manifest) error {
 
 // Resolve returns the manifest record that ref (a tag or a digest) names in repo, or
 // ErrManifestUnknown.
-func (s *Store) Resolve(ctx context.Context, repo, ref string) (Manifest, error) {
+func (ms *Manifests) Resolve(ctx context.Context, repo, ref string) (Manifest, error) {
 	var m Manifest
-	err := s.db.View(s.ctx, func(txn kv.Txn) error {
+	err := ms.db.View(ms.st.ctx, func(txn kv.Txn) error {
 		var err error
 		m, err = resolve(txn, repo, ref)
 		return err
@@ -191,13 +200,13 @@ func resolve(txn kv.Txn, repo, ref string) (Manifest, error) {
 	return m, nil
 }
 
-// GetManifest returns the record and the exact bytes of the manifest that ref names in repo.
-func (s *Store) GetManifest(ctx context.Context, repo, ref string) (Manifest, []byte, error) {
-	m, err := s.Resolve(ctx, repo, ref)
+// Get returns the record and the exact bytes of the manifest that ref names in repo.
+func (ms *Manifests) Get(ctx context.Context, repo, ref string) (Manifest, []byte, error) {
+	m, err := ms.Resolve(ctx, repo, ref)
 	if err != nil {
 		return Manifest{}, nil, err
 	}
-	f, err := s.openLocal(ctx, m.Digest, false)
+	f, err := ms.st.openLocal(ctx, m.Digest, false)
 	if err != nil {
 		return Manifest{}, nil, fmt.Errorf("open manifest %s: %w", m.Digest, err)
 	}
@@ -209,14 +218,14 @@ func (s *Store) GetManifest(ctx context.Context, repo, ref string) (Manifest, []
 	if int64(buf.Len()) != m.Size {
 		return Manifest{}, nil, fmt.Errorf("manifest %s: file holds %d bytes, record says %d", m.Digest, buf.Len(), m.Size)
 	}
-	s.touch(m.Digest) // the last pull time, written in batches
+	ms.ev.touch(m.Digest) // the last pull time, written in batches
 	return m, buf.Bytes(), nil
 }
 
-// DeleteManifest removes the manifest dgst from repo, every tag of repo that points at it, and its
+// Delete removes the manifest dgst from repo, every tag of repo that points at it, and its
 // entry in the referrers of its subject.
-func (s *Store) DeleteManifest(ctx context.Context, repo string, dgst digest.Digest) error {
-	return s.update(func(ct *commitTxn) error {
+func (ms *Manifests) Delete(ctx context.Context, repo string, dgst digest.Digest) error {
+	return ms.st.update(func(ct *commitTxn) error {
 		txn := ct.Txn
 		var m Manifest
 		if err := kv.Get(txn, manifestKey(repo, dgst), &m); err != nil {
@@ -251,8 +260,8 @@ func (s *Store) DeleteManifest(ctx context.Context, repo string, dgst digest.Dig
 }
 
 // DeleteTag removes tag from repo, leaving the manifest it pointed at.
-func (s *Store) DeleteTag(ctx context.Context, repo, tag string) error {
-	return s.update(func(ct *commitTxn) error {
+func (ms *Manifests) DeleteTag(ctx context.Context, repo, tag string) error {
+	return ms.st.update(func(ct *commitTxn) error {
 		txn := ct.Txn
 		if _, err := txn.Get(tagKey(repo, tag)); err != nil {
 			return notFound(err, ErrManifestUnknown)
@@ -263,9 +272,9 @@ func (s *Store) DeleteTag(ctx context.Context, repo, tag string) error {
 
 // Tags lists repo's tags in lexical order, at most n of them (n < 0: all), starting after last.
 // more reports whether tags follow the ones returned. A repository without content is ErrNameUnknown.
-func (s *Store) Tags(ctx context.Context, repo, last string, n int) (tags []string, more bool, err error) {
+func (ms *Manifests) Tags(ctx context.Context, repo, last string, n int) (tags []string, more bool, err error) {
 	tags = []string{}
-	err = s.db.View(s.ctx, func(txn kv.Txn) error {
+	err = ms.db.View(ms.st.ctx, func(txn kv.Txn) error {
 		if _, err := txn.Get(repoKey(repo)); err != nil {
 			return notFound(err, ErrNameUnknown)
 		}
@@ -284,9 +293,9 @@ func (s *Store) Tags(ctx context.Context, repo, last string, n int) (tags []stri
 
 // Repositories lists repositories with content in lexical order, at most n of them, starting after
 // last, keeping only those for which visible returns true. more reports whether others follow.
-func (s *Store) Repositories(ctx context.Context, last string, n int, visible func(repo string) bool) (repos []string, more bool, err error) {
+func (ms *Manifests) Repositories(ctx context.Context, last string, n int, visible func(repo string) bool) (repos []string, more bool, err error) {
 	repos = []string{}
-	err = s.db.View(s.ctx, func(txn kv.Txn) error {
+	err = ms.db.View(ms.st.ctx, func(txn kv.Txn) error {
 		return scan(txn, []byte(prefixRepo), last, func(key, _ []byte) bool {
 			repo := string(key[len(prefixRepo):])
 			if !visible(repo) {
@@ -304,9 +313,9 @@ func (s *Store) Repositories(ctx context.Context, last string, n int, visible fu
 }
 
 // CountRepositories returns how many repositories with content have names starting with prefix.
-func (s *Store) CountRepositories(ctx context.Context, prefix string) (int, error) {
+func (ms *Manifests) CountRepositories(ctx context.Context, prefix string) (int, error) {
 	count := 0
-	err := s.db.View(s.ctx, func(txn kv.Txn) error {
+	err := ms.db.View(ms.st.ctx, func(txn kv.Txn) error {
 		return scan(txn, []byte(prefixRepo+prefix), "", func(_, _ []byte) bool {
 			count++
 			return true
@@ -319,9 +328,9 @@ func (s *Store) CountRepositories(ctx context.Context, prefix string) (int, erro
 // order after last, those with artifactType only when it is not empty. It stops after n
 // descriptors or once their JSON passes about maxBytes (always returning at least one), and
 // reports whether more follow.
-func (s *Store) Referrers(ctx context.Context, repo string, subject digest.Digest, artifactType, last string, n, maxBytes int) (descs []ocispec.Descriptor, more bool, err error) {
+func (ms *Manifests) Referrers(ctx context.Context, repo string, subject digest.Digest, artifactType, last string, n, maxBytes int) (descs []ocispec.Descriptor, more bool, err error) {
 	descs = []ocispec.Descriptor{}
-	err = s.db.View(s.ctx, func(txn kv.Txn) error {
+	err = ms.db.View(ms.st.ctx, func(txn kv.Txn) error {
 		size := 0
 		var ferr error
 		err := scan(txn, []byte(prefixReferrer+repo+sep+subject.String()+sep), last, func(key, _ []byte) bool {
@@ -373,10 +382,10 @@ func scan(txn kv.Txn, prefix []byte, after string, fn func(key, val []byte) bool
 
 // MirroredTag returns the manifest that a mirrored tag points at and when the tag was last checked
 // with the upstream, or ErrManifestUnknown.
-func (s *Store) MirroredTag(ctx context.Context, repo, tag string) (Manifest, time.Time, error) {
+func (ms *Manifests) MirroredTag(ctx context.Context, repo, tag string) (Manifest, time.Time, error) {
 	var m Manifest
 	var checked time.Time
-	err := s.db.View(s.ctx, func(txn kv.Txn) error {
+	err := ms.db.View(ms.st.ctx, func(txn kv.Txn) error {
 		var err error
 		if m, err = resolve(txn, repo, tag); err != nil {
 			return err
@@ -394,8 +403,8 @@ func (s *Store) MirroredTag(ctx context.Context, repo, tag string) (Manifest, ti
 }
 
 // TagChecked records that the upstream confirmed a mirrored tag at the time given.
-func (s *Store) TagChecked(ctx context.Context, repo, tag string, at time.Time) error {
-	return s.update(func(ct *commitTxn) error { return setChecked(ct.Txn, repo, tag, at) })
+func (ms *Manifests) TagChecked(ctx context.Context, repo, tag string, at time.Time) error {
+	return ms.st.update(func(ct *commitTxn) error { return setChecked(ct.Txn, repo, tag, at) })
 }
 
 func setChecked(txn kv.Txn, repo, tag string, at time.Time) error {

@@ -126,30 +126,11 @@ func (e *RemoteError) Error() string {
 func (e *RemoteError) Unwrap() error { return e.Err }
 
 // ErrNotLocal means a blob is stored, in the shared store, but not in this node's hot tier: read
-// it with FillShared, which streams it while it fills the hot tier.
+// it with Fills.FromShared, which streams it while it fills the hot tier.
 var ErrNotLocal = errors.New("blob not in this node's hot tier")
 
-// FillShared returns the fill that copies the blob dgst, which repo may read, from the shared
-// store into the hot tier: the one in progress or a new one. Its clients read it as it arrives,
-// as they read a fill from an upstream (FillBlob); the bytes are checked against the digest.
-func (s *Store) FillShared(dgst digest.Digest, repo string) (*Fill, bool, error) {
-	if s.remote == nil {
-		return nil, false, ErrBlobUnknown
-	}
-	return s.fillBlob(dgst, repo, originNone, func(ctx context.Context) (io.ReadCloser, int64, error) {
-		rc, size, err := s.remote.Get(ctx, dgst)
-		if errors.Is(err, blobstore.ErrNotFound) {
-			return nil, 0, &RemoteError{Err: fmt.Errorf("%s has a record but is not in the shared blob store", dgst)}
-		}
-		if err != nil {
-			return nil, 0, &RemoteError{Err: err}
-		}
-		return rc, size, nil
-	})
-}
-
 // openLocal opens the file of the blob dgst. In fleet mode a blob not in the hot tier is
-// ErrNotLocal when stream is set (blobs: see FillShared), else read from the shared store into
+// ErrNotLocal when stream is set (blobs: see Fills.FromShared), else read from the shared store into
 // the hot tier first, whole (manifests: small).
 func (s *Store) openLocal(ctx context.Context, dgst digest.Digest, stream bool) (*os.File, error) {
 	f, err := os.Open(s.blobPath(dgst))
@@ -180,7 +161,7 @@ func (s *Store) openLocal(ctx context.Context, dgst digest.Digest, stream bool) 
 
 // hydrate copies the blob dgst from the shared store into the hot tier, verifying its digest.
 func (s *Store) hydrate(dgst digest.Digest) error {
-	ctx, cancel := context.WithTimeout(s.ctx, s.fillTTL)
+	ctx, cancel := context.WithTimeout(s.ctx, s.Fills.ttl)
 	defer cancel()
 	rc, size, err := s.remote.Get(ctx, dgst)
 	if errors.Is(err, blobstore.ErrNotFound) {
@@ -190,7 +171,7 @@ func (s *Store) hydrate(dgst digest.Digest) error {
 		return &RemoteError{Err: err}
 	}
 	defer rc.Close()
-	if err := s.ensureSpace(ctx, size, true); err != nil {
+	if err := s.Disk.ensureSpace(ctx, size, true); err != nil {
 		return err
 	}
 	f, err := os.CreateTemp(s.tmpDir(), "hot-*")
@@ -230,16 +211,14 @@ func (s *Store) trimHot(room int64) int64 {
 		}
 		var victim digest.Digest
 		var oldest time.Time
-		s.mu.Lock()
 		for d, f := range s.hot.files {
-			if s.inUse[d] > 0 || s.fills[d] != nil {
+			if s.reading(d) || s.Fills.busy(d) {
 				continue
 			}
 			if victim == "" || f.used.Before(oldest) {
 				victim, oldest = d, f.used
 			}
 		}
-		s.mu.Unlock()
 		s.hot.mu.Unlock()
 		if victim == "" {
 			return freed

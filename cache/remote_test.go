@@ -63,7 +63,7 @@ func readBlob(t *testing.T, s *Store, repo string, d digest.Digest) ([]byte, err
 	t.Helper()
 	f, err := s.OpenBlob(context.Background(), repo, d)
 	if errors.Is(err, ErrNotLocal) {
-		fill, _, err := s.FillShared(d, repo)
+		fill, _, err := s.Fills.FromShared(d, repo)
 		if err != nil {
 			return nil, err
 		}
@@ -123,7 +123,7 @@ func TestFleetBlobsAreShared(t *testing.T) {
 	if err := a.UnlinkBlob(ctx, "team/app", dgsts[2]); err != nil {
 		t.Fatal(err)
 	}
-	if removed, _, err := a.Collect(ctx, 0); err != nil || removed != 1 {
+	if removed, _, err := a.Evictor.Collect(ctx, 0); err != nil || removed != 1 {
 		t.Fatalf("Collect = %d, %v", removed, err)
 	}
 	if _, err := srv.Client(t).StatObject(ctx, srv.Bucket, blobstore.Key("", dgsts[2]), minio.StatObjectOptions{}); err == nil {
@@ -190,7 +190,7 @@ func TestFleetEviction(t *testing.T) {
 			t.Fatalf("B evicted %s after its own fill: only EvictFleet evicts in a fleet", d)
 		}
 	}
-	n, err := a.EvictFleet(ctx)
+	n, err := a.Evictor.EvictFleet(ctx)
 	if err != nil || n != 2 {
 		t.Fatalf("EvictFleet = %d, %v; want 2 (4000 bytes over a cap of 2500)", n, err)
 	}
@@ -215,12 +215,12 @@ func TestFleetCollectionSparesABlobLinkedMeanwhile(t *testing.T) {
 	if err := a.UnlinkBlob(ctx, "team/app", d); err != nil {
 		t.Fatal(err)
 	}
-	a.afterMark = func() {
+	a.Evictor.afterMark = func() {
 		if _, err := b.LinkBlob(ctx, "team/other", d); err != nil {
 			t.Errorf("link on node B: %v", err)
 		}
 	}
-	if removed, _, err := a.Collect(ctx, 0); err != nil || removed != 0 {
+	if removed, _, err := a.Evictor.Collect(ctx, 0); err != nil || removed != 0 {
 		t.Errorf("Collect = %d, %v; want nothing removed", removed, err)
 	}
 	if !a.HasBlob(ctx, d) {
@@ -233,11 +233,11 @@ func TestFleetCollectionSparesABlobLinkedMeanwhile(t *testing.T) {
 		t.Errorf("node B reads the blob it linked: %d bytes, %v", len(got), err)
 	}
 	// Unreferenced for good, it goes.
-	a.afterMark = nil
+	a.Evictor.afterMark = nil
 	if err := b.UnlinkBlob(ctx, "team/other", d); err != nil {
 		t.Fatal(err)
 	}
-	if removed, _, err := a.Collect(ctx, 0); err != nil || removed != 1 {
+	if removed, _, err := a.Evictor.Collect(ctx, 0); err != nil || removed != 1 {
 		t.Errorf("Collect of the unreferenced blob = %d, %v; want 1", removed, err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -81,34 +82,49 @@ const MinFloor = 2 * indexReserve
 // 8 MiB, two of them, and the tables they become); index writes stop under it.
 const indexReserve = 32 << 20
 
-// space reports the free bytes of the data directory and its floor.
-func (s *Store) space() (avail, floor int64, err error) {
-	avail, total, err := s.diskSpace(s.dir)
+// Disk keeps the free-space floor of the data directory's file system: every write of the store
+// asks it first. It is safe for concurrent use.
+type Disk struct {
+	dir        string
+	log        *slog.Logger
+	minFree    int64
+	minFreePct float64
+	readOnly   bool
+	diskSpace  func(dir string) (avail, total int64, err error)
+	refusals   atomic.Int64
+	warned     atomic.Int64
+	st         *Store   // its hot tier and mirrored bytes: the room that can be made
+	ev         *Evictor // makes room by evicting mirrored content
+}
+
+// Space reports the free bytes of the data directory's disk and its free-space floor.
+func (d *Disk) Space() (avail, floor int64, err error) {
+	avail, total, err := d.diskSpace(d.dir)
 	if err != nil {
 		return 0, 0, err
 	}
-	return avail, FreeSpaceFloor(total, s.minFree, s.minFreePct), nil
+	return avail, FreeSpaceFloor(total, d.minFree, d.minFreePct), nil
 }
 
 // ensureSpace makes sure that writing need more bytes keeps the floor free, evicting mirrored
 // content (least recently used first) to make room when evict is set. It returns a *SpaceError
 // when the room cannot be made.
-func (s *Store) ensureSpace(ctx context.Context, need int64, evict bool) error {
-	if s.readOnly {
+func (d *Disk) ensureSpace(ctx context.Context, need int64, evict bool) error {
+	if d.readOnly {
 		return ErrReadOnly
 	}
-	avail, floor, err := s.space()
+	avail, floor, err := d.Space()
 	if err != nil {
 		return err
 	}
 	if avail-need >= floor {
 		return nil
 	}
-	if s.remote != nil {
+	if d.st.remote != nil {
 		// Fleet mode: the room is made in the hot tier, whose copies are all in the shared
 		// store; one node's small disk never evicts the fleet's content.
-		s.trimHot(floor + need - avail)
-		if avail, floor, err = s.space(); err != nil {
+		d.st.trimHot(floor + need - avail)
+		if avail, floor, err = d.Space(); err != nil {
 			return err
 		}
 		if avail-need >= floor {
@@ -118,38 +134,38 @@ func (s *Store) ensureSpace(ctx context.Context, need int64, evict bool) error {
 	}
 	// Evict only when that can make the room: a blob larger than the disk could ever hold
 	// above its floor must not empty the cache on its way to a 507.
-	if evict && avail+s.mirrored.Load()-need >= floor {
-		if _, err := s.evictBytes(ctx, floor+need-avail); err != nil {
+	if evict && avail+d.st.mirrored.Load()-need >= floor {
+		if _, err := d.ev.evictBytes(ctx, floor+need-avail); err != nil {
 			return err
 		}
-		if avail, floor, err = s.space(); err != nil {
+		if avail, floor, err = d.Space(); err != nil {
 			return err
 		}
 		if avail-need >= floor {
 			return nil
 		}
 	}
-	s.spaceRefusals.Add(1)
+	d.refusals.Add(1)
 	e := &SpaceError{Need: need, Avail: avail, Floor: floor}
-	s.warnSpace(e)
+	d.warnSpace(e)
 	return e
 }
 
 // WriteCheck is nil when the index may be written, else why not (ErrReadOnly, or a
 // *SpaceError): for the other packages that keep records in the index (auth), whose writes go
 // into the same memory-mapped files.
-func (s *Store) WriteCheck() error {
-	if s.readOnly {
+func (d *Disk) WriteCheck() error {
+	if d.readOnly {
 		return ErrReadOnly
 	}
-	avail, floor, err := s.space()
+	avail, floor, err := d.Space()
 	if err != nil {
 		return err
 	}
 	if avail < floor/2 {
-		s.spaceRefusals.Add(1)
+		d.refusals.Add(1)
 		e := &SpaceError{Avail: avail, Floor: floor}
-		s.warnSpace(e)
+		d.warnSpace(e)
 		return e
 	}
 	return nil
@@ -157,41 +173,41 @@ func (s *Store) WriteCheck() error {
 
 // deletable reports whether the index may take deletions (evictions, garbage collection): they
 // free space, but write tombstones through the same memtables, so they need some room too.
-func (s *Store) deletable() bool {
-	if s.readOnly {
+func (d *Disk) deletable() bool {
+	if d.readOnly {
 		return false
 	}
-	avail, _, err := s.space()
+	avail, _, err := d.Space()
 	return err == nil && avail >= indexReserve/2
 }
 
 // warnSpace logs a refusal for space, at most once a minute.
-func (s *Store) warnSpace(e *SpaceError) {
+func (d *Disk) warnSpace(e *SpaceError) {
 	now := time.Now().UnixNano()
-	last := s.spaceWarned.Load()
-	if now-last < int64(time.Minute) || !s.spaceWarned.CompareAndSwap(last, now) {
+	last := d.warned.Load()
+	if now-last < int64(time.Minute) || !d.warned.CompareAndSwap(last, now) {
 		return
 	}
-	s.log.Error("a write was refused to keep the data directory's free-space floor (storage.min_free)",
-		"cause", e.Error(), "dir", s.dir)
+	d.log.Error("a write was refused to keep the data directory's free-space floor (storage.min_free)",
+		"cause", e.Error(), "dir", d.dir)
 }
 
-// SpaceRefusals counts the writes refused for space since start.
-func (s *Store) SpaceRefusals() int64 { return s.spaceRefusals.Load() }
+// Refusals counts the writes refused for space since start.
+func (d *Disk) Refusals() int64 { return d.refusals.Load() }
 
 // spaceReader checks the floor every spaceCheckEvery bytes of a streamed write whose size is not
 // known in advance.
 type spaceReader struct {
 	io.Reader
 	ctx   context.Context
-	s     *Store
+	d     *Disk
 	evict bool
 	since int64
 }
 
 func (r *spaceReader) Read(p []byte) (int, error) {
 	if r.since >= spaceCheckEvery {
-		if err := r.s.ensureSpace(r.ctx, spaceCheckEvery, r.evict); err != nil {
+		if err := r.d.ensureSpace(r.ctx, spaceCheckEvery, r.evict); err != nil {
 			return 0, err
 		}
 		r.since = 0
@@ -203,40 +219,27 @@ func (r *spaceReader) Read(p []byte) (int, error) {
 
 // guardSpace returns body wrapped so that writing it keeps the floor: a first check for size
 // bytes (or spaceCheckEvery when unknown), then one every spaceCheckEvery bytes.
-func (s *Store) guardSpace(ctx context.Context, body io.Reader, size int64) (io.Reader, error) {
-	return s.guardSpaceFor(ctx, body, size, true)
+func (d *Disk) guardSpace(ctx context.Context, body io.Reader, size int64) (io.Reader, error) {
+	return d.guardSpaceFor(ctx, body, size, true)
 }
 
 // guardPushSpace is guardSpace for a client's body: room is made as the bytes arrive, not for
 // the size the client announced (a push that announces much and sends little must not empty
 // the mirror's cache).
-func (s *Store) guardPushSpace(ctx context.Context, body io.Reader, size int64) (io.Reader, error) {
-	return s.guardSpaceFor(ctx, body, size, false)
+func (d *Disk) guardPushSpace(ctx context.Context, body io.Reader, size int64) (io.Reader, error) {
+	return d.guardSpaceFor(ctx, body, size, false)
 }
 
-func (s *Store) guardSpaceFor(ctx context.Context, body io.Reader, size int64, upfront bool) (io.Reader, error) {
+func (d *Disk) guardSpaceFor(ctx context.Context, body io.Reader, size int64, upfront bool) (io.Reader, error) {
 	need := size
 	if need < 0 || (!upfront && need > spaceCheckEvery) {
 		need = spaceCheckEvery
 	}
-	if err := s.ensureSpace(ctx, need, true); err != nil {
+	if err := d.ensureSpace(ctx, need, true); err != nil {
 		return nil, err
 	}
 	if size >= 0 && size <= spaceCheckEvery {
 		return body, nil
 	}
-	return &spaceReader{Reader: body, ctx: ctx, s: s, evict: true, since: min(need, spaceCheckEvery)}, nil
+	return &spaceReader{Reader: body, ctx: ctx, d: d, evict: true, since: min(need, spaceCheckEvery)}, nil
 }
-
-// spaceState is the Store's part of the floor.
-type spaceState struct {
-	minFree       int64
-	minFreePct    float64
-	readOnly      bool
-	diskSpace     func(dir string) (avail, total int64, err error)
-	spaceRefusals atomic.Int64
-	spaceWarned   atomic.Int64
-}
-
-// Space reports the free bytes of the data directory's disk and its free-space floor.
-func (s *Store) Space() (avail, floor int64, err error) { return s.space() }

@@ -46,7 +46,7 @@ func spaceStore(t *testing.T, capacity, minFree, maxBlob int64) (*Store, *smallD
 
 func fill(t *testing.T, s *Store, data []byte, size int64) error {
 	t.Helper()
-	f, _, err := s.FillBlob(digest.FromBytes(data), "docker.io/library/x", func(context.Context) (io.ReadCloser, int64, error) {
+	f, _, err := s.Fills.FromUpstream(digest.FromBytes(data), "docker.io/library/x", func(context.Context) (io.ReadCloser, int64, error) {
 		return io.NopCloser(bytes.NewReader(data)), size, nil
 	})
 	if err != nil {
@@ -109,7 +109,7 @@ func TestFillsKeepTheFreeSpaceFloor(t *testing.T) {
 		}
 		waitFor(t, func() bool { return len(tmpEntries(t, s)) == 0 })
 	}
-	if s.SpaceRefusals() == 0 {
+	if s.Disk.Refusals() == 0 {
 		t.Error("no refusal counted")
 	}
 }
@@ -128,18 +128,18 @@ func TestPushesKeepTheFreeSpaceFloor(t *testing.T) {
 	if _, err := s.PutBlob(ctx, "p/a", digest.FromBytes(big), bytes.NewReader(big), int64(len(big))); !errors.Is(err, ErrStorageFull) {
 		t.Errorf("a push past the floor = %v, want ErrStorageFull", err)
 	}
-	id, err := s.NewUpload(ctx, "p/a", "alice")
+	id, err := s.Uploads.New(ctx, "p/a", "alice")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.AppendUpload(ctx, "p/a", id, 0, bytes.NewReader(big)); !errors.Is(err, ErrStorageFull) {
+	if _, err := s.Uploads.Append(ctx, "p/a", id, 0, bytes.NewReader(big)); !errors.Is(err, ErrStorageFull) {
 		t.Errorf("a chunk past the floor = %v, want ErrStorageFull", err)
 	}
-	if n, err := s.UploadSize(ctx, "p/a", id); err != nil || n != 0 {
+	if n, err := s.Uploads.Size(ctx, "p/a", id); err != nil || n != 0 {
 		t.Errorf("after the refused chunk the session holds %d bytes (%v), want 0", n, err)
 	}
 	small := randomBytes(t, 1*mib)
-	if _, err := s.CommitUpload(ctx, "p/a", id, digest.FromBytes(small), 0, bytes.NewReader(small)); err != nil {
+	if _, err := s.Uploads.Commit(ctx, "p/a", id, digest.FromBytes(small), 0, bytes.NewReader(small)); err != nil {
 		t.Errorf("a chunk that fits, after a refused one = %v", err)
 	}
 }
@@ -160,14 +160,14 @@ func TestIndexWritesStopUnderHalfTheFloor(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if err := s.TagChecked(ctx, "docker.io/library/x", "latest", s.now()); err != nil {
+	if err := s.Manifests.TagChecked(ctx, "docker.io/library/x", "latest", s.now()); err != nil {
 		t.Fatalf("an index write with room = %v", err)
 	}
 	avail = 4 << 20 // someone else filled the disk
-	if err := s.TagChecked(ctx, "docker.io/library/x", "latest", s.now()); !errors.Is(err, ErrStorageFull) {
+	if err := s.Manifests.TagChecked(ctx, "docker.io/library/x", "latest", s.now()); !errors.Is(err, ErrStorageFull) {
 		t.Errorf("an index write under half the floor = %v, want ErrStorageFull", err)
 	}
-	if s.WriteCheck() == nil {
+	if s.Disk.WriteCheck() == nil {
 		t.Error("WriteCheck allows index writes under half the floor")
 	}
 
@@ -176,10 +176,10 @@ func TestIndexWritesStopUnderHalfTheFloor(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ro.Close()
-	if _, err := ro.NewUpload(ctx, "p/a", "alice"); !errors.Is(err, ErrReadOnly) {
-		t.Errorf("NewUpload read-only = %v", err)
+	if _, err := ro.Uploads.New(ctx, "p/a", "alice"); !errors.Is(err, ErrReadOnly) {
+		t.Errorf("Uploads.New read-only = %v", err)
 	}
-	if err := ro.TagChecked(ctx, "docker.io/library/x", "latest", s.now()); !errors.Is(err, ErrReadOnly) {
+	if err := ro.Manifests.TagChecked(ctx, "docker.io/library/x", "latest", s.now()); !errors.Is(err, ErrReadOnly) {
 		t.Errorf("an index write read-only = %v", err)
 	}
 }

@@ -71,53 +71,48 @@ type Config struct {
 	Now func() time.Time
 }
 
-// Store is the blob store and index. Create it with Open.
+// Store is cove's content: blob files and their index. Its parts are types of their own, each
+// with its own state, so that a reader takes one at a time:
+//
+//   - Store itself is blob storage: stat, open, put and link blobs (this file), and in a fleet the
+//     shared blob store with this node's hot tier (remote.go);
+//   - Manifests is the metadata: manifests, tags, repositories, referrers (manifest.go, browse.go);
+//   - Uploads holds the upload sessions of pushes (upload.go);
+//   - Fills are the downloads into the store, from upstreams and from the shared store (fill.go);
+//   - Evictor removes content: eviction of mirrored blobs and garbage collection (evict.go, gc.go);
+//   - Disk keeps the free-space floor that every write asks first (space.go).
+//
+// Create it with Open. It is safe for concurrent use.
 type Store struct {
-	dir        string
-	db         kv.DB
-	log        *slog.Logger
-	ttl        time.Duration
-	maxUploads int
-	maxPerAcct int
-	maxPerProj int
-	now        func() time.Time
-	blobs      atomic.Int64 // number of blob files indexed
-	stored     atomic.Int64 // bytes in indexed blob files
-	mirrored   atomic.Int64 // bytes of evictable (mirrored, not local) blobs
-	evicted    atomic.Int64 // blobs evicted since start
-	maxSize    int64        // cap on mirrored bytes; 0: no cap
-	fillTTL    time.Duration
-	maxBlob    int64 // bound on an upstream blob of unknown size; 0: none but the floor
-	shared     bool  // the index is shared with other nodes (Config.SharedMetadata)
-	spaceState
+	Manifests *Manifests
+	Uploads   *Uploads
+	Fills     *Fills
+	Evictor   *Evictor
+	Disk      *Disk
+
+	dir      string
+	db       kv.DB
+	log      *slog.Logger
+	now      func() time.Time
+	shared   bool         // the index is shared with other nodes (Config.SharedMetadata)
+	blobs    atomic.Int64 // number of blob files indexed
+	stored   atomic.Int64 // bytes in indexed blob files
+	mirrored atomic.Int64 // bytes of evictable (mirrored, not local) blobs
 
 	// ctx and cancel bound the store's own work (fills, access-time flushes); wg waits for it.
 	ctx    context.Context
 	cancel context.CancelFunc
-	// fillCtx is the context of every fill; cutFills ends them (CutFills, at shutdown).
-	fillCtx  context.Context
-	cutFills context.CancelCauseFunc
-	wg       sync.WaitGroup
+	wg     sync.WaitGroup
 
 	mu sync.Mutex
-	// uploads are the open upload sessions by id, guarded by mu.
-	uploads map[string]*upload
-	// fills are the downloads in progress by digest, guarded by mu.
-	fills map[digest.Digest]*Fill
 	// inUse counts the open readers of each blob, guarded by mu.
 	inUse map[digest.Digest]int
-	// accessed holds reads not yet written to the index, guarded by mu.
-	accessed map[digest.Digest]time.Time
 
 	// gcMu orders garbage collection against the writes that make a blob referenced: they hold it
 	// shared from placing a file to indexing the reference, and count themselves in refs once
 	// their index write is done; Collect holds it exclusively while it deletes.
 	gcMu sync.RWMutex
 	refs atomic.Uint64
-
-	upPrefix string
-	// afterMark, in tests, runs between garbage collection's mark and its deletes.
-	afterMark func()
 
 	// remote, hotMax and hot are fleet mode's (remote.go).
 	remote blobstore.Store
@@ -168,69 +163,77 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, errors.New("cache: no index database")
 	}
 	s := &Store{
-		dir:        cfg.Dir,
-		db:         cfg.DB,
-		log:        cfg.Logger,
-		ttl:        cfg.UploadTTL,
-		maxUploads: cfg.MaxUploads,
-		maxPerAcct: cfg.MaxUploadsPerAccount,
-		maxPerProj: cfg.MaxUploadsPerProject,
-		now:        cfg.Now,
-		uploads:    map[string]*upload{},
-		fills:      map[digest.Digest]*Fill{},
-		inUse:      map[digest.Digest]int{},
-		accessed:   map[digest.Digest]time.Time{},
-		maxSize:    cfg.MaxMirrored,
-		fillTTL:    cfg.FillTimeout,
-		maxBlob:    cfg.MaxBlobSize,
-		shared:     cfg.SharedMetadata,
-		upPrefix:   cfg.UploadPrefix,
-	}
-	s.minFree, s.minFreePct, s.readOnly, s.diskSpace = cfg.MinFree, cfg.MinFreePercent, cfg.ReadOnly, cfg.DiskSpace
-	s.remote, s.hotMax = cfg.Remote, cfg.HotTierMaxSize
-	if s.diskSpace == nil {
-		s.diskSpace = diskSpace
-	}
-	if s.fillTTL <= 0 {
-		s.fillTTL = time.Hour
+		dir:    cfg.Dir,
+		db:     cfg.DB,
+		log:    cfg.Logger,
+		now:    cfg.Now,
+		inUse:  map[digest.Digest]int{},
+		shared: cfg.SharedMetadata,
+		remote: cfg.Remote,
+		hotMax: cfg.HotTierMaxSize,
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	s.log = s.log.With("component", "cache")
-	if s.ttl <= 0 {
-		s.ttl = 15 * time.Minute
-	}
-	if s.maxUploads <= 0 {
-		s.maxUploads = 5000
-	}
-	if s.maxPerAcct <= 0 {
-		s.maxPerAcct = 100
-	}
-	if s.maxPerProj <= 0 {
-		s.maxPerProj = 500
-	}
 	if s.now == nil {
 		s.now = time.Now
 	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.Disk = &Disk{dir: cfg.Dir, log: s.log, minFree: cfg.MinFree, minFreePct: cfg.MinFreePercent,
+		readOnly: cfg.ReadOnly, diskSpace: cfg.DiskSpace, st: s}
+	if s.Disk.diskSpace == nil {
+		s.Disk.diskSpace = diskSpace
+	}
+	s.Evictor = &Evictor{st: s, disk: s.Disk, db: s.db, log: s.log, maxSize: cfg.MaxMirrored,
+		accessed: map[digest.Digest]time.Time{}}
+	s.Disk.ev = s.Evictor
+	s.Fills = &Fills{st: s, ev: s.Evictor, disk: s.Disk, log: s.log, ttl: cfg.FillTimeout, maxBlob: cfg.MaxBlobSize,
+		fills: map[digest.Digest]*Fill{}}
+	s.Fills.ctx, s.Fills.cut = context.WithCancelCause(s.ctx)
+	if s.Fills.ttl <= 0 {
+		s.Fills.ttl = time.Hour
+	}
+	s.Evictor.fills = s.Fills
+	s.Uploads = &Uploads{st: s, disk: s.Disk, prefix: cfg.UploadPrefix, ttl: cfg.UploadTTL, max: cfg.MaxUploads,
+		maxPerAcct: cfg.MaxUploadsPerAccount, maxPerProj: cfg.MaxUploadsPerProject, sessions: map[string]*upload{}}
+	if s.Uploads.ttl <= 0 {
+		s.Uploads.ttl = 15 * time.Minute
+	}
+	if s.Uploads.max <= 0 {
+		s.Uploads.max = 5000
+	}
+	if s.Uploads.maxPerAcct <= 0 {
+		s.Uploads.maxPerAcct = 100
+	}
+	if s.Uploads.maxPerProj <= 0 {
+		s.Uploads.maxPerProj = 500
+	}
+	s.Manifests = &Manifests{st: s, ev: s.Evictor, db: s.db}
+	if err := s.prepare(ctx); err != nil {
+		s.cancel()
+		return nil, err
+	}
+	s.wg.Go(s.Evictor.flushLoop)
+	return s, nil
+}
+
+// prepare empties tmp/, creates the directories and reconciles the index with the blob files.
+func (s *Store) prepare(ctx context.Context) error {
 	if err := os.RemoveAll(s.tmpDir()); err != nil {
-		return nil, fmt.Errorf("clean %s: %w", s.tmpDir(), err)
+		return fmt.Errorf("clean %s: %w", s.tmpDir(), err)
 	}
 	for _, d := range []string{s.tmpDir(), filepath.Join(s.dir, "blobs")} {
 		if err := os.MkdirAll(d, 0o750); err != nil {
-			return nil, fmt.Errorf("create %s: %w", d, err)
+			return fmt.Errorf("create %s: %w", d, err)
 		}
 	}
-	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.fillCtx, s.cutFills = context.WithCancelCause(s.ctx)
-	if s.readOnly {
+	if s.Disk.readOnly {
 		s.log.Warn("read-only: the index is not reconciled with the blob files until a start with free space")
 	} else if err := s.reconcile(ctx); err != nil {
-		s.cancel()
-		return nil, fmt.Errorf("reconcile index with %s: %w", s.dir, err)
+		return fmt.Errorf("reconcile index with %s: %w", s.dir, err)
 	}
-	s.wg.Go(s.flushLoop)
-	return s, nil
+	return nil
 }
 
 // Close ends every open upload session and removes its temporary file. Call it after the last
@@ -238,24 +241,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 func (s *Store) Close() error {
 	s.cancel()
 	s.wg.Wait() // fills end, access times are written
-	s.mu.Lock()
-	sessions := s.uploads
-	s.uploads = map[string]*upload{}
-	s.mu.Unlock()
-	for _, u := range sessions {
-		if u.mu.TryLock() { // a session still in use is removed with tmp/ at the next start
-			u.discard()
-			u.mu.Unlock()
-		}
-	}
+	s.Uploads.close()
 	return nil
 }
 
 // Stats reports the number of blob files and their total size.
 func (s *Store) Stats() (blobs, bytes int64) { return s.blobs.Load(), s.stored.Load() }
-
-// MirrorStats reports the bytes of evictable mirrored content and how many blobs were evicted.
-func (s *Store) MirrorStats() (bytes, evicted int64) { return s.mirrored.Load(), s.evicted.Load() }
 
 func (s *Store) tmpDir() string { return filepath.Join(s.dir, "tmp") }
 
@@ -290,6 +281,27 @@ func (s *Store) HasBlob(ctx context.Context, dgst digest.Digest) bool {
 	return err == nil
 }
 
+// hold marks dgst as being read until the returned func is called; eviction skips it meanwhile.
+func (s *Store) hold(dgst digest.Digest) (release func()) {
+	s.mu.Lock()
+	s.inUse[dgst]++
+	s.mu.Unlock()
+	return func() {
+		s.mu.Lock()
+		if s.inUse[dgst]--; s.inUse[dgst] <= 0 {
+			delete(s.inUse, dgst)
+		}
+		s.mu.Unlock()
+	}
+}
+
+// reading reports whether dgst has open readers.
+func (s *Store) reading(dgst digest.Digest) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.inUse[dgst] > 0
+}
+
 // BlobFile is an open blob. Serve its *os.File (so that sendfile does the copy) and Close the
 // BlobFile: while it is open, eviction leaves the blob alone.
 type BlobFile struct {
@@ -319,7 +331,7 @@ func (s *Store) OpenBlob(ctx context.Context, repo string, dgst digest.Digest) (
 		}
 		return nil, fmt.Errorf("open blob %s: %w", dgst, err)
 	}
-	s.touch(dgst)
+	s.Evictor.touch(dgst)
 	return &BlobFile{File: f, Info: info, release: release}, nil
 }
 
@@ -335,7 +347,7 @@ func (s *Store) PutBlob(ctx context.Context, repo string, dgst digest.Digest, r 
 	}
 	defer removeTemp(f)
 	h := dgst.Algorithm().Hash()
-	if r, err = s.guardPushSpace(ctx, r, size); err != nil {
+	if r, err = s.Disk.guardPushSpace(ctx, r, size); err != nil {
 		return BlobInfo{}, err
 	}
 	n, err := io.Copy(io.MultiWriter(f, h), r)
@@ -535,7 +547,7 @@ func removeTemp(f *os.File) {
 func (s *Store) update(fn func(ct *commitTxn) error) error {
 	// Not on a disk under half its floor: badger's memory-mapped files must never meet a full
 	// disk (a SIGBUS); nor on a read-only start.
-	if err := s.WriteCheck(); err != nil {
+	if err := s.Disk.WriteCheck(); err != nil {
 		return err
 	}
 	var ct *commitTxn

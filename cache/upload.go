@@ -43,18 +43,49 @@ func (u *upload) discard() {
 	}
 }
 
-// NewUpload opens an upload session for repo on behalf of owner (the account pushing) and returns
+// Uploads holds the open upload sessions of pushes. Sessions live in this process's memory (in a
+// fleet, a session's id starts with its node's prefix, so that another node sends its requests
+// here). It is safe for concurrent use.
+type Uploads struct {
+	st         *Store
+	disk       *Disk
+	prefix     string        // starts every session id (Config.UploadPrefix)
+	ttl        time.Duration // idle time after which a session ends
+	max        int           // sessions of the whole registry
+	maxPerAcct int
+	maxPerProj int
+
+	mu sync.Mutex
+	// sessions are the open upload sessions by id, guarded by mu.
+	sessions map[string]*upload
+}
+
+// close ends every session and removes its file: at the store's Close, after the last request.
+func (up *Uploads) close() {
+	up.mu.Lock()
+	sessions := up.sessions
+	up.sessions = map[string]*upload{}
+	up.mu.Unlock()
+	for _, u := range sessions {
+		if u.mu.TryLock() { // a session still in use is removed with tmp/ at the next start
+			u.discard()
+			u.mu.Unlock()
+		}
+	}
+}
+
+// New opens an upload session for repo on behalf of owner (the account pushing) and returns
 // its id, which is random and unguessable. When owner, repo's project or the whole store already
 // holds its maximum of sessions it returns an *UploadLimitError (errors.Is ErrTooManyUploads).
-func (s *Store) NewUpload(ctx context.Context, repo, owner string) (string, error) {
-	if s.readOnly {
+func (up *Uploads) New(ctx context.Context, repo, owner string) (string, error) {
+	if up.disk.readOnly {
 		return "", ErrReadOnly
 	}
-	s.expireUploads()
+	up.expire()
 	project, _, _ := strings.Cut(repo, "/")
-	s.mu.Lock()
-	total, mine, theirs := len(s.uploads), 0, 0
-	for _, u := range s.uploads {
+	up.mu.Lock()
+	total, mine, theirs := len(up.sessions), 0, 0
+	for _, u := range up.sessions {
 		if u.owner == owner {
 			mine++
 		}
@@ -62,27 +93,27 @@ func (s *Store) NewUpload(ctx context.Context, repo, owner string) (string, erro
 			theirs++
 		}
 	}
-	s.mu.Unlock()
+	up.mu.Unlock()
 	switch {
-	case mine >= s.maxPerAcct:
-		return "", &UploadLimitError{Scope: "account " + owner, Limit: s.maxPerAcct}
-	case theirs >= s.maxPerProj:
-		return "", &UploadLimitError{Scope: "project " + project, Limit: s.maxPerProj}
-	case total >= s.maxUploads:
-		return "", &UploadLimitError{Scope: "registry", Limit: s.maxUploads}
+	case mine >= up.maxPerAcct:
+		return "", &UploadLimitError{Scope: "account " + owner, Limit: up.maxPerAcct}
+	case theirs >= up.maxPerProj:
+		return "", &UploadLimitError{Scope: "project " + project, Limit: up.maxPerProj}
+	case total >= up.max:
+		return "", &UploadLimitError{Scope: "registry", Limit: up.max}
 	}
-	f, err := os.CreateTemp(s.tmpDir(), "upload-*")
+	f, err := os.CreateTemp(up.st.tmpDir(), "upload-*")
 	if err != nil {
 		return "", fmt.Errorf("create upload file: %w", err)
 	}
 	if err := f.Close(); err != nil {
 		return "", fmt.Errorf("create upload file: %w", err)
 	}
-	id := s.upPrefix + rand.Text()
-	u := &upload{id: id, repo: repo, owner: owner, path: f.Name(), h: sha256.New(), touched: s.now()}
-	s.mu.Lock()
-	s.uploads[id] = u
-	s.mu.Unlock()
+	id := up.prefix + rand.Text()
+	u := &upload{id: id, repo: repo, owner: owner, path: f.Name(), h: sha256.New(), touched: up.st.now()}
+	up.mu.Lock()
+	up.sessions[id] = u
+	up.mu.Unlock()
 	return id, nil
 }
 
@@ -99,21 +130,21 @@ func (e *UploadLimitError) Error() string {
 
 func (e *UploadLimitError) Is(target error) bool { return target == ErrTooManyUploads }
 
-// expireUploads ends the sessions that have been idle longer than the upload TTL.
-func (s *Store) expireUploads() {
-	cutoff := s.now().Add(-s.ttl)
+// expire ends the sessions that have been idle longer than the upload TTL.
+func (up *Uploads) expire() {
+	cutoff := up.st.now().Add(-up.ttl)
 	var old []*upload
-	s.mu.Lock()
-	for id, u := range s.uploads {
+	up.mu.Lock()
+	for id, u := range up.sessions {
 		if u.mu.TryLock() { // a session in use is not idle
 			if u.touched.Before(cutoff) {
 				old = append(old, u)
-				delete(s.uploads, id)
+				delete(up.sessions, id)
 			}
 			u.mu.Unlock()
 		}
 	}
-	s.mu.Unlock()
+	up.mu.Unlock()
 	for _, u := range old {
 		u.mu.Lock()
 		u.discard()
@@ -122,10 +153,10 @@ func (s *Store) expireUploads() {
 }
 
 // session finds the upload id of repo, locked; the caller unlocks it.
-func (s *Store) session(repo, id string) (*upload, error) {
-	s.mu.Lock()
-	u, ok := s.uploads[id]
-	s.mu.Unlock()
+func (up *Uploads) session(repo, id string) (*upload, error) {
+	up.mu.Lock()
+	u, ok := up.sessions[id]
+	up.mu.Unlock()
 	if !ok || u.repo != repo {
 		return nil, ErrUploadUnknown
 	}
@@ -138,16 +169,16 @@ func (s *Store) session(repo, id string) (*upload, error) {
 }
 
 // end removes u from the sessions and deletes its file. The caller holds u.mu.
-func (s *Store) end(u *upload) {
-	s.mu.Lock()
-	delete(s.uploads, u.id)
-	s.mu.Unlock()
+func (up *Uploads) end(u *upload) {
+	up.mu.Lock()
+	delete(up.sessions, u.id)
+	up.mu.Unlock()
 	u.discard()
 }
 
-// UploadSize returns how many bytes the upload id of repo holds.
-func (s *Store) UploadSize(ctx context.Context, repo, id string) (int64, error) {
-	u, err := s.session(repo, id)
+// Size returns how many bytes the upload id of repo holds.
+func (up *Uploads) Size(ctx context.Context, repo, id string) (int64, error) {
+	u, err := up.session(repo, id)
 	if err != nil {
 		return 0, err
 	}
@@ -155,23 +186,23 @@ func (s *Store) UploadSize(ctx context.Context, repo, id string) (int64, error) 
 	return u.size, nil
 }
 
-// AppendUpload adds the content of r to the upload id of repo and returns the new size. start is
+// Append adds the content of r to the upload id of repo and returns the new size. start is
 // the offset the chunk claims to begin at, or -1 when the client gave none; a chunk that does not
 // begin where the upload ends is refused with ErrRangeInvalid and changes nothing. When r fails
 // part way the upload is rolled back to where it was, so a retried chunk starts clean.
-func (s *Store) AppendUpload(ctx context.Context, repo, id string, start int64, r io.Reader) (int64, error) {
-	u, err := s.session(repo, id)
+func (up *Uploads) Append(ctx context.Context, repo, id string, start int64, r io.Reader) (int64, error) {
+	u, err := up.session(repo, id)
 	if err != nil {
 		return 0, err
 	}
 	defer u.mu.Unlock()
-	if r, err = s.guardSpace(ctx, r, -1); err != nil {
+	if r, err = up.disk.guardSpace(ctx, r, -1); err != nil {
 		return u.size, err
 	}
 	if err := u.append(start, r); err != nil {
 		return u.size, err
 	}
-	u.touched = s.now()
+	u.touched = up.st.now()
 	return u.size, nil
 }
 
@@ -211,28 +242,28 @@ func (u *upload) append(start int64, r io.Reader) (err error) {
 	return fmt.Errorf("write upload chunk: %w", err)
 }
 
-// CommitUpload appends r (the final chunk, or nil), checks that the whole upload hashes to dgst
+// Commit appends r (the final chunk, or nil), checks that the whole upload hashes to dgst
 // and, if it does, stores it as a blob linked to repo. A final chunk that fails to arrive leaves
 // the session as it was, so the client may retry it; otherwise the session ends, whether the
 // digest matched or not.
-func (s *Store) CommitUpload(ctx context.Context, repo, id string, dgst digest.Digest, start int64, r io.Reader) (BlobInfo, error) {
+func (up *Uploads) Commit(ctx context.Context, repo, id string, dgst digest.Digest, start int64, r io.Reader) (BlobInfo, error) {
 	if err := supported(dgst); err != nil {
 		return BlobInfo{}, err
 	}
-	u, err := s.session(repo, id)
+	u, err := up.session(repo, id)
 	if err != nil {
 		return BlobInfo{}, err
 	}
 	defer u.mu.Unlock()
 	if r != nil {
-		if r, err = s.guardSpace(ctx, r, -1); err != nil {
+		if r, err = up.disk.guardSpace(ctx, r, -1); err != nil {
 			return BlobInfo{}, err
 		}
 		if err := u.append(start, r); err != nil {
 			return BlobInfo{}, err
 		}
 	}
-	defer s.end(u)
+	defer up.end(u)
 	got, err := u.digest(dgst.Algorithm())
 	if err != nil {
 		return BlobInfo{}, err
@@ -245,7 +276,7 @@ func (s *Store) CommitUpload(ctx context.Context, repo, id string, dgst digest.D
 		return BlobInfo{}, fmt.Errorf("open upload: %w", err)
 	}
 	defer f.Close()
-	return s.commitFile(ctx, f, repo, dgst, u.size)
+	return up.st.commitFile(ctx, f, repo, dgst, u.size)
 }
 
 // digest returns the upload's digest under alg: the running sha256, or for another algorithm a
@@ -266,13 +297,13 @@ func (u *upload) digest(alg digest.Algorithm) (digest.Digest, error) {
 	return digest.NewDigestFromEncoded(alg, hex.EncodeToString(h.Sum(nil))), nil
 }
 
-// CancelUpload ends the upload id of repo and removes its data.
-func (s *Store) CancelUpload(ctx context.Context, repo, id string) error {
-	u, err := s.session(repo, id)
+// Cancel ends the upload id of repo and removes its data.
+func (up *Uploads) Cancel(ctx context.Context, repo, id string) error {
+	u, err := up.session(repo, id)
 	if err != nil {
 		return err
 	}
 	defer u.mu.Unlock()
-	s.end(u)
+	up.end(u)
 	return nil
 }

@@ -147,7 +147,7 @@ func (s *Server) handleStartUpload(w http.ResponseWriter, r *http.Request, req r
 		blobCreated(w, req.repo, info.Digest)
 		return nil
 	}
-	id, err := s.store.NewUpload(r.Context(), req.repo, uploadOwner(r, req.who))
+	id, err := s.store.Uploads.New(r.Context(), req.repo, uploadOwner(r, req.who))
 	if err != nil {
 		return err
 	}
@@ -214,7 +214,7 @@ func uploadStatus(w http.ResponseWriter, repo, id string, size int64, status int
 }
 
 func (s *Server) handleGetUpload(w http.ResponseWriter, r *http.Request, req request) error {
-	size, err := s.store.UploadSize(r.Context(), req.repo, req.ref)
+	size, err := s.store.Uploads.Size(r.Context(), req.repo, req.ref)
 	if err != nil {
 		return err
 	}
@@ -278,7 +278,7 @@ func (s *Server) handlePatchUpload(w http.ResponseWriter, r *http.Request, req r
 	if err != nil {
 		return err
 	}
-	size, err := s.store.AppendUpload(r.Context(), req.repo, req.ref, start, body)
+	size, err := s.store.Uploads.Append(r.Context(), req.repo, req.ref, start, body)
 	if err != nil {
 		return s.uploadError(w, req, size, err)
 	}
@@ -313,9 +313,9 @@ func (s *Server) handlePutUpload(w http.ResponseWriter, r *http.Request, req req
 	if r.ContentLength == 0 {
 		body = nil
 	}
-	info, err := s.store.CommitUpload(r.Context(), req.repo, req.ref, dgst, start, body)
+	info, err := s.store.Uploads.Commit(r.Context(), req.repo, req.ref, dgst, start, body)
 	if err != nil {
-		size, _ := s.store.UploadSize(r.Context(), req.repo, req.ref)
+		size, _ := s.store.Uploads.Size(r.Context(), req.repo, req.ref)
 		return s.uploadError(w, req, size, err)
 	}
 	blobCreated(w, req.repo, info.Digest)
@@ -323,7 +323,7 @@ func (s *Server) handlePutUpload(w http.ResponseWriter, r *http.Request, req req
 }
 
 func (s *Server) handleDeleteUpload(w http.ResponseWriter, r *http.Request, req request) error {
-	if err := s.store.CancelUpload(r.Context(), req.repo, req.ref); err != nil {
+	if err := s.store.Uploads.Cancel(r.Context(), req.repo, req.ref); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)

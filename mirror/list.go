@@ -56,7 +56,7 @@ func (s *Server) handleListTags(w http.ResponseWriter, r *http.Request, req requ
 	if err != nil {
 		return err
 	}
-	tags, more, err := s.store.Tags(r.Context(), req.repo, last, n)
+	tags, more, err := s.store.Manifests.Tags(r.Context(), req.repo, last, n)
 	if err != nil {
 		return err
 	}
@@ -95,7 +95,7 @@ func (s *Server) handleCatalog(w http.ResponseWriter, r *http.Request, req reque
 		}
 		return ok
 	}
-	repos, more, err := s.store.Repositories(r.Context(), last, n, visible)
+	repos, more, err := s.store.Manifests.Repositories(r.Context(), last, n, visible)
 	if err != nil {
 		return err
 	}
@@ -112,7 +112,7 @@ func (s *Server) handleListReferrers(w http.ResponseWriter, r *http.Request, req
 	}
 	q := r.URL.Query()
 	artifactType := q.Get("artifactType")
-	descs, more, err := s.store.Referrers(r.Context(), req.repo, subject, artifactType, q.Get("last"), maxPage, maxReferrersBytes)
+	descs, more, err := s.store.Manifests.Referrers(r.Context(), req.repo, subject, artifactType, q.Get("last"), maxPage, maxReferrersBytes)
 	if err != nil {
 		return err
 	}

@@ -40,7 +40,7 @@ func (s *Server) handleGetManifest(w http.ResponseWriter, r *http.Request, req r
 	if err := checkRef(req.ref); err != nil {
 		return err
 	}
-	m, body, err := s.store.GetManifest(r.Context(), req.repo, req.ref)
+	m, body, err := s.store.Manifests.Get(r.Context(), req.repo, req.ref)
 	if err != nil {
 		return err
 	}
@@ -106,7 +106,7 @@ func (s *Server) handlePutManifest(w http.ResponseWriter, r *http.Request, req r
 		m.Digest = digest.SHA256.FromBytes(body)
 		tags = []string{req.ref}
 	}
-	if err := s.store.PutManifest(r.Context(), req.repo, m, body, tags); err != nil {
+	if err := s.store.Manifests.Put(r.Context(), req.repo, m, body, tags); err != nil {
 		return err
 	}
 	h := w.Header()
@@ -226,9 +226,9 @@ func (s *Server) handleDeleteManifest(w http.ResponseWriter, r *http.Request, re
 	}
 	var err error
 	if dgst, perr := digest.Parse(req.ref); perr == nil {
-		err = s.store.DeleteManifest(r.Context(), req.repo, dgst)
+		err = s.store.Manifests.Delete(r.Context(), req.repo, dgst)
 	} else {
-		err = s.store.DeleteTag(r.Context(), req.repo, req.ref)
+		err = s.store.Manifests.DeleteTag(r.Context(), req.repo, req.ref)
 	}
 	if err != nil {
 		return err

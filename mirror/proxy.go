@@ -155,7 +155,7 @@ func (s *Server) handleMirrorManifest(w http.ResponseWriter, r *http.Request, re
 	ctx := r.Context()
 	if _, err := digest.Parse(req.ref); err == nil {
 		// By digest: immutable, so a cached copy is always right.
-		m, body, err := s.store.GetManifest(ctx, req.repo, req.ref)
+		m, body, err := s.store.Manifests.Get(ctx, req.repo, req.ref)
 		if err == nil {
 			s.metrics.hit("manifest")
 			s.writeMirrored(w, r, req, m.MediaType, m.Digest, body)
@@ -167,13 +167,13 @@ func (s *Server) handleMirrorManifest(w http.ResponseWriter, r *http.Request, re
 		return s.fetchAndServeManifest(w, r, req, "")
 	}
 	// By tag: trusted for tagTTL, then confirmed with a cheap HEAD within a short budget.
-	m, checked, err := s.store.MirroredTag(ctx, req.repo, req.ref)
+	m, checked, err := s.store.Manifests.MirroredTag(ctx, req.repo, req.ref)
 	if errors.Is(err, cache.ErrManifestUnknown) || (err == nil && s.now().Sub(checked) >= s.tagTTL) {
 		// In a fleet, the tag's owner asks the upstream for the fleet; its answer is in the
 		// shared store then.
 		switch s.tagFromOwner(r, req) {
 		case http.StatusOK:
-			m, checked, err = s.store.MirroredTag(ctx, req.repo, req.ref)
+			m, checked, err = s.store.Manifests.MirroredTag(ctx, req.repo, req.ref)
 			if err == nil {
 				checked = s.now() // confirmed by the owner just now
 			}
@@ -188,7 +188,7 @@ func (s *Server) handleMirrorManifest(w http.ResponseWriter, r *http.Request, re
 		return err
 	}
 	serveCached := func() error {
-		m, body, err := s.store.GetManifest(ctx, req.repo, m.Digest.String())
+		m, body, err := s.store.Manifests.Get(ctx, req.repo, m.Digest.String())
 		if err != nil {
 			return err
 		}
@@ -209,7 +209,7 @@ func (s *Server) handleMirrorManifest(w http.ResponseWriter, r *http.Request, re
 	head, _ := v.(upstreamManifest)
 	switch {
 	case err == nil && head.digest == m.Digest:
-		if err := s.store.TagChecked(ctx, req.repo, req.ref, s.now()); err != nil {
+		if err := s.store.Manifests.TagChecked(ctx, req.repo, req.ref, s.now()); err != nil {
 			s.log.WarnContext(ctx, "recording a tag check", "err", err)
 		}
 		return serveCached()
@@ -223,7 +223,7 @@ func (s *Server) handleMirrorManifest(w http.ResponseWriter, r *http.Request, re
 		return nil
 	case isNotFound(err):
 		// The upstream says the tag is gone: so is the cached one.
-		if derr := s.store.DeleteTag(ctx, req.repo, req.ref); derr != nil && !errors.Is(derr, cache.ErrManifestUnknown) {
+		if derr := s.store.Manifests.DeleteTag(ctx, req.repo, req.ref); derr != nil && !errors.Is(derr, cache.ErrManifestUnknown) {
 			return derr
 		}
 		return newError(http.StatusNotFound, CodeManifestUnknown, "manifest unknown to %s", req.up.Name)
@@ -263,7 +263,7 @@ func (s *Server) fetchAndServeManifest(w http.ResponseWriter, r *http.Request, r
 			return nil, fmt.Errorf("%w: %v", errUpstreamUnusable, err)
 		}
 		m.Digest = um.digest
-		if err := s.store.PutMirroredManifest(ctx, req.repo, m, um.body, tag, s.now()); err != nil {
+		if err := s.store.Manifests.PutMirrored(ctx, req.repo, m, um.body, tag, s.now()); err != nil {
 			return nil, err
 		}
 		return um, nil
@@ -381,7 +381,7 @@ func (s *Server) headUpstreamBlob(w http.ResponseWriter, r *http.Request, req re
 func (s *Server) streamFill(w http.ResponseWriter, r *http.Request, req request, dgst digest.Digest) error {
 	s.metrics.miss("blob")
 	up, upRepo := req.up, req.upRepo
-	fill, joined, err := s.store.FillBlob(dgst, req.repo, func(ctx context.Context) (io.ReadCloser, int64, error) {
+	fill, joined, err := s.store.Fills.FromUpstream(dgst, req.repo, func(ctx context.Context) (io.ReadCloser, int64, error) {
 		// The upstream's time budget holds from the request to the last byte: no answer, or no
 		// bytes, for that long cuts the fill (its clients get an error, the next request starts
 		// a new fill) instead of holding every client of the digest for the fill's hour.
@@ -451,7 +451,7 @@ func (s *Server) serveShared(w http.ResponseWriter, r *http.Request, repo string
 		w.WriteHeader(http.StatusOK)
 		return nil
 	}
-	fill, _, err := s.store.FillShared(dgst, repo)
+	fill, _, err := s.store.Fills.FromShared(dgst, repo)
 	if err != nil {
 		return err
 	}
@@ -517,7 +517,7 @@ func (s *Server) handleMirrorTags(w http.ResponseWriter, r *http.Request, req re
 		if isNotFound(err) {
 			return newError(http.StatusNotFound, CodeNameUnknown, "repository name not known to %s", req.up.Name)
 		}
-		tags, more, lerr := s.store.Tags(r.Context(), req.repo, last, n)
+		tags, more, lerr := s.store.Manifests.Tags(r.Context(), req.repo, last, n)
 		if lerr != nil {
 			return err
 		}

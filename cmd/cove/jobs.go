@@ -19,11 +19,11 @@ const (
 	gcGrace    = time.Hour
 )
 
-func collectGarbage(ctx context.Context, store *cache.Store, meta kv.DB, log *slog.Logger) {
+func collectGarbage(ctx context.Context, ev *cache.Evictor, meta kv.DB, log *slog.Logger) {
 	every(ctx, gcInterval, func() {
 		// Once per fleet and interval: the node that takes the lock first collects for all.
 		_, err := kv.RunOnceEvery(ctx, meta, "gc", gcInterval, func() error {
-			_, _, err := store.Collect(ctx, gcGrace)
+			_, _, err := ev.Collect(ctx, gcGrace)
 			return err
 		})
 		if err != nil && ctx.Err() == nil {
@@ -37,9 +37,9 @@ func collectGarbage(ctx context.Context, store *cache.Store, meta kv.DB, log *sl
 // (audit retention, sessions), each under its fleet-wide lock.
 const fleetJobInterval = time.Minute
 
-func fleetJobs(ctx context.Context, store *cache.Store, pg *kv.Postgres, log *slog.Logger) {
+func fleetJobs(ctx context.Context, ev *cache.Evictor, pg *kv.Postgres, log *slog.Logger) {
 	every(ctx, fleetJobInterval, func() {
-		if _, err := store.EvictFleet(ctx); err != nil && ctx.Err() == nil {
+		if _, err := ev.EvictFleet(ctx); err != nil && ctx.Err() == nil {
 			log.Error("eviction of the shared tier failed", "err", err)
 		}
 		_, err := kv.RunOnceEvery(ctx, pg, "sweep", fleetJobInterval, func() error {

@@ -226,8 +226,8 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	}
 	audit := auth.NewAudit(meta, time.Duration(cfg.Auth.AuditRetention), nil)
 	audit.SetLogger(log)
-	audit.SetWritable(store.WriteCheck) // a full disk drops records instead of crashing in badger
-	defer audit.Close()                 // before the index closes: the queued reads are written
+	audit.SetWritable(store.Disk.WriteCheck) // a full disk drops records instead of crashing in badger
+	defer audit.Close()                      // before the index closes: the queued reads are written
 	var ldapCfg *auth.LDAPConfig
 	if cfg.Auth.Mode == "ldap" {
 		l := cfg.Auth.LDAP
@@ -250,7 +250,7 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 		ReservedNames:       upstreams,
 		AnonymousMirrorPull: cfg.Auth.AnonymousPull == "mirror",
 		Logger:              log,
-		Writable:            store.WriteCheck,
+		Writable:            store.Disk.WriteCheck,
 	})
 	if err != nil {
 		return err
@@ -308,7 +308,7 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 		return err
 	}
 	api, err := admin.New(admin.Config{
-		Auth: authSvc, Audit: audit, Repos: store, Browse: store, Logger: log, Certificates: certs,
+		Auth: authSvc, Audit: audit, Repos: store.Manifests, Browse: store.Manifests, Evict: store.Evictor, Logger: log, Certificates: certs,
 		Upstreams: registry.UpstreamNames(), MaxMirrored: int64(cfg.Mirror.MaxSize),
 		Mirror: func() admin.MirrorStatus { return adminStatus(registry.Status()) },
 		Nodes:  fleetNodes(member),
@@ -324,17 +324,17 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cove_bytes_stored", Help: "Bytes of blob files in the store."},
 			func() float64 { _, b := store.Stats(); return float64(b) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cove_mirror_bytes_stored", Help: "Bytes of mirrored blobs in the store (evictable)."},
-			func() float64 { b, _ := store.MirrorStats(); return float64(b) }),
+			func() float64 { b, _ := store.Evictor.Stats(); return float64(b) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cove_mirror_bytes_max", Help: "The cap on mirrored bytes (mirror.max_size)."},
 			func() float64 { return float64(cfg.Mirror.MaxSize) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cove_mirror_evictions_total", Help: "Mirrored blobs evicted to stay under mirror.max_size or above storage.min_free."},
-			func() float64 { _, n := store.MirrorStats(); return float64(n) }),
+			func() float64 { _, n := store.Evictor.Stats(); return float64(n) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cove_storage_refusals_total", Help: "Writes refused to keep the data directory's free-space floor (storage.min_free)."},
-			func() float64 { return float64(store.SpaceRefusals()) }),
+			func() float64 { return float64(store.Disk.Refusals()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cove_storage_free_bytes", Help: "Free bytes of the data directory's disk."},
-			func() float64 { avail, _, _ := store.Space(); return float64(avail) }),
+			func() float64 { avail, _, _ := store.Disk.Space(); return float64(avail) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cove_storage_floor_bytes", Help: "The free-space floor of the data directory's disk (storage.min_free)."},
-			func() float64 { _, floor, _ := store.Space(); return float64(floor) }),
+			func() float64 { _, floor, _ := store.Disk.Space(); return float64(floor) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cove_audit_dropped_total", Help: "Audit records not written because the index could not be (a full disk, a read-only start)."},
 			func() float64 { return float64(audit.Dropped()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cove_read_only", Help: "1 when cove started read-only on a full disk."},
@@ -351,9 +351,9 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 
 	gcCtx, stopGC := context.WithCancel(context.Background())
 	var background sync.WaitGroup
-	background.Go(func() { collectGarbage(gcCtx, store, meta, log) })
+	background.Go(func() { collectGarbage(gcCtx, store.Evictor, meta, log) })
 	if pg, ok := meta.(*kv.Postgres); ok {
-		background.Go(func() { fleetJobs(gcCtx, store, pg, log) })
+		background.Go(func() { fleetJobs(gcCtx, store.Evictor, pg, log) })
 	}
 	background.Go(func() { api.Sample(gcCtx) })
 	defer func() { stopGC(); background.Wait() }()
@@ -452,7 +452,7 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 		return err
 	}
 	attrs := []any{"addr", ln.Addr().String(), "data", cfg.Data, "tls", cfg.TLS.Mode, "admin_page", adminURL(cfg, ln, certs.Enabled())}
-	if avail, floor, err := store.Space(); err == nil {
+	if avail, floor, err := store.Disk.Space(); err == nil {
 		attrs = append(attrs, "disk_free_mib", avail>>20, "min_free_mib", floor>>20)
 	}
 	if metricsLn != nil {
@@ -482,7 +482,7 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	// Fills from upstreams get fillShutdownGrace to finish: one stalled upstream must not hold a
 	// SIGTERM for the whole grace (uploads and other requests still get all of it).
 	cutFills := time.AfterFunc(fillShutdownGrace, func() {
-		store.CutFills(errors.New("cove is shutting down"))
+		store.Fills.Cut(errors.New("cove is shutting down"))
 	})
 	defer cutFills.Stop()
 	// Downloads get downloadShutdownGrace: a client reading a blob at a kilobyte a second must
