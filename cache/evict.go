@@ -305,3 +305,43 @@ func (e *Evictor) EvictRepository(ctx context.Context, repo string) (int, error)
 	}
 	return removed, nil
 }
+
+// forgetLost handles a blob that the shared blob store lost or damaged (cause): a mirrored blob's
+// record goes, with the damaged object, so that the next pull fetches it from its upstream (the
+// repositories' links stay: a link without a record reads as "not stored"). Pushed content
+// cannot be fetched again: it is logged for the operator, and its requests answer 503.
+func (e *Evictor) forgetLost(ctx context.Context, dgst digest.Digest, cause error) {
+	e.st.gcMu.Lock() // no blob gains a reference while it goes
+	defer e.st.gcMu.Unlock()
+	var rec blobRecord
+	dropped := false
+	err := kv.Retry(ctx, e.db, func(txn kv.Txn) error {
+		dropped = false
+		if err := kv.LockTxn(txn, "blob:"+dgst.String()); err != nil {
+			return err
+		}
+		var err error
+		if rec, err = getBlobRecord(txn, dgst); err != nil || !rec.evictable() {
+			return err
+		}
+		dropped = true
+		return txn.Delete(blobKey(dgst))
+	})
+	switch {
+	case errors.Is(err, ErrBlobUnknown):
+		return
+	case err != nil:
+		e.log.Error("a blob the shared store lost keeps its record: dropping it failed", "digest", dgst, "cause", cause, "err", err)
+		return
+	case !dropped:
+		e.log.Error("the shared blob store lost pushed content: restore the object from a backup of the bucket", "digest", dgst, "cause", cause)
+		return
+	}
+	e.st.blobs.Add(-1)
+	e.st.stored.Add(-rec.Size)
+	e.st.mirrored.Add(-rec.Size)
+	if err := e.st.removeBlob(dgst); err != nil {
+		e.log.Warn("remove a lost blob's damaged object", "digest", dgst, "err", err)
+	}
+	e.log.Warn("the shared blob store lost a mirrored blob: its record is dropped, the next pull fetches it from its upstream", "digest", dgst, "cause", cause)
+}

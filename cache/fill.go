@@ -119,8 +119,15 @@ func (fl *Fills) run(f *Fill, repo string, fetch Fetcher) {
 	ctx, cancel := context.WithTimeout(fl.ctx, fl.ttl)
 	defer cancel()
 	err := fl.download(ctx, f, fetch)
-	if f.from == originNone && (errors.Is(err, ErrUpstreamCut) || errors.Is(err, ErrUpstreamCorrupt)) {
+	if f.from == originNone && errors.Is(err, ErrUpstreamCorrupt) {
+		err = fmt.Errorf("%w: %w", ErrSharedLost, err)
+	}
+	if f.from == originNone && (errors.Is(err, ErrUpstreamCut) || errors.Is(err, ErrSharedLost)) {
 		err = &RemoteError{Err: fmt.Errorf("the copy from the shared store: %w", err)}
+	}
+	if errors.Is(err, ErrSharedLost) {
+		// Before the clients hear of it: a client that asks again finds the record gone.
+		fl.ev.forgetLost(ctx, f.dgst, err)
 	}
 	if err == nil {
 		// The bytes are right: readers may have the held-back end now, while the file is synced
@@ -376,7 +383,7 @@ func (fl *Fills) FromShared(dgst digest.Digest, repo string) (*Fill, bool, error
 	return fl.fill(dgst, repo, originNone, func(ctx context.Context) (io.ReadCloser, int64, error) {
 		rc, size, err := fl.st.remote.Get(ctx, dgst)
 		if errors.Is(err, blobstore.ErrNotFound) {
-			return nil, 0, &RemoteError{Err: fmt.Errorf("%s has a record but is not in the shared blob store", dgst)}
+			return nil, 0, &RemoteError{Err: fmt.Errorf("%w: %s has a record but is not in the shared blob store", ErrSharedLost, dgst)}
 		}
 		if err != nil {
 			return nil, 0, &RemoteError{Err: err}
@@ -384,3 +391,8 @@ func (fl *Fills) FromShared(dgst digest.Digest, repo string) (*Fill, bool, error
 		return rc, size, nil
 	})
 }
+
+// ErrSharedLost means that the shared blob store has lost or damaged a blob that the index
+// records. A mirrored blob's record is then dropped (Evictor.forgetLost), so that the next pull
+// fetches it from its upstream again; pushed content must come back from a backup of the bucket.
+var ErrSharedLost = errors.New("the shared blob store lost a blob")

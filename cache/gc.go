@@ -10,6 +10,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"cove/internal/blobstore"
 	"cove/internal/kv"
 )
 
@@ -20,8 +21,20 @@ import (
 // Open uploads are files in tmp/ with no record, so Collect never sees them. A blob being read
 // stays readable to its reader: the file is unlinked, not truncated. Collect removes the record
 // before the file, so the index never points at a missing file; a crash in between leaves a file
-// that the next Open adopts and the next Collect removes.
+// that the next Open adopts and the next Collect removes. In a fleet it also removes the shared
+// store's objects that no record names (collectOrphans).
 func (e *Evictor) Collect(ctx context.Context, grace time.Duration) (removed int, freed int64, err error) {
+	removed, freed, err = e.collect(ctx, grace)
+	if err != nil || e.st.remote == nil {
+		return removed, freed, err
+	}
+	// Not under gcMu: listing a large bucket takes a while, and each object goes under its
+	// digest's fleet-wide lock anyway.
+	n, size, err := e.collectOrphans(ctx, grace)
+	return removed + n, freed + size, err
+}
+
+func (e *Evictor) collect(ctx context.Context, grace time.Duration) (removed int, freed int64, err error) {
 	// Mark without the lock, so pushes go on meanwhile; then, under the lock, keep the marks only
 	// if no reference was added since (refs counts those), else mark again under the lock.
 	gen := e.st.refs.Load()
@@ -120,6 +133,80 @@ func (e *Evictor) collectShared(ctx context.Context, garbage []garbageBlob) (rem
 	}
 	if removed > 0 {
 		e.log.Info("garbage collected", "blobs", removed, "bytes", freed)
+	}
+	return removed, freed, nil
+}
+
+// collectOrphans deletes the shared store's objects that no blob record names and that were
+// written before grace ago: a push whose record never came (its node stopped, or the metadata
+// failed, between the object and the record). Each goes under the fleet-wide lock of its digest,
+// after a last look for its record; a push that writes the record later puts the object again
+// (ensureShared).
+func (e *Evictor) collectOrphans(ctx context.Context, grace time.Duration) (removed int, freed int64, err error) {
+	lister, ok := e.st.remote.(blobstore.Lister)
+	if !ok {
+		return 0, 0, nil
+	}
+	cutoff := e.st.now().Add(-grace)
+	type object struct {
+		dgst digest.Digest
+		size int64
+	}
+	var old []object
+	err = lister.List(ctx, func(dgst digest.Digest, size int64, written time.Time) error {
+		if written.Before(cutoff) {
+			old = append(old, object{dgst, size})
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, 0, &RemoteError{Err: err}
+	}
+	// Those with records are the many: one read of them all, in batches.
+	const batch = 1000
+	for i := 0; i < len(old); i += batch {
+		chunk := old[i:min(i+batch, len(old))]
+		var orphans []object
+		err := e.db.View(e.st.ctx, func(txn kv.Txn) error {
+			for _, o := range chunk {
+				if _, err := txn.Get(blobKey(o.dgst)); errors.Is(err, kv.ErrNotFound) {
+					orphans = append(orphans, o)
+				} else if err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return removed, freed, fmt.Errorf("collect orphan objects: %w", err)
+		}
+		for _, o := range orphans {
+			gone := false
+			err := kv.Retry(ctx, e.db, func(txn kv.Txn) error {
+				gone = false
+				if err := kv.LockTxn(txn, "blob:"+o.dgst.String()); err != nil {
+					return err
+				}
+				if _, err := txn.Get(blobKey(o.dgst)); !errors.Is(err, kv.ErrNotFound) {
+					return err // recorded since, or the index fails
+				}
+				if err := e.st.remote.Delete(ctx, o.dgst); err != nil {
+					return &RemoteError{Err: err}
+				}
+				gone = true
+				return nil
+			})
+			if err != nil {
+				return removed, freed, fmt.Errorf("collect orphan object %s: %w", o.dgst, err)
+			}
+			if gone {
+				removed++
+				freed += o.size
+			}
+		}
+	}
+	if removed > 0 {
+		e.log.Info("garbage collected objects of the shared store that no record names", "objects", removed, "bytes", freed)
 	}
 	return removed, freed, nil
 }

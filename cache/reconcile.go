@@ -195,3 +195,17 @@ func cutPath(p string) (first, rest string, ok bool) {
 	}
 	return p, "", false
 }
+
+// EachBlobRecord calls fn with the digest and size of every blob record of db, in digest order,
+// until fn returns an error: for cove migrate, which checks that each has its file.
+func EachBlobRecord(ctx context.Context, db kv.DB, fn func(dgst digest.Digest, size int64) error) error {
+	return db.View(ctx, func(txn kv.Txn) error {
+		return eachBlob(txn, func(dgst digest.Digest, rec blobRecord) error { return fn(dgst, rec.Size) })
+	})
+}
+
+// BlobPath is where the data directory dir keeps the file of the blob dgst.
+func BlobPath(dir string, dgst digest.Digest) string {
+	h := dgst.Encoded()
+	return filepath.Join(dir, "blobs", string(dgst.Algorithm()), h[:2], h)
+}

@@ -131,6 +131,40 @@ func TestFleetBlobsAreShared(t *testing.T) {
 	}
 }
 
+// Garbage collection in a fleet removes the objects of the bucket that no record names (a push
+// cut between its object and its record) once they are older than the grace, and never an object
+// with a record.
+func TestFleetOrphanObjects(t *testing.T) {
+	ctx := context.Background()
+	a, _, srv := fleetPair(t, 0)
+	kept, keptDigest := randomBlob(t, 1000)
+	if _, err := a.PutBlob(ctx, "team/app", keptDigest, bytes.NewReader(kept), int64(len(kept))); err != nil {
+		t.Fatal(err)
+	}
+	orphan, orphanDigest := randomBlob(t, 1500)
+	client := srv.Client(t)
+	if _, err := client.PutObject(ctx, srv.Bucket, blobstore.Key("", orphanDigest), bytes.NewReader(orphan), int64(len(orphan)), minio.PutObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	inBucket := func(d digest.Digest) bool {
+		_, err := client.StatObject(ctx, srv.Bucket, blobstore.Key("", d), minio.StatObjectOptions{})
+		return err == nil
+	}
+	if removed, _, err := a.Evictor.Collect(ctx, time.Hour); err != nil || removed != 0 || !inBucket(orphanDigest) {
+		t.Fatalf("Collect with an hour's grace = %d, %v; the orphan written just now in the bucket: %v", removed, err, inBucket(orphanDigest))
+	}
+	removed, freed, err := a.Evictor.Collect(ctx, 0)
+	if err != nil || removed != 1 || freed != int64(len(orphan)) {
+		t.Fatalf("Collect = %d blobs, %d bytes, %v; want the orphan's 1 and %d", removed, freed, err, len(orphan))
+	}
+	if inBucket(orphanDigest) {
+		t.Error("the orphan object is still in the bucket")
+	}
+	if !inBucket(keptDigest) || !a.HasBlob(ctx, keptDigest) {
+		t.Error("garbage collection of orphans removed a linked blob")
+	}
+}
+
 // A blob the bucket does not take is not stored at all: no record, no file; a corrupt object in
 // the bucket is never served nor kept.
 func TestFleetBlobStoreFailures(t *testing.T) {
@@ -152,6 +186,9 @@ func TestFleetBlobStoreFailures(t *testing.T) {
 	if _, err := os.Stat(b.blobPath(d)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a corrupt object was kept in the hot tier: %v", err)
 	}
+	if !b.HasBlob(ctx, d) {
+		t.Error("pushed content that the bucket damaged lost its record: it cannot be fetched again")
+	}
 
 	srv.Stop()
 	body2, d2 := randomBlob(t, 1000)
@@ -168,6 +205,50 @@ func TestFleetBlobStoreFailures(t *testing.T) {
 	}
 	if err := a.PingRemote(ctx); err == nil {
 		t.Error("PingRemote with the bucket down passed")
+	}
+}
+
+// A mirrored blob that the bucket lost or damaged is forgotten at its first read, so that the
+// next pull fetches it from its upstream; the read itself fails (nothing wrong was served).
+func TestFleetLostMirroredBlobs(t *testing.T) {
+	ctx := context.Background()
+	a, b, srv := fleetPair(t, 0)
+	lostBody, lost := randomBlob(t, 3000)
+	damagedBody, damaged := randomBlob(t, 3000)
+	for _, body := range [][]byte{lostBody, damagedBody} {
+		if err := fill(t, a, body, int64(len(body))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	client := srv.Client(t)
+	if err := client.RemoveObject(ctx, srv.Bucket, blobstore.Key("", lost), minio.RemoveObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	bad := bytes.Repeat([]byte("x"), len(damagedBody))
+	if _, err := client.PutObject(ctx, srv.Bucket, blobstore.Key("", damaged), bytes.NewReader(bad), int64(len(bad)), minio.PutObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for name, d := range map[string]digest.Digest{"lost": lost, "damaged": damaged} {
+		if _, err := readBlob(t, b, "docker.io/library/x", d); !errors.Is(err, ErrSharedLost) {
+			t.Errorf("reading a %s object = %v, want ErrSharedLost", name, err)
+		}
+		if b.HasBlob(ctx, d) {
+			t.Errorf("the %s mirrored blob keeps its record: every pull fails until an operator acts", name)
+		}
+		if _, err := client.StatObject(ctx, srv.Bucket, blobstore.Key("", d), minio.StatObjectOptions{}); err == nil {
+			t.Errorf("the %s object is still in the bucket", name)
+		}
+		// The next pull fills it again from the upstream, and the fleet serves it.
+		body := lostBody
+		if d == damaged {
+			body = damagedBody
+		}
+		if err := fill(t, b, body, int64(len(body))); err != nil {
+			t.Fatalf("refill of the %s blob: %v", name, err)
+		}
+		if got, err := readBlob(t, a, "docker.io/library/x", d); err != nil || !bytes.Equal(got, body) {
+			t.Errorf("the %s blob after its refill = %d bytes, %v", name, len(got), err)
+		}
 	}
 }
 

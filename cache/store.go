@@ -250,10 +250,7 @@ func (s *Store) Stats() (blobs, bytes int64) { return s.blobs.Load(), s.stored.L
 
 func (s *Store) tmpDir() string { return filepath.Join(s.dir, "tmp") }
 
-func (s *Store) blobPath(dgst digest.Digest) string {
-	h := dgst.Encoded()
-	return filepath.Join(s.dir, "blobs", string(dgst.Algorithm()), h[:2], h)
-}
+func (s *Store) blobPath(dgst digest.Digest) string { return BlobPath(s.dir, dgst) }
 
 // StatBlob returns the blob dgst if repo may read it, or ErrBlobUnknown.
 func (s *Store) StatBlob(ctx context.Context, repo string, dgst digest.Digest) (BlobInfo, error) {

@@ -93,7 +93,7 @@ func (s *Server) askPeer(r *http.Request, method string, n cluster.Node, req req
 	if rng := r.Header.Get("Range"); rng != "" {
 		out.Header.Set("Range", rng)
 	}
-	s.cluster.Sign(out)
+	s.cluster.Sign(out, n.Name)
 	// The answer's headers come once the owner's fill has an answer from the upstream: the
 	// upstream's budget, and some more.
 	timer := time.AfterFunc(s.budget(req.up)+5*time.Second, cancel)
@@ -241,7 +241,7 @@ func (s *Server) toUploadNode(w http.ResponseWriter, r *http.Request, rt route) 
 			out.Header.Set(k, v)
 		}
 	}
-	s.cluster.Sign(out)
+	s.cluster.Sign(out, node.Name)
 	// A node that takes the body but never answers is cut by the peers' transport
 	// (ResponseHeaderTimeout, counted once the body is sent); a stalled body by its idle timeout.
 	resp, err := s.peerClient().Do(out)

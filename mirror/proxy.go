@@ -305,11 +305,19 @@ func (s *Server) handleMirrorBlob(w http.ResponseWriter, r *http.Request, req re
 	if done, err := s.redirectBlob(w, r, req.repo, dgst); done || err != nil {
 		return err
 	}
+	repaired := false
 	for attempt := 0; ; attempt++ {
 		f, err := s.store.OpenBlob(ctx, req.repo, dgst)
 		if errors.Is(err, cache.ErrNotLocal) {
 			s.metrics.hit("blob")
-			return s.serveShared(w, r, req.repo, dgst)
+			err := s.serveShared(w, r, req.repo, dgst)
+			if errors.Is(err, cache.ErrSharedLost) && !repaired {
+				// The bucket lost or damaged it, and its record is gone: fetch it from the
+				// upstream as if it had never been stored (once; nothing was sent yet).
+				repaired, attempt = true, -1
+				continue
+			}
+			return err
 		}
 		if err == nil {
 			s.metrics.hit("blob")

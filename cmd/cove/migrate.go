@@ -109,6 +109,23 @@ func migrate(ctx context.Context, from, to Config, progress io.Writer) (blobs, r
 	if err := s3.Check(ctx); err != nil {
 		return 0, 0, err
 	}
+	// Every record must have its file: a fleet never drops a record whose blob it lacks, so a
+	// record copied without its blob would answer errors for ever. A stopped cove has none (each
+	// start drops them): a file deleted by hand since is the cause.
+	var missing []string
+	err = cache.EachBlobRecord(ctx, src, func(dgst digest.Digest, size int64) error {
+		if fi, err := os.Stat(cache.BlobPath(from.Data, dgst)); err != nil || fi.Size() != size {
+			missing = append(missing, dgst.String())
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("read the blob records: %w", err)
+	}
+	if len(missing) > 0 {
+		return 0, 0, fmt.Errorf("%d blob records of %s have no file of their size (the first: %s): start cove on this data directory once, which drops them, stop it, and migrate again",
+			len(missing), from.Data, missing[0])
+	}
 	// Blobs first: a record in the fleet always has its blob.
 	root := filepath.Join(from.Data, "blobs")
 	err = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
@@ -136,6 +153,17 @@ func migrate(ctx context.Context, from, to Config, progress io.Writer) (blobs, r
 		if size, err := s3.Stat(ctx, dgst); err == nil && size == fi.Size() {
 			blobs++
 			return nil
+		}
+		// A damaged file must not become the fleet's copy: it is checked first.
+		h := dgst.Algorithm().Hash()
+		if _, err := io.Copy(h, f); err != nil {
+			return err
+		}
+		if got := digest.NewDigest(dgst.Algorithm(), h); got != dgst {
+			return fmt.Errorf("the file of %s hashes to %s: the disk damaged it; remove %s, start cove once (it drops the record), and migrate again", dgst, got, path)
+		}
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return err
 		}
 		if err := s3.Put(ctx, dgst, f, fi.Size()); err != nil {
 			return err

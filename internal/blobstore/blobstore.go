@@ -38,6 +38,14 @@ type Store interface {
 	PresignGet(ctx context.Context, dgst digest.Digest, ttl time.Duration) (*url.URL, error)
 }
 
+// Lister is a Store that can list its blobs: garbage collection removes the objects that no
+// record names (a push cut between its object and its record).
+type Lister interface {
+	// List calls fn with the digest, size and time of writing of each blob, until fn returns an
+	// error, which List returns. Objects that are not blobs of Key's layout are skipped.
+	List(ctx context.Context, fn func(dgst digest.Digest, size int64, written time.Time) error) error
+}
+
 // Key is the object name of a blob: prefix + blobs/<algorithm>/<first two hex>/<hex>, the
 // filesystem's layout.
 func Key(prefix string, dgst digest.Digest) string {

@@ -144,6 +144,28 @@ func (s *S3) Delete(ctx context.Context, dgst digest.Digest) error {
 	return nil
 }
 
+func (s *S3) List(ctx context.Context, fn func(dgst digest.Digest, size int64, written time.Time) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // ends the listing when fn stops it
+	for o := range s.c.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: s.prefix + "blobs/", Recursive: true}) {
+		if o.Err != nil {
+			return fmt.Errorf("list the blob store: %w", o.Err)
+		}
+		parts := strings.Split(strings.TrimPrefix(o.Key, s.prefix+"blobs/"), "/")
+		if len(parts) != 3 {
+			continue
+		}
+		dgst := digest.NewDigestFromEncoded(digest.Algorithm(parts[0]), parts[2])
+		if dgst.Validate() != nil || Key(s.prefix, dgst) != o.Key {
+			continue
+		}
+		if err := fn(dgst, o.Size, o.LastModified); err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
 func (s *S3) PresignGet(ctx context.Context, dgst digest.Digest, ttl time.Duration) (*url.URL, error) {
 	u, err := s.c.PresignedGetObject(ctx, s.bucket, Key(s.prefix, dgst), ttl, nil)
 	if err != nil {
@@ -170,3 +192,8 @@ func (s *S3) err(ctx context.Context, op string, dgst digest.Digest, err error) 
 	}
 	return fmt.Errorf("%s blob %s in the blob store: %w", op, dgst, err)
 }
+
+var (
+	_ Store  = (*S3)(nil)
+	_ Lister = (*S3)(nil)
+)

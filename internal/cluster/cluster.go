@@ -91,6 +91,7 @@ type Member struct {
 	live []Node // guarded by mu: the live nodes at the last heartbeat, self always among them
 
 	skewed atomic.Bool // the clock's skew was logged
+	seen   nonces      // the signatures taken (Verify)
 
 	stop chan struct{}
 	done chan struct{}
@@ -294,37 +295,77 @@ func (m *Member) Leave(ctx context.Context) error {
 // AuthHeader is the header that carries a node's signature.
 const AuthHeader = "X-Cove-Node"
 
-// Sign signs a request to another node: who sends it, when, and a MAC over both, the method and
-// the URL's path and query.
-func (m *Member) Sign(r *http.Request) {
+// Sign signs a request to node to, another node of the fleet: who sends it, when, a random nonce,
+// and a MAC over those, the receiver's name, the method and the URL's path and query. The receiver
+// takes each signature once (see Verify), so a request seen on the wire cannot be sent again, nor
+// to another node.
+func (m *Member) Sign(r *http.Request, to string) {
 	ts := strconv.FormatInt(m.now().Unix(), 10)
-	r.Header.Set(AuthHeader, m.self.Name+" "+ts+" "+hex.EncodeToString(m.mac(m.self.Name, ts, r)))
+	nonce := rand.Text()
+	r.Header.Set(AuthHeader, m.self.Name+" "+ts+" "+nonce+" "+hex.EncodeToString(m.mac(m.self.Name, ts, nonce, to, r)))
 }
 
-// Verify checks a request's node signature: nil when another node of the fleet sent it lately.
+// Verify checks a request's node signature: nil when another node of the fleet sent it to this
+// node lately, and this signature was not seen before.
 func (m *Member) Verify(r *http.Request) error {
 	parts := strings.Fields(r.Header.Get(AuthHeader))
-	if len(parts) != 3 {
+	if len(parts) != 4 {
 		return errors.New("no node signature")
 	}
 	sec, err := strconv.ParseInt(parts[1], 10, 64)
 	if err != nil {
 		return errors.New("a malformed node signature")
 	}
-	if d := m.now().Sub(time.Unix(sec, 0)); d > maxSkew || d < -maxSkew {
+	now := m.now()
+	if d := now.Sub(time.Unix(sec, 0)); d > maxSkew || d < -maxSkew {
 		return fmt.Errorf("a node signature %s old: clocks apart, or a replay", d.Round(time.Second))
 	}
-	got, err := hex.DecodeString(parts[2])
-	if err != nil || !hmac.Equal(got, m.mac(parts[0], parts[1], r)) {
+	got, err := hex.DecodeString(parts[3])
+	if err != nil || !hmac.Equal(got, m.mac(parts[0], parts[1], parts[2], m.self.Name, r)) {
 		return errors.New("a wrong node signature: is cluster.secret the same on every node?")
 	}
+	return m.seen.first(parts[2], now)
+}
+
+// maxNonces bounds the signatures a node remembers: far above what nodes send each other within
+// twice maxSkew (cold blobs asked of their owner, tag checks, upload chunks).
+const maxNonces = 1 << 18
+
+// nonces are the nonces of the signatures accepted within twice maxSkew (a signature is
+// good for maxSkew either side of its time), so that each is taken once.
+type nonces struct {
+	mu   sync.Mutex
+	seen map[string]time.Time // nonce → when it may be forgotten
+}
+
+// first records nonce, or refuses it when it was seen before, or when too many are remembered.
+func (n *nonces) first(nonce string, now time.Time) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.seen == nil {
+		n.seen = map[string]time.Time{}
+	}
+	if _, ok := n.seen[nonce]; ok {
+		return errors.New("a node signature used twice: a replay")
+	}
+	if len(n.seen) >= maxNonces {
+		for k, until := range n.seen {
+			if now.After(until) {
+				delete(n.seen, k)
+			}
+		}
+		if len(n.seen) >= maxNonces {
+			return errors.New("too many node requests in the last two minutes: retry later")
+		}
+	}
+	n.seen[nonce] = now.Add(2 * maxSkew)
 	return nil
 }
 
-func (m *Member) mac(node, ts string, r *http.Request) []byte {
+func (m *Member) mac(from, ts, nonce, to string, r *http.Request) []byte {
 	h := hmac.New(sha256.New, m.secret)
 	var b bytes.Buffer
-	for _, s := range []string{node, ts, r.Method, r.URL.EscapedPath(), r.URL.RawQuery} {
+	for _, s := range []string{from, ts, nonce, to, r.Method, r.URL.EscapedPath(), r.URL.RawQuery} {
 		b.WriteString(s)
 		b.WriteByte(0)
 	}

@@ -133,16 +133,27 @@ func TestLeave(t *testing.T) {
 	}
 }
 
-// A node's signature is accepted by another node of the fleet, and refused with another
-// secret, on another path, or when old.
+// A node's signature is accepted by the node it was made for, once, and refused with another
+// secret, on another path, by another node, a second time, or when old.
 func TestSignatures(t *testing.T) {
 	db := openKV(t)
 	c := &clock{t: time.Unix(1_800_000_000, 0)}
 	a, b := member(t, db, "a", c), member(t, db, "b", c)
 	req := httptest.NewRequest("GET", "http://b/internal/cluster/v1/blob?repo=library/x&digest=sha256:00", nil)
-	a.Sign(req)
+	a.Sign(req, "b")
+	if err := a.Verify(req); err == nil {
+		t.Error("a signature made for b was accepted by a")
+	}
 	if err := b.Verify(req); err != nil {
 		t.Fatalf("a's signature refused by b: %v", err)
+	}
+	if err := b.Verify(req); err == nil {
+		t.Error("a signature was accepted twice: a replay")
+	}
+	again := httptest.NewRequest("GET", req.URL.String(), nil)
+	a.Sign(again, "b")
+	if err := b.Verify(again); err != nil {
+		t.Errorf("a second request, signed afresh within the same second, was refused: %v", err)
 	}
 	tampered := httptest.NewRequest("GET", "http://b/internal/cluster/v1/blob?repo=library/y&digest=sha256:00", nil)
 	tampered.Header.Set(AuthHeader, req.Header.Get(AuthHeader))
@@ -151,15 +162,17 @@ func TestSignatures(t *testing.T) {
 	}
 	other := &Member{self: Node{Name: "x"}, secret: []byte("another-secret-entirely"), now: c.now}
 	forged := httptest.NewRequest("GET", "http://b/internal/cluster/v1/blob?repo=library/x&digest=sha256:00", nil)
-	other.Sign(forged)
+	other.Sign(forged, "b")
 	if err := b.Verify(forged); err == nil {
 		t.Error("a signature with another secret was accepted")
 	}
 	if err := b.Verify(httptest.NewRequest("GET", "http://b/", nil)); err == nil {
 		t.Error("an unsigned request was accepted")
 	}
+	old := httptest.NewRequest("GET", req.URL.String(), nil)
+	a.Sign(old, "b")
 	c.add(2 * maxSkew)
-	if err := b.Verify(req); err == nil {
+	if err := b.Verify(old); err == nil {
 		t.Error("an old signature was accepted")
 	}
 }

@@ -520,7 +520,29 @@ func TestMigrateIntoAFleet(t *testing.T) {
 	if err := os.WriteFile(path, []byte(strings.Replace(conf, "secret_key: "+s3.SecretKey, `secret_key: ""`, 1)), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// A blob file deleted by hand while cove was stopped: the migration refuses before it copies,
+	// naming what to do (a record copied without its blob would fail in the fleet for ever).
+	layers, err := mirrored.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer, err := layers[0].Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	layerPath := filepath.Join(data, "blobs", "sha256", layer.Hex[:2], layer.Hex)
+	if err := os.Rename(layerPath, layerPath+".aside"); err != nil {
+		t.Fatal(err)
+	}
 	cmd := execCove("migrate", "--to-config", path, "--data", data)
+	cmd.Env = append(os.Environ(), "COVE_STORAGE_BLOBS_S3_SECRET_KEY="+s3.SecretKey)
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "have no file") || !strings.Contains(string(out), "start cove on this data directory once") {
+		t.Fatalf("cove migrate with a blob file missing: %v\n%s", err, out)
+	}
+	if err := os.Rename(layerPath+".aside", layerPath); err != nil {
+		t.Fatal(err)
+	}
+	cmd = execCove("migrate", "--to-config", path, "--data", data)
 	cmd.Env = append(os.Environ(), "COVE_STORAGE_BLOBS_S3_SECRET_KEY="+s3.SecretKey)
 	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "migrated") {
 		t.Fatalf("cove migrate: %v\n%s", err, out)
