@@ -21,8 +21,9 @@ import (
 	"cove/internal/telemetry"
 )
 
-// The API uses auth.Service as a whole: users, projects, members, robots and policy are all its
-// own, and a one-method interface per use would only restate it.
+// The API uses auth.Service as a whole: users and robots (its Identity), projects, members and
+// settings (its Policy), the token keys (its Tokens) are all its own, and a one-method interface
+// per use would only restate it.
 
 // Repositories counts repositories with content; cache.Manifests implements it.
 type Repositories interface {
@@ -258,7 +259,7 @@ func (s *Server) adapt(h handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
-		who, err := s.auth.Authenticate(r.Context(), r)
+		who, err := s.auth.Tokens.Authenticate(r.Context(), r)
 		if err == nil && who.Token {
 			err = auth.ErrBadCredentials // registry tokens are for /v2; the API takes a login
 		}
@@ -406,7 +407,7 @@ func (s *Server) handleCreateProject(w http.ResponseWriter, r *http.Request, who
 	if err := requireUser(who); err != nil {
 		return err
 	}
-	if !who.Admin && s.auth.Settings(r.Context()).ProjectCreation != "everyone" {
+	if !who.Admin && s.auth.Policy.Settings(r.Context()).ProjectCreation != "everyone" {
 		return &apiError{Status: http.StatusForbidden, Code: "FORBIDDEN", Message: "only system admins create projects (project_creation_restriction: adminonly)"}
 	}
 	var req struct {
@@ -428,20 +429,20 @@ func (s *Server) handleCreateProject(w http.ResponseWriter, r *http.Request, who
 	}
 	// Content left by a project deleted while a push was landing must not reappear in a new
 	// project of the same name, which could be public.
-	if exists, _ := s.auth.ProjectExists(r.Context(), req.ProjectName); auth.ValidProjectName(req.ProjectName) && !exists {
+	if exists, _ := s.auth.Policy.ProjectExists(r.Context(), req.ProjectName); auth.ValidProjectName(req.ProjectName) && !exists {
 		if n, err := s.repos.CountRepositories(r.Context(), req.ProjectName+"/"); err != nil {
 			return err
 		} else if n > 0 {
 			return &apiError{Status: http.StatusConflict, Code: "CONFLICT", Message: fmt.Sprintf("repositories of a former project %s remain; they must be removed first", req.ProjectName)}
 		}
 	}
-	p, err := s.auth.CreateProject(r.Context(), req.ProjectName, public, who.Name)
+	p, err := s.auth.Policy.CreateProject(r.Context(), req.ProjectName, public, who.Name)
 	if err != nil {
 		return err
 	}
 	// The creator manages the project (Harbor does the same).
 	if !who.Admin {
-		if _, err := s.auth.AddMember(r.Context(), p.Name, auth.MemberUser, who.Name, auth.RoleProjectAdmin); err != nil {
+		if _, err := s.auth.Policy.AddMember(r.Context(), p.Name, auth.MemberUser, who.Name, auth.RoleProjectAdmin); err != nil {
 			return err
 		}
 		s.record(r, who, "create", "member", p.Name+"/"+who.Name, "role=projectAdmin (creator)")
@@ -455,10 +456,10 @@ func (s *Server) handleCreateProject(w http.ResponseWriter, r *http.Request, who
 
 // lookup finds a project by name, or by id when the path holds a number that names none.
 func (s *Server) lookup(ctx context.Context, nameOrID string, isName bool) (auth.Project, error) {
-	p, err := s.auth.Project(ctx, nameOrID)
+	p, err := s.auth.Policy.Project(ctx, nameOrID)
 	if errors.Is(err, auth.ErrProjectUnknown) && !isName {
 		if id, perr := strconv.ParseInt(nameOrID, 10, 64); perr == nil {
-			return s.auth.ProjectByID(ctx, id)
+			return s.auth.Policy.ProjectByID(ctx, id)
 		}
 	}
 	return p, err
@@ -473,7 +474,7 @@ func (s *Server) visible(ctx context.Context, who auth.Principal, nameOrID strin
 		}
 		return auth.Project{}, err
 	}
-	if err := s.auth.AuthorizeProject(ctx, who, p.Name, auth.ActionPull); err != nil {
+	if err := s.auth.Policy.AuthorizeProject(ctx, who, p.Name, auth.ActionPull); err != nil {
 		if who.Anonymous() {
 			return auth.Project{}, auth.ErrUnauthenticated
 		}
@@ -515,7 +516,7 @@ func (s *Server) handleListProjects(w http.ResponseWriter, r *http.Request, who 
 	}
 	name := q.Get("name")
 	publicFilter := q.Get("public")
-	all, err := s.auth.Projects(r.Context(), who, func(p auth.Project) bool {
+	all, err := s.auth.Policy.Projects(r.Context(), who, func(p auth.Project) bool {
 		if name != "" && !strings.Contains(p.Name, name) {
 			return false
 		}
@@ -569,7 +570,7 @@ func (s *Server) handleUpdateProject(w http.ResponseWriter, r *http.Request, who
 	if err != nil {
 		return err
 	}
-	if err := s.auth.AuthorizeProject(r.Context(), who, p.Name, auth.ActionUpdateProject); err != nil {
+	if err := s.auth.Policy.AuthorizeProject(r.Context(), who, p.Name, auth.ActionUpdateProject); err != nil {
 		return err
 	}
 	var req struct {
@@ -583,7 +584,7 @@ func (s *Server) handleUpdateProject(w http.ResponseWriter, r *http.Request, who
 	if req.Metadata.Public == nil {
 		return &apiError{Status: http.StatusBadRequest, Code: "BAD_REQUEST", Message: "metadata.public is required"}
 	}
-	p, err = s.auth.SetProjectPublic(r.Context(), p.Name, bool(*req.Metadata.Public))
+	p, err = s.auth.Policy.SetProjectPublic(r.Context(), p.Name, bool(*req.Metadata.Public))
 	if err != nil {
 		return err
 	}
@@ -597,7 +598,7 @@ func (s *Server) handleDeleteProject(w http.ResponseWriter, r *http.Request, who
 	if err != nil {
 		return err
 	}
-	if err := s.auth.AuthorizeProject(r.Context(), who, p.Name, auth.ActionDeleteProject); err != nil {
+	if err := s.auth.Policy.AuthorizeProject(r.Context(), who, p.Name, auth.ActionDeleteProject); err != nil {
 		return err
 	}
 	n, err := s.repos.CountRepositories(r.Context(), p.Name+"/")
@@ -607,7 +608,7 @@ func (s *Server) handleDeleteProject(w http.ResponseWriter, r *http.Request, who
 	if n > 0 {
 		return &apiError{Status: http.StatusPreconditionFailed, Code: "PRECONDITION", Message: fmt.Sprintf("project %s still has %d repositories; delete them first", p.Name, n)}
 	}
-	if err := s.auth.DeleteProject(r.Context(), p.Name); err != nil {
+	if err := s.auth.Policy.DeleteProject(r.Context(), p.Name); err != nil {
 		return err
 	}
 	s.record(r, who, "delete", "project", p.Name, "")

@@ -34,7 +34,7 @@ func (s *Server) memberProject(r *http.Request, who auth.Principal, action auth.
 	if err != nil {
 		return auth.Project{}, err
 	}
-	if err := s.auth.AuthorizeProject(r.Context(), who, p.Name, action); err != nil {
+	if err := s.auth.Policy.AuthorizeProject(r.Context(), who, p.Name, action); err != nil {
 		return auth.Project{}, err
 	}
 	return p, nil
@@ -63,7 +63,7 @@ func (s *Server) handleListMembers(w http.ResponseWriter, r *http.Request, who a
 	if err != nil {
 		return err
 	}
-	ms, err := s.auth.Members(r.Context(), p.Name)
+	ms, err := s.auth.Policy.Members(r.Context(), p.Name)
 	if err != nil {
 		return err
 	}
@@ -108,7 +108,7 @@ func (s *Server) handleAddMember(w http.ResponseWriter, r *http.Request, who aut
 	default:
 		return &apiError{Status: http.StatusBadRequest, Code: "BAD_REQUEST", Message: "member_user or member_group is required"}
 	}
-	m, err := s.auth.AddMember(r.Context(), p.Name, kind, name, auth.Role(req.RoleID))
+	m, err := s.auth.Policy.AddMember(r.Context(), p.Name, kind, name, auth.Role(req.RoleID))
 	if err != nil {
 		return err
 	}
@@ -123,7 +123,7 @@ func (s *Server) handleGetMember(w http.ResponseWriter, r *http.Request, who aut
 	if err != nil {
 		return err
 	}
-	m, err := s.auth.MemberByID(r.Context(), p.Name, id)
+	m, err := s.auth.Policy.MemberByID(r.Context(), p.Name, id)
 	if err != nil {
 		return err
 	}
@@ -141,7 +141,7 @@ func (s *Server) handleUpdateMember(w http.ResponseWriter, r *http.Request, who 
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
-	m, err := s.auth.SetMemberRole(r.Context(), p.Name, id, auth.Role(req.RoleID))
+	m, err := s.auth.Policy.SetMemberRole(r.Context(), p.Name, id, auth.Role(req.RoleID))
 	if err != nil {
 		return err
 	}
@@ -155,7 +155,7 @@ func (s *Server) handleRemoveMember(w http.ResponseWriter, r *http.Request, who 
 	if err != nil {
 		return err
 	}
-	m, err := s.auth.RemoveMember(r.Context(), p.Name, id)
+	m, err := s.auth.Policy.RemoveMember(r.Context(), p.Name, id)
 	if err != nil {
 		return err
 	}

@@ -74,7 +74,7 @@ func (s *Server) handleCreateRobot(w http.ResponseWriter, r *http.Request, who a
 	if err != nil {
 		return err
 	}
-	if err := s.auth.AuthorizeProject(r.Context(), who, p.Name, auth.ActionManageMembers); err != nil {
+	if err := s.auth.Policy.AuthorizeProject(r.Context(), who, p.Name, auth.ActionManageMembers); err != nil {
 		return err
 	}
 	var actions []auth.Action
@@ -107,13 +107,13 @@ func (s *Server) handleListRobots(w http.ResponseWriter, r *http.Request, who au
 		return err
 	}
 	project := r.URL.Query().Get("project")
-	robots, err := s.auth.Robots(r.Context(), project)
+	robots, err := s.auth.Identity.Robots(r.Context(), project)
 	if err != nil {
 		return err
 	}
 	out := []robot{}
 	for _, rb := range robots {
-		if s.auth.AuthorizeProject(r.Context(), who, rb.Project, auth.ActionReadRobots) == nil {
+		if s.auth.Policy.AuthorizeProject(r.Context(), who, rb.Project, auth.ActionReadRobots) == nil {
 			out = append(out, toRobot(rb))
 		}
 	}
@@ -132,14 +132,14 @@ func (s *Server) targetRobot(r *http.Request, who auth.Principal, action auth.Ac
 	if err != nil {
 		return auth.Robot{}, &apiError{Status: http.StatusBadRequest, Code: "BAD_REQUEST", Message: "the robot id must be a number"}
 	}
-	rb, err := s.auth.RobotByID(r.Context(), id)
+	rb, err := s.auth.Identity.RobotByID(r.Context(), id)
 	if err != nil {
 		return auth.Robot{}, err
 	}
-	if s.auth.AuthorizeProject(r.Context(), who, rb.Project, auth.ActionReadRobots) != nil {
+	if s.auth.Policy.AuthorizeProject(r.Context(), who, rb.Project, auth.ActionReadRobots) != nil {
 		return auth.Robot{}, fmt.Errorf("%w: robot %d", auth.ErrNotFound, id)
 	}
-	if err := s.auth.AuthorizeProject(r.Context(), who, rb.Project, action); err != nil {
+	if err := s.auth.Policy.AuthorizeProject(r.Context(), who, rb.Project, action); err != nil {
 		return auth.Robot{}, err
 	}
 	return rb, nil
@@ -158,7 +158,7 @@ func (s *Server) handleDeleteRobot(w http.ResponseWriter, r *http.Request, who a
 	if err != nil {
 		return err
 	}
-	if _, err := s.auth.DeleteRobot(r.Context(), rb.ID); err != nil {
+	if _, err := s.auth.Identity.DeleteRobot(r.Context(), rb.ID); err != nil {
 		return err
 	}
 	s.record(r, who, "delete", "robot", rb.Name, "")

@@ -92,7 +92,7 @@ func TestMemberRolesThroughTheAPI(t *testing.T) {
 	}
 	for name, role := range roles {
 		p := auth.Principal{Name: name}
-		if got := e.auth.RoleOf(ctx, p, "team"); got != role {
+		if got := e.auth.Policy.RoleOf(ctx, p, "team"); got != role {
 			t.Errorf("%s: role %q, want %q", name, got.Name(), role.Name())
 		}
 		// Managing members: only the project admin (and system admins).
@@ -123,11 +123,11 @@ func TestMemberRolesThroughTheAPI(t *testing.T) {
 	}
 	// A member id of another project is not found through this one.
 	e.call(t, "POST", "/api/v2.0/projects", `{"project_name":"other"}`, "admin", "pw")
-	m, _ := e.auth.AddMember(ctx, "other", auth.MemberUser, "dev", auth.RoleGuest)
+	m, _ := e.auth.Policy.AddMember(ctx, "other", auth.MemberUser, "dev", auth.RoleGuest)
 	if code, _ := e.call(t, "DELETE", fmt.Sprintf("/api/v2.0/projects/team/members/%d", m.ID), "", "padmin", strong); code != 404 {
 		t.Errorf("deleting another project's member through team = %d, want 404", code)
 	}
-	if _, err := e.auth.MemberByID(ctx, "other", m.ID); err != nil {
+	if _, err := e.auth.Policy.MemberByID(ctx, "other", m.ID); err != nil {
 		t.Errorf("the other project's member is gone: %v", err)
 	}
 }
@@ -139,7 +139,7 @@ func TestUsersAPI(t *testing.T) {
 	if code != 201 {
 		t.Fatalf("self-registration = %d %s", code, b)
 	}
-	if u, _ := e.auth.User(context.Background(), "eve"); u.Admin {
+	if u, _ := e.auth.Identity.User(context.Background(), "eve"); u.Admin {
 		t.Error("self-registration made an admin")
 	}
 	if code, _ := e.call(t, "POST", "/api/v2.0/users", `{"username":"weak","password":"short"}`, "", ""); code != 400 {
@@ -197,7 +197,7 @@ func TestRobotsAPI(t *testing.T) {
 		t.Errorf("get robot = %d %s: the secret must not show again", code, b)
 	}
 	ctx := context.Background()
-	p, err := e.auth.CheckPassword(ctx, rb.Name, rb.Secret)
+	p, err := e.auth.Identity.CheckPassword(ctx, rb.Name, rb.Secret)
 	if err != nil || !p.Robot {
 		t.Fatalf("robot login: %v", err)
 	}
@@ -209,7 +209,7 @@ func TestRobotsAPI(t *testing.T) {
 		{"team/app", auth.ActionPull, true}, {"team/app", auth.ActionPush, true}, {"team/app", auth.ActionDelete, false},
 		{"other/app", auth.ActionPull, false},
 	} {
-		if err := e.auth.Authorize(ctx, p, tc.repo, tc.action); (err == nil) != tc.ok {
+		if err := e.auth.Policy.Authorize(ctx, p, tc.repo, tc.action); (err == nil) != tc.ok {
 			t.Errorf("robot %s on %s = %v, want allowed=%v", tc.action, tc.repo, err, tc.ok)
 		}
 	}
@@ -220,7 +220,7 @@ func TestRobotsAPI(t *testing.T) {
 	if code, _ := e.call(t, "DELETE", fmt.Sprintf("/api/v2.0/robots/%d", rb.ID), "", "admin", "pw"); code != 200 {
 		t.Errorf("delete robot = %d", code)
 	}
-	if _, err := e.auth.CheckPassword(ctx, rb.Name, rb.Secret); err == nil {
+	if _, err := e.auth.Identity.CheckPassword(ctx, rb.Name, rb.Secret); err == nil {
 		t.Error("a deleted robot still logs in")
 	}
 }
@@ -297,11 +297,11 @@ func TestSettingsAPI(t *testing.T) {
 	if code != 200 || !strings.Contains(b, `"self_registration":{"value":true`) {
 		t.Errorf("settings = %d %s", code, b)
 	}
-	if err := e.auth.AuthorizeMirror(context.Background(), auth.Principal{}, "library/alpine", auth.ActionPull); err != nil {
+	if err := e.auth.Policy.AuthorizeMirror(context.Background(), auth.Principal{}, "library/alpine", auth.ActionPull); err != nil {
 		t.Errorf("anonymous mirror pull before turning it off: %v", err)
 	}
 	e.call(t, "PUT", "/api/v2.0/configurations", `{"anonymous_pull":"none"}`, "admin", "pw")
-	if err := e.auth.AuthorizeMirror(context.Background(), auth.Principal{}, "library/alpine", auth.ActionPull); err == nil {
+	if err := e.auth.Policy.AuthorizeMirror(context.Background(), auth.Principal{}, "library/alpine", auth.ActionPull); err == nil {
 		t.Error("anonymous mirror pull after anonymous_pull: none")
 	}
 	if code, _ := e.call(t, "POST", "/api/v2.0/system/token-key/rotate", "", "eve", strong); code != 403 {

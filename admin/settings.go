@@ -17,7 +17,7 @@ func (s *Server) handleGetSettings(w http.ResponseWriter, r *http.Request, who a
 	if err := requireAdmin(who); err != nil {
 		return err
 	}
-	cur := s.auth.Settings(r.Context())
+	cur := s.auth.Policy.Settings(r.Context())
 	return writeJSON(w, http.StatusOK, map[string]setting{
 		"self_registration":            {Value: cur.SelfRegistration, Editable: true},
 		"anonymous_pull":               {Value: cur.AnonymousPull, Editable: true},
@@ -38,7 +38,7 @@ func (s *Server) handlePutSettings(w http.ResponseWriter, r *http.Request, who a
 	if err := decodeJSONStrict(r, &req); err != nil {
 		return err
 	}
-	next, err := s.auth.UpdateSettings(r.Context(), func(st *auth.Settings) {
+	next, err := s.auth.Policy.UpdateSettings(r.Context(), func(st *auth.Settings) {
 		if req.SelfRegistration != nil {
 			st.SelfRegistration = *req.SelfRegistration
 		}
@@ -64,7 +64,7 @@ func (s *Server) handleRotateKey(w http.ResponseWriter, r *http.Request, who aut
 	if err := requireAdmin(who); err != nil {
 		return err
 	}
-	kid, err := s.auth.RotateTokenKey(r.Context())
+	kid, err := s.auth.Tokens.RotateTokenKey(r.Context())
 	if err != nil {
 		return err
 	}

@@ -30,7 +30,7 @@ func toUser(u auth.User) user {
 // handleCreateUser creates a local user: a system admin may; anyone may when self-registration
 // is on. Nobody becomes an admin this way (docs/SECURITY.md 10).
 func (s *Server) handleCreateUser(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
-	if !who.Admin && !s.auth.Settings(r.Context()).SelfRegistration {
+	if !who.Admin && !s.auth.Policy.Settings(r.Context()).SelfRegistration {
 		if who.Anonymous() {
 			return auth.ErrUnauthenticated
 		}
@@ -45,7 +45,7 @@ func (s *Server) handleCreateUser(w http.ResponseWriter, r *http.Request, who au
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
-	u, err := s.auth.CreateUser(r.Context(), auth.User{Name: req.Username, Email: req.Email, Realname: req.Realname}, req.Password)
+	u, err := s.auth.Identity.CreateUser(r.Context(), auth.User{Name: req.Username, Email: req.Email, Realname: req.Realname}, req.Password)
 	if err != nil {
 		return err
 	}
@@ -68,7 +68,7 @@ func (s *Server) handleListUsers(w http.ResponseWriter, r *http.Request, who aut
 	if err != nil {
 		return err
 	}
-	users, err := s.auth.Users(r.Context())
+	users, err := s.auth.Identity.Users(r.Context())
 	if err != nil {
 		return err
 	}
@@ -90,7 +90,7 @@ func (s *Server) handleCurrentUser(w http.ResponseWriter, r *http.Request, who a
 	if err := requireUser(who); err != nil {
 		return err
 	}
-	u, err := s.auth.User(r.Context(), who.Name)
+	u, err := s.auth.Identity.User(r.Context(), who.Name)
 	if err != nil {
 		return err
 	}
@@ -109,7 +109,7 @@ func (s *Server) targetUser(r *http.Request, who auth.Principal) (auth.User, err
 	if err != nil {
 		return auth.User{}, &apiError{Status: http.StatusBadRequest, Code: "BAD_REQUEST", Message: "the user id must be a number"}
 	}
-	u, err := s.auth.UserByID(r.Context(), id)
+	u, err := s.auth.Identity.UserByID(r.Context(), id)
 	if err != nil || (!who.Admin && u.Name != who.Name) {
 		if err != nil && !errors.Is(err, auth.ErrNotFound) {
 			return auth.User{}, err
@@ -144,19 +144,19 @@ func (s *Server) handleSetPassword(w http.ResponseWriter, r *http.Request, who a
 		return err
 	}
 	if u.Name == who.Name {
-		if _, err := s.auth.Login(r.Context(), u.Name, req.OldPassword, auth.RemoteHost(r)); err != nil {
+		if _, err := s.auth.Identity.Login(r.Context(), u.Name, req.OldPassword, auth.RemoteHost(r)); err != nil {
 			return &apiError{Status: http.StatusForbidden, Code: "FORBIDDEN", Message: "the old password is wrong"}
 		}
 	}
-	if err := s.auth.SetPassword(r.Context(), u.Name, req.NewPassword); err != nil {
+	if err := s.auth.Identity.SetPassword(r.Context(), u.Name, req.NewPassword); err != nil {
 		return err
 	}
 	s.record(r, who, "update", "user", u.Name, "password changed")
 	// The change ends every session and token of the account (docs/SECURITY.md 16). A user who
 	// changed their own password on the admin page stays signed in there, with a new session.
 	if _, err := r.Cookie(auth.SessionCookie); err == nil && u.Name == who.Name && r.Header.Get("Authorization") == "" {
-		if p, err := s.auth.CheckPassword(r.Context(), u.Name, req.NewPassword); err == nil {
-			if err := s.auth.NewSession(r.Context(), w, r, p); err != nil {
+		if p, err := s.auth.Identity.CheckPassword(r.Context(), u.Name, req.NewPassword); err == nil {
+			if err := s.auth.Identity.NewSession(r.Context(), w, r, p); err != nil {
 				s.log.WarnContext(r.Context(), "renewing the session after a password change", "err", err)
 			}
 		}
@@ -182,7 +182,7 @@ func (s *Server) handleSetSysadmin(w http.ResponseWriter, r *http.Request, who a
 	if u.Name == auth.AdminName && !req.SysadminFlag {
 		return &apiError{Status: http.StatusForbidden, Code: "FORBIDDEN", Message: "the built-in admin stays an admin"}
 	}
-	if err := s.auth.SetAdmin(r.Context(), u.Name, req.SysadminFlag); err != nil {
+	if err := s.auth.Identity.SetAdmin(r.Context(), u.Name, req.SysadminFlag); err != nil {
 		return err
 	}
 	s.record(r, who, "update", "user", u.Name, fmt.Sprintf("sysadmin=%t", req.SysadminFlag))

@@ -136,7 +136,7 @@ func (w *webPages) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 // page wraps a page handler: it needs a signed-in user, else it sends the visitor to sign in.
 func (w *webPages) page(h func(rw http.ResponseWriter, r *http.Request, who auth.Principal)) http.Handler {
 	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		who, err := w.s.auth.Authenticate(r.Context(), r)
+		who, err := w.s.auth.Tokens.Authenticate(r.Context(), r)
 		if err != nil || who.Anonymous() || r.Header.Get("Authorization") != "" {
 			http.Redirect(rw, r, "/login", http.StatusSeeOther)
 			return
@@ -160,7 +160,7 @@ func (w *webPages) failed(rw http.ResponseWriter, r *http.Request, who auth.Prin
 // handleNotFound answers a path that names no page with the site's 404 page. A signed-in visitor
 // keeps the navigation; anyone else gets the page without it.
 func (w *webPages) handleNotFound(rw http.ResponseWriter, r *http.Request) {
-	who, err := w.s.auth.Authenticate(r.Context(), r)
+	who, err := w.s.auth.Tokens.Authenticate(r.Context(), r)
 	if err != nil || r.Header.Get("Authorization") != "" {
 		who = auth.Principal{}
 	}
@@ -196,12 +196,12 @@ func (w *webPages) handleLogin(rw http.ResponseWriter, r *http.Request) {
 		http.Error(rw, "bad form", http.StatusBadRequest)
 		return
 	}
-	who, err := w.s.auth.Login(r.Context(), r.PostForm.Get("username"), r.PostForm.Get("password"), auth.RemoteHost(r))
+	who, err := w.s.auth.Identity.Login(r.Context(), r.PostForm.Get("username"), r.PostForm.Get("password"), auth.RemoteHost(r))
 	if err == nil && who.Robot {
 		err = auth.ErrBadCredentials // robots have no sessions
 	}
 	if err == nil {
-		if err = w.s.auth.NewSession(r.Context(), rw, r, who); err != nil {
+		if err = w.s.auth.Identity.NewSession(r.Context(), rw, r, who); err != nil {
 			// The password was right: say what went wrong instead (a full disk, say).
 			telemetry.SetCause(r.Context(), fmt.Errorf("open a session: %w", err))
 			w.failed(rw, r, auth.Principal{}, err)
@@ -221,7 +221,7 @@ func (w *webPages) handleLogin(rw http.ResponseWriter, r *http.Request) {
 }
 
 func (w *webPages) handleLogout(rw http.ResponseWriter, r *http.Request) {
-	w.s.auth.EndSession(r.Context(), rw, r)
+	w.s.auth.Identity.EndSession(r.Context(), rw, r)
 	http.Redirect(rw, r, "/login", http.StatusSeeOther)
 }
 
@@ -358,7 +358,7 @@ type projectRow struct {
 }
 
 // The page offers only what the API would do for the visitor (Harbor's page does the same):
-// buttons follow auth.Service's decisions, which the API's handlers make again on every call.
+// buttons follow auth.Policy's decisions, which the API's handlers make again on every call.
 
 // canCreateProject mirrors handleCreateProject: system admins, or every user when the setting
 // project_creation_restriction is everyone.
@@ -366,13 +366,13 @@ func (w *webPages) canCreateProject(r *http.Request, who auth.Principal) bool {
 	if who.Anonymous() || who.Robot {
 		return false
 	}
-	return who.Admin || w.s.auth.Settings(r.Context()).ProjectCreation == "everyone"
+	return who.Admin || w.s.auth.Policy.Settings(r.Context()).ProjectCreation == "everyone"
 }
 
 // canManage mirrors the handlers that delete a project and change its members, robots and
 // visibility: the project's admins and system admins.
 func (w *webPages) canManage(r *http.Request, who auth.Principal, project string) bool {
-	return w.s.auth.AuthorizeProject(r.Context(), who, project, auth.ActionManageMembers) == nil
+	return w.s.auth.Policy.AuthorizeProject(r.Context(), who, project, auth.ActionManageMembers) == nil
 }
 
 func (w *webPages) handleProjects(rw http.ResponseWriter, r *http.Request, who auth.Principal) {

@@ -155,7 +155,7 @@ func TestPagesEscapeNamesAndGuardChanges(t *testing.T) {
 	if resp.StatusCode != http.StatusForbidden {
 		t.Errorf("cross-site change with the session = %d, want 403", resp.StatusCode)
 	}
-	if _, err := e.auth.Project(t.Context(), "evil"); err == nil {
+	if _, err := e.auth.Policy.Project(t.Context(), "evil"); err == nil {
 		t.Error("the cross-site request created a project")
 	}
 	// Signed out, pages send to sign-in and the session no longer works: the server ended it, so
@@ -322,7 +322,7 @@ func TestPagesOfferOnlyWhatTheRoleMay(t *testing.T) {
 func TestUsersChangePasswordsOnThePage(t *testing.T) {
 	e, _, admin := roleEnv(t)
 	dev := signIn(t, e, "dev", strong)
-	u, err := e.auth.User(t.Context(), "dev")
+	u, err := e.auth.Identity.User(t.Context(), "dev")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -341,7 +341,7 @@ func TestUsersChangePasswordsOnThePage(t *testing.T) {
 	if code, b := dev.api("PUT", path, `{"old_password":"`+strong+`","new_password":"N3wPassword"}`); code != 200 {
 		t.Fatalf("own password change = %d %s", code, b)
 	}
-	if _, err := e.auth.CheckPassword(t.Context(), "dev", "N3wPassword"); err != nil {
+	if _, err := e.auth.Identity.CheckPassword(t.Context(), "dev", "N3wPassword"); err != nil {
 		t.Errorf("the new password does not work: %v", err)
 	}
 	// The change ends the user's other sessions; the page it was made on stays signed in.
@@ -375,7 +375,7 @@ func TestUsersChangePasswordsOnThePage(t *testing.T) {
 	if code, b := admin.api("PUT", path, `{"new_password":"Reset0Password"}`); code != 200 {
 		t.Fatalf("admin resets dev's password = %d %s", code, b)
 	}
-	if _, err := e.auth.CheckPassword(t.Context(), "dev", "Reset0Password"); err != nil {
+	if _, err := e.auth.Identity.CheckPassword(t.Context(), "dev", "Reset0Password"); err != nil {
 		t.Errorf("the reset password does not work: %v", err)
 	}
 	admin.api("PUT", fmt.Sprintf("/api/v2.0/users/%d/sysadmin", u.ID), `{"sysadmin_flag":true}`)
@@ -461,7 +461,7 @@ func TestRobotSecretShownOnce(t *testing.T) {
 func TestAPIMessagesTranslated(t *testing.T) {
 	e, srv, admin := roleEnv(t)
 	dev := signIn(t, e, "dev", strong)
-	u, _ := e.auth.User(t.Context(), "dev")
+	u, _ := e.auth.Identity.User(t.Context(), "dev")
 	srv.repos.(*fakeRepos).repos = []string{"team/app"}
 	robotBody := func(name, action string) string {
 		return fmt.Sprintf(`{"name":%q,"permissions":[{"kind":"project","namespace":"team","access":[{"resource":"repository","action":%q}]}]}`, name, action)
@@ -653,7 +653,7 @@ func TestDashboardListsTheNodes(t *testing.T) {
 	if code != 200 || json.Unmarshal([]byte(body), &nodes) != nil || len(nodes) != 2 || !nodes[0].Live || nodes[1].Live {
 		t.Errorf("GET /api/v2.0/cluster/nodes as admin = %d %s", code, body)
 	}
-	if _, err := e.auth.CreateUser(context.Background(), auth.User{Name: "dave"}, "DavePw1xyz"); err != nil {
+	if _, err := e.auth.Identity.CreateUser(context.Background(), auth.User{Name: "dave"}, "DavePw1xyz"); err != nil {
 		t.Fatal(err)
 	}
 	if code, _ := e.call(t, "GET", "/api/v2.0/cluster/nodes", "", "dave", "DavePw1xyz"); code != http.StatusForbidden {

@@ -1,13 +1,24 @@
-// Package auth decides who a request comes from and what it may do: identities, projects and the
-// policy between them. It keeps its records in the shared badger database under the "auth/" prefix.
+// Package auth decides who a request comes from and what it may do. It has four parts, each with
+// its own state; Service holds them, New builds the first three over one Config and takes the
+// Audit from it (NewAudit):
 //
-// Until the full user and role system exists there is one identity, "admin", whose password is
-// given in the configuration or generated at first start, and kept only as a bcrypt hash.
-// Decisions deny by default: a request may do only what Authorize allows.
+//   - Identity: users, robot accounts and their passwords (local bcrypt hashes or the LDAP
+//     directory), the admin page's sessions, the built-in admin, the limits on failed logins.
+//   - Policy: projects, members and their roles, the run-time settings, and the decisions over
+//     them. Decisions deny by default: a request may do only what Authorize allows.
+//   - Tokens: the Docker token service (/service/token), its signing keys, and the verification
+//     of the tokens it issued; it authenticates requests.
+//   - Audit: the audit log of logins, tokens and changes.
+//
+// Identity depends on no other part; Policy asks Identity; Tokens asks both. The records are kept
+// in the metadata store (badger, or PostgreSQL for a fleet) under the "auth/" prefix.
 package auth
 
 import (
 	"errors"
+	"net"
+	"net/http"
+	"slices"
 	"strings"
 	"time"
 )
@@ -56,7 +67,25 @@ func (p Principal) Identity() Principal {
 // Anonymous reports whether p carries no identity.
 func (p Principal) Anonymous() bool { return p.Name == "" }
 
-// Errors returned by Service methods; compare with errors.Is.
+// Asked reports whether a token principal's token has an entry for the resource, granted or not:
+// the client asked for it.
+func (p Principal) Asked(typ, name string) bool {
+	_, ok := p.access[typ+":"+name]
+	return ok
+}
+
+// AskedFor reports whether a token principal's token was asked for action on the resource,
+// granted or not.
+func (p Principal) AskedFor(typ, name string, action string) bool {
+	return p.Granted(typ, name, action) || slices.Contains(p.refused[typ+":"+name], action)
+}
+
+// Granted reports whether a token principal's grants include action on the resource.
+func (p Principal) Granted(typ, name string, action string) bool {
+	return slices.Contains(p.access[typ+":"+name], action) || slices.Contains(p.access[typ+":"+name], "*")
+}
+
+// Errors returned by the methods of Identity, Policy and Tokens; compare with errors.Is.
 var (
 	// ErrBadCredentials means credentials were given and are wrong. They never fall back to anonymous.
 	ErrBadCredentials = errors.New("invalid username or password")
@@ -87,4 +116,12 @@ var (
 func ProjectOf(repo string) string {
 	p, _, _ := strings.Cut(repo, "/")
 	return p
+}
+
+// RemoteHost is the address a request comes from, without the port.
+func RemoteHost(r *http.Request) string {
+	if h, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return h
+	}
+	return r.RemoteAddr
 }

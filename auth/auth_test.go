@@ -146,24 +146,24 @@ func TestAdminPassword(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Nothing is generated before cove is up (EnsureAdmin): a start that fails loses nothing.
-	if _, err := s.User(ctx, AdminName); !errors.Is(err, ErrNotFound) {
+	if _, err := s.Identity.User(ctx, AdminName); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("New created the admin before EnsureAdmin: %v", err)
 	}
 	// A password that cannot be shown is not stored: the next start generates one again.
-	if _, err := s.EnsureAdmin(ctx, func(string) error { return errors.New("stdout is closed") }); err == nil {
+	if _, err := s.Identity.EnsureAdmin(ctx, func(string) error { return errors.New("stdout is closed") }); err == nil {
 		t.Fatal("EnsureAdmin stored a password it could not show")
 	}
-	if _, err := s.User(ctx, AdminName); !errors.Is(err, ErrNotFound) {
+	if _, err := s.Identity.User(ctx, AdminName); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("an admin was stored with a password nobody saw: %v", err)
 	}
 	var generated string
-	if ok, err := s.EnsureAdmin(ctx, func(p string) error { generated = p; return nil }); err != nil || !ok {
+	if ok, err := s.Identity.EnsureAdmin(ctx, func(p string) error { generated = p; return nil }); err != nil || !ok {
 		t.Fatal(ok, err)
 	}
 	if len(generated) < 20 || CheckPasswordPolicy(generated) != nil {
 		t.Fatalf("generated password %q is too short or breaks the policy", generated)
 	}
-	if p, err := s.CheckPassword(ctx, "admin", generated); err != nil || !p.Admin {
+	if p, err := s.Identity.CheckPassword(ctx, "admin", generated); err != nil || !p.Admin {
 		t.Errorf("CheckPassword(generated) = %v, %v", p, err)
 	}
 	// The password is shown once: a second start keeps the hash and generates nothing.
@@ -171,10 +171,10 @@ func TestAdminPassword(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if again, err := s2.EnsureAdmin(ctx, func(p string) error { t.Errorf("second start showed %q", p); return nil }); err != nil || again {
+	if again, err := s2.Identity.EnsureAdmin(ctx, func(p string) error { t.Errorf("second start showed %q", p); return nil }); err != nil || again {
 		t.Fatalf("second start generated: %v, %v", again, err)
 	}
-	if _, err := s2.CheckPassword(ctx, "admin", generated); err != nil {
+	if _, err := s2.Identity.CheckPassword(ctx, "admin", generated); err != nil {
 		t.Errorf("generated password lost on restart: %v", err)
 	}
 	// A configured password applies at first start only: it never overrides the stored one.
@@ -182,21 +182,21 @@ func TestAdminPassword(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s3.CheckPassword(ctx, "admin", generated); err != nil {
+	if _, err := s3.Identity.CheckPassword(ctx, "admin", generated); err != nil {
 		t.Errorf("a configured password overrode the stored one: %v", err)
 	}
-	if _, err := s3.CheckPassword(ctx, "admin", "Configured1"); !errors.Is(err, ErrBadCredentials) {
+	if _, err := s3.Identity.CheckPassword(ctx, "admin", "Configured1"); !errors.Is(err, ErrBadCredentials) {
 		t.Errorf("the configured password works after the first start: %v", err)
 	}
 	// A password changed through the API survives a restart with a configured password.
-	if err := s3.SetPassword(ctx, "admin", "Changed123"); err != nil {
+	if err := s3.Identity.SetPassword(ctx, "admin", "Changed123"); err != nil {
 		t.Fatal(err)
 	}
 	s4, err := New(ctx, db, Config{AdminPassword: "Configured1", BcryptCost: bcrypt.MinCost, KeyDir: keys})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s4.CheckPassword(ctx, "admin", "Changed123"); err != nil {
+	if _, err := s4.Identity.CheckPassword(ctx, "admin", "Changed123"); err != nil {
 		t.Errorf("the changed password was lost at restart: %v", err)
 	}
 
@@ -206,10 +206,10 @@ func TestAdminPassword(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if g, err := s5.EnsureAdmin(ctx, func(string) error { return nil }); err != nil || g {
+	if g, err := s5.Identity.EnsureAdmin(ctx, func(string) error { return nil }); err != nil || g {
 		t.Errorf("EnsureAdmin with a configured admin = %v, %v", g, err)
 	}
-	if _, err := s5.CheckPassword(ctx, "admin", "Configured1"); err != nil {
+	if _, err := s5.Identity.CheckPassword(ctx, "admin", "Configured1"); err != nil {
 		t.Errorf("configured password at first start: %v", err)
 	}
 	// Only a hash is stored.
@@ -245,7 +245,7 @@ func TestPasswordPolicyFitsBcrypt(t *testing.T) {
 			if (err == nil) != tc.ok {
 				t.Fatalf("CheckPasswordPolicy(%d bytes) = %v, want ok=%v", len(tc.pw), err, tc.ok)
 			}
-			_, err = s.CreateUser(ctx, User{Name: "u" + strings.ReplaceAll(tc.name, " ", "")}, tc.pw)
+			_, err = s.Identity.CreateUser(ctx, User{Name: "u" + strings.ReplaceAll(tc.name, " ", "")}, tc.pw)
 			if tc.ok && err != nil {
 				t.Errorf("CreateUser = %v", err)
 			}
@@ -263,19 +263,19 @@ func TestCheckPasswordNeverLetsWrongOnesIn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.CheckPassword(ctx, "admin", "right"); err != nil {
+	if _, err := s.Identity.CheckPassword(ctx, "admin", "right"); err != nil {
 		t.Fatal(err)
 	}
 	// The verified-credential cache is warm now; wrong and empty passwords still fail.
 	for _, tt := range []struct{ user, pass string }{
 		{"admin", "wrong"}, {"admin", ""}, {"admin", "right "}, {"nobody", "right"}, {"", ""},
 	} {
-		if _, err := s.CheckPassword(ctx, tt.user, tt.pass); !errors.Is(err, ErrBadCredentials) {
+		if _, err := s.Identity.CheckPassword(ctx, tt.user, tt.pass); !errors.Is(err, ErrBadCredentials) {
 			t.Errorf("CheckPassword(%q, %q) = %v, want ErrBadCredentials", tt.user, tt.pass, err)
 		}
 	}
 	now = now.Add(2 * credTTL) // the cache entry expires; bcrypt decides again
-	if _, err := s.CheckPassword(ctx, "admin", "right"); err != nil {
+	if _, err := s.Identity.CheckPassword(ctx, "admin", "right"); err != nil {
 		t.Errorf("after cache expiry: %v", err)
 	}
 }
@@ -284,23 +284,23 @@ func TestAuthenticate(t *testing.T) {
 	ctx := context.Background()
 	s, _ := New(ctx, openDB(t), Config{AdminPassword: "pw", BcryptCost: bcrypt.MinCost, KeyDir: t.TempDir()})
 	r := httptest.NewRequest("GET", "/v2/", nil)
-	if p, err := s.Authenticate(ctx, r); err != nil || !p.Anonymous() {
+	if p, err := s.Tokens.Authenticate(ctx, r); err != nil || !p.Anonymous() {
 		t.Errorf("no credentials = %v, %v; want anonymous", p, err)
 	}
 	r.Header.Set("Authorization", "Bearer something")
-	if _, err := s.Authenticate(ctx, r); !errors.Is(err, ErrBadCredentials) {
+	if _, err := s.Tokens.Authenticate(ctx, r); !errors.Is(err, ErrBadCredentials) {
 		t.Errorf("unknown scheme = %v, want ErrBadCredentials (never anonymous)", err)
 	}
 	r.SetBasicAuth("", "")
-	if p, err := s.Authenticate(ctx, r); err != nil || !p.Anonymous() {
+	if p, err := s.Tokens.Authenticate(ctx, r); err != nil || !p.Anonymous() {
 		t.Errorf("empty Basic credentials = %v, %v; want anonymous", p, err)
 	}
 	r.SetBasicAuth("admin", "")
-	if _, err := s.Authenticate(ctx, r); !errors.Is(err, ErrBadCredentials) {
+	if _, err := s.Tokens.Authenticate(ctx, r); !errors.Is(err, ErrBadCredentials) {
 		t.Errorf("user with an empty password = %v, want ErrBadCredentials", err)
 	}
 	r.SetBasicAuth("admin", "pw")
-	if p, err := s.Authenticate(ctx, r); err != nil || p.Name != "admin" {
+	if p, err := s.Tokens.Authenticate(ctx, r); err != nil || p.Name != "admin" {
 		t.Errorf("basic = %v, %v", p, err)
 	}
 }
@@ -309,48 +309,48 @@ func TestProjects(t *testing.T) {
 	ctx := context.Background()
 	s, _ := New(ctx, openDB(t), Config{AdminPassword: "pw", BcryptCost: bcrypt.MinCost, KeyDir: t.TempDir(), ReservedNames: []string{"docker.io"}})
 	for _, bad := range []string{"", "UPPER", "a/b", "-a", "a..b", "a_", "docker.io"} {
-		if _, err := s.CreateProject(ctx, bad, false, "admin"); !errors.Is(err, ErrInvalid) {
+		if _, err := s.Policy.CreateProject(ctx, bad, false, "admin"); !errors.Is(err, ErrInvalid) {
 			t.Errorf("CreateProject(%q) = %v, want ErrInvalid", bad, err)
 		}
 	}
-	a, err := s.CreateProject(ctx, "alpha", true, "admin")
+	a, err := s.Policy.CreateProject(ctx, "alpha", true, "admin")
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := s.CreateProject(ctx, "beta", false, "admin")
+	b, _ := s.Policy.CreateProject(ctx, "beta", false, "admin")
 	if a.ID == b.ID {
 		t.Errorf("projects share id %d", a.ID)
 	}
-	if _, err := s.CreateProject(ctx, "alpha", false, "admin"); !errors.Is(err, ErrProjectExists) {
+	if _, err := s.Policy.CreateProject(ctx, "alpha", false, "admin"); !errors.Is(err, ErrProjectExists) {
 		t.Errorf("duplicate CreateProject = %v, want ErrProjectExists", err)
 	}
-	if p, err := s.ProjectByID(ctx, b.ID); err != nil || p.Name != "beta" {
+	if p, err := s.Policy.ProjectByID(ctx, b.ID); err != nil || p.Name != "beta" {
 		t.Errorf("ProjectByID = %v, %v", p, err)
 	}
 	all := func(Project) bool { return true }
-	if ps, _ := s.Projects(ctx, Principal{}, all); len(ps) != 1 || ps[0].Name != "alpha" {
+	if ps, _ := s.Policy.Projects(ctx, Principal{}, all); len(ps) != 1 || ps[0].Name != "alpha" {
 		t.Errorf("anonymous Projects = %v, want only the public one", ps)
 	}
-	if ps, _ := s.Projects(ctx, Principal{Name: "admin", Admin: true}, all); len(ps) != 2 {
+	if ps, _ := s.Policy.Projects(ctx, Principal{Name: "admin", Admin: true}, all); len(ps) != 2 {
 		t.Errorf("admin Projects = %v, want both", ps)
 	}
-	if err := s.Authorize(ctx, Principal{}, "alpha/app", ActionPull); err != nil {
+	if err := s.Policy.Authorize(ctx, Principal{}, "alpha/app", ActionPull); err != nil {
 		t.Errorf("anonymous pull of public alpha/app = %v", err)
 	}
 	// A one-element name is in no project, even when a project has that name.
-	if err := s.Authorize(ctx, Principal{Name: "admin", Admin: true}, "alpha", ActionPush); !errors.Is(err, ErrNoProject) {
+	if err := s.Policy.Authorize(ctx, Principal{Name: "admin", Admin: true}, "alpha", ActionPush); !errors.Is(err, ErrNoProject) {
 		t.Errorf("admin push to one-element name alpha = %v, want ErrNoProject", err)
 	}
-	if err := s.Authorize(ctx, Principal{}, "alpha", ActionPull); !errors.Is(err, ErrUnauthenticated) {
+	if err := s.Policy.Authorize(ctx, Principal{}, "alpha", ActionPull); !errors.Is(err, ErrUnauthenticated) {
 		t.Errorf("anonymous pull of one-element name alpha = %v, want ErrUnauthenticated", err)
 	}
-	if err := s.DeleteProject(ctx, "beta"); err != nil {
+	if err := s.Policy.DeleteProject(ctx, "beta"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.ProjectByID(ctx, b.ID); !errors.Is(err, ErrProjectUnknown) {
+	if _, err := s.Policy.ProjectByID(ctx, b.ID); !errors.Is(err, ErrProjectUnknown) {
 		t.Errorf("deleted project still found by id: %v", err)
 	}
-	if err := s.DeleteProject(ctx, "beta"); !errors.Is(err, ErrProjectUnknown) {
+	if err := s.Policy.DeleteProject(ctx, "beta"); !errors.Is(err, ErrProjectUnknown) {
 		t.Errorf("second delete = %v, want ErrProjectUnknown", err)
 	}
 }
@@ -410,14 +410,14 @@ func TestAdminNameIsReserved(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"admin", "Admin", "ADMIN"} {
-		if _, err := s.CreateUser(ctx, User{Name: name}, "Attacker123"); !errors.Is(err, ErrInvalid) {
+		if _, err := s.Identity.CreateUser(ctx, User{Name: name}, "Attacker123"); !errors.Is(err, ErrInvalid) {
 			t.Errorf("CreateUser(%q) before the admin exists = %v, want ErrInvalid", name, err)
 		}
 	}
-	if ok, err := s.EnsureAdmin(ctx, func(string) error { return nil }); err != nil || !ok {
+	if ok, err := s.Identity.EnsureAdmin(ctx, func(string) error { return nil }); err != nil || !ok {
 		t.Fatalf("EnsureAdmin = %v, %v", ok, err)
 	}
-	if u, err := s.User(ctx, AdminName); err != nil || !u.Admin || u.LDAP {
+	if u, err := s.Identity.User(ctx, AdminName); err != nil || !u.Admin || u.LDAP {
 		t.Errorf("the admin = %+v, %v; want a local system admin", u, err)
 	}
 }
@@ -435,7 +435,7 @@ func TestConcurrentCreationsDoNotConflict(t *testing.T) {
 	ids := make(chan int64, 2*n)
 	for i := range n {
 		wg.Go(func() {
-			p, err := s.CreateProject(ctx, fmt.Sprintf("p%d", i), false, "admin")
+			p, err := s.Policy.CreateProject(ctx, fmt.Sprintf("p%d", i), false, "admin")
 			if err != nil {
 				t.Errorf("CreateProject %d: %v", i, err)
 				return
@@ -443,7 +443,7 @@ func TestConcurrentCreationsDoNotConflict(t *testing.T) {
 			ids <- p.ID
 		})
 		wg.Go(func() {
-			u, err := s.CreateUser(ctx, User{Name: fmt.Sprintf("u%d", i)}, "Password123")
+			u, err := s.Identity.CreateUser(ctx, User{Name: fmt.Sprintf("u%d", i)}, "Password123")
 			if err != nil {
 				t.Errorf("CreateUser %d: %v", i, err)
 				return
@@ -479,7 +479,7 @@ func TestAdminCreatedOnceByNodesStartingAtOnce(t *testing.T) {
 					errs <- err
 					return
 				}
-				_, err = s.EnsureAdmin(ctx, func(p string) error { mu.Lock(); shown = append(shown, p); mu.Unlock(); return nil })
+				_, err = s.Identity.EnsureAdmin(ctx, func(p string) error { mu.Lock(); shown = append(shown, p); mu.Unlock(); return nil })
 				if err != nil {
 					errs <- err
 				}
@@ -503,7 +503,7 @@ func TestAdminCreatedOnceByNodesStartingAtOnce(t *testing.T) {
 		} else if len(shown) != 0 {
 			t.Errorf("passwords shown with auth.admin_password set: %v", shown)
 		}
-		if _, err := s.CheckPassword(ctx, AdminName, want); err != nil {
+		if _, err := s.Identity.CheckPassword(ctx, AdminName, want); err != nil {
 			t.Errorf("the admin's password does not work: %v", err)
 		}
 	}

@@ -22,7 +22,7 @@ import (
 // scopes, and got a token of 300 KB).
 func TestTokenRequestScopesAreBounded(t *testing.T) {
 	s, _ := tokenService(t)
-	srv := httptest.NewServer(http.HandlerFunc(s.ServeToken))
+	srv := httptest.NewServer(http.HandlerFunc(s.Tokens.ServeToken))
 	defer srv.Close()
 	many := func(n int) []string {
 		var out []string
@@ -89,7 +89,7 @@ func TestTokenSizeIsBounded(t *testing.T) {
 		scopes = append(scopes, Scope{Type: "repository", Name: name, Actions: []string{"pull", "push", "delete", "*"}})
 	}
 	for _, who := range []Principal{accountOf(t, s, "admin"), {}} {
-		tok, _, access, err := s.IssueToken(ctx, who, "cove", scopes)
+		tok, _, access, err := s.Tokens.IssueToken(ctx, who, "cove", scopes)
 		if err != nil {
 			t.Fatalf("IssueToken(%q) = %v", who.Name, err)
 		}
@@ -103,7 +103,7 @@ func TestTokenSizeIsBounded(t *testing.T) {
 			t.Errorf("the token's audit record is %d bytes", len(b))
 		}
 	}
-	if _, _, _, err := s.IssueToken(ctx, Principal{}, "cove", append(scopes, scopes[0])); err == nil {
+	if _, _, _, err := s.Tokens.IssueToken(ctx, Principal{}, "cove", append(scopes, scopes[0])); err == nil {
 		t.Error("IssueToken with more than MaxScopes scopes succeeded")
 	}
 }
@@ -168,7 +168,7 @@ func auditedService(t *testing.T) (*Service, *Audit, kv.DB, *syncClock) {
 func TestAnonymousFloodsAreBoundedInTheAuditLog(t *testing.T) {
 	ctx := context.Background()
 	s, audit, db, clock := auditedService(t)
-	s.limiter.sleep = (&delays{}).sleep
+	s.Identity.limiter.sleep = (&delays{}).sleep
 	sum := func(f Filter) (records, count int, events []Event) {
 		t.Helper()
 		events, records, err := audit.Query(ctx, f, 1, 1000)
@@ -183,7 +183,7 @@ func TestAnonymousFloodsAreBoundedInTheAuditLog(t *testing.T) {
 
 	t.Run("failed and rate-limited logins", func(t *testing.T) {
 		for range 200 {
-			s.Login(ctx, "admin", "wrong", "198.51.100.1")
+			s.Identity.Login(ctx, "admin", "wrong", "198.51.100.1")
 		}
 		f := Filter{Operation: "login", Result: "failure", Username: "admin"}
 		if n, _, _ := sum(f); n != refusalBurst {
@@ -201,7 +201,7 @@ func TestAnonymousFloodsAreBoundedInTheAuditLog(t *testing.T) {
 		const names = 500
 		for i := range names {
 			user := fmt.Sprintf("%03d", i) + strings.Repeat("x", 40<<10)
-			s.Login(ctx, user, "guess", "198.51.100.2")
+			s.Identity.Login(ctx, user, "guess", "198.51.100.2")
 		}
 		clock.Advance(refusalPeriod)
 		_, _, events := sum(Filter{Operation: "login", Result: "failure", ResourceType: "user"})
@@ -234,7 +234,7 @@ func TestAnonymousFloodsAreBoundedInTheAuditLog(t *testing.T) {
 			}
 			r.RemoteAddr = addr + ":5000"
 			w := httptest.NewRecorder()
-			s.ServeToken(w, r)
+			s.Tokens.ServeToken(w, r)
 			if w.Code != 200 {
 				t.Fatalf("token = %d %s", w.Code, w.Body)
 			}
@@ -273,7 +273,7 @@ func TestAFloodFromManyAddressesIsBoundedInTheAuditLog(t *testing.T) {
 			r := httptest.NewRequest(http.MethodGet, TokenPath+"?service=cove&scope=repository:library/app:pull", nil)
 			r.RemoteAddr = fmt.Sprintf("10.%d.%d.1:5000", i/250, i%250)
 			w := httptest.NewRecorder()
-			s.ServeToken(w, r)
+			s.Tokens.ServeToken(w, r)
 			if w.Code != 200 {
 				t.Fatalf("anonymous token = %d %s", w.Code, w.Body)
 			}
@@ -282,7 +282,7 @@ func TestAFloodFromManyAddressesIsBoundedInTheAuditLog(t *testing.T) {
 	// In the same minute, failed logins of another caller are recorded one by one: the flood of
 	// tokens does not take their budget (they vanished into the tokens' summary).
 	for i := range 9 {
-		s.Login(ctx, "admin", fmt.Sprintf("wrong%d", i), "198.51.100.77")
+		s.Identity.Login(ctx, "admin", fmt.Sprintf("wrong%d", i), "198.51.100.77")
 	}
 	clock.Advance(refusalPeriod)
 	if err := audit.Close(); err != nil {

@@ -226,39 +226,39 @@ func sameDN(a, b string) bool {
 
 // ldapLogin checks a password against the directory, creates the user in cove at its first
 // login, and returns the principal with its groups; members of the admin group are system admins.
-func (s *Service) ldapLogin(ctx context.Context, user, pass string) (Principal, error) {
-	entry, err := s.ldap.login(ctx, user, pass)
+func (i *Identity) ldapLogin(ctx context.Context, user, pass string) (Principal, error) {
+	entry, err := i.ldap.login(ctx, user, pass)
 	if err != nil {
 		if errors.Is(err, ErrDirectoryUnavailable) {
-			s.log.WarnContext(ctx, "LDAP login could not be checked", "user", user, "err", err)
+			i.log.WarnContext(ctx, "LDAP login could not be checked", "user", user, "err", err)
 		}
 		return Principal{}, err
 	}
-	return s.ldapUser(ctx, user, entry)
+	return i.ldapUser(ctx, user, entry)
 }
 
 // ldapRefresh re-reads a directory user for a refresh token: still there, with its groups now.
-func (s *Service) ldapRefresh(ctx context.Context, user string) (Principal, error) {
-	entry, err := s.ldap.lookup(ctx, user)
+func (i *Identity) ldapRefresh(ctx context.Context, user string) (Principal, error) {
+	entry, err := i.ldap.lookup(ctx, user)
 	if err != nil {
 		return Principal{}, err
 	}
-	return s.ldapUser(ctx, user, entry)
+	return i.ldapUser(ctx, user, entry)
 }
 
 // ldapUser records what the directory says of user and returns the principal. The admin group
 // is matched by its full DN, or by its cn when the group lies under group_base_dn.
-func (s *Service) ldapUser(ctx context.Context, user string, entry ldapEntry) (Principal, error) {
-	admin := s.ldap.cfg.AdminGroup != "" && slices.ContainsFunc(entry.Groups, func(g string) bool {
-		return sameDN(g, s.ldap.cfg.AdminGroup)
+func (i *Identity) ldapUser(ctx context.Context, user string, entry ldapEntry) (Principal, error) {
+	admin := i.ldap.cfg.AdminGroup != "" && slices.ContainsFunc(entry.Groups, func(g string) bool {
+		return sameDN(g, i.ldap.cfg.AdminGroup)
 	})
-	if _, err := s.User(ctx, user); errors.Is(err, ErrNotFound) {
-		if _, err := s.insertUser(User{Name: user, Email: entry.Email, LDAP: true}, nil); err != nil && !errors.Is(err, ErrConflict) {
+	if _, err := i.User(ctx, user); errors.Is(err, ErrNotFound) {
+		if _, err := i.insertUser(User{Name: user, Email: entry.Email, LDAP: true}, nil); err != nil && !errors.Is(err, ErrConflict) {
 			return Principal{}, err
 		}
 	}
 	var who Principal
-	err := s.writeUser(user, func(r *userRecord) error {
+	err := i.writeUser(user, func(r *userRecord) error {
 		if !r.LDAP {
 			return fmt.Errorf("%w: %s is a local user", ErrBadCredentials, user)
 		}

@@ -37,20 +37,20 @@ func ValidProjectName(name string) bool {
 }
 
 // CreateProject creates the project name, owned by owner.
-func (s *Service) CreateProject(ctx context.Context, name string, public bool, owner string) (Project, error) {
+func (po *Policy) CreateProject(ctx context.Context, name string, public bool, owner string) (Project, error) {
 	if !ValidProjectName(name) {
 		return Project{}, fmt.Errorf("%w: project name %q must be lower-case letters and digits, separated by single '.', '_' or '-'", ErrInvalid, name)
 	}
-	if s.reserved[name] {
+	if po.reserved[name] {
 		return Project{}, fmt.Errorf("%w: %q names an upstream registry and cannot name a project", ErrInvalid, name)
 	}
-	id, err := s.nextID(keyProjectSeq)
+	id, err := po.nextID(keyProjectSeq)
 	if err != nil {
 		return Project{}, err
 	}
-	now := s.now().UTC()
+	now := po.now().UTC()
 	p := Project{ID: id, Name: name, Public: public, Owner: owner, Created: now, Updated: now}
-	err = s.update(func(txn kv.Txn) error {
+	err = po.update(func(txn kv.Txn) error {
 		if _, err := txn.Get([]byte(keyProject + name)); err == nil {
 			return ErrProjectExists
 		} else if !errors.Is(err, kv.ErrNotFound) {
@@ -65,9 +65,9 @@ func (s *Service) CreateProject(ctx context.Context, name string, public bool, o
 }
 
 // Project returns the project name, or ErrProjectUnknown.
-func (s *Service) Project(ctx context.Context, name string) (Project, error) {
+func (po *Policy) Project(ctx context.Context, name string) (Project, error) {
 	var p Project
-	err := s.db.View(context.Background(), func(txn kv.Txn) error { return kv.Get(txn, []byte(keyProject+name), &p) })
+	err := po.db.View(context.Background(), func(txn kv.Txn) error { return kv.Get(txn, []byte(keyProject+name), &p) })
 	if errors.Is(err, kv.ErrNotFound) {
 		return Project{}, ErrProjectUnknown
 	}
@@ -75,23 +75,23 @@ func (s *Service) Project(ctx context.Context, name string) (Project, error) {
 }
 
 // ProjectByID returns the project with that id, or ErrProjectUnknown.
-func (s *Service) ProjectByID(ctx context.Context, id int64) (Project, error) {
-	name, err := s.nameByID(keyProjectID, id)
+func (po *Policy) ProjectByID(ctx context.Context, id int64) (Project, error) {
+	name, err := po.nameByID(keyProjectID, id)
 	if errors.Is(err, kv.ErrNotFound) {
 		return Project{}, ErrProjectUnknown
 	}
 	if err != nil {
 		return Project{}, err
 	}
-	return s.Project(ctx, name)
+	return po.Project(ctx, name)
 }
 
 // Projects returns the projects that p may see, in name order, with keep deciding on each.
-func (s *Service) Projects(ctx context.Context, p Principal, keep func(Project) bool) ([]Project, error) {
+func (po *Policy) Projects(ctx context.Context, p Principal, keep func(Project) bool) ([]Project, error) {
 	var out []Project
-	err := s.db.View(context.Background(), func(txn kv.Txn) error {
+	err := po.db.View(context.Background(), func(txn kv.Txn) error {
 		return eachJSON(txn, keyProject, func(proj *Project) {
-			if decide(p, proj, s.RoleOf(ctx, p, proj.Name), ActionPull) == nil && keep(*proj) {
+			if decide(p, proj, po.RoleOf(ctx, p, proj.Name), ActionPull) == nil && keep(*proj) {
 				out = append(out, *proj)
 			}
 		})
@@ -100,16 +100,16 @@ func (s *Service) Projects(ctx context.Context, p Principal, keep func(Project) 
 }
 
 // SetProjectPublic makes a project public (anyone pulls) or private.
-func (s *Service) SetProjectPublic(ctx context.Context, name string, public bool) (Project, error) {
+func (po *Policy) SetProjectPublic(ctx context.Context, name string, public bool) (Project, error) {
 	var p Project
-	err := s.update(func(txn kv.Txn) error {
+	err := po.update(func(txn kv.Txn) error {
 		if err := kv.Get(txn, []byte(keyProject+name), &p); err != nil {
 			if errors.Is(err, kv.ErrNotFound) {
 				return ErrProjectUnknown
 			}
 			return err
 		}
-		p.Public, p.Updated = public, s.now().UTC()
+		p.Public, p.Updated = public, po.now().UTC()
 		return kv.Put(txn, []byte(keyProject+name), p)
 	})
 	return p, err
@@ -118,40 +118,33 @@ func (s *Service) SetProjectPublic(ctx context.Context, name string, public bool
 // DeleteProject removes the project name with its members and robot accounts, so that a project
 // made later under the same name starts with none of them. The caller makes sure it holds no
 // repositories.
-func (s *Service) DeleteProject(ctx context.Context, name string) error {
-	robots, err := s.Robots(ctx, name)
-	if err != nil {
-		return err
-	}
-	for _, r := range robots {
-		defer s.forget(r.Name)
-	}
-	return s.update(func(txn kv.Txn) error {
-		var doomed [][]byte
-		err := eachJSON(txn, keyMember+name+"\x00", func(m *Member) {
-			doomed = append(doomed, memberKey(m.Project, m.Kind, m.Name), []byte(keyMemberID+strconv.FormatInt(m.ID, 10)))
-		})
-		if err != nil {
-			return err
-		}
-		for _, r := range robots {
-			doomed = append(doomed, []byte(keyRobot+r.Name), []byte(keyRobotID+strconv.FormatInt(r.ID, 10)))
-		}
-		for _, k := range doomed {
-			if err := txn.Delete(k); err != nil {
+func (po *Policy) DeleteProject(ctx context.Context, name string) error {
+	return po.identity.withRobotKeys(ctx, name, func(robotKeys [][]byte) error {
+		return po.update(func(txn kv.Txn) error {
+			var doomed [][]byte
+			err := eachJSON(txn, keyMember+name+"\x00", func(m *Member) {
+				doomed = append(doomed, memberKey(m.Project, m.Kind, m.Name), []byte(keyMemberID+strconv.FormatInt(m.ID, 10)))
+			})
+			if err != nil {
 				return err
 			}
-		}
-		var p Project
-		if err := kv.Get(txn, []byte(keyProject+name), &p); err != nil {
-			if errors.Is(err, kv.ErrNotFound) {
-				return ErrProjectUnknown
+			doomed = append(doomed, robotKeys...)
+			for _, k := range doomed {
+				if err := txn.Delete(k); err != nil {
+					return err
+				}
 			}
-			return err
-		}
-		if err := txn.Delete([]byte(keyProjectID + strconv.FormatInt(p.ID, 10))); err != nil {
-			return err
-		}
-		return txn.Delete([]byte(keyProject + name))
+			var p Project
+			if err := kv.Get(txn, []byte(keyProject+name), &p); err != nil {
+				if errors.Is(err, kv.ErrNotFound) {
+					return ErrProjectUnknown
+				}
+				return err
+			}
+			if err := txn.Delete([]byte(keyProjectID + strconv.FormatInt(p.ID, 10))); err != nil {
+				return err
+			}
+			return txn.Delete([]byte(keyProject + name))
+		})
 	})
 }

@@ -69,15 +69,15 @@ func limitedService(t *testing.T, cost int, audit *Audit) (*Service, *syncClock,
 		t.Fatal(err)
 	}
 	d := &delays{}
-	s.limiter.sleep = d.sleep
+	s.Identity.limiter.sleep = d.sleep
 	return s, clock, d
 }
 
 // forgetAll empties the cache of verified passwords: every next login is a cold one.
 func forgetAll(s *Service) {
-	s.mu.Lock()
-	clear(s.verified)
-	s.mu.Unlock()
+	s.Identity.mu.Lock()
+	clear(s.Identity.verified)
+	s.Identity.mu.Unlock()
 }
 
 // Failures are limited per (account, address): ten wrong passwords lock that address out of
@@ -86,12 +86,12 @@ func forgetAll(s *Service) {
 func TestFailuresAreLimitedPerAccountAndAddress(t *testing.T) {
 	ctx := context.Background()
 	s, clock, _ := limitedService(t, bcrypt.MinCost, nil)
-	if _, err := s.CreateUser(ctx, User{Name: "alice"}, "Passw0rdAlice"); err != nil {
+	if _, err := s.Identity.CreateUser(ctx, User{Name: "alice"}, "Passw0rdAlice"); err != nil {
 		t.Fatal(err)
 	}
 	const guesser, other = "198.51.100.1", "198.51.100.2"
 	for i := range pairFailures {
-		if _, err := s.Login(ctx, "admin", fmt.Sprintf("wrong%d", i), guesser); !errors.Is(err, ErrBadCredentials) {
+		if _, err := s.Identity.Login(ctx, "admin", fmt.Sprintf("wrong%d", i), guesser); !errors.Is(err, ErrBadCredentials) {
 			t.Fatalf("guess %d = %v, want ErrBadCredentials", i+1, err)
 		}
 	}
@@ -107,18 +107,18 @@ func TestFailuresAreLimitedPerAccountAndAddress(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			forgetAll(s)
-			if _, err := s.Login(ctx, tt.user, tt.pass, tt.addr); !errors.Is(err, tt.want) {
+			if _, err := s.Identity.Login(ctx, tt.user, tt.pass, tt.addr); !errors.Is(err, tt.want) {
 				t.Errorf("Login(%q) from %s = %v, want %v", tt.user, tt.addr, err, tt.want)
 			}
 		})
 	}
 	var te *TooManyAttemptsError
-	if _, err := s.Login(ctx, "admin", "pw", guesser); !errors.As(err, &te) || te.RetryAfter <= 0 || te.RetryAfter > failureWindow {
+	if _, err := s.Identity.Login(ctx, "admin", "pw", guesser); !errors.As(err, &te) || te.RetryAfter <= 0 || te.RetryAfter > failureWindow {
 		t.Errorf("refusal = %v, want a TooManyAttemptsError with a Retry-After within the window", err)
 	}
 	clock.Advance(failureWindow)
 	forgetAll(s)
-	if _, err := s.Login(ctx, "admin", "pw", guesser); err != nil {
+	if _, err := s.Identity.Login(ctx, "admin", "pw", guesser); err != nil {
 		t.Errorf("the right password once the window has passed = %v", err)
 	}
 }
@@ -133,7 +133,7 @@ func TestDistributedAttackIsDelayedNotLocked(t *testing.T) {
 	var waits []time.Duration
 	for a := range addresses {
 		for g := range each {
-			_, err := s.Login(ctx, "admin", fmt.Sprintf("guess%d-%d", a, g), fmt.Sprintf("203.0.113.%d", a))
+			_, err := s.Identity.Login(ctx, "admin", fmt.Sprintf("guess%d-%d", a, g), fmt.Sprintf("203.0.113.%d", a))
 			if !errors.Is(err, ErrBadCredentials) {
 				t.Fatalf("guess from the %dth address = %v, want ErrBadCredentials (a delay, not a refusal)", a+1, err)
 			}
@@ -159,7 +159,7 @@ func TestDistributedAttackIsDelayedNotLocked(t *testing.T) {
 		t.Errorf("after %d guesses the delay is %s, want %s", len(waits), last, maxDelay)
 	}
 	// The owner, from an address it never used: a wait, then in.
-	if _, err := s.Login(ctx, "admin", "pw", "192.0.2.10"); err != nil {
+	if _, err := s.Identity.Login(ctx, "admin", "pw", "192.0.2.10"); err != nil {
 		t.Fatalf("the owner from a clean address during the attack = %v, want in", err)
 	}
 	if got := d.take(); len(got) != 1 || got[0] > maxDelay {
@@ -167,14 +167,14 @@ func TestDistributedAttackIsDelayedNotLocked(t *testing.T) {
 	}
 	// From there again, with a cold cache: known, so no wait.
 	forgetAll(s)
-	if _, err := s.Login(ctx, "admin", "pw", "192.0.2.10"); err != nil {
+	if _, err := s.Identity.Login(ctx, "admin", "pw", "192.0.2.10"); err != nil {
 		t.Fatalf("the owner again = %v", err)
 	}
 	if got := d.take(); len(got) != 0 {
 		t.Errorf("the owner from an address it logged in from waited %v, want no wait", got)
 	}
 	// A new guess from a new address still waits.
-	s.Login(ctx, "admin", "guess-from-a-new-address", "203.0.113.250")
+	s.Identity.Login(ctx, "admin", "guess-from-a-new-address", "203.0.113.250")
 	if got := d.take(); len(got) != 1 || got[0] != maxDelay {
 		t.Errorf("a guess from a new address waited %v, want %s", got, maxDelay)
 	}
@@ -186,15 +186,15 @@ func TestDistributedAttackIsDelayedNotLocked(t *testing.T) {
 func TestSprayingAddressIsSlowed(t *testing.T) {
 	ctx := context.Background()
 	s, clock, delays := limitedService(t, bcrypt.MinCost, nil)
-	if _, err := s.CreateUser(ctx, User{Name: "alice"}, "Passw0rdAlice"); err != nil {
+	if _, err := s.Identity.CreateUser(ctx, User{Name: "alice"}, "Passw0rdAlice"); err != nil {
 		t.Fatal(err)
 	}
 	const sprayer = "198.51.100.66"
-	if _, err := s.Login(ctx, "admin", "pw", sprayer); err != nil { // the admin, behind the same NAT
+	if _, err := s.Identity.Login(ctx, "admin", "pw", sprayer); err != nil { // the admin, behind the same NAT
 		t.Fatal(err)
 	}
 	for i := range sprayAccounts {
-		if _, err := s.Login(ctx, fmt.Sprintf("user%d", i), "guess", sprayer); !errors.Is(err, ErrBadCredentials) {
+		if _, err := s.Identity.Login(ctx, fmt.Sprintf("user%d", i), "guess", sprayer); !errors.Is(err, ErrBadCredentials) {
 			t.Fatalf("guess for the %dth account = %v, want ErrBadCredentials", i+1, err)
 		}
 	}
@@ -215,7 +215,7 @@ func TestSprayingAddressIsSlowed(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			forgetAll(s)
-			if _, err := s.Login(ctx, tt.user, tt.pass, tt.addr); !errors.Is(err, tt.want) {
+			if _, err := s.Identity.Login(ctx, tt.user, tt.pass, tt.addr); !errors.Is(err, tt.want) {
 				t.Errorf("Login(%q) from %s = %v, want %v", tt.user, tt.addr, err, tt.want)
 			}
 			var want []time.Duration
@@ -229,24 +229,24 @@ func TestSprayingAddressIsSlowed(t *testing.T) {
 	}
 	// The delay rises with the spray, up to maxDelay.
 	for i := range 8 * sprayAccounts {
-		s.Login(ctx, fmt.Sprintf("more%d", i), "guess", sprayer)
+		s.Identity.Login(ctx, fmt.Sprintf("more%d", i), "guess", sprayer)
 	}
 	if got := delays.take(); got[len(got)-1] != maxDelay || got[sprayAccounts] <= firstDelay {
 		t.Errorf("the delays of a long spray were %v; want rising to %v", got, maxDelay)
 	}
 	// A spray that goes on across the window's end stays one: no fresh burst of fast guesses.
 	clock.Advance(failureWindow - 30*time.Second)
-	s.Login(ctx, "late1", "guess", sprayer)
+	s.Identity.Login(ctx, "late1", "guess", sprayer)
 	delays.take()
 	clock.Advance(31 * time.Second)
-	s.Login(ctx, "late2", "guess", sprayer)
+	s.Identity.Login(ctx, "late2", "guess", sprayer)
 	if d := delays.take(); len(d) == 0 || d[0] <= firstDelay {
 		t.Errorf("the first guess of a spray going on past its window waited %v, want a raised delay", d)
 	}
 	// A spray that stopped for a whole window is over.
 	clock.Advance(failureWindow + time.Minute)
 	forgetAll(s)
-	if _, err := s.Login(ctx, "bob", "guess", sprayer); !errors.Is(err, ErrBadCredentials) {
+	if _, err := s.Identity.Login(ctx, "bob", "guess", sprayer); !errors.Is(err, ErrBadCredentials) {
 		t.Errorf("once the window has passed = %v, want a plain failure", err)
 	}
 	if d := delays.take(); len(d) != 0 {
@@ -262,12 +262,12 @@ func TestParallelSprayCannotOutrunTheLimit(t *testing.T) {
 	s, _, _ := limitedService(t, bcrypt.MinCost, nil)
 	const sprayer = "198.51.100.9"
 	for i := range sprayAccounts {
-		s.Login(ctx, fmt.Sprintf("user%d", i), "guess", sprayer)
+		s.Identity.Login(ctx, fmt.Sprintf("user%d", i), "guess", sprayer)
 	}
 	// The delays block until released: every attempt admitted past the spray rule waits in it.
 	release := make(chan struct{})
 	var inDelay atomic.Int32
-	s.limiter.sleep = func(ctx context.Context, d time.Duration) error {
+	s.Identity.limiter.sleep = func(ctx context.Context, d time.Duration) error {
 		inDelay.Add(1)
 		select {
 		case <-release:
@@ -280,7 +280,7 @@ func TestParallelSprayCannotOutrunTheLimit(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range 100 {
 		wg.Go(func() {
-			_, err := s.Login(ctx, fmt.Sprintf("next%d", i), "guess", sprayer)
+			_, err := s.Identity.Login(ctx, fmt.Sprintf("next%d", i), "guess", sprayer)
 			switch {
 			case errors.Is(err, ErrTooManyAttempts):
 				refused.Add(1)
@@ -320,7 +320,7 @@ func TestConcurrentRightSecretsWithAColdCache(t *testing.T) {
 	ctx := context.Background()
 	// A real bcrypt cost, so that the checks overlap.
 	s, _, _ := limitedService(t, 8, nil)
-	if _, err := s.CreateProject(ctx, "team", false, "admin"); err != nil {
+	if _, err := s.Policy.CreateProject(ctx, "team", false, "admin"); err != nil {
 		t.Fatal(err)
 	}
 	robot, secret, err := s.CreateRobot(ctx, "team", "ci", []Action{ActionPull}, 0, "")
@@ -342,7 +342,7 @@ func TestConcurrentRightSecretsWithAColdCache(t *testing.T) {
 			for i := range 40 {
 				wg.Go(func() {
 					<-start
-					if _, err := s.Login(ctx, robot.Name, secret, tc.addr(i)); err != nil {
+					if _, err := s.Identity.Login(ctx, robot.Name, secret, tc.addr(i)); err != nil {
 						refused.Add(1)
 						t.Errorf("Login = %v", err)
 					}
@@ -368,10 +368,10 @@ func TestRightPasswordUnderLoadIsNeverRefused(t *testing.T) {
 	audit := NewAudit(openDB(t), 0, nil)
 	defer audit.Close()
 	s, clock, _ := limitedService(t, bcrypt.MinCost, audit)
-	if _, err := s.CreateProject(ctx, "team", false, "admin"); err != nil {
+	if _, err := s.Policy.CreateProject(ctx, "team", false, "admin"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.CreateUser(ctx, User{Name: "ci"}, "Passw0rdCi"); err != nil {
+	if _, err := s.Identity.CreateUser(ctx, User{Name: "ci"}, "Passw0rdCi"); err != nil {
 		t.Fatal(err)
 	}
 	token := func(user, pass, addr string) int {
@@ -381,7 +381,7 @@ func TestRightPasswordUnderLoadIsNeverRefused(t *testing.T) {
 		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		r.RemoteAddr = addr + ":40000"
 		w := httptest.NewRecorder()
-		s.ServeToken(w, r)
+		s.Tokens.ServeToken(w, r)
 		return w.Code
 	}
 	const (
@@ -503,21 +503,21 @@ func TestStaleSecretOnTheSameAddressLocksNothing(t *testing.T) {
 	s, clock, _ := limitedService(t, bcrypt.MinCost, nil)
 	const office = "192.0.2.60"
 	for step := range 480 { // four minutes, two a second
-		if _, err := s.Login(ctx, "admin", "Stale-secret1", office); !errors.Is(err, ErrBadCredentials) {
+		if _, err := s.Identity.Login(ctx, "admin", "Stale-secret1", office); !errors.Is(err, ErrBadCredentials) {
 			t.Fatalf("stale secret, step %d = %v, want ErrBadCredentials", step, err)
 		}
 		if step%20 == 0 {
-			s.forget("admin") // the right password is checked again, not only remembered
-			if _, err := s.Login(ctx, "admin", "pw", office); err != nil {
+			s.Identity.forget("admin") // the right password is checked again, not only remembered
+			if _, err := s.Identity.Login(ctx, "admin", "pw", office); err != nil {
 				t.Fatalf("the admin's right password at step %d = %v", step, err)
 			}
 		}
 		clock.Advance(500 * time.Millisecond)
 	}
-	if err := s.SetPassword(ctx, "admin", "Stale-secret1"); err != nil {
+	if err := s.Identity.SetPassword(ctx, "admin", "Stale-secret1"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Login(ctx, "admin", "Stale-secret1", office); err != nil {
+	if _, err := s.Identity.Login(ctx, "admin", "Stale-secret1", office); err != nil {
 		t.Errorf("the secret made right by a password change is refused: %v", err)
 	}
 }

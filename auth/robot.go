@@ -45,13 +45,14 @@ type robotRecord struct {
 
 var robotShortName = regexp.MustCompile(`^[a-z0-9]+(?:[._-][a-z0-9]+)*$`)
 
-// CreateRobot creates a robot account in project and returns it with its secret, which is shown
-// this once and stored only as a hash.
-func (s *Service) CreateRobot(ctx context.Context, project, name string, actions []Action, ttl time.Duration, description string) (Robot, string, error) {
+// createRobot creates a robot account in project and returns it with its secret, which is shown
+// this once and stored only as a hash. Once the name is checked, projectExists (Policy's to
+// answer: Service.CreateRobot) refuses the robot with its error when project does not exist.
+func (i *Identity) createRobot(ctx context.Context, project, name string, actions []Action, ttl time.Duration, description string, projectExists func() error) (Robot, string, error) {
 	if !robotShortName.MatchString(name) || len(name) > 64 {
 		return Robot{}, "", fmt.Errorf("%w: robot name %q", ErrInvalid, name)
 	}
-	if _, err := s.Project(ctx, project); err != nil {
+	if err := projectExists(); err != nil {
 		return Robot{}, "", err
 	}
 	if len(actions) == 0 {
@@ -63,19 +64,19 @@ func (s *Service) CreateRobot(ctx context.Context, project, name string, actions
 		}
 	}
 	secret := rand.Text() + rand.Text()
-	hash, err := bcrypt.GenerateFromPassword([]byte(secret), s.cost)
+	hash, err := bcrypt.GenerateFromPassword([]byte(secret), i.cost)
 	if err != nil {
 		return Robot{}, "", err
 	}
-	id, err := s.nextID(keyRobotSeq)
+	id, err := i.nextID(keyRobotSeq)
 	if err != nil {
 		return Robot{}, "", err
 	}
-	r := Robot{ID: id, Name: robotPrefix + project + "+" + name, Project: project, Actions: actions, Description: description, Created: s.now().UTC()}
+	r := Robot{ID: id, Name: robotPrefix + project + "+" + name, Project: project, Actions: actions, Description: description, Created: i.now().UTC()}
 	if ttl > 0 {
 		r.ExpiresAt = r.Created.Add(ttl)
 	}
-	err = s.update(func(txn kv.Txn) error {
+	err = i.update(func(txn kv.Txn) error {
 		if _, err := txn.Get([]byte(keyRobot + r.Name)); err == nil {
 			return fmt.Errorf("%w: robot %s", ErrConflict, r.Name)
 		}
@@ -91,22 +92,22 @@ func (s *Service) CreateRobot(ctx context.Context, project, name string, actions
 }
 
 // Robots lists the robot accounts, of one project or (project empty) all.
-func (s *Service) Robots(ctx context.Context, project string) ([]Robot, error) {
+func (i *Identity) Robots(ctx context.Context, project string) ([]Robot, error) {
 	prefix := keyRobot
 	if project != "" {
 		prefix += robotPrefix + project + "+"
 	}
 	var out []Robot
-	err := s.db.View(context.Background(), func(txn kv.Txn) error {
+	err := i.db.View(context.Background(), func(txn kv.Txn) error {
 		return eachJSON(txn, prefix, func(r *robotRecord) { out = append(out, r.Robot) })
 	})
 	return out, err
 }
 
 // RobotByID returns the robot account with that id, or ErrNotFound.
-func (s *Service) RobotByID(ctx context.Context, id int64) (Robot, error) {
+func (i *Identity) RobotByID(ctx context.Context, id int64) (Robot, error) {
 	var rec robotRecord
-	err := s.db.View(context.Background(), func(txn kv.Txn) error {
+	err := i.db.View(context.Background(), func(txn kv.Txn) error {
 		name, err := txn.Get([]byte(keyRobotID + strconv.FormatInt(id, 10)))
 		if err != nil {
 			return err
@@ -120,13 +121,13 @@ func (s *Service) RobotByID(ctx context.Context, id int64) (Robot, error) {
 }
 
 // DeleteRobot removes a robot account.
-func (s *Service) DeleteRobot(ctx context.Context, id int64) (Robot, error) {
-	r, err := s.RobotByID(ctx, id)
+func (i *Identity) DeleteRobot(ctx context.Context, id int64) (Robot, error) {
+	r, err := i.RobotByID(ctx, id)
 	if err != nil {
 		return Robot{}, err
 	}
-	defer s.forget(r.Name)
-	return r, s.update(func(txn kv.Txn) error {
+	defer i.forget(r.Name)
+	return r, i.update(func(txn kv.Txn) error {
 		if err := txn.Delete([]byte(keyRobotID + strconv.FormatInt(id, 10))); err != nil {
 			return err
 		}
@@ -135,15 +136,36 @@ func (s *Service) DeleteRobot(ctx context.Context, id int64) (Robot, error) {
 }
 
 // checkRobot verifies a robot's secret; an expired or disabled robot never gets in.
-func (s *Service) checkRobot(name, secret string) (Principal, []byte, time.Time, error) {
+func (i *Identity) checkRobot(name, secret string) (Principal, []byte, time.Time, error) {
 	var rec robotRecord
-	err := s.db.View(context.Background(), func(txn kv.Txn) error { return kv.Get(txn, []byte(keyRobot+name), &rec) })
-	if err != nil || rec.Disabled || (!rec.ExpiresAt.IsZero() && !s.now().Before(rec.ExpiresAt)) {
+	err := i.readRobot(name, &rec)
+	if err != nil || rec.Disabled || (!rec.ExpiresAt.IsZero() && !i.now().Before(rec.ExpiresAt)) {
 		// The same time as a real comparison: the answer does not tell which robots exist.
-		_ = bcrypt.CompareHashAndPassword(s.dummy, []byte(secret))
+		_ = bcrypt.CompareHashAndPassword(i.dummy, []byte(secret))
 		return Principal{}, nil, time.Time{}, fmt.Errorf("%w: no such robot, or disabled or expired", ErrBadCredentials)
 	}
 	return robotPrincipal(rec.Robot), rec.Hash, rec.ExpiresAt, nil
+}
+
+// readRobot reads the record of the robot account name.
+func (i *Identity) readRobot(name string, rec *robotRecord) error {
+	return i.db.View(context.Background(), func(txn kv.Txn) error { return kv.Get(txn, []byte(keyRobot+name), rec) })
+}
+
+// withRobotKeys hands fn the keys of project's robot accounts, for fn to delete them in the
+// transaction that deletes the project (Policy.DeleteProject), and forgets their cached checks
+// once fn returned.
+func (i *Identity) withRobotKeys(ctx context.Context, project string, fn func(keys [][]byte) error) error {
+	robots, err := i.Robots(ctx, project)
+	if err != nil {
+		return err
+	}
+	var keys [][]byte
+	for _, r := range robots {
+		defer i.forget(r.Name)
+		keys = append(keys, []byte(keyRobot+r.Name), []byte(keyRobotID+strconv.FormatInt(r.ID, 10)))
+	}
+	return fn(keys)
 }
 
 func robotPrincipal(r Robot) Principal {

@@ -2,7 +2,6 @@ package auth
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -112,16 +111,16 @@ func memberKey(project, kind, name string) []byte {
 
 // AddMember gives a user or group a role in project. A user must exist; a group is a name of the
 // directory (its DN or its cn).
-func (s *Service) AddMember(ctx context.Context, project, kind, name string, role Role) (Member, error) {
+func (po *Policy) AddMember(ctx context.Context, project, kind, name string, role Role) (Member, error) {
 	if role.Name() == "" {
 		return Member{}, fmt.Errorf("%w: role %d is not one of 1 (projectAdmin), 2 (developer), 3 (guest), 4 (maintainer), 5 (limitedGuest)", ErrInvalid, role)
 	}
-	if _, err := s.Project(ctx, project); err != nil {
+	if _, err := po.Project(ctx, project); err != nil {
 		return Member{}, err
 	}
 	switch kind {
 	case MemberUser:
-		if _, err := s.User(ctx, name); err != nil {
+		if _, err := po.identity.User(ctx, name); err != nil {
 			return Member{}, err
 		}
 	case MemberGroup:
@@ -131,12 +130,12 @@ func (s *Service) AddMember(ctx context.Context, project, kind, name string, rol
 	default:
 		return Member{}, fmt.Errorf("%w: member kind %q", ErrInvalid, kind)
 	}
-	id, err := s.nextID(keyMemberSeq)
+	id, err := po.nextID(keyMemberSeq)
 	if err != nil {
 		return Member{}, err
 	}
-	m := Member{ID: id, Project: project, Kind: kind, Name: name, Role: role, Created: s.now().UTC()}
-	err = s.update(func(txn kv.Txn) error {
+	m := Member{ID: id, Project: project, Kind: kind, Name: name, Role: role, Created: po.now().UTC()}
+	err = po.update(func(txn kv.Txn) error {
 		if _, err := txn.Get(memberKey(project, kind, name)); err == nil {
 			return fmt.Errorf("%w: %s is a member of %s already", ErrConflict, name, project)
 		}
@@ -149,9 +148,9 @@ func (s *Service) AddMember(ctx context.Context, project, kind, name string, rol
 }
 
 // Members lists the members of project.
-func (s *Service) Members(ctx context.Context, project string) ([]Member, error) {
+func (po *Policy) Members(ctx context.Context, project string) ([]Member, error) {
 	var out []Member
-	err := s.db.View(context.Background(), func(txn kv.Txn) error {
+	err := po.db.View(context.Background(), func(txn kv.Txn) error {
 		return eachJSON(txn, keyMember+project+"\x00", func(m *Member) { out = append(out, *m) })
 	})
 	return out, err
@@ -159,9 +158,9 @@ func (s *Service) Members(ctx context.Context, project string) ([]Member, error)
 
 // MemberByID returns member id of project, or ErrNotFound — also when the id belongs to
 // another project (docs/SECURITY.md 10: the id is checked against the project in the URL).
-func (s *Service) MemberByID(ctx context.Context, project string, id int64) (Member, error) {
+func (po *Policy) MemberByID(ctx context.Context, project string, id int64) (Member, error) {
 	var m Member
-	err := s.db.View(context.Background(), func(txn kv.Txn) error {
+	err := po.db.View(context.Background(), func(txn kv.Txn) error {
 		key, err := txn.Get([]byte(keyMemberID + strconv.FormatInt(id, 10)))
 		if err != nil {
 			return err
@@ -175,25 +174,25 @@ func (s *Service) MemberByID(ctx context.Context, project string, id int64) (Mem
 }
 
 // SetMemberRole changes a member's role.
-func (s *Service) SetMemberRole(ctx context.Context, project string, id int64, role Role) (Member, error) {
+func (po *Policy) SetMemberRole(ctx context.Context, project string, id int64, role Role) (Member, error) {
 	if role.Name() == "" {
 		return Member{}, fmt.Errorf("%w: role %d", ErrInvalid, role)
 	}
-	m, err := s.MemberByID(ctx, project, id)
+	m, err := po.MemberByID(ctx, project, id)
 	if err != nil {
 		return Member{}, err
 	}
 	m.Role = role
-	return m, s.update(func(txn kv.Txn) error { return kv.Put(txn, memberKey(m.Project, m.Kind, m.Name), m) })
+	return m, po.update(func(txn kv.Txn) error { return kv.Put(txn, memberKey(m.Project, m.Kind, m.Name), m) })
 }
 
 // RemoveMember takes a member out of project.
-func (s *Service) RemoveMember(ctx context.Context, project string, id int64) (Member, error) {
-	m, err := s.MemberByID(ctx, project, id)
+func (po *Policy) RemoveMember(ctx context.Context, project string, id int64) (Member, error) {
+	m, err := po.MemberByID(ctx, project, id)
 	if err != nil {
 		return Member{}, err
 	}
-	return m, s.update(func(txn kv.Txn) error {
+	return m, po.update(func(txn kv.Txn) error {
 		if err := txn.Delete([]byte(keyMemberID + strconv.FormatInt(id, 10))); err != nil {
 			return err
 		}
@@ -201,13 +200,37 @@ func (s *Service) RemoveMember(ctx context.Context, project string, id int64) (M
 	})
 }
 
+// removeUser takes the user name out of every project, one project at a time (Service.DeleteUser).
+func (po *Policy) removeUser(ctx context.Context, name string) error {
+	projects, err := po.Projects(ctx, Principal{Name: AdminName, Admin: true}, func(Project) bool { return true })
+	if err != nil {
+		return err
+	}
+	for _, p := range projects {
+		err := po.update(func(txn kv.Txn) error {
+			var m Member
+			if kv.Get(txn, memberKey(p.Name, MemberUser, name), &m) != nil {
+				return nil
+			}
+			if err := txn.Delete([]byte(keyMemberID + strconv.FormatInt(m.ID, 10))); err != nil {
+				return err
+			}
+			return txn.Delete(memberKey(p.Name, MemberUser, name))
+		})
+		if err != nil {
+			return fmt.Errorf("remove %s from %s: %w", name, p.Name, err)
+		}
+	}
+	return nil
+}
+
 // RoleOf returns p's strongest role in project: as a user member, or through one of its groups.
-func (s *Service) RoleOf(ctx context.Context, p Principal, project string) Role {
+func (po *Policy) RoleOf(ctx context.Context, p Principal, project string) Role {
 	if p.Anonymous() || p.Robot {
 		return RoleNone
 	}
 	best := RoleNone
-	_ = s.db.View(context.Background(), func(txn kv.Txn) error {
+	_ = po.db.View(context.Background(), func(txn kv.Txn) error {
 		consider := func(kind, name string) {
 			var m Member
 			if kv.Get(txn, memberKey(project, kind, name), &m) == nil && m.Role.rank() > best.rank() {
@@ -221,61 +244,4 @@ func (s *Service) RoleOf(ctx context.Context, p Principal, project string) Role 
 		return nil
 	})
 	return best
-}
-
-// decide is the policy: may p, with role in the project, do action there (proj nil: the project
-// does not exist)? System admins may do everything; robots only what they were given, in their
-// own project; everyone else what the role allows, and anyone may pull a public project.
-// Anonymous callers learn nothing about private or missing projects beyond "log in".
-func decide(p Principal, proj *Project, role Role, action Action) error {
-	switch {
-	case proj == nil && p.Anonymous():
-		return ErrUnauthenticated
-	case proj == nil && p.Admin:
-		return ErrProjectUnknown
-	case proj == nil:
-		return ErrDenied
-	case p.Admin:
-		return nil
-	case p.Robot:
-		if p.robotProject == proj.Name && slices.Contains(p.robotActions, action) {
-			return nil
-		}
-		return ErrDenied
-	case action == ActionPull && proj.Public:
-		return nil
-	case role.Allows(action):
-		return nil
-	case p.Anonymous():
-		return ErrUnauthenticated
-	}
-	return ErrDenied
-}
-
-// SequencePrefix starts the keys of auth's sequences (ids of users, projects, members, robots):
-// on badger, sequences are records under these keys; a move into PostgreSQL makes them sequences
-// there (cove migrate).
-const SequencePrefix = "auth/seq/"
-
-// nextID draws the next number of the sequence key (the metadata seam's NextID: numbers are
-// never given twice, and may be skipped); ids start at 1.
-func (s *Service) nextID(key string) (int64, error) {
-	if s.writable != nil {
-		if err := s.writable(); err != nil {
-			return 0, err // a full disk or a read-only start, said as such
-		}
-	}
-	return s.db.NextID(context.Background(), key)
-}
-
-// eachJSON decodes every value under prefix into a fresh T and hands it to fn.
-func eachJSON[T any](txn kv.Txn, prefix string, fn func(*T)) error {
-	return txn.Scan([]byte(prefix), kv.ScanOptions{}, func(_, val []byte) (bool, error) {
-		v := new(T)
-		if err := json.Unmarshal(val, v); err != nil {
-			return false, err
-		}
-		fn(v)
-		return true, nil
-	})
 }

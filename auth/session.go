@@ -35,7 +35,7 @@ type sessionRecord struct {
 }
 
 // NewSession opens a session for p and sets its cookie on w.
-func (s *Service) NewSession(ctx context.Context, w http.ResponseWriter, r *http.Request, p Principal) error {
+func (i *Identity) NewSession(ctx context.Context, w http.ResponseWriter, r *http.Request, p Principal) error {
 	if p.Anonymous() || p.Robot || p.Token {
 		return fmt.Errorf("%w: sessions are for users", ErrInvalid)
 	}
@@ -47,12 +47,12 @@ func (s *Service) NewSession(ctx context.Context, w http.ResponseWriter, r *http
 	if p.uid == 0 {
 		return fmt.Errorf("%w: a session needs an authenticated account", ErrInvalid)
 	}
-	b, err := json.Marshal(sessionRecord{User: p.Name, Created: s.now().UTC(), UID: p.uid, Epoch: p.epoch})
+	b, err := json.Marshal(sessionRecord{User: p.Name, Created: i.now().UTC(), UID: p.uid, Epoch: p.epoch})
 	if err != nil {
 		return err
 	}
-	if err := s.update(func(txn kv.Txn) error {
-		return txn.SetExpiring([]byte(keySession+id), b, s.now().Add(sessionTTL))
+	if err := i.update(func(txn kv.Txn) error {
+		return txn.SetExpiring([]byte(keySession+id), b, i.now().Add(sessionTTL))
 	}); err != nil {
 		return err
 	}
@@ -64,20 +64,20 @@ func (s *Service) NewSession(ctx context.Context, w http.ResponseWriter, r *http
 }
 
 // EndSession closes the request's session and clears its cookie.
-func (s *Service) EndSession(ctx context.Context, w http.ResponseWriter, r *http.Request) {
+func (i *Identity) EndSession(ctx context.Context, w http.ResponseWriter, r *http.Request) {
 	if c, err := r.Cookie(SessionCookie); err == nil {
-		_ = s.update(func(txn kv.Txn) error { return txn.Delete([]byte(keySession + c.Value)) })
+		_ = i.update(func(txn kv.Txn) error { return txn.Delete([]byte(keySession + c.Value)) })
 	}
 	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
 }
 
 // sessionPrincipal returns the user of a session id, or ErrBadCredentials.
-func (s *Service) sessionPrincipal(ctx context.Context, id string) (Principal, error) {
+func (i *Identity) sessionPrincipal(ctx context.Context, id string) (Principal, error) {
 	if len(id) != 64 {
 		return Principal{}, ErrBadCredentials
 	}
 	var sess sessionRecord
-	err := s.db.View(context.Background(), func(txn kv.Txn) error {
+	err := i.db.View(context.Background(), func(txn kv.Txn) error {
 		return kv.Get(txn, []byte(keySession+id), &sess)
 	})
 	if errors.Is(err, kv.ErrNotFound) {
@@ -87,7 +87,7 @@ func (s *Service) sessionPrincipal(ctx context.Context, id string) (Principal, e
 		return Principal{}, err
 	}
 	var rec userRecord
-	if err := s.readUser(sess.User, &rec); err != nil || rec.ID != sess.UID || rec.Epoch != sess.Epoch {
+	if err := i.readUser(sess.User, &rec); err != nil || rec.ID != sess.UID || rec.Epoch != sess.Epoch {
 		return Principal{}, fmt.Errorf("%w: the session's account changed or is gone", ErrBadCredentials)
 	}
 	return rec.principal(), nil

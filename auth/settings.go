@@ -36,45 +36,45 @@ func (c *settingsCache) get() Settings {
 }
 
 // loadSettings starts from the configuration and applies what an admin stored.
-func (s *Service) loadSettings(defaults Settings) error {
+func (po *Policy) loadSettings(defaults Settings) error {
 	cur := defaults
 	if cur.ProjectCreation == "" {
 		cur.ProjectCreation = "adminonly"
 	}
-	err := s.db.View(context.Background(), func(txn kv.Txn) error { return kv.Get(txn, []byte(keySettings), &cur) })
+	err := po.db.View(context.Background(), func(txn kv.Txn) error { return kv.Get(txn, []byte(keySettings), &cur) })
 	if err != nil && !errors.Is(err, kv.ErrNotFound) {
 		return fmt.Errorf("read settings: %w", err)
 	}
-	if s.ldap != nil {
+	if po.identity.usesDirectory() {
 		cur.SelfRegistration = false // see UpdateSettings
 	}
-	s.settings.mu.Lock()
-	s.settings.cur = cur
-	s.settings.mu.Unlock()
+	po.settings.mu.Lock()
+	po.settings.cur = cur
+	po.settings.mu.Unlock()
 	return nil
 }
 
 // Settings returns the settings in effect.
-func (s *Service) Settings(ctx context.Context) Settings { return s.settings.get() }
+func (po *Policy) Settings(ctx context.Context) Settings { return po.settings.get() }
 
 // UpdateSettings applies change to the settings, checks them, stores and uses them.
-func (s *Service) UpdateSettings(ctx context.Context, change func(*Settings)) (Settings, error) {
-	s.settings.mu.Lock()
-	defer s.settings.mu.Unlock()
-	next := s.settings.cur
+func (po *Policy) UpdateSettings(ctx context.Context, change func(*Settings)) (Settings, error) {
+	po.settings.mu.Lock()
+	defer po.settings.mu.Unlock()
+	next := po.settings.cur
 	change(&next)
 	if next.AnonymousPull != "mirror" && next.AnonymousPull != "none" {
-		return s.settings.cur, fmt.Errorf("%w: anonymous_pull must be mirror or none, not %q", ErrInvalid, next.AnonymousPull)
+		return po.settings.cur, fmt.Errorf("%w: anonymous_pull must be mirror or none, not %q", ErrInvalid, next.AnonymousPull)
 	}
 	if next.ProjectCreation != "adminonly" && next.ProjectCreation != "everyone" {
-		return s.settings.cur, fmt.Errorf("%w: project_creation_restriction must be adminonly or everyone, not %q", ErrInvalid, next.ProjectCreation)
+		return po.settings.cur, fmt.Errorf("%w: project_creation_restriction must be adminonly or everyone, not %q", ErrInvalid, next.ProjectCreation)
 	}
-	if next.SelfRegistration && s.ldap != nil {
-		return s.settings.cur, fmt.Errorf("%w: self-registration is off with LDAP: local accounts could take directory users' names", ErrInvalid)
+	if next.SelfRegistration && po.identity.usesDirectory() {
+		return po.settings.cur, fmt.Errorf("%w: self-registration is off with LDAP: local accounts could take directory users' names", ErrInvalid)
 	}
-	if err := s.update(func(txn kv.Txn) error { return kv.Put(txn, []byte(keySettings), next) }); err != nil {
-		return s.settings.cur, err
+	if err := po.update(func(txn kv.Txn) error { return kv.Put(txn, []byte(keySettings), next) }); err != nil {
+		return po.settings.cur, err
 	}
-	s.settings.cur = next
+	po.settings.cur = next
 	return next, nil
 }

@@ -34,10 +34,10 @@ func tokenService(t *testing.T) (*Service, *testClock) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.CreateProject(context.Background(), "team", false, "admin"); err != nil {
+	if _, err := s.Policy.CreateProject(context.Background(), "team", false, "admin"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.CreateProject(context.Background(), "open", true, "admin"); err != nil {
+	if _, err := s.Policy.CreateProject(context.Background(), "open", true, "admin"); err != nil {
 		t.Fatal(err)
 	}
 	return s, clock
@@ -82,11 +82,11 @@ func TestTokenGrantsTheIntersection(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tok, _, _, err := s.IssueToken(ctx, tt.who, "cove", scopes(t, tt.scope))
+			tok, _, _, err := s.Tokens.IssueToken(ctx, tt.who, "cove", scopes(t, tt.scope))
 			if err != nil {
 				t.Fatal(err)
 			}
-			p, err := s.Authenticate(ctx, bearer(tok))
+			p, err := s.Tokens.Authenticate(ctx, bearer(tok))
 			if err != nil {
 				t.Fatalf("verify own token: %v", err)
 			}
@@ -104,18 +104,18 @@ func TestTokenGrantsTheIntersection(t *testing.T) {
 func TestTokenForOneRepositoryOnly(t *testing.T) {
 	ctx := context.Background()
 	s, _ := tokenService(t)
-	tok, _, _, _ := s.IssueToken(ctx, accountOf(t, s, "admin"), "cove", scopes(t, "repository:team/a:pull"))
-	p, err := s.Authenticate(ctx, bearer(tok))
+	tok, _, _, _ := s.Tokens.IssueToken(ctx, accountOf(t, s, "admin"), "cove", scopes(t, "repository:team/a:pull"))
+	p, err := s.Tokens.Authenticate(ctx, bearer(tok))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Authorize(ctx, p, "team/a", ActionPull); err != nil {
+	if err := s.Policy.Authorize(ctx, p, "team/a", ActionPull); err != nil {
 		t.Errorf("pull on team/a with its token: %v", err)
 	}
-	if err := s.Authorize(ctx, p, "team/b", ActionPull); !errors.Is(err, ErrUnauthenticated) {
+	if err := s.Policy.Authorize(ctx, p, "team/b", ActionPull); !errors.Is(err, ErrUnauthenticated) {
 		t.Errorf("a token for team/a used on team/b = %v, want refused", err)
 	}
-	if err := s.Authorize(ctx, p, "team/a", ActionPush); !errors.Is(err, ErrUnauthenticated) {
+	if err := s.Policy.Authorize(ctx, p, "team/a", ActionPush); !errors.Is(err, ErrUnauthenticated) {
 		t.Errorf("push with a pull token = %v, want refused", err)
 	}
 }
@@ -124,7 +124,7 @@ func TestTokenForOneRepositoryOnly(t *testing.T) {
 func TestForgedTokensAreRefused(t *testing.T) {
 	ctx := context.Background()
 	s, clock := tokenService(t)
-	good, _, _, _ := s.IssueToken(ctx, accountOf(t, s, "admin"), "cove", scopes(t, "repository:team/app:pull"))
+	good, _, _, _ := s.Tokens.IssueToken(ctx, accountOf(t, s, "admin"), "cove", scopes(t, "repository:team/app:pull"))
 	parts := strings.Split(good, ".")
 	payload, _ := base64.RawURLEncoding.DecodeString(parts[1])
 	var claims map[string]any
@@ -137,10 +137,10 @@ func TestForgedTokensAreRefused(t *testing.T) {
 	claims["access"] = []map[string]any{{"type": "repository", "name": "team/app", "actions": []string{"pull", "push"}}}
 	modified := parts[0] + "." + encode(claims) + "." + parts[2]
 	// alg none.
-	_, curKid := s.keys.signer()
+	_, curKid := s.Tokens.keys.signer()
 	none := encode(map[string]string{"alg": "none", "typ": "JWT", "kid": curKid}) + "." + encode(claims) + "."
 	// HS256 keyed with the public key (the algorithm-confusion attack).
-	key, kid := s.keys.signer()
+	key, kid := s.Tokens.keys.signer()
 	pub, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
 	hs := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims(claims))
 	hs.Header["kid"] = kid
@@ -149,36 +149,36 @@ func TestForgedTokensAreRefused(t *testing.T) {
 	foreign := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims(claims))
 	foreign.Header["kid"] = "someone-elses"
 	other, _ := tokenService(t)
-	otherKey, _ := other.keys.signer()
+	otherKey, _ := other.Tokens.keys.signer()
 	foreignToken, _ := foreign.SignedString(otherKey)
 	// Another audience, signed with the right key.
 	aud := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims{
-		"iss": s.issuer, "sub": "admin", "aud": "another-registry", "exp": clock.now.Add(time.Minute).Unix(),
+		"iss": s.Tokens.issuer, "sub": "admin", "aud": "another-registry", "exp": clock.now.Add(time.Minute).Unix(),
 		"nbf": clock.now.Unix(), "iat": clock.now.Unix(), "access": claims["access"],
 	})
 	aud.Header["kid"] = kid
 	audToken, _ := aud.SignedString(key)
 	// A refresh token is not an access token.
-	refresh, _ := s.IssueRefreshToken(ctx, Principal{Name: "admin"})
+	refresh, _ := s.Tokens.IssueRefreshToken(ctx, Principal{Name: "admin"})
 
 	for name, tok := range map[string]string{
 		"modified payload": modified, "alg none": none, "HS256 with the public key": hsToken,
 		"foreign key": foreignToken, "other audience": audToken, "refresh as access": refresh, "garbage": "abc.def.ghi",
 	} {
-		if _, err := s.Authenticate(ctx, bearer(tok)); !errors.Is(err, ErrBadCredentials) {
+		if _, err := s.Tokens.Authenticate(ctx, bearer(tok)); !errors.Is(err, ErrBadCredentials) {
 			t.Errorf("%s: Authenticate = %v, want ErrBadCredentials", name, err)
 		}
 	}
 	// Expired: past exp and the leeway.
-	clock.now = clock.now.Add(s.tokenTTL + tokenLeeway + time.Second)
-	if _, err := s.Authenticate(ctx, bearer(good)); !errors.Is(err, ErrBadCredentials) {
+	clock.now = clock.now.Add(s.Tokens.tokenTTL + tokenLeeway + time.Second)
+	if _, err := s.Tokens.Authenticate(ctx, bearer(good)); !errors.Is(err, ErrBadCredentials) {
 		t.Errorf("expired token: %v, want ErrBadCredentials", err)
 	}
 }
 
 func TestTokenEndpoint(t *testing.T) {
 	s, _ := tokenService(t)
-	srv := httptest.NewServer(http.HandlerFunc(s.ServeToken))
+	srv := httptest.NewServer(http.HandlerFunc(s.Tokens.ServeToken))
 	defer srv.Close()
 	get := func(query string, user, pass string) (int, map[string]any) {
 		req, _ := http.NewRequest("GET", srv.URL+"?"+query, nil)
@@ -247,18 +247,18 @@ func TestRotatedKeyVerifiesUntilItsTokensExpire(t *testing.T) {
 		t.Fatal(err)
 	}
 	admin := accountOf(t, s, "admin")
-	old, _, _, _ := s.IssueToken(ctx, admin, "cove", nil)
-	refresh, _ := s.IssueRefreshToken(ctx, admin)
-	_, oldKid := s.keys.signer()
-	newKid, err := s.RotateTokenKey(ctx)
+	old, _, _, _ := s.Tokens.IssueToken(ctx, admin, "cove", nil)
+	refresh, _ := s.Tokens.IssueRefreshToken(ctx, admin)
+	_, oldKid := s.Tokens.keys.signer()
+	newKid, err := s.Tokens.RotateTokenKey(ctx)
 	if err != nil || newKid == oldKid {
 		t.Fatalf("RotateTokenKey = %s, %v", newKid, err)
 	}
-	if _, err := s.Authenticate(ctx, bearer(old)); err != nil {
+	if _, err := s.Tokens.Authenticate(ctx, bearer(old)); err != nil {
 		t.Errorf("a token of the retired key no longer verifies: %v", err)
 	}
-	fresh, _, _, _ := s.IssueToken(ctx, admin, "cove", nil)
-	if p, err := s.Authenticate(ctx, bearer(fresh)); err != nil || p.Name != "admin" {
+	fresh, _, _, _ := s.Tokens.IssueToken(ctx, admin, "cove", nil)
+	if p, err := s.Tokens.Authenticate(ctx, bearer(fresh)); err != nil || p.Name != "admin" {
 		t.Errorf("a token of the new key: %v", err)
 	}
 	// A restart keeps the retired key while tokens it signed may live.
@@ -266,7 +266,7 @@ func TestRotatedKeyVerifiesUntilItsTokensExpire(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s2.PrincipalFromRefreshToken(ctx, refresh); err != nil {
+	if _, err := s2.Tokens.PrincipalFromRefreshToken(ctx, refresh); err != nil {
 		t.Errorf("after a restart, a refresh token of the retired key: %v", err)
 	}
 	// Once all its tokens have expired, the retired key is gone at the next start.
@@ -275,7 +275,7 @@ func TestRotatedKeyVerifiesUntilItsTokensExpire(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := s3.keys.lookup(oldKid); ok {
+	if _, ok := s3.Tokens.keys.lookup(oldKid); ok {
 		t.Error("the retired key outlived every token it signed")
 	}
 }
@@ -283,38 +283,38 @@ func TestRotatedKeyVerifiesUntilItsTokensExpire(t *testing.T) {
 func TestRefreshTokensEndWithTheAccount(t *testing.T) {
 	ctx := context.Background()
 	s, _ := tokenService(t)
-	u, err := s.CreateUser(ctx, User{Name: "alice"}, "Passw0rdAlice")
+	u, err := s.Identity.CreateUser(ctx, User{Name: "alice"}, "Passw0rdAlice")
 	if err != nil {
 		t.Fatal(err)
 	}
-	refresh, err := s.IssueRefreshToken(ctx, Principal{Name: u.Name})
+	refresh, err := s.Tokens.IssueRefreshToken(ctx, Principal{Name: u.Name})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.PrincipalFromRefreshToken(ctx, refresh); err != nil {
+	if _, err := s.Tokens.PrincipalFromRefreshToken(ctx, refresh); err != nil {
 		t.Fatalf("fresh refresh token: %v", err)
 	}
-	if err := s.SetPassword(ctx, "alice", "N3wPassw0rd"); err != nil {
+	if err := s.Identity.SetPassword(ctx, "alice", "N3wPassw0rd"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.PrincipalFromRefreshToken(ctx, refresh); !errors.Is(err, ErrBadCredentials) {
+	if _, err := s.Tokens.PrincipalFromRefreshToken(ctx, refresh); !errors.Is(err, ErrBadCredentials) {
 		t.Errorf("refresh token after a password change = %v, want refused", err)
 	}
 	// Deleted and made again under the same name: the old token is not the new account's.
-	refresh, _ = s.IssueRefreshToken(ctx, Principal{Name: "alice"})
+	refresh, _ = s.Tokens.IssueRefreshToken(ctx, Principal{Name: "alice"})
 	if err := s.DeleteUser(ctx, "alice"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.CreateUser(ctx, User{Name: "alice"}, "Passw0rdAlice"); err != nil {
+	if _, err := s.Identity.CreateUser(ctx, User{Name: "alice"}, "Passw0rdAlice"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.PrincipalFromRefreshToken(ctx, refresh); !errors.Is(err, ErrBadCredentials) {
+	if _, err := s.Tokens.PrincipalFromRefreshToken(ctx, refresh); !errors.Is(err, ErrBadCredentials) {
 		t.Errorf("refresh token of a deleted account = %v, want refused", err)
 	}
 	// The refresh grant does not hand out another refresh token.
-	srv := httptest.NewServer(http.HandlerFunc(s.ServeToken))
+	srv := httptest.NewServer(http.HandlerFunc(s.Tokens.ServeToken))
 	defer srv.Close()
-	refresh, _ = s.IssueRefreshToken(ctx, Principal{Name: "alice"})
+	refresh, _ = s.Tokens.IssueRefreshToken(ctx, Principal{Name: "alice"})
 	resp, err := http.PostForm(srv.URL, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {refresh}, "service": {"cove"}, "access_type": {"offline"}})
 	if err != nil {
 		t.Fatal(err)
@@ -332,7 +332,7 @@ func TestParallelGuessesCannotOutrunTheLimit(t *testing.T) {
 	s, _ := tokenService(t)
 	results := make(chan error, 40)
 	for range 40 {
-		go func() { _, err := s.Login(ctx, "admin", "guess", "192.0.2.1"); results <- err }()
+		go func() { _, err := s.Identity.Login(ctx, "admin", "guess", "192.0.2.1"); results <- err }()
 	}
 	checked := 0
 	for range 40 {
@@ -353,25 +353,25 @@ func TestParallelGuessesCannotOutrunTheLimit(t *testing.T) {
 func TestParallelRightPasswordsAreNotLimited(t *testing.T) {
 	ctx := context.Background()
 	s, _ := tokenService(t)
-	if _, err := s.CreateUser(ctx, User{Name: "fleet"}, "Passw0rdFleet"); err != nil {
+	if _, err := s.Identity.CreateUser(ctx, User{Name: "fleet"}, "Passw0rdFleet"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Login(ctx, "fleet", "Passw0rdFleet", "192.0.2.7"); err != nil {
+	if _, err := s.Identity.Login(ctx, "fleet", "Passw0rdFleet", "192.0.2.7"); err != nil {
 		t.Fatal(err)
 	}
 	for i := range pairFailures + 1 {
-		s.Login(ctx, "fleet", fmt.Sprintf("guess%d", i), "198.51.100.1")
+		s.Identity.Login(ctx, "fleet", fmt.Sprintf("guess%d", i), "198.51.100.1")
 	}
 	results := make(chan error, 64)
 	for range 64 {
-		go func() { _, err := s.Login(ctx, "fleet", "Passw0rdFleet", "192.0.2.7"); results <- err }()
+		go func() { _, err := s.Identity.Login(ctx, "fleet", "Passw0rdFleet", "192.0.2.7"); results <- err }()
 	}
 	for range 64 {
 		if err := <-results; err != nil {
 			t.Errorf("a right password, logged in with a minute ago: %v", err)
 		}
 	}
-	if _, err := s.Login(ctx, "fleet", "another-guess", "198.51.100.1"); !errors.Is(err, ErrTooManyAttempts) {
+	if _, err := s.Identity.Login(ctx, "fleet", "another-guess", "198.51.100.1"); !errors.Is(err, ErrTooManyAttempts) {
 		t.Errorf("another guess from the locked-out address = %v, want ErrTooManyAttempts", err)
 	}
 }
@@ -379,29 +379,29 @@ func TestParallelRightPasswordsAreNotLimited(t *testing.T) {
 func TestDeletedProjectTakesItsMembersAndRobots(t *testing.T) {
 	ctx := context.Background()
 	s, _ := tokenService(t)
-	if _, err := s.CreateUser(ctx, User{Name: "bob"}, "Passw0rdBob"); err != nil {
+	if _, err := s.Identity.CreateUser(ctx, User{Name: "bob"}, "Passw0rdBob"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.AddMember(ctx, "team", MemberUser, "bob", RoleMaintainer); err != nil {
+	if _, err := s.Policy.AddMember(ctx, "team", MemberUser, "bob", RoleMaintainer); err != nil {
 		t.Fatal(err)
 	}
 	rb, secret, err := s.CreateRobot(ctx, "team", "ci", []Action{ActionPush}, 0, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.CheckPassword(ctx, rb.Name, secret); err != nil {
+	if _, err := s.Identity.CheckPassword(ctx, rb.Name, secret); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.DeleteProject(ctx, "team"); err != nil {
+	if err := s.Policy.DeleteProject(ctx, "team"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.CreateProject(ctx, "team", false, "admin"); err != nil {
+	if _, err := s.Policy.CreateProject(ctx, "team", false, "admin"); err != nil {
 		t.Fatal(err)
 	}
-	if role := s.RoleOf(ctx, Principal{Name: "bob"}, "team"); role != RoleNone {
+	if role := s.Policy.RoleOf(ctx, Principal{Name: "bob"}, "team"); role != RoleNone {
 		t.Errorf("bob kept role %q in the re-created project", role.Name())
 	}
-	if _, err := s.CheckPassword(ctx, rb.Name, secret); err == nil {
+	if _, err := s.Identity.CheckPassword(ctx, rb.Name, secret); err == nil {
 		t.Error("the old project's robot still logs in")
 	}
 }
@@ -415,7 +415,7 @@ func TestRobotLoginWithOfflineToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(http.HandlerFunc(s.ServeToken))
+	srv := httptest.NewServer(http.HandlerFunc(s.Tokens.ServeToken))
 	defer srv.Close()
 	req, _ := http.NewRequest("GET", srv.URL+"?service=cove&scope=repository:team/app:pull,push&offline_token=true&client_id=docker", nil)
 	req.SetBasicAuth(robot.Name, secret)
@@ -432,7 +432,7 @@ func TestRobotLoginWithOfflineToken(t *testing.T) {
 	if _, ok := body["refresh_token"]; ok {
 		t.Errorf("a robot got a refresh token: %v", body)
 	}
-	p, err := s.principalFromToken(ctx, body["token"].(string))
+	p, err := s.Tokens.principalFromToken(ctx, body["token"].(string))
 	if err != nil || !p.Granted("repository", "team/app", "push") {
 		t.Errorf("the robot's token = %+v, %v; want push on team/app", p, err)
 	}
@@ -458,10 +458,10 @@ func TestTokenAuditRecordsGrants(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.CreateProject(ctx, "open", true, "admin"); err != nil {
+	if _, err := s.Policy.CreateProject(ctx, "open", true, "admin"); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(http.HandlerFunc(s.ServeToken))
+	srv := httptest.NewServer(http.HandlerFunc(s.Tokens.ServeToken))
 	defer srv.Close()
 	resp, err := http.Get(srv.URL + "?service=cove&scope=repository:open/app:pull,push,delete&scope=repository:open/b:*")
 	if err != nil {
@@ -485,7 +485,7 @@ func TestTokenAuditRecordsGrants(t *testing.T) {
 func accountOf(t *testing.T, s *Service, name string) Principal {
 	t.Helper()
 	var rec userRecord
-	if err := s.readUser(name, &rec); err != nil {
+	if err := s.Identity.readUser(name, &rec); err != nil {
 		t.Fatalf("read user %s: %v", name, err)
 	}
 	return rec.principal()
@@ -501,12 +501,12 @@ func TestCredentialsEndWithTheAccount(t *testing.T) {
 		change func(t *testing.T)
 	}{
 		{"password change", func(t *testing.T) {
-			if err := s.SetPassword(ctx, "eve", "Another-pw2"); err != nil {
+			if err := s.Identity.SetPassword(ctx, "eve", "Another-pw2"); err != nil {
 				t.Fatal(err)
 			}
 		}},
 		{"admin change", func(t *testing.T) {
-			if err := s.SetAdmin(ctx, "eve", true); err != nil {
+			if err := s.Identity.SetAdmin(ctx, "eve", true); err != nil {
 				t.Fatal(err)
 			}
 		}},
@@ -514,7 +514,7 @@ func TestCredentialsEndWithTheAccount(t *testing.T) {
 			if err := s.DeleteUser(ctx, "eve"); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := s.CreateUser(ctx, User{Name: "eve"}, "Eve-password1"); err != nil {
+			if _, err := s.Identity.CreateUser(ctx, User{Name: "eve"}, "Eve-password1"); err != nil {
 				t.Fatal(err)
 			}
 		}},
@@ -522,19 +522,19 @@ func TestCredentialsEndWithTheAccount(t *testing.T) {
 	for _, c := range changes {
 		t.Run(c.name, func(t *testing.T) {
 			_ = s.DeleteUser(ctx, "eve")
-			if _, err := s.CreateUser(ctx, User{Name: "eve"}, "Eve-password1"); err != nil {
+			if _, err := s.Identity.CreateUser(ctx, User{Name: "eve"}, "Eve-password1"); err != nil {
 				t.Fatal(err)
 			}
-			eve, err := s.CheckPassword(ctx, "eve", "Eve-password1")
+			eve, err := s.Identity.CheckPassword(ctx, "eve", "Eve-password1")
 			if err != nil {
 				t.Fatal(err)
 			}
-			tok, _, _, err := s.IssueToken(ctx, eve, "cove", scopes(t, "repository:open/app:pull"))
+			tok, _, _, err := s.Tokens.IssueToken(ctx, eve, "cove", scopes(t, "repository:open/app:pull"))
 			if err != nil {
 				t.Fatal(err)
 			}
 			rec := httptest.NewRecorder()
-			if err := s.NewSession(ctx, rec, httptest.NewRequest("POST", "/login", nil), eve); err != nil {
+			if err := s.Identity.NewSession(ctx, rec, httptest.NewRequest("POST", "/login", nil), eve); err != nil {
 				t.Fatal(err)
 			}
 			cookie := rec.Result().Cookies()[0]
@@ -543,17 +543,17 @@ func TestCredentialsEndWithTheAccount(t *testing.T) {
 				r.AddCookie(cookie)
 				return r
 			}
-			if p, err := s.Authenticate(ctx, withCookie()); err != nil || p.Name != "eve" {
+			if p, err := s.Tokens.Authenticate(ctx, withCookie()); err != nil || p.Name != "eve" {
 				t.Fatalf("the session before the change = %+v, %v", p, err)
 			}
-			if p, err := s.Authenticate(ctx, bearer(tok)); err != nil || p.Name != "eve" {
+			if p, err := s.Tokens.Authenticate(ctx, bearer(tok)); err != nil || p.Name != "eve" {
 				t.Fatalf("the token before the change = %+v, %v", p, err)
 			}
 			c.change(t)
-			if p, err := s.Authenticate(ctx, withCookie()); err != nil || !p.Anonymous() {
+			if p, err := s.Tokens.Authenticate(ctx, withCookie()); err != nil || !p.Anonymous() {
 				t.Errorf("after a %s the session still stands for %+v (%v)", c.name, p, err)
 			}
-			if p, err := s.Authenticate(ctx, bearer(tok)); !errors.Is(err, ErrBadCredentials) {
+			if p, err := s.Tokens.Authenticate(ctx, bearer(tok)); !errors.Is(err, ErrBadCredentials) {
 				t.Errorf("after a %s the access token still stands for %+v (%v)", c.name, p, err)
 			}
 		})
@@ -565,15 +565,15 @@ func TestCredentialsEndWithTheAccount(t *testing.T) {
 func TestTokenEndpointIgnoresTheSessionCookie(t *testing.T) {
 	ctx := context.Background()
 	s, _ := tokenService(t)
-	admin, err := s.CheckPassword(ctx, "admin", "pw")
+	admin, err := s.Identity.CheckPassword(ctx, "admin", "pw")
 	if err != nil {
 		t.Fatal(err)
 	}
 	rec := httptest.NewRecorder()
-	if err := s.NewSession(ctx, rec, httptest.NewRequest("POST", "/login", nil), admin); err != nil {
+	if err := s.Identity.NewSession(ctx, rec, httptest.NewRequest("POST", "/login", nil), admin); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(http.HandlerFunc(s.ServeToken))
+	srv := httptest.NewServer(http.HandlerFunc(s.Tokens.ServeToken))
 	defer srv.Close()
 	req, _ := http.NewRequest("GET", srv.URL+"?service=cove&scope=repository:team/app:pull,push", nil)
 	req.AddCookie(rec.Result().Cookies()[0])
@@ -584,7 +584,7 @@ func TestTokenEndpointIgnoresTheSessionCookie(t *testing.T) {
 	defer resp.Body.Close()
 	var body struct{ Token string }
 	json.NewDecoder(resp.Body).Decode(&body)
-	p, err := s.Authenticate(ctx, bearer(body.Token))
+	p, err := s.Tokens.Authenticate(ctx, bearer(body.Token))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -599,13 +599,13 @@ func TestTokenEndpointIgnoresTheSessionCookie(t *testing.T) {
 func TestRefusedGrantIsDeniedNotUnauthenticated(t *testing.T) {
 	ctx := context.Background()
 	s, _ := tokenService(t)
-	if _, err := s.CreateUser(ctx, User{Name: "gina"}, "Gina-password1"); err != nil {
+	if _, err := s.Identity.CreateUser(ctx, User{Name: "gina"}, "Gina-password1"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.AddMember(ctx, "team", MemberUser, "gina", RoleGuest); err != nil {
+	if _, err := s.Policy.AddMember(ctx, "team", MemberUser, "gina", RoleGuest); err != nil {
 		t.Fatal(err)
 	}
-	gina, _ := s.CheckPassword(ctx, "gina", "Gina-password1")
+	gina, _ := s.Identity.CheckPassword(ctx, "gina", "Gina-password1")
 	for _, tc := range []struct {
 		name  string
 		who   Principal
@@ -616,11 +616,11 @@ func TestRefusedGrantIsDeniedNotUnauthenticated(t *testing.T) {
 		{"guest never asked push", gina, "repository:team/app:pull", ErrUnauthenticated},
 		{"anonymous asked push", Principal{}, "repository:open/app:pull,push", ErrUnauthenticated},
 	} {
-		tok, _, _, err := s.IssueToken(ctx, tc.who, "cove", scopes(t, tc.scope))
+		tok, _, _, err := s.Tokens.IssueToken(ctx, tc.who, "cove", scopes(t, tc.scope))
 		if err != nil {
 			t.Fatal(err)
 		}
-		p, err := s.Authenticate(ctx, bearer(tok))
+		p, err := s.Tokens.Authenticate(ctx, bearer(tok))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -628,7 +628,7 @@ func TestRefusedGrantIsDeniedNotUnauthenticated(t *testing.T) {
 			t.Errorf("%s: pull not granted", tc.name)
 		}
 		repo := strings.Split(tc.scope, ":")[1]
-		if err := s.Authorize(ctx, p, repo, ActionPush); !errors.Is(err, tc.want) {
+		if err := s.Policy.Authorize(ctx, p, repo, ActionPush); !errors.Is(err, tc.want) {
 			t.Errorf("%s: Authorize(push) = %v, want %v", tc.name, err, tc.want)
 		}
 	}
@@ -689,7 +689,7 @@ func TestFailedRotationKeepsTheKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, kid := s.keys.signer()
+	_, kid := s.Tokens.keys.signer()
 	// The retired directory is not one: linking the old key there fails, as a full disk would.
 	if err := os.RemoveAll(filepath.Join(dir, "retired")); err != nil {
 		t.Fatal(err)
@@ -697,20 +697,20 @@ func TestFailedRotationKeepsTheKey(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "retired"), nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.RotateTokenKey(ctx); err == nil {
+	if _, err := s.Tokens.RotateTokenKey(ctx); err == nil {
 		t.Fatal("the rotation succeeded without its retired directory")
 	}
 	key, err := readKey(filepath.Join(dir, "token-signing.pem"))
 	if err != nil || keyID(key) != kid {
 		t.Fatalf("after a failed rotation the key file = %v, %v; want the current key %s", key, err, kid)
 	}
-	if _, now := s.keys.signer(); now != kid {
+	if _, now := s.Tokens.keys.signer(); now != kid {
 		t.Errorf("signing with %s after a failed rotation, want %s", now, kid)
 	}
 	// With the index refusing writes, nothing is touched at all.
 	full := errors.New("disk full")
-	s.writable = func() error { return full }
-	if _, err := s.RotateTokenKey(ctx); !errors.Is(err, full) {
+	s.Tokens.writable = func() error { return full }
+	if _, err := s.Tokens.RotateTokenKey(ctx); !errors.Is(err, full) {
 		t.Errorf("RotateTokenKey on a full disk = %v, want its error", err)
 	}
 	if names, _ := filepath.Glob(filepath.Join(dir, "*.next")); len(names) != 0 {
@@ -733,35 +733,35 @@ func TestSharedKeysAcrossNodes(t *testing.T) {
 		return s
 	}
 	a, b := node(), node()
-	if _, ka := a.keys.signer(); ka != func() string { _, k := b.keys.signer(); return k }() {
+	if _, ka := a.Tokens.keys.signer(); ka != func() string { _, k := b.Tokens.keys.signer(); return k }() {
 		t.Fatal("two nodes starting on one store made two keys")
 	}
 	admin := accountOf(t, a, "admin")
-	tokA, _, _, err := a.IssueToken(ctx, admin, "cove", nil)
+	tokA, _, _, err := a.Tokens.IssueToken(ctx, admin, "cove", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.Authenticate(ctx, bearer(tokA)); err != nil {
+	if _, err := b.Tokens.Authenticate(ctx, bearer(tokA)); err != nil {
 		t.Errorf("node B refuses node A's token: %v", err)
 	}
-	if _, err := a.RotateTokenKey(ctx); err != nil {
+	if _, err := a.Tokens.RotateTokenKey(ctx); err != nil {
 		t.Fatal(err)
 	}
 	clock.now = clock.now.Add(2 * time.Second) // past the once-a-second bound on asking the store
-	tokA2, _, _, _ := a.IssueToken(ctx, admin, "cove", nil)
-	if _, err := b.Authenticate(ctx, bearer(tokA2)); err != nil {
+	tokA2, _, _, _ := a.Tokens.IssueToken(ctx, admin, "cove", nil)
+	if _, err := b.Tokens.Authenticate(ctx, bearer(tokA2)); err != nil {
 		t.Errorf("node B refuses a token of A's new key: %v", err)
 	}
-	if _, err := b.Authenticate(ctx, bearer(tokA)); err != nil {
+	if _, err := b.Tokens.Authenticate(ctx, bearer(tokA)); err != nil {
 		t.Errorf("a token of the retired key stopped verifying: %v", err)
 	}
 	clock.now = clock.now.Add(sharedKeysRefresh)
-	_, kidA := a.keys.signer()
-	if _, kidB := b.keys.signer(); kidB != kidA {
+	_, kidA := a.Tokens.keys.signer()
+	if _, kidB := b.Tokens.keys.signer(); kidB != kidA {
 		t.Errorf("node B signs with %s after the refresh, want the new key %s", kidB, kidA)
 	}
 	// A key that is no one's is refused, and asking the store for it is bounded.
-	if _, ok := b.keys.lookup("nosuchkid"); ok {
+	if _, ok := b.Tokens.keys.lookup("nosuchkid"); ok {
 		t.Error("an unknown kid verified")
 	}
 }

@@ -17,7 +17,7 @@ import (
 // service and scope parameters, as Docker sends them; POST takes the OAuth2 form (grant_type
 // password or refresh_token), as containerd and docker login send it. The answer carries token and
 // access_token (the same JWT), expires_in, issued_at, and a refresh_token when asked for one.
-func (s *Service) ServeToken(w http.ResponseWriter, r *http.Request) {
+func (ts *Tokens) ServeToken(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	// Only Basic credentials, a refresh token or nothing: never the admin page's session cookie,
 	// which a browser sends along by itself (the same rule as /v2).
@@ -55,16 +55,16 @@ func (s *Service) ServeToken(w http.ResponseWriter, r *http.Request) {
 	}
 	switch r.Method {
 	case http.MethodGet:
-		who, err = s.Authenticate(r.Context(), r)
+		who, err = ts.Authenticate(r.Context(), r)
 		if err == nil && who.Token {
 			err = errors.New("a bearer token cannot be traded for another")
 		}
 	case http.MethodPost:
 		switch r.PostForm.Get("grant_type") {
 		case "password":
-			who, err = s.Login(r.Context(), r.PostForm.Get("username"), r.PostForm.Get("password"), RemoteHost(r))
+			who, err = ts.identity.Login(r.Context(), r.PostForm.Get("username"), r.PostForm.Get("password"), RemoteHost(r))
 		case "refresh_token":
-			who, err = s.PrincipalFromRefreshToken(r.Context(), r.PostForm.Get("refresh_token"))
+			who, err = ts.PrincipalFromRefreshToken(r.Context(), r.PostForm.Get("refresh_token"))
 			offline = false // a refresh token never begets another: it lives no longer than it was given
 		default:
 			tokenError(w, http.StatusBadRequest, "unsupported_grant_type", "grant_type must be password or refresh_token")
@@ -93,14 +93,14 @@ func (s *Service) ServeToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
-		s.log.InfoContext(r.Context(), "token refused", "remote", r.RemoteAddr, "err", err)
+		ts.log.InfoContext(r.Context(), "token refused", "remote", r.RemoteAddr, "err", err)
 		tokenError(w, http.StatusUnauthorized, "invalid_grant", "invalid credentials")
 		return
 	}
 	if service == "" {
-		service = s.service
+		service = ts.service
 	}
-	token, issued, access, err := s.IssueToken(r.Context(), who, service, parsed)
+	token, issued, access, err := ts.IssueToken(r.Context(), who, service, parsed)
 	if err != nil {
 		if errors.Is(err, ErrInvalid) {
 			tokenError(w, http.StatusBadRequest, "invalid_request", err.Error())
@@ -117,14 +117,14 @@ func (s *Service) ServeToken(w http.ResponseWriter, r *http.Request) {
 	resp := map[string]any{
 		"token":        token,
 		"access_token": token,
-		"expires_in":   int(s.tokenTTL / time.Second),
+		"expires_in":   int(ts.tokenTTL / time.Second),
 		"issued_at":    issued.Format(time.RFC3339),
 	}
 	// A refresh token is issued to users only: a robot logs in with its secret every time (its
 	// secret is what expires or is deleted), so for a robot the refresh token is simply left out,
 	// as the token spec allows; docker login then keeps the robot's secret itself.
 	if offline && !who.Anonymous() && !who.Robot {
-		refresh, err := s.IssueRefreshToken(r.Context(), who)
+		refresh, err := ts.IssueRefreshToken(r.Context(), who)
 		if err != nil {
 			telemetry.SetCause(r.Context(), fmt.Errorf("issue a refresh token for %s: %w", who.Name, err))
 			tokenError(w, http.StatusInternalServerError, "server_error", "internal server error: the refresh token could not be issued; try again, and report it if it persists")
@@ -142,7 +142,7 @@ func (s *Service) ServeToken(w http.ResponseWriter, r *http.Request) {
 	// Anyone can ask for tokens by the thousand, each for other scopes, and a signed-in client
 	// asks for one per pull: at most refusalBurst records a minute per caller and address, the
 	// rest summed up with their count.
-	s.recordLimited(r.Context(), e)
+	ts.events.recordLimited(r.Context(), e)
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(resp)
 }

@@ -17,6 +17,7 @@ import (
 )
 
 const (
+	keyUser    = "auth/user/"    // auth/user/<name> → userRecord
 	keyUserID  = "auth/user-id/" // auth/user-id/<id> → name
 	keyUserSeq = SequencePrefix + "user"
 )
@@ -80,7 +81,7 @@ func ValidUserName(name string) bool {
 }
 
 // CreateUser creates a local user with password.
-func (s *Service) CreateUser(ctx context.Context, u User, password string) (User, error) {
+func (i *Identity) CreateUser(ctx context.Context, u User, password string) (User, error) {
 	if !userName.MatchString(u.Name) || strings.HasPrefix(u.Name, robotPrefix) {
 		return User{}, fmt.Errorf("%w: user name %q", ErrInvalid, u.Name)
 	}
@@ -91,22 +92,22 @@ func (s *Service) CreateUser(ctx context.Context, u User, password string) (User
 	if err := CheckPasswordPolicy(password); err != nil {
 		return User{}, err
 	}
-	hash, err := bcrypt.GenerateFromPassword([]byte(password), s.cost)
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), i.cost)
 	if err != nil {
 		return User{}, err
 	}
 	u.LDAP = false
-	return s.insertUser(u, hash)
+	return i.insertUser(u, hash)
 }
 
-func (s *Service) insertUser(u User, hash []byte) (User, error) {
-	id, err := s.nextID(keyUserSeq)
+func (i *Identity) insertUser(u User, hash []byte) (User, error) {
+	id, err := i.nextID(keyUserSeq)
 	if err != nil {
 		return User{}, err
 	}
-	now := s.now().UTC()
+	now := i.now().UTC()
 	u.ID, u.Created, u.Updated = id, now, now
-	err = s.update(func(txn kv.Txn) error {
+	err = i.update(func(txn kv.Txn) error {
 		if _, err := txn.Get([]byte(keyUser + u.Name)); err == nil {
 			return fmt.Errorf("%w: user %s", ErrConflict, u.Name)
 		}
@@ -119,9 +120,9 @@ func (s *Service) insertUser(u User, hash []byte) (User, error) {
 }
 
 // User returns the user name, or ErrNotFound.
-func (s *Service) User(ctx context.Context, name string) (User, error) {
+func (i *Identity) User(ctx context.Context, name string) (User, error) {
 	var rec userRecord
-	if err := s.readUser(name, &rec); err != nil {
+	if err := i.readUser(name, &rec); err != nil {
 		if errors.Is(err, kv.ErrNotFound) {
 			return User{}, fmt.Errorf("%w: user %s", ErrNotFound, name)
 		}
@@ -130,48 +131,37 @@ func (s *Service) User(ctx context.Context, name string) (User, error) {
 	return rec.User, nil
 }
 
-// nameByID reads the name an id index (prefix + decimal id → name) holds.
-func (s *Service) nameByID(prefix string, id int64) (string, error) {
-	var name string
-	err := s.db.View(context.Background(), func(txn kv.Txn) error {
-		v, err := txn.Get([]byte(prefix + strconv.FormatInt(id, 10)))
-		name = string(v)
-		return err
-	})
-	return name, err
-}
-
 // UserByID returns the user with that id, or ErrNotFound.
-func (s *Service) UserByID(ctx context.Context, id int64) (User, error) {
-	name, err := s.nameByID(keyUserID, id)
+func (i *Identity) UserByID(ctx context.Context, id int64) (User, error) {
+	name, err := i.nameByID(keyUserID, id)
 	if errors.Is(err, kv.ErrNotFound) {
 		return User{}, fmt.Errorf("%w: user %d", ErrNotFound, id)
 	}
 	if err != nil {
 		return User{}, err
 	}
-	return s.User(ctx, name)
+	return i.User(ctx, name)
 }
 
 // Users lists every user, in name order.
-func (s *Service) Users(ctx context.Context) ([]User, error) {
+func (i *Identity) Users(ctx context.Context) ([]User, error) {
 	var out []User
-	err := s.db.View(context.Background(), func(txn kv.Txn) error {
+	err := i.db.View(context.Background(), func(txn kv.Txn) error {
 		return eachJSON(txn, keyUser, func(r *userRecord) { out = append(out, r.User) })
 	})
 	return out, err
 }
 
 // SetPassword sets a local user's password. The verified-password cache forgets the old one.
-func (s *Service) SetPassword(ctx context.Context, name, password string) error {
+func (i *Identity) SetPassword(ctx context.Context, name, password string) error {
 	if err := CheckPasswordPolicy(password); err != nil {
 		return err
 	}
-	hash, err := bcrypt.GenerateFromPassword([]byte(password), s.cost)
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), i.cost)
 	if err != nil {
 		return err
 	}
-	return s.updateUser(name, func(rec *userRecord) error {
+	return i.updateUser(name, func(rec *userRecord) error {
 		if rec.LDAP {
 			return fmt.Errorf("%w: %s is an LDAP user; the directory holds the password", ErrInvalid, name)
 		}
@@ -182,19 +172,19 @@ func (s *Service) SetPassword(ctx context.Context, name, password string) error 
 }
 
 // SetAdmin grants or revokes system admin.
-func (s *Service) SetAdmin(ctx context.Context, name string, admin bool) error {
-	return s.updateUser(name, func(rec *userRecord) error { rec.Admin, rec.Epoch = admin, rec.Epoch+1; return nil })
+func (i *Identity) SetAdmin(ctx context.Context, name string, admin bool) error {
+	return i.updateUser(name, func(rec *userRecord) error { rec.Admin, rec.Epoch = admin, rec.Epoch+1; return nil })
 }
 
-func (s *Service) updateUser(name string, change func(*userRecord) error) error {
-	defer s.forget(name)
-	return s.writeUser(name, change)
+func (i *Identity) updateUser(name string, change func(*userRecord) error) error {
+	defer i.forget(name)
+	return i.writeUser(name, change)
 }
 
 // writeUser changes a user record without dropping its cached password check (the directory's
 // news at a login, say).
-func (s *Service) writeUser(name string, change func(*userRecord) error) error {
-	return s.update(func(txn kv.Txn) error {
+func (i *Identity) writeUser(name string, change func(*userRecord) error) error {
+	return i.update(func(txn kv.Txn) error {
 		var rec userRecord
 		if err := kv.Get(txn, []byte(keyUser+name), &rec); err != nil {
 			if errors.Is(err, kv.ErrNotFound) {
@@ -205,52 +195,26 @@ func (s *Service) writeUser(name string, change func(*userRecord) error) error {
 		if err := change(&rec); err != nil {
 			return err
 		}
-		rec.Updated = s.now().UTC()
+		rec.Updated = i.now().UTC()
 		return kv.Put(txn, []byte(keyUser+name), rec)
 	})
 }
 
-// DeleteUser removes a user and its memberships.
-func (s *Service) DeleteUser(ctx context.Context, name string) error {
-	defer s.forget(name)
-	u, err := s.User(ctx, name)
+// deleteUser removes the user name once removeMemberships, which takes it out of every project
+// (Policy's records: Service.DeleteUser), succeeded.
+func (i *Identity) deleteUser(ctx context.Context, name string, removeMemberships func() error) error {
+	defer i.forget(name)
+	u, err := i.User(ctx, name)
 	if err != nil {
 		return err
 	}
-	projects, err := s.Projects(ctx, Principal{Name: AdminName, Admin: true}, func(Project) bool { return true })
-	if err != nil {
+	if err := removeMemberships(); err != nil {
 		return err
 	}
-	for _, p := range projects {
-		err := s.update(func(txn kv.Txn) error {
-			var m Member
-			if kv.Get(txn, memberKey(p.Name, MemberUser, name), &m) != nil {
-				return nil
-			}
-			if err := txn.Delete([]byte(keyMemberID + strconv.FormatInt(m.ID, 10))); err != nil {
-				return err
-			}
-			return txn.Delete(memberKey(p.Name, MemberUser, name))
-		})
-		if err != nil {
-			return fmt.Errorf("remove %s from %s: %w", name, p.Name, err)
-		}
-	}
-	return s.update(func(txn kv.Txn) error {
+	return i.update(func(txn kv.Txn) error {
 		if err := txn.Delete([]byte(keyUserID + strconv.FormatInt(u.ID, 10))); err != nil {
 			return err
 		}
 		return txn.Delete([]byte(keyUser + name))
 	})
-}
-
-// forget drops a user's cached password check after any change to the user, and moves its
-// generation on, so that a check still running with the old record does not store its result.
-func (s *Service) forget(name string) {
-	s.mu.Lock()
-	delete(s.verified, name)
-	s.wrongN -= len(s.wrong[name])
-	delete(s.wrong, name)
-	s.gen[name]++
-	s.mu.Unlock()
 }

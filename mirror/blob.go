@@ -162,7 +162,7 @@ func (s *Server) mount(w http.ResponseWriter, r *http.Request, req request, moun
 	if err != nil || from == "" || !validName(from) {
 		return false, nil // a digest alone is not a capability: no anonymous mounts
 	}
-	if err := s.auth.Authorize(r.Context(), req.who, from, auth.ActionPull); err != nil {
+	if err := s.policy.Authorize(r.Context(), req.who, from, auth.ActionPull); err != nil {
 		// A token that never asked about the source: send the client for one that does, as
 		// Distribution does; a client refused pull there falls back to an upload below.
 		if req.who.Token && !req.who.Asked("repository", from) {

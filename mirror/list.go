@@ -82,14 +82,14 @@ func (s *Server) handleCatalog(w http.ResponseWriter, r *http.Request, req reque
 	visible := func(repo string) bool {
 		first := auth.ProjectOf(repo)
 		if first == repo { // a one-element name is in no project: decide on it alone
-			return s.auth.Authorize(r.Context(), who, repo, auth.ActionPull) == nil
+			return s.policy.Authorize(r.Context(), who, repo, auth.ActionPull) == nil
 		}
 		ok, seen := decided[first]
 		if !seen {
 			if s.upstreams[first] != nil {
-				ok = s.auth.AuthorizeMirror(r.Context(), who, repo, auth.ActionPull) == nil
+				ok = s.policy.AuthorizeMirror(r.Context(), who, repo, auth.ActionPull) == nil
 			} else {
-				ok = s.auth.Authorize(r.Context(), who, repo, auth.ActionPull) == nil
+				ok = s.policy.Authorize(r.Context(), who, repo, auth.ActionPull) == nil
 			}
 			decided[first] = ok
 		}

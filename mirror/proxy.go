@@ -45,7 +45,7 @@ func (s *Server) route(ctx context.Context, r *http.Request, repo string) (up *u
 	if nested {
 		// A project name that cannot be looked up is an error, never a name for the upstream:
 		// a private name must not go to Docker Hub because the database is down.
-		exists, err := s.auth.ProjectExists(ctx, first)
+		exists, err := s.policy.ProjectExists(ctx, first)
 		if err != nil {
 			return nil, "", false, err
 		}
@@ -109,7 +109,7 @@ func (s *Server) serveMirrored(w http.ResponseWriter, r *http.Request, req reque
 	}
 	if req.peer {
 		// The asking node authorized its client.
-	} else if err := s.auth.AuthorizeMirror(r.Context(), req.who, req.name, auth.ActionPull); err != nil {
+	} else if err := s.policy.AuthorizeMirror(r.Context(), req.who, req.name, auth.ActionPull); err != nil {
 		e := toError(err)
 		if e.Status == http.StatusUnauthorized {
 			e.challenge = s.auth.Challenge(r, auth.RepositoryScope(req.name, auth.ActionPull))

@@ -582,7 +582,7 @@ func TestAnonymousMirrorPullCanBeTurnedOff(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c.Auth = as // AnonymousMirrorPull off
+		c.Auth, c.Policy = as.Tokens, as.Policy // AnonymousMirrorPull off
 	})
 	resp, _ := me.do(t, "GET", "/v2/app/manifests/latest", nil, false)
 	if resp.StatusCode != 401 || resp.Header.Get("WWW-Authenticate") == "" {

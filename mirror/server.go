@@ -25,16 +25,21 @@ import (
 	"cove/internal/telemetry"
 )
 
-// Authorizer says who a request comes from and what it may do. auth.Service implements it.
-type Authorizer interface {
+// Authenticator says who a request comes from, and how to ask it for credentials; auth.Tokens
+// implements it.
+type Authenticator interface {
 	// Authenticate returns the request's principal; the zero Principal when it carries no
 	// credentials, auth.ErrBadCredentials when they are wrong.
 	Authenticate(ctx context.Context, r *http.Request) (auth.Principal, error)
+	// Challenge is the WWW-Authenticate value that asks for credentials for repo and actions.
+	Challenge(r *http.Request, scopes ...string) string
+}
+
+// Authorizer says what a principal may do; auth.Policy implements it.
+type Authorizer interface {
 	// Authorize returns nil when p may do action on repo, else auth.ErrUnauthenticated,
 	// auth.ErrDenied or auth.ErrProjectUnknown.
 	Authorize(ctx context.Context, p auth.Principal, repo string, action auth.Action) error
-	// Challenge is the WWW-Authenticate value that asks for credentials for repo and actions.
-	Challenge(r *http.Request, scopes ...string) string
 	// AuthorizeMirror returns nil when p may do action on name, a mirrored repository.
 	AuthorizeMirror(ctx context.Context, p auth.Principal, name string, action auth.Action) error
 	// ProjectExists reports whether a local project of that name exists.
@@ -60,9 +65,11 @@ type limitedRecorder interface {
 // Config configures a Server.
 type Config struct {
 	// Audit receives push, pull and delete events; nil records nothing.
-	Audit  Auditor
-	Store  *cache.Store
-	Auth   Authorizer
+	Audit Auditor
+	Store *cache.Store
+	// Auth authenticates requests (auth.Tokens); Policy authorizes them (auth.Policy).
+	Auth   Authenticator
+	Policy Authorizer
 	Logger *slog.Logger
 	// IdleTimeout cuts a blob transfer that makes no progress for this long; zero means one minute.
 	IdleTimeout time.Duration
@@ -93,11 +100,12 @@ type Config struct {
 
 // Server is the /v2 HTTP handler. It is safe for concurrent use.
 type Server struct {
-	store *cache.Store
-	auth  Authorizer
-	audit Auditor
-	log   *slog.Logger
-	idle  time.Duration
+	store  *cache.Store
+	auth   Authenticator
+	policy Authorizer
+	audit  Auditor
+	log    *slog.Logger
+	idle   time.Duration
 
 	upstreams    map[string]*upstream
 	def          *upstream
@@ -114,13 +122,14 @@ type Server struct {
 	peerFailed   map[string]time.Time // nodes that failed lately, until when: guarded by peerMu
 }
 
-// New returns a Server over cfg.Store, authorizing with cfg.Auth.
+// New returns a Server over cfg.Store, authenticating with cfg.Auth and authorizing with
+// cfg.Policy.
 func New(cfg Config) (*Server, error) {
-	if cfg.Store == nil || cfg.Auth == nil {
+	if cfg.Store == nil || cfg.Auth == nil || cfg.Policy == nil {
 		return nil, errors.New("mirror: a store and an authorizer are required")
 	}
 	s := &Server{
-		store: cfg.Store, auth: cfg.Auth, audit: cfg.Audit, log: cfg.Logger, idle: cfg.IdleTimeout,
+		store: cfg.Store, auth: cfg.Auth, policy: cfg.Policy, audit: cfg.Audit, log: cfg.Logger, idle: cfg.IdleTimeout,
 		upstreams: map[string]*upstream{}, tagTTL: cfg.TagTTL, revalidate: cfg.RevalidateTimeout,
 		fetchTimeout: cfg.FetchTimeout, metrics: cfg.Metrics, now: cfg.Now, cluster: cfg.Cluster,
 	}
@@ -293,7 +302,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) (err error) {
 
 // authorize checks that who may do action on repo; refusals carry a challenge for the anonymous.
 func (s *Server) authorize(r *http.Request, who auth.Principal, repo string, action auth.Action) error {
-	err := s.auth.Authorize(r.Context(), who, repo, action)
+	err := s.policy.Authorize(r.Context(), who, repo, action)
 	if err == nil {
 		return nil
 	}
@@ -418,3 +427,8 @@ func (s *Server) budget(up *upstream) time.Duration {
 	}
 	return s.fetchTimeout
 }
+
+var (
+	_ Authenticator = (*auth.Tokens)(nil)
+	_ Authorizer    = (*auth.Policy)(nil)
+)

@@ -41,6 +41,7 @@ type env struct {
 	store *cache.Store
 	host  string
 	admin authn.Authenticator
+	auth  *auth.Service
 	// finished receives "METHOD /path" each time a request's handler returns.
 	finished chan string
 }
@@ -68,11 +69,11 @@ func newEnv(t testing.TB, opts ...func(*mirror.Config)) *env {
 		name   string
 		public bool
 	}{{"priv", false}, {"pub", true}} {
-		if _, err := as.CreateProject(ctx, p.name, p.public, "admin"); err != nil {
+		if _, err := as.Policy.CreateProject(ctx, p.name, p.public, "admin"); err != nil {
 			t.Fatal(err)
 		}
 	}
-	cfg := mirror.Config{Store: store, Auth: as, Logger: slog.New(slog.DiscardHandler)}
+	cfg := mirror.Config{Store: store, Auth: as.Tokens, Policy: as.Policy, Logger: slog.New(slog.DiscardHandler)}
 	var h http.Handler
 	for _, o := range opts {
 		o(&cfg)
@@ -90,7 +91,7 @@ func newEnv(t testing.TB, opts ...func(*mirror.Config)) *env {
 		mux.Handle("/", m)
 		h = mux
 	}
-	e := &env{dir: dir, store: store, admin: &authn.Basic{Username: "admin", Password: password}, finished: make(chan string, 100)}
+	e := &env{dir: dir, store: store, admin: &authn.Basic{Username: "admin", Password: password}, auth: as, finished: make(chan string, 100)}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		defer func() {
 			select {
@@ -502,16 +503,16 @@ func TestCrossMountNeedsReadAccess(t *testing.T) {
 // upload session (202), and the blob stays unreadable in the target, with Basic credentials and
 // with tokens alike.
 func TestCrossMountWithoutReadAccessIsAnUpload(t *testing.T) {
-	var as *auth.Service
-	e := newEnv(t, func(c *mirror.Config) { as = c.Auth.(*auth.Service) })
+	e := newEnv(t)
+	as := e.auth
 	ctx := context.Background()
-	if _, err := as.CreateProject(ctx, "team", false, "admin"); err != nil {
+	if _, err := as.Policy.CreateProject(ctx, "team", false, "admin"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := as.CreateUser(ctx, auth.User{Name: "dev"}, "Dev-password1"); err != nil {
+	if _, err := as.Identity.CreateUser(ctx, auth.User{Name: "dev"}, "Dev-password1"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := as.AddMember(ctx, "team", auth.MemberUser, "dev", auth.RoleDeveloper); err != nil {
+	if _, err := as.Policy.AddMember(ctx, "team", auth.MemberUser, "dev", auth.RoleDeveloper); err != nil {
 		t.Fatal(err)
 	}
 	blob := []byte("a private layer")
@@ -520,11 +521,11 @@ func TestCrossMountWithoutReadAccessIsAnUpload(t *testing.T) {
 		t.Fatalf("upload = %d %s", resp.StatusCode, b)
 	}
 	basic := "Basic " + base64.StdEncoding.EncodeToString([]byte("dev:Dev-password1"))
-	dev, err := as.CheckPassword(ctx, "dev", "Dev-password1")
+	dev, err := as.Identity.CheckPassword(ctx, "dev", "Dev-password1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, _, _, err := as.IssueToken(ctx, dev, "cove",
+	tok, _, _, err := as.Tokens.IssueToken(ctx, dev, "cove",
 		[]auth.Scope{{Type: "repository", Name: "team/app", Actions: []string{"pull", "push"}}, {Type: "repository", Name: "priv/src", Actions: []string{"pull"}}})
 	if err != nil {
 		t.Fatal(err)

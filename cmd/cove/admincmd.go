@@ -157,12 +157,12 @@ func offlineAccountChange(ctx context.Context, cfg Config, sub, name, password s
 	ev := auth.Event{Username: "cove admin (offline)", Operation: "update", ResourceType: "user", Resource: name, Detail: "password reset"}
 	switch {
 	case sub == "create-user":
-		_, err = svc.CreateUser(ctx, auth.User{Name: name, Email: email, Admin: makeAdmin}, password)
+		_, err = svc.Identity.CreateUser(ctx, auth.User{Name: name, Email: email, Admin: makeAdmin}, password)
 		ev.Operation, ev.Detail = "create", ""
 	case name == auth.AdminName:
-		err = svc.ResetAdminPassword(ctx, password)
+		err = svc.Identity.ResetAdminPassword(ctx, password)
 	default:
-		err = svc.SetPassword(ctx, name, password)
+		err = svc.Identity.SetPassword(ctx, name, password)
 	}
 	if err != nil {
 		return err

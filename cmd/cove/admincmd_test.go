@@ -38,7 +38,7 @@ func checkLogin(t *testing.T, data, name, password string) (auth.Principal, erro
 	if err != nil {
 		t.Fatal(err)
 	}
-	return svc.CheckPassword(context.Background(), name, password)
+	return svc.Identity.CheckPassword(context.Background(), name, password)
 }
 
 func TestAdminResetPasswordAndCreateUser(t *testing.T) {

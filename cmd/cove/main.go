@@ -298,7 +298,7 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	}
 	reg := prometheus.NewRegistry()
 	registry, err := mirror.New(mirror.Config{
-		Store: store, Auth: authSvc, Audit: audit, Logger: log,
+		Store: store, Auth: authSvc.Tokens, Policy: authSvc.Policy, Audit: audit, Logger: log,
 		Upstreams: ups, Default: cfg.Mirror.Default, TagTTL: time.Duration(cfg.Mirror.TagTTL),
 		Metrics:      mirror.NewMetrics(reg),
 		BlobRedirect: remote != nil && cfg.Storage.Blobs.S3.Redirect,
@@ -364,7 +364,7 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	mux.Handle("/v2", registry)
 	mux.Handle("/api/", withDeadline(api, smallRequestTimeout))
 	mux.Handle("/", api.Web())
-	mux.Handle(auth.TokenPath, withDeadline(http.HandlerFunc(authSvc.ServeToken), smallRequestTimeout))
+	mux.Handle(auth.TokenPath, withDeadline(http.HandlerFunc(authSvc.Tokens.ServeToken), smallRequestTimeout))
 	metricsHandler := withDeadline(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), smallRequestTimeout)
 	if metricsLn == nil {
 		mux.Handle("GET /metrics", metricsHandler)
@@ -441,7 +441,7 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	}
 	// The admin is created (and a generated password printed) only now that cove is up: a start
 	// that fails before this point leaves no admin, and the next start generates the password again.
-	_, err = authSvc.EnsureAdmin(ctx, func(password string) error {
+	_, err = authSvc.Identity.EnsureAdmin(ctx, func(password string) error {
 		_, err := fmt.Fprintf(stdout, "cove: generated the password of user %q: %s\n"+
 			"cove: it is shown only this once and stored as a hash; sign in at %s and change it, or set it offline with: cove admin reset-password %s\n",
 			auth.AdminName, password, adminURL(cfg, ln, certs.Enabled()), auth.AdminName)

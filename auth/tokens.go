@@ -2,20 +2,15 @@ package auth
 
 import (
 	"context"
-	"crypto/ecdsa"
 	"crypto/rand"
-	"crypto/sha256"
-	"crypto/x509"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
+	"log/slog"
+	"net/http"
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -57,219 +52,99 @@ const tokenLeeway = 30 * time.Second
 // refreshTTL is how long a refresh token (docker login's "identity token") lives.
 const refreshTTL = 30 * 24 * time.Hour
 
-// keystore holds the token signing key: ES256 on P-256, generated at first start and kept in a
-// file of its own under the data directory (docs/SECURITY.md 6: no default secrets). Rotation retires
-// the current key to keys/retired/<kid>.pem; a retired key keeps verifying until every token it can
-// have signed has expired (refreshTTL), then it is deleted. It is safe for concurrent use.
-type keystore struct {
-	dir string
-	now func() time.Time
-	// db, when set, holds the keys instead of dir: a fleet's shared store (sharedkeys.go).
-	db kv.DB
-
-	mu sync.RWMutex
-	// key, kid and verify are guarded by mu.
-	key    *ecdsa.PrivateKey
-	kid    string
-	verify map[string]*ecdsa.PublicKey // by kid: the current key and the retired ones still valid
-	// loaded and missed are when the shared keys were last read, and last asked for a kid
-	// unknown here; guarded by mu.
-	loaded, missed time.Time
+// Tokens is the Docker token service: it signs access and refresh tokens with the keys of its
+// keystore (keystore.go, sharedkeys.go), with the grants Policy allows of what a client asks,
+// serves /service/token (tokenhttp.go), verifies the tokens it issued, and authenticates
+// requests by them, or by what Identity says of a session or a password. It is safe for
+// concurrent use.
+type Tokens struct {
+	log       *slog.Logger
+	now       func() time.Time
+	writable  func() error // asked before a key rotation (Config.Writable)
+	publicURL string
+	service   string
+	issuer    string
+	tokenTTL  time.Duration
+	keys      *keystore
+	events    events
+	// identity checks the passwords traded for tokens and says whether a token's account is
+	// still the one it was issued to; policy decides what a token grants.
+	identity *Identity
+	policy   *Policy
 }
 
-func loadKeystore(dir string, now func() time.Time) (*keystore, error) {
-	if err := os.MkdirAll(filepath.Join(dir, "retired"), 0o700); err != nil {
-		return nil, fmt.Errorf("create key directory: %w", err)
+// newTokens returns the Tokens of cfg, with its keys in cfg.KeyDir or, with cfg.SharedKeys, in db.
+func newTokens(ctx context.Context, db kv.DB, cfg Config, identity *Identity, policy *Policy, log *slog.Logger, now func() time.Time) (ts *Tokens, err error) {
+	ts = &Tokens{
+		log: log, now: now, writable: cfg.Writable, publicURL: strings.TrimSuffix(cfg.PublicURL, "/"), service: cfg.Service,
+		tokenTTL: cfg.TokenTTL, events: events{audit: cfg.Audit, log: log}, identity: identity, policy: policy,
 	}
-	ks := &keystore{dir: dir, now: now, verify: map[string]*ecdsa.PublicKey{}}
-	path := filepath.Join(dir, "token-signing.pem")
-	key, err := readKey(path)
-	if errors.Is(err, os.ErrNotExist) {
-		key, err = newKey(path)
+	if ts.service == "" {
+		ts.service = "cove"
 	}
-	if err != nil {
-		return nil, err
+	ts.issuer = ts.service + "-token-service"
+	if ts.tokenTTL <= 0 {
+		ts.tokenTTL = 5 * time.Minute
 	}
-	ks.key, ks.kid = key, keyID(key)
-	ks.verify[ks.kid] = &key.PublicKey
-	retired, err := os.ReadDir(filepath.Join(dir, "retired"))
-	if err != nil {
-		return nil, err
-	}
-	for _, e := range retired {
-		p := filepath.Join(dir, "retired", e.Name())
-		info, err := e.Info()
-		if err != nil {
+	switch {
+	case cfg.SharedKeys:
+		if ts.keys, err = loadSharedKeystore(ctx, db, now); err != nil {
 			return nil, err
 		}
-		if now().Sub(info.ModTime()) > refreshTTL+tokenLeeway {
-			_ = os.Remove(p) // every token it signed has expired
-			continue
-		}
-		old, err := readKey(p)
-		if err != nil {
+	case cfg.KeyDir == "":
+		return nil, errors.New("auth: a key directory is required")
+	default:
+		if ts.keys, err = loadKeystore(cfg.KeyDir, now); err != nil {
 			return nil, err
 		}
-		ks.verify[keyID(old)] = &old.PublicKey
 	}
-	return ks, nil
+	return ts, nil
 }
 
-func readKey(path string) (*ecdsa.PrivateKey, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
+// Authenticate returns who r comes from: a bearer token's principal, else the admin page's
+// session or a Basic user (Identity): the zero Principal when it carries no credentials,
+// ErrBadCredentials when it carries wrong ones.
+func (ts *Tokens) Authenticate(ctx context.Context, r *http.Request) (Principal, error) {
+	if scheme, raw, ok := strings.Cut(r.Header.Get("Authorization"), " "); ok && strings.EqualFold(scheme, "Bearer") {
+		return ts.principalFromToken(ctx, strings.TrimSpace(raw))
 	}
-	block, _ := pem.Decode(b)
-	if block == nil {
-		return nil, fmt.Errorf("read %s: no PEM block", path)
-	}
-	key, err := x509.ParseECPrivateKey(block.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
-	}
-	return key, nil
+	return ts.identity.authenticate(ctx, r)
 }
 
-// newKey generates a key and writes it to path durably: a temporary file (made anew, so 0600
-// even over one a crash left), fsynced, renamed over path, then the directory fsynced. A crash
-// leaves the old file or the new one whole; a key lost after tokens were signed with it would
-// end them all.
-func newKey(path string) (*ecdsa.PrivateKey, error) {
-	pemBytes, err := newKeyPEM()
-	if err != nil {
-		return nil, err
+// Challenge returns the WWW-Authenticate value that sends a client to the token service for the
+// scopes it needs ("repository:team/app:pull,push"; none for the version check).
+func (ts *Tokens) Challenge(r *http.Request, scopes ...string) string {
+	c := fmt.Sprintf("Bearer realm=%q,service=%q", ts.Realm(r), ts.service)
+	if len(scopes) > 0 {
+		c += fmt.Sprintf(",scope=%q", strings.Join(scopes, " "))
 	}
-	key, err := parseKeyPEM(pemBytes)
-	if err != nil {
-		return nil, err
-	}
-	tmp := path + ".tmp"
-	err = func() error {
-		if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return err
-		}
-		f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if err != nil {
-			return err
-		}
-		_, err = f.Write(pemBytes)
-		if err == nil {
-			err = f.Sync()
-		}
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return err
-		}
-		if err := os.Rename(tmp, path); err != nil {
-			return err
-		}
-		d, err := os.Open(filepath.Dir(path))
-		if err != nil {
-			return err
-		}
-		defer d.Close()
-		return d.Sync()
-	}()
-	if err != nil {
-		_ = os.Remove(tmp)
-		return nil, fmt.Errorf("write token key: %w", err)
-	}
-	return key, nil
+	return c
 }
 
-func keyID(key *ecdsa.PrivateKey) string {
-	spki, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
-	sum := sha256.Sum256(spki)
-	return hex.EncodeToString(sum[:8])
+// RepositoryScope writes a repository scope for a challenge.
+func RepositoryScope(repo string, actions ...Action) string {
+	names := make([]string, len(actions))
+	for i, a := range actions {
+		names[i] = string(a)
+	}
+	return "repository:" + repo + ":" + strings.Join(names, ",")
 }
 
-// signer returns the current key and its id.
-func (ks *keystore) signer() (*ecdsa.PrivateKey, string) {
-	ks.freshen()
-	ks.mu.RLock()
-	defer ks.mu.RUnlock()
-	return ks.key, ks.kid
+// Realm is the token endpoint's absolute URL: on cove's own host and port, which clients such as
+// crane require of a loopback or private address.
+func (ts *Tokens) Realm(r *http.Request) string {
+	if ts.publicURL != "" {
+		return ts.publicURL + TokenPath
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host + TokenPath
 }
 
-// lookup returns the public key of kid, if it is cove's and still valid.
-func (ks *keystore) lookup(kid string) (*ecdsa.PublicKey, bool) {
-	ks.mu.RLock()
-	k, ok := ks.verify[kid]
-	ks.mu.RUnlock()
-	if !ok && ks.db != nil {
-		return ks.lookupShared(kid)
-	}
-	return k, ok
-}
-
-// rotate retires the current key and starts signing with a new one.
-func (ks *keystore) rotate() (string, error) {
-	ks.mu.Lock()
-	defer ks.mu.Unlock()
-	// The new key is written whole first, under a name of its own: until it replaces the current
-	// one at the end, every failure (a full disk, say) leaves the current key as it was.
-	cur := filepath.Join(ks.dir, "token-signing.pem")
-	next := cur + ".next"
-	_ = os.Remove(cur + ".tmp") // a torn temporary file a crash left: never reused
-	key, err := newKey(next)
-	if err != nil {
-		return "", err
-	}
-	retired := filepath.Join(ks.dir, "retired", ks.kid+".pem")
-	err = func() error {
-		// A second name for the current key (no data to write), then its time, which decides when
-		// it is deleted, and its directory entry are made durable.
-		if err := os.Link(cur, retired); err != nil && !errors.Is(err, os.ErrExist) {
-			return err
-		}
-		now := ks.now()
-		_ = os.Chtimes(retired, now, now)
-		for _, p := range []string{retired, filepath.Join(ks.dir, "retired")} {
-			f, err := os.Open(p)
-			if err != nil {
-				return err
-			}
-			err = f.Sync()
-			_ = f.Close()
-			if err != nil {
-				return err
-			}
-		}
-		if err := os.Rename(next, cur); err != nil {
-			return err
-		}
-		d, err := os.Open(ks.dir)
-		if err != nil {
-			return err
-		}
-		defer d.Close()
-		return d.Sync()
-	}()
-	if err != nil {
-		_ = os.Remove(next)
-		return "", fmt.Errorf("rotate the token key (the current one stays): %w", err)
-	}
-	ks.key, ks.kid = key, keyID(key)
-	ks.verify[ks.kid] = &key.PublicKey
-	return ks.kid, nil
-}
-
-// RotateTokenKey starts signing tokens with a new key. Tokens signed with the old one keep
-// verifying until they expire.
-func (s *Service) RotateTokenKey(ctx context.Context) (string, error) {
-	if s.writable != nil {
-		if err := s.writable(); err != nil {
-			return "", err // a full disk or a read-only start: nothing is touched
-		}
-	}
-	if s.keys.db != nil {
-		return s.keys.rotateShared(ctx)
-	}
-	return s.keys.rotate()
-}
+// TokenPath is where the token service answers.
+const TokenPath = "/service/token"
 
 // Scope is one scope a client asks for: "repository:team/app:pull,push", "registry:catalog:*".
 type Scope struct {
@@ -370,7 +245,7 @@ func ParseScopes(params []string) ([]Scope, error) {
 }
 
 // grant computes what p may do of what sc asks: never more than asked, never more than allowed.
-func (s *Service) grant(ctx context.Context, p Principal, sc Scope) []string {
+func (ts *Tokens) grant(ctx context.Context, p Principal, sc Scope) []string {
 	var granted []string
 	switch sc.Type {
 	case "repository":
@@ -383,7 +258,7 @@ func (s *Service) grant(ctx context.Context, p Principal, sc Scope) []string {
 				actions = []Action{ActionPull, ActionPush, ActionDelete}
 			}
 			for _, act := range actions {
-				if s.allowed(ctx, p, sc.Name, act) && !slices.Contains(granted, string(act)) {
+				if ts.policy.allowed(ctx, p, sc.Name, act) && !slices.Contains(granted, string(act)) {
 					granted = append(granted, string(act))
 				}
 			}
@@ -397,29 +272,11 @@ func (s *Service) grant(ctx context.Context, p Principal, sc Scope) []string {
 	return granted
 }
 
-// allowed decides one action on a repository name for a principal authenticated by password (or
-// none): the local project's policy when the name is in a project, else the mirror's.
-func (s *Service) allowed(ctx context.Context, p Principal, name string, action Action) bool {
-	first, _, nested := strings.Cut(name, "/")
-	if nested && !s.reserved[first] {
-		exists, err := s.ProjectExists(ctx, first)
-		if err != nil {
-			// Unknown whether the name is a private project's: nothing is granted, rather
-			// than a mirror's pull on what may be a private name.
-			return false
-		}
-		if exists {
-			return s.authorizeLocal(ctx, p, name, action) == nil
-		}
-	}
-	return s.authorizeMirror(p, action) == nil
-}
-
 // IssueToken signs an access token for p with the grants of scopes, for the given service. It
 // returns what the token grants, one entry per scope asked for (with no actions when none is).
-func (s *Service) IssueToken(ctx context.Context, p Principal, service string, scopes []Scope) (token string, issued time.Time, access []Access, err error) {
-	if service != s.service {
-		return "", time.Time{}, nil, fmt.Errorf("%w: unknown service %q (this registry is %q)", ErrInvalid, clip(service, 100), s.service)
+func (ts *Tokens) IssueToken(ctx context.Context, p Principal, service string, scopes []Scope) (token string, issued time.Time, access []Access, err error) {
+	if service != ts.service {
+		return "", time.Time{}, nil, fmt.Errorf("%w: unknown service %q (this registry is %q)", ErrInvalid, clip(service, 100), ts.service)
 	}
 	if len(scopes) > MaxScopes {
 		return "", time.Time{}, nil, ErrTooManyScopes
@@ -427,14 +284,14 @@ func (s *Service) IssueToken(ctx context.Context, p Principal, service string, s
 	// Every scope asked for has its entry, with no actions when none is granted: the registry
 	// then knows the client asked and was refused, as Distribution's tokens have it.
 	for _, sc := range scopes {
-		g := s.grant(ctx, p, sc)
+		g := ts.grant(ctx, p, sc)
 		if g == nil {
 			g = []string{}
 		}
 		access = append(access, Access{Type: sc.Type, Name: sc.Name, Actions: g, Refused: refusedOf(sc, g)})
 	}
-	issued = s.now().UTC().Truncate(time.Second)
-	token, err = s.signClaims(p.Name, s.service, issued, s.tokenTTL, access, func(c *tokenClaims) { c.UID, c.Epoch = p.uid, p.epoch })
+	issued = ts.now().UTC().Truncate(time.Second)
+	token, err = ts.signClaims(p.Name, ts.service, issued, ts.tokenTTL, access, func(c *tokenClaims) { c.UID, c.Epoch = p.uid, p.epoch })
 	if err == nil && len(token) > maxTokenBytes {
 		// Not with scopes from ParseScope; a caller of its own could make one.
 		return "", time.Time{}, nil, fmt.Errorf("%w: the token would be %d bytes, more than %d: ask for fewer scopes", ErrInvalid, len(token), maxTokenBytes)
@@ -478,26 +335,26 @@ func grantSummary(access []Access) (granted, refused string) {
 
 // IssueRefreshToken signs a long-lived token that stands for p's password at the token endpoint
 // only (OAuth2 refresh_token grant, docker login's identity token).
-func (s *Service) IssueRefreshToken(ctx context.Context, p Principal) (string, error) {
+func (ts *Tokens) IssueRefreshToken(ctx context.Context, p Principal) (string, error) {
 	if p.Anonymous() || p.Robot {
 		return "", fmt.Errorf("%w: no refresh token without a user", ErrInvalid)
 	}
 	var rec userRecord
-	if err := s.readUser(p.Name, &rec); err != nil {
+	if err := ts.identity.readUser(p.Name, &rec); err != nil {
 		return "", fmt.Errorf("%w: user %s", ErrNotFound, p.Name)
 	}
-	return s.signClaims(p.Name, s.service+"-refresh", s.now().UTC().Truncate(time.Second), refreshTTL, nil,
+	return ts.signClaims(p.Name, ts.service+"-refresh", ts.now().UTC().Truncate(time.Second), refreshTTL, nil,
 		func(c *tokenClaims) { c.Kind, c.UID, c.Epoch = "refresh", rec.ID, rec.Epoch })
 }
 
-func (s *Service) signClaims(sub, aud string, issued time.Time, ttl time.Duration, access []Access, more func(*tokenClaims)) (string, error) {
+func (ts *Tokens) signClaims(sub, aud string, issued time.Time, ttl time.Duration, access []Access, more func(*tokenClaims)) (string, error) {
 	jti := make([]byte, 16)
 	if _, err := rand.Read(jti); err != nil {
 		return "", err
 	}
 	claims := tokenClaims{
 		RegisteredClaims: jwt.RegisteredClaims{
-			Issuer: s.issuer, Subject: sub, Audience: jwt.ClaimStrings{aud},
+			Issuer: ts.issuer, Subject: sub, Audience: jwt.ClaimStrings{aud},
 			ExpiresAt: jwt.NewNumericDate(issued.Add(ttl)), NotBefore: jwt.NewNumericDate(issued),
 			IssuedAt: jwt.NewNumericDate(issued), ID: hex.EncodeToString(jti),
 		},
@@ -507,7 +364,7 @@ func (s *Service) signClaims(sub, aud string, issued time.Time, ttl time.Duratio
 	if access == nil {
 		claims.Access = []Access{}
 	}
-	key, kid := s.keys.signer()
+	key, kid := ts.keys.signer()
 	tok := jwt.NewWithClaims(jwt.SigningMethodES256, claims)
 	tok.Header["kid"] = kid
 	return tok.SignedString(key)
@@ -515,23 +372,23 @@ func (s *Service) signClaims(sub, aud string, issued time.Time, ttl time.Duratio
 
 // verify checks a token: ES256 only, a key from cove's own keystore only (never one named in the
 // token), cove's issuer, the audience given, exp and nbf with a small leeway.
-func (s *Service) verify(raw, audience, kind string) (*tokenClaims, error) {
+func (ts *Tokens) verify(raw, audience, kind string) (*tokenClaims, error) {
 	var claims tokenClaims
 	_, err := jwt.ParseWithClaims(raw, &claims, func(t *jwt.Token) (any, error) {
 		kid, _ := t.Header["kid"].(string)
-		key, ok := s.keys.lookup(kid)
+		key, ok := ts.keys.lookup(kid)
 		if !ok {
 			return nil, fmt.Errorf("unknown signing key %q", kid)
 		}
 		return key, nil
 	},
 		jwt.WithValidMethods([]string{jwt.SigningMethodES256.Alg()}),
-		jwt.WithIssuer(s.issuer),
+		jwt.WithIssuer(ts.issuer),
 		jwt.WithAudience(audience),
 		jwt.WithExpirationRequired(),
 		jwt.WithIssuedAt(),
 		jwt.WithLeeway(tokenLeeway),
-		jwt.WithTimeFunc(s.now),
+		jwt.WithTimeFunc(ts.now),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadCredentials, err)
@@ -543,8 +400,8 @@ func (s *Service) verify(raw, audience, kind string) (*tokenClaims, error) {
 }
 
 // principalFromToken verifies an access token and returns who it stands for, with its grants.
-func (s *Service) principalFromToken(ctx context.Context, raw string) (Principal, error) {
-	claims, err := s.verify(raw, s.service, "")
+func (ts *Tokens) principalFromToken(ctx context.Context, raw string) (Principal, error) {
+	claims, err := ts.verify(raw, ts.service, "")
 	if err != nil {
 		return Principal{}, err
 	}
@@ -566,14 +423,14 @@ func (s *Service) principalFromToken(ctx context.Context, raw string) (Principal
 	switch {
 	case isRobot(p.Name):
 		var rec robotRecord
-		if err := s.db.View(context.Background(), func(txn kv.Txn) error { return kv.Get(txn, []byte(keyRobot+p.Name), &rec) }); err != nil || rec.ID != claims.UID {
+		if err := ts.identity.readRobot(p.Name, &rec); err != nil || rec.ID != claims.UID {
 			return Principal{}, fmt.Errorf("%w: token subject %q is gone", ErrBadCredentials, p.Name)
 		}
 		rp := robotPrincipal(rec.Robot)
 		p.Robot, p.robotProject, p.robotActions, p.uid = true, rp.robotProject, rp.robotActions, rp.uid
 	case p.Name != "":
 		var rec userRecord
-		if err := s.readUser(p.Name, &rec); err != nil || rec.ID != claims.UID || rec.Epoch != claims.Epoch {
+		if err := ts.identity.readUser(p.Name, &rec); err != nil || rec.ID != claims.UID || rec.Epoch != claims.Epoch {
 			return Principal{}, fmt.Errorf("%w: the account of token subject %q changed or is gone", ErrBadCredentials, p.Name)
 		}
 		who := rec.principal()
@@ -583,8 +440,8 @@ func (s *Service) principalFromToken(ctx context.Context, raw string) (Principal
 }
 
 // PrincipalFromRefreshToken verifies a refresh token and returns its user.
-func (s *Service) PrincipalFromRefreshToken(ctx context.Context, raw string) (Principal, error) {
-	claims, err := s.verify(raw, s.service+"-refresh", "refresh")
+func (ts *Tokens) PrincipalFromRefreshToken(ctx context.Context, raw string) (Principal, error) {
+	claims, err := ts.verify(raw, ts.service+"-refresh", "refresh")
 	if err != nil {
 		return Principal{}, err
 	}
@@ -592,23 +449,23 @@ func (s *Service) PrincipalFromRefreshToken(ctx context.Context, raw string) (Pr
 		return Principal{}, fmt.Errorf("%w: robots log in with their secret", ErrBadCredentials)
 	}
 	var rec userRecord
-	if err := s.readUser(claims.Subject, &rec); err != nil || rec.ID != claims.UID || rec.Epoch != claims.Epoch {
+	if err := ts.identity.readUser(claims.Subject, &rec); err != nil || rec.ID != claims.UID || rec.Epoch != claims.Epoch {
 		return Principal{}, fmt.Errorf("%w: the account of this refresh token changed or is gone", ErrBadCredentials)
 	}
-	if rec.LDAP && s.ldap != nil {
-		// The directory decides again: a user removed there, or from a group, loses it here.
-		return s.ldapRefresh(ctx, rec.Name)
+	// Who the account is now: a directory user is looked up again (Identity.refresh).
+	return ts.identity.refresh(ctx, rec)
+}
+
+// RotateTokenKey starts signing tokens with a new key. Tokens signed with the old one keep
+// verifying until they expire.
+func (ts *Tokens) RotateTokenKey(ctx context.Context) (string, error) {
+	if ts.writable != nil {
+		if err := ts.writable(); err != nil {
+			return "", err // a full disk or a read-only start: nothing is touched
+		}
 	}
-	return rec.principal(), nil
-}
-
-// AskedFor reports whether a token principal's token was asked for action on the resource,
-// granted or not.
-func (p Principal) AskedFor(typ, name string, action string) bool {
-	return p.Granted(typ, name, action) || slices.Contains(p.refused[typ+":"+name], action)
-}
-
-// Granted reports whether a token principal's grants include action on the resource.
-func (p Principal) Granted(typ, name string, action string) bool {
-	return slices.Contains(p.access[typ+":"+name], action) || slices.Contains(p.access[typ+":"+name], "*")
+	if ts.keys.db != nil {
+		return ts.keys.rotateShared(ctx)
+	}
+	return ts.keys.rotate()
 }
