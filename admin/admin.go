@@ -45,6 +45,10 @@ type Config struct {
 	// Upstreams names the mirrored registries; MaxMirrored is mirror.max_size.
 	Browse Browser
 	Evict  Evictor
+	// Content changes repositories, artifacts and tags (cache.Manifests); Blobs reads image
+	// configs (cache.Store).
+	Content Content
+	Blobs   BlobReader
 	Mirror func() MirrorStatus
 	// Nodes lists the fleet's nodes (GET /api/v2.0/cluster/nodes); nil on a single node, whose
 	// list is empty.
@@ -63,6 +67,8 @@ type Server struct {
 	certs       Renewer
 	browse      Browser
 	evict       Evictor
+	content     Content
+	blobs       BlobReader
 	mirror      func() MirrorStatus
 	nodes       func(ctx context.Context) ([]Node, error)
 	upstreams   []string
@@ -90,7 +96,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Server{browse: cfg.Browse, evict: cfg.Evict, mirror: cfg.Mirror, nodes: cfg.Nodes, upstreams: cfg.Upstreams, maxMirrored: cfg.MaxMirrored,
+	s := &Server{browse: cfg.Browse, evict: cfg.Evict, content: cfg.Content, blobs: cfg.Blobs, mirror: cfg.Mirror, nodes: cfg.Nodes, upstreams: cfg.Upstreams, maxMirrored: cfg.MaxMirrored,
 		history: &history{now: cfg.Now}, certs: cfg.Certificates, auth: cfg.Auth, audit: cfg.Audit, repos: cfg.Repos, log: cfg.Logger, mux: http.NewServeMux()}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -125,7 +131,16 @@ func (s *Server) routes() []apiRoute {
 		{"PUT /api/v2.0/projects/{name}", s.handleUpdateProject, "Make a project public or private (metadata.public)"},
 		{"DELETE /api/v2.0/projects/{name}", s.handleDeleteProject, "Delete a project that holds no repositories"},
 		{"GET /api/v2.0/projects/{name}/repositories", s.handleListRepositories, "List a project's repositories"},
-		{"GET /api/v2.0/projects/{name}/repositories/{repo}/artifacts", s.handleListArtifacts, "List a repository's artifacts with tags (repo URL-encoded twice)"},
+		{"GET /api/v2.0/repositories", s.handleListAllRepositories, "List the repositories of every project the caller may see (q, sort, page, page_size)"},
+		{"GET /api/v2.0/projects/{name}/repositories/{repo}", s.handleGetRepository, "Get a repository (repo URL-encoded twice: a%252Fb)"},
+		{"PUT /api/v2.0/projects/{name}/repositories/{repo}", s.handleUpdateRepository, "Set a repository's description (developers and up)"},
+		{"DELETE /api/v2.0/projects/{name}/repositories/{repo}", s.handleDeleteRepository, "Delete a repository with its artifacts and tags (maintainers and up)"},
+		{"GET /api/v2.0/projects/{name}/repositories/{repo}/artifacts", s.handleListArtifacts, "List a repository's artifacts (with_tag, q, sort, page, page_size)"},
+		{"GET /api/v2.0/projects/{name}/repositories/{repo}/artifacts/{reference}", s.handleGetArtifact, "Get an artifact by digest or tag, with references and extra_attrs"},
+		{"DELETE /api/v2.0/projects/{name}/repositories/{repo}/artifacts/{reference}", s.handleDeleteArtifact, "Delete an artifact and its tags (maintainers and up)"},
+		{"GET /api/v2.0/projects/{name}/repositories/{repo}/artifacts/{reference}/tags", s.handleListTags, "List an artifact's tags"},
+		{"POST /api/v2.0/projects/{name}/repositories/{repo}/artifacts/{reference}/tags", s.handleAddTag, "Add a tag to an artifact (developers and up)"},
+		{"DELETE /api/v2.0/projects/{name}/repositories/{repo}/artifacts/{reference}/tags/{tag}", s.handleDeleteTag, "Delete a tag (maintainers and up)"},
 		{"GET /api/v2.0/projects/{name}/members", s.handleListMembers, "List a project's members"},
 		{"POST /api/v2.0/projects/{name}/members", s.handleAddMember, "Add a user or group as a member"},
 		{"GET /api/v2.0/projects/{name}/members/{id}", s.handleGetMember, "Get a member"},

@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"net/url"
 	"strconv"
-	"strings"
 	"time"
 
 	"cove/auth"
@@ -42,88 +40,6 @@ type UpstreamStatus struct {
 	RateLimitRemaining int64     `json:"ratelimit_remaining"`
 	LastOK             time.Time `json:"last_ok,omitzero"`
 	LastError          time.Time `json:"last_error,omitzero"`
-}
-
-// repository is a repository in Harbor's JSON shape.
-type repository struct {
-	Name          string    `json:"name"`
-	ArtifactCount int       `json:"artifact_count"`
-	UpdateTime    time.Time `json:"update_time,omitzero"`
-	PullTime      time.Time `json:"pull_time,omitzero"`
-	Size          int64     `json:"size"`
-}
-
-type tag struct {
-	Name     string    `json:"name"`
-	PushTime time.Time `json:"push_time"`
-}
-
-// artifact is an artifact in Harbor's JSON shape.
-type artifact struct {
-	Digest    string    `json:"digest"`
-	MediaType string    `json:"media_type"`
-	Size      int64     `json:"size"`
-	PushTime  time.Time `json:"push_time"`
-	PullTime  time.Time `json:"pull_time,omitzero"`
-	Tags      []tag     `json:"tags"`
-}
-
-func toRepository(r cache.RepoSummary) repository {
-	return repository{Name: r.Name, ArtifactCount: r.Artifacts, UpdateTime: r.Updated, PullTime: r.Pulled, Size: r.Size}
-}
-
-func toArtifact(a cache.Artifact) artifact {
-	out := artifact{Digest: a.Digest.String(), MediaType: a.MediaType, Size: a.ContentSize, PushTime: a.Created, PullTime: a.Pulled, Tags: []tag{}}
-	if out.Size == 0 {
-		out.Size = a.Size
-	}
-	for _, t := range a.Tags {
-		out.Tags = append(out.Tags, tag{Name: t, PushTime: a.Created})
-	}
-	return out
-}
-
-func (s *Server) handleListRepositories(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
-	p, err := s.visible(r.Context(), who, r.PathValue("name"), r.Header.Get("X-Is-Resource-Name") == "true")
-	if err != nil {
-		return err
-	}
-	sums, err := s.browse.RepositorySummaries(r.Context(), p.Name+"/")
-	if err != nil {
-		return err
-	}
-	q := r.URL.Query().Get("q")
-	out := []repository{}
-	for _, sum := range sums {
-		if q == "" || strings.Contains(sum.Name, strings.TrimPrefix(q, "name=~")) {
-			out = append(out, toRepository(sum))
-		}
-	}
-	w.Header().Set("X-Total-Count", strconv.Itoa(len(out)))
-	return writeJSON(w, http.StatusOK, out)
-}
-
-// handleListArtifacts lists a repository's artifacts. The repository name is URL-encoded twice
-// in the path, as Harbor has it ("a%252Fb" for "a/b").
-func (s *Server) handleListArtifacts(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
-	p, err := s.visible(r.Context(), who, r.PathValue("name"), r.Header.Get("X-Is-Resource-Name") == "true")
-	if err != nil {
-		return err
-	}
-	repo, err := url.PathUnescape(r.PathValue("repo"))
-	if err != nil {
-		return &apiError{Status: http.StatusBadRequest, Code: "BAD_REQUEST", Message: "bad repository name"}
-	}
-	arts, err := s.browse.Artifacts(r.Context(), p.Name+"/"+repo)
-	if err != nil {
-		return err
-	}
-	out := []artifact{}
-	for _, a := range arts {
-		out = append(out, toArtifact(a))
-	}
-	w.Header().Set("X-Total-Count", strconv.Itoa(len(out)))
-	return writeJSON(w, http.StatusOK, out)
 }
 
 // mirrorStatus is the dashboard's data: the mirror's counters and the cache's size.
@@ -171,7 +87,7 @@ func (s *Server) mirrorRepositories(ctx context.Context) ([]mirrorRepository, er
 			return nil, err
 		}
 		for _, sum := range sums {
-			mr := mirrorRepository{repository: toRepository(sum), Upstream: up, Tags: []string{}}
+			mr := mirrorRepository{repository: toRepository(0, sum), Upstream: up, Tags: []string{}}
 			arts, err := s.browse.Artifacts(ctx, sum.Name)
 			if err != nil {
 				return nil, err

@@ -371,6 +371,12 @@ func (w *webPages) canCreateProject(r *http.Request, who auth.Principal) bool {
 
 // canManage mirrors the handlers that delete a project and change its members, robots and
 // visibility: the project's admins and system admins.
+// canDelete reports whether who may delete repositories, artifacts and tags of project
+// (maintainers and up).
+func (w *webPages) canDelete(r *http.Request, who auth.Principal, project string) bool {
+	return w.s.auth.Policy.AuthorizeProject(r.Context(), who, project, auth.ActionDelete) == nil
+}
+
 func (w *webPages) canManage(r *http.Request, who auth.Principal, project string) bool {
 	return w.s.auth.Policy.AuthorizeProject(r.Context(), who, project, auth.ActionManageMembers) == nil
 }
@@ -399,6 +405,19 @@ type repoView struct {
 	Short string
 }
 
+// artifactView is an artifact on the repository page, with its platforms.
+type artifactView struct {
+	artifact
+	Platforms []string
+}
+
+func ifNotEmpty(prefix, s string) string {
+	if s == "" {
+		return ""
+	}
+	return prefix + s
+}
+
 func (w *webPages) handleProject(rw http.ResponseWriter, r *http.Request, who auth.Principal) {
 	name := r.PathValue("name")
 	var p project
@@ -410,12 +429,13 @@ func (w *webPages) handleProject(rw http.ResponseWriter, r *http.Request, who au
 		Name    string
 		Public  bool
 		Manage  bool
+		Delete  bool
 		Repos   []repoView
 		Members []member
 		Robots  []robot
 	}{Name: p.Name, Public: p.Metadata["public"] == "true"}
 	var repos []repository
-	if err := w.api(r, "/api/v2.0/projects/"+url.PathEscape(name)+"/repositories", &repos); err != nil {
+	if err := w.api(r, "/api/v2.0/projects/"+url.PathEscape(name)+"/repositories?page_size=100", &repos); err != nil {
 		w.failed(rw, r, who, err)
 		return
 	}
@@ -424,6 +444,7 @@ func (w *webPages) handleProject(rw http.ResponseWriter, r *http.Request, who au
 	}
 	_ = w.api(r, "/api/v2.0/projects/"+url.PathEscape(name)+"/members", &data.Members) // members only
 	data.Manage = w.canManage(r, who, p.Name)
+	data.Delete = w.canDelete(r, who, p.Name)
 	if data.Manage {
 		_ = w.api(r, "/api/v2.0/robots?project="+url.QueryEscape(p.Name), &data.Robots)
 	}
@@ -432,16 +453,36 @@ func (w *webPages) handleProject(rw http.ResponseWriter, r *http.Request, who au
 
 func (w *webPages) handleRepository(rw http.ResponseWriter, r *http.Request, who auth.Principal) {
 	name, repo := r.PathValue("name"), r.PathValue("repo")
+	base := "/api/v2.0/projects/" + url.PathEscape(name) + "/repositories/" + url.PathEscape(repo) + "/artifacts"
 	var arts []artifact
-	if err := w.api(r, "/api/v2.0/projects/"+url.PathEscape(name)+"/repositories/"+url.PathEscape(repo)+"/artifacts", &arts); err != nil {
+	if err := w.api(r, base+"?page_size=100&sort=-push_time", &arts); err != nil {
 		w.failed(rw, r, who, err)
 		return
 	}
+	// The platforms of an index are its references'; each artifact's detail has them.
+	views := make([]artifactView, 0, len(arts))
+	for _, a := range arts {
+		v := artifactView{artifact: a}
+		var full artifact
+		if err := w.api(r, base+"/"+url.PathEscape(a.Digest)+"?with_tag=false", &full); err == nil {
+			for _, ref := range full.References {
+				if ref.Platform != nil {
+					v.Platforms = append(v.Platforms, ref.Platform.OS+"/"+ref.Platform.Architecture+ifNotEmpty("/", ref.Platform.Variant))
+				}
+			}
+			if os, _ := full.ExtraAttrs["os"].(string); os != "" {
+				arch, _ := full.ExtraAttrs["architecture"].(string)
+				v.Platforms = append(v.Platforms, os+"/"+arch)
+			}
+		}
+		views = append(views, v)
+	}
 	short, _ := url.PathUnescape(repo)
 	w.render(rw, r, who, "repository", "repo.title", struct {
-		Host, Repo string
-		Artifacts  []artifact
-	}{r.Host, name + "/" + short, arts}, name+"/"+short)
+		Host, Repo, API string
+		Delete          bool
+		Artifacts       []artifactView
+	}{r.Host, name + "/" + short, base, w.canDelete(r, who, name), views}, name+"/"+short)
 }
 
 func (w *webPages) handleMirror(rw http.ResponseWriter, r *http.Request, who auth.Principal) {

@@ -18,6 +18,7 @@ import (
 // RepoSummary describes a repository.
 type RepoSummary struct {
 	Name      string
+	RepoInfo
 	Artifacts int
 	Updated   time.Time // the newest manifest's push time
 	Pulled    time.Time // the last pull of any of its manifests
@@ -84,6 +85,12 @@ func (ms *Manifests) RepositorySummaries(ctx context.Context, prefix string) ([]
 			return nil, err
 		}
 		sum := RepoSummary{Name: n, Artifacts: len(arts)}
+		if err := ms.db.View(ms.st.ctx, func(txn kv.Txn) error {
+			sum.RepoInfo, err = getRepoInfo(txn, n)
+			return err
+		}); err != nil {
+			return nil, err
+		}
 		for _, a := range arts {
 			sum.Size += a.ContentSize
 			if a.Created.After(sum.Updated) {

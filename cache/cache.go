@@ -29,6 +29,8 @@ var (
 	ErrBlobUnknown = errors.New("blob unknown to repository")
 	// ErrManifestUnknown means no manifest with that tag or digest exists in the repository.
 	ErrManifestUnknown = errors.New("manifest unknown")
+	// ErrTagExists means a tag to add already names a manifest of the repository.
+	ErrTagExists = errors.New("the tag exists")
 	// ErrNameUnknown means the repository has no content at all.
 	ErrNameUnknown = errors.New("repository name not known to registry")
 	// ErrUploadUnknown means there is no upload session with that id for the repository.

@@ -32,8 +32,10 @@ type Evictor struct {
 	evicted atomic.Int64 // blobs evicted since start
 
 	mu sync.Mutex
-	// accessed holds reads not yet written to the index, guarded by mu.
+	// accessed holds reads not yet written to the index, pulls the manifest pulls per repository
+	// not yet counted there; both guarded by mu.
 	accessed map[digest.Digest]time.Time
+	pulls    map[string]int64
 
 	// afterMark, in tests, runs between garbage collection's mark and its deletes.
 	afterMark func()
@@ -41,6 +43,16 @@ type Evictor struct {
 
 // Stats reports the bytes of evictable mirrored content and how many blobs were evicted.
 func (e *Evictor) Stats() (bytes, evicted int64) { return e.st.mirrored.Load(), e.evicted.Load() }
+
+// pulled counts a pull of a manifest of repo; flushAccess writes it later.
+func (e *Evictor) pulled(repo string) {
+	e.mu.Lock()
+	if e.pulls == nil {
+		e.pulls = map[string]int64{}
+	}
+	e.pulls[repo]++
+	e.mu.Unlock()
+}
 
 // touch records a read of dgst; flushAccess writes it later.
 func (e *Evictor) touch(dgst digest.Digest) {
@@ -70,13 +82,16 @@ func (e *Evictor) flushLoop() {
 // flushAccess writes the access times recorded since the last flush, in one transaction.
 func (e *Evictor) flushAccess() error {
 	e.mu.Lock()
-	batch := e.accessed
-	e.accessed = map[digest.Digest]time.Time{}
+	batch, pulls := e.accessed, e.pulls
+	e.accessed, e.pulls = map[digest.Digest]time.Time{}, nil
 	e.mu.Unlock()
-	if len(batch) == 0 {
+	if len(batch) == 0 && len(pulls) == 0 {
 		return nil
 	}
 	return e.st.update(func(ct *commitTxn) error {
+		if err := addPulls(ct.Txn, pulls); err != nil {
+			return err
+		}
 		for dgst, at := range batch {
 			rec, err := getBlobRecord(ct.Txn, dgst)
 			if errors.Is(err, ErrBlobUnknown) {

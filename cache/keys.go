@@ -17,6 +17,7 @@ const (
 	prefixReferrer = "referrer/" // referrer/<repo>\x00<subject>\x00<digest> → empty
 	prefixChecked  = "checked/"  // checked/<repo>\x00<tag> → when the upstream last confirmed the tag
 	prefixEvicting = "evicting/" // evicting/<digest> → empty: the record is gone, the file may remain
+	prefixRepoInfo = "repoinfo/" // repoinfo/<repo> → RepoInfo: description, pulls
 	sep            = "\x00"
 )
 

@@ -146,6 +146,9 @@ func (ms *Manifests) put(ctx context.Context, repo string, m Manifest, body []by
 				}
 			}
 		}
+		if err := ensureRepoInfo(txn, repo, m.Created); err != nil {
+			return err
+		}
 		return txn.Set(repoKey(repo), nil)
 	})
 	if err != nil {
@@ -219,6 +222,7 @@ func (ms *Manifests) Get(ctx context.Context, repo, ref string) (Manifest, []byt
 		return Manifest{}, nil, fmt.Errorf("manifest %s: file holds %d bytes, record says %d", m.Digest, buf.Len(), m.Size)
 	}
 	ms.ev.touch(m.Digest) // the last pull time, written in batches
+	ms.ev.pulled(repo)
 	return m, buf.Bytes(), nil
 }
 

@@ -670,6 +670,9 @@ func dropRepoIfEmpty(txn kv.Txn, repo string) error {
 			return nil
 		}
 	}
+	if err := txn.Delete([]byte(prefixRepoInfo + repo)); err != nil {
+		return err
+	}
 	return txn.Delete(repoKey(repo))
 }
 

@@ -84,6 +84,25 @@ test("sign in, manage a project, see pushed tags, switch language, filter the au
   assert.match(await page.textContent("#artifacts code.pull"), new RegExp(`docker pull ${host}/webteam/app:v1`));
   await shot("04-repository");
 
+  // Delete a tag from the repository page (the artifact stays), then a repository from the
+  // project page.
+  for (const ref of ["webteam/app:v2", "webteam/tmp:v1"]) {
+    execFileSync("skopeo", ["copy", "--dest-tls-verify=false", "--dest-creds", `admin:${password}`,
+      `oci:${process.env.COVE_LAYOUT}:v1`, `docker://${host}/${ref}`], { stdio: "inherit" });
+  }
+  await page.goto(base + "/projects/webteam/repositories/app");
+  await page.waitForSelector("#artifacts .tag >> text=v2");
+  assert.match(await page.textContent("#artifacts"), /docker pull [^ ]+\/webteam\/app@sha256:/, "no pull command by digest");
+  await Promise.all([page.waitForEvent("load"), page.click("#artifacts .tag:has-text('v2') button.delete-tag")]);
+  await page.waitForSelector("#artifacts .tag >> text=v1");
+  assert.equal(await page.locator("#artifacts .tag:has-text('v2')").count(), 0, "the deleted tag is still shown");
+  await page.goto(base + "/projects/webteam");
+  await page.waitForSelector("#repositories >> text=webteam/tmp");
+  await Promise.all([page.waitForEvent("load"), page.click("#repositories tr:has-text('webteam/tmp') button.delete-repo")]);
+  await page.waitForSelector("#repositories >> text=webteam/app");
+  assert.equal(await page.locator("#repositories >> text=webteam/tmp").count(), 0, "the deleted repository is still listed");
+  await shot("04b-repository-deleted");
+
   // Switch to Chinese: the choice persists across pages.
   await page.click("#lang-zh");
   await page.waitForSelector("#nav-projects >> text=项目");

@@ -146,7 +146,9 @@ document.addEventListener("DOMContentLoaded", () => {
   for (const btn of document.querySelectorAll("button[data-method]")) bindAction(btn);
   for (const btn of document.querySelectorAll("button.copy")) {
     btn.addEventListener("click", async () => {
-      const el = btn.dataset.copy ? document.getElementById(btn.dataset.copy) : btn.parentElement.querySelector("code.pull");
+      const prev = btn.previousElementSibling; // the command just before the button
+      const el = btn.dataset.copy ? document.getElementById(btn.dataset.copy)
+        : prev && prev.matches("code.pull") ? prev : btn.parentElement.querySelector("code.pull");
       if (await copyText(el) && btn.dataset.copied) btn.textContent = btn.dataset.copied;
     });
   }

@@ -1,0 +1,619 @@
+package admin
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"net/http"
+	"net/url"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"cove/auth"
+	"cove/cache"
+)
+
+// Repositories, artifacts and tags in Harbor's shapes (HARBOR-API §1). A repository's path
+// element {repo} is its name without the project, URL-encoded twice ("a%252Fb" for "a/b").
+
+// Content is what the API changes of the store's repositories; cache.Manifests implements it.
+type Content interface {
+	Artifact(ctx context.Context, repo, ref string) (cache.Artifact, error)
+	Get(ctx context.Context, repo, ref string) (cache.Manifest, []byte, error)
+	SetDescription(ctx context.Context, repo, description string) error
+	DeleteRepository(ctx context.Context, repo string) error
+	Delete(ctx context.Context, repo string, dgst digest.Digest) error
+	AddTag(ctx context.Context, repo, ref, tag string) error
+	DeleteTag(ctx context.Context, repo, tag string) error
+}
+
+// BlobReader reads small blobs, the configs of images; cache.Store implements it.
+type BlobReader interface {
+	ReadBlob(ctx context.Context, repo string, dgst digest.Digest, max int64) ([]byte, error)
+}
+
+// repository is a repository in Harbor's JSON shape.
+type repository struct {
+	ID            int64     `json:"id"`
+	ProjectID     int64     `json:"project_id"`
+	Name          string    `json:"name"`
+	Description   string    `json:"description"`
+	ArtifactCount int       `json:"artifact_count"`
+	PullCount     int64     `json:"pull_count"`
+	CreationTime  time.Time `json:"creation_time,omitzero"`
+	UpdateTime    time.Time `json:"update_time,omitzero"`
+	// PullTime and Size are cove's own: the last pull and the artifacts' sizes.
+	PullTime time.Time `json:"pull_time,omitzero"`
+	Size     int64     `json:"size"`
+}
+
+type tag struct {
+	ID           int64     `json:"id"`
+	RepositoryID int64     `json:"repository_id"`
+	ArtifactID   int64     `json:"artifact_id"`
+	Name         string    `json:"name"`
+	PushTime     time.Time `json:"push_time"`
+	PullTime     time.Time `json:"pull_time,omitzero"`
+	Immutable    bool      `json:"immutable"`
+}
+
+// artifact is an artifact in Harbor's JSON shape.
+type artifact struct {
+	ID                int64             `json:"id"`
+	Type              string            `json:"type"`
+	MediaType         string            `json:"media_type"`
+	ManifestMediaType string            `json:"manifest_media_type"`
+	ProjectID         int64             `json:"project_id"`
+	RepositoryID      int64             `json:"repository_id"`
+	Digest            string            `json:"digest"`
+	Size              int64             `json:"size"`
+	PushTime          time.Time         `json:"push_time"`
+	PullTime          time.Time         `json:"pull_time,omitzero"`
+	ExtraAttrs        map[string]any    `json:"extra_attrs,omitempty"`
+	Annotations       map[string]string `json:"annotations,omitempty"`
+	References        []reference       `json:"references,omitempty"`
+	Tags              []tag             `json:"tags"`
+}
+
+// reference is a child of an index, with its platform.
+type reference struct {
+	ParentID    int64     `json:"parent_id"`
+	ChildID     int64     `json:"child_id"`
+	ChildDigest string    `json:"child_digest"`
+	Platform    *platform `json:"platform,omitempty"`
+}
+
+type platform struct {
+	Architecture string   `json:"architecture"`
+	OS           string   `json:"os"`
+	OSVersion    string   `json:"os.version,omitempty"`
+	OSFeatures   []string `json:"os.features,omitempty"`
+	Variant      string   `json:"variant,omitempty"`
+}
+
+// stableID is the id the API shows for a repository or an artifact: cove keeps none, so it is a
+// hash of the name (53 bits, exact in JSON numbers), the same on every node and across restarts.
+func stableID(name string) int64 {
+	h := fnv.New64a()
+	h.Write([]byte(name))
+	return int64(h.Sum64() >> 11)
+}
+
+func toRepository(projectID int64, r cache.RepoSummary) repository {
+	return repository{ID: stableID(r.Name), ProjectID: projectID, Name: r.Name, Description: r.Description,
+		ArtifactCount: r.Artifacts, PullCount: r.Pulls, CreationTime: r.Created, UpdateTime: r.Updated,
+		PullTime: r.Pulled, Size: r.Size}
+}
+
+func toArtifact(projectID int64, repo string, a cache.Artifact, withTags bool) artifact {
+	id := stableID(repo + "@" + a.Digest.String())
+	out := artifact{ID: id, Type: artifactType(a.Manifest), MediaType: a.MediaType, ManifestMediaType: a.MediaType,
+		ProjectID: projectID, RepositoryID: stableID(repo), Digest: a.Digest.String(), Size: a.ContentSize,
+		PushTime: a.Created, PullTime: a.Pulled, Annotations: a.Annotations, Tags: []tag{}}
+	if out.Size == 0 {
+		out.Size = a.Size
+	}
+	if a.ArtifactType != "" {
+		out.MediaType = a.ArtifactType // Harbor's media_type is the config's, or the artifact type
+	}
+	if withTags {
+		for _, t := range a.Tags {
+			out.Tags = append(out.Tags, tag{ID: stableID(repo + ":" + t), RepositoryID: out.RepositoryID, ArtifactID: id,
+				Name: t, PushTime: a.Created, PullTime: a.Pulled})
+		}
+	}
+	return out
+}
+
+// artifactType is Harbor's type of an artifact: IMAGE for images and their indexes, UNKNOWN for
+// other artifacts (signatures, SBOMs, charts pushed as OCI artifacts).
+func artifactType(m cache.Manifest) string {
+	switch m.ArtifactType {
+	case "", ocispec.MediaTypeImageConfig, "application/vnd.docker.container.image.v1+json":
+	default:
+		return "UNKNOWN"
+	}
+	switch m.MediaType {
+	case ocispec.MediaTypeImageManifest, ocispec.MediaTypeImageIndex,
+		"application/vnd.docker.distribution.manifest.v2+json", "application/vnd.docker.distribution.manifest.list.v2+json":
+		return "IMAGE"
+	}
+	return "UNKNOWN"
+}
+
+// repoPath is the project and repository a request names, once who may do action there.
+func (s *Server) repoPath(r *http.Request, who auth.Principal, action auth.Action) (auth.Project, string, error) {
+	p, err := s.visible(r.Context(), who, r.PathValue("name"), r.Header.Get("X-Is-Resource-Name") == "true")
+	if err != nil {
+		return p, "", err
+	}
+	rest, err := url.PathUnescape(r.PathValue("repo"))
+	if err != nil || rest == "" {
+		return p, "", &apiError{Status: http.StatusBadRequest, Code: "BAD_REQUEST", Message: "bad repository name: encode it twice (a%252Fb for a/b)"}
+	}
+	if action != auth.ActionPull {
+		if err := s.auth.Policy.AuthorizeProject(r.Context(), who, p.Name, action); err != nil {
+			return p, "", err
+		}
+	}
+	return p, p.Name + "/" + rest, nil
+}
+
+func (s *Server) repository(ctx context.Context, p auth.Project, repo string) (repository, error) {
+	sums, err := s.browse.RepositorySummaries(ctx, repo)
+	if err != nil {
+		return repository{}, err
+	}
+	for _, sum := range sums {
+		if sum.Name == repo {
+			return toRepository(p.ID, sum), nil
+		}
+	}
+	return repository{}, notFound("repository %s not found", repo)
+}
+
+func notFound(format string, a ...any) error {
+	return &apiError{Status: http.StatusNotFound, Code: "NOT_FOUND", Message: fmt.Sprintf(format, a...)}
+}
+
+// storeError names what was not found in a 404 of the store.
+func storeError(err error, repo, ref string) error {
+	switch {
+	case errors.Is(err, cache.ErrNameUnknown):
+		return notFound("repository %s not found", repo)
+	case errors.Is(err, cache.ErrManifestUnknown):
+		return notFound("artifact %s not found in %s", ref, repo)
+	case errors.Is(err, cache.ErrTagExists):
+		return &apiError{Status: http.StatusConflict, Code: "CONFLICT", Message: err.Error() + " already"}
+	}
+	return err
+}
+
+func (s *Server) handleListRepositories(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
+	p, err := s.visible(r.Context(), who, r.PathValue("name"), r.Header.Get("X-Is-Resource-Name") == "true")
+	if err != nil {
+		return err
+	}
+	sums, err := s.browse.RepositorySummaries(r.Context(), p.Name+"/")
+	if err != nil {
+		return err
+	}
+	out := []repository{}
+	for _, sum := range sums {
+		out = append(out, toRepository(p.ID, sum))
+	}
+	return s.writeRepositories(w, r, out)
+}
+
+// handleListAllRepositories lists the repositories of every project the caller may see.
+func (s *Server) handleListAllRepositories(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
+	projects, err := s.auth.Policy.Projects(r.Context(), who, func(auth.Project) bool { return true })
+	if err != nil {
+		return err
+	}
+	out := []repository{}
+	for _, p := range projects {
+		sums, err := s.browse.RepositorySummaries(r.Context(), p.Name+"/")
+		if err != nil {
+			return err
+		}
+		for _, sum := range sums {
+			out = append(out, toRepository(p.ID, sum))
+		}
+	}
+	return s.writeRepositories(w, r, out)
+}
+
+// writeRepositories filters (q=name=~x or name=x), sorts (sort=name, -update_time, …) and pages a
+// list of repositories.
+func (s *Server) writeRepositories(w http.ResponseWriter, r *http.Request, all []repository) error {
+	q := r.URL.Query()
+	filter, err := parseListQuery(q.Get("q"))
+	if err != nil {
+		return err
+	}
+	var out []repository
+	for _, repo := range all {
+		if filter.match("name", repo.Name) {
+			out = append(out, repo)
+		}
+	}
+	by := map[string]func(a, b repository) int{
+		"name":          func(a, b repository) int { return cmp.Compare(a.Name, b.Name) },
+		"creation_time": func(a, b repository) int { return a.CreationTime.Compare(b.CreationTime) },
+		"update_time":   func(a, b repository) int { return a.UpdateTime.Compare(b.UpdateTime) },
+		"pull_count":    func(a, b repository) int { return cmp.Compare(a.PullCount, b.PullCount) },
+		"artifact_count": func(a, b repository) int {
+			return cmp.Compare(a.ArtifactCount, b.ArtifactCount)
+		},
+	}
+	if err := sortBy(out, q.Get("sort"), by); err != nil {
+		return err
+	}
+	return writePage(w, r, out)
+}
+
+func (s *Server) handleGetRepository(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
+	p, repo, err := s.repoPath(r, who, auth.ActionPull)
+	if err != nil {
+		return err
+	}
+	out, err := s.repository(r.Context(), p, repo)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, out)
+}
+
+// handleUpdateRepository sets a repository's description, the one field Harbor lets one change.
+func (s *Server) handleUpdateRepository(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
+	_, repo, err := s.repoPath(r, who, auth.ActionPush)
+	if err != nil {
+		return err
+	}
+	var req struct {
+		Description string `json:"description"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	if len(req.Description) > 1024 {
+		return &apiError{Status: http.StatusBadRequest, Code: "BAD_REQUEST", Message: "the description is longer than 1024 bytes"}
+	}
+	if err := s.content.SetDescription(r.Context(), repo, req.Description); err != nil {
+		return storeError(err, repo, "")
+	}
+	s.record(r, who, "update", "repository", repo, "description")
+	w.WriteHeader(http.StatusOK)
+	return nil
+}
+
+// handleDeleteRepository deletes a repository with every artifact and tag in it (maintainers and
+// up, as Harbor); its blobs go at the next garbage collection.
+func (s *Server) handleDeleteRepository(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
+	_, repo, err := s.repoPath(r, who, auth.ActionDelete)
+	if err != nil {
+		return err
+	}
+	if err := s.content.DeleteRepository(r.Context(), repo); err != nil {
+		return storeError(err, repo, "")
+	}
+	s.record(r, who, "delete", "repository", repo, "")
+	w.WriteHeader(http.StatusOK)
+	return nil
+}
+
+// handleListArtifacts lists a repository's artifacts: with_tag (default true), q (tags=*,
+// tags=nil, digest=..., media_type=...), sort (push_time, -push_time, ...), page and page_size.
+func (s *Server) handleListArtifacts(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
+	p, repo, err := s.repoPath(r, who, auth.ActionPull)
+	if err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	filter, err := parseListQuery(q.Get("q"))
+	if err != nil {
+		return err
+	}
+	arts, err := s.browse.Artifacts(r.Context(), repo)
+	if err != nil {
+		return err
+	}
+	withTag := q.Get("with_tag") != "false"
+	out := []artifact{}
+	for _, a := range arts {
+		if !filter.match("digest", a.Digest.String()) || !filter.match("media_type", a.MediaType) || !filter.matchTags(a.Tags) {
+			continue
+		}
+		out = append(out, toArtifact(p.ID, repo, a, withTag))
+	}
+	by := map[string]func(a, b artifact) int{
+		"push_time": func(a, b artifact) int { return a.PushTime.Compare(b.PushTime) },
+		"pull_time": func(a, b artifact) int { return a.PullTime.Compare(b.PullTime) },
+		"size":      func(a, b artifact) int { return cmp.Compare(a.Size, b.Size) },
+		"digest":    func(a, b artifact) int { return cmp.Compare(a.Digest, b.Digest) },
+	}
+	if err := sortBy(out, q.Get("sort"), by); err != nil {
+		return err
+	}
+	return writePage(w, r, out)
+}
+
+// maxConfig bounds the image config the API reads for extra_attrs.
+const maxConfig = 1 << 20
+
+// handleGetArtifact returns one artifact by digest or tag, with its references (an index's
+// children and their platforms) and extra_attrs (an image config's os, architecture, created,
+// author and config).
+func (s *Server) handleGetArtifact(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
+	p, repo, err := s.repoPath(r, who, auth.ActionPull)
+	if err != nil {
+		return err
+	}
+	ref := r.PathValue("reference")
+	a, err := s.content.Artifact(r.Context(), repo, ref)
+	if err != nil {
+		return storeError(err, repo, ref)
+	}
+	out := toArtifact(p.ID, repo, a, r.URL.Query().Get("with_tag") != "false")
+	_, body, err := s.content.Get(r.Context(), repo, a.Digest.String())
+	if err != nil {
+		return storeError(err, repo, ref)
+	}
+	var m struct {
+		Config    ocispec.Descriptor   `json:"config"`
+		Manifests []ocispec.Descriptor `json:"manifests"`
+	}
+	if json.Unmarshal(body, &m) == nil {
+		for _, c := range m.Manifests {
+			ref := reference{ParentID: out.ID, ChildID: stableID(repo + "@" + c.Digest.String()), ChildDigest: c.Digest.String()}
+			if c.Platform != nil {
+				ref.Platform = &platform{Architecture: c.Platform.Architecture, OS: c.Platform.OS, OSVersion: c.Platform.OSVersion,
+					OSFeatures: c.Platform.OSFeatures, Variant: c.Platform.Variant}
+			}
+			out.References = append(out.References, ref)
+		}
+		if m.Config.Digest != "" && s.blobs != nil {
+			if cfg, err := s.blobs.ReadBlob(r.Context(), repo, m.Config.Digest, maxConfig); err == nil {
+				out.ExtraAttrs = extraAttrs(cfg)
+			}
+		}
+	}
+	return writeJSON(w, http.StatusOK, out)
+}
+
+// extraAttrs is what Harbor shows of an image's config; nil for a config that is not an image's.
+func extraAttrs(cfg []byte) map[string]any {
+	var c struct {
+		Architecture string          `json:"architecture"`
+		OS           string          `json:"os"`
+		Created      *time.Time      `json:"created"`
+		Author       string          `json:"author"`
+		Config       json.RawMessage `json:"config"`
+	}
+	if json.Unmarshal(cfg, &c) != nil || (c.OS == "" && c.Architecture == "") {
+		return nil
+	}
+	out := map[string]any{"architecture": c.Architecture, "os": c.OS, "author": c.Author}
+	if c.Created != nil && !c.Created.IsZero() {
+		out["created"] = c.Created
+	}
+	if len(c.Config) > 0 {
+		out["config"] = c.Config
+	}
+	return out
+}
+
+// handleDeleteArtifact deletes an artifact, by digest or by one of its tags, with all its tags
+// (maintainers and up, as Harbor).
+func (s *Server) handleDeleteArtifact(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
+	_, repo, err := s.repoPath(r, who, auth.ActionDelete)
+	if err != nil {
+		return err
+	}
+	ref := r.PathValue("reference")
+	a, err := s.content.Artifact(r.Context(), repo, ref)
+	if err != nil {
+		return storeError(err, repo, ref)
+	}
+	if err := s.content.Delete(r.Context(), repo, a.Digest); err != nil {
+		return storeError(err, repo, ref)
+	}
+	s.record(r, who, "delete", "artifact", repo+"@"+a.Digest.String(), strings.Join(a.Tags, ","))
+	w.WriteHeader(http.StatusOK)
+	return nil
+}
+
+func (s *Server) handleListTags(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
+	p, repo, err := s.repoPath(r, who, auth.ActionPull)
+	if err != nil {
+		return err
+	}
+	ref := r.PathValue("reference")
+	a, err := s.content.Artifact(r.Context(), repo, ref)
+	if err != nil {
+		return storeError(err, repo, ref)
+	}
+	tags := toArtifact(p.ID, repo, a, true).Tags
+	filter, err := parseListQuery(r.URL.Query().Get("q"))
+	if err != nil {
+		return err
+	}
+	out := []tag{}
+	for _, t := range tags {
+		if filter.match("name", t.Name) {
+			out = append(out, t)
+		}
+	}
+	by := map[string]func(a, b tag) int{
+		"name":      func(a, b tag) int { return cmp.Compare(a.Name, b.Name) },
+		"push_time": func(a, b tag) int { return a.PushTime.Compare(b.PushTime) },
+	}
+	if err := sortBy(out, r.URL.Query().Get("sort"), by); err != nil {
+		return err
+	}
+	return writePage(w, r, out)
+}
+
+// tagName is the grammar of a tag (OCI distribution spec).
+var tagName = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
+
+// handleAddTag adds a tag to an artifact (developers and up); a tag that exists is a conflict.
+func (s *Server) handleAddTag(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
+	_, repo, err := s.repoPath(r, who, auth.ActionPush)
+	if err != nil {
+		return err
+	}
+	var req struct {
+		Name string `json:"name"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	if !tagName.MatchString(req.Name) {
+		return &apiError{Status: http.StatusBadRequest, Code: "BAD_REQUEST", Message: fmt.Sprintf("%q is not a tag: letters, digits, _ . - up to 128, not starting with . or -", req.Name)}
+	}
+	ref := r.PathValue("reference")
+	if err := s.content.AddTag(r.Context(), repo, ref, req.Name); err != nil {
+		return storeError(err, repo, ref)
+	}
+	s.record(r, who, "create", "tag", repo+":"+req.Name, ref)
+	w.Header().Set("Location", r.URL.Path+"/"+req.Name)
+	w.WriteHeader(http.StatusCreated)
+	return nil
+}
+
+// handleDeleteTag removes a tag of an artifact (maintainers and up); the artifact stays.
+func (s *Server) handleDeleteTag(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
+	_, repo, err := s.repoPath(r, who, auth.ActionDelete)
+	if err != nil {
+		return err
+	}
+	ref, name := r.PathValue("reference"), r.PathValue("tag")
+	a, err := s.content.Artifact(r.Context(), repo, ref)
+	if err != nil {
+		return storeError(err, repo, ref)
+	}
+	if !slices.Contains(a.Tags, name) {
+		return notFound("tag %s not found on %s@%s", name, repo, a.Digest)
+	}
+	if err := s.content.DeleteTag(r.Context(), repo, name); err != nil {
+		return storeError(err, repo, ref)
+	}
+	s.record(r, who, "delete", "tag", repo+":"+name, a.Digest.String())
+	w.WriteHeader(http.StatusOK)
+	return nil
+}
+
+// query is Harbor's q: k=v (exact), k=~v (fuzzy), comma-separated, all of which must match.
+type query map[string]string
+
+func parseListQuery(q string) (query, error) {
+	out := query{}
+	if q == "" {
+		return out, nil
+	}
+	for _, part := range splitQuery(q) {
+		k, v, ok := strings.Cut(part, "=")
+		if !ok || k == "" {
+			return nil, &apiError{Status: http.StatusBadRequest, Code: "BAD_REQUEST", Message: fmt.Sprintf("bad query %q: want k=v or k=~v, comma-separated", q)}
+		}
+		out[strings.TrimSpace(k)] = strings.Trim(strings.TrimSpace(v), `'"`)
+	}
+	return out, nil
+}
+
+// match reports whether v passes the query's condition on key (none: it passes).
+func (q query) match(key, v string) bool {
+	want, ok := q[key]
+	switch {
+	case !ok:
+		return true
+	case strings.HasPrefix(want, "~"):
+		return strings.Contains(v, strings.TrimPrefix(want, "~"))
+	}
+	return v == want
+}
+
+// matchTags is the tags condition: tags=* (tagged), tags=nil (untagged), tags=x or tags=~x.
+func (q query) matchTags(tags []string) bool {
+	want, ok := q["tags"]
+	switch {
+	case !ok:
+		return true
+	case want == "*":
+		return len(tags) > 0
+	case want == "nil":
+		return len(tags) == 0
+	}
+	return slices.ContainsFunc(tags, func(t string) bool { return q.match("tags", t) })
+}
+
+// sortBy sorts list by Harbor's sort parameter: fields separated by commas, - for descending.
+func sortBy[T any](list []T, spec string, by map[string]func(a, b T) int) error {
+	if spec == "" {
+		return nil
+	}
+	var cmps []func(a, b T) int
+	for f := range strings.SplitSeq(spec, ",") {
+		desc := strings.HasPrefix(f, "-")
+		c, ok := by[strings.TrimPrefix(f, "-")]
+		if !ok {
+			return &apiError{Status: http.StatusBadRequest, Code: "BAD_REQUEST", Message: fmt.Sprintf("cannot sort by %q", f)}
+		}
+		if desc {
+			c = func(a, b T) int { return -by[strings.TrimPrefix(f, "-")](a, b) }
+		}
+		cmps = append(cmps, c)
+	}
+	slices.SortStableFunc(list, func(a, b T) int {
+		for _, c := range cmps {
+			if n := c(a, b); n != 0 {
+				return n
+			}
+		}
+		return 0
+	})
+	return nil
+}
+
+// writePage writes one page of list with X-Total-Count and Link headers, as Harbor pages.
+func writePage[T any](w http.ResponseWriter, r *http.Request, list []T) error {
+	page, size, err := pageParams(r.URL.Query())
+	if err != nil {
+		return err
+	}
+	w.Header().Set("X-Total-Count", strconv.Itoa(len(list)))
+	from := min((page-1)*size, len(list))
+	to := min(from+size, len(list))
+	link := func(n int) string {
+		q := r.URL.Query()
+		q.Set("page", strconv.Itoa(n))
+		q.Set("page_size", strconv.Itoa(size))
+		return "<" + r.URL.Path + "?" + q.Encode() + ">"
+	}
+	var links []string
+	if page > 1 {
+		links = append(links, link(page-1)+`; rel="prev"`)
+	}
+	if to < len(list) {
+		links = append(links, link(page+1)+`; rel="next"`)
+	}
+	if len(links) > 0 {
+		w.Header().Set("Link", strings.Join(links, " , "))
+	}
+	out := list[from:to]
+	if out == nil {
+		out = []T{}
+	}
+	return writeJSON(w, http.StatusOK, out)
+}
