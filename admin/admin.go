@@ -49,7 +49,7 @@ type Config struct {
 	// configs (cache.Store).
 	Content Content
 	Blobs   BlobReader
-	Mirror func() MirrorStatus
+	Mirror  func() MirrorStatus
 	// Nodes lists the fleet's nodes (GET /api/v2.0/cluster/nodes); nil on a single node, whose
 	// list is empty.
 	Nodes       func(ctx context.Context) ([]Node, error)

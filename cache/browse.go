@@ -17,7 +17,7 @@ import (
 
 // RepoSummary describes a repository.
 type RepoSummary struct {
-	Name      string
+	Name string
 	RepoInfo
 	Artifacts int
 	Updated   time.Time // the newest manifest's push time

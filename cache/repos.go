@@ -19,7 +19,7 @@ import (
 // RepoInfo is what the index keeps about a repository besides its content.
 type RepoInfo struct {
 	Description string    `json:"description,omitempty"`
-	Pulls       int64     `json:"pulls,omitempty"`   // manifest pulls, written in batches
+	Pulls       int64     `json:"pulls,omitempty"`  // manifest pulls, written in batches
 	Created     time.Time `json:"created,omitzero"` // its first manifest's push
 }
 
