@@ -136,6 +136,7 @@ func (s *Server) routes() []apiRoute {
 		{"PUT /api/v2.0/projects/{name}/repositories/{repo}", s.handleUpdateRepository, "Set a repository's description (developers and up)"},
 		{"DELETE /api/v2.0/projects/{name}/repositories/{repo}", s.handleDeleteRepository, "Delete a repository with its artifacts and tags (maintainers and up)"},
 		{"GET /api/v2.0/projects/{name}/repositories/{repo}/artifacts", s.handleListArtifacts, "List a repository's artifacts (with_tag, q, sort, page, page_size)"},
+		{"POST /api/v2.0/projects/{name}/repositories/{repo}/artifacts", s.handleCopyArtifact, "Copy an artifact here with its tags (from=project/repository:tag or @digest; developers and up)"},
 		{"GET /api/v2.0/projects/{name}/repositories/{repo}/artifacts/{reference}", s.handleGetArtifact, "Get an artifact by digest or tag, with references and extra_attrs"},
 		{"DELETE /api/v2.0/projects/{name}/repositories/{repo}/artifacts/{reference}", s.handleDeleteArtifact, "Delete an artifact and its tags (maintainers and up)"},
 		{"GET /api/v2.0/projects/{name}/repositories/{repo}/artifacts/{reference}/tags", s.handleListTags, "List an artifact's tags"},

@@ -28,10 +28,11 @@ import (
 // Content is what the API changes of the store's repositories; cache.Manifests implements it.
 type Content interface {
 	Artifact(ctx context.Context, repo, ref string) (cache.Artifact, error)
-	Get(ctx context.Context, repo, ref string) (cache.Manifest, []byte, error)
+	Read(ctx context.Context, repo, ref string) (cache.Manifest, []byte, error)
 	SetDescription(ctx context.Context, repo, description string) error
 	DeleteRepository(ctx context.Context, repo string) error
-	Delete(ctx context.Context, repo string, dgst digest.Digest) error
+	DeleteArtifact(ctx context.Context, repo string, dgst digest.Digest) error
+	Copy(ctx context.Context, from, ref, to string, tags []string) (digest.Digest, error)
 	AddTag(ctx context.Context, repo, ref, tag string) error
 	DeleteTag(ctx context.Context, repo, tag string) error
 }
@@ -365,7 +366,7 @@ func (s *Server) handleGetArtifact(w http.ResponseWriter, r *http.Request, who a
 		return storeError(err, repo, ref)
 	}
 	out := toArtifact(p.ID, repo, a, r.URL.Query().Get("with_tag") != "false")
-	_, body, err := s.content.Get(r.Context(), repo, a.Digest.String())
+	_, body, err := s.content.Read(r.Context(), repo, a.Digest.String())
 	if err != nil {
 		return storeError(err, repo, ref)
 	}
@@ -413,8 +414,8 @@ func extraAttrs(cfg []byte) map[string]any {
 	return out
 }
 
-// handleDeleteArtifact deletes an artifact, by digest or by one of its tags, with all its tags
-// (maintainers and up, as Harbor).
+// handleDeleteArtifact deletes an artifact, by digest or by one of its tags, with all its tags and,
+// for an index, its untagged children (maintainers and up, as Harbor).
 func (s *Server) handleDeleteArtifact(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
 	_, repo, err := s.repoPath(r, who, auth.ActionDelete)
 	if err != nil {
@@ -425,11 +426,52 @@ func (s *Server) handleDeleteArtifact(w http.ResponseWriter, r *http.Request, wh
 	if err != nil {
 		return storeError(err, repo, ref)
 	}
-	if err := s.content.Delete(r.Context(), repo, a.Digest); err != nil {
+	if err := s.content.DeleteArtifact(r.Context(), repo, a.Digest); err != nil {
 		return storeError(err, repo, ref)
 	}
 	s.record(r, who, "delete", "artifact", repo+"@"+a.Digest.String(), strings.Join(a.Tags, ","))
 	w.WriteHeader(http.StatusOK)
+	return nil
+}
+
+// handleCopyArtifact copies an artifact into this repository: from=project/repository:tag or
+// project/repository@digest, with the source artifact's tags (pull on the source, push here).
+func (s *Server) handleCopyArtifact(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
+	_, repo, err := s.repoPath(r, who, auth.ActionPush)
+	if err != nil {
+		return err
+	}
+	from := r.URL.Query().Get("from")
+	srcRepo, ref, ok := strings.Cut(from, "@")
+	if !ok {
+		i := strings.LastIndex(from, ":")
+		if i < 0 || strings.Contains(from[i:], "/") {
+			return &apiError{Status: http.StatusBadRequest, Code: "BAD_REQUEST", Message: fmt.Sprintf("from=%q: want project/repository:tag or project/repository@digest", from)}
+		}
+		srcRepo, ref = from[:i], from[i+1:]
+	}
+	srcProject, _, ok := strings.Cut(srcRepo, "/")
+	if !ok {
+		return &apiError{Status: http.StatusBadRequest, Code: "BAD_REQUEST", Message: fmt.Sprintf("from=%q: want project/repository:tag or project/repository@digest", from)}
+	}
+	if _, err := s.visible(r.Context(), who, srcProject, true); err != nil {
+		return err
+	}
+	a, err := s.content.Artifact(r.Context(), srcRepo, ref)
+	if err != nil {
+		return storeError(err, srcRepo, ref)
+	}
+	dgst, err := s.content.Copy(r.Context(), srcRepo, a.Digest.String(), repo, a.Tags)
+	var missing *cache.MissingError
+	switch {
+	case errors.As(err, &missing):
+		return &apiError{Status: http.StatusNotFound, Code: "NOT_FOUND", Message: fmt.Sprintf("the blob %s of %s is not stored (a mirrored image is copied once it has been pulled whole)", missing.Digest, from)}
+	case err != nil:
+		return storeError(err, srcRepo, ref)
+	}
+	s.record(r, who, "create", "artifact", repo+"@"+dgst.String(), "copied from "+from)
+	w.Header().Set("Location", r.URL.Path+"/"+dgst.String())
+	w.WriteHeader(http.StatusCreated)
 	return nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"cove/internal/kv"
 )
@@ -28,16 +29,35 @@ type RepoSummary struct {
 // Artifact is a manifest of a repository with its tags.
 type Artifact struct {
 	Manifest
-	Tags   []string
-	Pulled time.Time // last pull, zero when never pulled
+	Tags     []string
+	Pulled   time.Time       // last pull, zero when never pulled
+	Children []digest.Digest // an index's manifests
+	parents  int             // the manifests of the repository that name it as a child
 }
 
-// Artifacts lists repo's manifests, newest push first, each with its tags.
+// Artifacts lists repo's artifacts, newest push first, each with its tags: its manifests but the
+// untagged children of an index, which are that index's references (as Harbor lists them).
 func (ms *Manifests) Artifacts(ctx context.Context, repo string) ([]Artifact, error) {
+	all, err := ms.artifacts(ctx, repo)
+	if err != nil {
+		return nil, err
+	}
+	out := []Artifact{}
+	for _, a := range all {
+		if a.parents == 0 || len(a.Tags) > 0 {
+			out = append(out, *a)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Created.After(out[j].Created) })
+	return out, nil
+}
+
+// artifacts is every manifest of repo by digest, with its tags, children and parents.
+func (ms *Manifests) artifacts(ctx context.Context, repo string) (map[digest.Digest]*Artifact, error) {
 	if err := ms.ev.flushAccess(); err != nil {
 		return nil, err
 	}
-	var out []Artifact
+	out := map[digest.Digest]*Artifact{}
 	err := ms.db.View(ms.st.ctx, func(txn kv.Txn) error {
 		tags := map[digest.Digest][]string{}
 		prefix := repoPrefix(prefixTag, repo)
@@ -50,7 +70,7 @@ func (ms *Manifests) Artifacts(ctx context.Context, repo string) ([]Artifact, er
 		}
 		return eachJSON(txn, string(repoPrefix(prefixManifest, repo)), func(key []byte, m *Manifest) error {
 			m.Digest = digest.Digest(lastPart(key))
-			a := Artifact{Manifest: *m, Tags: tags[m.Digest]}
+			a := &Artifact{Manifest: *m, Tags: tags[m.Digest]}
 			if a.Tags == nil {
 				a.Tags = []string{}
 			}
@@ -58,12 +78,35 @@ func (ms *Manifests) Artifacts(ctx context.Context, repo string) ([]Artifact, er
 			if kv.Get(txn, blobKey(m.Digest), &rec) == nil {
 				a.Pulled = rec.Accessed
 			}
-			out = append(out, a)
+			out[m.Digest] = a
 			return nil
 		})
 	})
-	sort.Slice(out, func(i, j int) bool { return out[i].Created.After(out[j].Created) })
-	return out, err
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range out {
+		if !isIndex(a.MediaType) {
+			continue
+		}
+		_, body, err := ms.Read(ctx, repo, a.Digest.String())
+		if err != nil {
+			return nil, err
+		}
+		if _, a.Children, err = refs(body); err != nil {
+			return nil, err
+		}
+		for _, c := range a.Children {
+			if child, ok := out[c]; ok {
+				child.parents++
+			}
+		}
+	}
+	return out, nil
+}
+
+func isIndex(mediaType string) bool {
+	return mediaType == ocispec.MediaTypeImageIndex || mediaType == "application/vnd.docker.distribution.manifest.list.v2+json"
 }
 
 // RepositorySummaries describes the repositories whose names start with prefix.

@@ -203,8 +203,19 @@ func resolve(txn kv.Txn, repo, ref string) (Manifest, error) {
 	return m, nil
 }
 
-// Get returns the record and the exact bytes of the manifest that ref names in repo.
+// Get returns the record and the exact bytes of the manifest that ref names in repo: a pull,
+// which counts for the last pull time and the repository's pulls.
 func (ms *Manifests) Get(ctx context.Context, repo, ref string) (Manifest, []byte, error) {
+	m, body, err := ms.Read(ctx, repo, ref)
+	if err == nil {
+		ms.ev.touch(m.Digest) // the last pull time, written in batches
+		ms.ev.pulled(repo)
+	}
+	return m, body, err
+}
+
+// Read is Get without counting a pull: for the registry's own reads and the API.
+func (ms *Manifests) Read(ctx context.Context, repo, ref string) (Manifest, []byte, error) {
 	m, err := ms.Resolve(ctx, repo, ref)
 	if err != nil {
 		return Manifest{}, nil, err
@@ -221,8 +232,6 @@ func (ms *Manifests) Get(ctx context.Context, repo, ref string) (Manifest, []byt
 	if int64(buf.Len()) != m.Size {
 		return Manifest{}, nil, fmt.Errorf("manifest %s: file holds %d bytes, record says %d", m.Digest, buf.Len(), m.Size)
 	}
-	ms.ev.touch(m.Digest) // the last pull time, written in batches
-	ms.ev.pulled(repo)
 	return m, buf.Bytes(), nil
 }
 

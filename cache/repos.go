@@ -3,6 +3,7 @@ package cache
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -129,14 +130,12 @@ func (ms *Manifests) Artifact(ctx context.Context, repo, ref string) (Artifact, 
 	if err != nil {
 		return Artifact{}, err
 	}
-	arts, err := ms.Artifacts(ctx, repo)
+	all, err := ms.artifacts(ctx, repo)
 	if err != nil {
 		return Artifact{}, err
 	}
-	for _, a := range arts {
-		if a.Digest == m.Digest {
-			return a, nil
-		}
+	if a, ok := all[m.Digest]; ok {
+		return *a, nil
 	}
 	return Artifact{}, ErrManifestUnknown
 }
@@ -158,4 +157,98 @@ func (s *Store) ReadBlob(ctx context.Context, repo string, dgst digest.Digest, m
 	}
 	defer f.Close()
 	return io.ReadAll(io.LimitReader(f, max))
+}
+
+// refs are the blobs (config and layers, not the non-distributable ones) and the child manifests
+// that a stored manifest's body names; the body was checked when it was pushed.
+func refs(body []byte) (blobs, children []digest.Digest, err error) {
+	var doc struct {
+		Config *struct {
+			Digest digest.Digest `json:"digest"`
+		} `json:"config"`
+		Layers []struct {
+			MediaType string        `json:"mediaType"`
+			Digest    digest.Digest `json:"digest"`
+			URLs      []string      `json:"urls"`
+		} `json:"layers"`
+		Manifests []struct {
+			Digest digest.Digest `json:"digest"`
+		} `json:"manifests"`
+	}
+	if err := json.Unmarshal(body, &doc); err != nil {
+		return nil, nil, fmt.Errorf("read a stored manifest: %w", err)
+	}
+	if doc.Config != nil {
+		blobs = append(blobs, doc.Config.Digest)
+	}
+	for _, l := range doc.Layers {
+		if len(l.URLs) == 0 { // a foreign layer lives elsewhere
+			blobs = append(blobs, l.Digest)
+		}
+	}
+	for _, m := range doc.Manifests {
+		children = append(children, m.Digest)
+	}
+	return blobs, children, nil
+}
+
+// Copy puts the manifest ref of repo from, with its children and blobs, into the local
+// repository to, and points tags at it (Harbor's artifact copy). The blobs must be stored: a
+// mirrored artifact is copied once it has been pulled whole.
+func (ms *Manifests) Copy(ctx context.Context, from, ref, to string, tags []string) (digest.Digest, error) {
+	m, body, err := ms.Read(ctx, from, ref)
+	if err != nil {
+		return "", err
+	}
+	blobs, children, err := refs(body)
+	if err != nil {
+		return "", err
+	}
+	for _, c := range children {
+		if _, err := ms.Copy(ctx, from, c.String(), to, nil); err != nil {
+			return "", fmt.Errorf("copy child manifest %s: %w", c, err)
+		}
+	}
+	for _, b := range blobs {
+		if _, err := ms.st.LinkBlob(ctx, to, b); err != nil {
+			if errors.Is(err, ErrBlobUnknown) {
+				return "", &MissingError{Digest: b}
+			}
+			return "", fmt.Errorf("copy blob %s: %w", b, err)
+		}
+	}
+	m.Blobs, m.Children = blobs, children
+	return m.Digest, ms.Put(ctx, to, m, body, tags)
+}
+
+// DeleteArtifact deletes the manifest dgst of repo (Delete) and then each of its children that
+// no tag and no other manifest of repo names any more, as Harbor deletes an index with its
+// images.
+func (ms *Manifests) DeleteArtifact(ctx context.Context, repo string, dgst digest.Digest) error {
+	_, body, err := ms.Read(ctx, repo, dgst.String())
+	if err != nil {
+		return err
+	}
+	_, children, err := refs(body)
+	if err != nil {
+		return err
+	}
+	if err := ms.Delete(ctx, repo, dgst); err != nil {
+		return err
+	}
+	if len(children) == 0 {
+		return nil
+	}
+	arts, err := ms.artifacts(ctx, repo)
+	if err != nil {
+		return err
+	}
+	for _, c := range children {
+		if a, ok := arts[c]; ok && len(a.Tags) == 0 && a.parents == 0 {
+			if err := ms.DeleteArtifact(ctx, repo, c); err != nil && !errors.Is(err, ErrManifestUnknown) {
+				return err
+			}
+		}
+	}
+	return nil
 }

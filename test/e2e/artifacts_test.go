@@ -130,6 +130,35 @@ func TestRepositoryLifecycleAPI(t *testing.T) {
 	}
 	want(404, "guest", "GET", art+"nosuchtag", "")
 
+	// An index's images are its references, not artifacts of their own.
+	var multi struct {
+		ArtifactCount int `json:"artifact_count"`
+	}
+	json.Unmarshal(want(200, "guest", "GET", "/api/v2.0/projects/team/repositories/sub%252Fmulti", ""), &multi)
+	if multi.ArtifactCount != 1 {
+		t.Errorf("team/sub/multi has %d artifacts; want 1, the index", multi.ArtifactCount)
+	}
+	want(200, "guest", "GET", "/api/v2.0/projects/team/repositories/sub%252Fmulti/artifacts/"+dgst, "") // still there by digest
+
+	// Copy the index with its images and tag into another repository; delete it there, with its
+	// images, and the source is untouched.
+	const cp = "/api/v2.0/projects/team/repositories/copy/artifacts"
+	want(403, "guest", "POST", cp+"?from=team/sub/multi:1", "")
+	want(400, "dev", "POST", cp+"?from=nonsense", "")
+	want(404, "dev", "POST", cp+"?from=team/sub/multi:nosuchtag", "")
+	want(201, "dev", "POST", cp+"?from=team/sub/multi:1", "")
+	if _, err := remote.Index(s.ref(t, "team/copy:1"), adminAuth); err != nil {
+		t.Errorf("pull the copied index: %v", err)
+	}
+	if _, err := remote.Image(s.ref(t, "team/copy@"+dgst), adminAuth); err != nil {
+		t.Errorf("pull an image of the copied index: %v", err)
+	}
+	want(200, "maint", "DELETE", cp+"/1", "")
+	want(404, "guest", "GET", cp+"/"+dgst, "")
+	if _, err := remote.Index(s.ref(t, "team/sub/multi:1"), adminAuth); err != nil {
+		t.Errorf("the source index after its copy's delete: %v", err)
+	}
+
 	// Listing: q, sort, paging.
 	resp, b := as("guest", "GET", "/api/v2.0/projects/team/repositories/app/artifacts?page_size=1&sort=-push_time", "")
 	if resp.StatusCode != 200 || resp.Header.Get("X-Total-Count") != "2" || !strings.Contains(resp.Header.Get("Link"), `rel="next"`) || strings.Count(string(b), `"digest"`) != 1 {
