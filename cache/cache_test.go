@@ -523,15 +523,31 @@ func TestCollect(t *testing.T) {
 	if _, _, err := s.Manifests.Get(ctx, "p/a", "v1"); err != nil {
 		t.Errorf("manifest after collect: %v", err)
 	}
-	// Deleting the manifest makes its body garbage too.
+	// A blob pushed for a manifest that has not come yet is kept within the grace window, though
+	// no manifest names it.
+	pending := []byte("a layer whose manifest is on its way")
+	pd := digest.FromBytes(pending)
+	if _, err := s.PutBlob(ctx, "p/a", pd, bytes.NewReader(pending), -1); err != nil {
+		t.Fatal(err)
+	}
+	if n, _, err := s.Evictor.Collect(ctx, time.Hour); err != nil || n != 0 {
+		t.Fatalf("Collect(grace 1h) with a pending layer removed %d, %v; want 0", n, err)
+	}
+	// Deleting the manifest makes its body and the blobs only it named garbage, links and all
+	// (with the pending layer, now past a grace of 0).
 	if err := s.Manifests.Delete(ctx, "p/a", m.Digest); err != nil {
 		t.Fatal(err)
 	}
-	if n, _, _ := s.Evictor.Collect(ctx, 0); n != 1 {
-		t.Errorf("Collect after manifest delete removed %d, want 1 (the manifest body)", n)
+	if n, _, _ := s.Evictor.Collect(ctx, 0); n != 4 {
+		t.Errorf("Collect after manifest delete removed %d, want 4 (the manifest, its config and layer, the pending layer)", n)
 	}
-	if blobs, _ := s.Stats(); blobs != 2 {
-		t.Errorf("Stats after collect = %d blobs, want 2 (config and layer)", blobs)
+	if blobs, _ := s.Stats(); blobs != 0 {
+		t.Errorf("Stats after collect = %d blobs, want 0", blobs)
+	}
+	for _, d := range append([]digest.Digest{pd}, m.Blobs...) {
+		if _, err := s.StatBlob(ctx, "p/a", d); !errors.Is(err, ErrBlobUnknown) {
+			t.Errorf("a collected blob is still linked: %v", err)
+		}
 	}
 }
 

@@ -301,6 +301,11 @@ func (e *Evictor) EvictRepository(ctx context.Context, repo string) (int, error)
 			if err := ct.Delete(blobKey(g.dgst)); err != nil {
 				return err
 			}
+			for _, k := range g.links {
+				if err := ct.Delete(k); err != nil {
+					return err
+				}
+			}
 			ct.onCommit(func() {
 				e.st.blobs.Add(-1)
 				e.st.stored.Add(-rec.Size)

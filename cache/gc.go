@@ -1,14 +1,18 @@
 package cache
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/sync/errgroup"
 
 	"cove/internal/blobstore"
 	"cove/internal/kv"
@@ -24,23 +28,53 @@ import (
 // that the next Open adopts and the next Collect removes. In a fleet it also removes the shared
 // store's objects that no record names (collectOrphans).
 func (e *Evictor) Collect(ctx context.Context, grace time.Duration) (removed int, freed int64, err error) {
-	removed, freed, err = e.collect(ctx, grace)
+	return e.CollectWith(ctx, CollectOptions{Grace: grace})
+}
+
+// CollectOptions are a garbage collection's choices (Harbor's job parameters).
+type CollectOptions struct {
+	// Grace is the time window: a blob referenced (or stored) more recently stays.
+	Grace time.Duration
+	// DryRun finds what would be freed and frees nothing.
+	DryRun bool
+	// Workers deletes that many blobs of the shared store at once (fleet mode); 0 means 1.
+	Workers int
+	// Freed, when set, is told of each blob freed, or that would be in a dry run.
+	Freed func(dgst digest.Digest, size int64)
+}
+
+// CollectWith is Collect with options.
+func (e *Evictor) CollectWith(ctx context.Context, o CollectOptions) (removed int, freed int64, err error) {
+	if o.Freed == nil {
+		o.Freed = func(digest.Digest, int64) {}
+	}
+	o.Workers = max(o.Workers, 1)
+	removed, freed, err = e.collect(ctx, o)
 	if err != nil || e.st.remote == nil {
 		return removed, freed, err
 	}
 	// Not under gcMu: listing a large bucket takes a while, and each object goes under its
 	// digest's fleet-wide lock anyway.
-	n, size, err := e.collectOrphans(ctx, grace)
+	n, size, err := e.collectOrphans(ctx, o)
 	return removed + n, freed + size, err
 }
 
-func (e *Evictor) collect(ctx context.Context, grace time.Duration) (removed int, freed int64, err error) {
+func (e *Evictor) collect(ctx context.Context, o CollectOptions) (removed int, freed int64, err error) {
+	grace := o.Grace
 	// Mark without the lock, so pushes go on meanwhile; then, under the lock, keep the marks only
 	// if no reference was added since (refs counts those), else mark again under the lock.
 	gen := e.st.refs.Load()
 	garbage, err := e.mark(ctx, grace)
 	if err != nil {
 		return 0, 0, err
+	}
+	if o.DryRun {
+		for _, g := range garbage {
+			o.Freed(g.dgst, g.size)
+			removed++
+			freed += g.size
+		}
+		return removed, freed, nil
 	}
 	if e.afterMark != nil {
 		e.afterMark()
@@ -57,11 +91,11 @@ func (e *Evictor) collect(ctx context.Context, grace time.Duration) (removed int
 		return 0, 0, &SpaceError{Avail: avail, Floor: floor}
 	}
 	if e.st.remote != nil {
-		return e.collectShared(ctx, garbage)
+		return e.collectShared(ctx, garbage, o)
 	}
-	keys := make([][]byte, len(garbage))
-	for i, g := range garbage {
-		keys[i] = blobKey(g.dgst)
+	var keys [][]byte
+	for _, g := range garbage {
+		keys = append(append(keys, blobKey(g.dgst)), g.links...)
 	}
 	if err := e.db.Write(ctx, deletes(keys)); err != nil {
 		return 0, 0, fmt.Errorf("collect: %w", err)
@@ -69,9 +103,13 @@ func (e *Evictor) collect(ctx context.Context, grace time.Duration) (removed int
 	for _, g := range garbage {
 		e.st.blobs.Add(-1)
 		e.st.stored.Add(-g.size)
+		if g.mirrored {
+			e.st.mirrored.Add(-g.size)
+		}
 		if err := e.st.removeBlob(g.dgst); err != nil {
 			return removed, freed, fmt.Errorf("collect %s: %w", g.dgst, err)
 		}
+		o.Freed(g.dgst, g.size)
 		removed++
 		freed += g.size
 	}
@@ -82,9 +120,11 @@ func (e *Evictor) collect(ctx context.Context, grace time.Duration) (removed int
 }
 
 type garbageBlob struct {
-	dgst digest.Digest
-	size int64
-	gen  int64 // the record's Gen when it was found unreferenced
+	dgst     digest.Digest
+	size     int64
+	gen      int64    // the record's Gen when it was found unreferenced
+	mirrored bool     // mirrored content, not a local project's
+	links    [][]byte // the repositories' links to it, which go with it
 }
 
 // collectShared deletes garbage in a fleet, where gcMu orders nothing across nodes: each blob
@@ -92,49 +132,77 @@ type garbageBlob struct {
 // reference came since it was found unreferenced (its Gen); the shared object goes before the
 // record, while the lock is held. A push that put the object just before is told by the object's
 // absence after its commit, and puts it again (ensureShared).
-func (e *Evictor) collectShared(ctx context.Context, garbage []garbageBlob) (removed int, freed int64, err error) {
-	for _, g := range garbage {
-		gone := false
-		err := kv.Retry(ctx, e.db, func(txn kv.Txn) error {
-			gone = false
-			if err := kv.LockTxn(txn, "blob:"+g.dgst.String()); err != nil {
+func (e *Evictor) collectShared(ctx context.Context, garbage []garbageBlob, o CollectOptions) (removed int, freed int64, err error) {
+	var mu sync.Mutex // guards removed and freed
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(o.Workers)
+	for _, gb := range garbage {
+		g.Go(func() error {
+			gone, err := e.collectOne(gctx, gb)
+			if err != nil || !gone {
 				return err
 			}
-			rec, err := getBlobRecord(txn, g.dgst)
-			if errors.Is(err, ErrBlobUnknown) {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			if rec.Gen != g.gen {
-				return nil // referenced since
-			}
-			if err := e.st.remote.Delete(ctx, g.dgst); err != nil {
-				return &RemoteError{Err: err}
-			}
-			gone = true
-			return txn.Delete(blobKey(g.dgst))
+			o.Freed(gb.dgst, gb.size)
+			mu.Lock()
+			removed++
+			freed += gb.size
+			mu.Unlock()
+			return nil
 		})
-		if err != nil {
-			return removed, freed, fmt.Errorf("collect %s: %w", g.dgst, err)
-		}
-		if !gone {
-			continue
-		}
-		e.st.blobs.Add(-1)
-		e.st.stored.Add(-g.size)
-		if err := os.Remove(e.st.blobPath(g.dgst)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return removed, freed, fmt.Errorf("collect %s: %w", g.dgst, err)
-		}
-		e.st.hot.drop(g.dgst)
-		removed++
-		freed += g.size
 	}
+	err = g.Wait()
 	if removed > 0 {
 		e.log.Info("garbage collected", "blobs", removed, "bytes", freed)
 	}
-	return removed, freed, nil
+	return removed, freed, err
+}
+
+// collectOne deletes one blob of the shared store's garbage, unless a reference came since it
+// was marked (see collectShared), and reports whether it went.
+func (e *Evictor) collectOne(ctx context.Context, g garbageBlob) (bool, error) {
+	gone := false
+	err := kv.Retry(ctx, e.db, func(txn kv.Txn) error {
+		gone = false
+		if err := kv.LockTxn(txn, "blob:"+g.dgst.String()); err != nil {
+			return err
+		}
+		rec, err := getBlobRecord(txn, g.dgst)
+		if errors.Is(err, ErrBlobUnknown) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if rec.Gen != g.gen {
+			return nil // referenced since
+		}
+		if err := e.st.remote.Delete(ctx, g.dgst); err != nil {
+			return &RemoteError{Err: err}
+		}
+		gone = true
+		for _, k := range g.links {
+			if err := txn.Delete(k); err != nil {
+				return err
+			}
+		}
+		return txn.Delete(blobKey(g.dgst))
+	})
+	if err != nil {
+		return false, fmt.Errorf("collect %s: %w", g.dgst, err)
+	}
+	if !gone {
+		return false, nil
+	}
+	e.st.blobs.Add(-1)
+	e.st.stored.Add(-g.size)
+	if g.mirrored {
+		e.st.mirrored.Add(-g.size)
+	}
+	if err := os.Remove(e.st.blobPath(g.dgst)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return true, fmt.Errorf("collect %s: %w", g.dgst, err)
+	}
+	e.st.hot.drop(g.dgst)
+	return true, nil
 }
 
 // collectOrphans deletes the shared store's objects that no blob record names and that were
@@ -142,7 +210,8 @@ func (e *Evictor) collectShared(ctx context.Context, garbage []garbageBlob) (rem
 // failed, between the object and the record). Each goes under the fleet-wide lock of its digest,
 // after a last look for its record; a push that writes the record later puts the object again
 // (ensureShared).
-func (e *Evictor) collectOrphans(ctx context.Context, grace time.Duration) (removed int, freed int64, err error) {
+func (e *Evictor) collectOrphans(ctx context.Context, o CollectOptions) (removed int, freed int64, err error) {
+	grace := o.Grace
 	lister, ok := e.st.remote.(blobstore.Lister)
 	if !ok {
 		return 0, 0, nil
@@ -168,9 +237,9 @@ func (e *Evictor) collectOrphans(ctx context.Context, grace time.Duration) (remo
 		chunk := old[i:min(i+batch, len(old))]
 		var orphans []object
 		err := e.db.View(e.st.ctx, func(txn kv.Txn) error {
-			for _, o := range chunk {
-				if _, err := txn.Get(blobKey(o.dgst)); errors.Is(err, kv.ErrNotFound) {
-					orphans = append(orphans, o)
+			for _, ob := range chunk {
+				if _, err := txn.Get(blobKey(ob.dgst)); errors.Is(err, kv.ErrNotFound) {
+					orphans = append(orphans, ob)
 				} else if err != nil {
 					return err
 				}
@@ -180,28 +249,37 @@ func (e *Evictor) collectOrphans(ctx context.Context, grace time.Duration) (remo
 		if err != nil {
 			return removed, freed, fmt.Errorf("collect orphan objects: %w", err)
 		}
-		for _, o := range orphans {
+		if o.DryRun {
+			for _, ob := range orphans {
+				o.Freed(ob.dgst, ob.size)
+				removed++
+				freed += ob.size
+			}
+			continue
+		}
+		for _, ob := range orphans {
 			gone := false
 			err := kv.Retry(ctx, e.db, func(txn kv.Txn) error {
 				gone = false
-				if err := kv.LockTxn(txn, "blob:"+o.dgst.String()); err != nil {
+				if err := kv.LockTxn(txn, "blob:"+ob.dgst.String()); err != nil {
 					return err
 				}
-				if _, err := txn.Get(blobKey(o.dgst)); !errors.Is(err, kv.ErrNotFound) {
+				if _, err := txn.Get(blobKey(ob.dgst)); !errors.Is(err, kv.ErrNotFound) {
 					return err // recorded since, or the index fails
 				}
-				if err := e.st.remote.Delete(ctx, o.dgst); err != nil {
+				if err := e.st.remote.Delete(ctx, ob.dgst); err != nil {
 					return &RemoteError{Err: err}
 				}
 				gone = true
 				return nil
 			})
 			if err != nil {
-				return removed, freed, fmt.Errorf("collect orphan object %s: %w", o.dgst, err)
+				return removed, freed, fmt.Errorf("collect orphan object %s: %w", ob.dgst, err)
 			}
 			if gone {
+				o.Freed(ob.dgst, ob.size)
 				removed++
-				freed += o.size
+				freed += ob.size
 			}
 		}
 	}
@@ -211,27 +289,65 @@ func (e *Evictor) collectOrphans(ctx context.Context, grace time.Duration) (remo
 	return removed, freed, nil
 }
 
-// mark returns the blobs that nothing references and that were stored before grace ago.
+// mark returns the blobs that nothing keeps: no manifest record of any repository is the blob or
+// names it (its config, layers, or an index's manifests), and its last reference (Linked, else
+// Created) is older than grace. A blob uploaded for a push whose manifest has not come yet is
+// kept by grace; repository links alone keep nothing (a deleted artifact's layers stay linked).
+// Each comes with its links, which go with it.
 func (e *Evictor) mark(ctx context.Context, grace time.Duration) ([]garbageBlob, error) {
-	referenced := map[digest.Digest]bool{}
+	kept := map[digest.Digest]bool{}
+	var unread []digest.Digest // manifests whose records predate Blobs and Children
+	links := map[digest.Digest][][]byte{}
 	var garbage []garbageBlob
 	cutoff := e.st.now().Add(-grace)
 	err := e.db.View(e.st.ctx, func(txn kv.Txn) error {
-		for _, prefix := range []string{prefixLink, prefixManifest} {
-			err := scan(txn, []byte(prefix), "", func(key, _ []byte) bool {
-				referenced[digest.Digest(lastPart(key))] = true
-				return true
-			})
-			if err != nil {
-				return err
+		err := eachJSON(txn, prefixManifest, func(key []byte, m *Manifest) error {
+			d := digest.Digest(lastPart(key))
+			kept[d] = true
+			for _, n := range slices.Concat(m.Blobs, m.Children) {
+				kept[n] = true
 			}
+			if len(m.Blobs) == 0 && len(m.Children) == 0 {
+				unread = append(unread, d)
+			}
+			return ctx.Err()
+		})
+		if err != nil {
+			return err
 		}
+		return scan(txn, []byte(prefixLink), "", func(key, _ []byte) bool {
+			d := digest.Digest(lastPart(key))
+			links[d] = append(links[d], bytes.Clone(key))
+			return true
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("collect: %w", err)
+	}
+	for _, d := range unread {
+		body, err := e.st.manifestBody(ctx, d)
+		if err != nil {
+			return nil, fmt.Errorf("collect: read manifest %s: %w", d, err)
+		}
+		blobs, children, err := refs(body)
+		if err != nil {
+			return nil, fmt.Errorf("collect: %w", err)
+		}
+		for _, n := range slices.Concat(blobs, children) {
+			kept[n] = true
+		}
+	}
+	err = e.db.View(e.st.ctx, func(txn kv.Txn) error {
 		return eachBlob(txn, func(dgst digest.Digest, rec blobRecord) error {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			if !referenced[dgst] && rec.Created.Before(cutoff) {
-				garbage = append(garbage, garbageBlob{dgst, rec.Size, rec.Gen})
+			last := rec.Created
+			if rec.Linked.After(last) {
+				last = rec.Linked
+			}
+			if !kept[dgst] && last.Before(cutoff) {
+				garbage = append(garbage, garbageBlob{dgst: dgst, size: rec.Size, gen: rec.Gen, mirrored: rec.Mirrored && !rec.Local, links: links[dgst]})
 			}
 			return nil
 		})

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -33,9 +34,12 @@ type Manifest struct {
 	// names, as its descriptors give them: what the artifact weighs.
 	ContentSize int64 `json:"contentSize,omitempty"`
 
-	// Blobs and Children are what Manifests.Put requires the repository to hold; they are not kept.
-	Blobs    []digest.Digest `json:"-"`
-	Children []digest.Digest `json:"-"`
+	// Blobs and Children are what the manifest names: its config and layers, an index's
+	// manifests. Put requires the repository to hold them (PutMirrored does not: they are fetched
+	// when asked for); garbage collection keeps what a manifest names. Records written before
+	// cove kept them have neither: their bodies say.
+	Blobs    []digest.Digest `json:"blobs,omitempty"`
+	Children []digest.Digest `json:"children,omitempty"`
 }
 
 // Descriptor returns the OCI descriptor of m, as the referrers API lists it.
@@ -71,7 +75,6 @@ func (ms *Manifests) Put(ctx context.Context, repo string, m Manifest, body []by
 // confirmed the tag at checked. The blobs it references need not be stored: they are fetched when
 // asked for.
 func (ms *Manifests) PutMirrored(ctx context.Context, repo string, m Manifest, body []byte, tag string, checked time.Time) error {
-	m.Blobs, m.Children = nil, nil
 	var tags []string
 	if tag != "" {
 		tags = []string{tag}
@@ -92,7 +95,7 @@ func (ms *Manifests) put(ctx context.Context, repo string, m Manifest, body []by
 	defer ms.st.gcMu.RUnlock()
 	defer ms.st.refs.Add(1) // after the index write, before RUnlock: see Collect
 	// Check the references before placing anything, so that a refused manifest leaves no file.
-	if err := ms.db.View(ms.st.ctx, func(txn kv.Txn) error { return checkRefs(txn, repo, m) }); err != nil {
+	if err := ms.db.View(ms.st.ctx, func(txn kv.Txn) error { return checkRefs(txn, repo, m, from) }); err != nil {
 		return err
 	}
 	f, err := os.CreateTemp(ms.st.tmpDir(), "manifest-*")
@@ -107,15 +110,25 @@ func (ms *Manifests) put(ctx context.Context, repo string, m Manifest, body []by
 	if err != nil {
 		return err
 	}
+	now := ms.st.now()
 	err = ms.st.update(func(ct *commitTxn) error {
 		txn := ct.Txn
-		if err := checkRefs(txn, repo, m); err != nil {
+		// What the manifest names is referenced first, under each digest's fleet-wide lock (in
+		// digest order: two pushes never wait for each other crosswise): garbage collection on
+		// another node then either deleted it before (and checkRefs sees it gone) or sees the
+		// reference.
+		for _, d := range namedDigests(m) {
+			if err := referenced(txn, d, now); err != nil {
+				return err
+			}
+		}
+		if err := checkRefs(txn, repo, m, from); err != nil {
 			return err
 		}
 		if _, err := ms.st.ensureBlobRecord(ct, m.Digest, m.Size, m.MediaType, from); err != nil {
 			return err
 		}
-		if err := referenced(txn, m.Digest); err != nil {
+		if err := referenced(txn, m.Digest, now); err != nil {
 			return err
 		}
 		var old Manifest
@@ -158,9 +171,19 @@ func (ms *Manifests) put(ctx context.Context, repo string, m Manifest, body []by
 	return ms.st.ensureShared(f, m.Digest)
 }
 
+// namedDigests is what m names, each once, in digest order.
+func namedDigests(m Manifest) []digest.Digest {
+	ds := slices.Concat(m.Blobs, m.Children)
+	slices.Sort(ds)
+	return slices.Compact(ds)
+}
+
 // checkRefs returns a *MissingError for the first blob of m not linked to repo, or child
-// manifest of m not in repo.
-func checkRefs(txn kv.Txn, repo string, m Manifest) error {
+// manifest of m not in repo; a mirrored manifest's are fetched when asked for.
+func checkRefs(txn kv.Txn, repo string, m Manifest, from origin) error {
+	if from == originMirrored {
+		return nil
+	}
 	for _, d := range m.Blobs {
 		if _, err := txn.Get(linkKey(repo, d)); err != nil {
 			return notFound(err, &MissingError{Digest: d})

@@ -119,12 +119,9 @@ func TestFleetBlobsAreShared(t *testing.T) {
 		t.Errorf("a dropped copy read again = %d bytes, %v", len(got), err)
 	}
 
-	// Garbage collection on A removes the shared object too.
-	if err := a.UnlinkBlob(ctx, "team/app", dgsts[2]); err != nil {
-		t.Fatal(err)
-	}
-	if removed, _, err := a.Evictor.Collect(ctx, 0); err != nil || removed != 1 {
-		t.Fatalf("Collect = %d, %v", removed, err)
+	// Garbage collection on A removes the shared objects too (no manifest names these blobs).
+	if removed, _, err := a.Evictor.Collect(ctx, 0); err != nil || removed != 3 {
+		t.Fatalf("Collect = %d, %v; want the 3 blobs", removed, err)
 	}
 	if _, err := srv.Client(t).StatObject(ctx, srv.Bucket, blobstore.Key("", dgsts[2]), minio.StatObjectOptions{}); err == nil {
 		t.Error("a collected blob is still in the bucket")
@@ -137,10 +134,11 @@ func TestFleetBlobsAreShared(t *testing.T) {
 func TestFleetOrphanObjects(t *testing.T) {
 	ctx := context.Background()
 	a, _, srv := fleetPair(t, 0)
-	kept, keptDigest := randomBlob(t, 1000)
-	if _, err := a.PutBlob(ctx, "team/app", keptDigest, bytes.NewReader(kept), int64(len(kept))); err != nil {
+	m, body := putImage(t, a, "team/app") // an image: its blobs are kept
+	if err := a.Manifests.Put(ctx, "team/app", m, body, []string{"v1"}); err != nil {
 		t.Fatal(err)
 	}
+	keptDigest := m.Blobs[0]
 	orphan, orphanDigest := randomBlob(t, 1500)
 	client := srv.Client(t)
 	if _, err := client.PutObject(ctx, srv.Bucket, blobstore.Key("", orphanDigest), bytes.NewReader(orphan), int64(len(orphan)), minio.PutObjectOptions{}); err != nil {

@@ -141,6 +141,10 @@ type blobRecord struct {
 	// a blob only if no reference came since it found the blob unreferenced (in a fleet, a push
 	// on another node may link it meanwhile).
 	Gen int64 `json:"gen,omitempty"`
+	// Linked is the last reference made to the blob: garbage collection's time window counts
+	// from it (or from Created), so a blob uploaded for a push whose manifest has not come yet is
+	// kept.
+	Linked time.Time `json:"linked,omitzero"`
 }
 
 // evictable reports whether eviction may remove the blob: mirrored content only, never what a
@@ -377,7 +381,7 @@ func (s *Store) commitFile(ctx context.Context, f *os.File, repo string, dgst di
 			return err
 		}
 		info = BlobInfo{Digest: dgst, Size: rec.Size, Created: rec.Created}
-		return link(txn, repo, dgst)
+		return link(txn, repo, dgst, s.now())
 	})
 	if err != nil {
 		s.unplace(placed, dgst)
@@ -432,7 +436,7 @@ func (s *Store) linkExisting(repo string, dgst digest.Digest, from origin) (Blob
 			}
 		}
 		info = BlobInfo{Digest: dgst, Size: rec.Size, Created: rec.Created}
-		return link(txn, repo, dgst)
+		return link(txn, repo, dgst, s.now())
 	})
 	if err != nil {
 		return info, err
@@ -636,8 +640,8 @@ func getBlobRecord(txn kv.Txn, dgst digest.Digest) (blobRecord, error) {
 	return rec, notFound(err, ErrBlobUnknown)
 }
 
-func link(txn kv.Txn, repo string, dgst digest.Digest) error {
-	if err := referenced(txn, dgst); err != nil {
+func link(txn kv.Txn, repo string, dgst digest.Digest, now time.Time) error {
+	if err := referenced(txn, dgst, now); err != nil {
 		return err
 	}
 	if err := txn.Set(linkKey(repo, dgst), nil); err != nil {
@@ -647,8 +651,8 @@ func link(txn kv.Txn, repo string, dgst digest.Digest) error {
 }
 
 // referenced notes a new reference to the blob dgst in txn: under the fleet-wide lock of the
-// digest (garbage collection takes it too), its record's Gen goes up.
-func referenced(txn kv.Txn, dgst digest.Digest) error {
+// digest (garbage collection takes it too), its record's Gen goes up and Linked is now.
+func referenced(txn kv.Txn, dgst digest.Digest, now time.Time) error {
 	if err := kv.LockTxn(txn, "blob:"+dgst.String()); err != nil {
 		return err
 	}
@@ -660,6 +664,7 @@ func referenced(txn kv.Txn, dgst digest.Digest) error {
 		return err
 	}
 	rec.Gen++
+	rec.Linked = now.UTC()
 	return kv.Put(txn, blobKey(dgst), rec)
 }
 
@@ -700,4 +705,14 @@ func notFound(err, sentinel error) error {
 		return sentinel
 	}
 	return err
+}
+
+// manifestBody reads the stored manifest dgst, whichever repository holds it.
+func (s *Store) manifestBody(ctx context.Context, dgst digest.Digest) ([]byte, error) {
+	f, err := s.openLocal(ctx, dgst, false)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, MaxManifestSize+1))
 }
