@@ -49,7 +49,9 @@ type Config struct {
 	// configs (cache.Store).
 	Content Content
 	Blobs   BlobReader
-	Mirror  func() MirrorStatus
+	// GC is garbage collection's job (cache.GC); nil on a read-only start.
+	GC     GCJobs
+	Mirror func() MirrorStatus
 	// Nodes lists the fleet's nodes (GET /api/v2.0/cluster/nodes); nil on a single node, whose
 	// list is empty.
 	Nodes       func(ctx context.Context) ([]Node, error)
@@ -69,6 +71,7 @@ type Server struct {
 	evict       Evictor
 	content     Content
 	blobs       BlobReader
+	gc          GCJobs
 	mirror      func() MirrorStatus
 	nodes       func(ctx context.Context) ([]Node, error)
 	upstreams   []string
@@ -96,7 +99,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Server{browse: cfg.Browse, evict: cfg.Evict, content: cfg.Content, blobs: cfg.Blobs, mirror: cfg.Mirror, nodes: cfg.Nodes, upstreams: cfg.Upstreams, maxMirrored: cfg.MaxMirrored,
+	s := &Server{browse: cfg.Browse, evict: cfg.Evict, content: cfg.Content, blobs: cfg.Blobs, gc: cfg.GC, mirror: cfg.Mirror, nodes: cfg.Nodes, upstreams: cfg.Upstreams, maxMirrored: cfg.MaxMirrored,
 		history: &history{now: cfg.Now}, certs: cfg.Certificates, auth: cfg.Auth, audit: cfg.Audit, repos: cfg.Repos, log: cfg.Logger, mux: http.NewServeMux()}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -166,6 +169,12 @@ func (s *Server) routes() []apiRoute {
 		{"GET /api/v2.0/mirror/repositories", s.handleMirrorRepositories, "List cached upstream repositories"},
 		{"DELETE /api/v2.0/mirror/repositories", s.handleEvictRepository, "Evict one cached upstream repository (name)"},
 		{"GET /api/v2.0/cluster/nodes", s.handleNodes, "List the fleet's nodes: name, advertise URL, version, last heartbeat, live"},
+		{"GET /api/v2.0/system/gc", s.handleListGC, "Garbage collection's runs, newest first (page, page_size)"},
+		{"GET /api/v2.0/system/gc/{id}", s.handleGetGC, "One garbage collection run"},
+		{"GET /api/v2.0/system/gc/{id}/log", s.handleGCLog, "A run's log: what it freed, or would free in a dry run"},
+		{"GET /api/v2.0/system/gc/schedule", s.handleGetGCSchedule, "Garbage collection's schedule"},
+		{"POST /api/v2.0/system/gc/schedule", s.handleCreateGCSchedule, "Run garbage collection now (type Manual) or set a schedule where there is none"},
+		{"PUT /api/v2.0/system/gc/schedule", s.handleUpdateGCSchedule, "Change the schedule: Hourly, Daily, Weekly, Custom (6-field cron), None"},
 		{"POST /api/v2.0/system/token-key/rotate", s.handleRotateKey, "Start signing registry tokens with a new key"},
 		{"POST /api/v2.0/system/tls/renew", s.handleRenewTLS, "Renew the ACME certificates now"},
 		{"GET /api/v2.0/openapi.json", s.handleOpenAPI, "This document"},
@@ -202,6 +211,7 @@ func (s *Server) initWeb() error {
 		"GET /users":    page(web.handleUsers),
 		"GET /audit":    page(web.handleAudit),
 		"GET /settings": page(web.handleSettings),
+		"GET /gc":       page(web.handleGC),
 		"GET /connect":  page(web.handleConnect),
 		"GET /account":  page(web.handleAccount),
 		// No icon: an empty answer, so browsers stop asking and nothing logs a 404 per page.

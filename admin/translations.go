@@ -5,6 +5,13 @@ package admin
 var translations = map[string]map[string]string{
 	"en": {
 		"nav.dashboard": "Dashboard", "nav.projects": "Projects", "nav.mirror": "Mirror", "nav.users": "Users",
+		"nav.gc":      "Garbage collection",
+		"gc.schedule": "Schedule", "gc.type": "When", "gc.cron": "Cron (seconds first)", "gc.next": "Next run",
+		"gc.untagged": "Delete untagged artifacts", "gc.window": "Keep blobs unreferenced for less than (hours)", "gc.workers": "Workers",
+		"gc.run": "Run now", "gc.dryrun": "Dry run (delete nothing; the log says what would go)", "gc.history": "History",
+		"gc.started": "Started %d", "gc.status": "Status", "gc.freed": "Freed", "gc.blobs": "Blobs", "gc.log": "Log",
+		"gc.Hourly": "Hourly", "gc.Daily": "Daily", "gc.Weekly": "Weekly", "gc.Custom": "Custom", "gc.None": "Never", "gc.Manual": "Manual",
+		"gc.MANUAL": "manual", "gc.SCHEDULE": "scheduled", "gc.yes": "yes",
 		"nav.audit": "Audit log", "nav.settings": "Settings", "nav.connect": "Connect your hosts", "nav.logout": "Sign out",
 		"login.title": "Sign in", "login.username": "User name", "login.password": "Password", "login.submit": "Sign in",
 		"login.failed": "Wrong user name or password, or too many attempts.",
@@ -100,6 +107,13 @@ var translations = map[string]map[string]string{
 	},
 	"zh": {
 		"nav.dashboard": "仪表盘", "nav.projects": "项目", "nav.mirror": "镜像缓存", "nav.users": "用户",
+		"nav.gc":      "垃圾清理",
+		"gc.schedule": "定时任务", "gc.type": "执行时间", "gc.cron": "Cron（秒在前）", "gc.next": "下次执行",
+		"gc.untagged": "删除无标签的制品", "gc.window": "保留未被引用少于（小时）的数据块", "gc.workers": "并发数",
+		"gc.run": "立即清理", "gc.dryrun": "模拟运行（不删除；日志列出将删除的内容）", "gc.history": "历史记录",
+		"gc.started": "已开始 %d", "gc.status": "状态", "gc.freed": "释放空间", "gc.blobs": "数据块", "gc.log": "日志",
+		"gc.Hourly": "每小时", "gc.Daily": "每天", "gc.Weekly": "每周", "gc.Custom": "自定义", "gc.None": "从不", "gc.Manual": "手动",
+		"gc.MANUAL": "手动", "gc.SCHEDULE": "定时", "gc.yes": "是",
 		"nav.audit": "审计日志", "nav.settings": "设置", "nav.connect": "连接主机", "nav.logout": "退出",
 		"login.title": "登录", "login.username": "用户名", "login.password": "密码", "login.submit": "登录",
 		"login.failed": "用户名或密码错误，或尝试次数过多。",

@@ -56,8 +56,9 @@ func newWebPages(s *Server) (*webPages, error) {
 		},
 		"unix": func(sec int64) time.Time { return time.Unix(sec, 0) },
 		"add":  func(a, b int) int { return a + b },
+		"list": func(v ...string) []string { return v },
 	}
-	for _, page := range []string{"error", "login", "dashboard", "projects", "project", "repository", "mirror", "users", "account", "audit", "settings", "connect"} {
+	for _, page := range []string{"error", "login", "dashboard", "projects", "project", "repository", "mirror", "users", "account", "audit", "settings", "connect", "gc"} {
 		t, err := template.New(page).Funcs(funcs).ParseFS(templateFS, "web/templates/layout.html", "web/templates/"+page+".html")
 		if err != nil {
 			return nil, fmt.Errorf("template %s: %w", page, err)
@@ -492,6 +493,37 @@ func (w *webPages) handleMirror(rw http.ResponseWriter, r *http.Request, who aut
 		return
 	}
 	w.render(rw, r, who, "mirror", "nav.mirror", repos)
+}
+
+// handleGC is garbage collection's page: the schedule, a run now (or a dry run), the history.
+func (w *webPages) handleGC(rw http.ResponseWriter, r *http.Request, who auth.Principal) {
+	var data struct {
+		Schedule gcHistory
+		Params   struct {
+			DeleteUntagged bool `json:"delete_untagged"`
+			TimeWindow     *int `json:"time_window"`
+			Workers        int  `json:"workers"`
+		}
+		Window int
+		Runs   []gcHistory
+	}
+	if err := w.api(r, "/api/v2.0/system/gc/schedule", &data.Schedule); err != nil {
+		w.failed(rw, r, who, err)
+		return
+	}
+	if data.Schedule.Schedule.Type == "" {
+		data.Schedule.Schedule.Type = "None"
+	}
+	_ = json.Unmarshal([]byte(data.Schedule.JobParameters), &data.Params)
+	data.Window = 2 // Harbor's default
+	if data.Params.TimeWindow != nil {
+		data.Window = *data.Params.TimeWindow
+	}
+	if err := w.api(r, "/api/v2.0/system/gc?page_size=50", &data.Runs); err != nil {
+		w.failed(rw, r, who, err)
+		return
+	}
+	w.render(rw, r, who, "gc", "nav.gc", data)
 }
 
 func (w *webPages) handleUsers(rw http.ResponseWriter, r *http.Request, who auth.Principal) {

@@ -533,21 +533,45 @@ func TestCollect(t *testing.T) {
 	if n, _, err := s.Evictor.Collect(ctx, time.Hour); err != nil || n != 0 {
 		t.Fatalf("Collect(grace 1h) with a pending layer removed %d, %v; want 0", n, err)
 	}
-	// Deleting the manifest makes its body and the blobs only it named garbage, links and all
-	// (with the pending layer, now past a grace of 0).
+	// Deleting the manifest makes its body and the blobs only it named garbage, links and all;
+	// the pending layer is a push in flight, kept even with no time window.
 	if err := s.Manifests.Delete(ctx, "p/a", m.Digest); err != nil {
 		t.Fatal(err)
 	}
-	if n, _, _ := s.Evictor.Collect(ctx, 0); n != 4 {
-		t.Errorf("Collect after manifest delete removed %d, want 4 (the manifest, its config and layer, the pending layer)", n)
+	if n, _, _ := s.Evictor.Collect(ctx, 0); n != 3 {
+		t.Errorf("Collect after manifest delete removed %d, want 3 (the manifest, its config and layer)", n)
 	}
-	if blobs, _ := s.Stats(); blobs != 0 {
-		t.Errorf("Stats after collect = %d blobs, want 0", blobs)
+	if blobs, _ := s.Stats(); blobs != 1 {
+		t.Errorf("Stats after collect = %d blobs, want 1 (the pending layer)", blobs)
 	}
-	for _, d := range append([]digest.Digest{pd}, m.Blobs...) {
+	if _, err := s.StatBlob(ctx, "p/a", pd); err != nil {
+		t.Errorf("the layer of a push in flight was collected: %v", err)
+	}
+	for _, d := range m.Blobs {
 		if _, err := s.StatBlob(ctx, "p/a", d); !errors.Is(err, ErrBlobUnknown) {
 			t.Errorf("a collected blob is still linked: %v", err)
 		}
+	}
+}
+
+// A blob linked for a push whose manifest never comes is kept for inFlight, whatever the time
+// window, then collected; one a manifest named and then lost is not in flight.
+func TestCollectAbandonedPush(t *testing.T) {
+	ctx := context.Background()
+	now := time.Unix(1_800_000_000, 0)
+	s := openStore(t, Config{Now: func() time.Time { return now }})
+	body := []byte("a layer whose manifest never came")
+	d := digest.FromBytes(body)
+	if _, err := s.PutBlob(ctx, "p/a", d, bytes.NewReader(body), -1); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(inFlight - time.Minute)
+	if n, _, err := s.Evictor.Collect(ctx, 0); err != nil || n != 0 {
+		t.Fatalf("Collect within inFlight = %d, %v; want 0", n, err)
+	}
+	now = now.Add(2 * time.Minute)
+	if n, _, err := s.Evictor.Collect(ctx, 0); err != nil || n != 1 {
+		t.Fatalf("Collect after inFlight = %d, %v; want the abandoned layer", n, err)
 	}
 }
 

@@ -289,17 +289,23 @@ func (e *Evictor) collectOrphans(ctx context.Context, o CollectOptions) (removed
 	return removed, freed, nil
 }
 
+// inFlight is how long a blob linked since any manifest last named it (an upload, a mount), and
+// still linked, is kept whatever the time window: a push whose manifest has not come yet. Pushes
+// of the largest images take less.
+const inFlight = time.Hour
+
 // mark returns the blobs that nothing keeps: no manifest record of any repository is the blob or
-// names it (its config, layers, or an index's manifests), and its last reference (Linked, else
-// Created) is older than grace. A blob uploaded for a push whose manifest has not come yet is
-// kept by grace; repository links alone keep nothing (a deleted artifact's layers stay linked).
-// Each comes with its links, which go with it.
+// names it (its config, layers, or an index's manifests), its last reference (Linked, Named,
+// else Created) is older than grace, and it is not part of a push in flight (see inFlight).
+// Repository links alone keep nothing else: a deleted artifact's layers stay linked. Each comes
+// with its links, which go with it.
 func (e *Evictor) mark(ctx context.Context, grace time.Duration) ([]garbageBlob, error) {
 	kept := map[digest.Digest]bool{}
 	var unread []digest.Digest // manifests whose records predate Blobs and Children
 	links := map[digest.Digest][][]byte{}
 	var garbage []garbageBlob
-	cutoff := e.st.now().Add(-grace)
+	now := e.st.now()
+	cutoff := now.Add(-grace)
 	err := e.db.View(e.st.ctx, func(txn kv.Txn) error {
 		err := eachJSON(txn, prefixManifest, func(key []byte, m *Manifest) error {
 			d := digest.Digest(lastPart(key))
@@ -343,10 +349,14 @@ func (e *Evictor) mark(ctx context.Context, grace time.Duration) ([]garbageBlob,
 				return err
 			}
 			last := rec.Created
-			if rec.Linked.After(last) {
-				last = rec.Linked
+			for _, t := range []time.Time{rec.Linked, rec.Named} {
+				if t.After(last) {
+					last = t
+				}
 			}
-			if !kept[dgst] && last.Before(cutoff) {
+			// Linked since a manifest last named it, and still linked: a push in flight.
+			inFlight := len(links[dgst]) > 0 && rec.Linked.After(rec.Named) && rec.Linked.After(now.Add(-inFlight))
+			if !kept[dgst] && last.Before(cutoff) && !inFlight {
 				garbage = append(garbage, garbageBlob{dgst: dgst, size: rec.Size, gen: rec.Gen, mirrored: rec.Mirrored && !rec.Local, links: links[dgst]})
 			}
 			return nil

@@ -118,7 +118,7 @@ func (ms *Manifests) put(ctx context.Context, repo string, m Manifest, body []by
 		// another node then either deleted it before (and checkRefs sees it gone) or sees the
 		// reference.
 		for _, d := range namedDigests(m) {
-			if err := referenced(txn, d, now); err != nil {
+			if err := referenced(txn, d, now, true); err != nil {
 				return err
 			}
 		}
@@ -128,7 +128,7 @@ func (ms *Manifests) put(ctx context.Context, repo string, m Manifest, body []by
 		if _, err := ms.st.ensureBlobRecord(ct, m.Digest, m.Size, m.MediaType, from); err != nil {
 			return err
 		}
-		if err := referenced(txn, m.Digest, now); err != nil {
+		if err := referenced(txn, m.Digest, now, true); err != nil {
 			return err
 		}
 		var old Manifest

@@ -252,3 +252,49 @@ func (ms *Manifests) DeleteArtifact(ctx context.Context, repo string, dgst diges
 	}
 	return nil
 }
+
+// DeleteUntagged deletes the untagged artifacts of the repositories that keep says are to be
+// swept (local ones): manifests that no tag and no index names, but not an artifact that refers
+// to another one still there (a signature or an SBOM of an image). Each is reported; with dryRun
+// nothing is deleted.
+func (ms *Manifests) DeleteUntagged(ctx context.Context, sweep func(repo string) bool, dryRun bool, report func(repo string, dgst digest.Digest)) (int, error) {
+	var repos []string
+	err := ms.db.View(ms.st.ctx, func(txn kv.Txn) error {
+		return scan(txn, []byte(prefixRepo), "", func(key, _ []byte) bool {
+			if r := string(key[len(prefixRepo):]); sweep(r) {
+				repos = append(repos, r)
+			}
+			return true
+		})
+	})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, repo := range repos {
+		all, err := ms.artifacts(ctx, repo)
+		if err != nil {
+			return n, err
+		}
+		for d, a := range all {
+			if err := ctx.Err(); err != nil {
+				return n, err
+			}
+			if len(a.Tags) > 0 || a.parents > 0 {
+				continue
+			}
+			if _, ok := all[a.Subject]; ok && a.Subject != "" {
+				continue // an accessory of an artifact that stays
+			}
+			report(repo, d)
+			n++
+			if dryRun {
+				continue
+			}
+			if err := ms.DeleteArtifact(ctx, repo, d); err != nil && !errors.Is(err, ErrManifestUnknown) {
+				return n, err
+			}
+		}
+	}
+	return n, nil
+}

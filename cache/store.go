@@ -141,10 +141,12 @@ type blobRecord struct {
 	// a blob only if no reference came since it found the blob unreferenced (in a fleet, a push
 	// on another node may link it meanwhile).
 	Gen int64 `json:"gen,omitempty"`
-	// Linked is the last reference made to the blob: garbage collection's time window counts
-	// from it (or from Created), so a blob uploaded for a push whose manifest has not come yet is
-	// kept.
+	// Linked is when the blob was last linked to a repository (an upload, a mount, a fill) and
+	// Named when a manifest last named it. Garbage collection's time window counts from the
+	// latest of them and Created; a blob linked after any manifest named it belongs to a push in
+	// flight, whose manifest has not come yet, and is kept for inFlight whatever the window.
 	Linked time.Time `json:"linked,omitzero"`
+	Named  time.Time `json:"named,omitzero"`
 }
 
 // evictable reports whether eviction may remove the blob: mirrored content only, never what a
@@ -641,7 +643,7 @@ func getBlobRecord(txn kv.Txn, dgst digest.Digest) (blobRecord, error) {
 }
 
 func link(txn kv.Txn, repo string, dgst digest.Digest, now time.Time) error {
-	if err := referenced(txn, dgst, now); err != nil {
+	if err := referenced(txn, dgst, now, false); err != nil {
 		return err
 	}
 	if err := txn.Set(linkKey(repo, dgst), nil); err != nil {
@@ -651,8 +653,9 @@ func link(txn kv.Txn, repo string, dgst digest.Digest, now time.Time) error {
 }
 
 // referenced notes a new reference to the blob dgst in txn: under the fleet-wide lock of the
-// digest (garbage collection takes it too), its record's Gen goes up and Linked is now.
-func referenced(txn kv.Txn, dgst digest.Digest, now time.Time) error {
+// digest (garbage collection takes it too), its record's Gen goes up, and Named (a manifest
+// names it) or Linked (a repository links it) is now.
+func referenced(txn kv.Txn, dgst digest.Digest, now time.Time, named bool) error {
 	if err := kv.LockTxn(txn, "blob:"+dgst.String()); err != nil {
 		return err
 	}
@@ -664,7 +667,11 @@ func referenced(txn kv.Txn, dgst digest.Digest, now time.Time) error {
 		return err
 	}
 	rec.Gen++
-	rec.Linked = now.UTC()
+	if named {
+		rec.Named = now.UTC()
+	} else {
+		rec.Linked = now.UTC()
+	}
 	return kv.Put(txn, blobKey(dgst), rec)
 }
 

@@ -12,26 +12,6 @@ import (
 	"cove/internal/kv"
 )
 
-// Garbage collection of local content runs every gcInterval and removes unreferenced blobs stored
-// more than gcGrace ago: a blob that has just arrived is never collected before its manifest does.
-const (
-	gcInterval = time.Hour
-	gcGrace    = time.Hour
-)
-
-func collectGarbage(ctx context.Context, ev *cache.Evictor, meta kv.DB, log *slog.Logger) {
-	every(ctx, gcInterval, func() {
-		// Once per fleet and interval: the node that takes the lock first collects for all.
-		_, err := kv.RunOnceEvery(ctx, meta, "gc", gcInterval, func() error {
-			_, _, err := ev.Collect(ctx, gcGrace)
-			return err
-		})
-		if err != nil && ctx.Err() == nil {
-			log.Error("garbage collection failed", "err", err)
-		}
-	})
-}
-
 // fleetJobInterval is how often a node on PostgreSQL offers to run the jobs that run once per
 // fleet: eviction of the shared tier past mirror.max_size, and the sweep of expired records
 // (audit retention, sessions), each under its fleet-wide lock.

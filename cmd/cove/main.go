@@ -307,8 +307,21 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	if err != nil {
 		return err
 	}
+	// Garbage collection's job: delete_untagged sweeps local projects, never mirrored content.
+	node := ""
+	if member != nil {
+		node = member.Self().Name
+	}
+	gc, err := cache.NewGC(ctx, store, node, func(repo string) bool { return !cache.IsMirrored(repo, registry.UpstreamNames()) })
+	if err != nil {
+		return fmt.Errorf("garbage collection's schedule: %w", err)
+	}
+	var gcJobs admin.GCJobs
+	if !readOnly {
+		gcJobs = gc
+	}
 	api, err := admin.New(admin.Config{
-		Auth: authSvc, Audit: audit, Repos: store.Manifests, Browse: store.Manifests, Evict: store.Evictor, Content: store.Manifests, Blobs: store, Logger: log, Certificates: certs,
+		Auth: authSvc, Audit: audit, Repos: store.Manifests, Browse: store.Manifests, Evict: store.Evictor, Content: store.Manifests, Blobs: store, GC: gcJobs, Logger: log, Certificates: certs,
 		Upstreams: registry.UpstreamNames(), MaxMirrored: int64(cfg.Mirror.MaxSize),
 		Mirror: func() admin.MirrorStatus { return adminStatus(registry.Status()) },
 		Nodes:  fleetNodes(member),
@@ -351,7 +364,7 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 
 	gcCtx, stopGC := context.WithCancel(context.Background())
 	var background sync.WaitGroup
-	background.Go(func() { collectGarbage(gcCtx, store.Evictor, meta, log) })
+	background.Go(func() { gc.Loop(gcCtx) })
 	if pg, ok := meta.(*kv.Postgres); ok {
 		background.Go(func() { fleetJobs(gcCtx, store.Evictor, pg, log) })
 	}

@@ -72,6 +72,14 @@ const shapes = {
     anonymous_pull: f.anonymous_pull.value,
     project_creation_restriction: f.project_creation_restriction.value,
   }),
+  gcschedule: f => ({
+    schedule: { type: f.type.value, cron: f.cron.value },
+    parameters: { delete_untagged: f.delete_untagged.checked, time_window: Number(f.time_window.value), workers: Number(f.workers.value) },
+  }),
+  gcrun: f => ({
+    schedule: { type: "Manual" },
+    parameters: { delete_untagged: f.delete_untagged.checked, time_window: Number(f.time_window.value), dry_run: f.dry_run.checked },
+  }),
   robot: f => ({
     name: f.name.value, level: "project", duration: Number(f.duration.value),
     permissions: [{ kind: "project", namespace: f.dataset.project,
