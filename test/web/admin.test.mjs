@@ -70,10 +70,11 @@ test("sign in, manage a project, see pushed tags, switch language, filter the au
   await shot("03-project-members");
 
   // Make the project private, then public again.
-  await page.click("#toggle-public");
+  // (Each click reloads the page: wait for that load, or the next navigation races it.)
+  await Promise.all([page.waitForEvent("load"), page.click("#toggle-public")]);
   await page.waitForSelector("#visibility >> text=Private");
-  await page.click("#toggle-public");
-  await page.waitForSelector("#visibility >> text=Public");
+  await Promise.all([page.waitForEvent("load"), page.click("#toggle-public")]);
+  assert.match(await page.textContent("#visibility"), /^\s*Public/);
 
   // Push an image with a real client; its tag shows on the repository page.
   execFileSync("skopeo", ["copy", "--dest-tls-verify=false", "--dest-creds", `admin:${password}`,
@@ -102,6 +103,24 @@ test("sign in, manage a project, see pushed tags, switch language, filter the au
   await page.waitForSelector("#repositories >> text=webteam/app");
   assert.equal(await page.locator("#repositories >> text=webteam/tmp").count(), 0, "the deleted repository is still listed");
   await shot("04b-repository-deleted");
+
+  // Garbage collection: a dry run from the page, then its line in the history.
+  await page.goto(base + "/gc");
+  await page.waitForSelector("#gc-type");
+  assert.equal(await page.inputValue("#gc-type"), "Hourly");
+  await page.check("#gc-run-dry");
+  await page.fill("#gc-run-window", "0");
+  await Promise.all([page.waitForEvent("load"), page.click("#gc-run-submit")]);
+  await page.waitForSelector("#gc-history tr >> nth=1");
+  for (let i = 0; i < 50 && /Pending|Running/.test(await page.textContent("#gc-history")); i++) {
+    await page.waitForTimeout(100); // the run's status, polled with a bound
+    await page.reload();
+  }
+  assert.match(await page.textContent("#gc-history"), /Success/);
+  await page.selectOption("#gc-type", "Daily");
+  await Promise.all([page.waitForEvent("load"), page.click("#gc-schedule-submit")]);
+  assert.equal(await page.inputValue("#gc-type"), "Daily");
+  await shot("04c-gc");
 
   // Switch to Chinese: the choice persists across pages.
   await page.click("#lang-zh");
