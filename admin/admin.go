@@ -145,6 +145,10 @@ func (s *Server) routes() []apiRoute {
 		{"GET /api/v2.0/projects/{name}/repositories/{repo}/artifacts/{reference}/tags", s.handleListTags, "List an artifact's tags"},
 		{"POST /api/v2.0/projects/{name}/repositories/{repo}/artifacts/{reference}/tags", s.handleAddTag, "Add a tag to an artifact (developers and up)"},
 		{"DELETE /api/v2.0/projects/{name}/repositories/{repo}/artifacts/{reference}/tags/{tag}", s.handleDeleteTag, "Delete a tag (maintainers and up)"},
+		{"GET /api/v2.0/projects/{name}/immutabletagrules", s.handleListImmutableRules, "List a project's tag immutability rules"},
+		{"POST /api/v2.0/projects/{name}/immutabletagrules", s.handleAddImmutableRule, "Add a tag immutability rule (project admins, maintainers)"},
+		{"PUT /api/v2.0/projects/{name}/immutabletagrules/{id}", s.handleUpdateImmutableRule, "Change a tag immutability rule (project admins, maintainers)"},
+		{"DELETE /api/v2.0/projects/{name}/immutabletagrules/{id}", s.handleDeleteImmutableRule, "Delete a tag immutability rule (project admins, maintainers)"},
 		{"GET /api/v2.0/projects/{name}/members", s.handleListMembers, "List a project's members"},
 		{"POST /api/v2.0/projects/{name}/members", s.handleAddMember, "Add a user or group as a member"},
 		{"GET /api/v2.0/projects/{name}/members/{id}", s.handleGetMember, "Get a member"},
@@ -272,6 +276,8 @@ func toAPIError(err error) *apiError {
 		return &apiError{Status: http.StatusServiceUnavailable, Code: "SERVICE_UNAVAILABLE", Message: "the user directory cannot be reached"}
 	case errors.Is(err, auth.ErrTooManyAttempts):
 		return &apiError{Status: http.StatusTooManyRequests, Code: "TOO_MANY_REQUESTS", Message: err.Error()}
+	case errors.Is(err, cache.ErrTagImmutable):
+		return &apiError{Status: http.StatusPreconditionFailed, Code: "PRECONDITION", Message: err.Error()}
 	case errors.Is(err, cache.ErrStorageFull), errors.Is(err, cache.ErrReadOnly):
 		return &apiError{Status: http.StatusInsufficientStorage, Code: "INSUFFICIENT_STORAGE", Message: err.Error(), Err: err}
 	case errors.Is(err, cache.ErrMetadataUnavailable):

@@ -35,6 +35,11 @@ type Content interface {
 	Copy(ctx context.Context, from, ref, to string, tags []string) (digest.Digest, error)
 	AddTag(ctx context.Context, repo, ref, tag string) error
 	DeleteTag(ctx context.Context, repo, tag string) error
+	Immutable(ctx context.Context, repo string, tags []string) (map[string]bool, error)
+	ImmutableRules(ctx context.Context, project string) ([]cache.ImmutableRule, error)
+	AddImmutableRule(ctx context.Context, r cache.ImmutableRule) (cache.ImmutableRule, error)
+	UpdateImmutableRule(ctx context.Context, r cache.ImmutableRule) error
+	DeleteImmutableRule(ctx context.Context, project string, id int64) error
 }
 
 // BlobReader reads small blobs, the configs of images; cache.Store implements it.
@@ -193,6 +198,8 @@ func storeError(err error, repo, ref string) error {
 		return notFound("repository %s not found", repo)
 	case errors.Is(err, cache.ErrManifestUnknown):
 		return notFound("artifact %s not found in %s", ref, repo)
+	case errors.Is(err, cache.ErrTagImmutable):
+		return &apiError{Status: http.StatusPreconditionFailed, Code: "PRECONDITION", Message: err.Error()}
 	case errors.Is(err, cache.ErrTagExists):
 		return &apiError{Status: http.StatusConflict, Code: "CONFLICT", Message: err.Error() + " already"}
 	}
@@ -346,7 +353,25 @@ func (s *Server) handleListArtifacts(w http.ResponseWriter, r *http.Request, who
 	if err := sortBy(out, q.Get("sort"), by); err != nil {
 		return err
 	}
+	for i := range out {
+		if err := s.markImmutable(r.Context(), repo, out[i].Tags); err != nil {
+			return err
+		}
+	}
 	return writePage(w, r, out)
+}
+
+// markImmutable sets the immutable flag of tags, which are repo's, by its project's rules.
+func (s *Server) markImmutable(ctx context.Context, repo string, tags []tag) error {
+	names := make([]string, len(tags))
+	for i, t := range tags {
+		names[i] = t.Name
+	}
+	imm, err := s.content.Immutable(ctx, repo, names)
+	for i := range tags {
+		tags[i].Immutable = imm[tags[i].Name]
+	}
+	return err
 }
 
 // maxConfig bounds the image config the API reads for extra_attrs.
@@ -366,6 +391,9 @@ func (s *Server) handleGetArtifact(w http.ResponseWriter, r *http.Request, who a
 		return storeError(err, repo, ref)
 	}
 	out := toArtifact(p.ID, repo, a, r.URL.Query().Get("with_tag") != "false")
+	if err := s.markImmutable(r.Context(), repo, out.Tags); err != nil {
+		return err
+	}
 	_, body, err := s.content.Read(r.Context(), repo, a.Digest.String())
 	if err != nil {
 		return storeError(err, repo, ref)
@@ -486,6 +514,9 @@ func (s *Server) handleListTags(w http.ResponseWriter, r *http.Request, who auth
 		return storeError(err, repo, ref)
 	}
 	tags := toArtifact(p.ID, repo, a, true).Tags
+	if err := s.markImmutable(r.Context(), repo, tags); err != nil {
+		return err
+	}
 	filter, err := parseListQuery(r.URL.Query().Get("q"))
 	if err != nil {
 		return err

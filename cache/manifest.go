@@ -150,6 +150,16 @@ func (ms *Manifests) put(ctx context.Context, repo string, m Manifest, body []by
 			}
 		}
 		for _, t := range tags {
+			if from != originMirrored {
+				// An immutable tag is never moved (it may be pushed again, unchanged).
+				if cur, err := txn.Get(tagKey(repo, t)); err == nil && string(cur) != m.Digest.String() {
+					if err := checkMutable(txn, repo, t); err != nil {
+						return err
+					}
+				} else if err != nil && !errors.Is(err, kv.ErrNotFound) {
+					return err
+				}
+			}
 			if err := txn.Set(tagKey(repo, t), []byte(m.Digest.String())); err != nil {
 				return err
 			}
@@ -276,7 +286,8 @@ func (ms *Manifests) Delete(ctx context.Context, repo string, dgst digest.Digest
 			}
 		}
 		var stale [][]byte
-		err := scan(txn, repoPrefix(prefixTag, repo), "", func(key, val []byte) bool {
+		prefix := repoPrefix(prefixTag, repo)
+		err := scan(txn, prefix, "", func(key, val []byte) bool {
 			if string(val) == dgst.String() {
 				// key is badger's for this step of the iteration only: keep a copy.
 				stale = append(stale, bytes.Clone(key))
@@ -285,6 +296,11 @@ func (ms *Manifests) Delete(ctx context.Context, repo string, dgst digest.Digest
 		})
 		if err != nil {
 			return err
+		}
+		for _, k := range stale {
+			if err := checkMutable(txn, repo, string(k[len(prefix):])); err != nil {
+				return err
+			}
 		}
 		for _, k := range stale {
 			if err := txn.Delete(k); err != nil {
@@ -301,6 +317,9 @@ func (ms *Manifests) DeleteTag(ctx context.Context, repo, tag string) error {
 		txn := ct.Txn
 		if _, err := txn.Get(tagKey(repo, tag)); err != nil {
 			return notFound(err, ErrManifestUnknown)
+		}
+		if err := checkMutable(txn, repo, tag); err != nil {
+			return err
 		}
 		return txn.Delete(tagKey(repo, tag))
 	})

@@ -97,6 +97,14 @@ func (ms *Manifests) DeleteRepository(ctx context.Context, repo string) error {
 				return err
 			}
 		}
+		tags := len(repoPrefix(prefixTag, repo))
+		for _, k := range keys {
+			if bytes.HasPrefix(k, repoPrefix(prefixTag, repo)) {
+				if err := checkMutable(ct.Txn, repo, string(k[tags:])); err != nil {
+					return err
+				}
+			}
+		}
 		keys = append(keys, repoKey(repo), []byte(prefixRepoInfo+repo))
 		for _, k := range keys {
 			if err := ct.Delete(k); err != nil {

@@ -40,6 +40,7 @@ func TestToError(t *testing.T) {
 		{&BodyError{Err: io.ErrUnexpectedEOF}, 400, CodeBlobUploadInvalid},
 		{cache.ErrTooManyUploads, 429, CodeTooManyRequests},
 		{cache.ErrMediaTypeConflict, 400, CodeManifestInvalid},
+		{&cache.ImmutableError{Repo: "app", Tag: "v1"}, 412, CodeDenied},
 		{auth.ErrNoProject, 404, CodeNameUnknown},
 		{auth.ErrTooManyAttempts, 429, CodeTooManyRequests},
 		{auth.ErrDirectoryUnavailable, 503, CodeUnavailable},
