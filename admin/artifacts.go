@@ -187,6 +187,9 @@ func (s *Server) repository(ctx context.Context, p auth.Project, repo string) (r
 	return repository{}, notFound("repository %s not found", repo)
 }
 
+// errNoContent answers the repository endpoints of a server built without the store's content.
+var errNoContent = &apiError{Status: http.StatusServiceUnavailable, Code: "SERVICE_UNAVAILABLE", Message: "repositories are not available on this server"}
+
 func notFound(format string, a ...any) error {
 	return &apiError{Status: http.StatusNotFound, Code: "NOT_FOUND", Message: fmt.Sprintf(format, a...)}
 }
@@ -284,6 +287,9 @@ func (s *Server) handleGetRepository(w http.ResponseWriter, r *http.Request, who
 
 // handleUpdateRepository sets a repository's description, the one field Harbor lets one change.
 func (s *Server) handleUpdateRepository(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
+	if s.content == nil {
+		return errNoContent
+	}
 	_, repo, err := s.repoPath(r, who, auth.ActionPush)
 	if err != nil {
 		return err
@@ -308,6 +314,9 @@ func (s *Server) handleUpdateRepository(w http.ResponseWriter, r *http.Request, 
 // handleDeleteRepository deletes a repository with every artifact and tag in it (maintainers and
 // up, as Harbor); its blobs go at the next garbage collection.
 func (s *Server) handleDeleteRepository(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
+	if s.content == nil {
+		return errNoContent
+	}
 	_, repo, err := s.repoPath(r, who, auth.ActionDelete)
 	if err != nil {
 		return err
@@ -367,6 +376,9 @@ func (s *Server) markImmutable(ctx context.Context, repo string, tags []tag) err
 	for i, t := range tags {
 		names[i] = t.Name
 	}
+	if s.content == nil {
+		return nil
+	}
 	imm, err := s.content.Immutable(ctx, repo, names)
 	for i := range tags {
 		tags[i].Immutable = imm[tags[i].Name]
@@ -381,6 +393,9 @@ const maxConfig = 1 << 20
 // children and their platforms) and extra_attrs (an image config's os, architecture, created,
 // author and config).
 func (s *Server) handleGetArtifact(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
+	if s.content == nil {
+		return errNoContent
+	}
 	p, repo, err := s.repoPath(r, who, auth.ActionPull)
 	if err != nil {
 		return err
@@ -445,6 +460,9 @@ func extraAttrs(cfg []byte) map[string]any {
 // handleDeleteArtifact deletes an artifact, by digest or by one of its tags, with all its tags and,
 // for an index, its untagged children (maintainers and up, as Harbor).
 func (s *Server) handleDeleteArtifact(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
+	if s.content == nil {
+		return errNoContent
+	}
 	_, repo, err := s.repoPath(r, who, auth.ActionDelete)
 	if err != nil {
 		return err
@@ -465,6 +483,9 @@ func (s *Server) handleDeleteArtifact(w http.ResponseWriter, r *http.Request, wh
 // handleCopyArtifact copies an artifact into this repository: from=project/repository:tag or
 // project/repository@digest, with the source artifact's tags (pull on the source, push here).
 func (s *Server) handleCopyArtifact(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
+	if s.content == nil {
+		return errNoContent
+	}
 	_, repo, err := s.repoPath(r, who, auth.ActionPush)
 	if err != nil {
 		return err
@@ -504,6 +525,9 @@ func (s *Server) handleCopyArtifact(w http.ResponseWriter, r *http.Request, who 
 }
 
 func (s *Server) handleListTags(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
+	if s.content == nil {
+		return errNoContent
+	}
 	p, repo, err := s.repoPath(r, who, auth.ActionPull)
 	if err != nil {
 		return err
@@ -542,6 +566,9 @@ var tagName = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
 
 // handleAddTag adds a tag to an artifact (developers and up); a tag that exists is a conflict.
 func (s *Server) handleAddTag(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
+	if s.content == nil {
+		return errNoContent
+	}
 	_, repo, err := s.repoPath(r, who, auth.ActionPush)
 	if err != nil {
 		return err
@@ -567,6 +594,9 @@ func (s *Server) handleAddTag(w http.ResponseWriter, r *http.Request, who auth.P
 
 // handleDeleteTag removes a tag of an artifact (maintainers and up); the artifact stays.
 func (s *Server) handleDeleteTag(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
+	if s.content == nil {
+		return errNoContent
+	}
 	_, repo, err := s.repoPath(r, who, auth.ActionDelete)
 	if err != nil {
 		return err

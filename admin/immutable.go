@@ -85,6 +85,9 @@ func ruleError(err error) error {
 
 // ruleProject is the project of a rules request, once who may do action there.
 func (s *Server) ruleProject(r *http.Request, who auth.Principal, action auth.Action) (auth.Project, error) {
+	if s.content == nil {
+		return auth.Project{}, errNoContent
+	}
 	p, err := s.visible(r.Context(), who, r.PathValue("name"), r.Header.Get("X-Is-Resource-Name") == "true")
 	if err != nil {
 		return p, err

@@ -410,6 +410,7 @@ type repoView struct {
 type artifactView struct {
 	artifact
 	Platforms []string
+	Locked    bool // a tag is immutable: the artifact cannot be deleted
 }
 
 func ifNotEmpty(prefix, s string) string {
@@ -432,6 +433,7 @@ func (w *webPages) handleProject(rw http.ResponseWriter, r *http.Request, who au
 		Manage  bool
 		Delete  bool
 		Repos   []repoView
+		Rules   []immutableRule
 		Members []member
 		Robots  []robot
 	}{Name: p.Name, Public: p.Metadata["public"] == "true"}
@@ -444,6 +446,7 @@ func (w *webPages) handleProject(rw http.ResponseWriter, r *http.Request, who au
 		data.Repos = append(data.Repos, repoView{repository: rp, Short: url.PathEscape(url.PathEscape(strings.TrimPrefix(rp.Name, p.Name+"/")))})
 	}
 	_ = w.api(r, "/api/v2.0/projects/"+url.PathEscape(name)+"/members", &data.Members) // members only
+	_ = w.api(r, "/api/v2.0/projects/"+url.PathEscape(name)+"/immutabletagrules?page_size=100", &data.Rules)
 	data.Manage = w.canManage(r, who, p.Name)
 	data.Delete = w.canDelete(r, who, p.Name)
 	if data.Manage {
@@ -464,6 +467,9 @@ func (w *webPages) handleRepository(rw http.ResponseWriter, r *http.Request, who
 	views := make([]artifactView, 0, len(arts))
 	for _, a := range arts {
 		v := artifactView{artifact: a}
+		for _, t := range a.Tags {
+			v.Locked = v.Locked || t.Immutable
+		}
 		var full artifact
 		if err := w.api(r, base+"/"+url.PathEscape(a.Digest)+"?with_tag=false", &full); err == nil {
 			for _, ref := range full.References {

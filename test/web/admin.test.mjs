@@ -104,6 +104,20 @@ test("sign in, manage a project, see pushed tags, switch language, filter the au
   assert.equal(await page.locator("#repositories >> text=webteam/tmp").count(), 0, "the deleted repository is still listed");
   await shot("04b-repository-deleted");
 
+  // An immutability rule from the project page: the tag shows a lock, and no delete button.
+  await page.goto(base + "/projects/webteam");
+  await page.fill("#immutable-tag", "v*");
+  await Promise.all([page.waitForEvent("load"), page.click("#immutable-submit")]);
+  await page.waitForSelector("#immutable-rules >> text=v*");
+  await page.goto(base + "/projects/webteam/repositories/app");
+  await page.waitForSelector("#artifacts .tag:has-text('v1') .immutable");
+  assert.equal(await page.locator("#artifacts .tag:has-text('v1') button.delete-tag").count(), 0, "an immutable tag is offered for deletion");
+  assert.equal(await page.locator("#artifacts tr:has-text('v1') button.delete-artifact").count(), 0, "an artifact with an immutable tag is offered for deletion");
+  await shot("04d-immutable");
+  await page.goto(base + "/projects/webteam");
+  await Promise.all([page.waitForEvent("load"), page.click("#immutable-rules tr:has-text('v*') button.delete")]);
+  assert.equal(await page.locator("#immutable-rules >> text=v*").count(), 0, "the deleted rule is still listed");
+
   // Garbage collection: a dry run from the page, then its line in the history.
   await page.goto(base + "/gc");
   await page.waitForSelector("#gc-type");

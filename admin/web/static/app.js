@@ -80,6 +80,11 @@ const shapes = {
     schedule: { type: "Manual" },
     parameters: { delete_untagged: f.delete_untagged.checked, time_window: Number(f.time_window.value), dry_run: f.dry_run.checked },
   }),
+  immutable: f => ({
+    action: "immutable", template: "immutable_template",
+    tag_selectors: [{ kind: "doublestar", decoration: "matches", pattern: f.tag.value }],
+    scope_selectors: { repository: [{ kind: "doublestar", decoration: "repoMatches", pattern: f.repo.value }] },
+  }),
   robot: f => ({
     name: f.name.value, level: "project", duration: Number(f.duration.value),
     permissions: [{ kind: "project", namespace: f.dataset.project,
