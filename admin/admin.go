@@ -50,7 +50,10 @@ type Config struct {
 	Content Content
 	Blobs   BlobReader
 	// GC is garbage collection's job (cache.GC); nil on a read-only start.
-	GC     GCJobs
+	GC GCJobs
+	// System is what the system endpoints report; Stored, the blobs stored and their bytes.
+	System SystemInfo
+	Stored func() (blobs, bytes int64)
 	Mirror func() MirrorStatus
 	// Nodes lists the fleet's nodes (GET /api/v2.0/cluster/nodes); nil on a single node, whose
 	// list is empty.
@@ -72,6 +75,8 @@ type Server struct {
 	content     Content
 	blobs       BlobReader
 	gc          GCJobs
+	system      SystemInfo
+	stored      func() (blobs, bytes int64)
 	mirror      func() MirrorStatus
 	nodes       func(ctx context.Context) ([]Node, error)
 	upstreams   []string
@@ -99,7 +104,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Server{browse: cfg.Browse, evict: cfg.Evict, content: cfg.Content, blobs: cfg.Blobs, gc: cfg.GC, mirror: cfg.Mirror, nodes: cfg.Nodes, upstreams: cfg.Upstreams, maxMirrored: cfg.MaxMirrored,
+	s := &Server{browse: cfg.Browse, evict: cfg.Evict, content: cfg.Content, blobs: cfg.Blobs, gc: cfg.GC, system: cfg.System, stored: cfg.Stored, mirror: cfg.Mirror, nodes: cfg.Nodes, upstreams: cfg.Upstreams, maxMirrored: cfg.MaxMirrored,
 		history: &history{now: cfg.Now}, certs: cfg.Certificates, auth: cfg.Auth, audit: cfg.Audit, repos: cfg.Repos, log: cfg.Logger, mux: http.NewServeMux()}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -181,6 +186,14 @@ func (s *Server) routes() []apiRoute {
 		{"PUT /api/v2.0/system/gc/schedule", s.handleUpdateGCSchedule, "Change the schedule: Hourly, Daily, Weekly, Custom (6-field cron), None"},
 		{"POST /api/v2.0/system/token-key/rotate", s.handleRotateKey, "Start signing registry tokens with a new key"},
 		{"POST /api/v2.0/system/tls/renew", s.handleRenewTLS, "Renew the ACME certificates now"},
+		{"GET /api/v2.0/systeminfo", s.handleSystemInfo, "What this registry is (more for those signed in)"},
+		{"GET /api/v2.0/systeminfo/volumes", s.handleVolumes, "Free and total bytes of the data directory's disk"},
+		{"GET /api/v2.0/health", s.handleHealth, "Health of each component"},
+		{"GET /api/v2.0/statistics", s.handleStatistics, "Counts of the projects and repositories the caller may see"},
+		{"GET /api/v2.0/search", s.handleSearch, "Projects and repositories whose names contain q"},
+		{"GET /api/v2.0/users/current/permissions", s.handleCurrentPermissions, "What the caller may do in a scope (/system, /project/{id})"},
+		{"GET /api/v2.0/projects/{name}/_deletable", s.handleProjectDeletable, "Whether the project can be deleted now, and why not"},
+		{"POST /api/v2.0/ldap/ping", s.handleLDAPPing, "Connect to the configured LDAP directory and bind"},
 		{"GET /api/v2.0/openapi.json", s.handleOpenAPI, "This document"},
 	}
 }

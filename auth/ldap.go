@@ -268,3 +268,22 @@ func (i *Identity) ldapUser(ctx context.Context, user string, entry ldapEntry) (
 	})
 	return who, err
 }
+
+// ErrNoDirectory means no LDAP directory is configured (auth.mode is not ldap).
+var ErrNoDirectory = errors.New("no LDAP directory is configured (auth.mode: ldap)")
+
+// LDAPMode reports whether passwords are checked against an LDAP directory.
+func (i *Identity) LDAPMode() bool { return i.ldap != nil }
+
+// PingLDAP connects to the configured directory and binds as its service account: the check of
+// Harbor's POST /ldap/ping. ErrNoDirectory without one.
+func (i *Identity) PingLDAP(ctx context.Context) error {
+	if i.ldap == nil {
+		return ErrNoDirectory
+	}
+	conn, err := i.ldap.connect()
+	if err != nil {
+		return err
+	}
+	return conn.Close()
+}

@@ -243,3 +243,6 @@ func (d *Disk) guardSpaceFor(ctx context.Context, body io.Reader, size int64, up
 	}
 	return &spaceReader{Reader: body, ctx: ctx, d: d, evict: true, since: min(need, spaceCheckEvery)}, nil
 }
+
+// Usage reports the free and total bytes of the data directory's disk.
+func (d *Disk) Usage() (avail, total int64, err error) { return d.diskSpace(d.dir) }

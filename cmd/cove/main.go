@@ -320,7 +320,28 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	if !readOnly {
 		gcJobs = gc
 	}
+	provider := "filesystem"
+	if remote != nil {
+		provider = "s3"
+	}
+	system := admin.SystemInfo{Version: ver, PublicURL: cfg.PublicURL, StorageProvider: provider, ReadOnly: readOnly,
+		Health: func(ctx context.Context) []admin.HealthComponent {
+			check := func(name string, err error) admin.HealthComponent {
+				if err != nil {
+					return admin.HealthComponent{Name: name, Status: "unhealthy", Error: err.Error()}
+				}
+				return admin.HealthComponent{Name: name, Status: "healthy"}
+			}
+			avail, floor, err := store.Disk.Space()
+			if err == nil && avail < floor {
+				err = fmt.Errorf("the data directory's disk is under its free-space floor (storage.min_free): %d bytes free", avail)
+			}
+			return []admin.HealthComponent{check("database", ping(ctx)), check("registry", store.PingRemote(ctx)), check("storage", err)}
+		},
+		Volume: store.Disk.Usage,
+	}
 	api, err := admin.New(admin.Config{
+		System: system, Stored: store.Stats,
 		Auth: authSvc, Audit: audit, Repos: store.Manifests, Browse: store.Manifests, Evict: store.Evictor, Content: store.Manifests, Blobs: store, GC: gcJobs, Logger: log, Certificates: certs,
 		Upstreams: registry.UpstreamNames(), MaxMirrored: int64(cfg.Mirror.MaxSize),
 		Mirror: func() admin.MirrorStatus { return adminStatus(registry.Status()) },
