@@ -51,6 +51,8 @@ type Config struct {
 	Blobs   BlobReader
 	// GC is garbage collection's job (cache.GC); nil on a read-only start.
 	GC GCJobs
+	// Quotas keeps the projects' storage quotas (cache.Store).
+	Quotas Quotas
 	// System is what the system endpoints report; Stored, the blobs stored and their bytes.
 	System SystemInfo
 	Stored func() (blobs, bytes int64)
@@ -76,6 +78,7 @@ type Server struct {
 	blobs       BlobReader
 	gc          GCJobs
 	system      SystemInfo
+	quotas      Quotas
 	stored      func() (blobs, bytes int64)
 	mirror      func() MirrorStatus
 	nodes       func(ctx context.Context) ([]Node, error)
@@ -104,7 +107,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Server{browse: cfg.Browse, evict: cfg.Evict, content: cfg.Content, blobs: cfg.Blobs, gc: cfg.GC, system: cfg.System, stored: cfg.Stored, mirror: cfg.Mirror, nodes: cfg.Nodes, upstreams: cfg.Upstreams, maxMirrored: cfg.MaxMirrored,
+	s := &Server{browse: cfg.Browse, evict: cfg.Evict, content: cfg.Content, blobs: cfg.Blobs, gc: cfg.GC, system: cfg.System, quotas: cfg.Quotas, stored: cfg.Stored, mirror: cfg.Mirror, nodes: cfg.Nodes, upstreams: cfg.Upstreams, maxMirrored: cfg.MaxMirrored,
 		history: &history{now: cfg.Now}, certs: cfg.Certificates, auth: cfg.Auth, audit: cfg.Audit, repos: cfg.Repos, log: cfg.Logger, mux: http.NewServeMux()}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -192,6 +195,10 @@ func (s *Server) routes() []apiRoute {
 		{"GET /api/v2.0/statistics", s.handleStatistics, "Counts of the projects and repositories the caller may see"},
 		{"GET /api/v2.0/search", s.handleSearch, "Projects and repositories whose names contain q"},
 		{"GET /api/v2.0/users/current/permissions", s.handleCurrentPermissions, "What the caller may do in a scope (/system, /project/{id})"},
+		{"GET /api/v2.0/quotas", s.handleListQuotas, "The projects' storage quotas (reference, reference_id, sort=used.storage)"},
+		{"GET /api/v2.0/quotas/{id}", s.handleGetQuota, "A project's storage quota (its id is the project's)"},
+		{"PUT /api/v2.0/quotas/{id}", s.handleUpdateQuota, "Set a project's storage limit: {\"hard\": {\"storage\": bytes or -1}}"},
+		{"GET /api/v2.0/projects/{name}/summary", s.handleProjectSummary, "A project's repositories, members per role and quota"},
 		{"GET /api/v2.0/projects/{name}/_deletable", s.handleProjectDeletable, "Whether the project can be deleted now, and why not"},
 		{"POST /api/v2.0/ldap/ping", s.handleLDAPPing, "Connect to the configured LDAP directory and bind"},
 		{"GET /api/v2.0/openapi.json", s.handleOpenAPI, "This document"},
@@ -461,9 +468,17 @@ func (s *Server) handleCreateProject(w http.ResponseWriter, r *http.Request, who
 		Metadata    struct {
 			Public *flexBool `json:"public"`
 		} `json:"metadata"`
+		StorageLimit *int64 `json:"storage_limit"`
 	}
 	if err := decodeJSON(r, &req); err != nil {
 		return err
+	}
+	limit := int64(-1) // the default: none; only system admins set another (as Harbor)
+	if req.StorageLimit != nil && *req.StorageLimit != 0 && who.Admin {
+		if err := storageLimit(*req.StorageLimit); err != nil {
+			return err
+		}
+		limit = *req.StorageLimit
 	}
 	public := false
 	switch {
@@ -492,7 +507,12 @@ func (s *Server) handleCreateProject(w http.ResponseWriter, r *http.Request, who
 		}
 		s.record(r, who, "create", "member", p.Name+"/"+who.Name, "role=projectAdmin (creator)")
 	}
-	s.record(r, who, "create", "project", p.Name, fmt.Sprintf("public=%t", p.Public))
+	if s.quotas != nil {
+		if _, err := s.quotas.SetQuota(r.Context(), p.Name, limit); err != nil {
+			return err
+		}
+	}
+	s.record(r, who, "create", "project", p.Name, fmt.Sprintf("public=%t storage_limit=%d", p.Public, limit))
 	s.log.InfoContext(r.Context(), "project created", "project", p.Name, "public", p.Public, "by", who.Name)
 	w.Header().Set("Location", fmt.Sprintf("/api/v2.0/projects/%d", p.ID))
 	w.WriteHeader(http.StatusCreated)
@@ -655,6 +675,11 @@ func (s *Server) handleDeleteProject(w http.ResponseWriter, r *http.Request, who
 	}
 	if err := s.auth.Policy.DeleteProject(r.Context(), p.Name); err != nil {
 		return err
+	}
+	if s.quotas != nil {
+		if err := s.quotas.DeleteQuota(r.Context(), p.Name); err != nil {
+			s.log.ErrorContext(r.Context(), "removing a deleted project's quota", "project", p.Name, "err", err)
+		}
 	}
 	s.record(r, who, "delete", "project", p.Name, "")
 	s.log.InfoContext(r.Context(), "project deleted", "project", p.Name, "by", who.Name)

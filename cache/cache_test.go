@@ -95,6 +95,8 @@ func TestStoreOnPostgres(t *testing.T) {
 		"FillStreamsToEveryReaderOnce":      TestFillStreamsToEveryReaderOnce,
 		"FillNeverCompletesAWrongBlob":      TestFillNeverCompletesAWrongBlob,
 		"EvictionCutShortIsFinishedAtStart": TestEvictionCutShortIsFinishedAtStart,
+		"Quotas":                            TestQuotas,
+		"ImmutableTags":                     TestImmutableTags,
 	} {
 		t.Run(name, test)
 	}

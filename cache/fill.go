@@ -220,7 +220,7 @@ func (fl *Fills) commit(ctx context.Context, f *Fill, repo string) error {
 		if _, err := fl.st.ensureBlobRecord(ct, f.dgst, f.writtenBytes(), "", f.from); err != nil {
 			return err
 		}
-		return link(ct.Txn, repo, f.dgst, fl.st.now())
+		return fl.st.link(ct, repo, f.dgst, f.writtenBytes())
 	})
 	if err != nil {
 		fl.st.unplace(placed, f.dgst)

@@ -336,7 +336,24 @@ func (g *GC) collect(ctx context.Context, run *GCRun, logf func(string, ...any))
 		Freed: func(d digest.Digest, size int64) { logf("%s blob %s (%d bytes)", verb, d, size) }})
 	run.Blobs, run.Freed = n, freed
 	logf("%s %d blobs, %d bytes; %d untagged artifacts", verb, n, freed, run.Untagged)
-	return err
+	if err != nil || p.DryRun {
+		return err
+	}
+	// The quotas' usage, counted afresh now that the links of what went are gone.
+	quotas, err := g.st.Quotas(ctx)
+	if err != nil {
+		return err
+	}
+	for _, q := range quotas {
+		after, err := g.st.Recount(ctx, q.Project)
+		if err != nil {
+			return fmt.Errorf("recount the quota of %s: %w", q.Project, err)
+		}
+		if after.Used != q.Used {
+			logf("quota of project %s: %d bytes used (was %d)", q.Project, after.Used, q.Used)
+		}
+	}
+	return nil
 }
 
 func (g *GC) setStatus(id int64, status string) {

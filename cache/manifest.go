@@ -138,7 +138,12 @@ func (ms *Manifests) put(ctx context.Context, repo string, m Manifest, body []by
 			return fmt.Errorf("%w: this repository holds %s as %s", ErrMediaTypeConflict, m.Digest, old.MediaType)
 		case err == nil:
 			m.Created = old.Created // a re-push keeps the original time
-		case !errors.Is(err, kv.ErrNotFound):
+		case errors.Is(err, kv.ErrNotFound):
+			// New in the repository: it counts in the project's quota.
+			if err := ms.st.held(ct, repo, m.Digest, m.Size, 1); err != nil {
+				return err
+			}
+		default:
 			return err
 		}
 		if err := kv.Put(txn, manifestKey(repo, m.Digest), m); err != nil {
@@ -278,6 +283,9 @@ func (ms *Manifests) Delete(ctx context.Context, repo string, dgst digest.Digest
 			return notFound(err, ErrManifestUnknown)
 		}
 		if err := txn.Delete(manifestKey(repo, dgst)); err != nil {
+			return err
+		}
+		if err := ms.st.held(ct, repo, dgst, m.Size, -1); err != nil {
 			return err
 		}
 		if m.Subject != "" {

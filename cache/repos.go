@@ -105,6 +105,19 @@ func (ms *Manifests) DeleteRepository(ctx context.Context, repo string) error {
 				}
 			}
 		}
+		for _, k := range keys {
+			if !bytes.HasPrefix(k, repoPrefix(prefixLink, repo)) && !bytes.HasPrefix(k, repoPrefix(prefixManifest, repo)) {
+				continue
+			}
+			d := digest.Digest(lastPart(k))
+			rec, err := getBlobRecord(ct.Txn, d)
+			if err != nil && !errors.Is(err, ErrBlobUnknown) {
+				return err
+			}
+			if err := ms.st.held(ct, repo, d, rec.Size, -1); err != nil {
+				return err
+			}
+		}
 		keys = append(keys, repoKey(repo), []byte(prefixRepoInfo+repo))
 		for _, k := range keys {
 			if err := ct.Delete(k); err != nil {

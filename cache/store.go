@@ -69,6 +69,9 @@ type Config struct {
 	HotTierMaxSize int64
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// OnQuota is told when a project's usage passes QuotaWarning of its quota, and of each write
+	// its quota refused; nil: nobody.
+	OnQuota QuotaEvent
 }
 
 // Store is cove's content: blob files and their index. Its parts are types of their own, each
@@ -113,6 +116,9 @@ type Store struct {
 	// their index write is done; Collect holds it exclusively while it deletes.
 	gcMu sync.RWMutex
 	refs atomic.Uint64
+
+	// onQuota is told of quota warnings and refusals (Config.OnQuota).
+	onQuota QuotaEvent
 
 	// remote, hotMax and hot are fleet mode's (remote.go).
 	remote blobstore.Store
@@ -175,8 +181,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		now:    cfg.Now,
 		inUse:  map[digest.Digest]int{},
 		shared: cfg.SharedMetadata,
-		remote: cfg.Remote,
-		hotMax: cfg.HotTierMaxSize,
+		remote:  cfg.Remote,
+		hotMax:  cfg.HotTierMaxSize,
+		onQuota: cfg.OnQuota,
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -350,7 +357,15 @@ func (s *Store) PutBlob(ctx context.Context, repo string, dgst digest.Digest, r 
 	}
 	defer removeTemp(f)
 	h := dgst.Algorithm().Hash()
+	if size > 0 {
+		if err := s.checkQuotaFor(ctx, repo, dgst, size); err != nil {
+			return BlobInfo{}, err // before a byte is read
+		}
+	}
 	if r, err = s.Disk.guardPushSpace(ctx, r, size); err != nil {
+		return BlobInfo{}, err
+	}
+	if r, err = s.guardQuota(ctx, repo, 0, r); err != nil {
 		return BlobInfo{}, err
 	}
 	n, err := io.Copy(io.MultiWriter(f, h), r)
@@ -371,19 +386,21 @@ func (s *Store) commitFile(ctx context.Context, f *os.File, repo string, dgst di
 	s.gcMu.RLock()
 	defer s.gcMu.RUnlock()
 	defer s.refs.Add(1) // after the index write, before RUnlock: see Collect
+	if err := s.checkQuotaFor(ctx, repo, dgst, size); err != nil {
+		return BlobInfo{}, err // before the file is placed
+	}
 	placed, err := s.place(f, dgst, false)
 	if err != nil {
 		return BlobInfo{}, err
 	}
 	var info BlobInfo
 	err = s.update(func(ct *commitTxn) error {
-		txn := ct.Txn
 		rec, err := s.ensureBlobRecord(ct, dgst, size, "", originLocal)
 		if err != nil {
 			return err
 		}
 		info = BlobInfo{Digest: dgst, Size: rec.Size, Created: rec.Created}
-		return link(txn, repo, dgst, s.now())
+		return s.link(ct, repo, dgst, rec.Size)
 	})
 	if err != nil {
 		s.unplace(placed, dgst)
@@ -438,7 +455,7 @@ func (s *Store) linkExisting(repo string, dgst digest.Digest, from origin) (Blob
 			}
 		}
 		info = BlobInfo{Digest: dgst, Size: rec.Size, Created: rec.Created}
-		return link(txn, repo, dgst, s.now())
+		return s.link(ct, repo, dgst, rec.Size)
 	})
 	if err != nil {
 		return info, err
@@ -455,6 +472,13 @@ func (s *Store) UnlinkBlob(ctx context.Context, repo string, dgst digest.Digest)
 			return notFound(err, ErrBlobUnknown)
 		}
 		if err := txn.Delete(linkKey(repo, dgst)); err != nil {
+			return err
+		}
+		rec, err := getBlobRecord(txn, dgst)
+		if err != nil && !errors.Is(err, ErrBlobUnknown) {
+			return err
+		}
+		if err := s.held(ct, repo, dgst, rec.Size, -1); err != nil {
 			return err
 		}
 		return dropRepoIfEmpty(txn, repo)
@@ -642,8 +666,18 @@ func getBlobRecord(txn kv.Txn, dgst digest.Digest) (blobRecord, error) {
 	return rec, notFound(err, ErrBlobUnknown)
 }
 
-func link(txn kv.Txn, repo string, dgst digest.Digest, now time.Time) error {
-	if err := referenced(txn, dgst, now, false); err != nil {
+// link lets repo read the blob dgst of size bytes, counting it in repo's project's quota when
+// the link is new.
+func (s *Store) link(ct *commitTxn, repo string, dgst digest.Digest, size int64) error {
+	txn := ct.Txn
+	if err := referenced(txn, dgst, s.now(), false); err != nil {
+		return err
+	}
+	if _, err := txn.Get(linkKey(repo, dgst)); errors.Is(err, kv.ErrNotFound) {
+		if err := s.held(ct, repo, dgst, size, 1); err != nil {
+			return err
+		}
+	} else if err != nil {
 		return err
 	}
 	if err := txn.Set(linkKey(repo, dgst), nil); err != nil {

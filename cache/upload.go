@@ -199,6 +199,9 @@ func (up *Uploads) Append(ctx context.Context, repo, id string, start int64, r i
 	if r, err = up.disk.guardSpace(ctx, r, -1); err != nil {
 		return u.size, err
 	}
+	if r, err = up.st.guardQuota(ctx, repo, u.size, r); err != nil {
+		return u.size, err
+	}
 	if err := u.append(start, r); err != nil {
 		return u.size, err
 	}
@@ -257,6 +260,9 @@ func (up *Uploads) Commit(ctx context.Context, repo, id string, dgst digest.Dige
 	defer u.mu.Unlock()
 	if r != nil {
 		if r, err = up.disk.guardSpace(ctx, r, -1); err != nil {
+			return BlobInfo{}, err
+		}
+		if r, err = up.st.guardQuota(ctx, repo, u.size, r); err != nil {
 			return BlobInfo{}, err
 		}
 		if err := u.append(start, r); err != nil {

@@ -116,6 +116,9 @@ func toError(err error) *Error {
 	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
 		// Not the client's fault, and worth saying plainly; the store stays consistent (docs/SECURITY.md 5).
 		return &Error{Status: http.StatusInsufficientStorage, Code: CodeUnknown, Message: "the registry's storage is full", Err: err}
+	case errors.Is(err, cache.ErrQuotaExceeded):
+		// Harbor's answer: 403 DENIED, with the sizes and the limit.
+		return &Error{Status: http.StatusForbidden, Code: CodeDenied, Message: err.Error()}
 	case errors.Is(err, cache.ErrTagImmutable):
 		// Harbor's answer: 412 with the tag named, so that docker push says why.
 		return &Error{Status: http.StatusPreconditionFailed, Code: CodeDenied, Message: err.Error()}

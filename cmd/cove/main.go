@@ -210,7 +210,17 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	if member != nil {
 		uploadPrefix = mirror.UploadPrefix(member.Self().Name)
 	}
+	// Quota warnings and refusals go to the log and the audit log (notifications will hang here).
+	var quotaAudit *auth.Audit
+	onQuota := func(project, kind string, used, hard int64) {
+		log.Warn("project quota "+kind, "project", project, "used_bytes", used, "hard_bytes", hard)
+		if quotaAudit != nil {
+			_ = quotaAudit.Record(context.Background(), auth.Event{Operation: "quota_" + kind, ResourceType: "quota", Resource: project,
+				Detail: fmt.Sprintf("used=%d hard=%d", used, hard), Result: "success"})
+		}
+	}
 	store, err := cache.Open(ctx, cache.Config{
+		OnQuota: onQuota,
 		Remote: remote, UploadPrefix: uploadPrefix, HotTierMaxSize: int64(cfg.Storage.HotTierMaxSize),
 		Dir: cfg.Data, DB: meta, Logger: log, MaxMirrored: int64(cfg.Mirror.MaxSize),
 		MinFree: minFree, MinFreePercent: minFreePct, MaxBlobSize: int64(cfg.Mirror.MaxBlobSize), ReadOnly: readOnly,
@@ -225,6 +235,7 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 		upstreams = append(upstreams, name)
 	}
 	audit := auth.NewAudit(meta, time.Duration(cfg.Auth.AuditRetention), nil)
+	quotaAudit = audit
 	audit.SetLogger(log)
 	audit.SetWritable(store.Disk.WriteCheck) // a full disk drops records instead of crashing in badger
 	defer audit.Close()                      // before the index closes: the queued reads are written
@@ -341,7 +352,7 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 		Volume: store.Disk.Usage,
 	}
 	api, err := admin.New(admin.Config{
-		System: system, Stored: store.Stats,
+		System: system, Stored: store.Stats, Quotas: store,
 		Auth: authSvc, Audit: audit, Repos: store.Manifests, Browse: store.Manifests, Evict: store.Evictor, Content: store.Manifests, Blobs: store, GC: gcJobs, Logger: log, Certificates: certs,
 		Upstreams: registry.UpstreamNames(), MaxMirrored: int64(cfg.Mirror.MaxSize),
 		Mirror: func() admin.MirrorStatus { return adminStatus(registry.Status()) },

@@ -34,7 +34,10 @@ func TestSystemEndpoints(t *testing.T) {
 	if resp, b := s.doAs("POST", "/api/v2.0/users", strings.NewReader(`{"username":"dave","email":"d@example.org","password":"DavePw1xyz"}`), "admin", adminPassword); resp.StatusCode != 201 {
 		t.Fatalf("create dave = %d %s", resp.StatusCode, b)
 	}
-	dave := func(status int, path string) map[string]any { t.Helper(); return get(status, "dave", "DavePw1xyz", path) }
+	dave := func(status int, path string) map[string]any {
+		t.Helper()
+		return get(status, "dave", "DavePw1xyz", path)
+	}
 
 	anon := get(200, "", "", "/api/v2.0/systeminfo")
 	if anon["auth_mode"] != "db_auth" || anon["harbor_version"] == "" || anon["registry_url"] != nil {

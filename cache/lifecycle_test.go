@@ -1,0 +1,123 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// Quotas count each blob of a project once, whichever of its repositories hold it; a commit past
+// the limit is refused before its file is placed, and nothing changes; a repository's delete
+// gives back what only it held; a recount finds the same.
+func TestQuotas(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newStore(t)
+	var events []string
+	s.onQuota = func(project, kind string, used, hard int64) { events = append(events, project+":"+kind) }
+	if _, err := s.SetQuota(ctx, "p", 100); err != nil {
+		t.Fatal(err)
+	}
+	put := func(repo, content string) error {
+		_, err := s.PutBlob(ctx, repo, digest.FromString(content), strings.NewReader(content), int64(len(content)))
+		return err
+	}
+	forty := strings.Repeat("a", 40)
+	if err := put("p/a", forty); err != nil {
+		t.Fatal(err)
+	}
+	if err := put("p/b", forty); err != nil { // the same blob, another repository
+		t.Fatal(err)
+	}
+	if q, _ := s.Quota(ctx, "p"); q.Used != 40 {
+		t.Fatalf("used = %d, want 40: a shared blob counts once", q.Used)
+	}
+	fifty := strings.Repeat("b", 50)
+	if err := put("p/a", fifty); err != nil {
+		t.Fatal(err)
+	}
+	if q, _ := s.Quota(ctx, "p"); q.Used != 90 || len(events) != 1 || events[0] != "p:warning" {
+		t.Fatalf("used = %d, events %v; want 90 and one warning at 85 %%", q.Used, events)
+	}
+	big := strings.Repeat("c", 20)
+	err := put("p/c", big)
+	var qe *QuotaError
+	if !errors.As(err, &qe) || qe.Used != 90 || qe.Hard != 100 || !strings.Contains(err.Error(), "Quota exceeded") {
+		t.Fatalf("a blob past the quota = %v", err)
+	}
+	if s.HasBlob(ctx, digest.FromString(big)) {
+		t.Error("the refused blob is stored")
+	}
+	if err := put("other/x", big); err != nil { // another project, no quota
+		t.Fatalf("a project without a quota: %v", err)
+	}
+	if err := s.Manifests.DeleteRepository(ctx, "p/b"); err != nil {
+		t.Fatal(err)
+	}
+	if q, _ := s.Quota(ctx, "p"); q.Used != 90 {
+		t.Errorf("used after deleting a repository that shared its blob = %d, want 90", q.Used)
+	}
+	if err := s.Manifests.DeleteRepository(ctx, "p/a"); err != nil {
+		t.Fatal(err)
+	}
+	if q, _ := s.Quota(ctx, "p"); q.Used != 0 {
+		t.Errorf("used after deleting every repository = %d, want 0", q.Used)
+	}
+	if err := put("p/a", fifty); err != nil {
+		t.Fatal(err)
+	}
+	if q, err := s.Recount(ctx, "p"); err != nil || q.Used != 50 {
+		t.Errorf("recount = %d, %v; want 50", q.Used, err)
+	}
+}
+
+// An immutable tag is never moved nor deleted, whichever way; other tags are.
+func TestImmutableTags(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newStore(t)
+	m, body := putImage(t, s, "p/a")
+	if err := s.Manifests.Put(ctx, "p/a", m, body, []string{"v1", "dev"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Manifests.AddImmutableRule(ctx, ImmutableRule{Project: "p", TagPattern: "v*", RepoPattern: "**"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Manifests.AddImmutableRule(ctx, ImmutableRule{Project: "p", TagPattern: "v*", RepoPattern: "**"}); !errors.Is(err, ErrRuleExists) {
+		t.Errorf("the same rule twice = %v", err)
+	}
+	other, otherBody := putImage(t, s, "p/a")
+	other.Digest = digest.FromBytes(append(bytes.Clone(otherBody), ' '))
+	otherBody = append(bytes.Clone(otherBody), ' ')
+	if err := s.Manifests.Put(ctx, "p/a", other, otherBody, []string{"v1"}); !errors.Is(err, ErrTagImmutable) {
+		t.Errorf("moving v1 = %v, want ErrTagImmutable", err)
+	}
+	if err := s.Manifests.Put(ctx, "p/a", m, body, []string{"v1"}); err != nil {
+		t.Errorf("pushing v1 again unchanged = %v", err)
+	}
+	if err := s.Manifests.Put(ctx, "p/a", other, otherBody, []string{"dev"}); err != nil {
+		t.Errorf("moving dev = %v", err)
+	}
+	for name, err := range map[string]error{
+		"DeleteTag":        s.Manifests.DeleteTag(ctx, "p/a", "v1"),
+		"Delete":           s.Manifests.Delete(ctx, "p/a", m.Digest),
+		"DeleteRepository": s.Manifests.DeleteRepository(ctx, "p/a"),
+	} {
+		var ie *ImmutableError
+		if !errors.As(err, &ie) || ie.Repo != "a" || ie.Tag != "v1" {
+			t.Errorf("%s of the immutable v1 = %v", name, err)
+		}
+	}
+	if imm, _ := s.Manifests.Immutable(ctx, "p/a", []string{"v1", "dev"}); !imm["v1"] || imm["dev"] {
+		t.Errorf("Immutable = %v", imm)
+	}
+	rules, _ := s.Manifests.ImmutableRules(ctx, "p")
+	if err := s.Manifests.DeleteImmutableRule(ctx, "p", rules[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Manifests.DeleteTag(ctx, "p/a", "v1"); err != nil {
+		t.Errorf("deleting v1 without the rule = %v", err)
+	}
+}
