@@ -356,6 +356,9 @@ func newDashboard(st mirrorStatus) dashboard {
 type projectRow struct {
 	project
 	Manage bool
+	// Used and Hard are the storage quota's bytes (Hard -1: no limit), for members.
+	HasQuota   bool
+	Used, Hard int64
 }
 
 // The page offers only what the API would do for the visitor (Harbor's page does the same):
@@ -391,7 +394,14 @@ func (w *webPages) handleProjects(rw http.ResponseWriter, r *http.Request, who a
 	}
 	rows := make([]projectRow, 0, len(ps))
 	for _, p := range ps {
-		rows = append(rows, projectRow{project: p, Manage: w.canManage(r, who, p.Name)})
+		row := projectRow{project: p, Manage: w.canManage(r, who, p.Name)}
+		var sum struct {
+			Quota *struct{ Hard, Used map[string]int64 } `json:"quota"`
+		}
+		if w.api(r, "/api/v2.0/projects/"+url.PathEscape(p.Name)+"/summary", &sum) == nil && sum.Quota != nil {
+			row.Used, row.Hard, row.HasQuota = sum.Quota.Used["storage"], sum.Quota.Hard["storage"], true
+		}
+		rows = append(rows, row)
 	}
 	w.render(rw, r, who, "projects", "nav.projects", struct {
 		Query     string

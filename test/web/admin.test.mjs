@@ -53,6 +53,13 @@ test("sign in, manage a project, see pushed tags, switch language, filter the au
   await page.check("#new-project-public");
   await page.click("#new-project-submit");
   await page.waitForSelector("#projects >> text=webteam");
+  // A project with a storage limit shows its quota bar.
+  await page.fill("#new-project-name", "capped");
+  await page.fill("#new-project-limit", "10");
+  await Promise.all([page.waitForEvent("load"), page.click("#new-project-submit")]);
+  await page.waitForSelector("#projects tr:has-text('capped') progress");
+  assert.match(await page.textContent("#projects tr:has-text('capped') .quota"), /0 B \/ 10\.0 MiB/);
+  assert.match(await page.textContent("#projects tr:has-text('webteam') .quota"), /no limit/);
   await shot("02-projects");
 
   // Add a member, and a group whose name holds HTML: it must show as text.

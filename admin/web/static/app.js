@@ -54,7 +54,14 @@ async function call(method, path, body) {
 // Shapes turn a form into the JSON body its endpoint takes. A shape throws a plain Error, whose
 // message the page already has in its language, for what the form itself can tell is wrong.
 const shapes = {
-  project: f => ({ project_name: f.project_name.value, metadata: { public: f.public.checked ? "true" : "false" } }),
+  project: f => {
+    const b = { project_name: f.project_name.value, metadata: { public: f.public.checked ? "true" : "false" } };
+    if (f.storage_limit) {
+      const mib = Number(f.storage_limit.value);
+      b.storage_limit = mib < 0 ? -1 : mib * 1024 * 1024;
+    }
+    return b;
+  },
   member: f => {
     const b = { role_id: Number(f.role_id.value) };
     if (f.kind.value === "g") b.member_group = { group_name: f.name.value };
