@@ -53,6 +53,8 @@ type Config struct {
 	GC GCJobs
 	// Quotas keeps the projects' storage quotas (cache.Store).
 	Quotas Quotas
+	// Retention runs the projects' tag retention policies (cache.Retention).
+	Retention Retentions
 	// System is what the system endpoints report; Stored, the blobs stored and their bytes.
 	System SystemInfo
 	Stored func() (blobs, bytes int64)
@@ -79,6 +81,7 @@ type Server struct {
 	gc          GCJobs
 	system      SystemInfo
 	quotas      Quotas
+	retention   Retentions
 	stored      func() (blobs, bytes int64)
 	mirror      func() MirrorStatus
 	nodes       func(ctx context.Context) ([]Node, error)
@@ -107,7 +110,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Server{browse: cfg.Browse, evict: cfg.Evict, content: cfg.Content, blobs: cfg.Blobs, gc: cfg.GC, system: cfg.System, quotas: cfg.Quotas, stored: cfg.Stored, mirror: cfg.Mirror, nodes: cfg.Nodes, upstreams: cfg.Upstreams, maxMirrored: cfg.MaxMirrored,
+	s := &Server{browse: cfg.Browse, evict: cfg.Evict, content: cfg.Content, blobs: cfg.Blobs, gc: cfg.GC, system: cfg.System, quotas: cfg.Quotas, retention: cfg.Retention, stored: cfg.Stored, mirror: cfg.Mirror, nodes: cfg.Nodes, upstreams: cfg.Upstreams, maxMirrored: cfg.MaxMirrored,
 		history: &history{now: cfg.Now}, certs: cfg.Certificates, auth: cfg.Auth, audit: cfg.Audit, repos: cfg.Repos, log: cfg.Logger, mux: http.NewServeMux()}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -195,6 +198,16 @@ func (s *Server) routes() []apiRoute {
 		{"GET /api/v2.0/statistics", s.handleStatistics, "Counts of the projects and repositories the caller may see"},
 		{"GET /api/v2.0/search", s.handleSearch, "Projects and repositories whose names contain q"},
 		{"GET /api/v2.0/users/current/permissions", s.handleCurrentPermissions, "What the caller may do in a scope (/system, /project/{id})"},
+		{"GET /api/v2.0/retentions/metadatas", s.handleRetentionMetadatas, "The retention templates and selectors cove takes"},
+		{"POST /api/v2.0/retentions", s.handleCreateRetention, "Create a project's retention policy (scope.ref = project id; project admins, maintainers)"},
+		{"GET /api/v2.0/retentions/{id}", s.handleGetRetention, "A retention policy"},
+		{"PUT /api/v2.0/retentions/{id}", s.handleUpdateRetention, "Change a retention policy"},
+		{"DELETE /api/v2.0/retentions/{id}", s.handleDeleteRetention, "Delete a retention policy"},
+		{"POST /api/v2.0/retentions/{id}/executions", s.handleStartRetention, "Run a retention policy now ({\"dry_run\": true} deletes nothing)"},
+		{"GET /api/v2.0/retentions/{id}/executions", s.handleListRetentionRuns, "A policy's runs, newest first"},
+		{"PATCH /api/v2.0/retentions/{id}/executions/{eid}", s.handleStopRetentionRun, "Stop a run: {\"action\":\"stop\"}"},
+		{"GET /api/v2.0/retentions/{id}/executions/{eid}/tasks", s.handleRetentionTasks, "A run's tasks, one per repository, with total and retained"},
+		{"GET /api/v2.0/retentions/{id}/executions/{eid}/tasks/{tid}", s.handleRetentionTaskLog, "A task's log: what it kept and deleted"},
 		{"GET /api/v2.0/quotas", s.handleListQuotas, "The projects' storage quotas (reference, reference_id, sort=used.storage)"},
 		{"GET /api/v2.0/quotas/{id}", s.handleGetQuota, "A project's storage quota (its id is the project's)"},
 		{"PUT /api/v2.0/quotas/{id}", s.handleUpdateQuota, "Set a project's storage limit: {\"hard\": {\"storage\": bytes or -1}}"},
@@ -382,6 +395,18 @@ type project struct {
 	Metadata     map[string]string `json:"metadata"`
 }
 
+// projectMetadata is a project's metadata as Harbor has it: public, and retention_id when the
+// project has a retention policy.
+func (s *Server) projectMetadata(ctx context.Context, p auth.Project) map[string]string {
+	md := map[string]string{"public": strconv.FormatBool(p.Public)}
+	if s.retention != nil {
+		if id, err := s.retention.PolicyOf(ctx, p.Name); err == nil && id > 0 {
+			md["retention_id"] = strconv.FormatInt(id, 10)
+		}
+	}
+	return md
+}
+
 func (s *Server) toProject(ctx context.Context, p auth.Project) (project, error) {
 	n, err := s.repos.CountRepositories(ctx, p.Name+"/")
 	if err != nil {
@@ -390,7 +415,7 @@ func (s *Server) toProject(ctx context.Context, p auth.Project) (project, error)
 	return project{
 		ProjectID: p.ID, Name: p.Name, OwnerName: p.Owner,
 		CreationTime: p.Created, UpdateTime: p.Updated, RepoCount: n,
-		Metadata: map[string]string{"public": strconv.FormatBool(p.Public)},
+		Metadata: s.projectMetadata(ctx, p),
 	}, nil
 }
 
@@ -675,6 +700,13 @@ func (s *Server) handleDeleteProject(w http.ResponseWriter, r *http.Request, who
 	}
 	if err := s.auth.Policy.DeleteProject(r.Context(), p.Name); err != nil {
 		return err
+	}
+	if s.retention != nil {
+		if id, err := s.retention.PolicyOf(r.Context(), p.Name); err == nil && id > 0 {
+			if err := s.retention.Delete(r.Context(), id); err != nil {
+				s.log.ErrorContext(r.Context(), "removing a deleted project's retention policy", "project", p.Name, "err", err)
+			}
+		}
 	}
 	if s.quotas != nil {
 		if err := s.quotas.DeleteQuota(r.Context(), p.Name); err != nil {

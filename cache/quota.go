@@ -45,7 +45,7 @@ var (
 
 // QuotaError is a write refused for its project's quota, in Harbor's words.
 type QuotaError struct {
-	Project          string
+	Project            string
 	Adding, Used, Hard int64
 }
 

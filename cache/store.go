@@ -175,12 +175,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, errors.New("cache: no index database")
 	}
 	s := &Store{
-		dir:    cfg.Dir,
-		db:     cfg.DB,
-		log:    cfg.Logger,
-		now:    cfg.Now,
-		inUse:  map[digest.Digest]int{},
-		shared: cfg.SharedMetadata,
+		dir:     cfg.Dir,
+		db:      cfg.DB,
+		log:     cfg.Logger,
+		now:     cfg.Now,
+		inUse:   map[digest.Digest]int{},
+		shared:  cfg.SharedMetadata,
 		remote:  cfg.Remote,
 		hotMax:  cfg.HotTierMaxSize,
 		onQuota: cfg.OnQuota,

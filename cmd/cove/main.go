@@ -221,7 +221,7 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	}
 	store, err := cache.Open(ctx, cache.Config{
 		OnQuota: onQuota,
-		Remote: remote, UploadPrefix: uploadPrefix, HotTierMaxSize: int64(cfg.Storage.HotTierMaxSize),
+		Remote:  remote, UploadPrefix: uploadPrefix, HotTierMaxSize: int64(cfg.Storage.HotTierMaxSize),
 		Dir: cfg.Data, DB: meta, Logger: log, MaxMirrored: int64(cfg.Mirror.MaxSize),
 		MinFree: minFree, MinFreePercent: minFreePct, MaxBlobSize: int64(cfg.Mirror.MaxBlobSize), ReadOnly: readOnly,
 		SharedMetadata: cfg.Storage.Metadata.Kind == "postgres", DiskSpace: space,
@@ -327,6 +327,7 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	if err != nil {
 		return fmt.Errorf("garbage collection's schedule: %w", err)
 	}
+	retention := cache.NewRetention(store)
 	var gcJobs admin.GCJobs
 	if !readOnly {
 		gcJobs = gc
@@ -352,7 +353,7 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 		Volume: store.Disk.Usage,
 	}
 	api, err := admin.New(admin.Config{
-		System: system, Stored: store.Stats, Quotas: store,
+		System: system, Stored: store.Stats, Quotas: store, Retention: retention,
 		Auth: authSvc, Audit: audit, Repos: store.Manifests, Browse: store.Manifests, Evict: store.Evictor, Content: store.Manifests, Blobs: store, GC: gcJobs, Logger: log, Certificates: certs,
 		Upstreams: registry.UpstreamNames(), MaxMirrored: int64(cfg.Mirror.MaxSize),
 		Mirror: func() admin.MirrorStatus { return adminStatus(registry.Status()) },
@@ -397,6 +398,7 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	gcCtx, stopGC := context.WithCancel(context.Background())
 	var background sync.WaitGroup
 	background.Go(func() { gc.Loop(gcCtx) })
+	background.Go(func() { retention.Loop(gcCtx) })
 	if pg, ok := meta.(*kv.Postgres); ok {
 		background.Go(func() { fleetJobs(gcCtx, store.Evictor, pg, log) })
 	}
