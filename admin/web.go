@@ -444,6 +444,10 @@ func (w *webPages) handleProject(rw http.ResponseWriter, r *http.Request, who au
 		Delete  bool
 		Repos   []repoView
 		Rules   []immutableRule
+		// Retention is the project's policy (nil: none) and its last runs.
+		ID        int64
+		Retention *retentionPolicy
+		Runs      []retentionExecution
 		Members []member
 		Robots  []robot
 	}{Name: p.Name, Public: p.Metadata["public"] == "true"}
@@ -457,6 +461,14 @@ func (w *webPages) handleProject(rw http.ResponseWriter, r *http.Request, who au
 	}
 	_ = w.api(r, "/api/v2.0/projects/"+url.PathEscape(name)+"/members", &data.Members) // members only
 	_ = w.api(r, "/api/v2.0/projects/"+url.PathEscape(name)+"/immutabletagrules?page_size=100", &data.Rules)
+	data.ID = p.ProjectID
+	if id := p.Metadata["retention_id"]; id != "" {
+		var rp retentionPolicy
+		if w.api(r, "/api/v2.0/retentions/"+id, &rp) == nil {
+			data.Retention = &rp
+			_ = w.api(r, "/api/v2.0/retentions/"+id+"/executions?page_size=10", &data.Runs)
+		}
+	}
 	data.Manage = w.canManage(r, who, p.Name)
 	data.Delete = w.canDelete(r, who, p.Name)
 	if data.Manage {

@@ -125,6 +125,20 @@ test("sign in, manage a project, see pushed tags, switch language, filter the au
   await Promise.all([page.waitForEvent("load"), page.click("#immutable-rules tr:has-text('v*') button.delete")]);
   assert.equal(await page.locator("#immutable-rules >> text=v*").count(), 0, "the deleted rule is still listed");
 
+  // A retention policy from the project page, and a dry run of it.
+  await page.goto(base + "/projects/webteam");
+  await page.selectOption("#retention-template", "latestPushedK");
+  await page.fill("#retention-n", "5");
+  await Promise.all([page.waitForEvent("load"), page.click("#retention-submit")]);
+  await page.waitForSelector("#retention-rules >> text=the latest pushed 5");
+  await Promise.all([page.waitForEvent("load"), page.click("#retention-dry")]);
+  for (let i = 0; i < 50 && !/Succeed/.test(await page.textContent("#retention-runs")); i++) {
+    await page.waitForTimeout(100); // the run's status, polled with a bound
+    await page.reload();
+  }
+  assert.match(await page.textContent("#retention-runs"), /Succeed/);
+  await shot("04e-retention");
+
   // Garbage collection: a dry run from the page, then its line in the history.
   await page.goto(base + "/gc");
   await page.waitForSelector("#gc-type");

@@ -92,6 +92,17 @@ const shapes = {
     tag_selectors: [{ kind: "doublestar", decoration: "matches", pattern: f.tag.value }],
     scope_selectors: { repository: [{ kind: "doublestar", decoration: "repoMatches", pattern: f.repo.value }] },
   }),
+  retention: f => {
+    const params = f.template.value === "always" ? {} : { [f.template.value]: Number(f.n.value) };
+    return {
+      algorithm: "or",
+      rules: [{ action: "retain", template: f.template.value, params,
+        tag_selectors: [{ kind: "doublestar", decoration: "matches", pattern: f.tag.value, extras: JSON.stringify({ untagged: f.untagged.checked }) }],
+        scope_selectors: { repository: [{ kind: "doublestar", decoration: "repoMatches", pattern: f.repo.value }] } }],
+      trigger: { kind: "Schedule", settings: { cron: f.cron.value } },
+      scope: { level: "project", ref: Number(f.dataset.project) },
+    };
+  },
   robot: f => ({
     name: f.name.value, level: "project", duration: Number(f.duration.value),
     permissions: [{ kind: "project", namespace: f.dataset.project,
