@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -119,5 +120,36 @@ func TestImmutableTags(t *testing.T) {
 	}
 	if err := s.Manifests.DeleteTag(ctx, "p/a", "v1"); err != nil {
 		t.Errorf("deleting v1 without the rule = %v", err)
+	}
+}
+
+// keep_days: a mirrored manifest neither cached nor pulled within the window is forgotten with
+// its tag; one pulled lately stays; local repositories are not touched.
+func TestExpireMirrored(t *testing.T) {
+	ctx := context.Background()
+	now := time.Unix(1_800_000_000, 0)
+	s := openStore(t, Config{Now: func() time.Time { return now }})
+	put := func(repo, tag, body string) Manifest {
+		m := Manifest{Digest: digest.FromString(body), MediaType: "application/vnd.oci.image.manifest.v1+json"}
+		if err := s.Manifests.PutMirrored(ctx, repo, m, []byte(body), tag, now); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	put("docker.io/library/old", "v1", `{"schemaVersion":2,"old":1}`)
+	pulled := put("docker.io/library/pulled", "v1", `{"schemaVersion":2,"pulled":1}`)
+	now = now.Add(10 * 24 * time.Hour)
+	if _, _, err := s.Manifests.Get(ctx, "docker.io/library/pulled", "v1"); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.Manifests.ExpireMirrored(ctx, "docker.io", 7*24*time.Hour)
+	if err != nil || n != 1 {
+		t.Fatalf("ExpireMirrored = %d, %v; want the one not pulled in 7 days", n, err)
+	}
+	if _, err := s.Manifests.Resolve(ctx, "docker.io/library/old", "v1"); !errors.Is(err, ErrManifestUnknown) {
+		t.Errorf("the expired tag resolves: %v", err)
+	}
+	if _, err := s.Manifests.Resolve(ctx, "docker.io/library/pulled", pulled.Digest.String()); err != nil {
+		t.Errorf("the pulled manifest was forgotten: %v", err)
 	}
 }

@@ -319,3 +319,38 @@ func (ms *Manifests) DeleteUntagged(ctx context.Context, sweep func(repo string)
 	}
 	return n, nil
 }
+
+// ExpireMirrored forgets the cached manifests of the repositories under upstream (a mirrored
+// name, such as docker.io) that were neither cached nor pulled within keep: with their tags,
+// they go from the cache, and their blobs at the next garbage collection
+// (mirror.upstreams.<name>.keep_days). It returns how many it forgot.
+func (ms *Manifests) ExpireMirrored(ctx context.Context, upstream string, keep time.Duration) (int, error) {
+	var repos []string
+	err := ms.db.View(ms.st.ctx, func(txn kv.Txn) error {
+		return scan(txn, []byte(prefixRepo+upstream+"/"), "", func(key, _ []byte) bool {
+			repos = append(repos, string(key[len(prefixRepo):]))
+			return true
+		})
+	})
+	if err != nil {
+		return 0, err
+	}
+	cutoff := ms.st.now().Add(-keep)
+	n := 0
+	for _, repo := range repos {
+		all, err := ms.artifacts(ctx, repo)
+		if err != nil {
+			return n, err
+		}
+		for d, a := range all {
+			if a.Created.After(cutoff) || a.Pulled.After(cutoff) {
+				continue
+			}
+			if err := ms.Delete(ctx, repo, d); err != nil && !errors.Is(err, ErrManifestUnknown) {
+				return n, err
+			}
+			n++
+		}
+	}
+	return n, nil
+}

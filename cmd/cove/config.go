@@ -150,6 +150,7 @@ type UpstreamConfig struct {
 	Password    string   `yaml:"password"`
 	TokenRealms []string `yaml:"token_realms"` // hosts besides url's own that may receive the credentials
 	Timeout     Duration `yaml:"timeout"`      // this upstream's time budget; default mirror.timeout
+	KeepDays    int      `yaml:"keep_days"`    // cached images neither cached nor pulled for this many days go; 0: only max_size bounds them
 }
 
 // AuthConfig configures identities and access.
@@ -470,6 +471,9 @@ func (c *Config) Validate() error {
 	for name, u := range c.Mirror.Upstreams {
 		if !httpURL(u.URL) {
 			bad("mirror.upstreams."+name+".url", "want an absolute http(s) URL, got %q", redact(u.URL))
+		}
+		if u.KeepDays < 0 {
+			bad("mirror.upstreams."+name+".keep_days", "must not be negative (0: no limit but mirror.max_size)")
 		}
 		if u.Timeout < 0 {
 			bad("mirror.upstreams."+name+".timeout", "must not be negative")

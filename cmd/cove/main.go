@@ -399,6 +399,7 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	var background sync.WaitGroup
 	background.Go(func() { gc.Loop(gcCtx) })
 	background.Go(func() { retention.Loop(gcCtx) })
+	background.Go(func() { expireMirrored(gcCtx, store.Manifests, meta, cfg.Mirror.Upstreams, log) })
 	if pg, ok := meta.(*kv.Postgres); ok {
 		background.Go(func() { fleetJobs(gcCtx, store.Evictor, pg, log) })
 	}
