@@ -487,14 +487,7 @@ func (s *Server) handleCreateProject(w http.ResponseWriter, r *http.Request, who
 	if !who.Admin && s.auth.Policy.Settings(r.Context()).ProjectCreation != "everyone" {
 		return &apiError{Status: http.StatusForbidden, Code: "FORBIDDEN", Message: "only system admins create projects (project_creation_restriction: adminonly)"}
 	}
-	var req struct {
-		ProjectName string `json:"project_name"`
-		Public      *flexBool
-		Metadata    struct {
-			Public *flexBool `json:"public"`
-		} `json:"metadata"`
-		StorageLimit *int64 `json:"storage_limit"`
-	}
+	var req projectReq
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
@@ -663,11 +656,7 @@ func (s *Server) handleUpdateProject(w http.ResponseWriter, r *http.Request, who
 	if err := s.auth.Policy.AuthorizeProject(r.Context(), who, p.Name, auth.ActionUpdateProject); err != nil {
 		return err
 	}
-	var req struct {
-		Metadata struct {
-			Public *flexBool `json:"public"`
-		} `json:"metadata"`
-	}
+	var req projectUpdateReq
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
@@ -717,4 +706,19 @@ func (s *Server) handleDeleteProject(w http.ResponseWriter, r *http.Request, who
 	s.log.InfoContext(r.Context(), "project deleted", "project", p.Name, "by", who.Name)
 	w.WriteHeader(http.StatusOK)
 	return nil
+}
+
+type projectReq struct {
+	ProjectName string `json:"project_name"`
+	Public      *flexBool
+	Metadata    struct {
+		Public *flexBool `json:"public"`
+	} `json:"metadata"`
+	StorageLimit *int64 `json:"storage_limit"`
+}
+
+type projectUpdateReq struct {
+	Metadata struct {
+		Public *flexBool `json:"public"`
+	} `json:"metadata"`
 }

@@ -294,9 +294,7 @@ func (s *Server) handleUpdateRepository(w http.ResponseWriter, r *http.Request, 
 	if err != nil {
 		return err
 	}
-	var req struct {
-		Description string `json:"description"`
-	}
+	var req descriptionReq
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
@@ -573,9 +571,7 @@ func (s *Server) handleAddTag(w http.ResponseWriter, r *http.Request, who auth.P
 	if err != nil {
 		return err
 	}
-	var req struct {
-		Name string `json:"name"`
-	}
+	var req tagReq
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
@@ -719,4 +715,12 @@ func writePage[T any](w http.ResponseWriter, r *http.Request, list []T) error {
 		out = []T{}
 	}
 	return writeJSON(w, http.StatusOK, out)
+}
+
+type descriptionReq struct {
+	Description string `json:"description"`
+}
+
+type tagReq struct {
+	Name string `json:"name"`
 }

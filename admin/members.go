@@ -83,16 +83,7 @@ func (s *Server) handleAddMember(w http.ResponseWriter, r *http.Request, who aut
 	if err != nil {
 		return err
 	}
-	var req struct {
-		RoleID     int `json:"role_id"`
-		MemberUser *struct {
-			Username string `json:"username"`
-		} `json:"member_user"`
-		MemberGroup *struct {
-			GroupName string `json:"group_name"`
-			LdapDN    string `json:"ldap_group_dn"`
-		} `json:"member_group"`
-	}
+	var req memberReq
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
@@ -135,9 +126,7 @@ func (s *Server) handleUpdateMember(w http.ResponseWriter, r *http.Request, who 
 	if err != nil {
 		return err
 	}
-	var req struct {
-		RoleID int `json:"role_id"`
-	}
+	var req roleReq
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
@@ -162,4 +151,19 @@ func (s *Server) handleRemoveMember(w http.ResponseWriter, r *http.Request, who 
 	s.record(r, who, "delete", "member", p.Name+"/"+m.Name, "")
 	w.WriteHeader(http.StatusOK)
 	return nil
+}
+
+type memberReq struct {
+	RoleID     int `json:"role_id"`
+	MemberUser *struct {
+		Username string `json:"username"`
+	} `json:"member_user"`
+	MemberGroup *struct {
+		GroupName string `json:"group_name"`
+		LdapDN    string `json:"ldap_group_dn"`
+	} `json:"member_group"`
+}
+
+type roleReq struct {
+	RoleID int `json:"role_id"`
 }

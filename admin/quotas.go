@@ -135,9 +135,7 @@ func (s *Server) handleUpdateQuota(w http.ResponseWriter, r *http.Request, who a
 	if err != nil {
 		return err
 	}
-	var req struct {
-		Hard map[string]int64 `json:"hard"`
-	}
+	var req quotaReq
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
@@ -192,4 +190,8 @@ func (s *Server) handleProjectSummary(w http.ResponseWriter, r *http.Request, wh
 		out["quota"] = map[string]any{"hard": q.Hard, "used": q.Used}
 	}
 	return writeJSON(w, http.StatusOK, out)
+}
+
+type quotaReq struct {
+	Hard map[string]int64 `json:"hard"`
 }

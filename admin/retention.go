@@ -336,22 +336,9 @@ func (s *Server) handleRetentionTasks(w http.ResponseWriter, r *http.Request, wh
 	if err != nil {
 		return err
 	}
-	type task struct {
-		ID             int64     `json:"id"`
-		ExecutionID    int64     `json:"execution_id"`
-		Repository     string    `json:"repository"`
-		JobID          string    `json:"job_id"`
-		Status         string    `json:"status"`
-		StatusCode     int       `json:"status_code"`
-		StatusRevision int64     `json:"status_revision"`
-		StartTime      time.Time `json:"start_time"`
-		EndTime        time.Time `json:"end_time,omitzero"`
-		Total          int       `json:"total"`
-		Retained       int       `json:"retained"`
-	}
-	out := []task{}
+	out := []retentionTask{}
 	for _, t := range run.Tasks {
-		out = append(out, task{ID: t.ID, ExecutionID: run.ID, Repository: t.Repository, JobID: fmt.Sprintf("%d-%d", run.ID, t.ID),
+		out = append(out, retentionTask{ID: t.ID, ExecutionID: run.ID, Repository: t.Repository, JobID: fmt.Sprintf("%d-%d", run.ID, t.ID),
 			Status: t.Status, StartTime: t.Start, EndTime: t.End, Total: t.Total, Retained: t.Retained})
 	}
 	return writePage(w, r, out)
@@ -391,4 +378,19 @@ func (s *Server) handleRetentionMetadatas(w http.ResponseWriter, r *http.Request
 		"scope_selectors": []map[string]any{{"display_text": "Repositories", "kind": "doublestar", "decorations": []string{"repoMatches", "repoExcludes"}}},
 		"tag_selectors":   []map[string]any{{"display_text": "Tags", "kind": "doublestar", "decorations": []string{"matches", "excludes"}}},
 	})
+}
+
+// retentionTask is Harbor's RetentionExecutionTask.
+type retentionTask struct {
+	ID             int64     `json:"id"`
+	ExecutionID    int64     `json:"execution_id"`
+	Repository     string    `json:"repository"`
+	JobID          string    `json:"job_id"`
+	Status         string    `json:"status"`
+	StatusCode     int       `json:"status_code"`
+	StatusRevision int64     `json:"status_revision"`
+	StartTime      time.Time `json:"start_time"`
+	EndTime        time.Time `json:"end_time,omitzero"`
+	Total          int       `json:"total"`
+	Retained       int       `json:"retained"`
 }

@@ -56,13 +56,7 @@ func (s *Server) handleCreateRobot(w http.ResponseWriter, r *http.Request, who a
 	if err := requireUser(who); err != nil {
 		return err
 	}
-	var req struct {
-		Name        string            `json:"name"`
-		Description string            `json:"description"`
-		Level       string            `json:"level"`
-		Duration    int64             `json:"duration"`
-		Permissions []robotPermission `json:"permissions"`
-	}
+	var req robotReq
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
@@ -164,4 +158,12 @@ func (s *Server) handleDeleteRobot(w http.ResponseWriter, r *http.Request, who a
 	s.record(r, who, "delete", "robot", rb.Name, "")
 	w.WriteHeader(http.StatusOK)
 	return nil
+}
+
+type robotReq struct {
+	Name        string            `json:"name"`
+	Description string            `json:"description"`
+	Level       string            `json:"level"`
+	Duration    int64             `json:"duration"`
+	Permissions []robotPermission `json:"permissions"`
 }

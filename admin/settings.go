@@ -30,11 +30,7 @@ func (s *Server) handlePutSettings(w http.ResponseWriter, r *http.Request, who a
 	if err := requireAdmin(who); err != nil {
 		return err
 	}
-	var req struct {
-		SelfRegistration *bool   `json:"self_registration"`
-		AnonymousPull    *string `json:"anonymous_pull"`
-		ProjectCreation  *string `json:"project_creation_restriction"`
-	}
+	var req settingsReq
 	if err := decodeJSONStrict(r, &req); err != nil {
 		return err
 	}
@@ -87,4 +83,10 @@ func (s *Server) handleRenewTLS(w http.ResponseWriter, r *http.Request, who auth
 	s.record(r, who, "update", "settings", "tls-certificate", "renewed")
 	w.WriteHeader(http.StatusOK)
 	return nil
+}
+
+type settingsReq struct {
+	SelfRegistration *bool   `json:"self_registration"`
+	AnonymousPull    *string `json:"anonymous_pull"`
+	ProjectCreation  *string `json:"project_creation_restriction"`
 }

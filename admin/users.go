@@ -36,12 +36,7 @@ func (s *Server) handleCreateUser(w http.ResponseWriter, r *http.Request, who au
 		}
 		return auth.ErrDenied
 	}
-	var req struct {
-		Username string `json:"username"`
-		Email    string `json:"email"`
-		Realname string `json:"realname"`
-		Password string `json:"password"`
-	}
+	var req userReq
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
@@ -136,10 +131,7 @@ func (s *Server) handleSetPassword(w http.ResponseWriter, r *http.Request, who a
 	if err != nil {
 		return err
 	}
-	var req struct {
-		OldPassword string `json:"old_password"`
-		NewPassword string `json:"new_password"`
-	}
+	var req passwordReq
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
@@ -173,9 +165,7 @@ func (s *Server) handleSetSysadmin(w http.ResponseWriter, r *http.Request, who a
 	if err != nil {
 		return err
 	}
-	var req struct {
-		SysadminFlag bool `json:"sysadmin_flag"`
-	}
+	var req sysadminReq
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
@@ -207,4 +197,20 @@ func (s *Server) handleDeleteUser(w http.ResponseWriter, r *http.Request, who au
 	s.record(r, who, "delete", "user", u.Name, "")
 	w.WriteHeader(http.StatusOK)
 	return nil
+}
+
+type userReq struct {
+	Username string `json:"username"`
+	Email    string `json:"email"`
+	Realname string `json:"realname"`
+	Password string `json:"password"`
+}
+
+type passwordReq struct {
+	OldPassword string `json:"old_password"`
+	NewPassword string `json:"new_password"`
+}
+
+type sysadminReq struct {
+	SysadminFlag bool `json:"sysadmin_flag"`
 }

@@ -438,18 +438,18 @@ func (w *webPages) handleProject(rw http.ResponseWriter, r *http.Request, who au
 		return
 	}
 	data := struct {
-		Name    string
-		Public  bool
-		Manage  bool
-		Delete  bool
-		Repos   []repoView
-		Rules   []immutableRule
+		Name   string
+		Public bool
+		Manage bool
+		Delete bool
+		Repos  []repoView
+		Rules  []immutableRule
 		// Retention is the project's policy (nil: none) and its last runs.
 		ID        int64
 		Retention *retentionPolicy
 		Runs      []retentionExecution
-		Members []member
-		Robots  []robot
+		Members   []member
+		Robots    []robot
 	}{Name: p.Name, Public: p.Metadata["public"] == "true"}
 	var repos []repository
 	if err := w.api(r, "/api/v2.0/projects/"+url.PathEscape(name)+"/repositories?page_size=100", &repos); err != nil {
