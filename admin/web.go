@@ -150,6 +150,9 @@ func (w *webPages) page(h func(rw http.ResponseWriter, r *http.Request, who auth
 // status: what does not exist (or may not be seen) is the site's 404 page.
 func (w *webPages) failed(rw http.ResponseWriter, r *http.Request, who auth.Principal, err error) {
 	e := toAPIError(err)
+	if e.Status >= 500 {
+		telemetry.SetCause(r.Context(), err) // the access-log line of a 5xx names its cause
+	}
 	title := "error.title"
 	if e.Status == http.StatusNotFound {
 		title = "notfound.title"

@@ -65,6 +65,9 @@ type Audit struct {
 	writable   func() error
 	dropped    atomic.Int64
 	droppedLog atomic.Int64
+	// failures counts the failed writes of the queue since failLog, when they were last logged.
+	failures atomic.Int64
+	failLog  atomic.Int64
 
 	mu      sync.Mutex // guards pending, started and closing
 	pending []*pendingRead
@@ -188,8 +191,19 @@ func (a *Audit) writer() {
 		case <-a.wake:
 		}
 		if err := a.flush(); err != nil {
-			a.log.Error("writing audit records", "err", err)
+			a.failed(err)
 		}
+	}
+}
+
+// failed logs a failed write of the queue, at most once a minute (an outage of the database
+// made one line every 100 ms), with how many failed since the last line.
+func (a *Audit) failed(err error) {
+	n := a.failures.Add(1)
+	now := time.Now().UnixNano()
+	if last := a.failLog.Load(); now-last >= int64(time.Minute) && a.failLog.CompareAndSwap(last, now) {
+		a.failures.Add(-n)
+		a.log.Error("writing audit records (they stay queued and are written once it works again)", "failures", n, "err", err)
 	}
 }
 

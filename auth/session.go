@@ -87,7 +87,11 @@ func (i *Identity) sessionPrincipal(ctx context.Context, id string) (Principal, 
 		return Principal{}, err
 	}
 	var rec userRecord
-	if err := i.readUser(sess.User, &rec); err != nil || rec.ID != sess.UID || rec.Epoch != sess.Epoch {
+	err = i.readUser(sess.User, &rec)
+	if errors.Is(err, kv.ErrUnavailable) {
+		return Principal{}, err
+	}
+	if err != nil || rec.ID != sess.UID || rec.Epoch != sess.Epoch {
 		return Principal{}, fmt.Errorf("%w: the session's account changed or is gone", ErrBadCredentials)
 	}
 	return rec.principal(), nil

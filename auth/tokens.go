@@ -423,14 +423,22 @@ func (ts *Tokens) principalFromToken(ctx context.Context, raw string) (Principal
 	switch {
 	case isRobot(p.Name):
 		var rec robotRecord
-		if err := ts.identity.readRobot(p.Name, &rec); err != nil || rec.ID != claims.UID {
+		err := ts.identity.readRobot(p.Name, &rec)
+		if errors.Is(err, kv.ErrUnavailable) {
+			return Principal{}, err // the database is down: not the token's fault (503)
+		}
+		if err != nil || rec.ID != claims.UID {
 			return Principal{}, fmt.Errorf("%w: token subject %q is gone", ErrBadCredentials, p.Name)
 		}
 		rp := robotPrincipal(rec.Robot)
 		p.Robot, p.robotProject, p.robotActions, p.uid = true, rp.robotProject, rp.robotActions, rp.uid
 	case p.Name != "":
 		var rec userRecord
-		if err := ts.identity.readUser(p.Name, &rec); err != nil || rec.ID != claims.UID || rec.Epoch != claims.Epoch {
+		err := ts.identity.readUser(p.Name, &rec)
+		if errors.Is(err, kv.ErrUnavailable) {
+			return Principal{}, err
+		}
+		if err != nil || rec.ID != claims.UID || rec.Epoch != claims.Epoch {
 			return Principal{}, fmt.Errorf("%w: the account of token subject %q changed or is gone", ErrBadCredentials, p.Name)
 		}
 		who := rec.principal()
@@ -449,7 +457,11 @@ func (ts *Tokens) PrincipalFromRefreshToken(ctx context.Context, raw string) (Pr
 		return Principal{}, fmt.Errorf("%w: robots log in with their secret", ErrBadCredentials)
 	}
 	var rec userRecord
-	if err := ts.identity.readUser(claims.Subject, &rec); err != nil || rec.ID != claims.UID || rec.Epoch != claims.Epoch {
+	err = ts.identity.readUser(claims.Subject, &rec)
+	if errors.Is(err, kv.ErrUnavailable) {
+		return Principal{}, err
+	}
+	if err != nil || rec.ID != claims.UID || rec.Epoch != claims.Epoch {
 		return Principal{}, fmt.Errorf("%w: the account of this refresh token changed or is gone", ErrBadCredentials)
 	}
 	// Who the account is now: a directory user is looked up again (Identity.refresh).

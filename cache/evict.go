@@ -138,10 +138,32 @@ func (e *Evictor) EvictFleet(ctx context.Context) (int, error) {
 			return err
 		}
 		var err error
-		n, err = e.Evict(ctx)
-		return err
+		if n, err = e.Evict(ctx); err != nil {
+			return err
+		}
+		// The fleet's figures, for every node's dashboard and metrics (each node's own counters
+		// see only its own fills).
+		return e.db.Update(ctx, func(txn kv.Txn) error {
+			return kv.Put(txn, []byte(keyFleetStats), fleetStats{Blobs: e.st.blobs.Load(), Stored: e.st.stored.Load(), Mirrored: e.st.mirrored.Load()})
+		})
 	})
-	return n, err
+	if err != nil {
+		return n, err
+	}
+	var fs fleetStats
+	if err := e.db.View(ctx, func(txn kv.Txn) error { return kv.Get(txn, []byte(keyFleetStats), &fs) }); err == nil {
+		e.st.blobs.Store(fs.Blobs)
+		e.st.stored.Store(fs.Stored)
+		e.st.mirrored.Store(fs.Mirrored)
+	}
+	return n, nil
+}
+
+// keyFleetStats holds the fleet's blob counts as the last EvictFleet counted them.
+const keyFleetStats = "cache/fleet-stats"
+
+type fleetStats struct {
+	Blobs, Stored, Mirrored int64
 }
 
 // evictBytes removes least recently used mirrored blobs until n bytes are freed, or none is left

@@ -287,6 +287,10 @@ func (s *Store) Quota(ctx context.Context, project string) (Quota, error) {
 // Recount counts project's usage afresh from its repositories' links and manifests, in one
 // transaction, and fixes the record and the counts: the job that repairs any drift.
 func (s *Store) Recount(ctx context.Context, project string) (Quota, error) {
+	// The writes that change usage hold gcMu shared: none runs meanwhile on this node, so the
+	// one transaction of the count does not conflict with every push of a busy project.
+	s.gcMu.Lock()
+	defer s.gcMu.Unlock()
 	var q Quota
 	err := s.update(func(ct *commitTxn) error {
 		if err := kv.Get(ct.Txn, quotaKey(project), &q); err != nil {

@@ -282,6 +282,16 @@ func TestFleetEviction(t *testing.T) {
 			t.Errorf("blob %d: indexed %v, in the bucket %v; want both %v", i, a.HasBlob(ctx, d), serr == nil, !gone)
 		}
 	}
+	// Every node shows the fleet's figures, not only the node that counted them.
+	if _, err := b.Evictor.EvictFleet(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if am, _ := a.Evictor.Stats(); am != 2000 {
+		t.Errorf("A's mirrored bytes = %d, want the fleet's 2000", am)
+	}
+	if bm, _ := b.Evictor.Stats(); bm != 2000 {
+		t.Errorf("B's mirrored bytes = %d, want the fleet's 2000 (B did not count them)", bm)
+	}
 }
 
 // Garbage collection on one node never deletes a blob another node linked after it was found

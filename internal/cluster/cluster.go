@@ -152,7 +152,7 @@ func (m *Member) loop() {
 		err := m.beat(ctx)
 		cancel()
 		if err != nil && !failing {
-			m.log.Warn("heartbeat failed: the other nodes will count this one as gone until it succeeds", "err", err)
+			m.log.Warn("heartbeat failed: if it keeps failing, the other nodes count this one as gone after "+LiveFor.String(), "err", err)
 		} else if err == nil && failing {
 			m.log.Info("heartbeats written again")
 		}
@@ -194,7 +194,8 @@ func (m *Member) beat(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := m.db.Update(ctx, func(txn kv.Txn) error {
+	// kv.Retry: a write conflict with another node's transaction is retried, not a failed beat.
+	if err := kv.Retry(ctx, m.db, func(txn kv.Txn) error {
 		// Read first: two processes with one name, started in the same second, both passed
 		// Join's check; the second to write finds the first's live heartbeat here (on
 		// PostgreSQL, concurrent writers of one name conflict) and never takes the name over.

@@ -176,6 +176,7 @@ func TestFleetOnS3(t *testing.T) {
 	checkImage(t, d.ref(t, "team/app:v1"), img, adminAuth)
 
 	// PostgreSQL stopped: every node reports not ready; started again: ready, nothing lost.
+	tok := b.token(t, "admin", adminPassword, "repository:team/app:pull")
 	pg.Stop()
 	for _, n := range []*fleetNode{a, b} {
 		waitFor(t, 20*time.Second, "node "+n.name+"'s /readyz to fail without PostgreSQL", func() bool {
@@ -190,6 +191,10 @@ func TestFleetOnS3(t *testing.T) {
 		if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "storage.metadata") {
 			t.Errorf("GET %s without PostgreSQL = %d %.300s, want 503 naming storage.metadata", path, resp.StatusCode, body)
 		}
+	}
+	// A token issued before is not called wrong either (docker printed "invalid credentials").
+	if resp, body := b.doBearer("GET", "/v2/team/app/tags/list", tok); resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("a bearer token without PostgreSQL = %d %.300s, want 503", resp.StatusCode, body)
 	}
 	pg.Restart(t)
 	for _, n := range []*fleetNode{a, b} {

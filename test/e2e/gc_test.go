@@ -197,7 +197,8 @@ func TestGarbageCollectionRacingPushes(t *testing.T) {
 	runs := 0
 	for ctx.Err() == nil && runs < 1000 {
 		if run := runGC(t, s, `{"time_window":0,"delete_untagged":true}`); run.JobStatus != "Success" {
-			t.Errorf("gc %d = %+v", run.ID, run)
+			_, log := s.doAs("GET", fmt.Sprintf("/api/v2.0/system/gc/%d/log", run.ID), strings.NewReader(""), "admin", adminPassword)
+			t.Errorf("gc %d = %+v\n%s", run.ID, run, log)
 		}
 		runs++
 	}
