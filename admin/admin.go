@@ -311,6 +311,8 @@ func toAPIError(err error) *apiError {
 		return &apiError{Status: http.StatusTooManyRequests, Code: "TOO_MANY_REQUESTS", Message: err.Error()}
 	case errors.Is(err, cache.ErrTagImmutable):
 		return &apiError{Status: http.StatusPreconditionFailed, Code: "PRECONDITION", Message: err.Error()}
+	case errors.Is(err, cache.ErrQuotaExceeded):
+		return &apiError{Status: http.StatusForbidden, Code: "DENIED", Message: err.Error()}
 	case errors.Is(err, cache.ErrStorageFull), errors.Is(err, cache.ErrReadOnly):
 		return &apiError{Status: http.StatusInsufficientStorage, Code: "INSUFFICIENT_STORAGE", Message: err.Error(), Err: err}
 	case errors.Is(err, cache.ErrMetadataUnavailable):
