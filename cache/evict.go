@@ -215,9 +215,21 @@ func (e *Evictor) evict(ctx context.Context, done func(freed int64) bool) (int, 
 		ct := &commitTxn{}
 		err := e.db.Update(e.st.ctx, func(txn kv.Txn) error {
 			ct.Txn = txn
+			// Under the digest's fleet-wide lock, which every new reference takes too: a push on
+			// another node of the same digest waits, then finds the record gone and writes it
+			// anew, and puts the object again (ensureShared).
+			if err := kv.LockTxn(txn, "blob:"+c.dgst.String()); err != nil {
+				return err
+			}
 			rec, err := getBlobRecord(txn, c.dgst)
-			if err != nil || !rec.evictable() {
-				return err // gone, or no longer evictable: leave it
+			if err != nil || !rec.evictable() || rec.Gen != c.rec.Gen {
+				return err // gone, no longer evictable, or referenced since: leave it
+			}
+			if e.st.remote != nil {
+				// In a fleet the shared object goes first, while the lock is held.
+				if err := e.st.remote.Delete(ctx, c.dgst); err != nil {
+					return &RemoteError{Err: err}
+				}
 			}
 			if err := txn.Delete(blobKey(c.dgst)); err != nil {
 				return err
@@ -248,7 +260,7 @@ func (e *Evictor) evict(ctx context.Context, done func(freed int64) bool) (int, 
 		if err != nil {
 			return evicted, fmt.Errorf("evict %s: %w", c.dgst, err)
 		}
-		if err := e.st.removeBlob(c.dgst); err != nil {
+		if err := e.st.removeLocal(c.dgst); err != nil {
 			return evicted, fmt.Errorf("evict %s: %w", c.dgst, err)
 		}
 		// The marker has done its work; one left behind is cleared at the next start.
@@ -315,11 +327,27 @@ func (e *Evictor) EvictRepository(ctx context.Context, repo string) (int, error)
 		if e.st.reading(g.dgst) {
 			continue
 		}
+		gone := false
 		err := e.st.update(func(ct *commitTxn) error {
+			gone = false
+			// As eviction: under the digest's lock, only if nothing referenced it since it was
+			// marked (a push on another node), and in a fleet the object first.
+			if err := kv.LockTxn(ct.Txn, "blob:"+g.dgst.String()); err != nil {
+				return err
+			}
 			rec, err := getBlobRecord(ct.Txn, g.dgst)
 			if err != nil {
 				return err
 			}
+			if rec.Local || rec.Gen != g.gen {
+				return nil
+			}
+			if e.st.remote != nil {
+				if err := e.st.remote.Delete(ctx, g.dgst); err != nil {
+					return &RemoteError{Err: err}
+				}
+			}
+			gone = true
 			if err := ct.Delete(blobKey(g.dgst)); err != nil {
 				return err
 			}
@@ -340,7 +368,10 @@ func (e *Evictor) EvictRepository(ctx context.Context, repo string) (int, error)
 		if err != nil && !errors.Is(err, ErrBlobUnknown) {
 			return removed, err
 		}
-		if err := e.st.removeBlob(g.dgst); err != nil {
+		if !gone {
+			continue
+		}
+		if err := e.st.removeLocal(g.dgst); err != nil {
 			e.log.Warn("remove an evicted repository's blob", "digest", g.dgst, "err", err)
 		}
 		removed++

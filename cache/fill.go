@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"cove/internal/blobstore"
+	"cove/internal/kv"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -207,7 +208,10 @@ func (fl *Fills) download(ctx context.Context, f *Fill, fetch Fetcher) error {
 	return nil
 }
 
-// commit places the verified file and indexes it as mirrored content linked to repo.
+// commit places the verified file and indexes it as mirrored content linked to repo. A copy from
+// the shared store (originNone) only fills the hot tier: its record is there already, and if
+// eviction or garbage collection took it meanwhile, the copy goes too (a record written again
+// here would name a blob the bucket no longer has).
 func (fl *Fills) commit(ctx context.Context, f *Fill, repo string) error {
 	fl.st.gcMu.RLock()
 	defer fl.st.gcMu.RUnlock()
@@ -216,7 +220,16 @@ func (fl *Fills) commit(ctx context.Context, f *Fill, repo string) error {
 	if err != nil {
 		return err
 	}
+	if f.from == originNone {
+		if !fl.st.HasBlob(ctx, f.dgst) && placed {
+			return fl.st.removeLocal(f.dgst)
+		}
+		return nil
+	}
 	err = fl.st.update(func(ct *commitTxn) error {
+		if err := kv.LockTxn(ct.Txn, "blob:"+f.dgst.String()); err != nil {
+			return err
+		}
 		if _, err := fl.st.ensureBlobRecord(ct, f.dgst, f.writtenBytes(), "", f.from); err != nil {
 			return err
 		}
@@ -225,9 +238,6 @@ func (fl *Fills) commit(ctx context.Context, f *Fill, repo string) error {
 	if err != nil {
 		fl.st.unplace(placed, f.dgst)
 		return err
-	}
-	if f.from == originNone {
-		return nil // read from the shared store: it has the blob
 	}
 	return fl.st.ensureShared(f.file, f.dgst)
 }

@@ -236,6 +236,18 @@ func (s *Store) trimHot(room int64) int64 {
 	}
 }
 
+// removeLocal removes the blob's file on this node (in a fleet, its hot copy): called once its
+// record and, in a fleet, its shared object are gone.
+func (s *Store) removeLocal(dgst digest.Digest) error {
+	if err := os.Remove(s.blobPath(dgst)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if s.remote != nil {
+		s.hot.drop(dgst)
+	}
+	return nil
+}
+
 // removeBlob removes the blob's file, and in fleet mode its object in the shared store: called
 // once its record is gone (eviction, garbage collection, a repository's removal).
 func (s *Store) removeBlob(dgst digest.Digest) error {

@@ -395,6 +395,11 @@ func (s *Store) commitFile(ctx context.Context, f *os.File, repo string, dgst di
 	}
 	var info BlobInfo
 	err = s.update(func(ct *commitTxn) error {
+		// The digest's fleet-wide lock first, before the record is read: eviction and garbage
+		// collection on another node take it while they delete (see Evictor.evict).
+		if err := kv.LockTxn(ct.Txn, "blob:"+dgst.String()); err != nil {
+			return err
+		}
 		rec, err := s.ensureBlobRecord(ct, dgst, size, "", originLocal)
 		if err != nil {
 			return err
@@ -445,6 +450,9 @@ func (s *Store) linkExisting(repo string, dgst digest.Digest, from origin) (Blob
 	var info BlobInfo
 	err := s.update(func(ct *commitTxn) error {
 		txn := ct.Txn
+		if err := kv.LockTxn(txn, "blob:"+dgst.String()); err != nil {
+			return err
+		}
 		rec, err := getBlobRecord(txn, dgst)
 		if err != nil {
 			return err

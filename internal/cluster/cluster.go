@@ -321,12 +321,21 @@ func (m *Member) Verify(r *http.Request) error {
 	if d := now.Sub(time.Unix(sec, 0)); d > maxSkew || d < -maxSkew {
 		return fmt.Errorf("a node signature %s old: clocks apart, or a replay", d.Round(time.Second))
 	}
+	// The nonces seen live in this process only: a signature made before it started (less a
+	// little skew) may have been taken by the process before, and is refused.
+	if time.Unix(sec, 0).Before(m.self.Started.Add(-restartSkew)) {
+		return errors.New("a node signature older than this node's start: a replay, or the sender's clock is behind (run NTP)")
+	}
 	got, err := hex.DecodeString(parts[3])
 	if err != nil || !hmac.Equal(got, m.mac(parts[0], parts[1], parts[2], m.self.Name, r)) {
 		return errors.New("a wrong node signature: is cluster.secret the same on every node?")
 	}
 	return m.seen.first(parts[2], now)
 }
+
+// restartSkew is how much older than this process's start a signature may be: the clocks of two
+// nodes a little apart.
+const restartSkew = 2 * time.Second
 
 // maxNonces bounds the signatures a node remembers: far above what nodes send each other within
 // twice maxSkew (cold blobs asked of their owner, tag checks, upload chunks).

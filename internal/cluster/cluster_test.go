@@ -169,6 +169,16 @@ func TestSignatures(t *testing.T) {
 	if err := b.Verify(httptest.NewRequest("GET", "http://b/", nil)); err == nil {
 		t.Error("an unsigned request was accepted")
 	}
+	// A signature made before the receiver started is refused: the nonces it saw died with the
+	// process before (a replay after a restart).
+	early := httptest.NewRequest("GET", req.URL.String(), nil)
+	a.Sign(early, "b")
+	started := b.self.Started
+	b.self.Started = c.now().Add(10 * time.Second)
+	if err := b.Verify(early); err == nil {
+		t.Error("a signature from before the node's start was accepted")
+	}
+	b.self.Started = started
 	old := httptest.NewRequest("GET", req.URL.String(), nil)
 	a.Sign(old, "b")
 	c.add(2 * maxSkew)
