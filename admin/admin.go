@@ -313,6 +313,8 @@ func toAPIError(err error) *apiError {
 		return &apiError{Status: http.StatusPreconditionFailed, Code: "PRECONDITION", Message: err.Error()}
 	case errors.Is(err, cache.ErrQuotaExceeded):
 		return &apiError{Status: http.StatusForbidden, Code: "DENIED", Message: err.Error()}
+	case errors.Is(err, cache.ErrInUse):
+		return &apiError{Status: http.StatusPreconditionFailed, Code: "PRECONDITION", Message: err.Error()}
 	case errors.Is(err, cache.ErrStorageFull), errors.Is(err, cache.ErrReadOnly):
 		return &apiError{Status: http.StatusInsufficientStorage, Code: "INSUFFICIENT_STORAGE", Message: err.Error(), Err: err}
 	case errors.Is(err, cache.ErrMetadataUnavailable):

@@ -163,8 +163,9 @@ func (s *Server) repoPath(r *http.Request, who auth.Principal, action auth.Actio
 		return p, "", err
 	}
 	rest, err := url.PathUnescape(r.PathValue("repo"))
-	if err != nil || rest == "" {
-		return p, "", &apiError{Status: http.StatusBadRequest, Code: "BAD_REQUEST", Message: "bad repository name: encode it twice (a%252Fb for a/b)"}
+	if err != nil || !repoName.MatchString(rest) {
+		return p, "", &apiError{Status: http.StatusBadRequest, Code: "BAD_REQUEST",
+			Message: fmt.Sprintf("%q is not a repository name (lower-case path components of letters and digits, joined by . _ __ -; encode it twice: a%%252Fb for a/b)", rest)}
 	}
 	if action != auth.ActionPull {
 		if err := s.auth.Policy.AuthorizeProject(r.Context(), who, p.Name, action); err != nil {
@@ -558,6 +559,10 @@ func (s *Server) handleListTags(w http.ResponseWriter, r *http.Request, who auth
 	}
 	return writePage(w, r, out)
 }
+
+// repoName is the grammar of a repository name within its project (OCI distribution spec): a
+// copy into a name such as "../p1/x" or one holding NUL must not make such a repository.
+var repoName = regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$`)
 
 // tagName is the grammar of a tag (OCI distribution spec).
 var tagName = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)

@@ -20,6 +20,7 @@ func TestToAPIError(t *testing.T) {
 		{auth.ErrProjectUnknown, 404, "NOT_FOUND"},
 		{fmt.Errorf("copy: %w", &cache.QuotaError{Project: "p", Adding: 2, Used: 9, Hard: 10}), 403, "DENIED"},
 		{&cache.ImmutableError{Repo: "app", Tag: "v1"}, 412, "PRECONDITION"},
+		{&cache.InUseError{Digest: "sha256:a", By: "sha256:b"}, 412, "PRECONDITION"},
 		{cache.ErrMetadataUnavailable, 503, "SERVICE_UNAVAILABLE"},
 		{cache.ErrStorageFull, 507, "INSUFFICIENT_STORAGE"},
 		{errors.New("disk on fire at /data"), 500, "INTERNAL_SERVER_ERROR"},

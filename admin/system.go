@@ -243,7 +243,7 @@ func (s *Server) handleProjectDeletable(w http.ResponseWriter, r *http.Request, 
 	}
 	out := map[string]any{"deletable": n == 0}
 	if n > 0 {
-		out["message"] = fmt.Sprintf("the project contains %d repositories: delete them first", n)
+		out["message"] = fmt.Sprintf("the project holds repositories (%d): delete them first", n)
 	}
 	return writeJSON(w, http.StatusOK, out)
 }

@@ -89,12 +89,14 @@ func (ms *Manifests) artifacts(ctx context.Context, repo string) (map[digest.Dig
 		if !isIndex(a.MediaType) {
 			continue
 		}
-		_, body, err := ms.Read(ctx, repo, a.Digest.String())
-		if err != nil {
-			return nil, err
-		}
-		if _, a.Children, err = refs(body); err != nil {
-			return nil, err
+		if len(a.Blobs) == 0 && len(a.Children) == 0 { // a record from before cove kept them
+			_, body, err := ms.Read(ctx, repo, a.Digest.String())
+			if err != nil {
+				return nil, err
+			}
+			if _, a.Children, err = refs(body); err != nil {
+				return nil, err
+			}
 		}
 		for _, c := range a.Children {
 			if child, ok := out[c]; ok {

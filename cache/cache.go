@@ -29,6 +29,10 @@ var (
 	ErrBlobUnknown = errors.New("blob unknown to repository")
 	// ErrManifestUnknown means no manifest with that tag or digest exists in the repository.
 	ErrManifestUnknown = errors.New("manifest unknown")
+	// ErrInUse means a blob or manifest to delete is named by a manifest of the repository.
+	ErrInUse = errors.New("in use by a manifest of the repository")
+	// ErrChanged means a job's delete found the artifact changed since it chose it (tagged).
+	ErrChanged = errors.New("changed since it was chosen")
 	// ErrTagExists means a tag to add already names a manifest of the repository.
 	ErrTagExists = errors.New("the tag exists")
 	// ErrNameUnknown means the repository has no content at all.
@@ -80,3 +84,14 @@ func supported(dgst digest.Digest) error {
 // ErrMetadataUnavailable means the metadata database (storage.metadata: PostgreSQL) cannot be
 // reached: requests answer 503 saying so, and succeed once it is back.
 var ErrMetadataUnavailable = kv.ErrUnavailable
+
+// InUseError is a delete refused because a manifest of the repository names what it would delete.
+type InUseError struct {
+	Digest, By digest.Digest
+}
+
+func (e *InUseError) Error() string {
+	return fmt.Sprintf("%s is named by the manifest %s of this repository: delete that one first", e.Digest, e.By)
+}
+
+func (e *InUseError) Is(target error) bool { return target == ErrInUse }

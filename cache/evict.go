@@ -210,34 +210,21 @@ func (e *Evictor) evict(ctx context.Context, done func(freed int64) bool) (int, 
 		if busy {
 			continue
 		}
-		// Record first, then file: the index never points at a missing file. (Deleting frees
-		// index space too, so it goes on under the floor: db.Update, not st.update.)
-		ct := &commitTxn{}
-		err := e.db.Update(e.st.ctx, func(txn kv.Txn) error {
-			ct.Txn = txn
-			// Under the digest's fleet-wide lock, which every new reference takes too: a push on
-			// another node of the same digest waits, then finds the record gone and writes it
-			// anew, and puts the object again (ensureShared).
-			if err := kv.LockTxn(txn, "blob:"+c.dgst.String()); err != nil {
-				return err
-			}
-			rec, err := getBlobRecord(txn, c.dgst)
+		// Record first, then file (and in a fleet, object): the index never points at a missing
+		// file. Under the digest's fleet-wide lock, and only if nothing referenced the blob since
+		// it was chosen (dropUnderLock).
+		gone, err := e.st.dropUnderLock(ctx, c.dgst, func(ct *commitTxn) (bool, error) {
+			rec, err := getBlobRecord(ct.Txn, c.dgst)
 			if err != nil || !rec.evictable() || rec.Gen != c.rec.Gen {
-				return err // gone, no longer evictable, or referenced since: leave it
+				return false, nil // gone, no longer evictable, or referenced since: leave it
 			}
-			if e.st.remote != nil {
-				// In a fleet the shared object goes first, while the lock is held.
-				if err := e.st.remote.Delete(ctx, c.dgst); err != nil {
-					return &RemoteError{Err: err}
-				}
-			}
-			if err := txn.Delete(blobKey(c.dgst)); err != nil {
-				return err
+			if err := ct.Delete(blobKey(c.dgst)); err != nil {
+				return false, err
 			}
 			// The file goes next: should cove stop in between, the next start removes it
 			// (reconcile) instead of adopting it as a blob nobody would ever free.
-			if err := txn.Set([]byte(prefixEvicting+c.dgst.String()), nil); err != nil {
-				return err
+			if err := ct.Set([]byte(prefixEvicting+c.dgst.String()), nil); err != nil {
+				return false, err
 			}
 			ct.onCommit(func() {
 				e.st.blobs.Add(-1)
@@ -247,14 +234,9 @@ func (e *Evictor) evict(ctx context.Context, done func(freed int64) bool) (int, 
 				evicted++
 				freed += rec.Size
 			})
-			return nil
+			return true, nil
 		})
-		if err == nil {
-			for _, f := range ct.after {
-				f()
-			}
-		}
-		if errors.Is(err, ErrBlobUnknown) || errors.Is(err, kv.ErrConflict) {
+		if errors.Is(err, kv.ErrConflict) || (err == nil && !gone) {
 			continue
 		}
 		if err != nil {
@@ -327,33 +309,16 @@ func (e *Evictor) EvictRepository(ctx context.Context, repo string) (int, error)
 		if e.st.reading(g.dgst) {
 			continue
 		}
-		gone := false
-		err := e.st.update(func(ct *commitTxn) error {
-			gone = false
-			// As eviction: under the digest's lock, only if nothing referenced it since it was
-			// marked (a push on another node), and in a fleet the object first.
-			if err := kv.LockTxn(ct.Txn, "blob:"+g.dgst.String()); err != nil {
-				return err
-			}
+		// As eviction: under the digest's lock, only if nothing referenced it since it was
+		// marked (a push on another node) and no local project uses it.
+		gone, err := e.st.dropUnderLock(ctx, g.dgst, func(ct *commitTxn) (bool, error) {
 			rec, err := getBlobRecord(ct.Txn, g.dgst)
-			if err != nil {
-				return err
+			if err != nil || rec.Local || rec.Gen != g.gen {
+				return false, err
 			}
-			if rec.Local || rec.Gen != g.gen {
-				return nil
-			}
-			if e.st.remote != nil {
-				if err := e.st.remote.Delete(ctx, g.dgst); err != nil {
-					return &RemoteError{Err: err}
-				}
-			}
-			gone = true
-			if err := ct.Delete(blobKey(g.dgst)); err != nil {
-				return err
-			}
-			for _, k := range g.links {
+			for _, k := range append(g.links, blobKey(g.dgst)) {
 				if err := ct.Delete(k); err != nil {
-					return err
+					return false, err
 				}
 			}
 			ct.onCommit(func() {
@@ -363,7 +328,7 @@ func (e *Evictor) EvictRepository(ctx context.Context, repo string) (int, error)
 					e.st.mirrored.Add(-rec.Size)
 				}
 			})
-			return nil
+			return true, nil
 		})
 		if err != nil && !errors.Is(err, ErrBlobUnknown) {
 			return removed, err
@@ -387,18 +352,12 @@ func (e *Evictor) forgetLost(ctx context.Context, dgst digest.Digest, cause erro
 	e.st.gcMu.Lock() // no blob gains a reference while it goes
 	defer e.st.gcMu.Unlock()
 	var rec blobRecord
-	dropped := false
-	err := kv.Retry(ctx, e.db, func(txn kv.Txn) error {
-		dropped = false
-		if err := kv.LockTxn(txn, "blob:"+dgst.String()); err != nil {
-			return err
-		}
+	dropped, err := e.st.dropUnderLock(ctx, dgst, func(ct *commitTxn) (bool, error) {
 		var err error
-		if rec, err = getBlobRecord(txn, dgst); err != nil || !rec.evictable() {
-			return err
+		if rec, err = getBlobRecord(ct.Txn, dgst); err != nil || !rec.evictable() {
+			return false, err
 		}
-		dropped = true
-		return txn.Delete(blobKey(dgst))
+		return true, ct.Delete(blobKey(dgst))
 	})
 	switch {
 	case errors.Is(err, ErrBlobUnknown):
@@ -413,8 +372,8 @@ func (e *Evictor) forgetLost(ctx context.Context, dgst digest.Digest, cause erro
 	e.st.blobs.Add(-1)
 	e.st.stored.Add(-rec.Size)
 	e.st.mirrored.Add(-rec.Size)
-	if err := e.st.removeBlob(dgst); err != nil {
-		e.log.Warn("remove a lost blob's damaged object", "digest", dgst, "err", err)
+	if err := e.st.removeLocal(dgst); err != nil {
+		e.log.Warn("remove a lost blob's copy", "digest", dgst, "err", err)
 	}
 	e.log.Warn("the shared blob store lost a mirrored blob: its record is dropped, the next pull fetches it from its upstream", "digest", dgst, "cause", cause)
 }

@@ -5,8 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"slices"
 	"sync"
 	"time"
@@ -160,32 +158,20 @@ func (e *Evictor) collectShared(ctx context.Context, garbage []garbageBlob, o Co
 // collectOne deletes one blob of the shared store's garbage, unless a reference came since it
 // was marked (see collectShared), and reports whether it went.
 func (e *Evictor) collectOne(ctx context.Context, g garbageBlob) (bool, error) {
-	gone := false
-	err := kv.Retry(ctx, e.db, func(txn kv.Txn) error {
-		gone = false
-		if err := kv.LockTxn(txn, "blob:"+g.dgst.String()); err != nil {
-			return err
-		}
-		rec, err := getBlobRecord(txn, g.dgst)
-		if errors.Is(err, ErrBlobUnknown) {
-			return nil
+	gone, err := e.st.dropUnderLock(ctx, g.dgst, func(ct *commitTxn) (bool, error) {
+		rec, err := getBlobRecord(ct.Txn, g.dgst)
+		if errors.Is(err, ErrBlobUnknown) || (err == nil && rec.Gen != g.gen) {
+			return false, nil // gone, or referenced since
 		}
 		if err != nil {
-			return err
+			return false, err
 		}
-		if rec.Gen != g.gen {
-			return nil // referenced since
-		}
-		if err := e.st.remote.Delete(ctx, g.dgst); err != nil {
-			return &RemoteError{Err: err}
-		}
-		gone = true
-		for _, k := range g.links {
-			if err := txn.Delete(k); err != nil {
-				return err
+		for _, k := range append(g.links, blobKey(g.dgst)) {
+			if err := ct.Delete(k); err != nil {
+				return false, err
 			}
 		}
-		return txn.Delete(blobKey(g.dgst))
+		return true, nil
 	})
 	if err != nil {
 		return false, fmt.Errorf("collect %s: %w", g.dgst, err)
@@ -198,10 +184,9 @@ func (e *Evictor) collectOne(ctx context.Context, g garbageBlob) (bool, error) {
 	if g.mirrored {
 		e.st.mirrored.Add(-g.size)
 	}
-	if err := os.Remove(e.st.blobPath(g.dgst)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := e.st.removeLocal(g.dgst); err != nil {
 		return true, fmt.Errorf("collect %s: %w", g.dgst, err)
 	}
-	e.st.hot.drop(g.dgst)
 	return true, nil
 }
 
@@ -258,20 +243,12 @@ func (e *Evictor) collectOrphans(ctx context.Context, o CollectOptions) (removed
 			continue
 		}
 		for _, ob := range orphans {
-			gone := false
-			err := kv.Retry(ctx, e.db, func(txn kv.Txn) error {
-				gone = false
-				if err := kv.LockTxn(txn, "blob:"+ob.dgst.String()); err != nil {
-					return err
+			// Under the digest's lock, with a last look for a record written since.
+			gone, err := e.st.dropUnderLock(ctx, ob.dgst, func(ct *commitTxn) (bool, error) {
+				if _, err := ct.Get(blobKey(ob.dgst)); !errors.Is(err, kv.ErrNotFound) {
+					return false, err // recorded since, or the index fails
 				}
-				if _, err := txn.Get(blobKey(ob.dgst)); !errors.Is(err, kv.ErrNotFound) {
-					return err // recorded since, or the index fails
-				}
-				if err := e.st.remote.Delete(ctx, ob.dgst); err != nil {
-					return &RemoteError{Err: err}
-				}
-				gone = true
-				return nil
+				return true, nil
 			})
 			if err != nil {
 				return removed, freed, fmt.Errorf("collect orphan object %s: %w", ob.dgst, err)

@@ -47,9 +47,13 @@ var (
 // ImmutableError names the tag an operation was refused for.
 type ImmutableError struct {
 	Repo, Tag string // Repo without its project, as Harbor's message has it
+	Delete    bool   // a delete, not a push
 }
 
 func (e *ImmutableError) Error() string {
+	if e.Delete {
+		return fmt.Sprintf("the tag %s:%s configured as immutable, cannot be deleted", e.Repo, e.Tag)
+	}
 	return fmt.Sprintf("Failed to process request due to '%s:%s' configured as immutable.", e.Repo, e.Tag)
 }
 
@@ -94,7 +98,12 @@ func rulesOf(txn kv.Txn, project string) ([]ImmutableRule, error) {
 }
 
 // checkMutable returns an *ImmutableError when a rule of repo's project makes tag immutable.
-func checkMutable(txn kv.Txn, repo, tag string) error {
+func checkMutable(txn kv.Txn, repo, tag string) error { return checkMutableFor(txn, repo, tag, false) }
+
+// checkDeletable is checkMutable for a delete, in Harbor's words for one.
+func checkDeletable(txn kv.Txn, repo, tag string) error { return checkMutableFor(txn, repo, tag, true) }
+
+func checkMutableFor(txn kv.Txn, repo, tag string, del bool) error {
 	project, rest, ok := strings.Cut(repo, "/")
 	if !ok {
 		return nil
@@ -105,7 +114,7 @@ func checkMutable(txn kv.Txn, repo, tag string) error {
 	}
 	for _, r := range rules {
 		if r.matches(rest, tag) {
-			return &ImmutableError{Repo: rest, Tag: tag}
+			return &ImmutableError{Repo: rest, Tag: tag, Delete: del}
 		}
 	}
 	return nil

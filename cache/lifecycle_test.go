@@ -153,3 +153,47 @@ func TestExpireMirrored(t *testing.T) {
 		t.Errorf("the pulled manifest was forgotten: %v", err)
 	}
 }
+
+// A delete that would break an image of the repository is refused: a layer its manifest names
+// (a /v2 blob delete), an image its index names; a job's delete of what a push tagged since it
+// chose it (untagged, or not kept by retention) leaves it.
+func TestDeletesThatWouldBreakAnImage(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newStore(t)
+	m, body := putImage(t, s, "p/a")
+	if err := s.Manifests.Put(ctx, "p/a", m, body, []string{"v1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.UnlinkBlob(ctx, "p/a", m.Blobs[1]); !errors.Is(err, ErrInUse) {
+		t.Errorf("deleting a layer of p/a:v1 = %v, want ErrInUse", err)
+	}
+	index := []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"digest":"` + m.Digest.String() + `"}]}`)
+	im := Manifest{Digest: digest.FromBytes(index), MediaType: "application/vnd.oci.image.index.v1+json", Children: []digest.Digest{m.Digest}}
+	if err := s.Manifests.Put(ctx, "p/a", im, index, []string{"multi"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Manifests.DeleteTag(ctx, "p/a", "v1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Manifests.Delete(ctx, "p/a", m.Digest); !errors.Is(err, ErrInUse) {
+		t.Errorf("deleting an image of p/a:multi = %v, want ErrInUse", err)
+	}
+	other, otherBody := putImage(t, s, "p/b")
+	if err := s.Manifests.Put(ctx, "p/b", other, otherBody, []string{"new"}); err != nil {
+		t.Fatal(err)
+	}
+	// Chosen as untagged, tagged since: it stays, with its tag.
+	if err := s.Manifests.deleteArtifact(ctx, "p/b", other.Digest, []string{}); !errors.Is(err, ErrChanged) {
+		t.Errorf("a job's delete of an artifact tagged since = %v, want ErrChanged", err)
+	}
+	if _, err := s.Manifests.Resolve(ctx, "p/b", "new"); err != nil {
+		t.Errorf("the tag pushed since is gone: %v", err)
+	}
+	// The index goes with its image, which nothing else names.
+	if err := s.Manifests.DeleteArtifact(ctx, "p/a", im.Digest); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Manifests.Resolve(ctx, "p/a", m.Digest.String()); !errors.Is(err, ErrManifestUnknown) {
+		t.Errorf("the index's image after the index's delete: %v", err)
+	}
+}

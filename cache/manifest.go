@@ -276,11 +276,24 @@ func (ms *Manifests) Read(ctx context.Context, repo, ref string) (Manifest, []by
 // Delete removes the manifest dgst from repo, every tag of repo that points at it, and its
 // entry in the referrers of its subject.
 func (ms *Manifests) Delete(ctx context.Context, repo string, dgst digest.Digest) error {
+	return ms.deleteIf(ctx, repo, dgst, nil)
+}
+
+// deleteIf is Delete, but only while the manifest's tags are want (sorted; nil: whatever they
+// are), checked in the same transaction: a job that chose it from an earlier look (untagged, or
+// not kept by retention) never deletes what a push tagged meanwhile (ErrChanged). A manifest that
+// an index of the repository names is refused (*InUseError): the index would break.
+func (ms *Manifests) deleteIf(ctx context.Context, repo string, dgst digest.Digest, want []string) error {
 	return ms.st.update(func(ct *commitTxn) error {
 		txn := ct.Txn
 		var m Manifest
 		if err := kv.Get(txn, manifestKey(repo, dgst), &m); err != nil {
 			return notFound(err, ErrManifestUnknown)
+		}
+		if by, err := namedBy(txn, repo, dgst, func(o Manifest) []digest.Digest { return o.Children }); err != nil {
+			return err
+		} else if by != "" {
+			return &InUseError{Digest: dgst, By: by}
 		}
 		if err := txn.Delete(manifestKey(repo, dgst)); err != nil {
 			return err
@@ -294,19 +307,24 @@ func (ms *Manifests) Delete(ctx context.Context, repo string, dgst digest.Digest
 			}
 		}
 		var stale [][]byte
+		var names []string
 		prefix := repoPrefix(prefixTag, repo)
 		err := scan(txn, prefix, "", func(key, val []byte) bool {
 			if string(val) == dgst.String() {
 				// key is badger's for this step of the iteration only: keep a copy.
 				stale = append(stale, bytes.Clone(key))
+				names = append(names, string(key[len(prefix):]))
 			}
 			return true
 		})
 		if err != nil {
 			return err
 		}
+		if want != nil && (len(names) != len(want) || !slices.Equal(names, want)) {
+			return fmt.Errorf("%w: %s@%s is tagged %v now", ErrChanged, repo, dgst, names)
+		}
 		for _, k := range stale {
-			if err := checkMutable(txn, repo, string(k[len(prefix):])); err != nil {
+			if err := checkDeletable(txn, repo, string(k[len(prefix):])); err != nil {
 				return err
 			}
 		}
@@ -319,6 +337,19 @@ func (ms *Manifests) Delete(ctx context.Context, repo string, dgst digest.Digest
 	})
 }
 
+// namedBy returns the digest of a manifest of repo, other than dgst, whose list picks dgst out,
+// or "" when none does.
+func namedBy(txn kv.Txn, repo string, dgst digest.Digest, list func(Manifest) []digest.Digest) (digest.Digest, error) {
+	var by digest.Digest
+	err := eachJSON(txn, string(repoPrefix(prefixManifest, repo)), func(key []byte, m *Manifest) error {
+		if d := digest.Digest(lastPart(key)); by == "" && d != dgst && slices.Contains(list(*m), dgst) {
+			by = d
+		}
+		return nil
+	})
+	return by, err
+}
+
 // DeleteTag removes tag from repo, leaving the manifest it pointed at.
 func (ms *Manifests) DeleteTag(ctx context.Context, repo, tag string) error {
 	return ms.st.update(func(ct *commitTxn) error {
@@ -326,7 +357,7 @@ func (ms *Manifests) DeleteTag(ctx context.Context, repo, tag string) error {
 		if _, err := txn.Get(tagKey(repo, tag)); err != nil {
 			return notFound(err, ErrManifestUnknown)
 		}
-		if err := checkMutable(txn, repo, tag); err != nil {
+		if err := checkDeletable(txn, repo, tag); err != nil {
 			return err
 		}
 		return txn.Delete(tagKey(repo, tag))

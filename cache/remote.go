@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"cove/internal/blobstore"
+	"cove/internal/kv"
 
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/singleflight"
@@ -280,4 +281,44 @@ func (s *Store) PingRemote(ctx context.Context) error {
 		return nil
 	}
 	return s.remote.Ping(ctx)
+}
+
+// dropUnderLock deletes a blob that decide says may go: under the digest's fleet-wide lock, taken
+// before the transaction begins and held across it and what follows, decide reads the record and
+// deletes it (and what goes with it) in one transaction; once that has committed, the blob's
+// shared object goes (fleet mode). A push of the digest on another node waits for the lock, then
+// writes the record anew and puts the object again (ensureShared).
+//
+// The lock is taken outside the transaction because PostgreSQL takes a serializable
+// transaction's snapshot when its first statement starts, before a lock that statement then waits
+// for: a lock taken inside saw a record as it was before the push that held the lock, and the
+// object deleted on that view was the push's (the attack lost pushed blobs this way). The object
+// goes after the record, so the index never names a blob the bucket lacks; an object whose delete
+// fails is an orphan, which garbage collection removes.
+func (s *Store) dropUnderLock(ctx context.Context, dgst digest.Digest, decide func(ct *commitTxn) (bool, error)) (bool, error) {
+	release, err := kv.Lock(ctx, s.db, "blob:"+dgst.String())
+	if err != nil {
+		return false, err
+	}
+	defer release()
+	var ct *commitTxn
+	gone := false
+	err = kv.Retry(ctx, s.db, func(txn kv.Txn) error {
+		ct = &commitTxn{Txn: txn}
+		var err error
+		gone, err = decide(ct)
+		return err
+	})
+	if err != nil || !gone {
+		return false, err
+	}
+	for _, f := range ct.after {
+		f()
+	}
+	if s.remote != nil {
+		if err := s.remote.Delete(ctx, dgst); err != nil {
+			s.log.Warn("a blob's shared object could not be deleted: garbage collection removes it later", "digest", dgst, "err", err)
+		}
+	}
+	return true, nil
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -100,7 +101,7 @@ func (ms *Manifests) DeleteRepository(ctx context.Context, repo string) error {
 		tags := len(repoPrefix(prefixTag, repo))
 		for _, k := range keys {
 			if bytes.HasPrefix(k, repoPrefix(prefixTag, repo)) {
-				if err := checkMutable(ct.Txn, repo, string(k[tags:])); err != nil {
+				if err := checkDeletable(ct.Txn, repo, string(k[tags:])); err != nil {
 					return err
 				}
 			}
@@ -246,29 +247,27 @@ func (ms *Manifests) Copy(ctx context.Context, from, ref, to string, tags []stri
 // no tag and no other manifest of repo names any more, as Harbor deletes an index with its
 // images.
 func (ms *Manifests) DeleteArtifact(ctx context.Context, repo string, dgst digest.Digest) error {
-	_, body, err := ms.Read(ctx, repo, dgst.String())
+	return ms.deleteArtifact(ctx, repo, dgst, nil)
+}
+
+// deleteArtifact is DeleteArtifact while the artifact's tags are want (nil: whatever they are;
+// see deleteIf).
+func (ms *Manifests) deleteArtifact(ctx context.Context, repo string, dgst digest.Digest, want []string) error {
+	children, err := ms.children(ctx, repo, dgst)
 	if err != nil {
 		return err
 	}
-	_, children, err := refs(body)
-	if err != nil {
-		return err
+	if len(want) > 0 {
+		want = slices.Sorted(slices.Values(want)) // nil stays nil (any tags), empty stays empty (none)
 	}
-	if err := ms.Delete(ctx, repo, dgst); err != nil {
-		return err
-	}
-	if len(children) == 0 {
-		return nil
-	}
-	arts, err := ms.artifacts(ctx, repo)
-	if err != nil {
+	if err := ms.deleteIf(ctx, repo, dgst, want); err != nil {
 		return err
 	}
 	for _, c := range children {
-		if a, ok := arts[c]; ok && len(a.Tags) == 0 && a.parents == 0 {
-			if err := ms.DeleteArtifact(ctx, repo, c); err != nil && !errors.Is(err, ErrManifestUnknown) {
-				return err
-			}
+		// Untagged and named by no other manifest (both checked in its transaction): it goes.
+		err := ms.deleteArtifact(ctx, repo, c, []string{})
+		if err != nil && !errors.Is(err, ErrManifestUnknown) && !errors.Is(err, ErrChanged) && !errors.Is(err, ErrInUse) {
+			return err
 		}
 	}
 	return nil
@@ -307,14 +306,22 @@ func (ms *Manifests) DeleteUntagged(ctx context.Context, sweep func(repo string)
 			if _, ok := all[a.Subject]; ok && a.Subject != "" {
 				continue // an accessory of an artifact that stays
 			}
-			report(repo, d)
-			n++
 			if dryRun {
+				report(repo, d)
+				n++
 				continue
 			}
-			if err := ms.DeleteArtifact(ctx, repo, d); err != nil && !errors.Is(err, ErrManifestUnknown) {
+			// Still untagged and named by no index, in the delete's transaction: a push that
+			// tagged it since keeps it.
+			err := ms.deleteArtifact(ctx, repo, d, []string{})
+			if errors.Is(err, ErrManifestUnknown) || errors.Is(err, ErrChanged) || errors.Is(err, ErrInUse) {
+				continue
+			}
+			if err != nil {
 				return n, err
 			}
+			report(repo, d)
+			n++
 		}
 	}
 	return n, nil
@@ -353,4 +360,22 @@ func (ms *Manifests) ExpireMirrored(ctx context.Context, upstream string, keep t
 		}
 	}
 	return n, nil
+}
+
+// children are the manifests that the manifest dgst of repo names (an index's images): from its
+// record, or from its body for a record written before cove kept them.
+func (ms *Manifests) children(ctx context.Context, repo string, dgst digest.Digest) ([]digest.Digest, error) {
+	m, err := ms.Resolve(ctx, repo, dgst.String())
+	if err != nil {
+		return nil, err
+	}
+	if len(m.Blobs) > 0 || len(m.Children) > 0 {
+		return m.Children, nil
+	}
+	_, body, err := ms.Read(ctx, repo, dgst.String())
+	if err != nil {
+		return nil, err
+	}
+	_, children, err := refs(body)
+	return children, err
 }

@@ -409,13 +409,24 @@ func (rt *Retention) apply(ctx context.Context, ms *Manifests, p RetentionPolicy
 			fmt.Fprintf(log, "retained %s@%s %v: an immutable tag\n", repo, a.Digest, a.Tags)
 			continue
 		}
-		fmt.Fprintf(log, "%s %s@%s %v\n", verb, repo, a.Digest, a.Tags)
 		if dryRun {
+			fmt.Fprintf(log, "%s %s@%s %v\n", verb, repo, a.Digest, a.Tags)
 			continue
 		}
-		if err := ms.DeleteArtifact(ctx, repo, a.Digest); err != nil && !errors.Is(err, ErrManifestUnknown) {
+		// Only while its tags are still the ones the rules judged (a push may have tagged it
+		// since), and no index of the repository names it.
+		err := ms.deleteArtifact(ctx, repo, a.Digest, a.Tags)
+		switch {
+		case errors.Is(err, ErrChanged), errors.Is(err, ErrInUse):
+			retained++
+			fmt.Fprintf(log, "retained %s@%s %v: %v\n", repo, a.Digest, a.Tags, err)
+			continue
+		case errors.Is(err, ErrManifestUnknown):
+			continue
+		case err != nil:
 			return len(arts), retained, err
 		}
+		fmt.Fprintf(log, "%s %s@%s %v\n", verb, repo, a.Digest, a.Tags)
 	}
 	return len(arts), retained, nil
 }

@@ -479,6 +479,12 @@ func (s *Store) UnlinkBlob(ctx context.Context, repo string, dgst digest.Digest)
 		if _, err := txn.Get(linkKey(repo, dgst)); err != nil {
 			return notFound(err, ErrBlobUnknown)
 		}
+		// A layer or config of a manifest of the repository stays: the image would break.
+		if by, err := namedBy(txn, repo, dgst, func(m Manifest) []digest.Digest { return m.Blobs }); err != nil {
+			return err
+		} else if by != "" {
+			return &InUseError{Digest: dgst, By: by}
+		}
 		if err := txn.Delete(linkKey(repo, dgst)); err != nil {
 			return err
 		}

@@ -119,6 +119,9 @@ func toError(err error) *Error {
 	case errors.Is(err, cache.ErrQuotaExceeded):
 		// Harbor's answer: 403 DENIED, with the sizes and the limit.
 		return &Error{Status: http.StatusForbidden, Code: CodeDenied, Message: err.Error()}
+	case errors.Is(err, cache.ErrInUse):
+		// A layer or an image that a manifest of the repository names: deleting it would break it.
+		return &Error{Status: http.StatusPreconditionFailed, Code: CodeDenied, Message: err.Error()}
 	case errors.Is(err, cache.ErrTagImmutable):
 		// Harbor's answer: 412 with the tag named, so that docker push says why.
 		return &Error{Status: http.StatusPreconditionFailed, Code: CodeDenied, Message: err.Error()}

@@ -41,6 +41,7 @@ func TestToError(t *testing.T) {
 		{cache.ErrTooManyUploads, 429, CodeTooManyRequests},
 		{cache.ErrMediaTypeConflict, 400, CodeManifestInvalid},
 		{&cache.ImmutableError{Repo: "app", Tag: "v1"}, 412, CodeDenied},
+		{&cache.InUseError{Digest: "sha256:a", By: "sha256:b"}, 412, CodeDenied},
 		{&cache.QuotaError{Project: "p", Adding: 10, Used: 5, Hard: 10}, 403, CodeDenied},
 		{auth.ErrNoProject, 404, CodeNameUnknown},
 		{auth.ErrTooManyAttempts, 429, CodeTooManyRequests},

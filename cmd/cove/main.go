@@ -215,8 +215,12 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	onQuota := func(project, kind string, used, hard int64) {
 		log.Warn("project quota "+kind, "project", project, "used_bytes", used, "hard_bytes", hard)
 		if quotaAudit != nil {
-			_ = quotaAudit.Record(context.Background(), auth.Event{Operation: "quota_" + kind, ResourceType: "quota", Resource: project,
-				Detail: fmt.Sprintf("used=%d hard=%d", used, hard), Result: "success"})
+			result := "success"
+			if kind == "exceeded" {
+				result = "failure" // a write refused
+			}
+			_ = quotaAudit.Record(context.Background(), auth.Event{Username: "system", Operation: "quota_" + kind, ResourceType: "quota", Resource: project,
+				Detail: fmt.Sprintf("used=%d hard=%d", used, hard), Result: result})
 		}
 	}
 	store, err := cache.Open(ctx, cache.Config{

@@ -375,6 +375,29 @@ func (p *Postgres) TryLock(ctx context.Context, name string) (release func(), ok
 	}, true, nil
 }
 
+// Lock takes the fleet-wide lock name, waiting for it, and holds it across transactions until
+// release (a session advisory lock, the same lock as Txn's Lock). A transaction begun once it is
+// held reads what was committed before: a serializable transaction's snapshot is taken when its
+// first statement starts, before a lock it then waits for (see the deletes of cache).
+func (p *Postgres) Lock(ctx context.Context, name string) (release func(), err error) {
+	conn, err := p.pool.Acquire(ctx)
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock(hashtextextended($1, 0))", "cove:"+name); err != nil {
+		conn.Release()
+		return nil, unavailable(err)
+	}
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := conn.Exec(ctx, "SELECT pg_advisory_unlock(hashtextextended($1, 0))", "cove:"+name); err != nil {
+			conn.Conn().Close(ctx) // closing the session frees its locks
+		}
+		conn.Release()
+	}, nil
+}
+
 // Sweep deletes the records whose time has passed (they read as absent already): PostgreSQL has
 // no expiry of its own. Run it under TryLock("sweep"): once per fleet.
 func (p *Postgres) Sweep(ctx context.Context) (int64, error) {

@@ -178,6 +178,17 @@ func RunOnceEvery(ctx context.Context, db DB, name string, interval time.Duratio
 	return ran, err
 }
 
+// Lock takes the fleet-wide lock name and holds it until release, across transactions, when the
+// store has such locks (PostgreSQL); on one node (badger) it does nothing.
+func Lock(ctx context.Context, db DB, name string) (release func(), err error) {
+	if l, ok := db.(interface {
+		Lock(ctx context.Context, name string) (func(), error)
+	}); ok {
+		return l.Lock(ctx, name)
+	}
+	return func() {}, nil
+}
+
 // LockTxn takes the fleet-wide lock name for the rest of txn, when the store has such locks
 // (PostgreSQL); on one node (badger) it does nothing: its writers are ordered in the process.
 func LockTxn(txn Txn, name string) error {

@@ -146,6 +146,8 @@ func TestRepositoryLifecycleAPI(t *testing.T) {
 	want(403, "guest", "POST", cp+"?from=team/sub/multi:1", "")
 	want(400, "dev", "POST", cp+"?from=nonsense", "")
 	want(404, "dev", "POST", cp+"?from=team/sub/multi:nosuchtag", "")
+	want(400, "dev", "POST", "/api/v2.0/projects/team/repositories/..%252Fother%252Fevil/artifacts?from=team/sub/multi:1", "")
+	want(400, "dev", "POST", "/api/v2.0/projects/team/repositories/a%2500b/artifacts?from=team/sub/multi:1", "")
 	want(201, "dev", "POST", cp+"?from=team/sub/multi:1", "")
 	if _, err := remote.Index(s.ref(t, "team/copy:1"), adminAuth); err != nil {
 		t.Errorf("pull the copied index: %v", err)

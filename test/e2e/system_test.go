@@ -86,7 +86,7 @@ func TestSystemEndpoints(t *testing.T) {
 		t.Errorf("a developer's permissions = %s", perms)
 	}
 
-	if d := admin("/api/v2.0/projects/team/_deletable"); d["deletable"] != false || !strings.Contains(d["message"].(string), "1 repositories") {
+	if d := admin("/api/v2.0/projects/team/_deletable"); d["deletable"] != false || !strings.Contains(d["message"].(string), "repositories (1)") {
 		t.Errorf("team _deletable = %v", d)
 	}
 	if d := admin("/api/v2.0/projects/empty/_deletable"); d["deletable"] != true {
