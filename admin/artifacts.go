@@ -175,6 +175,21 @@ func (s *Server) repoPath(r *http.Request, who auth.Principal, action auth.Actio
 	return p, p.Name + "/" + rest, nil
 }
 
+// artifactOf is the repository and artifact (digest or tag) a request names, once who may do
+// action in its project.
+func (s *Server) artifactOf(r *http.Request, who auth.Principal, action auth.Action) (auth.Project, string, cache.Artifact, error) {
+	if s.content == nil {
+		return auth.Project{}, "", cache.Artifact{}, errNoContent
+	}
+	p, repo, err := s.repoPath(r, who, action)
+	if err != nil {
+		return p, repo, cache.Artifact{}, err
+	}
+	ref := r.PathValue("reference")
+	a, err := s.content.Artifact(r.Context(), repo, ref)
+	return p, repo, a, storeError(err, repo, ref)
+}
+
 func (s *Server) repository(ctx context.Context, p auth.Project, repo string) (repository, error) {
 	sums, err := s.browse.RepositorySummaries(ctx, repo)
 	if err != nil {
@@ -392,18 +407,11 @@ const maxConfig = 1 << 20
 // children and their platforms) and extra_attrs (an image config's os, architecture, created,
 // author and config).
 func (s *Server) handleGetArtifact(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
-	if s.content == nil {
-		return errNoContent
-	}
-	p, repo, err := s.repoPath(r, who, auth.ActionPull)
+	p, repo, a, err := s.artifactOf(r, who, auth.ActionPull)
 	if err != nil {
 		return err
 	}
 	ref := r.PathValue("reference")
-	a, err := s.content.Artifact(r.Context(), repo, ref)
-	if err != nil {
-		return storeError(err, repo, ref)
-	}
 	out := toArtifact(p.ID, repo, a, r.URL.Query().Get("with_tag") != "false")
 	if err := s.markImmutable(r.Context(), repo, out.Tags); err != nil {
 		return err
@@ -459,18 +467,11 @@ func extraAttrs(cfg []byte) map[string]any {
 // handleDeleteArtifact deletes an artifact, by digest or by one of its tags, with all its tags and,
 // for an index, its untagged children (maintainers and up, as Harbor).
 func (s *Server) handleDeleteArtifact(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
-	if s.content == nil {
-		return errNoContent
-	}
-	_, repo, err := s.repoPath(r, who, auth.ActionDelete)
+	_, repo, a, err := s.artifactOf(r, who, auth.ActionDelete)
 	if err != nil {
 		return err
 	}
 	ref := r.PathValue("reference")
-	a, err := s.content.Artifact(r.Context(), repo, ref)
-	if err != nil {
-		return storeError(err, repo, ref)
-	}
 	if err := s.content.DeleteArtifact(r.Context(), repo, a.Digest); err != nil {
 		return storeError(err, repo, ref)
 	}
@@ -524,17 +525,9 @@ func (s *Server) handleCopyArtifact(w http.ResponseWriter, r *http.Request, who 
 }
 
 func (s *Server) handleListTags(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
-	if s.content == nil {
-		return errNoContent
-	}
-	p, repo, err := s.repoPath(r, who, auth.ActionPull)
+	p, repo, a, err := s.artifactOf(r, who, auth.ActionPull)
 	if err != nil {
 		return err
-	}
-	ref := r.PathValue("reference")
-	a, err := s.content.Artifact(r.Context(), repo, ref)
-	if err != nil {
-		return storeError(err, repo, ref)
 	}
 	tags := toArtifact(p.ID, repo, a, true).Tags
 	if err := s.markImmutable(r.Context(), repo, tags); err != nil {
@@ -595,18 +588,11 @@ func (s *Server) handleAddTag(w http.ResponseWriter, r *http.Request, who auth.P
 
 // handleDeleteTag removes a tag of an artifact (maintainers and up); the artifact stays.
 func (s *Server) handleDeleteTag(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
-	if s.content == nil {
-		return errNoContent
-	}
-	_, repo, err := s.repoPath(r, who, auth.ActionDelete)
+	_, repo, a, err := s.artifactOf(r, who, auth.ActionDelete)
 	if err != nil {
 		return err
 	}
 	ref, name := r.PathValue("reference"), r.PathValue("tag")
-	a, err := s.content.Artifact(r.Context(), repo, ref)
-	if err != nil {
-		return storeError(err, repo, ref)
-	}
 	if !slices.Contains(a.Tags, name) {
 		return notFound("tag %s not found on %s@%s", name, repo, a.Digest)
 	}

@@ -182,31 +182,34 @@ func gcID(r *http.Request) (int64, error) {
 	return id, nil
 }
 
-func (s *Server) handleGetGC(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
+// gcRunOf is the run the path's id names, for a system admin.
+func (s *Server) gcRunOf(r *http.Request, who auth.Principal) (cache.GCRun, error) {
 	if err := s.gcJobs(who); err != nil {
-		return err
+		return cache.GCRun{}, err
 	}
 	id, err := gcID(r)
 	if err != nil {
-		return err
+		return cache.GCRun{}, err
 	}
 	run, err := s.gc.Run(r.Context(), id)
+	return run, gcError(err)
+}
+
+func (s *Server) handleGetGC(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
+	run, err := s.gcRunOf(r, who)
 	if err != nil {
-		return gcError(err)
+		return err
 	}
 	return writeJSON(w, http.StatusOK, toGCHistory(run))
 }
 
 // handleGCLog is a run's log as text: what it freed, or would free in a dry run.
 func (s *Server) handleGCLog(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
-	if err := s.gcJobs(who); err != nil {
-		return err
-	}
-	id, err := gcID(r)
+	run, err := s.gcRunOf(r, who)
 	if err != nil {
 		return err
 	}
-	log, err := s.gc.Log(r.Context(), id)
+	log, err := s.gc.Log(r.Context(), run.ID)
 	if err != nil {
 		return gcError(err)
 	}
