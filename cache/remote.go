@@ -296,6 +296,14 @@ func (s *Store) PingRemote(ctx context.Context) error {
 // goes after the record, so the index never names a blob the bucket lacks; an object whose delete
 // fails is an orphan, which garbage collection removes.
 func (s *Store) dropUnderLock(ctx context.Context, dgst digest.Digest, decide func(ct *commitTxn) (bool, error)) (bool, error) {
+	// Each holder keeps a database connection for its lock while it needs another for its
+	// transaction: a bound on the holders keeps them from taking the whole pool.
+	select {
+	case s.dropSlots <- struct{}{}:
+		defer func() { <-s.dropSlots }()
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
 	release, err := kv.Lock(ctx, s.db, "blob:"+dgst.String())
 	if err != nil {
 		return false, err

@@ -119,6 +119,8 @@ type Store struct {
 
 	// onQuota is told of quota warnings and refusals (Config.OnQuota).
 	onQuota QuotaEvent
+	// dropSlots bounds the deletes that hold a fleet-wide lock at once (dropUnderLock).
+	dropSlots chan struct{}
 
 	// remote, hotMax and hot are fleet mode's (remote.go).
 	remote blobstore.Store
@@ -184,6 +186,8 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		remote:  cfg.Remote,
 		hotMax:  cfg.HotTierMaxSize,
 		onQuota: cfg.OnQuota,
+
+		dropSlots: make(chan struct{}, 8),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)

@@ -49,6 +49,11 @@ func OpenPostgres(ctx context.Context, dsn string) (*Postgres, error) {
 	if cfg.ConnConfig.ConnectTimeout == 0 {
 		cfg.ConnConfig.ConnectTimeout = 10 * time.Second
 	}
+	if !strings.Contains(dsn, "pool_max_conns") {
+		// pgx's default is the number of CPUs, at least 4: a node holding fleet-wide locks across
+		// transactions (Lock, TryLock) needs more than that beside its requests.
+		cfg.MaxConns = 32
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("storage.metadata.postgres.dsn: %w", err)
