@@ -397,6 +397,14 @@ type project struct {
 	UpdateTime   time.Time         `json:"update_time"`
 	RepoCount    int               `json:"repo_count"`
 	Metadata     map[string]string `json:"metadata"`
+	// As Harbor has them: the caller's role, and the fields of features cove has not (charts,
+	// proxy-cache projects, soft deletes).
+	CurrentUserRoleID  int   `json:"current_user_role_id"`
+	CurrentUserRoleIDs []int `json:"current_user_role_ids"`
+	ChartCount         int   `json:"chart_count"`
+	RegistryID         int64 `json:"registry_id"`
+	Deleted            bool  `json:"deleted"`
+	Togglable          bool  `json:"togglable"`
 }
 
 // projectMetadata is a project's metadata as Harbor has it: public, and retention_id when the
@@ -411,15 +419,23 @@ func (s *Server) projectMetadata(ctx context.Context, p auth.Project) map[string
 	return md
 }
 
-func (s *Server) toProject(ctx context.Context, p auth.Project) (project, error) {
+// toProject is p in Harbor's shape, as who sees it (current_user_role_id is who's role in it, 0
+// for none).
+func (s *Server) toProject(ctx context.Context, who auth.Principal, p auth.Project) (project, error) {
 	n, err := s.repos.CountRepositories(ctx, p.Name+"/")
 	if err != nil {
 		return project{}, err
 	}
+	role := int(s.auth.Policy.RoleOf(ctx, who, p.Name))
+	roles := []int{}
+	if role != 0 {
+		roles = append(roles, role)
+	}
 	return project{
 		ProjectID: p.ID, Name: p.Name, OwnerName: p.Owner,
 		CreationTime: p.Created, UpdateTime: p.Updated, RepoCount: n,
-		Metadata: s.projectMetadata(ctx, p),
+		Metadata:          s.projectMetadata(ctx, p),
+		CurrentUserRoleID: role, CurrentUserRoleIDs: roles, Togglable: true,
 	}, nil
 }
 
@@ -575,7 +591,7 @@ func (s *Server) handleGetProject(w http.ResponseWriter, r *http.Request, who au
 	if err != nil {
 		return err
 	}
-	out, err := s.toProject(r.Context(), p)
+	out, err := s.toProject(r.Context(), who, p)
 	if err != nil {
 		return err
 	}
@@ -623,7 +639,7 @@ func (s *Server) handleListProjects(w http.ResponseWriter, r *http.Request, who 
 	}
 	out := []project{}
 	for _, p := range all[from:to] {
-		hp, err := s.toProject(r.Context(), p)
+		hp, err := s.toProject(r.Context(), who, p)
 		if err != nil {
 			return err
 		}

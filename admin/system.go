@@ -148,7 +148,7 @@ func (s *Server) handleSearch(w http.ResponseWriter, r *http.Request, who auth.P
 	}{Project: []project{}, Repository: []repoHit{}, Chart: []any{}}
 	for _, p := range projects {
 		if strings.Contains(p.Name, q) {
-			hp, err := s.toProject(r.Context(), p)
+			hp, err := s.toProject(r.Context(), who, p)
 			if err != nil {
 				return err
 			}

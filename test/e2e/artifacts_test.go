@@ -46,6 +46,17 @@ func TestRepositoryLifecycleAPI(t *testing.T) {
 		return b
 	}
 
+	// Each caller sees its role in the project, as Harbor's page reads it.
+	for user, role := range map[string]int{"maint": 4, "dev": 2, "guest": 3, "admin": 0} {
+		var p struct {
+			Role int `json:"current_user_role_id"`
+		}
+		json.Unmarshal(want(200, user, "GET", "/api/v2.0/projects/team", ""), &p)
+		if p.Role != role {
+			t.Errorf("current_user_role_id of %s = %d, want %d", user, p.Role, role)
+		}
+	}
+
 	img, err := mutate.ConfigFile(must(random.Image(1024, 2)), &v1.ConfigFile{OS: "linux", Architecture: "arm64", Author: "team"})
 	if err != nil {
 		t.Fatal(err)
