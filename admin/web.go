@@ -57,6 +57,7 @@ func newWebPages(s *Server) (*webPages, error) {
 		"unix": func(sec int64) time.Time { return time.Unix(sec, 0) },
 		"add":  func(a, b int) int { return a + b },
 		"list": func(v ...string) []string { return v },
+		"mib":  func(n int64) int64 { return n >> 20 },
 	}
 	for _, page := range []string{"error", "login", "dashboard", "projects", "project", "repository", "mirror", "users", "account", "audit", "settings", "connect", "gc"} {
 		t, err := template.New(page).Funcs(funcs).ParseFS(templateFS, "web/templates/layout.html", "web/templates/"+page+".html")
@@ -447,6 +448,10 @@ func (w *webPages) handleProject(rw http.ResponseWriter, r *http.Request, who au
 		Delete bool
 		Repos  []repoView
 		Rules  []immutableRule
+		// The quota (for members), and whether the visitor may change it (system admins).
+		HasQuota   bool
+		Used, Hard int64
+		Admin      bool
 		// Retention is the project's policy (nil: none) and its last runs.
 		ID        int64
 		Retention *retentionPolicy
@@ -465,6 +470,13 @@ func (w *webPages) handleProject(rw http.ResponseWriter, r *http.Request, who au
 	_ = w.api(r, "/api/v2.0/projects/"+url.PathEscape(name)+"/members", &data.Members) // members only
 	_ = w.api(r, "/api/v2.0/projects/"+url.PathEscape(name)+"/immutabletagrules?page_size=100", &data.Rules)
 	data.ID = p.ProjectID
+	var sum struct {
+		Quota *struct{ Hard, Used map[string]int64 } `json:"quota"`
+	}
+	if w.api(r, "/api/v2.0/projects/"+url.PathEscape(name)+"/summary", &sum) == nil && sum.Quota != nil {
+		data.HasQuota, data.Used, data.Hard = true, sum.Quota.Used["storage"], sum.Quota.Hard["storage"]
+	}
+	data.Admin = who.Admin
 	if id := p.Metadata["retention_id"]; id != "" {
 		var rp retentionPolicy
 		if w.api(r, "/api/v2.0/retentions/"+id, &rp) == nil {

@@ -60,6 +60,12 @@ test("sign in, manage a project, see pushed tags, switch language, filter the au
   await page.waitForSelector("#projects tr:has-text('capped') progress");
   assert.match(await page.textContent("#projects tr:has-text('capped') .quota"), /0 B \/ 10\.0 MiB/);
   assert.match(await page.textContent("#projects tr:has-text('webteam') .quota"), /no limit/);
+  // The admin changes a quota on the project's page.
+  await page.goto(base + "/projects/capped");
+  await page.fill("#quota-limit", "20");
+  await Promise.all([page.waitForEvent("load"), page.click("#quota-submit")]);
+  assert.match(await page.textContent("#project-quota"), /20\.0 MiB/);
+  await page.goto(base + "/projects");
   await shot("02-projects");
 
   // Add a member, and a group whose name holds HTML: it must show as text.

@@ -103,6 +103,10 @@ const shapes = {
       scope: { level: "project", ref: Number(f.dataset.project) },
     };
   },
+  quota: f => {
+    const mib = Number(f.limit.value);
+    return { hard: { storage: mib < 0 ? -1 : mib * 1024 * 1024 } };
+  },
   robot: f => ({
     name: f.name.value, level: "project", duration: Number(f.duration.value),
     permissions: [{ kind: "project", namespace: f.dataset.project,
