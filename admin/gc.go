@@ -174,20 +174,12 @@ func (s *Server) handleListGC(w http.ResponseWriter, r *http.Request, who auth.P
 	return writePage(w, r, out)
 }
 
-func gcID(r *http.Request) (int64, error) {
-	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
-	if err != nil {
-		return 0, &apiError{Status: http.StatusBadRequest, Code: "BAD_REQUEST", Message: "the id must be a number"}
-	}
-	return id, nil
-}
-
 // gcRunOf is the run the path's id names, for a system admin.
 func (s *Server) gcRunOf(r *http.Request, who auth.Principal) (cache.GCRun, error) {
 	if err := s.gcJobs(who); err != nil {
 		return cache.GCRun{}, err
 	}
-	id, err := gcID(r)
+	id, err := pathID(r, "id")
 	if err != nil {
 		return cache.GCRun{}, err
 	}

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 
 	"cove/auth"
 	"cove/cache"
@@ -136,20 +135,12 @@ func (s *Server) handleAddImmutableRule(w http.ResponseWriter, r *http.Request, 
 	return nil
 }
 
-func ruleID(r *http.Request) (int64, error) {
-	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
-	if err != nil {
-		return 0, &apiError{Status: http.StatusBadRequest, Code: "BAD_REQUEST", Message: "the id must be a number"}
-	}
-	return id, nil
-}
-
 func (s *Server) handleUpdateImmutableRule(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
 	p, err := s.ruleProject(r, who, auth.ActionUpdateProject)
 	if err != nil {
 		return err
 	}
-	id, err := ruleID(r)
+	id, err := pathID(r, "id")
 	if err != nil {
 		return err
 	}
@@ -175,7 +166,7 @@ func (s *Server) handleDeleteImmutableRule(w http.ResponseWriter, r *http.Reques
 	if err != nil {
 		return err
 	}
-	id, err := ruleID(r)
+	id, err := pathID(r, "id")
 	if err != nil {
 		return err
 	}

@@ -46,16 +46,8 @@ func (s *Server) memberOf(r *http.Request, who auth.Principal, action auth.Actio
 	if err != nil {
 		return p, 0, err
 	}
-	id, err := memberID(r)
+	id, err := pathID(r, "id")
 	return p, id, err
-}
-
-func memberID(r *http.Request) (int64, error) {
-	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
-	if err != nil {
-		return 0, &apiError{Status: http.StatusBadRequest, Code: "BAD_REQUEST", Message: "the id must be a number"}
-	}
-	return id, nil
 }
 
 func (s *Server) handleListMembers(w http.ResponseWriter, r *http.Request, who auth.Principal) error {

@@ -100,9 +100,9 @@ func (s *Server) handleListQuotas(w http.ResponseWriter, r *http.Request, who au
 
 // quotaProject is the project whose quota the path's id names.
 func (s *Server) quotaProject(r *http.Request) (auth.Project, error) {
-	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	id, err := pathID(r, "id")
 	if err != nil {
-		return auth.Project{}, &apiError{Status: http.StatusBadRequest, Code: "BAD_REQUEST", Message: "the id must be a number"}
+		return auth.Project{}, err
 	}
 	p, err := s.auth.Policy.ProjectByID(r.Context(), id)
 	if errors.Is(err, auth.ErrProjectUnknown) {

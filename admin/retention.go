@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"time"
 
 	"cove/auth"
@@ -151,9 +150,9 @@ func (s *Server) retentionPolicyOf(r *http.Request, who auth.Principal, action a
 	if s.retention == nil {
 		return cache.RetentionPolicy{}, auth.Project{}, &apiError{Status: http.StatusServiceUnavailable, Code: "SERVICE_UNAVAILABLE", Message: "retention is not available on this server"}
 	}
-	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	id, err := pathID(r, "id")
 	if err != nil {
-		return cache.RetentionPolicy{}, auth.Project{}, &apiError{Status: http.StatusBadRequest, Code: "BAD_REQUEST", Message: "the id must be a number"}
+		return cache.RetentionPolicy{}, auth.Project{}, err
 	}
 	p, err := s.retention.Policy(r.Context(), id)
 	if err != nil {
@@ -301,9 +300,9 @@ func (s *Server) retentionRun(r *http.Request, who auth.Principal, action auth.A
 	if err != nil {
 		return cache.RetentionRun{}, err
 	}
-	eid, err := strconv.ParseInt(r.PathValue("eid"), 10, 64)
+	eid, err := pathID(r, "eid")
 	if err != nil {
-		return cache.RetentionRun{}, &apiError{Status: http.StatusBadRequest, Code: "BAD_REQUEST", Message: "the execution id must be a number"}
+		return cache.RetentionRun{}, err
 	}
 	run, err := s.retention.Run(r.Context(), p.ID, eid)
 	return run, retentionError(err)
@@ -349,9 +348,9 @@ func (s *Server) handleRetentionTaskLog(w http.ResponseWriter, r *http.Request, 
 	if err != nil {
 		return err
 	}
-	tid, err := strconv.ParseInt(r.PathValue("tid"), 10, 64)
+	tid, err := pathID(r, "tid")
 	if err != nil {
-		return &apiError{Status: http.StatusBadRequest, Code: "BAD_REQUEST", Message: "the task id must be a number"}
+		return err
 	}
 	for _, t := range run.Tasks {
 		if t.ID == tid {

@@ -100,9 +100,9 @@ func (s *Server) targetUser(r *http.Request, who auth.Principal) (auth.User, err
 	if err := requireUser(who); err != nil {
 		return auth.User{}, err
 	}
-	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	id, err := pathID(r, "id")
 	if err != nil {
-		return auth.User{}, &apiError{Status: http.StatusBadRequest, Code: "BAD_REQUEST", Message: "the user id must be a number"}
+		return auth.User{}, err
 	}
 	u, err := s.auth.Identity.UserByID(r.Context(), id)
 	if err != nil || (!who.Admin && u.Name != who.Name) {

@@ -128,6 +128,12 @@ func (s *Store) held(ct *commitTxn, repo string, dgst digest.Digest, size int64,
 // CheckQuota refuses, before any byte is stored, a write of adding bytes to repo's project that
 // could not fit under its quota even if none of it were there already.
 func (s *Store) CheckQuota(ctx context.Context, repo string, adding int64) error {
+	return s.refuseOver(repo, adding, func(q Quota) int64 { return q.Used + adding })
+}
+
+// refuseOver returns a *QuotaError, and reports it, when the bytes after says a write of adding
+// bytes leaves repo's project with are past its limit; projects without a quota take anything.
+func (s *Store) refuseOver(repo string, adding int64, after func(Quota) int64) error {
 	p := project(repo)
 	var q Quota
 	err := s.db.View(s.ctx, func(txn kv.Txn) error { return kv.Get(txn, quotaKey(p), &q) })
@@ -137,7 +143,7 @@ func (s *Store) CheckQuota(ctx context.Context, repo string, adding int64) error
 	if err != nil {
 		return err
 	}
-	if q.Hard >= 0 && q.Used+adding > q.Hard {
+	if q.Hard >= 0 && after(q) > q.Hard {
 		if s.onQuota != nil {
 			s.onQuota(p, "exceeded", q.Used, q.Hard)
 		}
@@ -182,22 +188,7 @@ func (s *Store) guardQuota(ctx context.Context, repo string, base int64, body io
 
 // checkHard refuses an upload of size bytes to repo larger than its project's whole limit.
 func (s *Store) checkHard(ctx context.Context, repo string, size int64) error {
-	p := project(repo)
-	var q Quota
-	err := s.db.View(s.ctx, func(txn kv.Txn) error { return kv.Get(txn, quotaKey(p), &q) })
-	if errors.Is(err, kv.ErrNotFound) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if q.Hard >= 0 && size > q.Hard {
-		if s.onQuota != nil {
-			s.onQuota(p, "exceeded", q.Used, q.Hard)
-		}
-		return &QuotaError{Project: p, Adding: size, Used: q.Used, Hard: q.Hard}
-	}
-	return nil
+	return s.refuseOver(repo, size, func(Quota) int64 { return size })
 }
 
 // checkQuotaFor refuses, before the blob dgst of size bytes is placed, a commit into repo that
