@@ -145,6 +145,7 @@ type GC struct {
 	mu     sync.Mutex
 	cancel context.CancelCauseFunc // of the run in progress on this node, nil when none
 	done   chan struct{}           // closed when that run has ended
+	ended  func(GCRun)             // tests: called, under mu, once a run's end is recorded
 }
 
 // NewGC returns the job of st. node names this node in the runs it makes; sweep says which
@@ -267,17 +268,21 @@ func (g *GC) Start(ctx context.Context, kind string, p GCParams, sc GCSchedule) 
 	done := g.done
 	g.st.wg.Go(func() {
 		defer close(done)
-		g.run(runCtx, run)
+		run, log := g.run(runCtx, run)
+		// The end is recorded and this node's run forgotten at once, under g.mu: whoever sees
+		// the run ended can start the next one.
 		g.mu.Lock()
 		g.cancel = nil
+		g.finish(run, log)
 		g.mu.Unlock()
 		cancel(nil)
 	})
 	return run, nil
 }
 
-// run does the run and records its end; it holds the fleet-wide "gc" lock meanwhile.
-func (g *GC) run(ctx context.Context, run GCRun) {
+// run does the run and returns it ended, with its log; it holds the fleet-wide "gc" lock
+// meanwhile.
+func (g *GC) run(ctx context.Context, run GCRun) (GCRun, string) {
 	var log strings.Builder
 	logf := func(format string, a ...any) {
 		if log.Len() < gcLogMax {
@@ -307,7 +312,7 @@ func (g *GC) run(ctx context.Context, run GCRun) {
 	}
 	logf("%s", status)
 	run.Status = status
-	g.finish(run, log.String())
+	return run, log.String()
 }
 
 // collect is the work of one run: untagged artifacts first, then the blobs.
@@ -394,6 +399,9 @@ func (g *GC) finish(run GCRun, log string) {
 	})
 	if err != nil {
 		g.log.Error("recording a garbage collection's end", "id", run.ID, "err", err)
+	}
+	if g.ended != nil {
+		g.ended(run)
 	}
 }
 

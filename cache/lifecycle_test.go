@@ -197,3 +197,30 @@ func TestDeletesThatWouldBreakAnImage(t *testing.T) {
 		t.Errorf("the index's image after the index's delete: %v", err)
 	}
 }
+
+// A run seen ended lets the next one start at once: this node forgets its run before the end is
+// recorded, under the lock Start takes (a client that polled a run to Success and started the
+// next got 409 now and then).
+func TestGCRunEndedStartsNext(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newStore(t)
+	g, err := NewGC(ctx, s, "", func(string) bool { return true })
+	if err != nil {
+		t.Fatal(err)
+	}
+	busyAtEnd := 0
+	g.ended = func(GCRun) {
+		if g.cancel != nil {
+			busyAtEnd++
+		}
+	}
+	for i := range 3 {
+		if _, err := g.Start(ctx, "MANUAL", GCParams{}, GCSchedule{Type: GCManual}); err != nil {
+			t.Fatalf("start %d, after the previous run ended: %v", i, err)
+		}
+		g.Wait()
+	}
+	if busyAtEnd > 0 {
+		t.Errorf("%d runs were recorded ended while their node still counted them running", busyAtEnd)
+	}
+}
