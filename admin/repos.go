@@ -32,7 +32,7 @@ type MirrorStatus struct {
 	Upstreams     []UpstreamStatus `json:"upstreams"`
 }
 
-// UpstreamStatus is one upstream's health.
+// UpstreamStatus is one upstream's health, as the node that answers sees it.
 type UpstreamStatus struct {
 	Name               string    `json:"name"`
 	URL                string    `json:"url"`
@@ -40,6 +40,29 @@ type UpstreamStatus struct {
 	RateLimitRemaining int64     `json:"ratelimit_remaining"`
 	LastOK             time.Time `json:"last_ok,omitzero"`
 	LastError          time.Time `json:"last_error,omitzero"`
+	// Down: the circuit is open, requests fail at once until DownUntil; DownReason is
+	// upstream-timeout, upstream-unreachable, pull-limit or throttled.
+	Down       bool      `json:"down"`
+	DownReason string    `json:"down_reason,omitempty"`
+	DownSince  time.Time `json:"down_since,omitzero"`
+	DownUntil  time.Time `json:"down_until,omitzero"`
+	// RateLimit is Docker Hub's pull limit as last seen; nil when the upstream never sent one.
+	RateLimit *RateLimit `json:"ratelimit,omitempty"`
+}
+
+// RateLimit is an upstream's pull limit: ratelimit-limit and ratelimit-remaining, the window,
+// docker-ratelimit-source, the account cove pulls with, and when the window is full again at the
+// latest. Saving is true while the remaining pulls are under ratelimit_reserve: cached tags are
+// then served without revalidation.
+type RateLimit struct {
+	Limit         int64     `json:"limit"`
+	Remaining     int64     `json:"remaining"`
+	WindowSeconds int64     `json:"window_seconds"`
+	Source        string    `json:"source,omitempty"`
+	Credential    string    `json:"credential"`
+	Seen          time.Time `json:"seen"`
+	Reset         time.Time `json:"reset,omitzero"`
+	Saving        bool      `json:"saving"`
 }
 
 // mirrorStatus is the dashboard's data: the mirror's counters and the cache's size.

@@ -155,8 +155,12 @@ func upstreamError(ue *UpstreamError) *Error {
 	switch {
 	case ue.NotFound:
 		return &Error{Status: http.StatusNotFound, Code: CodeNameUnknown, Message: "not found at upstream " + ue.Upstream, Err: ue}
+	case ue.Status == http.StatusTooManyRequests && ue.Down == downPullLimit:
+		return &Error{Status: http.StatusTooManyRequests, Code: CodeTooManyRequests, Message: "upstream " + ue.Upstream + "'s pull limit is used up: cached images still pull; retry this one after Retry-After, or give cove an account with a higher limit (mirror.upstreams." + ue.Upstream + ".username)", Err: ue, retryAfter: ue.RetryAfter}
 	case ue.Status == http.StatusTooManyRequests:
 		return &Error{Status: http.StatusTooManyRequests, Code: CodeTooManyRequests, Message: "upstream " + ue.Upstream + " is limiting requests", Err: ue, retryAfter: ue.RetryAfter}
+	case ue.Down != "":
+		return &Error{Status: http.StatusServiceUnavailable, Code: CodeUnavailable, Message: fmt.Sprintf("upstream %s is marked down (%s): cove asks it again after Retry-After; cached images still pull", ue.Upstream, ue.Down), Err: ue, retryAfter: ue.RetryAfter}
 	case ue.Status == http.StatusUnauthorized || ue.Status == http.StatusForbidden:
 		return &Error{Status: http.StatusForbidden, Code: CodeDenied, Message: "upstream " + ue.Upstream + " refused access", Err: ue}
 	case ue.Status != 0:

@@ -1,6 +1,7 @@
 package mirror
 
 import (
+	"cmp"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -61,6 +62,8 @@ func (s *Server) fromOwner(w http.ResponseWriter, r *http.Request, req request, 
 			continue
 		}
 		defer resp.Body.Close()
+		// The owner's Cache-Status says where the blob came from; counted here as "fleet".
+		s.setOutcome(w, req, outcome{"fleet", cmp.Or(resp.Header.Get("Cache-Status"), csHit.value)})
 		relayPeer(w, resp)
 		if _, err := io.CopyBuffer(writerOnly{w}, resp.Body, make([]byte, 32<<10)); err != nil {
 			// The status is sent: the client must not take a cut blob for a whole one.
@@ -173,7 +176,7 @@ func (s *Server) markPeerDown(node string) {
 func relayPeer(w http.ResponseWriter, resp *http.Response) {
 	h := w.Header()
 	for _, k := range []string{"Content-Type", "Content-Length", "Content-Range", "Docker-Content-Digest", "Etag", "Location",
-		"X-Content-Type-Options", "Cache-Control", "Www-Authenticate", "Retry-After"} {
+		"X-Content-Type-Options", "Cache-Control", "Www-Authenticate", "Retry-After", "Cache-Status"} {
 		if v := resp.Header.Get(k); v != "" {
 			h.Set(k, v)
 		}

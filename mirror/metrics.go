@@ -18,6 +18,9 @@ type Metrics struct {
 	coalesced        prometheus.Counter
 	stale            *prometheus.CounterVec
 	rateRemaining    *prometheus.GaugeVec
+	rateLimit        *prometheus.GaugeVec
+	reserveServes    *prometheus.CounterVec
+	outcomes         *prometheus.CounterVec
 }
 
 // NewMetrics creates the mirror metrics and registers them on reg (nil: not registered).
@@ -44,9 +47,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		rateRemaining: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "cove_mirror_upstream_ratelimit_remaining", Help: "The upstream's ratelimit-remaining header as last seen (Docker Hub's pull limit).",
 		}, []string{"upstream"}),
+		rateLimit: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "cove_mirror_upstream_ratelimit_limit", Help: "The upstream's ratelimit-limit header as last seen (Docker Hub's pull limit per window).",
+		}, []string{"upstream"}),
+		reserveServes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cove_mirror_reserve_serves_total", Help: "Cached tags served without revalidation because the upstream's remaining pulls were under ratelimit_reserve.",
+		}, []string{"upstream"}),
+		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cove_mirror_cache_status_total", Help: "Manifest and blob answers by their Cache-Status outcome (hit, miss, collapsed, revalidated, updated, stale, reserve, negative, bypass, error).",
+		}, []string{"kind", "outcome"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.hits, m.misses, m.bytes, m.upstreamRequests, m.coalesced, m.stale, m.rateRemaining)
+		reg.MustRegister(m.hits, m.misses, m.bytes, m.upstreamRequests, m.coalesced, m.stale, m.rateRemaining, m.rateLimit, m.reserveServes, m.outcomes)
 	}
 	return m
 }

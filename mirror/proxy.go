@@ -52,6 +52,12 @@ func (s *Server) route(ctx context.Context, r *http.Request, repo string) (up *u
 		if exists {
 			return nil, "", false, nil
 		}
+		if strings.ContainsAny(first, ".:") {
+			// A registry's host (Docker Hub's namespaces have neither a dot nor a colon): never
+			// a name to send to the default upstream.
+			return nil, "", false, newError(http.StatusNotFound, CodeNameUnknown,
+				"%s looks like a registry host, and no upstream of that name is configured: add mirror.upstreams.%q.url to cove's configuration to mirror it (or create a project of that name to push there)", first, first)
+		}
 	}
 	if s.def == nil {
 		return nil, "", false, nil
@@ -158,16 +164,23 @@ func (s *Server) handleMirrorManifest(w http.ResponseWriter, r *http.Request, re
 		m, body, err := s.store.Manifests.Get(ctx, req.repo, req.ref)
 		if err == nil {
 			s.metrics.hit("manifest")
+			s.setOutcome(w, req, csHit)
 			s.writeMirrored(w, r, req, m.MediaType, m.Digest, body)
 			return nil
 		}
 		if !errors.Is(err, cache.ErrManifestUnknown) {
 			return err
 		}
-		return s.fetchAndServeManifest(w, r, req, "")
+		if s.negative.has(req.repo+"@"+req.ref, s.now()) {
+			return s.negativeHit(w, req)
+		}
+		return s.fetchAndServeManifest(w, r, req, "", csMiss)
 	}
 	// By tag: trusted for tagTTL, then confirmed with a cheap HEAD within a short budget.
 	m, checked, err := s.store.Manifests.MirroredTag(ctx, req.repo, req.ref)
+	if errors.Is(err, cache.ErrManifestUnknown) && s.negative.has(req.repo+"@"+req.ref, s.now()) {
+		return s.negativeHit(w, req)
+	}
 	if errors.Is(err, cache.ErrManifestUnknown) || (err == nil && s.now().Sub(checked) >= s.tagTTL) {
 		// In a fleet, the tag's owner asks the upstream for the fleet; its answer is in the
 		// shared store then.
@@ -178,26 +191,33 @@ func (s *Server) handleMirrorManifest(w http.ResponseWriter, r *http.Request, re
 				checked = s.now() // confirmed by the owner just now
 			}
 		case http.StatusNotFound:
+			s.negative.add(req.repo+"@"+req.ref, s.now())
 			return newError(http.StatusNotFound, CodeManifestUnknown, "manifest unknown to %s", req.up.Name)
 		}
 	}
 	if errors.Is(err, cache.ErrManifestUnknown) {
-		return s.fetchAndServeManifest(w, r, req, req.ref)
+		return s.fetchAndServeManifest(w, r, req, req.ref, csMiss)
 	}
 	if err != nil {
 		return err
 	}
-	serveCached := func() error {
+	serveCached := func(o outcome) error {
 		m, body, err := s.store.Manifests.Get(ctx, req.repo, m.Digest.String())
 		if err != nil {
 			return err
 		}
 		s.metrics.hit("manifest")
+		s.setOutcome(w, req, o)
 		s.writeMirrored(w, r, req, m.MediaType, m.Digest, body)
 		return nil
 	}
 	if s.now().Sub(checked) < s.tagTTL {
-		return serveCached()
+		return serveCached(csHit)
+	}
+	if req.up.pulls.low(s.now()) {
+		// Under the reserve of Docker Hub's pull limit: what is left is for cold pulls.
+		s.metrics.reserveServes.WithLabelValues(req.up.Name).Inc()
+		return serveCached(csReserve)
 	}
 	// One confirmation at a time per tag, whoever asks: the clients of a stale tag wait for the
 	// same HEAD (in a fleet, the owner's clients and the other nodes' alike).
@@ -212,9 +232,9 @@ func (s *Server) handleMirrorManifest(w http.ResponseWriter, r *http.Request, re
 		if err := s.store.Manifests.TagChecked(ctx, req.repo, req.ref, s.now()); err != nil {
 			s.log.WarnContext(ctx, "recording a tag check", "err", err)
 		}
-		return serveCached()
+		return serveCached(csRevalidated)
 	case err == nil: // moved, or the upstream did not say where: fetch it
-		if ferr := s.fetchAndServeManifest(w, r, req, req.ref); ferr != nil {
+		if ferr := s.fetchAndServeManifest(w, r, req, req.ref, csUpdated); ferr != nil {
 			if _, ok := errors.AsType[*UpstreamError](ferr); !ok {
 				return ferr
 			}
@@ -226,6 +246,7 @@ func (s *Server) handleMirrorManifest(w http.ResponseWriter, r *http.Request, re
 		if derr := s.store.Manifests.DeleteTag(ctx, req.repo, req.ref); derr != nil && !errors.Is(derr, cache.ErrManifestUnknown) {
 			return derr
 		}
+		s.negative.add(req.repo+"@"+req.ref, s.now())
 		return newError(http.StatusNotFound, CodeManifestUnknown, "manifest unknown to %s", req.up.Name)
 	}
 	return s.serveStale(ctx, req, err, serveCached)
@@ -233,10 +254,17 @@ func (s *Server) handleMirrorManifest(w http.ResponseWriter, r *http.Request, re
 
 // serveStale answers with the cached copy of a tag that could not be revalidated: upstream slow,
 // down or limiting (stale-if-error). It is logged and counted.
-func (s *Server) serveStale(ctx context.Context, req request, cause error, serveCached func() error) error {
+func (s *Server) serveStale(ctx context.Context, req request, cause error, serveCached func(outcome) error) error {
 	s.metrics.stale.WithLabelValues(req.up.Name).Inc()
 	s.log.WarnContext(ctx, "serving a cached tag that its upstream could not confirm", "repo", req.repo, "tag", req.ref, "err", cause)
-	return serveCached()
+	return serveCached(csStale(cause))
+}
+
+// negativeHit answers a manifest the upstream said it does not have, less than negative_ttl ago.
+func (s *Server) negativeHit(w http.ResponseWriter, req request) error {
+	s.setOutcome(w, req, csNegative)
+	return newError(http.StatusNotFound, CodeManifestUnknown,
+		"manifest unknown to %s (its answer of less than mirror.negative_ttl ago)", req.up.Name)
 }
 
 func isNotFound(err error) bool {
@@ -245,13 +273,16 @@ func isNotFound(err error) bool {
 }
 
 // fetchAndServeManifest fetches the manifest req.ref from the upstream — once, however many
-// clients ask at the same time — verifies and stores it (with tag, when not empty), and serves it.
-// A client's HEAD on a tag not yet cached fetches it too: one counted pull upstream, after which the
-// client's GET by digest comes from the cache.
-func (s *Server) fetchAndServeManifest(w http.ResponseWriter, r *http.Request, req request, tag string) error {
+// clients ask at the same time — verifies and stores it (with tag, when not empty), and serves it
+// as o says (or as collapsed, for the clients that joined). A client's HEAD on a tag not yet cached
+// fetches it too: one counted pull upstream, after which the client's GET by digest comes from the
+// cache. An upstream's "not found" is remembered for negative_ttl.
+func (s *Server) fetchAndServeManifest(w http.ResponseWriter, r *http.Request, req request, tag string, o outcome) error {
 	s.metrics.miss("manifest")
 	key := req.repo + "@" + req.ref
+	led := false // set by this client's function only when it is the one that runs
 	ch := s.manifests.DoChan(key, func() (any, error) {
+		led = true
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.budget(req.up))
 		defer cancel()
 		um, err := req.up.manifest(ctx, http.MethodGet, req.upRepo, req.ref)
@@ -270,11 +301,18 @@ func (s *Server) fetchAndServeManifest(w http.ResponseWriter, r *http.Request, r
 	})
 	select {
 	case res := <-ch:
+		if isNotFound(res.Err) {
+			s.negative.add(key, s.now())
+		}
 		if res.Err != nil {
 			return res.Err
 		}
 		um := res.Val.(upstreamManifest)
 		mt, _ := parseManifest(knownManifestType(um.mediaType), um.body)
+		if !led {
+			o = csCollapsed
+		}
+		s.setOutcome(w, req, o)
 		s.writeMirrored(w, r, req, mt.MediaType, um.digest, um.body)
 		return nil
 	case <-r.Context().Done():
@@ -302,6 +340,7 @@ func (s *Server) handleMirrorBlob(w http.ResponseWriter, r *http.Request, req re
 		return err
 	}
 	ctx := r.Context()
+	s.setOutcome(w, req, csHit) // a redirect to the shared store, a hit, unless said otherwise below
 	if done, err := s.redirectBlob(w, r, req.repo, dgst); done || err != nil {
 		return err
 	}
@@ -349,6 +388,7 @@ func (s *Server) handleMirrorBlob(w http.ResponseWriter, r *http.Request, req re
 			continue
 		}
 		if r.Method == http.MethodHead {
+			s.setOutcome(w, req, csMissHead)
 			return s.headUpstreamBlob(w, r, req, dgst)
 		}
 		if done, err := s.fromOwner(w, r, req, dgst); done {
@@ -398,6 +438,7 @@ func (s *Server) streamFill(w http.ResponseWriter, r *http.Request, req request,
 		if err != nil {
 			watch.stop(cancel)
 			if watch.stalled.Load() {
+				up.circuit.fail(s.now(), downTimeout)
 				return nil, 0, &UpstreamError{Upstream: up.Name, Timeout: true, Cause: errUpstreamStalled}
 			}
 			return nil, 0, err
@@ -409,6 +450,9 @@ func (s *Server) streamFill(w http.ResponseWriter, r *http.Request, req request,
 	}
 	if joined {
 		s.metrics.coalesced.Inc()
+		s.setOutcome(w, req, csCollapsed)
+	} else {
+		s.setOutcome(w, req, csMiss)
 	}
 	if joined && fill.Repo() != req.repo {
 		// Filling for another repository: the same confirmation as for a stored blob of another

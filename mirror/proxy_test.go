@@ -367,13 +367,13 @@ func TestUncachedAndUpstreamUnavailableFailsFast(t *testing.T) {
 		code   string
 		retry  string
 	}{
+		{"t500", func(w http.ResponseWriter, r *http.Request) bool { w.WriteHeader(500); return true }, 502, "UNAVAILABLE", ""},
+		{"t404", func(w http.ResponseWriter, r *http.Request) bool { w.WriteHeader(404); return true }, 404, "MANIFEST_UNKNOWN", ""},
 		{"t429", func(w http.ResponseWriter, r *http.Request) bool {
 			w.Header().Set("Retry-After", "120")
 			w.WriteHeader(429)
 			return true
 		}, 429, "TOOMANYREQUESTS", "120"},
-		{"t500", func(w http.ResponseWriter, r *http.Request) bool { w.WriteHeader(500); return true }, 502, "UNAVAILABLE", ""},
-		{"t404", func(w http.ResponseWriter, r *http.Request) bool { w.WriteHeader(404); return true }, 404, "MANIFEST_UNKNOWN", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -384,10 +384,22 @@ func TestUncachedAndUpstreamUnavailableFailsFast(t *testing.T) {
 			}
 		})
 	}
+	// The 429 opened the circuit until its Retry-After: the next request fails at once, unsent.
+	up.setFault(nil)
+	before := up.count("GET manifests")
+	resp, b := me.do(t, "GET", "/v2/app/manifests/latest", nil, false)
+	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") != "120" || up.count("GET manifests") != before {
+		t.Errorf("within the 429's Retry-After = %d %s (Retry-After %q), %d requests sent; want 429, none sent",
+			resp.StatusCode, b, resp.Header.Get("Retry-After"), up.count("GET manifests")-before)
+	}
+	me.clock.Add(121 * time.Second)
+	if resp, b := me.do(t, "GET", "/v2/app/manifests/latest", nil, false); resp.StatusCode != 200 {
+		t.Errorf("after the Retry-After = %d %s, want 200", resp.StatusCode, b)
+	}
 	// Upstream gone altogether: a quick 503, not a hang.
 	up.srv.Close()
 	start := time.Now()
-	resp, b := me.do(t, "GET", "/v2/other/manifests/latest", nil, false)
+	resp, b = me.do(t, "GET", "/v2/other/manifests/latest", nil, false)
 	if resp.StatusCode != 503 || errCode(b) != "UNAVAILABLE" || time.Since(start) > 5*time.Second {
 		t.Errorf("upstream down = %d %s after %s", resp.StatusCode, b, time.Since(start))
 	}
@@ -895,6 +907,7 @@ func TestStalledUpstreamIsCut(t *testing.T) {
 	if d := time.Since(start); d > 10*time.Second {
 		t.Errorf("the stalled fill took %v to be cut, want about its 300ms budget", d)
 	}
+	me.clock.Add(time.Minute) // past the circuit's back-off, which the stall opened
 	mode.Store(1)
 	start = time.Now()
 	if code, _, err := get(); err != nil || code != http.StatusGatewayTimeout {
@@ -903,6 +916,7 @@ func TestStalledUpstreamIsCut(t *testing.T) {
 	if d := time.Since(start); d > 10*time.Second {
 		t.Errorf("the silent upstream took %v to be given up, want about its budget", d)
 	}
+	me.clock.Add(time.Minute)
 	mode.Store(2)
 	if code, b, err := get(); err != nil || code != 200 || digest.FromBytes(b).String() != ld.String() {
 		t.Errorf("once the upstream is well: %d, %d bytes, %v", code, len(b), err)

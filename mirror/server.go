@@ -79,6 +79,8 @@ type Config struct {
 	Default   string
 	// TagTTL is how long a mirrored tag is trusted before it is confirmed with the upstream.
 	TagTTL time.Duration
+	// NegativeTTL is how long an upstream's "manifest unknown" is remembered; zero: not at all.
+	NegativeTTL time.Duration
 	// RevalidateTimeout bounds that confirmation; past it the cached tag is served. Zero: 3s.
 	RevalidateTimeout time.Duration
 	// FetchTimeout bounds fetching a manifest that is not cached, and upstream checks; zero: 30s.
@@ -115,6 +117,7 @@ type Server struct {
 	metrics      *Metrics
 	now          func() time.Time
 	manifests    singleflight.Group // manifest fetches, by repository and reference
+	negative     negativeCache      // manifests the upstreams said they do not have
 	redirect     time.Duration      // > 0: blob GETs are redirected to presigned URLs this long valid
 	cluster      *cluster.Member
 	peers        *http.Client // requests to other nodes
@@ -132,6 +135,7 @@ func New(cfg Config) (*Server, error) {
 		store: cfg.Store, auth: cfg.Auth, policy: cfg.Policy, audit: cfg.Audit, log: cfg.Logger, idle: cfg.IdleTimeout,
 		upstreams: map[string]*upstream{}, tagTTL: cfg.TagTTL, revalidate: cfg.RevalidateTimeout,
 		fetchTimeout: cfg.FetchTimeout, metrics: cfg.Metrics, now: cfg.Now, cluster: cfg.Cluster,
+		negative: negativeCache{ttl: cfg.NegativeTTL},
 	}
 	if cfg.BlobRedirect {
 		s.redirect = cfg.RedirectTTL
@@ -176,7 +180,7 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	for _, u := range cfg.Upstreams {
-		up, err := newUpstream(u, shared, s.log, s.metrics)
+		up, err := newUpstream(u, shared, s.log, s.metrics, s.now)
 		if err != nil {
 			return nil, err
 		}
@@ -203,6 +207,8 @@ type request struct {
 	implicit bool
 	// peer: another node of the fleet asks, for a client it has authorized (fleet.go).
 	peer bool
+	// outcome receives how a manifest or blob request was answered (setOutcome).
+	outcome *outcome
 }
 
 // ServeHTTP answers every /v2 request.
@@ -213,7 +219,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// a registry request (cross-site or not).
 	r.Header.Del("Cookie")
 	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
-	if err := s.serve(w, r); err != nil {
+	var oc outcome
+	err := s.serve(w, r, &oc)
+	kind := RouteKind(r.URL.Path)
+	if err != nil && (kind == KindManifest || kind == KindBlob) && w.Header().Get("Cache-Status") == "" {
+		s.setOutcome(w, request{outcome: &oc}, csFailed(err))
+	}
+	s.countOutcome(kind, oc)
+	if err != nil {
 		e := toError(err)
 		if e.Status >= 500 {
 			// The access-log line of the request carries it, at ERROR (log once, at the boundary).
@@ -228,7 +241,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // handler serves one endpoint; what it returns is written by ServeHTTP.
 type handler func(w http.ResponseWriter, r *http.Request, req request) error
 
-func (s *Server) serve(w http.ResponseWriter, r *http.Request) (err error) {
+func (s *Server) serve(w http.ResponseWriter, r *http.Request, oc *outcome) (err error) {
 	rt := parse(r.URL.Path)
 	if rt.kind == KindUnknown {
 		return newError(http.StatusNotFound, CodeUnsupported, "unknown endpoint %s", r.URL.Path)
@@ -255,7 +268,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) (err error) {
 			s.recordRefused(r, who, rt.repo, err)
 		}
 	}()
-	req := request{route: rt, who: who, name: rt.repo, peer: peer}
+	req := request{route: rt, who: who, name: rt.repo, peer: peer, outcome: oc}
 	if rt.repo != "" {
 		up, upRepo, implicit, err := s.route(r.Context(), r, rt.repo)
 		if err != nil {
@@ -264,6 +277,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) (err error) {
 		if up != nil {
 			req.up, req.upRepo, req.repo, req.implicit = up, upRepo, up.Name+"/"+upRepo, implicit
 			return s.serveMirrored(w, r, req)
+		}
+		if rt.kind == KindManifest || rt.kind == KindBlob {
+			s.setOutcome(w, req, csBypass)
 		}
 	}
 	if peer && rt.kind != KindUpload {

@@ -42,6 +42,8 @@ type env struct {
 	host  string
 	admin authn.Authenticator
 	auth  *auth.Service
+	// mirror is the server under test.
+	mirror *mirror.Server
 	// finished receives "METHOD /path" each time a request's handler returns.
 	finished chan string
 }
@@ -91,7 +93,7 @@ func newEnv(t testing.TB, opts ...func(*mirror.Config)) *env {
 		mux.Handle("/", m)
 		h = mux
 	}
-	e := &env{dir: dir, store: store, admin: &authn.Basic{Username: "admin", Password: password}, auth: as, finished: make(chan string, 100)}
+	e := &env{dir: dir, store: store, admin: &authn.Basic{Username: "admin", Password: password}, auth: as, mirror: m, finished: make(chan string, 100)}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		defer func() {
 			select {

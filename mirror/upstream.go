@@ -1,6 +1,7 @@
 package mirror
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -38,9 +39,14 @@ type Upstream struct {
 	// TokenRealms are hosts besides URL's own that may receive the credentials (the token service of
 	// a registry that uses one on another host). A realm anywhere else gets none (docs/SECURITY.md 11).
 	TokenRealms []string
-	// Timeout is the upstream's time budget: a blob fill that gets no answer, or no bytes, for
-	// this long is cut (its clients get an error; the next request starts a new fill). Zero: 10s.
+	// Timeout is the upstream's time budget: connecting, the token exchange and the first byte
+	// of an answer must come within it, and a blob fill that gets no bytes for this long is cut
+	// (its clients get an error; the next request starts a new fill). Zero: 10s.
 	Timeout time.Duration
+	// RateLimitReserve is how many of Docker Hub's pulls cove keeps for cold pulls: a count
+	// ("20") or a share of the limit ("10%", the default). Under it, cached tags are served
+	// without asking the upstream.
+	RateLimitReserve string
 }
 
 // manifestAccept lists the manifest types cove asks upstreams for.
@@ -57,9 +63,11 @@ type upstream struct {
 	inner   http.RoundTripper // the guard, over the shared transport
 	log     *slog.Logger
 	metrics *Metrics
+	now     func() time.Time
 
-	// remaining is Docker Hub's ratelimit-remaining as last seen, -1 before any.
-	remaining atomic.Int64
+	circuit breaker
+	pulls   pullLimit
+	scheme  string // the configured one: requests to the upstream's host in the other are refused
 	// lastOK and lastErr are when the upstream last answered (any status below 500) and last
 	// failed (no answer, or 5xx, or 429), in Unix nanoseconds.
 	lastOK, lastErr atomic.Int64
@@ -76,13 +84,10 @@ type upstream struct {
 // maxTransports bounds the per-repository transports kept; past it the map starts over.
 const maxTransports = 4096
 
-// setupTimeout bounds the ping and token exchange that open a repository upstream.
-const setupTimeout = 30 * time.Second
-
 // maxManifestBytes is the largest manifest cove reads from an upstream.
 const maxManifestBytes = cache.MaxManifestSize
 
-func newUpstream(u Upstream, shared http.RoundTripper, log *slog.Logger, m *Metrics) (*upstream, error) {
+func newUpstream(u Upstream, shared http.RoundTripper, log *slog.Logger, m *Metrics, now func() time.Time) (*upstream, error) {
 	pu, err := url.Parse(u.URL)
 	if err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
 		return nil, fmt.Errorf("upstream %s: want an absolute http(s) URL", u.Name)
@@ -102,12 +107,19 @@ func newUpstream(u Upstream, shared http.RoundTripper, log *slog.Logger, m *Metr
 		auth:       authn.Anonymous,
 		log:        log.With("upstream", u.Name),
 		metrics:    m,
+		now:        now,
 		transports: map[string]http.RoundTripper{},
 	}
 	if up.Timeout <= 0 {
 		up.Timeout = 10 * time.Second
 	}
-	up.remaining.Store(-1)
+	reserve, err := ParseReserve(u.RateLimitReserve)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %s: ratelimit_reserve: %w", u.Name, err)
+	}
+	up.pulls.reserve = reserve
+	up.pulls.pl = PullLimit{Limit: -1, Remaining: -1, Credential: u.Username}
+	up.scheme = pu.Scheme
 	up.retryAfter.Store("")
 	if u.Username != "" || u.Password != "" {
 		up.auth = &authn.Basic{Username: u.Username, Password: u.Password}
@@ -129,8 +141,10 @@ func canonicalHost(host, scheme string) string {
 
 // guard is the last RoundTripper before the network for everything sent to an upstream, token
 // requests and redirects included. It strips credentials from any request to a host that is
-// neither the upstream's own nor one of its token realms, whatever the layers above did, and reads
-// Docker Hub's rate-limit header from every answer.
+// neither the upstream's own nor one of its token realms, whatever the layers above did; it
+// keeps the upstream's scheme as configured (go-containerregistry would try https first on an
+// http:// upstream); it holds requests back while the upstream's circuit is open, and opens or
+// closes it from what each request meets; and it reads Docker Hub's pull limit from every answer.
 type guard struct {
 	inner  http.RoundTripper
 	up     *upstream
@@ -150,32 +164,88 @@ func (g *guard) allowed(u *url.URL) bool {
 	return false
 }
 
+// errSchemeRefused refuses a request to the upstream's host in a scheme other than its own.
+var errSchemeRefused = errors.New("refused: the upstream is configured with the other scheme")
+
 func (g *guard) RoundTrip(req *http.Request) (*http.Response, error) {
+	up := g.up
+	if req.URL.Scheme != up.scheme && strings.EqualFold(req.URL.Host, up.reg.RegistryStr()) {
+		return nil, errSchemeRefused
+	}
 	if req.Header.Get("Authorization") != "" && !g.allowed(req.URL) {
 		req = req.Clone(req.Context())
 		req.Header.Del("Authorization")
-		g.up.log.Warn("credentials withheld from a host that is not the upstream's or one of its token realms", "host", req.URL.Host)
+		up.log.Warn("credentials withheld from a host that is not the upstream's or one of its token realms", "host", req.URL.Host)
 	}
-	g.up.metrics.upstreamRequests.WithLabelValues(g.up.Name, req.Method).Inc()
+	if err := up.circuit.admit(up.now(), up.Timeout); err != nil {
+		return nil, err
+	}
+	up.metrics.upstreamRequests.WithLabelValues(up.Name, req.Method).Inc()
 	resp, err := g.inner.RoundTrip(req)
-	if err == nil && resp.StatusCode == http.StatusTooManyRequests {
-		g.up.retryAfter.Store(resp.Header.Get("Retry-After"))
-	}
+	now := up.now()
 	if err != nil || resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests {
-		g.up.lastErr.Store(time.Now().UnixNano())
+		up.lastErr.Store(now.UnixNano())
 	} else {
-		g.up.lastOK.Store(time.Now().UnixNano())
+		up.lastOK.Store(now.UnixNano())
 	}
-	if err == nil {
-		if v := resp.Header.Get("Ratelimit-Remaining"); v != "" {
-			n, _, _ := strings.Cut(v, ";") // "76;w=21600"
-			if rem, perr := strconv.ParseInt(strings.TrimSpace(n), 10, 64); perr == nil {
-				g.up.remaining.Store(rem)
-				g.up.metrics.rateRemaining.WithLabelValues(g.up.Name).Set(float64(rem))
+	switch {
+	case err != nil:
+		if reason := downReason(err); reason != "" {
+			if opened, until := up.circuit.fail(now, reason); opened {
+				up.log.Warn("upstream marked down: requests to it fail at once until it answers again; cached tags are served",
+					"reason", reason, "retry_at", until.UTC(), "err", err)
 			}
 		}
+		return nil, err
+	case resp.StatusCode == http.StatusTooManyRequests:
+		up.retryAfter.Store(resp.Header.Get("Retry-After"))
+		up.observeLimit(resp.Header, now)
+		up.limited(resp, now)
+	default:
+		up.observeLimit(resp.Header, now)
+		if up.circuit.succeed(now) {
+			up.log.Info("upstream answers again: marked up")
+		}
 	}
-	return resp, err
+	return resp, nil
+}
+
+// observeLimit keeps Docker Hub's pull limit from an answer's headers.
+func (u *upstream) observeLimit(h http.Header, now time.Time) {
+	if u.pulls.observe(h, now) {
+		pl := u.pulls.get()
+		if pl.Remaining >= 0 {
+			u.metrics.rateRemaining.WithLabelValues(u.Name).Set(float64(pl.Remaining))
+		}
+		if pl.Limit >= 0 {
+			u.metrics.rateLimit.WithLabelValues(u.Name).Set(float64(pl.Limit))
+		}
+	}
+}
+
+// limited opens the circuit for a 429 until its Retry-After, and logs whether it is Docker Hub's
+// pull limit or a plain throttle (once per opening).
+func (u *upstream) limited(resp *http.Response, now time.Time) {
+	after, ok := retryAfter(resp.Header.Get("Retry-After"), now)
+	if !ok {
+		after = defaultRetryAfter
+	}
+	reason := downThrottled
+	if pullLimitHit(resp) {
+		reason = downPullLimit
+	}
+	opened, until := u.circuit.limit(now, reason, after)
+	if !opened {
+		return
+	}
+	if reason == downPullLimit {
+		pl := u.pulls.get()
+		u.log.Warn("upstream's pull limit is used up (429): cached tags are served, cold pulls get 429 until it resets",
+			"retry_at", until.UTC(), "limit", pl.Limit, "source", pl.Source, "credential", cmp.Or(pl.Credential, "anonymous"))
+		return
+	}
+	u.log.Warn("upstream throttles requests (429, not the pull limit): requests wait until its Retry-After",
+		"retry_at", until.UTC())
 }
 
 // client returns an HTTP client authenticated for pulls of repo: the upstream's token flow (or
@@ -188,7 +258,7 @@ func (u *upstream) client(ctx context.Context, repo string) (*http.Client, error
 		// One set-up (ping, token) per repository however many requests wait for it; it runs on
 		// its own time, so one caller giving up does not fail the others.
 		ch := u.group.DoChan(repo, func() (any, error) {
-			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), setupTimeout)
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), u.Timeout)
 			defer cancel()
 			scope := u.reg.Repo(repo).Scope(transport.PullScope)
 			t, err := transport.NewWithContext(sctx, u.reg, u.auth, u.inner, []string{scope})
@@ -218,6 +288,9 @@ func (u *upstream) client(ctx context.Context, repo string) (*http.Client, error
 
 // do sends one request for repo to the upstream, path being what follows /v2/<repo>/.
 func (u *upstream) do(ctx context.Context, method, repo, path string, hdr http.Header) (*http.Response, error) {
+	if err := u.circuit.refuse(u.now()); err != nil {
+		return nil, u.classify(err) // at once: neither the set-up nor the request goes out
+	}
 	c, err := u.client(ctx, repo)
 	if err != nil {
 		return nil, err
@@ -248,7 +321,9 @@ type UpstreamError struct {
 	RetryAfter string // from a 429
 	NotFound   bool
 	Timeout    bool
-	Cause      error
+	// Down is why the upstream's circuit is open when the request was not sent at all (down*).
+	Down  string
+	Cause error
 }
 
 func (e *UpstreamError) Error() string {
@@ -268,6 +343,16 @@ func (u *upstream) classify(err error) error {
 	var ue *UpstreamError
 	if errors.As(err, &ue) {
 		return err
+	}
+	var ce *circuitError
+	if errors.As(err, &ce) {
+		ue := &UpstreamError{Upstream: u.Name, Down: ce.reason, Cause: ce}
+		if ce.reason == downPullLimit || ce.reason == downThrottled {
+			ue.Status = http.StatusTooManyRequests
+		}
+		left := max(ce.until.Sub(u.now()), time.Second)
+		ue.RetryAfter = strconv.FormatInt(int64((left+time.Second-1)/time.Second), 10) // rounded up
+		return ue
 	}
 	var te *transport.Error
 	if errors.As(err, &te) {

@@ -19,6 +19,7 @@ import (
 	"cove/auth"
 	"cove/internal/blobstore"
 	"cove/internal/telemetry"
+	"cove/mirror"
 )
 
 // Config is cove's whole configuration: docs/DESIGN.md's contract. Every key is optional; defaults come
@@ -61,6 +62,8 @@ type MirrorConfig struct {
 	MaxSize ByteSize `yaml:"max_size"` // mirrored bytes kept; default 50GiB
 	TagTTL  Duration `yaml:"tag_ttl"`  // how long a mirrored tag is trusted; default 5m
 	Timeout Duration `yaml:"timeout"`  // time budget of an upstream: no answer or no bytes for this long cuts it; default 10s
+	// NegativeTTL is how long an upstream's "manifest unknown" is remembered; default 30s, 0: never.
+	NegativeTTL Duration `yaml:"negative_ttl"`
 	// MaxBlobSize bounds an upstream blob sent without a Content-Length; zero: only storage.min_free.
 	MaxBlobSize ByteSize                  `yaml:"max_blob_size"`
 	Upstreams   map[string]UpstreamConfig `yaml:"upstreams"` // by name; docker.io is predefined
@@ -151,6 +154,10 @@ type UpstreamConfig struct {
 	TokenRealms []string `yaml:"token_realms"` // hosts besides url's own that may receive the credentials
 	Timeout     Duration `yaml:"timeout"`      // this upstream's time budget; default mirror.timeout
 	KeepDays    int      `yaml:"keep_days"`    // cached images neither cached nor pulled for this many days go; 0: only max_size bounds them
+	// RateLimitReserve is how many of Docker Hub's pulls are kept for cold pulls: a count ("20")
+	// or a share of ratelimit-limit ("10%", the default). Under it, cached tags are served
+	// without revalidation.
+	RateLimitReserve string `yaml:"ratelimit_reserve"`
 }
 
 // AuthConfig configures identities and access.
@@ -198,10 +205,11 @@ func DefaultConfig() Config {
 		Listen: ":5000",
 		Data:   "./data",
 		Mirror: MirrorConfig{
-			Default: "docker.io",
-			MaxSize: 50 << 30,
-			TagTTL:  Duration(5 * time.Minute),
-			Timeout: Duration(10 * time.Second),
+			Default:     "docker.io",
+			MaxSize:     50 << 30,
+			TagTTL:      Duration(5 * time.Minute),
+			Timeout:     Duration(10 * time.Second),
+			NegativeTTL: Duration(30 * time.Second),
 			Upstreams: map[string]UpstreamConfig{
 				"docker.io": {URL: "https://registry-1.docker.io", TokenRealms: []string{"auth.docker.io"}},
 			},
@@ -452,6 +460,9 @@ func (c *Config) Validate() error {
 	if c.Mirror.Timeout <= 0 {
 		bad("mirror.timeout", "must be positive")
 	}
+	if c.Mirror.NegativeTTL < 0 {
+		bad("mirror.negative_ttl", "must not be negative (0: never remembered)")
+	}
 	if c.Mirror.MaxBlobSize < 0 {
 		bad("mirror.max_blob_size", "must not be negative")
 	}
@@ -477,6 +488,9 @@ func (c *Config) Validate() error {
 		}
 		if u.Timeout < 0 {
 			bad("mirror.upstreams."+name+".timeout", "must not be negative")
+		}
+		if _, err := mirror.ParseReserve(u.RateLimitReserve); err != nil {
+			bad("mirror.upstreams."+name+".ratelimit_reserve", "%v", err)
 		}
 	}
 	oneOf := func(key, v string, allowed ...string) {

@@ -10,6 +10,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -309,12 +310,13 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 		if timeout == 0 {
 			timeout = time.Duration(cfg.Mirror.Timeout)
 		}
-		ups = append(ups, mirror.Upstream{Name: name, URL: u.URL, Username: u.Username, Password: u.Password, TokenRealms: u.TokenRealms, Timeout: timeout})
+		ups = append(ups, mirror.Upstream{Name: name, URL: u.URL, Username: u.Username, Password: u.Password, TokenRealms: u.TokenRealms,
+			Timeout: timeout, RateLimitReserve: u.RateLimitReserve})
 	}
 	reg := prometheus.NewRegistry()
 	registry, err := mirror.New(mirror.Config{
 		Store: store, Auth: authSvc.Tokens, Policy: authSvc.Policy, Audit: audit, Logger: log,
-		Upstreams: ups, Default: cfg.Mirror.Default, TagTTL: time.Duration(cfg.Mirror.TagTTL),
+		Upstreams: ups, Default: cfg.Mirror.Default, TagTTL: time.Duration(cfg.Mirror.TagTTL), NegativeTTL: time.Duration(cfg.Mirror.NegativeTTL),
 		Metrics:      mirror.NewMetrics(reg),
 		BlobRedirect: remote != nil && cfg.Storage.Blobs.S3.Redirect,
 		Cluster:      member,
@@ -571,9 +573,15 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 func adminStatus(st mirror.Status) admin.MirrorStatus {
 	out := admin.MirrorStatus{Hits: st.Hits, Misses: st.Misses, BytesCache: st.BytesFromCache, BytesUpstream: st.BytesUpstream}
 	for _, u := range st.Upstreams {
-		out.Upstreams = append(out.Upstreams, admin.UpstreamStatus{
+		us := admin.UpstreamStatus{
 			Name: u.Name, URL: redact(u.URL), Healthy: u.Healthy, RateLimitRemaining: u.RateLimitRemaining, LastOK: u.LastOK, LastError: u.LastError,
-		})
+			Down: u.Down, DownReason: u.DownReason, DownSince: u.DownSince, DownUntil: u.DownUntil,
+		}
+		if pl := u.PullLimit; !pl.Seen.IsZero() {
+			us.RateLimit = &admin.RateLimit{Limit: pl.Limit, Remaining: pl.Remaining, WindowSeconds: int64(pl.Window / time.Second),
+				Source: pl.Source, Credential: cmp.Or(pl.Credential, "anonymous"), Seen: pl.Seen, Reset: pl.Reset, Saving: u.Saving}
+		}
+		out.Upstreams = append(out.Upstreams, us)
 	}
 	return out
 }

@@ -154,6 +154,10 @@ func Middleware(next http.Handler, log *slog.Logger, m *Metrics, route func(*htt
 				slog.Duration("duration", elapsed),
 				slog.String("user_agent", r.UserAgent()),
 			}
+			if cs := rw.Header().Get("Cache-Status"); cs != "" {
+				// Where a registry answer came from (the mirror's RFC 9211 header).
+				attrs = append(attrs, slog.String("cache", cs))
+			}
 			if rw.status >= 500 {
 				level, msg = slog.LevelError, "request failed"
 				attrs = append(attrs, slog.String("cause", st.causeText()))

@@ -35,6 +35,7 @@ func TestMiddleware(t *testing.T) {
 		http.ServeFile(w, r, file)
 	})
 	mux.HandleFunc("/teapot", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Status", "cove; hit")
 		w.WriteHeader(http.StatusTeapot)
 		io.WriteString(w, "short and stout")
 	})
@@ -71,10 +72,13 @@ func TestMiddleware(t *testing.T) {
 	}
 	lines := 0
 	for _, l := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
-		var rec struct{ Msg, Path string }
+		var rec struct{ Msg, Path, Cache string }
 		json.Unmarshal([]byte(l), &rec)
 		if rec.Msg == "request" || rec.Msg == "request failed" {
 			lines++
+		}
+		if want := map[string]string{"/teapot": "cove; hit"}[rec.Path]; rec.Cache != want {
+			t.Errorf("%s: cache = %q in the access log, want %q (the answer's Cache-Status)", rec.Path, rec.Cache, want)
 		}
 	}
 	if lines != 3 {
