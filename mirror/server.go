@@ -222,7 +222,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var oc outcome
 	err := s.serve(w, r, &oc)
 	kind := RouteKind(r.URL.Path)
-	if err != nil && (kind == KindManifest || kind == KindBlob) && w.Header().Get("Cache-Status") == "" {
+	if err != nil && (kind == KindManifest || kind == KindBlob) && oc != csBypass && oc != csNegative {
 		s.setOutcome(w, request{outcome: &oc}, csFailed(err))
 	}
 	s.countOutcome(kind, oc)
