@@ -1,9 +1,11 @@
 package e2e
 
 import (
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -20,7 +22,16 @@ func TestWebPage(t *testing.T) {
 	}
 	reg := startRegistry(t, "", nil)
 	reg.seed(t, "library/mirrored:1", ociImage(t, 1, 64<<10, nil))
-	s := startMirror(t, t.TempDir(), mirrorConfig(reg.url, ""))
+	// The upstream speaks of a pull limit, as Docker Hub does: the dashboard shows it.
+	proxy := newFaultProxy(t, reg.url)
+	proxy.setFault(func(w http.ResponseWriter, r *http.Request, next http.Handler) bool {
+		if strings.Contains(r.URL.Path, "/manifests/") {
+			w.Header().Set("Ratelimit-Limit", "100;w=21600")
+			w.Header().Set("Ratelimit-Remaining", "42;w=21600")
+		}
+		return false
+	})
+	s := startMirror(t, t.TempDir(), mirrorConfig(proxy.srv.URL, ""))
 	layout := writeLayout(t, ociImage(t, 2, 128<<10, nil), newOCIIndex(t))
 	artifacts, _ := filepath.Abs("../../test-results/web")
 	if err := os.MkdirAll(artifacts, 0o755); err != nil {

@@ -195,6 +195,10 @@ test("sign in, manage a project, see pushed tags, switch language, filter the au
   assert.ok(heights.some(h => h > 0), "the chart draws no hit or miss");
   const ticks = await chart.locator("text.tick").allTextContents();
   assert.ok(ticks.filter(t => /^\d\d:\d0$/.test(t)).length >= 4, `the time axis has no labelled ticks: ${ticks}`);
+  // The upstream's pull limit as its last answer told it: remaining / limit, and when it is full.
+  const limit = await page.locator("#upstreams td.ratelimit").first().textContent();
+  assert.match(limit, /42 \/ 100(, full again by|，最迟于) \d{4}-\d\d-\d\d \d\d:\d\d/, `the pull limit shown: ${limit}`);
+  assert.match(await page.locator("#upstreams td.health").first().textContent(), /healthy|正常/);
   await shot("07-dashboard-chart");
 });
 
