@@ -276,6 +276,9 @@ func (s *Server) fetchAndServeManifest(w http.ResponseWriter, r *http.Request, r
 		um := res.Val.(upstreamManifest)
 		mt, _ := parseManifest(knownManifestType(um.mediaType), um.body)
 		s.writeMirrored(w, r, req, mt.MediaType, um.digest, um.body)
+		if r.Method != http.MethodHead {
+			s.store.Manifests.CountPull(req.repo, um.digest) // a pull, by tag or by digest alone
+		}
 		return nil
 	case <-r.Context().Done():
 		return r.Context().Err()
