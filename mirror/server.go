@@ -115,6 +115,7 @@ type Server struct {
 	metrics      *Metrics
 	now          func() time.Time
 	manifests    singleflight.Group // manifest fetches, by repository and reference
+	referrers    referrersCache     // upstreams' referrers answers (referrers.go)
 	redirect     time.Duration      // > 0: blob GETs are redirected to presigned URLs this long valid
 	cluster      *cluster.Member
 	peers        *http.Client // requests to other nodes
