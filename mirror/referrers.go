@@ -24,8 +24,10 @@ import (
 // signatures, attestations and SBOMs that name an image as their subject. cove asks the
 // upstream's referrers API; an upstream without one (CNCF distribution before 3.0 answers 404)
 // is asked for the tag schema instead ("Referrers Tag Schema": the tag <alg>-<hex> of the subject
-// holds an index of its referrers, which clients without the API push and read). The answer is
-// kept for tag_ttl, and served stale when the upstream cannot be asked.
+// holds an index of its referrers, which clients without the API push and read). The upstream's
+// whole list is kept for tag_ttl, and served stale when the upstream cannot be asked; cove applies
+// the artifactType filter itself (OCI-Filters-Applied), so that one upstream request per subject
+// and tag_ttl serves every filter.
 //
 // Where the answers are kept: in memory, per node, bounded (referrersCacheBytes). A fleet's nodes
 // each ask the upstream once per tag_ttl and subject; the answers are small and cheap to ask for
@@ -41,18 +43,27 @@ const referrersCacheBytes = 32 << 20
 // maxReferrerPages bounds the pages of one upstream referrers answer that cove follows.
 const maxReferrerPages = 16
 
-// referrersAnswer is a referrers list as cove serves it.
+// referrersAnswer is an upstream's list of the referrers of a subject, unfiltered.
 type referrersAnswer struct {
-	body     []byte    // the image index, as sent to clients
-	filtered bool      // filtered by artifactType: OCI-Filters-Applied
-	fetched  time.Time // when the upstream (or the tag schema) gave it
+	descs   []ocispec.Descriptor
+	size    int       // the descriptors' JSON, about: what the cache counts
+	fetched time.Time // when the upstream (or the tag schema) gave it
 }
 
-// referrersCache holds referrers answers by upstream, repository there, subject and artifactType
-// filter. Its zero value is ready; it is safe for concurrent use.
+func newReferrersAnswer(descs []ocispec.Descriptor, fetched time.Time) referrersAnswer {
+	size := 0
+	for _, d := range descs {
+		b, _ := json.Marshal(d)
+		size += len(b)
+	}
+	return referrersAnswer{descs: descs, size: size, fetched: fetched}
+}
+
+// referrersCache holds referrers answers by upstream, repository there and subject. Its zero
+// value is ready; it is safe for concurrent use.
 type referrersCache struct {
 	mu sync.Mutex
-	// entries and lru (most recent at the front, values *referrersEntry) and bytes (the bodies'
+	// entries and lru (most recent at the front, values *referrersEntry) and bytes (the answers'
 	// sizes added up) are guarded by mu.
 	entries map[string]*list.Element
 	lru     list.List
@@ -82,16 +93,16 @@ func (c *referrersCache) put(key string, a referrersAnswer) {
 		c.entries = map[string]*list.Element{}
 	}
 	if e, ok := c.entries[key]; ok {
-		c.bytes -= len(e.Value.(*referrersEntry).answer.body)
+		c.bytes -= e.Value.(*referrersEntry).answer.size
 		c.lru.Remove(e)
 		delete(c.entries, key)
 	}
 	c.entries[key] = c.lru.PushFront(&referrersEntry{key: key, answer: a})
-	c.bytes += len(a.body)
+	c.bytes += a.size
 	for c.bytes > referrersCacheBytes && c.lru.Len() > 1 {
 		old := c.lru.Back()
 		oe := old.Value.(*referrersEntry)
-		c.bytes -= len(oe.answer.body)
+		c.bytes -= oe.answer.size
 		c.lru.Remove(old)
 		delete(c.entries, oe.key)
 	}
@@ -105,17 +116,17 @@ func (s *Server) handleMirrorReferrers(w http.ResponseWriter, r *http.Request, r
 		return err
 	}
 	artifactType := r.URL.Query().Get("artifactType")
-	key := strings.Join([]string{req.up.Name, req.upRepo, subject.String(), artifactType}, "\x00")
+	key := strings.Join([]string{req.up.Name, req.upRepo, subject.String()}, "\x00")
 	cached, ok := s.referrers.get(key)
 	if ok && s.now().Sub(cached.fetched) < s.tagTTL {
-		return writeReferrers(w, cached)
+		return writeReferrers(w, cached, artifactType)
 	}
 	// One upstream question per list at a time, whoever asks; on the mirror's time, so that one
 	// client hanging up does not fail the others.
 	ch := s.manifests.DoChan("referrers\x00"+key, func() (any, error) {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.budget(req.up))
 		defer cancel()
-		a, err := s.fetchReferrers(ctx, req, subject, artifactType)
+		a, err := s.fetchReferrers(ctx, req, subject)
 		if err != nil {
 			return nil, err
 		}
@@ -129,7 +140,7 @@ func (s *Server) handleMirrorReferrers(w http.ResponseWriter, r *http.Request, r
 		return r.Context().Err()
 	}
 	if res.Err == nil {
-		return writeReferrers(w, res.Val.(referrersAnswer))
+		return writeReferrers(w, res.Val.(referrersAnswer), artifactType)
 	}
 	if _, upstreamFailed := errors.AsType[*UpstreamError](res.Err); !upstreamFailed {
 		return res.Err
@@ -137,32 +148,35 @@ func (s *Server) handleMirrorReferrers(w http.ResponseWriter, r *http.Request, r
 	// The upstream cannot be asked: the answer it gave last, however old (stale-if-error, as
 	// for tags), or else the tag-schema index the store holds.
 	if !ok {
-		cached, ok = s.storedReferrers(r.Context(), req, subject, artifactType)
+		cached, ok = s.storedReferrers(r.Context(), req, subject)
 	}
 	if !ok {
 		return res.Err
 	}
 	s.metrics.stale.WithLabelValues(req.up.Name).Inc()
 	s.log.WarnContext(r.Context(), "serving cached referrers that the upstream could not confirm", "repo", req.repo, "digest", subject, "err", res.Err)
-	return writeReferrers(w, cached)
+	return writeReferrers(w, cached, artifactType)
 }
 
-func writeReferrers(w http.ResponseWriter, a referrersAnswer) error {
-	h := w.Header()
-	if a.filtered {
-		h.Set("OCI-Filters-Applied", "artifactType")
+// writeReferrers answers the referrers list a, those of artifactType only when it is not empty.
+func writeReferrers(w http.ResponseWriter, a referrersAnswer, artifactType string) error {
+	index := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{}}
+	index.SchemaVersion = 2
+	for _, d := range a.descs {
+		if artifactType == "" || d.ArtifactType == artifactType {
+			index.Manifests = append(index.Manifests, d)
+		}
 	}
-	h.Set("Content-Type", ocispec.MediaTypeImageIndex)
-	h.Set("Content-Length", fmt.Sprint(len(a.body)))
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(a.body)
-	return nil
+	if artifactType != "" {
+		w.Header().Set("OCI-Filters-Applied", "artifactType")
+	}
+	return writeJSON(w, ocispec.MediaTypeImageIndex, index)
 }
 
 // fetchReferrers asks the upstream for the referrers of subject: its referrers API, or, when it
 // has none, the tag schema.
-func (s *Server) fetchReferrers(ctx context.Context, req request, subject digest.Digest, artifactType string) (referrersAnswer, error) {
-	descs, err := s.upstreamReferrers(ctx, req, subject, artifactType)
+func (s *Server) fetchReferrers(ctx context.Context, req request, subject digest.Digest) (referrersAnswer, error) {
+	descs, err := s.upstreamReferrers(ctx, req, subject)
 	if noReferrersAPI(err) {
 		var body []byte
 		body, err = s.referrersTagIndex(ctx, req, subject)
@@ -176,7 +190,7 @@ func (s *Server) fetchReferrers(ctx context.Context, req request, subject digest
 	if err != nil {
 		return referrersAnswer{}, err
 	}
-	return referrersList(descs, artifactType, s.now())
+	return newReferrersAnswer(descs, s.now()), nil
 }
 
 // noReferrersAPI reports whether an upstream's answer to a referrers request says it has no
@@ -193,13 +207,10 @@ func noReferrersAPI(err error) bool {
 	return false
 }
 
-// upstreamReferrers reads the upstream's referrers API, following its pages (bounded in number
-// and bytes, and only to its own referrers path).
-func (s *Server) upstreamReferrers(ctx context.Context, req request, subject digest.Digest, artifactType string) ([]ocispec.Descriptor, error) {
+// upstreamReferrers reads the upstream's referrers API, unfiltered, following its pages (bounded
+// in number and bytes, and only to its own referrers path).
+func (s *Server) upstreamReferrers(ctx context.Context, req request, subject digest.Digest) ([]ocispec.Descriptor, error) {
 	path := "referrers/" + subject.String()
-	if artifactType != "" {
-		path += "?" + url.Values{"artifactType": {artifactType}}.Encode()
-	}
 	descs := []ocispec.Descriptor{}
 	left := int64(maxReferrersBytes)
 	for page := 0; path != "" && page < maxReferrerPages && left > 0; page++ {
@@ -274,22 +285,6 @@ func indexManifests(body []byte) ([]ocispec.Descriptor, error) {
 	return descs, nil
 }
 
-// referrersList is the answer listing descs, those of artifactType only when it is not empty.
-func referrersList(descs []ocispec.Descriptor, artifactType string, fetched time.Time) (referrersAnswer, error) {
-	index := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{}}
-	index.SchemaVersion = 2
-	for _, d := range descs {
-		if artifactType == "" || d.ArtifactType == artifactType {
-			index.Manifests = append(index.Manifests, d)
-		}
-	}
-	body, err := json.Marshal(index)
-	if err != nil {
-		return referrersAnswer{}, err
-	}
-	return referrersAnswer{body: body, filtered: artifactType != "", fetched: fetched}, nil
-}
-
 // referrersTag is the tag under which the tag schema keeps the referrers of subject:
 // <alg>-<encoded>, the algorithm cut to 32 characters and the encoded digest to 64.
 func referrersTag(subject digest.Digest) string {
@@ -358,7 +353,7 @@ const emptyIndex = `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.in
 
 // storedReferrers is the referrers answer that the store's copy of the tag-schema index of
 // subject gives, whatever its age, when there is one.
-func (s *Server) storedReferrers(ctx context.Context, req request, subject digest.Digest, artifactType string) (referrersAnswer, bool) {
+func (s *Server) storedReferrers(ctx context.Context, req request, subject digest.Digest) (referrersAnswer, bool) {
 	m, checked, err := s.store.Manifests.MirroredTag(ctx, req.repo, referrersTag(subject))
 	if err != nil {
 		return referrersAnswer{}, false
@@ -371,6 +366,5 @@ func (s *Server) storedReferrers(ctx context.Context, req request, subject diges
 	if err != nil {
 		return referrersAnswer{}, false
 	}
-	a, err := referrersList(descs, artifactType, checked)
-	return a, err == nil
+	return newReferrersAnswer(descs, checked), true
 }
