@@ -7,6 +7,9 @@ CRANE_BIN := bin/crane
 # versitygw, the S3 server the fleet tests run (test/tools/versitygw pins it); cached by version.
 VERSITYGW_VERSION := v1.8.0
 VERSITYGW_BIN     := bin/versitygw-$(VERSITYGW_VERSION)
+# cosign, which the signature test runs against cove (test/tools/cosign pins it); cached by version.
+COSIGN_VERSION := v2.6.5
+COSIGN_BIN     := bin/cosign-$(COSIGN_VERSION)
 APT_PKGS  := skopeo docker-registry docker.io podman containerd slapd ldap-utils pebble chromium fonts-wqy-microhei postgresql
 export GOFLAGS := -buildvcs=false
 # cove version prints these (and the image's labels carry them).
@@ -47,7 +50,11 @@ $(CRANE_BIN): test/tools/go.mod test/tools/go.sum
 $(VERSITYGW_BIN): test/tools/versitygw/go.mod test/tools/versitygw/go.sum
 	cd test/tools/versitygw && $(GO) build -o ../../../$(VERSITYGW_BIN) github.com/versity/versitygw/cmd/versitygw
 
-test: deps build $(CONF_BIN) $(CRANE_BIN) $(VERSITYGW_BIN) vet test-unit test-e2e
+# cosign takes about two minutes to build here too: once per version, under bin/.
+$(COSIGN_BIN): test/tools/cosign/go.mod test/tools/cosign/go.sum
+	cd test/tools/cosign && $(GO) build -o ../../../$(COSIGN_BIN) github.com/sigstore/cosign/v2/cmd/cosign
+
+test: deps build $(CONF_BIN) $(CRANE_BIN) $(VERSITYGW_BIN) $(COSIGN_BIN) vet test-unit test-e2e
 
 # vet is the part of lint every test run does: gofmt and go vet.
 vet:
@@ -58,7 +65,7 @@ test-unit:
 	E2E_VERSITYGW_BIN=$(CURDIR)/$(VERSITYGW_BIN) $(GO) test -race -count=1 $$($(GO) list ./... | grep -v /test/e2e)
 
 test-e2e:
-	E2E_VERSITYGW_BIN=$(CURDIR)/$(VERSITYGW_BIN) E2E_COVE_BIN=$(CURDIR)/$(BIN) E2E_CONFORMANCE_BIN=$(CURDIR)/$(CONF_BIN) E2E_CRANE_BIN=$(CURDIR)/$(CRANE_BIN) $(GO) test -count=1 -v -timeout 15m ./test/e2e 2>&1 | \
+	E2E_VERSITYGW_BIN=$(CURDIR)/$(VERSITYGW_BIN) E2E_COVE_BIN=$(CURDIR)/$(BIN) E2E_CONFORMANCE_BIN=$(CURDIR)/$(CONF_BIN) E2E_CRANE_BIN=$(CURDIR)/$(CRANE_BIN) E2E_COSIGN_BIN=$(CURDIR)/$(COSIGN_BIN) $(GO) test -count=1 -v -timeout 15m ./test/e2e 2>&1 | \
 		grep -v -E '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
 
 lint: vet

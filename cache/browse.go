@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"sort"
 	"strings"
 	"time"
@@ -74,8 +75,15 @@ func (ms *Manifests) artifacts(ctx context.Context, repo string) (map[digest.Dig
 			if a.Tags == nil {
 				a.Tags = []string{}
 			}
+			at, recorded, err := getPulled(txn, repo, m.Digest)
+			if err != nil {
+				return err
+			}
+			a.Pulled = at
 			var rec blobRecord
-			if kv.Get(txn, blobKey(m.Digest), &rec) == nil {
+			if !recorded && kv.Get(txn, blobKey(m.Digest), &rec) == nil {
+				// Stored before cove kept pulls per repository: the blob's last read, which
+				// every repository holding the digest shares, until its first pull here.
 				a.Pulled = rec.Accessed
 			}
 			out[m.Digest] = a
@@ -173,4 +181,44 @@ func eachJSON[T any](txn kv.Txn, prefix string, fn func(key []byte, v *T) error)
 		}
 		return true, fn(key, v)
 	})
+}
+
+// getPulled returns repo's last pull of its manifest dgst, the zero time when it was never pulled
+// there. recorded is false for a manifest stored before cove kept pulls per repository.
+func getPulled(txn kv.Txn, repo string, dgst digest.Digest) (at time.Time, recorded bool, err error) {
+	v, err := txn.Get(pulledKey(repo, dgst))
+	switch {
+	case errors.Is(err, kv.ErrNotFound):
+		return time.Time{}, false, nil
+	case err != nil:
+		return time.Time{}, false, err
+	case len(v) == 0:
+		return time.Time{}, true, nil
+	}
+	if err := at.UnmarshalText(v); err != nil {
+		return time.Time{}, false, fmt.Errorf("pull time of %s@%s: %w", repo, dgst, err)
+	}
+	return at, true, nil
+}
+
+// setPulled records at as repo's last pull of its manifest dgst, unless a later one is recorded,
+// or the manifest left the repository since the pull (its pull time went with it).
+func setPulled(txn kv.Txn, repo string, dgst digest.Digest, at time.Time) error {
+	if _, err := txn.Get(manifestKey(repo, dgst)); errors.Is(err, kv.ErrNotFound) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	prev, _, err := getPulled(txn, repo, dgst)
+	if err != nil {
+		return err
+	}
+	if !at.After(prev) {
+		return nil
+	}
+	b, err := at.UTC().MarshalText()
+	if err != nil {
+		return err
+	}
+	return txn.Set(pulledKey(repo, dgst), b)
 }

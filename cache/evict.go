@@ -33,9 +33,11 @@ type Evictor struct {
 
 	mu sync.Mutex
 	// accessed holds reads not yet written to the index, pulls the manifest pulls per repository
-	// not yet counted there; both guarded by mu.
+	// not yet counted there, and pulledAt the last pull of each manifest per repository not yet
+	// written there; all guarded by mu.
 	accessed map[digest.Digest]time.Time
 	pulls    map[string]int64
+	pulledAt map[repoDigest]time.Time
 
 	// afterMark, in tests, runs between garbage collection's mark and its deletes.
 	afterMark func()
@@ -44,13 +46,27 @@ type Evictor struct {
 // Stats reports the bytes of evictable mirrored content and how many blobs were evicted.
 func (e *Evictor) Stats() (bytes, evicted int64) { return e.st.mirrored.Load(), e.evicted.Load() }
 
-// pulled counts a pull of a manifest of repo; flushAccess writes it later.
-func (e *Evictor) pulled(repo string) {
+// repoDigest names a manifest of a repository.
+type repoDigest struct {
+	repo string
+	dgst digest.Digest
+}
+
+// pulled records a pull of the manifest dgst of repo: a read of the blob (eviction's order), a
+// pull counted for the repository, and the repository's own last pull of that manifest, which
+// another repository holding the same digest does not share. flushAccess writes them later.
+func (e *Evictor) pulled(repo string, dgst digest.Digest) {
+	now := e.st.now().UTC()
 	e.mu.Lock()
 	if e.pulls == nil {
 		e.pulls = map[string]int64{}
 	}
+	if e.pulledAt == nil {
+		e.pulledAt = map[repoDigest]time.Time{}
+	}
+	e.accessed[dgst] = now
 	e.pulls[repo]++
+	e.pulledAt[repoDigest{repo, dgst}] = now
 	e.mu.Unlock()
 }
 
@@ -82,15 +98,20 @@ func (e *Evictor) flushLoop() {
 // flushAccess writes the access times recorded since the last flush, in one transaction.
 func (e *Evictor) flushAccess() error {
 	e.mu.Lock()
-	batch, pulls := e.accessed, e.pulls
-	e.accessed, e.pulls = map[digest.Digest]time.Time{}, nil
+	batch, pulls, pulledAt := e.accessed, e.pulls, e.pulledAt
+	e.accessed, e.pulls, e.pulledAt = map[digest.Digest]time.Time{}, nil, nil
 	e.mu.Unlock()
-	if len(batch) == 0 && len(pulls) == 0 {
+	if len(batch) == 0 && len(pulls) == 0 && len(pulledAt) == 0 {
 		return nil
 	}
 	return e.st.update(func(ct *commitTxn) error {
 		if err := addPulls(ct.Txn, pulls); err != nil {
 			return err
+		}
+		for rd, at := range pulledAt {
+			if err := setPulled(ct.Txn, rd.repo, rd.dgst, at); err != nil {
+				return err
+			}
 		}
 		for dgst, at := range batch {
 			rec, err := getBlobRecord(ct.Txn, dgst)
@@ -265,7 +286,7 @@ func (e *Evictor) EvictRepository(ctx context.Context, repo string) (int, error)
 		if _, err := txn.Get(repoKey(repo)); err != nil {
 			return notFound(err, ErrNameUnknown)
 		}
-		for _, kind := range []string{prefixLink, prefixManifest, prefixTag, prefixChecked, prefixReferrer} {
+		for _, kind := range []string{prefixLink, prefixManifest, prefixTag, prefixChecked, prefixReferrer, prefixPulled} {
 			err := scan(txn, repoPrefix(kind, repo), "", func(key, _ []byte) bool {
 				keys = append(keys, append([]byte{}, key...))
 				if kind == prefixLink || kind == prefixManifest {

@@ -18,6 +18,7 @@ const (
 	prefixChecked  = "checked/"  // checked/<repo>\x00<tag> → when the upstream last confirmed the tag
 	prefixEvicting = "evicting/" // evicting/<digest> → empty: the record is gone, the file may remain
 	prefixRepoInfo = "repoinfo/" // repoinfo/<repo> → RepoInfo: description, pulls
+	prefixPulled   = "pulled/"   // pulled/<repo>\x00<digest> → the repository's last pull of the manifest, empty before any
 	sep            = "\x00"
 )
 
@@ -39,6 +40,10 @@ func checkedKey(repo, tag string) []byte { return []byte(prefixChecked + repo + 
 
 func referrerKey(repo string, subject, dgst digest.Digest) []byte {
 	return []byte(prefixReferrer + repo + sep + subject.String() + sep + dgst.String())
+}
+
+func pulledKey(repo string, dgst digest.Digest) []byte {
+	return []byte(prefixPulled + repo + sep + dgst.String())
 }
 
 // repoPrefix is the scan prefix of one repository's records of one kind.

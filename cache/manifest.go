@@ -139,8 +139,12 @@ func (ms *Manifests) put(ctx context.Context, repo string, m Manifest, body []by
 		case err == nil:
 			m.Created = old.Created // a re-push keeps the original time
 		case errors.Is(err, kv.ErrNotFound):
-			// New in the repository: it counts in the project's quota.
+			// New in the repository: it counts in the project's quota, and has not been pulled
+			// there (an empty pull time, not a missing one: see getPulled).
 			if err := ms.st.held(ct, repo, m.Digest, m.Size, 1); err != nil {
+				return err
+			}
+			if err := txn.Set(pulledKey(repo, m.Digest), nil); err != nil {
 				return err
 			}
 		default:
@@ -246,10 +250,15 @@ func resolve(txn kv.Txn, repo, ref string) (Manifest, error) {
 func (ms *Manifests) Get(ctx context.Context, repo, ref string) (Manifest, []byte, error) {
 	m, body, err := ms.Read(ctx, repo, ref)
 	if err == nil {
-		ms.ev.touch(m.Digest) // the last pull time, written in batches
-		ms.ev.pulled(repo)
+		ms.ev.pulled(repo, m.Digest) // the last pull time, written in batches
 	}
 	return m, body, err
+}
+
+// CountPull records a pull of the manifest dgst of repo that was served without Get: a mirrored
+// manifest fetched from its upstream for a client. It counts like a Get.
+func (ms *Manifests) CountPull(repo string, dgst digest.Digest) {
+	ms.ev.pulled(repo, dgst)
 }
 
 // Read is Get without counting a pull: for the registry's own reads and the API.
@@ -296,6 +305,9 @@ func (ms *Manifests) deleteIf(ctx context.Context, repo string, dgst digest.Dige
 			return &InUseError{Digest: dgst, By: by}
 		}
 		if err := txn.Delete(manifestKey(repo, dgst)); err != nil {
+			return err
+		}
+		if err := txn.Delete(pulledKey(repo, dgst)); err != nil {
 			return err
 		}
 		if err := ms.st.held(ct, repo, dgst, m.Size, -1); err != nil {

@@ -89,7 +89,7 @@ func (ms *Manifests) DeleteRepository(ctx context.Context, repo string) error {
 			return notFound(err, ErrNameUnknown)
 		}
 		var keys [][]byte
-		for _, kind := range []string{prefixLink, prefixManifest, prefixTag, prefixChecked, prefixReferrer} {
+		for _, kind := range []string{prefixLink, prefixManifest, prefixTag, prefixChecked, prefixReferrer, prefixPulled} {
 			err := scan(ct.Txn, repoPrefix(kind, repo), "", func(key, _ []byte) bool {
 				keys = append(keys, bytes.Clone(key))
 				return true

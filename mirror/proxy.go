@@ -314,6 +314,9 @@ func (s *Server) fetchAndServeManifest(w http.ResponseWriter, r *http.Request, r
 		}
 		s.setOutcome(w, req, o)
 		s.writeMirrored(w, r, req, mt.MediaType, um.digest, um.body)
+		if r.Method != http.MethodHead {
+			s.store.Manifests.CountPull(req.repo, um.digest) // a pull, by tag or by digest alone
+		}
 		return nil
 	case <-r.Context().Done():
 		return r.Context().Err()
@@ -592,40 +595,4 @@ func (s *Server) handleMirrorTags(w http.ResponseWriter, r *http.Request, req re
 		nextLink(w, "/v2/"+name+"/tags/list", n, list.Tags[len(list.Tags)-1])
 	}
 	return writeJSON(w, "application/json", map[string]any{"name": name, "tags": list.Tags})
-}
-
-// handleMirrorReferrers passes the upstream's referrers list through. An upstream without the
-// referrers API has, as far as cove can tell, no referrers: an empty list.
-func (s *Server) handleMirrorReferrers(w http.ResponseWriter, r *http.Request, req request) error {
-	subject, err := parseDigest(req.ref)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.budget(req.up))
-	defer cancel()
-	path := "referrers/" + subject.String()
-	if at := r.URL.Query().Get("artifactType"); at != "" {
-		path += "?" + url.Values{"artifactType": {at}}.Encode()
-	}
-	empty := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{}}
-	empty.SchemaVersion = 2
-	resp, err := req.up.do(ctx, http.MethodGet, req.upRepo, path, nil)
-	if isNotFound(err) {
-		return writeJSON(w, ocispec.MediaTypeImageIndex, empty)
-	}
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	var index ocispec.Index
-	if err := json.NewDecoder(io.LimitReader(resp.Body, maxReferrersBytes)).Decode(&index); err != nil {
-		return &UpstreamError{Upstream: req.up.Name, Status: resp.StatusCode, Cause: fmt.Errorf("referrers: %w", err)}
-	}
-	if f := resp.Header.Get("OCI-Filters-Applied"); f != "" {
-		w.Header().Set("OCI-Filters-Applied", f)
-	}
-	if index.Manifests == nil {
-		index.Manifests = []ocispec.Descriptor{}
-	}
-	return writeJSON(w, ocispec.MediaTypeImageIndex, index)
 }

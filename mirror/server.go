@@ -118,6 +118,7 @@ type Server struct {
 	now          func() time.Time
 	manifests    singleflight.Group // manifest fetches, by repository and reference
 	negative     negativeCache      // manifests the upstreams said they do not have
+	referrers    referrersCache     // upstreams' referrers answers (referrers.go)
 	redirect     time.Duration      // > 0: blob GETs are redirected to presigned URLs this long valid
 	cluster      *cluster.Member
 	peers        *http.Client // requests to other nodes
