@@ -147,6 +147,16 @@ func TestDockerDaemonMirror(t *testing.T) {
 	if n := proxy.count("GET", "/v2/library/alpine/manifests/"); n == 0 {
 		t.Error("the pulls did not go through cove")
 	}
+	// A registry host cove does not mirror: docker shows what would configure it, and Docker Hub
+	// (the default upstream) is never asked.
+	before := proxy.count("GET", "")
+	out, err := run(t, time.Minute, nil, docker, "-H", sock, "pull", s.addr+"/quay.io/org/img:1")
+	if err == nil || !strings.Contains(out, `mirror.upstreams.\"quay.io\".url`) && !strings.Contains(out, `mirror.upstreams."quay.io".url`) {
+		t.Errorf("docker pull of an unconfigured registry host: %v\n%s", err, out)
+	}
+	if n := proxy.count("GET", "") - before; n != 0 {
+		t.Errorf("the pull of an unconfigured registry host sent %d requests to the default upstream", n)
+	}
 
 	// docker login and push to a local project: the token flow with credentials.
 	s.createProject("team", false)
@@ -166,7 +176,7 @@ func TestDockerDaemonMirror(t *testing.T) {
 	if out, err := run(t, time.Minute, nil, docker, "-H", sock, "tag", "alpine", target); err != nil {
 		t.Fatalf("docker tag: %v\n%s", err, out)
 	}
-	out, err := run(t, 3*time.Minute, nil, docker, "-H", sock, "--config", filepath.Join(d, "client"), "push", target)
+	out, err = run(t, 3*time.Minute, nil, docker, "-H", sock, "--config", filepath.Join(d, "client"), "push", target)
 	if err != nil {
 		t.Fatalf("docker push: %v\n%s", err, out)
 	}
