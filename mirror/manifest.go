@@ -40,7 +40,7 @@ func (s *Server) handleGetManifest(w http.ResponseWriter, r *http.Request, req r
 	if err := checkRef(req.ref); err != nil {
 		return err
 	}
-	m, body, err := s.store.Manifests.Get(r.Context(), req.repo, req.ref)
+	m, body, err := s.readManifest(r, req.repo, req.ref)
 	if err != nil {
 		return err
 	}
@@ -55,6 +55,15 @@ func (s *Server) handleGetManifest(w http.ResponseWriter, r *http.Request, req r
 		s.record(r, req, "pull", req.repo+"@"+m.Digest.String())
 	}
 	return nil
+}
+
+// readManifest reads a stored manifest for a client: a GET counts as a pull (Harbor's pull count
+// and time, and the cache's LRU), a HEAD does not (clients HEAD a tag, then GET its digest).
+func (s *Server) readManifest(r *http.Request, repo, ref string) (cache.Manifest, []byte, error) {
+	if r.Method == http.MethodHead {
+		return s.store.Manifests.Read(r.Context(), repo, ref)
+	}
+	return s.store.Manifests.Get(r.Context(), repo, ref)
 }
 
 // checkRef refuses a reference that is neither a tag nor a well-formed digest.

@@ -161,7 +161,7 @@ func (s *Server) handleMirrorManifest(w http.ResponseWriter, r *http.Request, re
 	ctx := r.Context()
 	if _, err := digest.Parse(req.ref); err == nil {
 		// By digest: immutable, so a cached copy is always right.
-		m, body, err := s.store.Manifests.Get(ctx, req.repo, req.ref)
+		m, body, err := s.readManifest(r, req.repo, req.ref)
 		if err == nil {
 			s.metrics.hit("manifest")
 			s.setOutcome(w, req, csHit)
@@ -202,7 +202,7 @@ func (s *Server) handleMirrorManifest(w http.ResponseWriter, r *http.Request, re
 		return err
 	}
 	serveCached := func(o outcome) error {
-		m, body, err := s.store.Manifests.Get(ctx, req.repo, m.Digest.String())
+		m, body, err := s.readManifest(r, req.repo, m.Digest.String())
 		if err != nil {
 			return err
 		}

@@ -680,3 +680,34 @@ func TestAnonymousPullsAreRecordedLimited(t *testing.T) {
 		t.Errorf("plain records: %d anonymous pulls, %d signed-in; want 0 and 2", anon, named)
 	}
 }
+
+// A GET of a manifest counts as a pull, a HEAD does not (clients HEAD a tag, then GET its
+// digest): local and mirrored alike.
+func TestHeadIsNoPull(t *testing.T) {
+	up := newFakeUpstream(t)
+	img := must(random.Image(100, 1))
+	up.seed(t, "library/app:1", img)
+	me := newMirrorEnv(t, []mirror.Upstream{{Name: "docker.io", URL: up.srv.URL}})
+	if err := remote.Write(me.ref(t, "priv/app:v1"), img, remote.WithAuth(me.admin)); err != nil {
+		t.Fatal(err)
+	}
+	me.do(t, "GET", "/v2/app/manifests/1", nil, false) // the fetch: one pull
+	for range 3 {
+		me.do(t, "HEAD", "/v2/priv/app/manifests/v1", nil, true)
+		me.do(t, "HEAD", "/v2/app/manifests/1", nil, false)
+	}
+	me.do(t, "GET", "/v2/priv/app/manifests/v1", nil, true)
+	pulls := map[string]int64{}
+	for _, prefix := range []string{"priv/", "docker.io/"} {
+		sums, err := me.store.Manifests.RepositorySummaries(context.Background(), prefix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range sums {
+			pulls[s.Name] = s.Pulls
+		}
+	}
+	if pulls["priv/app"] != 1 || pulls["docker.io/library/app"] != 1 {
+		t.Errorf("pulls = %v, want one GET each and no HEAD counted", pulls)
+	}
+}
