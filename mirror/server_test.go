@@ -44,6 +44,7 @@ type env struct {
 	auth  *auth.Service
 	// finished receives "METHOD /path" each time a request's handler returns.
 	finished chan string
+	mirror   *mirror.Server
 }
 
 // newEnv serves a registry with two projects: "priv" (private) and "pub" (public).
@@ -91,7 +92,7 @@ func newEnv(t testing.TB, opts ...func(*mirror.Config)) *env {
 		mux.Handle("/", m)
 		h = mux
 	}
-	e := &env{dir: dir, store: store, admin: &authn.Basic{Username: "admin", Password: password}, auth: as, finished: make(chan string, 100)}
+	e := &env{dir: dir, store: store, admin: &authn.Basic{Username: "admin", Password: password}, auth: as, finished: make(chan string, 100), mirror: m}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		defer func() {
 			select {
