@@ -29,6 +29,16 @@ const (
 	WarmSchedule = "SCHEDULE"
 )
 
+// WarmRequest asks for a warm job.
+type WarmRequest struct {
+	Kind     string // WarmManual or WarmSchedule
+	Operator string // who asks: the audit log's user of the pulls; "system" for the schedule
+	// Images are references as clients write them: alpine:3.20, ghcr.io/owner/image:tag.
+	// Platforms (os/architecture[/variant]) choose among an index's images; empty: all.
+	Images    []string
+	Platforms []string
+}
+
 // WarmImage is one image of a job and what warming it took.
 type WarmImage struct {
 	// Image is the reference as given: alpine:3.20, ghcr.io/owner/image:tag, name@sha256:….

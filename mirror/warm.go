@@ -142,16 +142,6 @@ func platformString(d *ocispec.Platform) string {
 	return s
 }
 
-// WarmRequest asks for a warm job.
-type WarmRequest struct {
-	Kind     string // cache.WarmManual or cache.WarmSchedule
-	Operator string // who asks: the audit log's user of the pulls; "system" for the schedule
-	// Images are references as clients write them (ResolveImage); Platforms choose among an
-	// index's images (ParsePlatform), all of them when empty.
-	Images    []string
-	Platforms []string
-}
-
 // Warmer runs warm jobs through a Server, one at a time on this node, and keeps them in a
 // cache.WarmJobs. Create it with NewWarmer and Close it before the store. It is safe for
 // concurrent use.
@@ -207,7 +197,7 @@ func (w *Warmer) Job(ctx context.Context, id int64) (cache.WarmJob, error) {
 // Start checks req, records the job and starts it in the background; it returns the job,
 // Pending. Errors: cache.ErrWarmInvalid for a bad request (its message says what), and
 // cache.ErrWarmBusy when too many jobs wait on this node.
-func (w *Warmer) Start(ctx context.Context, req WarmRequest) (cache.WarmJob, error) {
+func (w *Warmer) Start(ctx context.Context, req cache.WarmRequest) (cache.WarmJob, error) {
 	refs, images, plats, err := w.check(ctx, req)
 	if err != nil {
 		return cache.WarmJob{}, err
@@ -265,7 +255,7 @@ func (w *Warmer) Start(ctx context.Context, req WarmRequest) (cache.WarmJob, err
 }
 
 // check resolves the request's images and platforms, and refuses what cannot be warmed.
-func (w *Warmer) check(ctx context.Context, req WarmRequest) ([]ImageRef, []string, []Platform, error) {
+func (w *Warmer) check(ctx context.Context, req cache.WarmRequest) ([]ImageRef, []string, []Platform, error) {
 	var images []string
 	for _, im := range req.Images {
 		if im = strings.TrimSpace(im); im != "" && !slices.Contains(images, im) {

@@ -170,7 +170,7 @@ func TestWarmThenPullAsksTheUpstreamNothing(t *testing.T) {
 		func(c *mirror.Config) { c.Audit = audit })
 	w := newWarmer(t, me)
 
-	job, err := w.Start(context.Background(), mirror.WarmRequest{Kind: cache.WarmManual, Operator: "alice",
+	job, err := w.Start(context.Background(), cache.WarmRequest{Kind: cache.WarmManual, Operator: "alice",
 		Images: []string{"app:1", "ghcr.io/owner/tool:v2", "missing:1"}, Platforms: []string{"linux/amd64"}})
 	if err != nil {
 		t.Fatal(err)
@@ -232,7 +232,7 @@ func TestWarmThenPullAsksTheUpstreamNothing(t *testing.T) {
 	// A second warm finds everything cached: it reads no blob again, and confirms the tags once
 	// they are stale (a HEAD each), so the pulls after it again ask nothing.
 	me.clock.Add(2 * time.Minute)
-	job2, err := w.Start(context.Background(), mirror.WarmRequest{Kind: cache.WarmSchedule, Operator: "system",
+	job2, err := w.Start(context.Background(), cache.WarmRequest{Kind: cache.WarmSchedule, Operator: "system",
 		Images: []string{"app:1"}, Platforms: []string{"linux/amd64"}})
 	if err != nil {
 		t.Fatal(err)
@@ -269,7 +269,7 @@ func TestWarmAndAClientShareOneDownload(t *testing.T) {
 	})
 	me := newMirrorEnv(t, []mirror.Upstream{{Name: "docker.io", URL: up.srv.URL}})
 	w := newWarmer(t, me)
-	job, err := w.Start(context.Background(), mirror.WarmRequest{Kind: cache.WarmManual, Operator: "admin", Images: []string{"big:1"}})
+	job, err := w.Start(context.Background(), cache.WarmRequest{Kind: cache.WarmManual, Operator: "admin", Images: []string{"big:1"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -322,7 +322,7 @@ func TestWarmRefusesBadRequests(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := w.Start(context.Background(), mirror.WarmRequest{Kind: cache.WarmManual, Operator: "admin", Images: tc.images, Platforms: tc.platforms})
+			_, err := w.Start(context.Background(), cache.WarmRequest{Kind: cache.WarmManual, Operator: "admin", Images: tc.images, Platforms: tc.platforms})
 			if !errors.Is(err, cache.ErrWarmInvalid) || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("Start = %v, want ErrWarmInvalid saying %q", err, tc.want)
 			}
