@@ -546,6 +546,9 @@ func (w *Warmer) serve(ctx context.Context, rw *warmWriter, req request, h handl
 				panic(v)
 			}
 			err = errors.New("the download was cut before its end (cove's log says why)")
+			if ctx.Err() != nil {
+				err = errors.New("cove stopped before this image was warm")
+			}
 		}
 	}()
 	if err := h(rw, r, req); err != nil {

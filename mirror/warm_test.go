@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -333,5 +334,47 @@ func TestWarmRefusesBadRequests(t *testing.T) {
 	}
 	if n := up.count("GET manifests") + up.count("HEAD manifests"); n != 0 {
 		t.Errorf("refused requests asked the upstream %d times", n)
+	}
+}
+
+// A download cut in the middle, after the handler has sent its headers, ends the handler with
+// http.ErrAbortHandler: the job records it as the image's error, keeps nothing, and a later warm
+// fetches the blob afresh.
+func TestWarmRecordsACutDownload(t *testing.T) {
+	up := newFakeUpstream(t)
+	img := must(random.Image(1<<20, 1))
+	up.seed(t, "library/app:1", img)
+	layer := must(img.Layers())[0]
+	ld, size := must(layer.Digest()), must(layer.Size())
+	gate := make(chan struct{})
+	up.setFault(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method == "GET" && strings.Contains(r.URL.Path, "/blobs/"+ld.String()) {
+			w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+			w.Write(make([]byte, size/2))
+			w.(http.Flusher).Flush()
+			<-gate
+			panic(http.ErrAbortHandler) // the connection cut half way
+		}
+		return false
+	})
+	me := newMirrorEnv(t, []mirror.Upstream{{Name: "docker.io", URL: up.srv.URL}})
+	w := newWarmer(t, me)
+	job := must(w.Start(context.Background(), cache.WarmRequest{Kind: cache.WarmManual, Operator: "admin", Images: []string{"app:1"}}))
+	// Half the layer has reached cove: the job streams it by now.
+	waitUntil(t, func() bool {
+		return testutil.ToFloat64(metric(t, me.reg, "cove_mirror_bytes_total", "source", "upstream")) >= float64(size/2)
+	})
+	close(gate)
+	job = waitWarm(t, w, job.ID)
+	if im := job.Images[0]; job.Status != cache.WarmError || !im.Done || !strings.Contains(im.Error, "cut before its end") {
+		t.Fatalf("job = %+v, want Error with the image's download cut", job)
+	}
+	up.setFault(nil)
+	job = waitWarm(t, w, must(w.Start(context.Background(), cache.WarmRequest{Kind: cache.WarmManual, Operator: "admin", Images: []string{"app:1"}})).ID)
+	if im := job.Images[0]; job.Status != cache.WarmSuccess || im.CachedBlobs != 1 || im.Blobs != 2 {
+		t.Errorf("second job = %+v, want Success with the layer fetched again (only the config cached)", job)
+	}
+	if _, err := me.pull(t, "app:1"); err != nil {
+		t.Errorf("pull after the second warm: %v", err)
 	}
 }
