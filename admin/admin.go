@@ -48,6 +48,8 @@ type Config struct {
 	Blobs   BlobReader
 	// GC is garbage collection's job (cache.GC); nil on a read-only start.
 	GC GCJobs
+	// Warm runs the mirror's pre-warm jobs (mirror.Warmer); nil on a read-only start.
+	Warm Warmer
 	// Quotas keeps the projects' storage quotas (cache.Store).
 	Quotas Quotas
 	// Retention runs the projects' tag retention policies (cache.Retention).
@@ -76,6 +78,7 @@ type Server struct {
 	content     Content
 	blobs       BlobReader
 	gc          GCJobs
+	warm        Warmer
 	system      SystemInfo
 	quotas      Quotas
 	retention   Retentions
@@ -107,7 +110,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Server{browse: cfg.Browse, evict: cfg.Evict, content: cfg.Content, blobs: cfg.Blobs, gc: cfg.GC, system: cfg.System, quotas: cfg.Quotas, retention: cfg.Retention, stored: cfg.Stored, mirror: cfg.Mirror, nodes: cfg.Nodes, upstreams: cfg.Upstreams, maxMirrored: cfg.MaxMirrored,
+	s := &Server{browse: cfg.Browse, evict: cfg.Evict, content: cfg.Content, blobs: cfg.Blobs, gc: cfg.GC, warm: cfg.Warm, system: cfg.System, quotas: cfg.Quotas, retention: cfg.Retention, stored: cfg.Stored, mirror: cfg.Mirror, nodes: cfg.Nodes, upstreams: cfg.Upstreams, maxMirrored: cfg.MaxMirrored,
 		history: &history{now: cfg.Now}, certs: cfg.Certificates, auth: cfg.Auth, audit: cfg.Audit, repos: cfg.Repos, log: cfg.Logger, mux: http.NewServeMux()}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -180,6 +183,9 @@ func (s *Server) routes() []apiRoute {
 		{"GET /api/v2.0/mirror/status", s.handleMirrorStatus, "The mirror's counters, cache size and upstreams' health"},
 		{"GET /api/v2.0/mirror/repositories", s.handleMirrorRepositories, "List cached upstream repositories"},
 		{"DELETE /api/v2.0/mirror/repositories", s.handleEvictRepository, "Evict one cached upstream repository (name)"},
+		{"POST /api/v2.0/mirror/warm", s.handleStartWarm, "Pre-warm the cache: pull images (and of an index, the platforms asked) from their upstreams now"},
+		{"GET /api/v2.0/mirror/warm", s.handleListWarm, "The pre-warm jobs, newest first (page, page_size; the last 50 are kept)"},
+		{"GET /api/v2.0/mirror/warm/{id}", s.handleGetWarm, "A pre-warm job's progress, per image: manifests, blobs, bytes, done, error"},
 		{"GET /api/v2.0/cluster/nodes", s.handleNodes, "List the fleet's nodes: name, advertise URL, version, last heartbeat, live"},
 		{"GET /api/v2.0/system/gc", s.handleListGC, "Garbage collection's runs, newest first (page, page_size)"},
 		{"GET /api/v2.0/system/gc/{id}", s.handleGetGC, "One garbage collection run"},

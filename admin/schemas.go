@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"cove/auth"
+	"cove/cache"
 )
 
 // The OpenAPI document's request and response schemas, made by reflection from the very types
@@ -76,6 +77,9 @@ var shapes = map[string]shape{
 	"GET /api/v2.0/mirror/status":                                                           {resp: mirrorStatus{}},
 	"GET /api/v2.0/mirror/repositories":                                                     {resp: []mirrorRepository{}},
 	"DELETE /api/v2.0/mirror/repositories":                                                  {query: "name"},
+	"POST /api/v2.0/mirror/warm":                                                            {req: warmReq{}, status: 201},
+	"GET /api/v2.0/mirror/warm":                                                             {resp: []cache.WarmJob{}, query: pageQuery},
+	"GET /api/v2.0/mirror/warm/{id}":                                                        {resp: cache.WarmJob{}},
 	"GET /api/v2.0/cluster/nodes":                                                           {resp: []Node{}},
 	"GET /api/v2.0/system/gc":                                                               {resp: []gcHistory{}, query: pageQuery},
 	"GET /api/v2.0/system/gc/{id}":                                                          {resp: gcHistory{}},

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/text/message/catalog"
 
 	"cove/auth"
+	"cove/cache"
 	"cove/internal/telemetry"
 )
 
@@ -529,13 +530,26 @@ func (w *webPages) handleRepository(rw http.ResponseWriter, r *http.Request, who
 	}{r.Host, name + "/" + short, base, w.canDelete(r, who, name), views}, name+"/"+short)
 }
 
+// handleMirror is the mirror's page: the cached repositories, and the pre-warm form with the
+// last jobs, per image (when pre-warm is available: not on a read-only start).
 func (w *webPages) handleMirror(rw http.ResponseWriter, r *http.Request, who auth.Principal) {
-	var repos []mirrorRepository
-	if err := w.api(r, "/api/v2.0/mirror/repositories", &repos); err != nil {
+	var data struct {
+		Repos []mirrorRepository
+		Warm  bool
+		Jobs  []cache.WarmJob
+	}
+	if err := w.api(r, "/api/v2.0/mirror/repositories", &data.Repos); err != nil {
 		w.failed(rw, r, who, err)
 		return
 	}
-	w.render(rw, r, who, "mirror", "nav.mirror", repos)
+	if w.s.warm != nil {
+		if err := w.api(r, "/api/v2.0/mirror/warm?page_size=10", &data.Jobs); err != nil {
+			w.failed(rw, r, who, err)
+			return
+		}
+		data.Warm = true
+	}
+	w.render(rw, r, who, "mirror", "nav.mirror", data)
 }
 
 // handleGC is garbage collection's page: the schedule, a run now (or a dry run), the history.

@@ -17,6 +17,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"cove/auth"
+	"cove/cache"
 	"cove/internal/blobstore"
 	"cove/internal/telemetry"
 	"cove/mirror"
@@ -67,7 +68,21 @@ type MirrorConfig struct {
 	// MaxBlobSize bounds an upstream blob sent without a Content-Length; zero: only storage.min_free.
 	MaxBlobSize ByteSize                  `yaml:"max_blob_size"`
 	Upstreams   map[string]UpstreamConfig `yaml:"upstreams"` // by name; docker.io is predefined
+	// Warm lists images to keep warm: pulled into the cache on a schedule (issue #14).
+	Warm WarmConfig `yaml:"warm"`
 }
+
+// WarmConfig is the scheduled pre-warm: every Every, one node of a fleet pulls Images (of an
+// index, the Platforms asked) into the cache, as POST /api/v2.0/mirror/warm does. The first run
+// is at start, unless the last one (kept in the metadata store) is more recent than Every.
+type WarmConfig struct {
+	Every     Duration `yaml:"every"`     // 0 (default): no scheduled warm
+	Platforms []string `yaml:"platforms"` // os/architecture[/variant], e.g. linux/amd64; empty: every platform
+	Images    []string `yaml:"images"`    // references as clients write them: alpine:3.20, ghcr.io/owner/image:tag
+}
+
+// minWarmEvery bounds mirror.warm.every from below: a warm asks the upstream for every tag.
+const minWarmEvery = time.Minute
 
 // StorageConfig configures the data directory's use of its disk.
 type StorageConfig struct {
@@ -479,6 +494,7 @@ func (c *Config) Validate() error {
 	if _, err := telemetry.ParseProxies(c.TrustedProxies); err != nil {
 		bad("trusted_proxies", "want addresses or networks such as 10.0.0.0/8: %v", err)
 	}
+	c.validateWarm(bad)
 	for name, u := range c.Mirror.Upstreams {
 		if !httpURL(u.URL) {
 			bad("mirror.upstreams."+name+".url", "want an absolute http(s) URL, got %q", redact(u.URL))
@@ -583,6 +599,37 @@ func (c *Config) Validate() error {
 		return &ConfigError{Problems: p}
 	}
 	return nil
+}
+
+// validateWarm checks mirror.warm: a schedule needs images; every image must name a configured
+// upstream (or the default one) and every platform be os/architecture[/variant].
+func (c *Config) validateWarm(bad func(key, format string, args ...any)) {
+	w := c.Mirror.Warm
+	switch {
+	case w.Every < 0:
+		bad("mirror.warm.every", "must not be negative (0: no scheduled warm)")
+	case w.Every > 0 && time.Duration(w.Every) < minWarmEvery:
+		bad("mirror.warm.every", "must be at least %s (each warm asks the upstreams for every tag)", minWarmEvery)
+	case w.Every > 0 && len(w.Images) == 0:
+		bad("mirror.warm.images", "mirror.warm.every is set: list the images to keep warm, such as [alpine:3.20]")
+	}
+	if len(w.Images) > mirror.MaxWarmImages {
+		bad("mirror.warm.images", "%d images; at most %d", len(w.Images), mirror.MaxWarmImages)
+	}
+	var names []string
+	for name := range c.Mirror.Upstreams {
+		names = append(names, name)
+	}
+	for _, im := range w.Images {
+		if _, err := mirror.ResolveImage(im, names, c.Mirror.Default); err != nil {
+			bad("mirror.warm.images", "%s", strings.TrimPrefix(err.Error(), cache.ErrWarmInvalid.Error()+": "))
+		}
+	}
+	for _, p := range w.Platforms {
+		if _, err := mirror.ParsePlatform(p); err != nil {
+			bad("mirror.warm.platforms", "%s", strings.TrimPrefix(err.Error(), cache.ErrWarmInvalid.Error()+": "))
+		}
+	}
 }
 
 func httpURL(s string) bool {

@@ -174,3 +174,58 @@ func TestRunExitsTwoOnBadConfiguration(t *testing.T) {
 		t.Errorf("error does not name the key: %s", stderr.String())
 	}
 }
+
+func TestWarmConfig(t *testing.T) {
+	in := `
+mirror:
+  upstreams:
+    ghcr.io: {url: https://ghcr.io}
+  warm:
+    every: 6h
+    platforms: [linux/amd64, linux/arm64/v8]
+    images: [alpine:3.20, ghcr.io/o/i:tag]
+`
+	cfg, err := Parse(strings.NewReader(in))
+	if err == nil {
+		err = cfg.Validate()
+	}
+	w := cfg.Mirror.Warm
+	if err != nil || time.Duration(w.Every) != 6*time.Hour || strings.Join(w.Platforms, " ") != "linux/amd64 linux/arm64/v8" || strings.Join(w.Images, " ") != "alpine:3.20 ghcr.io/o/i:tag" {
+		t.Fatalf("mirror.warm = %+v, %v", w, err)
+	}
+	cfg = DefaultConfig()
+	if err := ApplyEnv(&cfg, []string{"COVE_MIRROR_WARM_EVERY=1h", "COVE_MIRROR_WARM_IMAGES=alpine:3.20, busybox", "COVE_MIRROR_WARM_PLATFORMS=linux/amd64"}); err != nil {
+		t.Fatal(err)
+	}
+	if w := cfg.Mirror.Warm; time.Duration(w.Every) != time.Hour || strings.Join(w.Images, " ") != "alpine:3.20 busybox" || strings.Join(w.Platforms, " ") != "linux/amd64" {
+		t.Errorf("mirror.warm from the environment = %+v", w)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("Validate() = %v", err)
+	}
+	// Images without a schedule are no error: every 0 turns the schedule off.
+	cfg.Mirror.Warm.Every = 0
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("images with every 0: Validate() = %v", err)
+	}
+
+	for _, tt := range []struct{ in, want string }{
+		{"mirror:\n  warm:\n    every: 6h", "mirror.warm.images: mirror.warm.every is set: list the images"},
+		{"mirror:\n  warm:\n    every: -1h\n    images: [alpine]", "mirror.warm.every: must not be negative"},
+		{"mirror:\n  warm:\n    every: 10s\n    images: [alpine]", "mirror.warm.every: must be at least 1m0s"},
+		{"mirror:\n  warm:\n    every: often", "mirror.warm.every: want a duration"},
+		{"mirror:\n  warm:\n    every: 6h\n    images: [quay.io/o/i:1]", `mirror.warm.images: image "quay.io/o/i:1": no upstream named "quay.io" is configured (mirror.upstreams."quay.io".url)`},
+		{"mirror:\n  warm:\n    every: 6h\n    images: [Alpine]", `mirror.warm.images: image "Alpine": invalid repository name`},
+		{"mirror:\n  warm:\n    every: 6h\n    images: [alpine]\n    platforms: [amd64]", `mirror.warm.platforms: platform "amd64"`},
+		{"mirror:\n  warm:\n    image: alpine", "mirror.warm.image: unknown key"},
+	} {
+		cfg, err := Parse(strings.NewReader(tt.in))
+		if err == nil {
+			err = cfg.Validate()
+		}
+		var ce *ConfigError
+		if !errors.As(err, &ce) || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("Parse(%q) = %v, want an error containing %q", tt.in, err, tt.want)
+		}
+	}
+}

@@ -1,17 +1,19 @@
 package main
 
 // The background jobs of a running cove that are not the cache's own (garbage collection and
-// retention have their loops in cache): keep_days, and in a fleet the jobs that run once per
-// fleet.
+// retention have their loops in cache): keep_days, mirror.warm's schedule, and in a fleet the
+// jobs that run once per fleet.
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
 	"cove/cache"
 	"cove/internal/kv"
+	"cove/mirror"
 )
 
 // fleetJobInterval is how often a node on PostgreSQL offers to run the jobs that run once per
@@ -79,4 +81,30 @@ func expireMirrored(ctx context.Context, ms *cache.Manifests, meta kv.DB, upstre
 			log.Error("forgetting cached images past keep_days failed", "err", err)
 		}
 	})
+}
+
+// warmSchedule starts mirror.warm's job every cfg.Every, on one node of a fleet: at start when
+// the last scheduled warm (its time kept in the metadata store, fleet-wide) is older than Every,
+// so that a restart does not warm again early, then each Every. A scheduled warm that has not
+// ended when the next is due is not doubled: the next is skipped.
+func warmSchedule(ctx context.Context, w *mirror.Warmer, meta kv.DB, cfg WarmConfig, log *slog.Logger) {
+	interval := time.Duration(cfg.Every)
+	start := func() {
+		_, err := kv.RunOnceEvery(ctx, meta, "warm", interval, func() error {
+			job, err := w.Start(ctx, cache.WarmRequest{Kind: cache.WarmSchedule, Operator: "system", Images: cfg.Images, Platforms: cfg.Platforms})
+			if err != nil {
+				return err
+			}
+			log.Info("scheduled warm started", "id", job.ID, "images", len(cfg.Images), "every", interval)
+			return nil
+		})
+		switch {
+		case errors.Is(err, cache.ErrWarmBusy):
+			log.Warn("a scheduled warm (mirror.warm) was skipped", "err", err)
+		case err != nil && ctx.Err() == nil:
+			log.Error("the scheduled warm (mirror.warm) did not start", "err", err)
+		}
+	}
+	start()
+	every(ctx, min(interval, time.Minute), start)
 }

@@ -338,6 +338,16 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	if !readOnly {
 		gcJobs = gc
 	}
+	// Pre-warm: jobs pull images through the mirror (after the store: closed before it).
+	var warmer *mirror.Warmer
+	var warmJobs admin.Warmer
+	if !readOnly {
+		if warmer, err = mirror.NewWarmer(ctx, registry, cache.NewWarmJobs(store), node); err != nil {
+			return err
+		}
+		defer warmer.Close()
+		warmJobs = warmer
+	}
 	provider := "filesystem"
 	if remote != nil {
 		provider = "s3"
@@ -360,7 +370,7 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	}
 	api, err := admin.New(admin.Config{
 		System: system, Stored: store.Stats, Quotas: store, Retention: retention,
-		Auth: authSvc, Audit: audit, Repos: store.Manifests, Browse: store.Manifests, Evict: store.Evictor, Content: store.Manifests, Blobs: store, GC: gcJobs, Logger: log, Certificates: certs,
+		Auth: authSvc, Audit: audit, Repos: store.Manifests, Browse: store.Manifests, Evict: store.Evictor, Content: store.Manifests, Blobs: store, GC: gcJobs, Warm: warmJobs, Logger: log, Certificates: certs,
 		Upstreams: registry.UpstreamNames(), MaxMirrored: int64(cfg.Mirror.MaxSize),
 		Mirror: func() admin.MirrorStatus { return adminStatus(registry.Status()) },
 		Nodes:  fleetNodes(member),
@@ -406,6 +416,9 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	background.Go(func() { gc.Loop(gcCtx) })
 	background.Go(func() { retention.Loop(gcCtx) })
 	background.Go(func() { expireMirrored(gcCtx, store.Manifests, meta, cfg.Mirror.Upstreams, log) })
+	if warmer != nil && cfg.Mirror.Warm.Every > 0 {
+		background.Go(func() { warmSchedule(gcCtx, warmer, meta, cfg.Mirror.Warm, log) })
+	}
 	if pg, ok := meta.(*kv.Postgres); ok {
 		background.Go(func() { fleetJobs(gcCtx, store.Evictor, pg, log) })
 	}

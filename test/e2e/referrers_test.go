@@ -41,9 +41,6 @@ const (
 	sbomArtifactType    = "application/vnd.example.sbom.v1+json"
 )
 
-// upstreamRequests counts every request the proxy passed to the upstream.
-func upstreamRequests(p *faultProxy) int { return p.count("GET", "/") + p.count("HEAD", "/") }
-
 // getManifest asks cove for a manifest, as a client that takes any type does.
 func getManifest(t *testing.T, s *server, repo, ref string) (*http.Response, []byte) {
 	t.Helper()

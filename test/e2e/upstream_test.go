@@ -277,6 +277,9 @@ func (p *faultProxy) count(method, pathPart string) int {
 	return n
 }
 
+// upstreamRequests counts every GET and HEAD the proxy passed on or answered.
+func upstreamRequests(p *faultProxy) int { return p.count("GET", "/") + p.count("HEAD", "/") }
+
 func (p *faultProxy) setFault(f func(w http.ResponseWriter, r *http.Request, next http.Handler) bool) {
 	p.mu.Lock()
 	p.fault = f

@@ -163,6 +163,22 @@ test("sign in, manage a project, see pushed tags, switch language, filter the au
   assert.equal(await page.inputValue("#gc-type"), "Daily");
   await shot("04c-gc");
 
+  // Pre-warm from the mirror page: the job's line, then its image warm.
+  await page.goto(base + "/mirror");
+  await page.fill("#warm-images", "mirrored:1\n");
+  await page.fill("#warm-platforms", "linux/amd64");
+  await Promise.all([page.waitForEvent("load"), page.click("#warm-submit")]);
+  await page.waitForSelector("#warm-jobs tr.warm-image");
+  for (let i = 0; i < 50 && /Pending|Running/.test(await page.textContent("#warm-jobs")); i++) {
+    await page.waitForTimeout(100); // the job's status, polled with a bound
+    await page.reload();
+  }
+  const warmRow = await page.textContent("#warm-jobs tr.warm-image");
+  assert.match(warmRow, /Success/);
+  assert.match(warmRow, /mirrored:1/);
+  assert.match(warmRow, /\bwarm\b/);
+  await shot("04d-warm");
+
   // Switch to Chinese: the choice persists across pages.
   await page.click("#lang-zh");
   await page.waitForSelector("#nav-projects >> text=项目");

@@ -103,6 +103,10 @@ const shapes = {
       scope: { level: "project", ref: Number(f.dataset.project) },
     };
   },
+  warm: f => ({
+    images: f.images.value.split("\n").map(s => s.trim()).filter(s => s !== ""),
+    platforms: f.platforms.value.split(/[\s,]+/).filter(s => s !== ""),
+  }),
   quota: f => {
     const mib = Number(f.limit.value);
     return { hard: { storage: mib < 0 ? -1 : mib * 1024 * 1024 } };
