@@ -92,8 +92,9 @@ func (f *fakeUpstream) setFault(fn func(w http.ResponseWriter, r *http.Request) 
 	f.mu.Unlock()
 }
 
-// seed pushes img to repo:tag on the upstream, bypassing the counting and faults.
-func (f *fakeUpstream) seed(t *testing.T, repoTag string, img v1.Image) {
+// seed pushes img (a v1.Image or a v1.ImageIndex) to repo:tag on the upstream, bypassing the
+// counting and faults.
+func (f *fakeUpstream) seed(t *testing.T, repoTag string, img any) {
 	t.Helper()
 	srv := httptest.NewServer(f.reg)
 	defer srv.Close()
@@ -101,7 +102,15 @@ func (f *fakeUpstream) seed(t *testing.T, repoTag string, img v1.Image) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := remote.Write(ref, img); err != nil {
+	switch img := img.(type) {
+	case v1.ImageIndex:
+		err = remote.WriteIndex(ref, img)
+	case v1.Image:
+		err = remote.Write(ref, img)
+	default:
+		t.Fatalf("seed %T", img)
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
 }

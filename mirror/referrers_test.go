@@ -5,19 +5,15 @@ import (
 	"io"
 	"log"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -172,7 +168,7 @@ func TestMirrorReferrersFallBackToTheTagSchema(t *testing.T) {
 	sigDesc.ArtifactType = sigType
 	subject := must(img.Digest())
 	tagIndex := mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.OCIImageIndex), mutate.IndexAddendum{Add: sig, Descriptor: sigDesc})
-	seedIndex(t, up, "library/app:sha256-"+subject.Hex, tagIndex)
+	up.seed(t, "library/app:sha256-"+subject.Hex, tagIndex)
 
 	total := func() int {
 		n := 0
@@ -220,19 +216,5 @@ func TestMirrorReferrersFallBackToTheTagSchema(t *testing.T) {
 	}
 	if got, _ := referrers(t, me, "library/app", subject.String(), ""); len(got) != 1 {
 		t.Errorf("stale referrers, upstream down = %v, want one", got)
-	}
-}
-
-// seedIndex pushes idx to repo:tag on the upstream, bypassing the counting and faults.
-func seedIndex(t *testing.T, up *fakeUpstream, repoTag string, idx v1.ImageIndex) {
-	t.Helper()
-	srv := httptest.NewServer(up.reg)
-	defer srv.Close()
-	ref, err := name.ParseReference(strings.TrimPrefix(srv.URL, "http://")+"/"+repoTag, name.Insecure)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.WriteIndex(ref, idx); err != nil {
-		t.Fatal(err)
 	}
 }

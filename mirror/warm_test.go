@@ -4,14 +4,12 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -92,20 +90,6 @@ func TestParsePlatform(t *testing.T) {
 	}
 }
 
-// seedIndex pushes idx to repo:tag on the upstream, bypassing the counting and faults.
-func (f *fakeUpstream) seedIndex(t *testing.T, repoTag string, idx v1.ImageIndex) {
-	t.Helper()
-	srv := httptest.NewServer(f.reg)
-	defer srv.Close()
-	ref, err := name.ParseReference(strings.TrimPrefix(srv.URL, "http://")+"/"+repoTag, name.Insecure)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.WriteIndex(ref, idx); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // twoPlatforms is an index of an amd64 and an arm64 image.
 func twoPlatforms(t *testing.T) (idx v1.ImageIndex, amd64, arm64 v1.Image) {
 	t.Helper()
@@ -162,7 +146,7 @@ func waitWarm(t *testing.T, w *mirror.Warmer, id int64) cache.WarmJob {
 func TestWarmThenPullAsksTheUpstreamNothing(t *testing.T) {
 	up := newFakeUpstream(t)
 	idx, amd64, _ := twoPlatforms(t)
-	up.seedIndex(t, "library/app:1", idx)
+	up.seed(t, "library/app:1", idx)
 	ghcr := newFakeUpstream(t)
 	plain := must(random.Image(20_000, 2))
 	ghcr.seed(t, "owner/tool:v2", plain)
