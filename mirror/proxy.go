@@ -285,19 +285,7 @@ func (s *Server) fetchAndServeManifest(w http.ResponseWriter, r *http.Request, r
 		led = true
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.budget(req.up))
 		defer cancel()
-		um, err := req.up.manifest(ctx, http.MethodGet, req.upRepo, req.ref)
-		if err != nil {
-			return nil, err
-		}
-		m, err := parseManifest(knownManifestType(um.mediaType), um.body)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %v", errUpstreamUnusable, err)
-		}
-		m.Digest = um.digest
-		if err := s.store.Manifests.PutMirrored(ctx, req.repo, m, um.body, tag, s.now()); err != nil {
-			return nil, err
-		}
-		return um, nil
+		return s.storeUpstreamManifest(ctx, req, req.ref, tag)
 	})
 	select {
 	case res := <-ch:
@@ -321,6 +309,24 @@ func (s *Server) fetchAndServeManifest(w http.ResponseWriter, r *http.Request, r
 	case <-r.Context().Done():
 		return r.Context().Err()
 	}
+}
+
+// storeUpstreamManifest fetches the manifest ref of req's repository from its upstream, checks
+// it, and stores it (under tag, when not empty).
+func (s *Server) storeUpstreamManifest(ctx context.Context, req request, ref, tag string) (upstreamManifest, error) {
+	um, err := req.up.manifest(ctx, http.MethodGet, req.upRepo, ref)
+	if err != nil {
+		return upstreamManifest{}, err
+	}
+	m, err := parseManifest(knownManifestType(um.mediaType), um.body)
+	if err != nil {
+		return upstreamManifest{}, fmt.Errorf("%w: %v", errUpstreamUnusable, err)
+	}
+	m.Digest = um.digest
+	if err := s.store.Manifests.PutMirrored(ctx, req.repo, m, um.body, tag, s.now()); err != nil {
+		return upstreamManifest{}, err
+	}
+	return um, nil
 }
 
 // errUpstreamUnusable means an upstream sent a manifest cove does not store (schema 1, say).

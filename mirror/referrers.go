@@ -325,19 +325,7 @@ func (s *Server) referrersTagIndex(ctx context.Context, req request, subject dig
 		}
 	}
 	v, err, _ := s.manifests.Do(req.repo+"@"+tag, func() (any, error) {
-		um, err := req.up.manifest(ctx, http.MethodGet, req.upRepo, tag)
-		if err != nil {
-			return nil, err
-		}
-		m, err := parseManifest(knownManifestType(um.mediaType), um.body)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %v", errUpstreamUnusable, err)
-		}
-		m.Digest = um.digest
-		if err := s.store.Manifests.PutMirrored(ctx, req.repo, m, um.body, tag, s.now()); err != nil {
-			return nil, err
-		}
-		return um, nil
+		return s.storeUpstreamManifest(ctx, req, tag, tag)
 	})
 	if isNotFound(err) {
 		return []byte(emptyIndex), nil
