@@ -141,9 +141,3 @@ func (n *negativeCache) has(key string, now time.Time) bool {
 	}
 	return ok
 }
-
-func (n *negativeCache) forget(key string) {
-	n.mu.Lock()
-	delete(n.entries, key)
-	n.mu.Unlock()
-}
