@@ -26,6 +26,9 @@ var (
 	csCollapsed = outcome{"collapsed", "cove; fwd=miss; fwd-status=200; collapsed"}
 	// miss, not stored: a HEAD of a blob that is not cached, answered by the upstream's.
 	csMissHead = outcome{"miss", "cove; fwd=miss; fwd-status=200"}
+	// confirmed: a blob stored for another repository, served once the upstream said this one
+	// has it too.
+	csConfirmed = outcome{"hit", "cove; hit; detail=upstream-confirmed"}
 	// revalidated: a cached tag past tag_ttl, confirmed by the upstream.
 	csRevalidated = outcome{"revalidated", "cove; fwd=stale; fwd-status=200"}
 	// updated: a cached tag past tag_ttl that the upstream had moved; the new one stored.
@@ -103,7 +106,7 @@ type negativeCache struct {
 	entries map[string]time.Time // key → until when; guarded by mu
 }
 
-// maxNegative bounds the negative cache's entries; past it, the expired ones go, then all.
+// maxNegative bounds the negative cache's entries.
 const maxNegative = 10000
 
 func (n *negativeCache) add(key string, now time.Time) {
@@ -116,13 +119,20 @@ func (n *negativeCache) add(key string, now time.Time) {
 		n.entries = map[string]time.Time{}
 	}
 	if len(n.entries) >= maxNegative {
+		// The expired go; if that is not enough, a tenth of the others (in the map's random
+		// order): a flood of missing names forgets some answers, never all of them at once.
 		for k, until := range n.entries {
 			if now.After(until) {
 				delete(n.entries, k)
 			}
 		}
-		if len(n.entries) >= maxNegative {
-			clear(n.entries)
+		drop := len(n.entries) - maxNegative*9/10
+		for k := range n.entries {
+			if drop <= 0 {
+				break
+			}
+			delete(n.entries, k)
+			drop--
 		}
 	}
 	n.entries[key] = now.Add(n.ttl)

@@ -26,6 +26,10 @@ const (
 	maxBackoff        = time.Minute
 	defaultRetryAfter = time.Minute
 	maxRetryAfter     = 6 * time.Hour
+	maxThrottle       = 5 * time.Minute // a 429 that is not the pull limit holds requests at most this long
+	maxWindow         = 7 * 24 * time.Hour
+	// defaultWindow is the pull limit's window when the upstream gives none (Docker Hub's).
+	defaultWindow = 6 * time.Hour
 )
 
 // Why a circuit is open.
@@ -162,6 +166,17 @@ func downReason(err error) string {
 	return ""
 }
 
+// budgetKey marks a context whose deadline is an upstream's time budget.
+type budgetKey struct{}
+
+// budgeted marks ctx: its deadline is the upstream's time budget, and a request that meets it
+// marks the upstream down.
+func budgeted(ctx context.Context, cancel context.CancelFunc) (context.Context, context.CancelFunc) {
+	return context.WithValue(ctx, budgetKey{}, true), cancel
+}
+
+func isBudgeted(ctx context.Context) bool { return ctx.Value(budgetKey{}) != nil }
+
 // retryAfter reads a Retry-After header: seconds or an HTTP date; ok false when absent or bad.
 func retryAfter(v string, now time.Time) (time.Duration, bool) {
 	v = strings.TrimSpace(v)
@@ -169,12 +184,20 @@ func retryAfter(v string, now time.Time) (time.Duration, bool) {
 		return 0, false
 	}
 	if n, err := strconv.ParseInt(v, 10, 64); err == nil && n >= 0 {
-		return min(time.Duration(n)*time.Second, maxRetryAfter), true
+		return seconds(n, maxRetryAfter), true
 	}
 	if t, err := http.ParseTime(v); err == nil {
 		return min(max(t.Sub(now), 0), maxRetryAfter), true
 	}
 	return 0, false
+}
+
+// seconds is n seconds, at most limit (n*time.Second would overflow past 292 years).
+func seconds(n int64, limit time.Duration) time.Duration {
+	if n > int64(limit/time.Second) {
+		return limit
+	}
+	return time.Duration(n) * time.Second
 }
 
 // PullLimit is Docker Hub's pull limit as an upstream's manifest answers last told it
@@ -221,9 +244,12 @@ func (p *pullLimit) observe(h http.Header, now time.Time) bool {
 		p.pl.Source = src
 	}
 	p.pl.Seen = now
+	if p.pl.Window <= 0 {
+		p.pl.Window = defaultWindow
+	}
 	if n, err := strconv.ParseInt(strings.TrimSpace(h.Get("Ratelimit-Reset")), 10, 64); err == nil && n >= 0 {
-		p.pl.Reset = now.Add(time.Duration(n) * time.Second)
-	} else if p.pl.Window > 0 && (prev.Seen.IsZero() || p.pl.Remaining > prev.Remaining || now.After(prev.Reset)) {
+		p.pl.Reset = now.Add(seconds(n, maxWindow))
+	} else if prev.Seen.IsZero() || p.pl.Remaining > prev.Remaining || now.After(prev.Reset) {
 		// A new window (or the first look at one): it is full again at the latest a window
 		// from now.
 		p.pl.Reset = now.Add(p.pl.Window)
@@ -263,7 +289,7 @@ func rateValue(v string) (n int64, window time.Duration, ok bool) {
 	for _, p := range parts[1:] {
 		if w, found := strings.CutPrefix(strings.TrimSpace(p), "w="); found {
 			if s, err := strconv.ParseInt(w, 10, 64); err == nil && s > 0 {
-				window = time.Duration(s) * time.Second
+				window = seconds(s, maxWindow)
 			}
 		}
 	}

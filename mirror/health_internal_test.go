@@ -56,6 +56,7 @@ func TestRateValue(t *testing.T) {
 		{"76", 76, 0, true},
 		{" 0 ; w=60", 0, time.Minute, true},
 		{"", 0, 0, false},
+		{"1;w=99999999999", 1, maxWindow, true}, // no overflow into the past
 		{"-1", 0, 0, false},
 		{"many", 0, 0, false},
 	} {
@@ -76,6 +77,8 @@ func TestRetryAfter(t *testing.T) {
 		{"120", 2 * time.Minute, true},
 		{now.Add(90 * time.Second).Format(http.TimeFormat), 90 * time.Second, true},
 		{"999999", maxRetryAfter, true},
+		{"9300000000", maxRetryAfter, true}, // would overflow time.Duration
+		{"18446744073", maxRetryAfter, true},
 		{"", 0, false},
 		{"soon", 0, false},
 	} {
@@ -103,5 +106,24 @@ func TestParseReserve(t *testing.T) {
 		if _, err := ParseReserve(bad); err == nil {
 			t.Errorf("ParseReserve(%q) took it", bad)
 		}
+	}
+}
+
+// Headers without a window get Docker Hub's, so that saving pulls ends with it; a reset header
+// past any sense is bounded.
+func TestPullLimitWindow(t *testing.T) {
+	now := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	reserve, _ := ParseReserve("")
+	p := &pullLimit{pl: PullLimit{Limit: -1, Remaining: -1}, reserve: reserve}
+	p.observe(http.Header{"Ratelimit-Limit": {"100"}, "Ratelimit-Remaining": {"3"}}, now)
+	if pl := p.get(); pl.Window != defaultWindow || !pl.Reset.Equal(now.Add(defaultWindow)) || !p.low(now) {
+		t.Errorf("without a window: %+v, low %v", pl, p.low(now))
+	}
+	if p.low(now.Add(defaultWindow + time.Second)) {
+		t.Error("saving pulls outlives the window")
+	}
+	p.observe(http.Header{"Ratelimit-Remaining": {"3"}, "Ratelimit-Reset": {"9300000000"}}, now)
+	if pl := p.get(); pl.Reset.After(now.Add(maxWindow)) {
+		t.Errorf("reset = %v, want at most %v", pl.Reset, now.Add(maxWindow))
 	}
 }

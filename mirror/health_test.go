@@ -5,6 +5,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
@@ -235,8 +236,8 @@ func TestNegativeCache(t *testing.T) {
 		resp, _ := me.do(t, "GET", "/v2/library/missing/manifests/"+ref, nil, false)
 		return resp, up.count("GET manifests") - before
 	}
-	if resp, n := ask("nope"); resp.StatusCode != 404 || n != 1 {
-		t.Fatalf("first ask = %d, %d upstream requests", resp.StatusCode, n)
+	if resp, n := ask("nope"); resp.StatusCode != 404 || n != 1 || resp.Header.Get("Cache-Status") != "cove; fwd=miss; fwd-status=404" {
+		t.Fatalf("first ask = %d, %d upstream requests, Cache-Status %q", resp.StatusCode, n, resp.Header.Get("Cache-Status"))
 	}
 	resp, n := ask("nope")
 	if resp.StatusCode != 404 || n != 0 || resp.Header.Get("Cache-Status") != "cove; hit; detail=negative" {
@@ -318,8 +319,91 @@ func TestUnconfiguredRegistryHost(t *testing.T) {
 	if up.count("GET manifests") != before {
 		t.Error("an unconfigured registry host's name went to the default upstream")
 	}
+	// containerd names the upstream with ?ns=: the same rule for Docker Hub.
+	resp, b = me.do(t, "GET", "/v2/quay.io/org/img/manifests/1?ns=docker.io", nil, false)
+	if resp.StatusCode != 404 || errCode(b) != "NAME_UNKNOWN" || up.count("GET manifests") != before {
+		t.Errorf("?ns=docker.io with a registry host = %d %s", resp.StatusCode, b)
+	}
 	// A Docker Hub namespace, without a dot, still goes there.
 	if resp, _ := me.do(t, "GET", "/v2/someorg/img/manifests/1", nil, false); resp.StatusCode != 404 || up.count("GET manifests") != before+1 {
 		t.Errorf("a namespace of the default upstream: %d, %d requests", resp.StatusCode, up.count("GET manifests")-before)
+	}
+}
+
+// A cached tag whose check is slower than the revalidation's own short bound (but within the
+// upstream's budget) is served stale, and the upstream is not marked down: it answers, slowly.
+func TestSlowRevalidationIsNoOutage(t *testing.T) {
+	up := newFakeUpstream(t)
+	up.seed(t, "library/app:1", must(random.Image(100, 1)))
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	me := newMirrorEnv(t, []mirror.Upstream{{Name: "docker.io", URL: up.srv.URL, Timeout: 5 * time.Second}})
+	if resp, _ := me.do(t, "GET", "/v2/app/manifests/1", nil, false); resp.StatusCode != 200 {
+		t.Fatal(resp.StatusCode)
+	}
+	up.setFault(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method == http.MethodHead && strings.Contains(r.URL.Path, "/manifests/") {
+			select { // slower than the 500ms revalidation bound, within the 5s budget
+			case <-time.After(time.Second):
+			case <-release:
+			}
+		}
+		return false
+	})
+	me.clock.Add(2 * time.Minute)
+	resp, _ := me.do(t, "GET", "/v2/app/manifests/1", nil, false)
+	if resp.StatusCode != 200 || resp.Header.Get("Cache-Status") != "cove; fwd=stale; detail=upstream-timeout" {
+		t.Errorf("a slow check = %d, Cache-Status %q", resp.StatusCode, resp.Header.Get("Cache-Status"))
+	}
+	if st := me.Status(t); st.Down {
+		t.Errorf("a check slower than the revalidation bound marked the upstream down: %+v", st)
+	}
+}
+
+// A 429 from a host the upstream redirects blobs to (a CDN) is the CDN's: the registry is not
+// marked down. A plain throttle's Retry-After holds requests 5 minutes at most.
+func TestThrottles(t *testing.T) {
+	cdn := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Retry-After", "21600")
+		w.WriteHeader(http.StatusTooManyRequests)
+	}))
+	t.Cleanup(cdn.Close)
+	up := newFakeUpstream(t)
+	img := must(random.Image(100, 1))
+	up.seed(t, "library/app:1", img)
+	var mu sync.Mutex
+	mode := "cdn"
+	up.setFault(func(w http.ResponseWriter, r *http.Request) bool {
+		mu.Lock()
+		m := mode
+		mu.Unlock()
+		switch {
+		case m == "cdn" && strings.Contains(r.URL.Path, "/blobs/"):
+			http.Redirect(w, r, cdn.URL+r.URL.Path, http.StatusTemporaryRedirect)
+			return true
+		case m == "throttle" && strings.Contains(r.URL.Path, "/manifests/"):
+			w.Header().Set("Retry-After", "21600")
+			w.WriteHeader(http.StatusTooManyRequests)
+			return true
+		}
+		return false
+	})
+	me := newMirrorEnv(t, []mirror.Upstream{{Name: "docker.io", URL: up.srv.URL}})
+	ld := must(must(img.Layers())[0].Digest()).String()
+	if resp, _ := me.do(t, "GET", "/v2/app/blobs/"+ld, nil, false); resp.StatusCode == 200 {
+		t.Fatal("the CDN's 429 did not reach the client")
+	}
+	if st := me.Status(t); st.Down {
+		t.Errorf("a CDN's 429 marked the registry down: %+v", st)
+	}
+	mu.Lock()
+	mode = "throttle"
+	mu.Unlock()
+	resp, _ := me.do(t, "GET", "/v2/library/x/manifests/1", nil, false)
+	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") != "300" {
+		t.Errorf("a throttle's 429 = %d, Retry-After %q; want 429, 300 (cove's, at most 5 minutes)", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	if st := me.Status(t); !st.Down || st.DownReason != "throttled" || st.DownUntil.Sub(me.clock.Now()) != 5*time.Minute {
+		t.Errorf("status after a throttle's 429 = %+v", st)
 	}
 }

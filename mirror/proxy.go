@@ -36,6 +36,10 @@ func (s *Server) route(ctx context.Context, r *http.Request, repo string) (up *u
 		if up == nil {
 			return nil, "", false, newError(http.StatusNotFound, CodeNameUnknown, "no upstream named %q is configured", ns)
 		}
+		if first, _, nested := strings.Cut(repo, "/"); ns == "docker.io" && nested && strings.ContainsAny(first, ".:") {
+			return nil, "", false, newError(http.StatusNotFound, CodeNameUnknown,
+				"%s looks like a registry host, and Docker Hub's namespaces have no dot: a name for another registry (mirror.upstreams.%q.url)", first, first)
+		}
 		return up, up.repoName(repo), false, nil
 	}
 	first, rest, nested := strings.Cut(repo, "/")
@@ -124,6 +128,7 @@ func (s *Server) serveMirrored(w http.ResponseWriter, r *http.Request, req reque
 	}
 	err := h(w, r, req)
 	if isNotFound(err) {
+		s.setOutcome(w, req, csFailed(err)) // the upstream's 404, before it becomes the spec's error
 		switch req.kind {
 		case KindManifest:
 			return newError(http.StatusNotFound, CodeManifestUnknown, "manifest unknown to %s", req.up.Name)
@@ -222,7 +227,7 @@ func (s *Server) handleMirrorManifest(w http.ResponseWriter, r *http.Request, re
 	// One confirmation at a time per tag, whoever asks: the clients of a stale tag wait for the
 	// same HEAD (in a fleet, the owner's clients and the other nodes' alike).
 	v, err, _ := s.manifests.Do("confirm\x00"+req.repo+"\x00"+req.ref, func() (any, error) {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.revalidate)
+		rctx, cancel := s.withBudget(context.WithoutCancel(ctx), req.up, s.revalidate)
 		defer cancel()
 		return req.up.manifest(rctx, http.MethodHead, req.upRepo, req.ref)
 	})
@@ -283,7 +288,7 @@ func (s *Server) fetchAndServeManifest(w http.ResponseWriter, r *http.Request, r
 	led := false // set by this client's function only when it is the one that runs
 	ch := s.manifests.DoChan(key, func() (any, error) {
 		led = true
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.budget(req.up))
+		ctx, cancel := s.withBudget(context.WithoutCancel(r.Context()), req.up, 0)
 		defer cancel()
 		return s.storeUpstreamManifest(ctx, req, req.ref, tag)
 	})
@@ -369,6 +374,9 @@ func (s *Server) handleMirrorBlob(w http.ResponseWriter, r *http.Request, req re
 		}
 		if err == nil {
 			s.metrics.hit("blob")
+			if !repaired && attempt == 0 {
+				s.setOutcome(w, req, csHit)
+			}
 			defer f.Close()
 			setBlobHeaders(w, dgst)
 			cw := &countingWriter{ResponseWriter: w}
@@ -385,7 +393,7 @@ func (s *Server) handleMirrorBlob(w http.ResponseWriter, r *http.Request, req re
 		// Stored for another repository: the upstream must confirm that this one has it, since a
 		// digest alone is not a capability (docs/SECURITY.md 4). Then link it, and serve the file.
 		if s.store.HasBlob(ctx, dgst) {
-			hctx, cancel := context.WithTimeout(ctx, s.budget(req.up))
+			hctx, cancel := s.withBudget(ctx, req.up, 0)
 			_, herr := req.up.headBlob(hctx, req.upRepo, dgst)
 			cancel()
 			if herr != nil {
@@ -394,6 +402,7 @@ func (s *Server) handleMirrorBlob(w http.ResponseWriter, r *http.Request, req re
 			if _, err := s.store.LinkMirroredBlob(ctx, req.repo, dgst); err != nil {
 				return err
 			}
+			s.setOutcome(w, req, csConfirmed)
 			continue
 		}
 		if r.Method == http.MethodHead {
@@ -420,7 +429,7 @@ func setBlobHeaders(w http.ResponseWriter, dgst digest.Digest) {
 }
 
 func (s *Server) headUpstreamBlob(w http.ResponseWriter, r *http.Request, req request, dgst digest.Digest) error {
-	ctx, cancel := context.WithTimeout(r.Context(), s.budget(req.up))
+	ctx, cancel := s.withBudget(r.Context(), req.up, 0)
 	defer cancel()
 	size, err := req.up.headBlob(ctx, req.upRepo, dgst)
 	if err != nil {
@@ -466,7 +475,7 @@ func (s *Server) streamFill(w http.ResponseWriter, r *http.Request, req request,
 	if joined && fill.Repo() != req.repo {
 		// Filling for another repository: the same confirmation as for a stored blob of another
 		// repository (handleMirrorBlob), before any byte of it reaches this client.
-		hctx, cancel := context.WithTimeout(r.Context(), s.budget(req.up))
+		hctx, cancel := s.withBudget(r.Context(), req.up, 0)
 		_, herr := up.headBlob(hctx, upRepo, dgst)
 		cancel()
 		if herr != nil {
@@ -569,7 +578,7 @@ func (s *Server) handleMirrorTags(w http.ResponseWriter, r *http.Request, req re
 	if last != "" {
 		q.Set("last", last)
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.budget(req.up))
+	ctx, cancel := s.withBudget(r.Context(), req.up, 0)
 	defer cancel()
 	name := strings.TrimPrefix(r.URL.Path, "/v2/")
 	name = strings.TrimSuffix(name, "/tags/list")

@@ -1,6 +1,7 @@
 package mirror
 
 import (
+	"bytes"
 	"container/list"
 	"context"
 	"encoding/json"
@@ -9,6 +10,8 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	pathpkg "path"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -40,21 +43,35 @@ import (
 // used go first.
 const referrersCacheBytes = 32 << 20
 
+// maxReferrerFetches bounds the referrers lists one node reads from upstreams at once.
+const maxReferrerFetches = 4
+
 // maxReferrerPages bounds the pages of one upstream referrers answer that cove follows.
 const maxReferrerPages = 16
 
 // referrersAnswer is an upstream's list of the referrers of a subject, unfiltered.
 type referrersAnswer struct {
-	descs   []ocispec.Descriptor
-	size    int       // the descriptors' JSON, about: what the cache counts
+	descs   []referrer
+	size    int       // the descriptors' bytes, added up: what the cache counts
 	fetched time.Time // when the upstream (or the tag schema) gave it
 }
 
-func newReferrersAnswer(descs []ocispec.Descriptor, fetched time.Time) referrersAnswer {
+// referrer is one descriptor of a referrers list: kept as the upstream's bytes (never decoded
+// whole: a descriptor's annotations decoded into maps take many times their size), with what
+// the filter and the checks read.
+type referrer struct {
+	raw          json.RawMessage
+	digest       digest.Digest
+	artifactType string
+}
+
+// referrerOverhead is what the cache counts for a descriptor besides its bytes.
+const referrerOverhead = 128
+
+func newReferrersAnswer(descs []referrer, fetched time.Time) referrersAnswer {
 	size := 0
 	for _, d := range descs {
-		b, _ := json.Marshal(d)
-		size += len(b)
+		size += len(d.raw) + referrerOverhead
 	}
 	return referrersAnswer{descs: descs, size: size, fetched: fetched}
 }
@@ -124,8 +141,14 @@ func (s *Server) handleMirrorReferrers(w http.ResponseWriter, r *http.Request, r
 	// One upstream question per list at a time, whoever asks; on the mirror's time, so that one
 	// client hanging up does not fail the others.
 	ch := s.manifests.DoChan("referrers\x00"+key, func() (any, error) {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.budget(req.up))
+		ctx, cancel := s.withBudget(context.WithoutCancel(r.Context()), req.up, 0)
 		defer cancel()
+		select { // a few lists at a time: each may hold maxReferrersBytes while it is read
+		case s.referrerFetches <- struct{}{}:
+			defer func() { <-s.referrerFetches }()
+		case <-ctx.Done():
+			return nil, &UpstreamError{Upstream: req.up.Name, Timeout: true, Cause: errors.New("waited for other referrers lists")}
+		}
 		a, err := s.fetchReferrers(ctx, req, subject)
 		if err != nil {
 			return nil, err
@@ -158,19 +181,31 @@ func (s *Server) handleMirrorReferrers(w http.ResponseWriter, r *http.Request, r
 	return writeReferrers(w, cached, artifactType)
 }
 
-// writeReferrers answers the referrers list a, those of artifactType only when it is not empty.
+// writeReferrers answers the referrers list a, those of artifactType only when it is not empty:
+// an image index of the descriptors as the upstream wrote them.
 func writeReferrers(w http.ResponseWriter, a referrersAnswer, artifactType string) error {
-	index := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{}}
-	index.SchemaVersion = 2
+	var b bytes.Buffer
+	b.WriteString(`{"schemaVersion":2,"mediaType":"` + ocispec.MediaTypeImageIndex + `","manifests":[`)
+	n := 0
 	for _, d := range a.descs {
-		if artifactType == "" || d.ArtifactType == artifactType {
-			index.Manifests = append(index.Manifests, d)
+		if artifactType == "" || d.artifactType == artifactType {
+			if n > 0 {
+				b.WriteByte(',')
+			}
+			b.Write(d.raw)
+			n++
 		}
 	}
+	b.WriteString("]}")
 	if artifactType != "" {
 		w.Header().Set("OCI-Filters-Applied", "artifactType")
 	}
-	return writeJSON(w, ocispec.MediaTypeImageIndex, index)
+	h := w.Header()
+	h.Set("Content-Type", ocispec.MediaTypeImageIndex)
+	h.Set("Content-Length", strconv.Itoa(b.Len()))
+	w.WriteHeader(http.StatusOK)
+	_, err := w.Write(b.Bytes())
+	return err
 }
 
 // fetchReferrers asks the upstream for the referrers of subject: its referrers API, or, when it
@@ -209,11 +244,13 @@ func noReferrersAPI(err error) bool {
 
 // upstreamReferrers reads the upstream's referrers API, unfiltered, following its pages (bounded
 // in number and bytes, and only to its own referrers path).
-func (s *Server) upstreamReferrers(ctx context.Context, req request, subject digest.Digest) ([]ocispec.Descriptor, error) {
+func (s *Server) upstreamReferrers(ctx context.Context, req request, subject digest.Digest) ([]referrer, error) {
 	path := "referrers/" + subject.String()
-	descs := []ocispec.Descriptor{}
+	descs := []referrer{}
+	seen := map[string]bool{} // pages asked: a Link back to one of them ends the list
 	left := int64(maxReferrersBytes)
-	for page := 0; path != "" && page < maxReferrerPages && left > 0; page++ {
+	for page := 0; path != "" && !seen[path] && page < maxReferrerPages && left > 0; page++ {
+		seen[path] = true
 		resp, err := req.up.do(ctx, http.MethodGet, req.upRepo, path, http.Header{"Accept": {ocispec.MediaTypeImageIndex}})
 		if err != nil {
 			return nil, err
@@ -234,7 +271,20 @@ func (s *Server) upstreamReferrers(ctx context.Context, req request, subject dig
 		descs = append(descs, more...)
 		path = nextReferrersPage(req.up, req.upRepo, resp.Header.Get("Link"))
 	}
-	return descs, nil
+	return uniqueReferrers(descs), nil
+}
+
+// uniqueReferrers keeps the first descriptor of each digest.
+func uniqueReferrers(descs []referrer) []referrer {
+	seen := make(map[digest.Digest]bool, len(descs))
+	out := descs[:0]
+	for _, d := range descs {
+		if !seen[d.digest] {
+			seen[d.digest] = true
+			out = append(out, d)
+		}
+	}
+	return out
 }
 
 // nextReferrersPage returns the path (after /v2/<repo>/) of the page a Link header names, when it
@@ -255,6 +305,9 @@ func nextReferrersPage(up *upstream, repo, link string) string {
 	if err != nil || u.Scheme != base.Scheme || u.Host != base.Host {
 		return ""
 	}
+	if pathpkg.Clean(u.Path) != u.Path {
+		return "" // ".." (perhaps encoded) would lead out of the referrers path
+	}
 	prefix := base.Path + "/v2/" + repo + "/"
 	path, ok := strings.CutPrefix(u.Path, prefix)
 	if !ok || !strings.HasPrefix(path, "referrers/") {
@@ -267,20 +320,35 @@ func nextReferrersPage(up *upstream, repo, link string) string {
 }
 
 // indexManifests reads the descriptors of an image index, leaving out any that are not
-// well-formed.
-func indexManifests(body []byte) ([]ocispec.Descriptor, error) {
-	var index ocispec.Index
+// well-formed; each is kept as its bytes (compacted), with its digest and artifact type.
+func indexManifests(body []byte) ([]referrer, error) {
+	var index struct {
+		MediaType string            `json:"mediaType"`
+		Manifests []json.RawMessage `json:"manifests"`
+	}
 	if err := json.Unmarshal(body, &index); err != nil {
 		return nil, err
 	}
 	if index.MediaType != "" && index.MediaType != ocispec.MediaTypeImageIndex {
 		return nil, fmt.Errorf("media type %q, not an image index", index.MediaType)
 	}
-	descs := make([]ocispec.Descriptor, 0, len(index.Manifests))
-	for _, d := range index.Manifests {
-		if checkDescriptor(d) == nil {
-			descs = append(descs, d)
+	descs := make([]referrer, 0, len(index.Manifests))
+	for _, raw := range index.Manifests {
+		var d struct { // what is checked and filtered on; annotations are not decoded
+			MediaType    string        `json:"mediaType"`
+			Digest       digest.Digest `json:"digest"`
+			Size         int64         `json:"size"`
+			ArtifactType string        `json:"artifactType"`
+			Data         []byte        `json:"data"`
 		}
+		if json.Unmarshal(raw, &d) != nil || checkDescriptor(ocispec.Descriptor{MediaType: d.MediaType, Digest: d.Digest, Size: d.Size, Data: d.Data}) != nil {
+			continue
+		}
+		var compact bytes.Buffer
+		if json.Compact(&compact, raw) != nil {
+			continue
+		}
+		descs = append(descs, referrer{raw: compact.Bytes(), digest: d.Digest, artifactType: d.ArtifactType})
 	}
 	return descs, nil
 }

@@ -1,6 +1,13 @@
 package mirror
 
-import "testing"
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
 
 // An upstream's next page of referrers is followed only on its own origin and its own referrers
 // path of the repository (docs/SECURITY.md 19): a Link elsewhere ends the list.
@@ -19,6 +26,7 @@ func TestNextReferrersPage(t *testing.T) {
 		{"another endpoint", `</prefix/v2/lib/app/blobs/sha256:ab>; rel="next"`, ""},
 		{"outside the prefix", `</v2/lib/app/referrers/sha256:ab>; rel="next"`, ""},
 		{"climbing out", `</prefix/v2/lib/app/../../other/referrers/sha256:ab>; rel="next"`, ""},
+		{"climbing out, encoded", `</prefix/v2/lib/app/referrers/%2e%2e/%2e%2e/x?last=6>; rel="next"`, ""},
 		{"no brackets", `/prefix/v2/lib/app/referrers/sha256:ab; rel="next"`, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -26,5 +34,32 @@ func TestNextReferrersPage(t *testing.T) {
 				t.Errorf("nextReferrersPage(%q) = %q, want %q", c.link, got, c.want)
 			}
 		})
+	}
+}
+
+// A referrers list keeps each descriptor as the upstream wrote it (annotations and all, never
+// decoded into maps, which take many times their size), drops those that are not well-formed,
+// and counts in the cache what it holds.
+func TestIndexManifestsKeepsBytes(t *testing.T) {
+	d1 := digest.FromString("one")
+	ann := map[string]string{}
+	for i := range 2000 {
+		ann["k"+strings.Repeat("x", i%7)+string(rune('a'+i%26))+strings.Repeat("y", i%5)] = ""
+	}
+	annJSON, _ := json.Marshal(ann)
+	body := `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[` +
+		`{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"` + d1.String() + `","size":10,"artifactType":"a/b","annotations":` + string(annJSON) + `},` +
+		`{"mediaType":"x","digest":"sha256:nothex","size":1},` +
+		`{"mediaType":"x","digest":"` + d1.String() + `","size":-1}]}`
+	descs, err := indexManifests([]byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(descs) != 1 || descs[0].digest != d1 || descs[0].artifactType != "a/b" || !strings.Contains(string(descs[0].raw), string(annJSON)) {
+		t.Fatalf("descs = %d, first %+v", len(descs), descs)
+	}
+	a := newReferrersAnswer(uniqueReferrers(append(descs, descs[0])), time.Time{})
+	if len(a.descs) != 1 || a.size != len(descs[0].raw)+referrerOverhead {
+		t.Errorf("answer of %d descriptors, size %d; want 1 (duplicates dropped), %d", len(a.descs), a.size, len(descs[0].raw)+referrerOverhead)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"log"
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"cove/mirror"
@@ -216,5 +218,32 @@ func TestMirrorReferrersFallBackToTheTagSchema(t *testing.T) {
 	}
 	if got, _ := referrers(t, me, "library/app", subject.String(), ""); len(got) != 1 {
 		t.Errorf("stale referrers, upstream down = %v, want one", got)
+	}
+}
+
+// An upstream whose next page is a page already read ends the list there, and a descriptor
+// listed twice is listed once.
+func TestMirrorReferrersPagesThatLoop(t *testing.T) {
+	up := newFakeUpstream(t)
+	d := digest.FromString("sig")
+	body := `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[` +
+		`{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"` + d.String() + `","size":3,"artifactType":"` + sigType + `"}]}`
+	up.setFault(func(w http.ResponseWriter, r *http.Request) bool {
+		if !strings.Contains(r.URL.Path, "/referrers/") {
+			return false
+		}
+		w.Header().Set("Content-Type", ocispec.MediaTypeImageIndex)
+		w.Header().Set("Link", `<`+r.URL.Path+`?last=2>; rel="next"`) // the same page again, and again
+		w.Write([]byte(body))
+		return true
+	})
+	me := newMirrorEnv(t, []mirror.Upstream{{Name: "docker.io", URL: up.srv.URL}})
+	subject := digest.FromString("subject").String()
+	resp, b := me.do(t, http.MethodGet, "/v2/library/app/referrers/"+subject, nil, false)
+	if resp.StatusCode != 200 || strings.Count(string(b), d.String()) != 1 {
+		t.Errorf("referrers = %d %s, want %s once", resp.StatusCode, b, d)
+	}
+	if n := up.count("GET referrers"); n != 2 {
+		t.Errorf("upstream referrers pages asked = %d, want 2 (the first, then the loop's page once)", n)
 	}
 }

@@ -109,21 +109,22 @@ type Server struct {
 	log    *slog.Logger
 	idle   time.Duration
 
-	upstreams    map[string]*upstream
-	def          *upstream
-	tagTTL       time.Duration
-	revalidate   time.Duration
-	fetchTimeout time.Duration
-	metrics      *Metrics
-	now          func() time.Time
-	manifests    singleflight.Group // manifest fetches, by repository and reference
-	negative     negativeCache      // manifests the upstreams said they do not have
-	referrers    referrersCache     // upstreams' referrers answers (referrers.go)
-	redirect     time.Duration      // > 0: blob GETs are redirected to presigned URLs this long valid
-	cluster      *cluster.Member
-	peers        *http.Client // requests to other nodes
-	peerMu       sync.Mutex
-	peerFailed   map[string]time.Time // nodes that failed lately, until when: guarded by peerMu
+	upstreams       map[string]*upstream
+	def             *upstream
+	tagTTL          time.Duration
+	revalidate      time.Duration
+	fetchTimeout    time.Duration
+	metrics         *Metrics
+	now             func() time.Time
+	manifests       singleflight.Group // manifest fetches, by repository and reference
+	negative        negativeCache      // manifests the upstreams said they do not have
+	referrers       referrersCache     // upstreams' referrers answers (referrers.go)
+	referrerFetches chan struct{}      // a slot per referrers list read from an upstream now
+	redirect        time.Duration      // > 0: blob GETs are redirected to presigned URLs this long valid
+	cluster         *cluster.Member
+	peers           *http.Client // requests to other nodes
+	peerMu          sync.Mutex
+	peerFailed      map[string]time.Time // nodes that failed lately, until when: guarded by peerMu
 }
 
 // New returns a Server over cfg.Store, authenticating with cfg.Auth and authorizing with
@@ -136,7 +137,8 @@ func New(cfg Config) (*Server, error) {
 		store: cfg.Store, auth: cfg.Auth, policy: cfg.Policy, audit: cfg.Audit, log: cfg.Logger, idle: cfg.IdleTimeout,
 		upstreams: map[string]*upstream{}, tagTTL: cfg.TagTTL, revalidate: cfg.RevalidateTimeout,
 		fetchTimeout: cfg.FetchTimeout, metrics: cfg.Metrics, now: cfg.Now, cluster: cfg.Cluster,
-		negative: negativeCache{ttl: cfg.NegativeTTL},
+		negative:        negativeCache{ttl: cfg.NegativeTTL},
+		referrerFetches: make(chan struct{}, maxReferrerFetches),
 	}
 	if cfg.BlobRedirect {
 		s.redirect = cfg.RedirectTTL
@@ -223,7 +225,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var oc outcome
 	err := s.serve(w, r, &oc)
 	kind := RouteKind(r.URL.Path)
-	if err != nil && (kind == KindManifest || kind == KindBlob) && oc != csBypass && oc != csNegative {
+	if err != nil && (kind == KindManifest || kind == KindBlob) && oc != csBypass && oc != csNegative && oc.name != "error" {
 		s.setOutcome(w, request{outcome: &oc}, csFailed(err))
 	}
 	s.countOutcome(kind, oc)
@@ -434,6 +436,17 @@ func (s *Server) handleBase(w http.ResponseWriter, r *http.Request, req request)
 		_, _ = w.Write([]byte("{}"))
 	}
 	return nil
+}
+
+// withBudget bounds ctx by up's time budget and marks it so: a request to up that meets that
+// deadline marks up down (guard). A shorter bound of the caller's own (limit, when above zero and
+// under the budget: the revalidation of a cached tag) is no fault of the upstream's.
+func (s *Server) withBudget(ctx context.Context, up *upstream, limit time.Duration) (context.Context, context.CancelFunc) {
+	d := s.budget(up)
+	if limit > 0 && limit < d {
+		return context.WithTimeout(ctx, limit)
+	}
+	return budgeted(context.WithTimeout(ctx, d))
 }
 
 // budget is how long cove waits for up: its own time budget (mirror.upstreams.X.timeout, or

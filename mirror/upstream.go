@@ -71,9 +71,6 @@ type upstream struct {
 	// lastOK and lastErr are when the upstream last answered (any status below 500) and last
 	// failed (no answer, or 5xx, or 429), in Unix nanoseconds.
 	lastOK, lastErr atomic.Int64
-	// retryAfter is the Retry-After of the last 429, for failures that go-containerregistry
-	// reports without the response (the ping and token exchange).
-	retryAfter atomic.Value // string
 
 	group singleflight.Group // transport set-up per repository
 	mu    sync.Mutex
@@ -120,7 +117,6 @@ func newUpstream(u Upstream, shared http.RoundTripper, log *slog.Logger, m *Metr
 	up.pulls.reserve = reserve
 	up.pulls.pl = PullLimit{Limit: -1, Remaining: -1, Credential: u.Username}
 	up.scheme = pu.Scheme
-	up.retryAfter.Store("")
 	if u.Username != "" || u.Password != "" {
 		up.auth = &authn.Basic{Username: u.Username, Password: u.Password}
 	}
@@ -190,15 +186,17 @@ func (g *guard) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	switch {
 	case err != nil:
-		if reason := downReason(err); reason != "" {
+		if reason := downReason(err); reason != "" && (!errors.Is(err, context.DeadlineExceeded) || isBudgeted(req.Context())) {
 			if opened, until := up.circuit.fail(now, reason); opened {
 				up.log.Warn("upstream marked down: requests to it fail at once until it answers again; cached tags are served",
 					"reason", reason, "retry_at", until.UTC(), "err", err)
 			}
 		}
 		return nil, err
+	case resp.StatusCode == http.StatusTooManyRequests && !g.allowed(req.URL):
+		// A blob CDN's 429 is the CDN's: the registry still answers.
+		up.log.Warn("a host the upstream redirected to limits requests (429)", "host", req.URL.Host)
 	case resp.StatusCode == http.StatusTooManyRequests:
-		up.retryAfter.Store(resp.Header.Get("Retry-After"))
 		up.observeLimit(resp.Header, now)
 		up.limited(resp, now)
 	default:
@@ -233,6 +231,8 @@ func (u *upstream) limited(resp *http.Response, now time.Time) {
 	reason := downThrottled
 	if pullLimitHit(resp) {
 		reason = downPullLimit
+	} else {
+		after = min(after, maxThrottle) // only the pull limit's window is worth hours
 	}
 	opened, until := u.circuit.limit(now, reason, after)
 	if !opened {
@@ -258,7 +258,7 @@ func (u *upstream) client(ctx context.Context, repo string) (*http.Client, error
 		// One set-up (ping, token) per repository however many requests wait for it; it runs on
 		// its own time, so one caller giving up does not fail the others.
 		ch := u.group.DoChan(repo, func() (any, error) {
-			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), u.Timeout)
+			sctx, cancel := budgeted(context.WithTimeout(context.WithoutCancel(ctx), u.Timeout))
 			defer cancel()
 			scope := u.reg.Repo(repo).Scope(transport.PullScope)
 			t, err := transport.NewWithContext(sctx, u.reg, u.auth, u.inner, []string{scope})
@@ -350,15 +350,14 @@ func (u *upstream) classify(err error) error {
 		if ce.reason == downPullLimit || ce.reason == downThrottled {
 			ue.Status = http.StatusTooManyRequests
 		}
-		left := max(ce.until.Sub(u.now()), time.Second)
-		ue.RetryAfter = strconv.FormatInt(int64((left+time.Second-1)/time.Second), 10) // rounded up
+		ue.RetryAfter = u.retryAfterLeft()
 		return ue
 	}
 	var te *transport.Error
 	if errors.As(err, &te) {
 		ue := &UpstreamError{Upstream: u.Name, Status: te.StatusCode, NotFound: te.StatusCode == http.StatusNotFound, Cause: err}
 		if te.StatusCode == http.StatusTooManyRequests {
-			ue.RetryAfter = u.retryAfter.Load().(string)
+			ue.RetryAfter = u.retryAfterLeft()
 		}
 		return ue
 	}
@@ -370,13 +369,28 @@ func (u *upstream) classify(err error) error {
 // statusError reads an upstream error answer (bounded) into an UpstreamError.
 func (u *upstream) statusError(resp *http.Response) error {
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	return &UpstreamError{
-		Upstream:   u.Name,
-		Status:     resp.StatusCode,
-		RetryAfter: resp.Header.Get("Retry-After"),
-		NotFound:   resp.StatusCode == http.StatusNotFound,
-		Cause:      fmt.Errorf("%s %s", resp.Request.Method, resp.Status),
+	ue := &UpstreamError{
+		Upstream: u.Name,
+		Status:   resp.StatusCode,
+		NotFound: resp.StatusCode == http.StatusNotFound,
+		Cause:    fmt.Errorf("%s %s", resp.Request.Method, resp.Status),
 	}
+	if resp.StatusCode == http.StatusTooManyRequests {
+		ue.RetryAfter = u.retryAfterLeft()
+	}
+	return ue
+}
+
+// retryAfterLeft is the Retry-After to give clients while the circuit is open (what is left of
+// it, in whole seconds rounded up), or "" when it is not: cove's own reading of the upstream's
+// Retry-After, never the upstream's words passed on.
+func (u *upstream) retryAfterLeft() string {
+	open, _, until, _ := u.circuit.state(u.now())
+	if !open {
+		return ""
+	}
+	left := max(until.Sub(u.now()), time.Second)
+	return strconv.FormatInt(int64((left+time.Second-1)/time.Second), 10)
 }
 
 // upstreamManifest is a manifest as an upstream served it.
