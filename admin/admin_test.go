@@ -48,12 +48,12 @@ func newServer(t *testing.T) (*httptest.Server, *fakeRepos) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	as, err := auth.New(context.Background(), kv.NewBadger(db), auth.Config{AdminPassword: "pw", BcryptCost: bcrypt.MinCost, KeyDir: t.TempDir()})
+	as, err := auth.New(context.Background(), kv.NewBadger(db), auth.Config{AdminPassword: "pw", BcryptCost: bcrypt.MinCost, KeyDir: t.TempDir(), ReservedNames: []string{"docker.io"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	repos := &fakeRepos{}
-	s, err := New(Config{Auth: as, Repos: repos, Browse: repos, Evict: repos, Audit: auth.NewAudit(kv.NewBadger(db), 0, nil)})
+	s, err := New(Config{Auth: as, Repos: repos, Browse: repos, Evict: repos, Audit: auth.NewAudit(kv.NewBadger(db), 0, nil), Upstreams: []string{"docker.io"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +87,7 @@ func TestProjectsAPI(t *testing.T) {
 			t.Fatalf("create %s = %d %s", p, resp.StatusCode, b)
 		}
 	}
-	repos.repos = []string{"full/app", "ghost/app"} // ghost/app: left by a deleted project
+	repos.repos = []string{"full/app", "ghost/app", "docker.io/library/alpine"} // ghost/app: left by a deleted project
 	tests := []struct {
 		name, method, path, body, user, pass string
 		status                               int
@@ -95,6 +95,7 @@ func TestProjectsAPI(t *testing.T) {
 	}{
 		{"duplicate, with repositories", "POST", "/api/v2.0/projects", `{"project_name":"full"}`, "admin", "pw", 409, "a project with that name exists already"},
 		{"leftover repositories", "POST", "/api/v2.0/projects", `{"project_name":"ghost"}`, "admin", "pw", 409, "former project ghost"},
+		{"an upstream's name, with cached repositories", "POST", "/api/v2.0/projects", `{"project_name":"docker.io"}`, "admin", "pw", 400, "names an upstream registry"},
 		{"bad name", "POST", "/api/v2.0/projects", `{"project_name":"Bad Name"}`, "admin", "pw", 400, `"code":"BAD_REQUEST"`},
 		{"bad JSON", "POST", "/api/v2.0/projects", `{"project_name":`, "admin", "pw", 400, `"code":"BAD_REQUEST"`},
 		{"bad public", "POST", "/api/v2.0/projects", `{"project_name":"x","metadata":{"public":"maybe"}}`, "admin", "pw", 400, `"code":"BAD_REQUEST"`},

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -103,8 +104,9 @@ func (s *Server) handleCreateProject(w http.ResponseWriter, r *http.Request, who
 		public = bool(*req.Public)
 	}
 	// Content left by a project deleted while a push was landing must not reappear in a new
-	// project of the same name, which could be public.
-	if exists, _ := s.auth.Policy.ProjectExists(r.Context(), req.ProjectName); auth.ValidProjectName(req.ProjectName) && !exists {
+	// project of the same name, which could be public. (An upstream's name is refused by
+	// CreateProject, for what it is, not for the mirror's repositories under it.)
+	if exists, _ := s.auth.Policy.ProjectExists(r.Context(), req.ProjectName); auth.ValidProjectName(req.ProjectName) && !exists && !slices.Contains(s.upstreams, req.ProjectName) {
 		if n, err := s.repos.CountRepositories(r.Context(), req.ProjectName+"/"); err != nil {
 			return err
 		} else if n > 0 {

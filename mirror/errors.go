@@ -155,7 +155,7 @@ func upstreamError(ue *UpstreamError) *Error {
 	switch {
 	case ue.NotFound:
 		return &Error{Status: http.StatusNotFound, Code: CodeNameUnknown, Message: "not found at upstream " + ue.Upstream, Err: ue}
-	case ue.Status == http.StatusTooManyRequests && ue.Down == downPullLimit:
+	case ue.Status == http.StatusTooManyRequests && (ue.Down == downPullLimit || ue.Limit == downPullLimit):
 		return &Error{Status: http.StatusTooManyRequests, Code: CodeTooManyRequests, Message: "upstream " + ue.Upstream + "'s pull limit is used up: cached images still pull; retry this one after Retry-After, or give cove an account with a higher limit (mirror.upstreams." + ue.Upstream + ".username)", Err: ue, retryAfter: ue.RetryAfter}
 	case ue.Status == http.StatusTooManyRequests:
 		return &Error{Status: http.StatusTooManyRequests, Code: CodeTooManyRequests, Message: "upstream " + ue.Upstream + " is limiting requests", Err: ue, retryAfter: ue.RetryAfter}
@@ -166,7 +166,7 @@ func upstreamError(ue *UpstreamError) *Error {
 	case ue.Status != 0:
 		return &Error{Status: http.StatusBadGateway, Code: CodeUnavailable, Message: fmt.Sprintf("upstream %s answered %d", ue.Upstream, ue.Status), Err: ue}
 	case ue.Timeout:
-		return &Error{Status: http.StatusGatewayTimeout, Code: CodeUnavailable, Message: "upstream " + ue.Upstream + " did not answer in time", Err: ue}
+		return &Error{Status: http.StatusGatewayTimeout, Code: CodeUnavailable, Message: "upstream " + ue.Upstream + " did not answer within its time budget (mirror.upstreams." + ue.Upstream + ".timeout, or mirror.timeout): it is marked down a few seconds; cached images still pull", Err: ue}
 	}
 	return &Error{Status: http.StatusServiceUnavailable, Code: CodeUnavailable, Message: "upstream " + ue.Upstream + " is unreachable", Err: ue}
 }

@@ -58,9 +58,10 @@ func (s *Server) handleGetManifest(w http.ResponseWriter, r *http.Request, req r
 }
 
 // readManifest reads a stored manifest for a client: a GET counts as a pull (Harbor's pull count
-// and time, and the cache's LRU), a HEAD does not (clients HEAD a tag, then GET its digest).
+// and time, and the cache's LRU), a HEAD does not (clients HEAD a tag, then GET its digest), nor
+// does a warm's.
 func (s *Server) readManifest(r *http.Request, repo, ref string) (cache.Manifest, []byte, error) {
-	if r.Method == http.MethodHead {
+	if r.Method == http.MethodHead || warming(r) {
 		return s.store.Manifests.Read(r.Context(), repo, ref)
 	}
 	return s.store.Manifests.Get(r.Context(), repo, ref)

@@ -269,7 +269,7 @@ func (s *Server) serveStale(ctx context.Context, req request, cause error, serve
 func (s *Server) negativeHit(w http.ResponseWriter, req request) error {
 	s.setOutcome(w, req, csNegative)
 	return newError(http.StatusNotFound, CodeManifestUnknown,
-		"manifest unknown to %s (its answer of less than mirror.negative_ttl ago)", req.up.Name)
+		"manifest unknown to %s (its answer, remembered for mirror.negative_ttl)", req.up.Name)
 }
 
 func isNotFound(err error) bool {
@@ -307,7 +307,7 @@ func (s *Server) fetchAndServeManifest(w http.ResponseWriter, r *http.Request, r
 		}
 		s.setOutcome(w, req, o)
 		s.writeMirrored(w, r, req, mt.MediaType, um.digest, um.body)
-		if r.Method != http.MethodHead {
+		if r.Method != http.MethodHead && !warming(r) {
 			s.store.Manifests.CountPull(req.repo, um.digest) // a pull, by tag or by digest alone
 		}
 		return nil

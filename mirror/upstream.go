@@ -161,7 +161,7 @@ func (g *guard) allowed(u *url.URL) bool {
 }
 
 // errSchemeRefused refuses a request to the upstream's host in a scheme other than its own.
-var errSchemeRefused = errors.New("refused: the upstream is configured with the other scheme")
+var errSchemeRefused = errors.New("not tried: the upstream's URL names the other scheme, which alone cove uses")
 
 func (g *guard) RoundTrip(req *http.Request) (*http.Response, error) {
 	up := g.up
@@ -322,7 +322,9 @@ type UpstreamError struct {
 	NotFound   bool
 	Timeout    bool
 	// Down is why the upstream's circuit is open when the request was not sent at all (down*).
-	Down  string
+	Down string
+	// Limit is, for a 429 answer, which it was: downPullLimit or downThrottled.
+	Limit string
 	Cause error
 }
 
@@ -377,6 +379,7 @@ func (u *upstream) statusError(resp *http.Response) error {
 	}
 	if resp.StatusCode == http.StatusTooManyRequests {
 		ue.RetryAfter = u.retryAfterLeft()
+		_, ue.Limit, _, _ = u.circuit.state(u.now())
 	}
 	return ue
 }

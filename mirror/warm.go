@@ -528,6 +528,11 @@ func (w *Warmer) getBlob(ctx context.Context, req request, d ocispec.Descriptor)
 	return false, rw.n, nil
 }
 
+// warmKey marks the requests of a warm: they are no client's pulls (no pull count or time).
+type warmKey struct{}
+
+func warming(r *http.Request) bool { return r.Context().Value(warmKey{}) != nil }
+
 // serve runs h as for a client's GET of req, writing to rw. A handler that cuts the response
 // (http.ErrAbortHandler: a fill that failed while it streamed) is an error, as is an answer
 // other than 200. Errors are what an admin may read: a client's message, the cause logged.
@@ -536,7 +541,7 @@ func (w *Warmer) serve(ctx context.Context, rw *warmWriter, req request, h handl
 	if req.kind == KindBlob {
 		path = "/v2/" + req.repo + "/blobs/" + req.ref
 	}
-	r, err := http.NewRequestWithContext(ctx, http.MethodGet, path, nil)
+	r, err := http.NewRequestWithContext(context.WithValue(ctx, warmKey{}, true), http.MethodGet, path, nil)
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package mirror_test
 import (
 	"context"
 	"errors"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -198,6 +199,17 @@ func TestWarmThenPullAsksTheUpstreamNothing(t *testing.T) {
 	if pulls != 3 {
 		t.Errorf("audited pulls by the operator = %d, want 3 (the index, its amd64 image, the plain image)", pulls)
 	}
+	// A warm is no client's pull: no pull count, no pull time (the listing writes the pulls
+	// noted so far before it reads them).
+	sums, err := me.store.Manifests.RepositorySummaries(context.Background(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sum := range sums {
+		if sum.Pulls != 0 || !sum.Pulled.IsZero() {
+			t.Errorf("after a warm, %s has %d pulls, last at %v; want none", sum.Name, sum.Pulls, sum.Pulled)
+		}
+	}
 
 	// Now the clients: nothing goes upstream.
 	before := up.count("GET manifests") + up.count("HEAD manifests") + up.count("GET blobs") + up.count("HEAD blobs") + up.count("GET ping")
@@ -213,6 +225,19 @@ func TestWarmThenPullAsksTheUpstreamNothing(t *testing.T) {
 	if after != before || afterG != beforeG {
 		t.Errorf("pulls of warmed images went upstream: %d and %d requests", after-before, afterG-beforeG)
 	}
+
+	pullsOf := func() map[string]int64 {
+		sums, err := me.store.Manifests.RepositorySummaries(context.Background(), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]int64{}
+		for _, sum := range sums {
+			out[sum.Name] = sum.Pulls
+		}
+		return out
+	}
+	clientPulls := pullsOf()
 
 	// A second warm finds everything cached: it reads no blob again, and confirms the tags once
 	// they are stale (a HEAD each), so the pulls after it again ask nothing.
@@ -231,6 +256,9 @@ func TestWarmThenPullAsksTheUpstreamNothing(t *testing.T) {
 	}
 	if n := up.count("HEAD manifests"); n != 1 {
 		t.Errorf("upstream manifest HEADs = %d, want 1 (the stale tag confirmed)", n)
+	}
+	if got := pullsOf(); !maps.Equal(got, clientPulls) {
+		t.Errorf("pulls after the second warm = %v, want the clients' only, %v", got, clientPulls)
 	}
 	list, err := w.Jobs(context.Background())
 	if err != nil || len(list) != 2 || list[0].ID != job2.ID || list[0].Kind != cache.WarmSchedule {

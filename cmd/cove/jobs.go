@@ -95,7 +95,7 @@ func warmSchedule(ctx context.Context, w *mirror.Warmer, meta kv.DB, cfg WarmCon
 			if err != nil {
 				return err
 			}
-			log.Info("scheduled warm started", "id", job.ID, "images", len(cfg.Images), "every", interval)
+			log.Info("scheduled warm started", "id", job.ID, "images", len(cfg.Images), "every", interval.String())
 			return nil
 		})
 		switch {

@@ -30,6 +30,7 @@ function say(id, text) {
   const el = document.getElementById(id);
   el.textContent = text;
   el.hidden = false;
+  el.scrollIntoView({ block: "nearest" }); // a form far down the page: its answer is up here
 }
 
 async function showError(e) { say("error", await translate(e)); }
