@@ -54,6 +54,10 @@ type Config struct {
 	Quotas Quotas
 	// Retention runs the projects' tag retention policies (cache.Retention).
 	Retention Retentions
+	// Webhooks keeps webhook policies and their history; nil when cove runs read-only.
+	Webhooks Webhooks
+	// Events takes the deletes done through the API, for webhooks; nil sends none.
+	Events Notifier
 	// System is what the system endpoints report; Stored, the blobs stored and their bytes.
 	System SystemInfo
 	Stored func() (blobs, bytes int64)
@@ -82,6 +86,8 @@ type Server struct {
 	system      SystemInfo
 	quotas      Quotas
 	retention   Retentions
+	hooks       Webhooks
+	events      Notifier
 	stored      func() (blobs, bytes int64)
 	mirror      func() MirrorStatus
 	nodes       func(ctx context.Context) ([]Node, error)
@@ -110,7 +116,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Server{browse: cfg.Browse, evict: cfg.Evict, content: cfg.Content, blobs: cfg.Blobs, gc: cfg.GC, warm: cfg.Warm, system: cfg.System, quotas: cfg.Quotas, retention: cfg.Retention, stored: cfg.Stored, mirror: cfg.Mirror, nodes: cfg.Nodes, upstreams: cfg.Upstreams, maxMirrored: cfg.MaxMirrored,
+	s := &Server{browse: cfg.Browse, evict: cfg.Evict, content: cfg.Content, blobs: cfg.Blobs, gc: cfg.GC, warm: cfg.Warm, system: cfg.System, quotas: cfg.Quotas, retention: cfg.Retention, hooks: cfg.Webhooks, events: cfg.Events, stored: cfg.Stored, mirror: cfg.Mirror, nodes: cfg.Nodes, upstreams: cfg.Upstreams, maxMirrored: cfg.MaxMirrored,
 		history: &history{now: cfg.Now}, certs: cfg.Certificates, auth: cfg.Auth, audit: cfg.Audit, repos: cfg.Repos, log: cfg.Logger, mux: http.NewServeMux()}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -156,6 +162,23 @@ func (s *Server) routes() []apiRoute {
 		{"GET /api/v2.0/projects/{name}/repositories/{repo}/artifacts/{reference}/tags", s.handleListTags, "List an artifact's tags"},
 		{"POST /api/v2.0/projects/{name}/repositories/{repo}/artifacts/{reference}/tags", s.handleAddTag, "Add a tag to an artifact (developers and up)"},
 		{"DELETE /api/v2.0/projects/{name}/repositories/{repo}/artifacts/{reference}/tags/{tag}", s.handleDeleteTag, "Delete a tag (maintainers and up)"},
+		{"GET /api/v2.0/projects/{name}/webhook/policies", s.handleListWebhooks, "List a project's webhook policies (maintainers and up)"},
+		{"POST /api/v2.0/projects/{name}/webhook/policies", s.handleCreateWebhook, "Create a webhook policy (project admins)"},
+		{"GET /api/v2.0/projects/{name}/webhook/policies/{id}", s.handleGetWebhook, "Get a webhook policy"},
+		{"PUT /api/v2.0/projects/{name}/webhook/policies/{id}", s.handleUpdateWebhook, "Change a webhook policy (project admins)"},
+		{"DELETE /api/v2.0/projects/{name}/webhook/policies/{id}", s.handleDeleteWebhook, "Delete a webhook policy and its history (project admins)"},
+		{"GET /api/v2.0/projects/{name}/webhook/policies/{id}/executions", s.handleWebhookExecutions, "A policy's deliveries, an execution per event, newest first"},
+		{"GET /api/v2.0/projects/{name}/webhook/policies/{id}/executions/{eid}/tasks", s.handleWebhookTasks, "An execution's tasks: one per target, with status, attempts (run_count) and last error"},
+		{"GET /api/v2.0/projects/{name}/webhook/policies/{id}/executions/{eid}/tasks/{tid}/log", s.handleWebhookTaskLog, "A task's attempts, a line each"},
+		{"GET /api/v2.0/projects/{name}/webhook/events", s.handleWebhookEvents, "The event types cove fires, and how it notifies"},
+		{"GET /api/v2.0/system/webhook/policies", s.handleListWebhooks, "List the system's webhook policies: events of mirrored repositories (system admins)"},
+		{"POST /api/v2.0/system/webhook/policies", s.handleCreateWebhook, "Create a system webhook policy (system admins)"},
+		{"GET /api/v2.0/system/webhook/policies/{id}", s.handleGetWebhook, "Get a system webhook policy"},
+		{"PUT /api/v2.0/system/webhook/policies/{id}", s.handleUpdateWebhook, "Change a system webhook policy"},
+		{"DELETE /api/v2.0/system/webhook/policies/{id}", s.handleDeleteWebhook, "Delete a system webhook policy and its history"},
+		{"GET /api/v2.0/system/webhook/policies/{id}/executions", s.handleWebhookExecutions, "A system policy's deliveries"},
+		{"GET /api/v2.0/system/webhook/policies/{id}/executions/{eid}/tasks", s.handleWebhookTasks, "An execution's tasks"},
+		{"GET /api/v2.0/system/webhook/policies/{id}/executions/{eid}/tasks/{tid}/log", s.handleWebhookTaskLog, "A task's attempts"},
 		{"GET /api/v2.0/projects/{name}/immutabletagrules", s.handleListImmutableRules, "List a project's tag immutability rules"},
 		{"POST /api/v2.0/projects/{name}/immutabletagrules", s.handleAddImmutableRule, "Add a tag immutability rule (project admins, maintainers)"},
 		{"PUT /api/v2.0/projects/{name}/immutabletagrules/{id}", s.handleUpdateImmutableRule, "Change a tag immutability rule (project admins, maintainers)"},

@@ -19,6 +19,7 @@ import (
 
 	"cove/auth"
 	"cove/cache"
+	"cove/internal/webhook"
 )
 
 // Repositories, artifacts and tags in Harbor's shapes (HARBOR-API §1). A repository's path
@@ -334,10 +335,17 @@ func (s *Server) handleDeleteRepository(w http.ResponseWriter, r *http.Request, 
 	if err != nil {
 		return err
 	}
+	var gone []cache.Artifact // for the webhooks: a DELETE_ARTIFACT each, as Harbor
+	if s.events != nil {
+		gone, _ = s.browse.Artifacts(r.Context(), repo)
+	}
 	if err := s.content.DeleteRepository(r.Context(), repo); err != nil {
 		return storeError(err, repo, "")
 	}
 	s.record(r, who, "delete", "repository", repo, "")
+	for _, a := range gone {
+		s.event(r, who, webhook.DeleteArtifact, repo, a.Digest.String(), firstTag(a.Tags))
+	}
 	w.WriteHeader(http.StatusOK)
 	return nil
 }
@@ -475,6 +483,7 @@ func (s *Server) handleDeleteArtifact(w http.ResponseWriter, r *http.Request, wh
 		return storeError(err, repo, ref)
 	}
 	s.record(r, who, "delete", "artifact", repo+"@"+a.Digest.String(), strings.Join(a.Tags, ","))
+	s.event(r, who, webhook.DeleteArtifact, repo, a.Digest.String(), firstTag(a.Tags))
 	w.WriteHeader(http.StatusOK)
 	return nil
 }
@@ -601,4 +610,12 @@ func (s *Server) handleDeleteTag(w http.ResponseWriter, r *http.Request, who aut
 	s.record(r, who, "delete", "tag", repo+":"+name, a.Digest.String())
 	w.WriteHeader(http.StatusOK)
 	return nil
+}
+
+// firstTag is the first of tags, "" when there are none.
+func firstTag(tags []string) string {
+	if len(tags) == 0 {
+		return ""
+	}
+	return tags[0]
 }

@@ -270,6 +270,11 @@ func (s *Server) handleDeleteProject(w http.ResponseWriter, r *http.Request, who
 			}
 		}
 	}
+	if s.hooks != nil {
+		if err := s.hooks.DeleteProject(r.Context(), p.ID); err != nil {
+			s.log.ErrorContext(r.Context(), "removing a deleted project's webhook policies", "project", p.Name, "err", err)
+		}
+	}
 	if s.quotas != nil {
 		if err := s.quotas.DeleteQuota(r.Context(), p.Name); err != nil {
 			s.log.ErrorContext(r.Context(), "removing a deleted project's quota", "project", p.Name, "err", err)

@@ -7,6 +7,7 @@ import (
 
 	"cove/auth"
 	"cove/cache"
+	"cove/internal/webhook"
 )
 
 // The OpenAPI document's request and response schemas, made by reflection from the very types
@@ -102,7 +103,24 @@ var shapes = map[string]shape{
 	"POST /api/v2.0/retentions/{id}/executions": {req: struct {
 		DryRun bool `json:"dry_run"`
 	}{}, status: 201},
-	"GET /api/v2.0/retentions/{id}/executions": {resp: []retentionExecution{}, query: pageQuery},
+	"GET /api/v2.0/retentions/{id}/executions":                                             {resp: []retentionExecution{}, query: pageQuery},
+	"GET /api/v2.0/projects/{name}/webhook/policies":                                       {resp: []webhook.Policy{}, query: pageQuery},
+	"POST /api/v2.0/projects/{name}/webhook/policies":                                      {req: webhook.Policy{}, status: 201},
+	"GET /api/v2.0/projects/{name}/webhook/policies/{id}":                                  {resp: webhook.Policy{}},
+	"PUT /api/v2.0/projects/{name}/webhook/policies/{id}":                                  {req: webhook.Policy{}},
+	"DELETE /api/v2.0/projects/{name}/webhook/policies/{id}":                               {},
+	"GET /api/v2.0/projects/{name}/webhook/policies/{id}/executions":                       {resp: []webhook.Execution{}, query: pageQuery},
+	"GET /api/v2.0/projects/{name}/webhook/policies/{id}/executions/{eid}/tasks":           {resp: []webhook.Task{}, query: pageQuery},
+	"GET /api/v2.0/projects/{name}/webhook/policies/{id}/executions/{eid}/tasks/{tid}/log": {text: true},
+	"GET /api/v2.0/projects/{name}/webhook/events":                                         {resp: map[string]any{}},
+	"GET /api/v2.0/system/webhook/policies":                                                {resp: []webhook.Policy{}, query: pageQuery},
+	"POST /api/v2.0/system/webhook/policies":                                               {req: webhook.Policy{}, status: 201},
+	"GET /api/v2.0/system/webhook/policies/{id}":                                           {resp: webhook.Policy{}},
+	"PUT /api/v2.0/system/webhook/policies/{id}":                                           {req: webhook.Policy{}},
+	"DELETE /api/v2.0/system/webhook/policies/{id}":                                        {},
+	"GET /api/v2.0/system/webhook/policies/{id}/executions":                                {resp: []webhook.Execution{}, query: pageQuery},
+	"GET /api/v2.0/system/webhook/policies/{id}/executions/{eid}/tasks":                    {resp: []webhook.Task{}, query: pageQuery},
+	"GET /api/v2.0/system/webhook/policies/{id}/executions/{eid}/tasks/{tid}/log":          {text: true},
 	"PATCH /api/v2.0/retentions/{id}/executions/{eid}": {req: struct {
 		Action string `json:"action"`
 	}{}},

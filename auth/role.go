@@ -68,6 +68,12 @@ const (
 	ActionUpdateProject Action = "update-project"
 	// ActionDeleteProject deletes the project (Harbor: self delete).
 	ActionDeleteProject Action = "delete-project"
+	// ActionReadWebhooks reads the project's webhook policies and their deliveries (Harbor:
+	// notification-policy read, list).
+	ActionReadWebhooks Action = "read-webhooks"
+	// ActionManageWebhooks creates, changes and deletes them (Harbor: notification-policy create,
+	// update, delete: project admins only).
+	ActionManageWebhooks Action = "manage-webhooks"
 )
 
 // rolePermissions is Harbor's project permission table, for the actions cove has: every role
@@ -76,8 +82,9 @@ const (
 // and nothing else — it sees neither the members, nor the robots, nor the project's log (the
 // addresses of others are in it).
 var rolePermissions = map[Role][]Action{
-	RoleProjectAdmin: {ActionPull, ActionPush, ActionDelete, ActionReadMembers, ActionReadLogs, ActionReadRobots, ActionManageMembers, ActionUpdateProject, ActionDeleteProject},
-	RoleMaintainer:   {ActionPull, ActionPush, ActionDelete, ActionReadMembers, ActionReadLogs, ActionReadRobots, ActionUpdateProject},
+	RoleProjectAdmin: {ActionPull, ActionPush, ActionDelete, ActionReadMembers, ActionReadLogs, ActionReadRobots, ActionManageMembers, ActionUpdateProject, ActionDeleteProject,
+		ActionReadWebhooks, ActionManageWebhooks},
+	RoleMaintainer:   {ActionPull, ActionPush, ActionDelete, ActionReadMembers, ActionReadLogs, ActionReadRobots, ActionUpdateProject, ActionReadWebhooks},
 	RoleDeveloper:    {ActionPull, ActionPush, ActionReadMembers, ActionReadLogs, ActionReadRobots},
 	RoleGuest:        {ActionPull, ActionReadMembers, ActionReadLogs, ActionReadRobots},
 	RoleLimitedGuest: {ActionPull},

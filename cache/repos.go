@@ -34,6 +34,17 @@ func getRepoInfo(txn kv.Txn, repo string) (RepoInfo, error) {
 	return info, err
 }
 
+// RepoCreated is when repo got its first manifest; zero when it has none, or is not known.
+func (ms *Manifests) RepoCreated(ctx context.Context, repo string) time.Time {
+	var info RepoInfo
+	_ = ms.db.View(ctx, func(txn kv.Txn) error {
+		var err error
+		info, err = getRepoInfo(txn, repo)
+		return err
+	})
+	return info.Created
+}
+
 // ensureRepoInfo notes when a repository got its first manifest.
 func ensureRepoInfo(txn kv.Txn, repo string, now time.Time) error {
 	if _, err := txn.Get([]byte(prefixRepoInfo + repo)); !errors.Is(err, kv.ErrNotFound) {

@@ -141,6 +141,15 @@ type Retention struct {
 
 	mu      sync.Mutex
 	running map[int64]context.CancelFunc // runs in progress on this node, by run id
+	// onDone, when set, is told of each run that ended (notifications); guarded by mu.
+	onDone func(p RetentionPolicy, run RetentionRun)
+}
+
+// OnDone sets what is told of each run that ends: its policy and its result.
+func (rt *Retention) OnDone(fn func(p RetentionPolicy, run RetentionRun)) {
+	rt.mu.Lock()
+	rt.onDone = fn
+	rt.mu.Unlock()
 }
 
 // NewRetention returns the retention runner of st.
@@ -306,8 +315,12 @@ func (rt *Retention) Start(ctx context.Context, id int64, trigger string, dryRun
 		done := rt.execute(runCtx, p, run)
 		rt.mu.Lock()
 		delete(rt.running, run.ID)
+		onDone := rt.onDone
 		rt.mu.Unlock()
 		rt.save(done)
+		if onDone != nil {
+			onDone(p, done)
+		}
 	})
 	return run, nil
 }

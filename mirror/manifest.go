@@ -15,6 +15,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"cove/cache"
+	"cove/internal/webhook"
 )
 
 // The manifest media types cove stores. Docker schema 1 is long deprecated and refused.
@@ -53,8 +54,17 @@ func (s *Server) handleGetManifest(w http.ResponseWriter, r *http.Request, req r
 	if r.Method != http.MethodHead {
 		_, _ = w.Write(body)
 		s.record(r, req, "pull", req.repo+"@"+m.Digest.String())
+		s.event(r, req, webhook.PullArtifact, m.Digest, refTag(req.ref))
 	}
 	return nil
+}
+
+// refTag is ref when it is a tag, "" when it is a digest.
+func refTag(ref string) string {
+	if strings.Contains(ref, ":") {
+		return ""
+	}
+	return ref
 }
 
 // readManifest reads a stored manifest for a client: a GET counts as a pull (Harbor's pull count
@@ -129,6 +139,11 @@ func (s *Server) handlePutManifest(w http.ResponseWriter, r *http.Request, req r
 		h.Add("OCI-Tag", t)
 	}
 	s.record(r, req, "push", req.repo+":"+req.ref)
+	tag := ""
+	if len(tags) > 0 {
+		tag = tags[0]
+	}
+	s.event(r, req, webhook.PushArtifact, m.Digest, tag)
 	w.WriteHeader(http.StatusCreated)
 	return nil
 }
@@ -235,7 +250,8 @@ func (s *Server) handleDeleteManifest(w http.ResponseWriter, r *http.Request, re
 		return err
 	}
 	var err error
-	if dgst, perr := digest.Parse(req.ref); perr == nil {
+	dgst, perr := digest.Parse(req.ref)
+	if perr == nil {
 		err = s.store.Manifests.Delete(r.Context(), req.repo, dgst)
 	} else {
 		err = s.store.Manifests.DeleteTag(r.Context(), req.repo, req.ref)
@@ -244,6 +260,7 @@ func (s *Server) handleDeleteManifest(w http.ResponseWriter, r *http.Request, re
 		return err
 	}
 	s.record(r, req, "delete", req.repo+":"+req.ref)
+	s.event(r, req, webhook.DeleteArtifact, dgst, refTag(req.ref))
 	w.WriteHeader(http.StatusAccepted)
 	return nil
 }

@@ -17,6 +17,7 @@ import (
 
 	"cove/auth"
 	"cove/cache"
+	"cove/internal/webhook"
 )
 
 // The pull-through side of the registry (docs/DESIGN.md, "How a pull flows"): a repository name that
@@ -144,6 +145,9 @@ func (s *Server) writeMirrored(w http.ResponseWriter, r *http.Request, req reque
 	writeManifest(w, r, mediaType, dgst, body)
 	if r.Method != http.MethodHead {
 		s.record(r, req, "pull", req.repo+"@"+dgst.String())
+		if !warming(r) {
+			s.event(r, req, webhook.PullArtifact, dgst, refTag(req.ref))
+		}
 	}
 }
 

@@ -8,6 +8,7 @@
 package mirror
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -17,12 +18,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/singleflight"
 
 	"cove/auth"
 	"cove/cache"
 	"cove/internal/cluster"
 	"cove/internal/telemetry"
+	"cove/internal/webhook"
 )
 
 // Authenticator says who a request comes from, and how to ask it for credentials; auth.Tokens
@@ -46,6 +49,11 @@ type Authorizer interface {
 	ProjectExists(ctx context.Context, name string) (bool, error)
 }
 
+// Notifier takes events for webhook policies, without blocking; webhook.Dispatcher implements it.
+type Notifier interface {
+	Notify(e webhook.Event)
+}
+
 // Auditor records push, pull and delete events; auth.Audit implements it.
 type Auditor interface {
 	Record(ctx context.Context, e auth.Event) error
@@ -66,6 +74,8 @@ type limitedRecorder interface {
 type Config struct {
 	// Audit receives push, pull and delete events; nil records nothing.
 	Audit Auditor
+	// Notifier takes the same events for webhooks; nil sends none.
+	Notifier Notifier
 	Store *cache.Store
 	// Auth authenticates requests (auth.Tokens); Policy authorizes them (auth.Policy).
 	Auth   Authenticator
@@ -106,6 +116,7 @@ type Server struct {
 	auth   Authenticator
 	policy Authorizer
 	audit  Auditor
+	notify Notifier
 	log    *slog.Logger
 	idle   time.Duration
 
@@ -134,7 +145,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("mirror: a store and an authorizer are required")
 	}
 	s := &Server{
-		store: cfg.Store, auth: cfg.Auth, policy: cfg.Policy, audit: cfg.Audit, log: cfg.Logger, idle: cfg.IdleTimeout,
+		store: cfg.Store, auth: cfg.Auth, policy: cfg.Policy, audit: cfg.Audit, notify: cfg.Notifier, log: cfg.Logger, idle: cfg.IdleTimeout,
 		upstreams: map[string]*upstream{}, tagTTL: cfg.TagTTL, revalidate: cfg.RevalidateTimeout,
 		fetchTimeout: cfg.FetchTimeout, metrics: cfg.Metrics, now: cfg.Now, cluster: cfg.Cluster,
 		negative:        negativeCache{ttl: cfg.NegativeTTL},
@@ -396,6 +407,17 @@ func (s *Server) record(r *http.Request, req request, op, resource string) {
 	if err != nil {
 		s.log.ErrorContext(r.Context(), "writing an audit record", "err", err)
 	}
+}
+
+// event hands what req did to the webhooks: typ, the manifest dgst, and its tag when the
+// request named one.
+func (s *Server) event(r *http.Request, req request, typ string, dgst digest.Digest, tag string) {
+	if s.notify == nil {
+		return
+	}
+	e := webhook.Event{Type: typ, Operator: cmp.Or(req.who.Name, "anonymous"), Time: s.now(), Repo: req.repo, Name: req.name,
+		Mirrored: req.up != nil, Digest: dgst.String(), Tag: tag}
+	s.notify.Notify(e)
 }
 
 // recordRefused leaves a failure record for a push or delete that did not succeed, by someone

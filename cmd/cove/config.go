@@ -43,6 +43,15 @@ type Config struct {
 	// Cluster makes the node one of a fleet (storage.metadata.kind postgres with
 	// storage.blobs.kind s3): see README, "Run a fleet".
 	Cluster ClusterConfig `yaml:"cluster"`
+	// Webhooks configures the deliveries of webhook policies.
+	Webhooks WebhooksConfig `yaml:"webhooks"`
+}
+
+// WebhooksConfig configures webhook deliveries.
+type WebhooksConfig struct {
+	// AllowPrivateTargets lets policies send to loopback and private addresses (a receiver on
+	// the same network); link-local ones (cloud metadata services) are refused whatever it says.
+	AllowPrivateTargets bool `yaml:"allow_private_targets"`
 }
 
 // ClusterConfig is a fleet node's identity among the others.

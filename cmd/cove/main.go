@@ -20,6 +20,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -41,6 +42,7 @@ import (
 	"cove/cache"
 	"cove/internal/kv"
 	"cove/internal/telemetry"
+	"cove/internal/webhook"
 	"cove/mirror"
 	covetls "cove/tls"
 )
@@ -211,10 +213,19 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	if member != nil {
 		uploadPrefix = mirror.UploadPrefix(member.Self().Name)
 	}
-	// Quota warnings and refusals go to the log and the audit log (notifications will hang here).
+	// Quota warnings and refusals go to the log, the audit log and the webhooks.
 	var quotaAudit *auth.Audit
+	var hooks atomic.Pointer[webhook.Dispatcher]
 	onQuota := func(project, kind string, used, hard int64) {
 		log.Warn("project quota "+kind, "project", project, "used_bytes", used, "hard_bytes", hard)
+		if d := hooks.Load(); d != nil {
+			typ, what := webhook.QuotaWarning, "reached 85 % of"
+			if kind == "exceeded" {
+				typ, what = webhook.QuotaExceed, "refused a write past"
+			}
+			d.Notify(webhook.Event{Type: typ, Operator: "system", Project: project,
+				Details: fmt.Sprintf("project %s %s its quota: %d of %d bytes used", project, what, used, hard)})
+		}
 		if quotaAudit != nil {
 			result := "success"
 			if kind == "exceeded" {
@@ -304,6 +315,29 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 		fmt.Fprintf(stdout, selfSignedHint, certs.CAFile, ln.Addr().String())
 	}
 
+	// Webhooks: events go to a queue in the metadata store, delivered in the background (after
+	// the store: closed before it, once the server takes no more requests).
+	var dispatcher *webhook.Dispatcher
+	if !readOnly {
+		host := ln.Addr().String()
+		if u, err := url.Parse(cfg.PublicURL); err == nil && u.Host != "" {
+			host = u.Host
+		}
+		dispatcher, err = webhook.New(webhook.Config{
+			DB: meta, Logger: log, AllowPrivate: cfg.Webhooks.AllowPrivateTargets, Host: host,
+			Project: func(ctx context.Context, name string) (int64, bool, error) {
+				p, err := authSvc.Policy.Project(ctx, name)
+				return p.ID, p.Public, err
+			},
+			RepoCreated: store.Manifests.RepoCreated,
+		})
+		if err != nil {
+			return err
+		}
+		defer dispatcher.Close()
+		hooks.Store(dispatcher)
+	}
+
 	var ups []mirror.Upstream
 	for name, u := range cfg.Mirror.Upstreams {
 		timeout := time.Duration(u.Timeout)
@@ -314,8 +348,15 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 			Timeout: timeout, RateLimitReserve: u.RateLimitReserve})
 	}
 	reg := prometheus.NewRegistry()
+	var notifier mirror.Notifier // a nil *Dispatcher must not make a non-nil interface
+	var adminHooks admin.Webhooks
+	var adminEvents admin.Notifier
+	if dispatcher != nil {
+		notifier, adminHooks, adminEvents = dispatcher, dispatcher.Policies(), dispatcher
+	}
 	registry, err := mirror.New(mirror.Config{
-		Store: store, Auth: authSvc.Tokens, Policy: authSvc.Policy, Audit: audit, Logger: log,
+		Notifier: notifier,
+		Store:    store, Auth: authSvc.Tokens, Policy: authSvc.Policy, Audit: audit, Logger: log,
 		Upstreams: ups, Default: cfg.Mirror.Default, TagTTL: time.Duration(cfg.Mirror.TagTTL), NegativeTTL: time.Duration(cfg.Mirror.NegativeTTL),
 		Metrics:      mirror.NewMetrics(reg),
 		BlobRedirect: remote != nil && cfg.Storage.Blobs.S3.Redirect,
@@ -334,6 +375,22 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 		return fmt.Errorf("garbage collection's schedule: %w", err)
 	}
 	retention := cache.NewRetention(store)
+	if dispatcher != nil {
+		retention.OnDone(func(p cache.RetentionPolicy, run cache.RetentionRun) {
+			if run.DryRun {
+				return
+			}
+			rt := &webhook.Retention{ProjectName: p.Project, PolicyID: p.ID, Result: "SUCCESS", DeletedArtifact: []webhook.DeletedArtifact{}}
+			if run.Status != "Succeed" {
+				rt.Result = "FAILURE"
+			}
+			for _, t := range run.Tasks {
+				rt.Total += t.Total
+				rt.Retained += t.Retained
+			}
+			dispatcher.Notify(webhook.Event{Type: webhook.TagRetention, Operator: "system", Project: p.Project, Retention: rt})
+		})
+	}
 	var gcJobs admin.GCJobs
 	if !readOnly {
 		gcJobs = gc
@@ -371,7 +428,7 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	api, err := admin.New(admin.Config{
 		System: system, Stored: store.Stats, Quotas: store, Retention: retention,
 		Auth: authSvc, Audit: audit, Repos: store.Manifests, Browse: store.Manifests, Evict: store.Evictor, Content: store.Manifests, Blobs: store, GC: gcJobs, Warm: warmJobs, Logger: log, Certificates: certs,
-		Upstreams: registry.UpstreamNames(), MaxMirrored: int64(cfg.Mirror.MaxSize),
+		Upstreams: registry.UpstreamNames(), MaxMirrored: int64(cfg.Mirror.MaxSize), Webhooks: adminHooks, Events: adminEvents,
 		Mirror: func() admin.MirrorStatus { return adminStatus(registry.Status()) },
 		Nodes:  fleetNodes(member),
 	})

@@ -1,0 +1,630 @@
+package webhook
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"cove/internal/kv"
+)
+
+// Config configures a Dispatcher.
+type Config struct {
+	DB     kv.DB
+	Logger *slog.Logger
+	Now    func() time.Time // nil: time.Now
+	// AllowPrivate lets targets be on loopback and private addresses
+	// (webhooks.allow_private_targets); link-local ones are refused whatever it says.
+	AllowPrivate bool
+	// Host is how clients reach cove ("registry.example.com"), for resource_url.
+	Host string
+	// Project looks up a local project by name: its id and whether it is public.
+	Project func(ctx context.Context, name string) (id int64, public bool, err error)
+	// RepoCreated is when a repository got its first manifest; nil or zero: not said.
+	RepoCreated func(ctx context.Context, repo string) time.Time
+	// Timeout bounds each attempt (zero: 10s); MaxAttempts bounds the attempts of a delivery
+	// (zero: 8); Backoff is the wait after the first failed attempt, doubled after each other,
+	// up to MaxBackoff (zero: 2s and 10 minutes).
+	Timeout     time.Duration
+	MaxAttempts int
+	Backoff     time.Duration
+	MaxBackoff  time.Duration
+	// Workers is how many deliveries run at once on this node (zero: 8).
+	Workers int
+}
+
+// Dispatcher takes events and delivers them to the policies that want them. It is safe for
+// concurrent use.
+type Dispatcher struct {
+	cfg      Config
+	log      *slog.Logger
+	policies *Policies
+	clients  [2]*http.Client // [0] verifies certificates, [1] does not (skip_cert_verify)
+
+	snapshot atomic.Pointer[[]stored] // the policies, reloaded on a change and each minute
+	events   chan Event               // taken, not yet written
+	wake     chan struct{}            // the queue has new entries
+	sem      chan struct{}            // a slot per delivery in flight
+	dropped  atomic.Int64
+
+	mu       sync.Mutex
+	inFlight map[int64]bool // queue entries this node delivers now, guarded by mu
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// queueCap bounds the events taken and not yet written: a store that stops taking them drops
+// the next ones (logged and counted), it never holds a push.
+const queueCap = 10_000
+
+// New starts a dispatcher: a writer that stores events in batches, and the delivery loop.
+func New(cfg Config) (*Dispatcher, error) {
+	if cfg.DB == nil {
+		return nil, errors.New("webhook: a metadata store is required")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 10 * time.Second
+	}
+	if cfg.MaxAttempts <= 0 {
+		cfg.MaxAttempts = 8
+	}
+	if cfg.Backoff <= 0 {
+		cfg.Backoff = 2 * time.Second
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 10 * time.Minute
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = 8
+	}
+	d := &Dispatcher{
+		cfg: cfg, log: cfg.Logger.With("component", "webhook"),
+		clients:  [2]*http.Client{newClient(cfg.AllowPrivate, false, cfg.Timeout), newClient(cfg.AllowPrivate, true, cfg.Timeout)},
+		events:   make(chan Event, queueCap),
+		wake:     make(chan struct{}, 1),
+		sem:      make(chan struct{}, cfg.Workers),
+		inFlight: map[int64]bool{},
+	}
+	d.policies = &Policies{db: cfg.DB, now: cfg.Now, allowPrivate: cfg.AllowPrivate, changed: d.reload}
+	d.ctx, d.cancel = context.WithCancel(context.Background())
+	d.reload()
+	d.wg.Go(d.writeLoop)
+	d.wg.Go(d.deliverLoop)
+	return d, nil
+}
+
+// Policies is the store of policies, for the API.
+func (d *Dispatcher) Policies() *Policies { return d.policies }
+
+// Close stops taking events, writes those taken, and stops the deliveries in flight (they are
+// tried again at the next start).
+func (d *Dispatcher) Close() {
+	close(d.events)
+	d.wg.Wait()
+}
+
+// Dropped counts the events dropped because the store did not take them.
+func (d *Dispatcher) Dropped() int64 { return d.dropped.Load() }
+
+// reload reads the policies again.
+func (d *Dispatcher) reload() {
+	all, err := d.policies.all(context.Background())
+	if err != nil {
+		d.log.Error("reading webhook policies", "err", err)
+		return
+	}
+	d.snapshot.Store(&all)
+}
+
+// wanted reports whether any enabled policy might want e: the cheap test of Notify.
+func (d *Dispatcher) wanted(e Event) bool {
+	all := d.snapshot.Load()
+	if all == nil {
+		return false
+	}
+	for _, p := range *all {
+		if p.Enabled && contains(p.EventTypes, e.Type) && (p.ProjectID == 0) == e.Mirrored {
+			if p.ProjectID == 0 || p.ProjectName == e.project() {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// project is the project of e's repository (or e.Project).
+func (e Event) project() string {
+	if e.Project != "" {
+		return e.Project
+	}
+	p, _, _ := strings.Cut(e.Repo, "/")
+	return p
+}
+
+// Notify takes e for the policies that want it. It never blocks: when the store has fallen
+// behind by queueCap events, e is dropped, logged and counted.
+func (d *Dispatcher) Notify(e Event) {
+	if e.Time.IsZero() {
+		e.Time = d.cfg.Now()
+	}
+	if !d.wanted(e) {
+		return
+	}
+	defer func() {
+		if recover() != nil { // closed: cove is stopping
+			d.dropped.Add(1)
+		}
+	}()
+	select {
+	case d.events <- e:
+	default:
+		if n := d.dropped.Add(1); n == 1 || n%1000 == 0 {
+			d.log.Error("webhook events dropped: the metadata store takes them slower than they come", "dropped", n)
+		}
+	}
+}
+
+// writeLoop stores the events taken, in batches of up to 100 (or what came in 50 ms).
+func (d *Dispatcher) writeLoop() {
+	defer d.cancel() // the delivery loop ends once every event taken is written
+	var batch []Event
+	flush := func() {
+		if len(batch) > 0 {
+			d.write(batch)
+			batch = batch[:0]
+		}
+	}
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case e, ok := <-d.events:
+			if !ok {
+				flush()
+				return
+			}
+			batch = append(batch, e)
+			if len(batch) >= 100 {
+				flush()
+			}
+		case <-t.C:
+			flush()
+		}
+	}
+}
+
+const (
+	prefixQueue = "webhook/queue/"
+	prefixExec  = "webhook/exec/"
+	seqExec     = "webhook/seq/exec"
+	seqTask     = "webhook/seq/task"
+)
+
+func execPrefix(policyID int64) string  { return prefixExec + pad(policyID) + "/" }
+func execKey(policyID, id int64) []byte { return []byte(execPrefix(policyID) + pad(id)) }
+func queueKey(taskID int64) []byte      { return []byte(prefixQueue + pad(taskID)) }
+
+// queued is a delivery waiting in the queue: one target of one execution.
+type queued struct {
+	TaskID      int64     `json:"task_id"`
+	ExecID      int64     `json:"exec_id"`
+	PolicyID    int64     `json:"policy_id"`
+	Target      Target    `json:"target"`
+	EventType   string    `json:"event_type"`
+	DeliveryID  string    `json:"delivery_id"`
+	ContentType string    `json:"content_type"`
+	Body        []byte    `json:"body"`
+	Attempts    int       `json:"attempts"`
+	Next        time.Time `json:"next"`
+	Lease       time.Time `json:"lease,omitzero"` // a node delivers it until then
+}
+
+// write turns events into executions, tasks and queue entries.
+func (d *Dispatcher) write(batch []Event) {
+	ctx := context.Background()
+	all := d.snapshot.Load()
+	if all == nil {
+		return
+	}
+	type item struct {
+		exec  execRecord
+		queue []queued
+	}
+	var items []item
+	for _, e := range batch {
+		var ri repoInfo
+		projectID := int64(0)
+		if !e.Mirrored {
+			id, public, err := d.cfg.Project(ctx, e.project())
+			if err != nil {
+				d.log.Warn("webhook event of a project that cannot be looked up", "project", e.project(), "err", err)
+				continue
+			}
+			projectID, ri.public = id, public
+		}
+		if e.Repo != "" && d.cfg.RepoCreated != nil {
+			ri.created = d.cfg.RepoCreated(ctx, e.Repo)
+		}
+		for _, p := range *all {
+			if !p.Enabled || !contains(p.EventTypes, e.Type) || p.ProjectID != projectID || (projectID == 0) != e.Mirrored {
+				continue
+			}
+			execID, err := d.cfg.DB.NextID(ctx, seqExec)
+			if err != nil {
+				d.log.Error("webhook event not stored", "type", e.Type, "err", err)
+				continue
+			}
+			it := item{exec: execRecord{ID: execID, PolicyID: p.ID, EventType: e.Type, Status: statusPending, Start: d.cfg.Now().UTC()}}
+			source := fmt.Sprintf("/projects/%d/webhook/policies/%d", p.ProjectID, p.ID)
+			if p.ProjectID == 0 {
+				source = fmt.Sprintf("/system/webhook/policies/%d", p.ID)
+			}
+			for _, t := range p.Targets {
+				taskID, err := d.cfg.DB.NextID(ctx, seqTask)
+				if err != nil {
+					d.log.Error("webhook event not stored", "type", e.Type, "err", err)
+					continue
+				}
+				deliveryID := newID()
+				body, ct, err := e.body(t.PayloadFormat, deliveryID, source, d.cfg.Host, ri)
+				if err != nil {
+					d.log.Error("webhook payload", "err", err)
+					continue
+				}
+				it.exec.Tasks = append(it.exec.Tasks, taskRecord{ID: taskID, ExecID: execID, Status: statusPending, Address: t.Address,
+					Created: it.exec.Start, Updated: it.exec.Start})
+				it.queue = append(it.queue, queued{TaskID: taskID, ExecID: execID, PolicyID: p.ID, Target: t, EventType: e.Type,
+					DeliveryID: deliveryID, ContentType: ct, Body: body, Next: it.exec.Start})
+			}
+			if len(it.queue) > 0 {
+				items = append(items, it)
+			}
+		}
+	}
+	if len(items) == 0 {
+		return
+	}
+	err := kv.Retry(ctx, d.cfg.DB, func(txn kv.Txn) error {
+		for _, it := range items {
+			if err := kv.Put(txn, execKey(it.exec.PolicyID, it.exec.ID), it.exec); err != nil {
+				return err
+			}
+			for _, q := range it.queue {
+				if err := kv.Put(txn, queueKey(q.TaskID), q); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		d.log.Error("webhook events not stored", "events", len(batch), "err", err)
+		return
+	}
+	seen := map[int64]bool{}
+	for _, it := range items {
+		if !seen[it.exec.PolicyID] {
+			seen[it.exec.PolicyID] = true
+			d.prune(ctx, it.exec.PolicyID)
+		}
+	}
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+// keepExecutions bounds each policy's history.
+const keepExecutions = 100
+
+// prune drops a policy's executions beyond the newest keepExecutions (their queue entries, if
+// any are left, end when they find their execution gone).
+func (d *Dispatcher) prune(ctx context.Context, policyID int64) {
+	var keys [][]byte
+	err := d.cfg.DB.View(ctx, func(txn kv.Txn) error {
+		n := 0
+		return txn.Scan([]byte(execPrefix(policyID)), kv.ScanOptions{Reverse: true, KeysOnly: true}, func(k, _ []byte) (bool, error) {
+			if n++; n > keepExecutions {
+				keys = append(keys, k)
+			}
+			return true, nil
+		})
+	})
+	if err != nil || len(keys) == 0 {
+		return
+	}
+	ops := make([]kv.Op, len(keys))
+	for i, k := range keys {
+		ops[i] = kv.Op{Key: k, Delete: true}
+	}
+	if err := d.cfg.DB.Write(ctx, ops); err != nil {
+		d.log.Warn("pruning webhook history", "err", err)
+	}
+}
+
+func newID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40 // a UUID, version 4
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+// deliverLoop delivers what is due, once a second or when woken, until the dispatcher closes.
+func (d *Dispatcher) deliverLoop() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for tick := 1; ; tick++ {
+		d.deliverDue()
+		if tick%30 == 0 {
+			d.reload() // another node of a fleet may have changed them
+		}
+		select {
+		case <-d.ctx.Done():
+			return
+		case <-d.wake:
+		case <-t.C:
+		}
+	}
+}
+
+// deliverDue claims the queue entries that are due and not leased, as many as there are free
+// slots, and delivers each in its own goroutine.
+func (d *Dispatcher) deliverDue() {
+	now := d.cfg.Now()
+	var due []queued
+	err := d.cfg.DB.View(d.ctx, func(txn kv.Txn) error {
+		return txn.Scan([]byte(prefixQueue), kv.ScanOptions{}, func(_, v []byte) (bool, error) {
+			var q queued
+			if err := jsonUnmarshal(v, &q); err != nil {
+				return true, nil
+			}
+			if !q.Next.After(now) && !q.Lease.After(now) {
+				d.mu.Lock()
+				busy := d.inFlight[q.TaskID]
+				d.mu.Unlock()
+				if !busy {
+					due = append(due, q)
+				}
+			}
+			return len(due) < 1000, nil
+		})
+	})
+	if err != nil {
+		if d.ctx.Err() == nil {
+			d.log.Warn("reading the webhook queue", "err", err)
+		}
+		return
+	}
+	for _, q := range due {
+		select {
+		case d.sem <- struct{}{}:
+		default:
+			return // every slot is taken: the rest at the next round
+		}
+		claimed, err := d.claim(q.TaskID, now)
+		if err != nil || !claimed {
+			<-d.sem
+			continue
+		}
+		d.mu.Lock()
+		d.inFlight[q.TaskID] = true
+		d.mu.Unlock()
+		d.wg.Go(func() {
+			defer func() {
+				d.mu.Lock()
+				delete(d.inFlight, q.TaskID)
+				d.mu.Unlock()
+				<-d.sem
+			}()
+			d.deliver(q)
+		})
+	}
+}
+
+// claim leases the entry for one attempt, in a transaction: another node that read it too finds
+// it leased.
+func (d *Dispatcher) claim(taskID int64, now time.Time) (bool, error) {
+	claimed := false
+	err := kv.Retry(d.ctx, d.cfg.DB, func(txn kv.Txn) error {
+		claimed = false
+		var q queued
+		if err := kv.Get(txn, queueKey(taskID), &q); errors.Is(err, kv.ErrNotFound) {
+			return nil
+		} else if err != nil {
+			return err
+		}
+		if q.Next.After(now) || q.Lease.After(now) {
+			return nil
+		}
+		q.Lease = now.Add(2*d.cfg.Timeout + 5*time.Second)
+		claimed = true
+		return kv.Put(txn, queueKey(taskID), q)
+	})
+	return claimed, err
+}
+
+// deliver makes one attempt of q and records how it went.
+func (d *Dispatcher) deliver(q queued) {
+	var pol stored
+	err := d.cfg.DB.View(d.ctx, func(txn kv.Txn) error { return kv.Get(txn, policyKey(q.PolicyID), &pol) })
+	if errors.Is(err, kv.ErrNotFound) {
+		d.finish(q, statusStopped, "the policy was deleted", "")
+		return
+	}
+	if err != nil {
+		d.release(q)
+		return
+	}
+	d.setTask(q, statusRunning, "", "")
+	start := d.cfg.Now()
+	status, msg := d.attempt(q, pol.Key)
+	q.Attempts++
+	line := fmt.Sprintf("%s attempt %d: %s (%s)", start.UTC().Format(time.RFC3339), q.Attempts, msg, d.cfg.Now().Sub(start).Round(time.Millisecond))
+	switch {
+	case status >= 200 && status < 300:
+		d.finish(q, statusSuccess, "", line)
+	case q.Attempts >= d.cfg.MaxAttempts:
+		d.log.Warn("webhook delivery failed for good", "policy", q.PolicyID, "address", q.Target.Address, "attempts", q.Attempts, "err", msg)
+		d.finish(q, statusError, msg, line)
+	case d.ctx.Err() != nil:
+		d.release(q) // cove stops: the next start tries again
+	default:
+		wait := min(d.cfg.Backoff<<min(q.Attempts-1, 20), d.cfg.MaxBackoff)
+		q.Next, q.Lease = d.cfg.Now().Add(wait), time.Time{}
+		err := kv.Retry(context.Background(), d.cfg.DB, func(txn kv.Txn) error {
+			if _, err := txn.Get(queueKey(q.TaskID)); err != nil {
+				return err
+			}
+			return kv.Put(txn, queueKey(q.TaskID), q)
+		})
+		if err != nil && !errors.Is(err, kv.ErrNotFound) {
+			d.log.Warn("requeueing a webhook delivery", "err", err)
+		}
+		d.setTask(q, statusPending, msg, line)
+	}
+}
+
+// attempt sends q once; it returns the receiver's status (0 when none) and what happened.
+func (d *Dispatcher) attempt(q queued, secret string) (int, string) {
+	ctx, cancel := context.WithTimeout(d.ctx, d.cfg.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, q.Target.Address, bytes.NewReader(q.Body))
+	if err != nil {
+		return 0, err.Error()
+	}
+	req.Header.Set("Content-Type", q.ContentType)
+	req.Header.Set("User-Agent", "cove-webhook")
+	req.Header.Set(HeaderDelivery, q.DeliveryID)
+	req.Header.Set(HeaderEvent, q.EventType)
+	if q.Target.AuthHeader != "" {
+		req.Header.Set("Authorization", q.Target.AuthHeader)
+	}
+	if secret != "" {
+		req.Header.Set(HeaderSignature, Sign(secret, q.Body))
+	}
+	client := d.clients[0]
+	if q.Target.SkipCertVerify {
+		client = d.clients[1]
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	return resp.StatusCode, "HTTP " + strconv.Itoa(resp.StatusCode)
+}
+
+// The headers of a delivery besides Content-Type and Authorization.
+const (
+	// HeaderDelivery is the delivery's id, the same on each attempt: receivers drop duplicates
+	// by it.
+	HeaderDelivery = "X-Cove-Delivery"
+	// HeaderEvent is the event type.
+	HeaderEvent = "X-Cove-Event"
+	// HeaderSignature is "sha256=" and the hex HMAC-SHA256 of the body under the policy's secret.
+	HeaderSignature = "X-Cove-Signature-256"
+)
+
+// Sign is the signature header's value for body under secret.
+func Sign(secret string, body []byte) string {
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write(body)
+	return "sha256=" + hex.EncodeToString(m.Sum(nil))
+}
+
+// release gives the entry back, unleased, for the next round.
+func (d *Dispatcher) release(q queued) {
+	_ = kv.Retry(context.Background(), d.cfg.DB, func(txn kv.Txn) error {
+		var cur queued
+		if err := kv.Get(txn, queueKey(q.TaskID), &cur); err != nil {
+			return err
+		}
+		cur.Lease = time.Time{}
+		return kv.Put(txn, queueKey(q.TaskID), cur)
+	})
+}
+
+// finish ends a delivery: its queue entry goes, its task records the end.
+func (d *Dispatcher) finish(q queued, status, msg, line string) {
+	err := kv.Retry(context.Background(), d.cfg.DB, func(txn kv.Txn) error {
+		if err := txn.Delete(queueKey(q.TaskID)); err != nil {
+			return err
+		}
+		return d.updateTask(txn, q, status, msg, line)
+	})
+	if err != nil {
+		d.log.Warn("recording a webhook delivery", "err", err)
+	}
+}
+
+func (d *Dispatcher) setTask(q queued, status, msg, line string) {
+	err := kv.Retry(context.Background(), d.cfg.DB, func(txn kv.Txn) error { return d.updateTask(txn, q, status, msg, line) })
+	if err != nil {
+		d.log.Warn("recording a webhook delivery", "err", err)
+	}
+}
+
+// updateTask records a task's state in its execution, whose status follows its tasks'.
+func (d *Dispatcher) updateTask(txn kv.Txn, q queued, status, msg, line string) error {
+	var ex execRecord
+	if err := kv.Get(txn, execKey(q.PolicyID, q.ExecID), &ex); errors.Is(err, kv.ErrNotFound) {
+		return nil // pruned, or its policy deleted
+	} else if err != nil {
+		return err
+	}
+	now := d.cfg.Now().UTC()
+	for i := range ex.Tasks {
+		t := &ex.Tasks[i]
+		if t.ID != q.TaskID {
+			continue
+		}
+		t.Status, t.RunCount, t.Updated = status, q.Attempts, now
+		if msg != "" || status == statusSuccess {
+			t.Message = msg
+		}
+		if status == statusRunning && t.Started.IsZero() {
+			t.Started = now
+		}
+		if status == statusSuccess || status == statusError || status == statusStopped {
+			t.Ended = now
+		}
+		if line != "" && len(t.Log) < 16<<10 {
+			t.Log += line + "\n"
+		}
+	}
+	ex.settle(now)
+	return kv.Put(txn, execKey(q.PolicyID, q.ExecID), ex)
+}
