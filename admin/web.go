@@ -20,6 +20,7 @@ import (
 	"cove/auth"
 	"cove/cache"
 	"cove/internal/telemetry"
+	"cove/internal/webhook"
 )
 
 // The admin page is served by cove itself at /, server-rendered with html/template (every name,
@@ -390,6 +391,12 @@ func (w *webPages) canManage(r *http.Request, who auth.Principal, project string
 	return w.s.auth.Policy.AuthorizeProject(r.Context(), who, project, auth.ActionManageMembers) == nil
 }
 
+// hookView is a webhook policy with its last deliveries, for the project page.
+type hookView struct {
+	webhook.Policy
+	Executions []webhook.Execution
+}
+
 func (w *webPages) handleProjects(rw http.ResponseWriter, r *http.Request, who auth.Principal) {
 	q := r.URL.Query().Get("q")
 	var ps []project
@@ -459,7 +466,13 @@ func (w *webPages) handleProject(rw http.ResponseWriter, r *http.Request, who au
 		Runs      []retentionExecution
 		Members   []member
 		Robots    []robot
-	}{Name: p.Name, Public: p.Metadata["public"] == "true"}
+		// Webhooks are the project's policies with their last deliveries (maintainers and up
+		// read them, project admins change them).
+		Webhooks    []hookView
+		ManageHooks bool
+		ReadHooks   bool
+		EventTypes  []string
+	}{Name: p.Name, Public: p.Metadata["public"] == "true", EventTypes: webhook.EventTypes}
 	var repos []repository
 	if err := w.api(r, "/api/v2.0/projects/"+url.PathEscape(name)+"/repositories?page_size=100", &repos); err != nil {
 		w.failed(rw, r, who, err)
@@ -489,6 +502,17 @@ func (w *webPages) handleProject(rw http.ResponseWriter, r *http.Request, who au
 	data.Delete = w.canDelete(r, who, p.Name)
 	if data.Manage {
 		_ = w.api(r, "/api/v2.0/robots?project="+url.QueryEscape(p.Name), &data.Robots)
+	}
+	hooks := "/api/v2.0/projects/" + url.PathEscape(p.Name) + "/webhook/policies"
+	var policies []webhook.Policy
+	if w.api(r, hooks, &policies) == nil {
+		data.ReadHooks = true
+		data.ManageHooks = w.s.auth.Policy.AuthorizeProject(r.Context(), who, p.Name, auth.ActionManageWebhooks) == nil
+		for _, pol := range policies {
+			hv := hookView{Policy: pol}
+			_ = w.api(r, fmt.Sprintf("%s/%d/executions?page_size=10", hooks, pol.ID), &hv.Executions)
+			data.Webhooks = append(data.Webhooks, hv)
+		}
 	}
 	w.render(rw, r, who, "project", "project.title", data, p.Name)
 }

@@ -125,7 +125,9 @@ func (ex execRecord) public() Execution {
 		end := ex.End
 		out.EndTime = &end
 	}
+	attempts := 0
 	for _, t := range ex.Tasks {
+		attempts += t.RunCount
 		out.Metrics.TaskCount++
 		switch t.Status {
 		case statusSuccess:
@@ -140,6 +142,7 @@ func (ex execRecord) public() Execution {
 			out.Metrics.StoppedTaskCount++
 		}
 	}
+	out.ExtraAttrs["attempts"] = attempts
 	return out
 }
 

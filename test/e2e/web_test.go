@@ -31,18 +31,22 @@ func TestWebPage(t *testing.T) {
 		}
 		return false
 	})
-	s := startMirror(t, t.TempDir(), mirrorConfig(proxy.srv.URL, ""))
+	s := startMirror(t, t.TempDir(), mirrorConfig(proxy.srv.URL, "webhooks:\n  allow_private_targets: true\n"))
+	hooks := newHookReceiver(t)
 	layout := writeLayout(t, ociImage(t, 2, 128<<10, nil), newOCIIndex(t))
 	artifacts, _ := filepath.Abs("../../test-results/web")
 	if err := os.MkdirAll(artifacts, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	out, err := run(t, 5*time.Minute, []string{
-		"COVE_URL=" + s.url, "COVE_PASSWORD=" + adminPassword, "COVE_LAYOUT=" + layout, "ARTIFACTS=" + artifacts,
+		"COVE_URL=" + s.url, "COVE_HOOK_URL=" + hooks.srv.URL, "COVE_PASSWORD=" + adminPassword, "COVE_LAYOUT=" + layout, "ARTIFACTS=" + artifacts,
 	}, node, "--test", "--test-reporter=spec", "../web/admin.test.mjs")
 	t.Logf("browser test:\n%s", out)
 	if err != nil {
 		t.Fatalf("the browser test failed: %v", err)
+	}
+	if n := len(hooks.events(t, "PUSH_ARTIFACT")); n < 1 {
+		t.Errorf("the webhook made on the page received %d pushes", n)
 	}
 }
 

@@ -89,9 +89,25 @@ test("sign in, manage a project, see pushed tags, switch language, filter the au
   await Promise.all([page.waitForEvent("load"), page.click("#toggle-public")]);
   assert.match(await page.textContent("#visibility"), /^\s*Public/);
 
+  // A webhook policy for pushes, to the test's receiver (COVE_HOOK_URL).
+  await page.fill("#webhook-name", "ci");
+  await page.fill("#webhook-address", process.env.COVE_HOOK_URL);
+  await page.uncheck("#new-webhook input[value=PULL_ARTIFACT]");
+  await page.click("#webhook-submit");
+  await page.waitForSelector("#webhooks >> text=ci");
+
   // Push an image with a real client; its tag shows on the repository page.
   execFileSync("skopeo", ["copy", "--dest-tls-verify=false", "--dest-creds", `admin:${password}`,
     `oci:${process.env.COVE_LAYOUT}:v1`, `docker://${host}/webteam/app:v1`], { stdio: "inherit" });
+  // The push's delivery shows in the webhook's history.
+  for (let i = 0; i < 50; i++) {
+    await page.goto(base + `/projects/webteam?reload=${i}`); // a new load each time (a #fragment would not be)
+    if (/delivered/.test(await page.textContent("#webhooks"))) break;
+    await new Promise(r => setTimeout(r, 200));
+  }
+  assert.match(await page.textContent("#webhooks .delivery"), /PUSH_ARTIFACT\s*delivered\s*attempts: 1/);
+  await page.locator("#webhooks").scrollIntoViewIfNeeded();
+  await shot("03b-project-webhooks");
   await page.goto(base + "/projects/webteam");
   await page.click("#repositories >> text=webteam/app");
   await page.waitForSelector("#artifacts .tag >> text=v1");

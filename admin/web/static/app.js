@@ -108,6 +108,15 @@ const shapes = {
     images: f.images.value.split("\n").map(s => s.trim()).filter(s => s !== ""),
     platforms: f.platforms.value.split(/[\s,]+/).filter(s => s !== ""),
   }),
+  webhook: f => {
+    const b = {
+      name: f.name.value, enabled: true,
+      event_types: [...f.querySelectorAll("input[name=event]:checked")].map(c => c.value),
+      targets: [{ type: "http", address: f.address.value, auth_header: f.auth_header.value, payload_format: f.payload_format.value }],
+    };
+    if (f.secret.value) b.secret = f.secret.value;
+    return b;
+  },
   quota: f => {
     const mib = Number(f.limit.value);
     return { hard: { storage: mib < 0 ? -1 : mib * 1024 * 1024 } };
