@@ -131,7 +131,8 @@ func TestDockerDaemonMirror(t *testing.T) {
 	reg := startRegistry(t, "", nil)
 	want := runtimeImages(t, reg)
 	proxy := newFaultProxy(t, reg.url)
-	s := startMirror(t, t.TempDir(), mirrorConfig(proxy.srv.URL, ""))
+	s := startMirror(t, t.TempDir(), mirrorConfig(proxy.srv.URL, "webhooks:\n  allow_private_targets: true\n"))
+	hooks := newHookReceiver(t) // docker's push, below, reaches a webhook once
 
 	d, sock := startDockerd(t, dockerd, docker, s.url)
 	for _, image := range []string{"alpine", "multi", "ociimg"} {
@@ -160,6 +161,10 @@ func TestDockerDaemonMirror(t *testing.T) {
 
 	// docker login and push to a local project: the token flow with credentials.
 	s.createProject("team", false)
+	if resp, b := s.doAs("POST", "/api/v2.0/projects/team/webhook/policies", strings.NewReader(fmt.Sprintf(
+		`{"name":"ci","enabled":true,"event_types":["PUSH_ARTIFACT"],"targets":[{"address":%q}]}`, hooks.srv.URL)), "admin", adminPassword); resp.StatusCode != 201 {
+		t.Fatalf("webhook policy = %d %s", resp.StatusCode, b)
+	}
 	login := func(pass string) (string, error) {
 		cmd := exec.Command(docker, "-H", sock, "--config", filepath.Join(d, "client"), "login", "-u", "admin", "--password-stdin", s.addr)
 		cmd.Stdin = strings.NewReader(pass)
@@ -190,6 +195,10 @@ func TestDockerDaemonMirror(t *testing.T) {
 	}
 	if !strings.Contains(s.log(), `"path":"/v2/library/alpine/manifests/latest"`) {
 		t.Error("cove never saw dockerd's manifest request")
+	}
+	waitFor(t, 20*time.Second, "docker's push to reach the webhook", func() bool { return len(hooks.events(t, "PUSH_ARTIFACT")) >= 1 })
+	if evs := hooks.events(t, "PUSH_ARTIFACT"); len(evs) != 1 || evs[0].EventData.Resources[0].Tag != "pushed" || evs[0].Operator != "admin" {
+		t.Errorf("docker push's webhook events = %+v, want one for team/alpine:pushed by admin", evs)
 	}
 }
 
