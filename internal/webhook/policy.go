@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -317,9 +316,3 @@ func (ps *Policies) DeleteProject(ctx context.Context, projectID int64) error {
 	return nil
 }
 
-// parseID reads a decimal id from a key's last element.
-func parseID(key []byte) int64 {
-	s := string(key)
-	n, _ := strconv.ParseInt(s[strings.LastIndexByte(s, '/')+1:], 10, 64)
-	return n
-}
