@@ -19,6 +19,7 @@ import (
 	"cove/auth"
 	"cove/cache"
 	"cove/internal/blobstore"
+	"cove/internal/mail"
 	"cove/internal/telemetry"
 	"cove/mirror"
 )
@@ -43,6 +44,33 @@ type Config struct {
 	// Cluster makes the node one of a fleet (storage.metadata.kind postgres with
 	// storage.blobs.kind s3): see README, "Run a fleet".
 	Cluster ClusterConfig `yaml:"cluster"`
+	// Email is the SMTP server cove sends mail through (password reset links); keys set through
+	// PUT /api/v2.0/configurations win over these, key by key.
+	Email EmailConfig `yaml:"email"`
+}
+
+// EmailConfig is the SMTP server of cove's mail. Without a server, cove sends none.
+type EmailConfig struct {
+	Server   string `yaml:"server"`   // host name or address, without port; default none
+	Port     int    `yaml:"port"`     // default 25, or 465 with ssl
+	Username string `yaml:"username"` // default none: no authentication
+	Password string `yaml:"password"` // also COVE_EMAIL_PASSWORD
+	From     string `yaml:"from"`     // the sender, e.g. "cove <cove@example.org>"; needed with server
+	SSL      bool   `yaml:"ssl"`      // TLS from the first byte (SMTPS, port 465); default false
+	// StartTLS upgrades the connection with STARTTLS and refuses to send when the server does
+	// not offer it; default true, unless ssl is set (the two exclude each other).
+	StartTLS           *bool `yaml:"starttls"`
+	InsecureSkipVerify bool  `yaml:"insecure_skip_verify"` // accept any server certificate; default false
+}
+
+// mail is the configuration of package mail.
+func (e EmailConfig) mail() mail.Config {
+	starttls := !e.SSL
+	if e.StartTLS != nil {
+		starttls = *e.StartTLS
+	}
+	return mail.Config{Server: e.Server, Port: e.Port, Username: e.Username, Password: e.Password, From: e.From,
+		SSL: e.SSL, StartTLS: starttls, InsecureSkipVerify: e.InsecureSkipVerify}
 }
 
 // ClusterConfig is a fleet node's identity among the others.
@@ -576,6 +604,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Auth.AuditRetention <= 0 {
 		bad("auth.audit_retention", "must be positive")
+	}
+	for _, pr := range c.Email.mail().Validate() {
+		bad("email."+pr.Key, "%s", pr.Msg)
 	}
 	switch c.TLS.Mode {
 	case "files":
