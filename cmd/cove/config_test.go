@@ -291,8 +291,13 @@ email:
 	if err := os.WriteFile(path, []byte("email:\n  server: s\n  from: c@example.org\n  ssl: true\n  starttls: true\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// A cancelled context and a temporary port and directory: a configuration wrongly taken
+	// starts and stops at once instead of serving on.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
 	var stderr bytes.Buffer
-	if code := run(context.Background(), []string{"serve", "--config", path}, nil, nil, &bytes.Buffer{}, &stderr); code != 2 || !strings.Contains(stderr.String(), "email.starttls") {
+	args := []string{"serve", "--config", path, "--listen", "127.0.0.1:0", "--data", t.TempDir()}
+	if code := run(ctx, args, nil, nil, &bytes.Buffer{}, &stderr); code != 2 || !strings.Contains(stderr.String(), "email.starttls") {
 		t.Errorf("run with ssl and starttls = %d, %s; want 2 naming email.starttls", code, stderr.String())
 	}
 }
