@@ -16,16 +16,17 @@ import (
 var allowed = map[string][]string{
 	"cove/cmd/cove":           {"*"},
 	"cove/mirror":             {"cove/auth", "cove/cache", "cove/internal/telemetry", "cove/internal/cluster", "cove/internal/webhook"}, // never admin: the two are siblings
-	"cove/admin":              {"cove/auth", "cove/cache", "cove/internal/telemetry", "cove/internal/webhook"},                          // never mirror: it asks cmd for what it needs
-	"cove/auth":               {"cove/internal/kv", "cove/internal/telemetry"},                                                          // the base layer: no project imports but kv and telemetry
+	"cove/admin":              {"cove/auth", "cove/cache", "cove/internal/telemetry", "cove/internal/webhook", "cove/internal/mail"},    // never mirror: it asks cmd for what it needs
+	"cove/auth":               {"cove/internal/kv", "cove/internal/telemetry", "cove/internal/mail"},                                    // the base layer: no project imports but kv, telemetry and mail's settings type
 	"cove/cache":              {"cove/internal/kv", "cove/internal/blobstore"},                                                          // the base layer: the two seams only
 	"cove/internal/kv":        {},                                                                                                       // the metadata seam: badger and PostgreSQL
 	"cove/internal/pgtest":    {},
 	"cove/internal/blobstore": {}, // the blob-storage seam: S3
 	"cove/internal/s3test":    {},
 	"cove/internal/cluster":   {"cove/internal/kv"}, // fleet membership: heartbeats, owners, node signatures // JSON records in badger
-	"cove/internal/telemetry": {},
-	"cove/internal/webhook":   {"cove/internal/kv"}, // webhook policies, their queue and deliveries                   // the HTTP boundary: request ids, causes of 5xx, access log
+	"cove/internal/telemetry": {},                   // the HTTP boundary: request ids, causes of 5xx, access log
+	"cove/internal/webhook":   {"cove/internal/kv"}, // webhook policies, their queue and deliveries
+	"cove/internal/mail":      {},                   // SMTP through net/smtp: settings, composition, the outbox
 	"cove/tls":                {},                   // listeners; starts no servers
 	"cove/bench":              {},                   // black-box: cove is a process it runs
 }

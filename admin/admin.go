@@ -67,6 +67,11 @@ type Config struct {
 	Nodes       func(ctx context.Context) ([]Node, error)
 	Upstreams   []string
 	MaxMirrored int64
+	// Outbox sends mail in the background (mail.Outbox); nil: no password reset by mail.
+	Outbox Outbox
+	// PublicURL is how users reach cove (public_url): the base of mailed links, which reset by
+	// mail needs.
+	PublicURL string
 	// Now is the clock; nil means time.Now.
 	Now    func() time.Time
 	Audit  *auth.Audit
@@ -97,6 +102,8 @@ type Server struct {
 	auth        *auth.Service
 	audit       *auth.Audit
 	repos       Repositories
+	outbox      Outbox
+	publicURL   string
 	log         *slog.Logger
 	mux         *http.ServeMux
 	// web serves the admin page on webMux; csrf refuses cross-origin changes to both.
@@ -117,7 +124,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.Now = time.Now
 	}
 	s := &Server{browse: cfg.Browse, evict: cfg.Evict, content: cfg.Content, blobs: cfg.Blobs, gc: cfg.GC, warm: cfg.Warm, system: cfg.System, quotas: cfg.Quotas, retention: cfg.Retention, hooks: cfg.Webhooks, events: cfg.Events, stored: cfg.Stored, mirror: cfg.Mirror, nodes: cfg.Nodes, upstreams: cfg.Upstreams, maxMirrored: cfg.MaxMirrored,
-		history: &history{now: cfg.Now}, certs: cfg.Certificates, auth: cfg.Auth, audit: cfg.Audit, repos: cfg.Repos, log: cfg.Logger, mux: http.NewServeMux()}
+		history: &history{now: cfg.Now}, certs: cfg.Certificates, auth: cfg.Auth, audit: cfg.Audit, repos: cfg.Repos, outbox: cfg.Outbox, publicURL: cfg.PublicURL, log: cfg.Logger, mux: http.NewServeMux()}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -194,6 +201,8 @@ func (s *Server) routes() []apiRoute {
 		{"GET /api/v2.0/users/current", s.handleCurrentUser, "The caller"},
 		{"GET /api/v2.0/users/{id}", s.handleGetUser, "Get a user"},
 		{"PUT /api/v2.0/users/{id}/password", s.handleSetPassword, "Change a password"},
+		{"POST /api/v2.0/users/password-reset", s.handleRequestReset, "Mail a password reset link to the local accounts of an address ({\"email\"}); always 202"},
+		{"POST /api/v2.0/users/password-reset/confirm", s.handleConfirmReset, "Set a new password with a mailed link's token ({\"token\", \"new_password\"}), once"},
 		{"PUT /api/v2.0/users/{id}/sysadmin", s.handleSetSysadmin, "Grant or revoke system admin"},
 		{"DELETE /api/v2.0/users/{id}", s.handleDeleteUser, "Delete a user"},
 		{"POST /api/v2.0/robots", s.handleCreateRobot, "Create a project robot account; the secret is shown once"},
@@ -240,6 +249,7 @@ func (s *Server) routes() []apiRoute {
 		{"GET /api/v2.0/projects/{name}/summary", s.handleProjectSummary, "A project's repositories, members per role and quota"},
 		{"GET /api/v2.0/projects/{name}/_deletable", s.handleProjectDeletable, "Whether the project can be deleted now, and why not"},
 		{"POST /api/v2.0/ldap/ping", s.handleLDAPPing, "Connect to the configured LDAP directory and bind"},
+		{"POST /api/v2.0/email/ping", s.handleEmailPing, "Send a test mail with the saved e-mail settings ({\"to\"}, default the caller's address)"},
 		{"GET /api/v2.0/openapi.json", s.handleOpenAPI, "This document"},
 	}
 }
@@ -266,6 +276,8 @@ func (s *Server) initWeb() error {
 		"GET /login":           http.HandlerFunc(web.handleLogin),
 		"POST /login":          http.HandlerFunc(web.handleLogin),
 		"POST /logout":         http.HandlerFunc(web.handleLogout),
+		"GET /forgot-password": http.HandlerFunc(web.handleForgot),
+		"GET /reset-password":  http.HandlerFunc(web.handleResetPassword),
 		"GET /lang":            http.HandlerFunc(web.handleLang),
 		"GET /projects":        page(web.handleProjects),
 		"GET /projects/{name}": page(web.handleProject),

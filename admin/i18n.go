@@ -131,6 +131,10 @@ var apiMessages = []struct {
 	{regexp.MustCompile(`^too many failed logins`), "apierr.toomany"},
 	{regexp.MustCompile(`^the user directory cannot be reached$`), "apierr.directory"},
 	{regexp.MustCompile(`^invalid JSON body`), "apierr.body"},
+	{regexp.MustCompile(`^invalid value: the password reset link is not valid: it was used already`), "apierr.reset.used"},
+	{regexp.MustCompile(`^invalid value: the password reset link is not valid: it expired`), "apierr.reset.expired"},
+	{regexp.MustCompile(`^invalid value: the password reset link is not valid`), "apierr.reset.invalid"},
+	{regexp.MustCompile(`^password reset by e-mail is not set up`), "forgot.unavailable"},
 	{regexp.MustCompile(`^internal server error$`), "apierr.internal"},
 }
 

@@ -126,11 +126,14 @@ var shapes = map[string]shape{
 	}{}},
 	"GET /api/v2.0/retentions/{id}/executions/{eid}/tasks":       {resp: []retentionTask{}, query: pageQuery},
 	"GET /api/v2.0/retentions/{id}/executions/{eid}/tasks/{tid}": {text: true},
-	"GET /api/v2.0/quotas":       {resp: []quota{}, query: "reference,reference_id,sort," + pageQuery},
-	"GET /api/v2.0/quotas/{id}":  {resp: quota{}},
-	"PUT /api/v2.0/quotas/{id}":  {req: quotaReq{}},
-	"POST /api/v2.0/ldap/ping":   {resp: map[string]any{}},
-	"GET /api/v2.0/openapi.json": {resp: map[string]any{}},
+	"GET /api/v2.0/quotas":                        {resp: []quota{}, query: "reference,reference_id,sort," + pageQuery},
+	"GET /api/v2.0/quotas/{id}":                   {resp: quota{}},
+	"PUT /api/v2.0/quotas/{id}":                   {req: quotaReq{}},
+	"POST /api/v2.0/ldap/ping":                    {resp: map[string]any{}},
+	"POST /api/v2.0/email/ping":                   {req: emailPingReq{}, resp: map[string]any{}},
+	"POST /api/v2.0/users/password-reset":         {req: resetReq{}, status: 202},
+	"POST /api/v2.0/users/password-reset/confirm": {req: resetConfirmReq{}},
+	"GET /api/v2.0/openapi.json":                  {resp: map[string]any{}},
 }
 
 // schemaOf is the JSON schema of v's type; named structs go into components, referenced.

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 
@@ -18,11 +19,15 @@ func (s *Server) handleGetSettings(w http.ResponseWriter, r *http.Request, who a
 		return err
 	}
 	cur := s.auth.Policy.Settings(r.Context())
-	return writeJSON(w, http.StatusOK, map[string]setting{
-		"self_registration":            {Value: cur.SelfRegistration, Editable: true},
-		"anonymous_pull":               {Value: cur.AnonymousPull, Editable: true},
-		"project_creation_restriction": {Value: cur.ProjectCreation, Editable: true},
-	})
+	email, err := s.auth.Policy.EmailSettings(r.Context())
+	if err != nil {
+		return err
+	}
+	out := emailSettings(email) // never the password
+	out["self_registration"] = setting{Value: cur.SelfRegistration, Editable: true}
+	out["anonymous_pull"] = setting{Value: cur.AnonymousPull, Editable: true}
+	out["project_creation_restriction"] = setting{Value: cur.ProjectCreation, Editable: true}
+	return writeJSON(w, http.StatusOK, out)
 }
 
 // handlePutSettings changes the settings given, leaving the others; unknown keys are refused.
@@ -33,6 +38,16 @@ func (s *Server) handlePutSettings(w http.ResponseWriter, r *http.Request, who a
 	var req settingsReq
 	if err := decodeJSONStrict(r, &req); err != nil {
 		return err
+	}
+	if req.emailGiven() {
+		// Checked before anything is stored: a wrong e-mail key changes no other setting.
+		cur, err := s.auth.Policy.EmailSettings(r.Context())
+		if err != nil {
+			return err
+		}
+		if err := req.checkEmail(cur); err != nil {
+			return err
+		}
 	}
 	next, err := s.auth.Policy.UpdateSettings(r.Context(), func(st *auth.Settings) {
 		if req.SelfRegistration != nil {
@@ -48,8 +63,20 @@ func (s *Server) handlePutSettings(w http.ResponseWriter, r *http.Request, who a
 	if err != nil {
 		return err
 	}
-	s.record(r, who, "update", "settings", "configurations", fmt.Sprintf("self_registration=%t anonymous_pull=%s project_creation_restriction=%s",
-		next.SelfRegistration, next.AnonymousPull, next.ProjectCreation))
+	detail := fmt.Sprintf("self_registration=%t anonymous_pull=%s project_creation_restriction=%s",
+		next.SelfRegistration, next.AnonymousPull, next.ProjectCreation)
+	if req.emailGiven() {
+		email, err := s.auth.Policy.UpdateEmailSettings(r.Context(), req.emailChange())
+		var invalid *auth.EmailSettingsError
+		if errors.As(err, &invalid) {
+			return emailProblems(invalid.Problems)
+		}
+		if err != nil {
+			return err
+		}
+		detail += " " + emailAudit(req, email)
+	}
+	s.record(r, who, "update", "settings", "configurations", detail)
 	w.WriteHeader(http.StatusOK)
 	return nil
 }
@@ -89,4 +116,16 @@ type settingsReq struct {
 	SelfRegistration *bool   `json:"self_registration"`
 	AnonymousPull    *string `json:"anonymous_pull"`
 	ProjectCreation  *string `json:"project_creation_restriction"`
+	// The e-mail keys, Harbor's names over cove's email: keys (email.go).
+	EmailHost     *string `json:"email_host"`
+	EmailPort     *int    `json:"email_port"`
+	EmailUsername *string `json:"email_username"`
+	EmailPassword *string `json:"email_password"` // written, never read back
+	EmailFrom     *string `json:"email_from"`
+	EmailSSL      *bool   `json:"email_ssl"`
+	EmailStartTLS *bool   `json:"email_starttls"` // cove's own: Harbor's email_ssl false means "STARTTLS when offered"
+	EmailInsecure *bool   `json:"email_insecure"`
+	// EmailIdentity is Harbor's PLAIN identity; cove authenticates as email_username, so only an
+	// empty one is taken (tools send it empty).
+	EmailIdentity *string `json:"email_identity"`
 }

@@ -61,7 +61,7 @@ func newWebPages(s *Server) (*webPages, error) {
 		"list": func(v ...string) []string { return v },
 		"mib":  func(n int64) int64 { return n >> 20 },
 	}
-	for _, page := range []string{"error", "login", "dashboard", "projects", "project", "repository", "mirror", "users", "account", "audit", "settings", "connect", "gc"} {
+	for _, page := range []string{"error", "login", "forgot", "resetpw", "dashboard", "projects", "project", "repository", "mirror", "users", "account", "audit", "settings", "connect", "gc"} {
 		t, err := template.New(page).Funcs(funcs).ParseFS(templateFS, "web/templates/layout.html", "web/templates/"+page+".html")
 		if err != nil {
 			return nil, fmt.Errorf("template %s: %w", page, err)
@@ -195,7 +195,7 @@ func (w *webPages) handleMessage(rw http.ResponseWriter, r *http.Request) {
 
 func (w *webPages) handleLogin(rw http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodGet {
-		w.render(rw, r, auth.Principal{}, "login", "login.title", struct{ Failed bool }{})
+		w.renderLogin(rw, r, false)
 		return
 	}
 	r.Body = http.MaxBytesReader(rw, r.Body, maxBody)
@@ -221,10 +221,30 @@ func (w *webPages) handleLogin(rw http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		rw.WriteHeader(http.StatusUnauthorized)
-		w.render(rw, r, auth.Principal{}, "login", "login.title", struct{ Failed bool }{true})
+		w.renderLogin(rw, r, true)
 		return
 	}
 	http.Redirect(rw, r, "/", http.StatusSeeOther)
+}
+
+// loginData is what the sign-in page shows: whether the last attempt failed, and the "Forgot
+// password?" link when reset by mail is set up.
+type loginData struct{ Failed, CanReset bool }
+
+func (w *webPages) renderLogin(rw http.ResponseWriter, r *http.Request, failed bool) {
+	w.render(rw, r, auth.Principal{}, "login", "login.title", loginData{Failed: failed, CanReset: w.s.resetAvailable(r.Context())})
+}
+
+// handleForgot is the form that asks for a reset link (POST /api/v2.0/users/password-reset).
+func (w *webPages) handleForgot(rw http.ResponseWriter, r *http.Request) {
+	w.render(rw, r, auth.Principal{}, "forgot", "forgot.title", struct{ CanReset bool }{w.s.resetAvailable(r.Context())})
+}
+
+// handleResetPassword is the page a mailed link opens: its token is in the fragment
+// (#token=…), which the page's script reads and sends with the new password to
+// POST /api/v2.0/users/password-reset/confirm. The server never sees it in the page's URL.
+func (w *webPages) handleResetPassword(rw http.ResponseWriter, r *http.Request) {
+	w.render(rw, r, auth.Principal{}, "resetpw", "resetpw.title", nil)
 }
 
 func (w *webPages) handleLogout(rw http.ResponseWriter, r *http.Request) {

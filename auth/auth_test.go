@@ -67,6 +67,9 @@ func TestServiceOnPostgres(t *testing.T) {
 		"AuditQueryReadsItsRangeOnly":            TestAuditQueryReadsItsRangeOnly,
 		"AuditTotalIsCounted":                    TestAuditTotalIsCounted,
 		"TokenAuditRecordsGrants":                TestTokenAuditRecordsGrants,
+		"ResetTokenWorksOnce":                    TestResetTokenWorksOnce,
+		"ResetMailsAreLimited":                   TestResetMailsAreLimited,
+		"EmailSettings":                          TestEmailSettings,
 	} {
 		t.Run(name, test)
 	}

@@ -52,6 +52,11 @@ type Identity struct {
 	// expiry; wrongN counts them (bounded by maxWrongRemembered). Guarded by mu.
 	wrong  map[string]map[string]time.Time
 	wrongN int
+
+	resetMu sync.Mutex
+	// resetSent holds the times of this node's reset mails within ResetWindow (reset.go);
+	// guarded by resetMu.
+	resetSent []time.Time
 }
 
 type verifiedCred struct {

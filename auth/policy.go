@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"cove/internal/kv"
+	"cove/internal/mail"
 )
 
 // Policy answers "may it do this?": it keeps the projects (project.go), their members and roles
@@ -22,12 +23,13 @@ type Policy struct {
 	identity *Identity
 	reserved map[string]bool // upstream names: no project's (Config.ReservedNames)
 	settings settingsCache
+	email    mail.Config // the file's e-mail settings (Config.Email); email.go
 }
 
 // newPolicy returns the Policy of cfg over db, with the settings stored there, if any, over those
 // of cfg.
 func newPolicy(db kv.DB, cfg Config, identity *Identity, now func() time.Time) (*Policy, error) {
-	po := &Policy{records: records{db: db, writable: cfg.Writable}, now: now, identity: identity, reserved: map[string]bool{}}
+	po := &Policy{records: records{db: db, writable: cfg.Writable}, now: now, identity: identity, reserved: map[string]bool{}, email: cfg.Email}
 	anonymous := "none"
 	if cfg.AnonymousMirrorPull {
 		anonymous = "mirror"

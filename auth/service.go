@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"cove/internal/kv"
+	"cove/internal/mail"
 )
 
 // Config configures a Service: its Identity, Policy and Tokens.
@@ -44,6 +45,9 @@ type Config struct {
 	LDAP *LDAPConfig
 	// BcryptCost is the cost of new password hashes; zero means bcrypt.DefaultCost. Tests lower it.
 	BcryptCost int
+	// Email is the configuration file's e-mail settings; those set through the API win over
+	// them key by key (Policy.EmailSettings).
+	Email mail.Config
 	// Writable, when set, is asked before every write to the index: an error (a full disk, a
 	// read-only start) refuses the write with it, since badger's files must never meet a full
 	// disk. The audit log has its own (Audit.SetWritable).

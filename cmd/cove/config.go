@@ -19,6 +19,7 @@ import (
 	"cove/auth"
 	"cove/cache"
 	"cove/internal/blobstore"
+	"cove/internal/mail"
 	"cove/internal/telemetry"
 	"cove/mirror"
 )
@@ -45,6 +46,9 @@ type Config struct {
 	Cluster ClusterConfig `yaml:"cluster"`
 	// Webhooks configures the deliveries of webhook policies.
 	Webhooks WebhooksConfig `yaml:"webhooks"`
+	// Email is the SMTP server cove sends mail through (password reset links); keys set through
+	// PUT /api/v2.0/configurations win over these, key by key.
+	Email EmailConfig `yaml:"email"`
 }
 
 // WebhooksConfig configures webhook deliveries.
@@ -52,6 +56,30 @@ type WebhooksConfig struct {
 	// AllowPrivateTargets lets policies send to loopback and private addresses (a receiver on
 	// the same network); link-local ones (cloud metadata services) are refused whatever it says.
 	AllowPrivateTargets bool `yaml:"allow_private_targets"`
+}
+
+// EmailConfig is the SMTP server of cove's mail. Without a server, cove sends none.
+type EmailConfig struct {
+	Server   string `yaml:"server"`   // host name or address, without port; default none
+	Port     int    `yaml:"port"`     // default 25, or 465 with ssl
+	Username string `yaml:"username"` // default none: no authentication
+	Password string `yaml:"password"` // also COVE_EMAIL_PASSWORD
+	From     string `yaml:"from"`     // the sender, e.g. "cove <cove@example.org>"; needed with server
+	SSL      bool   `yaml:"ssl"`      // TLS from the first byte (SMTPS, port 465); default false
+	// StartTLS upgrades the connection with STARTTLS and refuses to send when the server does
+	// not offer it; default true, unless ssl is set (the two exclude each other).
+	StartTLS           *bool `yaml:"starttls"`
+	InsecureSkipVerify bool  `yaml:"insecure_skip_verify"` // accept any server certificate; default false
+}
+
+// mail is the configuration of package mail.
+func (e EmailConfig) mail() mail.Config {
+	starttls := !e.SSL
+	if e.StartTLS != nil {
+		starttls = *e.StartTLS
+	}
+	return mail.Config{Server: e.Server, Port: e.Port, Username: e.Username, Password: e.Password, From: e.From,
+		SSL: e.SSL, StartTLS: starttls, InsecureSkipVerify: e.InsecureSkipVerify}
 }
 
 // ClusterConfig is a fleet node's identity among the others.
@@ -585,6 +613,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Auth.AuditRetention <= 0 {
 		bad("auth.audit_retention", "must be positive")
+	}
+	for _, pr := range c.Email.mail().Validate() {
+		bad("email."+pr.Key, "%s", pr.Msg)
 	}
 	switch c.TLS.Mode {
 	case "files":

@@ -229,3 +229,75 @@ mirror:
 		}
 	}
 }
+
+// TestEmailConfig: the email: keys, their defaults (port 25, or 465 with ssl; starttls unless
+// ssl), COVE_EMAIL_* from the environment, and problems that name the key (never the password).
+func TestEmailConfig(t *testing.T) {
+	in := `
+email:
+  server: smtp.example.org
+  username: cove
+  password: file-secret
+  from: "cove <cove@example.org>"
+`
+	cfg, err := Parse(strings.NewReader(in))
+	if err == nil {
+		err = cfg.Validate()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := cfg.Email.mail(); m.Server != "smtp.example.org" || m.Addr() != "smtp.example.org:25" || !m.StartTLS || m.SSL || m.Password != "file-secret" {
+		t.Errorf("email = %+v", m)
+	}
+	if err := ApplyEnv(&cfg, []string{"COVE_EMAIL_PASSWORD=env-secret", "COVE_EMAIL_SSL=true", "COVE_EMAIL_PORT=2465"}); err != nil {
+		t.Fatal(err)
+	}
+	if m := cfg.Email.mail(); m.Password != "env-secret" || !m.SSL || m.StartTLS || m.Addr() != "smtp.example.org:2465" {
+		t.Errorf("email after the environment = %+v: want ssl without starttls", m)
+	}
+	if err := ApplyEnv(&cfg, []string{"COVE_EMAIL_STARTTLS=false", "COVE_EMAIL_SSL=false"}); err != nil {
+		t.Fatal(err)
+	}
+	if m := cfg.Email.mail(); m.SSL || m.StartTLS {
+		t.Errorf("email with starttls false = %+v", m)
+	}
+	if m := (EmailConfig{Server: "s", SSL: true}).mail(); m.Addr() != "s:465" || m.StartTLS {
+		t.Errorf("ssl's defaults = %+v (%s), want port 465 without starttls", m, m.Addr())
+	}
+	for _, tt := range []struct{ in, want string }{
+		{"email:\n  server: smtp.example.org", "email.from: must be set with server"},
+		{"email:\n  server: smtp.example.org:587\n  from: c@example.org", "email.server: want the host alone"},
+		{"email:\n  server: s\n  from: c@example.org\n  ssl: true\n  starttls: true", "email.starttls: ssl and starttls exclude each other"},
+		{"email:\n  server: s\n  from: c@example.org\n  port: 99999", "email.port"},
+		{"email:\n  server: s\n  from: not-an-address", "email.from: not an e-mail address"},
+		{"email:\n  server: s\n  from: c@example.org\n  password: secret-pw", "email.password: is set without username"},
+		{"email:\n  host: s", "email.host: unknown key"},
+		{"email:\n  starttls: maybe", "email.starttls: want a"},
+	} {
+		cfg, err := Parse(strings.NewReader(tt.in))
+		if err == nil {
+			err = cfg.Validate()
+		}
+		var ce *ConfigError
+		if !errors.As(err, &ce) || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("Parse(%q) = %v, want an error containing %q", tt.in, err, tt.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "secret-pw") {
+			t.Errorf("Parse(%q) prints the password: %v", tt.in, err)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "cove.yaml")
+	if err := os.WriteFile(path, []byte("email:\n  server: s\n  from: c@example.org\n  ssl: true\n  starttls: true\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// A cancelled context and a temporary port and directory: a configuration wrongly taken
+	// starts and stops at once instead of serving on.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	var stderr bytes.Buffer
+	args := []string{"serve", "--config", path, "--listen", "127.0.0.1:0", "--data", t.TempDir()}
+	if code := run(ctx, args, nil, nil, &bytes.Buffer{}, &stderr); code != 2 || !strings.Contains(stderr.String(), "email.starttls") {
+		t.Errorf("run with ssl and starttls = %d, %s; want 2 naming email.starttls", code, stderr.String())
+	}
+}

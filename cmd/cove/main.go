@@ -41,6 +41,7 @@ import (
 	"cove/auth"
 	"cove/cache"
 	"cove/internal/kv"
+	"cove/internal/mail"
 	"cove/internal/telemetry"
 	"cove/internal/webhook"
 	"cove/mirror"
@@ -278,6 +279,7 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 		AnonymousMirrorPull: cfg.Auth.AnonymousPull == "mirror",
 		Logger:              log,
 		Writable:            store.Disk.WriteCheck,
+		Email:               cfg.Email.mail(),
 	})
 	if err != nil {
 		return err
@@ -405,6 +407,12 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 		defer warmer.Close()
 		warmJobs = warmer
 	}
+	// Mail (password reset links) goes out in the background; closed before the index.
+	outbox := mail.NewOutbox(log)
+	defer outbox.Close()
+	if cfg.Email.Server != "" && cfg.PublicURL == "" {
+		log.Warn("email.server is set but public_url is not: password reset by mail is off (its links need public_url)")
+	}
 	provider := "filesystem"
 	if remote != nil {
 		provider = "s3"
@@ -428,6 +436,7 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	api, err := admin.New(admin.Config{
 		System: system, Stored: store.Stats, Quotas: store, Retention: retention,
 		Auth: authSvc, Audit: audit, Repos: store.Manifests, Browse: store.Manifests, Evict: store.Evictor, Content: store.Manifests, Blobs: store, GC: gcJobs, Warm: warmJobs, Logger: log, Certificates: certs,
+		Outbox: outbox, PublicURL: cfg.PublicURL,
 		Upstreams: registry.UpstreamNames(), MaxMirrored: int64(cfg.Mirror.MaxSize), Webhooks: adminHooks, Events: adminEvents,
 		Mirror: func() admin.MirrorStatus { return adminStatus(registry.Status()) },
 		Nodes:  fleetNodes(member),

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -31,7 +32,15 @@ func TestWebPage(t *testing.T) {
 		}
 		return false
 	})
-	s := startMirror(t, t.TempDir(), mirrorConfig(proxy.srv.URL, "webhooks:\n  allow_private_targets: true\n"))
+	// Mail for the password reset: a real SMTP server; public_url names cove's port, the links' base.
+	smtp := startPlainSMTP(t)
+	port := freePort(t)
+	config := mirrorConfig(proxy.srv.URL, fmt.Sprintf("webhooks:\n  allow_private_targets: true\npublic_url: http://127.0.0.1:%d\nemail:\n  server: 127.0.0.1\n  port: %d\n  from: cove@example.org\n  starttls: false\n", port, smtp.port))
+	path := filepath.Join(t.TempDir(), "cove.yaml")
+	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := startCoveArgs(t, t.TempDir(), []string{"--listen", fmt.Sprintf("127.0.0.1:%d", port)}, "COVE_CONFIG="+path)
 	hooks := newHookReceiver(t)
 	layout := writeLayout(t, ociImage(t, 2, 128<<10, nil), newOCIIndex(t))
 	artifacts, _ := filepath.Abs("../../test-results/web")
@@ -39,7 +48,7 @@ func TestWebPage(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, err := run(t, 5*time.Minute, []string{
-		"COVE_URL=" + s.url, "COVE_HOOK_URL=" + hooks.srv.URL, "COVE_PASSWORD=" + adminPassword, "COVE_LAYOUT=" + layout, "ARTIFACTS=" + artifacts,
+		"COVE_URL=" + s.url, "COVE_HOOK_URL=" + hooks.srv.URL, "COVE_PASSWORD=" + adminPassword, "COVE_LAYOUT=" + layout, "ARTIFACTS=" + artifacts, "MAILDIR=" + smtp.maildir,
 	}, node, "--test", "--test-reporter=spec", "../web/admin.test.mjs")
 	t.Logf("browser test:\n%s", out)
 	if err != nil {

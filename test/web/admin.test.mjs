@@ -1,9 +1,11 @@
 // Browser test of cove's admin page: headless Debian Chromium driven by playwright-core.
 // The Go test TestWebPage starts cove and runs this file with COVE_URL, COVE_PASSWORD,
-// COVE_LAYOUT (an OCI layout to push with skopeo) and ARTIFACTS (where screenshots go).
+// COVE_LAYOUT (an OCI layout to push with skopeo), ARTIFACTS (where screenshots go) and MAILDIR
+// (where the SMTP server that cove sends through delivers).
 import { test, after, before } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
+import { readdirSync, readFileSync } from "node:fs";
 import { chromium } from "playwright-core";
 
 const base = process.env.COVE_URL;
@@ -351,4 +353,86 @@ test("an unknown page is the site's 404 page", async () => {
   const gone = await page.goto(base + "/projects/nosuch");
   assert.equal(gone.status(), 404);
   assert.match(await page.textContent("#page-error"), /project does not exist/);
+});
+
+// mailTo waits for a mail to addr in MAILDIR (aiosmtpd's maildir) and returns its decoded body.
+async function mailTo(addr) {
+  const dir = `${process.env.MAILDIR}/new`;
+  for (let i = 0; i < 300; i++) {
+    let files = [];
+    try { files = readdirSync(dir); } catch (_) { /* not made yet */ }
+    for (const f of files) {
+      const raw = readFileSync(`${dir}/${f}`, "utf8");
+      const [head, ...rest] = raw.split(/\r?\n\r?\n/);
+      if (!new RegExp(`^X-RcptTo: ${addr}$`, "mi").test(head)) continue;
+      // Quoted-printable: soft line breaks, then =XX bytes, as UTF-8.
+      const qp = rest.join("\n\n").replace(/=\r?\n/g, "");
+      const bytes = [];
+      for (let j = 0; j < qp.length; j++) {
+        if (qp[j] === "=" && /^[0-9A-F]{2}$/.test(qp.slice(j + 1, j + 3))) { bytes.push(parseInt(qp.slice(j + 1, j + 3), 16)); j += 2; }
+        else bytes.push(...Buffer.from(qp[j]));
+      }
+      return Buffer.from(bytes).toString("utf8");
+    }
+    await new Promise(r => setTimeout(r, 100));
+  }
+  throw new Error(`no mail to ${addr} within 30 s`);
+}
+
+test("a user who forgot the password asks for a link, in Chinese, and the mailed link sets a new one once", async () => {
+  const context = await browser.newContext({ locale: "en-US" });
+  const p = await context.newPage();
+  await p.goto(base + "/login");
+  await Promise.all([p.waitForURL(base + "/forgot-password"), p.click("#forgot-link >> text=Forgot password?")]);
+  assert.match(await p.textContent("h1"), /Reset your password/);
+  await p.screenshot({ path: `${artifacts}/14-forgot-en.png`, fullPage: true });
+  await p.click("#lang-zh");
+  await p.waitForSelector("#forgot-submit >> text=发送链接");
+  assert.match(await p.textContent("h1"), /重置密码/);
+  await p.fill("#forgot-email", "dev1@example.org");
+  await p.click("#forgot-submit");
+  await p.waitForSelector("#notice:visible");
+  assert.match(await p.textContent("#notice"), /链接已发出/);
+  await p.screenshot({ path: `${artifacts}/15-forgot-sent-zh.png`, fullPage: true });
+  // The sign-in page in Chinese has the link too.
+  await p.goto(base + "/login");
+  assert.equal(await p.textContent("#forgot-link"), "忘记密码？");
+
+  const body = await mailTo("dev1@example.org");
+  assert.match(body, /dev1，您好/, "the mail is not in the language of the page that asked");
+  const link = /(http:\/\/\S+\/reset-password#token=[A-Za-z0-9_-]{43})/.exec(body)?.[1];
+  assert.ok(link && link.startsWith(base + "/"), `no link to ${base} in the mail:\n${body}`);
+
+  await p.click("#lang-en");
+  await p.goto(link);
+  await p.waitForSelector("#resetpw-form");
+  assert.ok(!p.url().includes("token="), `the token stays in the address bar: ${p.url()}`);
+  const fresh = "Dev1Mail3dPassw0rd";
+  await p.fill("#reset-new-password", fresh);
+  await p.fill("#reset-confirm-password", fresh + "x");
+  await p.click("#resetpw-submit");
+  await p.waitForSelector("#error:visible");
+  assert.equal(await p.textContent("#error"), "The two new passwords differ.");
+  await p.fill("#reset-new-password", fresh);
+  await p.fill("#reset-confirm-password", fresh);
+  await p.click("#resetpw-submit");
+  await p.waitForSelector("#notice:visible");
+  assert.match(await p.textContent("#notice"), /Your password is set/);
+  await p.screenshot({ path: `${artifacts}/16-reset-done.png`, fullPage: true });
+
+  // The link works once.
+  await p.goto(base + "/login");
+  await p.goto(link);
+  await p.fill("#reset-new-password", "Dev1Other4Passw0rd");
+  await p.fill("#reset-confirm-password", "Dev1Other4Passw0rd");
+  await p.click("#resetpw-submit");
+  await p.waitForSelector("#error:visible");
+  assert.match(await p.textContent("#error"), /used already/);
+  await p.screenshot({ path: `${artifacts}/17-reset-used.png`, fullPage: true });
+  await context.close();
+
+  // dev1 is an admin since the robot test: signed in, the dashboard.
+  const again = await signIn("dev1", fresh);
+  assert.match(await again.textContent("h1"), /Dashboard/);
+  await again.context().close();
 });

@@ -75,6 +75,11 @@ const shapes = {
     return { old_password: f.old_password.value, new_password: f.new_password.value };
   },
   reset: f => ({ new_password: f.new_password.value }),
+  forgot: f => ({ email: f.email.value.trim() }),
+  resetconfirm: f => {
+    if (f.new_password.value !== f.confirm.value) throw new Error(f.dataset.mismatch);
+    return { token: f.token.value, new_password: f.new_password.value };
+  },
   settings: f => ({
     self_registration: f.self_registration.checked,
     anonymous_pull: f.anonymous_pull.value,
@@ -179,7 +184,18 @@ async function copyText(el) {
   }
 }
 
+// resetToken takes a mailed reset link's token from the page's fragment (#token=…), which no
+// request carries, and drops it from the address bar and the history.
+function resetToken() {
+  const form = document.getElementById("resetpw-form");
+  if (!form) return;
+  const m = /(?:^#|&)token=([A-Za-z0-9_-]+)/.exec(location.hash);
+  if (m) form.token.value = m[1];
+  history.replaceState(null, "", location.pathname);
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  resetToken();
   for (const form of document.querySelectorAll("form[data-api]")) {
     form.addEventListener("submit", async ev => {
       ev.preventDefault();
