@@ -457,6 +457,12 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 			func() float64 { return float64(cfg.Mirror.MaxSize) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cove_mirror_evictions_total", Help: "Mirrored blobs evicted to stay under mirror.max_size or above storage.min_free."},
 			func() float64 { _, n := store.Evictor.Stats(); return float64(n) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cove_webhook_events_dropped_total", Help: "Webhook events dropped: the metadata store did not take them, or their policy's receivers were 1000 deliveries behind."},
+			func() float64 { return float64(webhookCount(dispatcher, (*webhook.Dispatcher).Dropped)) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cove_webhook_deliveries_total", Help: "Webhook deliveries answered 2xx."},
+			func() float64 { return float64(webhookCount(dispatcher, (*webhook.Dispatcher).Delivered)) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cove_webhook_failures_total", Help: "Webhook deliveries that failed for good (every attempt)."},
+			func() float64 { return float64(webhookCount(dispatcher, (*webhook.Dispatcher).Failed)) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cove_storage_refusals_total", Help: "Writes refused to keep the data directory's free-space floor (storage.min_free)."},
 			func() float64 { return float64(store.Disk.Refusals()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cove_storage_free_bytes", Help: "Free bytes of the data directory's disk."},
@@ -733,4 +739,12 @@ func routeName(r *http.Request) string {
 		return p[1:]
 	}
 	return "web"
+}
+
+// webhookCount reads a counter of d, 0 without one (read-only).
+func webhookCount(d *webhook.Dispatcher, f func(*webhook.Dispatcher) int64) int64 {
+	if d == nil {
+		return 0
+	}
+	return f(d)
 }

@@ -12,6 +12,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -59,14 +61,20 @@ type Dispatcher struct {
 	wake     chan struct{}            // the queue has new entries
 	sem      chan struct{}            // a slot per delivery in flight
 	dropped  atomic.Int64
+	// delivered and failed count the deliveries that ended: answered 2xx, or failed for good.
+	delivered, failed atomic.Int64
 
 	mu       sync.Mutex
 	inFlight map[int64]bool // queue entries this node delivers now, guarded by mu
+	busy     map[int64]int  // deliveries in flight per policy, guarded by mu
 
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
+
+// perPolicy bounds the deliveries of one policy in flight on a node.
+const perPolicy = 2
 
 // queueCap bounds the events taken and not yet written: a store that stops taking them drops
 // the next ones (logged and counted), it never holds a push.
@@ -105,6 +113,7 @@ func New(cfg Config) (*Dispatcher, error) {
 		wake:     make(chan struct{}, 1),
 		sem:      make(chan struct{}, cfg.Workers),
 		inFlight: map[int64]bool{},
+		busy:     map[int64]int{},
 	}
 	d.policies = &Policies{db: cfg.DB, now: cfg.Now, allowPrivate: cfg.AllowPrivate, changed: d.reload}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
@@ -124,8 +133,13 @@ func (d *Dispatcher) Close() {
 	d.wg.Wait()
 }
 
-// Dropped counts the events dropped because the store did not take them.
+// Dropped counts the events dropped: the store did not take them, or their policy's receivers
+// were maxPending deliveries behind.
 func (d *Dispatcher) Dropped() int64 { return d.dropped.Load() }
+
+// Delivered and Failed count the deliveries that ended: answered 2xx, or failed for good.
+func (d *Dispatcher) Delivered() int64 { return d.delivered.Load() }
+func (d *Dispatcher) Failed() int64    { return d.failed.Load() }
 
 // reload reads the policies again.
 func (d *Dispatcher) reload() {
@@ -232,7 +246,10 @@ const (
 
 func execPrefix(policyID int64) string  { return prefixExec + pad(policyID) + "/" }
 func execKey(policyID, id int64) []byte { return []byte(execPrefix(policyID) + pad(id)) }
-func queueKey(taskID int64) []byte      { return []byte(prefixQueue + pad(taskID)) }
+func queuePrefix(policyID int64) string { return prefixQueue + pad(policyID) + "/" }
+func queueKey(policyID, taskID int64) []byte {
+	return []byte(queuePrefix(policyID) + pad(taskID))
+}
 
 // queued is a delivery waiting in the queue: one target of one execution.
 type queued struct {
@@ -314,29 +331,42 @@ func (d *Dispatcher) write(batch []Event) {
 	if len(items) == 0 {
 		return
 	}
-	err := kv.Retry(ctx, d.cfg.DB, func(txn kv.Txn) error {
-		for _, it := range items {
-			if err := kv.Put(txn, execKey(it.exec.PolicyID, it.exec.ID), it.exec); err != nil {
+	// An execution with its queue entries per transaction: small whatever the batch (a
+	// transaction of the whole batch outgrew what badger takes). A policy whose receivers fell
+	// maxPending deliveries behind takes no more until they drain.
+	pending := map[int64]int{}
+	for _, it := range items {
+		pid := it.exec.PolicyID
+		if _, ok := pending[pid]; !ok {
+			pending[pid] = d.pending(ctx, pid)
+		}
+		if pending[pid]+len(it.queue) > maxPending {
+			if n := d.dropped.Add(1); n == 1 || n%1000 == 0 {
+				d.log.Error("webhook events dropped: a policy's receivers are too far behind", "policy", pid, "pending", pending[pid], "dropped", n)
+			}
+			continue
+		}
+		err := kv.Retry(ctx, d.cfg.DB, func(txn kv.Txn) error {
+			if err := kv.Put(txn, execKey(pid, it.exec.ID), it.exec); err != nil {
 				return err
 			}
 			for _, q := range it.queue {
-				if err := kv.Put(txn, queueKey(q.TaskID), q); err != nil {
+				if err := kv.Put(txn, queueKey(q.PolicyID, q.TaskID), q); err != nil {
 					return err
 				}
 			}
+			return nil
+		})
+		if err != nil {
+			if n := d.dropped.Add(1); n == 1 || n%100 == 0 {
+				d.log.Error("webhook event not stored", "policy", pid, "type", it.exec.EventType, "dropped", n, "err", err)
+			}
+			continue
 		}
-		return nil
-	})
-	if err != nil {
-		d.log.Error("webhook events not stored", "events", len(batch), "err", err)
-		return
+		pending[pid] += len(it.queue)
 	}
-	seen := map[int64]bool{}
-	for _, it := range items {
-		if !seen[it.exec.PolicyID] {
-			seen[it.exec.PolicyID] = true
-			d.prune(ctx, it.exec.PolicyID)
-		}
+	for pid := range pending {
+		d.prune(ctx, pid)
 	}
 	select {
 	case d.wake <- struct{}{}:
@@ -344,8 +374,23 @@ func (d *Dispatcher) write(batch []Event) {
 	}
 }
 
-// keepExecutions bounds each policy's history.
-const keepExecutions = 100
+// keepExecutions bounds each policy's history; maxPending the deliveries a policy has waiting.
+const (
+	keepExecutions = 100
+	maxPending     = 1000
+)
+
+// pending counts the deliveries of a policy waiting in the queue, up to maxPending.
+func (d *Dispatcher) pending(ctx context.Context, policyID int64) int {
+	n := 0
+	_ = d.cfg.DB.View(ctx, func(txn kv.Txn) error {
+		return txn.Scan([]byte(queuePrefix(policyID)), kv.ScanOptions{KeysOnly: true}, func(_, _ []byte) (bool, error) {
+			n++
+			return n <= maxPending, nil
+		})
+	})
+	return n
+}
 
 // prune drops a policy's executions beyond the newest keepExecutions (their queue entries, if
 // any are left, end when they find their execution gone).
@@ -400,26 +445,43 @@ func (d *Dispatcher) deliverLoop() {
 }
 
 // deliverDue claims the queue entries that are due and not leased, as many as there are free
-// slots, and delivers each in its own goroutine.
+// slots, and delivers each in its own goroutine. The policies take turns, and each has at most
+// perPolicy deliveries in flight: one tenant's hanging receivers never hold the others'.
 func (d *Dispatcher) deliverDue() {
 	now := d.cfg.Now()
-	var due []queued
+	all := d.snapshot.Load()
+	if all == nil {
+		return
+	}
+	var lists [][]queued // due entries, per policy, oldest first
 	err := d.cfg.DB.View(d.ctx, func(txn kv.Txn) error {
-		return txn.Scan([]byte(prefixQueue), kv.ScanOptions{}, func(_, v []byte) (bool, error) {
-			var q queued
-			if err := jsonUnmarshal(v, &q); err != nil {
-				return true, nil
-			}
-			if !q.Next.After(now) && !q.Lease.After(now) {
-				d.mu.Lock()
-				busy := d.inFlight[q.TaskID]
-				d.mu.Unlock()
-				if !busy {
-					due = append(due, q)
+		for _, p := range *all {
+			d.mu.Lock()
+			room := perPolicy - d.busy[p.ID]
+			d.mu.Unlock()
+			var due []queued
+			seen := 0
+			err := txn.Scan([]byte(queuePrefix(p.ID)), kv.ScanOptions{}, func(_, v []byte) (bool, error) {
+				seen++
+				var q queued
+				if jsonUnmarshal(v, &q) == nil && !q.Next.After(now) && !q.Lease.After(now) {
+					d.mu.Lock()
+					busy := d.inFlight[q.TaskID]
+					d.mu.Unlock()
+					if !busy {
+						due = append(due, q)
+					}
 				}
+				return len(due) < room && seen < 200, nil
+			})
+			if err != nil {
+				return err
 			}
-			return len(due) < 1000, nil
-		})
+			if len(due) > 0 {
+				lists = append(lists, due)
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		if d.ctx.Err() == nil {
@@ -427,26 +489,47 @@ func (d *Dispatcher) deliverDue() {
 		}
 		return
 	}
+	var due []queued // one of each policy's in turn
+	for i := 0; ; i++ {
+		n := 0
+		for _, l := range lists {
+			if i < len(l) {
+				due = append(due, l[i])
+				n++
+			}
+		}
+		if n == 0 {
+			break
+		}
+	}
 	for _, q := range due {
 		select {
 		case d.sem <- struct{}{}:
 		default:
 			return // every slot is taken: the rest at the next round
 		}
-		claimed, err := d.claim(q.TaskID, now)
+		claimed, err := d.claim(q.PolicyID, q.TaskID, now)
 		if err != nil || !claimed {
 			<-d.sem
 			continue
 		}
 		d.mu.Lock()
 		d.inFlight[q.TaskID] = true
+		d.busy[q.PolicyID]++
 		d.mu.Unlock()
 		d.wg.Go(func() {
 			defer func() {
 				d.mu.Lock()
 				delete(d.inFlight, q.TaskID)
+				if d.busy[q.PolicyID]--; d.busy[q.PolicyID] <= 0 {
+					delete(d.busy, q.PolicyID)
+				}
 				d.mu.Unlock()
 				<-d.sem
+				select { // a slot is free: the next due delivery need not wait for the tick
+				case d.wake <- struct{}{}:
+				default:
+				}
 			}()
 			d.deliver(q)
 		})
@@ -455,12 +538,12 @@ func (d *Dispatcher) deliverDue() {
 
 // claim leases the entry for one attempt, in a transaction: another node that read it too finds
 // it leased.
-func (d *Dispatcher) claim(taskID int64, now time.Time) (bool, error) {
+func (d *Dispatcher) claim(policyID, taskID int64, now time.Time) (bool, error) {
 	claimed := false
 	err := kv.Retry(d.ctx, d.cfg.DB, func(txn kv.Txn) error {
 		claimed = false
 		var q queued
-		if err := kv.Get(txn, queueKey(taskID), &q); errors.Is(err, kv.ErrNotFound) {
+		if err := kv.Get(txn, queueKey(policyID, taskID), &q); errors.Is(err, kv.ErrNotFound) {
 			return nil
 		} else if err != nil {
 			return err
@@ -470,7 +553,7 @@ func (d *Dispatcher) claim(taskID int64, now time.Time) (bool, error) {
 		}
 		q.Lease = now.Add(2*d.cfg.Timeout + 5*time.Second)
 		claimed = true
-		return kv.Put(txn, queueKey(taskID), q)
+		return kv.Put(txn, queueKey(policyID, taskID), q)
 	})
 	return claimed, err
 }
@@ -487,6 +570,18 @@ func (d *Dispatcher) deliver(q queued) {
 		d.release(q)
 		return
 	}
+	// The policy as it is now: a disabled one sends nothing more, and a target changed or gone
+	// since the event gets nothing with its old settings (an auth header revoked, say).
+	if !pol.Enabled {
+		d.finish(q, statusStopped, "the policy was disabled", "")
+		return
+	}
+	i := slices.IndexFunc(pol.Targets, func(t Target) bool { return t.Address == q.Target.Address })
+	if i < 0 {
+		d.finish(q, statusStopped, "the target was removed from the policy", "")
+		return
+	}
+	q.Target = pol.Targets[i]
 	d.setTask(q, statusRunning, "", "")
 	start := d.cfg.Now()
 	status, msg := d.attempt(q, pol.Key)
@@ -494,9 +589,11 @@ func (d *Dispatcher) deliver(q queued) {
 	line := fmt.Sprintf("%s attempt %d: %s (%s)", start.UTC().Format(time.RFC3339), q.Attempts, msg, d.cfg.Now().Sub(start).Round(time.Millisecond))
 	switch {
 	case status >= 200 && status < 300:
+		d.delivered.Add(1)
 		d.finish(q, statusSuccess, "", line)
 	case q.Attempts >= d.cfg.MaxAttempts:
-		d.log.Warn("webhook delivery failed for good", "policy", q.PolicyID, "address", q.Target.Address, "attempts", q.Attempts, "err", msg)
+		d.failed.Add(1)
+		d.log.Warn("webhook delivery failed for good", "policy", q.PolicyID, "address", redact(q.Target.Address), "attempts", q.Attempts, "err", msg)
 		d.finish(q, statusError, msg, line)
 	case d.ctx.Err() != nil:
 		d.release(q) // cove stops: the next start tries again
@@ -504,10 +601,10 @@ func (d *Dispatcher) deliver(q queued) {
 		wait := min(d.cfg.Backoff<<min(q.Attempts-1, 20), d.cfg.MaxBackoff)
 		q.Next, q.Lease = d.cfg.Now().Add(wait), time.Time{}
 		err := kv.Retry(context.Background(), d.cfg.DB, func(txn kv.Txn) error {
-			if _, err := txn.Get(queueKey(q.TaskID)); err != nil {
+			if _, err := txn.Get(queueKey(q.PolicyID, q.TaskID)); err != nil {
 				return err
 			}
-			return kv.Put(txn, queueKey(q.TaskID), q)
+			return kv.Put(txn, queueKey(q.PolicyID, q.TaskID), q)
 		})
 		if err != nil && !errors.Is(err, kv.ErrNotFound) {
 			d.log.Warn("requeueing a webhook delivery", "err", err)
@@ -540,6 +637,10 @@ func (d *Dispatcher) attempt(q queued, secret string) (int, string) {
 	}
 	resp, err := client.Do(req)
 	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // without the URL: a receiver's URL may hold its secret
+		}
 		return 0, err.Error()
 	}
 	defer resp.Body.Close()
@@ -569,18 +670,18 @@ func Sign(secret string, body []byte) string {
 func (d *Dispatcher) release(q queued) {
 	_ = kv.Retry(context.Background(), d.cfg.DB, func(txn kv.Txn) error {
 		var cur queued
-		if err := kv.Get(txn, queueKey(q.TaskID), &cur); err != nil {
+		if err := kv.Get(txn, queueKey(q.PolicyID, q.TaskID), &cur); err != nil {
 			return err
 		}
 		cur.Lease = time.Time{}
-		return kv.Put(txn, queueKey(q.TaskID), cur)
+		return kv.Put(txn, queueKey(q.PolicyID, q.TaskID), cur)
 	})
 }
 
 // finish ends a delivery: its queue entry goes, its task records the end.
 func (d *Dispatcher) finish(q queued, status, msg, line string) {
 	err := kv.Retry(context.Background(), d.cfg.DB, func(txn kv.Txn) error {
-		if err := txn.Delete(queueKey(q.TaskID)); err != nil {
+		if err := txn.Delete(queueKey(q.PolicyID, q.TaskID)); err != nil {
 			return err
 		}
 		return d.updateTask(txn, q, status, msg, line)
@@ -627,4 +728,14 @@ func (d *Dispatcher) updateTask(txn kv.Txn, q queued, status, msg, line string) 
 	}
 	ex.settle(now)
 	return kv.Put(txn, execKey(q.PolicyID, q.ExecID), ex)
+}
+
+// redact is a target's address without its query (receivers keep secrets there).
+func redact(address string) string {
+	u, err := url.Parse(address)
+	if err != nil {
+		return "(an address that does not parse)"
+	}
+	u.RawQuery, u.Fragment, u.User = "", "", nil
+	return u.String()
 }

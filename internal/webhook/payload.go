@@ -113,7 +113,11 @@ func (e Event) eventData(host string, ri repoInfo) *eventData {
 			ed.Resources = []resource{res}
 		}
 	} else if e.Project != "" {
-		ed.Repository = &repository{Namespace: e.Project}
+		repoType := "private"
+		if ri.public {
+			repoType = "public"
+		}
+		ed.Repository = &repository{Namespace: e.Project, RepoType: repoType}
 	}
 	if e.Details != "" {
 		ed.CustomAttributes = map[string]string{"Details": e.Details}

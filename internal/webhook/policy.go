@@ -131,8 +131,8 @@ func (p *Policy) validate(allowPrivate bool) error {
 		if t.PayloadFormat != FormatDefault && t.PayloadFormat != FormatCloudEvents {
 			return bad("payload_format %q is neither Default nor CloudEvents", t.PayloadFormat)
 		}
-		if strings.ContainsAny(t.AuthHeader, "\r\n") {
-			return bad("auth_header has a line break")
+		if strings.ContainsFunc(t.AuthHeader, func(r rune) bool { return (r < 0x20 && r != '\t') || r == 0x7f }) {
+			return bad("auth_header has a control character")
 		}
 		u, err := url.Parse(t.Address)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
@@ -287,14 +287,20 @@ func (ps *Policies) Delete(ctx context.Context, projectID, id int64) error {
 		return err
 	}
 	ps.changed()
-	// The history goes after the policy, in batches (a queue entry of the policy finds it gone
-	// and ends).
+	// The history and the deliveries waiting go after the policy, in batches (a delivery in
+	// flight finds its policy gone and ends).
 	var ops []kv.Op
 	err = ps.db.View(ctx, func(txn kv.Txn) error {
-		return txn.Scan([]byte(execPrefix(id)), kv.ScanOptions{KeysOnly: true}, func(k, _ []byte) (bool, error) {
-			ops = append(ops, kv.Op{Key: k, Delete: true})
-			return len(ops) < 100_000, nil
-		})
+		for _, prefix := range []string{execPrefix(id), queuePrefix(id)} {
+			err := txn.Scan([]byte(prefix), kv.ScanOptions{KeysOnly: true}, func(k, _ []byte) (bool, error) {
+				ops = append(ops, kv.Op{Key: k, Delete: true})
+				return len(ops) < 100_000, nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil || len(ops) == 0 {
 		return err
@@ -315,4 +321,3 @@ func (ps *Policies) DeleteProject(ctx context.Context, projectID int64) error {
 	}
 	return nil
 }
-

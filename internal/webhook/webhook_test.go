@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -121,7 +122,7 @@ func TestDelivery(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.Notify(Event{Type: PullArtifact, Repo: "team/app", Digest: "sha256:aa", Operator: "bob"}) // not wanted
+	d.Notify(Event{Type: PullArtifact, Repo: "team/app", Digest: "sha256:aa", Operator: "bob"})  // not wanted
 	d.Notify(Event{Type: PushArtifact, Repo: "other/app", Digest: "sha256:aa", Operator: "bob"}) // another project
 	d.Notify(Event{Type: PushArtifact, Repo: "team/app", Digest: "sha256:ab", Tag: "v1", Operator: "bob", Time: time.Unix(1_700_000_000, 0)})
 	waitFor(t, "two deliveries", func() bool { return len(rc.deliveries()) >= 2 })
@@ -334,5 +335,124 @@ func TestNotifyNeverBlocks(t *testing.T) {
 	}
 	if d.Dropped() == 0 {
 		t.Error("nothing was counted dropped")
+	}
+}
+
+// One tenant's hanging receiver does not hold another's deliveries: each policy has at most two
+// in flight, and the policies take turns.
+func TestFairness(t *testing.T) {
+	slow, fast := newReceiver(t), newReceiver(t)
+	slow.fail = func(int) int { return -1 } // hangs
+	d := newDispatcher(t, openDB(t, t.TempDir()))
+	defer d.Close()
+	ctx := context.Background()
+	if _, err := d.Policies().Create(ctx, 7, "team", Policy{Name: "hangs", Enabled: true, EventTypes: []string{PullArtifact},
+		Targets: []Target{{Address: slow.srv.URL}}}, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Policies().Create(ctx, 0, "", Policy{Name: "mirror", Enabled: true, EventTypes: []string{PullArtifact},
+		Targets: []Target{{Address: fast.srv.URL}}}, "admin"); err != nil {
+		t.Fatal(err)
+	}
+	for range 50 {
+		d.Notify(Event{Type: PullArtifact, Repo: "team/app", Digest: "sha256:ab"})
+	}
+	waitFor(t, "the hanging receiver to hold its slots", func() bool { return len(slow.deliveries()) >= 2 })
+	d.Notify(Event{Type: PullArtifact, Repo: "docker.io/library/alpine", Name: "alpine", Mirrored: true, Digest: "sha256:cd"})
+	waitFor(t, "the other policy's delivery", func() bool { return len(fast.deliveries()) == 1 })
+	if n := len(slow.deliveries()); n > 2 {
+		t.Errorf("the hanging receiver has %d deliveries in flight, want at most 2", n)
+	}
+}
+
+// A fast receiver gets events as fast as they come, not one round a second; many policies with
+// many targets each are stored whatever the batch (one transaction per execution).
+func TestThroughputAndFanOut(t *testing.T) {
+	rc := newReceiver(t)
+	d := newDispatcher(t, openDB(t, t.TempDir()))
+	defer d.Close()
+	ctx := context.Background()
+	targets := make([]Target, 10)
+	for i := range targets {
+		targets[i] = Target{Address: fmt.Sprintf("%s/t%d", rc.srv.URL, i)}
+	}
+	for i := range 30 {
+		if _, err := d.Policies().Create(ctx, 7, "team", Policy{Name: fmt.Sprintf("p%d", i), Enabled: true, EventTypes: []string{PushArtifact},
+			Targets: targets}, "alice"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := time.Now()
+	for range 5 {
+		d.Notify(Event{Type: PushArtifact, Repo: "team/app", Digest: "sha256:ab"})
+	}
+	waitFor(t, "1500 deliveries", func() bool { return len(rc.deliveries()) >= 5*30*10 })
+	t.Logf("1500 deliveries in %v", time.Since(start))
+	if el := time.Since(start); el > 8*time.Second {
+		t.Errorf("1500 deliveries to a fast receiver took %v: slots are not refilled as deliveries end", el)
+	}
+	if d.Dropped() != 0 {
+		t.Errorf("%d events dropped", d.Dropped())
+	}
+}
+
+// A disabled policy sends nothing more, not even what was waiting; a target taken out of a policy
+// gets nothing more with its old settings.
+func TestDisabledPolicyStops(t *testing.T) {
+	rc := newReceiver(t)
+	rc.fail = func(int) int { return http.StatusServiceUnavailable }
+	d := newDispatcher(t, openDB(t, t.TempDir()))
+	defer d.Close()
+	ctx := context.Background()
+	p := Policy{Name: "ci", Enabled: true, EventTypes: []string{PushArtifact}, Targets: []Target{{Address: rc.srv.URL + "/old", AuthHeader: "Bearer old"}}}
+	pol, err := d.Policies().Create(ctx, 7, "team", p, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Notify(Event{Type: PushArtifact, Repo: "team/app", Digest: "sha256:ab"})
+	waitFor(t, "a failed attempt", func() bool { return len(rc.deliveries()) >= 1 })
+	p.Targets = []Target{{Address: rc.srv.URL + "/new"}}
+	if _, err := d.Policies().Update(ctx, 7, pol.ID, p); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the pending delivery to stop", func() bool {
+		ex, _ := d.Policies().Executions(ctx, pol.ID)
+		return len(ex) == 1 && ex[0].Status == statusStopped
+	})
+	for _, g := range rc.deliveries()[1:] {
+		if g.header.Get("Authorization") == "Bearer old" {
+			t.Error("the removed target's auth header was sent again")
+		}
+	}
+	p.Enabled = false
+	d.Policies().Update(ctx, 7, pol.ID, p)
+	d.Notify(Event{Type: PushArtifact, Repo: "team/app", Digest: "sha256:cd"})
+	if ex, _ := d.Policies().Executions(ctx, pol.ID); len(ex) != 1 {
+		t.Errorf("a disabled policy got %d executions, want still 1", len(ex))
+	}
+}
+
+// A policy whose receiver is far behind takes no more than maxPending deliveries; the rest are
+// dropped and counted.
+func TestPendingBound(t *testing.T) {
+	rc := newReceiver(t)
+	rc.fail = func(int) int { return -1 }
+	d := newDispatcher(t, openDB(t, t.TempDir()))
+	defer d.Close()
+	ctx := context.Background()
+	pol, err := d.Policies().Create(ctx, 7, "team", Policy{Name: "ci", Enabled: true, EventTypes: []string{PullArtifact},
+		Targets: []Target{{Address: rc.srv.URL}}}, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range maxPending + 50 {
+		d.Notify(Event{Type: PullArtifact, Repo: "team/app", Digest: "sha256:ab"})
+	}
+	waitFor(t, "the events to be written or dropped", func() bool { return d.pending(ctx, pol.ID)+int(d.Dropped()) >= maxPending+50-perPolicy })
+	if n := d.pending(ctx, pol.ID); n > maxPending {
+		t.Errorf("%d deliveries pending, want at most %d", n, maxPending)
+	}
+	if d.Dropped() < 40 {
+		t.Errorf("%d dropped, want about 50", d.Dropped())
 	}
 }
