@@ -80,6 +80,16 @@ func (s *Server) hookScope(r *http.Request, who auth.Principal, manage bool) (in
 	return p.ID, p.Name, nil
 }
 
+// hookPath is hookScope, and the policy id of the request's path.
+func (s *Server) hookPath(r *http.Request, who auth.Principal, manage bool) (int64, string, int64, error) {
+	pid, project, err := s.hookScope(r, who, manage)
+	if err != nil {
+		return 0, "", 0, err
+	}
+	id, err := pathID(r, "id")
+	return pid, project, id, err
+}
+
 // hookBase is the path of the policies of a request's scope.
 func hookBase(project string) string {
 	if project == "" {
@@ -101,11 +111,7 @@ func (s *Server) handleListWebhooks(w http.ResponseWriter, r *http.Request, who 
 }
 
 func (s *Server) handleGetWebhook(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
-	pid, _, err := s.hookScope(r, who, false)
-	if err != nil {
-		return err
-	}
-	id, err := pathID(r, "id")
+	pid, _, id, err := s.hookPath(r, who, false)
 	if err != nil {
 		return err
 	}
@@ -136,11 +142,7 @@ func (s *Server) handleCreateWebhook(w http.ResponseWriter, r *http.Request, who
 }
 
 func (s *Server) handleUpdateWebhook(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
-	pid, project, err := s.hookScope(r, who, true)
-	if err != nil {
-		return err
-	}
-	id, err := pathID(r, "id")
+	pid, project, id, err := s.hookPath(r, who, true)
 	if err != nil {
 		return err
 	}
@@ -158,11 +160,7 @@ func (s *Server) handleUpdateWebhook(w http.ResponseWriter, r *http.Request, who
 }
 
 func (s *Server) handleDeleteWebhook(w http.ResponseWriter, r *http.Request, who auth.Principal) error {
-	pid, project, err := s.hookScope(r, who, true)
-	if err != nil {
-		return err
-	}
-	id, err := pathID(r, "id")
+	pid, project, id, err := s.hookPath(r, who, true)
 	if err != nil {
 		return err
 	}
@@ -187,11 +185,7 @@ func (s *Server) handleWebhookEvents(w http.ResponseWriter, r *http.Request, who
 
 // hookPolicy is the policy of a history request, once it belongs to the request's scope.
 func (s *Server) hookPolicy(r *http.Request, who auth.Principal) (int64, error) {
-	pid, _, err := s.hookScope(r, who, false)
-	if err != nil {
-		return 0, err
-	}
-	id, err := pathID(r, "id")
+	pid, _, id, err := s.hookPath(r, who, false)
 	if err != nil {
 		return 0, err
 	}
