@@ -44,7 +44,17 @@ func (e *SpaceError) Error() string {
 func (e *SpaceError) Is(target error) bool { return target == ErrStorageFull }
 
 // byteSize writes n in MiB with one decimal.
-func byteSize(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+func byteSize(n int64) string {
+	switch {
+	case n < 1<<10:
+		return fmt.Sprintf("%d B", n)
+	case n < 1<<20:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	case n < 1<<30:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	}
+	return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+}
 
 // spaceCheckEvery is how many bytes a streamed write takes between two checks of the floor.
 const spaceCheckEvery = 1 << 20

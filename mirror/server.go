@@ -416,7 +416,12 @@ func (s *Server) event(r *http.Request, req request, typ string, dgst digest.Dig
 		return
 	}
 	e := webhook.Event{Type: typ, Operator: cmp.Or(req.who.Name, "anonymous"), Time: s.now(), Repo: req.repo, Name: req.name,
-		Mirrored: req.up != nil, Digest: dgst.String(), Tag: tag}
+		Digest: dgst.String(), Tag: tag}
+	if req.up != nil {
+		// Mirrored: the repository's name at its upstream, whichever name the client used
+		// ("busybox" and "library/busybox" are one).
+		e.Mirrored, e.Name = true, req.upRepo
+	}
 	s.notify.Notify(e)
 }
 

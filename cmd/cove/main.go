@@ -217,9 +217,21 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	// Quota warnings and refusals go to the log, the audit log and the webhooks.
 	var quotaAudit *auth.Audit
 	var hooks atomic.Pointer[webhook.Dispatcher]
+	var quotaMu sync.Mutex
+	quotaSent := map[string]time.Time{} // project and kind → the last webhook event: one a minute
 	onQuota := func(project, kind string, used, hard int64) {
 		log.Warn("project quota "+kind, "project", project, "used_bytes", used, "hard_bytes", hard)
-		if d := hooks.Load(); d != nil {
+		quotaMu.Lock()
+		key, now := project+"\x00"+kind, time.Now()
+		again := now.Sub(quotaSent[key]) < time.Minute // a push refused blob by blob is one event
+		if !again {
+			if len(quotaSent) > 10_000 {
+				clear(quotaSent)
+			}
+			quotaSent[key] = now
+		}
+		quotaMu.Unlock()
+		if d := hooks.Load(); d != nil && !again {
 			typ, what := webhook.QuotaWarning, "reached 85 % of"
 			if kind == "exceeded" {
 				typ, what = webhook.QuotaExceed, "refused a write past"
@@ -332,6 +344,13 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 				return p.ID, p.Public, err
 			},
 			RepoCreated: store.Manifests.RepoCreated,
+			FirstTag: func(ctx context.Context, repo, dgst string) string {
+				a, err := store.Manifests.Artifact(ctx, repo, dgst)
+				if err != nil || len(a.Tags) == 0 {
+					return ""
+				}
+				return slices.Min(a.Tags)
+			},
 		})
 		if err != nil {
 			return err

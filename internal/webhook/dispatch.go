@@ -37,6 +37,9 @@ type Config struct {
 	Project func(ctx context.Context, name string) (id int64, public bool, err error)
 	// RepoCreated is when a repository got its first manifest; nil or zero: not said.
 	RepoCreated func(ctx context.Context, repo string) time.Time
+	// FirstTag is a tag of the manifest dgst of repo, "" when it has none: the tag of an event
+	// by digest (clients pull a tag's digest).
+	FirstTag func(ctx context.Context, repo, dgst string) string
 	// Timeout bounds each attempt (zero: 10s); MaxAttempts bounds the attempts of a delivery
 	// (zero: 8); Backoff is the wait after the first failed attempt, doubled after each other,
 	// up to MaxBackoff (zero: 2s and 10 minutes).
@@ -291,6 +294,9 @@ func (d *Dispatcher) write(batch []Event) {
 		}
 		if e.Repo != "" && d.cfg.RepoCreated != nil {
 			ri.created = d.cfg.RepoCreated(ctx, e.Repo)
+		}
+		if e.Tag == "" && e.Digest != "" && e.Repo != "" && d.cfg.FirstTag != nil {
+			e.Tag = d.cfg.FirstTag(ctx, e.Repo, e.Digest)
 		}
 		for _, p := range *all {
 			if !p.Enabled || !contains(p.EventTypes, e.Type) || p.ProjectID != projectID || (projectID == 0) != e.Mirrored {
@@ -644,8 +650,18 @@ func (d *Dispatcher) attempt(q queued, secret string) (int, string) {
 		return 0, err.Error()
 	}
 	defer resp.Body.Close()
+	head, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	return resp.StatusCode, "HTTP " + strconv.Itoa(resp.StatusCode)
+	msg := "HTTP " + strconv.Itoa(resp.StatusCode)
+	switch {
+	case resp.StatusCode >= 300 && resp.StatusCode < 400:
+		msg += " (redirects are not followed: give the policy the final address)"
+	case resp.StatusCode >= 400:
+		if text := strings.Join(strings.Fields(strings.ToValidUTF8(string(head), "")), " "); text != "" {
+			msg += ": " + text // what the receiver said, its first 200 bytes
+		}
+	}
+	return resp.StatusCode, msg
 }
 
 // The headers of a delivery besides Content-Type and Authorization.

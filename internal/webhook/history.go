@@ -54,6 +54,9 @@ func (ex *execRecord) settle(now time.Time) {
 		switch t.Status {
 		case statusPending:
 			pending++
+			if t.Message != "" {
+				ex.Message = "retrying: " + t.Message // the last error while it is tried again
+			}
 		case statusRunning:
 			running++
 		case statusError:

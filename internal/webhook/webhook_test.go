@@ -103,6 +103,12 @@ func newDispatcher(t *testing.T, db kv.DB) *Dispatcher {
 			return 0, false, errors.New("no such project")
 		},
 		RepoCreated: func(context.Context, string) time.Time { return time.Unix(1_690_000_000, 0) },
+		FirstTag: func(_ context.Context, repo, dgst string) string {
+			if repo == "team/app" && dgst == "sha256:dd" {
+				return "v9"
+			}
+			return ""
+		},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -454,5 +460,33 @@ func TestPendingBound(t *testing.T) {
 	}
 	if d.Dropped() < 40 {
 		t.Errorf("%d dropped, want about 50", d.Dropped())
+	}
+}
+
+// An event by digest (docker pulls a tag's digest) names the manifest's tag when it has one; a
+// manifest without a tag is named by its digest, as Harbor does.
+func TestEventByDigestNamesItsTag(t *testing.T) {
+	rc := newReceiver(t)
+	d := newDispatcher(t, openDB(t, t.TempDir()))
+	defer d.Close()
+	if _, err := d.Policies().Create(context.Background(), 7, "team", Policy{Name: "ci", Enabled: true, EventTypes: []string{PullArtifact},
+		Targets: []Target{{Address: rc.srv.URL}}}, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	d.Notify(Event{Type: PullArtifact, Repo: "team/app", Digest: "sha256:dd"})
+	d.Notify(Event{Type: PullArtifact, Repo: "team/app", Digest: "sha256:ee"})
+	waitFor(t, "two deliveries", func() bool { return len(rc.deliveries()) == 2 })
+	tags := map[string]bool{}
+	for _, g := range rc.deliveries() {
+		var p struct {
+			EventData struct {
+				Resources []struct{ Digest, Tag string } `json:"resources"`
+			} `json:"event_data"`
+		}
+		json.Unmarshal(g.body, &p)
+		tags[p.EventData.Resources[0].Tag] = true
+	}
+	if !tags["v9"] || !tags["sha256:ee"] {
+		t.Errorf("tags = %v, want v9 (the digest's tag) and sha256:ee (no tag)", tags)
 	}
 }

@@ -190,7 +190,9 @@ function resetToken() {
   const form = document.getElementById("resetpw-form");
   if (!form) return;
   const m = /(?:^#|&)token=([A-Za-z0-9_-]+)/.exec(location.hash);
-  if (m) form.token.value = m[1];
+  // Kept for this tab only, so that switching the page's language (a new load) keeps it.
+  if (m) sessionStorage.setItem("resetToken", m[1]);
+  form.token.value = (m && m[1]) || sessionStorage.getItem("resetToken") || "";
   history.replaceState(null, "", location.pathname);
 }
 
