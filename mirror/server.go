@@ -76,7 +76,7 @@ type Config struct {
 	Audit Auditor
 	// Notifier takes the same events for webhooks; nil sends none.
 	Notifier Notifier
-	Store *cache.Store
+	Store    *cache.Store
 	// Auth authenticates requests (auth.Tokens); Policy authorizes them (auth.Policy).
 	Auth   Authenticator
 	Policy Authorizer
