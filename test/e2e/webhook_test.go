@@ -293,7 +293,7 @@ func TestWebhooks(t *testing.T) {
 	}
 	d := sys.delivered(t)[0]
 	if err := json.Unmarshal(d.body, &ce); err != nil || ce.SpecVersion != "1.0" || ce.Type != "harbor.artifact.pulled" ||
-		ce.Data.Repository.RepoFullName != "app" || d.contentType != "application/cloudevents+json" {
+		ce.Data.Repository.RepoFullName != "library/app" || d.contentType != "application/cloudevents+json" {
 		t.Errorf("mirrored pull's CloudEvent = %s (%v)", d.body, err)
 	}
 }
