@@ -161,7 +161,7 @@ func (d *Dispatcher) wanted(e Event) bool {
 		return false
 	}
 	for _, p := range *all {
-		if p.Enabled && contains(p.EventTypes, e.Type) && (p.ProjectID == 0) == e.Mirrored {
+		if p.Enabled && slices.Contains(p.EventTypes, e.Type) && (p.ProjectID == 0) == e.Mirrored {
 			if p.ProjectID == 0 || p.ProjectName == e.project() {
 				return true
 			}
@@ -170,14 +170,6 @@ func (d *Dispatcher) wanted(e Event) bool {
 	return false
 }
 
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
 
 // project is the project of e's repository (or e.Project).
 func (e Event) project() string {
@@ -299,7 +291,7 @@ func (d *Dispatcher) write(batch []Event) {
 			e.Tag = d.cfg.FirstTag(ctx, e.Repo, e.Digest)
 		}
 		for _, p := range *all {
-			if !p.Enabled || !contains(p.EventTypes, e.Type) || p.ProjectID != projectID || (projectID == 0) != e.Mirrored {
+			if !p.Enabled || !slices.Contains(p.EventTypes, e.Type) || p.ProjectID != projectID || (projectID == 0) != e.Mirrored {
 				continue
 			}
 			execID, err := d.cfg.DB.NextID(ctx, seqExec)
