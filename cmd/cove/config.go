@@ -36,11 +36,15 @@ type Config struct {
 	// TrustedProxies are the reverse proxies (addresses or CIDR networks) whose X-Forwarded-For
 	// is believed: requests through them count as the client's address for failed-login limits,
 	// the audit log and the access log. Default none: every peer is the client.
-	TrustedProxies []string      `yaml:"trusted_proxies"`
-	Mirror         MirrorConfig  `yaml:"mirror"`
-	Storage        StorageConfig `yaml:"storage"`
-	Auth           AuthConfig    `yaml:"auth"`
-	TLS            TLSConfig     `yaml:"tls"`
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	// AccessLog says which requests get an access-log line: all (default), errors (4xx, 5xx
+	// and cut answers), or sample (those, and one in AccessLogSample of the others).
+	AccessLog       string        `yaml:"access_log"`
+	AccessLogSample int           `yaml:"access_log_sample"` // default 100
+	Mirror          MirrorConfig  `yaml:"mirror"`
+	Storage         StorageConfig `yaml:"storage"`
+	Auth            AuthConfig    `yaml:"auth"`
+	TLS             TLSConfig     `yaml:"tls"`
 	// Cluster makes the node one of a fleet (storage.metadata.kind postgres with
 	// storage.blobs.kind s3): see README, "Run a fleet".
 	Cluster ClusterConfig `yaml:"cluster"`
@@ -254,8 +258,9 @@ type TLSConfig struct {
 // DefaultConfig is the embedded default: a Docker Hub mirror on :5000 with data in ./data.
 func DefaultConfig() Config {
 	return Config{
-		Listen: ":5000",
-		Data:   "./data",
+		Listen:    ":5000",
+		Data:      "./data",
+		AccessLog: "all",
 		Mirror: MirrorConfig{
 			Default:     "docker.io",
 			MaxSize:     50 << 30,
@@ -553,6 +558,10 @@ func (c *Config) Validate() error {
 			}
 		}
 		bad(key, "want one of %s, got %q", strings.Join(allowed, ", "), v)
+	}
+	oneOf("access_log", c.AccessLog, "all", "errors", "sample")
+	if c.AccessLogSample < 0 {
+		bad("access_log_sample", "must not be negative (0: the default, one in 100)")
 	}
 	oneOf("auth.mode", c.Auth.Mode, "db", "ldap")
 	oneOf("auth.anonymous_pull", c.Auth.AnonymousPull, "mirror", "none")

@@ -557,7 +557,8 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	proxies, _ := telemetry.ParseProxies(cfg.TrustedProxies) // checked by Validate
 	var dls downloads
 	srv := &http.Server{
-		Handler:           dls.track(telemetry.ForwardedFor(proxies, telemetry.Middleware(mux, log.With("component", "http"), metrics, routeName))),
+		Handler: dls.track(telemetry.ForwardedFor(proxies, telemetry.Middleware(mux, log.With("component", "http"), metrics, routeName,
+			telemetry.AccessLog{Mode: cfg.AccessLog, Sample: cfg.AccessLogSample}))),
 		ConnContext:       withConn,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,

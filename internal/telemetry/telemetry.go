@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -104,11 +105,36 @@ func (h logHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
 
 func (h logHandler) WithGroup(name string) slog.Handler { return logHandler{h.Handler.WithGroup(name)} }
 
+// AccessLog says which requests get an access-log line: every one (AccessAll, the default), those
+// answered 4xx or 5xx or cut (AccessErrors), or those and one in Sample of the others
+// (AccessSample). A 5xx is always logged, with its cause. The metrics count every request.
+type AccessLog struct {
+	Mode   string
+	Sample int
+}
+
+// The modes of AccessLog.
+const (
+	AccessAll     = "all"
+	AccessErrors  = "errors"
+	AccessSample  = "sample"
+	defaultSample = 100
+)
+
 // Middleware wraps next: it gives the request an id (X-Request-Id), recovers a panic into a 500,
 // writes one access-log line and records the metrics. route names the endpoint for labels; it
 // must return a small, fixed set of values. The line of a request answered with a 5xx is logged
-// at ERROR with its cause (see SetCause); every other one at INFO.
-func Middleware(next http.Handler, log *slog.Logger, m *Metrics, route func(*http.Request) string) http.Handler {
+// at ERROR with its cause (see SetCause); every other one at INFO, as access (its zero value:
+// every request) says.
+func Middleware(next http.Handler, log *slog.Logger, m *Metrics, route func(*http.Request) string, access ...AccessLog) http.Handler {
+	var al AccessLog
+	if len(access) > 0 {
+		al = access[0]
+	}
+	if al.Sample <= 0 {
+		al.Sample = defaultSample
+	}
+	var seen atomic.Int64 // the requests that could be sampled
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		outer := r.Context() // the line below names the request id itself
@@ -141,6 +167,16 @@ func Middleware(next http.Handler, log *slog.Logger, m *Metrics, route func(*htt
 			m.requests.WithLabelValues(name, r.Method, code).Inc()
 			m.latency.WithLabelValues(name).Observe(elapsed.Seconds())
 			m.served.WithLabelValues(name).Add(float64(rw.bytes))
+			if rw.status < 400 && !aborted {
+				switch al.Mode {
+				case AccessErrors:
+					return
+				case AccessSample:
+					if seen.Add(1)%int64(al.Sample) != 1%int64(al.Sample) {
+						return
+					}
+				}
+			}
 			level, msg := slog.LevelInfo, "request"
 			attrs := []slog.Attr{
 				slog.String("request_id", id),

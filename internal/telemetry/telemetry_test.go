@@ -172,3 +172,51 @@ func TestAbortedRequestIsLogged(t *testing.T) {
 		t.Errorf("cove_http_requests_total{code=aborted} = %v, want 1", n)
 	}
 }
+
+// The access log's modes: errors logs 4xx, 5xx and cut answers only; sample logs those and one
+// in N of the others; the metrics count every request whatever the mode.
+func TestAccessLogModes(t *testing.T) {
+	for _, c := range []struct {
+		access AccessLog
+		want   int // lines for 6 answers of 200, one 404, one 500
+	}{
+		{AccessLog{}, 8},
+		{AccessLog{Mode: AccessErrors}, 2},
+		{AccessLog{Mode: AccessSample, Sample: 3}, 4},
+	} {
+		var logs bytes.Buffer
+		m := NewMetrics(prometheus.NewRegistry())
+		mux := http.NewServeMux()
+		mux.HandleFunc("/ok", func(w http.ResponseWriter, r *http.Request) {})
+		mux.HandleFunc("/gone", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(404) })
+		mux.HandleFunc("/fail", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(500) })
+		h := Middleware(mux, slog.New(slog.NewJSONHandler(&logs, nil)), m, func(r *http.Request) string { return r.URL.Path[1:] }, c.access)
+		for _, p := range []string{"/ok", "/ok", "/ok", "/gone", "/ok", "/ok", "/ok", "/fail"} {
+			h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", p, nil))
+		}
+		if n := strings.Count(logs.String(), "\n"); n != c.want {
+			t.Errorf("access log %+v: %d lines, want %d:\n%s", c.access, n, c.want, logs.String())
+		}
+		if !strings.Contains(logs.String(), `"status":500`) {
+			t.Errorf("access log %+v: the 500 is not logged", c.access)
+		}
+		if got := testutil.ToFloat64(m.requests.WithLabelValues("ok", "GET", "200")); got != 6 {
+			t.Errorf("access log %+v: requests{ok,200} = %v, want 6 whatever is logged", c.access, got)
+		}
+	}
+}
+
+// The access log's cost per request: every line, or errors only (what access_log: errors saves).
+func BenchmarkMiddleware(b *testing.B) {
+	for _, access := range []AccessLog{{Mode: AccessAll}, {Mode: AccessErrors}} {
+		b.Run(access.Mode, func(b *testing.B) {
+			h := Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("{}")) }),
+				slog.New(slog.NewJSONHandler(io.Discard, nil)), NewMetrics(prometheus.NewRegistry()), func(*http.Request) string { return "v2_manifest" }, access)
+			req := httptest.NewRequest("GET", "/v2/library/alpine/manifests/latest", nil)
+			b.ReportAllocs()
+			for b.Loop() {
+				h.ServeHTTP(httptest.NewRecorder(), req)
+			}
+		})
+	}
+}
