@@ -170,7 +170,6 @@ func (d *Dispatcher) wanted(e Event) bool {
 	return false
 }
 
-
 // project is the project of e's repository (or e.Project).
 func (e Event) project() string {
 	if e.Project != "" {
