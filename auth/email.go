@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -56,32 +57,11 @@ func (ch EmailChange) Over(cfg mail.Config) mail.Config {
 	return cfg
 }
 
-// merge sets the fields of next over ch.
+// merge sets the fields of next over ch (those next has: non-nil).
 func (ch EmailChange) merge(next EmailChange) EmailChange {
-	if next.Server != nil {
-		ch.Server = next.Server
-	}
-	if next.Port != nil {
-		ch.Port = next.Port
-	}
-	if next.Username != nil {
-		ch.Username = next.Username
-	}
-	if next.Password != nil {
-		ch.Password = next.Password
-	}
-	if next.From != nil {
-		ch.From = next.From
-	}
-	if next.SSL != nil {
-		ch.SSL = next.SSL
-	}
-	if next.StartTLS != nil {
-		ch.StartTLS = next.StartTLS
-	}
-	if next.InsecureSkipVerify != nil {
-		ch.InsecureSkipVerify = next.InsecureSkipVerify
-	}
+	ch.Server, ch.Port, ch.Username = cmp.Or(next.Server, ch.Server), cmp.Or(next.Port, ch.Port), cmp.Or(next.Username, ch.Username)
+	ch.Password, ch.From, ch.SSL = cmp.Or(next.Password, ch.Password), cmp.Or(next.From, ch.From), cmp.Or(next.SSL, ch.SSL)
+	ch.StartTLS, ch.InsecureSkipVerify = cmp.Or(next.StartTLS, ch.StartTLS), cmp.Or(next.InsecureSkipVerify, ch.InsecureSkipVerify)
 	return ch
 }
 
