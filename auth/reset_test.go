@@ -222,8 +222,19 @@ func TestEmailSettings(t *testing.T) {
 	if _, err := s.Policy.UpdateEmailSettings(ctx, EmailChange{SSL: &bad}); !errors.As(err, &invalid) || !errors.Is(err, ErrInvalid) || invalid.Problems[0].Key != "starttls" {
 		t.Errorf("ssl with starttls = %v, want an EmailSettingsError on starttls", err)
 	}
-	// A restart with another file: the key set through the API stays, the others follow the file.
-	file.Server, file.Password = "mail.example.org", "new-secret"
+	// A second change of every key: each takes its new value, over the first.
+	first, second, port := "one.example.org", "two.example.org", 2525
+	user, pw, no, yes := "u2", "p2", false, true
+	if _, err := s.Policy.UpdateEmailSettings(ctx, EmailChange{Server: &first, Username: &user, Password: &pw}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Policy.UpdateEmailSettings(ctx, EmailChange{Server: &second, Port: &port, Username: &user, Password: &pw, StartTLS: &no, InsecureSkipVerify: &yes})
+	if err != nil || got.Server != second || got.Port != port || got.Username != user || got.Password != pw || got.From != from || got.StartTLS || !got.InsecureSkipVerify {
+		t.Fatalf("settings after two changes = %+v, %v", got, err)
+	}
+	file.Server, file.Port, file.Username, file.Password, file.StartTLS, file.InsecureSkipVerify = second, port, user, pw, false, true
+	// A restart with another file: the keys set through the API stay (here the file says the
+	// same as they do), and the others follow the file.
 	s, err = New(ctx, db, Config{AdminPassword: "pw", KeyDir: t.TempDir(), Email: file})
 	if err != nil {
 		t.Fatal(err)
