@@ -20,7 +20,6 @@ import (
 	"maps"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -34,7 +33,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"cove/admin"
@@ -214,42 +212,11 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	if member != nil {
 		uploadPrefix = mirror.UploadPrefix(member.Self().Name)
 	}
-	// Quota warnings and refusals go to the log, the audit log and the webhooks.
-	var quotaAudit *auth.Audit
-	var hooks atomic.Pointer[webhook.Dispatcher]
-	var quotaMu sync.Mutex
-	quotaSent := map[string]time.Time{} // project and kind → the last webhook event: one a minute
-	onQuota := func(project, kind string, used, hard int64) {
-		log.Warn("project quota "+kind, "project", project, "used_bytes", used, "hard_bytes", hard)
-		quotaMu.Lock()
-		key, now := project+"\x00"+kind, time.Now()
-		again := now.Sub(quotaSent[key]) < time.Minute // a push refused blob by blob is one event
-		if !again {
-			if len(quotaSent) > 10_000 {
-				clear(quotaSent)
-			}
-			quotaSent[key] = now
-		}
-		quotaMu.Unlock()
-		if d := hooks.Load(); d != nil && !again {
-			typ, what := webhook.QuotaWarning, "reached 85 % of"
-			if kind == "exceeded" {
-				typ, what = webhook.QuotaExceed, "refused a write past"
-			}
-			d.Notify(webhook.Event{Type: typ, Operator: "system", Project: project,
-				Details: fmt.Sprintf("project %s %s its quota: %d of %d bytes used", project, what, used, hard)})
-		}
-		if quotaAudit != nil {
-			result := "success"
-			if kind == "exceeded" {
-				result = "failure" // a write refused
-			}
-			_ = quotaAudit.Record(context.Background(), auth.Event{Username: "system", Operation: "quota_" + kind, ResourceType: "quota", Resource: project,
-				Detail: fmt.Sprintf("used=%d hard=%d", used, hard), Result: result})
-		}
-	}
+	// Quota warnings and refusals go to the log, the audit log and the webhooks (both set below:
+	// the store needs the callback first).
+	quota := &quotaEvents{log: log}
 	store, err := cache.Open(ctx, cache.Config{
-		OnQuota: onQuota,
+		OnQuota: quota.event,
 		Remote:  remote, UploadPrefix: uploadPrefix, HotTierMaxSize: int64(cfg.Storage.HotTierMaxSize),
 		Dir: cfg.Data, DB: meta, Logger: log, MaxMirrored: int64(cfg.Mirror.MaxSize),
 		MinFree: minFree, MinFreePercent: minFreePct, MaxBlobSize: int64(cfg.Mirror.MaxBlobSize), ReadOnly: readOnly,
@@ -264,7 +231,7 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 		upstreams = append(upstreams, name)
 	}
 	audit := auth.NewAudit(meta, time.Duration(cfg.Auth.AuditRetention), nil)
-	quotaAudit = audit
+	quota.audit.Store(audit)
 	audit.SetLogger(log)
 	audit.SetWritable(store.Disk.WriteCheck) // a full disk drops records instead of crashing in badger
 	defer audit.Close()                      // before the index closes: the queued reads are written
@@ -333,30 +300,11 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	// the store: closed before it, once the server takes no more requests).
 	var dispatcher *webhook.Dispatcher
 	if !readOnly {
-		host := ln.Addr().String()
-		if u, err := url.Parse(cfg.PublicURL); err == nil && u.Host != "" {
-			host = u.Host
-		}
-		dispatcher, err = webhook.New(webhook.Config{
-			DB: meta, Logger: log, AllowPrivate: cfg.Webhooks.AllowPrivateTargets, Host: host,
-			Project: func(ctx context.Context, name string) (int64, bool, error) {
-				p, err := authSvc.Policy.Project(ctx, name)
-				return p.ID, p.Public, err
-			},
-			RepoCreated: store.Manifests.RepoCreated,
-			FirstTag: func(ctx context.Context, repo, dgst string) string {
-				a, err := store.Manifests.Artifact(ctx, repo, dgst)
-				if err != nil || len(a.Tags) == 0 {
-					return ""
-				}
-				return slices.Min(a.Tags)
-			},
-		})
-		if err != nil {
+		if dispatcher, err = newWebhooks(cfg, meta, log, ln, authSvc, store); err != nil {
 			return err
 		}
 		defer dispatcher.Close()
-		hooks.Store(dispatcher)
+		quota.hooks.Store(dispatcher)
 	}
 
 	var ups []mirror.Upstream
@@ -397,20 +345,7 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	}
 	retention := cache.NewRetention(store)
 	if dispatcher != nil {
-		retention.OnDone(func(p cache.RetentionPolicy, run cache.RetentionRun) {
-			if run.DryRun {
-				return
-			}
-			rt := &webhook.Retention{ProjectName: p.Project, PolicyID: p.ID, Result: "SUCCESS", DeletedArtifact: []webhook.DeletedArtifact{}}
-			if run.Status != "Succeed" {
-				rt.Result = "FAILURE"
-			}
-			for _, t := range run.Tasks {
-				rt.Total += t.Total
-				rt.Retained += t.Retained
-			}
-			dispatcher.Notify(webhook.Event{Type: webhook.TagRetention, Operator: "system", Project: p.Project, Retention: rt})
-		})
+		retention.OnDone(retentionEvents(dispatcher))
 	}
 	var gcJobs admin.GCJobs
 	if !readOnly {
@@ -464,42 +399,7 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 		return err
 	}
 
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	reg.MustRegister(
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cove_blobs_stored", Help: "Blob files in the store."},
-			func() float64 { n, _ := store.Stats(); return float64(n) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cove_bytes_stored", Help: "Bytes of blob files in the store."},
-			func() float64 { _, b := store.Stats(); return float64(b) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cove_mirror_bytes_stored", Help: "Bytes of mirrored blobs in the store (evictable)."},
-			func() float64 { b, _ := store.Evictor.Stats(); return float64(b) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cove_mirror_bytes_max", Help: "The cap on mirrored bytes (mirror.max_size)."},
-			func() float64 { return float64(cfg.Mirror.MaxSize) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cove_mirror_evictions_total", Help: "Mirrored blobs evicted to stay under mirror.max_size or above storage.min_free."},
-			func() float64 { _, n := store.Evictor.Stats(); return float64(n) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cove_webhook_events_dropped_total", Help: "Webhook events dropped: the metadata store did not take them, or their policy's receivers were 1000 deliveries behind."},
-			func() float64 { return float64(webhookCount(dispatcher, (*webhook.Dispatcher).Dropped)) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cove_webhook_deliveries_total", Help: "Webhook deliveries answered 2xx."},
-			func() float64 { return float64(webhookCount(dispatcher, (*webhook.Dispatcher).Delivered)) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cove_webhook_failures_total", Help: "Webhook deliveries that failed for good (every attempt)."},
-			func() float64 { return float64(webhookCount(dispatcher, (*webhook.Dispatcher).Failed)) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cove_storage_refusals_total", Help: "Writes refused to keep the data directory's free-space floor (storage.min_free)."},
-			func() float64 { return float64(store.Disk.Refusals()) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cove_storage_free_bytes", Help: "Free bytes of the data directory's disk."},
-			func() float64 { avail, _, _ := store.Disk.Space(); return float64(avail) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cove_storage_floor_bytes", Help: "The free-space floor of the data directory's disk (storage.min_free)."},
-			func() float64 { _, floor, _ := store.Disk.Space(); return float64(floor) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cove_audit_dropped_total", Help: "Audit records not written because the index could not be (a full disk, a read-only start)."},
-			func() float64 { return float64(audit.Dropped()) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cove_read_only", Help: "1 when cove started read-only on a full disk."},
-			func() float64 { return map[bool]float64{true: 1}[readOnly] }),
-	)
-	// One series per certificate served (per domain with ACME); none with TLS off.
-	certExpiry := prometheus.NewDesc("cove_tls_certificate_expiry_seconds", "Seconds until the served TLS certificate expires.", []string{"name"}, nil)
-	reg.MustRegister(prometheus.CollectorFunc(func(ch chan<- prometheus.Metric) {
-		for _, c := range certs.Certificates() {
-			ch <- prometheus.MustNewConstMetric(certExpiry, prometheus.GaugeValue, time.Until(c.NotAfter).Seconds(), c.Name)
-		}
-	}))
+	registerMetrics(reg, cfg, store, audit, dispatcher, certs, readOnly)
 	metrics := telemetry.NewMetrics(reg)
 
 	gcCtx, stopGC := context.WithCancel(context.Background())
@@ -759,12 +659,4 @@ func routeName(r *http.Request) string {
 		return p[1:]
 	}
 	return "web"
-}
-
-// webhookCount reads a counter of d, 0 without one (read-only).
-func webhookCount(d *webhook.Dispatcher, f func(*webhook.Dispatcher) int64) int64 {
-	if d == nil {
-		return 0
-	}
-	return f(d)
 }
