@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"log/slog"
 	"os"
@@ -21,8 +20,12 @@ import (
 // blob has matched its digest: a wrong or cut blob never reaches a client complete (docs/SECURITY.md 1).
 const holdBack = 64 << 10
 
-// fillBuffer is the size of the copy buffer of one fill.
-const fillBuffer = 256 << 10
+// fillChunk is the size of the memory chunks a fill reads the upstream into.
+const fillChunk = 256 << 10
+
+// fillWindow bounds the bytes of one fill held in memory that are not yet both written to its
+// file and hashed: the download waits while its file or its hash is that far behind.
+const fillWindow = 8 << 20
 
 // Fetcher opens an upstream blob: its body and its length (-1 when the upstream did not say).
 // It is called once per fill, with a context that ends with the fill.
@@ -40,17 +43,74 @@ type Fill struct {
 	from    origin        // originMirrored from an upstream; originNone from the shared store
 	started chan struct{} // closed when size is known or the fill failed
 
+	file *os.File // the temporary file, written by one goroutine; renamed into place on success
+
 	mu sync.Mutex
-	// file, size, written, verified, done, err, changed and readers are guarded by mu.
-	file     *os.File // the temporary file; renamed into place on success
-	size     int64    // announced by the upstream, -1 when unknown
-	written  int64
-	verified bool // every byte is there and matched the digest
+	// The fields below are guarded by mu. Bytes arrive in memory (received), then are written to
+	// the file (flushed) and hashed (hashed) by two goroutines of their own, so that neither sits
+	// in the path of the clients: a reader that keeps up is served from chunks, a laggard from
+	// the file. A chunk is dropped once it is written and hashed.
+	size     int64 // announced by the upstream, -1 when unknown
+	received int64
+	flushed  int64
+	hashed   int64
+	chunks   []*chunk // in memory, in order; the first starts at or below flushed and hashed
+	verified bool     // every byte is there and matched the digest
 	done     bool
 	err      error
 	changed  chan struct{} // closed and replaced at every change
 	readers  int           // open FillReaders, plus one for the download itself
 }
+
+// chunk is a part of a filling blob held in memory: data[:n] is the blob from off on. Its bytes
+// below n never change while it is in the fill's list or a reader holds it (refs), so a reader
+// may use a slice of them without the lock. A full-size chunk goes back to chunkPool when it is
+// both dropped from the list and released by its last reader.
+type chunk struct {
+	off     int64
+	data    []byte
+	n       int
+	refs    int  // readers using a slice of data; guarded by the fill's mu
+	dropped bool // out of the fill's list; guarded by the fill's mu
+}
+
+// chunkPool holds the buffers of full-size chunks, so that a fill's gigabytes do not pass
+// through the allocator and the garbage collector.
+var chunkPool = sync.Pool{New: func() any { return new([fillChunk]byte) }}
+
+func newChunk(off, n int64) *chunk {
+	if n < fillChunk {
+		return &chunk{off: off, data: make([]byte, n)}
+	}
+	return &chunk{off: off, data: chunkPool.Get().(*[fillChunk]byte)[:]}
+}
+
+// drop takes c out of use by the fill; its buffer is reused once no reader holds it. The fill's
+// mu is held.
+func (c *chunk) drop() {
+	c.dropped = true
+	c.recycle()
+}
+
+func (c *chunk) recycle() {
+	if c.dropped && c.refs == 0 && len(c.data) == fillChunk {
+		chunkPool.Put((*[fillChunk]byte)(c.data))
+		c.data = nil
+	}
+}
+
+// unref releases a chunk that next handed to a reader.
+func (f *Fill) unref(c *chunk) {
+	if c == nil {
+		return
+	}
+	f.mu.Lock()
+	c.refs--
+	c.recycle()
+	f.mu.Unlock()
+}
+
+func (c *chunk) end() int64 { return c.off + int64(c.n) }
 
 // Fills are the downloads in progress into the store: from upstreams (FromUpstream) and, in a
 // fleet, from the shared blob store into the hot tier (FromShared); one per digest at a time. It is
@@ -69,6 +129,10 @@ type Fills struct {
 	mu sync.Mutex
 	// fills are the downloads in progress by digest, guarded by mu.
 	fills map[digest.Digest]*Fill
+
+	// In tests: beforeWrite runs before each write to a fill's file, windowFull when a download
+	// waits for its file and hash to catch up.
+	beforeWrite, windowFull func()
 }
 
 // busy reports whether dgst is being filled: eviction and the hot tier leave it alone.
@@ -155,16 +219,18 @@ func (fl *Fills) run(f *Fill, repo string, fetch Fetcher) {
 	}
 }
 
-// download copies the upstream body into the fill's file while hashing it, and checks size and
-// digest at the end. Nothing is kept unless both match.
+// download reads the upstream body into memory chunks while one goroutine writes them to the
+// fill's file and another hashes them, and checks size and digest at the end. Nothing is kept
+// unless both match.
 func (fl *Fills) download(ctx context.Context, f *Fill, fetch Fetcher) error {
 	body, size, err := fetch(ctx)
 	if err != nil {
 		return err
 	}
 	defer body.Close()
-	// Room for the blob above the free-space floor: mirrored content makes way, else 507.
-	guarded, err := fl.disk.guardSpace(ctx, body, size)
+	// Room for the blob above the free-space floor: mirrored content makes way, else 507. The
+	// writer checks again as it writes (the download runs ahead of it).
+	space, err := fl.disk.meterSpace(ctx, size, true)
 	if err != nil {
 		return err
 	}
@@ -172,40 +238,160 @@ func (fl *Fills) download(ctx context.Context, f *Fill, fetch Fetcher) error {
 	f.size = size
 	f.mu.Unlock()
 	close(f.started)
-	var h hash.Hash = f.dgst.Algorithm().Hash()
-	buf := make([]byte, fillBuffer)
-	for {
-		n, rerr := guarded.Read(buf)
-		if size < 0 && fl.maxBlob > 0 && f.writtenBytes()+int64(n) > fl.maxBlob {
-			return fmt.Errorf("%w: %s sent more than mirror.max_blob_size (%d bytes) without announcing a size", ErrUpstreamCut, f.dgst, fl.maxBlob)
-		}
-		if n > 0 {
-			if _, err := f.file.Write(buf[:n]); err != nil {
-				return fmt.Errorf("write fill of %s: %w", f.dgst, err)
+
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	toFile, toHash := make(chan []byte, 64), make(chan []byte, 64)
+	h := f.dgst.Algorithm().Hash()
+	var wg sync.WaitGroup
+	var writeErr error
+	wg.Go(func() {
+		for seg := range toFile {
+			if writeErr != nil {
+				continue // drained, so that the download never blocks on a failed writer
 			}
-			h.Write(buf[:n])
-			f.advance(int64(n))
+			if fl.beforeWrite != nil {
+				fl.beforeWrite()
+			}
+			if err := space.room(ctx, len(seg)); err != nil {
+				writeErr = err
+				cancel(err)
+				continue
+			}
+			if _, err := f.file.Write(seg); err != nil {
+				writeErr = fmt.Errorf("write fill of %s: %w", f.dgst, err)
+				cancel(writeErr)
+				continue
+			}
+			f.progress(&f.flushed, len(seg))
 		}
-		if rerr == io.EOF {
-			break
+	})
+	wg.Go(func() {
+		for seg := range toHash {
+			h.Write(seg)
+			f.progress(&f.hashed, len(seg))
 		}
-		if errors.Is(rerr, ErrStorageFull) || errors.Is(rerr, ErrReadOnly) {
-			return rerr
-		}
-		if rerr != nil {
-			return fmt.Errorf("%w: download of %s cut short: %v", ErrUpstreamCut, f.dgst, rerr)
-		}
+	})
+	err = f.receive(ctx, body, size, fl.maxBlob, fl.windowFull, toFile, toHash)
+	close(toFile)
+	close(toHash)
+	wg.Wait()
+	if writeErr != nil {
+		return writeErr
+	}
+	if err != nil {
+		return err
 	}
 	f.mu.Lock()
-	written := f.written
+	received := f.received
 	f.mu.Unlock()
-	if size >= 0 && written != size {
-		return fmt.Errorf("%w: got %d bytes of %s, upstream announced %d", ErrUpstreamCut, written, f.dgst, size)
+	if size >= 0 && received != size {
+		return fmt.Errorf("%w: got %d bytes of %s, upstream announced %d", ErrUpstreamCut, received, f.dgst, size)
 	}
 	if got := digest.NewDigest(f.dgst.Algorithm(), h); got != f.dgst {
 		return fmt.Errorf("%w: content of %s hashes to %s", ErrUpstreamCorrupt, f.dgst, got)
 	}
 	return nil
+}
+
+// receive reads body into chunks, publishing each read to the readers and handing it to the file
+// writer and the hasher. It waits while more than fillWindow bytes are not yet written and hashed.
+func (f *Fill) receive(ctx context.Context, body io.Reader, size, maxBlob int64, windowFull func(), toFile, toHash chan<- []byte) error {
+	// c is the chunk being filled, buf its data and filled how much of it is: kept here, since
+	// the other goroutines may drop c (and take its data) as soon as it is full.
+	var c *chunk
+	var buf []byte
+	var off int64
+	filled := 0
+	for {
+		if c == nil || filled == len(buf) {
+			if err := f.waitWindow(ctx, windowFull); err != nil {
+				return err
+			}
+			f.mu.Lock()
+			n := int64(fillChunk)
+			if size >= 0 {
+				n = max(min(n, size-f.received), 1) // a small blob gets a small chunk
+			}
+			c = newChunk(f.received, n)
+			buf, off, filled = c.data, c.off, 0
+			f.chunks = append(f.chunks, c)
+			f.mu.Unlock()
+		}
+		n, rerr := body.Read(buf[filled:])
+		if size < 0 && maxBlob > 0 && off+int64(filled+n) > maxBlob {
+			return fmt.Errorf("%w: %s sent more than mirror.max_blob_size (%d bytes) without announcing a size", ErrUpstreamCut, f.dgst, maxBlob)
+		}
+		if size >= 0 && off+int64(filled+n) > size {
+			return fmt.Errorf("%w: %s sent more than the %d bytes it announced", ErrUpstreamCorrupt, f.dgst, size)
+		}
+		if n > 0 {
+			seg := buf[filled : filled+n]
+			filled += n
+			f.mu.Lock()
+			c.n = filled
+			f.received += int64(n)
+			f.changedLocked()
+			f.mu.Unlock()
+			toFile <- seg
+			toHash <- seg
+		}
+		if rerr == io.EOF {
+			return nil
+		}
+		if rerr != nil {
+			if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
+				return cause
+			}
+			return fmt.Errorf("%w: download of %s cut short: %v", ErrUpstreamCut, f.dgst, rerr)
+		}
+	}
+}
+
+// waitWindow waits until fewer than fillWindow received bytes are still to be written or hashed.
+func (f *Fill) waitWindow(ctx context.Context, windowFull func()) error {
+	for {
+		f.mu.Lock()
+		behind := f.received - min(f.flushed, f.hashed)
+		changed := f.changed
+		f.mu.Unlock()
+		if behind < fillWindow {
+			return nil
+		}
+		if windowFull != nil {
+			windowFull()
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	}
+}
+
+// progress adds n bytes to one of the fill's counters (flushed or hashed) and drops the chunks
+// that are both written and hashed.
+func (f *Fill) progress(counter *int64, n int) {
+	f.mu.Lock()
+	*counter += int64(n)
+	done := min(f.flushed, f.hashed)
+	k := 0
+	for k < len(f.chunks) && f.chunks[k].n == len(f.chunks[k].data) && f.chunks[k].end() <= done {
+		f.chunks[k].drop()
+		f.chunks[k] = nil
+		k++
+	}
+	if k > 0 {
+		f.chunks = f.chunks[k:]
+	}
+	f.changedLocked()
+	f.mu.Unlock()
+}
+
+// changedLocked wakes everyone waiting for a change of the fill. f.mu is held.
+func (f *Fill) changedLocked() {
+	close(f.changed)
+	f.changed = make(chan struct{})
 }
 
 // commit places the verified file and indexes it as mirrored content linked to repo. A copy from
@@ -245,30 +431,24 @@ func (fl *Fills) commit(ctx context.Context, f *Fill, repo string) error {
 func (f *Fill) writtenBytes() int64 {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.written
-}
-
-func (f *Fill) advance(n int64) {
-	f.mu.Lock()
-	f.written += n
-	close(f.changed)
-	f.changed = make(chan struct{})
-	f.mu.Unlock()
+	return f.flushed
 }
 
 func (f *Fill) verify() {
 	f.mu.Lock()
 	f.verified = true
-	close(f.changed)
-	f.changed = make(chan struct{})
+	f.changedLocked()
 	f.mu.Unlock()
 }
 
 func (f *Fill) finish(err error) {
 	f.mu.Lock()
 	f.done, f.err = true, err
-	close(f.changed)
-	f.changed = make(chan struct{})
+	for _, c := range f.chunks {
+		c.drop()
+	}
+	f.chunks = nil
+	f.changedLocked()
 	f.mu.Unlock()
 	select {
 	case <-f.started:
@@ -339,37 +519,106 @@ func (r *FillReader) Size() int64 {
 	return r.f.size
 }
 
-func (r *FillReader) Read(p []byte) (int, error) {
+// next waits for bytes at the reader's offset and returns up to limit of them: a slice of a chunk
+// in memory (mem, of the chunk c, which the caller gives back with unref), or the length of a run
+// to read from the file (file > 0). At the end of a verified blob it returns io.EOF; a failed fill
+// returns its error.
+func (r *FillReader) next(limit int64) (mem []byte, c *chunk, file int64, err error) {
 	f := r.f
 	for {
 		f.mu.Lock()
-		avail := f.written
+		avail := f.received
 		if !f.verified {
 			avail -= holdBack
 			if f.size >= 0 {
-				avail = min(f.written, f.size-holdBack)
+				avail = min(f.received, f.size-holdBack)
 			}
 		}
-		verified, done, err, changed := f.verified, f.done, f.err, f.changed
-		f.mu.Unlock()
-		if !verified && done && err != nil {
-			return 0, err
+		verified, changed := f.verified, f.changed
+		if !verified && f.done && f.err != nil {
+			f.mu.Unlock()
+			return nil, nil, 0, f.err
 		}
 		if r.off < avail {
-			n, rerr := f.file.ReadAt(p[:min(int64(len(p)), avail-r.off)], r.off)
-			r.off += int64(n)
-			if rerr == io.EOF {
-				rerr = nil
+			end := min(avail, r.off+limit)
+			memStart := f.received
+			if len(f.chunks) > 0 {
+				memStart = f.chunks[0].off
 			}
-			return n, rerr
+			if r.off < memStart { // written to the file and dropped from memory
+				f.mu.Unlock()
+				return nil, nil, min(end, memStart) - r.off, nil
+			}
+			for _, c = range f.chunks {
+				if r.off < c.end() {
+					break
+				}
+			}
+			c.refs++
+			mem = c.data[r.off-c.off : min(end, c.end())-c.off]
+			f.mu.Unlock()
+			return mem, c, 0, nil
 		}
+		f.mu.Unlock()
 		if verified {
-			return 0, io.EOF
+			return nil, nil, 0, io.EOF
 		}
 		select {
 		case <-changed:
 		case <-r.ctx.Done():
-			return 0, r.ctx.Err()
+			return nil, nil, 0, r.ctx.Err()
+		}
+	}
+}
+
+func (r *FillReader) Read(p []byte) (int, error) {
+	mem, c, file, err := r.next(int64(len(p)))
+	if err != nil {
+		return 0, err
+	}
+	if file > 0 {
+		n, err := r.f.file.ReadAt(p[:file], r.off)
+		r.off += int64(n)
+		if err == io.EOF {
+			err = nil
+		}
+		return n, err
+	}
+	n := copy(p, mem)
+	r.f.unref(c)
+	r.off += int64(n)
+	return n, nil
+}
+
+// WriteTo writes the blob to w as it arrives: what is still in memory straight from its chunks,
+// what is only in the file through a buffer.
+func (r *FillReader) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	var buf []byte
+	for {
+		mem, c, file, err := r.next(fillChunk)
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+		if file > 0 {
+			if buf == nil {
+				buf = make([]byte, fillChunk)
+			}
+			n, err := r.f.file.ReadAt(buf[:file], r.off)
+			if err != nil && err != io.EOF {
+				return total, err
+			}
+			mem = buf[:n]
+		}
+		n, err := w.Write(mem)
+		r.f.unref(c)
+		r.off += int64(n)
+		total += int64(n)
+		if err != nil {
+			return total, err
 		}
 	}
 }

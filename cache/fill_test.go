@@ -217,7 +217,7 @@ func TestFillHoldsTheTailBackUntilTheDigestMatched(t *testing.T) {
 			waitFor(t, func() bool {
 				f.mu.Lock()
 				defer f.mu.Unlock()
-				return f.written == int64(len(data)-1)
+				return f.received == int64(len(data)-1)
 			})
 			cancel() // Read now returns what is available, then the context's error
 			var got int
@@ -411,5 +411,92 @@ func TestEvictPassesOverBlobsInUse(t *testing.T) {
 	waitFor(t, func() bool { _, n := s.Evictor.Stats(); return n == 2 })
 	if _, err := s.StatBlob(ctx, "docker.io/library/x", x); !errors.Is(err, ErrBlobUnknown) {
 		t.Errorf("x after release: %v, want evicted", err)
+	}
+}
+
+// A reader that keeps up is served from memory: it has every byte but the held-back tail while
+// nothing is written to the fill's file yet, and the whole blob once the file catches up.
+func TestFillServesReadersFromMemoryWhileTheFileLags(t *testing.T) {
+	s, _ := newStore(t)
+	release := make(chan struct{})
+	s.Fills.beforeWrite = func() { <-release }
+	data := randomBytes(t, 3<<20)
+	f, _, err := s.Fills.FromUpstream(digest.FromBytes(data), "docker.io/library/x", func(context.Context) (io.ReadCloser, int64, error) {
+		return io.NopCloser(bytes.NewReader(data)), int64(len(data)), nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := f.Reader(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	head := make([]byte, len(data)-holdBack)
+	if _, err := io.ReadFull(r, head); err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	flushed := f.flushed
+	f.mu.Unlock()
+	if flushed != 0 || !bytes.Equal(head, data[:len(head)]) {
+		t.Fatalf("a reader got %d bytes (right: %v) with %d written to the file; want them from memory with none written", len(head), bytes.Equal(head, data[:len(head)]), flushed)
+	}
+	close(release)
+	tail, err := io.ReadAll(r)
+	if err != nil || !bytes.Equal(append(head, tail...), data) {
+		t.Fatalf("the rest: %d bytes, %v", len(tail), err)
+	}
+	waitFor(t, func() bool { return s.HasBlob(context.Background(), digest.FromBytes(data)) })
+}
+
+// A download whose file falls behind waits at fillWindow bytes ahead of it, so a fill's memory
+// is bounded whatever the blob's size; a reader joining late reads the dropped part from the file.
+func TestFillWaitsForItsFileBeyondTheWindow(t *testing.T) {
+	s, _ := newStore(t)
+	release := make(chan struct{})
+	full := make(chan struct{}, 1)
+	s.Fills.beforeWrite = func() { <-release }
+	s.Fills.windowFull = func() {
+		select {
+		case full <- struct{}{}:
+		default:
+		}
+	}
+	data := randomBytes(t, 3*fillWindow)
+	f, _, err := s.Fills.FromUpstream(digest.FromBytes(data), "docker.io/library/x", func(context.Context) (io.ReadCloser, int64, error) {
+		return io.NopCloser(bytes.NewReader(data)), -1, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-full:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the download never waited for its file")
+	}
+	f.mu.Lock()
+	received, held := f.received, 0
+	for _, c := range f.chunks {
+		held += len(c.data)
+	}
+	f.mu.Unlock()
+	if received > fillWindow || held > fillWindow {
+		t.Fatalf("with nothing written: %d bytes received, %d held in memory; want at most %d", received, held, fillWindow)
+	}
+	close(release)
+	waitFor(t, func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.flushed >= 2*fillWindow && f.hashed >= 2*fillWindow
+	})
+	r, err := f.Reader(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	got, err := io.ReadAll(r)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("a late reader: %d of %d bytes, %v", len(got), len(data), err)
 	}
 }

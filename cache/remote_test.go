@@ -73,8 +73,8 @@ func readBlob(t *testing.T, s *Store, repo string, d digest.Digest) ([]byte, err
 		}
 		defer rd.Close()
 		b, err := io.ReadAll(rd)
-		if err == nil {
-			waitFor(t, func() bool { _, err := os.Stat(s.blobPath(d)); return err == nil })
+		if err == nil { // the reader has the bytes before the copy is placed and the tier trimmed
+			waitFor(t, func() bool { return !s.Fills.busy(d) })
 		}
 		return b, err
 	}

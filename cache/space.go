@@ -205,25 +205,57 @@ func (d *Disk) warnSpace(e *SpaceError) {
 // Refusals counts the writes refused for space since start.
 func (d *Disk) Refusals() int64 { return d.refusals.Load() }
 
-// spaceReader checks the floor every spaceCheckEvery bytes of a streamed write whose size is not
-// known in advance.
-type spaceReader struct {
-	io.Reader
-	ctx   context.Context
+// spaceMeter checks the floor every spaceCheckEvery bytes of a streamed write whose size is not
+// known in advance (or is larger than that).
+type spaceMeter struct {
 	d     *Disk
 	evict bool
 	since int64
+	off   bool // a write of known size within the first check: nothing more to check
+}
+
+// room is called before n more bytes are written: it checks the floor when spaceCheckEvery bytes
+// were written since the last check.
+func (m *spaceMeter) room(ctx context.Context, n int) error {
+	if m.off {
+		return nil
+	}
+	if m.since >= spaceCheckEvery {
+		if err := m.d.ensureSpace(ctx, spaceCheckEvery, m.evict); err != nil {
+			return err
+		}
+		m.since = 0
+	}
+	m.since += int64(n)
+	return nil
+}
+
+// meterSpace makes the first check of a write of size bytes (or spaceCheckEvery when unknown)
+// and returns the meter for the rest of it.
+func (d *Disk) meterSpace(ctx context.Context, size int64, upfront bool) (*spaceMeter, error) {
+	need := size
+	if need < 0 || (!upfront && need > spaceCheckEvery) {
+		need = spaceCheckEvery
+	}
+	if err := d.ensureSpace(ctx, need, true); err != nil {
+		return nil, err
+	}
+	return &spaceMeter{d: d, evict: true, since: min(need, spaceCheckEvery), off: size >= 0 && size <= spaceCheckEvery}, nil
+}
+
+// spaceReader meters a body that is written as it is read.
+type spaceReader struct {
+	io.Reader
+	ctx context.Context
+	m   *spaceMeter
 }
 
 func (r *spaceReader) Read(p []byte) (int, error) {
-	if r.since >= spaceCheckEvery {
-		if err := r.d.ensureSpace(r.ctx, spaceCheckEvery, r.evict); err != nil {
-			return 0, err
-		}
-		r.since = 0
+	if err := r.m.room(r.ctx, 0); err != nil {
+		return 0, err
 	}
 	n, err := r.Reader.Read(p)
-	r.since += int64(n)
+	r.m.since += int64(n)
 	return n, err
 }
 
@@ -241,17 +273,14 @@ func (d *Disk) guardPushSpace(ctx context.Context, body io.Reader, size int64) (
 }
 
 func (d *Disk) guardSpaceFor(ctx context.Context, body io.Reader, size int64, upfront bool) (io.Reader, error) {
-	need := size
-	if need < 0 || (!upfront && need > spaceCheckEvery) {
-		need = spaceCheckEvery
-	}
-	if err := d.ensureSpace(ctx, need, true); err != nil {
+	m, err := d.meterSpace(ctx, size, upfront)
+	if err != nil {
 		return nil, err
 	}
-	if size >= 0 && size <= spaceCheckEvery {
+	if m.off {
 		return body, nil
 	}
-	return &spaceReader{Reader: body, ctx: ctx, d: d, evict: true, since: min(need, spaceCheckEvery)}, nil
+	return &spaceReader{Reader: body, ctx: ctx, m: m}, nil
 }
 
 // Usage reports the free and total bytes of the data directory's disk.

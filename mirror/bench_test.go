@@ -3,6 +3,7 @@ package mirror_test
 import (
 	"bytes"
 	"crypto/rand"
+	"encoding/binary"
 	"io"
 	"net/http"
 	"sync"
@@ -84,5 +85,24 @@ func BenchmarkColdFanOut(b *testing.B) {
 			wg.Go(func() { getAll(b, client, url) })
 		}
 		wg.Wait()
+	}
+}
+
+// BenchmarkColdBlob has one client ask for a 64 MiB blob that is not cached: the upstream's bytes
+// are verified, written to the fill's file and streamed to the client as they arrive.
+func BenchmarkColdBlob(b *testing.B) {
+	me, up := benchEnv(b)
+	data := make([]byte, 64<<20)
+	rand.Read(data)
+	client := &http.Client{}
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		b.StopTimer()
+		binary.LittleEndian.PutUint64(data, uint64(i)) // a new blob each time
+		d := pushUpstream(b, up, data)
+		url := me.srv.URL + "/v2/bench/blobs/" + d.String()
+		b.StartTimer()
+		getAll(b, client, url)
 	}
 }
