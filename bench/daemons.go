@@ -110,13 +110,18 @@ func startCove(ctx context.Context, bin, dir, addr, upstreamURL, password, serve
 		defer close(d.exited)
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		found := false
 		for sc.Scan() {
 			if logf != nil {
 				logf.Write(append(sc.Bytes(), '\n'))
 			}
 			d.out.Write(append(sc.Bytes(), '\n'))
+			if found {
+				continue // the rest is read only to keep: parsing cove's access log would load the bench
+			}
 			var rec struct{ Msg, Addr string }
 			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec.Msg == "listening" {
+				found = true
 				select {
 				case listening <- rec.Addr:
 				default:

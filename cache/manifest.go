@@ -60,6 +60,9 @@ type Manifests struct {
 	st *Store
 	ev *Evictor // records pulls, for the last pull time and eviction's order
 	db kv.DB
+	// memo answers Read and MirroredTag from memory while the index is unchanged; nil in a
+	// fleet, whose index other nodes write too.
+	memo *manifestMemo
 }
 
 // Put stores body as the manifest m.Digest of repo and points each of tags at it. Every blob
@@ -263,6 +266,22 @@ func (ms *Manifests) CountPull(repo string, dgst digest.Digest) {
 
 // Read is Get without counting a pull: for the registry's own reads and the API.
 func (ms *Manifests) Read(ctx context.Context, repo, ref string) (Manifest, []byte, error) {
+	if ms.memo == nil {
+		return ms.read(ctx, repo, ref)
+	}
+	if m, body, ok := ms.memo.read(repo, ref); ok {
+		return m, body, nil
+	}
+	gen := ms.memo.generation()
+	m, body, err := ms.read(ctx, repo, ref)
+	if err == nil {
+		ms.memo.remember(gen, repo, ref, m, body, nil)
+	}
+	return m, body, err
+}
+
+// read is Read from the index and the manifest's file.
+func (ms *Manifests) read(ctx context.Context, repo, ref string) (Manifest, []byte, error) {
 	m, err := ms.Resolve(ctx, repo, ref)
 	if err != nil {
 		return Manifest{}, nil, err
@@ -489,6 +508,21 @@ func scan(txn kv.Txn, prefix []byte, after string, fn func(key, val []byte) bool
 // MirroredTag returns the manifest that a mirrored tag points at and when the tag was last checked
 // with the upstream, or ErrManifestUnknown.
 func (ms *Manifests) MirroredTag(ctx context.Context, repo, tag string) (Manifest, time.Time, error) {
+	if ms.memo == nil {
+		return ms.mirroredTag(ctx, repo, tag)
+	}
+	if m, checked, ok := ms.memo.tag(repo, tag); ok {
+		return m, checked, nil
+	}
+	gen := ms.memo.generation()
+	m, checked, err := ms.mirroredTag(ctx, repo, tag)
+	if err == nil {
+		ms.memo.remember(gen, repo, tag, m, nil, &checked)
+	}
+	return m, checked, err
+}
+
+func (ms *Manifests) mirroredTag(ctx context.Context, repo, tag string) (Manifest, time.Time, error) {
 	var m Manifest
 	var checked time.Time
 	err := ms.db.View(ms.st.ctx, func(txn kv.Txn) error {

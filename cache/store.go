@@ -140,9 +140,15 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.DB == nil {
 		return nil, errors.New("cache: no index database")
 	}
+	var gdb *genDB
+	db := cfg.DB
+	if !cfg.SharedMetadata { // a fleet's index has its locks, which a wrapper would hide; no memo
+		gdb = &genDB{DB: cfg.DB}
+		db = gdb
+	}
 	s := &Store{
 		dir:     cfg.Dir,
-		db:      cfg.DB,
+		db:      db,
 		log:     cfg.Logger,
 		now:     cfg.Now,
 		inUse:   map[digest.Digest]int{},
@@ -191,6 +197,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		s.Uploads.maxPerProj = 500
 	}
 	s.Manifests = &Manifests{st: s, ev: s.Evictor, db: s.db}
+	if gdb != nil {
+		s.Manifests.memo = newManifestMemo(gdb)
+	}
 	if err := s.prepare(ctx); err != nil {
 		s.cancel()
 		return nil, err
