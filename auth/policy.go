@@ -24,6 +24,9 @@ type Policy struct {
 	reserved map[string]bool // upstream names: no project's (Config.ReservedNames)
 	settings settingsCache
 	email    mail.Config // the file's e-mail settings (Config.Email); email.go
+	// projects remembers lookups of projects by name while the index is unchanged; nil in a
+	// fleet, whose index other nodes write.
+	projects *projectMemo
 }
 
 // newPolicy returns the Policy of cfg over db, with the settings stored there, if any, over those

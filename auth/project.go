@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"sync"
 	"time"
 
 	"cove/internal/kv"
@@ -66,6 +67,21 @@ func (po *Policy) CreateProject(ctx context.Context, name string, public bool, o
 
 // Project returns the project name, or ErrProjectUnknown.
 func (po *Policy) Project(ctx context.Context, name string) (Project, error) {
+	if po.projects == nil {
+		return po.project(name)
+	}
+	if p, err, ok := po.projects.get(name); ok {
+		return p, err
+	}
+	gen := po.projects.db.Generation()
+	p, err := po.project(name)
+	if err == nil || errors.Is(err, ErrProjectUnknown) {
+		po.projects.put(gen, name, p, err)
+	}
+	return p, err
+}
+
+func (po *Policy) project(name string) (Project, error) {
 	var p Project
 	err := po.db.View(context.Background(), func(txn kv.Txn) error { return kv.Get(txn, []byte(keyProject+name), &p) })
 	if errors.Is(err, kv.ErrNotFound) {
@@ -147,4 +163,50 @@ func (po *Policy) DeleteProject(ctx context.Context, name string) error {
 			return txn.Delete([]byte(keyProject + name))
 		})
 	})
+}
+
+// projectMemo remembers which projects exist, as every request's routing asks (a pull of
+// library/alpine asks whether "library" is a project), while nothing was written to the index
+// since. It holds at most 4096 names.
+type projectMemo struct {
+	db *kv.Counted
+
+	mu sync.Mutex
+	// gen is the generation known was read in; both guarded by mu.
+	gen   uint64
+	known map[string]projectSeen
+}
+
+type projectSeen struct {
+	p   Project
+	err error // nil or ErrProjectUnknown
+}
+
+func (m *projectMemo) get(name string) (Project, error, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if g := m.db.Generation(); g != m.gen {
+		m.gen = g
+		clear(m.known)
+	}
+	s, ok := m.known[name]
+	return s.p, s.err, ok
+}
+
+// put remembers a lookup made in generation gen (taken before the read): not when the index
+// changed since.
+func (m *projectMemo) put(gen uint64, name string, p Project, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if g := m.db.Generation(); g != m.gen {
+		m.gen = g
+		clear(m.known)
+	}
+	if gen != m.gen {
+		return
+	}
+	if len(m.known) >= 4096 {
+		clear(m.known)
+	}
+	m.known[name] = projectSeen{p: p, err: err}
 }

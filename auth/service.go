@@ -82,6 +82,11 @@ func New(ctx context.Context, db kv.DB, cfg Config) (*Service, error) {
 	if now == nil {
 		now = time.Now
 	}
+	var counted *kv.Counted
+	if !cfg.SharedKeys { // one node's index: what is read may be memoized (Policy.Project)
+		counted = kv.NewCounted(db)
+		db = counted
+	}
 	identity, err := newIdentity(db, cfg, log, now)
 	if err != nil {
 		return nil, err
@@ -89,6 +94,9 @@ func New(ctx context.Context, db kv.DB, cfg Config) (*Service, error) {
 	policy, err := newPolicy(db, cfg, identity, now)
 	if err != nil {
 		return nil, err
+	}
+	if counted != nil {
+		policy.projects = &projectMemo{db: counted, known: map[string]projectSeen{}}
 	}
 	tokens, err := newTokens(ctx, db, cfg, identity, policy, log, now)
 	if err != nil {

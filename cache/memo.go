@@ -1,10 +1,8 @@
 package cache
 
 import (
-	"context"
 	"sync"
-	"sync/atomic"
-	"time"
+		"time"
 
 	"cove/internal/kv"
 
@@ -17,30 +15,13 @@ const (
 	memoBytes = 16 << 20
 )
 
-// genDB is the store's index, counting the writes made through it: the manifest memo trusts
-// what it read only while no write has been made since.
-type genDB struct {
-	kv.DB
-	gen atomic.Uint64
-}
-
-func (g *genDB) Update(ctx context.Context, fn func(kv.Txn) error) error {
-	defer g.gen.Add(1) // after the commit: a reader that began before it sees a new generation
-	return g.DB.Update(ctx, fn)
-}
-
-func (g *genDB) Write(ctx context.Context, ops []kv.Op) error {
-	defer g.gen.Add(1)
-	return g.DB.Write(ctx, ops)
-}
-
 // manifestMemo answers manifest reads (Manifests.Read and MirroredTag) from memory: a reference's
 // record and a tag's last check, as read in the index's current generation (any write to the
 // index forgets them all), and the bytes of manifests by digest (immutable, kept across
 // generations), each within its bound. It serves one node's own index: with metadata shared by a
 // fleet, another node's writes would go unseen, and there is no memo.
 type manifestMemo struct {
-	db *genDB
+	db *kv.Counted
 
 	mu sync.Mutex
 	// gen is the generation refs and checks were read in; all fields guarded by mu.
@@ -52,13 +33,13 @@ type manifestMemo struct {
 	bytes  int
 }
 
-func newManifestMemo(db *genDB) *manifestMemo {
+func newManifestMemo(db *kv.Counted) *manifestMemo {
 	return &manifestMemo{db: db, refs: map[string]Manifest{}, checks: map[string]time.Time{}, bodies: map[digest.Digest][]byte{}}
 }
 
 // current forgets refs and checks of an older generation than now's. mu is held.
 func (mm *manifestMemo) current() {
-	if g := mm.db.gen.Load(); g != mm.gen {
+	if g := mm.db.Generation(); g != mm.gen {
 		mm.gen = g
 		clear(mm.refs)
 		clear(mm.checks)
@@ -125,4 +106,4 @@ func (mm *manifestMemo) remember(gen uint64, repo, ref string, m Manifest, body 
 }
 
 // generation is the index's generation now: taken before a read that is to be remembered.
-func (mm *manifestMemo) generation() uint64 { return mm.db.gen.Load() }
+func (mm *manifestMemo) generation() uint64 { return mm.db.Generation() }

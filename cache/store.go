@@ -140,10 +140,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.DB == nil {
 		return nil, errors.New("cache: no index database")
 	}
-	var gdb *genDB
+	var gdb *kv.Counted
 	db := cfg.DB
 	if !cfg.SharedMetadata { // a fleet's index has its locks, which a wrapper would hide; no memo
-		gdb = &genDB{DB: cfg.DB}
+		gdb = kv.NewCounted(cfg.DB)
 		db = gdb
 	}
 	s := &Store{
