@@ -2,7 +2,7 @@ package cache
 
 import (
 	"sync"
-		"time"
+	"time"
 
 	"cove/internal/kv"
 
