@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"runtime"
 	"context"
 	"errors"
 	"fmt"
@@ -198,6 +199,7 @@ func (fl *Fills) run(f *Fill, repo string, fetch Fetcher) {
 		// The bytes are right: readers may have the held-back end now, while the file is synced
 		// and indexed (for a large blob, syncing takes seconds no client should wait for).
 		f.verify()
+		runtime.Gosched()
 		if err = fl.commit(ctx, f, repo); err != nil {
 			// The clients had their right bytes; only the cache lost the blob: the next pull
 			// downloads it again.
@@ -402,7 +404,9 @@ func (fl *Fills) commit(ctx context.Context, f *Fill, repo string) error {
 	fl.st.gcMu.RLock()
 	defer fl.st.gcMu.RUnlock()
 	defer fl.st.refs.Add(1) // after the index write, before RUnlock: see Collect
-	placed, err := fl.st.place(f.file, f.dgst, f.from == originNone)
+	// A mirrored blob can be fetched again: on one node its file is synced in a batch (durable.go).
+	synced := fl.st.syncer == nil || f.from != originMirrored
+	placed, err := fl.st.placeSynced(f.file, f.dgst, f.from == originNone, synced)
 	if err != nil {
 		return err
 	}
@@ -418,6 +422,12 @@ func (fl *Fills) commit(ctx context.Context, f *Fill, repo string) error {
 		}
 		if _, err := fl.st.ensureBlobRecord(ct, f.dgst, f.writtenBytes(), "", f.from); err != nil {
 			return err
+		}
+		if placed && !synced {
+			if err := ct.Txn.Set(unsyncedKey(f.dgst), nil); err != nil {
+				return err
+			}
+			ct.onCommit(func() { fl.st.syncer.placed(f.dgst) })
 		}
 		return fl.st.link(ct, repo, f.dgst, f.writtenBytes())
 	})

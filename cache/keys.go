@@ -19,6 +19,7 @@ const (
 	prefixEvicting = "evicting/" // evicting/<digest> → empty: the record is gone, the file may remain
 	prefixRepoInfo = "repoinfo/" // repoinfo/<repo> → RepoInfo: description, pulls
 	prefixPulled   = "pulled/"   // pulled/<repo>\x00<digest> → the repository's last pull of the manifest, empty before any
+	prefixUnsynced = "unsynced/" // unsynced/<digest> → empty: a mirrored blob's file placed without fsync, not yet synced (durable.go)
 	sep            = "\x00"
 )
 

@@ -104,6 +104,11 @@ func (s *Store) ensureBlobRecord(ct *commitTxn, dgst digest.Digest, size int64, 
 	}
 	switch from {
 	case originLocal:
+		if !old.Local { // pushed content must not rest on a file a fill placed unsynced
+			if err := s.makeDurable(ct, dgst); err != nil {
+				return rec, err
+			}
+		}
 		rec.Local = true
 	case originMirrored:
 		rec.Mirrored = true

@@ -188,7 +188,7 @@ func (s *Store) hydrate(dgst digest.Digest) error {
 	if got := digest.NewDigest(dgst.Algorithm(), h); n != size || got != dgst {
 		return &RemoteError{Err: fmt.Errorf("blob %s in the shared store is corrupt: %d bytes hashing to %s", dgst, n, got)}
 	}
-	if _, err := s.placeLocal(f, dgst); err != nil {
+	if _, err := s.placeLocal(f, dgst, true); err != nil {
 		return err
 	}
 	s.hot.add(dgst, n, time.Now())

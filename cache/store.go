@@ -121,6 +121,10 @@ type Store struct {
 	// dropSlots bounds the deletes that hold a fleet-wide lock at once (dropUnderLock).
 	dropSlots chan struct{}
 
+	// syncer makes the files of mirrored blobs durable in batches (durable.go); nil in a fleet,
+	// whose blobs are in the shared store before their records are written.
+	syncer *syncer
+
 	// remote, hotMax and hot are fleet mode's (remote.go).
 	remote blobstore.Store
 	hotMax int64
@@ -197,6 +201,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		s.Uploads.maxPerProj = 500
 	}
 	s.Manifests = &Manifests{st: s, ev: s.Evictor, db: s.db}
+	if s.remote == nil {
+		s.syncer = &syncer{st: s}
+	}
 	if gdb != nil {
 		s.Manifests.memo = newManifestMemo(gdb)
 	}
@@ -205,6 +212,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, err
 	}
 	s.wg.Go(s.Evictor.flushLoop)
+	if s.syncer != nil {
+		s.wg.Go(s.syncer.loop)
+	}
 	return s, nil
 }
 
@@ -220,6 +230,8 @@ func (s *Store) prepare(ctx context.Context) error {
 	}
 	if s.Disk.readOnly {
 		s.log.Warn("read-only: the index is not reconciled with the blob files until a start with free space")
+	} else if err := s.dropUnsynced(); err != nil {
+		return err
 	} else if err := s.reconcile(ctx); err != nil {
 		return fmt.Errorf("reconcile index with %s: %w", s.dir, err)
 	}
@@ -480,7 +492,13 @@ func (s *Store) UnlinkBlob(ctx context.Context, repo string, dgst digest.Digest)
 // puts it into the shared blob store, before the caller writes its record. It reports whether it
 // placed the file.
 func (s *Store) place(f *os.File, dgst digest.Digest, fromShared bool) (bool, error) {
-	placed, err := s.placeLocal(f, dgst)
+	return s.placeSynced(f, dgst, fromShared, true)
+}
+
+// placeSynced is place, with the file's and its directory's fsync only when synced (a mirrored
+// fill on one node is synced in a batch later: durable.go).
+func (s *Store) placeSynced(f *os.File, dgst digest.Digest, fromShared, synced bool) (bool, error) {
+	placed, err := s.placeLocal(f, dgst, synced)
 	if err != nil {
 		return false, err
 	}
@@ -504,9 +522,11 @@ func (s *Store) place(f *os.File, dgst digest.Digest, fromShared bool) (bool, er
 // placeLocal moves the verified temporary file f to its final path: fsync, rename, fsync the
 // directory (and every directory it had to create, up to blobs/). When the blob is already there
 // the temporary file is left for the caller to drop. It reports whether it placed the file.
-func (s *Store) placeLocal(f *os.File, dgst digest.Digest) (bool, error) {
+func (s *Store) placeLocal(f *os.File, dgst digest.Digest, synced bool) (bool, error) {
 	dst := s.blobPath(dgst)
-	if err := f.Sync(); err != nil {
+	if !synced {
+		// Nothing but the rename now (durable.go).
+	} else if err := f.Sync(); err != nil {
 		return false, fmt.Errorf("sync blob %s: %w", dgst, err)
 	}
 	if _, err := os.Stat(dst); err == nil {
@@ -518,6 +538,9 @@ func (s *Store) placeLocal(f *os.File, dgst digest.Digest) (bool, error) {
 	}
 	if err := os.Rename(f.Name(), dst); err != nil {
 		return false, fmt.Errorf("place blob %s: %w", dgst, err)
+	}
+	if !synced {
+		return true, nil
 	}
 	return true, syncDir(dir)
 }

@@ -15,7 +15,7 @@ import (
 )
 
 // pushUpstream uploads a blob straight to the fake upstream's repository library/bench.
-func pushUpstream(b *testing.B, up *fakeUpstream, data []byte) digest.Digest {
+func pushUpstream(b testing.TB, up *fakeUpstream, data []byte) digest.Digest {
 	b.Helper()
 	d := digest.FromBytes(data)
 	srv := up.srv.URL
@@ -30,13 +30,13 @@ func pushUpstream(b *testing.B, up *fakeUpstream, data []byte) digest.Digest {
 	return d
 }
 
-func benchEnv(b *testing.B) (*mirrorEnv, *fakeUpstream) {
+func benchEnv(b testing.TB) (*mirrorEnv, *fakeUpstream) {
 	up := newFakeUpstream(b)
 	me := newMirrorEnv(b, []mirror.Upstream{{Name: "docker.io", URL: up.srv.URL}})
 	return me, up
 }
 
-func getAll(b *testing.B, client *http.Client, url string) {
+func getAll(b testing.TB, client *http.Client, url string) {
 	resp, err := client.Get(url)
 	if err != nil {
 		b.Fatal(err)
@@ -105,4 +105,40 @@ func BenchmarkColdBlob(b *testing.B) {
 		b.StartTimer()
 		getAll(b, client, url)
 	}
+}
+
+// BenchmarkColdSmallLayers pulls 50 uncached layers of 256 KiB, three at a time as dockerd does:
+// the fixed cost of a cold blob (fill file, hand-offs, index commit) over its bytes.
+func BenchmarkColdSmallLayers(b *testing.B) {
+	me, up := benchEnv(b)
+	const layers = 50
+	data := make([]byte, 256<<10)
+	rand.Read(data)
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 3}}
+	b.SetBytes(int64(len(data)) * layers)
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		b.StopTimer()
+		urls := make([]string, layers)
+		for l := range urls {
+			binary.LittleEndian.PutUint64(data, uint64(i*layers+l)) // a new blob each time
+			urls[l] = me.srv.URL + "/v2/bench/blobs/" + pushUpstream(b, up, data).String()
+		}
+		b.StartTimer()
+		pullAll(b, client, urls)
+	}
+}
+
+// pullAll GETs every URL, three at a time.
+func pullAll(b testing.TB, client *http.Client, urls []string) {
+	sem := make(chan struct{}, 3)
+	var wg sync.WaitGroup
+	for _, url := range urls {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			getAll(b, client, url)
+		})
+	}
+	wg.Wait()
 }

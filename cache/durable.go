@@ -1,0 +1,150 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
+
+	"cove/internal/kv"
+)
+
+// syncEvery is how often the files of mirrored blobs placed without their own fsync are made
+// durable together (one syncfs for all of them). Tests that stop a store before its sync raise it.
+var syncEvery = time.Second
+
+// A mirrored blob can be fetched again; a pushed one can not. So a cold fill on one node places
+// its file without the two fsyncs (file and directory) a push pays, and records the digest under
+// unsynced/ in the same transaction as its record; a syncfs of the data directory's filesystem,
+// once a second for every such blob, then drops those keys. A start that finds one left (the
+// machine stopped before the sync) drops the blob's file, and reconcile its records: the next pull
+// fetches it again, and no client is served bytes a crash lost. The moment such a blob becomes
+// local content (a push or a mount of the same digest), it is synced on its own (makeDurable).
+type syncer struct {
+	st *Store
+
+	mu sync.Mutex
+	// pending are the digests placed unsynced since the last sync, guarded by mu.
+	pending []digest.Digest
+}
+
+func unsyncedKey(dgst digest.Digest) []byte { return []byte(prefixUnsynced + dgst.String()) }
+
+// placed notes a blob placed without its fsync, whose unsynced key is committed.
+func (y *syncer) placed(dgst digest.Digest) {
+	y.mu.Lock()
+	y.pending = append(y.pending, dgst)
+	y.mu.Unlock()
+}
+
+// loop syncs every syncEvery, and once more when the store closes.
+func (y *syncer) loop() {
+	t := time.NewTicker(syncEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-y.st.ctx.Done():
+			if err := y.sync(context.Background()); err != nil {
+				y.st.log.Error("syncing mirrored blobs at close", "err", err)
+			}
+			return
+		}
+		if err := y.sync(y.st.ctx); err != nil {
+			y.st.log.Error("syncing mirrored blobs", "err", err)
+		}
+	}
+}
+
+// sync makes the pending blobs durable and drops their unsynced keys.
+func (y *syncer) sync(ctx context.Context) error {
+	y.mu.Lock()
+	batch := y.pending
+	y.pending = nil
+	y.mu.Unlock()
+	if len(batch) == 0 {
+		return nil
+	}
+	if err := syncFS(y.st.dir); err != nil {
+		y.mu.Lock()
+		y.pending = append(batch, y.pending...)
+		y.mu.Unlock()
+		return err
+	}
+	ops := make([]kv.Op, len(batch))
+	for i, d := range batch {
+		ops[i] = kv.Op{Key: unsyncedKey(d), Delete: true}
+	}
+	return y.st.db.Write(ctx, ops)
+}
+
+// syncFS flushes every written file of the filesystem that holds dir.
+func syncFS(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := unix.Syncfs(int(d.Fd())); err != nil {
+		return fmt.Errorf("syncfs %s: %w", dir, err)
+	}
+	return nil
+}
+
+// makeDurable syncs the file of dgst when a fill placed it unsynced, before the transaction ct
+// makes it local content, and drops its unsynced key there.
+func (s *Store) makeDurable(ct *commitTxn, dgst digest.Digest) error {
+	if _, err := ct.Txn.Get(unsyncedKey(dgst)); errors.Is(err, kv.ErrNotFound) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	f, err := os.Open(s.blobPath(dgst))
+	if err != nil {
+		return fmt.Errorf("open blob %s to sync it: %w", dgst, err)
+	}
+	err = f.Sync()
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("sync blob %s: %w", dgst, err)
+	}
+	if err := syncDir(filepath.Dir(s.blobPath(dgst))); err != nil {
+		return err
+	}
+	return ct.Txn.Delete(unsyncedKey(dgst))
+}
+
+// dropUnsynced removes, at start, the files of mirrored blobs whose sync a stop cut short; reconcile
+// then drops their records (and what needs them), so the next pull fetches them again.
+func (s *Store) dropUnsynced() error {
+	var keys [][]byte
+	err := s.db.View(s.ctx, func(txn kv.Txn) error {
+		return scan(txn, []byte(prefixUnsynced), "", func(key, _ []byte) bool {
+			keys = append(keys, bytes.Clone(key))
+			return true
+		})
+	})
+	if err != nil || len(keys) == 0 {
+		return err
+	}
+	ops := make([]kv.Op, len(keys))
+	for i, key := range keys {
+		dgst := digest.Digest(key[len(prefixUnsynced):])
+		if err := os.Remove(s.blobPath(dgst)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("drop the unsynced blob %s: %w", dgst, err)
+		}
+		ops[i] = kv.Op{Key: key, Delete: true}
+	}
+	if err := s.db.Write(s.ctx, ops); err != nil {
+		return err
+	}
+	s.log.Warn("dropped mirrored blobs stored just before an unclean stop (their bytes may not have reached the disk); the next pull fetches them again", "blobs", len(keys))
+	return nil
+}
