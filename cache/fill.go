@@ -1,13 +1,13 @@
 package cache
 
 import (
-	"runtime"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"runtime"
 	"sync"
 	"time"
 
@@ -199,6 +199,8 @@ func (fl *Fills) run(f *Fill, repo string, fetch Fetcher) {
 		// The bytes are right: readers may have the held-back end now, while the file is synced
 		// and indexed (for a large blob, syncing takes seconds no client should wait for).
 		f.verify()
+		// Let the readers woken above take the tail now: the commit's blocking syscalls would
+		// hold this P, and the readers queued on it, until they return.
 		runtime.Gosched()
 		if err = fl.commit(ctx, f, repo); err != nil {
 			// The clients had their right bytes; only the cache lost the blob: the next pull
