@@ -53,27 +53,44 @@ func (d *Dispatcher) deliverDue() {
 		for _, p := range *all {
 			d.mu.Lock()
 			room := perPolicy - d.busy[p.ID]
+			until, idle := d.idleUntil[p.ID]
 			d.mu.Unlock()
+			if idle && (until.IsZero() || now.Before(until)) {
+				continue // nothing of its queue is due yet: no need to read it
+			}
 			var due []queued
-			seen := 0
+			seen, whole := 0, true
+			var first time.Time // when the first entry not due falls due
 			err := txn.Scan([]byte(queuePrefix(p.ID)), kv.ScanOptions{}, func(_, v []byte) (bool, error) {
 				seen++
 				var q queued
-				if jsonUnmarshal(v, &q) == nil && !q.Next.After(now) && !q.Lease.After(now) {
+				if err := jsonUnmarshal(v, &q); err != nil {
+					whole = false // unreadable: never taken for a quiet queue
+				} else if !q.Next.After(now) && !q.Lease.After(now) {
 					d.mu.Lock()
 					busy := d.inFlight[q.TaskID]
 					d.mu.Unlock()
 					if !busy {
 						due = append(due, q)
+					} else {
+						whole = false
 					}
+				} else if at := later(q.Next, q.Lease); first.IsZero() || at.Before(first) {
+					first = at
 				}
-				return len(due) < room && seen < 200, nil
+				more := len(due) < room && seen < 200
+				whole = whole && more
+				return more, nil
 			})
 			if err != nil {
 				return err
 			}
 			if len(due) > 0 {
 				lists = append(lists, due)
+			} else if whole {
+				d.mu.Lock()
+				d.idleUntil[p.ID] = first
+				d.mu.Unlock()
 			}
 		}
 		return nil
@@ -116,6 +133,7 @@ func (d *Dispatcher) deliverDue() {
 			defer func() {
 				d.mu.Lock()
 				delete(d.inFlight, q.TaskID)
+				delete(d.idleUntil, q.PolicyID) // a retry may be due before what was read
 				if d.busy[q.PolicyID]--; d.busy[q.PolicyID] <= 0 {
 					delete(d.busy, q.PolicyID)
 				}
@@ -343,4 +361,11 @@ func redact(address string) string {
 	}
 	u.RawQuery, u.Fragment, u.User = "", "", nil
 	return u.String()
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }

@@ -64,6 +64,11 @@ type Dispatcher struct {
 	mu       sync.Mutex
 	inFlight map[int64]bool // queue entries this node delivers now, guarded by mu
 	busy     map[int64]int  // deliveries in flight per policy, guarded by mu
+	// idleUntil is, per policy whose whole queue the last round read with nothing due, when
+	// its first entry falls due (the zero time: none queued); the rounds before then skip it.
+	// Guarded by mu; forgotten when this node queues for the policy, a delivery of it ends, or
+	// the policies reload (another node of a fleet may have queued).
+	idleUntil map[int64]time.Time
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -111,6 +116,8 @@ func New(cfg Config) (*Dispatcher, error) {
 		sem:      make(chan struct{}, cfg.Workers),
 		inFlight: map[int64]bool{},
 		busy:     map[int64]int{},
+
+		idleUntil: map[int64]time.Time{},
 	}
 	d.policies = &Policies{db: cfg.DB, now: cfg.Now, allowPrivate: cfg.AllowPrivate, changed: d.reload}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
@@ -146,6 +153,9 @@ func (d *Dispatcher) reload() {
 		return
 	}
 	d.snapshot.Store(&all)
+	d.mu.Lock()
+	clear(d.idleUntil)
+	d.mu.Unlock()
 }
 
 // wanted reports whether any enabled policy might want e: the cheap test of Notify.
@@ -355,6 +365,9 @@ func (d *Dispatcher) write(batch []Event) {
 			continue
 		}
 		pending[pid] += len(it.queue)
+		d.mu.Lock()
+		delete(d.idleUntil, pid)
+		d.mu.Unlock()
 	}
 	for pid := range pending {
 		d.prune(ctx, pid)
