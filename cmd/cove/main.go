@@ -150,7 +150,12 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 		return 2
 	}
 	log := slog.New(telemetry.LogHandler(slog.NewJSONHandler(stderr, nil)))
-	if err := serveConfig(ctx, cfg, log, stdout); err != nil {
+	// The access log's lines are written in batches (a write every 100 ms, not one a request);
+	// a 5xx line and the stop write at once.
+	access := telemetry.NewLineBuffer(stderr, 100*time.Millisecond)
+	defer access.Flush()
+	accessLog := slog.New(telemetry.LogHandler(slog.NewJSONHandler(access, nil)))
+	if err := serveConfig(ctx, cfg, log, accessLog, access.Flush, stdout); err != nil {
 		log.Error("cove stopped", "err", err)
 		return 1
 	}
@@ -168,7 +173,7 @@ func envValue(environ []string, key string) string {
 
 // serveConfig builds every part from cfg, serves until ctx ends, then shuts down gracefully:
 // the listener closes at once, requests in flight finish (up to shutdownGrace), the index closes last.
-func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) error {
+func serveConfig(ctx context.Context, cfg Config, log, accessLog *slog.Logger, flushAccess func() error, stdout io.Writer) error {
 	ver, rev, goVersion := versionInfo()
 	log.Info("cove starting", "version", ver, "commit", rev, "go", goVersion, "data", cfg.Data, "listen", cfg.Listen)
 	for _, name := range slices.Sorted(maps.Keys(cfg.Mirror.Upstreams)) {
@@ -457,8 +462,8 @@ func serveConfig(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Wr
 	proxies, _ := telemetry.ParseProxies(cfg.TrustedProxies) // checked by Validate
 	var dls downloads
 	srv := &http.Server{
-		Handler: dls.track(telemetry.ForwardedFor(proxies, telemetry.Middleware(mux, log.With("component", "http"), metrics, routeName,
-			telemetry.AccessLog{Mode: cfg.AccessLog, Sample: cfg.AccessLogSample}))),
+		Handler: dls.track(telemetry.ForwardedFor(proxies, telemetry.Middleware(mux, accessLog.With("component", "http"), metrics, routeName,
+			telemetry.AccessLog{Mode: cfg.AccessLog, Sample: cfg.AccessLogSample, Flush: flushAccess}))),
 		ConnContext:       withConn,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,

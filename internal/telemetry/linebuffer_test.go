@@ -1,0 +1,102 @@
+package telemetry
+
+import (
+	"bytes"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// lockedBuffer is a bytes.Buffer safe for the LineBuffer's timer and the test to share.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+	n  int // writes
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.n++
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() (string, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String(), l.n
+}
+
+// Lines wait in the buffer, are written together within its interval, and at once when it is
+// full or flushed.
+func TestLineBuffer(t *testing.T) {
+	out := &lockedBuffer{}
+	b := NewLineBuffer(out, time.Hour)
+	for range 10 {
+		b.Write([]byte("a line\n"))
+	}
+	if s, _ := out.String(); s != "" {
+		t.Fatalf("written before the interval or a flush: %q", s)
+	}
+	if err := b.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if s, n := out.String(); s != strings.Repeat("a line\n", 10) || n != 1 {
+		t.Fatalf("after a flush: %d writes of %q; want one of the ten lines", n, s)
+	}
+	long := bytes.Repeat([]byte("x"), lineBufferMax)
+	b.Write(long)
+	if s, _ := out.String(); len(s) != 70+lineBufferMax {
+		t.Errorf("a full buffer was not written at once: %d bytes out", len(s))
+	}
+
+	timed := &lockedBuffer{}
+	b = NewLineBuffer(timed, 10*time.Millisecond)
+	b.Write([]byte("soon\n"))
+	deadline := time.Now().Add(5 * time.Second)
+	for s, _ := timed.String(); s != "soon\n"; s, _ = timed.String() {
+		if time.Now().After(deadline) {
+			t.Fatal("a line waited past the interval")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// While requests overlap, their lines wait for the batch; the line of a 5xx is written at once,
+// and so is the last line when no request is left in flight.
+func TestAccessLogBatchesWhileBusy(t *testing.T) {
+	out := &lockedBuffer{}
+	buf := NewLineBuffer(out, time.Hour)
+	release, started := make(chan struct{}), make(chan struct{})
+	mux := http.NewServeMux()
+	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) { close(started); <-release })
+	mux.HandleFunc("/ok", func(w http.ResponseWriter, r *http.Request) {})
+	mux.HandleFunc("/fail", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(500) })
+	h := Middleware(mux, slog.New(slog.NewJSONHandler(buf, nil)), NewMetrics(prometheus.NewRegistry()),
+		func(r *http.Request) string { return r.URL.Path[1:] }, AccessLog{Flush: buf.Flush})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/slow", nil))
+	}()
+	<-started
+	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/ok", nil))
+	if s, _ := out.String(); s != "" {
+		t.Fatalf("a line was written at once while another request was in flight: %q", s)
+	}
+	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/fail", nil))
+	if s, _ := out.String(); strings.Count(s, "\n") != 2 || !strings.Contains(s, `"status":500`) {
+		t.Errorf("after a 500: %q; want both lines out", s)
+	}
+	close(release)
+	<-done
+	if s, _ := out.String(); strings.Count(s, "\n") != 3 || !strings.Contains(s, `"path":"/slow"`) {
+		t.Errorf("with no request left in flight: %q; want every line out", s)
+	}
+}
