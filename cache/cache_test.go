@@ -25,6 +25,12 @@ import (
 // index is badger, or PostgreSQL within TestStoreOnPostgres.
 func newStore(t *testing.T) (*Store, func() *Store) {
 	t.Helper()
+	return newStoreWith(t, Config{})
+}
+
+// newStoreWith is newStore with cfg (its Dir and DB set by newStoreWith).
+func newStoreWith(t *testing.T, cfg Config) (*Store, func() *Store) {
+	t.Helper()
 	dir := t.TempDir()
 	var db *badger.DB
 	var meta kv.DB
@@ -57,7 +63,8 @@ func newStore(t *testing.T) (*Store, func() *Store) {
 			meta = kv.NewBadger(db)
 		}
 		first = false
-		s, err = Open(context.Background(), Config{Dir: dir, DB: meta})
+		cfg.Dir, cfg.DB = dir, meta
+		s, err = Open(context.Background(), cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -97,6 +104,7 @@ func TestStoreOnPostgres(t *testing.T) {
 		"EvictionCutShortIsFinishedAtStart": TestEvictionCutShortIsFinishedAtStart,
 		"Quotas":                            TestQuotas,
 		"ImmutableTags":                     TestImmutableTags,
+		"EvictIndexFollowsReads":            TestEvictIndexFollowsReads,
 	} {
 		t.Run(name, test)
 	}

@@ -135,8 +135,8 @@ func (s *Store) reconcile(ctx context.Context) error {
 	return s.recount()
 }
 
-// dropRecords removes the blob records of missing and every link, manifest, tag, referrer and
-// pull time that names one of them.
+// dropRecords removes the blob records of missing, their eviction index entries, and every link,
+// manifest, tag, referrer and pull time that names one of them.
 func (s *Store) dropRecords(missing []digest.Digest) error {
 	gone := map[string]bool{}
 	for _, d := range missing {
@@ -144,7 +144,7 @@ func (s *Store) dropRecords(missing []digest.Digest) error {
 	}
 	var keys [][]byte
 	err := s.db.View(s.ctx, func(txn kv.Txn) error {
-		for _, prefix := range []string{prefixBlob, prefixLink, prefixManifest, prefixReferrer, prefixPulled} {
+		for _, prefix := range []string{prefixBlob, prefixEvict, prefixLink, prefixManifest, prefixReferrer, prefixPulled} {
 			err := scan(txn, []byte(prefix), "", func(key, _ []byte) bool {
 				if gone[lastPart(key)] || (prefix == prefixBlob && gone[string(key[len(prefixBlob):])]) {
 					keys = append(keys, append([]byte{}, key...))

@@ -112,7 +112,7 @@ func (s *Store) ensureBlobRecord(ct *commitTxn, dgst digest.Digest, size int64, 
 	if !isNew && rec == old {
 		return rec, nil
 	}
-	if err := kv.Put(ct.Txn, blobKey(dgst), rec); err != nil {
+	if err := putBlobRecord(ct.Txn, dgst, old, rec); err != nil {
 		return rec, err
 	}
 	ct.onCommit(func() { s.account(old, rec, isNew) })
@@ -141,6 +141,43 @@ func eachBlob(txn kv.Txn, fn func(dgst digest.Digest, rec blobRecord) error) err
 		}
 		return true, fn(digest.Digest(key[len(prefixBlob):]), rec)
 	})
+}
+
+// putBlobRecord writes rec as the record of the blob dgst, whose record was old (the zero record
+// for a new blob), and keeps the eviction index in step in the same transaction: the blob's entry
+// moves with its last read, and exists only while the blob is evictable. Every write of a blob
+// record goes through it, and every delete through deleteBlobRecord: eviction reads the index,
+// never the records (issue #16, point 4: its work must not grow with the blobs stored).
+func putBlobRecord(txn kv.Txn, dgst digest.Digest, old, rec blobRecord) error {
+	if err := kv.Put(txn, blobKey(dgst), rec); err != nil {
+		return err
+	}
+	if old.evictable() && (!rec.evictable() || !old.Accessed.Equal(rec.Accessed)) {
+		if err := txn.Delete(evictKey(old.Accessed, dgst)); err != nil {
+			return err
+		}
+	}
+	if rec.evictable() && (!old.evictable() || !old.Accessed.Equal(rec.Accessed)) {
+		return txn.Set(evictKey(rec.Accessed, dgst), nil)
+	}
+	return nil
+}
+
+// deleteBlobRecord removes the record rec of the blob dgst and its eviction index entry.
+func deleteBlobRecord(txn kv.Txn, dgst digest.Digest, rec blobRecord) error {
+	if err := txn.Delete(blobKey(dgst)); err != nil {
+		return err
+	}
+	return txn.Delete(evictKey(rec.Accessed, dgst)) // none unless evictable: no error
+}
+
+// blobRecordKeys are the keys that go with the record rec of the blob dgst, for the deletes of
+// DB.Write: the record's and its eviction index entry's.
+func blobRecordKeys(dgst digest.Digest, rec blobRecord) [][]byte {
+	if rec.evictable() {
+		return [][]byte{blobKey(dgst), evictKey(rec.Accessed, dgst)}
+	}
+	return [][]byte{blobKey(dgst)}
 }
 
 func getBlobRecord(txn kv.Txn, dgst digest.Digest) (blobRecord, error) {
@@ -183,13 +220,14 @@ func referenced(txn kv.Txn, dgst digest.Digest, now time.Time, named bool) error
 	if err != nil {
 		return err
 	}
+	old := rec
 	rec.Gen++
 	if named {
 		rec.Named = now.UTC()
 	} else {
 		rec.Linked = now.UTC()
 	}
-	return kv.Put(txn, blobKey(dgst), rec)
+	return putBlobRecord(txn, dgst, old, rec)
 }
 
 // dropRepoIfEmpty removes repo from the catalog when it has no manifest and no blob link left.

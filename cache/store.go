@@ -199,7 +199,8 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	return s, nil
 }
 
-// prepare empties tmp/, creates the directories and reconciles the index with the blob files.
+// prepare empties tmp/, creates the directories, reconciles the index with the blob files and
+// builds the eviction index of a data directory from before it.
 func (s *Store) prepare(ctx context.Context) error {
 	if err := os.RemoveAll(s.tmpDir()); err != nil {
 		return fmt.Errorf("clean %s: %w", s.tmpDir(), err)
@@ -213,6 +214,8 @@ func (s *Store) prepare(ctx context.Context) error {
 		s.log.Warn("read-only: the index is not reconciled with the blob files until a start with free space")
 	} else if err := s.reconcile(ctx); err != nil {
 		return fmt.Errorf("reconcile index with %s: %w", s.dir, err)
+	} else if err := s.buildEvictIndex(ctx); err != nil {
+		return err
 	}
 	return nil
 }

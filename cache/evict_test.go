@@ -1,0 +1,170 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"cove/internal/kv"
+)
+
+// TestEvictIndexFollowsReads checks the eviction index against the blob records after each write
+// that moves an entry (a fill, a read once flushed, a push of a mirrored blob, an eviction, a
+// build at start), and that eviction takes the blobs in its order.
+func TestEvictIndexFollowsReads(t *testing.T) {
+	ctx := context.Background()
+	now := time.Unix(1_800_000_000, 0)
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	tick := func() { mu.Lock(); now = now.Add(time.Minute); mu.Unlock() }
+	s, reopen := newStoreWith(t, Config{Now: clock})
+	const repo = "docker.io/library/x"
+	content := map[digest.Digest][]byte{}
+	fill := func() digest.Digest {
+		data := randomBytes(t, 1<<10)
+		d := digest.FromBytes(data)
+		content[d] = data
+		f, _, err := s.Fills.FromUpstream(d, repo, func(context.Context) (io.ReadCloser, int64, error) {
+			return io.NopCloser(bytes.NewReader(data)), int64(len(data)), nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r, err := f.Reader(ctx); err == nil {
+			io.Copy(io.Discard, r)
+			r.Close()
+		}
+		waitStored(t, s, repo, d)
+		waitFor(t, func() bool { return !s.Fills.busy(d) })
+		tick()
+		return d
+	}
+	evictOne := func() {
+		t.Helper()
+		if n, err := s.Evictor.evict(ctx, func(freed int64) bool { return freed > 0 }); n != 1 || err != nil {
+			t.Fatalf("evict = %d, %v; want 1, nil", n, err)
+		}
+	}
+	gone := func(d digest.Digest, want bool) {
+		t.Helper()
+		_, err := s.StatBlob(ctx, repo, d)
+		if got := errors.Is(err, ErrBlobUnknown); got != want {
+			t.Errorf("StatBlob(%s) = %v, evicted: want %v", d, err, want)
+		}
+	}
+
+	a, b, c, d := fill(), fill(), fill(), fill()
+	checkEvictIndex(t, s, a, b, c, d)
+
+	// A read of a, once flushed, moves it last.
+	bf, err := s.OpenBlob(ctx, repo, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bf.Close()
+	tick()
+	checkEvictIndex(t, s, a, b, c, d) // not before the flush
+	if err := s.Evictor.flushAccess(); err != nil {
+		t.Fatal(err)
+	}
+	checkEvictIndex(t, s, b, c, d, a)
+
+	// Pushed to a local project, c is never evicted: it leaves the index.
+	if _, err := s.PutBlob(ctx, "p/a", c, bytes.NewReader(content[c]), -1); err != nil {
+		t.Fatal(err)
+	}
+	checkEvictIndex(t, s, b, d, a)
+
+	// Eviction takes the least recently read first.
+	evictOne()
+	gone(b, true)
+	checkEvictIndex(t, s, d, a)
+
+	// An entry that does not match its record (a node of an older version wrote it, say) is
+	// passed over and dropped: a was read after d, d goes.
+	err = s.db.Update(ctx, func(txn kv.Txn) error { return txn.Set(evictKey(time.Unix(1, 0), a), nil) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	evictOne()
+	gone(d, true)
+	gone(a, false)
+	checkEvictIndex(t, s, a)
+
+	// A data directory from before the index gets it at its next start, once.
+	e := fill()
+	dropEvictIndex(t, s, true)
+	s = reopen()
+	checkEvictIndex(t, s, a, e)
+	dropEvictIndex(t, s, false)
+	s = reopen()
+	if got := evictIndex(t, s); len(got) != 0 {
+		t.Errorf("eviction index built again at a start after it was built: %v", got)
+	}
+}
+
+// checkEvictIndex fails t unless the eviction index of s lists want, in that order, and exactly
+// the evictable blobs of the records, each at its last read.
+func checkEvictIndex(t *testing.T, s *Store, want ...digest.Digest) {
+	t.Helper()
+	var fromRecords [][]byte
+	err := s.db.View(context.Background(), func(txn kv.Txn) error {
+		return eachBlob(txn, func(dgst digest.Digest, rec blobRecord) error {
+			if rec.evictable() {
+				fromRecords = append(fromRecords, evictKey(rec.Accessed, dgst))
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.SortFunc(fromRecords, bytes.Compare)
+	keys := evictIndex(t, s)
+	if !slices.EqualFunc(keys, fromRecords, bytes.Equal) {
+		t.Errorf("eviction index = %q, want %q (from the records)", keys, fromRecords)
+	}
+	var got []digest.Digest
+	for _, k := range keys {
+		got = append(got, digest.Digest(lastPart(k)))
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("eviction order = %v, want %v", got, want)
+	}
+}
+
+// evictIndex returns the keys of the eviction index of s, in order.
+func evictIndex(t *testing.T, s *Store) [][]byte {
+	t.Helper()
+	var keys [][]byte
+	err := s.db.View(context.Background(), func(txn kv.Txn) error {
+		return txn.Scan([]byte(prefixEvict), kv.ScanOptions{KeysOnly: true}, func(key, _ []byte) (bool, error) {
+			keys = append(keys, key)
+			return true, nil
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keys
+}
+
+// dropEvictIndex removes the eviction index's entries of s, and its marker if marker: as a data
+// directory from before it.
+func dropEvictIndex(t *testing.T, s *Store, marker bool) {
+	t.Helper()
+	keys := evictIndex(t, s)
+	if marker {
+		keys = append(keys, []byte(keyEvictIndex))
+	}
+	if err := s.db.Write(context.Background(), deletes(keys)); err != nil {
+		t.Fatal(err)
+	}
+}
