@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -167,4 +170,90 @@ func dropEvictIndex(t *testing.T, s *Store, marker bool) {
 	if err := s.db.Write(context.Background(), deletes(keys)); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// BenchmarkEvictDecision is eviction with 10,000 and 100,000 blob records in the index: "choose"
+// is the decision alone (the least recently read page of the eviction index, with its records),
+// "pass" a whole eviction pass that frees one blob (as after a fill that takes mirrored content
+// one blob over its cap), commits and file removal included. Their time and the index reads they
+// make (reads/op: keys scanned and records read) must not grow with the records (issue #16,
+// point 4); before the eviction index, a pass read every record.
+func BenchmarkEvictDecision(b *testing.B) {
+	for _, n := range []int{10_000, 100_000} {
+		ctx := context.Background()
+		dir := b.TempDir()
+		bdb, err := OpenDB(filepath.Join(dir, "index"), nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		db := &countingDB{DB: kv.NewBadger(bdb)}
+		p, err := Populate(ctx, dir, db, PopulateConfig{Blobs: n, Tags: n / 10, LayerSize: 4096})
+		if err != nil {
+			b.Fatal(err)
+		}
+		s, err := Open(ctx, Config{Dir: dir, DB: db, MaxMirrored: p.Mirrored})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(fmt.Sprintf("blobs=%d/choose", n), func(b *testing.B) {
+			db.reads.Store(0)
+			b.ReportAllocs()
+			ops := 0
+			for b.Loop() {
+				ops++
+				if page, err := s.Evictor.candidates(nil); len(page) == 0 || err != nil {
+					b.Fatalf("candidates = %d, %v", len(page), err)
+				}
+			}
+			b.ReportMetric(float64(db.reads.Load())/float64(ops), "reads/op")
+		})
+		b.Run(fmt.Sprintf("blobs=%d/pass", n), func(b *testing.B) {
+			db.reads.Store(0)
+			b.ReportAllocs()
+			ops := 0
+			for b.Loop() {
+				if ops++; ops > p.Layers {
+					b.Fatal("every layer evicted: run fewer iterations")
+				}
+				if got, err := s.Evictor.evict(ctx, func(freed int64) bool { return freed > 0 }); got != 1 || err != nil {
+					b.Fatalf("evict = %d, %v; want 1, nil", got, err)
+				}
+			}
+			b.ReportMetric(float64(db.reads.Load())/float64(ops), "reads/op")
+		})
+		s.Close()
+		bdb.Close()
+	}
+}
+
+// countingDB is a kv.DB that counts the keys its transactions read: each key a scan visits and
+// each Get.
+type countingDB struct {
+	kv.DB
+	reads atomic.Int64
+}
+
+func (c *countingDB) View(ctx context.Context, fn func(kv.Txn) error) error {
+	return c.DB.View(ctx, func(txn kv.Txn) error { return fn(countingTxn{txn, &c.reads}) })
+}
+
+func (c *countingDB) Update(ctx context.Context, fn func(kv.Txn) error) error {
+	return c.DB.Update(ctx, func(txn kv.Txn) error { return fn(countingTxn{txn, &c.reads}) })
+}
+
+type countingTxn struct {
+	kv.Txn
+	reads *atomic.Int64
+}
+
+func (t countingTxn) Get(key []byte) ([]byte, error) {
+	t.reads.Add(1)
+	return t.Txn.Get(key)
+}
+
+func (t countingTxn) Scan(prefix []byte, opts kv.ScanOptions, fn func(key, value []byte) (bool, error)) error {
+	return t.Txn.Scan(prefix, opts, func(key, value []byte) (bool, error) {
+		t.reads.Add(1)
+		return fn(key, value)
+	})
 }
