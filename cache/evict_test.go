@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -256,4 +257,111 @@ func (t countingTxn) Scan(prefix []byte, opts kv.ScanOptions, fn func(key, value
 		t.reads.Add(1)
 		return fn(key, value)
 	})
+}
+
+// TestStartAfterACleanStop checks that a start after a clean stop takes the statistics the stop
+// recorded instead of walking the blob files (issue #16, point 4: seconds at a million blobs), and
+// that a start after a crash walks them again.
+func TestStartAfterACleanStop(t *testing.T) {
+	ctx := context.Background()
+	s, reopen := newStore(t)
+	local := []byte("pushed")
+	if _, err := s.PutBlob(ctx, "p/a", digest.FromBytes(local), bytes.NewReader(local), -1); err != nil {
+		t.Fatal(err)
+	}
+	if err := fill(t, s, randomBytes(t, 1<<10), 1<<10); err != nil {
+		t.Fatal(err)
+	}
+	stats := func(s *Store) [3]int64 {
+		n, stored := s.Stats()
+		mirrored, _ := s.Evictor.Stats()
+		return [3]int64{n, stored, mirrored}
+	}
+	want := [3]int64{2, int64(len(local)) + 1<<10, 1 << 10}
+	if got := stats(s); got != want {
+		t.Fatalf("stats = %v, want %v", got, want)
+	}
+	// A file without a record, which only a crash leaves: a start after a clean stop does not
+	// look for it.
+	orphan := []byte("orphan")
+	od := digest.FromBytes(orphan)
+	if err := os.MkdirAll(filepath.Dir(s.blobPath(od)), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(s.blobPath(od), orphan, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	s = reopen()
+	if got := stats(s); got != want {
+		t.Errorf("after a clean stop: stats = %v, want %v (the clean stop's)", got, want)
+	}
+	if s.HasBlob(ctx, od) {
+		t.Error("after a clean stop, the start walked the blob files")
+	}
+	// The start took the clean stop's record away: after a crash, the next one reconciles.
+	s = reopen(crash)
+	if !s.HasBlob(ctx, od) {
+		t.Error("after a crash, the start did not adopt the file without a record")
+	}
+	want[0], want[1] = 3, want[1]+int64(len(orphan))
+	if got := stats(s); got != want {
+		t.Errorf("after a crash: stats = %v, want %v", got, want)
+	}
+}
+
+// TestPopulate checks that what Populate writes is what a store would hold: the statistics it
+// records for the start are those a reconcile counts, every record has its file, and the
+// eviction index lists every layer.
+func TestPopulate(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	bdb, err := OpenDB(filepath.Join(dir, "index"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bdb.Close()
+	db := kv.NewBadger(bdb)
+	p, err := Populate(ctx, dir, db, PopulateConfig{Blobs: 300, Tags: 30, LayerSize: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Layers != 270 || p.Manifests != 30 || p.Repos != 6 || p.Links != 270 || p.Mirrored != 270*4096 {
+		t.Errorf("Populate = %+v", p)
+	}
+	open := func() (*Store, [3]int64) {
+		s, err := Open(ctx, Config{Dir: dir, DB: db})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, stored := s.Stats()
+		mirrored, _ := s.Evictor.Stats()
+		return s, [3]int64{n, stored, mirrored}
+	}
+	s, recorded := open()
+	if recorded[0] != 300 || recorded[2] != p.Mirrored {
+		t.Errorf("statistics at the start = %v, want 300 blobs, %d mirrored bytes", recorded, p.Mirrored)
+	}
+	if got := evictIndex(t, s); len(got) != p.Layers {
+		t.Errorf("eviction index has %d entries, want %d", len(got), p.Layers)
+	}
+	tags, _, err := s.Manifests.Tags(ctx, p.FirstRepo, "", -1)
+	if err != nil || len(tags) != 5 || !slices.Contains(tags, p.DeepTag) {
+		t.Errorf("Tags(%s) = %v, %v; want 5 with %s", p.FirstRepo, tags, err, p.DeepTag)
+	}
+	s.stop() // as a crash: the next start reconciles
+	s, counted := open()
+	defer s.Close()
+	if counted != recorded {
+		t.Errorf("statistics reconciled = %v, recorded by Populate = %v", counted, recorded)
+	}
+	checkEvictIndex(t, s, evictOrder(t, s)...)
+}
+
+// evictOrder is the digests of the eviction index of s, in its order.
+func evictOrder(t *testing.T, s *Store) []digest.Digest {
+	var ds []digest.Digest
+	for _, k := range evictIndex(t, s) {
+		ds = append(ds, digest.Digest(lastPart(k)))
+	}
+	return ds
 }

@@ -58,7 +58,8 @@ const populateBatch = 20000
 // the records of mirrored layers and image manifests, their repositories' links, manifests and
 // tags, the eviction index, and a file for every blob (a sparse one for a layer, whose digest is
 // generated and does not match its zero bytes; the manifest's real body for a manifest), since a
-// start drops the records of blobs without files. No store may be open on dir meanwhile.
+// start that reconciles drops the records of blobs without files. It leaves dir as a clean stop
+// does. No store may be open on dir meanwhile.
 func Populate(ctx context.Context, dir string, db kv.DB, cfg PopulateConfig) (Populated, error) {
 	if cfg.Tags < 1 || cfg.Blobs < 2*cfg.Tags {
 		return Populated{}, errors.New("populate: need at least one tag, and at least a layer per manifest")
@@ -95,6 +96,7 @@ func Populate(ctx context.Context, dir string, db kv.DB, cfg PopulateConfig) (Po
 		}
 		return nil
 	}
+	stored := p.Mirrored // and the manifests' bytes, below
 	files := make(chan blobFile, 1024)
 	g, gctx := errgroup.WithContext(ctx)
 	for range 4 {
@@ -135,6 +137,7 @@ func Populate(ctx context.Context, dir string, db kv.DB, cfg PopulateConfig) (Po
 				return err
 			}
 			md := digest.FromBytes(body)
+			stored += int64(len(body))
 			mrec := Manifest{MediaType: ocispec.MediaTypeImageManifest, Size: int64(len(body)), Created: now, Blobs: names}
 			if err := put(manifestKey(r, md), mrec); err != nil {
 				return err
@@ -153,8 +156,14 @@ func Populate(ctx context.Context, dir string, db kv.DB, cfg PopulateConfig) (Po
 		if err := flush(); err != nil {
 			return err
 		}
-		// The eviction index is written above: a start need not build it.
-		return db.Update(ctx, func(txn kv.Txn) error { return txn.Set([]byte(keyEvictIndex), []byte(`{}`)) })
+		// The eviction index is written above: a start need not build it. The directory is as a
+		// clean stop leaves it: the start takes these statistics (keyCleanStop).
+		return db.Update(ctx, func(txn kv.Txn) error {
+			if err := txn.Set([]byte(keyEvictIndex), []byte(`{}`)); err != nil {
+				return err
+			}
+			return kv.Put(txn, []byte(keyCleanStop), cleanStop{Blobs: int64(p.Blobs), Stored: stored, Mirrored: p.Mirrored})
+		})
 	})
 	if err := g.Wait(); err != nil {
 		return p, fmt.Errorf("populate %s: %w", dir, err)

@@ -19,8 +19,11 @@ import (
 // file is gone is dropped with every link and manifest that needs it; a placed file without a record
 // — a crash between rename and index write — is adopted. Adopting exposes nothing, since no
 // repository is linked to it. It also computes the stored-blob statistics.
+//
+// It walks every blob file and reads every record: at a million blobs, seconds (issue #16, point
+// 4). After a clean stop, which is what a crash would break, start skips it (resumeCleanStop).
 func (s *Store) reconcile(ctx context.Context) error {
-	files := map[digest.Digest]int64{}
+	files := map[digest.Digest]struct{}{}
 	root := filepath.Join(s.dir, "blobs")
 	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
@@ -30,67 +33,39 @@ func (s *Store) reconcile(ctx context.Context) error {
 		alg, rest, _ := cutPath(rel)
 		_, hex, _ := cutPath(rest)
 		dgst := digest.NewDigestFromEncoded(digest.Algorithm(alg), hex)
-		if supported(dgst) != nil || s.blobPath(dgst) != path {
+		if !wellFormed(dgst) || s.blobPath(dgst) != path {
 			s.log.Warn("foreign file in blob store left alone", "path", path)
 			return nil
 		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		files[dgst] = info.Size()
+		files[dgst] = struct{}{}
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("walk %s: %w", root, err)
 	}
-
-	// Evictions cut short: their records are gone, their files go now.
-	var evicting [][]byte
-	err = s.db.View(s.ctx, func(txn kv.Txn) error {
-		return scan(txn, []byte(prefixEvicting), "", func(key, _ []byte) bool {
-			evicting = append(evicting, bytes.Clone(key))
-			return true
-		})
-	})
-	if err != nil {
+	if err := s.finishEvictions(files); err != nil {
 		return err
 	}
-	for _, key := range evicting {
-		dgst := digest.Digest(key[len(prefixEvicting):])
-		if _, ok := files[dgst]; ok || s.remote != nil { // in fleet mode, the shared object may remain
-			has := false
-			_ = s.db.View(s.ctx, func(txn kv.Txn) error {
-				_, err := txn.Get(blobKey(dgst))
-				has = err == nil
-				return nil
-			})
-			if !has { // not stored again since
-				if err := s.removeBlob(dgst); err != nil {
-					return fmt.Errorf("finish the eviction of %s: %w", dgst, err)
-				}
-				delete(files, dgst)
-				s.log.Info("finished an eviction cut short by a stop", "digest", dgst)
-			}
-		}
-		if err := s.db.Update(s.ctx, func(txn kv.Txn) error { return txn.Delete(key) }); err != nil {
-			return err
-		}
-	}
 
+	// One read of every record: which have files, and the statistics.
 	var missing []digest.Digest
+	var n, size, mirrored int64
 	err = s.db.View(s.ctx, func(txn kv.Txn) error {
-		return scan(txn, []byte(prefixBlob), "", func(key, _ []byte) bool {
-			dgst := digest.Digest(key[len(prefixBlob):])
-			if size, ok := files[dgst]; ok {
-				delete(files, dgst) // indexed and present
-				if s.remote != nil {
-					s.hot.add(dgst, size, time.Now())
-				}
-			} else {
+		return eachBlob(txn, func(dgst digest.Digest, rec blobRecord) error {
+			if _, ok := files[dgst]; !ok {
 				missing = append(missing, dgst)
+				return nil
 			}
-			return true
+			delete(files, dgst) // indexed and present
+			if s.remote != nil {
+				s.hot.add(dgst, s.fileSize(dgst), time.Now())
+			}
+			n++
+			size += rec.Size
+			if rec.evictable() {
+				mirrored += rec.Size
+			}
+			return nil
 		})
 	})
 	if err != nil {
@@ -123,16 +98,159 @@ func (s *Store) reconcile(ctx context.Context) error {
 	if len(files) > 0 {
 		s.log.Info("blob files without index records adopted", "count", len(files))
 	}
-	for dgst, size := range files {
+	for dgst := range files {
 		err := s.update(func(ct *commitTxn) error {
-			_, err := s.ensureBlobRecord(ct, dgst, size, "", originNone)
+			_, err := s.ensureBlobRecord(ct, dgst, s.fileSize(dgst), "", originNone)
 			return err
 		})
 		if err != nil {
 			return err
 		}
 	}
-	return s.recount()
+	if len(missing) > 0 || len(files) > 0 {
+		return s.recount() // records dropped or adopted: count again
+	}
+	s.blobs.Store(n)
+	s.stored.Store(size)
+	s.mirrored.Store(mirrored)
+	return nil
+}
+
+// fileSize is the size of the blob file of dgst; 0 when it cannot be read (reconcile asks only
+// of files it has just found).
+func (s *Store) fileSize(dgst digest.Digest) int64 {
+	info, err := os.Stat(s.blobPath(dgst))
+	if err != nil {
+		return 0
+	}
+	return info.Size()
+}
+
+// wellFormed reports whether dgst is a supported digest, as supported does, without its regular
+// expression: reconcile asks it of every file.
+func wellFormed(dgst digest.Digest) bool {
+	enc := dgst.Encoded()
+	switch dgst.Algorithm() {
+	case digest.SHA256:
+		if len(enc) != 64 {
+			return false
+		}
+	case digest.SHA512:
+		if len(enc) != 128 {
+			return false
+		}
+	default:
+		return false
+	}
+	for _, c := range []byte(enc) {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// finishEvictions removes the files of evictions cut short (their records are gone) and their
+// markers. files, when not nil, holds the blob files found, and loses the removed ones; when
+// nil, each file is looked for.
+func (s *Store) finishEvictions(files map[digest.Digest]struct{}) error {
+	var evicting [][]byte
+	err := s.db.View(s.ctx, func(txn kv.Txn) error {
+		return scan(txn, []byte(prefixEvicting), "", func(key, _ []byte) bool {
+			evicting = append(evicting, bytes.Clone(key))
+			return true
+		})
+	})
+	if err != nil {
+		return err
+	}
+	for _, key := range evicting {
+		dgst := digest.Digest(key[len(prefixEvicting):])
+		present := false
+		if files != nil {
+			_, present = files[dgst]
+		} else {
+			_, err := os.Stat(s.blobPath(dgst))
+			present = err == nil
+		}
+		if present || s.remote != nil { // in fleet mode, the shared object may remain
+			has := false
+			_ = s.db.View(s.ctx, func(txn kv.Txn) error {
+				_, err := txn.Get(blobKey(dgst))
+				has = err == nil
+				return nil
+			})
+			if !has { // not stored again since
+				if err := s.removeBlob(dgst); err != nil {
+					return fmt.Errorf("finish the eviction of %s: %w", dgst, err)
+				}
+				delete(files, dgst)
+				s.log.Info("finished an eviction cut short by a stop", "digest", dgst)
+			}
+		}
+		if err := s.db.Update(s.ctx, func(txn kv.Txn) error { return txn.Delete(key) }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// keyCleanStop holds the blob statistics as a clean stop left them (Store.Close): the next start
+// takes them and skips reconcile, whose walk of every blob file and read of every record take
+// seconds at a million blobs. That start deletes it first, so that a crash after it finds none and
+// reconciles. Only a node's own index has it: a fleet's nodes share theirs (PostgreSQL), and each
+// walks its files for its hot tier.
+const keyCleanStop = "cache/clean-stop"
+
+// cleanStop is the value under keyCleanStop.
+type cleanStop struct {
+	Blobs    int64 `json:"blobs"`
+	Stored   int64 `json:"stored"`
+	Mirrored int64 `json:"mirrored"`
+}
+
+// ownIndex reports whether the index is this node's alone (badger), not a fleet's.
+func (s *Store) ownIndex() bool { return !s.shared && s.remote == nil }
+
+// resumeCleanStop takes the statistics of a clean stop, deleting them from the index, and
+// reports whether there were any (else the start must reconcile).
+func (s *Store) resumeCleanStop(ctx context.Context) (bool, error) {
+	if !s.ownIndex() {
+		return false, nil
+	}
+	var cs cleanStop
+	found := false
+	err := s.db.Update(ctx, func(txn kv.Txn) error {
+		err := kv.Get(txn, []byte(keyCleanStop), &cs)
+		if errors.Is(err, kv.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		found = true
+		return txn.Delete([]byte(keyCleanStop))
+	})
+	if err != nil || !found {
+		return false, err
+	}
+	s.blobs.Store(cs.Blobs)
+	s.stored.Store(cs.Stored)
+	s.mirrored.Store(cs.Mirrored)
+	return true, s.finishEvictions(nil)
+}
+
+// markCleanStop records the statistics for the next start (see keyCleanStop), once the store's
+// own work has ended. Without it the next start reconciles: a failure costs time, not data.
+func (s *Store) markCleanStop() {
+	if !s.ownIndex() || s.Disk.readOnly || s.Disk.WriteCheck() != nil {
+		return
+	}
+	cs := cleanStop{Blobs: s.blobs.Load(), Stored: s.stored.Load(), Mirrored: s.mirrored.Load()}
+	err := s.db.Update(context.Background(), func(txn kv.Txn) error { return kv.Put(txn, []byte(keyCleanStop), cs) })
+	if err != nil {
+		s.log.Warn("recording a clean stop: the next start reconciles the index with the blob files", "err", err)
+	}
 }
 
 // dropRecords removes the blob records of missing, their eviction index entries, and every link,
