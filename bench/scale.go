@@ -38,8 +38,9 @@ func ParseSizes(s string) ([]int, error) {
 	var sizes []int
 	for f := range strings.SplitSeq(s, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n < 100 {
-			return nil, fmt.Errorf("scale: %q is not a number of blobs of 100 or more", f)
+		if err != nil || n < 2000 {
+			// Fewer blobs make fewer than ten repositories or tags after the deep pages' start.
+			return nil, fmt.Errorf("scale: %q is not a number of blobs of 2000 or more", f)
 		}
 		sizes = append(sizes, n)
 	}
@@ -68,14 +69,15 @@ const scaleLayer = 4096
 // Metrics of a scale scenario; scaleRequests are the requests whose latency must not grow.
 const (
 	metricStartup     = "start-up (process start to /v2/ answering)"
+	metricCrashStart  = "start-up after a kill -9 (reconciles)"
 	metricEvict       = "eviction pass after a fill (one blob evicted)"
 	metricColdCove    = "cold 4 KiB blob through cove"
 	metricColdUp      = "cold 4 KiB blob from the upstream directly"
 	metricColdOver    = "cold fill overhead (cove − upstream)"
-	metricCatalog     = "GET /v2/_catalog?n=100, first page"
-	metricCatalogDeep = "GET /v2/_catalog?n=100, page at 90%"
-	metricTags        = "GET tags/list?n=100, first page"
-	metricTagsDeep    = "GET tags/list?n=100, page at 90%"
+	metricCatalog     = "GET /v2/_catalog?n=10, first page"
+	metricCatalogDeep = "GET /v2/_catalog?n=10, page at 90%"
+	metricTags        = "GET tags/list?n=10, first page"
+	metricTagsDeep    = "GET tags/list?n=10, page at 90%"
 	metricRSS         = "resident memory after the requests (VmRSS)"
 	metricPeakRSS     = "peak resident memory (VmHWM)"
 	metricIndex       = "index on disk (allocated)"
@@ -167,16 +169,8 @@ func runScaleOnce(ctx context.Context, cfg ScaleConfig, n int, progress func(str
 	}
 	defer cove.stop()
 	client := newClient(4)
-	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(5 * time.Millisecond) {
-		if resp, err := client.Get(cove.url + "/v2/"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusUnauthorized {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("cove's /v2/ did not answer within 2 minutes of its start")
-		}
+	if err := answering(client, cove.url); err != nil {
+		return nil, err
 	}
 	s.Metrics[metricStartup] = summarize("s", []float64{time.Since(start).Seconds()})
 	s.RSSReset = peakRSS(cove.cmd.Process.Pid, true) == 0
@@ -217,12 +211,16 @@ func runScaleOnce(ctx context.Context, cfg ScaleConfig, n int, progress func(str
 
 	progress("N=%d: catalog and tag lists", n)
 	pages := []struct{ metric, url string }{
-		{metricCatalog, cove.url + "/v2/_catalog?n=100"},
-		{metricCatalogDeep, cove.url + "/v2/_catalog?n=100&last=" + p.DeepRepo},
-		{metricTags, cove.url + "/v2/" + p.FirstRepo + "/tags/list?n=100"},
-		{metricTagsDeep, cove.url + "/v2/" + p.FirstRepo + "/tags/list?n=100&last=" + p.DeepTag},
+		{metricCatalog, cove.url + "/v2/_catalog?n=10"},
+		{metricCatalogDeep, cove.url + "/v2/_catalog?n=10&last=" + p.DeepRepo},
+		{metricTags, cove.url + "/v2/" + p.FirstRepo + "/tags/list?n=10"},
+		{metricTagsDeep, cove.url + "/v2/" + p.FirstRepo + "/tags/list?n=10&last=" + p.DeepTag},
 	}
 	for _, pg := range pages {
+		// A page that lists nothing would be quick for the wrong reason.
+		if got, err := listed(client, pg.url); err != nil || got != 10 {
+			return nil, fmt.Errorf("GET %s: %d names listed (%v), want 10", pg.url, got, err)
+		}
 		var xs []float64
 		for range cfg.Reps {
 			t0 := time.Now()
@@ -244,8 +242,55 @@ func runScaleOnce(ctx context.Context, cfg ScaleConfig, n int, progress func(str
 	if b, err := allocated(filepath.Join(data, "index")); err == nil {
 		s.Metrics[metricIndex] = summarize("MiB", []float64{float64(b) / (1 << 20)})
 	}
+
+	// A crash: the next start walks the blob files and reads every record.
+	progress("N=%d: kill -9 and start again", n)
+	cove.cmd.Process.Kill()
+	<-cove.exited
+	start = time.Now()
+	again, err := startCove(ctx, cfg.CoveBin, dir, "127.0.0.1:0", up.url, "bench-Passw0rd", cfg.ServerLog, strconv.FormatInt(p.Mirrored, 10))
+	if err != nil {
+		return nil, err
+	}
+	defer again.stop()
+	if err := answering(client, again.url); err != nil {
+		return nil, err
+	}
+	s.Metrics[metricCrashStart] = summarize("s", []float64{time.Since(start).Seconds()})
 	progress("N=%d: done", n)
 	return s, nil
+}
+
+// listed returns how many repositories or tags a page of the catalog or of a tag list names.
+func listed(client *http.Client, url string) (int, error) {
+	resp, err := client.Get(url)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("%s", resp.Status)
+	}
+	var page struct{ Repositories, Tags []string }
+	if err := json.NewDecoder(resp.Body).Decode(&page); err != nil {
+		return 0, err
+	}
+	return len(page.Repositories) + len(page.Tags), nil
+}
+
+// answering waits until cove's /v2/ answers (200, or 401 asking for a login), two minutes at most.
+func answering(client *http.Client, url string) error {
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(5 * time.Millisecond) {
+		if resp, err := client.Get(url + "/v2/"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusUnauthorized {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("cove's /v2/ did not answer within 2 minutes of its start")
+		}
+	}
 }
 
 // rss returns a process's resident memory (VmRSS) in bytes, -1 when unknown.
@@ -339,7 +384,7 @@ func (r *Report) WriteScaleTable(w io.Writer, sizes []int) {
 		fmt.Fprintf(tw, "N=%d\t", n)
 	}
 	fmt.Fprint(tw, "unit\t\n")
-	for _, k := range []string{metricPopulate, metricStartup, metricEvict, metricColdUp, metricColdCove, metricColdOver,
+	for _, k := range []string{metricPopulate, metricStartup, metricCrashStart, metricEvict, metricColdUp, metricColdCove, metricColdOver,
 		metricCatalog, metricCatalogDeep, metricTags, metricTagsDeep, metricRSS, metricPeakRSS, metricIndex} {
 		fmt.Fprintf(tw, "%s\t", k)
 		unit := ""

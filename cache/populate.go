@@ -44,8 +44,9 @@ type Populated struct {
 	Repos     int   `json:"repos"`
 	Links     int   `json:"links"`
 	Mirrored  int64 `json:"mirrored_bytes"` // the layers' bytes: what eviction counts
-	// DeepRepo is a repository near the end of the catalog, and DeepTag a tag near the end of
-	// FirstRepo's list: where a client paging through them comes late.
+	// DeepRepo is a repository 90 % of the way through the catalog, and DeepTag a tag 90 % of the
+	// way through FirstRepo's list, each with ten or more names after it: where a client paging
+	// through them comes late.
 	FirstRepo string `json:"first_repo"`
 	DeepRepo  string `json:"deep_repo"`
 	DeepTag   string `json:"deep_tag"`
@@ -70,11 +71,12 @@ func Populate(ctx context.Context, dir string, db kv.DB, cfg PopulateConfig) (Po
 	now := cfg.Now.UTC()
 	nrepos := int(math.Ceil(math.Sqrt(float64(cfg.Tags))))
 	repo := func(i int) string { return fmt.Sprintf("docker.io/scale/r%06d", i) }
+	// Deep is 90 % of the way through n names, or the one with ten names after it.
+	deep := func(n int) int { return max(min(n*9/10, n-11), 0) }
 	p := Populated{Blobs: cfg.Blobs, Manifests: cfg.Tags, Layers: cfg.Blobs - cfg.Tags, Tags: cfg.Tags, Repos: nrepos,
-		FirstRepo: repo(0), DeepRepo: repo(nrepos * 9 / 10)}
+		FirstRepo: repo(0), DeepRepo: repo(deep(nrepos))}
 	p.Mirrored = int64(p.Layers) * cfg.LayerSize
-	lastTag := (cfg.Tags - 1) / nrepos // repository 0 has tags v0 … this
-	p.DeepTag = fmt.Sprintf("v%07d", lastTag*9/10)
+	p.DeepTag = fmt.Sprintf("v%07d", deep((cfg.Tags-1)/nrepos+1)) // repository 0 has tags v0 … v(Tags-1)/repos
 
 	var ops []kv.Op
 	flush := func() error {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"cove/internal/kv"
+	"github.com/dgraph-io/badger/v4"
 )
 
 func TestScratchOpen(t *testing.T) {
@@ -22,11 +23,12 @@ func TestScratchOpen(t *testing.T) {
 	}
 	defer bdb.Close()
 	t.Logf("badger open %v", time.Since(t0))
+	bdb.Update(func(txn *badger.Txn) error { return txn.Delete([]byte(keyCleanStop)) })
 	t0 = time.Now()
 	s, err := Open(context.Background(), Config{Dir: dir, DB: kv.NewBadger(bdb)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("cache open %v", time.Since(t0))
-	s.Close()
+	s.stop()
 }
