@@ -281,7 +281,7 @@ func (e *Evictor) evict(ctx context.Context, done func(freed int64) bool) (int, 
 }
 
 // evictPage is how many eviction index entries evict reads at once.
-const evictPage = 32
+const evictPage = 8
 
 // evictCandidate is an entry of the eviction index with the blob's record.
 type evictCandidate struct {

@@ -365,3 +365,32 @@ func evictOrder(t *testing.T, s *Store) []digest.Digest {
 	}
 	return ds
 }
+
+// TestEvictPagesPastBlobsInUse checks that eviction reads the index past a page of blobs in use.
+func TestEvictPagesPastBlobsInUse(t *testing.T) {
+	ctx := context.Background()
+	now := time.Unix(1_800_000_000, 0)
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); now = now.Add(time.Second); return now }
+	s, _ := newStoreWith(t, Config{Now: clock})
+	var ds []digest.Digest
+	for range 2*evictPage + 1 {
+		data := randomBytes(t, 1<<10)
+		if err := fill(t, s, data, int64(len(data))); err != nil {
+			t.Fatal(err)
+		}
+		ds = append(ds, digest.FromBytes(data))
+	}
+	checkEvictIndex(t, s, evictOrder(t, s)...)
+	order := evictOrder(t, s)
+	for _, d := range order[:2*evictPage] { // two pages of readers
+		defer s.hold(d)()
+	}
+	if n, err := s.Evictor.evict(ctx, func(freed int64) bool { return freed > 0 }); n != 1 || err != nil {
+		t.Fatalf("evict = %d, %v; want 1, nil", n, err)
+	}
+	if s.HasBlob(ctx, order[2*evictPage]) {
+		t.Errorf("the one blob not in use, after two pages of blobs in use, is still stored")
+	}
+	checkEvictIndex(t, s, order[:2*evictPage]...)
+}
