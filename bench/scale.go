@@ -80,6 +80,7 @@ const (
 	metricTagsDeep    = "GET tags/list?n=10, page at 90%"
 	metricRSS         = "resident memory after the requests (VmRSS)"
 	metricPeakRSS     = "peak resident memory (VmHWM)"
+	metricCrashRSS    = "peak resident memory of the start after a kill -9"
 	metricIndex       = "index on disk (allocated)"
 	metricPopulate    = "populate (cove bench-populate)"
 )
@@ -260,6 +261,9 @@ func runScaleOnce(ctx context.Context, cfg ScaleConfig, n int, progress func(str
 		return nil, err
 	}
 	s.Metrics[metricCrashStart] = summarize("s", []float64{time.Since(start).Seconds()})
+	if b := peakRSS(again.cmd.Process.Pid, false); b > 0 {
+		s.Metrics[metricCrashRSS] = summarize("MiB", []float64{float64(b) / (1 << 20)})
+	}
 	progress("N=%d: done", n)
 	return s, nil
 }
@@ -388,7 +392,7 @@ func (r *Report) WriteScaleTable(w io.Writer, sizes []int) {
 	}
 	fmt.Fprint(tw, "unit\t\n")
 	for _, k := range []string{metricPopulate, metricStartup, metricCrashStart, metricEvict, metricColdUp, metricColdCove, metricColdOver,
-		metricCatalog, metricCatalogDeep, metricTags, metricTagsDeep, metricRSS, metricPeakRSS, metricIndex} {
+		metricCatalog, metricCatalogDeep, metricTags, metricTagsDeep, metricRSS, metricPeakRSS, metricCrashRSS, metricIndex} {
 		fmt.Fprintf(tw, "%s\t", k)
 		unit := ""
 		for i, n := range sizes {

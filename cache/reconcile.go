@@ -3,6 +3,8 @@ package cache
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -23,7 +25,7 @@ import (
 // It walks every blob file and reads every record: at a million blobs, seconds (issue #16, point
 // 4). After a clean stop, which is what a crash would break, start skips it (resumeCleanStop).
 func (s *Store) reconcile(ctx context.Context) error {
-	files := map[digest.Digest]struct{}{}
+	files := newFileSet()
 	root := filepath.Join(s.dir, "blobs")
 	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
@@ -37,7 +39,7 @@ func (s *Store) reconcile(ctx context.Context) error {
 			s.log.Warn("foreign file in blob store left alone", "path", path)
 			return nil
 		}
-		files[dgst] = struct{}{}
+		files.add(dgst)
 		return nil
 	})
 	if err != nil {
@@ -51,12 +53,11 @@ func (s *Store) reconcile(ctx context.Context) error {
 	var missing []digest.Digest
 	var n, size, mirrored int64
 	err = s.db.View(s.ctx, func(txn kv.Txn) error {
-		return eachBlob(txn, func(dgst digest.Digest, rec blobRecord) error {
-			if _, ok := files[dgst]; !ok {
+		return eachBlobCount(txn, func(dgst digest.Digest, rec blobCount) error {
+			if !files.remove(dgst) { // else indexed and present
 				missing = append(missing, dgst)
 				return nil
 			}
-			delete(files, dgst) // indexed and present
 			if s.remote != nil {
 				s.hot.add(dgst, s.fileSize(dgst), time.Now())
 			}
@@ -84,21 +85,22 @@ func (s *Store) reconcile(ctx context.Context) error {
 			return err
 		}
 	}
-	if len(files) > 0 && s.remote != nil {
+	if files.len() > 0 && s.remote != nil {
 		// Fleet mode: local copies of blobs whose records are gone (collected or evicted by
 		// another node) are dropped, never adopted: their shared objects may be gone too.
-		s.log.Info("local copies of blobs no longer indexed removed", "count", len(files))
-		for dgst := range files {
+		s.log.Info("local copies of blobs no longer indexed removed", "count", files.len())
+		for _, dgst := range files.all() {
 			if err := os.Remove(s.blobPath(dgst)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return err
 			}
 		}
-		clear(files)
+		files = newFileSet()
 	}
-	if len(files) > 0 {
-		s.log.Info("blob files without index records adopted", "count", len(files))
+	adopt := files.all()
+	if len(adopt) > 0 {
+		s.log.Info("blob files without index records adopted", "count", len(adopt))
 	}
-	for dgst := range files {
+	for _, dgst := range adopt {
 		err := s.update(func(ct *commitTxn) error {
 			_, err := s.ensureBlobRecord(ct, dgst, s.fileSize(dgst), "", originNone)
 			return err
@@ -107,13 +109,79 @@ func (s *Store) reconcile(ctx context.Context) error {
 			return err
 		}
 	}
-	if len(missing) > 0 || len(files) > 0 {
+	if len(missing) > 0 || len(adopt) > 0 {
 		return s.recount() // records dropped or adopted: count again
 	}
 	s.blobs.Store(n)
 	s.stored.Store(size)
 	s.mirrored.Store(mirrored)
 	return nil
+}
+
+// fileSet is the blob files reconcile found. A sha256 digest is kept as its 32 bytes, not as its
+// 71 characters: at a million blobs the set takes tens of MiB instead of hundreds (issue #16,
+// point 4: resident memory ≤ 256 MiB).
+type fileSet struct {
+	sha256 map[[sha256.Size]byte]struct{}
+	other  map[digest.Digest]struct{}
+}
+
+func newFileSet() *fileSet {
+	return &fileSet{sha256: map[[sha256.Size]byte]struct{}{}, other: map[digest.Digest]struct{}{}}
+}
+
+// short returns the bytes of a sha256 digest, and false for any other.
+func short(dgst digest.Digest) ([sha256.Size]byte, bool) {
+	var b [sha256.Size]byte
+	if dgst.Algorithm() != digest.SHA256 {
+		return b, false
+	}
+	n, err := hex.Decode(b[:], []byte(dgst.Encoded()))
+	return b, err == nil && n == sha256.Size
+}
+
+func (f *fileSet) add(dgst digest.Digest) {
+	if b, ok := short(dgst); ok {
+		f.sha256[b] = struct{}{}
+	} else {
+		f.other[dgst] = struct{}{}
+	}
+}
+
+func (f *fileSet) has(dgst digest.Digest) bool {
+	if b, ok := short(dgst); ok {
+		_, found := f.sha256[b]
+		return found
+	}
+	_, found := f.other[dgst]
+	return found
+}
+
+// remove takes dgst out of the set and reports whether it was there.
+func (f *fileSet) remove(dgst digest.Digest) bool {
+	if !f.has(dgst) {
+		return false
+	}
+	if b, ok := short(dgst); ok {
+		delete(f.sha256, b)
+	} else {
+		delete(f.other, dgst)
+	}
+	return true
+}
+
+func (f *fileSet) len() int { return len(f.sha256) + len(f.other) }
+
+// all returns the digests of the set.
+func (f *fileSet) all() []digest.Digest {
+	ds := make([]digest.Digest, 0, f.len())
+	for b := range f.sha256 {
+		ds = append(ds, digest.NewDigestFromEncoded(digest.SHA256, hex.EncodeToString(b[:])))
+	}
+	for d := range f.other {
+		ds = append(ds, d)
+	}
+	return ds
 }
 
 // fileSize is the size of the blob file of dgst; 0 when it cannot be read (reconcile asks only
@@ -153,7 +221,7 @@ func wellFormed(dgst digest.Digest) bool {
 // finishEvictions removes the files of evictions cut short (their records are gone) and their
 // markers. files, when not nil, holds the blob files found, and loses the removed ones; when
 // nil, each file is looked for.
-func (s *Store) finishEvictions(files map[digest.Digest]struct{}) error {
+func (s *Store) finishEvictions(files *fileSet) error {
 	var evicting [][]byte
 	err := s.db.View(s.ctx, func(txn kv.Txn) error {
 		return scan(txn, []byte(prefixEvicting), "", func(key, _ []byte) bool {
@@ -168,7 +236,7 @@ func (s *Store) finishEvictions(files map[digest.Digest]struct{}) error {
 		dgst := digest.Digest(key[len(prefixEvicting):])
 		present := false
 		if files != nil {
-			_, present = files[dgst]
+			present = files.has(dgst)
 		} else {
 			_, err := os.Stat(s.blobPath(dgst))
 			present = err == nil
@@ -184,7 +252,9 @@ func (s *Store) finishEvictions(files map[digest.Digest]struct{}) error {
 				if err := s.removeBlob(dgst); err != nil {
 					return fmt.Errorf("finish the eviction of %s: %w", dgst, err)
 				}
-				delete(files, dgst)
+				if files != nil {
+					files.remove(dgst)
+				}
 				s.log.Info("finished an eviction cut short by a stop", "digest", dgst)
 			}
 		}
@@ -290,7 +360,7 @@ func (s *Store) dropRecords(missing []digest.Digest) error {
 func (s *Store) recount() error {
 	var n, size, mirrored int64
 	err := s.db.View(s.ctx, func(txn kv.Txn) error {
-		return eachBlob(txn, func(_ digest.Digest, rec blobRecord) error {
+		return eachBlobCount(txn, func(_ digest.Digest, rec blobCount) error {
 			n++
 			size += rec.Size
 			if rec.evictable() {
