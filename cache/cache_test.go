@@ -114,6 +114,7 @@ func TestStoreOnPostgres(t *testing.T) {
 		"ImmutableTags":                     TestImmutableTags,
 		"EvictIndexFollowsReads":            TestEvictIndexFollowsReads,
 		"StartAfterACleanStop":              TestStartAfterACleanStop,
+		"EvictPagesPastBlobsInUse":          TestEvictPagesPastBlobsInUse,
 	} {
 		t.Run(name, test)
 	}

@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -118,17 +119,19 @@ func (s *Store) reconcile(ctx context.Context) error {
 	return nil
 }
 
-// fileSet is the blob files reconcile found. A sha256 digest is kept as its 32 bytes, not as its
-// 71 characters: at a million blobs the set takes tens of MiB instead of hundreds (issue #16,
-// point 4: resident memory ≤ 256 MiB).
+// fileSet is the blob files reconcile found. A sha256 digest is kept as its 32 bytes in a sorted
+// slice, not as a 71-character string in a map: at a million blobs the set takes 32 MiB instead of
+// hundreds (issue #16, point 4: resident memory ≤ 256 MiB). reconcile adds every file first; the
+// first look sorts the slice, and an add after a look has the next one sort it again.
 type fileSet struct {
-	sha256 map[[sha256.Size]byte]struct{}
-	other  map[digest.Digest]struct{}
+	sha256 [][sha256.Size]byte
+	gone   []bool // removed, by index in sha256
+	sorted bool
+	other  map[digest.Digest]struct{} // sha512
+	n      int                        // files in the set
 }
 
-func newFileSet() *fileSet {
-	return &fileSet{sha256: map[[sha256.Size]byte]struct{}{}, other: map[digest.Digest]struct{}{}}
-}
+func newFileSet() *fileSet { return &fileSet{other: map[digest.Digest]struct{}{}} }
 
 // short returns the bytes of a sha256 digest, and false for any other.
 func short(dgst digest.Digest) ([sha256.Size]byte, bool) {
@@ -140,18 +143,43 @@ func short(dgst digest.Digest) ([sha256.Size]byte, bool) {
 	return b, err == nil && n == sha256.Size
 }
 
+// add puts dgst in the set; it must not be there yet (a walk finds each file once).
 func (f *fileSet) add(dgst digest.Digest) {
 	if b, ok := short(dgst); ok {
-		f.sha256[b] = struct{}{}
+		if f.sorted { // drop the removed ones: the next look sorts again and marks none
+			kept := f.sha256[:0]
+			for i, x := range f.sha256 {
+				if !f.gone[i] {
+					kept = append(kept, x)
+				}
+			}
+			f.sha256, f.gone = kept, nil
+		}
+		f.sha256 = append(f.sha256, b)
+		f.sorted = false
 	} else {
 		f.other[dgst] = struct{}{}
 	}
+	f.n++
+}
+
+// find returns the index of dgst's bytes in the sorted slice, or -1.
+func (f *fileSet) find(b [sha256.Size]byte) int {
+	if !f.sorted {
+		slices.SortFunc(f.sha256, func(x, y [sha256.Size]byte) int { return bytes.Compare(x[:], y[:]) })
+		f.gone = make([]bool, len(f.sha256))
+		f.sorted = true
+	}
+	i, found := slices.BinarySearchFunc(f.sha256, b, func(x, y [sha256.Size]byte) int { return bytes.Compare(x[:], y[:]) })
+	if !found || f.gone[i] {
+		return -1
+	}
+	return i
 }
 
 func (f *fileSet) has(dgst digest.Digest) bool {
 	if b, ok := short(dgst); ok {
-		_, found := f.sha256[b]
-		return found
+		return f.find(b) >= 0
 	}
 	_, found := f.other[dgst]
 	return found
@@ -159,23 +187,31 @@ func (f *fileSet) has(dgst digest.Digest) bool {
 
 // remove takes dgst out of the set and reports whether it was there.
 func (f *fileSet) remove(dgst digest.Digest) bool {
-	if !f.has(dgst) {
-		return false
-	}
 	if b, ok := short(dgst); ok {
-		delete(f.sha256, b)
+		i := f.find(b)
+		if i < 0 {
+			return false
+		}
+		f.gone[i] = true
 	} else {
+		if _, found := f.other[dgst]; !found {
+			return false
+		}
 		delete(f.other, dgst)
 	}
+	f.n--
 	return true
 }
 
-func (f *fileSet) len() int { return len(f.sha256) + len(f.other) }
+func (f *fileSet) len() int { return f.n }
 
 // all returns the digests of the set.
 func (f *fileSet) all() []digest.Digest {
-	ds := make([]digest.Digest, 0, f.len())
-	for b := range f.sha256 {
+	ds := make([]digest.Digest, 0, f.n)
+	for i, b := range f.sha256 {
+		if f.sorted && f.gone[i] {
+			continue
+		}
 		ds = append(ds, digest.NewDigestFromEncoded(digest.SHA256, hex.EncodeToString(b[:])))
 	}
 	for d := range f.other {
