@@ -82,6 +82,7 @@ bench: build
 # Go benchmarks of the hot paths: the warm blob path and the cold fan-out.
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchtime 3s ./mirror
+	$(GO) test -run '^$$' -bench EvictDecision -benchtime 300x -benchmem ./cache
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./mirror

@@ -101,7 +101,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	go limitSrv.Serve(ln)
 	defer limitSrv.Close()
 	e.limit = baseURL(ln.Addr().String())
-	if e.cove, err = startCove(ctx, cfg.CoveBin, dir, addrs.release(roleCove), e.up.url, e.password, cfg.ServerLog); err != nil {
+	if e.cove, err = startCove(ctx, cfg.CoveBin, dir, addrs.release(roleCove), e.up.url, e.password, cfg.ServerLog, ""); err != nil {
 		return nil, err
 	}
 	defer e.cove.stop()

@@ -3,6 +3,7 @@ package bench
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -25,6 +26,9 @@ type daemon struct {
 	cmd    *exec.Cmd
 	exited chan struct{} // closed once the process has exited and been waited for
 	out    *tail         // the last lines of its stderr
+	// evictions receives how long each of cove's eviction passes took, from its log ("evicted
+	// mirrored blobs"), when there is room; nil for the peer.
+	evictions chan time.Duration
 }
 
 // stop interrupts the daemon and waits for it, killing it after 30 s.
@@ -80,9 +84,10 @@ func (t *tail) String() string {
 
 // startCove runs cove as a mirror of the upstream on a temp data directory, listening on addr
 // (port 0: cove picks one and logs it).
-func startCove(ctx context.Context, bin, dir, addr, upstreamURL, password, serverLog string) (*daemon, error) {
+// maxSize is mirror.max_size ("1TiB" when empty).
+func startCove(ctx context.Context, bin, dir, addr, upstreamURL, password, serverLog, maxSize string) (*daemon, error) {
 	cfg := filepath.Join(dir, "cove.yaml")
-	conf := fmt.Sprintf("mirror:\n  tag_ttl: 1h\n  max_size: 1TiB\n  upstreams:\n    docker.io:\n      url: %s\n", upstreamURL)
+	conf := fmt.Sprintf("mirror:\n  tag_ttl: 1h\n  max_size: %s\n  upstreams:\n    docker.io:\n      url: %s\n", cmp.Or(maxSize, "1TiB"), upstreamURL)
 	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
 		return nil, err
 	}
@@ -104,26 +109,39 @@ func startCove(ctx context.Context, bin, dir, addr, upstreamURL, password, serve
 		}
 		return nil, err
 	}
-	d := &daemon{name: "cove", cmd: cmd, exited: make(chan struct{}), out: &tail{}}
+	d := &daemon{name: "cove", cmd: cmd, exited: make(chan struct{}), out: &tail{}, evictions: make(chan time.Duration, 64)}
 	listening := make(chan string, 1)
 	go func() {
 		defer close(d.exited)
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		found := false
 		for sc.Scan() {
 			if logf != nil {
 				logf.Write(append(sc.Bytes(), '\n'))
 			}
 			d.out.Write(append(sc.Bytes(), '\n'))
-			if found {
-				continue // the rest is read only to keep: parsing cove's access log would load the bench
+			// Only the lines the harness waits for are parsed: parsing every access-log line
+			// would load the machine the bench measures on.
+			line := sc.Bytes()
+			if !bytes.Contains(line, []byte(`"msg":"listening"`)) && !bytes.Contains(line, []byte(`"msg":"evicted mirrored blobs"`)) {
+				continue
 			}
-			var rec struct{ Msg, Addr string }
-			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec.Msg == "listening" {
-				found = true
+			var rec struct {
+				Msg, Addr string
+				Took      time.Duration // nanoseconds, as slog's JSON handler writes a duration
+			}
+			if json.Unmarshal(line, &rec) != nil {
+				continue
+			}
+			switch rec.Msg {
+			case "listening":
 				select {
 				case listening <- rec.Addr:
+				default:
+				}
+			case "evicted mirrored blobs":
+				select {
+				case d.evictions <- rec.Took:
 				default:
 				}
 			}

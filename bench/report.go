@@ -197,8 +197,13 @@ func (r *Report) WriteTable(w io.Writer) {
 		}
 	}
 	tw.Flush()
+	r.writeTargets(w)
+}
+
+// writeTargets prints the targets with the peer's figure beside cove's where the run measured it.
+func (r *Report) writeTargets(w io.Writer) {
 	fmt.Fprintln(w, "\nTARGETS (report lines, not assertions; the peer's figure only where this run measured it)")
-	tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "  target\twant\tcove\t\tpeer, this run\n")
 	for _, t := range r.Targets {
 		got, mark := "not measured", "n/a"

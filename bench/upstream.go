@@ -84,6 +84,12 @@ func (u *upstream) serve(w http.ResponseWriter, r *http.Request) {
 		u.mu.Unlock()
 		return
 	}
+	if strings.HasSuffix(path, "/tags/list") {
+		// No tag lists: a mirror answers with the tags it has (cove bench --scale measures
+		// cove's own listing that way). 501 is no status a client retries.
+		http.Error(w, `{"errors":[{"code":"UNSUPPORTED","message":"no tag lists"}]}`, http.StatusNotImplemented)
+		return
+	}
 	if i := strings.LastIndex(path, "/manifests/"); i >= 0 {
 		key := path[:i] + ":" + path[i+len("/manifests/"):]
 		u.mu.Lock()

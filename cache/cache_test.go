@@ -21,18 +21,32 @@ import (
 	"cove/internal/pgtest"
 )
 
-// newStore opens a store on a fresh directory; reopen gives the same directory a new Store. Its
-// index is badger, or PostgreSQL within TestStoreOnPostgres.
-func newStore(t *testing.T) (*Store, func() *Store) {
+// newStore opens a store on a fresh directory; reopen gives the same directory a new Store, after
+// a clean stop (Close), or after a crash with reopen(crash): the store's work ends but nothing
+// records the stop. Its index is badger, or PostgreSQL within TestStoreOnPostgres.
+func newStore(t *testing.T) (*Store, func(crash ...bool) *Store) {
+	t.Helper()
+	return newStoreWith(t, Config{})
+}
+
+// crash is reopen's argument for a stop that was no clean one.
+const crash = true
+
+// newStoreWith is newStore with cfg (its Dir and DB set by newStoreWith).
+func newStoreWith(t *testing.T, cfg Config) (*Store, func(crash ...bool) *Store) {
 	t.Helper()
 	dir := t.TempDir()
 	var db *badger.DB
 	var meta kv.DB
 	var s *Store
 	first := true
-	open := func() *Store {
+	open := func(crashed ...bool) *Store {
 		if s != nil {
-			s.Close()
+			if len(crashed) > 0 && crashed[0] {
+				s.stop()
+			} else {
+				s.Close()
+			}
 			meta.Close()
 			if db != nil {
 				db.Close()
@@ -57,7 +71,8 @@ func newStore(t *testing.T) (*Store, func() *Store) {
 			meta = kv.NewBadger(db)
 		}
 		first = false
-		s, err = Open(context.Background(), Config{Dir: dir, DB: meta})
+		cfg.Dir, cfg.DB = dir, meta
+		s, err = Open(context.Background(), cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -97,6 +112,9 @@ func TestStoreOnPostgres(t *testing.T) {
 		"EvictionCutShortIsFinishedAtStart": TestEvictionCutShortIsFinishedAtStart,
 		"Quotas":                            TestQuotas,
 		"ImmutableTags":                     TestImmutableTags,
+		"EvictIndexFollowsReads":            TestEvictIndexFollowsReads,
+		"StartAfterACleanStop":              TestStartAfterACleanStop,
+		"EvictPagesPastBlobsInUse":          TestEvictPagesPastBlobsInUse,
 	} {
 		t.Run(name, test)
 	}
@@ -468,7 +486,7 @@ func TestOpenReconciles(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s = reopen()
+	s = reopen(crash)
 	if _, err := s.StatBlob(ctx, "p/a", digest.FromBytes(kept)); err != nil {
 		t.Errorf("kept blob: %v", err)
 	}

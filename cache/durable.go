@@ -44,7 +44,7 @@ func (y *syncer) placed(dgst digest.Digest) {
 	y.mu.Unlock()
 }
 
-// loop syncs every syncEvery, and once more when the store closes.
+// loop syncs every syncEvery until the store stops.
 func (y *syncer) loop() {
 	t := time.NewTicker(syncEvery)
 	defer t.Stop()
@@ -52,10 +52,7 @@ func (y *syncer) loop() {
 		select {
 		case <-t.C:
 		case <-y.st.ctx.Done():
-			if err := y.sync(context.Background()); err != nil {
-				y.st.log.Error("syncing mirrored blobs at close", "err", err)
-			}
-			return
+			return // Store.stop syncs once more, after the fills have ended
 		}
 		if err := y.sync(y.st.ctx); err != nil {
 			y.st.log.Error("syncing mirrored blobs", "err", err)
@@ -123,7 +120,7 @@ func (s *Store) makeDurable(ct *commitTxn, dgst digest.Digest) error {
 
 // dropUnsynced removes, at start, the files of mirrored blobs whose sync a stop cut short; reconcile
 // then drops their records (and what needs them), so the next pull fetches them again.
-func (s *Store) dropUnsynced() error {
+func (s *Store) dropUnsynced() (int, error) {
 	var keys [][]byte
 	err := s.db.View(s.ctx, func(txn kv.Txn) error {
 		return scan(txn, []byte(prefixUnsynced), "", func(key, _ []byte) bool {
@@ -132,19 +129,19 @@ func (s *Store) dropUnsynced() error {
 		})
 	})
 	if err != nil || len(keys) == 0 {
-		return err
+		return 0, err
 	}
 	ops := make([]kv.Op, len(keys))
 	for i, key := range keys {
 		dgst := digest.Digest(key[len(prefixUnsynced):])
 		if err := os.Remove(s.blobPath(dgst)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("drop the unsynced blob %s: %w", dgst, err)
+			return 0, fmt.Errorf("drop the unsynced blob %s: %w", dgst, err)
 		}
 		ops[i] = kv.Op{Key: key, Delete: true}
 	}
 	if err := s.db.Write(s.ctx, ops); err != nil {
-		return err
+		return 0, err
 	}
 	s.log.Warn("dropped mirrored blobs stored just before an unclean stop (their bytes may not have reached the disk); the next pull fetches them again", "blobs", len(keys))
-	return nil
+	return len(keys), nil
 }

@@ -1,11 +1,11 @@
 package cache
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -122,8 +122,9 @@ func (e *Evictor) flushAccess() error {
 				return err
 			}
 			if at.After(rec.Accessed) {
+				old := rec
 				rec.Accessed = at
-				if err := kv.Put(ct.Txn, blobKey(dgst), rec); err != nil {
+				if err := putBlobRecord(ct.Txn, dgst, old, rec); err != nil {
 					return err
 				}
 			}
@@ -199,80 +200,126 @@ func (e *Evictor) evict(ctx context.Context, done func(freed int64) bool) (int, 
 	if !e.disk.deletable() {
 		return 0, nil // even deletions write into the index: not on a disk this full
 	}
+	start := time.Now()
 	if err := e.flushAccess(); err != nil {
 		return 0, err
 	}
 	e.st.gcMu.Lock() // no blob gains a reference while it goes
 	defer e.st.gcMu.Unlock()
-	type candidate struct {
-		dgst digest.Digest
-		rec  blobRecord
-	}
-	var cands []candidate
-	err := e.db.View(e.st.ctx, func(txn kv.Txn) error {
-		return eachBlob(txn, func(dgst digest.Digest, rec blobRecord) error {
-			if rec.evictable() {
-				cands = append(cands, candidate{dgst, rec})
-			}
-			return nil
-		})
-	})
-	if err != nil {
-		return 0, fmt.Errorf("evict: %w", err)
-	}
-	slices.SortFunc(cands, func(a, b candidate) int { return a.rec.Accessed.Compare(b.rec.Accessed) })
 	evicted := 0
 	var freed int64
-	for _, c := range cands {
-		if done(freed) || ctx.Err() != nil {
-			break
-		}
-		busy := e.st.reading(c.dgst) || e.fills.busy(c.dgst)
-		if busy {
-			continue
-		}
-		// Record first, then file (and in a fleet, object): the index never points at a missing
-		// file. Under the digest's fleet-wide lock, and only if nothing referenced the blob since
-		// it was chosen (dropUnderLock).
-		gone, err := e.st.dropUnderLock(ctx, c.dgst, func(ct *commitTxn) (bool, error) {
-			rec, err := getBlobRecord(ct.Txn, c.dgst)
-			if err != nil || !rec.evictable() || rec.Gen != c.rec.Gen {
-				return false, nil // gone, no longer evictable, or referenced since: leave it
-			}
-			if err := ct.Delete(blobKey(c.dgst)); err != nil {
-				return false, err
-			}
-			// The file goes next: should cove stop in between, the next start removes it
-			// (reconcile) instead of adopting it as a blob nobody would ever free.
-			if err := ct.Set([]byte(prefixEvicting+c.dgst.String()), nil); err != nil {
-				return false, err
-			}
-			ct.onCommit(func() {
-				e.st.blobs.Add(-1)
-				e.st.stored.Add(-rec.Size)
-				e.st.mirrored.Add(-rec.Size)
-				e.evicted.Add(1)
-				evicted++
-				freed += rec.Size
-			})
-			return true, nil
-		})
-		if errors.Is(err, kv.ErrConflict) || (err == nil && !gone) {
-			continue
-		}
+	// The candidates come from the eviction index, least recently read first, a page at a time:
+	// a decision reads the entries it passes over (blobs in use), not every record.
+	var after []byte // the last entry visited: the next page starts past it
+	for !done(freed) && ctx.Err() == nil {
+		page, err := e.candidates(after)
 		if err != nil {
-			return evicted, fmt.Errorf("evict %s: %w", c.dgst, err)
+			return evicted, fmt.Errorf("evict: %w", err)
 		}
-		if err := e.st.removeLocal(c.dgst); err != nil {
-			return evicted, fmt.Errorf("evict %s: %w", c.dgst, err)
+		if len(page) == 0 {
+			break // nothing evictable left
 		}
-		// The marker has done its work; one left behind is cleared at the next start.
-		_ = e.db.Update(e.st.ctx, func(txn kv.Txn) error { return txn.Delete([]byte(prefixEvicting + c.dgst.String())) })
+		after = page[len(page)-1].key
+		for _, c := range page {
+			if done(freed) || ctx.Err() != nil {
+				break
+			}
+			if c.stale {
+				// An entry whose record is gone, no longer evictable or read since: written by a
+				// node of an older version, or by an index build racing a read. It goes.
+				_ = e.db.Update(e.st.ctx, func(txn kv.Txn) error { return txn.Delete(c.key) })
+				continue
+			}
+			busy := e.st.reading(c.dgst) || e.fills.busy(c.dgst)
+			if busy {
+				continue
+			}
+			// Record first, then file (and in a fleet, object): the index never points at a missing
+			// file. Under the digest's fleet-wide lock, and only if nothing referenced the blob since
+			// it was chosen (dropUnderLock).
+			gone, err := e.st.dropUnderLock(ctx, c.dgst, func(ct *commitTxn) (bool, error) {
+				rec, err := getBlobRecord(ct.Txn, c.dgst)
+				if err != nil || !rec.evictable() || rec.Gen != c.rec.Gen {
+					return false, nil // gone, no longer evictable, or referenced since: leave it
+				}
+				if err := deleteBlobRecord(ct.Txn, c.dgst, rec); err != nil {
+					return false, err
+				}
+				// The file goes next: should cove stop in between, the next start removes it
+				// (reconcile) instead of adopting it as a blob nobody would ever free.
+				if err := ct.Set([]byte(prefixEvicting+c.dgst.String()), nil); err != nil {
+					return false, err
+				}
+				ct.onCommit(func() {
+					e.st.blobs.Add(-1)
+					e.st.stored.Add(-rec.Size)
+					e.st.mirrored.Add(-rec.Size)
+					e.evicted.Add(1)
+					evicted++
+					freed += rec.Size
+				})
+				return true, nil
+			})
+			if errors.Is(err, kv.ErrConflict) || (err == nil && !gone) {
+				continue
+			}
+			if err != nil {
+				return evicted, fmt.Errorf("evict %s: %w", c.dgst, err)
+			}
+			if err := e.st.removeLocal(c.dgst); err != nil {
+				return evicted, fmt.Errorf("evict %s: %w", c.dgst, err)
+			}
+			// The marker has done its work; one left behind is cleared at the next start.
+			_ = e.db.Update(e.st.ctx, func(txn kv.Txn) error { return txn.Delete([]byte(prefixEvicting + c.dgst.String())) })
+		}
 	}
 	if evicted > 0 {
-		e.log.Info("evicted mirrored blobs", "count", evicted, "freed_bytes", freed, "mirrored_bytes", e.st.mirrored.Load(), "max", e.maxSize)
+		e.log.Info("evicted mirrored blobs", "count", evicted, "freed_bytes", freed, "mirrored_bytes", e.st.mirrored.Load(), "max", e.maxSize,
+			"took", time.Since(start)) // cove bench --scale reads it
 	}
 	return evicted, nil
+}
+
+// evictPage is how many eviction index entries evict reads at once.
+const evictPage = 8
+
+// evictCandidate is an entry of the eviction index with the blob's record.
+type evictCandidate struct {
+	key   []byte
+	dgst  digest.Digest
+	rec   blobRecord
+	stale bool // the entry does not match the record: it is no candidate, and goes
+}
+
+// candidates returns the next evictPage entries of the eviction index after the key after (from
+// the first when nil), least recently read first, each with its blob's record.
+func (e *Evictor) candidates(after []byte) ([]evictCandidate, error) {
+	var page []evictCandidate
+	err := e.db.View(e.st.ctx, func(txn kv.Txn) error {
+		page = page[:0]
+		var from []byte
+		if after != nil {
+			from = append(bytes.Clone(after), 0) // the first key past after
+		}
+		err := txn.Scan([]byte(prefixEvict), kv.ScanOptions{From: from, KeysOnly: true}, func(key, _ []byte) (bool, error) {
+			page = append(page, evictCandidate{key: key, dgst: digest.Digest(lastPart(key))})
+			return len(page) < evictPage, nil
+		})
+		if err != nil {
+			return err
+		}
+		for i := range page {
+			c := &page[i]
+			rec, err := getBlobRecord(txn, c.dgst)
+			if err != nil && !errors.Is(err, ErrBlobUnknown) {
+				return err
+			}
+			c.rec = rec
+			c.stale = err != nil || !rec.evictable() || !bytes.Equal(evictKey(rec.Accessed, c.dgst), c.key)
+		}
+		return nil
+	})
+	return page, err
 }
 
 // EvictRepository forgets a mirrored repository: its manifests, tags and links go, and its blobs
@@ -337,10 +384,13 @@ func (e *Evictor) EvictRepository(ctx context.Context, repo string) (int, error)
 			if err != nil || rec.Local || rec.Gen != g.gen {
 				return false, err
 			}
-			for _, k := range append(g.links, blobKey(g.dgst)) {
+			for _, k := range g.links {
 				if err := ct.Delete(k); err != nil {
 					return false, err
 				}
+			}
+			if err := deleteBlobRecord(ct.Txn, g.dgst, rec); err != nil {
+				return false, err
 			}
 			ct.onCommit(func() {
 				e.st.blobs.Add(-1)
@@ -378,7 +428,7 @@ func (e *Evictor) forgetLost(ctx context.Context, dgst digest.Digest, cause erro
 		if rec, err = getBlobRecord(ct.Txn, dgst); err != nil || !rec.evictable() {
 			return false, err
 		}
-		return true, ct.Delete(blobKey(dgst))
+		return true, deleteBlobRecord(ct.Txn, dgst, rec)
 	})
 	switch {
 	case errors.Is(err, ErrBlobUnknown):
@@ -397,4 +447,50 @@ func (e *Evictor) forgetLost(ctx context.Context, dgst digest.Digest, cause erro
 		e.log.Warn("remove a lost blob's copy", "digest", dgst, "err", err)
 	}
 	e.log.Warn("the shared blob store lost a mirrored blob: its record is dropped, the next pull fetches it from its upstream", "digest", dgst, "cause", cause)
+}
+
+// keyEvictIndex marks the eviction index (prefixEvict) as built: a data directory from before it
+// (issue #16) gets it once, at its first start, from the records.
+const keyEvictIndex = "cache/evict-index"
+
+// buildEvictIndex writes the eviction index entry of every evictable blob, once: from then on
+// every write of a record keeps it (putBlobRecord), and starts read only the marker.
+func (s *Store) buildEvictIndex(ctx context.Context) error {
+	var built bool
+	err := s.db.View(ctx, func(txn kv.Txn) error {
+		_, err := txn.Get([]byte(keyEvictIndex))
+		built = err == nil
+		if errors.Is(err, kv.ErrNotFound) {
+			return nil
+		}
+		return err
+	})
+	if err != nil || built {
+		return err
+	}
+	start := time.Now()
+	var ops []kv.Op
+	err = s.db.View(ctx, func(txn kv.Txn) error {
+		return eachBlob(txn, func(dgst digest.Digest, rec blobRecord) error {
+			if rec.evictable() {
+				ops = append(ops, kv.Op{Key: evictKey(rec.Accessed, dgst), Value: []byte{}})
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("build the eviction index: %w", err)
+	}
+	// A read that changes a record meanwhile (a node of a fleet serving) may leave an entry
+	// behind: eviction drops those it meets (Evictor.candidates).
+	if err := s.db.Write(ctx, ops); err != nil {
+		return fmt.Errorf("build the eviction index: %w", err)
+	}
+	// The marker after the entries: a start cut short builds the index again.
+	err = s.db.Update(ctx, func(txn kv.Txn) error { return txn.Set([]byte(keyEvictIndex), []byte(`{}`)) })
+	if err != nil {
+		return fmt.Errorf("build the eviction index: %w", err)
+	}
+	s.log.Info("built the eviction index", "entries", len(ops), "took", time.Since(start))
+	return nil
 }

@@ -93,7 +93,7 @@ func (e *Evictor) collect(ctx context.Context, o CollectOptions) (removed int, f
 	}
 	var keys [][]byte
 	for _, g := range garbage {
-		keys = append(append(keys, blobKey(g.dgst)), g.links...)
+		keys = append(append(keys, blobRecordKeys(g.dgst, g.rec)...), g.links...)
 	}
 	if err := e.db.Write(ctx, deletes(keys)); err != nil {
 		return 0, 0, fmt.Errorf("collect: %w", err)
@@ -123,6 +123,7 @@ type garbageBlob struct {
 	gen      int64    // the record's Gen when it was found unreferenced
 	mirrored bool     // mirrored content, not a local project's
 	links    [][]byte // the repositories' links to it, which go with it
+	rec      blobRecord
 }
 
 // collectShared deletes garbage in a fleet, where gcMu orders nothing across nodes: each blob
@@ -166,12 +167,12 @@ func (e *Evictor) collectOne(ctx context.Context, g garbageBlob) (bool, error) {
 		if err != nil {
 			return false, err
 		}
-		for _, k := range append(g.links, blobKey(g.dgst)) {
+		for _, k := range g.links {
 			if err := ct.Delete(k); err != nil {
 				return false, err
 			}
 		}
-		return true, nil
+		return true, deleteBlobRecord(ct.Txn, g.dgst, rec)
 	})
 	if err != nil {
 		return false, fmt.Errorf("collect %s: %w", g.dgst, err)
@@ -334,7 +335,7 @@ func (e *Evictor) mark(ctx context.Context, grace time.Duration) ([]garbageBlob,
 			// Linked since a manifest last named it, and still linked: a push in flight.
 			inFlight := len(links[dgst]) > 0 && rec.Linked.After(rec.Named) && rec.Linked.After(now.Add(-inFlight))
 			if !kept[dgst] && last.Before(cutoff) && !inFlight {
-				garbage = append(garbage, garbageBlob{dgst: dgst, size: rec.Size, gen: rec.Gen, mirrored: rec.Mirrored && !rec.Local, links: links[dgst]})
+				garbage = append(garbage, garbageBlob{dgst: dgst, size: rec.Size, gen: rec.Gen, mirrored: rec.evictable(), links: links[dgst], rec: rec})
 			}
 			return nil
 		})

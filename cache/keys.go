@@ -1,7 +1,9 @@
 package cache
 
 import (
+	"fmt"
 	"strings"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -20,10 +22,22 @@ const (
 	prefixRepoInfo = "repoinfo/" // repoinfo/<repo> → RepoInfo: description, pulls
 	prefixPulled   = "pulled/"   // pulled/<repo>\x00<digest> → the repository's last pull of the manifest, empty before any
 	prefixUnsynced = "unsynced/" // unsynced/<digest> → empty: a mirrored blob's file placed without fsync, not yet synced (durable.go)
+	prefixEvict    = "evict/"    // evict/<last read>\x00<digest> → empty: an evictable blob, least recently read first (evictKey)
 	sep            = "\x00"
 )
 
 func blobKey(dgst digest.Digest) []byte { return []byte(prefixBlob + dgst.String()) }
+
+// evictKey is the eviction index's key of an evictable blob last read at accessed: the time as
+// 16 hex digits of Unix nanoseconds (0 before 1970), so that key order is the order of last reads,
+// and the blob's digest for the ties (the order a stable sort of the records in digest order gave).
+func evictKey(accessed time.Time, dgst digest.Digest) []byte {
+	var ns int64
+	if accessed.After(time.Unix(0, 0)) {
+		ns = accessed.UnixNano()
+	}
+	return fmt.Appendf(nil, "%s%016x%s%s", prefixEvict, ns, sep, dgst)
+}
 
 func repoKey(repo string) []byte { return []byte(prefixRepo + repo) }
 

@@ -117,7 +117,7 @@ func (s *Store) ensureBlobRecord(ct *commitTxn, dgst digest.Digest, size int64, 
 	if !isNew && rec == old {
 		return rec, nil
 	}
-	if err := kv.Put(ct.Txn, blobKey(dgst), rec); err != nil {
+	if err := putBlobRecord(ct.Txn, dgst, old, rec); err != nil {
 		return rec, err
 	}
 	ct.onCommit(func() { s.account(old, rec, isNew) })
@@ -145,6 +145,68 @@ func eachBlob(txn kv.Txn, fn func(dgst digest.Digest, rec blobRecord) error) err
 			return false, err
 		}
 		return true, fn(digest.Digest(key[len(prefixBlob):]), rec)
+	})
+}
+
+// putBlobRecord writes rec as the record of the blob dgst, whose record was old (the zero record
+// for a new blob), and keeps the eviction index in step in the same transaction: the blob's entry
+// moves with its last read, and exists only while the blob is evictable. Every write of a blob
+// record goes through it, and every delete through deleteBlobRecord: eviction reads the index,
+// never the records (issue #16, point 4: its work must not grow with the blobs stored).
+func putBlobRecord(txn kv.Txn, dgst digest.Digest, old, rec blobRecord) error {
+	if err := kv.Put(txn, blobKey(dgst), rec); err != nil {
+		return err
+	}
+	if old.evictable() && (!rec.evictable() || !old.Accessed.Equal(rec.Accessed)) {
+		if err := txn.Delete(evictKey(old.Accessed, dgst)); err != nil {
+			return err
+		}
+	}
+	if rec.evictable() && (!old.evictable() || !old.Accessed.Equal(rec.Accessed)) {
+		return txn.Set(evictKey(rec.Accessed, dgst), nil)
+	}
+	return nil
+}
+
+// deleteBlobRecord removes the record rec of the blob dgst and its eviction index entry.
+func deleteBlobRecord(txn kv.Txn, dgst digest.Digest, rec blobRecord) error {
+	if err := txn.Delete(blobKey(dgst)); err != nil {
+		return err
+	}
+	return txn.Delete(evictKey(rec.Accessed, dgst)) // none unless evictable: no error
+}
+
+// blobRecordKeys are the keys that go with the record rec of the blob dgst, for the deletes of
+// DB.Write: the record's and its eviction index entry's.
+func blobRecordKeys(dgst digest.Digest, rec blobRecord) [][]byte {
+	if rec.evictable() {
+		return [][]byte{blobKey(dgst), evictKey(rec.Accessed, dgst)}
+	}
+	return [][]byte{blobKey(dgst)}
+}
+
+// blobCount is the part of a blob record that the statistics count: decoding only it skips the
+// record's four times, the most of its decoding (reconcile and recount read every record).
+type blobCount struct {
+	Size      int64  `json:"size"`
+	MediaType string `json:"mediaType,omitempty"`
+	Local     bool   `json:"local,omitempty"`
+	Mirrored  bool   `json:"mirrored,omitempty"`
+}
+
+// evictable is blobRecord.evictable.
+func (c blobCount) evictable() bool {
+	return blobRecord{Mirrored: c.Mirrored, Local: c.Local, MediaType: c.MediaType}.evictable()
+}
+
+// eachBlobCount is eachBlob for what the statistics count.
+func eachBlobCount(txn kv.Txn, fn func(dgst digest.Digest, c blobCount) error) error {
+	return txn.Scan([]byte(prefixBlob), kv.ScanOptions{}, func(key, val []byte) (bool, error) {
+		var c blobCount
+		if err := json.Unmarshal(val, &c); err != nil {
+			return false, err
+		}
+		return true, fn(digest.Digest(key[len(prefixBlob):]), c)
 	})
 }
 
@@ -188,13 +250,14 @@ func referenced(txn kv.Txn, dgst digest.Digest, now time.Time, named bool) error
 	if err != nil {
 		return err
 	}
+	old := rec
 	rec.Gen++
 	if named {
 		rec.Named = now.UTC()
 	} else {
 		rec.Linked = now.UTC()
 	}
-	return kv.Put(txn, blobKey(dgst), rec)
+	return putBlobRecord(txn, dgst, old, rec)
 }
 
 // dropRepoIfEmpty removes repo from the catalog when it has no manifest and no blob link left.

@@ -221,7 +221,7 @@ func TestEvictionCutShortIsFinishedAtStart(t *testing.T) {
 	if err := fill(t, s, keep, int64(len(keep))); err != nil {
 		t.Fatal(err)
 	}
-	// What evict writes before it removes the file, and then a stop.
+	// What evict writes before it removes the file, and then a crash.
 	if err := s.db.Update(context.Background(), func(txn kv.Txn) error {
 		if err := txn.Delete(blobKey(dgst)); err != nil {
 			return err
@@ -230,7 +230,7 @@ func TestEvictionCutShortIsFinishedAtStart(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	s = reopen()
+	s = reopen(crash)
 	if _, err := os.Stat(s.blobPath(dgst)); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("the file of the cut eviction is still there: %v", err)
 	}

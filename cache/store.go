@@ -218,7 +218,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	return s, nil
 }
 
-// prepare empties tmp/, creates the directories and reconciles the index with the blob files.
+// prepare empties tmp/, creates the directories, reconciles the index with the blob files unless
+// the last stop was clean (resumeCleanStop), and builds the eviction index of a data directory
+// from before it.
 func (s *Store) prepare(ctx context.Context) error {
 	if err := os.RemoveAll(s.tmpDir()); err != nil {
 		return fmt.Errorf("clean %s: %w", s.tmpDir(), err)
@@ -230,21 +232,45 @@ func (s *Store) prepare(ctx context.Context) error {
 	}
 	if s.Disk.readOnly {
 		s.log.Warn("read-only: the index is not reconciled with the blob files until a start with free space")
-	} else if err := s.dropUnsynced(); err != nil {
-		return err
-	} else if err := s.reconcile(ctx); err != nil {
-		return fmt.Errorf("reconcile index with %s: %w", s.dir, err)
+		return nil
 	}
+	dropped, err := s.dropUnsynced()
+	if err != nil {
+		return err
+	}
+	clean, err := s.resumeCleanStop(ctx)
+	if err != nil {
+		return fmt.Errorf("resume after a clean stop: %w", err)
+	}
+	if !clean || dropped > 0 { // files dropped above leave records that reconcile drops
+		start := time.Now()
+		if err := s.reconcile(ctx); err != nil {
+			return fmt.Errorf("reconcile index with %s: %w", s.dir, err)
+		}
+		s.log.Info("reconciled the index with the blob files", "blobs", s.blobs.Load(), "took", time.Since(start))
+	}
+	return s.buildEvictIndex(ctx)
+}
+
+// Close ends every open upload session and removes its temporary file, and records the stop as
+// clean for the next start. Call it after the last request that uses the store has ended, and
+// before the index closes.
+func (s *Store) Close() error {
+	s.stop()
+	s.markCleanStop()
 	return nil
 }
 
-// Close ends every open upload session and removes its temporary file. Call it after the last
-// request that uses the store has ended.
-func (s *Store) Close() error {
+// stop ends the store's own work: fills, access-time flushes, upload sessions.
+func (s *Store) stop() {
 	s.cancel()
 	s.wg.Wait() // fills end, access times are written
+	if s.syncer != nil {
+		if err := s.syncer.sync(context.Background()); err != nil {
+			s.log.Error("syncing mirrored blobs at the stop", "err", err)
+		}
+	}
 	s.Uploads.close()
-	return nil
 }
 
 // Stats reports the number of blob files and their total size.

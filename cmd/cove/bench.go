@@ -2,13 +2,17 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	"cove/bench"
+	"cove/cache"
+	"cove/internal/kv"
 )
 
 const benchUsage = `usage: cove bench [flags]
@@ -43,6 +47,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	conc := fs.Int("concurrency", 0, "clients of the manifest and token loads (default 16)")
 	serverLog := fs.String("server-log", "", "file to copy the log of the cove under test to")
 	dur := fs.Duration("duration", 0, "length of each manifest and token load (default 3s)")
+	scale := fs.String("scale", "", "instead of the scenarios: cove with N blob records and N/10 tags, for each `N` of a list\n(10000,100000,1000000), each in a fresh data directory: start-up, eviction, cold fill, paging, memory, index size")
 	ports := fs.String("ports", "", "a `FIRST-LAST` range of ports on 127.0.0.1: the upstream, cove, the peer and the limit take\nthe first free ones, in that order (default: ports the kernel picks)")
 	var listen bench.Listen
 	fs.StringVar(&listen.Upstream, "listen-upstream", "", "the `address` (host:port) of the generated upstream registry; overrides --ports")
@@ -62,6 +67,9 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "cove bench: unexpected argument %q (cove bench --help lists the flags)\n", fs.Arg(0))
 		return 2
+	}
+	if *scale != "" {
+		return benchScale(ctx, *scale, *reps, *out, *serverLog, stdout, stderr)
 	}
 	cfg := bench.Standard()
 	if *quick {
@@ -120,6 +128,83 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "cove bench: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// benchScale is cove bench --scale sizes: bench.RunScale, its table, and with out its files.
+func benchScale(ctx context.Context, sizes string, reps int, out, serverLog string, stdout, stderr io.Writer) int {
+	ns, err := bench.ParseSizes(sizes)
+	if err != nil {
+		fmt.Fprintf(stderr, "cove bench: --%v\n", err)
+		return 2
+	}
+	bin, err := os.Executable()
+	if err != nil {
+		fmt.Fprintf(stderr, "cove bench: %v\n", err)
+		return 1
+	}
+	rep, err := bench.RunScale(ctx, bench.ScaleConfig{CoveBin: bin, Sizes: ns, Reps: reps, ServerLog: serverLog, Progress: stderr})
+	if rep != nil && len(rep.Scenarios) > 0 {
+		rep.WriteScaleTable(stdout, ns)
+		if out != "" {
+			if werr := rep.WriteFiles(out); werr != nil {
+				fmt.Fprintf(stderr, "cove bench: %v\n", werr)
+				return 1
+			}
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "cove bench: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// benchPopulateCmd is cove bench-populate, which cove bench --scale runs in a fresh data
+// directory: it writes generated blob records, manifests and tags there (cache.Populate) and
+// prints what it wrote as JSON. It is no command for people: it is left out of the usage.
+func benchPopulateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("bench-populate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	data := fs.String("data", "", "the data directory to populate; it must not exist yet")
+	blobs := fs.Int("blobs", 10000, "blob records to write")
+	tags := fs.Int("tags", 0, "tags to write (default blobs/10)")
+	layer := fs.Int64("layer-size", 4096, "size of each layer in bytes (its file is sparse)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *data == "" || fs.NArg() > 0 {
+		fmt.Fprintln(stderr, "usage: cove bench-populate --data DIR [--blobs N] [--tags N] [--layer-size BYTES]")
+		return 2
+	}
+	if *tags == 0 {
+		*tags = *blobs / 10
+	}
+	if _, err := os.Stat(*data); err == nil {
+		fmt.Fprintf(stderr, "cove bench-populate: %s exists: it populates a fresh data directory only\n", *data)
+		return 2
+	}
+	db, err := cache.OpenDB(filepath.Join(*data, "index"), nil)
+	if err != nil {
+		fmt.Fprintf(stderr, "cove bench-populate: %v\n", err)
+		return 1
+	}
+	p, err := cache.Populate(ctx, *data, kv.NewBadger(db), cache.PopulateConfig{Blobs: *blobs, Tags: *tags, LayerSize: *layer})
+	if err == nil {
+		// Compacted, as the index of a cove that has run for a while: not still compacting what
+		// was just written while the measures run.
+		err = db.Flatten(2)
+	}
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "cove bench-populate: %v\n", err)
+		return 1
+	}
+	if err := json.NewEncoder(stdout).Encode(p); err != nil {
 		return 1
 	}
 	return 0

@@ -109,6 +109,8 @@ func run(ctx context.Context, args, environ []string, stdin io.Reader, stdout, s
 		return benchCmd(ctx, args[1:], stdout, stderr)
 	case "migrate":
 		return migrateCmd(ctx, args[1:], environ, stdout, stderr)
+	case "bench-populate": // not in the usage: cove bench --scale runs it (bench.go)
+		return benchPopulateCmd(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		v, c, g := versionInfo()
 		fmt.Fprintf(stdout, "cove %s (commit %s, %s)\n", v, c, g)
