@@ -109,11 +109,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	defer e.up.close()
 	ln := addrs.take(roleLimit)
-	cs := copiers()
+	cs := limitCopiers()
 	for _, c := range cs {
 		e.copiers = append(e.copiers, c.name)
 	}
-	limitSrv := &http.Server{Handler: newLimitServer(e.up.dir, cs), ReadHeaderTimeout: 10 * time.Second}
+	limitSrv := newLimitHTTPServer(e.up.dir, cs)
 	go limitSrv.Serve(ln)
 	defer limitSrv.Close()
 	e.limit = baseURL(ln.Addr().String())

@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"sync"
 	"testing"
-	"time"
 )
 
 // limitFile writes size pseudo-random bytes to a file in dir and returns its name and digest.
@@ -33,7 +32,7 @@ func serveLimit(tb testing.TB, dir string, sndbuf int) string {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	srv := &http.Server{Handler: newLimitServer(dir, copiers()), ReadHeaderTimeout: 10 * time.Second}
+	srv := newLimitHTTPServer(dir, limitCopiers())
 	go srv.Serve(sndbufListener{Listener: ln, n: sndbuf})
 	tb.Cleanup(func() { srv.Close() })
 	return baseURL(ln.Addr().String())
@@ -48,7 +47,7 @@ func TestLimitCopiers(t *testing.T) {
 	name, want := limitFile(t, dir, size)
 	base := serveLimit(t, dir, 0)
 	c := newClient(4)
-	for _, cp := range copiers() {
+	for _, cp := range limitCopiers() {
 		t.Run(cp.name, func(t *testing.T) {
 			for i := range 2 {
 				f, err := fetch(c, base+"/"+cp.name+"/"+name, true)

@@ -119,11 +119,13 @@ type pacer struct {
 }
 
 func newPacer(ctx context.Context, w io.Writer, rate int64) *pacer {
-	// Bursts of 1/100 s of the rate, between 4 KiB and 256 KiB: small enough that a small body
-	// is paced, large enough that a fast rate does not wake the writer too often.
-	burst := int(min(max(rate/100, 4<<10), 256<<10))
-	return &pacer{w: w, rate: rate, burst: burst, now: time.Now, sleep: func(d time.Duration) bool { return wait(ctx, d) }}
+	return &pacer{w: w, rate: rate, burst: burstFor(rate), now: time.Now, sleep: func(d time.Duration) bool { return wait(ctx, d) }}
 }
+
+// burstFor is the pacer's burst at a rate: 1/100 s of it, between 4 KiB and 256 KiB, small
+// enough that a small body is paced, large enough that a fast rate does not wake the writer
+// too often.
+func burstFor(rate int64) int { return int(min(max(rate/100, 4<<10), 256<<10)) }
 
 func (p *pacer) Write(b []byte) (int, error) {
 	if p.start.IsZero() {
