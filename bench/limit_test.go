@@ -2,6 +2,7 @@ package bench
 
 import (
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -58,7 +59,18 @@ func TestLimitCopiers(t *testing.T) {
 					t.Errorf("GET %d = %d bytes, %s; want %d, %s", i, f.Bytes, f.Digest, size, want)
 				}
 			}
-			resp, err := c.Head(base + "/" + cp.name + "/" + name)
+			// A copier that fixes the send buffer, and splice, which takes the connection over,
+			// close it; the others keep it alive.
+			resp, err := c.Get(base + "/" + cp.name + "/" + name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if wantClose := cp.sndbuf > 0 || cp.name == "splice"; resp.Close != wantClose {
+				t.Errorf("GET: the connection closes: %v, want %v", resp.Close, wantClose)
+			}
+			resp, err = c.Head(base + "/" + cp.name + "/" + name)
 			if err != nil {
 				t.Fatal(err)
 			}
