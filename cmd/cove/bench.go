@@ -87,7 +87,7 @@ func parseBench(args []string, stdout, stderr io.Writer) (bench.Config, string, 
 	dur := fs.Duration("duration", 0, "length of each manifest and token load (default 3s)")
 	latency := fs.Duration("upstream-latency", 0, "a round trip the generated upstream adds before every answer and on every new connection,\nas a registry across a WAN (such as 20ms; default none: loopback)")
 	var rate int64
-	fs.Func("upstream-rate", "the rate of each of the generated upstream's blob answers, per connection, as a CDN limits each\ndownload (such as 100MB/s, 1GB/s, 50MiB/s, 800Mbit/s; default none: loopback)", func(v string) error {
+	fs.Func("upstream-rate", "the `rate` of each of the generated upstream's blob answers, per connection, as a CDN limits each\ndownload (such as 100MB/s, 1GB/s, 50MiB/s, 800Mbit/s; default none: loopback)", func(v string) error {
 		var err error
 		rate, err = bench.ParseRate(v)
 		return err
