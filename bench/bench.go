@@ -243,8 +243,13 @@ func (e *env) coldBlob(s *Scenario) error {
 				return err
 			}
 			peerTTFB, peerTput = append(peerTTFB, ms(f.TTFB)), append(peerTput, mibps(f.Bytes, f.Total))
+			// The warm scenario reads it from the peer again, once the upstream has it no more.
+			if err := e.settleAt(e.peer, d2); err != nil {
+				e.progress("cold blob: %v: no warm figure of the peer from this repetition", err)
+			} else {
+				e.peerCold = append(e.peerCold, d2)
+			}
 			_ = os.Remove(e.up.blobPath(d2))
-			e.peerCold = append(e.peerCold, d2)
 		}
 		e.lastCold = append(e.lastCold, d)
 	}
@@ -294,9 +299,9 @@ func (e *env) warmBlob(s *Scenario) error {
 		}
 		limitTput = append(limitTput, best)
 		won[bestName]++
-		if e.peer != nil && r < len(e.peerCold) {
+		if e.peer != nil && len(e.peerCold) > 0 {
 			// The peer's own cold blob, of the same size: it is the one the peer holds.
-			d2 := e.peerCold[r]
+			d2 := e.peerCold[r%len(e.peerCold)]
 			if f, err = e.fetchAll(blobURL(e.peer.url, d2), e.cfg.BlobSize, false, d2); err != nil {
 				e.progress("warm blob: the peer did not serve its cached blob (%v): no peer figure", err)
 			} else {
@@ -735,11 +740,16 @@ func (e *env) next() uint64 { e.seed++; return e.seed }
 // soon as its digest matched, while cove syncs and indexes it, and the next measurement must not
 // run beside that (nor a "warm" one join the fill still open). A HEAD answered without asking
 // the upstream means stored.
-func (e *env) settle(d string) error {
+func (e *env) settle(d string) error { return e.settleAt(e.cove, d) }
+
+// settleAt waits until the mirror m has stored the blob d, as settle. The peer needs it too:
+// Distribution's proxy stores a blob by a second download of its own, in the background, which
+// may end after its client's (it is why the peer's herd counts 17 downloads for 16 clients).
+func (e *env) settleAt(m *daemon, d string) error {
 	deadline := time.Now().Add(2 * time.Minute)
 	for time.Now().Before(deadline) {
 		before := e.up.requests.Load()
-		if err := request(e.client, http.MethodHead, blobURL(e.cove.url, d)); err != nil {
+		if err := request(e.client, http.MethodHead, blobURL(m.url, d)); err != nil {
 			return err
 		}
 		if e.up.requests.Load() == before {
@@ -747,7 +757,7 @@ func (e *env) settle(d string) error {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return fmt.Errorf("cove did not store %s within 2 minutes", d)
+	return fmt.Errorf("%s did not store %s within 2 minutes", m.name, d)
 }
 
 // fetchAll GETs a blob and checks it came whole: the length, and with verify the digest.
