@@ -632,15 +632,15 @@ func (e *env) tokens(s *Scenario) error {
 		})
 		firstRates, firstErrs = append(firstRates, res.PerSec), append(firstErrs, float64(res.Errors))
 		firstN = append(firstN, float64(res.Requests+res.Errors))
+		if res.Errors > 0 {
+			e.progress("tokens, first checks: %d requests failed, the first with: %s", res.Errors, res.FirstErr)
+		}
 		e.progress("tokens %d/%d: bcrypt on every core, the limit of first checks", r+1, e.cfg.Reps)
 		rate, err := bcryptRate(e.cfg.Duration)
 		if err != nil {
 			return err
 		}
 		bcryptRates = append(bcryptRates, rate)
-		if res.Errors > 0 {
-			e.progress("tokens, first checks: %d requests failed, the first with: %s", res.Errors, res.FirstErr)
-		}
 	}
 	s.Metrics[metricTokens] = summarize("tokens/s", rates)
 	s.Metrics["cove tokens errors"] = summarize("failed requests", errs)
