@@ -178,6 +178,9 @@ func targets(r *Report) []Target {
 // peer's figure beside cove's where the run measured it.
 func (r *Report) WriteTable(w io.Writer) {
 	fmt.Fprintf(w, "\ncove bench — %s, %s CPUs (%s), %s; %s\n", r.Machine["host"], r.Machine["cpus"], r.Machine["cpu"], r.Machine["go"], r.Started.Format(time.RFC3339))
+	if shaping, ok := r.Config["upstream_shaping"].(string); ok {
+		fmt.Fprintf(w, "upstream shaping: %s\n", shaping)
+	}
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	for _, s := range r.Scenarios {
 		fmt.Fprintf(tw, "\n%s\tmedian\tmin\tmax\t\n", strings.ToUpper(s.Name))

@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 func one(v float64) stat { return stat{Median: v, Min: v, Max: v} }
@@ -91,7 +92,11 @@ func TestTargets(t *testing.T) {
 		}
 	}
 	var sb strings.Builder
+	bad.Config = describe(Config{Upstream: Shaping{Latency: 20 * time.Millisecond, Rate: 100e6}})
 	bad.WriteTable(&sb)
+	if want := "upstream shaping: 20ms round trip per answer and per new connection, 100MB/s per connection on blob bodies\n"; !strings.Contains(sb.String(), want) {
+		t.Errorf("the table does not say how the upstream was shaped (%q):\n%s", want, sb.String())
+	}
 	if !strings.Contains(sb.String(), "MISSED") || !strings.Contains(bad.chart(), "<svg") {
 		t.Errorf("the table does not say what was missed:\n%s", sb.String())
 	}
