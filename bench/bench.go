@@ -1,21 +1,28 @@
 // Package bench is the harness behind cove bench: it seeds an upstream with generated images,
 // starts the cove mirror under test (and Debian's docker-registry as a peer pull-through cache,
-// when there is one), serves the same files from a plain sendfile file server as the machine's
-// limit, and measures each of them over HTTP, black-box, within one run, so that the ratios between
-// them mean something. It imports no package of cove's: cove is a process it talks to.
+// when there is one), serves the same files from a plain file server that copies them in each of
+// several ways as the machine's limit (the fastest of them, limit.go), and measures each of them
+// over HTTP, black-box, within one run, so that the ratios between them mean something. It
+// imports no package of cove's: cove is a process it talks to.
 package bench
 
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 )
 
 // Config is one run.
@@ -30,24 +37,30 @@ type Config struct {
 	Duration    time.Duration // length of each load
 	Layers      int           // layers of the many-layer image
 	LayerSize   int64
-	Peer        bool      // run docker-registry as the peer mirror
-	Listen      Listen    // where each server listens; empty: a port of Ports
-	Ports       Ports     // ports for the servers with no Listen address; zero: the kernel picks
-	Out         string    // directory for results.json and chart.svg; empty: none
-	ServerLog   string    // file to copy cove's log to; empty: none
-	Progress    io.Writer // progress lines (stderr)
+	Upstream    Shaping // the generated upstream's latency and rate; zero: loopback
+	FirstChecks int     // accounts created for the first-check token load, per repetition
+	Peer        bool    // run docker-registry as the peer mirror
+	Listen      Listen  // where each server listens; empty: a port of Ports
+	Ports       Ports   // ports for the servers with no Listen address; zero: the kernel picks
+	Out         string  // directory for results.json and chart.svg; empty: none
+	ServerLog   string  // file to copy cove's log to; empty: none
+	// Scale, when set, runs cove bench --scale (RunScale) for its list of sizes instead of the
+	// scenarios, with ScaleReps (the --reps given, 0: RunScale's default).
+	Scale     string
+	ScaleReps int
+	Progress  io.Writer // progress lines (stderr)
 }
 
 // Standard is the set of make bench; Quick the smoke check of cove bench --quick.
 func Standard() Config {
 	return Config{Reps: 3, BlobSize: 1 << 30, HerdSize: 256 << 20, Herd: 16, Concurrency: 16, Duration: 3 * time.Second,
-		Layers: 50, LayerSize: 256 << 10, Peer: true}
+		Layers: 50, LayerSize: 256 << 10, FirstChecks: 128, Peer: true}
 }
 
 // QuickConfig is every scenario at small sizes with one repetition.
 func QuickConfig() Config {
 	return Config{Quick: true, Reps: 1, BlobSize: 16 << 20, HerdSize: 8 << 20, Herd: 4, Concurrency: 4, Duration: 500 * time.Millisecond,
-		Layers: 10, LayerSize: 16 << 10, Peer: true}
+		Layers: 10, LayerSize: 16 << 10, FirstChecks: 16, Peer: true}
 }
 
 // env is the running set-up of one run.
@@ -57,12 +70,15 @@ type env struct {
 	up       *upstream
 	cove     *daemon
 	peer     *daemon // nil without a peer
-	limit    string  // the plain file server's URL
+	limit    string  // the plain file server's URL: its copiers under /<copier>/
+	copiers  []string
 	client   *http.Client
 	password string
 	seed     uint64
 	progress func(format string, args ...any)
 	lastCold []string // the cold scenario's blobs, warm now
+	peerCold []string // the blobs the peer fetched cold, warm in the peer now
+	users    int      // accounts created so far for the first-check token load
 }
 
 // Run sets everything up, runs every scenario, and returns the report. A server that cannot
@@ -92,12 +108,16 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			fmt.Fprintf(cfg.Progress, "%s %s\n", bar(done, len(scenarios)), fmt.Sprintf(format, args...))
 		}
 	}
-	if e.up, err = startUpstream(dir+"/upstream", addrs.take(roleUpstream)); err != nil {
+	if e.up, err = startUpstream(dir+"/upstream", addrs.take(roleUpstream), cfg.Upstream); err != nil {
 		return nil, err
 	}
 	defer e.up.close()
 	ln := addrs.take(roleLimit)
-	limitSrv := &http.Server{Handler: http.FileServer(http.Dir(e.up.dir)), ReadHeaderTimeout: 10 * time.Second}
+	cs := limitCopiers()
+	for _, c := range cs {
+		e.copiers = append(e.copiers, c.name)
+	}
+	limitSrv := newLimitHTTPServer(e.up.dir, cs)
 	go limitSrv.Serve(ln)
 	defer limitSrv.Close()
 	e.limit = baseURL(ln.Addr().String())
@@ -171,7 +191,11 @@ func machine() map[string]string {
 
 func describe(c Config) map[string]any {
 	return map[string]any{"quick": c.Quick, "reps": c.Reps, "blob_bytes": c.BlobSize, "herd_bytes": c.HerdSize, "herd_clients": c.Herd,
-		"concurrency": c.Concurrency, "load_seconds": c.Duration.Seconds(), "layers": c.Layers, "layer_bytes": c.LayerSize, "peer": c.Peer}
+		"concurrency": c.Concurrency, "load_seconds": c.Duration.Seconds(), "layers": c.Layers, "layer_bytes": c.LayerSize, "peer": c.Peer,
+		"first_check_accounts": c.FirstChecks,
+		// The upstream's shaping: zero is the loopback upstream of the standard run.
+		"upstream_latency_ms": ms(c.Upstream.Latency), "upstream_rate_bytes_per_s": c.Upstream.Rate,
+		"upstream_shaping": c.Upstream.String()}
 }
 
 // blobURL is the URL of a blob of library/bench on a target.
@@ -223,6 +247,12 @@ func (e *env) coldBlob(s *Scenario) error {
 				return err
 			}
 			peerTTFB, peerTput = append(peerTTFB, ms(f.TTFB)), append(peerTput, mibps(f.Bytes, f.Total))
+			// The warm scenario reads it from the peer again, once the upstream has it no more.
+			if err := e.settleAt(e.peer, d2); err != nil {
+				e.progress("cold blob: %v: no warm figure of the peer from this repetition", err)
+			} else {
+				e.peerCold = append(e.peerCold, d2)
+			}
 			_ = os.Remove(e.up.blobPath(d2))
 		}
 		e.lastCold = append(e.lastCold, d)
@@ -242,9 +272,14 @@ func (e *env) coldBlob(s *Scenario) error {
 	return nil
 }
 
-// warmBlob: the cold blobs again, now cached, against the limit (the plain file server).
+// warmBlob: the cold blobs again, now cached, against the limit and the peer. The limit is the
+// fastest copy of the same file this machine made in the repetition: the limit server copies it
+// once with each of its copiers, in an order that turns with every repetition, and the fastest
+// counts (limit.go says why one way of copying is not the limit).
 func (e *env) warmBlob(s *Scenario) error {
-	var coveTput, limitTput, upGets []float64
+	var coveTput, limitTput, peerTput, upGets []float64
+	perCopier := map[string][]float64{}
+	won := map[string]int{}
 	for r := range e.cfg.Reps {
 		d := e.lastCold[r%len(e.lastCold)]
 		before := e.up.blobGetsAll()
@@ -254,20 +289,55 @@ func (e *env) warmBlob(s *Scenario) error {
 		}
 		coveTput = append(coveTput, mibps(f.Bytes, f.Total))
 		upGets = append(upGets, float64(e.up.blobGetsAll()-before))
-		if f, err = e.fetchAll(e.limit+"/"+strings.ReplaceAll(d, ":", "_"), e.cfg.BlobSize, false, d); err != nil {
-			return err
+		best, bestName := 0.0, ""
+		for i := range e.copiers {
+			c := e.copiers[(i+r)%len(e.copiers)]
+			if f, err = e.fetchAll(e.limit+"/"+c+"/"+strings.ReplaceAll(d, ":", "_"), e.cfg.BlobSize, false, d); err != nil {
+				return err
+			}
+			v := mibps(f.Bytes, f.Total)
+			perCopier[c] = append(perCopier[c], v)
+			if v > best {
+				best, bestName = v, c
+			}
 		}
-		limitTput = append(limitTput, mibps(f.Bytes, f.Total))
+		limitTput = append(limitTput, best)
+		won[bestName]++
+		if e.peer != nil && len(e.peerCold) > 0 {
+			// The peer's own cold blob, of the same size: it is the one the peer holds.
+			d2 := e.peerCold[r%len(e.peerCold)]
+			if f, err = e.fetchAll(blobURL(e.peer.url, d2), e.cfg.BlobSize, false, d2); err != nil {
+				e.progress("warm blob: the peer did not serve its cached blob (%v): no peer figure", err)
+			} else {
+				peerTput = append(peerTput, mibps(f.Bytes, f.Total))
+			}
+		}
 	}
 	s.Metrics["cove throughput"] = summarize("MiB/s", coveTput)
 	s.Metrics["cove upstream GETs"] = summarize("", upGets)
-	s.Metrics["limit throughput"] = summarize("MiB/s", limitTput)
+	s.Metrics[metricLimit] = summarize("MiB/s", limitTput)
+	for c, v := range perCopier {
+		s.Metrics["limit throughput, "+c] = summarize("MiB/s", v)
+	}
 	s.setRatio("cove/limit throughput", coveTput, limitTput)
+	if len(peerTput) > 0 {
+		s.Metrics["peer throughput"] = summarize("MiB/s", peerTput)
+		s.setRatio("cove/peer throughput", coveTput, peerTput)
+		s.setRatio("peer/limit throughput", peerTput, limitTput)
+	}
+	var wins []string
+	for _, c := range slices.Sorted(maps.Keys(won)) {
+		wins = append(wins, fmt.Sprintf("%s %d×", c, won[c]))
+	}
+	s.Note = "the limit is the fastest of the limit server's copiers in each repetition; fastest: " + strings.Join(wins, ", ")
 	for _, d := range e.lastCold {
 		_ = os.Remove(e.up.blobPath(d))
 	}
 	return nil
 }
+
+// metricLimit is the warm scenario's limit: the fastest copier of each repetition.
+const metricLimit = "limit throughput (fastest copier)"
 
 // herdOnce has n clients GET url at once; it returns the wall time and whether every digest matched.
 func (e *env) herdOnce(url, want string) (time.Duration, bool, error) {
@@ -492,53 +562,181 @@ func (e *env) manyLayers(s *Scenario) error {
 	return nil
 }
 
-// scenarioTokens is the token scenario's name. cove remembers a password it checked right for a
-// minute (auth's credTTL), so that a pull storm does not run one bcrypt comparison per request:
-// a load with one account measures that remembered path, not bcrypt, and says so.
-const scenarioTokens = "tokens (remembered password)"
+// scenarioTokens is the token scenario's name. It measures two rates, named so that neither is
+// read as the other (#16, point 6). cove remembers a password it checked right for a minute
+// (auth's credTTL), so that a pull storm does not run one bcrypt comparison per request: a load
+// with one account measures that remembered path. The other load spends one new account per
+// request, so that every request is the first check of its password: a bcrypt comparison (or,
+// with LDAP, a bind), what a login, or a CI job's first pull with new credentials, costs.
+const scenarioTokens = "tokens"
 
-// tokens: token issuance at the configured concurrency, with the admin's Basic credentials. One
-// request before each load has the password checked (by bcrypt, unless still remembered), so
-// that every request of the load is answered from the remembered check.
-func (e *env) tokens(s *Scenario) error {
-	url := e.cove.url + "/service/token?service=cove&scope=repository:library/bench:pull"
-	get := func() error {
-		req, err := http.NewRequest(http.MethodGet, url, nil)
-		if err != nil {
-			return err
-		}
-		req.SetBasicAuth("admin", e.password)
-		resp, err := e.client.Do(req)
-		if err != nil {
-			return err
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("token: %s", resp.Status)
-		}
-		return nil
+// The token scenario's rates.
+const (
+	metricTokens      = "cove tokens, remembered password"
+	metricTokensFirst = "cove tokens, first check of each password"
+)
+
+// tokenURL is the token request of both loads: pull of a mirrored repository.
+func (e *env) tokenURL() string {
+	return e.cove.url + "/service/token?service=cove&scope=repository:library/bench:pull"
+}
+
+// token asks cove for a token with Basic credentials.
+func (e *env) token(user, password string) error {
+	req, err := http.NewRequest(http.MethodGet, e.tokenURL(), nil)
+	if err != nil {
+		return err
 	}
-	s.Note = "cove remembers a password checked right for a minute: one request before each load " +
-		"has it checked, so the load measures the remembered path, not bcrypt"
-	var rates, errs []float64
-	for range e.cfg.Reps {
-		if err := get(); err != nil {
+	req.SetBasicAuth(user, password)
+	resp, err := e.client.Do(req)
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("token for %s: %s", user, resp.Status)
+	}
+	return nil
+}
+
+// tokens: token issuance at the configured concurrency. The remembered load uses the admin's
+// Basic credentials, with one request before each load to have the password checked (by bcrypt,
+// unless still remembered), so that every request of the load is answered from the remembered
+// check. The first-check load uses FirstChecks accounts made for it through the admin API, each
+// once: the load ends after its duration or when they are used up, whichever comes first.
+func (e *env) tokens(s *Scenario) error {
+	var rates, errs, firstRates, firstErrs, firstN, bcryptRates []float64
+	for r := range e.cfg.Reps {
+		e.progress("tokens %d/%d: remembered password", r+1, e.cfg.Reps)
+		if err := e.token(adminName, e.password); err != nil {
 			return fmt.Errorf("the token request before the load: %w", err)
 		}
-		res := load(e.cfg.Concurrency, e.cfg.Duration, get)
+		res := load(e.cfg.Concurrency, e.cfg.Duration, func() error { return e.token(adminName, e.password) })
 		rates, errs = append(rates, res.PerSec), append(errs, float64(res.Errors))
 		if res.Errors > 0 {
 			e.progress("tokens: %d requests failed, the first with: %s", res.Errors, res.FirstErr)
 		}
+		if e.cfg.FirstChecks <= 0 {
+			continue
+		}
+		e.progress("tokens %d/%d: creating %d accounts for first checks", r+1, e.cfg.Reps, e.cfg.FirstChecks)
+		users, err := e.createUsers(e.cfg.FirstChecks)
+		if err != nil {
+			return err
+		}
+		e.progress("tokens %d/%d: first check of each password", r+1, e.cfg.Reps)
+		var next atomic.Int64
+		res = load(e.cfg.Concurrency, e.cfg.Duration, func() error {
+			i := next.Add(1) - 1
+			if i >= int64(len(users)) {
+				return errLoadDone
+			}
+			return e.token(users[i], e.password)
+		})
+		firstRates, firstErrs = append(firstRates, res.PerSec), append(firstErrs, float64(res.Errors))
+		firstN = append(firstN, float64(res.Requests+res.Errors))
+		if res.Errors > 0 {
+			e.progress("tokens, first checks: %d requests failed, the first with: %s", res.Errors, res.FirstErr)
+		}
+		e.progress("tokens %d/%d: bcrypt on every core, the limit of first checks", r+1, e.cfg.Reps)
+		rate, err := bcryptRate(e.cfg.Duration)
+		if err != nil {
+			return err
+		}
+		bcryptRates = append(bcryptRates, rate)
 	}
 	s.Metrics[metricTokens] = summarize("tokens/s", rates)
 	s.Metrics["cove tokens errors"] = summarize("failed requests", errs)
+	s.Note = "remembered: cove remembers a password checked right for a minute, and one request before each load " +
+		"has it checked, so that load measures the remembered path, not bcrypt"
+	if len(firstRates) > 0 {
+		s.Metrics[metricTokensFirst] = summarize("tokens/s", firstRates)
+		s.Metrics["cove tokens errors, first check"] = summarize("failed requests", firstErrs)
+		s.Metrics["first-check requests"] = summarize("requests (one account each)", firstN)
+		s.Metrics[metricBcrypt] = summarize("comparisons/s", bcryptRates)
+		s.setRatio("first check/bcrypt limit", firstRates, bcryptRates)
+		s.Note += "; first check: one new account per request, so every request is a bcrypt comparison " +
+			"(cove's failed-login limiter does not slow right passwords; it checks at most 8 at a time per address)"
+	}
 	return nil
 }
 
-// metricTokens is the token scenario's rate.
-const metricTokens = "cove tokens, remembered password"
+// metricBcrypt is the limit of first checks: bcrypt comparisons a second on every core at once,
+// in the harness's own process, at the cost cove hashes passwords with (bcrypt.DefaultCost).
+const metricBcrypt = "bcrypt limit, every core"
+
+// bcryptRate runs bcrypt comparisons at cove's cost on every core for about d and returns how
+// many it did a second.
+func bcryptRate(d time.Duration) (float64, error) {
+	hash, err := bcrypt.GenerateFromPassword([]byte("bench-Passw0rd"), bcrypt.DefaultCost)
+	if err != nil {
+		return 0, err
+	}
+	var n atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	deadline := start.Add(d)
+	for range runtime.NumCPU() {
+		wg.Go(func() {
+			for time.Now().Before(deadline) {
+				_ = bcrypt.CompareHashAndPassword(hash, []byte("bench-Passw0rd"))
+				n.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	return float64(n.Load()) / time.Since(start).Seconds(), nil
+}
+
+// adminName is cove's built-in administrator.
+const adminName = "admin"
+
+// errLoadDone ends a load's worker early, without counting as a request: its work is used up.
+var errLoadDone = errors.New("load done")
+
+// createUsers makes n accounts, with the admin's password, through cove's Harbor-shaped admin
+// API, a few at a time (each costs a bcrypt hash), and returns their names.
+func (e *env) createUsers(n int) ([]string, error) {
+	names := make([]string, n)
+	for i := range names {
+		e.users++
+		names[i] = fmt.Sprintf("bench%06d", e.users)
+	}
+	g := make(chan struct{}, 4)
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for _, name := range names {
+		g <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-g }()
+			body := fmt.Sprintf(`{"username":%q,"email":"%s@bench.invalid","realname":"bench","password":%q}`, name, name, e.password)
+			req, err := http.NewRequest(http.MethodPost, e.cove.url+"/api/v2.0/users", strings.NewReader(body))
+			if err != nil {
+				errs <- err
+				return
+			}
+			req.Header.Set("Content-Type", "application/json")
+			req.SetBasicAuth(adminName, e.password)
+			resp, err := e.client.Do(req)
+			if err != nil {
+				errs <- err
+				return
+			}
+			msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusCreated {
+				errs <- fmt.Errorf("create user %s: %s: %s", name, resp.Status, strings.TrimSpace(string(msg)))
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return nil, err
+	}
+	return names, nil
+}
 
 func (e *env) next() uint64 { e.seed++; return e.seed }
 
@@ -546,11 +744,16 @@ func (e *env) next() uint64 { e.seed++; return e.seed }
 // soon as its digest matched, while cove syncs and indexes it, and the next measurement must not
 // run beside that (nor a "warm" one join the fill still open). A HEAD answered without asking
 // the upstream means stored.
-func (e *env) settle(d string) error {
+func (e *env) settle(d string) error { return e.settleAt(e.cove, d) }
+
+// settleAt waits until the mirror m has stored the blob d, as settle. The peer needs it too:
+// Distribution's proxy stores a blob by a second download of its own, in the background, which
+// may end after its client's (it is why the peer's herd counts 17 downloads for 16 clients).
+func (e *env) settleAt(m *daemon, d string) error {
 	deadline := time.Now().Add(2 * time.Minute)
 	for time.Now().Before(deadline) {
 		before := e.up.requests.Load()
-		if err := request(e.client, http.MethodHead, blobURL(e.cove.url, d)); err != nil {
+		if err := request(e.client, http.MethodHead, blobURL(m.url, d)); err != nil {
 			return err
 		}
 		if e.up.requests.Load() == before {
@@ -558,7 +761,7 @@ func (e *env) settle(d string) error {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return fmt.Errorf("cove did not store %s within 2 minutes", d)
+	return fmt.Errorf("%s did not store %s within 2 minutes", m.name, d)
 }
 
 // fetchAll GETs a blob and checks it came whole: the length, and with verify the digest.

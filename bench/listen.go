@@ -14,7 +14,7 @@ type Listen struct {
 	Upstream string // the generated upstream registry
 	Cove     string // the cove under test
 	Peer     string // Debian's docker-registry, the peer mirror (unused without the peer)
-	Limit    string // the plain sendfile file server over the upstream's files
+	Limit    string // the plain file server over the upstream's files, with each of its copiers
 }
 
 // Ports is a range of TCP ports on 127.0.0.1 for the servers whose Listen address is empty:

@@ -3,6 +3,7 @@ package bench
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -75,7 +76,8 @@ type loadResult struct {
 	FirstErr string
 }
 
-// load runs concurrency workers sending req for d, and reports the rate and latencies.
+// load runs concurrency workers sending req for d, and reports the rate and latencies. A worker
+// whose req returns errLoadDone stops early: the load's time ends with its last worker.
 func load(concurrency int, d time.Duration, req func() error) loadResult {
 	var mu sync.Mutex
 	var lat []time.Duration
@@ -90,7 +92,11 @@ func load(concurrency int, d time.Duration, req func() error) loadResult {
 			bad, first := 0, ""
 			for time.Now().Before(deadline) {
 				t := time.Now()
-				if err := req(); err != nil {
+				err := req()
+				if errors.Is(err, errLoadDone) {
+					break
+				}
+				if err != nil {
 					if bad == 0 {
 						first = err.Error()
 					}

@@ -132,7 +132,9 @@ func targets(r *Report) []Target {
 	}
 
 	v := ratioOf("warm blob", "cove/limit throughput")
-	add("warm blob throughput", "≥ 0.9 × limit", "× limit", 0.9, v, v.v >= 0.9, none)
+	add("warm blob throughput", "≥ 0.95 × limit (the fastest copy)", "× limit", 0.95, v, v.v >= 0.95, ratioOf("warm blob", "peer/limit throughput"))
+	v = ratioOf("warm blob", "cove/peer throughput")
+	add("warm blob throughput, against the peer", "≥ 1.0 × peer", "× peer", 1, v, v.v >= 1, none)
 	v = ratioOf("cold blob", "cove/upstream throughput")
 	add("cold blob throughput", "≥ 0.85 × upstream", "× upstream", 0.85, v, v.v >= 0.85, ratioOf("cold blob", "peer/upstream throughput"))
 	v, met := worstMax("cold blob", "cove upstream bytes / blob size")
@@ -165,6 +167,10 @@ func targets(r *Report) []Target {
 	add("peak RSS", "< 64 MiB in every scenario", "MiB", 64, rss, rss.v < 64, peerRSS)
 	st, ok := stats(scenarioTokens, metricTokens)
 	add("token issuance, remembered password", "≥ 2,000/s", "tokens/s", 2000, figure{st.Median, ok}, st.Median >= 2000, none)
+	// A first check is a bcrypt comparison: its rate is bounded by the machine's, which the run
+	// measures beside it, not by a number of tokens a second.
+	v = ratioOf(scenarioTokens, "first check/bcrypt limit")
+	add("token issuance, first check of each password", "≥ 0.8 × bcrypt limit", "× bcrypt limit", 0.8, v, v.v >= 0.8, none)
 	return out
 }
 
@@ -172,6 +178,9 @@ func targets(r *Report) []Target {
 // peer's figure beside cove's where the run measured it.
 func (r *Report) WriteTable(w io.Writer) {
 	fmt.Fprintf(w, "\ncove bench — %s, %s CPUs (%s), %s; %s\n", r.Machine["host"], r.Machine["cpus"], r.Machine["cpu"], r.Machine["go"], r.Started.Format(time.RFC3339))
+	if shaping, ok := r.Config["upstream_shaping"].(string); ok {
+		fmt.Fprintf(w, "upstream shaping: %s\n", shaping)
+	}
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	for _, s := range r.Scenarios {
 		fmt.Fprintf(tw, "\n%s\tmedian\tmin\tmax\t\n", strings.ToUpper(s.Name))

@@ -5,21 +5,22 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 func one(v float64) stat { return stat{Median: v, Min: v, Max: v} }
 
 // report is a run with the given figures of cove, as the scenarios would have left them, and
 // none of the peer's.
-func report(warm, cold, upBytes, herdDownloads, herdRatio, byTag, byDigest, p99, layers, rss, tokens float64) *Report {
+func report(warm, cold, upBytes, herdDownloads, herdRatio, byTag, byDigest, p99, layers, rss, tokens, warmPeer, firstCheck float64) *Report {
 	r := &Report{Scenarios: []*Scenario{
 		{Name: "cold blob", Ratios: map[string]float64{"cove/upstream throughput": cold}, Metrics: map[string]stat{"cove upstream bytes / blob size": one(upBytes)}, PeakRSSMiB: rss},
-		{Name: "warm blob", Ratios: map[string]float64{"cove/limit throughput": warm}, PeakRSSMiB: 10},
+		{Name: "warm blob", Ratios: map[string]float64{"cove/limit throughput": warm, "cove/peer throughput": warmPeer}, PeakRSSMiB: 10},
 		{Name: "herd", Ratios: map[string]float64{"cove cold/warm wall": herdRatio}, Metrics: map[string]stat{"cove upstream downloads": one(herdDownloads), "digests checked and right": one(1)}},
 		{Name: "manifests", Ratios: map[string]float64{"cove/upstream GET by tag": byTag, "cove/peer GET by digest": byDigest},
 			Metrics: map[string]stat{"cove GET by tag p99": {Median: 1}, "cove HEAD by digest p99": {Median: p99}}},
 		{Name: "many small layers", Ratios: map[string]float64{"cove cold/upstream time": layers}},
-		{Name: scenarioTokens, Metrics: map[string]stat{metricTokens: {Median: tokens}}},
+		{Name: scenarioTokens, Metrics: map[string]stat{metricTokens: {Median: tokens}}, Ratios: map[string]float64{"first check/bcrypt limit": firstCheck}},
 	}}
 	r.Targets = targets(r)
 	return r
@@ -30,6 +31,7 @@ func report(warm, cold, upBytes, herdDownloads, herdRatio, byTag, byDigest, p99,
 func withPeer(r *Report) *Report {
 	r.scenario("cold blob").Ratios["peer/upstream throughput"] = 0.37
 	r.scenario("cold blob").PeerPeakRSSMiB = 41.5
+	r.scenario("warm blob").Ratios["peer/limit throughput"] = 0.875
 	r.scenario("herd").Metrics["peer upstream downloads"] = stat{Median: 5, Min: 4, Max: 6}
 	r.scenario("herd").Metrics["peer digests checked and right"] = stat{Median: 1, Min: 0, Max: 1}
 	r.scenario("herd").PeerPeakRSSMiB = 57.25
@@ -43,7 +45,7 @@ func withPeer(r *Report) *Report {
 }
 
 func TestTargets(t *testing.T) {
-	good := report(0.95, 0.9, 1, 1, 1.1, 1.2, 3, 4, 1.2, 30, 5000)
+	good := report(0.95, 0.9, 1, 1, 1.1, 1.2, 3, 4, 1.2, 30, 5000, 1.1, 0.9)
 	for _, tg := range good.Targets {
 		if !tg.Met || tg.Absent {
 			t.Errorf("%s: %v %s should meet %q", tg.Name, tg.Got, tg.Unit, tg.Want)
@@ -51,12 +53,12 @@ func TestTargets(t *testing.T) {
 	}
 	// The peer's figures are beside cove's, never instead of them: its slow p99 does not miss
 	// cove's target.
-	for _, tg := range withPeer(report(0.95, 0.9, 1, 1, 1.1, 1.2, 3, 4, 1.2, 30, 5000)).Targets {
+	for _, tg := range withPeer(report(0.95, 0.9, 1, 1, 1.1, 1.2, 3, 4, 1.2, 30, 5000, 1.1, 0.9)).Targets {
 		if !tg.Met || tg.Absent {
 			t.Errorf("with the peer's figures, %s: %v %s should meet %q", tg.Name, *tg.Got, tg.Unit, tg.Want)
 		}
 	}
-	bad := report(0.5, 0.3, 2, 17, 2, 0.17, 1, 12, 4.6, 103, 100)
+	bad := report(0.5, 0.3, 2, 17, 2, 0.17, 1, 12, 4.6, 103, 100, 0.8, 0.3)
 	for _, tg := range bad.Targets {
 		if tg.Name == "herd digests" {
 			continue
@@ -67,7 +69,7 @@ func TestTargets(t *testing.T) {
 	}
 	// The invariants stand on the worst repetition: one herd with two downloads, or one wrong
 	// digest, misses although the median is right.
-	worst := report(0.95, 0.9, 1, 1, 1.1, 1.2, 3, 4, 1.2, 30, 5000)
+	worst := report(0.95, 0.9, 1, 1, 1.1, 1.2, 3, 4, 1.2, 30, 5000, 1.1, 0.9)
 	worst.scenario("herd").Metrics["cove upstream downloads"] = stat{Median: 1, Min: 1, Max: 2}
 	worst.scenario("herd").Metrics["digests checked and right"] = stat{Median: 1, Min: 0, Max: 1}
 	worst.scenario("cold blob").Metrics["cove upstream bytes / blob size"] = stat{Median: 1, Min: 1, Max: 2}
@@ -80,8 +82,8 @@ func TestTargets(t *testing.T) {
 			}
 		}
 	}
-	if len(good.Targets) != 12 {
-		t.Errorf("%d targets, want 12", len(good.Targets))
+	if len(good.Targets) != 14 {
+		t.Errorf("%d targets, want 14", len(good.Targets))
 	}
 	empty := &Report{}
 	for _, tg := range targets(empty) {
@@ -90,7 +92,11 @@ func TestTargets(t *testing.T) {
 		}
 	}
 	var sb strings.Builder
+	bad.Config = describe(Config{Upstream: Shaping{Latency: 20 * time.Millisecond, Rate: 100e6}})
 	bad.WriteTable(&sb)
+	if want := "upstream shaping: 20ms round trip per answer and per new connection, 100MB/s per connection on blob bodies\n"; !strings.Contains(sb.String(), want) {
+		t.Errorf("the table does not say how the upstream was shaped (%q):\n%s", want, sb.String())
+	}
 	if !strings.Contains(sb.String(), "MISSED") || !strings.Contains(bad.chart(), "<svg") {
 		t.Errorf("the table does not say what was missed:\n%s", sb.String())
 	}
@@ -102,6 +108,7 @@ func TestTargets(t *testing.T) {
 func TestTargetPeerIsMeasured(t *testing.T) {
 	want := map[string]float64{
 		"cold blob throughput":    0.37,
+		"warm blob throughput":    0.875,
 		"herd upstream downloads": 6, // the worst repetition, as cove's
 		"herd digests":            0, // the worst repetition, as cove's
 		"manifest GET by tag":     0.0123,
@@ -109,7 +116,7 @@ func TestTargetPeerIsMeasured(t *testing.T) {
 		"many small layers, cold": 7.75,
 		"peak RSS":                57.25, // the highest of the scenarios
 	}
-	r := withPeer(report(0.95, 0.9, 1, 1, 1.1, 1.2, 3, 4, 1.2, 30, 5000))
+	r := withPeer(report(0.95, 0.9, 1, 1, 1.1, 1.2, 3, 4, 1.2, 30, 5000, 1.1, 0.9))
 	lines := targetLines(t, r)
 	for _, tg := range r.Targets {
 		w, ok := want[tg.Name]
@@ -144,15 +151,15 @@ func peerCell(want map[string]float64, tg Target) string {
 // and the chart is a figure of the run or a threshold of the targets, and without the peer's
 // figures no peer figure is printed nor written to results.json.
 func TestNoUnmeasuredFigure(t *testing.T) {
-	noPeer := report(0.95, 0.9, 1, 1, 1.1, 1.2, 3, 4, 1.2, 30, 5000)
+	noPeer := report(0.95, 0.9, 1, 1, 1.1, 1.2, 3, 4, 1.2, 30, 5000, 1.1, 0.9)
 	delete(noPeer.scenario("manifests").Ratios, "cove/peer GET by digest") // as with --no-peer
 	noPeer.Targets = targets(noPeer)
-	partial := report(0.5, 0.3, 2, 17, 2, 0.17, 1, 12, 4.6, 103, 100)
+	partial := report(0.5, 0.3, 2, 17, 2, 0.17, 1, 12, 4.6, 103, 100, 0.8, 0.3)
 	partial.Scenarios = partial.Scenarios[:3] // stopped after the herd
 	partial.Targets = targets(partial)
 	for name, r := range map[string]*Report{
 		"without the peer":    noPeer,
-		"with the peer":       withPeer(report(0.95, 0.9, 1, 1, 1.1, 1.2, 3, 4, 1.2, 30, 5000)),
+		"with the peer":       withPeer(report(0.95, 0.9, 1, 1, 1.1, 1.2, 3, 4, 1.2, 30, 5000, 1.1, 0.9)),
 		"stopped in the herd": partial,
 		"nothing measured":    {Targets: targets(&Report{})},
 	} {

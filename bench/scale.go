@@ -160,7 +160,7 @@ func runScaleOnce(ctx context.Context, cfg ScaleConfig, n int, progress func(str
 	if err != nil {
 		return nil, err
 	}
-	up, err := startUpstream(filepath.Join(dir, "upstream"), ln)
+	up, err := startUpstream(filepath.Join(dir, "upstream"), ln, Shaping{})
 	if err != nil {
 		return nil, err
 	}

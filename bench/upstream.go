@@ -17,11 +17,13 @@ import (
 )
 
 // upstream is the registry the mirrors pull from: blobs are files served with sendfile, manifests
-// are kept in memory. It counts the blob GETs it serves, by digest.
+// are kept in memory. It counts the blob GETs it serves, by digest. Shaped, it answers as a
+// registry across a WAN would: a round trip late, and blob bodies at a bounded rate.
 type upstream struct {
-	dir string
-	srv *http.Server
-	url string
+	dir   string
+	srv   *http.Server
+	url   string
+	shape Shaping
 
 	mu        sync.Mutex
 	manifests map[string]manifest // "repo:ref" → manifest
@@ -39,14 +41,17 @@ type manifest struct {
 }
 
 // startUpstream serves the upstream on ln, which it closes when closed.
-func startUpstream(dir string, ln net.Listener) (*upstream, error) {
+func startUpstream(dir string, ln net.Listener, shape Shaping) (*upstream, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		ln.Close()
 		return nil, err
 	}
-	u := &upstream{dir: dir, manifests: map[string]manifest{}, blobGets: map[string]int{}, blobBytes: map[string]int64{}}
+	u := &upstream{dir: dir, shape: shape, manifests: map[string]manifest{}, blobGets: map[string]int{}, blobBytes: map[string]int64{}}
 	u.url = baseURL(ln.Addr().String())
 	u.srv = &http.Server{Handler: http.HandlerFunc(u.serve), ReadHeaderTimeout: 10 * time.Second}
+	if shape.Latency > 0 {
+		ln = shapedListener{Listener: ln, rtt: shape.Latency}
+	}
 	go u.srv.Serve(ln)
 	return u, nil
 }
@@ -55,6 +60,9 @@ func (u *upstream) close() { u.srv.Close() }
 
 func (u *upstream) serve(w http.ResponseWriter, r *http.Request) {
 	u.requests.Add(1)
+	if !wait(r.Context(), u.shape.Latency) {
+		return // the client went away
+	}
 	path := strings.TrimPrefix(r.URL.Path, "/v2/")
 	if path == "" || r.URL.Path == "/v2" {
 		w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
@@ -78,7 +86,11 @@ func (u *upstream) serve(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/octet-stream")
 		w.Header().Set("Docker-Content-Digest", dgst)
 		cw := &countingWriter{ResponseWriter: w}
-		http.ServeContent(cw, r, "", time.Time{}, f)
+		var bw http.ResponseWriter = cw
+		if u.shape.Rate > 0 {
+			bw = &pacedWriter{ResponseWriter: cw, p: newPacer(r.Context(), cw, u.shape.Rate)}
+		}
+		http.ServeContent(bw, r, "", time.Time{}, f)
 		u.mu.Lock()
 		u.blobBytes[dgst] += cw.n
 		u.mu.Unlock()

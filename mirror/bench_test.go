@@ -4,10 +4,17 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -48,20 +55,87 @@ func getAll(b testing.TB, client *http.Client, url string) {
 	}
 }
 
-// BenchmarkWarmBlob serves a cached 16 MiB blob: the file path, with sendfile.
+// BenchmarkWarmBlob serves a cached blob to 1 and to 16 clients at once: the file path (a
+// Range-less GET answered by http.ServeContent with the *os.File, so sendfile, in segments of the
+// idle writer). server=plain is the same bytes from a bare http.ServeContent of a file, the
+// kernel's sendfile with nothing of cove's around it: cove's cost is the difference. The blob is
+// 64 MiB, or COVE_BENCH_WARM_MIB.
 func BenchmarkWarmBlob(b *testing.B) {
 	me, up := benchEnv(b)
-	data := make([]byte, 16<<20)
+	size := 64 << 20
+	if v, err := strconv.Atoi(os.Getenv("COVE_BENCH_WARM_MIB")); err == nil && v > 0 {
+		size = v << 20
+	}
+	data := make([]byte, size)
 	rand.Read(data)
 	d := pushUpstream(b, up, data)
-	url := me.srv.URL + "/v2/bench/blobs/" + d.String()
-	client := &http.Client{}
-	getAll(b, client, url) // fill the cache
-	b.SetBytes(int64(len(data)))
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		getAll(b, client, url)
+	coveURL := me.srv.URL + "/v2/bench/blobs/" + d.String()
+	getAll(b, &http.Client{}, coveURL) // fill the cache
+	// Synced, as cove's fill syncs its file: the kernel writing back fresh pages would slow
+	// whichever server runs first.
+	path := filepath.Join(b.TempDir(), "blob")
+	pf, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := pf.Write(data); err != nil {
+		b.Fatal(err)
+	}
+	if err := errors.Join(pf.Sync(), pf.Close()); err != nil {
+		b.Fatal(err)
+	}
+	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f, err := os.Open(path)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		defer f.Close()
+		http.ServeContent(w, r, "", time.Time{}, f)
+	}))
+	b.Cleanup(plain.Close)
+	for _, clients := range []int{1, 16} {
+		for _, srv := range []struct{ name, url string }{{"cove", coveURL}, {"plain", plain.URL + "/blob"}} {
+			b.Run(fmt.Sprintf("server=%s/clients=%d", srv.name, clients), func(b *testing.B) {
+				client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients, DisableCompression: true}}
+				b.SetBytes(int64(size) * int64(clients))
+				b.ReportAllocs()
+				for b.Loop() {
+					var wg sync.WaitGroup
+					for range clients {
+						wg.Go(func() { readAll(b, client, srv.url, size) })
+					}
+					wg.Wait()
+				}
+			})
+		}
+	}
+}
+
+// readAll GETs url and reads the body with a large buffer, as a puller does (io.Discard's own
+// 8 KiB reads would measure the client).
+func readAll(b *testing.B, client *http.Client, url string, size int) {
+	resp, err := client.Get(url)
+	if err != nil {
+		b.Error(err)
+		return
+	}
+	defer resp.Body.Close()
+	buf := make([]byte, 256<<10)
+	n := 0
+	for {
+		m, err := resp.Body.Read(buf)
+		n += m
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			b.Error(err)
+			return
+		}
+	}
+	if resp.StatusCode != http.StatusOK || n != size {
+		b.Errorf("GET %s: %d, %d bytes, want 200, %d", url, resp.StatusCode, n, size)
 	}
 }
 

@@ -18,10 +18,15 @@ import (
 const benchUsage = `usage: cove bench [flags]
 
 cove bench runs this binary as the mirror under test against an upstream registry of generated
-images, beside Debian's docker-registry as the peer mirror and a plain sendfile file server over
-the upstream's files as the machine's limit, and measures them over HTTP in one run. It prints
+images, beside Debian's docker-registry as the peer mirror and a plain file server over the
+upstream's files as the machine's limit (it copies each file in several ways, sendfile, splice
+and user-space copies, and the fastest counts), and measures them over HTTP in one run. It prints
 every scenario's figures and how they stand against the targets, the peer's figure only where
 the run measured it; --out writes results.json and chart.svg.
+
+The upstream is a loopback server unless --upstream-latency and --upstream-rate shape it as a
+registry across a WAN: for example --upstream-latency 20ms --upstream-rate 100MB/s shows a cold
+pull at the upstream's pace and a warm one at the disk's, as users see them.
 
 Ports: by default each of the four servers (upstream, cove, peer, limit) listens on 127.0.0.1 on
 a port the kernel picks. --ports FIRST-LAST has them take the first free ports of the range on
@@ -34,6 +39,45 @@ flags:
 // benchCmd is cove bench: it runs this binary as the mirror under test against a generated
 // upstream, the peer mirror and the limit, and prints (and with --out writes) the report.
 func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cfg, out, code := parseBench(args, stdout, stderr)
+	if code >= 0 {
+		return code
+	}
+	if cfg.Scale != "" {
+		return benchScale(ctx, cfg.Scale, cfg.ScaleReps, out, cfg.ServerLog, stdout, stderr)
+	}
+	cfg.Progress = stderr
+	bin, err := os.Executable()
+	if err != nil {
+		fmt.Fprintf(stderr, "cove bench: %v\n", err)
+		return 1
+	}
+	cfg.CoveBin = bin
+	rep, err := bench.Run(ctx, cfg)
+	if rep != nil && len(rep.Scenarios) > 0 {
+		rep.WriteTable(stdout)
+		if out != "" {
+			if werr := rep.WriteFiles(out); werr != nil {
+				fmt.Fprintf(stderr, "cove bench: %v\n", werr)
+				return 1
+			}
+		}
+	}
+	var lerr *bench.ListenError
+	if errors.As(err, &lerr) {
+		fmt.Fprintf(stderr, "cove bench: %v\n(choose another address with --listen-%s, or other ports with --ports FIRST-LAST)\n", err, lerr.Role)
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "cove bench: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// parseBench reads cove bench's flags into a run's configuration and the --out directory. A
+// code ≥ 0 ends the command with it: 0 after --help, 2 after a bad flag (said on stderr).
+func parseBench(args []string, stdout, stderr io.Writer) (bench.Config, string, int) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {} // --help prints to stdout below; a bad flag gets a one-line hint
@@ -45,9 +89,17 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	herdMiB := fs.Int64("herd-mib", 0, "size of the herd's blob in MiB (default 256)")
 	herd := fs.Int("herd", 0, "clients in the herd (default 16)")
 	conc := fs.Int("concurrency", 0, "clients of the manifest and token loads (default 16)")
+	firstChecks := fs.Int("first-checks", 0, "accounts created for each repetition of the first-check token load: each is used once,\nso the load ends when they run out (default 128; 16 with --quick)")
 	serverLog := fs.String("server-log", "", "file to copy the log of the cove under test to")
 	dur := fs.Duration("duration", 0, "length of each manifest and token load (default 3s)")
 	scale := fs.String("scale", "", "instead of the scenarios: cove with N blob records and N/10 tags, for each `N` of a list\n(10000,100000,1000000), each in a fresh data directory: start-up, eviction, cold fill, paging, memory, index size")
+	latency := fs.Duration("upstream-latency", 0, "a round trip the generated upstream adds before every answer and on every new connection,\nas a registry across a WAN (such as 20ms; default none: loopback)")
+	var rate int64
+	fs.Func("upstream-rate", "the `rate` of each of the generated upstream's blob answers, per connection, as a CDN limits each\ndownload (such as 100MB/s, 1GB/s, 50MiB/s, 800Mbit/s; default none: loopback)", func(v string) error {
+		var err error
+		rate, err = bench.ParseRate(v)
+		return err
+	})
 	ports := fs.String("ports", "", "a `FIRST-LAST` range of ports on 127.0.0.1: the upstream, cove, the peer and the limit take\nthe first free ones, in that order (default: ports the kernel picks)")
 	var listen bench.Listen
 	fs.StringVar(&listen.Upstream, "listen-upstream", "", "the `address` (host:port) of the generated upstream registry; overrides --ports")
@@ -59,17 +111,22 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			fmt.Fprint(stdout, benchUsage)
 			fs.SetOutput(stdout)
 			fs.PrintDefaults()
-			return 0
+			return bench.Config{}, "", 0
 		}
 		fmt.Fprintln(stderr, "cove bench --help lists the flags")
-		return 2
+		return bench.Config{}, "", 2
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "cove bench: unexpected argument %q (cove bench --help lists the flags)\n", fs.Arg(0))
-		return 2
+		return bench.Config{}, "", 2
 	}
-	if *scale != "" {
-		return benchScale(ctx, *scale, *reps, *out, *serverLog, stdout, stderr)
+	if *latency < 0 {
+		fmt.Fprintf(stderr, "cove bench: --upstream-latency %v: want a duration of 0 or more, such as 20ms\n", *latency)
+		return bench.Config{}, "", 2
+	}
+	if *firstChecks < 0 {
+		fmt.Fprintf(stderr, "cove bench: --first-checks %d: want 0 or more\n", *firstChecks)
+		return bench.Config{}, "", 2
 	}
 	cfg := bench.Standard()
 	if *quick {
@@ -90,47 +147,26 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if *conc > 0 {
 		cfg.Concurrency = *conc
 	}
+	if *firstChecks > 0 {
+		cfg.FirstChecks = *firstChecks
+	}
 	if *dur > 0 {
 		cfg.Duration = *dur
 	}
+	cfg.Upstream = bench.Shaping{Latency: *latency, Rate: rate}
 	if *ports != "" {
 		p, err := bench.ParsePorts(*ports)
 		if err != nil {
 			fmt.Fprintf(stderr, "cove bench: --%v\n", err)
-			return 2
+			return bench.Config{}, "", 2
 		}
 		cfg.Ports = p
 	}
 	cfg.Listen = listen
 	cfg.Peer = !*noPeer
 	cfg.ServerLog = *serverLog
-	cfg.Progress = stderr
-	bin, err := os.Executable()
-	if err != nil {
-		fmt.Fprintf(stderr, "cove bench: %v\n", err)
-		return 1
-	}
-	cfg.CoveBin = bin
-	rep, err := bench.Run(ctx, cfg)
-	if rep != nil && len(rep.Scenarios) > 0 {
-		rep.WriteTable(stdout)
-		if *out != "" {
-			if werr := rep.WriteFiles(*out); werr != nil {
-				fmt.Fprintf(stderr, "cove bench: %v\n", werr)
-				return 1
-			}
-		}
-	}
-	var lerr *bench.ListenError
-	if errors.As(err, &lerr) {
-		fmt.Fprintf(stderr, "cove bench: %v\n(choose another address with --listen-%s, or other ports with --ports FIRST-LAST)\n", err, lerr.Role)
-		return 2
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "cove bench: %v\n", err)
-		return 1
-	}
-	return 0
+	cfg.Scale, cfg.ScaleReps = *scale, *reps
+	return cfg, *out, -1
 }
 
 // benchScale is cove bench --scale sizes: bench.RunScale, its table, and with out its files.
