@@ -15,10 +15,11 @@ type Listen struct {
 	Cove     string // the cove under test
 	Peer     string // Debian's docker-registry, the peer mirror (unused without the peer)
 	Limit    string // the plain file server over the upstream's files, with each of its copiers
+	Memory   string // the in-memory handler of one manifest, in a process of its own (memory.go)
 }
 
 // Ports is a range of TCP ports on 127.0.0.1 for the servers whose Listen address is empty:
-// they take the first free ports of the range in the order upstream, cove, peer, limit, skipping
+// they take the first free ports of the range in the order upstream, cove, peer, limit, memory, skipping
 // ports in use. The zero Ports leaves the choice to the kernel.
 type Ports struct{ First, Last int }
 
@@ -49,7 +50,7 @@ func (p Ports) String() string {
 // ListenError is a server of the harness that cannot listen on its address: the port is in use,
 // the host is not this machine's, or no port of the range is free.
 type ListenError struct {
-	Role string // "upstream", "cove", "peer" or "limit": the field of Listen
+	Role string // "upstream", "cove", "peer", "limit" or "memory": the field of Listen
 	Addr string // the address, or the range it was to come from
 	Err  error
 }
@@ -66,6 +67,7 @@ const (
 	roleCove     = "cove"
 	rolePeer     = "peer"
 	roleLimit    = "limit"
+	roleMemory   = "memory"
 )
 
 // bound is every server's address, reserved before anything starts, so that a port in use is
@@ -82,11 +84,11 @@ type bound struct {
 // rest, then ports the kernel picks.
 func bind(cfg Config) (*bound, error) {
 	b := &bound{ln: map[string]net.Listener{}, addr: map[string]string{}}
-	explicit := map[string]string{roleUpstream: cfg.Listen.Upstream, roleCove: cfg.Listen.Cove, roleLimit: cfg.Listen.Limit}
-	roles := []string{roleUpstream, roleCove, roleLimit}
+	explicit := map[string]string{roleUpstream: cfg.Listen.Upstream, roleCove: cfg.Listen.Cove, roleLimit: cfg.Listen.Limit, roleMemory: cfg.Listen.Memory}
+	roles := []string{roleUpstream, roleCove, roleLimit, roleMemory}
 	if cfg.Peer {
 		explicit[rolePeer] = cfg.Listen.Peer
-		roles = []string{roleUpstream, roleCove, rolePeer, roleLimit}
+		roles = []string{roleUpstream, roleCove, rolePeer, roleLimit, roleMemory}
 	}
 	for _, role := range roles {
 		addr := explicit[role]

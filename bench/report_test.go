@@ -17,7 +17,7 @@ func report(warm, cold, upBytes, herdDownloads, herdRatio, byTag, byDigest, p99,
 		{Name: "cold blob", Ratios: map[string]float64{"cove/upstream throughput": cold}, Metrics: map[string]stat{"cove upstream bytes / blob size": one(upBytes)}, PeakRSSMiB: rss},
 		{Name: "warm blob", Ratios: map[string]float64{"cove/limit throughput": warm, "cove/peer throughput": warmPeer}, PeakRSSMiB: 10},
 		{Name: "herd", Ratios: map[string]float64{"cove cold/warm wall": herdRatio}, Metrics: map[string]stat{"cove upstream downloads": one(herdDownloads), "digests checked and right": one(1)}},
-		{Name: "manifests", Ratios: map[string]float64{"cove/upstream GET by tag": byTag, "cove/peer GET by digest": byDigest},
+		{Name: "manifests", Ratios: map[string]float64{"cove/memory GET by tag": byTag, "cove/peer GET by digest": byDigest},
 			Metrics: map[string]stat{"cove GET by tag p99": {Median: 1}, "cove HEAD by digest p99": {Median: p99}}},
 		{Name: "many small layers", Ratios: map[string]float64{"cove cold/upstream time": layers}},
 		{Name: scenarioTokens, Metrics: map[string]stat{metricTokens: {Median: tokens}}, Ratios: map[string]float64{"first check/bcrypt limit": firstCheck}},
@@ -36,7 +36,7 @@ func withPeer(r *Report) *Report {
 	r.scenario("herd").Metrics["peer digests checked and right"] = stat{Median: 1, Min: 0, Max: 1}
 	r.scenario("herd").PeerPeakRSSMiB = 57.25
 	m := r.scenario("manifests")
-	m.Ratios["peer/upstream GET by tag"] = 0.0123
+	m.Ratios["peer/memory GET by tag"] = 0.0123
 	m.Metrics["peer GET by tag p99"] = one(48.5)
 	m.Metrics["peer HEAD by digest p99"] = one(55.5)
 	r.scenario("many small layers").Ratios["peer cold/upstream time"] = 7.75

@@ -214,6 +214,13 @@ func (u *upstream) addImage(repo, tag string, layerSizes []int64, seed uint64) (
 	return m.digest, layers, nil
 }
 
+// manifest returns the manifest the upstream has under key ("repo:ref").
+func (u *upstream) manifest(key string) manifest {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.manifests[key]
+}
+
 func hexSum(b []byte) string {
 	s := sha256.Sum256(b)
 	return hex.EncodeToString(s[:])

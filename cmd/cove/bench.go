@@ -28,9 +28,10 @@ The upstream is a loopback server unless --upstream-latency and --upstream-rate 
 registry across a WAN: for example --upstream-latency 20ms --upstream-rate 100MB/s shows a cold
 pull at the upstream's pace and a warm one at the disk's, as users see them.
 
-Ports: by default each of the four servers (upstream, cove, peer, limit) listens on 127.0.0.1 on
-a port the kernel picks. --ports FIRST-LAST has them take the first free ports of the range on
-127.0.0.1, in that order; --listen-upstream, --listen-cove, --listen-peer and --listen-limit set
+Ports: by default each of the five servers (upstream, cove, peer, limit, and the in-memory
+handler that cove's cached manifests are measured against) listens on 127.0.0.1 on a port the
+kernel picks. --ports FIRST-LAST has them take the first free ports of the range on 127.0.0.1, in
+that order; --listen-upstream, --listen-cove, --listen-peer, --listen-limit and --listen-memory set
 one server's host:port and take precedence. An address in use is an error before anything runs.
 
 flags:
@@ -39,6 +40,13 @@ flags:
 // benchCmd is cove bench: it runs this binary as the mirror under test against a generated
 // upstream, the peer mirror and the limit, and prints (and with --out writes) the report.
 func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == bench.MemoryCommand { // the harness's own in-memory handler
+		if err := bench.ServeMemory(args[1:], os.Stdin, stdout); err != nil {
+			fmt.Fprintf(stderr, "cove bench %s: %v\n", bench.MemoryCommand, err)
+			return 1
+		}
+		return 0
+	}
 	cfg, out, code := parseBench(args, stdout, stderr)
 	if code >= 0 {
 		return code
@@ -106,6 +114,7 @@ func parseBench(args []string, stdout, stderr io.Writer) (bench.Config, string, 
 	fs.StringVar(&listen.Cove, "listen-cove", "", "the `address` (host:port) of the cove under test; overrides --ports")
 	fs.StringVar(&listen.Peer, "listen-peer", "", "the `address` (host:port) of docker-registry, the peer mirror; overrides --ports")
 	fs.StringVar(&listen.Limit, "listen-limit", "", "the `address` (host:port) of the plain file server, the limit; overrides --ports")
+	fs.StringVar(&listen.Memory, "listen-memory", "", "the `address` (host:port) of the in-memory handler of the manifest scenario; overrides --ports")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stdout, benchUsage)

@@ -73,8 +73,8 @@ func TestBenchQuick(t *testing.T) {
 			t.Errorf("the %s listened on %s, outside --ports %s", role, u, ports)
 		}
 	}
-	if len(rep.Config.URLs) != 4 {
-		t.Errorf("results.json: URLs of %v, want the upstream's, cove's, the peer's and the limit's", rep.Config.URLs)
+	if len(rep.Config.URLs) != 5 {
+		t.Errorf("results.json: URLs of %v, want the upstream's, cove's, the peer's, the limit's and the in-memory handler's", rep.Config.URLs)
 	}
 	byName := map[string]int{}
 	for i, s := range rep.Scenarios {
@@ -164,6 +164,8 @@ func TestBenchQuick(t *testing.T) {
 		"cove cold/upstream time":  {"many small layers", "cove cold pull", "upstream pull"},
 		"peer/upstream throughput": {"cold blob", "peer throughput", "upstream throughput"},
 		"peer/upstream GET by tag": {"manifests", "peer GET by tag", "upstream GET by tag"},
+		"cove/memory GET by tag":   {"manifests", "cove GET by tag", "memory GET by tag"},
+		"peer/memory GET by tag":   {"manifests", "peer GET by tag", "memory GET by tag"},
 		"peer cold/upstream time":  {"many small layers", "peer cold pull", "upstream pull"},
 	}
 	for ratio, q := range quotients {
@@ -271,7 +273,7 @@ func checkPeerFigures(t *testing.T, rep *benchReport) {
 		"warm blob throughput":    quotient("warm blob", "peer throughput", "limit throughput (fastest copier)"),
 		"herd upstream downloads": metric("herd", "peer upstream downloads").Max,
 		"herd digests":            metric("herd", "peer digests checked and right").Min,
-		"manifest GET by tag":     quotient("manifests", "peer GET by tag", "upstream GET by tag"),
+		"manifest GET by tag":     quotient("manifests", "peer GET by tag", "memory GET by tag"),
 		"manifest p99":            worstP99,
 		"many small layers, cold": quotient("many small layers", "peer cold pull", "upstream pull"),
 		"peak RSS":                peakRSS,
