@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"runtime"
 	"sync"
 	"time"
 
@@ -199,9 +198,6 @@ func (fl *Fills) run(f *Fill, repo string, fetch Fetcher) {
 		// The bytes are right: readers may have the held-back end now, while the file is synced
 		// and indexed (for a large blob, syncing takes seconds no client should wait for).
 		f.verify()
-		// Let the readers woken above take the tail now: the commit's blocking syscalls would
-		// hold this P, and the readers queued on it, until they return.
-		runtime.Gosched()
 		if err = fl.commit(ctx, f, repo); err != nil {
 			// The clients had their right bytes; only the cache lost the blob: the next pull
 			// downloads it again.
