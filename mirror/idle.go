@@ -47,9 +47,15 @@ func (e *BodyError) Unwrap() error { return e.Err }
 // *io.LimitedReader so that the kernel's sendfile still does the copy.
 type idleWriter struct {
 	http.ResponseWriter
-	rc   *http.ResponseController
-	idle time.Duration
+	rc      *http.ResponseController
+	idle    time.Duration
+	written int // bytes of Write calls so far
 }
+
+// smallAnswer is how many bytes of an answer need no write deadline: they fit the socket's send
+// buffer (16 KiB at least) whether the client reads or not, so writing them cannot stall. A
+// cached manifest is answered without touching the connection's deadline.
+const smallAnswer = 8 << 10
 
 func newIdleWriter(w http.ResponseWriter, idle time.Duration) http.ResponseWriter {
 	return &idleWriter{ResponseWriter: w, rc: http.NewResponseController(w), idle: idle}
@@ -58,7 +64,9 @@ func newIdleWriter(w http.ResponseWriter, idle time.Duration) http.ResponseWrite
 func (w *idleWriter) extend() { _ = w.rc.SetWriteDeadline(time.Now().Add(w.idle)) }
 
 func (w *idleWriter) Write(p []byte) (int, error) {
-	w.extend()
+	if w.written += len(p); w.written > smallAnswer {
+		w.extend()
+	}
 	return w.ResponseWriter.Write(p)
 }
 

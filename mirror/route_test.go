@@ -1,6 +1,7 @@
 package mirror
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -104,4 +105,44 @@ func FuzzContentRange(f *testing.F) {
 			t.Fatalf("parseContentRange(%q) = %d, %d: accepted a bad range", v, start, end)
 		}
 	})
+}
+
+// validName and validTag are hand-written matchers of the spec's grammar: they agree with its
+// regular expressions on every short string of the characters that matter, and on long ones.
+func TestNameAndTagMatchTheGrammar(t *testing.T) {
+	name, tag := regexp.MustCompile(nameRE), regexp.MustCompile(tagRE)
+	const alphabet = "a0._-/A"
+	var each func(prefix string, n int)
+	checked := 0
+	each = func(s string, n int) {
+		if got, want := validName(s), name.MatchString(s); got != want {
+			t.Errorf("validName(%q) = %v, the grammar says %v", s, got, want)
+		}
+		if got, want := validTag(s), tag.MatchString(s); got != want {
+			t.Errorf("validTag(%q) = %v, the grammar says %v", s, got, want)
+		}
+		checked++
+		if n == 0 {
+			return
+		}
+		for i := range len(alphabet) {
+			each(s+alphabet[i:i+1], n-1)
+		}
+	}
+	each("", 7) // every string of up to 7 of these characters: 960,800
+	long := strings.Repeat("a", maxNameLength)
+	for _, c := range []struct {
+		s         string
+		name, tag bool
+	}{
+		{long, true, false}, {long + "a", false, false}, {strings.Repeat("a", 128), true, true}, {strings.Repeat("a", 129), true, false},
+		{"library/alpine", true, false}, {"a__b/c-d--e.f", true, false}, {"v1.2.3_rc-1", true, true}, {"V1", false, true},
+	} {
+		if validName(c.s) != c.name || validTag(c.s) != c.tag {
+			t.Errorf("%q: validName %v validTag %v, want %v %v", c.s, validName(c.s), validTag(c.s), c.name, c.tag)
+		}
+	}
+	if checked < 900_000 {
+		t.Errorf("only %d strings checked", checked)
+	}
 }

@@ -152,9 +152,10 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 		return 2
 	}
 	log := slog.New(telemetry.LogHandler(slog.NewJSONHandler(stderr, nil)))
-	// The access log's lines are written in batches (a write every 100 ms, not one a request);
-	// a 5xx line and the stop write at once.
-	access := telemetry.NewLineBuffer(stderr, 100*time.Millisecond)
+	// The access log's lines are written in batches: a line waits at most a millisecond, and under
+	// load one write carries the lines of many requests (one write a request cost 6 % of the CPU of
+	// cached manifest GETs); a 5xx line and the stop write at once.
+	access := telemetry.NewLineBuffer(stderr, time.Millisecond)
 	defer access.Flush()
 	accessLog := slog.New(telemetry.LogHandler(slog.NewJSONHandler(access, nil)))
 	if err := serveConfig(ctx, cfg, log, accessLog, access.Flush, stdout); err != nil {

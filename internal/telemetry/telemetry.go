@@ -111,9 +111,8 @@ func (h logHandler) WithGroup(name string) slog.Handler { return logHandler{h.Ha
 type AccessLog struct {
 	Mode   string
 	Sample int
-	// Flush, when set, is called after the line of a 5xx or a cut request, and when no request is
-	// left in flight: the access log is written through a LineBuffer, which batches lines while
-	// requests overlap; what went wrong, and the last line of a burst, do not wait in it.
+	// Flush, when set, is called after the line of a 5xx or a cut request: the access log is
+	// written through a LineBuffer, and what went wrong does not wait in it.
 	Flush func() error
 }
 
@@ -138,11 +137,9 @@ func Middleware(next http.Handler, log *slog.Logger, m *Metrics, route func(*htt
 	if al.Sample <= 0 {
 		al.Sample = defaultSample
 	}
-	var seen atomic.Int64     // the requests that could be sampled
-	var inFlight atomic.Int64 // the requests being served
+	var seen atomic.Int64 // the requests that could be sampled
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		inFlight.Add(1)
 		outer := r.Context() // the line below names the request id itself
 		st := &state{id: rand.Text()[:16]}
 		id := st.id
@@ -150,10 +147,6 @@ func Middleware(next http.Handler, log *slog.Logger, m *Metrics, route func(*htt
 		rw := &responseWriter{ResponseWriter: w, status: http.StatusOK}
 		rw.Header().Set("X-Request-Id", id)
 		defer func() {
-			last := inFlight.Add(-1) == 0
-			if last && al.Flush != nil {
-				defer al.Flush() // after this request's own line
-			}
 			aborted := false
 			if p := recover(); p != nil {
 				if p == http.ErrAbortHandler {

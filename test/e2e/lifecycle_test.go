@@ -187,7 +187,9 @@ func TestOperations(t *testing.T) {
 			t.Errorf("metrics lack %q", want)
 		}
 	}
-	// One access-log line per request, with its id, status and route.
+	// One access-log line per request, with its id, status and route; written within a
+	// millisecond (in batches).
+	waitFor(t, 10*time.Second, "the access-log line of the 404", func() bool { return strings.Contains(s.log(), `"path":"/v2/team/app/manifests/nope"`) })
 	var found bool
 	for _, line := range strings.Split(s.log(), "\n") {
 		var rec struct {

@@ -232,9 +232,8 @@ func TestMirrorCacheStatusAndNames(t *testing.T) {
 	if resp, _ := s.do("GET", "/v2/app/blobs/"+ld.String(), nil, false); resp.Header.Get("Cache-Status") != "cove; hit" {
 		t.Errorf("a cached blob: Cache-Status %q", resp.Header.Get("Cache-Status"))
 	}
-	if !strings.Contains(s.log(), `"cache":"cove; hit"`) {
-		t.Error("the access log does not carry the Cache-Status")
-	}
+	// Access-log lines are written within a millisecond (in batches).
+	waitFor(t, 10*time.Second, "the access log to carry the Cache-Status", func() bool { return strings.Contains(s.log(), `"cache":"cove; hit"`) })
 	if v := metricValue(t, s, `cove_mirror_cache_status_total{kind="manifest",outcome="bypass"}`); v < 1 {
 		t.Errorf("cove_mirror_cache_status_total{manifest,bypass} = %v", v)
 	}
