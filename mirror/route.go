@@ -77,6 +77,22 @@ func parse(path string) route {
 // RouteKind names the endpoint of a request path, for metrics labels.
 func RouteKind(path string) Kind { return parse(path).kind }
 
+// Metric is the kind's name in metrics and the access log: "v2_" and the kind.
+func (k Kind) Metric() string {
+	if n, ok := kindMetrics[k]; ok {
+		return n
+	}
+	return "v2_" + string(k)
+}
+
+var kindMetrics = func() map[Kind]string {
+	m := map[Kind]string{}
+	for _, k := range []Kind{KindBase, KindCatalog, KindManifest, KindBlob, KindUploadStart, KindUpload, KindTags, KindReferrers, KindUnknown} {
+		m[k] = "v2_" + string(k)
+	}
+	return m
+}()
+
 // The OCI distribution spec's grammar of repository names and tags, which validName and validTag
 // match by hand (every request checks its name: a regular expression cost 2.5 % of the CPU of
 // cached manifest GETs); route_test.go holds them to these expressions.

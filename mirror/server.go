@@ -257,6 +257,7 @@ type handler func(w http.ResponseWriter, r *http.Request, req request) error
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request, oc *outcome) (err error) {
 	rt := parse(r.URL.Path)
+	telemetry.SetRoute(r.Context(), rt.kind.Metric())
 	if rt.kind == KindUnknown {
 		return newError(http.StatusNotFound, CodeUnsupported, "unknown endpoint %s", r.URL.Path)
 	}

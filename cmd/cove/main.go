@@ -656,7 +656,7 @@ func routeName(r *http.Request) string {
 	p := r.URL.Path
 	switch {
 	case p == "/v2" || strings.HasPrefix(p, "/v2/"):
-		return "v2_" + string(mirror.RouteKind(p))
+		return mirror.RouteKind(p).Metric()
 	case strings.HasPrefix(p, "/api/"):
 		return "api"
 	case strings.HasPrefix(p, "/static/"):

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // lockedBuffer is a bytes.Buffer safe for the LineBuffer's timer and the test to share.
@@ -84,5 +85,18 @@ func TestAccessLogFlushesErrorsAtOnce(t *testing.T) {
 	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/fail", nil))
 	if s, _ := out.String(); strings.Count(s, "\n") != 2 || !strings.Contains(s, `"status":500`) {
 		t.Errorf("after a 500: %q; want both lines out", s)
+	}
+}
+
+// A handler that has parsed its route names it: the metrics and the line use that name, and the
+// route function is not asked.
+func TestHandlerNamesItsRoute(t *testing.T) {
+	m := NewMetrics(prometheus.NewRegistry())
+	asked := false
+	h := Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { SetRoute(r.Context(), "v2_manifest") }),
+		slog.New(slog.DiscardHandler), m, func(*http.Request) string { asked = true; return "web" })
+	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/v2/a/manifests/b", nil))
+	if got := testutil.ToFloat64(m.requests.WithLabelValues("v2_manifest", "GET", "200")); got != 1 || asked {
+		t.Errorf("requests{v2_manifest} = %v, route function asked: %v", got, asked)
 	}
 }

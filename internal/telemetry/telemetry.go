@@ -49,8 +49,9 @@ type state struct {
 	id string
 
 	mu sync.Mutex
-	// cause is guarded by mu.
+	// cause and route are guarded by mu.
 	cause error
+	route string
 }
 
 // RequestID returns the id that Middleware gave the request of ctx, or "".
@@ -64,6 +65,16 @@ func RequestID(ctx context.Context) string {
 // SetCause records why the request of ctx failed: the access-log line of a request answered
 // with a 5xx carries it, at level ERROR. The first cause recorded is kept (it is the nearest to
 // the fault). Without a Middleware in ctx it does nothing.
+// SetRoute names the route of the request of ctx for its metrics and access-log line, when the
+// handler has parsed its path anyway: Middleware then does not ask its route function.
+func SetRoute(ctx context.Context, name string) {
+	if st, ok := ctx.Value(ctxKey{}).(*state); ok {
+		st.mu.Lock()
+		st.route = name
+		st.mu.Unlock()
+	}
+}
+
 func SetCause(ctx context.Context, err error) {
 	st, ok := ctx.Value(ctxKey{}).(*state)
 	if !ok || err == nil {
@@ -161,7 +172,12 @@ func Middleware(next http.Handler, log *slog.Logger, m *Metrics, route func(*htt
 					}
 				}
 			}
-			name := route(r)
+			st.mu.Lock()
+			name := st.route
+			st.mu.Unlock()
+			if name == "" {
+				name = route(r)
+			}
 			elapsed := time.Since(start)
 			code := strconv.Itoa(rw.status)
 			if aborted {
