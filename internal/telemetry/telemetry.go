@@ -22,11 +22,51 @@ type Metrics struct {
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	served   *prometheus.CounterVec
+
+	mu sync.RWMutex
+	// series holds the children of the three vectors by their labels, guarded by mu: looking
+	// them up in the vectors hashes every label value of every request.
+	series map[seriesKey]*series
+}
+
+type seriesKey struct {
+	route, method string
+	code          int // -1: cut
+}
+
+type series struct {
+	requests, served prometheus.Counter
+	latency          prometheus.Observer
+}
+
+// maxSeries bounds the series remembered (a method is whatever a client sends).
+const maxSeries = 1024
+
+func (m *Metrics) of(k seriesKey) *series {
+	m.mu.RLock()
+	s := m.series[k]
+	m.mu.RUnlock()
+	if s != nil {
+		return s
+	}
+	code := strconv.Itoa(k.code)
+	if k.code < 0 {
+		code = "aborted"
+	}
+	s = &series{requests: m.requests.WithLabelValues(k.route, k.method, code),
+		latency: m.latency.WithLabelValues(k.route), served: m.served.WithLabelValues(k.route)}
+	m.mu.Lock()
+	if len(m.series) < maxSeries {
+		m.series[k] = s
+	}
+	m.mu.Unlock()
+	return s
 }
 
 // NewMetrics creates the HTTP metrics and registers them on reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
+		series: map[seriesKey]*series{},
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cove_http_requests_total", Help: "HTTP requests by route, method and status code.",
 		}, []string{"route", "method", "code"}),
@@ -179,13 +219,14 @@ func Middleware(next http.Handler, log *slog.Logger, m *Metrics, route func(*htt
 				name = route(r)
 			}
 			elapsed := time.Since(start)
-			code := strconv.Itoa(rw.status)
+			k := seriesKey{route: name, method: r.Method, code: rw.status}
 			if aborted {
-				code = "aborted"
+				k.code = -1
 			}
-			m.requests.WithLabelValues(name, r.Method, code).Inc()
-			m.latency.WithLabelValues(name).Observe(elapsed.Seconds())
-			m.served.WithLabelValues(name).Add(float64(rw.bytes))
+			ser := m.of(k)
+			ser.requests.Inc()
+			ser.latency.Observe(elapsed.Seconds())
+			ser.served.Add(float64(rw.bytes))
 			if rw.status < 400 && !aborted {
 				switch al.Mode {
 				case AccessErrors:
