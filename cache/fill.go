@@ -25,7 +25,7 @@ const fillChunk = 256 << 10
 
 // fillWindow bounds the bytes of one fill held in memory that are not yet both written to its
 // file and hashed: the download waits while its file or its hash is that far behind.
-const fillWindow = 8 << 20
+const fillWindow = 4 << 20
 
 // Fetcher opens an upstream blob: its body and its length (-1 when the upstream did not say).
 // It is called once per fill, with a context that ends with the fill.
