@@ -55,6 +55,19 @@ func (g *gate) Read(p []byte) (int, error) {
 
 func (g *gate) Close() error { return nil }
 
+// startFill starts the fill of data for repo from an upstream that sends it whole, announcing
+// size (-1: no size).
+func startFill(t *testing.T, s *Store, repo string, data []byte, size int64) *Fill {
+	t.Helper()
+	f, _, err := s.Fills.FromUpstream(digest.FromBytes(data), repo, func(context.Context) (io.ReadCloser, int64, error) {
+		return io.NopCloser(bytes.NewReader(data)), size, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
 func randomBytes(t *testing.T, n int) []byte {
 	t.Helper()
 	b := make([]byte, n)
@@ -421,12 +434,7 @@ func TestFillServesReadersFromMemoryWhileTheFileLags(t *testing.T) {
 	release := make(chan struct{})
 	s.Fills.beforeWrite = func() { <-release }
 	data := randomBytes(t, 3<<20)
-	f, _, err := s.Fills.FromUpstream(digest.FromBytes(data), "docker.io/library/x", func(context.Context) (io.ReadCloser, int64, error) {
-		return io.NopCloser(bytes.NewReader(data)), int64(len(data)), nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := startFill(t, s, "docker.io/library/x", data, int64(len(data)))
 	r, err := f.Reader(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -464,12 +472,7 @@ func TestFillWaitsForItsFileBeyondTheWindow(t *testing.T) {
 		}
 	}
 	data := randomBytes(t, 3*fillWindow)
-	f, _, err := s.Fills.FromUpstream(digest.FromBytes(data), "docker.io/library/x", func(context.Context) (io.ReadCloser, int64, error) {
-		return io.NopCloser(bytes.NewReader(data)), -1, nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := startFill(t, s, "docker.io/library/x", data, -1)
 	select {
 	case <-full:
 	case <-time.After(10 * time.Second):

@@ -64,12 +64,7 @@ func pgFleet(t *testing.T, hooked *hookedDelete, maxMirrored int64) (a, b, c *St
 
 func fillRepo(t *testing.T, s *Store, repo string, data []byte) {
 	t.Helper()
-	f, _, err := s.Fills.FromUpstream(digest.FromBytes(data), repo, func(context.Context) (io.ReadCloser, int64, error) {
-		return io.NopCloser(bytes.NewReader(data)), int64(len(data)), nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := startFill(t, s, repo, data, int64(len(data)))
 	r, err := f.Reader(context.Background())
 	if err != nil {
 		t.Fatal(err)
