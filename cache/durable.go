@@ -95,13 +95,12 @@ func syncFS(dir string) error {
 	return nil
 }
 
-// makeDurable syncs the file of dgst when a fill placed it unsynced, before the transaction ct
-// makes it local content, and drops its unsynced key there.
+// makeDurable syncs the file of dgst before the transaction ct makes it local content, and drops
+// its unsynced key there if it has one. It syncs whether or not the key is there: a fill may have
+// placed the file and not yet committed its key (a file already synced costs a quick fsync).
 func (s *Store) makeDurable(ct *commitTxn, dgst digest.Digest) error {
-	if _, err := ct.Txn.Get(unsyncedKey(dgst)); errors.Is(err, kv.ErrNotFound) {
-		return nil
-	} else if err != nil {
-		return err
+	if s.syncer == nil {
+		return nil // a fleet's blobs are in the shared store before their records are written
 	}
 	f, err := os.Open(s.blobPath(dgst))
 	if err != nil {
@@ -116,6 +115,26 @@ func (s *Store) makeDurable(ct *commitTxn, dgst digest.Digest) error {
 		return err
 	}
 	return ct.Txn.Delete(unsyncedKey(dgst))
+}
+
+// renameNoReplace renames oldpath to newpath unless newpath exists; it reports whether it did.
+func renameNoReplace(oldpath, newpath string) (bool, error) {
+	err := unix.Renameat2(unix.AT_FDCWD, oldpath, unix.AT_FDCWD, newpath, unix.RENAME_NOREPLACE)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, unix.EEXIST):
+		return false, nil
+	case !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.ENOTSUP):
+		return false, err
+	}
+	// A filesystem without RENAME_NOREPLACE: a hard link fails on an existing name too.
+	if err := os.Link(oldpath, newpath); errors.Is(err, os.ErrExist) {
+		return false, nil
+	} else if err != nil {
+		return false, err
+	}
+	return true, os.Remove(oldpath)
 }
 
 // dropUnsynced removes, at start, the files of mirrored blobs whose sync a stop cut short; reconcile

@@ -418,10 +418,13 @@ func (fl *Fills) commit(ctx context.Context, f *Fill, repo string) error {
 		if err := kv.LockTxn(ct.Txn, "blob:"+f.dgst.String()); err != nil {
 			return err
 		}
-		if _, err := fl.st.ensureBlobRecord(ct, f.dgst, f.writtenBytes(), "", f.from); err != nil {
+		rec, err := fl.st.ensureBlobRecord(ct, f.dgst, f.writtenBytes(), "", f.from)
+		if err != nil {
 			return err
 		}
-		if placed && !synced {
+		// Pushed meanwhile: the push synced the file (makeDurable), and it must never be marked
+		// for dropping.
+		if placed && !synced && !rec.Local {
 			if err := ct.Txn.Set(unsyncedKey(f.dgst), nil); err != nil {
 				return err
 			}

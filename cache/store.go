@@ -562,8 +562,13 @@ func (s *Store) placeLocal(f *os.File, dgst digest.Digest, synced bool) (bool, e
 	if err := s.mkdirSynced(dir); err != nil {
 		return false, err
 	}
-	if err := os.Rename(f.Name(), dst); err != nil {
-		return false, fmt.Errorf("place blob %s: %w", dgst, err)
+	// Never over a file another writer placed meanwhile: a push's synced file must not be
+	// replaced by a fill's unsynced one (durable.go), nor the other way round.
+	if placed, err := renameNoReplace(f.Name(), dst); err != nil || !placed {
+		if err != nil {
+			err = fmt.Errorf("place blob %s: %w", dgst, err)
+		}
+		return false, err
 	}
 	if !synced {
 		return true, nil
