@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -49,6 +50,9 @@ func (d *Dispatcher) deliverDue() {
 		return
 	}
 	var lists [][]queued // due entries, per policy, oldest first
+	d.mu.Lock()
+	queuedBefore := maps.Clone(d.queued) // before the snapshot below is taken
+	d.mu.Unlock()
 	err := d.cfg.DB.View(d.ctx, func(txn kv.Txn) error {
 		for _, p := range *all {
 			d.mu.Lock()
@@ -89,7 +93,9 @@ func (d *Dispatcher) deliverDue() {
 				lists = append(lists, due)
 			} else if whole {
 				d.mu.Lock()
-				d.idleUntil[p.ID] = first
+				if d.queued[p.ID] == queuedBefore[p.ID] { // else the snapshot may miss what was queued
+					d.idleUntil[p.ID] = first
+				}
 				d.mu.Unlock()
 			}
 		}

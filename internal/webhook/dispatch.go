@@ -69,6 +69,10 @@ type Dispatcher struct {
 	// Guarded by mu; forgotten when this node queues for the policy, a delivery of it ends, or
 	// the policies reload (another node of a fleet may have queued).
 	idleUntil map[int64]time.Time
+	// queued counts, per policy, the times this node queued for it (guarded by mu): a round
+	// marks a policy idle only if nothing was queued since it began to read that policy's queue,
+	// which its snapshot may not show.
+	queued map[int64]uint64
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -118,6 +122,7 @@ func New(cfg Config) (*Dispatcher, error) {
 		busy:     map[int64]int{},
 
 		idleUntil: map[int64]time.Time{},
+		queued:    map[int64]uint64{},
 	}
 	d.policies = &Policies{db: cfg.DB, now: cfg.Now, allowPrivate: cfg.AllowPrivate, changed: d.reload}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
@@ -367,6 +372,7 @@ func (d *Dispatcher) write(batch []Event) {
 		pending[pid] += len(it.queue)
 		d.mu.Lock()
 		delete(d.idleUntil, pid)
+		d.queued[pid]++
 		d.mu.Unlock()
 	}
 	for pid := range pending {
