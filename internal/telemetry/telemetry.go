@@ -39,8 +39,19 @@ type series struct {
 	latency          prometheus.Observer
 }
 
-// maxSeries bounds the series remembered (a method is whatever a client sends).
+// maxSeries bounds the series remembered.
 const maxSeries = 1024
+
+// methodLabel is the method label of a request: its method when HTTP defines it, "other" for
+// whatever else a client sends, so that made-up methods cannot grow the series without bound.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace:
+		return m
+	}
+	return "other"
+}
 
 func (m *Metrics) of(k seriesKey) *series {
 	m.mu.RLock()
@@ -219,7 +230,7 @@ func Middleware(next http.Handler, log *slog.Logger, m *Metrics, route func(*htt
 				name = route(r)
 			}
 			elapsed := time.Since(start)
-			k := seriesKey{route: name, method: r.Method, code: rw.status}
+			k := seriesKey{route: name, method: methodLabel(r.Method), code: rw.status}
 			if aborted {
 				k.code = -1
 			}
