@@ -82,11 +82,13 @@ bench: build
 # Go benchmarks of the hot paths, with allocations per op: the warm blob path (cove beside a bare
 # sendfile server, 1 and 16 clients) and the cold fan-out; and the ways of copying a file to a
 # socket that cove bench's limit takes the fastest of (BenchmarkLimit: COVE_BENCH_LIMIT_FILE
-# names a large page-cached file to serve; 64 MiB of its own otherwise).
+# names a large page-cached file to serve; 64 MiB of its own otherwise); an eviction decision at
+# 10,000 and 100,000 blob records (BenchmarkEvictDecision); the access log's cost (BenchmarkMiddleware).
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchtime 3s -benchmem ./mirror
 	$(GO) test -run '^$$' -bench Limit -benchtime 2x -benchmem ./bench
 	$(GO) test -run '^$$' -bench EvictDecision -benchtime 300x -benchmem ./cache
+	$(GO) test -run '^$$' -bench Middleware -benchmem ./internal/telemetry
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./mirror

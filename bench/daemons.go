@@ -99,7 +99,9 @@ func startCove(ctx context.Context, bin, dir, addr, upstreamURL, password, serve
 	}
 	var logf *os.File // where cove's own log goes, to look into a run
 	if serverLog != "" {
-		if logf, err = os.Create(serverLog); err != nil {
+		// Appended to: cove bench --scale starts cove several times (Run and RunScale empty it
+		// first).
+		if logf, err = os.OpenFile(serverLog, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644); err != nil {
 			return nil, fmt.Errorf("server log: %w", err)
 		}
 	}

@@ -90,6 +90,9 @@ var scaleRequests = []string{metricColdCove, metricCatalog, metricCatalogDeep, m
 // RunScale runs cove at each of cfg.Sizes in turn, each in a fresh data directory, and returns the
 // report: a scenario per size, with the ratios of its figures to the first size's.
 func RunScale(ctx context.Context, cfg ScaleConfig) (*Report, error) {
+	if cfg.ServerLog != "" {
+		_ = os.Remove(cfg.ServerLog) // every cove of the run appends to it (startCove)
+	}
 	if cfg.Reps <= 0 {
 		cfg.Reps = 50
 	}

@@ -248,6 +248,8 @@ func (s *Store) prepare(ctx context.Context) error {
 			return fmt.Errorf("reconcile index with %s: %w", s.dir, err)
 		}
 		s.log.Info("reconciled the index with the blob files", "blobs", s.blobs.Load(), "took", time.Since(start))
+	} else {
+		s.log.Info("took the blob counts of the last clean stop; the blob files were not walked", "blobs", s.blobs.Load())
 	}
 	return s.buildEvictIndex(ctx)
 }

@@ -92,7 +92,7 @@ func parseBench(args []string, stdout, stderr io.Writer) (bench.Config, string, 
 	quick := fs.Bool("quick", false, "every scenario at small sizes, one repetition: a smoke check")
 	out := fs.String("out", "", "directory to write results.json and chart.svg to")
 	noPeer := fs.Bool("no-peer", false, "do not run docker-registry as the peer mirror")
-	reps := fs.Int("reps", 0, "repetitions of each scenario (default 3; 1 with --quick)")
+	reps := fs.Int("reps", 0, "repetitions of each scenario (default 3; 1 with --quick); with --scale, requests per page\nmeasured (default 50)")
 	blob := fs.Int64("blob-mib", 0, "size of the cold and warm blob in MiB (default 1024)")
 	herdMiB := fs.Int64("herd-mib", 0, "size of the herd's blob in MiB (default 256)")
 	herd := fs.Int("herd", 0, "clients in the herd (default 16)")
@@ -108,7 +108,7 @@ func parseBench(args []string, stdout, stderr io.Writer) (bench.Config, string, 
 		rate, err = bench.ParseRate(v)
 		return err
 	})
-	ports := fs.String("ports", "", "a `FIRST-LAST` range of ports on 127.0.0.1: the upstream, cove, the peer and the limit take\nthe first free ones, in that order (default: ports the kernel picks)")
+	ports := fs.String("ports", "", "a `FIRST-LAST` range of ports on 127.0.0.1: the upstream, cove, the peer, the limit and the\nin-memory handler take the first free ones, in that order (default: ports the kernel picks)")
 	var listen bench.Listen
 	fs.StringVar(&listen.Upstream, "listen-upstream", "", "the `address` (host:port) of the generated upstream registry; overrides --ports")
 	fs.StringVar(&listen.Cove, "listen-cove", "", "the `address` (host:port) of the cove under test; overrides --ports")

@@ -577,6 +577,7 @@ func serveConfig(ctx context.Context, cfg Config, log, accessLog *slog.Logger, f
 			err = errors.Join(err, serr)
 		}
 	}
+	_ = flushAccess() // the last requests' lines before the last line
 	log.Info("stopped")
 	return err
 }
