@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -28,19 +31,33 @@ var syncEvery = time.Second
 // fetches it again, and no client is served bytes a crash lost. The moment such a blob becomes
 // local content (a push or a mount of the same digest), it is synced on its own (makeDurable).
 type syncer struct {
-	st *Store
+	st  *Store
+	seq atomic.Uint64 // the marks' values: each placement's own
 
 	mu sync.Mutex
-	// pending are the digests placed unsynced since the last sync, guarded by mu.
-	pending []digest.Digest
+	// pending are the placements made unsynced since the last sync, guarded by mu.
+	pending []placement
+
+	// afterSyncfs, in tests, runs between a sync's syncfs and the removal of its marks.
+	afterSyncfs func()
+}
+
+// placement is a blob placed unsynced, and the value of its mark: a sync removes the mark only
+// if it is still this one (the blob may have been evicted and placed again since).
+type placement struct {
+	dgst digest.Digest
+	mark []byte
 }
 
 func unsyncedKey(dgst digest.Digest) []byte { return []byte(prefixUnsynced + dgst.String()) }
 
-// placed notes a blob placed without its fsync, whose unsynced key is committed.
-func (y *syncer) placed(dgst digest.Digest) {
+// mark is the value of a new placement's unsynced key.
+func (y *syncer) mark() []byte { return strconv.AppendUint(nil, y.seq.Add(1), 10) }
+
+// placed notes a blob placed without its fsync, whose unsynced key (with mark) is committed.
+func (y *syncer) placed(dgst digest.Digest, mark []byte) {
 	y.mu.Lock()
-	y.pending = append(y.pending, dgst)
+	y.pending = append(y.pending, placement{dgst, mark})
 	y.mu.Unlock()
 }
 
@@ -75,11 +92,31 @@ func (y *syncer) sync(ctx context.Context) error {
 		y.mu.Unlock()
 		return err
 	}
-	ops := make([]kv.Op, len(batch))
-	for i, d := range batch {
-		ops[i] = kv.Op{Key: unsyncedKey(d), Delete: true}
+	if y.afterSyncfs != nil {
+		y.afterSyncfs()
 	}
-	return y.st.db.Write(ctx, ops)
+	// Only the marks of these placements: one of a blob placed again after the syncfs stays.
+	for chunk := range slices.Chunk(batch, 500) {
+		err := kv.Retry(ctx, y.st.db, func(txn kv.Txn) error {
+			for _, p := range chunk {
+				v, err := txn.Get(unsyncedKey(p.dgst))
+				if errors.Is(err, kv.ErrNotFound) || err == nil && !bytes.Equal(v, p.mark) {
+					continue
+				}
+				if err != nil {
+					return err
+				}
+				if err := txn.Delete(unsyncedKey(p.dgst)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // syncFS flushes every written file of the filesystem that holds dir.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -53,7 +54,7 @@ func TestMirroredBlobsAreSyncedInBatches(t *testing.T) {
 	}
 	// The first is synced; the second's sync never comes (a crash).
 	s.syncer.mu.Lock()
-	s.syncer.pending = []digest.Digest{digest.FromBytes(synced)}
+	s.syncer.pending = slices.DeleteFunc(s.syncer.pending, func(p placement) bool { return p.dgst != digest.FromBytes(synced) })
 	s.syncer.mu.Unlock()
 	if err := s.syncer.sync(ctx); err != nil {
 		t.Fatal(err)
@@ -102,5 +103,38 @@ func TestAPushSyncsAnUnsyncedMirroredBlob(t *testing.T) {
 	s = reopen()
 	if _, err := s.StatBlob(ctx, "team/app", dgst); err != nil {
 		t.Errorf("the pushed blob after a stop before the batch sync: %v", err)
+	}
+}
+
+// A batch sync removes the marks of its own placements only: a blob evicted and placed again
+// after the batch's syncfs keeps its new mark (a crash before the next sync must drop it).
+func TestASyncKeepsTheMarkOfALaterPlacement(t *testing.T) {
+	ctx := context.Background()
+	noBatchSync(t)
+	s, _ := newStore(t)
+	if s.syncer == nil {
+		t.Skip("fleet mode syncs every blob into the shared store")
+	}
+	data := randomBytes(t, 100<<10)
+	dgst := digest.FromBytes(data)
+	if err := fill(t, s, data, int64(len(data))); err != nil {
+		t.Fatal(err)
+	}
+	s.syncer.afterSyncfs = func() {
+		s.syncer.afterSyncfs = nil
+		// Between the syncfs and the removal of the marks: evicted, and filled again.
+		if _, err := s.Evictor.evictBytes(ctx, int64(len(data))); err != nil || s.HasBlob(ctx, dgst) {
+			t.Errorf("the blob was not evicted: %v", err)
+		}
+		if err := fill(t, s, data, int64(len(data))); err != nil {
+			t.Error(err)
+		}
+		waitFor(t, func() bool { return !s.Fills.busy(dgst) })
+	}
+	if err := s.syncer.sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !s.HasBlob(ctx, dgst) || !hasUnsyncedKey(t, s, dgst) {
+		t.Error("a blob placed after the batch's syncfs lost its mark to that batch: a crash before the next sync would keep a record of a file that never reached the disk")
 	}
 }

@@ -23,6 +23,9 @@ const holdBack = 64 << 10
 // fillChunk is the size of the memory chunks a fill reads the upstream into.
 const fillChunk = 256 << 10
 
+// laggardBuffer is the buffer of a reader that reads a filling blob from its file.
+const laggardBuffer = 32 << 10
+
 // fillWindow bounds the bytes of one fill held in memory that are not yet both written to its
 // file and hashed: the download waits while its file or its hash is that far behind.
 const fillWindow = 4 << 20
@@ -425,10 +428,11 @@ func (fl *Fills) commit(ctx context.Context, f *Fill, repo string) error {
 		// Pushed meanwhile: the push synced the file (makeDurable), and it must never be marked
 		// for dropping.
 		if placed && !synced && !rec.Local {
-			if err := ct.Txn.Set(unsyncedKey(f.dgst), nil); err != nil {
+			mark := fl.st.syncer.mark()
+			if err := ct.Txn.Set(unsyncedKey(f.dgst), mark); err != nil {
 				return err
 			}
-			ct.onCommit(func() { fl.st.syncer.placed(f.dgst) })
+			ct.onCommit(func() { fl.st.syncer.placed(f.dgst, mark) })
 		}
 		return fl.st.link(ct, repo, f.dgst, f.writtenBytes())
 	})
@@ -616,9 +620,11 @@ func (r *FillReader) WriteTo(w io.Writer) (int64, error) {
 		}
 		if file > 0 {
 			if buf == nil {
-				buf = make([]byte, fillChunk)
+				// A reader behind the fill's memory: a small buffer of its own, since a thousand
+				// slow clients of one cold blob are a thousand such readers.
+				buf = make([]byte, laggardBuffer)
 			}
-			n, err := r.f.file.ReadAt(buf[:file], r.off)
+			n, err := r.f.file.ReadAt(buf[:min(file, laggardBuffer)], r.off)
 			if err != nil && err != io.EOF {
 				return total, err
 			}
