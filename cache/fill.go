@@ -527,6 +527,28 @@ type FillReader struct {
 	closed bool
 }
 
+// Whole waits until every byte of the blob is there and matched its digest, and returns its
+// length; or the fill's error. For a client that could not tell a cut answer from a whole one.
+func (r *FillReader) Whole(ctx context.Context) (int64, error) {
+	f := r.f
+	for {
+		f.mu.Lock()
+		verified, done, err, n, changed := f.verified, f.done, f.err, f.received, f.changed
+		f.mu.Unlock()
+		if verified {
+			return n, nil
+		}
+		if done && err != nil {
+			return 0, err
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+}
+
 // Size is the blob's length as the upstream announced it, or -1.
 func (r *FillReader) Size() int64 {
 	r.f.mu.Lock()

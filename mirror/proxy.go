@@ -497,8 +497,16 @@ func (s *Server) serveFill(w http.ResponseWriter, r *http.Request, repo string, 
 		return err
 	}
 	defer rd.Close()
+	size := rd.Size()
+	if size < 0 && !r.ProtoAtLeast(1, 1) {
+		// Without a length or chunks, an HTTP/1.0 client takes the connection's close for the
+		// end of the body: a cut answer would look whole. It waits for the checked blob.
+		if size, err = rd.Whole(r.Context()); err != nil {
+			return err
+		}
+	}
 	setBlobHeaders(w, dgst)
-	if size := rd.Size(); size >= 0 {
+	if size >= 0 {
 		w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
 	}
 	w.WriteHeader(http.StatusOK)
