@@ -127,11 +127,41 @@ func Join(ctx context.Context, db kv.DB, self Node, secret string, log *slog.Log
 	if err := m.checkSecret(ctx, live); err != nil {
 		return nil, err
 	}
-	if err := m.beat(ctx); err != nil {
+	if err := m.firstBeat(ctx, time.Sleep); err != nil {
 		return nil, fmt.Errorf("cluster: write the first heartbeat: %w", err)
 	}
 	go m.loop()
 	return m, nil
+}
+
+// nameTakenError is a live heartbeat of another process under this node's name.
+type nameTakenError struct{ name, advertise string }
+
+func (e *nameTakenError) Error() string {
+	return fmt.Sprintf("cluster.node_name: another process named %q is live at %s: give each node a name of its own", e.name, e.advertise)
+}
+
+// firstBeat writes the first heartbeat. A live heartbeat under this name from another process at
+// this node's own address is, most likely, this node killed a moment ago and started again (by
+// systemd or Kubernetes): it is given until it would no longer count as live, and only a process
+// that goes on beating is refused. sleep waits (time.Sleep; tests move a clock).
+func (m *Member) firstBeat(ctx context.Context, sleep func(time.Duration)) error {
+	deadline := m.now().Add(LiveFor + 2*HeartbeatEvery)
+	for waited := false; ; waited = true {
+		err := m.beat(ctx)
+		var taken *nameTakenError
+		if !errors.As(err, &taken) || taken.advertise != m.self.Advertise || !m.now().Before(deadline) {
+			return err
+		}
+		if !waited {
+			m.log.Info("the last heartbeat under this node's name is from another process at its address, "+
+				"probably this node before a restart: waiting for it to expire", "name", m.self.Name, "expires_within", LiveFor)
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		sleep(HeartbeatEvery)
+	}
 }
 
 // Self is this node.
@@ -203,7 +233,7 @@ func (m *Member) beat(ctx context.Context) error {
 			var other Node
 			if json.Unmarshal(v, &other) == nil && other.Instance != "" && other.Instance != self.Instance &&
 				now.Sub(other.Seen) < LiveFor && other.Seen.Sub(now) < LiveFor {
-				return fmt.Errorf("cluster.node_name: another process named %q is live at %s: give each node a name of its own", self.Name, other.Advertise)
+				return &nameTakenError{name: self.Name, advertise: other.Advertise}
 			}
 		}
 		return txn.SetExpiring([]byte(keyNodes+self.Name), b, now.Add(forgetAfter))

@@ -269,3 +269,35 @@ func TestOneNameOneLiveInstance(t *testing.T) {
 		t.Errorf("the second instance once the first is gone = %v", err)
 	}
 }
+
+// A node killed and started again at once finds its own last heartbeat still live: the new
+// process waits for it to expire and takes the name; a process that goes on beating is refused.
+func TestRestartAfterAKillTakesTheNameBack(t *testing.T) {
+	db := openKV(t)
+	c := &clock{t: time.Unix(1_800_000_000, 0)}
+	mk := func(instance string) *Member {
+		return &Member{db: db, self: Node{Name: "a", Advertise: "http://a:5000", Instance: instance}, secret: []byte("a-secret-of-the-fleet"),
+			log: slog.New(slog.DiscardHandler), now: c.now}
+	}
+	killed, restarted := mk("I1"), mk("I2")
+	if err := killed.beat(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := restarted.firstBeat(context.Background(), c.add); err != nil {
+		t.Errorf("the restart of a killed node = %v, want it to take its name once the old heartbeat expired", err)
+	}
+	alive, duplicate := mk("I3"), mk("I4")
+	c.add(LiveFor) // the restarted one has stopped too
+	if err := alive.beat(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	keepBeating := func(d time.Duration) {
+		c.add(d)
+		if err := alive.beat(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := duplicate.firstBeat(context.Background(), keepBeating); err == nil || !strings.Contains(err.Error(), "cluster.node_name") {
+		t.Errorf("a second process of a name whose first goes on beating = %v, want a refusal naming cluster.node_name", err)
+	}
+}
