@@ -19,6 +19,11 @@ import (
 	"cove/internal/kv"
 )
 
+// batchSyncMax is the largest mirrored blob whose sync is left to the batch: the fixed cost of
+// two fsyncs is what a small blob's fill is made of; a large one's sync is its bytes' writeback,
+// which a batch would only move.
+const batchSyncMax = 16 << 20
+
 // syncEvery is how often the files of mirrored blobs placed without their own fsync are made
 // durable together (one syncfs for all of them). Tests that stop a store before its sync raise it.
 var syncEvery = time.Second

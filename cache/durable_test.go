@@ -138,3 +138,22 @@ func TestASyncKeepsTheMarkOfALaterPlacement(t *testing.T) {
 		t.Error("a blob placed after the batch's syncfs lost its mark to that batch: a crash before the next sync would keep a record of a file that never reached the disk")
 	}
 }
+
+// A large mirrored blob is synced in its fill's commit, not left to the batch.
+func TestALargeMirroredBlobIsSyncedInItsCommit(t *testing.T) {
+	noBatchSync(t)
+	s, _ := newStore(t)
+	if s.syncer == nil {
+		t.Skip("fleet mode syncs every blob into the shared store")
+	}
+	small, large := randomBytes(t, 100<<10), randomBytes(t, batchSyncMax+1)
+	for _, b := range [][]byte{small, large} {
+		if err := fill(t, s, b, int64(len(b))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !hasUnsyncedKey(t, s, digest.FromBytes(small)) || hasUnsyncedKey(t, s, digest.FromBytes(large)) {
+		t.Errorf("marked unsynced: small %v, large %v; want the small one only",
+			hasUnsyncedKey(t, s, digest.FromBytes(small)), hasUnsyncedKey(t, s, digest.FromBytes(large)))
+	}
+}

@@ -405,8 +405,10 @@ func (fl *Fills) commit(ctx context.Context, f *Fill, repo string) error {
 	fl.st.gcMu.RLock()
 	defer fl.st.gcMu.RUnlock()
 	defer fl.st.refs.Add(1) // after the index write, before RUnlock: see Collect
-	// A mirrored blob can be fetched again: on one node its file is synced in a batch (durable.go).
-	synced := fl.st.syncer == nil || f.from != originMirrored
+	// A mirrored blob can be fetched again: on one node a small one's file is synced in a batch
+	// (durable.go). A large one syncs here, off its clients' path, as before: a batch's syncfs of a
+	// gigabyte would run beside whatever the node serves next.
+	synced := fl.st.syncer == nil || f.from != originMirrored || f.writtenBytes() > batchSyncMax
 	placed, err := fl.st.placeSynced(f.file, f.dgst, f.from == originNone, synced)
 	if err != nil {
 		return err
