@@ -378,13 +378,11 @@ func TestEvictPagesPastBlobsInUse(t *testing.T) {
 	var mu sync.Mutex
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); now = now.Add(time.Second); return now }
 	s, _ := newStoreWith(t, Config{Now: clock})
-	var ds []digest.Digest
 	for range 2*evictPage + 1 {
 		data := randomBytes(t, 1<<10)
 		if err := fill(t, s, data, int64(len(data))); err != nil {
 			t.Fatal(err)
 		}
-		ds = append(ds, digest.FromBytes(data))
 	}
 	checkEvictIndex(t, s, evictOrder(t, s)...)
 	order := evictOrder(t, s)
