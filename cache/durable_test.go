@@ -21,6 +21,22 @@ func noBatchSync(t *testing.T) {
 	t.Cleanup(func() { syncEvery = old })
 }
 
+// filledUnsynced is a store, with no batch sync of its own, that has filled a mirrored blob (data)
+// and marked it unsynced.
+func filledUnsynced(t *testing.T) (*Store, func(crash ...bool) *Store, []byte) {
+	t.Helper()
+	noBatchSync(t)
+	s, reopen := newStore(t)
+	if s.syncer == nil {
+		t.Skip("fleet mode syncs every blob into the shared store")
+	}
+	data := randomBytes(t, 100<<10)
+	if err := fill(t, s, data, int64(len(data))); err != nil {
+		t.Fatal(err)
+	}
+	return s, reopen, data
+}
+
 func hasUnsyncedKey(t *testing.T, s *Store, dgst digest.Digest) bool {
 	t.Helper()
 	err := s.db.View(context.Background(), func(txn kv.Txn) error {
@@ -81,16 +97,8 @@ func TestMirroredBlobsAreSyncedInBatches(t *testing.T) {
 // content: a stop before the batch sync does not drop it.
 func TestAPushSyncsAnUnsyncedMirroredBlob(t *testing.T) {
 	ctx := context.Background()
-	noBatchSync(t)
-	s, reopen := newStore(t)
-	if s.syncer == nil {
-		t.Skip("fleet mode syncs every blob into the shared store")
-	}
-	data := randomBytes(t, 100<<10)
+	s, reopen, data := filledUnsynced(t)
 	dgst := digest.FromBytes(data)
-	if err := fill(t, s, data, int64(len(data))); err != nil {
-		t.Fatal(err)
-	}
 	s.syncer.mu.Lock()
 	s.syncer.pending = nil // its batch sync never comes
 	s.syncer.mu.Unlock()
@@ -110,16 +118,8 @@ func TestAPushSyncsAnUnsyncedMirroredBlob(t *testing.T) {
 // after the batch's syncfs keeps its new mark (a crash before the next sync must drop it).
 func TestASyncKeepsTheMarkOfALaterPlacement(t *testing.T) {
 	ctx := context.Background()
-	noBatchSync(t)
-	s, _ := newStore(t)
-	if s.syncer == nil {
-		t.Skip("fleet mode syncs every blob into the shared store")
-	}
-	data := randomBytes(t, 100<<10)
+	s, _, data := filledUnsynced(t)
 	dgst := digest.FromBytes(data)
-	if err := fill(t, s, data, int64(len(data))); err != nil {
-		t.Fatal(err)
-	}
 	s.syncer.afterSyncfs = func() {
 		s.syncer.afterSyncfs = nil
 		// Between the syncfs and the removal of the marks: evicted, and filled again.

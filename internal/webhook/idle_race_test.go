@@ -39,19 +39,7 @@ func (t queueOnScanTxn) Scan(prefix []byte, opts kv.ScanOptions, fn func(k, v []
 func TestEventQueuedDuringARoundIsNotLeftIdle(t *testing.T) {
 	rc := newReceiver(t)
 	db := &queueOnScan{DB: openDB(t, t.TempDir())}
-	d, err := New(Config{DB: db, AllowPrivate: true, Backoff: time.Hour, MaxAttempts: 4, Timeout: 2 * time.Second,
-		Project:     func(context.Context, string) (int64, bool, error) { return 7, false, nil },
-		RepoCreated: func(context.Context, string) time.Time { return time.Time{} },
-		FirstTag:    func(context.Context, string, string) string { return "" }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	pol, err := d.Policies().Create(context.Background(), 7, "team", Policy{Name: "ci", Enabled: true, EventTypes: []string{DeleteArtifact},
-		Targets: []Target{{Address: rc.srv.URL}}}, "alice")
-	if err != nil {
-		t.Fatal(err)
-	}
+	d, pol := slowRetryPolicy(t, db, rc)
 	db.hook = func() { d.write([]Event{{Type: DeleteArtifact, Repo: "team/app", Digest: "sha256:ab"}}) }
 	p := queuePrefix(pol.ID)
 	db.prefix.Store(&p)

@@ -45,19 +45,7 @@ func TestQuietQueuesAreNotReadEveryRound(t *testing.T) {
 		return 0
 	}
 	db := &scanCounter{DB: openDB(t, t.TempDir())}
-	d, err := New(Config{DB: db, AllowPrivate: true, Backoff: time.Hour, MaxAttempts: 4, Timeout: 2 * time.Second,
-		Project:     func(context.Context, string) (int64, bool, error) { return 7, false, nil },
-		RepoCreated: func(context.Context, string) time.Time { return time.Time{} },
-		FirstTag:    func(context.Context, string, string) string { return "" }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	pol, err := d.Policies().Create(context.Background(), 7, "team", Policy{Name: "ci", Enabled: true, EventTypes: []string{DeleteArtifact},
-		Targets: []Target{{Address: rc.srv.URL}}}, "alice")
-	if err != nil {
-		t.Fatal(err)
-	}
+	d, pol := slowRetryPolicy(t, db, rc)
 	db.prefix = queuePrefix(pol.ID)
 	d.Notify(Event{Type: DeleteArtifact, Repo: "team/app", Digest: "sha256:ab"})
 	waitFor(t, "the first attempt", func() bool { return len(rc.deliveries()) == 1 })
@@ -77,4 +65,24 @@ func TestQuietQueuesAreNotReadEveryRound(t *testing.T) {
 	}
 	d.Notify(Event{Type: DeleteArtifact, Repo: "team/app", Digest: "sha256:cd"})
 	waitFor(t, "the new event's delivery", func() bool { return len(rc.deliveries()) == 2 })
+}
+
+// slowRetryPolicy is a dispatcher over db whose retries wait the longest back-off, with one
+// policy sending delete events to rc.
+func slowRetryPolicy(t *testing.T, db kv.DB, rc *receiver) (*Dispatcher, Policy) {
+	t.Helper()
+	d, err := New(Config{DB: db, AllowPrivate: true, Backoff: time.Hour, MaxAttempts: 4, Timeout: 2 * time.Second,
+		Project:     func(context.Context, string) (int64, bool, error) { return 7, false, nil },
+		RepoCreated: func(context.Context, string) time.Time { return time.Time{} },
+		FirstTag:    func(context.Context, string, string) string { return "" }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Close)
+	pol, err := d.Policies().Create(context.Background(), 7, "team", Policy{Name: "ci", Enabled: true, EventTypes: []string{DeleteArtifact},
+		Targets: []Target{{Address: rc.srv.URL}}}, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d, pol
 }
