@@ -10,7 +10,7 @@ VERSITYGW_BIN     := bin/versitygw-$(VERSITYGW_VERSION)
 # cosign, which the signature test runs against cove (test/tools/cosign pins it); cached by version.
 COSIGN_VERSION := v2.6.5
 COSIGN_BIN     := bin/cosign-$(COSIGN_VERSION)
-APT_PKGS  := skopeo docker-registry docker.io podman containerd slapd ldap-utils pebble chromium fonts-wqy-microhei postgresql python3-aiosmtpd
+APT_PKGS  := skopeo docker-registry docker.io podman containerd slapd ldap-utils pebble chromium fonts-wqy-microhei postgresql python3-aiosmtpd systemd
 export GOFLAGS := -buildvcs=false
 # cove version prints these (and the image's labels carry them).
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)

@@ -509,10 +509,7 @@ func serveConfig(ctx context.Context, cfg Config, log, accessLog *slog.Logger, f
 	// The admin is created (and a generated password printed) only now that cove is up: a start
 	// that fails before this point leaves no admin, and the next start generates the password again.
 	_, err = authSvc.Identity.EnsureAdmin(ctx, func(password string) error {
-		_, err := fmt.Fprintf(stdout, "cove: generated the password of user %q: %s\n"+
-			"cove: it is shown only this once and stored as a hash; sign in at %s and change it, or set it offline with: cove admin reset-password %s\n",
-			auth.AdminName, password, adminURL(cfg, ln, certs.Enabled()), auth.AdminName)
-		return err
+		return showAdminPassword(stdout, cfg.Data, password, adminURL(cfg, ln, certs.Enabled()), os.Getenv("JOURNAL_STREAM") != "")
 	})
 	if err != nil {
 		_ = srv.Close()
@@ -668,4 +665,32 @@ func routeName(r *http.Request) string {
 		return p[1:]
 	}
 	return "web"
+}
+
+// adminPasswordFile is where a generated admin password goes when cove's output is the journal.
+const adminPasswordFile = "admin-password"
+
+// showAdminPassword shows the admin's generated password once: on stdout, or — when stdout is
+// systemd's journal, which keeps it for every reader of the log — in a file of the data directory
+// that only its owner (and root) may read, whose path goes to the log instead.
+func showAdminPassword(stdout io.Writer, data, password, url string, journal bool) error {
+	how := fmt.Sprintf("sign in at %s and change it, or set it offline with: cove admin reset-password %s", url, auth.AdminName)
+	if !journal {
+		_, err := fmt.Fprintf(stdout, "cove: generated the password of user %q: %s\n"+
+			"cove: it is shown only this once and stored as a hash; %s\n", auth.AdminName, password, how)
+		return err
+	}
+	path := filepath.Join(data, adminPasswordFile)
+	_ = os.Remove(path) // a file left from an earlier first start
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o400)
+	if err != nil {
+		return fmt.Errorf("write the admin's generated password: %w", err)
+	}
+	_, err = fmt.Fprintln(f, password)
+	if err = errors.Join(err, f.Sync(), f.Close()); err != nil {
+		return fmt.Errorf("write the admin's generated password: %w", err)
+	}
+	_, err = fmt.Fprintf(stdout, "cove: generated the password of user %q and wrote it to %s (readable by root and cove's user only, "+
+		"not to the journal); %s, then delete the file\n", auth.AdminName, path, how)
+	return err
 }

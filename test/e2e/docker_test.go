@@ -132,7 +132,7 @@ func TestFirstStart(t *testing.T) {
 	dir := t.TempDir()
 	busy := freePortListener(t)
 	cmd := execCove("serve", "--listen", busy.Addr().String(), "--data", dir)
-	cmd.Env = append(os.Environ(), "COVE_AUTH_ADMIN_PASSWORD=")
+	cmd.Env = append(os.Environ(), "COVE_AUTH_ADMIN_PASSWORD=", "JOURNAL_STREAM=") // printed, as outside systemd
 	var stdout, stderr syncBuffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err == nil {
