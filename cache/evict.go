@@ -454,10 +454,10 @@ func (e *Evictor) forgetLost(ctx context.Context, dgst digest.Digest, cause erro
 const keyEvictIndex = "cache/evict-index"
 
 // buildEvictIndex writes the eviction index entry of every evictable blob, once: from then on
-// every write of a record keeps it (putBlobRecord), and starts read only the marker.
-func (s *Store) buildEvictIndex(ctx context.Context) error {
+// every write of a record keeps it (putBlobRecord). It is the migration to schema 2 (schema.go).
+func buildEvictIndex(ctx context.Context, db kv.DB, log *slog.Logger) error {
 	var built bool
-	err := s.db.View(ctx, func(txn kv.Txn) error {
+	err := db.View(ctx, func(txn kv.Txn) error {
 		_, err := txn.Get([]byte(keyEvictIndex))
 		built = err == nil
 		if errors.Is(err, kv.ErrNotFound) {
@@ -470,7 +470,7 @@ func (s *Store) buildEvictIndex(ctx context.Context) error {
 	}
 	start := time.Now()
 	var ops []kv.Op
-	err = s.db.View(ctx, func(txn kv.Txn) error {
+	err = db.View(ctx, func(txn kv.Txn) error {
 		return eachBlob(txn, func(dgst digest.Digest, rec blobRecord) error {
 			if rec.evictable() {
 				ops = append(ops, kv.Op{Key: evictKey(rec.Accessed, dgst), Value: []byte{}})
@@ -483,14 +483,14 @@ func (s *Store) buildEvictIndex(ctx context.Context) error {
 	}
 	// A read that changes a record meanwhile (a node of a fleet serving) may leave an entry
 	// behind: eviction drops those it meets (Evictor.candidates).
-	if err := s.db.Write(ctx, ops); err != nil {
+	if err := db.Write(ctx, ops); err != nil {
 		return fmt.Errorf("build the eviction index: %w", err)
 	}
 	// The marker after the entries: a start cut short builds the index again.
-	err = s.db.Update(ctx, func(txn kv.Txn) error { return txn.Set([]byte(keyEvictIndex), []byte(`{}`)) })
+	err = db.Update(ctx, func(txn kv.Txn) error { return txn.Set([]byte(keyEvictIndex), []byte(`{}`)) })
 	if err != nil {
 		return fmt.Errorf("build the eviction index: %w", err)
 	}
-	s.log.Info("built the eviction index", "entries", len(ops), "took", time.Since(start))
+	log.Info("built the eviction index", "entries", len(ops), "took", time.Since(start))
 	return nil
 }

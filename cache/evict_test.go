@@ -160,13 +160,13 @@ func evictIndex(t *testing.T, s *Store) [][]byte {
 	return keys
 }
 
-// dropEvictIndex removes the eviction index's entries of s, and its marker if marker: as a data
-// directory from before it.
+// dropEvictIndex removes the eviction index's entries of s, and its marker and the schema record
+// if marker: as a data directory from before it (schema 1).
 func dropEvictIndex(t *testing.T, s *Store, marker bool) {
 	t.Helper()
 	keys := evictIndex(t, s)
 	if marker {
-		keys = append(keys, []byte(keyEvictIndex))
+		keys = append(keys, []byte(keyEvictIndex), []byte(keySchema))
 	}
 	if err := s.db.Write(context.Background(), deletes(keys)); err != nil {
 		t.Fatal(err)

@@ -71,6 +71,11 @@ type Config struct {
 	// OnQuota is told when a project's usage passes QuotaWarning of its quota, and of each write
 	// its quota refused; nil: nobody.
 	OnQuota QuotaEvent
+	// Version is this cove's version, kept in the schema record (schema.go).
+	Version string
+	// BeforeMigrate is called before the index is migrated from an older schema, with its
+	// version: the backup made first. An error stops the start with nothing migrated.
+	BeforeMigrate func(from int) error
 }
 
 // Store is cove's content: blob files and their index. Its parts are types of their own, each
@@ -118,6 +123,9 @@ type Store struct {
 
 	// onQuota is told of quota warnings and refusals (Config.OnQuota).
 	onQuota QuotaEvent
+	// version and beforeMigrate are Config's, for Upgrade.
+	version       string
+	beforeMigrate func(from int) error
 	// dropSlots bounds the deletes that hold a fleet-wide lock at once (dropUnderLock).
 	dropSlots chan struct{}
 
@@ -160,6 +168,8 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		remote:  cfg.Remote,
 		hotMax:  cfg.HotTierMaxSize,
 		onQuota: cfg.OnQuota,
+
+		version: cfg.Version, beforeMigrate: cfg.BeforeMigrate,
 
 		dropSlots: make(chan struct{}, 8),
 	}
@@ -218,10 +228,14 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	return s, nil
 }
 
-// prepare empties tmp/, creates the directories, reconciles the index with the blob files unless
-// the last stop was clean (resumeCleanStop), and builds the eviction index of a data directory
-// from before it.
+// prepare refuses an index of a newer schema, empties tmp/, creates the directories, reconciles
+// the index with the blob files unless the last stop was clean (resumeCleanStop), and migrates an
+// index of an older schema (Upgrade).
 func (s *Store) prepare(ctx context.Context) error {
+	// An index a newer cove wrote is refused before anything in it changes.
+	if err := CheckSchema(ctx, s.db); err != nil {
+		return err
+	}
 	if err := os.RemoveAll(s.tmpDir()); err != nil {
 		return fmt.Errorf("clean %s: %w", s.tmpDir(), err)
 	}
@@ -231,7 +245,7 @@ func (s *Store) prepare(ctx context.Context) error {
 		}
 	}
 	if s.Disk.readOnly {
-		s.log.Warn("read-only: the index is not reconciled with the blob files until a start with free space")
+		s.log.Warn("read-only: the index is not reconciled with the blob files, nor migrated, until a start with free space")
 		return nil
 	}
 	dropped, err := s.dropUnsynced()
@@ -251,7 +265,7 @@ func (s *Store) prepare(ctx context.Context) error {
 	} else {
 		s.log.Info("took the blob counts of the last clean stop; the blob files were not walked", "blobs", s.blobs.Load())
 	}
-	return s.buildEvictIndex(ctx)
+	return Upgrade(ctx, s.db, s.version, s.beforeMigrate, s.log)
 }
 
 // Close ends every open upload session and removes its temporary file, and records the stop as

@@ -123,3 +123,15 @@ func freePort(t testing.TB) int {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
 }
+
+// CreateDB creates another database on the server and returns its DSN: for tests that need
+// several empty databases.
+func (s *Server) CreateDB(t testing.TB, name string) string {
+	t.Helper()
+	cmd := exec.Command("runuser", "-u", "postgres", "--", filepath.Join(s.bin, "psql"), "-h", filepath.Join(s.dir, "sock"),
+		"-p", strconv.Itoa(s.Port), "-U", "postgres", "-c", "CREATE DATABASE "+name)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("create database %s: %v\n%s", name, err, out)
+	}
+	return strings.Replace(s.DSN, "/cove?", "/"+name+"?", 1)
+}
