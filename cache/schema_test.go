@@ -3,8 +3,8 @@ package cache
 import (
 	"bytes"
 	"context"
-	"io"
 	"errors"
+	"io"
 	"path/filepath"
 	"slices"
 	"strings"
