@@ -433,3 +433,10 @@ func BlobPath(dir string, dgst digest.Digest) string {
 	h := dgst.Encoded()
 	return filepath.Join(dir, "blobs", string(dgst.Algorithm()), h[:2], h)
 }
+
+// Transient says whether the record under key describes this run of the store rather than its
+// content, and so has no place in a backup: the clean stop's counts (a restored directory is
+// walked at its first start), and the marks of files not yet synced (a backup's copies are).
+func Transient(key []byte) bool {
+	return string(key) == keyCleanStop || bytes.HasPrefix(key, []byte(prefixUnsynced))
+}

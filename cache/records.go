@@ -5,6 +5,7 @@ package cache
 // reference and every delete take.
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -307,4 +308,18 @@ func (s *Store) manifestBody(ctx context.Context, dgst digest.Digest) ([]byte, e
 	}
 	defer f.Close()
 	return io.ReadAll(io.LimitReader(f, MaxManifestSize+1))
+}
+
+// BlobOfRecord decodes a blob record as an export passes it (cove backup): ok is false for a
+// record of another kind.
+func BlobOfRecord(key, value []byte) (dgst digest.Digest, size int64, ok bool) {
+	if !bytes.HasPrefix(key, []byte(prefixBlob)) {
+		return "", 0, false
+	}
+	var rec blobRecord
+	if json.Unmarshal(value, &rec) != nil {
+		return "", 0, false
+	}
+	dgst = digest.Digest(key[len(prefixBlob):])
+	return dgst, rec.Size, dgst.Validate() == nil
 }

@@ -3,6 +3,7 @@ package cache
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -162,4 +163,40 @@ func Upgrade(ctx context.Context, db kv.DB, by string, backup func(from int) err
 	return db.Update(ctx, func(txn kv.Txn) error {
 		return kv.Put(txn, []byte(keySchema), schemaRecord{Version: SchemaVersion, By: by, At: time.Now().UTC()})
 	})
+}
+
+// SchemaTracker tells the schema version of a store from its records as an export passes them
+// (cove backup): See each key, then Version.
+type SchemaTracker struct {
+	record, evict, any bool
+	version            int
+}
+
+// See takes one record of the export.
+func (t *SchemaTracker) See(key, value []byte) {
+	switch string(key) {
+	case keySchema:
+		var rec schemaRecord
+		if json.Unmarshal(value, &rec) == nil {
+			t.record, t.version = true, rec.Version
+		}
+	case keyEvictIndex:
+		t.evict = true
+	}
+	if !bytes.HasPrefix(key, []byte("cluster/")) {
+		t.any = true
+	}
+}
+
+// Version is the schema version of the records seen (as ReadSchema tells it).
+func (t *SchemaTracker) Version() int {
+	switch {
+	case t.record:
+		return t.version
+	case t.evict:
+		return 2
+	case t.any:
+		return 1
+	}
+	return 0
 }

@@ -148,6 +148,9 @@ func offlineAccountChange(ctx context.Context, cfg Config, sub, name, password s
 		defer b.Close()
 		meta = b
 	}
+	if err := cache.CheckSchema(ctx, meta); err != nil {
+		return err
+	}
 	audit := auth.NewAudit(meta, time.Duration(cfg.Auth.AuditRetention), nil)
 	defer audit.Close()
 	svc, err := auth.New(ctx, meta, auth.Config{KeyDir: filepath.Join(cfg.Data, "keys"), Audit: audit, SharedKeys: cfg.Storage.Metadata.Kind == "postgres"})

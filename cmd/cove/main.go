@@ -59,6 +59,8 @@ commands:
   admin    offline account changes: reset-password, create-user (cove admin --help)
   bench    measure cove against an upstream, a peer mirror and the machine's limit (cove bench --help)
   migrate  move a stopped single node's data into a fleet (cove migrate --help)
+  backup   back up the index, keys and blobs, while cove runs or not (cove backup --help)
+  restore  restore a backup into a new data directory (cove restore --help)
   version  print the version, commit and Go version
 `
 
@@ -109,6 +111,10 @@ func run(ctx context.Context, args, environ []string, stdin io.Reader, stdout, s
 		return benchCmd(ctx, args[1:], stdout, stderr)
 	case "migrate":
 		return migrateCmd(ctx, args[1:], environ, stdout, stderr)
+	case "backup":
+		return backupCmd(ctx, args[1:], environ, stdout, stderr)
+	case "restore":
+		return restoreCmd(ctx, args[1:], environ, stdout, stderr)
 	case "bench-populate": // not in the usage: cove bench --scale runs it (bench.go)
 		return benchPopulateCmd(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
@@ -199,6 +205,10 @@ func serveConfig(ctx context.Context, cfg Config, log, accessLog *slog.Logger, f
 		return err
 	}
 	defer closeMeta()
+	// An index a newer cove wrote is refused before this node touches it (its fleet's heartbeats).
+	if err := cache.CheckSchema(ctx, meta); err != nil {
+		return err
+	}
 	remote, err := openBlobStore(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -229,11 +239,15 @@ func serveConfig(ctx context.Context, cfg Config, log, accessLog *slog.Logger, f
 		Dir: cfg.Data, DB: meta, Logger: log, MaxMirrored: int64(cfg.Mirror.MaxSize),
 		MinFree: minFree, MinFreePercent: minFreePct, MaxBlobSize: int64(cfg.Mirror.MaxBlobSize), ReadOnly: readOnly,
 		SharedMetadata: cfg.Storage.Metadata.Kind == "postgres", DiskSpace: space,
+		Version: ver, BeforeMigrate: backupBeforeMigrate(ctx, cfg, meta, log),
 	})
 	if err != nil {
 		return err
 	}
 	defer store.Close()
+	if cfg.Storage.Metadata.Kind != "postgres" { // a fleet's database is backed up from anywhere
+		defer serveControl(ctx, cfg.Data, meta, log)()
+	}
 	var upstreams []string
 	for name := range cfg.Mirror.Upstreams {
 		upstreams = append(upstreams, name)

@@ -94,6 +94,9 @@ func migrate(ctx context.Context, from, to Config, progress io.Writer) (blobs, r
 	defer db.Close()
 	src := kv.NewBadger(db)
 	defer src.Close()
+	if err := cache.CheckSchema(ctx, src); err != nil {
+		return 0, 0, err
+	}
 	pg, err := kv.OpenPostgres(ctx, to.Storage.Metadata.Postgres.DSN)
 	if err != nil {
 		return 0, 0, err

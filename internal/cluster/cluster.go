@@ -412,3 +412,7 @@ func (m *Member) mac(from, ts, nonce, to string, r *http.Request) []byte {
 	h.Write(b.Bytes())
 	return h.Sum(nil)
 }
+
+// Transient says whether the record under key is a node's heartbeat: state of the running fleet,
+// which a backup leaves out (a restored fleet's nodes join afresh).
+func Transient(key []byte) bool { return strings.HasPrefix(string(key), keyNodes) }

@@ -97,7 +97,13 @@ func startCove(t *testing.T, dir string, env ...string) *server {
 // startCoveArgs is startCove with extra flags, which win over the defaults given here.
 func startCoveArgs(t *testing.T, dir string, args []string, env ...string) *server {
 	t.Helper()
-	cmd := exec.Command(coveBin, append([]string{"serve", "--listen", "127.0.0.1:0", "--data", dir}, args...)...)
+	return startCoveBin(t, coveBin, dir, args, env...)
+}
+
+// startCoveBin is startCoveArgs with another cove binary (an earlier release's).
+func startCoveBin(t *testing.T, bin, dir string, args []string, env ...string) *server {
+	t.Helper()
+	cmd := exec.Command(bin, append([]string{"serve", "--listen", "127.0.0.1:0", "--data", dir}, args...)...)
 	cmd.Env = append(os.Environ(), "COVE_AUTH_ADMIN_PASSWORD="+adminPassword)
 	cmd.Env = append(cmd.Env, env...)
 	stderr, err := cmd.StderrPipe()

@@ -1,0 +1,191 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"cove/cache"
+	"cove/internal/kv"
+	"cove/internal/pgtest"
+)
+
+// withRecords opens the index of data (made if new), runs fn in an update, and closes it.
+func withRecords(t *testing.T, data string, fn func(kv.Txn) error) {
+	t.Helper()
+	db, err := cache.OpenDB(filepath.Join(data, "index"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	b := kv.NewBadger(db)
+	defer b.Close()
+	if err := b.Update(context.Background(), fn); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// An index of a newer schema is refused by every command that opens it, with a message that
+// names what to do, and is left as it was.
+func TestNewerSchemaRefused(t *testing.T) {
+	data := t.TempDir()
+	withRecords(t, data, func(txn kv.Txn) error {
+		return txn.Set([]byte("cove/schema"), []byte(`{"version":99,"by":"v9.0.0"}`))
+	})
+	code, _, errOut := cli(t, "", "serve", "--data", data, "--listen", "127.0.0.1:0")
+	if code != 1 || !strings.Contains(errOut, "written by a newer cove (cove v9.0.0)") || !strings.Contains(errOut, "schema is version 99") {
+		t.Errorf("serve on a newer index: exit %d\n%s", code, errOut)
+	}
+	if code, _, errOut := cli(t, "", "admin", "reset-password", "admin", "--data", data); code != 1 || !strings.Contains(errOut, "newer cove") {
+		t.Errorf("admin reset-password on a newer index: exit %d\n%s", code, errOut)
+	}
+	// The refused index is as it was: no admin, no schema written over.
+	db, err := cache.OpenDB(filepath.Join(data, "index"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, by, err := cache.ReadSchema(context.Background(), kv.NewBadger(db))
+	db.Close()
+	if err != nil || v != 99 || by != "v9.0.0" {
+		t.Errorf("the refused index's schema: %d by %q (%v)", v, by, err)
+	}
+
+	// A backup of it is refused by restore.
+	to := filepath.Join(t.TempDir(), "b")
+	if code, out, errOut := cli(t, "", "backup", "--to", to, "--data", data); code != 0 {
+		t.Fatalf("backup: exit %d\n%s%s", code, out, errOut)
+	}
+	if code, _, errOut := cli(t, "", "restore", "--from", to, "--data", filepath.Join(t.TempDir(), "d")); code != 1 || !strings.Contains(errOut, "newer cove") {
+		t.Errorf("restore of a newer backup: exit %d\n%s", code, errOut)
+	}
+}
+
+// A backup keeps the records of the content, not those of the run that took it: the counts of a
+// clean stop (the restored directory must be walked), the marks of unsynced files, a fleet's
+// heartbeats.
+func TestBackupLeavesOutTheRunsRecords(t *testing.T) {
+	data := t.TempDir()
+	withRecords(t, data, func(txn kv.Txn) error {
+		for _, k := range []string{"cache/clean-stop", "unsynced/sha256:00", "cluster/node/a", "auth/user/x", "cove/schema"} {
+			v := "{}"
+			if k == "cove/schema" {
+				v = `{"version":3}`
+			}
+			if err := txn.Set([]byte(k), []byte(v)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	to := filepath.Join(t.TempDir(), "b")
+	if code, out, errOut := cli(t, "", "backup", "--to", to, "--data", data); code != 0 {
+		t.Fatalf("backup: exit %d\n%s%s", code, out, errOut)
+	}
+	restored := filepath.Join(t.TempDir(), "r")
+	if code, out, errOut := cli(t, "", "restore", "--from", to, "--data", restored); code != 0 {
+		t.Fatalf("restore: exit %d\n%s%s", code, out, errOut)
+	}
+	db, err := cache.OpenDB(filepath.Join(restored, "index"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var keys []string
+	kv.NewBadger(db).View(context.Background(), func(txn kv.Txn) error {
+		return txn.Scan(nil, kv.ScanOptions{KeysOnly: true}, func(k, _ []byte) (bool, error) {
+			keys = append(keys, string(k))
+			return true, nil
+		})
+	})
+	if strings.Join(keys, " ") != "auth/user/x cove/schema" {
+		t.Errorf("restored keys %q, want only the content's", keys)
+	}
+	var m backupManifest
+	b, _ := os.ReadFile(filepath.Join(to, backupManifestFile))
+	if err := json.Unmarshal(b, &m); err != nil || m.Schema != 3 || m.Records != 2 || m.Online {
+		t.Errorf("manifest %+v (%v): want schema 3, 2 records, offline", m, err)
+	}
+}
+
+// Bad uses of backup and restore are refused with what to do.
+func TestBackupRestoreUsage(t *testing.T) {
+	data := t.TempDir()
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"backup"}, 2, "--to is required"},
+		{[]string{"restore"}, 2, "--from is required"},
+		{[]string{"backup", "--to", t.TempDir(), "--data", data}, 1, "no index/"},
+		{[]string{"restore", "--from", t.TempDir(), "--data", data}, 1, "no cove-backup.json"},
+	} {
+		if code, _, errOut := cli(t, "", c.args...); code != c.code || !strings.Contains(errOut, c.want) {
+			t.Errorf("cove %s: exit %d, %q; want %d and %q", strings.Join(c.args, " "), code, errOut, c.code, c.want)
+		}
+	}
+}
+
+// A fleet's database is backed up while its nodes may run, records only (the bucket has its own
+// backups), and restored into an empty database, never over one.
+func TestBackupOfAFleetsDatabase(t *testing.T) {
+	ctx := context.Background()
+	srv := pgtest.Start(t)
+	pg, err := kv.OpenPostgres(ctx, srv.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Close()
+	if err := pg.Update(ctx, func(txn kv.Txn) error {
+		for _, k := range []string{"auth/user/x", "cluster/node/a", "tag/team/app\x00v1"} {
+			if err := txn.Set([]byte(k), []byte("{}")); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pg.NextID(ctx, "auth/seq/user"); err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.Data = t.TempDir()
+	cfg.Storage.Metadata.Kind, cfg.Storage.Metadata.Postgres.DSN = "postgres", srv.DSN
+	cfg.Storage.Blobs.Kind, cfg.Storage.Blobs.S3.Bucket = "s3", "cove"
+	to := filepath.Join(t.TempDir(), "b")
+	if _, err := backup(ctx, cfg, to, false, io.Discard); err == nil || !strings.Contains(err.Error(), "--metadata-only") {
+		t.Errorf("a fleet's backup without --metadata-only: %v", err)
+	}
+	m, err := backup(ctx, cfg, to, true, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !m.MetadataOnly || m.Records != 3 || m.Source != "postgres" { // two records and the sequence
+		t.Errorf("manifest %+v: want metadata only, 3 records, from postgres", m)
+	}
+	if _, _, err := restore(ctx, cfg, to); err == nil || !strings.Contains(err.Error(), "holds cove records already") {
+		t.Errorf("a restore over the fleet's database: %v", err)
+	}
+	cfg.Storage.Metadata.Postgres.DSN = srv.CreateDB(t, "restored")
+	if _, n, err := restore(ctx, cfg, to); err != nil || n != 3 {
+		t.Fatalf("restore into an empty database: %d records, %v", n, err)
+	}
+	dst, err := kv.OpenPostgres(ctx, cfg.Storage.Metadata.Postgres.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	if id, err := dst.NextID(ctx, "auth/seq/user"); err != nil || id <= 1 {
+		t.Errorf("the restored sequence gave %d (%v): the source had given 1", id, err)
+	}
+	// A single node's data directory cannot take it (it has no blob files).
+	cfg.Storage.Metadata.Kind, cfg.Storage.Blobs.Kind = "badger", "filesystem"
+	if _, _, err := restore(ctx, cfg, to); err == nil || !strings.Contains(err.Error(), "storage.metadata.kind postgres") {
+		t.Errorf("a fleet's backup restored into a data directory: %v", err)
+	}
+}

@@ -1,0 +1,119 @@
+package main
+
+// The control socket: DATA/cove.sock, a Unix socket only the data directory's owner (and root)
+// can open, on which a running cove answers the commands that must go through it because it
+// holds the index — an online backup of its records (cove backup).
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"cove/auth"
+	"cove/cache"
+	"cove/internal/cluster"
+	"cove/internal/kv"
+)
+
+// controlSocket is the control socket's name in the data directory.
+const controlSocket = "cove.sock"
+
+// maxSocketPath is the longest path a Unix socket may have on Linux (sun_path, with its NUL).
+const maxSocketPath = 107
+
+// serveControl listens on the control socket of data until ctx ends. A data directory whose path
+// is too long for a socket gets none: cove serves, and says that backups must wait for a stop.
+func serveControl(ctx context.Context, data string, meta kv.DB, log *slog.Logger) (stop func()) {
+	path := filepath.Join(data, controlSocket)
+	if len(path) > maxSocketPath {
+		log.Warn("no control socket: the data directory's path is too long for one; cove backup works only while cove is stopped", "path", path)
+		return func() {}
+	}
+	// A socket a killed cove left: this cove holds the index, so no other cove listens on it.
+	os.Remove(path)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		log.Warn("no control socket; cove backup works only while cove is stopped", "path", path, "err", err)
+		return func() {}
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		log.Warn("no control socket; cove backup works only while cove is stopped", "path", path, "err", err)
+		return func() {}
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /records", func(w http.ResponseWriter, r *http.Request) {
+		exp, ok := meta.(kv.Exporter)
+		if !ok {
+			http.Error(w, "this store cannot export its records", http.StatusNotImplemented)
+			return
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		sw, err := kv.NewStreamWriter(w)
+		if err == nil {
+			err = exportRecords(r.Context(), exp, sw.Write)
+		}
+		if err == nil {
+			_, err = sw.Close()
+		}
+		if err != nil {
+			// The stream ends without its count: the client knows it is cut.
+			log.Error("control socket: export the records for a backup", "err", err)
+			panic(http.ErrAbortHandler)
+		}
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	go srv.Serve(ln)
+	return func() {
+		srv.Close()
+		os.Remove(path)
+	}
+}
+
+// exportRecords passes every record of exp that a backup keeps to fn, from one snapshot.
+func exportRecords(ctx context.Context, exp kv.Exporter, fn func(kv.Record) error) error {
+	isSeq := func(key []byte) bool { return bytes.HasPrefix(key, []byte(auth.SequencePrefix)) }
+	return exp.Export(ctx, isSeq, func(r kv.Record) error {
+		if !r.Sequence && (cache.Transient(r.Key) || cluster.Transient(r.Key)) {
+			return nil
+		}
+		return fn(r)
+	})
+}
+
+// controlRecords asks the cove running on data for its records; the stream is the caller's to
+// read and close.
+func controlRecords(ctx context.Context, data string) (io.ReadCloser, error) {
+	path := filepath.Join(data, controlSocket)
+	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", path)
+	}}}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://cove/records", nil)
+	resp, err := client.Do(req)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission) || isRefused(err) {
+			return nil, fmt.Errorf("the data directory %s is in use, and its cove does not answer on %s (%v): a cove older than this one has no control socket; stop it and run cove backup again, or upgrade it", data, path, err)
+		}
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		resp.Body.Close()
+		return nil, fmt.Errorf("the running cove refused the backup: %s: %s", resp.Status, bytes.TrimSpace(b))
+	}
+	return resp.Body, nil
+}
+
+func isRefused(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
