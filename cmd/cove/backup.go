@@ -7,6 +7,7 @@ package main
 //
 //	cove-backup.json    what the backup is (backupManifest); written last: a backup without it is unfinished
 //	records.bin.gz      every record of the index, from one snapshot (kv's stream format, gzipped)
+//	blobs.list          the blobs those records name: "digest size" a line
 //	keys/, tls/         the token-signing keys and the ACME account and certificates of the data directory
 //	blobs/              the blob files of the snapshot's records, hard links where the file system allows
 //
@@ -14,6 +15,7 @@ package main
 // the files after: a blob deleted in between (garbage collection, eviction) is listed as missing.
 
 import (
+	"bufio"
 	"compress/gzip"
 	"context"
 	"crypto/sha256"
@@ -64,6 +66,10 @@ const backupFormat = 1
 const (
 	backupManifestFile = "cove-backup.json"
 	backupRecordsFile  = "records.bin.gz"
+	backupBlobList     = "blobs.list"
+	// maxMissingListed bounds the digests of missing blobs the manifest lists (MissingCount
+	// counts them all).
+	maxMissingListed = 1000
 )
 
 // backupManifest is cove-backup.json.
@@ -84,7 +90,8 @@ type backupManifest struct {
 	Linked        int    `json:"linked"`
 	// Missing lists the blobs whose records are in the backup and whose files are not: deleted
 	// after the records were taken. A restored cove drops their records at its first start.
-	Missing []string `json:"missing,omitempty"`
+	Missing      []string `json:"missing,omitempty"`
+	MissingCount int      `json:"missing_count,omitempty"`
 }
 
 // backupCmd is cove backup.
@@ -124,9 +131,9 @@ func backupCmd(ctx context.Context, args, environ []string, stdout, stderr io.Wr
 		what = fmt.Sprintf("%d records (metadata only)", m.Records)
 	}
 	fmt.Fprintf(stdout, "backed up %s of schema %d into %s\n", what, m.Schema, *to)
-	if len(m.Missing) > 0 {
+	if m.MissingCount > 0 {
 		fmt.Fprintf(stdout, "%d blobs were deleted while the backup ran (garbage collection or eviction), the first %s: their records are in the backup, their files not; a restored cove drops those records at its first start (mirrored blobs are fetched again; run the backup again to have every pushed one)\n",
-			len(m.Missing), m.Missing[0])
+			m.MissingCount, m.Missing[0])
 	}
 	return 0
 }
@@ -195,12 +202,15 @@ func backup(ctx context.Context, cfg Config, to string, metadataOnly bool, progr
 // writeBackup writes the records stream gives, the keys and TLS files of data, and unless
 // m.MetadataOnly the blob files of the records, into to, then m.
 func writeBackup(m *backupManifest, data, to string, stream func(fn func(kv.Record) error) error, progress io.Writer) error {
-	type blob struct {
-		dgst digest.Digest
-		size int64
-	}
-	var blobs []blob
 	var schema cache.SchemaTracker
+	// The list of the snapshot's blobs goes to a file, not memory: it grows with the blobs.
+	list, err := os.OpenFile(filepath.Join(to, backupBlobList), os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o600)
+	if err != nil {
+		return err
+	}
+	defer list.Close()
+	lw := bufio.NewWriter(list)
+	blobs := 0
 	f, err := os.OpenFile(filepath.Join(to, backupRecordsFile), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
 		return err
@@ -216,7 +226,8 @@ func writeBackup(m *backupManifest, data, to string, stream func(fn func(kv.Reco
 		if !r.Sequence {
 			schema.See(r.Key, r.Value)
 			if d, size, ok := cache.BlobOfRecord(r.Key, r.Value); ok {
-				blobs = append(blobs, blob{d, size})
+				fmt.Fprintf(lw, "%s %d\n", d, size)
+				blobs++
 			}
 		}
 		return sw.Write(r)
@@ -242,24 +253,42 @@ func writeBackup(m *backupManifest, data, to string, stream func(fn func(kv.Reco
 			return err
 		}
 	}
+	if err := errors.Join(lw.Flush(), list.Sync()); err != nil {
+		return fmt.Errorf("write %s: %w", list.Name(), err)
+	}
 	if !m.MetadataOnly {
-		for i, b := range blobs {
-			linked, err := placeBlob(cache.BlobPath(data, b.dgst), cache.BlobPath(to, b.dgst), b.dgst, b.size)
+		if _, err := list.Seek(0, io.SeekStart); err != nil {
+			return err
+		}
+		sc := bufio.NewScanner(list)
+		for i := 0; sc.Scan(); i++ {
+			var dgst digest.Digest
+			var size int64
+			if _, err := fmt.Sscanf(sc.Text(), "%s %d", &dgst, &size); err != nil {
+				return fmt.Errorf("%s: %w", list.Name(), err)
+			}
+			linked, err := placeBlob(cache.BlobPath(data, dgst), cache.BlobPath(to, dgst), dgst, size)
 			switch {
 			case errors.Is(err, fs.ErrNotExist):
-				m.Missing = append(m.Missing, b.dgst.String())
+				m.MissingCount++
+				if len(m.Missing) < maxMissingListed {
+					m.Missing = append(m.Missing, dgst.String())
+				}
 				continue
 			case err != nil:
-				return fmt.Errorf("blob %s: %w", b.dgst, err)
+				return fmt.Errorf("blob %s: %w", dgst, err)
 			}
 			m.Blobs++
-			m.BlobBytes += b.size
+			m.BlobBytes += size
 			if linked {
 				m.Linked++
 			}
 			if (i+1)%1000 == 0 {
-				fmt.Fprintf(progress, "%d of %d blobs\n", i+1, len(blobs))
+				fmt.Fprintf(progress, "%d of %d blobs\n", i+1, blobs)
 			}
+		}
+		if err := sc.Err(); err != nil {
+			return err
 		}
 	}
 	// Every file durable, then the manifest that says the backup is whole.

@@ -137,7 +137,6 @@ func (p *Postgres) Export(ctx context.Context, _ func(key []byte) bool, fn func(
 		if err != nil {
 			return err
 		}
-		var recs []Record // the rows are read before fn runs: fn may be slow, a cursor is not
 		for rows.Next() {
 			var r Record
 			var exp *time.Time
@@ -148,21 +147,16 @@ func (p *Postgres) Export(ctx context.Context, _ func(key []byte) bool, fn func(
 			if exp != nil {
 				r.Expires = *exp
 			}
-			recs = append(recs, r)
-			if len(recs) >= 1000 {
-				for _, r := range recs {
-					if err := fn(r); err != nil {
-						rows.Close()
-						return err
-					}
-				}
-				recs = recs[:0]
+			if err := fn(r); err != nil {
+				rows.Close()
+				return err
 			}
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
 			return err
 		}
+		var recs []Record
 		seqs, err := tx.Query(ctx, "SELECT name, value FROM kv_sequence ORDER BY name")
 		if err != nil {
 			return err

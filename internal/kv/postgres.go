@@ -268,7 +268,7 @@ func (t *pgTxn) Scan(prefix []byte, opts ScanOptions, fn func(key, value []byte)
 			args  []any
 		)
 		arg := func(v any) string { args = append(args, v); return "$" + strconv.Itoa(len(args)) }
-		where = append(where, "key >= "+arg(prefix))
+		where = append(where, "key >= "+arg(append([]byte{}, prefix...))) // nil would be NULL: no row
 		if end != nil {
 			where = append(where, "key < "+arg(end))
 		}

@@ -153,6 +153,13 @@ func conformance(t *testing.T, db DB) {
 		if got := scan("c/", ScanOptions{KeysOnly: true}, 2); !slices.Equal(got, []string{"c/0000=", "c/0001="}) {
 			t.Errorf("keys-only scan stopped at 2 = %v", got)
 		}
+		// A nil prefix: every key (the schema's check for an empty store).
+		n := 0
+		if err := db.View(ctx, func(tx Txn) error {
+			return tx.Scan(nil, ScanOptions{KeysOnly: true}, func(k, _ []byte) (bool, error) { n++; return true, nil })
+		}); err != nil || n < len(want)+3 {
+			t.Errorf("a scan with a nil prefix saw %d keys (%v)", n, err)
+		}
 	})
 
 	t.Run("expiring records", func(t *testing.T) {
