@@ -59,6 +59,7 @@ commands:
   admin    offline account changes: reset-password, create-user (cove admin --help)
   bench    measure cove against an upstream, a peer mirror and the machine's limit (cove bench --help)
   migrate  move a stopped single node's data into a fleet (cove migrate --help)
+  healthcheck  exit 0 if this node's /healthz answers 200, 1 if not (a container healthcheck)
   version  print the version, commit and Go version
 `
 
@@ -109,6 +110,8 @@ func run(ctx context.Context, args, environ []string, stdin io.Reader, stdout, s
 		return benchCmd(ctx, args[1:], stdout, stderr)
 	case "migrate":
 		return migrateCmd(ctx, args[1:], environ, stdout, stderr)
+	case "healthcheck":
+		return healthcheckCmd(ctx, args[1:], environ, stdout, stderr)
 	case "bench-populate": // not in the usage: cove bench --scale runs it (bench.go)
 		return benchPopulateCmd(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
