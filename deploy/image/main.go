@@ -315,6 +315,14 @@ func platformImage(b platformBinary, base v1.Layer, bi binaryInfo, o options) (v
 		Volumes:      map[string]struct{}{dataDir: {}},
 		Labels:       labels,
 		StopSignal:   "SIGTERM",
+		// Docker runs it (podman too, with --format docker images); cove healthcheck GETs /healthz.
+		Healthcheck: &v1.HealthConfig{
+			Test:        []string{"CMD", binPath, "healthcheck"},
+			Interval:    10 * time.Second,
+			Timeout:     5 * time.Second,
+			StartPeriod: 30 * time.Second,
+			Retries:     3,
+		},
 	}
 	return mutate.ConfigFile(img, cf)
 }

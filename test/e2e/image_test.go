@@ -57,6 +57,9 @@ func checkImageConfig(t *testing.T, what string, c v1.Config, ver, commit, goVer
 	if uid, err := strconv.Atoi(user); err != nil || uid == 0 {
 		t.Errorf("%s: User %q, want a numeric non-root uid", what, c.User)
 	}
+	if c.Healthcheck == nil || strings.Join(c.Healthcheck.Test, " ") != "CMD /cove healthcheck" {
+		t.Errorf("%s: Healthcheck %+v, want CMD /cove healthcheck", what, c.Healthcheck)
+	}
 	if strings.Join(c.Entrypoint, " ") != "/cove" || strings.Join(c.Cmd, " ") != "serve" {
 		t.Errorf("%s: Entrypoint %q Cmd %q, want [/cove] [serve]", what, c.Entrypoint, c.Cmd)
 	}
@@ -285,6 +288,10 @@ func TestContainerImage(t *testing.T) {
 
 	start("cove-e2e-1")
 	pull("the first pull, through the upstream")
+	// The image's healthcheck: cove healthcheck finds its own listen address.
+	if out, err := p.run(time.Minute, "exec", "cove-e2e-1", "/cove", "healthcheck"); err != nil || !strings.Contains(out, "http://"+addr+"/healthz") {
+		t.Errorf("podman exec cove healthcheck: %v\n%s", err, out)
+	}
 	// The container ran as the image's user, and wrote the blobs into the volume.
 	blobs := 0
 	filepath.WalkDir(filepath.Join(data, "blobs"), func(path string, d os.DirEntry, err error) error {
