@@ -218,9 +218,15 @@ func TestContainerImage(t *testing.T) {
 	if !strings.Contains(out, image) || !strings.Contains(out, "localhost/cove:latest") {
 		t.Fatalf("podman load printed no %s and localhost/cove:latest:\n%s", image, out)
 	}
-	var inspected []struct{ Config v1.Config }
+	var inspected []struct {
+		Config      v1.Config
+		Healthcheck *v1.HealthConfig // podman shows it beside Config
+	}
 	if err := json.Unmarshal([]byte(p.must(time.Minute, "image", "inspect", image)), &inspected); err != nil || len(inspected) != 1 {
 		t.Fatalf("podman image inspect: %v", err)
+	}
+	if inspected[0].Config.Healthcheck == nil {
+		inspected[0].Config.Healthcheck = inspected[0].Healthcheck
 	}
 	checkImageConfig(t, "podman image inspect", inspected[0].Config, ver, commit, goVersion)
 
