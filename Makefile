@@ -10,7 +10,7 @@ VERSITYGW_BIN     := bin/versitygw-$(VERSITYGW_VERSION)
 # cosign, which the signature test runs against cove (test/tools/cosign pins it); cached by version.
 COSIGN_VERSION := v2.6.5
 COSIGN_BIN     := bin/cosign-$(COSIGN_VERSION)
-APT_PKGS  := skopeo docker-registry docker.io podman containerd slapd ldap-utils pebble chromium fonts-wqy-microhei postgresql python3-aiosmtpd systemd
+APT_PKGS  := skopeo docker-registry docker.io podman containerd slapd ldap-utils pebble chromium fonts-wqy-microhei postgresql python3-aiosmtpd systemd docker-compose
 # The release before schema versions (the last commit of the stop that landed before issue 17;
 # cove has no release tags yet): the upgrade test starts a data directory of this cove with the
 # new one. Built from git once, cached under bin/ by commit.
@@ -22,13 +22,26 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS   := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: build run test test-unit test-e2e deps vet lint fuzz bench bench-go clean
+.PHONY: build run image test test-unit test-e2e deps vet lint fuzz bench bench-go clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/cove
 
 run: build
 	./$(BIN) serve
+
+# The container image (README "Container image"): cove cross-compiled static for each of
+# IMAGE_ARCHS with make build's -ldflags, assembled by deploy/image without a daemon or a base
+# image into bin/cove-image/ (OCI layout, one index of every platform) and bin/cove-image-<arch>.tar
+# (docker-archives tagged cove:$(VERSION) and cove:latest). Created: the commit's time.
+IMAGE_ARCHS  ?= amd64 arm64
+IMAGE_SOURCE ?= $(shell git config --get remote.origin.url 2>/dev/null)
+image:
+	@for a in $(IMAGE_ARCHS); do \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$a $(GO) build -ldflags "$(LDFLAGS)" -o bin/linux-$$a/cove ./cmd/cove || exit 1; \
+	done
+	$(GO) run ./deploy/image --out bin --created "$$(git log -1 --format=%cI 2>/dev/null || echo 1970-01-01T00:00:00Z)" \
+		--source "$(IMAGE_SOURCE)" $(foreach a,$(IMAGE_ARCHS),--binary linux/$(a)=bin/linux-$(a)/cove)
 
 # deps installs the real clients and servers the end-to-end tests start (Debian packages). A
 # temporary policy-rc.d keeps the packages from starting their services: the tests start their own.
@@ -66,7 +79,7 @@ $(PREV_BIN):
 	cd bin/prev-src && $(GO) build -ldflags "-X main.version=prev-$(PREV_RELEASE) -X main.commit=$(PREV_RELEASE)" -o ../../$(PREV_BIN) ./cmd/cove
 	rm -rf bin/prev-src
 
-test: deps build $(CONF_BIN) $(CRANE_BIN) $(VERSITYGW_BIN) $(COSIGN_BIN) $(PREV_BIN) vet test-unit test-e2e
+test: deps build image $(CONF_BIN) $(CRANE_BIN) $(VERSITYGW_BIN) $(COSIGN_BIN) $(PREV_BIN) vet test-unit test-e2e
 
 # vet is the part of lint every test run does: gofmt and go vet.
 vet:

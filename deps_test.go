@@ -29,6 +29,7 @@ var allowed = map[string][]string{
 	"cove/internal/mail":      {},                   // SMTP through net/smtp: settings, composition, the outbox
 	"cove/tls":                {},                   // listeners; starts no servers
 	"cove/bench":              {},                   // black-box: cove is a process it runs
+	"cove/deploy/image":       {},                   // make image's assembler: files and a binary in, an image out
 }
 
 // storageOwners may import badger: no package outside auth and cache touches its keys.

@@ -55,13 +55,14 @@ func main() {
 const usage = `usage: cove <command> [flags]
 
 commands:
-  serve    run the registry (cove serve --help for its flags)
-  admin    offline account changes: reset-password, create-user (cove admin --help)
-  bench    measure cove against an upstream, a peer mirror and the machine's limit (cove bench --help)
-  migrate  move a stopped single node's data into a fleet (cove migrate --help)
-  backup   back up the index, keys and blobs, while cove runs or not (cove backup --help)
-  restore  restore a backup into a new data directory (cove restore --help)
-  version  print the version, commit and Go version
+  serve        run the registry (cove serve --help for its flags)
+  admin        offline account changes: reset-password, create-user (cove admin --help)
+  bench        measure cove against an upstream, a peer mirror and the machine's limit (cove bench --help)
+  migrate      move a stopped single node's data into a fleet (cove migrate --help)
+  backup       back up the index, keys and blobs, while cove runs or not (cove backup --help)
+  restore      restore a backup into a new data directory (cove restore --help)
+  healthcheck  exit 0 if this node's /healthz answers 200, 1 if not (a container healthcheck)
+  version      print the version, commit and Go version
 `
 
 const serveUsage = `usage: cove serve [flags]
@@ -115,6 +116,8 @@ func run(ctx context.Context, args, environ []string, stdin io.Reader, stdout, s
 		return backupCmd(ctx, args[1:], environ, stdout, stderr)
 	case "restore":
 		return restoreCmd(ctx, args[1:], environ, stdout, stderr)
+	case "healthcheck":
+		return healthcheckCmd(ctx, args[1:], environ, stdout, stderr)
 	case "bench-populate": // not in the usage: cove bench --scale runs it (bench.go)
 		return benchPopulateCmd(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
