@@ -267,7 +267,7 @@ func writeBackup(m *backupManifest, data, to string, stream func(fn func(kv.Reco
 			if _, err := fmt.Sscanf(sc.Text(), "%s %d", &dgst, &size); err != nil {
 				return fmt.Errorf("%s: %w", list.Name(), err)
 			}
-			linked, err := placeBlob(cache.BlobPath(data, dgst), cache.BlobPath(to, dgst), dgst, size)
+			linked, err := placeBlob(cache.BlobPath(data, dgst), cache.BlobPath(to, dgst), dgst, size, false)
 			switch {
 			case errors.Is(err, fs.ErrNotExist):
 				m.MissingCount++
@@ -458,8 +458,9 @@ func restore(ctx context.Context, cfg Config, from string) (backupManifest, int,
 			if err != nil {
 				return err
 			}
-			if _, err := placeBlob(path, cache.BlobPath(cfg.Data, dgst), dgst, fi.Size()); err != nil {
-				return fmt.Errorf("blob %s: %w", dgst, err)
+			// Every file is checked against its digest: a backup's disk may have damaged it.
+			if _, err := placeBlob(path, cache.BlobPath(cfg.Data, dgst), dgst, fi.Size(), true); err != nil {
+				return fmt.Errorf("blob %s of the backup: %w (remove it from the backup to restore without it: its record is then dropped at the first start)", dgst, err)
 			}
 			return nil
 		})
@@ -494,18 +495,27 @@ func restore(ctx context.Context, cfg Config, from string) (backupManifest, int,
 }
 
 // placeBlob puts the blob file src at dst: a hard link when both are on one file system, else a
-// copy whose digest is checked (a damaged file fails the backup rather than pass into it). A
-// file already at dst of the right size is kept. linked says which it was.
-func placeBlob(src, dst string, dgst digest.Digest, size int64) (linked bool, err error) {
+// copy whose digest is checked (a damaged file fails the backup rather than pass into it); with
+// verify, a linked file's digest is checked too. A file already at dst of the right size is kept.
+// linked says which it was.
+func placeBlob(src, dst string, dgst digest.Digest, size int64, verify bool) (linked bool, err error) {
 	if fi, err := os.Stat(dst); err == nil && fi.Size() == size {
 		return false, nil
 	}
-	fi, err := os.Stat(src)
+	fi, err := os.Lstat(src)
 	if err != nil {
 		return false, err
 	}
+	if !fi.Mode().IsRegular() {
+		return false, fmt.Errorf("%s is not a regular file", src)
+	}
 	if fi.Size() != size {
 		return false, fmt.Errorf("%s has %d bytes, its record %d: the file is damaged; run cove scrub", src, fi.Size(), size)
+	}
+	if verify {
+		if err := checkDigest(src, dgst); err != nil {
+			return false, err
+		}
 	}
 	if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
 		return false, err
@@ -536,6 +546,23 @@ func placeBlob(src, dst string, dgst digest.Digest, size int64) (linked bool, er
 		return false, fmt.Errorf("%s hashes to %s: the file is damaged; run cove scrub", src, got)
 	}
 	return false, os.Rename(tmp, dst)
+}
+
+// checkDigest reads the file path and fails unless it hashes to dgst.
+func checkDigest(path string, dgst digest.Digest) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	h := dgst.Algorithm().Hash()
+	if _, err := io.Copy(h, f); err != nil {
+		return err
+	}
+	if got := digest.NewDigest(dgst.Algorithm(), h); got != dgst {
+		return fmt.Errorf("%s hashes to %s: the file is damaged", path, got)
+	}
+	return nil
 }
 
 // copyTree copies the regular files under src into dst with their modes (nothing when src does

@@ -169,6 +169,20 @@ func TestBackupDuringPushesRestores(t *testing.T) {
 		checkImage(t, a.ref(t, ref), img, adminAuth)
 	}
 
+	// A damaged blob file of a backup is refused, never restored (the backup's files are links to
+	// the stopped cove's: it is done with).
+	a.stop()
+	files, _ := filepath.Glob(filepath.Join(offline, "blobs", "sha256", "*", "*"))
+	if len(files) == 0 {
+		t.Fatal("the offline backup holds no blob files")
+	}
+	blob, _ := os.ReadFile(files[0])
+	blob[0] ^= 0xff
+	os.WriteFile(files[0], blob, 0o600)
+	if _, errOut, code := runCoveCmd(t, "restore", "--from", offline, "--data", filepath.Join(t.TempDir(), "x")); code != 1 || !strings.Contains(errOut, "hashes to") || !strings.Contains(errOut, filepath.Base(files[0])) {
+		t.Errorf("the restore of a backup with a damaged blob: exit %d, %s", code, errOut)
+	}
+
 	// A damaged backup is refused before anything is written.
 	recs := filepath.Join(offline, "records.bin.gz")
 	b, _ := os.ReadFile(recs)
