@@ -59,6 +59,7 @@ commands:
   admin    offline account changes: reset-password, create-user (cove admin --help)
   bench    measure cove against an upstream, a peer mirror and the machine's limit (cove bench --help)
   migrate  move a stopped single node's data into a fleet (cove migrate --help)
+  scrub    check every stored blob, manifest and tag; --repair acts on what it finds (cove scrub --help)
   version  print the version, commit and Go version
 `
 
@@ -109,6 +110,8 @@ func run(ctx context.Context, args, environ []string, stdin io.Reader, stdout, s
 		return benchCmd(ctx, args[1:], stdout, stderr)
 	case "migrate":
 		return migrateCmd(ctx, args[1:], environ, stdout, stderr)
+	case "scrub":
+		return scrubCmd(ctx, args[1:], environ, stdout, stderr)
 	case "bench-populate": // not in the usage: cove bench --scale runs it (bench.go)
 		return benchPopulateCmd(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
@@ -420,6 +423,9 @@ func serveConfig(ctx context.Context, cfg Config, log, accessLog *slog.Logger, f
 	}
 	if pg, ok := meta.(*kv.Postgres); ok {
 		background.Go(func() { fleetJobs(gcCtx, store.Evictor, pg, log) })
+	}
+	if !readOnly && cfg.Scrub.Interval > 0 {
+		background.Go(func() { scrubSchedule(gcCtx, store, meta, cfg, log) })
 	}
 	background.Go(func() { api.Sample(gcCtx) })
 	defer func() { stopGC(); background.Wait() }()
