@@ -200,15 +200,16 @@ func TestScrubInterval(t *testing.T) {
 	corrupt := flipBytes(t, blobFile(data, pushed[0]))
 	mcorrupt := flipBytes(t, blobFile(data, mirrored[0]))
 
-	waitFor(t, 60*time.Second, "the scrub to report and quarantine the corrupt blobs", func() bool {
-		for _, d := range []v1.Hash{pushed[0], mirrored[0]} {
-			if _, err := os.Stat(filepath.Join(data, "quarantine", "sha256", d.Hex)); err != nil {
-				return false
-			}
-		}
-		// The run that found them says corrupt 2; the next ones say the pushed blob is missing.
+	// The run that found them says corrupt 2 (its result is kept once it has acted); the next
+	// ones say that the pushed blob, quarantined, is missing.
+	waitFor(t, 60*time.Second, "the scrub to report the corrupt blobs in /metrics", func() bool {
 		return metricValue(t, s, `cove_scrub_problems{kind="corrupt"}`) > 0 || metricValue(t, s, `cove_scrub_problems{kind="missing"}`) > 0
 	})
+	for _, d := range []v1.Hash{pushed[0], mirrored[0]} {
+		if _, err := os.Stat(filepath.Join(data, "quarantine", "sha256", d.Hex)); err != nil {
+			t.Errorf("the corrupt blob %s is not in the quarantine: %v", d, err)
+		}
+	}
 	status, b := blobGet(s, "team/app", pushed[0])
 	if status != 404 || bytes.Contains(b, corrupt[:64]) {
 		t.Errorf("GET of the corrupt pushed blob = %d %.200q; want 404", status, b)
