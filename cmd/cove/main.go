@@ -400,7 +400,7 @@ func serveConfig(ctx context.Context, cfg Config, log, accessLog *slog.Logger, f
 	}
 	api, err := admin.New(admin.Config{
 		System: system, Stored: store.Stats, Quotas: store, Retention: retention,
-		Auth: authSvc, Audit: audit, Repos: store.Manifests, Browse: store.Manifests, Evict: store.Evictor, Content: store.Manifests, Blobs: store, GC: gcJobs, Warm: warmJobs, Logger: log, Certificates: certs,
+		Auth: authSvc, Audit: audit, Repos: store.Manifests, Browse: store.Manifests, Evict: store.Evictor, Content: store.Manifests, Blobs: store, GC: gcJobs, Scrubs: store, Warm: warmJobs, Logger: log, Certificates: certs,
 		Outbox: outbox, PublicURL: cfg.PublicURL,
 		Upstreams: registry.UpstreamNames(), MaxMirrored: int64(cfg.Mirror.MaxSize), Webhooks: adminHooks, Events: adminEvents,
 		Mirror: func() admin.MirrorStatus { return adminStatus(registry.Status()) },
