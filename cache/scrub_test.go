@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -10,8 +11,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/minio/minio-go/v7"
 	"github.com/opencontainers/go-digest"
 
+	"cove/internal/blobstore"
 	"cove/internal/kv"
 )
 
@@ -201,5 +204,62 @@ func TestCorruptManifestIsNotServed(t *testing.T) {
 	flipByte(t, s, m.Digest)
 	if _, _, err := s.Manifests.Read(ctx, "proj/a", "v1"); !errors.Is(err, ErrManifestUnknown) {
 		t.Errorf("Read of a corrupt manifest = %v, want ErrManifestUnknown", err)
+	}
+}
+
+// In a fleet, scrub hashes the bucket's objects: a damaged or lost mirrored object loses its
+// record and object (the next pull fills it again), a damaged pushed one is reported and never
+// served.
+func TestFleetScrub(t *testing.T) {
+	ctx := context.Background()
+	a, b, srv := fleetPair(t, 0)
+	damagedBody, damaged := randomBlob(t, 3000)
+	lostBody, lost := randomBlob(t, 3000)
+	for _, body := range [][]byte{damagedBody, lostBody} {
+		if err := fill(t, a, body, int64(len(body))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pushedBody, pushed := randomBlob(t, 3000)
+	if _, err := a.PutBlob(ctx, "proj/a", pushed, bytes.NewReader(pushedBody), -1); err != nil {
+		t.Fatal(err)
+	}
+	client := srv.Client(t)
+	bad := bytes.Repeat([]byte("x"), 3000)
+	for _, d := range []digest.Digest{damaged, pushed} {
+		if _, err := client.PutObject(ctx, srv.Bucket, blobstore.Key("", d), bytes.NewReader(bad), int64(len(bad)), minio.PutObjectOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := client.RemoveObject(ctx, srv.Bucket, blobstore.Key("", lost), minio.RemoveObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	r, err := b.Scrub(ctx, ScrubOptions{Protect: true})
+	if err != nil {
+		t.Fatalf("Scrub = %v", err)
+	}
+	if r.Counts[ScrubCorrupt] != 2 || r.Counts[ScrubMissing] != 1 {
+		t.Errorf("Scrub counts = %v, want 2 corrupt and 1 missing: %+v", r.Counts, r.Problems)
+	}
+	if p, ok := problem(r, ScrubCorrupt, pushed, ""); !ok || !p.Pushed || !slices.Contains(p.Breaks, "proj/a") {
+		t.Errorf("the pushed damaged object's problem = %+v, %v; want pushed, breaking proj/a", p, ok)
+	}
+	for _, d := range []digest.Digest{damaged, lost} {
+		if a.HasBlob(ctx, d) {
+			t.Errorf("the mirrored blob %s keeps its record after the scrub", d)
+		}
+		if _, err := client.StatObject(ctx, srv.Bucket, blobstore.Key("", d), minio.StatObjectOptions{}); err == nil {
+			t.Errorf("the damaged mirrored object %s is still in the bucket", d)
+		}
+	}
+	if err := fill(t, a, damagedBody, int64(len(damagedBody))); err != nil {
+		t.Fatalf("refill: %v", err)
+	}
+	if got, err := readBlob(t, b, "docker.io/library/x", damaged); err != nil || !bytes.Equal(got, damagedBody) {
+		t.Errorf("the refilled blob = %d bytes, %v", len(got), err)
+	}
+	if got, err := readBlob(t, b, "proj/a", pushed); err == nil || bytes.Equal(got, bad) {
+		t.Errorf("reading the damaged pushed blob = %d bytes, %v; want an error, never its bytes", len(got), err)
 	}
 }
