@@ -128,8 +128,9 @@ func (s *Store) LastScrub(ctx context.Context) (ScrubResult, bool, error) {
 
 // badBlob is a blob the blob pass found missing or corrupt.
 type badBlob struct {
-	idx int // its problem's index in the report
-	rec blobRecord
+	idx  int // its problem's index in the report
+	rec  blobRecord
+	file os.FileInfo // the damaged file found (one node), nil otherwise
 }
 
 // scrubRun is one run's state.
@@ -243,9 +244,12 @@ func (sr *scrubRun) blob(ctx context.Context, dgst digest.Digest, rec blobRecord
 	}
 	release := s.hold(dgst) // eviction leaves it alone while it is read
 	defer release()
-	kind, detail, err := sr.check(ctx, dgst, rec.Size)
+	kind, detail, fi, err := sr.check(ctx, dgst, rec.Size)
 	if err != nil {
 		return err
+	}
+	if kind == ScrubMissing && s.shared && s.remote == nil {
+		return nil // metadata shared without a shared blob store: the file may be another node's
 	}
 	sr.res.Blobs++
 	if kind == "" {
@@ -256,13 +260,14 @@ func (sr *scrubRun) blob(ctx context.Context, dgst digest.Digest, rec blobRecord
 	}
 	pushed := !(rec.Mirrored && !rec.Local)
 	idx := sr.add(ScrubProblem{Kind: kind, Digest: dgst, Detail: detail, Pushed: pushed})
-	sr.bad[dgst] = &badBlob{idx: idx, rec: rec}
+	sr.bad[dgst] = &badBlob{idx: idx, rec: rec, file: fi}
 	return nil
 }
 
 // check hashes the stored bytes of dgst: its file on one node, its shared object in a fleet. It
-// returns the kind of problem found, or "", and an error only for a failure of the scrub itself.
-func (sr *scrubRun) check(ctx context.Context, dgst digest.Digest, size int64) (kind, detail string, err error) {
+// returns the kind of problem found, or "", with the file it read (one node), and an error only
+// for a failure of the scrub itself.
+func (sr *scrubRun) check(ctx context.Context, dgst digest.Digest, size int64) (kind, detail string, fi os.FileInfo, err error) {
 	s := sr.s
 	var r io.ReadCloser
 	got := int64(-1)
@@ -270,46 +275,45 @@ func (sr *scrubRun) check(ctx context.Context, dgst digest.Digest, size int64) (
 		rc, n, err := s.remote.Get(ctx, dgst)
 		if err != nil {
 			if errors.Is(err, blobstore.ErrNotFound) {
-				return ScrubMissing, "no object in the shared blob store", nil
+				return ScrubMissing, "no object in the shared blob store", nil, nil
 			}
-			return "", "", &RemoteError{Err: err}
+			return "", "", nil, &RemoteError{Err: err}
 		}
 		r, got = rc, n
 	} else {
 		f, err := os.Open(s.blobPath(dgst))
 		if errors.Is(err, os.ErrNotExist) {
-			return ScrubMissing, "no file " + s.blobPath(dgst), nil
+			return ScrubMissing, "no file " + s.blobPath(dgst), nil, nil
 		}
 		if err != nil {
-			return "", "", fmt.Errorf("open blob %s: %w", dgst, err)
+			return "", "", nil, fmt.Errorf("open blob %s: %w", dgst, err)
 		}
-		fi, err := f.Stat()
-		if err != nil {
+		if fi, err = f.Stat(); err != nil {
 			f.Close()
-			return "", "", fmt.Errorf("stat blob %s: %w", dgst, err)
+			return "", "", nil, fmt.Errorf("stat blob %s: %w", dgst, err)
 		}
 		r, got = f, fi.Size()
 	}
 	defer r.Close()
 	if got >= 0 && got != size {
-		return ScrubSize, fmt.Sprintf("%d bytes stored, the record says %d", got, size), nil
+		return ScrubSize, fmt.Sprintf("%d bytes stored, the record says %d", got, size), fi, nil
 	}
 	h := dgst.Algorithm().Hash()
 	n, err := sr.copy(ctx, h, r)
 	sr.res.Bytes += n
 	if err != nil {
 		if ctx.Err() != nil {
-			return "", "", ctx.Err()
+			return "", "", nil, ctx.Err()
 		}
-		return "", "", fmt.Errorf("read blob %s: %w", dgst, err)
+		return "", "", nil, fmt.Errorf("read blob %s: %w", dgst, err)
 	}
 	if n != size {
-		return ScrubSize, fmt.Sprintf("%d bytes stored, the record says %d", n, size), nil
+		return ScrubSize, fmt.Sprintf("%d bytes stored, the record says %d", n, size), fi, nil
 	}
 	if sum := digest.NewDigest(dgst.Algorithm(), h); sum != dgst {
-		return ScrubCorrupt, "the bytes hash to " + sum.String(), nil
+		return ScrubCorrupt, "the bytes hash to " + sum.String(), fi, nil
 	}
-	return "", "", nil
+	return "", "", nil, nil
 }
 
 // copy reads r into w at the run's rate, checking ctx between reads.
@@ -400,7 +404,7 @@ func (sr *scrubRun) manifestsAndTags(ctx context.Context) error {
 					breaks1(d, repo+"@"+m.Digest.String())
 				}
 			}
-			if len(m.Children) > 0 {
+			if len(m.Children) > 0 && len(sr.bad) > 0 {
 				indexes = append(indexes, index{rm, m.Children})
 			}
 			if sr.opt.Mirrored != nil && sr.opt.Mirrored(repo) {
@@ -504,7 +508,7 @@ func (sr *scrubRun) act(ctx context.Context) error {
 		if b.idx >= 0 {
 			kind = sr.res.Problems[b.idx].Kind
 		}
-		action, err := s.condemn(ctx, d, b.rec, kind != ScrubMissing, sr.opt.Repair)
+		action, err := s.condemn(ctx, d, b.rec, b.file, kind != ScrubMissing, sr.opt.Repair)
 		if err != nil {
 			return fmt.Errorf("take %s out of service: %w", d, err)
 		}
@@ -551,10 +555,10 @@ func (sr *scrubRun) act(ctx context.Context) error {
 // condemn takes the blob dgst, whose bytes are corrupt (or, when !corrupt, missing), out of
 // service: the corrupt bytes are quarantined, a mirrored blob's records are dropped (the next
 // pull fetches it again), and a pushed one's too when dropPushed. It returns what it did.
-func (s *Store) condemn(ctx context.Context, dgst digest.Digest, rec blobRecord, corrupt, dropPushed bool) (string, error) {
+func (s *Store) condemn(ctx context.Context, dgst digest.Digest, rec blobRecord, found os.FileInfo, corrupt, dropPushed bool) (string, error) {
 	var did []string
 	if corrupt {
-		moved, err := s.quarantine(ctx, dgst)
+		moved, err := s.quarantine(ctx, dgst, found)
 		if err != nil {
 			return "", err
 		}
@@ -584,14 +588,21 @@ func (s *Store) condemn(ctx context.Context, dgst digest.Digest, rec blobRecord,
 
 // quarantine moves the corrupt file of dgst (on one node) to <data>/quarantine, where nothing
 // serves it and nothing deletes it; in a fleet, it removes the node's copy, and a mirrored
-// blob's shared object goes with its record (dropBad). It returns what it did.
-func (s *Store) quarantine(ctx context.Context, dgst digest.Digest) (string, error) {
+// blob's shared object goes with its record (dropBad). found, when not nil, is the file found
+// damaged: a file placed since in its stead (evicted, then filled again and verified) stays. It
+// returns what it did.
+func (s *Store) quarantine(ctx context.Context, dgst digest.Digest, found os.FileInfo) (string, error) {
 	src := s.blobPath(dgst)
 	if s.remote != nil {
 		if err := s.removeLocal(dgst); err != nil {
 			return "", err
 		}
 		return "", nil
+	}
+	if found != nil {
+		if now, err := os.Stat(src); err != nil || !os.SameFile(now, found) {
+			return "", nil // gone, or placed again since
+		}
 	}
 	dst := filepath.Join(s.dir, "quarantine", string(dgst.Algorithm()), dgst.Encoded())
 	if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
@@ -675,7 +686,7 @@ func (s *Store) badBytes(ctx context.Context, dgst digest.Digest, sentinel error
 		return err
 	})
 	if err == nil && !s.Disk.readOnly {
-		_, err = s.condemn(ctx, dgst, rec, true, false)
+		_, err = s.condemn(ctx, dgst, rec, nil, true, false)
 	}
 	if err != nil && !errors.Is(err, ErrBlobUnknown) {
 		s.log.Error("taking a damaged blob out of service failed", "digest", dgst, "err", err)
