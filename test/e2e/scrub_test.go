@@ -14,15 +14,25 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 )
 
-// scrubImages pushes team/app:v1 to s and mirrors library/mirrored:v1 through it from up; it
-// returns the two images' layer digests, once every mirrored layer is on disk under data.
+// scrubImages pushes team/app:v1 to s with crane (a copy from the upstream, where it is seeded
+// under another name) and mirrors library/mirrored:v1 through s from up; it returns the two
+// images' layer digests, once every mirrored layer is on disk under data.
 func scrubImages(t *testing.T, s *server, up *upstreamRegistry, data string) (pushed, mirrored []v1.Hash) {
 	t.Helper()
+	crane := os.Getenv("E2E_CRANE_BIN")
+	if crane == "" {
+		crane = requireTool(t, "crane")
+	}
 	pimg, mimg := must(random.Image(256<<10, 2)), must(random.Image(256<<10, 2))
 	up.seed(t, "library/mirrored:v1", mimg)
+	up.seed(t, "staging/app:v1", pimg)
 	s.createProject("team", false)
-	if err := remoteWrite(s, t, "team/app:v1", pimg); err != nil {
-		t.Fatal(err)
+	craneEnv := []string{"DOCKER_CONFIG=" + t.TempDir()}
+	if out, err := run(t, time.Minute, craneEnv, crane, "auth", "login", s.addr, "-u", "admin", "-p", adminPassword); err != nil {
+		t.Fatalf("crane auth login: %v\n%s", err, out)
+	}
+	if out, err := run(t, 2*time.Minute, craneEnv, crane, "copy", "--insecure", up.host+"/staging/app:v1", s.addr+"/team/app:v1"); err != nil {
+		t.Fatalf("crane copy (the push): %v\n%s", err, out)
 	}
 	if _, err := pullAll(t, s, "library/mirrored:v1"); err != nil {
 		t.Fatal(err)
