@@ -17,7 +17,7 @@ import (
 // scrubImages pushes team/app:v1 to s with crane (a copy from the upstream, where it is seeded
 // under another name) and mirrors library/mirrored:v1 through s from up; it returns the two
 // images' layer digests, once every mirrored layer is on disk under data.
-func scrubImages(t *testing.T, s *server, up *upstreamRegistry, data string) (pushed, mirrored []v1.Hash) {
+func scrubImages(t *testing.T, s *server, up *upstreamRegistry, data string) (pimg v1.Image, pushed, mirrored []v1.Hash) {
 	t.Helper()
 	crane := os.Getenv("E2E_CRANE_BIN")
 	if crane == "" {
@@ -51,7 +51,7 @@ func scrubImages(t *testing.T, s *server, up *upstreamRegistry, data string) (pu
 		}
 		return true
 	})
-	return pushed, mirrored
+	return pimg, pushed, mirrored
 }
 
 // flipBytes changes bytes in the middle of a file, keeping its size.
@@ -123,7 +123,7 @@ func TestScrubOffline(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := startCove(t, data, "COVE_CONFIG="+config)
-	pushed, mirrored := scrubImages(t, s, up, data)
+	pimg, pushed, mirrored := scrubImages(t, s, up, data)
 
 	if code, out := runScrub(t, config, "--data", data); code != 3 || !strings.Contains(out, "stop cove first") {
 		t.Errorf("cove scrub beside a running cove = %d:\n%s\nwant 3 and a message saying to stop cove", code, out)
@@ -194,6 +194,26 @@ func TestScrubOffline(t *testing.T) {
 	if status != 404 || bytes.Contains(b, corrupt[:64]) || !strings.Contains(string(b), "BLOB_UNKNOWN") {
 		t.Errorf("GET of the corrupt pushed blob = %d %.200q; want 404 BLOB_UNKNOWN", status, b)
 	}
+	// Pushed again, the image is whole. go-containerregistry (crane) skips an image whose
+	// manifest the registry has: pushed under a new tag, it uploads the blob cove lacks.
+	if err := remoteWrite(s, t, "team/app:repair", pimg); err != nil {
+		t.Fatalf("push the image again: %v", err)
+	}
+	if status, b := blobGet(s, "team/app", pushedBad); status != 200 || sha256hex(b) != pushedBad.Hex {
+		t.Errorf("GET of the pushed blob after the image was pushed again = %d, hashing to %s", status, sha256hex(b))
+	}
+	if code, out := runScrubAfterStop(t, s, config, data); code != 0 {
+		t.Errorf("cove scrub after the push again = %d, want 0:\n%s", code, out)
+	}
+}
+
+// runScrubAfterStop stops s and runs cove scrub on data.
+func runScrubAfterStop(t *testing.T, s *server, config, data string) (int, string) {
+	t.Helper()
+	if code := s.stop(); code != 0 {
+		t.Fatalf("cove exited %d", code)
+	}
+	return runScrub(t, config, "--data", data)
 }
 
 // TestScrubInterval: a running cove with scrub.interval finds a blob corrupted under it, says so
@@ -203,7 +223,7 @@ func TestScrubInterval(t *testing.T) {
 	up := startRegistry(t, "", nil)
 	data := t.TempDir()
 	s := startMirror(t, data, mirrorConfig(up.url, "scrub:\n  interval: 1s\n"))
-	pushed, mirrored := scrubImages(t, s, up, data)
+	_, pushed, mirrored := scrubImages(t, s, up, data)
 	waitFor(t, 30*time.Second, "a first scrub in /metrics", func() bool {
 		return metricValue(t, s, "cove_scrub_blobs_checked") >= float64(len(pushed)+len(mirrored))
 	})
