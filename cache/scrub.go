@@ -128,9 +128,8 @@ func (s *Store) LastScrub(ctx context.Context) (ScrubResult, bool, error) {
 
 // badBlob is a blob the blob pass found missing or corrupt.
 type badBlob struct {
-	idx  int // its problem's index in the report
-	rec  blobRecord
-	file os.FileInfo // the damaged file found (one node), nil otherwise
+	idx int // its problem's index in the report
+	rec blobRecord
 }
 
 // scrubRun is one run's state.
@@ -158,12 +157,15 @@ func (s *Store) Scrub(ctx context.Context, opt ScrubOptions) (ScrubResult, error
 	if err == nil {
 		err = sr.manifestsAndTags(ctx)
 	}
-	if err == nil && opt.Protect {
-		err = sr.act(ctx)
+	if err == nil && opt.Repair {
+		err = sr.repair(ctx)
 	}
 	res.Duration = time.Since(start).Seconds()
 	if err != nil {
 		res.Error = err.Error()
+	}
+	if ctx.Err() != nil {
+		return res, err // a stop: the last complete run's result stays
 	}
 	kept := res
 	if len(kept.Problems) > maxScrubKept {
@@ -260,7 +262,20 @@ func (sr *scrubRun) blob(ctx context.Context, dgst digest.Digest, rec blobRecord
 	}
 	pushed := !(rec.Mirrored && !rec.Local)
 	idx := sr.add(ScrubProblem{Kind: kind, Digest: dgst, Detail: detail, Pushed: pushed})
-	sr.bad[dgst] = &badBlob{idx: idx, rec: rec, file: fi}
+	sr.bad[dgst] = &badBlob{idx: idx, rec: rec}
+	if !sr.opt.Protect {
+		return nil
+	}
+	// At once, not at the end of a walk that may take hours: the bad bytes are not served
+	// meanwhile. The records of pushed blobs wait for the end (Repair), which names what they
+	// break first.
+	action, err := s.condemn(ctx, dgst, rec, fi, kind != ScrubMissing, false)
+	if err != nil {
+		return fmt.Errorf("take %s out of service: %w", dgst, err)
+	}
+	if idx >= 0 {
+		sr.res.Problems[idx].Action = action
+	}
 	return nil
 }
 
@@ -414,7 +429,7 @@ func (sr *scrubRun) manifestsAndTags(ctx context.Context) error {
 				_, lerr := txn.Get(linkKey(repo, d))
 				_, berr := txn.Get(blobKey(d))
 				if errors.Is(lerr, kv.ErrNotFound) || errors.Is(berr, kv.ErrNotFound) {
-					if _, bad := sr.bad[d]; bad && berr == nil {
+					if _, bad := sr.bad[d]; bad {
 						continue // reported as the blob's problem
 					}
 					sr.add(ScrubProblem{Kind: ScrubMissingReference, Repo: repo, Digest: m.Digest,
@@ -498,26 +513,23 @@ func (sr *scrubRun) manifestsAndTags(ctx context.Context) error {
 	return nil
 }
 
-// act takes the bad blobs out of service, and with Repair drops their records and the dangling
-// tags (see the file's comment).
-func (sr *scrubRun) act(ctx context.Context) error {
+// repair drops the records of the bad pushed blobs (the mirrored ones' went when they were
+// found), and the dangling tags (see the file's comment).
+func (sr *scrubRun) repair(ctx context.Context) error {
 	s := sr.s
 	for _, d := range slices.Sorted(maps.Keys(sr.bad)) {
 		b := sr.bad[d]
-		kind := ""
-		if b.idx >= 0 {
-			kind = sr.res.Problems[b.idx].Kind
+		if b.rec.Mirrored && !b.rec.Local {
+			continue
 		}
-		action, err := s.condemn(ctx, d, b.rec, b.file, kind != ScrubMissing, sr.opt.Repair)
+		dropped, err := s.dropBad(ctx, d)
 		if err != nil {
-			return fmt.Errorf("take %s out of service: %w", d, err)
+			return fmt.Errorf("drop the records of %s: %w", d, err)
 		}
-		if b.idx >= 0 {
-			sr.res.Problems[b.idx].Action = action
+		if dropped && b.idx >= 0 {
+			p := &sr.res.Problems[b.idx]
+			p.Action = strings.TrimPrefix(p.Action+"; record dropped: push it again", "; ")
 		}
-	}
-	if !sr.opt.Repair {
-		return nil
 	}
 	for i := range sr.res.Problems {
 		p := &sr.res.Problems[i]
@@ -579,7 +591,9 @@ func (s *Store) condemn(ctx context.Context, dgst digest.Digest, rec blobRecord,
 				did = append(did, "record dropped: push it again")
 			}
 		}
-	} else if !refetchable {
+	} else if s.remote != nil {
+		did = append(did, "its requests fail until the object is restored from a backup of the bucket (or dropped with --repair and pushed again)")
+	} else {
 		did = append(did, "requests answer BLOB_UNKNOWN until it is pushed again")
 	}
 	s.log.Error("scrub: a blob's stored bytes are bad", "digest", dgst, "corrupt", corrupt, "pushed", !refetchable, "did", strings.Join(did, "; "))
