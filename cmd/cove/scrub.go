@@ -145,7 +145,16 @@ func offlineScrub(ctx context.Context, cfg Config, repair bool, log *slog.Logger
 	if err != nil {
 		return nil, err
 	}
-	store, err := cache.Open(ctx, cache.Config{Dir: cfg.Data, DB: meta, Logger: log, Remote: remote, SharedMetadata: fleet,
+	dir := cfg.Data
+	if fleet {
+		// The scrub reads the bucket, not a node's hot tier; and a start on a running node's data
+		// directory would empty its tmp/ under its uploads.
+		if dir, err = os.MkdirTemp("", "cove-scrub-"); err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+	}
+	store, err := cache.Open(ctx, cache.Config{Dir: dir, DB: meta, Logger: log, Remote: remote, SharedMetadata: fleet,
 		HotTierMaxSize: int64(cfg.Storage.HotTierMaxSize)})
 	if err != nil {
 		return nil, err
