@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,9 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
+
+	"cove/internal/pgtest"
+	"cove/internal/s3test"
 )
 
 // scrubImages pushes team/app:v1 to s with crane (a copy from the upstream, where it is seeded
@@ -247,5 +251,51 @@ func TestScrubInterval(t *testing.T) {
 	status, b = blobGet(s, "library/mirrored", mirrored[0])
 	if status != 200 || sha256hex(b) != mirrored[0].Hex || bytes.Equal(b, mcorrupt) {
 		t.Errorf("GET of the corrupt mirrored blob = %d, hashing to %s; want its bytes fetched again", status, sha256hex(b))
+	}
+}
+
+// TestScrubFleet: in a fleet, cove scrub runs beside a running node and hashes the bucket's
+// objects: a pushed layer damaged in the bucket is reported with its repository; --repair drops
+// its record and object, and the node never serves the damaged bytes.
+func TestScrubFleet(t *testing.T) {
+	pg := pgtest.Start(t)
+	s3 := s3test.Start(t)
+	conf := fleetConfig(pg, s3, "", "")
+	a := startFleet(t, 1, conf)[0]
+	a.createProject("team", false)
+	img := must(random.Image(256<<10, 2))
+	if err := remoteWrite(a.server, t, "team/app:v1", img); err != nil {
+		t.Fatal(err)
+	}
+	layer := must(must(img.Layers())[0].Digest())
+	object := filepath.Join(s3.Root, s3.Bucket, "fleet", "blobs", layer.Algorithm, layer.Hex[:2], layer.Hex)
+	corrupt := flipBytes(t, object)
+	config := filepath.Join(t.TempDir(), "cove.yaml")
+	// A node's configuration, as an operator would use (the fleet needs cluster.*).
+	nodeConf := conf + fmt.Sprintf("cluster:\n  advertise: http://127.0.0.1:1\n  secret: %s\n", fleetSecret)
+	if err := os.WriteFile(config, []byte(nodeConf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	code, out := runScrub(t, config)
+	if code != 1 || !strings.Contains(out, "corrupt "+layer.String()+" (pushed") || !strings.Contains(out, "breaks: team/app, team/app:v1") {
+		t.Errorf("cove scrub of the fleet = %d:\n%s\nwant 1, the damaged pushed layer and what it breaks", code, out)
+	}
+	if resp, _ := a.do("GET", "/v2/team/app/manifests/v1", nil, true); resp.StatusCode != 200 {
+		t.Errorf("the node beside the scrub answers %d", resp.StatusCode)
+	}
+	code, out = runScrub(t, config, "--repair")
+	if code != 1 || !strings.Contains(out, "record dropped") {
+		t.Errorf("cove scrub --repair of the fleet = %d:\n%s", code, out)
+	}
+	if _, err := os.Stat(object); !os.IsNotExist(err) {
+		t.Errorf("the damaged object is still in the bucket: %v", err)
+	}
+	status, b := blobGet(a.server, "team/app", layer)
+	if status != 404 || bytes.Contains(b, corrupt[len(corrupt)/2:len(corrupt)/2+16]) {
+		t.Errorf("GET of the repaired pushed layer = %d, %d bytes; want 404", status, len(b))
+	}
+	if code, out := runScrub(t, config); code != 1 || !strings.Contains(out, "missing_reference team/app@") {
+		t.Errorf("cove scrub after the repair = %d:\n%s\nwant the manifest reported missing its layer", code, out)
 	}
 }
