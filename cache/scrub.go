@@ -7,13 +7,14 @@ package cache
 //
 // What it does about it:
 //
-//   - Protect (the server's scheduled scrub always; cove scrub with --repair): the file of a
-//     corrupt blob (its bytes do not hash to its digest, or its size is not its record's) is moved
-//     to <data>/quarantine/<algorithm>/<hex>, so that it is never served again and a push or fill
-//     of the same digest can place good bytes; a mirrored blob that is corrupt or missing loses
-//     its record, as Evictor.forgetLost does for a blob the shared store lost, so that the next
-//     pull fetches it from its upstream. A pushed blob keeps its record: its requests answer
-//     BLOB_UNKNOWN (404) until it is pushed again, which the push's HEAD of the blob does.
+//   - Protect (the server's scheduled scrub always; cove scrub with --repair), as each bad blob
+//     is found: the file of a corrupt blob (its bytes do not hash to its digest, or its size is
+//     not its record's) is moved to <data>/quarantine/<algorithm>/<hex>, so that it is never
+//     served again and a push or fill of the same digest can place good bytes; a mirrored blob
+//     that is corrupt or missing loses its record, as Evictor.forgetLost does for a blob the
+//     shared store lost, so that the next pull fetches it from its upstream. A pushed blob keeps
+//     its record: its requests answer BLOB_UNKNOWN (404) until it is pushed again (a client that
+//     asks for each blob before it uploads sees it missing).
 //   - Repair (cove scrub --repair, scrub.repair): besides, the records of missing or corrupt
 //     pushed blobs are dropped (a manifest's with its tags, as a start drops a record without its
 //     file), and tags that name no manifest are deleted.
