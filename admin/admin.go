@@ -50,6 +50,8 @@ type Config struct {
 	GC GCJobs
 	// Warm runs the mirror's pre-warm jobs (mirror.Warmer); nil on a read-only start.
 	Warm Warmer
+	// Scrubs reads the last scrub's result (cache.Store); nil: none is shown.
+	Scrubs Scrubs
 	// Quotas keeps the projects' storage quotas (cache.Store).
 	Quotas Quotas
 	// Retention runs the projects' tag retention policies (cache.Retention).
@@ -87,6 +89,7 @@ type Server struct {
 	content     Content
 	blobs       BlobReader
 	gc          GCJobs
+	scrubs      Scrubs
 	warm        Warmer
 	system      SystemInfo
 	quotas      Quotas
@@ -123,7 +126,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Server{browse: cfg.Browse, evict: cfg.Evict, content: cfg.Content, blobs: cfg.Blobs, gc: cfg.GC, warm: cfg.Warm, system: cfg.System, quotas: cfg.Quotas, retention: cfg.Retention, hooks: cfg.Webhooks, events: cfg.Events, stored: cfg.Stored, mirror: cfg.Mirror, nodes: cfg.Nodes, upstreams: cfg.Upstreams, maxMirrored: cfg.MaxMirrored,
+	s := &Server{browse: cfg.Browse, evict: cfg.Evict, content: cfg.Content, blobs: cfg.Blobs, gc: cfg.GC, scrubs: cfg.Scrubs, warm: cfg.Warm, system: cfg.System, quotas: cfg.Quotas, retention: cfg.Retention, hooks: cfg.Webhooks, events: cfg.Events, stored: cfg.Stored, mirror: cfg.Mirror, nodes: cfg.Nodes, upstreams: cfg.Upstreams, maxMirrored: cfg.MaxMirrored,
 		history: &history{now: cfg.Now}, certs: cfg.Certificates, auth: cfg.Auth, audit: cfg.Audit, repos: cfg.Repos, outbox: cfg.Outbox, publicURL: cfg.PublicURL, log: cfg.Logger, mux: http.NewServeMux()}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -219,6 +222,7 @@ func (s *Server) routes() []apiRoute {
 		{"GET /api/v2.0/mirror/warm", s.handleListWarm, "The pre-warm jobs, newest first (page, page_size; the last 50 are kept)"},
 		{"GET /api/v2.0/mirror/warm/{id}", s.handleGetWarm, "A pre-warm job's progress, per image: manifests, blobs, bytes, done, error"},
 		{"GET /api/v2.0/cluster/nodes", s.handleNodes, "List the fleet's nodes: name, advertise URL, version, last heartbeat, live"},
+		{"GET /api/v2.0/system/scrub", s.handleGetScrub, "The last scrub's result (cove scrub, scrub.interval): blobs checked, problems by kind and the first of them; last is null before the first"},
 		{"GET /api/v2.0/system/gc", s.handleListGC, "Garbage collection's runs, newest first (page, page_size)"},
 		{"GET /api/v2.0/system/gc/{id}", s.handleGetGC, "One garbage collection run"},
 		{"GET /api/v2.0/system/gc/{id}/log", s.handleGCLog, "A run's log: what it freed, or would free in a dry run"},

@@ -82,6 +82,7 @@ var shapes = map[string]shape{
 	"GET /api/v2.0/mirror/warm":                                                             {resp: []cache.WarmJob{}, query: pageQuery},
 	"GET /api/v2.0/mirror/warm/{id}":                                                        {resp: cache.WarmJob{}},
 	"GET /api/v2.0/cluster/nodes":                                                           {resp: []Node{}},
+	"GET /api/v2.0/system/scrub":                                                            {resp: scrubStatus{}},
 	"GET /api/v2.0/system/gc":                                                               {resp: []gcHistory{}, query: pageQuery},
 	"GET /api/v2.0/system/gc/{id}":                                                          {resp: gcHistory{}},
 	"GET /api/v2.0/system/gc/{id}/log":                                                      {text: true},

@@ -25,6 +25,10 @@ func (w *webPages) handleDashboard(rw http.ResponseWriter, r *http.Request, who 
 		w.failed(rw, r, who, err)
 		return
 	}
+	if err := w.api(r, "/api/v2.0/system/scrub", &d.Scrub); err != nil {
+		w.failed(rw, r, who, err)
+		return
+	}
 	w.render(rw, r, who, "dashboard", "nav.dashboard", d)
 }
 
@@ -34,6 +38,8 @@ type dashboard struct {
 	Ratio string
 	Chart chart
 	Nodes []Node // the fleet's, none on a single node
+	// Scrub is the last scrub's result (Scrub.Last nil before the first).
+	Scrub scrubStatus
 }
 
 // chart is the dashboard's SVG: bars above the base line, the time axis below it.

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"cove/auth"
+	"cove/cache"
 )
 
 func TestTranslationsComplete(t *testing.T) {
@@ -685,5 +686,48 @@ func TestDashboardListsTheNodes(t *testing.T) {
 	srv.nodes = nil
 	if _, body := admin.do("GET", "/", ""); strings.Contains(body, `id="nodes"`) {
 		t.Error("a single node's dashboard shows a nodes table")
+	}
+}
+
+// scrubsFunc is a Scrubs from a func.
+type scrubsFunc func() (cache.ScrubResult, bool, error)
+
+func (f scrubsFunc) LastScrub(context.Context) (cache.ScrubResult, bool, error) { return f() }
+
+// The dashboard shows the last scrub, in both languages, with its problems by kind; before the
+// first, it says how to run one. The API gives it to system admins only.
+func TestDashboardShowsTheLastScrub(t *testing.T) {
+	e, srv, admin := webServerEnv(t)
+	for lang, w := range map[string]string{"en": "No scrub has run", "zh-CN": "尚未运行数据校验"} {
+		if _, body := admin.do("GET", "/", "", "Accept-Language", lang); !strings.Contains(body, w) || !strings.Contains(body, `id="scrub-never"`) {
+			t.Errorf("the dashboard in %s before any scrub lacks %q", lang, w)
+		}
+	}
+	last := cache.ScrubResult{Started: time.Date(2026, 12, 1, 3, 0, 0, 0, time.UTC), Duration: 12.5, Blobs: 4321, Bytes: 5 << 30,
+		Counts: map[string]int{cache.ScrubCorrupt: 2, cache.ScrubSize: 0, cache.ScrubMissing: 1, cache.ScrubMissingReference: 0, cache.ScrubDanglingTag: 0}}
+	srv.scrubs = scrubsFunc(func() (cache.ScrubResult, bool, error) { return last, true, nil })
+	for lang, words := range map[string][]string{"en": {"Scrub", "Blobs checked", "2 corrupt", "1 missing", "12.5 s"}, "zh-CN": {"数据校验", "2 个已损坏", "1 个缺失"}} {
+		_, body := admin.do("GET", "/", "", "Accept-Language", lang)
+		for _, w := range append(words, `id="scrub"`) {
+			if !strings.Contains(body, w) {
+				t.Errorf("the dashboard in %s lacks %q", lang, w)
+			}
+		}
+		if strings.Contains(body, "of the wrong size") || strings.Contains(body, "大小不符") {
+			t.Errorf("the dashboard in %s shows a kind of problem the scrub did not find", lang)
+		}
+	}
+	code, body := e.call(t, "GET", "/api/v2.0/system/scrub", "", "admin", "pw")
+	var st struct {
+		Last *cache.ScrubResult `json:"last"`
+	}
+	if code != 200 || json.Unmarshal([]byte(body), &st) != nil || st.Last == nil || st.Last.Counts[cache.ScrubCorrupt] != 2 {
+		t.Errorf("GET /api/v2.0/system/scrub as admin = %d %s", code, body)
+	}
+	if _, err := e.auth.Identity.CreateUser(context.Background(), auth.User{Name: "dave"}, "DavePw1xyz"); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := e.call(t, "GET", "/api/v2.0/system/scrub", "", "dave", "DavePw1xyz"); code != http.StatusForbidden {
+		t.Errorf("GET /api/v2.0/system/scrub as a user = %d, want 403", code)
 	}
 }

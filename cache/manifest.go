@@ -296,7 +296,12 @@ func (ms *Manifests) read(ctx context.Context, repo, ref string) (Manifest, []by
 		return Manifest{}, nil, fmt.Errorf("read manifest %s: %w", m.Digest, err)
 	}
 	if int64(buf.Len()) != m.Size {
-		return Manifest{}, nil, fmt.Errorf("manifest %s: file holds %d bytes, record says %d", m.Digest, buf.Len(), m.Size)
+		return Manifest{}, nil, ms.st.badSize(ctx, m.Digest, int64(buf.Len()), m.Size)
+	}
+	// A manifest is small: its digest is checked at each read from the file, and corrupt bytes
+	// are never served (scrub.go).
+	if got := m.Digest.Algorithm().FromBytes(buf.Bytes()); got != m.Digest {
+		return Manifest{}, nil, ms.st.badBytes(ctx, m.Digest, ErrManifestUnknown, "its bytes hash to "+got.String())
 	}
 	return m, buf.Bytes(), nil
 }

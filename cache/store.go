@@ -372,6 +372,13 @@ func (s *Store) OpenBlob(ctx context.Context, repo string, dgst digest.Digest) (
 		}
 		return nil, fmt.Errorf("open blob %s: %w", dgst, err)
 	}
+	// A file whose size is not its record's is never served (one fstat): it is taken out of
+	// service as scrub would, and a mirrored blob is fetched again (scrub.go).
+	if fi, err := f.Stat(); err == nil && fi.Size() != info.Size {
+		f.Close()
+		release()
+		return nil, s.badSize(ctx, dgst, fi.Size(), info.Size)
+	}
 	s.Evictor.touch(dgst)
 	return &BlobFile{File: f, Info: info, release: release}, nil
 }

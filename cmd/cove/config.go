@@ -46,6 +46,22 @@ type Config struct {
 	// Email is the SMTP server cove sends mail through (password reset links); keys set through
 	// PUT /api/v2.0/configurations win over these, key by key.
 	Email EmailConfig `yaml:"email"`
+	// Scrub checks every stored blob's bytes, manifest and tag in the background (cove scrub
+	// does it offline): see README, "Scrub".
+	Scrub ScrubConfig `yaml:"scrub"`
+}
+
+// ScrubConfig is the server's scheduled scrub.
+type ScrubConfig struct {
+	// Interval is the time between two scrubs (once per fleet); default 0: no scheduled scrub.
+	Interval Duration `yaml:"interval"`
+	// Repair makes the scheduled scrub drop the records of damaged pushed blobs and the tags
+	// that name no manifest, as cove scrub --repair; default false. Damaged bytes are never
+	// served either way.
+	Repair bool `yaml:"repair"`
+	// Rate bounds the bytes a scrub reads per second, so that clients keep the disk; default
+	// 0: no bound.
+	Rate ByteSize `yaml:"rate"`
 }
 
 // WebhooksConfig configures webhook deliveries.

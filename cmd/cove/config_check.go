@@ -34,6 +34,9 @@ func (c *Config) Validate() error {
 	if _, ok := c.Mirror.Upstreams[c.Mirror.Default]; !ok {
 		bad("mirror.default", "%q is not one of mirror.upstreams", c.Mirror.Default)
 	}
+	if c.Scrub.Interval < 0 {
+		bad("scrub.interval", "must not be negative (0: no scheduled scrub)")
+	}
 	if c.Mirror.MaxSize <= 0 {
 		bad("mirror.max_size", "must be positive")
 	}

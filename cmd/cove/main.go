@@ -61,6 +61,7 @@ commands:
   migrate      move a stopped single node's data into a fleet (cove migrate --help)
   backup       back up the index, keys and blobs, while cove runs or not (cove backup --help)
   restore      restore a backup into a new data directory (cove restore --help)
+  scrub        check every stored blob, manifest and tag; --repair acts on what it finds (cove scrub --help)
   healthcheck  exit 0 if this node's /healthz answers 200, 1 if not (a container healthcheck)
   version      print the version, commit and Go version
 `
@@ -118,6 +119,8 @@ func run(ctx context.Context, args, environ []string, stdin io.Reader, stdout, s
 		return restoreCmd(ctx, args[1:], environ, stdout, stderr)
 	case "healthcheck":
 		return healthcheckCmd(ctx, args[1:], environ, stdout, stderr)
+	case "scrub":
+		return scrubCmd(ctx, args[1:], environ, stdout, stderr)
 	case "bench-populate": // not in the usage: cove bench --scale runs it (bench.go)
 		return benchPopulateCmd(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
@@ -414,7 +417,7 @@ func serveConfig(ctx context.Context, cfg Config, log, accessLog *slog.Logger, f
 	}
 	api, err := admin.New(admin.Config{
 		System: system, Stored: store.Stats, Quotas: store, Retention: retention,
-		Auth: authSvc, Audit: audit, Repos: store.Manifests, Browse: store.Manifests, Evict: store.Evictor, Content: store.Manifests, Blobs: store, GC: gcJobs, Warm: warmJobs, Logger: log, Certificates: certs,
+		Auth: authSvc, Audit: audit, Repos: store.Manifests, Browse: store.Manifests, Evict: store.Evictor, Content: store.Manifests, Blobs: store, GC: gcJobs, Scrubs: store, Warm: warmJobs, Logger: log, Certificates: certs,
 		Outbox: outbox, PublicURL: cfg.PublicURL,
 		Upstreams: registry.UpstreamNames(), MaxMirrored: int64(cfg.Mirror.MaxSize), Webhooks: adminHooks, Events: adminEvents,
 		Mirror: func() admin.MirrorStatus { return adminStatus(registry.Status()) },
@@ -437,6 +440,9 @@ func serveConfig(ctx context.Context, cfg Config, log, accessLog *slog.Logger, f
 	}
 	if pg, ok := meta.(*kv.Postgres); ok {
 		background.Go(func() { fleetJobs(gcCtx, store.Evictor, pg, log) })
+	}
+	if !readOnly && cfg.Scrub.Interval > 0 {
+		background.Go(func() { scrubSchedule(gcCtx, store, meta, cfg, log) })
 	}
 	background.Go(func() { api.Sample(gcCtx) })
 	defer func() { stopGC(); background.Wait() }()

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -45,11 +46,41 @@ func registerMetrics(reg *prometheus.Registry, cfg Config, store *cache.Store, a
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cove_read_only", Help: "1 when cove started read-only on a full disk."},
 			func() float64 { return map[bool]float64{true: 1}[readOnly] }),
 	)
+	registerScrubMetrics(reg, store)
 	// One series per certificate served (per domain with ACME); none with TLS off.
 	certExpiry := prometheus.NewDesc("cove_tls_certificate_expiry_seconds", "Seconds until the served TLS certificate expires.", []string{"name"}, nil)
 	reg.MustRegister(prometheus.CollectorFunc(func(ch chan<- prometheus.Metric) {
 		for _, c := range certs.Certificates() {
 			ch <- prometheus.MustNewConstMetric(certExpiry, prometheus.GaugeValue, time.Until(c.NotAfter).Seconds(), c.Name)
+		}
+	}))
+}
+
+// registerScrubMetrics exposes the last scrub's result (kept in the index: in a fleet every node
+// shows the fleet's last, and an offline cove scrub's shows too); no series before the first.
+func registerScrubMetrics(reg *prometheus.Registry, store *cache.Store) {
+	var (
+		last     = prometheus.NewDesc("cove_scrub_last_run_timestamp_seconds", "When the last scrub started (Unix time).", nil, nil)
+		duration = prometheus.NewDesc("cove_scrub_last_duration_seconds", "How long the last scrub took.", nil, nil)
+		blobs    = prometheus.NewDesc("cove_scrub_blobs_checked", "Blobs whose bytes the last scrub hashed.", nil, nil)
+		bytes    = prometheus.NewDesc("cove_scrub_bytes_checked", "Bytes the last scrub read.", nil, nil)
+		problems = prometheus.NewDesc("cove_scrub_problems", "Problems the last scrub found, by kind (corrupt, size, missing, missing_reference, dangling_tag).", []string{"kind"}, nil)
+		failed   = prometheus.NewDesc("cove_scrub_last_failed", "1 when the last scrub could not finish (its log says why).", nil, nil)
+	)
+	reg.MustRegister(prometheus.CollectorFunc(func(ch chan<- prometheus.Metric) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		r, ok, err := store.LastScrub(ctx)
+		if err != nil || !ok {
+			return
+		}
+		ch <- prometheus.MustNewConstMetric(last, prometheus.GaugeValue, float64(r.Started.UnixNano())/1e9)
+		ch <- prometheus.MustNewConstMetric(duration, prometheus.GaugeValue, r.Duration)
+		ch <- prometheus.MustNewConstMetric(blobs, prometheus.GaugeValue, float64(r.Blobs))
+		ch <- prometheus.MustNewConstMetric(bytes, prometheus.GaugeValue, float64(r.Bytes))
+		ch <- prometheus.MustNewConstMetric(failed, prometheus.GaugeValue, map[bool]float64{true: 1}[r.Error != ""])
+		for _, k := range cache.ScrubKinds {
+			ch <- prometheus.MustNewConstMetric(problems, prometheus.GaugeValue, float64(r.Counts[k]), k)
 		}
 	}))
 }
