@@ -91,7 +91,7 @@ func (y *syncer) sync(ctx context.Context) error {
 	if len(batch) == 0 {
 		return nil
 	}
-	if err := syncFS(y.st.dir); err != nil {
+	if err := SyncFS(y.st.dir); err != nil {
 		y.mu.Lock()
 		y.pending = append(batch, y.pending...)
 		y.mu.Unlock()
@@ -124,8 +124,8 @@ func (y *syncer) sync(ctx context.Context) error {
 	return nil
 }
 
-// syncFS flushes every written file of the filesystem that holds dir.
-func syncFS(dir string) error {
+// SyncFS flushes every written file of the filesystem that holds dir.
+func SyncFS(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err

@@ -74,13 +74,7 @@ func adminCmd(ctx context.Context, args, environ []string, stdin io.Reader, stdo
 		fmt.Fprintf(stderr, "cove admin reset-password: --admin and --email are for create-user\n")
 		return 2
 	}
-	set := map[string]string{}
-	fs.Visit(func(f *flag.Flag) {
-		if f.Name == "data" {
-			set["data"] = f.Value.String()
-		}
-	})
-	cfg, err := loadConfig(*configPath, environ, set)
+	cfg, err := dataDirConfig(fs, *configPath, environ)
 	if err != nil {
 		fmt.Fprintf(stderr, "cove: %v\n", err)
 		return 2

@@ -35,7 +35,6 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
-	"golang.org/x/sys/unix"
 
 	"cove/cache"
 	"cove/internal/kv"
@@ -97,26 +96,14 @@ type backupManifest struct {
 // backupCmd is cove backup.
 func backupCmd(ctx context.Context, args, environ []string, stdout, stderr io.Writer) int {
 	fset := flag.NewFlagSet("backup", flag.ContinueOnError)
-	fset.SetOutput(io.Discard)
 	configPath := fset.String("config", envValue(environ, "COVE_CONFIG"), "")
-	data := fset.String("data", "", "")
+	fset.String("data", "", "")
 	to := fset.String("to", "", "")
 	metadataOnly := fset.Bool("metadata-only", false, "")
-	if err := fset.Parse(args); errors.Is(err, flag.ErrHelp) {
-		fmt.Fprint(stdout, backupUsage)
-		return 0
-	} else if err != nil || *to == "" || fset.NArg() > 0 {
-		if err == nil {
-			err = errors.New("--to is required")
-		}
-		fmt.Fprintf(stderr, "cove backup: %v\n%s", err, backupUsage)
-		return 2
+	if code := parseCommand(fset, "backup", backupUsage, args, "to", stdout, stderr); code >= 0 {
+		return code
 	}
-	set := map[string]string{}
-	if *data != "" {
-		set["data"] = *data
-	}
-	cfg, err := loadConfig(*configPath, environ, set)
+	cfg, err := dataDirConfig(fset, *configPath, environ)
 	if err != nil {
 		fmt.Fprintf(stderr, "cove backup: %v\n", err)
 		return 2
@@ -292,7 +279,7 @@ func writeBackup(m *backupManifest, data, to string, stream func(fn func(kv.Reco
 		}
 	}
 	// Every file durable, then the manifest that says the backup is whole.
-	if err := syncFS(to); err != nil {
+	if err := cache.SyncFS(to); err != nil {
 		return err
 	}
 	if err := writeFileSync(filepath.Join(to, backupManifestFile), m); err != nil {
@@ -333,25 +320,13 @@ func backupBeforeMigrate(ctx context.Context, cfg Config, meta kv.DB, log *slog.
 // restoreCmd is cove restore.
 func restoreCmd(ctx context.Context, args, environ []string, stdout, stderr io.Writer) int {
 	fset := flag.NewFlagSet("restore", flag.ContinueOnError)
-	fset.SetOutput(io.Discard)
 	configPath := fset.String("config", envValue(environ, "COVE_CONFIG"), "")
-	data := fset.String("data", "", "")
+	fset.String("data", "", "")
 	from := fset.String("from", "", "")
-	if err := fset.Parse(args); errors.Is(err, flag.ErrHelp) {
-		fmt.Fprint(stdout, restoreUsage)
-		return 0
-	} else if err != nil || *from == "" || fset.NArg() > 0 {
-		if err == nil {
-			err = errors.New("--from is required")
-		}
-		fmt.Fprintf(stderr, "cove restore: %v\n%s", err, restoreUsage)
-		return 2
+	if code := parseCommand(fset, "restore", restoreUsage, args, "from", stdout, stderr); code >= 0 {
+		return code
 	}
-	set := map[string]string{}
-	if *data != "" {
-		set["data"] = *data
-	}
-	cfg, err := loadConfig(*configPath, environ, set)
+	cfg, err := dataDirConfig(fset, *configPath, environ)
 	if err != nil {
 		fmt.Fprintf(stderr, "cove restore: %v\n", err)
 		return 2
@@ -491,7 +466,7 @@ func restore(ctx context.Context, cfg Config, from string) (backupManifest, int,
 	if err := os.Rename(tmp, index); err != nil {
 		return m, n, err
 	}
-	return m, n, syncFS(cfg.Data)
+	return m, n, cache.SyncFS(cfg.Data)
 }
 
 // placeBlob puts the blob file src at dst: a hard link when both are on one file system, else a
@@ -610,17 +585,39 @@ func emptyDir(dir string) error {
 	return nil
 }
 
-// syncFS makes every file written on dir's file system durable.
-func syncFS(dir string) error {
-	d, err := os.Open(dir)
+// parseCommand parses args into fs for cove name: -1 to go on, else the exit status — 0 for
+// --help (the usage on stdout), 2 for a usage error (on stderr). required names a flag that must
+// be given.
+func parseCommand(fs *flag.FlagSet, name, usage string, args []string, required string, stdout, stderr io.Writer) int {
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	if f := fs.Lookup(required); err == nil && f != nil && f.Value.String() == "" {
+		err = fmt.Errorf("--%s is required", required)
+	}
+	if err == nil && fs.NArg() > 0 {
+		err = fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
 	if err != nil {
-		return err
+		fmt.Fprintf(stderr, "cove %s: %v\n%s", name, err, usage)
+		return 2
 	}
-	defer d.Close()
-	if err := unix.Syncfs(int(d.Fd())); err != nil {
-		return fmt.Errorf("syncfs %s: %w", dir, err)
-	}
-	return nil
+	return -1
+}
+
+// dataDirConfig loads the configuration of a command that works on a data directory: the file of
+// --config (or COVE_CONFIG) and the environment, with --data, when fs has it set, over them.
+func dataDirConfig(fs *flag.FlagSet, configPath string, environ []string) (Config, error) {
+	set := map[string]string{}
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "data" {
+			set["data"] = f.Value.String()
+		}
+	})
+	return loadConfig(configPath, environ, set)
 }
 
 // writeFileSync writes v as JSON into path, durably (the file, then its directory).
@@ -637,7 +634,7 @@ func writeFileSync(path string, v any) error {
 	if err := errors.Join(err, f.Sync(), f.Close()); err != nil {
 		return err
 	}
-	return syncFS(filepath.Dir(path))
+	return cache.SyncFS(filepath.Dir(path))
 }
 
 func fileSHA256(path string) (string, error) {

@@ -69,13 +69,7 @@ func scrubCmd(ctx context.Context, args, environ []string, stdout, stderr io.Wri
 		fmt.Fprintf(stderr, "cove scrub: %v\n%s", err, scrubUsage)
 		return 2
 	}
-	set := map[string]string{}
-	fs.Visit(func(f *flag.Flag) {
-		if f.Name == "data" {
-			set["data"] = f.Value.String()
-		}
-	})
-	cfg, err := loadConfig(*configPath, environ, set)
+	cfg, err := dataDirConfig(fs, *configPath, environ)
 	if err != nil {
 		fmt.Fprintf(stderr, "cove: %v\n", err)
 		return 2
