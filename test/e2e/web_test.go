@@ -35,7 +35,7 @@ func TestWebPage(t *testing.T) {
 	// Mail for the password reset: a real SMTP server; public_url names cove's port, the links' base.
 	smtp := startPlainSMTP(t)
 	port := freePort(t)
-	config := mirrorConfig(proxy.srv.URL, fmt.Sprintf("webhooks:\n  allow_private_targets: true\npublic_url: http://127.0.0.1:%d\nemail:\n  server: 127.0.0.1\n  port: %d\n  from: cove@example.org\n  starttls: false\n", port, smtp.port))
+	config := mirrorConfig(proxy.srv.URL, fmt.Sprintf("scrub:\n  interval: 1h\nwebhooks:\n  allow_private_targets: true\npublic_url: http://127.0.0.1:%d\nemail:\n  server: 127.0.0.1\n  port: %d\n  from: cove@example.org\n  starttls: false\n", port, smtp.port))
 	path := filepath.Join(t.TempDir(), "cove.yaml")
 	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
