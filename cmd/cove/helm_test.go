@@ -75,6 +75,7 @@ type k8sObject struct {
 
 type k8sPodSpec struct {
 	AutomountServiceAccountToken *bool `yaml:"automountServiceAccountToken"`
+	EnableServiceLinks           *bool `yaml:"enableServiceLinks"`
 	SecurityContext              struct {
 		RunAsUser      *int64 `yaml:"runAsUser"`
 		RunAsNonRoot   *bool  `yaml:"runAsNonRoot"`
@@ -256,10 +257,16 @@ func coveContainer(t *testing.T, pod k8sPodSpec) k8sContainer {
 	if sc.RunAsUser == nil || *sc.RunAsUser != 65532 || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot ||
 		sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation ||
 		!slices.Equal(sc.Capabilities.Drop, []string{"ALL"}) || sc.SeccompProfile.Type != "RuntimeDefault" {
-		t.Errorf("container securityContext = %+v: want user 65532, non-root, read-only root, no privilege escalation, all capabilities dropped, seccomp RuntimeDefault", sc)
+		got, _ := yaml.Marshal(sc)
+		t.Errorf("container securityContext:\n%s\nwant user 65532, non-root, read-only root, no privilege escalation, all capabilities dropped, seccomp RuntimeDefault", got)
 	}
 	if psc := pod.SecurityContext; psc.RunAsUser == nil || *psc.RunAsUser != 65532 || psc.SeccompProfile.Type != "RuntimeDefault" {
 		t.Errorf("pod securityContext = %+v: want user 65532 and seccomp RuntimeDefault", psc)
+	}
+	// A Service named cove gives pods COVE_SERVICE_HOST, COVE_PORT and the like, which cove
+	// refuses as unknown COVE_ variables: the start would fail.
+	if pod.EnableServiceLinks == nil || *pod.EnableServiceLinks {
+		t.Error("the pod has service links: Kubernetes would set COVE_SERVICE_HOST and cove refuse it")
 	}
 	if pod.AutomountServiceAccountToken == nil || *pod.AutomountServiceAccountToken {
 		t.Error("the pod mounts a service account token: cove needs none")
@@ -554,7 +561,8 @@ func TestHelmChartFleet(t *testing.T) {
 	objs.must(t, "Ingress", "cove")
 	for _, v := range d.Spec.Template.Spec.Volumes {
 		if v.Name == "data" && (v.EmptyDir == nil || v.EmptyDir.SizeLimit != "20Gi") {
-			t.Errorf("the fleet's data volume = %+v, want an emptyDir of 20Gi (the hot tier)", v)
+			got, _ := yaml.Marshal(v)
+			t.Errorf("the fleet's data volume:\n%s\nwant an emptyDir of 20Gi (the hot tier)", got)
 		}
 	}
 	c := coveContainer(t, d.Spec.Template.Spec)

@@ -209,6 +209,8 @@ upper-case letter, a lower-case letter and a digit) whatever the random part hol
 {{/* The pod's settings besides its containers and volumes. */}}
 {{- define "cove.podSpec" -}}
 automountServiceAccountToken: false
+# Off: a Service named cove would give the pod COVE_SERVICE_HOST, COVE_PORT…, which cove refuses
+# as unknown COVE_ variables.
 enableServiceLinks: false
 terminationGracePeriodSeconds: {{ .Values.terminationGracePeriodSeconds }}
 securityContext:
