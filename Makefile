@@ -10,6 +10,9 @@ VERSITYGW_BIN     := bin/versitygw-$(VERSITYGW_VERSION)
 # cosign, which the signature test runs against cove (test/tools/cosign pins it); cached by version.
 COSIGN_VERSION := v2.6.5
 COSIGN_BIN     := bin/cosign-$(COSIGN_VERSION)
+# helm, which lints and renders deploy/helm/cove in the tests (test/tools/helm pins it); cached by version.
+HELM_VERSION := v3.22.0
+HELM_BIN     := bin/helm-$(HELM_VERSION)
 APT_PKGS  := skopeo docker-registry docker.io podman containerd slapd ldap-utils pebble chromium fonts-wqy-microhei postgresql python3-aiosmtpd systemd docker-compose
 # The release before schema versions (the last commit of the stop that landed before issue 17;
 # cove has no release tags yet): the upgrade test starts a data directory of this cove with the
@@ -79,7 +82,17 @@ $(PREV_BIN):
 	cd bin/prev-src && $(GO) build -ldflags "-X main.version=prev-$(PREV_RELEASE) -X main.commit=$(PREV_RELEASE)" -o ../../$(PREV_BIN) ./cmd/cove
 	rm -rf bin/prev-src
 
-test: deps build image $(CONF_BIN) $(CRANE_BIN) $(VERSITYGW_BIN) $(COSIGN_BIN) $(PREV_BIN) vet test-unit test-e2e
+# helm takes minutes to build here too: once per version, under bin/. Its ldflags are those of
+# helm's own Makefile: its version, and the Kubernetes version of its client-go (v0.37: 1.37),
+# which charts' kubeVersion is checked against (1.20 without them).
+HELM_PKG := helm.sh/helm/v3
+$(HELM_BIN): test/tools/helm/go.mod test/tools/helm/go.sum
+	cd test/tools/helm && $(GO) build -ldflags "-X $(HELM_PKG)/internal/version.version=$(HELM_VERSION) \
+		-X $(HELM_PKG)/pkg/lint/rules.k8sVersionMajor=1 -X $(HELM_PKG)/pkg/lint/rules.k8sVersionMinor=37 \
+		-X $(HELM_PKG)/pkg/chartutil.k8sVersionMajor=1 -X $(HELM_PKG)/pkg/chartutil.k8sVersionMinor=37" \
+		-o ../../../$(HELM_BIN) $(HELM_PKG)/cmd/helm
+
+test: deps build image $(CONF_BIN) $(CRANE_BIN) $(VERSITYGW_BIN) $(COSIGN_BIN) $(HELM_BIN) $(PREV_BIN) vet test-unit test-e2e
 
 # vet is the part of lint every test run does: gofmt and go vet.
 vet:
@@ -87,7 +100,7 @@ vet:
 	$(GO) vet ./...
 
 test-unit:
-	E2E_VERSITYGW_BIN=$(CURDIR)/$(VERSITYGW_BIN) $(GO) test -race -count=1 $$($(GO) list ./... | grep -v /test/e2e)
+	E2E_VERSITYGW_BIN=$(CURDIR)/$(VERSITYGW_BIN) E2E_HELM_BIN=$(CURDIR)/$(HELM_BIN) $(GO) test -race -count=1 $$($(GO) list ./... | grep -v /test/e2e)
 
 test-e2e:
 	E2E_VERSITYGW_BIN=$(CURDIR)/$(VERSITYGW_BIN) E2E_COVE_BIN=$(CURDIR)/$(BIN) E2E_CONFORMANCE_BIN=$(CURDIR)/$(CONF_BIN) E2E_CRANE_BIN=$(CURDIR)/$(CRANE_BIN) E2E_COSIGN_BIN=$(CURDIR)/$(COSIGN_BIN) E2E_PREV_COVE_BIN=$(CURDIR)/$(PREV_BIN) $(GO) test -count=1 -v -timeout 15m ./test/e2e 2>&1 | \
