@@ -29,9 +29,9 @@ const controlSocket = "cove.sock"
 // maxSocketPath is the longest path a Unix socket may have on Linux (sun_path, with its NUL).
 const maxSocketPath = 107
 
-// serveControl listens on the control socket of data until ctx ends. A data directory whose path
+// serveControl listens on the control socket of data until stop is called. A data directory whose path
 // is too long for a socket gets none: cove serves, and says that backups must wait for a stop.
-func serveControl(ctx context.Context, data string, meta kv.DB, log *slog.Logger) (stop func()) {
+func serveControl(data string, meta kv.DB, log *slog.Logger) (stop func()) {
 	path := filepath.Join(data, controlSocket)
 	if len(path) > maxSocketPath {
 		log.Warn("no control socket: the data directory's path is too long for one; cove backup works only while cove is stopped", "path", path)
