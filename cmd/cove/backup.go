@@ -108,6 +108,7 @@ func backupCmd(ctx context.Context, args, environ []string, stdout, stderr io.Wr
 		fmt.Fprintf(stderr, "cove backup: %v\n", err)
 		return 2
 	}
+	defer keepOwner(cfg.Data, stderr)()
 	m, err := backup(ctx, cfg, *to, *metadataOnly, stdout)
 	if err != nil {
 		fmt.Fprintf(stderr, "cove backup: %v\n", err)
@@ -331,6 +332,7 @@ func restoreCmd(ctx context.Context, args, environ []string, stdout, stderr io.W
 		fmt.Fprintf(stderr, "cove restore: %v\n", err)
 		return 2
 	}
+	defer keepOwner(cfg.Data, stderr)()
 	m, records, err := restore(ctx, cfg, *from)
 	if err != nil {
 		fmt.Fprintf(stderr, "cove restore: %v\n", err)
