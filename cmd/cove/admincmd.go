@@ -79,6 +79,7 @@ func adminCmd(ctx context.Context, args, environ []string, stdin io.Reader, stdo
 		fmt.Fprintf(stderr, "cove: %v\n", err)
 		return 2
 	}
+	defer keepOwner(cfg.Data, stderr)()
 	password, generated := "", false
 	if *fromStdin {
 		line, err := bufio.NewReader(io.LimitReader(stdin, 4<<10)).ReadString('\n')

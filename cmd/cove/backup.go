@@ -108,6 +108,7 @@ func backupCmd(ctx context.Context, args, environ []string, stdout, stderr io.Wr
 		fmt.Fprintf(stderr, "cove backup: %v\n", err)
 		return 2
 	}
+	defer keepOwner(cfg.Data, stderr)()
 	m, err := backup(ctx, cfg, *to, *metadataOnly, stdout)
 	if err != nil {
 		fmt.Fprintf(stderr, "cove backup: %v\n", err)
@@ -312,7 +313,7 @@ func backupBeforeMigrate(ctx context.Context, cfg Config, meta kv.DB, log *slog.
 		if err := writeBackup(&m, cfg.Data, to, stream, io.Discard); err != nil {
 			return err
 		}
-		log.Info("backed up the index before migrating it (restore it with cove restore --from and the cove of before, into a new data directory)", "path", to, "schema", from, "records", m.Records)
+		log.Info("backed up the index before migrating it (to go back: stop cove, move the index aside, cove restore --from this path --data the data directory, start the cove of before; README \"Upgrades\")", "path", to, "schema", from, "records", m.Records)
 		return nil
 	}
 }
@@ -331,6 +332,7 @@ func restoreCmd(ctx context.Context, args, environ []string, stdout, stderr io.W
 		fmt.Fprintf(stderr, "cove restore: %v\n", err)
 		return 2
 	}
+	defer keepOwner(cfg.Data, stderr)()
 	m, records, err := restore(ctx, cfg, *from)
 	if err != nil {
 		fmt.Fprintf(stderr, "cove restore: %v\n", err)
@@ -484,12 +486,17 @@ func placeBlob(src, dst string, dgst digest.Digest, size int64, verify bool) (li
 	if !fi.Mode().IsRegular() {
 		return false, fmt.Errorf("%s is not a regular file", src)
 	}
+	// What to do about a damaged file: with verify (a restore) src is the backup's copy.
+	hint := "take it out of service with cove scrub --repair (cove stopped) or the server's scrub (scrub.interval), then back up again"
+	if verify {
+		hint = "the backup's copy is damaged: restore another backup, or put a good copy of that file (another copy of this backup's) in its place"
+	}
 	if fi.Size() != size {
-		return false, fmt.Errorf("%s has %d bytes, its record %d: the file is damaged; run cove scrub", src, fi.Size(), size)
+		return false, fmt.Errorf("%s has %d bytes, its record %d: the file is damaged; %s", src, fi.Size(), size, hint)
 	}
 	if verify {
 		if err := checkDigest(src, dgst); err != nil {
-			return false, err
+			return false, fmt.Errorf("%w; %s", err, hint)
 		}
 	}
 	if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
@@ -518,7 +525,7 @@ func placeBlob(src, dst string, dgst digest.Digest, size int64, verify bool) (li
 	}
 	if got := digest.NewDigest(dgst.Algorithm(), h); got != dgst {
 		os.Remove(tmp)
-		return false, fmt.Errorf("%s hashes to %s: the file is damaged; run cove scrub", src, got)
+		return false, fmt.Errorf("%s hashes to %s: the file is damaged; %s", src, got, hint)
 	}
 	return false, os.Rename(tmp, dst)
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/opencontainers/go-digest"
+
 	"cove/cache"
 	"cove/internal/kv"
 	"cove/internal/pgtest"
@@ -187,5 +189,40 @@ func TestBackupOfAFleetsDatabase(t *testing.T) {
 	cfg.Storage.Metadata.Kind, cfg.Storage.Blobs.Kind = "badger", "filesystem"
 	if _, _, err := restore(ctx, cfg, to); err == nil || !strings.Contains(err.Error(), "storage.metadata.kind postgres") {
 		t.Errorf("a fleet's backup restored into a data directory: %v", err)
+	}
+}
+
+// A damaged blob file stops a backup or a restore with what to do about it: on the data
+// directory, take it out of service; in a backup, find another copy.
+func TestPlaceBlobSaysWhatToDoWithADamagedFile(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "blob")
+	if err := os.WriteFile(src, []byte("not the bytes"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	good := digest.FromString("the bytes")
+	for _, c := range []struct {
+		size   int64
+		verify bool
+		want   string
+	}{
+		{100, false, "cove scrub --repair"},
+		{100, true, "the backup's copy is damaged"},
+		{13, true, "the backup's copy is damaged"},
+	} {
+		_, err := placeBlob(src, filepath.Join(t.TempDir(), "x", "dst"), good, c.size, c.verify)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("placeBlob(size %d, verify %v) = %v; want an error saying %q", c.size, c.verify, err, c.want)
+		}
+	}
+	// A copy across file systems (/dev/shm is a tmpfs of its own) hashes what it copies.
+	shm, err := os.MkdirTemp("/dev/shm", "cove-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(shm)
+	_, err = placeBlob(src, filepath.Join(shm, "dst"), good, 13, false)
+	if err == nil || !strings.Contains(err.Error(), "cove scrub --repair") {
+		t.Errorf("a damaged copy across file systems = %v; want it to name cove scrub --repair", err)
 	}
 }

@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-const healthcheckUsage = `usage: cove healthcheck [--url URL] [--timeout D]
+const healthcheckUsage = `usage: cove healthcheck [--url URL | --config FILE] [--timeout D]
 
 GETs cove's /healthz and exits 0 if it answers 200, 1 otherwise: a container healthcheck for an
 image with no shell and no curl. By default the URL is this node's own listen address (from the
@@ -28,6 +28,7 @@ func healthcheckCmd(ctx context.Context, args, environ []string, stdout, stderr 
 	fs.SetOutput(stderr)
 	fs.Usage = func() {}
 	url := fs.String("url", "", "the URL to GET (default: http(s)://127.0.0.1:<port of listen>/healthz)")
+	configPath := fs.String("config", envValue(environ, "COVE_CONFIG"), "YAML configuration file whose listen and tls.mode give the URL (env COVE_CONFIG)")
 	timeout := fs.Duration("timeout", 5*time.Second, "how long the answer may take")
 	if err := fs.Parse(args); err != nil {
 		out, code := stderr, 2
@@ -44,7 +45,7 @@ func healthcheckCmd(ctx context.Context, args, environ []string, stdout, stderr 
 		return 2
 	}
 	if *url == "" {
-		cfg, err := loadConfig(envValue(environ, "COVE_CONFIG"), environ, nil)
+		cfg, err := loadConfig(*configPath, environ, nil)
 		if err != nil {
 			fmt.Fprintf(stderr, "cove healthcheck: %v (or give --url)\n", err)
 			return 2

@@ -2,9 +2,10 @@ package main
 
 import (
 	"context"
-
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -20,6 +21,10 @@ func TestHealthcheck(t *testing.T) {
 	}))
 	defer srv.Close()
 	listen := "COVE_LISTEN=" + strings.TrimPrefix(srv.URL, "http://")
+	config := filepath.Join(t.TempDir(), "cove.yaml")
+	if err := os.WriteFile(config, []byte("listen: "+strings.TrimPrefix(srv.URL, "http://")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	down := httptest.NewServer(http.NotFoundHandler())
 	down.Close()
 	for _, c := range []struct {
@@ -31,7 +36,10 @@ func TestHealthcheck(t *testing.T) {
 	}{
 		{"healthy, own listen address", 200, nil, []string{listen}, 0},
 		{"healthy, --url", 200, []string{"--url", srv.URL + "/healthz"}, nil, 0},
+		{"healthy, --config", 200, []string{"--config", config}, nil, 0},
+		{"healthy, COVE_CONFIG", 200, nil, []string{"COVE_CONFIG=" + config}, 0},
 		{"unhealthy", 503, nil, []string{listen}, 1},
+		{"no such --config", 200, []string{"--config", config + ".missing"}, nil, 2},
 		{"not listening", 200, []string{"--url", down.URL + "/healthz"}, nil, 1},
 		{"bad configuration", 200, nil, []string{listen, "COVE_LISTEN_TYPO=1"}, 2},
 		{"extra argument", 200, []string{"now"}, nil, 2},

@@ -82,6 +82,7 @@ func scrubCmd(ctx context.Context, args, environ []string, stdout, stderr io.Wri
 		}
 		cfg.Scrub.Rate = b
 	}
+	defer keepOwner(cfg.Data, stderr)()
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	res, err := offlineScrub(ctx, cfg, *repair, log)
 	if err != nil && res == nil {
