@@ -23,6 +23,7 @@ const (
 	prefixPulled   = "pulled/"   // pulled/<repo>\x00<digest> → the repository's last pull of the manifest, empty before any
 	prefixUnsynced = "unsynced/" // unsynced/<digest> → empty: a mirrored blob's file placed without fsync, not yet synced (durable.go)
 	prefixEvict    = "evict/"    // evict/<last read>\x00<digest> → empty: an evictable blob, least recently read first (evictKey)
+	prefixLost     = "lost/"     // lost/<digest> → empty: pushed content whose record scrub dropped; its links remain (scrub.go)
 	sep            = "\x00"
 )
 

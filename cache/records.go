@@ -95,6 +95,23 @@ func (s *Store) ensureBlobRecord(ct *commitTxn, dgst digest.Digest, size int64, 
 	}
 	if isNew {
 		rec = blobRecord{Size: size, Created: s.now().UTC()}
+		// Pushed content that scrub took out of service (lost/): its repositories still link it,
+		// so the same bytes stored again, even by a fill, are pushed content again — never
+		// evicted from under them.
+		switch _, err := ct.Txn.Get(lostKey(dgst)); {
+		case err == nil:
+			if err := ct.Txn.Delete(lostKey(dgst)); err != nil {
+				return rec, err
+			}
+			if from == originMirrored {
+				if err := s.makeDurable(ct, dgst); err != nil {
+					return rec, err
+				}
+				rec.Local = true
+			}
+		case !errors.Is(err, kv.ErrNotFound):
+			return rec, err
+		}
 	}
 	old := rec
 	// The record's media type only marks the blob as a manifest (the first type it was stored
@@ -323,3 +340,6 @@ func BlobOfRecord(key, value []byte) (dgst digest.Digest, size int64, ok bool) {
 	dgst = digest.Digest(key[len(prefixBlob):])
 	return dgst, rec.Size, dgst.Validate() == nil
 }
+
+// lostKey marks dgst as pushed content whose record scrub dropped (prefixLost).
+func lostKey(dgst digest.Digest) []byte { return []byte(prefixLost + dgst.String()) }

@@ -261,7 +261,7 @@ func (sr *scrubRun) blob(ctx context.Context, dgst digest.Digest, rec blobRecord
 	if kind == ScrubMissing && !s.hasRecord(ctx, dgst) {
 		return nil // evicted or collected while the scrub ran
 	}
-	pushed := !(rec.Mirrored && !rec.Local)
+	pushed := !rec.Mirrored // a mirrored blob is fetched again, also one pushed as well (condemn)
 	idx := sr.add(ScrubProblem{Kind: kind, Digest: dgst, Detail: detail, Pushed: pushed})
 	sr.bad[dgst] = &badBlob{idx: idx, rec: rec}
 	if !sr.opt.Protect {
@@ -520,8 +520,8 @@ func (sr *scrubRun) repair(ctx context.Context) error {
 	s := sr.s
 	for _, d := range slices.Sorted(maps.Keys(sr.bad)) {
 		b := sr.bad[d]
-		if b.rec.Mirrored && !b.rec.Local {
-			continue
+		if b.rec.Mirrored {
+			continue // dropped when found (condemn)
 		}
 		dropped, err := s.dropBad(ctx, d)
 		if err != nil {
@@ -579,7 +579,9 @@ func (s *Store) condemn(ctx context.Context, dgst digest.Digest, rec blobRecord,
 			did = append(did, moved)
 		}
 	}
-	refetchable := rec.Mirrored && !rec.Local
+	// A mirrored blob is fetched again from its upstream, also one that was pushed as well: the
+	// bytes fetched again are pushed content again (lost/, dropBad).
+	refetchable := rec.Mirrored
 	if refetchable || dropPushed {
 		dropped, err := s.dropBad(ctx, dgst)
 		if err != nil {
@@ -597,7 +599,7 @@ func (s *Store) condemn(ctx context.Context, dgst digest.Digest, rec blobRecord,
 	} else {
 		did = append(did, "requests answer BLOB_UNKNOWN until it is pushed again")
 	}
-	s.log.Error("scrub: a blob's stored bytes are bad", "digest", dgst, "corrupt", corrupt, "pushed", !refetchable, "did", strings.Join(did, "; "))
+	s.log.Error("scrub: a blob's stored bytes are bad", "digest", dgst, "corrupt", corrupt, "pushed", rec.Local, "did", strings.Join(did, "; "))
 	return strings.Join(did, "; "), nil
 }
 
@@ -649,6 +651,13 @@ func (s *Store) dropBad(ctx context.Context, dgst digest.Digest) (bool, error) {
 		}
 		if rec.MediaType != "" {
 			return false, nil // a manifest: dropRecords below
+		}
+		if rec.Local {
+			// Its links stay (pushing it again makes it whole): the blob stored again is pushed
+			// content (ensureBlobRecord).
+			if err := ct.Txn.Set(lostKey(dgst), []byte{}); err != nil {
+				return false, err
+			}
 		}
 		return true, deleteBlobRecord(ct.Txn, dgst, rec)
 	})

@@ -263,3 +263,62 @@ func TestFleetScrub(t *testing.T) {
 		t.Errorf("reading the damaged pushed blob = %d bytes, %v; want an error, never its bytes", len(got), err)
 	}
 }
+
+// A blob both pushed and mirrored (an upstream image copied into a project) that scrub finds
+// corrupt is fetched again through the mirror, and the bytes fetched again are pushed content
+// again: the project's image is whole, and eviction never takes the blob from under it.
+func TestScrubHealsABlobBothPushedAndMirrored(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newStore(t)
+	m, body := putImage(t, s, "proj/a")
+	if err := s.Manifests.Put(ctx, "proj/a", m, body, []string{"v1"}); err != nil {
+		t.Fatal(err)
+	}
+	layer := m.Blobs[1]
+	good, err := os.ReadFile(s.blobPath(layer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const up = "docker.io/library/x"
+	fill := func() {
+		t.Helper()
+		f := startFill(t, s, up, good, int64(len(good)))
+		if r, err := f.Reader(ctx); err == nil {
+			io.Copy(io.Discard, r)
+			r.Close()
+		}
+		waitStored(t, s, up, layer)
+		waitFor(t, func() bool { return !s.Fills.busy(layer) })
+	}
+	fill() // the same bytes through the mirror: one record, pushed and mirrored
+	flipByte(t, s, layer)
+	if _, err := s.Scrub(ctx, ScrubOptions{Protect: true, Mirrored: func(repo string) bool { return strings.HasPrefix(repo, "docker.io/") }}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.StatBlob(ctx, up, layer); !errors.Is(err, ErrBlobUnknown) {
+		t.Fatalf("the corrupt blob after the scrub: %v, want unknown (to be fetched again)", err)
+	}
+	fill()
+	var rec blobRecord
+	if err := s.db.View(ctx, func(txn kv.Txn) error { rec, err = getBlobRecord(txn, layer); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if !rec.Local || !rec.Mirrored {
+		t.Errorf("the record of the blob fetched again: %+v, want pushed and mirrored", rec)
+	}
+	if n, err := s.Evictor.evict(ctx, func(int64) bool { return false }); err != nil || n != 0 {
+		t.Errorf("evict = %d, %v: the project's blob must not be evictable", n, err)
+	}
+	bf, err := s.OpenBlob(ctx, "proj/a", layer)
+	if err != nil {
+		t.Fatalf("the project's layer after the mirror fetched it again: %v", err)
+	}
+	got, _ := io.ReadAll(bf)
+	bf.Close()
+	if !bytes.Equal(got, good) {
+		t.Error("the project's layer reads other bytes than were pushed")
+	}
+	if err := s.db.View(ctx, func(txn kv.Txn) error { _, err := txn.Get(lostKey(layer)); return err }); !errors.Is(err, kv.ErrNotFound) {
+		t.Errorf("the lost/ mark after the blob came back: %v", err)
+	}
+}
