@@ -91,6 +91,10 @@ type backupManifest struct {
 	// after the records were taken. A restored cove drops their records at its first start.
 	Missing      []string `json:"missing,omitempty"`
 	MissingCount int      `json:"missing_count,omitempty"`
+	// Damaged lists the blobs whose files were found damaged (their size; their bytes when
+	// copied): left out, as the missing ones.
+	Damaged      []string `json:"damaged,omitempty"`
+	DamagedCount int      `json:"damaged_count,omitempty"`
 }
 
 // backupCmd is cove backup.
@@ -122,6 +126,11 @@ func backupCmd(ctx context.Context, args, environ []string, stdout, stderr io.Wr
 	if m.MissingCount > 0 {
 		fmt.Fprintf(stdout, "%d blobs were deleted while the backup ran (garbage collection or eviction), the first %s: their records are in the backup, their files not; a restored cove drops those records at its first start (mirrored blobs are fetched again; run the backup again to have every pushed one)\n",
 			m.MissingCount, m.Missing[0])
+	}
+	if m.DamagedCount > 0 {
+		fmt.Fprintf(stdout, "%d blob files are damaged and were left out, the first %s (see above): take them out of service with cove scrub --repair (cove stopped) or the server's scrub (scrub.interval), then back up again to have every pushed one\n",
+			m.DamagedCount, m.Damaged[0])
+		return 1
 	}
 	return 0
 }
@@ -262,6 +271,14 @@ func writeBackup(m *backupManifest, data, to string, stream func(fn func(kv.Reco
 				if len(m.Missing) < maxMissingListed {
 					m.Missing = append(m.Missing, dgst.String())
 				}
+				continue
+			case errors.Is(err, errDamaged):
+				// One bad file does not cost the backup of the rest: it is left out and named.
+				m.DamagedCount++
+				if len(m.Damaged) < maxMissingListed {
+					m.Damaged = append(m.Damaged, dgst.String())
+				}
+				fmt.Fprintf(progress, "left out: %v\n", err)
 				continue
 			case err != nil:
 				return fmt.Errorf("blob %s: %w", dgst, err)
@@ -492,11 +509,11 @@ func placeBlob(src, dst string, dgst digest.Digest, size int64, verify bool) (li
 		hint = "the backup's copy is damaged: restore another backup, or put a good copy of that file (another copy of this backup's) in its place"
 	}
 	if fi.Size() != size {
-		return false, fmt.Errorf("%s has %d bytes, its record %d: the file is damaged; %s", src, fi.Size(), size, hint)
+		return false, fmt.Errorf("%w: %s has %d bytes, its record %d; %s", errDamaged, src, fi.Size(), size, hint)
 	}
 	if verify {
 		if err := checkDigest(src, dgst); err != nil {
-			return false, fmt.Errorf("%w; %s", err, hint)
+			return false, fmt.Errorf("%w: %w; %s", errDamaged, err, hint)
 		}
 	}
 	if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
@@ -525,10 +542,13 @@ func placeBlob(src, dst string, dgst digest.Digest, size int64, verify bool) (li
 	}
 	if got := digest.NewDigest(dgst.Algorithm(), h); got != dgst {
 		os.Remove(tmp)
-		return false, fmt.Errorf("%s hashes to %s: the file is damaged; %s", src, got, hint)
+		return false, fmt.Errorf("%w: %s hashes to %s; %s", errDamaged, src, got, hint)
 	}
 	return false, os.Rename(tmp, dst)
 }
+
+// errDamaged is placeBlob's error for a blob file whose size or bytes are not its digest's.
+var errDamaged = errors.New("a damaged blob file")
 
 // checkDigest reads the file path and fails unless it hashes to dgst.
 func checkDigest(path string, dgst digest.Digest) error {

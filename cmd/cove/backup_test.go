@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -224,5 +225,44 @@ func TestPlaceBlobSaysWhatToDoWithADamagedFile(t *testing.T) {
 	_, err = placeBlob(src, filepath.Join(shm, "dst"), good, 13, false)
 	if err == nil || !strings.Contains(err.Error(), "cove scrub --repair") {
 		t.Errorf("a damaged copy across file systems = %v; want it to name cove scrub --repair", err)
+	}
+}
+
+// A damaged blob file does not cost the backup of the others: it is left out, named in the
+// output and the manifest, and the status says the backup is not whole.
+func TestBackupLeavesOutADamagedBlob(t *testing.T) {
+	data := t.TempDir()
+	good, bad := []byte("a good blob"), []byte("a blob whose file was cut")
+	dg, db := digest.FromBytes(good), digest.FromBytes(bad)
+	withRecords(t, data, func(txn kv.Txn) error {
+		for d, n := range map[digest.Digest]int{dg: len(good), db: len(bad)} {
+			if err := txn.Set([]byte("blob/"+d.String()), fmt.Appendf(nil, `{"size":%d}`, n)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	for d, b := range map[digest.Digest][]byte{dg: good, db: bad[:5]} {
+		p := cache.BlobPath(data, d)
+		os.MkdirAll(filepath.Dir(p), 0o750)
+		if err := os.WriteFile(p, b, 0o640); err != nil {
+			t.Fatal(err)
+		}
+	}
+	to := filepath.Join(t.TempDir(), "b")
+	code, out, errOut := cli(t, "", "backup", "--to", to, "--data", data)
+	if code != 1 || !strings.Contains(out, "1 blob files are damaged and were left out, the first "+db.String()) || !strings.Contains(out, "cove scrub --repair") {
+		t.Errorf("backup with a damaged blob: exit %d\n%s%s", code, out, errOut)
+	}
+	var m backupManifest
+	b, _ := os.ReadFile(filepath.Join(to, backupManifestFile))
+	if err := json.Unmarshal(b, &m); err != nil || m.Blobs != 1 || m.DamagedCount != 1 || len(m.Damaged) != 1 || m.Damaged[0] != db.String() {
+		t.Errorf("manifest %+v (%v): want the good blob backed up and the damaged one named", m, err)
+	}
+	if _, err := os.Stat(cache.BlobPath(to, dg)); err != nil {
+		t.Errorf("the good blob is not in the backup: %v", err)
+	}
+	if _, err := os.Stat(cache.BlobPath(to, db)); err == nil {
+		t.Error("the damaged blob is in the backup")
 	}
 }
