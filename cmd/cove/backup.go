@@ -275,6 +275,8 @@ func writeBackup(m *backupManifest, data, to string, stream func(fn func(kv.Reco
 					m.Missing = append(m.Missing, dgst.String())
 				}
 				continue
+			case errors.Is(err, errBlobDamaged) || errors.Is(err, errBlobNotFile):
+				return fmt.Errorf("blob %s: %w: stop cove with kill -9, delete the file and start cove (that start drops the blob's records; a mirrored blob is fetched again, a pushed one must be pushed again), then run the backup again", dgst, err)
 			case err != nil:
 				return fmt.Errorf("blob %s: %w", dgst, err)
 			}
@@ -458,7 +460,9 @@ func restore(ctx context.Context, cfg Config, from string) (backupManifest, int,
 			if err != nil {
 				return err
 			}
-			if _, err := placeBlob(path, cache.BlobPath(cfg.Data, dgst), dgst, fi.Size()); err != nil {
+			if _, err := placeBlob(path, cache.BlobPath(cfg.Data, dgst), dgst, fi.Size()); errors.Is(err, errBlobDamaged) || errors.Is(err, errBlobNotFile) {
+				return fmt.Errorf("blob %s of the backup: %w (damaged or changed since the backup was made): restore another backup, or delete that file from %s and restore again (the restored cove drops the blob's records at its first start)", dgst, err, root)
+			} else if err != nil {
 				return fmt.Errorf("blob %s: %w", dgst, err)
 			}
 			return nil
@@ -493,6 +497,12 @@ func restore(ctx context.Context, cfg Config, from string) (backupManifest, int,
 	return m, n, syncFS(cfg.Data)
 }
 
+// The blob files placeBlob refuses; the callers say what to do.
+var (
+	errBlobDamaged = errors.New("the file is damaged")
+	errBlobNotFile = errors.New("cove writes only regular files into blobs/")
+)
+
 // placeBlob puts the blob file src at dst: a hard link when both are on one file system, else a
 // copy whose digest is checked (a damaged file fails the backup rather than pass into it). A
 // file already at dst of the right size is kept. linked says which it was.
@@ -500,12 +510,16 @@ func placeBlob(src, dst string, dgst digest.Digest, size int64) (linked bool, er
 	if fi, err := os.Stat(dst); err == nil && fi.Size() == size {
 		return false, nil
 	}
-	fi, err := os.Stat(src)
+	// Never followed: a link would place the file it names, wherever that is, among the blobs.
+	fi, err := os.Lstat(src)
 	if err != nil {
 		return false, err
 	}
+	if !fi.Mode().IsRegular() {
+		return false, fmt.Errorf("%s is no regular file (%s): %w", src, fi.Mode().Type(), errBlobNotFile)
+	}
 	if fi.Size() != size {
-		return false, fmt.Errorf("%s has %d bytes, its record %d: the file is damaged; run cove scrub", src, fi.Size(), size)
+		return false, fmt.Errorf("%s has %d bytes, its record %d: %w", src, fi.Size(), size, errBlobDamaged)
 	}
 	if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
 		return false, err
@@ -533,7 +547,7 @@ func placeBlob(src, dst string, dgst digest.Digest, size int64) (linked bool, er
 	}
 	if got := digest.NewDigest(dgst.Algorithm(), h); got != dgst {
 		os.Remove(tmp)
-		return false, fmt.Errorf("%s hashes to %s: the file is damaged; run cove scrub", src, got)
+		return false, fmt.Errorf("%s hashes to %s: %w", src, got, errBlobDamaged)
 	}
 	return false, os.Rename(tmp, dst)
 }

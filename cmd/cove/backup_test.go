@@ -3,11 +3,14 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/opencontainers/go-digest"
 
 	"cove/cache"
 	"cove/internal/kv"
@@ -187,5 +190,54 @@ func TestBackupOfAFleetsDatabase(t *testing.T) {
 	cfg.Storage.Metadata.Kind, cfg.Storage.Blobs.Kind = "badger", "filesystem"
 	if _, _, err := restore(ctx, cfg, to); err == nil || !strings.Contains(err.Error(), "storage.metadata.kind postgres") {
 		t.Errorf("a fleet's backup restored into a data directory: %v", err)
+	}
+}
+
+// A symbolic link among a backup's blob files (cove backup writes none) is refused by restore,
+// never placed in the data directory: cove would serve the file it names, wherever that is.
+func TestRestoreRefusesALinkAmongTheBlobs(t *testing.T) {
+	data := t.TempDir()
+	withRecords(t, data, func(txn kv.Txn) error { return txn.Set([]byte("auth/user/x"), []byte("{}")) })
+	to := filepath.Join(t.TempDir(), "b")
+	if code, out, errOut := cli(t, "", "backup", "--to", to, "--data", data); code != 0 {
+		t.Fatalf("backup: exit %d\n%s%s", code, out, errOut)
+	}
+	secret := filepath.Join(t.TempDir(), "secret")
+	// As long as its own name, as a link to it is: the sizes agree.
+	if err := os.WriteFile(secret, []byte(strings.Repeat("s", len(secret))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hex := strings.Repeat("ab", 32)
+	link := filepath.Join(to, "blobs", "sha256", "ab", hex)
+	if err := os.MkdirAll(filepath.Dir(link), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(secret, link); err != nil {
+		t.Fatal(err)
+	}
+	restored := filepath.Join(t.TempDir(), "r")
+	code, _, errOut := cli(t, "", "restore", "--from", to, "--data", restored)
+	if code != 1 || !strings.Contains(errOut, link) || !strings.Contains(errOut, "no regular file") || !strings.Contains(errOut, "restore another backup") {
+		t.Errorf("restore of a backup with a link among its blobs: exit %d\n%s", code, errOut)
+	}
+	if _, err := os.Lstat(filepath.Join(restored, "blobs", "sha256", "ab", hex)); !os.IsNotExist(err) {
+		t.Errorf("the link was placed in the data directory (%v)", err)
+	}
+	if _, err := os.Stat(filepath.Join(restored, "index")); !os.IsNotExist(err) {
+		t.Errorf("a refused restore left an index (%v)", err)
+	}
+}
+
+// A blob file whose size is not its record's is refused with what to do, never a command that
+// does not exist.
+func TestPlaceBlobDamaged(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	if err := os.WriteFile(src, []byte("12345"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dgst := digest.FromString("12345")
+	if _, err := placeBlob(src, filepath.Join(dir, "dst"), dgst, 4); !errors.Is(err, errBlobDamaged) || strings.Contains(err.Error(), "damaged; run") {
+		t.Errorf("a file of the wrong size: %v", err)
 	}
 }
