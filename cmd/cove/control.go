@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"cove/auth"
@@ -49,8 +50,27 @@ func serveControl(ctx context.Context, data string, meta kv.DB, log *slog.Logger
 		log.Warn("no control socket; cove backup works only while cove is stopped", "path", path, "err", err)
 		return func() {}
 	}
+	// stop ends the exports in flight and waits for them: the index closes after it.
+	var (
+		mu      sync.Mutex
+		stopped bool
+		exports sync.WaitGroup
+	)
+	ectx, cancel := context.WithCancel(ctx)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /records", func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		if stopped {
+			mu.Unlock()
+			http.Error(w, "cove is stopping: run the backup while it is stopped, or once it runs again", http.StatusServiceUnavailable)
+			return
+		}
+		exports.Add(1)
+		mu.Unlock()
+		defer exports.Done()
+		rctx, stop := context.WithCancel(r.Context())
+		defer stop()
+		defer context.AfterFunc(ectx, stop)()
 		exp, ok := meta.(kv.Exporter)
 		if !ok {
 			http.Error(w, "this store cannot export its records", http.StatusNotImplemented)
@@ -59,7 +79,7 @@ func serveControl(ctx context.Context, data string, meta kv.DB, log *slog.Logger
 		w.Header().Set("Content-Type", "application/octet-stream")
 		sw, err := kv.NewStreamWriter(w)
 		if err == nil {
-			err = exportRecords(r.Context(), exp, sw.Write)
+			err = exportRecords(rctx, exp, sw.Write)
 		}
 		if err == nil {
 			_, err = sw.Close()
@@ -73,7 +93,12 @@ func serveControl(ctx context.Context, data string, meta kv.DB, log *slog.Logger
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	go srv.Serve(ln)
 	return func() {
+		mu.Lock()
+		stopped = true
+		mu.Unlock()
+		cancel()
 		srv.Close()
+		exports.Wait()
 		os.Remove(path)
 	}
 }
