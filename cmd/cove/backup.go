@@ -358,7 +358,7 @@ func restoreCmd(ctx context.Context, args, environ []string, stdout, stderr io.W
 		fmt.Fprintf(stderr, "cove restore: %v\n", err)
 		return 2
 	}
-	m, records, err := restore(ctx, cfg, *from)
+	m, records, err := restore(ctx, cfg, *from, availBytes)
 	if err != nil {
 		fmt.Fprintf(stderr, "cove restore: %v\n", err)
 		return 1
@@ -372,8 +372,9 @@ func restoreCmd(ctx context.Context, args, environ []string, stdout, stderr io.W
 	return 0
 }
 
-// restore puts the backup in from into cfg's data directory, or its database.
-func restore(ctx context.Context, cfg Config, from string) (backupManifest, int, error) {
+// restore puts the backup in from into cfg's data directory, or its database. avail tells the
+// bytes free on a directory's file system.
+func restore(ctx context.Context, cfg Config, from string, avail func(dir string) (int64, error)) (backupManifest, int, error) {
 	var m backupManifest
 	b, err := os.ReadFile(filepath.Join(from, backupManifestFile))
 	if errors.Is(err, fs.ErrNotExist) {
@@ -475,6 +476,19 @@ func restore(ctx context.Context, cfg Config, from string) (backupManifest, int,
 		if err := copyTree(filepath.Join(from, dir), filepath.Join(cfg.Data, dir)); err != nil {
 			return m, 0, err
 		}
+	}
+	// badger writes into memory-mapped files: on a full disk that is a SIGBUS, not an error. An
+	// index takes about twice its records' gzipped size; cove's floor comes on top.
+	recInfo, err := os.Stat(recPath)
+	if err != nil {
+		return m, 0, err
+	}
+	need := cache.MinFloor + 4*recInfo.Size()
+	if free, err := avail(cfg.Data); err != nil {
+		return m, 0, err
+	} else if free < need {
+		return m, 0, fmt.Errorf("the file system of %s has %s free, and building the index of %d records needs about %s (cove's floor of %s included): free some space, or restore onto a larger file system; the blob files placed so far are kept, run the restore again",
+			cfg.Data, byteCount(free), m.Records, byteCount(need), byteCount(cache.MinFloor))
 	}
 	// The index is made beside its place and renamed into it once whole.
 	tmp := index + ".restoring"
@@ -595,6 +609,15 @@ func emptyDir(dir string) error {
 		return fmt.Errorf("%s is not empty: back up into a new or empty directory", dir)
 	}
 	return nil
+}
+
+// availBytes is the space free to cove on dir's file system.
+func availBytes(dir string) (int64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return 0, fmt.Errorf("statfs %s: %w", dir, err)
+	}
+	return int64(st.Bavail) * st.Bsize, nil
 }
 
 // syncFS makes every file written on dir's file system durable.

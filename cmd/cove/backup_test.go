@@ -171,11 +171,11 @@ func TestBackupOfAFleetsDatabase(t *testing.T) {
 	if !m.MetadataOnly || m.Records != 3 || m.Source != "postgres" { // two records and the sequence
 		t.Errorf("manifest %+v: want metadata only, 3 records, from postgres", m)
 	}
-	if _, _, err := restore(ctx, cfg, to); err == nil || !strings.Contains(err.Error(), "holds cove records already") {
+	if _, _, err := restore(ctx, cfg, to, availBytes); err == nil || !strings.Contains(err.Error(), "holds cove records already") {
 		t.Errorf("a restore over the fleet's database: %v", err)
 	}
 	cfg.Storage.Metadata.Postgres.DSN = srv.CreateDB(t, "restored")
-	if _, n, err := restore(ctx, cfg, to); err != nil || n != 3 {
+	if _, n, err := restore(ctx, cfg, to, availBytes); err != nil || n != 3 {
 		t.Fatalf("restore into an empty database: %d records, %v", n, err)
 	}
 	dst, err := kv.OpenPostgres(ctx, cfg.Storage.Metadata.Postgres.DSN)
@@ -188,7 +188,7 @@ func TestBackupOfAFleetsDatabase(t *testing.T) {
 	}
 	// A single node's data directory cannot take it (it has no blob files).
 	cfg.Storage.Metadata.Kind, cfg.Storage.Blobs.Kind = "badger", "filesystem"
-	if _, _, err := restore(ctx, cfg, to); err == nil || !strings.Contains(err.Error(), "storage.metadata.kind postgres") {
+	if _, _, err := restore(ctx, cfg, to, availBytes); err == nil || !strings.Contains(err.Error(), "storage.metadata.kind postgres") {
 		t.Errorf("a fleet's backup restored into a data directory: %v", err)
 	}
 }
@@ -239,5 +239,34 @@ func TestPlaceBlobDamaged(t *testing.T) {
 	dgst := digest.FromString("12345")
 	if _, err := placeBlob(src, filepath.Join(dir, "dst"), dgst, 4); !errors.Is(err, errBlobDamaged) || strings.Contains(err.Error(), "damaged; run") {
 		t.Errorf("a file of the wrong size: %v", err)
+	}
+}
+
+// A restore onto a file system without room for the index is refused before badger writes it (a
+// write into its memory-mapped files on a full disk is a SIGBUS), with what to do.
+func TestRestoreRefusesAFullDisk(t *testing.T) {
+	data := t.TempDir()
+	withRecords(t, data, func(txn kv.Txn) error { return txn.Set([]byte("auth/user/x"), []byte("{}")) })
+	to := filepath.Join(t.TempDir(), "b")
+	if code, out, errOut := cli(t, "", "backup", "--to", to, "--data", data); code != 0 {
+		t.Fatalf("backup: exit %d\n%s%s", code, out, errOut)
+	}
+	restored := filepath.Join(t.TempDir(), "r")
+	cfg, err := loadConfig("", nil, map[string]string{"data": restored})
+	if err != nil {
+		t.Fatal(err)
+	}
+	full := func(string) (int64, error) { return 1 << 20, nil }
+	_, _, err = restore(context.Background(), cfg, to, full)
+	if err == nil || !strings.Contains(err.Error(), "1.0 MiB free") || !strings.Contains(err.Error(), "free some space") {
+		t.Errorf("a restore onto a full disk: %v", err)
+	}
+	for _, dir := range []string{"index", "index.restoring"} {
+		if _, err := os.Stat(filepath.Join(restored, dir)); !os.IsNotExist(err) {
+			t.Errorf("a refused restore left %s (%v)", dir, err)
+		}
+	}
+	if _, n, err := restore(context.Background(), cfg, to, availBytes); err != nil || n != 1 {
+		t.Errorf("the restore again, with room: %d records, %v", n, err)
 	}
 }
