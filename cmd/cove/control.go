@@ -30,23 +30,45 @@ const controlSocket = "cove.sock"
 // maxSocketPath is the longest path a Unix socket may have on Linux (sun_path, with its NUL).
 const maxSocketPath = 107
 
-// serveControl listens on the control socket of data until ctx ends. A data directory whose path
-// is too long for a socket gets none: cove serves, and says that backups must wait for a stop.
+// socketAddr is the address to bind or dial for the socket at path: path itself, or, when it is
+// too long for a socket address, the same file reached through the directory opened by this
+// process (/proc/self/fd/N/NAME); done closes that directory once the bind or dial is made.
+func socketAddr(path string) (addr string, done func(), err error) {
+	if len(path) <= maxSocketPath {
+		return path, func() {}, nil
+	}
+	dir, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return "", nil, err
+	}
+	addr = fmt.Sprintf("/proc/self/fd/%d/%s", dir.Fd(), filepath.Base(path))
+	if len(addr) > maxSocketPath {
+		dir.Close()
+		return "", nil, fmt.Errorf("the socket name %s is too long", filepath.Base(path))
+	}
+	return addr, func() { dir.Close() }, nil
+}
+
+// serveControl listens on the control socket of data until ctx ends.
 func serveControl(ctx context.Context, data string, meta kv.DB, log *slog.Logger) (stop func()) {
 	path := filepath.Join(data, controlSocket)
-	if len(path) > maxSocketPath {
-		log.Warn("no control socket: the data directory's path is too long for one; cove backup works only while cove is stopped", "path", path)
-		return func() {}
-	}
 	// A socket a killed cove left: this cove holds the index, so no other cove listens on it.
 	os.Remove(path)
-	ln, err := net.Listen("unix", path)
+	addr, done, err := socketAddr(path)
+	var ln net.Listener
+	if err == nil {
+		ln, err = net.Listen("unix", addr)
+		done()
+	}
 	if err != nil {
 		log.Warn("no control socket; cove backup works only while cove is stopped", "path", path, "err", err)
 		return func() {}
 	}
+	// The directory's descriptor is closed: its number may name another directory by the close.
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
 	if err := os.Chmod(path, 0o600); err != nil {
 		ln.Close()
+		os.Remove(path)
 		log.Warn("no control socket; cove backup works only while cove is stopped", "path", path, "err", err)
 		return func() {}
 	}
@@ -119,8 +141,13 @@ func exportRecords(ctx context.Context, exp kv.Exporter, fn func(kv.Record) erro
 func controlRecords(ctx context.Context, data string) (io.ReadCloser, error) {
 	path := filepath.Join(data, controlSocket)
 	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		addr, done, err := socketAddr(path)
+		if err != nil {
+			return nil, err
+		}
+		defer done()
 		var d net.Dialer
-		return d.DialContext(ctx, "unix", path)
+		return d.DialContext(ctx, "unix", addr)
 	}}}
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://cove/records", nil)
 	resp, err := client.Do(req)

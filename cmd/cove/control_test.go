@@ -2,7 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
+	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -58,5 +63,46 @@ func TestControlStopWaitsForTheExport(t *testing.T) {
 	}
 	if err := <-read; err == nil {
 		t.Error("a stream cut by the stop was read as whole")
+	}
+}
+
+// oneRecordExporter is a store of one record.
+type oneRecordExporter struct{ kv.DB }
+
+func (oneRecordExporter) Export(_ context.Context, _ func([]byte) bool, fn func(kv.Record) error) error {
+	return fn(kv.Record{Key: []byte("auth/user/x"), Value: []byte("{}")})
+}
+
+// A data directory whose path is too long for a socket address (107 bytes) still gets its control
+// socket, reached through the directory's descriptor: an online backup works there too.
+func TestControlSocketOfALongPath(t *testing.T) {
+	data := filepath.Join(t.TempDir(), strings.Repeat("d", 120))
+	if err := os.Mkdir(data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	stop := serveControl(context.Background(), data, oneRecordExporter{}, slog.New(slog.DiscardHandler))
+	defer stop()
+	fi, err := os.Stat(filepath.Join(data, controlSocket))
+	if err != nil || fi.Mode().Type() != os.ModeSocket || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("the control socket: %v, %v", fi, err)
+	}
+	body, err := controlRecords(context.Background(), data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer body.Close()
+	sr, err := kv.NewStreamReader(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := sr.Next(); err != nil || string(r.Key) != "auth/user/x" {
+		t.Errorf("the record: %q, %v", r.Key, err)
+	}
+	if _, err := sr.Next(); !errors.Is(err, io.EOF) {
+		t.Errorf("the end of the stream: %v", err)
+	}
+	stop()
+	if _, err := os.Lstat(filepath.Join(data, controlSocket)); !os.IsNotExist(err) {
+		t.Errorf("the socket is left after the stop (%v)", err)
 	}
 }
