@@ -184,6 +184,9 @@ func backup(ctx context.Context, cfg Config, to string, metadataOnly bool, progr
 					if errors.Is(err, io.EOF) {
 						return nil
 					}
+					if errors.Is(err, kv.ErrBadStream) {
+						return fmt.Errorf("the running cove's records: %w: it stopped, or failed, while it sent them (its log says why); delete %s and run the backup again", err, to)
+					}
 					if err != nil {
 						return fmt.Errorf("the running cove's records: %w", err)
 					}
@@ -606,6 +609,14 @@ func emptyDir(dir string) error {
 		return err
 	}
 	if len(ents) > 0 {
+		_, errManifest := os.Stat(filepath.Join(dir, backupManifestFile))
+		_, errRecords := os.Stat(filepath.Join(dir, backupRecordsFile))
+		switch {
+		case errManifest == nil:
+			return fmt.Errorf("%s holds a backup already: back up into a new or empty directory", dir)
+		case errRecords == nil:
+			return fmt.Errorf("%s holds a backup that did not finish (no %s): delete it, or back up into a new or empty directory", dir, backupManifestFile)
+		}
 		return fmt.Errorf("%s is not empty: back up into a new or empty directory", dir)
 	}
 	return nil

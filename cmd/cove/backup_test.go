@@ -117,6 +117,14 @@ func TestBackupLeavesOutTheRunsRecords(t *testing.T) {
 // Bad uses of backup and restore are refused with what to do.
 func TestBackupRestoreUsage(t *testing.T) {
 	data := t.TempDir()
+	withRecords(t, data, func(txn kv.Txn) error { return txn.Set([]byte("auth/user/x"), []byte("{}")) })
+	// What a backup cut short (kill -9, a full disk) leaves.
+	unfinished := t.TempDir()
+	for _, f := range []string{backupRecordsFile, backupBlobList} {
+		if err := os.WriteFile(filepath.Join(unfinished, f), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, c := range []struct {
 		args []string
 		code int
@@ -124,8 +132,9 @@ func TestBackupRestoreUsage(t *testing.T) {
 	}{
 		{[]string{"backup"}, 2, "--to is required"},
 		{[]string{"restore"}, 2, "--from is required"},
-		{[]string{"backup", "--to", t.TempDir(), "--data", data}, 1, "no index/"},
+		{[]string{"backup", "--to", t.TempDir(), "--data", t.TempDir()}, 1, "no index/"},
 		{[]string{"restore", "--from", t.TempDir(), "--data", data}, 1, "no cove-backup.json"},
+		{[]string{"backup", "--to", unfinished, "--data", data}, 1, "holds a backup that did not finish (no cove-backup.json): delete it"},
 	} {
 		if code, _, errOut := cli(t, "", c.args...); code != c.code || !strings.Contains(errOut, c.want) {
 			t.Errorf("cove %s: exit %d, %q; want %d and %q", strings.Join(c.args, " "), code, errOut, c.code, c.want)
