@@ -504,6 +504,9 @@ func restore(ctx context.Context, cfg Config, from string, avail func(dir string
 	}
 	bdb := kv.NewBadger(db)
 	n, err := records(func(next func() (kv.Record, error)) (int, error) { return bdb.Import(ctx, next) })
+	if errors.Is(err, kv.ErrBadRecord) {
+		err = fmt.Errorf("%s: %w: the file was changed since the backup was made (and its SHA-256 in %s with it); restore another backup", recPath, err, backupManifestFile)
+	}
 	if err := errors.Join(err, db.Close()); err != nil {
 		os.RemoveAll(tmp)
 		return m, n, err
