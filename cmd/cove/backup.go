@@ -169,12 +169,13 @@ func backup(ctx context.Context, cfg Config, to string, metadataOnly bool, progr
 			stream = func(fn func(kv.Record) error) error { return exportRecords(ctx, b, fn) }
 		case strings.Contains(err.Error(), "directory lock"):
 			m.Online = true
+			// Asked before anything is written: a refusal leaves the directory empty.
+			body, err := controlRecords(ctx, cfg.Data)
+			if err != nil {
+				return m, err
+			}
+			defer body.Close()
 			stream = func(fn func(kv.Record) error) error {
-				body, err := controlRecords(ctx, cfg.Data)
-				if err != nil {
-					return err
-				}
-				defer body.Close()
 				sr, err := kv.NewStreamReader(body)
 				if err != nil {
 					return fmt.Errorf("the running cove's records: %w", err)

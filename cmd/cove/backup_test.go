@@ -279,3 +279,23 @@ func TestRestoreRefusesAFullDisk(t *testing.T) {
 		t.Errorf("the restore again, with room: %d records, %v", n, err)
 	}
 }
+
+// A backup of a data directory whose index another command holds, with no cove answering on its
+// control socket, says what may hold it, and writes nothing into the backup's directory.
+func TestBackupOfALockedIndex(t *testing.T) {
+	data := t.TempDir()
+	withRecords(t, data, func(txn kv.Txn) error { return txn.Set([]byte("auth/user/x"), []byte("{}")) })
+	db, err := cache.OpenDB(filepath.Join(data, "index"), nil) // as cove admin would
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	to := t.TempDir()
+	code, _, errOut := cli(t, "", "backup", "--to", to, "--data", data)
+	if code != 1 || !strings.Contains(errOut, "another cove command") {
+		t.Errorf("backup of a locked index: exit %d\n%s", code, errOut)
+	}
+	if ents, _ := os.ReadDir(to); len(ents) > 0 {
+		t.Errorf("the refused backup wrote %v", ents)
+	}
+}

@@ -153,7 +153,7 @@ func controlRecords(ctx context.Context, data string) (io.ReadCloser, error) {
 	resp, err := client.Do(req)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission) || isRefused(err) {
-			return nil, fmt.Errorf("the data directory %s is in use, and its cove does not answer on %s (%v): a cove older than this one has no control socket; stop it and run cove backup again, or upgrade it", data, path, err)
+			return nil, fmt.Errorf("the data directory %s is in use (its index is locked), and nothing answers on %s (%v): another cove command (backup, restore, admin, migrate) may hold it, then run cove backup again once it ends; a cove serve opens its socket after its start's migrations and walk of blobs/, and one older than this cove has none: stop it and run cove backup again, or upgrade it", data, path, err)
 		}
 		return nil, err
 	}
