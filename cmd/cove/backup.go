@@ -144,6 +144,9 @@ func backup(ctx context.Context, cfg Config, to string, metadataOnly bool, progr
 	if cfg.Storage.Blobs.Kind == "s3" && !metadataOnly {
 		return m, fmt.Errorf("the blobs are in the bucket %q (storage.blobs.s3): back the bucket up with your S3 store's own tools, and pass --metadata-only for the records", cfg.Storage.Blobs.S3.Bucket)
 	}
+	if err := checkBackupPlace(cfg.Data, to); err != nil {
+		return m, err
+	}
 	if err := emptyDir(to); err != nil {
 		return m, err
 	}
@@ -601,6 +604,40 @@ func copyTree(src, dst string) error {
 		}
 		return os.WriteFile(target, b, info.Mode().Perm())
 	})
+}
+
+// checkBackupPlace refuses a backup directory inside the data directory data, but for under its
+// backups/: cove empties tmp/ at every start, and the rest is its own.
+func checkBackupPlace(data, to string) error {
+	absData, err := filepath.Abs(data)
+	if err != nil {
+		return err
+	}
+	absTo, err := filepath.Abs(to)
+	if err != nil {
+		return err
+	}
+	if real, err := filepath.EvalSymlinks(absData); err == nil {
+		absData = real
+	}
+	// The deepest part of to that exists, with its links resolved, and the rest as given.
+	for dir, rest := absTo, ""; ; dir, rest = filepath.Dir(dir), filepath.Join(filepath.Base(dir), rest) {
+		if real, err := filepath.EvalSymlinks(dir); err == nil {
+			absTo = filepath.Join(real, rest)
+			break
+		}
+		if dir == filepath.Dir(dir) {
+			break
+		}
+	}
+	inside := func(parent string) bool {
+		rel, err := filepath.Rel(parent, absTo)
+		return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
+	}
+	if inside(absData) && !inside(filepath.Join(absData, "backups")) {
+		return fmt.Errorf("--to %s is inside the data directory %s, whose files are cove's (it empties tmp/ at every start): back up outside it, or into %s", to, data, filepath.Join(data, "backups", "NAME"))
+	}
+	return nil
 }
 
 // emptyDir makes dir if it does not exist, and fails unless it is empty.

@@ -135,6 +135,10 @@ func TestBackupRestoreUsage(t *testing.T) {
 		{[]string{"backup", "--to", t.TempDir(), "--data", t.TempDir()}, 1, "no index/"},
 		{[]string{"restore", "--from", t.TempDir(), "--data", data}, 1, "no cove-backup.json"},
 		{[]string{"backup", "--to", unfinished, "--data", data}, 1, "holds a backup that did not finish (no cove-backup.json): delete it"},
+		// cove empties tmp/ at every start: a backup there would be gone.
+		{[]string{"backup", "--to", filepath.Join(data, "tmp", "b"), "--data", data}, 1, "is inside the data directory"},
+		{[]string{"backup", "--to", filepath.Join(data, "x", "..", "blobs"), "--data", data}, 1, "is inside the data directory"},
+		{[]string{"backup", "--to", filepath.Join(data, "backups", "b"), "--data", data}, 0, ""},
 	} {
 		if code, _, errOut := cli(t, "", c.args...); code != c.code || !strings.Contains(errOut, c.want) {
 			t.Errorf("cove %s: exit %d, %q; want %d and %q", strings.Join(c.args, " "), code, errOut, c.code, c.want)
