@@ -437,6 +437,9 @@ func restore(ctx context.Context, cfg Config, from string, avail func(dir string
 	if m.MetadataOnly && m.Source == "postgres" {
 		return m, 0, errors.New("this backup is of a fleet's database, without blob files: restore it with the fleet's configuration (storage.metadata.kind postgres), into an empty database")
 	}
+	if sameFile(from, cfg.Data) {
+		return m, 0, fmt.Errorf("--data %s is the backup itself: restore into a new data directory, and keep the backup as it is (cove changes and removes files of its data directory)", cfg.Data)
+	}
 	index := filepath.Join(cfg.Data, "index")
 	if _, err := os.Stat(index); err == nil {
 		return m, 0, fmt.Errorf("%s holds an index already: restore into a new data directory (--data), never over one", cfg.Data)
@@ -638,6 +641,16 @@ func checkBackupPlace(data, to string) error {
 		return fmt.Errorf("--to %s is inside the data directory %s, whose files are cove's (it empties tmp/ at every start): back up outside it, or into %s", to, data, filepath.Join(data, "backups", "NAME"))
 	}
 	return nil
+}
+
+// sameFile says whether a and b both exist and are the same file or directory.
+func sameFile(a, b string) bool {
+	fa, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	fb, err := os.Stat(b)
+	return err == nil && os.SameFile(fa, fb)
 }
 
 // emptyDir makes dir if it does not exist, and fails unless it is empty.

@@ -139,6 +139,7 @@ func TestBackupRestoreUsage(t *testing.T) {
 		{[]string{"backup", "--to", filepath.Join(data, "tmp", "b"), "--data", data}, 1, "is inside the data directory"},
 		{[]string{"backup", "--to", filepath.Join(data, "x", "..", "blobs"), "--data", data}, 1, "is inside the data directory"},
 		{[]string{"backup", "--to", filepath.Join(data, "backups", "b"), "--data", data}, 0, ""},
+		{[]string{"restore", "--from", filepath.Join(data, "backups", "b"), "--data", filepath.Join(data, "backups", "b", "..", "b")}, 1, "is the backup itself"},
 	} {
 		if code, _, errOut := cli(t, "", c.args...); code != c.code || !strings.Contains(errOut, c.want) {
 			t.Errorf("cove %s: exit %d, %q; want %d and %q", strings.Join(c.args, " "), code, errOut, c.code, c.want)
