@@ -36,6 +36,10 @@ type schemaRecord struct {
 	At time.Time `json:"at"`
 }
 
+// ErrSchemaDamaged is a schema record cove cannot read: nothing tells which migrations the index
+// needs, so nothing is done to it.
+var ErrSchemaDamaged = errors.New("cove cannot tell which records the index holds, and leaves it as it is; restore a backup into a new data directory (cove restore: your last backup, or the one a migration made in DATA/backups/)")
+
 // SchemaTooNewError is the refusal of an index written by a newer cove.
 type SchemaTooNewError struct {
 	Have int
@@ -58,10 +62,19 @@ func ReadSchema(ctx context.Context, db kv.DB) (version int, by string, err erro
 	err = db.View(ctx, func(txn kv.Txn) error {
 		var rec schemaRecord
 		switch err := kv.Get(txn, []byte(keySchema), &rec); {
+		case err == nil && rec.Version < 1:
+			// Never taken for a first start: that would skip the migrations the records need.
+			return fmt.Errorf("the index's schema record (%s) is damaged: it names version %d: %w", keySchema, rec.Version, ErrSchemaDamaged)
 		case err == nil:
 			version, by = rec.Version, rec.By
 			return nil
-		case !errors.Is(err, kv.ErrNotFound):
+		case errors.Is(err, kv.ErrNotFound):
+		default:
+			var syntax *json.SyntaxError
+			var typ *json.UnmarshalTypeError
+			if errors.As(err, &syntax) || errors.As(err, &typ) {
+				return fmt.Errorf("the index's schema record (%s) is damaged (%v): %w", keySchema, err, ErrSchemaDamaged)
+			}
 			return fmt.Errorf("read the index's schema: %w", err)
 		}
 		if _, err := txn.Get([]byte(keyEvictIndex)); err == nil {

@@ -182,3 +182,49 @@ func TestSchemaTooNewIsRefused(t *testing.T) {
 		t.Errorf("the refused index's schema is now %d by %q (%v): it must be left as it was", v, by, err)
 	}
 }
+
+// A schema record cove cannot read (not JSON, a version below 1) is refused with what to do, and
+// never taken for a first start, which would skip the migrations and write this cove's version.
+func TestSchemaDamagedIsRefused(t *testing.T) {
+	for _, v := range []string{`garbage`, `{"version":0}`, `{"version":-5}`, `{"version":"3"}`} {
+		dir := t.TempDir()
+		s, closeAll, err := openAt(t, dir, Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		setSchema(t, s, 0, "") // an index from before the eviction index…
+		if err := s.db.Update(context.Background(), func(txn kv.Txn) error {
+			return txn.Set([]byte(keySchema), []byte(v)) // …whose schema record is damaged
+		}); err != nil {
+			t.Fatal(err)
+		}
+		closeAll()
+		migrated := false
+		_, _, err = openAt(t, dir, Config{BeforeMigrate: func(int) error { migrated = true; return nil }})
+		if !errors.Is(err, ErrSchemaDamaged) || !strings.Contains(err.Error(), "cove/schema") || !strings.Contains(err.Error(), "cove restore") {
+			t.Errorf("%s: a start on a damaged schema record: %v", v, err)
+		}
+		if migrated {
+			t.Errorf("%s: the start made a backup before migrating", v)
+		}
+		db, err := OpenDB(filepath.Join(dir, "index"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = kv.NewBadger(db).View(context.Background(), func(txn kv.Txn) error {
+			got, err := txn.Get([]byte(keySchema))
+			if err == nil && string(got) != v {
+				t.Errorf("%s: the schema record is now %s: it must be left as it was", v, got)
+			}
+			_, eerr := txn.Get([]byte(keyEvictIndex))
+			if !errors.Is(eerr, kv.ErrNotFound) {
+				t.Errorf("%s: the eviction index was marked built (%v)", v, eerr)
+			}
+			return err
+		})
+		db.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}

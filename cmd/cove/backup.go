@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
 
 	"cove/cache"
 	"cove/internal/kv"
@@ -132,6 +133,9 @@ func backup(ctx context.Context, cfg Config, to string, metadataOnly bool, progr
 	if cfg.Storage.Blobs.Kind == "s3" && !metadataOnly {
 		return m, fmt.Errorf("the blobs are in the bucket %q (storage.blobs.s3): back the bucket up with your S3 store's own tools, and pass --metadata-only for the records", cfg.Storage.Blobs.S3.Bucket)
 	}
+	if err := checkBackupPlace(cfg.Data, to); err != nil {
+		return m, err
+	}
 	if err := emptyDir(to); err != nil {
 		return m, err
 	}
@@ -157,12 +161,13 @@ func backup(ctx context.Context, cfg Config, to string, metadataOnly bool, progr
 			stream = func(fn func(kv.Record) error) error { return exportRecords(ctx, b, fn) }
 		case strings.Contains(err.Error(), "directory lock"):
 			m.Online = true
+			// Asked before anything is written: a refusal leaves the directory empty.
+			body, err := controlRecords(ctx, cfg.Data)
+			if err != nil {
+				return m, err
+			}
+			defer body.Close()
 			stream = func(fn func(kv.Record) error) error {
-				body, err := controlRecords(ctx, cfg.Data)
-				if err != nil {
-					return err
-				}
-				defer body.Close()
 				sr, err := kv.NewStreamReader(body)
 				if err != nil {
 					return fmt.Errorf("the running cove's records: %w", err)
@@ -171,6 +176,9 @@ func backup(ctx context.Context, cfg Config, to string, metadataOnly bool, progr
 					r, err := sr.Next()
 					if errors.Is(err, io.EOF) {
 						return nil
+					}
+					if errors.Is(err, kv.ErrBadStream) {
+						return fmt.Errorf("the running cove's records: %w: it stopped, or failed, while it sent them (its log says why); delete %s and run the backup again", err, to)
 					}
 					if err != nil {
 						return fmt.Errorf("the running cove's records: %w", err)
@@ -338,13 +346,14 @@ func placeBlob(src, dst string, dgst digest.Digest, size int64, verify bool) (li
 	if err != nil {
 		return false, err
 	}
+	// Never followed: a link would place the file it names, wherever that is, among the blobs.
 	if !fi.Mode().IsRegular() {
-		return false, fmt.Errorf("%s is not a regular file", src)
+		return false, fmt.Errorf("%w: %s is no regular file (%s): cove writes only regular files into blobs/", errDamaged, src, fi.Mode().Type())
 	}
 	// What to do about a damaged file: with verify (a restore) src is the backup's copy.
 	hint := "take it out of service with cove scrub --repair (cove stopped) or the server's scrub (scrub.interval), then back up again"
 	if verify {
-		hint = "the backup's copy is damaged: restore another backup, or put a good copy of that file (another copy of this backup's) in its place"
+		hint = "the backup's copy is damaged"
 	}
 	if fi.Size() != size {
 		return false, fmt.Errorf("%w: %s has %d bytes, its record %d; %s", errDamaged, src, fi.Size(), size, hint)
@@ -435,6 +444,59 @@ func copyTree(src, dst string) error {
 	})
 }
 
+// checkBackupPlace refuses a backup directory inside the data directory data, but for under its
+// backups/: cove empties tmp/ at every start, and the rest is its own.
+func checkBackupPlace(data, to string) error {
+	absData, err := filepath.Abs(data)
+	if err != nil {
+		return err
+	}
+	absTo, err := filepath.Abs(to)
+	if err != nil {
+		return err
+	}
+	if real, err := filepath.EvalSymlinks(absData); err == nil {
+		absData = real
+	}
+	// The deepest part of to that exists, with its links resolved, and the rest as given.
+	for dir, rest := absTo, ""; ; dir, rest = filepath.Dir(dir), filepath.Join(filepath.Base(dir), rest) {
+		if real, err := filepath.EvalSymlinks(dir); err == nil {
+			absTo = filepath.Join(real, rest)
+			break
+		}
+		if dir == filepath.Dir(dir) {
+			break
+		}
+	}
+	inside := func(parent string) bool {
+		rel, err := filepath.Rel(parent, absTo)
+		return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
+	}
+	if inside(absData) && !inside(filepath.Join(absData, "backups")) {
+		return fmt.Errorf("--to %s is inside the data directory %s, whose files are cove's (it empties tmp/ at every start): back up outside it, or into %s", to, data, filepath.Join(data, "backups", "NAME"))
+	}
+	return nil
+}
+
+// sameFile says whether a and b both exist and are the same file or directory.
+func sameFile(a, b string) bool {
+	fa, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	fb, err := os.Stat(b)
+	return err == nil && os.SameFile(fa, fb)
+}
+
+// availBytes is the space free to cove on dir's file system.
+func availBytes(dir string) (int64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return 0, fmt.Errorf("statfs %s: %w", dir, err)
+	}
+	return int64(st.Bavail) * st.Bsize, nil
+}
+
 // emptyDir makes dir if it does not exist, and fails unless it is empty.
 func emptyDir(dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -445,6 +507,14 @@ func emptyDir(dir string) error {
 		return err
 	}
 	if len(ents) > 0 {
+		_, errManifest := os.Stat(filepath.Join(dir, backupManifestFile))
+		_, errRecords := os.Stat(filepath.Join(dir, backupRecordsFile))
+		switch {
+		case errManifest == nil:
+			return fmt.Errorf("%s holds a backup already: back up into a new or empty directory", dir)
+		case errRecords == nil:
+			return fmt.Errorf("%s holds a backup that did not finish (no %s): delete it, or back up into a new or empty directory", dir, backupManifestFile)
+		}
 		return fmt.Errorf("%s is not empty: back up into a new or empty directory", dir)
 	}
 	return nil

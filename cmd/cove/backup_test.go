@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -117,6 +118,14 @@ func TestBackupLeavesOutTheRunsRecords(t *testing.T) {
 // Bad uses of backup and restore are refused with what to do.
 func TestBackupRestoreUsage(t *testing.T) {
 	data := t.TempDir()
+	withRecords(t, data, func(txn kv.Txn) error { return txn.Set([]byte("auth/user/x"), []byte("{}")) })
+	// What a backup cut short (kill -9, a full disk) leaves.
+	unfinished := t.TempDir()
+	for _, f := range []string{backupRecordsFile, backupBlobList} {
+		if err := os.WriteFile(filepath.Join(unfinished, f), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, c := range []struct {
 		args []string
 		code int
@@ -124,8 +133,14 @@ func TestBackupRestoreUsage(t *testing.T) {
 	}{
 		{[]string{"backup"}, 2, "--to is required"},
 		{[]string{"restore"}, 2, "--from is required"},
-		{[]string{"backup", "--to", t.TempDir(), "--data", data}, 1, "no index/"},
+		{[]string{"backup", "--to", t.TempDir(), "--data", t.TempDir()}, 1, "no index/"},
 		{[]string{"restore", "--from", t.TempDir(), "--data", data}, 1, "no cove-backup.json"},
+		{[]string{"backup", "--to", unfinished, "--data", data}, 1, "holds a backup that did not finish (no cove-backup.json): delete it"},
+		// cove empties tmp/ at every start: a backup there would be gone.
+		{[]string{"backup", "--to", filepath.Join(data, "tmp", "b"), "--data", data}, 1, "is inside the data directory"},
+		{[]string{"backup", "--to", filepath.Join(data, "x", "..", "blobs"), "--data", data}, 1, "is inside the data directory"},
+		{[]string{"backup", "--to", filepath.Join(data, "backups", "b"), "--data", data}, 0, ""},
+		{[]string{"restore", "--from", filepath.Join(data, "backups", "b"), "--data", filepath.Join(data, "backups", "b", "..", "b")}, 1, "is the backup itself"},
 	} {
 		if code, _, errOut := cli(t, "", c.args...); code != c.code || !strings.Contains(errOut, c.want) {
 			t.Errorf("cove %s: exit %d, %q; want %d and %q", strings.Join(c.args, " "), code, errOut, c.code, c.want)
@@ -171,11 +186,11 @@ func TestBackupOfAFleetsDatabase(t *testing.T) {
 	if !m.MetadataOnly || m.Records != 3 || m.Source != "postgres" { // two records and the sequence
 		t.Errorf("manifest %+v: want metadata only, 3 records, from postgres", m)
 	}
-	if _, _, err := restore(ctx, cfg, to); err == nil || !strings.Contains(err.Error(), "holds cove records already") {
+	if _, _, err := restore(ctx, cfg, to, availBytes); err == nil || !strings.Contains(err.Error(), "holds cove records already") {
 		t.Errorf("a restore over the fleet's database: %v", err)
 	}
 	cfg.Storage.Metadata.Postgres.DSN = srv.CreateDB(t, "restored")
-	if _, n, err := restore(ctx, cfg, to); err != nil || n != 3 {
+	if _, n, err := restore(ctx, cfg, to, availBytes); err != nil || n != 3 {
 		t.Fatalf("restore into an empty database: %d records, %v", n, err)
 	}
 	dst, err := kv.OpenPostgres(ctx, cfg.Storage.Metadata.Postgres.DSN)
@@ -188,7 +203,7 @@ func TestBackupOfAFleetsDatabase(t *testing.T) {
 	}
 	// A single node's data directory cannot take it (it has no blob files).
 	cfg.Storage.Metadata.Kind, cfg.Storage.Blobs.Kind = "badger", "filesystem"
-	if _, _, err := restore(ctx, cfg, to); err == nil || !strings.Contains(err.Error(), "storage.metadata.kind postgres") {
+	if _, _, err := restore(ctx, cfg, to, availBytes); err == nil || !strings.Contains(err.Error(), "storage.metadata.kind postgres") {
 		t.Errorf("a fleet's backup restored into a data directory: %v", err)
 	}
 }
@@ -264,5 +279,103 @@ func TestBackupLeavesOutADamagedBlob(t *testing.T) {
 	}
 	if _, err := os.Stat(cache.BlobPath(to, db)); err == nil {
 		t.Error("the damaged blob is in the backup")
+	}
+}
+
+// A symbolic link among a backup's blob files (cove backup writes none) is refused by restore,
+// never placed in the data directory: cove would serve the file it names, wherever that is.
+func TestRestoreRefusesALinkAmongTheBlobs(t *testing.T) {
+	data := t.TempDir()
+	withRecords(t, data, func(txn kv.Txn) error { return txn.Set([]byte("auth/user/x"), []byte("{}")) })
+	to := filepath.Join(t.TempDir(), "b")
+	if code, out, errOut := cli(t, "", "backup", "--to", to, "--data", data); code != 0 {
+		t.Fatalf("backup: exit %d\n%s%s", code, out, errOut)
+	}
+	secret := filepath.Join(t.TempDir(), "secret")
+	// As long as its own name, as a link to it is: the sizes agree.
+	if err := os.WriteFile(secret, []byte(strings.Repeat("s", len(secret))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hex := strings.Repeat("ab", 32)
+	link := filepath.Join(to, "blobs", "sha256", "ab", hex)
+	if err := os.MkdirAll(filepath.Dir(link), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(secret, link); err != nil {
+		t.Fatal(err)
+	}
+	restored := filepath.Join(t.TempDir(), "r")
+	code, _, errOut := cli(t, "", "restore", "--from", to, "--data", restored)
+	if code != 1 || !strings.Contains(errOut, link) || !strings.Contains(errOut, "no regular file") || !strings.Contains(errOut, "restore another backup") {
+		t.Errorf("restore of a backup with a link among its blobs: exit %d\n%s", code, errOut)
+	}
+	if _, err := os.Lstat(filepath.Join(restored, "blobs", "sha256", "ab", hex)); !os.IsNotExist(err) {
+		t.Errorf("the link was placed in the data directory (%v)", err)
+	}
+	if _, err := os.Stat(filepath.Join(restored, "index")); !os.IsNotExist(err) {
+		t.Errorf("a refused restore left an index (%v)", err)
+	}
+}
+
+// A blob file whose size is not its record's is refused with what to do, never a command that
+// does not exist.
+func TestPlaceBlobDamaged(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	if err := os.WriteFile(src, []byte("12345"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dgst := digest.FromString("12345")
+	if _, err := placeBlob(src, filepath.Join(dir, "dst"), dgst, 4, false); !errors.Is(err, errDamaged) || strings.Contains(err.Error(), "damaged; run") {
+		t.Errorf("a file of the wrong size: %v", err)
+	}
+}
+
+// A restore onto a file system without room for the index is refused before badger writes it (a
+// write into its memory-mapped files on a full disk is a SIGBUS), with what to do.
+func TestRestoreRefusesAFullDisk(t *testing.T) {
+	data := t.TempDir()
+	withRecords(t, data, func(txn kv.Txn) error { return txn.Set([]byte("auth/user/x"), []byte("{}")) })
+	to := filepath.Join(t.TempDir(), "b")
+	if code, out, errOut := cli(t, "", "backup", "--to", to, "--data", data); code != 0 {
+		t.Fatalf("backup: exit %d\n%s%s", code, out, errOut)
+	}
+	restored := filepath.Join(t.TempDir(), "r")
+	cfg, err := loadConfig("", nil, map[string]string{"data": restored})
+	if err != nil {
+		t.Fatal(err)
+	}
+	full := func(string) (int64, error) { return 1 << 20, nil }
+	_, _, err = restore(context.Background(), cfg, to, full)
+	if err == nil || !strings.Contains(err.Error(), "1.0 MiB free") || !strings.Contains(err.Error(), "free some space") {
+		t.Errorf("a restore onto a full disk: %v", err)
+	}
+	for _, dir := range []string{"index", "index.restoring"} {
+		if _, err := os.Stat(filepath.Join(restored, dir)); !os.IsNotExist(err) {
+			t.Errorf("a refused restore left %s (%v)", dir, err)
+		}
+	}
+	if _, n, err := restore(context.Background(), cfg, to, availBytes); err != nil || n != 1 {
+		t.Errorf("the restore again, with room: %d records, %v", n, err)
+	}
+}
+
+// A backup of a data directory whose index another command holds, with no cove answering on its
+// control socket, says what may hold it, and writes nothing into the backup's directory.
+func TestBackupOfALockedIndex(t *testing.T) {
+	data := t.TempDir()
+	withRecords(t, data, func(txn kv.Txn) error { return txn.Set([]byte("auth/user/x"), []byte("{}")) })
+	db, err := cache.OpenDB(filepath.Join(data, "index"), nil) // as cove admin would
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	to := t.TempDir()
+	code, _, errOut := cli(t, "", "backup", "--to", to, "--data", data)
+	if code != 1 || !strings.Contains(errOut, "another cove command") {
+		t.Errorf("backup of a locked index: exit %d\n%s", code, errOut)
+	}
+	if ents, _ := os.ReadDir(to); len(ents) > 0 {
+		t.Errorf("the refused backup wrote %v", ents)
 	}
 }

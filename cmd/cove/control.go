@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"cove/auth"
@@ -29,28 +30,70 @@ const controlSocket = "cove.sock"
 // maxSocketPath is the longest path a Unix socket may have on Linux (sun_path, with its NUL).
 const maxSocketPath = 107
 
-// serveControl listens on the control socket of data until stop is called. A data directory whose path
-// is too long for a socket gets none: cove serves, and says that backups must wait for a stop.
-func serveControl(data string, meta kv.DB, log *slog.Logger) (stop func()) {
-	path := filepath.Join(data, controlSocket)
-	if len(path) > maxSocketPath {
-		log.Warn("no control socket: the data directory's path is too long for one; cove backup works only while cove is stopped", "path", path)
-		return func() {}
+// socketAddr is the address to bind or dial for the socket at path: path itself, or, when it is
+// too long for a socket address, the same file reached through the directory opened by this
+// process (/proc/self/fd/N/NAME); done closes that directory once the bind or dial is made.
+func socketAddr(path string) (addr string, done func(), err error) {
+	if len(path) <= maxSocketPath {
+		return path, func() {}, nil
 	}
+	dir, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return "", nil, err
+	}
+	addr = fmt.Sprintf("/proc/self/fd/%d/%s", dir.Fd(), filepath.Base(path))
+	if len(addr) > maxSocketPath {
+		dir.Close()
+		return "", nil, fmt.Errorf("the socket name %s is too long", filepath.Base(path))
+	}
+	return addr, func() { dir.Close() }, nil
+}
+
+// serveControl listens on the control socket of data until stop is called (ctx ending cancels the
+// exports in flight).
+func serveControl(ctx context.Context, data string, meta kv.DB, log *slog.Logger) (stop func()) {
+	path := filepath.Join(data, controlSocket)
 	// A socket a killed cove left: this cove holds the index, so no other cove listens on it.
 	os.Remove(path)
-	ln, err := net.Listen("unix", path)
+	addr, done, err := socketAddr(path)
+	var ln net.Listener
+	if err == nil {
+		ln, err = net.Listen("unix", addr)
+		done()
+	}
 	if err != nil {
 		log.Warn("no control socket; cove backup works only while cove is stopped", "path", path, "err", err)
 		return func() {}
 	}
+	// The directory's descriptor is closed: its number may name another directory by the close.
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
 	if err := os.Chmod(path, 0o600); err != nil {
 		ln.Close()
+		os.Remove(path)
 		log.Warn("no control socket; cove backup works only while cove is stopped", "path", path, "err", err)
 		return func() {}
 	}
+	// stop ends the exports in flight and waits for them: the index closes after it.
+	var (
+		mu      sync.Mutex
+		stopped bool
+		exports sync.WaitGroup
+	)
+	ectx, cancel := context.WithCancel(ctx)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /records", func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		if stopped {
+			mu.Unlock()
+			http.Error(w, "cove is stopping: run the backup while it is stopped, or once it runs again", http.StatusServiceUnavailable)
+			return
+		}
+		exports.Add(1)
+		mu.Unlock()
+		defer exports.Done()
+		rctx, stop := context.WithCancel(r.Context())
+		defer stop()
+		defer context.AfterFunc(ectx, stop)()
 		exp, ok := meta.(kv.Exporter)
 		if !ok {
 			http.Error(w, "this store cannot export its records", http.StatusNotImplemented)
@@ -59,7 +102,7 @@ func serveControl(data string, meta kv.DB, log *slog.Logger) (stop func()) {
 		w.Header().Set("Content-Type", "application/octet-stream")
 		sw, err := kv.NewStreamWriter(w)
 		if err == nil {
-			err = exportRecords(r.Context(), exp, sw.Write)
+			err = exportRecords(rctx, exp, sw.Write)
 		}
 		if err == nil {
 			_, err = sw.Close()
@@ -73,7 +116,12 @@ func serveControl(data string, meta kv.DB, log *slog.Logger) (stop func()) {
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	go srv.Serve(ln)
 	return func() {
+		mu.Lock()
+		stopped = true
+		mu.Unlock()
+		cancel()
 		srv.Close()
+		exports.Wait()
 		os.Remove(path)
 	}
 }
@@ -94,14 +142,19 @@ func exportRecords(ctx context.Context, exp kv.Exporter, fn func(kv.Record) erro
 func controlRecords(ctx context.Context, data string) (io.ReadCloser, error) {
 	path := filepath.Join(data, controlSocket)
 	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		addr, done, err := socketAddr(path)
+		if err != nil {
+			return nil, err
+		}
+		defer done()
 		var d net.Dialer
-		return d.DialContext(ctx, "unix", path)
+		return d.DialContext(ctx, "unix", addr)
 	}}}
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://cove/records", nil)
 	resp, err := client.Do(req)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission) || isRefused(err) {
-			return nil, fmt.Errorf("the data directory %s is in use, and its cove does not answer on %s (%v): a cove older than this one has no control socket; stop it and run cove backup again, or upgrade it", data, path, err)
+			return nil, fmt.Errorf("the data directory %s is in use (its index is locked), and nothing answers on %s (%v): another cove command (backup, restore, admin, migrate) may hold it, then run cove backup again once it ends; a cove serve opens its socket after its start's migrations and walk of blobs/, and one older than this cove has none: stop it and run cove backup again, or upgrade it", data, path, err)
 		}
 		return nil, err
 	}

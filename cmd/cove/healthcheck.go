@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	neturl "net/url"
 	"time"
 )
 
@@ -55,6 +56,14 @@ func healthcheckCmd(ctx context.Context, args, environ []string, stdout, stderr 
 			fmt.Fprintf(stderr, "cove healthcheck: %v (or give --url)\n", err)
 			return 2
 		}
+	}
+	if *timeout <= 0 {
+		fmt.Fprintf(stderr, "cove healthcheck: --timeout %s: give a duration above 0, such as 5s\n", *timeout)
+		return 2
+	}
+	if u, err := neturl.Parse(*url); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		fmt.Fprintf(stderr, "cove healthcheck: --url %q: give an http:// or https:// URL with a host, such as http://127.0.0.1:5000/healthz\n", *url)
+		return 2
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()

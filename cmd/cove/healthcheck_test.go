@@ -43,6 +43,10 @@ func TestHealthcheck(t *testing.T) {
 		{"not listening", 200, []string{"--url", down.URL + "/healthz"}, nil, 1},
 		{"bad configuration", 200, nil, []string{listen, "COVE_LISTEN_TYPO=1"}, 2},
 		{"extra argument", 200, []string{"now"}, nil, 2},
+		{"--url of another scheme", 200, []string{"--url", "ftp://127.0.0.1/healthz"}, nil, 2},
+		{"--url without a host", 200, []string{"--url", "healthz"}, nil, 2},
+		{"--timeout 0", 200, []string{"--timeout", "0", "--url", srv.URL + "/healthz"}, nil, 2},
+		{"--timeout below 0", 200, []string{"--timeout", "-1s", "--url", srv.URL + "/healthz"}, nil, 2},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			status = c.status

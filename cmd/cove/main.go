@@ -252,7 +252,7 @@ func serveConfig(ctx context.Context, cfg Config, log, accessLog *slog.Logger, f
 	}
 	defer store.Close()
 	if cfg.Storage.Metadata.Kind != "postgres" { // a fleet's database is backed up from anywhere
-		defer serveControl(cfg.Data, meta, log)()
+		defer serveControl(ctx, cfg.Data, meta, log)()
 	}
 	var upstreams []string
 	for name := range cfg.Mirror.Upstreams {

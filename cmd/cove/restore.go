@@ -49,7 +49,7 @@ func restoreCmd(ctx context.Context, args, environ []string, stdout, stderr io.W
 		return 2
 	}
 	defer keepOwner(cfg.Data, stderr)()
-	m, records, err := restore(ctx, cfg, *from)
+	m, records, err := restore(ctx, cfg, *from, availBytes)
 	if err != nil {
 		fmt.Fprintf(stderr, "cove restore: %v\n", err)
 		return 1
@@ -63,8 +63,9 @@ func restoreCmd(ctx context.Context, args, environ []string, stdout, stderr io.W
 	return 0
 }
 
-// restore puts the backup in from into cfg's data directory, or its database.
-func restore(ctx context.Context, cfg Config, from string) (backupManifest, int, error) {
+// restore puts the backup in from into cfg's data directory, or its database. avail tells the
+// bytes free on a directory's file system.
+func restore(ctx context.Context, cfg Config, from string, avail func(dir string) (int64, error)) (backupManifest, int, error) {
 	var m backupManifest
 	b, err := os.ReadFile(filepath.Join(from, backupManifestFile))
 	if errors.Is(err, fs.ErrNotExist) {
@@ -120,6 +121,9 @@ func restore(ctx context.Context, cfg Config, from string) (backupManifest, int,
 	if m.MetadataOnly && m.Source == "postgres" {
 		return m, 0, errors.New("this backup is of a fleet's database, without blob files: restore it with the fleet's configuration (storage.metadata.kind postgres), into an empty database")
 	}
+	if sameFile(from, cfg.Data) {
+		return m, 0, fmt.Errorf("--data %s is the backup itself: restore into a new data directory, and keep the backup as it is (cove changes and removes files of its data directory)", cfg.Data)
+	}
 	index := filepath.Join(cfg.Data, "index")
 	if _, err := os.Stat(index); err == nil {
 		return m, 0, fmt.Errorf("%s holds an index already: restore into a new data directory (--data), never over one", cfg.Data)
@@ -153,7 +157,7 @@ func restore(ctx context.Context, cfg Config, from string) (backupManifest, int,
 			}
 			// Every file is checked against its digest: a backup's disk may have damaged it.
 			if _, err := placeBlob(path, cache.BlobPath(cfg.Data, dgst), dgst, fi.Size(), true); err != nil {
-				return fmt.Errorf("blob %s of the backup: %w (remove it from the backup to restore without it: its record is then dropped at the first start)", dgst, err)
+				return fmt.Errorf("blob %s of the backup: %w; restore another backup, or delete that file from %s and restore again (the restored cove drops the blob's records at its first start)", dgst, err, root)
 			}
 			return nil
 		})
@@ -166,6 +170,19 @@ func restore(ctx context.Context, cfg Config, from string) (backupManifest, int,
 			return m, 0, err
 		}
 	}
+	// badger writes into memory-mapped files: on a full disk that is a SIGBUS, not an error. An
+	// index takes about twice its records' gzipped size; cove's floor comes on top.
+	recInfo, err := os.Stat(recPath)
+	if err != nil {
+		return m, 0, err
+	}
+	need := cache.MinFloor + 4*recInfo.Size()
+	if free, err := avail(cfg.Data); err != nil {
+		return m, 0, err
+	} else if free < need {
+		return m, 0, fmt.Errorf("the file system of %s has %s free, and building the index of %d records needs about %s (cove's floor of %s included): free some space, or restore onto a larger file system; the blob files placed so far are kept, run the restore again",
+			cfg.Data, byteCount(free), m.Records, byteCount(need), byteCount(cache.MinFloor))
+	}
 	// The index is made beside its place and renamed into it once whole.
 	tmp := index + ".restoring"
 	if err := os.RemoveAll(tmp); err != nil {
@@ -177,6 +194,9 @@ func restore(ctx context.Context, cfg Config, from string) (backupManifest, int,
 	}
 	bdb := kv.NewBadger(db)
 	n, err := records(func(next func() (kv.Record, error)) (int, error) { return bdb.Import(ctx, next) })
+	if errors.Is(err, kv.ErrBadRecord) {
+		err = fmt.Errorf("%s: %w: the file was changed since the backup was made (and its SHA-256 in %s with it); restore another backup", recPath, err, backupManifestFile)
+	}
 	if err := errors.Join(err, db.Close()); err != nil {
 		os.RemoveAll(tmp)
 		return m, n, err

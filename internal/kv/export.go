@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -119,7 +120,9 @@ func (b *Badger) Import(ctx context.Context, next func() (Record, error)) (int, 
 			}
 		}
 		if err := wb.SetEntry(e); err != nil {
-			return n, err
+			// badger's refusals of a key (empty, reserved, too long) may dump all of it.
+			msg, _, _ := strings.Cut(err.Error(), "\n")
+			return n, fmt.Errorf("record %d (key %.60q): %s: %w", n+1, r.Key, strings.TrimSuffix(msg, ":"), ErrBadRecord)
 		}
 		n++
 	}
@@ -234,6 +237,9 @@ const (
 	recordKV     = 1
 	recordSeq    = 2
 )
+
+// ErrBadRecord is a record of a stream that the store cannot hold: no store wrote it.
+var ErrBadRecord = errors.New("no cove writes such a record")
 
 // StreamWriter writes records in the stream format.
 type StreamWriter struct {

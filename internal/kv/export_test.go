@@ -182,3 +182,30 @@ func TestStreamCutOrDamaged(t *testing.T) {
 		t.Errorf("a wrong count: %v", err)
 	}
 }
+
+// A record badger cannot hold (an empty key, one of badger's own, one over its size) fails the
+// import with the record's number and the start of its key, never a dump of all of it.
+func TestImportOfABadRecord(t *testing.T) {
+	for _, key := range [][]byte{nil, []byte("!badger!head"), bytes.Repeat([]byte("k"), 70000)} {
+		db, err := badger.Open(badger.DefaultOptions(filepath.Join(t.TempDir(), "index")).WithLogger(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := NewBadger(db)
+		recs := []Record{{Key: []byte("a"), Value: []byte("1")}, {Key: key, Value: []byte("2")}}
+		next := func() (Record, error) {
+			if len(recs) == 0 {
+				return Record{}, io.EOF
+			}
+			r := recs[0]
+			recs = recs[1:]
+			return r, nil
+		}
+		_, err = b.Import(context.Background(), next)
+		if !errors.Is(err, ErrBadRecord) || !strings.HasPrefix(err.Error(), "record 2 (key ") || len(err.Error()) > 300 {
+			t.Errorf("an import of the key %.20q…: %.400v", key, err)
+		}
+		b.Close()
+		db.Close()
+	}
+}

@@ -115,7 +115,7 @@ func TestBackupDuringPushesRestores(t *testing.T) {
 	t.Logf("online backup: %s (%d pushes in all)", strings.TrimSpace(out), len(pushed))
 
 	// A backup goes into a new or empty directory only; a restore never over an index.
-	if _, errOut, code := runCoveCmd(t, "backup", "--to", online, "--data", data); code != 1 || !strings.Contains(errOut, "is not empty") {
+	if _, errOut, code := runCoveCmd(t, "backup", "--to", online, "--data", data); code != 1 || !strings.Contains(errOut, "holds a backup already: back up into a new or empty directory") {
 		t.Errorf("a backup into a backup: exit %d, %s", code, errOut)
 	}
 	if _, errOut, code := runCoveCmd(t, "restore", "--from", online, "--data", data); code != 1 || !strings.Contains(errOut, "holds an index already") {
