@@ -503,3 +503,17 @@ func TestFillWaitsForItsFileBeyondTheWindow(t *testing.T) {
 		t.Fatalf("a late reader: %d of %d bytes, %v", len(got), len(data), err)
 	}
 }
+
+// mirrorBlob stores data in s as a fill from repo's upstream would, read whole by one client, and
+// waits until the fill is committed and done.
+func mirrorBlob(t *testing.T, s *Store, repo string, data []byte) digest.Digest {
+	t.Helper()
+	f := startFill(t, s, repo, data, int64(len(data)))
+	if r, err := f.Reader(context.Background()); err == nil {
+		io.Copy(io.Discard, r)
+		r.Close()
+	}
+	waitStored(t, s, repo, f.dgst)
+	waitFor(t, func() bool { return !s.Fills.busy(f.dgst) })
+	return f.dgst
+}

@@ -1,16 +1,12 @@
 package cache
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"io"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
-
-	"github.com/opencontainers/go-digest"
 
 	"cove/internal/kv"
 )
@@ -95,20 +91,7 @@ func TestSchemaMigratesAfterTheBackup(t *testing.T) {
 		return s, closeAll
 	}
 	s, closeAll := open()
-	data := []byte("a mirrored blob")
-	d := digest.FromBytes(data)
-	f, _, err := s.Fills.FromUpstream(d, "docker.io/library/a", func(context.Context) (io.ReadCloser, int64, error) {
-		return io.NopCloser(bytes.NewReader(data)), int64(len(data)), nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r, err := f.Reader(ctx); err == nil {
-		io.Copy(io.Discard, r)
-		r.Close()
-	}
-	waitStored(t, s, "docker.io/library/a", d)
-	waitFor(t, func() bool { return !s.Fills.busy(d) })
+	d := mirrorBlob(t, s, "docker.io/library/a", []byte("a mirrored blob"))
 	dropEvictIndex(t, s, true) // schema 1: no schema record, no eviction index
 	if v := schemaOf(t, s); v != 1 {
 		t.Fatalf("schema of a data directory from before the eviction index = %d, want 1", v)

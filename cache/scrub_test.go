@@ -74,16 +74,7 @@ func TestScrub(t *testing.T) {
 	}
 	// Mirrored: one blob corrupted, one whose file is lost.
 	const up = "docker.io/library/x"
-	mirror := func(data []byte) digest.Digest {
-		f := startFill(t, s, up, data, int64(len(data)))
-		if r, err := f.Reader(ctx); err == nil {
-			io.Copy(io.Discard, r)
-			r.Close()
-		}
-		waitStored(t, s, up, f.dgst)
-		waitFor(t, func() bool { return !s.Fills.busy(f.dgst) })
-		return f.dgst
-	}
+	mirror := func(data []byte) digest.Digest { return mirrorBlob(t, s, up, data) }
 	good := randomBytes(t, 64<<10)
 	corruptM, missingM := mirror(good), mirror(randomBytes(t, 1<<10))
 	flipByte(t, s, corruptM)
@@ -280,17 +271,7 @@ func TestScrubHealsABlobBothPushedAndMirrored(t *testing.T) {
 		t.Fatal(err)
 	}
 	const up = "docker.io/library/x"
-	fill := func() {
-		t.Helper()
-		f := startFill(t, s, up, good, int64(len(good)))
-		if r, err := f.Reader(ctx); err == nil {
-			io.Copy(io.Discard, r)
-			r.Close()
-		}
-		waitStored(t, s, up, layer)
-		waitFor(t, func() bool { return !s.Fills.busy(layer) })
-	}
-	fill() // the same bytes through the mirror: one record, pushed and mirrored
+	mirrorBlob(t, s, up, good) // the same bytes through the mirror: one record, pushed and mirrored
 	flipByte(t, s, layer)
 	if _, err := s.Scrub(ctx, ScrubOptions{Protect: true, Mirrored: func(repo string) bool { return strings.HasPrefix(repo, "docker.io/") }}); err != nil {
 		t.Fatal(err)
@@ -298,7 +279,7 @@ func TestScrubHealsABlobBothPushedAndMirrored(t *testing.T) {
 	if _, err := s.StatBlob(ctx, up, layer); !errors.Is(err, ErrBlobUnknown) {
 		t.Fatalf("the corrupt blob after the scrub: %v, want unknown (to be fetched again)", err)
 	}
-	fill()
+	mirrorBlob(t, s, up, good)
 	var rec blobRecord
 	if err := s.db.View(ctx, func(txn kv.Txn) error { rec, err = getBlobRecord(txn, layer); return err }); err != nil {
 		t.Fatal(err)
