@@ -27,8 +27,10 @@ LDFLAGS   := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
 .PHONY: build run image test test-unit test-e2e deps vet lint fuzz bench bench-go clean
 
+# Static (no cgo), as in the image: the binary the tests run is the image's amd64 one, and make
+# image finds it built already.
 build:
-	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/cove
+	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/cove
 
 run: build
 	./$(BIN) serve
