@@ -319,7 +319,18 @@ func backupBeforeMigrate(ctx context.Context, cfg Config, meta kv.DB, log *slog.
 		if !ok {
 			return errors.New("this metadata store cannot export its records")
 		}
-		to := filepath.Join(cfg.Data, "backups", fmt.Sprintf("before-schema-%d-%s", cache.SchemaVersion, time.Now().UTC().Format("20060102T150405Z")))
+		// The backups of starts cut short before their backup finished (no manifest) are of no
+		// use: they go, so that a start killed again and again does not fill the disk.
+		left, _ := filepath.Glob(filepath.Join(cfg.Data, "backups", "before-schema-*"))
+		for _, dir := range left {
+			if _, err := os.Stat(filepath.Join(dir, backupManifestFile)); errors.Is(err, fs.ErrNotExist) {
+				if err := os.RemoveAll(dir); err != nil {
+					return fmt.Errorf("remove the unfinished backup %s: %w", dir, err)
+				}
+				log.Warn("removed the backup of a start cut short before it finished", "path", dir)
+			}
+		}
+		to := filepath.Join(cfg.Data, "backups", fmt.Sprintf("before-schema-%d-%s", cache.SchemaVersion, time.Now().UTC().Format("20060102T150405.000Z")))
 		if err := emptyDir(to); err != nil {
 			return err
 		}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -377,5 +378,39 @@ func TestBackupOfALockedIndex(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(to); len(ents) > 0 {
 		t.Errorf("the refused backup wrote %v", ents)
+	}
+}
+
+// The backup before a migration removes those that starts cut short left unfinished, and keeps
+// the finished ones.
+func TestBackupBeforeMigrateRemovesUnfinishedOnes(t *testing.T) {
+	data := t.TempDir()
+	unfinished := filepath.Join(data, "backups", "before-schema-3-20260101T000000Z")
+	finished := filepath.Join(data, "backups", "before-schema-3-20250101T000000Z")
+	for _, f := range []string{filepath.Join(unfinished, backupRecordsFile), filepath.Join(finished, backupManifestFile)} {
+		os.MkdirAll(filepath.Dir(f), 0o700)
+		if err := os.WriteFile(f, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db, err := cache.OpenDB(filepath.Join(data, "index"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	meta := kv.NewBadger(db)
+	cfg := DefaultConfig()
+	cfg.Data = data
+	if err := backupBeforeMigrate(context.Background(), cfg, meta, slog.New(slog.DiscardHandler))(2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(unfinished); !os.IsNotExist(err) {
+		t.Errorf("the unfinished backup is still there (%v)", err)
+	}
+	if _, err := os.Stat(finished); err != nil {
+		t.Errorf("the finished backup was removed: %v", err)
+	}
+	if got, _ := filepath.Glob(filepath.Join(data, "backups", "before-schema-*", backupManifestFile)); len(got) != 2 {
+		t.Errorf("finished backups: %v, want the old one and the new one", got)
 	}
 }
