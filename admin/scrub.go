@@ -14,6 +14,9 @@ type Scrubs interface {
 	LastScrub(ctx context.Context) (cache.ScrubResult, bool, error)
 }
 
+// dashboardProblems is how many of the last scrub's problems the dashboard lists.
+const dashboardProblems = 10
+
 // scrubStatus is GET /api/v2.0/system/scrub's answer: the last run, null before the first.
 type scrubStatus struct {
 	Last *cache.ScrubResult `json:"last"`

@@ -60,6 +60,9 @@ func newWebPages(s *Server) (*webPages, error) {
 		"add":  func(a, b int) int { return a + b },
 		"list": func(v ...string) []string { return v },
 		"mib":  func(n int64) int64 { return n >> 20 },
+		// firstProblems is the head of a scrub's problems that the dashboard lists.
+		"firstProblems": func(p []cache.ScrubProblem) []cache.ScrubProblem { return p[:min(len(p), dashboardProblems)] },
+		"join":          strings.Join,
 	}
 	for _, page := range []string{"error", "login", "forgot", "resetpw", "dashboard", "projects", "project", "repository", "mirror", "users", "account", "audit", "settings", "connect", "gc"} {
 		t, err := template.New(page).Funcs(funcs).ParseFS(templateFS, "web/templates/layout.html", "web/templates/"+page+".html")

@@ -704,11 +704,16 @@ func TestDashboardShowsTheLastScrub(t *testing.T) {
 		}
 	}
 	last := cache.ScrubResult{Started: time.Date(2026, 12, 1, 3, 0, 0, 0, time.UTC), Duration: 12.5, Blobs: 4321, Bytes: 5 << 30,
-		Counts: map[string]int{cache.ScrubCorrupt: 2, cache.ScrubSize: 0, cache.ScrubMissing: 1, cache.ScrubMissingReference: 0, cache.ScrubDanglingTag: 0}}
+		Counts: map[string]int{cache.ScrubCorrupt: 2, cache.ScrubSize: 0, cache.ScrubMissing: 1, cache.ScrubMissingReference: 0, cache.ScrubDanglingTag: 0},
+		Problems: []cache.ScrubProblem{
+			{Kind: cache.ScrubCorrupt, Digest: "sha256:1111111111111111111111111111111111111111111111111111111111111111", Pushed: true, Breaks: []string{"team/app", "team/app:v1"}},
+			{Kind: cache.ScrubCorrupt, Digest: "sha256:2222222222222222222222222222222222222222222222222222222222222222"},
+			{Kind: cache.ScrubMissing, Digest: "sha256:3333333333333333333333333333333333333333333333333333333333333333"},
+		}}
 	srv.scrubs = scrubsFunc(func() (cache.ScrubResult, bool, error) { return last, true, nil })
-	for lang, words := range map[string][]string{"en": {"Scrub", "Blobs checked", "2 corrupt", "1 missing", "12.5 s"}, "zh-CN": {"数据校验", "2 个已损坏", "1 个缺失"}} {
+	for lang, words := range map[string][]string{"en": {"Scrub", "Blobs checked", "2 corrupt", "1 missing", "12.5 s", "Breaks", "team/app, team/app:v1", "sha256:111111111111", ">missing<", "Problems in all: 3"}, "zh-CN": {"数据校验", "2 个已损坏", "1 个缺失", "受影响", "team/app, team/app:v1", ">缺失<", "共 3 个问题"}} {
 		_, body := admin.do("GET", "/", "", "Accept-Language", lang)
-		for _, w := range append(words, `id="scrub"`) {
+		for _, w := range append(words, `id="scrub"`, `id="scrub-problems"`) {
 			if !strings.Contains(body, w) {
 				t.Errorf("the dashboard in %s lacks %q", lang, w)
 			}
