@@ -531,41 +531,6 @@ func emptyDir(dir string) error {
 	return nil
 }
 
-// parseCommand parses args into fs for cove name: -1 to go on, else the exit status — 0 for
-// --help (the usage on stdout), 2 for a usage error (on stderr). required names a flag that must
-// be given.
-func parseCommand(fs *flag.FlagSet, name, usage string, args []string, required string, stdout, stderr io.Writer) int {
-	fs.SetOutput(io.Discard)
-	err := fs.Parse(args)
-	if errors.Is(err, flag.ErrHelp) {
-		fmt.Fprint(stdout, usage)
-		return 0
-	}
-	if f := fs.Lookup(required); err == nil && f != nil && f.Value.String() == "" {
-		err = fmt.Errorf("--%s is required", required)
-	}
-	if err == nil && fs.NArg() > 0 {
-		err = fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "cove %s: %v\n%s", name, err, usage)
-		return 2
-	}
-	return -1
-}
-
-// dataDirConfig loads the configuration of a command that works on a data directory: the file of
-// --config (or COVE_CONFIG) and the environment, with --data, when fs has it set, over them.
-func dataDirConfig(fs *flag.FlagSet, configPath string, environ []string) (Config, error) {
-	set := map[string]string{}
-	fs.Visit(func(f *flag.Flag) {
-		if f.Name == "data" {
-			set["data"] = f.Value.String()
-		}
-	})
-	return loadConfig(configPath, environ, set)
-}
-
 // writeFileSync writes v as JSON into path, durably (the file, then its directory).
 func writeFileSync(path string, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -26,24 +25,11 @@ flags:
 // healthcheckCmd is cove healthcheck: 0 when /healthz answers 200 in time, 1 when not, 2 for usage errors.
 func healthcheckCmd(ctx context.Context, args, environ []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {}
 	url := fs.String("url", "", "the URL to GET (default: http(s)://127.0.0.1:<port of listen>/healthz)")
 	configPath := fs.String("config", envValue(environ, "COVE_CONFIG"), "YAML configuration file whose listen and tls.mode give the URL (env COVE_CONFIG)")
 	timeout := fs.Duration("timeout", 5*time.Second, "how long the answer may take")
-	if err := fs.Parse(args); err != nil {
-		out, code := stderr, 2
-		if errors.Is(err, flag.ErrHelp) {
-			out, code = stdout, 0
-		}
-		fmt.Fprint(out, healthcheckUsage)
-		fs.SetOutput(out)
-		fs.PrintDefaults()
+	if code := parseFlags(fs, "healthcheck", healthcheckUsage, args, stdout, stderr); code >= 0 {
 		return code
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "cove healthcheck: unexpected argument %q (see cove healthcheck --help)\n", fs.Arg(0))
-		return 2
 	}
 	if *url == "" {
 		cfg, err := loadConfig(*configPath, environ, nil)

@@ -137,24 +137,11 @@ func run(ctx context.Context, args, environ []string, stdin io.Reader, stdout, s
 
 func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {} // printed below: --help to stdout, a usage error to stderr
 	configPath := fs.String("config", envValue(environ, "COVE_CONFIG"), "YAML configuration file (env COVE_CONFIG)")
 	fs.String("listen", "", "address to listen on (default :5000; env COVE_LISTEN)")
 	fs.String("data", "", "data directory (default ./data; env COVE_DATA)")
-	if err := fs.Parse(args); err != nil {
-		out, code := stderr, 2
-		if errors.Is(err, flag.ErrHelp) {
-			out, code = stdout, 0
-		}
-		fmt.Fprint(out, serveUsage)
-		fs.SetOutput(out)
-		fs.PrintDefaults()
+	if code := parseFlags(fs, "serve", serveUsage, args, stdout, stderr); code >= 0 {
 		return code
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "cove serve: unexpected argument %q (see cove serve --help)\n", fs.Arg(0))
-		return 2
 	}
 	set := map[string]string{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = f.Value.String() })
@@ -466,25 +453,7 @@ func serveConfig(ctx context.Context, cfg Config, log, accessLog *slog.Logger, f
 		background.Go(func() { _ = msrv.Serve(metricsLn) })
 		defer msrv.Close()
 	}
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if !ready.Load() {
-			telemetry.SetCause(r.Context(), errors.New("not ready: cove is starting or shutting down"))
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
-			return
-		}
-		if err := ping(r.Context()); err != nil {
-			telemetry.SetCause(r.Context(), fmt.Errorf("not ready: the metadata database does not answer: %w", err))
-			http.Error(w, "not ready: the metadata database (storage.metadata) does not answer", http.StatusServiceUnavailable)
-			return
-		}
-		if err := store.PingRemote(r.Context()); err != nil {
-			telemetry.SetCause(r.Context(), fmt.Errorf("not ready: %w", err))
-			http.Error(w, "not ready: the shared blob store (storage.blobs) does not answer", http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ready")
-	})
+	registerProbes(mux, &ready, ping, store.PingRemote)
 	proxies, _ := telemetry.ParseProxies(cfg.TrustedProxies) // checked by Validate
 	var dls downloads
 	srv := &http.Server{
@@ -618,102 +587,4 @@ func adminStatus(st mirror.Status) admin.MirrorStatus {
 		out.Upstreams = append(out.Upstreams, us)
 	}
 	return out
-}
-
-// adminURL is where the admin page is: public_url when set, else the listener's address (a
-// wildcard host shown as localhost).
-func adminURL(cfg Config, ln net.Listener, tls bool) string {
-	if cfg.PublicURL != "" {
-		return strings.TrimSuffix(cfg.PublicURL, "/") + "/"
-	}
-	host, p, err := net.SplitHostPort(ln.Addr().String())
-	if err != nil {
-		return ""
-	}
-	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
-		host = "localhost"
-	}
-	scheme := "http"
-	if tls {
-		scheme = "https"
-	}
-	return scheme + "://" + net.JoinHostPort(host, p) + "/"
-}
-
-// port is a listener's port, 0 for none.
-func port(ln net.Listener) int {
-	if ln == nil {
-		return 0
-	}
-	if a, ok := ln.Addr().(*net.TCPAddr); ok {
-		return a.Port
-	}
-	return 0
-}
-
-const selfSignedHint = `cove: serving HTTPS with a self-signed certificate. Clients must trust its CA, %[1]s:
-cove:   Docker:     /etc/docker/certs.d/<host>:<port>/ca.crt   (cove listens on %[2]s)
-cove:   containerd: ca = "%[1]s" under the [host."https://<host>:<port>"] of hosts.toml
-cove:   podman:     /etc/containers/certs.d/<host>:<port>/ca.crt
-cove:   system:     cp %[1]s /usr/local/share/ca-certificates/cove.crt && update-ca-certificates
-`
-
-// smallRequestTimeout bounds a whole request to the API and operations endpoints, whose bodies
-// and answers are small; /v2 renews idle deadlines instead, since blobs are large (docs/SECURITY.md 12).
-const smallRequestTimeout = time.Minute
-
-// withDeadline gives every request of h absolute read and write deadlines d from now.
-func withDeadline(h http.Handler, d time.Duration) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rc := http.NewResponseController(w)
-		_ = rc.SetReadDeadline(time.Now().Add(d))
-		_ = rc.SetWriteDeadline(time.Now().Add(d))
-		h.ServeHTTP(w, r)
-	})
-}
-
-// routeName labels a request for metrics with a small, fixed set of values.
-func routeName(r *http.Request) string {
-	p := r.URL.Path
-	switch {
-	case p == "/v2" || strings.HasPrefix(p, "/v2/"):
-		return mirror.RouteKind(p).Metric()
-	case strings.HasPrefix(p, "/api/"):
-		return "api"
-	case strings.HasPrefix(p, "/static/"):
-		return "static"
-	case p == auth.TokenPath:
-		return "token"
-	case p == "/metrics", p == "/healthz", p == "/readyz":
-		return p[1:]
-	}
-	return "web"
-}
-
-// adminPasswordFile is where a generated admin password goes when cove's output is the journal.
-const adminPasswordFile = "admin-password"
-
-// showAdminPassword shows the admin's generated password once: on stdout, or — when stdout is
-// systemd's journal, which keeps it for every reader of the log — in a file of the data directory
-// that only its owner (and root) may read, whose path goes to the log instead.
-func showAdminPassword(stdout io.Writer, data, password, url string, journal bool) error {
-	how := fmt.Sprintf("sign in at %s and change it, or set it offline with: cove admin reset-password %s", url, auth.AdminName)
-	if !journal {
-		_, err := fmt.Fprintf(stdout, "cove: generated the password of user %q: %s\n"+
-			"cove: it is shown only this once and stored as a hash; %s\n", auth.AdminName, password, how)
-		return err
-	}
-	path := filepath.Join(data, adminPasswordFile)
-	_ = os.Remove(path) // a file left from an earlier first start
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o400)
-	if err != nil {
-		return fmt.Errorf("write the admin's generated password: %w", err)
-	}
-	_, err = fmt.Fprintln(f, password)
-	if err = errors.Join(err, f.Sync(), f.Close()); err != nil {
-		return fmt.Errorf("write the admin's generated password: %w", err)
-	}
-	_, err = fmt.Fprintf(stdout, "cove: generated the password of user %q and wrote it to %s (readable by root and cove's user only, "+
-		"not to the journal); %s, then delete the file\n", auth.AdminName, path, how)
-	return err
 }
