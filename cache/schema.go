@@ -139,12 +139,12 @@ func Upgrade(ctx context.Context, db kv.DB, by string, backup func(from int) err
 		}
 		defer release()
 	}
-	from, _, err := ReadSchema(ctx, db)
+	from, wrote, err := ReadSchema(ctx, db)
 	if err != nil {
 		return err
 	}
-	if err := CheckSchema(ctx, db); err != nil {
-		return err
+	if from > SchemaVersion { // read again under the lock: another node may have migrated
+		return &SchemaTooNewError{Have: from, By: wrote}
 	}
 	if from == SchemaVersion {
 		return nil
